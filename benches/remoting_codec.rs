@@ -1,0 +1,54 @@
+//! Codec micro-benchmarks: encode and decode of a send request in both serializations.
+//! Runs tiny under `cargo test --benches` and at full size under `cargo bench`.
+
+use bytes::BytesMut;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringmq::remoting::{RemotingCommand, SerializeType};
+
+fn send_request(serialize_type: SerializeType) -> RemotingCommand {
+    let mut cmd = RemotingCommand::request(310)
+        .with_ext("a", "please_rename_unique_group_name")
+        .with_ext("b", "TopicTest")
+        .with_ext("c", "TBW102")
+        .with_ext("d", "4")
+        .with_ext("e", "3")
+        .with_ext("f", "0")
+        .with_ext("g", "1795243657617")
+        .with_ext("h", "0")
+        .with_ext("i", "UNIQ_KEY\u{1}FD0000000000000000000000000002\u{2}WAIT\u{1}true\u{2}TAGS\u{1}TagA")
+        .with_ext("j", "0")
+        .with_ext("k", "false")
+        .with_ext("m", "false")
+        .with_body(vec![b'x'; 128]);
+    cmd.opaque = 7;
+    cmd.serialize_type = serialize_type;
+    cmd
+}
+
+fn codec(c: &mut Criterion) {
+    for (name, st) in [("json", SerializeType::Json), ("rocketmq", SerializeType::RocketMq)] {
+        let cmd = send_request(st);
+        let frame = cmd.to_frame();
+        let mut group = c.benchmark_group(format!("remoting_{name}"));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("encode_send_v2", |b| {
+            let mut buf = BytesMut::with_capacity(1024);
+            b.iter(|| {
+                buf.clear();
+                cmd.encode(&mut buf);
+                buf.len()
+            })
+        });
+        group.bench_function("decode_send_v2", |b| {
+            b.iter_batched(
+                || frame.clone(),
+                |f| RemotingCommand::decode(f).map(|c| c.code).unwrap_or(-1),
+                BatchSize::SmallInput,
+            )
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

@@ -1,0 +1,27 @@
+//! ringmq: a message broker and nameserver that speak Apache RocketMQ 4.x's remoting protocol,
+//! built thread-per-core on glommio (io_uring).
+//!
+//! # Layout
+//!
+//! Dependencies flow one way, pure leaves first:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`limits`] | every fixed bound (frame size, header size, in-flight requests), asserted together |
+//! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
+//! | [`remoting`] | the frame, JSON and ROCKETMQ headers, request/response/language codes, `WireError` |
+//! | [`protocol`] | typed request/response headers and JSON bodies per command family |
+//! | [`net`] | glommio sockets: accept loop, per-connection framing, pipelined dispatch |
+//! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
+//! | [`client`] | a small blocking client (tests, admin); never imports servers |
+//!
+//! `remoting` and `protocol` are pure: no I/O, no async, no glommio.
+
+pub mod client;
+pub mod config;
+pub mod limits;
+pub mod namesrv;
+pub mod net;
+pub mod protocol;
+pub mod remoting;
+pub mod runtime;

@@ -1,0 +1,234 @@
+//! The nameserver's request processor (`DefaultRequestProcessor`): one function per request
+//! code, all synchronous on the nameserver's executor.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::net::{Connection, Handler, Reply};
+use crate::protocol::register::{DataVersion, RegisterBrokerBody};
+use crate::protocol::route::to_json_body;
+use crate::protocol::{FieldError, Fields};
+use crate::remoting::{request as req, response as resp, ExtFields, RemotingCommand};
+
+use super::kv_config::KvConfig;
+use super::route_table::{BrokerIdentity, RouteTable};
+
+/// KV namespace holding `topic → "brokerA:4;brokerB:4"` for ordered topics.
+pub const NAMESPACE_ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+
+/// Settings the processor needs.
+#[derive(Debug, Clone)]
+pub struct ProcessorOptions {
+    /// Put `orderTopicConf` from the KV store into routes (`orderMessageEnable`).
+    pub order_message_enable: bool,
+    /// A broker not heard from for this long is removed.
+    pub broker_expiry: Duration,
+    /// `key=value` lines served by GET_NAMESRV_CONFIG.
+    pub config_properties: Vec<(String, String)>,
+}
+
+/// The nameserver state and its request handling.
+pub struct NamesrvProcessor {
+    pub routes: RefCell<RouteTable>,
+    pub kv: RefCell<KvConfig>,
+    options: ProcessorOptions,
+}
+
+/// A failed request: response code and remark.
+type Failure = (i32, String);
+
+impl From<FieldError> for (i32, String) {
+    fn from(e: FieldError) -> Self {
+        (resp::SYSTEM_ERROR, e.to_string())
+    }
+}
+
+impl NamesrvProcessor {
+    /// A processor over `kv` with an empty route table.
+    pub fn new(kv: KvConfig, options: ProcessorOptions) -> NamesrvProcessor {
+        NamesrvProcessor { routes: RefCell::new(RouteTable::default()), kv: RefCell::new(kv), options }
+    }
+
+    /// Drops brokers past their expiry; run every `brokerScanIntervalMs`.
+    pub fn scan_expired(&self, now: Instant) -> Vec<String> {
+        self.routes.borrow_mut().expire(now, self.options.broker_expiry)
+    }
+
+    /// Processes one request received on connection `connection_id`. `None` for no answer.
+    pub fn process(&self, connection_id: u64, request: &RemotingCommand) -> RemotingCommand {
+        let result = match request.code {
+            req::REGISTER_BROKER => self.register_broker(connection_id, request),
+            req::UNREGISTER_BROKER => self.unregister_broker(request),
+            req::GET_ROUTEINFO_BY_TOPIC => self.route(request),
+            req::GET_BROKER_CLUSTER_INFO => {
+                Ok(request.success_to().with_body(to_json_body(&self.routes.borrow().cluster_info())))
+            }
+            req::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
+                Ok(request.success_to().with_body(to_json_body(&self.routes.borrow().topics())))
+            }
+            req::GET_TOPICS_BY_CLUSTER => self.topics_by_cluster(request),
+            req::DELETE_TOPIC_IN_NAMESRV => self.delete_topic(request),
+            req::WIPE_WRITE_PERM_OF_BROKER => self.write_perm(request, true),
+            req::ADD_WRITE_PERM_OF_BROKER => self.write_perm(request, false),
+            req::PUT_KV_CONFIG | req::GET_KV_CONFIG | req::DELETE_KV_CONFIG => self.kv_config(request),
+            req::GET_KVLIST_BY_NAMESPACE => self.kv_namespace(request),
+            req::QUERY_DATA_VERSION => self.query_data_version(request),
+            req::GET_NAMESRV_CONFIG => Ok(self.namesrv_config(request)),
+            code => Err((resp::REQUEST_CODE_NOT_SUPPORTED, format!(" request type {code} not supported"))),
+        };
+        result.unwrap_or_else(|(code, remark)| request.error_to(code, remark))
+    }
+
+    fn register_broker(&self, connection_id: u64, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let broker = identity(request)?;
+        let ha_server_addr = request.opt_str("haServerAddr").unwrap_or_default().to_string();
+        let expected_crc = request.opt_i64("bodyCrc32")?.unwrap_or(0);
+        if expected_crc != 0 {
+            let actual = i64::from(crc32fast::hash(&request.body) & 0x7FFF_FFFF);
+            if actual != expected_crc {
+                let remark = format!("crc32 not match: header says {expected_crc}, body has {actual}");
+                return Err((resp::SYSTEM_ERROR, remark));
+            }
+        }
+        let body = RegisterBrokerBody::decode(&request.body, request.bool_or("compressed", false))
+            .map_err(|e| (resp::SYSTEM_ERROR, e.to_string()))?;
+        let wrapper = body.topic_config_serialize_wrapper;
+        let result = self.routes.borrow_mut().register(
+            &broker,
+            &ha_server_addr,
+            Some(&wrapper),
+            connection_id,
+            Instant::now(),
+        );
+        let mut response = request.success_to();
+        let mut fields = ExtFields::new();
+        if let Some(addr) = result.ha_server_addr {
+            fields.insert("haServerAddr", addr);
+        }
+        if let Some(addr) = result.master_addr {
+            fields.insert("masterAddr", addr);
+        }
+        response.ext_fields = Some(fields);
+        if let Some(table) = self.kv.borrow().namespace(NAMESPACE_ORDER_TOPIC_CONFIG) {
+            response.body = to_json_body(&table).into();
+        }
+        Ok(response)
+    }
+
+    fn unregister_broker(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let broker = identity(request)?;
+        self.routes.borrow_mut().unregister(&broker);
+        tracing::info!(broker = %broker.broker_name, addr = %broker.broker_addr, "broker unregistered");
+        Ok(request.success_to())
+    }
+
+    fn route(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let topic = request.req_str("topic")?;
+        let Some(mut route) = self.routes.borrow().route(topic) else {
+            let remark = format!(
+                "No topic route info in name server for the topic: {topic}\n\
+                 See http://rocketmq.apache.org/docs/faq/ for further details."
+            );
+            return Err((resp::TOPIC_NOT_EXIST, remark));
+        };
+        if self.options.order_message_enable {
+            route.order_topic_conf = self
+                .kv
+                .borrow()
+                .get(NAMESPACE_ORDER_TOPIC_CONFIG, topic)
+                .map(str::to_string);
+        }
+        Ok(request.success_to().with_body(to_json_body(&route)))
+    }
+
+    fn topics_by_cluster(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let cluster = request.req_str("cluster")?;
+        let topics = self.routes.borrow().topics_of_cluster(cluster);
+        Ok(request.success_to().with_body(to_json_body(&topics)))
+    }
+
+    fn delete_topic(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let topic = request.req_str("topic")?;
+        self.routes.borrow_mut().delete_topic(topic, request.opt_str("clusterName"));
+        Ok(request.success_to())
+    }
+
+    fn write_perm(&self, request: &RemotingCommand, wipe: bool) -> Result<RemotingCommand, Failure> {
+        let broker_name = request.req_str("brokerName")?;
+        let count = self.routes.borrow_mut().set_write_perm(broker_name, wipe);
+        let key = if wipe { "wipeTopicCount" } else { "addTopicCount" };
+        Ok(request.success_to().with_ext(key, count.to_string()))
+    }
+
+    fn kv_config(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let namespace = request.req_str("namespace")?;
+        let key = request.req_str("key")?;
+        let io_failure = |e: std::io::Error| (resp::SYSTEM_ERROR, format!("cannot persist KV config: {e}"));
+        match request.code {
+            req::PUT_KV_CONFIG => {
+                let value = request.req_str("value")?;
+                self.kv.borrow_mut().put(namespace, key, value).map_err(io_failure)?;
+                Ok(request.success_to())
+            }
+            req::GET_KV_CONFIG => match self.kv.borrow().get(namespace, key) {
+                Some(value) => Ok(request.success_to().with_ext("value", value)),
+                None => Err((resp::QUERY_NOT_FOUND, format!("No config item, Namespace: {namespace} Key: {key}"))),
+            },
+            _ => {
+                self.kv.borrow_mut().delete(namespace, key).map_err(io_failure)?;
+                Ok(request.success_to())
+            }
+        }
+    }
+
+    fn kv_namespace(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let namespace = request.req_str("namespace")?;
+        match self.kv.borrow().namespace(namespace) {
+            Some(table) => Ok(request.success_to().with_body(to_json_body(&table))),
+            None => Err((resp::QUERY_NOT_FOUND, format!("No config item, Namespace: {namespace}"))),
+        }
+    }
+
+    fn query_data_version(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let broker_addr = request.req_str("brokerAddr")?;
+        let version: DataVersion = serde_json::from_slice(&request.body)
+            .map_err(|e| (resp::SYSTEM_ERROR, format!("body is not a DataVersion: {e}")))?;
+        let mut routes = self.routes.borrow_mut();
+        let changed = !routes.data_version_matches(broker_addr, &version, Instant::now());
+        let mut response = request.success_to().with_ext("changed", changed.to_string());
+        if let Some(current) = routes.data_version(broker_addr) {
+            response.body = to_json_body(&current).into();
+        }
+        Ok(response)
+    }
+
+    fn namesrv_config(&self, request: &RemotingCommand) -> RemotingCommand {
+        let text: String = self
+            .options
+            .config_properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        request.success_to().with_body(text.into_bytes())
+    }
+}
+
+fn identity(request: &RemotingCommand) -> Result<BrokerIdentity, FieldError> {
+    Ok(BrokerIdentity {
+        cluster_name: request.req_str("clusterName")?.to_string(),
+        broker_name: request.req_str("brokerName")?.to_string(),
+        broker_addr: request.req_str("brokerAddr")?.to_string(),
+        broker_id: request.req_i64("brokerId")?,
+    })
+}
+
+impl Handler for NamesrvProcessor {
+    fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
+        Reply::Now(Some(self.process(conn.id, &request)))
+    }
+
+    fn on_close(&self, conn: &Connection) {
+        self.routes.borrow_mut().connection_closed(conn.id);
+    }
+}

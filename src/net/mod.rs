@@ -1,0 +1,15 @@
+//! Sockets on glommio: the accept loop and the per-connection reader/writer pair.
+//!
+//! A connection runs two tasks on the executor that accepted it. The reader extracts frames
+//! (refusing an oversized one from its length prefix, before buffering it), decodes them and
+//! hands each request to the [`Handler`]; a handler answers at once ([`Reply::Now`]) or returns a
+//! future ([`Reply::Later`]) that runs as its own task, so many requests are in flight per
+//! connection and responses go out in completion order (RocketMQ matches them by opaque). The
+//! writer batches whatever responses are queued into one write. A malformed frame closes that
+//! connection only. `net` reads only code, flag and opaque; it never looks at command bodies.
+
+pub mod connection;
+pub mod server;
+
+pub use connection::{Connection, Handler, Reply};
+pub use server::{serve, ServerOptions};

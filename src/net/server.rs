@@ -1,0 +1,69 @@
+//! The accept loop: one per executor, on a listener bound with SO_REUSEPORT.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use futures_lite::future;
+use glommio::net::TcpListener;
+
+use super::connection::{self, Handler};
+use crate::limits::{CONNECTIONS_PER_SHARD_MAX, FRAME_SIZE_MAX_BYTES};
+use crate::runtime::Shutdown;
+
+/// Per-listener bounds.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Frames declaring more than this are refused and their connection closed.
+    pub max_frame_bytes: usize,
+    /// Connections served at once; further ones are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_frame_bytes: FRAME_SIZE_MAX_BYTES,
+            max_connections: CONNECTIONS_PER_SHARD_MAX,
+        }
+    }
+}
+
+/// Accepts connections on `listener` and serves each with `handler` until `shutdown` fires.
+/// Open connections are left to finish (they end when their peers close).
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Rc<H>,
+    options: ServerOptions,
+    shutdown: Shutdown,
+) {
+    let open = Rc::new(Cell::new(0usize));
+    let mut next_id = 0u64;
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        if open.get() >= options.max_connections {
+            tracing::warn!(max = options.max_connections, "connection limit reached; refusing");
+            drop(stream);
+            continue;
+        }
+        next_id += 1;
+        open.set(open.get() + 1);
+        let (handler, open, max_frame) = (Rc::clone(&handler), Rc::clone(&open), options.max_frame_bytes);
+        glommio::spawn_local(async move {
+            connection::run(next_id, stream, handler, max_frame).await;
+            open.set(open.get() - 1);
+        })
+        .detach();
+    }
+}

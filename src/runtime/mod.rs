@@ -1,0 +1,153 @@
+//! Executors, CPU placement and process-wide shutdown. Contains no broker or namesrv logic.
+//!
+//! Every server loop runs on a glommio `LocalExecutor` started here with its options spelled
+//! out (STYLE habit 20). Shutdown is a [`Shutdown`] handle: a cross-thread, event-driven signal
+//! that server loops await (never poll).
+
+use std::io;
+use std::time::Duration;
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+/// Options for one executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Thread and executor name (shows in `top -H`).
+    pub name: String,
+    /// CPU to pin to, or `None` to let the kernel place it.
+    pub cpu: Option<usize>,
+    /// Bytes of io_uring registered buffer memory (locked memory).
+    pub io_memory_bytes: usize,
+    /// io_uring submission queue depth.
+    pub ring_depth: usize,
+    /// How long a task may run before the executor checks for preemption.
+    pub preempt_timer: Duration,
+}
+
+impl ExecutorOptions {
+    /// Small settings for a control-plane executor such as the nameserver: it does network I/O
+    /// only, so it needs little registered memory.
+    pub fn control_plane(name: &str) -> ExecutorOptions {
+        ExecutorOptions {
+            name: name.to_string(),
+            cpu: None,
+            io_memory_bytes: 512 * 1024,
+            ring_depth: 128,
+            preempt_timer: Duration::from_millis(100),
+        }
+    }
+
+    /// Locked memory this executor needs: registered buffers plus its three rings, estimated.
+    pub fn locked_memory_bytes(&self) -> usize {
+        self.io_memory_bytes + 3 * self.ring_depth * 128
+    }
+}
+
+/// Starts `fut_gen()` on a new executor thread with `options`.
+pub fn spawn_executor<G, F, T>(options: &ExecutorOptions, fut_gen: G) -> io::Result<ExecutorJoinHandle<T>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    check_locked_memory(options.locked_memory_bytes())?;
+    let placement = match options.cpu {
+        Some(cpu) => Placement::Fixed(cpu),
+        None => Placement::Unbound,
+    };
+    LocalExecutorBuilder::new(placement)
+        .name(&options.name)
+        .io_memory(options.io_memory_bytes)
+        .ring_depth(options.ring_depth)
+        .preempt_timer(options.preempt_timer)
+        .spawn(fut_gen)
+        .map_err(|e| {
+            io::Error::other(format!(
+                "cannot start executor {}: {e} (io_uring needs locked memory: \
+                 check `ulimit -l`, see README)",
+                options.name
+            ))
+        })
+}
+
+/// Refuses to start, with a message saying what to do, when `RLIMIT_MEMLOCK` is below what
+/// io_uring will lock. Root (CAP_IPC_LOCK) is not limited.
+pub fn check_locked_memory(need_bytes: usize) -> io::Result<()> {
+    // SAFETY: geteuid and getrlimit only read process state; `limit` is a valid out-pointer.
+    let (euid, limit) = unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let rc = libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);
+        (libc::geteuid(), (rc == 0).then_some(limit.rlim_cur))
+    };
+    match limit {
+        Some(cur) if euid != 0 && cur != libc::RLIM_INFINITY && (cur as usize) < need_bytes => {
+            Err(io::Error::other(format!(
+                "locked memory limit is {} KiB but io_uring needs about {} KiB: \
+                 raise it with `ulimit -l {}` (or unlimited) before starting ringmq",
+                cur / 1024,
+                need_bytes.div_ceil(1024),
+                need_bytes.div_ceil(1024) * 2
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A process-wide stop signal that any number of executors can await. Cloneable and `Send`;
+/// `trigger` wakes every waiter at once: it drops the only sender of a channel nobody sends on,
+/// so every pending `recv` resolves with "disconnected". No timer, no polling.
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: std::sync::Arc<std::sync::Mutex<Option<flume::Sender<()>>>>,
+    rx: flume::Receiver<()>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl Shutdown {
+    /// A signal not yet triggered.
+    pub fn new() -> Shutdown {
+        let (tx, rx) = flume::bounded(1);
+        Shutdown { tx: std::sync::Arc::new(std::sync::Mutex::new(Some(tx))), rx }
+    }
+
+    /// Triggers the signal. Idempotent.
+    pub fn trigger(&self) {
+        let sender = match self.tx.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(sender);
+    }
+
+    /// True once triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.rx.is_disconnected()
+    }
+
+    /// Resolves once the signal is triggered.
+    pub async fn wait(&self) {
+        // Nothing is ever sent, so this returns only when the sender is dropped.
+        let _ = self.rx.recv_async().await;
+    }
+
+    /// Triggers this signal when the process receives SIGINT or SIGTERM.
+    pub fn on_signals(&self) -> io::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])?;
+        let this = self.clone();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "signal received, shutting down");
+                this.trigger();
+            }
+        })?;
+        Ok(())
+    }
+}
