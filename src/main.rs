@@ -1,1 +1,131 @@
-fn main() {}
+//! The `ringmq` binary: clap subcommands, each a thin call into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ringmq::config::NamesrvConfig;
+use ringmq::namesrv::{self, NamesrvOptions};
+use ringmq::runtime::Shutdown;
+
+/// A RocketMQ 4.x compatible message broker and nameserver, thread-per-core on io_uring.
+#[derive(Parser, Debug)]
+#[command(name = "ringmq", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a nameserver (the route registry brokers register with and clients ask), like
+    /// `mqnamesrv`. Listens on 9876 unless the config file says otherwise.
+    Namesrv(NamesrvArgs),
+    /// Run a broker from a broker.properties file, like `mqbroker -c`. Not built yet.
+    Broker(NotBuiltArgs),
+    /// Run a nameserver and one broker in one process, store under ./store. Not built yet.
+    Standalone(NotBuiltArgs),
+    /// Administer a cluster with mqadmin's commands and flags. Not built yet.
+    Admin(NotBuiltArgs),
+    /// Stop a local broker or nameserver gracefully, like `mqshutdown`. Not built yet.
+    Shutdown(NotBuiltArgs),
+}
+
+#[derive(Args, Debug)]
+struct NamesrvArgs {
+    /// A namesrv.properties file (RocketMQ key names; see conf/namesrv.properties).
+    #[arg(short = 'c', long = "configFile", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Print every config key with its value and exit (like `mqnamesrv -p`).
+    #[arg(short = 'p', long = "printConfigItem")]
+    print_config: bool,
+}
+
+#[derive(Args, Debug)]
+struct NotBuiltArgs {
+    /// Arguments (ignored until this command is built).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Namesrv(args) => run_namesrv(args),
+        Command::Broker(_) => not_built("broker", "the broker (issue 4)"),
+        Command::Standalone(_) => not_built("standalone", "the broker (issue 4)"),
+        Command::Admin(_) => not_built("admin", "the admin commands (issue 7)"),
+        Command::Shutdown(_) => not_built("shutdown", "the admin commands (issue 7)"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn not_built(command: &str, what: &str) -> ExitCode {
+    eprintln!("ringmq {command}: not built yet; it arrives with {what}. Only `ringmq namesrv` runs today.");
+    ExitCode::from(2)
+}
+
+fn load_namesrv_config(path: Option<&PathBuf>) -> Result<NamesrvConfig, String> {
+    let Some(path) = path else {
+        return Ok(NamesrvConfig::default());
+    };
+    let (config, warnings) = NamesrvConfig::load(path).map_err(|e| e.to_string())?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
+}
+
+fn namesrv_options(config: &NamesrvConfig) -> NamesrvOptions {
+    let mut options = NamesrvOptions::new(SocketAddr::new(config.listen_addr, config.listen_port));
+    options.kv_config_path = Some(config.kv_config_path.clone());
+    options.broker_scan_interval = Duration::from_millis(config.broker_scan_interval_ms);
+    options.processor.broker_expiry = Duration::from_millis(config.broker_expiry_ms);
+    options.processor.order_message_enable = config.order_message_enable;
+    options.processor.config_properties = config
+        .to_properties()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    options
+}
+
+fn run_namesrv(args: NamesrvArgs) -> ExitCode {
+    let config = match load_namesrv_config(args.config_file.as_ref()) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("ringmq namesrv: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_properties());
+        return ExitCode::SUCCESS;
+    }
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.on_signals() {
+        eprintln!("ringmq namesrv: cannot install signal handlers: {e}");
+        return ExitCode::from(1);
+    }
+    match namesrv::start(namesrv_options(&config), shutdown) {
+        Ok(handle) => {
+            // The line Java's mqnamesrv prints; start scripts wait for it.
+            println!("The Name Server boot success. serializeType=JSON, listening on {}", handle.local_addr);
+            handle.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringmq namesrv: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -294,3 +294,77 @@ impl RouteTable {
         self.live.get(broker_addr).map(|l| l.data_version)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str, broker_id: i64, addr: &str) -> BrokerIdentity {
+        BrokerIdentity {
+            cluster_name: "c".into(),
+            broker_name: name.into(),
+            broker_addr: addr.into(),
+            broker_id,
+        }
+    }
+
+    fn wrapper(counter: i64, topics: &[(&str, i32)]) -> TopicConfigWrapper {
+        let mut w = TopicConfigWrapper { data_version: DataVersion { counter, timestamp: 1 }, ..Default::default() };
+        for (name, queues) in topics {
+            let config = TopicConfig {
+                order: false,
+                perm: 6,
+                read_queue_nums: *queues,
+                topic_filter_type: "SINGLE_TAG".into(),
+                topic_name: name.to_string(),
+                topic_sys_flag: 0,
+                write_queue_nums: *queues,
+            };
+            w.topic_config_table.insert(name.to_string(), config);
+        }
+        w
+    }
+
+    #[test]
+    fn expiry_is_by_last_registration() {
+        let mut t = RouteTable::default();
+        let t0 = Instant::now();
+        let expiry = Duration::from_secs(120);
+        t.register(&id("a", 0, "h:1"), "h:2", Some(&wrapper(1, &[("T", 4)])), 1, t0);
+        assert!(t.expire(t0 + Duration::from_secs(119), expiry).is_empty());
+        t.register(&id("a", 0, "h:1"), "h:2", Some(&wrapper(1, &[("T", 4)])), 1, t0 + Duration::from_secs(100));
+        assert!(t.expire(t0 + Duration::from_secs(219), expiry).is_empty());
+        assert_eq!(t.expire(t0 + Duration::from_secs(221), expiry), vec!["h:1".to_string()]);
+        assert!(t.route("T").is_none());
+        assert!(t.cluster_info().cluster_addr_table.is_empty());
+    }
+
+    #[test]
+    fn topics_follow_the_data_version_of_masters_only() {
+        let mut t = RouteTable::default();
+        let now = Instant::now();
+        t.register(&id("a", 0, "h:1"), "", Some(&wrapper(1, &[("T", 4)])), 1, now);
+        // Same version: a changed table is ignored, as Java does.
+        t.register(&id("a", 0, "h:1"), "", Some(&wrapper(1, &[("T", 8)])), 1, now);
+        assert_eq!(t.route("T").unwrap().queue_datas[0].write_queue_nums, 4);
+        t.register(&id("a", 0, "h:1"), "", Some(&wrapper(2, &[("T", 8)])), 1, now);
+        assert_eq!(t.route("T").unwrap().queue_datas[0].write_queue_nums, 8);
+        // A slave's topic table is not taken.
+        t.register(&id("a", 1, "h:3"), "", Some(&wrapper(9, &[("S", 1)])), 2, now);
+        assert!(t.route("S").is_none());
+        // Closing the master's connection leaves the slave serving the route.
+        t.connection_closed(1);
+        let route = t.route("T").unwrap();
+        assert_eq!(route.broker_datas[0].broker_addrs.keys().copied().collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn address_moving_to_another_id_is_replaced() {
+        let mut t = RouteTable::default();
+        let now = Instant::now();
+        t.register(&id("a", 1, "h:1"), "", None, 1, now);
+        t.register(&id("a", 0, "h:1"), "", None, 1, now);
+        let info = t.cluster_info();
+        assert_eq!(info.broker_addr_table["a"].broker_addrs.keys().copied().collect::<Vec<_>>(), [0]);
+    }
+}
