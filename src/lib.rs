@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`limits`] | every fixed bound (frame size, header size, in-flight requests), asserted together |
 //! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
+//! | [`message`] | the message model and the stored record layout, properties, ids, tag hashes |
 //! | [`remoting`] | the frame, JSON and ROCKETMQ headers, request/response/language codes, `WireError` |
 //! | [`protocol`] | typed request/response headers and JSON bodies per command family |
 //! | [`net`] | glommio sockets: accept loop, per-connection framing, pipelined dispatch |
@@ -20,6 +21,7 @@
 pub mod client;
 pub mod config;
 pub mod limits;
+pub mod message;
 pub mod namesrv;
 pub mod net;
 pub mod protocol;

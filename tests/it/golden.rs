@@ -242,3 +242,22 @@ fn binary_request_gets_a_binary_response_with_the_route() {
     assert_eq!(body["brokerDatas"][0]["brokerAddrs"]["0"], "127.0.0.1:10911");
     assert_eq!(body["brokerDatas"][0]["enableActingMaster"], false);
 }
+
+#[test]
+fn stored_records_in_golden_pull_bodies_parse_with_valid_crcs() {
+    use ringmq::message::record::RecordView;
+    let mut records = 0;
+    for file in ["cpp/0032-s2c-11-pull_resp.bin", "java-rocketmq-serialize/0016-s2c-11-pull_resp.bin"] {
+        let pull = decode(file);
+        let mut rest = &pull.body[..];
+        while !rest.is_empty() {
+            let view = RecordView::parse(rest).unwrap_or_else(|e| panic!("{file}: {e}"));
+            view.check_crc().unwrap();
+            assert_eq!(view.topic.is_empty(), false);
+            assert_eq!(view.store_host.port(), 10911, "{file}");
+            rest = &rest[view.total_size..];
+            records += 1;
+        }
+    }
+    assert!(records >= 2, "only {records} records");
+}
