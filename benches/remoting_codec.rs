@@ -15,7 +15,10 @@ fn send_request(serialize_type: SerializeType) -> RemotingCommand {
         .with_ext("f", "0")
         .with_ext("g", "1795243657617")
         .with_ext("h", "0")
-        .with_ext("i", "UNIQ_KEY\u{1}FD0000000000000000000000000002\u{2}WAIT\u{1}true\u{2}TAGS\u{1}TagA")
+        .with_ext(
+            "i",
+            "UNIQ_KEY\u{1}FD0000000000000000000000000002\u{2}WAIT\u{1}true\u{2}TAGS\u{1}TagA",
+        )
         .with_ext("j", "0")
         .with_ext("k", "false")
         .with_ext("m", "false")
@@ -26,7 +29,10 @@ fn send_request(serialize_type: SerializeType) -> RemotingCommand {
 }
 
 fn codec(c: &mut Criterion) {
-    for (name, st) in [("json", SerializeType::Json), ("rocketmq", SerializeType::RocketMq)] {
+    for (name, st) in [
+        ("json", SerializeType::Json),
+        ("rocketmq", SerializeType::RocketMq),
+    ] {
         let cmd = send_request(st);
         let frame = cmd.to_frame();
         let mut group = c.benchmark_group(format!("remoting_{name}"));

@@ -125,7 +125,10 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
     match namesrv::start(namesrv_options(&config), shutdown) {
         Ok(handle) => {
             // The line Java's mqnamesrv prints; start scripts wait for it.
-            println!("The Name Server boot success. serializeType=JSON, listening on {}", handle.local_addr);
+            println!(
+                "The Name Server boot success. serializeType=JSON, listening on {}",
+                handle.local_addr
+            );
             handle.wait();
             ExitCode::SUCCESS
         }

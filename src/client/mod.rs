@@ -30,7 +30,12 @@ pub enum ClientError {
     #[error("no response from {addr} within {timeout_ms} ms")]
     Timeout { addr: String, timeout_ms: u128 },
     #[error("{addr} answered {name} ({code}){}", remark.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
-    Server { addr: String, code: i32, name: &'static str, remark: Option<String> },
+    Server {
+        addr: String,
+        code: i32,
+        name: &'static str,
+        remark: Option<String>,
+    },
     #[error("{addr} sent a body that does not parse: {reason}")]
     Body { addr: String, reason: String },
 }
@@ -63,7 +68,10 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr` (`host:port`).
     pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
-        let connect_err = |source| ClientError::Connect { addr: addr.to_string(), source };
+        let connect_err = |source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
         let sock_addr: SocketAddr = addr
             .to_socket_addrs()
             .map_err(connect_err)?
@@ -88,7 +96,10 @@ impl Connection {
     }
 
     fn io_err(&self, source: io::Error) -> ClientError {
-        ClientError::Io { addr: self.addr.clone(), source }
+        ClientError::Io {
+            addr: self.addr.clone(),
+            source,
+        }
     }
 
     /// Sends `request` and waits for its response (matched by opaque). The response is returned
@@ -152,21 +163,43 @@ impl Connection {
     fn read_command_until(&mut self, deadline: Instant) -> Result<RemotingCommand, ClientError> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            let frame = next_frame(&mut self.buf, FRAME_SIZE_MAX_BYTES)
-                .map_err(|source| ClientError::Wire { addr: self.addr.clone(), source })?;
+            let frame = next_frame(&mut self.buf, FRAME_SIZE_MAX_BYTES).map_err(|source| {
+                ClientError::Wire {
+                    addr: self.addr.clone(),
+                    source,
+                }
+            })?;
             if let Some(frame) = frame {
-                return RemotingCommand::decode(frame)
-                    .map_err(|source| ClientError::Wire { addr: self.addr.clone(), source });
+                return RemotingCommand::decode(frame).map_err(|source| ClientError::Wire {
+                    addr: self.addr.clone(),
+                    source,
+                });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ClientError::Timeout { addr: self.addr.clone(), timeout_ms: self.timeout.as_millis() });
+                return Err(ClientError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout_ms: self.timeout.as_millis(),
+                });
             }
-            self.stream.set_read_timeout(Some(left)).map_err(|e| self.io_err(e))?;
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| self.io_err(e))?;
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(ClientError::Closed { addr: self.addr.clone() }),
+                Ok(0) => {
+                    return Err(ClientError::Closed {
+                        addr: self.addr.clone(),
+                    })
+                }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.io_err(e)),
             }

@@ -38,41 +38,48 @@ pub struct NamesrvClient {
 impl NamesrvClient {
     /// Connects to `addr`.
     pub fn connect(addr: &str, timeout: Duration) -> Result<NamesrvClient, ClientError> {
-        Ok(NamesrvClient { conn: Connection::connect(addr, timeout)? })
+        Ok(NamesrvClient {
+            conn: Connection::connect(addr, timeout)?,
+        })
     }
 
     fn body<T: DeserializeOwned>(&self, response: &RemotingCommand) -> Result<T, ClientError> {
-        serde_json::from_slice(&fastjson::normalize(&response.body)).map_err(|e| ClientError::Body {
-            addr: self.conn.addr().to_string(),
-            reason: e.to_string(),
+        serde_json::from_slice(&fastjson::normalize(&response.body)).map_err(|e| {
+            ClientError::Body {
+                addr: self.conn.addr().to_string(),
+                reason: e.to_string(),
+            }
         })
     }
 
     /// GET_ROUTEINFO_BY_TOPIC.
     pub fn route(&mut self, topic: &str) -> Result<TopicRouteData, ClientError> {
-        let response = self
-            .conn
-            .call(RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", topic))?;
+        let response = self.conn.call(
+            RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", topic),
+        )?;
         self.body(&response)
     }
 
     /// GET_BROKER_CLUSTER_INFO.
     pub fn cluster_info(&mut self) -> Result<ClusterInfo, ClientError> {
-        let response = self.conn.call(RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO))?;
+        let response = self
+            .conn
+            .call(RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO))?;
         self.body(&response)
     }
 
     /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER.
     pub fn topics(&mut self) -> Result<TopicList, ClientError> {
-        let response = self
-            .conn
-            .call(RemotingCommand::request(request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER))?;
+        let response = self.conn.call(RemotingCommand::request(
+            request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER,
+        ))?;
         self.body(&response)
     }
 
     /// DELETE_TOPIC_IN_NAMESRV.
     pub fn delete_topic(&mut self, topic: &str, cluster: Option<&str>) -> Result<(), ClientError> {
-        let mut cmd = RemotingCommand::request(request::DELETE_TOPIC_IN_NAMESRV).with_ext("topic", topic);
+        let mut cmd =
+            RemotingCommand::request(request::DELETE_TOPIC_IN_NAMESRV).with_ext("topic", topic);
         if let Some(cluster) = cluster {
             cmd.set_ext("clusterName", cluster);
         }
@@ -102,13 +109,17 @@ impl NamesrvClient {
 
     /// GET_KVLIST_BY_NAMESPACE.
     pub fn kv_namespace(&mut self, namespace: &str) -> Result<KvTable, ClientError> {
-        let cmd = RemotingCommand::request(request::GET_KVLIST_BY_NAMESPACE).with_ext("namespace", namespace);
+        let cmd = RemotingCommand::request(request::GET_KVLIST_BY_NAMESPACE)
+            .with_ext("namespace", namespace);
         let response = self.conn.call(cmd)?;
         self.body(&response)
     }
 
     /// REGISTER_BROKER with a JSON body and its CRC.
-    pub fn register_broker(&mut self, broker: &BrokerRegistration) -> Result<Registered, ClientError> {
+    pub fn register_broker(
+        &mut self,
+        broker: &BrokerRegistration,
+    ) -> Result<Registered, ClientError> {
         let body = serde_json::to_vec(&broker.body).unwrap_or_default();
         let crc = crc32fast::hash(&body) & 0x7FFF_FFFF;
         let cmd = identity_request(request::REGISTER_BROKER, broker)

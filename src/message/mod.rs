@@ -26,7 +26,9 @@ pub fn tags_hash_code(tags: &str) -> i64 {
 
 /// Java `String.hashCode`.
 pub fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)))
+    s.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
 }
 
 /// The offsetMsgId: store host IP + port + physical offset as uppercase hex (MESSAGE.md §7).
@@ -45,11 +47,20 @@ pub fn offset_msg_id(store_host: SocketAddr, physical_offset: i64) -> String {
 pub fn decode_offset_msg_id(id: &str) -> Option<(SocketAddr, i64)> {
     let bytes: Vec<u8> = (0..id.len())
         .step_by(2)
-        .map(|i| id.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            id.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect::<Option<_>>()?;
     let (ip, rest): (IpAddr, &[u8]) = match bytes.len() {
-        16 => (IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[..4]).ok()?)), &bytes[4..]),
-        28 => (IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[..16]).ok()?)), &bytes[16..]),
+        16 => (
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[..4]).ok()?)),
+            &bytes[4..],
+        ),
+        28 => (
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[..16]).ok()?)),
+            &bytes[16..],
+        ),
         _ => return None,
     };
     let port = i32::from_be_bytes(rest[..4].try_into().ok()?);
@@ -66,7 +77,10 @@ mod tests {
         // Values of "TagA".hashCode() and friends computed by Java.
         assert_eq!(tags_hash_code("TagA"), 2598919);
         assert_eq!(tags_hash_code(""), 0);
-        assert_eq!(java_string_hash("hello world, a longer tag"), -1_130_731_654);
+        assert_eq!(
+            java_string_hash("hello world, a longer tag"),
+            -1_130_731_654
+        );
         // A supplementary character hashes as two UTF-16 units.
         assert_eq!(java_string_hash("\u{1F600}"), 0xD83D * 31 + 0xDE00);
     }
@@ -76,8 +90,14 @@ mod tests {
         // java/0014: msgId 7F00000100002A9F0000000000000000 for 127.0.0.1:10911 offset 0.
         let addr: SocketAddr = "127.0.0.1:10911".parse().unwrap();
         assert_eq!(offset_msg_id(addr, 0), "7F00000100002A9F0000000000000000");
-        assert_eq!(offset_msg_id(addr, 0x34B52), "7F00000100002A9F0000000000034B52");
-        assert_eq!(decode_offset_msg_id("7F00000100002A9F0000000000034B52"), Some((addr, 0x34B52)));
+        assert_eq!(
+            offset_msg_id(addr, 0x34B52),
+            "7F00000100002A9F0000000000034B52"
+        );
+        assert_eq!(
+            decode_offset_msg_id("7F00000100002A9F0000000000034B52"),
+            Some((addr, 0x34B52))
+        );
         let v6: SocketAddr = "[fe80::1]:10911".parse().unwrap();
         let id = offset_msg_id(v6, 5);
         assert_eq!(id.len(), 56);

@@ -39,7 +39,9 @@ impl Properties {
     pub fn parse(raw: &str) -> Properties {
         let mut props = Properties::default();
         for item in raw.split(PROPERTY_SEPARATOR) {
-            let Some((key, value)) = item.split_once(NAME_VALUE_SEPARATOR) else { continue };
+            let Some((key, value)) = item.split_once(NAME_VALUE_SEPARATOR) else {
+                continue;
+            };
             if !key.is_empty() && !value.is_empty() {
                 props.set(key, value);
             }
@@ -49,7 +51,10 @@ impl Properties {
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Sets `key` (replacing in place).
@@ -89,10 +94,9 @@ impl Properties {
 /// Looks up one property in a raw properties string without building a map (hot path: TAGS,
 /// KEYS and UNIQ_KEY during dispatch). Later duplicates win, as in Java.
 pub fn find<'a>(raw: &'a str, key: &str) -> Option<&'a str> {
-    raw.split(PROPERTY_SEPARATOR)
+    raw.rsplit(PROPERTY_SEPARATOR)
         .filter_map(|item| item.split_once(NAME_VALUE_SEPARATOR))
-        .filter(|(k, v)| *k == key && !v.is_empty())
-        .last()
+        .find(|(k, v)| *k == key && !v.is_empty())
         .map(|(_, v)| v)
 }
 

@@ -106,8 +106,25 @@ impl RecordInput<'_> {
 
     /// Total record size in bytes.
     pub fn encoded_len(&self) -> usize {
-        4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + host_len(&self.born_host) + 8 + host_len(&self.store_host)
-            + 4 + 8 + 4 + self.body.len() + 1 + self.topic.len() + 2 + self.properties.len()
+        4 + 4
+            + 4
+            + 4
+            + 4
+            + 8
+            + 8
+            + 4
+            + 8
+            + host_len(&self.born_host)
+            + 8
+            + host_len(&self.store_host)
+            + 4
+            + 8
+            + 4
+            + self.body.len()
+            + 1
+            + self.topic.len()
+            + 2
+            + self.properties.len()
     }
 
     /// Appends the record to `dst` with queue offset, physical offset and store timestamp zero,
@@ -149,9 +166,16 @@ impl RecordInput<'_> {
 }
 
 /// Sets the fields only known at append time.
-pub fn patch(record: &mut [u8], slots: RecordSlots, queue_offset: i64, physical_offset: i64, store_timestamp: i64) {
+pub fn patch(
+    record: &mut [u8],
+    slots: RecordSlots,
+    queue_offset: i64,
+    physical_offset: i64,
+    store_timestamp: i64,
+) {
     record[POS_QUEUE_OFFSET..POS_QUEUE_OFFSET + 8].copy_from_slice(&queue_offset.to_be_bytes());
-    record[POS_PHYSICAL_OFFSET..POS_PHYSICAL_OFFSET + 8].copy_from_slice(&physical_offset.to_be_bytes());
+    record[POS_PHYSICAL_OFFSET..POS_PHYSICAL_OFFSET + 8]
+        .copy_from_slice(&physical_offset.to_be_bytes());
     let at = slots.store_timestamp_at;
     record[at..at + 8].copy_from_slice(&store_timestamp.to_be_bytes());
 }
@@ -186,17 +210,24 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
         let end = self.pos + n;
         if end > self.bytes.len() {
-            return Err(RecordError::Truncated { need: end, have: self.bytes.len() });
+            return Err(RecordError::Truncated {
+                need: end,
+                have: self.bytes.len(),
+            });
         }
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
     }
     fn i32(&mut self) -> Result<i32, RecordError> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap_or_default()))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
     }
     fn i64(&mut self) -> Result<i64, RecordError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
     }
     fn host(&mut self, v6: bool) -> Result<SocketAddr, RecordError> {
         let ip = if v6 {
@@ -212,7 +243,12 @@ impl<'a> Cursor<'a> {
 
 /// Reads the TOTALSIZE and MAGIC of the record at the start of `bytes`.
 pub fn peek_header(bytes: &[u8]) -> Option<(i32, i32)> {
-    let size = i32::from_be_bytes(bytes.get(POS_TOTAL_SIZE..POS_TOTAL_SIZE + 4)?.try_into().ok()?);
+    let size = i32::from_be_bytes(
+        bytes
+            .get(POS_TOTAL_SIZE..POS_TOTAL_SIZE + 4)?
+            .try_into()
+            .ok()?,
+    );
     let magic = i32::from_be_bytes(bytes.get(POS_MAGIC..POS_MAGIC + 4)?.try_into().ok()?);
     Some((size, magic))
 }
@@ -228,7 +264,10 @@ impl<'a> RecordView<'a> {
             return Err(RecordError::BadMagic(magic as u32));
         }
         if total_size > bytes.len() {
-            return Err(RecordError::Truncated { need: total_size, have: bytes.len() });
+            return Err(RecordError::Truncated {
+                need: total_size,
+                have: bytes.len(),
+            });
         }
         c.bytes = &bytes[..total_size];
         let body_crc = c.i32()? as u32;
@@ -247,10 +286,17 @@ impl<'a> RecordView<'a> {
         let body = c.take(body_len)?;
         let topic_len = usize::from(c.take(1)?[0]);
         let topic = std::str::from_utf8(c.take(topic_len)?).map_err(|_| RecordError::BadUtf8)?;
-        let props_len = (c.take(2)?.iter().fold(0u16, |a, b| (a << 8) | u16::from(*b))) as usize;
-        let properties = std::str::from_utf8(c.take(props_len)?).map_err(|_| RecordError::BadUtf8)?;
+        let props_len = (c
+            .take(2)?
+            .iter()
+            .fold(0u16, |a, b| (a << 8) | u16::from(*b))) as usize;
+        let properties =
+            std::str::from_utf8(c.take(props_len)?).map_err(|_| RecordError::BadUtf8)?;
         if c.pos != total_size {
-            return Err(RecordError::LengthMismatch { declared: total_size, computed: c.pos });
+            return Err(RecordError::LengthMismatch {
+                declared: total_size,
+                computed: c.pos,
+            });
         }
         Ok(RecordView {
             total_size,
@@ -278,7 +324,10 @@ impl<'a> RecordView<'a> {
         if computed == self.body_crc {
             Ok(())
         } else {
-            Err(RecordError::BadCrc { stored: self.body_crc, computed })
+            Err(RecordError::BadCrc {
+                stored: self.body_crc,
+                computed,
+            })
         }
     }
 }
@@ -319,7 +368,10 @@ mod tests {
         assert_eq!(i64::from_be_bytes(buf[20..28].try_into().unwrap()), 42);
         assert_eq!(i64::from_be_bytes(buf[28..36].try_into().unwrap()), 1000);
         assert_eq!(&buf[48..52], &[10, 0, 0, 5]);
-        assert_eq!(i64::from_be_bytes(buf[56..64].try_into().unwrap()), 1_700_000_000_999);
+        assert_eq!(
+            i64::from_be_bytes(buf[56..64].try_into().unwrap()),
+            1_700_000_000_999
+        );
         assert_eq!(&buf[64..68], &[127, 0, 0, 1]);
         assert_eq!(i32::from_be_bytes(buf[68..72].try_into().unwrap()), 10911);
         assert_eq!(i32::from_be_bytes(buf[84..88].try_into().unwrap()), 5);
@@ -351,17 +403,29 @@ mod tests {
         let mut buf = BytesMut::new();
         input(b"payload", "").encode(&mut buf).unwrap();
         let len = buf.len();
-        assert!(matches!(RecordView::parse(&buf[..len - 1]), Err(RecordError::Truncated { .. })));
+        assert!(matches!(
+            RecordView::parse(&buf[..len - 1]),
+            Err(RecordError::Truncated { .. })
+        ));
         let mut bad = buf.clone();
         bad[4] = 0;
-        assert!(matches!(RecordView::parse(&bad), Err(RecordError::BadMagic(_))));
+        assert!(matches!(
+            RecordView::parse(&bad),
+            Err(RecordError::BadMagic(_))
+        ));
         let mut flipped = buf.clone();
         flipped[90] ^= 1;
-        assert!(matches!(RecordView::parse(&flipped).unwrap().check_crc(), Err(RecordError::BadCrc { .. })));
+        assert!(matches!(
+            RecordView::parse(&flipped).unwrap().check_crc(),
+            Err(RecordError::BadCrc { .. })
+        ));
         let mut long = buf.clone();
         long[3] += 1;
         long.put_u8(0);
-        assert!(matches!(RecordView::parse(&long), Err(RecordError::LengthMismatch { .. })));
+        assert!(matches!(
+            RecordView::parse(&long),
+            Err(RecordError::LengthMismatch { .. })
+        ));
     }
 
     #[test]
@@ -369,10 +433,16 @@ mod tests {
         let topic = "t".repeat(128);
         let mut rec = input(b"", "");
         rec.topic = &topic;
-        assert_eq!(rec.encode(&mut BytesMut::new()), Err(RecordError::TopicTooLong(128)));
+        assert_eq!(
+            rec.encode(&mut BytesMut::new()),
+            Err(RecordError::TopicTooLong(128))
+        );
         let props = "p".repeat(32768);
         let mut rec = input(b"", &props);
         rec.topic = "t";
-        assert_eq!(rec.encode(&mut BytesMut::new()), Err(RecordError::PropertiesTooLong(32768)));
+        assert_eq!(
+            rec.encode(&mut BytesMut::new()),
+            Err(RecordError::PropertiesTooLong(32768))
+        );
     }
 }

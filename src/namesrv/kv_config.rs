@@ -29,8 +29,10 @@ impl KvConfig {
         let table = match &path {
             Some(p) if p.exists() => {
                 let bytes = std::fs::read(p)?;
-                let file: KvFile = serde_json::from_slice(&crate::protocol::fastjson::normalize(&bytes))
-                    .map_err(|e| io::Error::other(format!("{}: not a KV config file: {e}", p.display())))?;
+                let file: KvFile =
+                    serde_json::from_slice(&crate::protocol::fastjson::normalize(&bytes)).map_err(
+                        |e| io::Error::other(format!("{}: not a KV config file: {e}", p.display())),
+                    )?;
                 file.config_table
             }
             _ => BTreeMap::new(),
@@ -54,7 +56,9 @@ impl KvConfig {
 
     /// DELETE_KV_CONFIG.
     pub fn delete(&mut self, namespace: &str, key: &str) -> io::Result<()> {
-        let Some(ns) = self.table.get_mut(namespace) else { return Ok(()) };
+        let Some(ns) = self.table.get_mut(namespace) else {
+            return Ok(());
+        };
         if ns.remove(key).is_some() {
             if ns.is_empty() {
                 self.table.remove(namespace);
@@ -66,12 +70,18 @@ impl KvConfig {
 
     /// GET_KVLIST_BY_NAMESPACE.
     pub fn namespace(&self, namespace: &str) -> Option<KvTable> {
-        self.table.get(namespace).map(|t| KvTable { table: t.clone() })
+        self.table
+            .get(namespace)
+            .map(|t| KvTable { table: t.clone() })
     }
 
     fn persist(&self) -> io::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
-        let file = KvFile { config_table: self.table.clone() };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = KvFile {
+            config_table: self.table.clone(),
+        };
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
         write_atomically(path, &bytes)
     }
@@ -80,7 +90,10 @@ impl KvConfig {
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new file: write a
 /// temporary file beside it, fsync it, rename it over `path`, fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
     {

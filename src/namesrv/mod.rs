@@ -81,29 +81,44 @@ pub fn start(options: NamesrvOptions, shutdown: Shutdown) -> io::Result<NamesrvH
     let kv = KvConfig::load(options.kv_config_path.clone())?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
     let stop = shutdown.clone();
-    let join = spawn_executor(&ExecutorOptions::control_plane("namesrv"), move || async move {
-        let listener = match TcpListener::bind(options.listen_addr) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready_tx.send(Err(io::Error::other(format!(
-                    "cannot listen on {}: {e}",
-                    options.listen_addr
-                ))));
-                return;
-            }
-        };
-        let _ = ready_tx.send(listener.local_addr().map_err(|e| io::Error::other(e.to_string())));
-        let processor = Rc::new(NamesrvProcessor::new(kv, options.processor));
-        glommio::spawn_local(scan_brokers(Rc::clone(&processor), options.broker_scan_interval, stop.clone()))
+    let join = spawn_executor(
+        &ExecutorOptions::control_plane("namesrv"),
+        move || async move {
+            let listener = match TcpListener::bind(options.listen_addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(io::Error::other(format!(
+                        "cannot listen on {}: {e}",
+                        options.listen_addr
+                    ))));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(
+                listener
+                    .local_addr()
+                    .map_err(|e| io::Error::other(e.to_string())),
+            );
+            let processor = Rc::new(NamesrvProcessor::new(kv, options.processor));
+            glommio::spawn_local(scan_brokers(
+                Rc::clone(&processor),
+                options.broker_scan_interval,
+                stop.clone(),
+            ))
             .detach();
-        serve(listener, processor, options.server, stop).await;
-        tracing::info!("nameserver stopped");
-    })?;
+            serve(listener, processor, options.server, stop).await;
+            tracing::info!("nameserver stopped");
+        },
+    )?;
     let local_addr = ready_rx
         .recv()
         .map_err(|_| io::Error::other("nameserver executor exited before listening"))??;
     tracing::info!(%local_addr, "nameserver listening");
-    Ok(NamesrvHandle { local_addr, shutdown, join })
+    Ok(NamesrvHandle {
+        local_addr,
+        shutdown,
+        join,
+    })
 }
 
 /// Drops expired brokers every `interval` until shutdown. A housekeeping timer, not a request

@@ -47,12 +47,18 @@ impl From<FieldError> for (i32, String) {
 impl NamesrvProcessor {
     /// A processor over `kv` with an empty route table.
     pub fn new(kv: KvConfig, options: ProcessorOptions) -> NamesrvProcessor {
-        NamesrvProcessor { routes: RefCell::new(RouteTable::default()), kv: RefCell::new(kv), options }
+        NamesrvProcessor {
+            routes: RefCell::new(RouteTable::default()),
+            kv: RefCell::new(kv),
+            options,
+        }
     }
 
     /// Drops brokers past their expiry; run every `brokerScanIntervalMs`.
     pub fn scan_expired(&self, now: Instant) -> Vec<String> {
-        self.routes.borrow_mut().expire(now, self.options.broker_expiry)
+        self.routes
+            .borrow_mut()
+            .expire(now, self.options.broker_expiry)
     }
 
     /// Processes one request received on connection `connection_id`. `None` for no answer.
@@ -61,33 +67,46 @@ impl NamesrvProcessor {
             req::REGISTER_BROKER => self.register_broker(connection_id, request),
             req::UNREGISTER_BROKER => self.unregister_broker(request),
             req::GET_ROUTEINFO_BY_TOPIC => self.route(request),
-            req::GET_BROKER_CLUSTER_INFO => {
-                Ok(request.success_to().with_body(to_json_body(&self.routes.borrow().cluster_info())))
-            }
-            req::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
-                Ok(request.success_to().with_body(to_json_body(&self.routes.borrow().topics())))
-            }
+            req::GET_BROKER_CLUSTER_INFO => Ok(request
+                .success_to()
+                .with_body(to_json_body(&self.routes.borrow().cluster_info()))),
+            req::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => Ok(request
+                .success_to()
+                .with_body(to_json_body(&self.routes.borrow().topics()))),
             req::GET_TOPICS_BY_CLUSTER => self.topics_by_cluster(request),
             req::DELETE_TOPIC_IN_NAMESRV => self.delete_topic(request),
             req::WIPE_WRITE_PERM_OF_BROKER => self.write_perm(request, true),
             req::ADD_WRITE_PERM_OF_BROKER => self.write_perm(request, false),
-            req::PUT_KV_CONFIG | req::GET_KV_CONFIG | req::DELETE_KV_CONFIG => self.kv_config(request),
+            req::PUT_KV_CONFIG | req::GET_KV_CONFIG | req::DELETE_KV_CONFIG => {
+                self.kv_config(request)
+            }
             req::GET_KVLIST_BY_NAMESPACE => self.kv_namespace(request),
             req::QUERY_DATA_VERSION => self.query_data_version(request),
             req::GET_NAMESRV_CONFIG => Ok(self.namesrv_config(request)),
-            code => Err((resp::REQUEST_CODE_NOT_SUPPORTED, format!(" request type {code} not supported"))),
+            code => Err((
+                resp::REQUEST_CODE_NOT_SUPPORTED,
+                format!(" request type {code} not supported"),
+            )),
         };
         result.unwrap_or_else(|(code, remark)| request.error_to(code, remark))
     }
 
-    fn register_broker(&self, connection_id: u64, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    fn register_broker(
+        &self,
+        connection_id: u64,
+        request: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
         let broker = identity(request)?;
-        let ha_server_addr = request.opt_str("haServerAddr").unwrap_or_default().to_string();
+        let ha_server_addr = request
+            .opt_str("haServerAddr")
+            .unwrap_or_default()
+            .to_string();
         let expected_crc = request.opt_i64("bodyCrc32")?.unwrap_or(0);
         if expected_crc != 0 {
             let actual = i64::from(crc32fast::hash(&request.body) & 0x7FFF_FFFF);
             if actual != expected_crc {
-                let remark = format!("crc32 not match: header says {expected_crc}, body has {actual}");
+                let remark =
+                    format!("crc32 not match: header says {expected_crc}, body has {actual}");
                 return Err((resp::SYSTEM_ERROR, remark));
             }
         }
@@ -150,33 +169,53 @@ impl NamesrvProcessor {
 
     fn delete_topic(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let topic = request.req_str("topic")?;
-        self.routes.borrow_mut().delete_topic(topic, request.opt_str("clusterName"));
+        self.routes
+            .borrow_mut()
+            .delete_topic(topic, request.opt_str("clusterName"));
         Ok(request.success_to())
     }
 
-    fn write_perm(&self, request: &RemotingCommand, wipe: bool) -> Result<RemotingCommand, Failure> {
+    fn write_perm(
+        &self,
+        request: &RemotingCommand,
+        wipe: bool,
+    ) -> Result<RemotingCommand, Failure> {
         let broker_name = request.req_str("brokerName")?;
         let count = self.routes.borrow_mut().set_write_perm(broker_name, wipe);
-        let key = if wipe { "wipeTopicCount" } else { "addTopicCount" };
+        let key = if wipe {
+            "wipeTopicCount"
+        } else {
+            "addTopicCount"
+        };
         Ok(request.success_to().with_ext(key, count.to_string()))
     }
 
     fn kv_config(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let namespace = request.req_str("namespace")?;
         let key = request.req_str("key")?;
-        let io_failure = |e: std::io::Error| (resp::SYSTEM_ERROR, format!("cannot persist KV config: {e}"));
+        let io_failure =
+            |e: std::io::Error| (resp::SYSTEM_ERROR, format!("cannot persist KV config: {e}"));
         match request.code {
             req::PUT_KV_CONFIG => {
                 let value = request.req_str("value")?;
-                self.kv.borrow_mut().put(namespace, key, value).map_err(io_failure)?;
+                self.kv
+                    .borrow_mut()
+                    .put(namespace, key, value)
+                    .map_err(io_failure)?;
                 Ok(request.success_to())
             }
             req::GET_KV_CONFIG => match self.kv.borrow().get(namespace, key) {
                 Some(value) => Ok(request.success_to().with_ext("value", value)),
-                None => Err((resp::QUERY_NOT_FOUND, format!("No config item, Namespace: {namespace} Key: {key}"))),
+                None => Err((
+                    resp::QUERY_NOT_FOUND,
+                    format!("No config item, Namespace: {namespace} Key: {key}"),
+                )),
             },
             _ => {
-                self.kv.borrow_mut().delete(namespace, key).map_err(io_failure)?;
+                self.kv
+                    .borrow_mut()
+                    .delete(namespace, key)
+                    .map_err(io_failure)?;
                 Ok(request.success_to())
             }
         }
@@ -186,17 +225,26 @@ impl NamesrvProcessor {
         let namespace = request.req_str("namespace")?;
         match self.kv.borrow().namespace(namespace) {
             Some(table) => Ok(request.success_to().with_body(to_json_body(&table))),
-            None => Err((resp::QUERY_NOT_FOUND, format!("No config item, Namespace: {namespace}"))),
+            None => Err((
+                resp::QUERY_NOT_FOUND,
+                format!("No config item, Namespace: {namespace}"),
+            )),
         }
     }
 
     fn query_data_version(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let broker_addr = request.req_str("brokerAddr")?;
-        let version: DataVersion = serde_json::from_slice(&request.body)
-            .map_err(|e| (resp::SYSTEM_ERROR, format!("body is not a DataVersion: {e}")))?;
+        let version: DataVersion = serde_json::from_slice(&request.body).map_err(|e| {
+            (
+                resp::SYSTEM_ERROR,
+                format!("body is not a DataVersion: {e}"),
+            )
+        })?;
         let mut routes = self.routes.borrow_mut();
         let changed = !routes.data_version_matches(broker_addr, &version, Instant::now());
-        let mut response = request.success_to().with_ext("changed", changed.to_string());
+        let mut response = request
+            .success_to()
+            .with_ext("changed", changed.to_string());
         if let Some(current) = routes.data_version(broker_addr) {
             response.body = to_json_body(&current).into();
         }

@@ -69,17 +69,22 @@ impl RouteTable {
             .entry(broker.cluster_name.clone())
             .or_default()
             .insert(broker.broker_name.clone());
-        let data = self.brokers.entry(broker.broker_name.clone()).or_insert_with(|| BrokerData {
-            broker_addrs: BTreeMap::new(),
-            broker_name: broker.broker_name.clone(),
-            cluster: broker.cluster_name.clone(),
-            enable_acting_master: false,
-        });
+        let data = self
+            .brokers
+            .entry(broker.broker_name.clone())
+            .or_insert_with(|| BrokerData {
+                broker_addrs: BTreeMap::new(),
+                broker_name: broker.broker_name.clone(),
+                cluster: broker.cluster_name.clone(),
+                enable_acting_master: false,
+            });
         // A slave promoted to master (or the reverse) re-registers the same address under
         // another id: drop the old id first.
         data.broker_addrs
             .retain(|id, addr| *addr != broker.broker_addr || *id == broker.broker_id);
-        let old = data.broker_addrs.insert(broker.broker_id, broker.broker_addr.clone());
+        let old = data
+            .broker_addrs
+            .insert(broker.broker_id, broker.broker_addr.clone());
         let first = old.is_none();
         if let (Some(wrapper), MASTER_ID) = (topics, broker.broker_id) {
             let changed = self
@@ -95,7 +100,12 @@ impl RouteTable {
         let data_version = topics.map(|w| w.data_version).unwrap_or_default();
         let previous = self.live.insert(
             broker.broker_addr.clone(),
-            LiveBroker { last_update: now, data_version, connection_id, ha_server_addr: ha_server_addr.into() },
+            LiveBroker {
+                last_update: now,
+                data_version,
+                connection_id,
+                ha_server_addr: ha_server_addr.into(),
+            },
         );
         if previous.is_none() {
             tracing::info!(broker = %broker.broker_name, addr = %broker.broker_addr, "new broker registered");
@@ -229,12 +239,17 @@ impl RouteTable {
 
     /// Cluster membership (GET_BROKER_CLUSTER_INFO).
     pub fn cluster_info(&self) -> ClusterInfo {
-        ClusterInfo { broker_addr_table: self.brokers.clone(), cluster_addr_table: self.clusters.clone() }
+        ClusterInfo {
+            broker_addr_table: self.brokers.clone(),
+            cluster_addr_table: self.clusters.clone(),
+        }
     }
 
     /// Every topic with queues (GET_ALL_TOPIC_LIST_FROM_NAMESERVER).
     pub fn topics(&self) -> TopicList {
-        TopicList { topic_list: self.topic_queues.keys().cloned().collect() }
+        TopicList {
+            topic_list: self.topic_queues.keys().cloned().collect(),
+        }
     }
 
     /// Topics served by the brokers of `cluster` (GET_TOPICS_BY_CLUSTER).
@@ -270,7 +285,11 @@ impl RouteTable {
         let mut count = 0;
         for queues in self.topic_queues.values_mut() {
             if let Some(q) = queues.get_mut(broker_name) {
-                q.perm = if wipe { q.perm & !PERM_WRITE } else { PERM_READ | PERM_WRITE };
+                q.perm = if wipe {
+                    q.perm & !PERM_WRITE
+                } else {
+                    PERM_READ | PERM_WRITE
+                };
                 count += 1;
             }
         }
@@ -279,7 +298,12 @@ impl RouteTable {
 
     /// True when `broker_addr` registered with `version` (QUERY_DATA_VERSION); refreshes its
     /// liveness as Java does.
-    pub fn data_version_matches(&mut self, broker_addr: &str, version: &DataVersion, now: Instant) -> bool {
+    pub fn data_version_matches(
+        &mut self,
+        broker_addr: &str,
+        version: &DataVersion,
+        now: Instant,
+    ) -> bool {
         match self.live.get_mut(broker_addr) {
             Some(live) => {
                 live.last_update = now;
@@ -309,7 +333,13 @@ mod tests {
     }
 
     fn wrapper(counter: i64, topics: &[(&str, i32)]) -> TopicConfigWrapper {
-        let mut w = TopicConfigWrapper { data_version: DataVersion { counter, timestamp: 1 }, ..Default::default() };
+        let mut w = TopicConfigWrapper {
+            data_version: DataVersion {
+                counter,
+                timestamp: 1,
+            },
+            ..Default::default()
+        };
         for (name, queues) in topics {
             let config = TopicConfig {
                 order: false,
@@ -330,11 +360,26 @@ mod tests {
         let mut t = RouteTable::default();
         let t0 = Instant::now();
         let expiry = Duration::from_secs(120);
-        t.register(&id("a", 0, "h:1"), "h:2", Some(&wrapper(1, &[("T", 4)])), 1, t0);
+        t.register(
+            &id("a", 0, "h:1"),
+            "h:2",
+            Some(&wrapper(1, &[("T", 4)])),
+            1,
+            t0,
+        );
         assert!(t.expire(t0 + Duration::from_secs(119), expiry).is_empty());
-        t.register(&id("a", 0, "h:1"), "h:2", Some(&wrapper(1, &[("T", 4)])), 1, t0 + Duration::from_secs(100));
+        t.register(
+            &id("a", 0, "h:1"),
+            "h:2",
+            Some(&wrapper(1, &[("T", 4)])),
+            1,
+            t0 + Duration::from_secs(100),
+        );
         assert!(t.expire(t0 + Duration::from_secs(219), expiry).is_empty());
-        assert_eq!(t.expire(t0 + Duration::from_secs(221), expiry), vec!["h:1".to_string()]);
+        assert_eq!(
+            t.expire(t0 + Duration::from_secs(221), expiry),
+            vec!["h:1".to_string()]
+        );
         assert!(t.route("T").is_none());
         assert!(t.cluster_info().cluster_addr_table.is_empty());
     }
@@ -343,19 +388,50 @@ mod tests {
     fn topics_follow_the_data_version_of_masters_only() {
         let mut t = RouteTable::default();
         let now = Instant::now();
-        t.register(&id("a", 0, "h:1"), "", Some(&wrapper(1, &[("T", 4)])), 1, now);
+        t.register(
+            &id("a", 0, "h:1"),
+            "",
+            Some(&wrapper(1, &[("T", 4)])),
+            1,
+            now,
+        );
         // Same version: a changed table is ignored, as Java does.
-        t.register(&id("a", 0, "h:1"), "", Some(&wrapper(1, &[("T", 8)])), 1, now);
+        t.register(
+            &id("a", 0, "h:1"),
+            "",
+            Some(&wrapper(1, &[("T", 8)])),
+            1,
+            now,
+        );
         assert_eq!(t.route("T").unwrap().queue_datas[0].write_queue_nums, 4);
-        t.register(&id("a", 0, "h:1"), "", Some(&wrapper(2, &[("T", 8)])), 1, now);
+        t.register(
+            &id("a", 0, "h:1"),
+            "",
+            Some(&wrapper(2, &[("T", 8)])),
+            1,
+            now,
+        );
         assert_eq!(t.route("T").unwrap().queue_datas[0].write_queue_nums, 8);
         // A slave's topic table is not taken.
-        t.register(&id("a", 1, "h:3"), "", Some(&wrapper(9, &[("S", 1)])), 2, now);
+        t.register(
+            &id("a", 1, "h:3"),
+            "",
+            Some(&wrapper(9, &[("S", 1)])),
+            2,
+            now,
+        );
         assert!(t.route("S").is_none());
         // Closing the master's connection leaves the slave serving the route.
         t.connection_closed(1);
         let route = t.route("T").unwrap();
-        assert_eq!(route.broker_datas[0].broker_addrs.keys().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            route.broker_datas[0]
+                .broker_addrs
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [1]
+        );
     }
 
     #[test]
@@ -365,6 +441,13 @@ mod tests {
         t.register(&id("a", 1, "h:1"), "", None, 1, now);
         t.register(&id("a", 0, "h:1"), "", None, 1, now);
         let info = t.cluster_info();
-        assert_eq!(info.broker_addr_table["a"].broker_addrs.keys().copied().collect::<Vec<_>>(), [0]);
+        assert_eq!(
+            info.broker_addr_table["a"]
+                .broker_addrs
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [0]
+        );
     }
 }

@@ -11,7 +11,9 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
-use crate::limits::{CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES, CONNECTION_WRITE_QUEUE_MAX};
+use crate::limits::{
+    CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES, CONNECTION_WRITE_QUEUE_MAX,
+};
 use crate::remoting::{next_frame, response, RemotingCommand};
 
 /// A handler's answer to one request.

@@ -53,13 +53,20 @@ pub async fn serve<H: Handler>(
             }
         };
         if open.get() >= options.max_connections {
-            tracing::warn!(max = options.max_connections, "connection limit reached; refusing");
+            tracing::warn!(
+                max = options.max_connections,
+                "connection limit reached; refusing"
+            );
             drop(stream);
             continue;
         }
         next_id += 1;
         open.set(open.get() + 1);
-        let (handler, open, max_frame) = (Rc::clone(&handler), Rc::clone(&open), options.max_frame_bytes);
+        let (handler, open, max_frame) = (
+            Rc::clone(&handler),
+            Rc::clone(&open),
+            options.max_frame_bytes,
+        );
         glommio::spawn_local(async move {
             connection::run(next_id, stream, handler, max_frame).await;
             open.set(open.get() - 1);

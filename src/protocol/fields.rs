@@ -11,7 +11,11 @@ pub enum FieldError {
     #[error("the request header field {field} is missing")]
     Missing { field: &'static str },
     #[error("the request header field {field} = {value:?} is not {expected}")]
-    Invalid { field: &'static str, value: String, expected: &'static str },
+    Invalid {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 /// Reads typed fields from a request's custom header.
@@ -37,11 +41,14 @@ pub trait Fields {
     /// A required 32-bit integer field.
     fn req_i32(&self, name: &'static str) -> Result<i32, FieldError> {
         let value = self.req_str(name)?;
-        value.trim().parse::<i32>().map_err(|_| FieldError::Invalid {
-            field: name,
-            value: value.to_string(),
-            expected: "a 32-bit integer",
-        })
+        value
+            .trim()
+            .parse::<i32>()
+            .map_err(|_| FieldError::Invalid {
+                field: name,
+                value: value.to_string(),
+                expected: "a 32-bit integer",
+            })
     }
 
     /// An optional integer field (absent or empty → `None`).
@@ -51,16 +58,20 @@ pub trait Fields {
 
     /// A boolean field as Java reads it: only "true" (any case) is true; absent is `default`.
     fn bool_or(&self, name: &'static str, default: bool) -> bool {
-        self.opt_str(name).map_or(default, |v| v.eq_ignore_ascii_case("true"))
+        self.opt_str(name)
+            .map_or(default, |v| v.eq_ignore_ascii_case("true"))
     }
 }
 
 fn parse_i64(field: &'static str, value: &str) -> Result<i64, FieldError> {
-    value.trim().parse::<i64>().map_err(|_| FieldError::Invalid {
-        field,
-        value: value.to_string(),
-        expected: "an integer",
-    })
+    value
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| FieldError::Invalid {
+            field,
+            value: value.to_string(),
+            expected: "an integer",
+        })
 }
 
 impl Fields for RemotingCommand {
@@ -82,9 +93,15 @@ mod tests {
             .with_ext("t", "TRUE");
         assert_eq!(cmd.req_i64("n"), Ok(42));
         assert_eq!(cmd.req_i32("n"), Ok(42));
-        assert_eq!(cmd.req_i64("missing"), Err(FieldError::Missing { field: "missing" }));
+        assert_eq!(
+            cmd.req_i64("missing"),
+            Err(FieldError::Missing { field: "missing" })
+        );
         let err = cmd.req_i64("bad").unwrap_err();
-        assert_eq!(err.to_string(), "the request header field bad = \"4x\" is not an integer");
+        assert_eq!(
+            err.to_string(),
+            "the request header field bad = \"4x\" is not an integer"
+        );
         assert_eq!(cmd.opt_str("empty"), None);
         assert_eq!(cmd.opt_i64("empty"), Ok(None));
         assert!(cmd.bool_or("t", false));

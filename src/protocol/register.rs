@@ -118,7 +118,10 @@ fn decode_compressed(body: &[u8]) -> Result<RegisterBrokerBody, RegisterBodyErro
     };
     Ok(RegisterBrokerBody {
         filter_server_list,
-        topic_config_serialize_wrapper: TopicConfigWrapper { data_version, topic_config_table: table },
+        topic_config_serialize_wrapper: TopicConfigWrapper {
+            data_version,
+            topic_config_table: table,
+        },
     })
 }
 
@@ -149,7 +152,10 @@ fn parse_topic_line(line: &str) -> Result<TopicConfig, RegisterBodyError> {
     if parts.len() < 5 {
         return Err(bad);
     }
-    let num = |s: &str| s.parse::<i32>().map_err(|_| RegisterBodyError::Layout("bad topic number"));
+    let num = |s: &str| {
+        s.parse::<i32>()
+            .map_err(|_| RegisterBodyError::Layout("bad topic number"))
+    };
     Ok(TopicConfig {
         order: false,
         perm: num(parts[3])?,
@@ -182,7 +188,13 @@ mod tests {
         z.write_all(&raw).unwrap();
         let body = RegisterBrokerBody::decode(&z.finish().unwrap(), true).unwrap();
         let wrapper = body.topic_config_serialize_wrapper;
-        assert_eq!(wrapper.data_version, DataVersion { counter: 3, timestamp: 17 });
+        assert_eq!(
+            wrapper.data_version,
+            DataVersion {
+                counter: 3,
+                timestamp: 17
+            }
+        );
         let b = &wrapper.topic_config_table["TopicB"];
         assert_eq!((b.read_queue_nums, b.write_queue_nums, b.perm), (2, 1, 7));
         assert_eq!(b.topic_filter_type, "MULTI_TAG");

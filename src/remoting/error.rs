@@ -7,19 +7,29 @@ use thiserror::Error;
 pub enum WireError {
     /// The length prefix declares more than the frame limit; nothing of the body was buffered.
     #[error("frame of {declared_bytes} bytes exceeds the limit of {max_bytes} bytes")]
-    FrameTooLarge { declared_bytes: usize, max_bytes: usize },
+    FrameTooLarge {
+        declared_bytes: usize,
+        max_bytes: usize,
+    },
     /// The length prefix is too small to hold the header word.
     #[error("frame length {declared_bytes} is too small to hold a header word")]
     FrameTooSmall { declared_bytes: usize },
     /// The header word declares a header longer than the frame.
     #[error("header length {header_bytes} exceeds the frame's {available_bytes} bytes")]
-    HeaderTooLong { header_bytes: usize, available_bytes: usize },
+    HeaderTooLong {
+        header_bytes: usize,
+        available_bytes: usize,
+    },
     /// The serialize type byte is neither 0 (JSON) nor 1 (ROCKETMQ).
     #[error("unknown serialize type {0}")]
     UnknownSerializeType(u8),
     /// A binary header ended early.
     #[error("binary header truncated at byte {offset}: need {need} bytes, have {have}")]
-    Truncated { offset: usize, need: usize, have: usize },
+    Truncated {
+        offset: usize,
+        need: usize,
+        have: usize,
+    },
     /// A JSON header that does not parse, or lacks `code`.
     #[error("malformed JSON header: {0}")]
     BadJson(String),

@@ -19,16 +19,25 @@ pub fn check_frame(buf: &[u8], max_frame_bytes: usize) -> Result<Option<usize>, 
     }
     let declared = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     if declared > max_frame_bytes {
-        return Err(WireError::FrameTooLarge { declared_bytes: declared, max_bytes: max_frame_bytes });
+        return Err(WireError::FrameTooLarge {
+            declared_bytes: declared,
+            max_bytes: max_frame_bytes,
+        });
     }
     if declared < FRAME_HEADER_WORD_BYTES {
-        return Err(WireError::FrameTooSmall { declared_bytes: declared });
+        return Err(WireError::FrameTooSmall {
+            declared_bytes: declared,
+        });
     }
     if buf.len() >= FRAME_LENGTH_PREFIX_BYTES + FRAME_HEADER_WORD_BYTES {
-        let header_bytes = (u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) & 0x00FF_FFFF) as usize;
+        let header_bytes =
+            (u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) & 0x00FF_FFFF) as usize;
         let available_bytes = declared - FRAME_HEADER_WORD_BYTES;
         if header_bytes > available_bytes {
-            return Err(WireError::HeaderTooLong { header_bytes, available_bytes });
+            return Err(WireError::HeaderTooLong {
+                header_bytes,
+                available_bytes,
+            });
         }
     }
     let total = FRAME_LENGTH_PREFIX_BYTES + declared;
@@ -54,7 +63,11 @@ pub struct RawFrame {
 /// Splits a whole frame (prefix included) into serialize type, header bytes and body.
 pub fn split_frame(mut frame: Bytes) -> Result<RawFrame, WireError> {
     let Some(total) = check_frame(&frame, usize::MAX)? else {
-        return Err(WireError::Truncated { offset: 0, need: 8, have: frame.len() });
+        return Err(WireError::Truncated {
+            offset: 0,
+            need: 8,
+            have: frame.len(),
+        });
     };
     frame.truncate(total);
     frame.advance(FRAME_LENGTH_PREFIX_BYTES);
@@ -68,7 +81,11 @@ pub fn split_frame(mut frame: Bytes) -> Result<RawFrame, WireError> {
     };
     let header_bytes = (word & 0x00FF_FFFF) as usize;
     let header = frame.split_to(header_bytes);
-    Ok(RawFrame { serialize_type, header, body: frame })
+    Ok(RawFrame {
+        serialize_type,
+        header,
+        body: frame,
+    })
 }
 
 impl RemotingCommand {
@@ -79,7 +96,15 @@ impl RemotingCommand {
             SerializeType::Json => decode_json(&raw.header)?,
             SerializeType::RocketMq => decode_binary(&raw.header)?,
         };
-        let HeaderFields { code, language, version, opaque, flag, remark, ext_fields } = fields;
+        let HeaderFields {
+            code,
+            language,
+            version,
+            opaque,
+            flag,
+            remark,
+            ext_fields,
+        } = fields;
         Ok(RemotingCommand {
             code,
             language,
@@ -110,7 +135,8 @@ impl RemotingCommand {
         }
         let header_len = dst.len() - start - 8;
         let length = FRAME_HEADER_WORD_BYTES + header_len + body_len;
-        let word = (u32::from(self.serialize_type.byte()) << 24) | (header_len as u32 & 0x00FF_FFFF);
+        let word =
+            (u32::from(self.serialize_type.byte()) << 24) | (header_len as u32 & 0x00FF_FFFF);
         dst[start..start + 4].copy_from_slice(&(length as u32).to_be_bytes());
         dst[start + 4..start + 8].copy_from_slice(&word.to_be_bytes());
     }
@@ -147,7 +173,9 @@ mod tests {
             let frame = cmd.to_frame();
             assert_eq!(RemotingCommand::decode(frame.clone()).unwrap(), cmd);
             let mut again = BytesMut::new();
-            RemotingCommand::decode(frame.clone()).unwrap().encode(&mut again);
+            RemotingCommand::decode(frame.clone())
+                .unwrap()
+                .encode(&mut again);
             assert_eq!(&again[..], &frame[..]);
         }
     }
@@ -165,7 +193,13 @@ mod tests {
     fn oversized_frame_refused_from_its_prefix_alone() {
         let prefix = (64u32 * 1024 * 1024).to_be_bytes();
         let err = check_frame(&prefix, 16 * 1024 * 1024).unwrap_err();
-        assert!(matches!(err, WireError::FrameTooLarge { declared_bytes: 67108864, .. }));
+        assert!(matches!(
+            err,
+            WireError::FrameTooLarge {
+                declared_bytes: 67108864,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -173,10 +207,16 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32(10);
         buf.put_u32(100);
-        assert!(matches!(check_frame(&buf, 1 << 20), Err(WireError::HeaderTooLong { .. })));
+        assert!(matches!(
+            check_frame(&buf, 1 << 20),
+            Err(WireError::HeaderTooLong { .. })
+        ));
         buf.clear();
         buf.put_u32(2);
-        assert!(matches!(check_frame(&buf, 1 << 20), Err(WireError::FrameTooSmall { .. })));
+        assert!(matches!(
+            check_frame(&buf, 1 << 20),
+            Err(WireError::FrameTooSmall { .. })
+        ));
     }
 
     #[test]
@@ -199,7 +239,13 @@ mod tests {
         let b = next_frame(&mut buf, 1 << 20).unwrap().unwrap();
         assert_eq!(next_frame(&mut buf, 1 << 20).unwrap(), None);
         assert_eq!(buf.len(), 1);
-        assert_eq!(RemotingCommand::decode(a).unwrap().serialize_type, SerializeType::Json);
-        assert_eq!(RemotingCommand::decode(b).unwrap().serialize_type, SerializeType::RocketMq);
+        assert_eq!(
+            RemotingCommand::decode(a).unwrap().serialize_type,
+            SerializeType::Json
+        );
+        assert_eq!(
+            RemotingCommand::decode(b).unwrap().serialize_type,
+            SerializeType::RocketMq
+        );
     }
 }

@@ -142,7 +142,11 @@ impl<'a> Reader<'a> {
     fn take(&mut self, need: usize) -> Result<&'a [u8], WireError> {
         let have = self.bytes.len() - self.offset;
         if need > have {
-            return Err(WireError::Truncated { offset: self.offset, need, have });
+            return Err(WireError::Truncated {
+                offset: self.offset,
+                need,
+                have,
+            });
         }
         let slice = &self.bytes[self.offset..self.offset + need];
         self.offset += need;
@@ -202,7 +206,15 @@ pub fn decode_binary(bytes: &[u8]) -> Result<HeaderFields, WireError> {
             Some(decode_binary_map(map_bytes, r.offset - n)?)
         }
     };
-    Ok(HeaderFields { code, language, version, opaque, flag, remark, ext_fields })
+    Ok(HeaderFields {
+        code,
+        language,
+        version,
+        opaque,
+        flag,
+        remark,
+        ext_fields,
+    })
 }
 
 fn decode_binary_map(bytes: &[u8], base_offset: usize) -> Result<ExtFields, WireError> {
@@ -210,9 +222,13 @@ fn decode_binary_map(bytes: &[u8], base_offset: usize) -> Result<ExtFields, Wire
     let mut fields = ExtFields::new();
     while r.offset < bytes.len() {
         let key_len = r.i16()?;
-        let key = r.string(i64::from(key_len)).map_err(|e| rebase(e, base_offset))?;
+        let key = r
+            .string(i64::from(key_len))
+            .map_err(|e| rebase(e, base_offset))?;
         let value_len = r.i32()?;
-        let value = r.string(i64::from(value_len)).map_err(|e| rebase(e, base_offset))?;
+        let value = r
+            .string(i64::from(value_len))
+            .map_err(|e| rebase(e, base_offset))?;
         fields.insert(key, value);
     }
     Ok(fields)
@@ -220,10 +236,14 @@ fn decode_binary_map(bytes: &[u8], base_offset: usize) -> Result<ExtFields, Wire
 
 fn rebase(error: WireError, base: usize) -> WireError {
     match error {
-        WireError::Truncated { offset, need, have } => {
-            WireError::Truncated { offset: offset + base, need, have }
-        }
-        WireError::BadUtf8 { offset } => WireError::BadUtf8 { offset: offset + base },
+        WireError::Truncated { offset, need, have } => WireError::Truncated {
+            offset: offset + base,
+            need,
+            have,
+        },
+        WireError::BadUtf8 { offset } => WireError::BadUtf8 {
+            offset: offset + base,
+        },
         other => other,
     }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+pub mod watch;
+pub use watch::OffsetWatch;
+
 /// Options for one executor.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
@@ -44,7 +47,10 @@ impl ExecutorOptions {
 }
 
 /// Starts `fut_gen()` on a new executor thread with `options`.
-pub fn spawn_executor<G, F, T>(options: &ExecutorOptions, fut_gen: G) -> io::Result<ExecutorJoinHandle<T>>
+pub fn spawn_executor<G, F, T>(
+    options: &ExecutorOptions,
+    fut_gen: G,
+) -> io::Result<ExecutorJoinHandle<T>>
 where
     G: FnOnce() -> F + Send + 'static,
     F: std::future::Future<Output = T> + 'static,
@@ -75,7 +81,10 @@ where
 pub fn check_locked_memory(need_bytes: usize) -> io::Result<()> {
     // SAFETY: geteuid and getrlimit only read process state; `limit` is a valid out-pointer.
     let (euid, limit) = unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         let rc = libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit);
         (libc::geteuid(), (rc == 0).then_some(limit.rlim_cur))
     };
@@ -112,7 +121,10 @@ impl Shutdown {
     /// A signal not yet triggered.
     pub fn new() -> Shutdown {
         let (tx, rx) = flume::bounded(1);
-        Shutdown { tx: std::sync::Arc::new(std::sync::Mutex::new(Some(tx))), rx }
+        Shutdown {
+            tx: std::sync::Arc::new(std::sync::Mutex::new(Some(tx))),
+            rx,
+        }
     }
 
     /// Triggers the signal. Idempotent.
@@ -142,12 +154,14 @@ impl Shutdown {
             signal_hook::consts::SIGTERM,
         ])?;
         let this = self.clone();
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                tracing::info!(signal, "signal received, shutting down");
-                this.trigger();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    tracing::info!(signal, "signal received, shutting down");
+                    this.trigger();
+                }
+            })?;
         Ok(())
     }
 }

@@ -67,7 +67,12 @@ fn every_golden_frame_decodes_and_reencodes_to_the_same_command() {
         let cmd = decode(&g.file);
         let server_request = g.file.contains("-s2c-39-") || g.file.contains("-s2c-40-");
         let from_server = g.direction == "s2c" || g.direction == "n2b";
-        assert_eq!(cmd.is_response(), from_server && !server_request, "{}", g.file);
+        assert_eq!(
+            cmd.is_response(),
+            from_server && !server_request,
+            "{}",
+            g.file
+        );
         let again = RemotingCommand::decode(reencode(&cmd)).unwrap();
         assert_eq!(again, cmd, "{}", g.file);
     }
@@ -76,7 +81,10 @@ fn every_golden_frame_decodes_and_reencodes_to_the_same_command() {
 #[test]
 fn java_and_broker_frames_reencode_byte_for_byte() {
     let mut checked = 0;
-    for g in index().iter().filter(|g| ["java", "java-rocketmq-serialize", "broker"].contains(&g.client.as_str())) {
+    for g in index()
+        .iter()
+        .filter(|g| ["java", "java-rocketmq-serialize", "broker"].contains(&g.client.as_str()))
+    {
         let original = frame(&g.file);
         assert_eq!(reencode(&decode(&g.file)), original, "{}", g.file);
         checked += 1;
@@ -131,7 +139,14 @@ fn our_json_headers_carry_every_field_the_rust_client_requires() {
     let response = request.success_to().with_ext("offset", "5");
     let raw = split_frame(response.to_frame()).unwrap();
     let header: Value = serde_json::from_slice(&raw.header).unwrap();
-    for key in ["code", "language", "version", "opaque", "flag", "serializeTypeCurrentRPC"] {
+    for key in [
+        "code",
+        "language",
+        "version",
+        "opaque",
+        "flag",
+        "serializeTypeCurrentRPC",
+    ] {
         assert!(header.get(key).is_some(), "missing {key} in {header}");
     }
     assert_eq!(header["language"], "JAVA");
@@ -144,7 +159,9 @@ fn assert_shape_superset(golden: &Value, ours: &Value, path: &str) {
     match (golden, ours) {
         (Value::Object(g), Value::Object(o)) => {
             for (k, gv) in g {
-                let ov = o.get(k).unwrap_or_else(|| panic!("{path}.{k} missing in ours: {ours}"));
+                let ov = o
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{path}.{k} missing in ours: {ours}"));
                 assert_shape_superset(gv, ov, &format!("{path}.{k}"));
             }
         }
@@ -171,11 +188,17 @@ fn replay(conn: &mut Connection, g: &Golden) {
     if g.oneway {
         return;
     }
-    let ours = conn.read_command().unwrap_or_else(|e| panic!("{}: {e}", g.file));
+    let ours = conn
+        .read_command()
+        .unwrap_or_else(|e| panic!("{}: {e}", g.file));
     let theirs = decode(g.pair.as_deref().expect("a request with a response"));
     assert_eq!(ours.opaque, theirs.opaque, "{}", g.file);
     assert_eq!(ours.serialize_type, theirs.serialize_type, "{}", g.file);
-    assert_eq!(ours.code, theirs.code, "{}: remark {:?}", g.file, ours.remark);
+    assert_eq!(
+        ours.code, theirs.code,
+        "{}: remark {:?}",
+        g.file, ours.remark
+    );
     assert_eq!(ours.remark, theirs.remark, "{}", g.file);
     for (k, _) in theirs.ext_fields.iter().flat_map(|f| f.iter()) {
         assert!(ours.ext(k).is_some(), "{}: ext {k} missing", g.file);
@@ -187,16 +210,29 @@ fn replay(conn: &mut Connection, g: &Golden) {
 
 /// Topics whose routes the capture shows but whose registration it does not (the broker created
 /// them after a consumer heartbeat): register them the way that broker would have.
-fn register_topics_of_route(broker: &mut NamesrvClient, route_response: &RemotingCommand, topic: &str) {
+fn register_topics_of_route(
+    broker: &mut NamesrvClient,
+    route_response: &RemotingCommand,
+    topic: &str,
+) {
     let body = body_json(route_response);
     let queue = &body["queueDatas"][0];
     let queues = queue["readQueueNums"].as_i64().unwrap() as i32;
     let perm = queue["perm"].as_i64().unwrap() as i32;
-    let mut registration = harness::broker("DefaultCluster", "broker-a", 0, "127.0.0.1:10911", &[harness::topic(topic, queues, perm)]);
+    let mut registration = harness::broker(
+        "DefaultCluster",
+        "broker-a",
+        0,
+        "127.0.0.1:10911",
+        &[harness::topic(topic, queues, perm)],
+    );
     // A new data version each time, so the nameserver takes the topic table.
     static VERSION: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1000);
-    registration.body.topic_config_serialize_wrapper.data_version.counter =
-        VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    registration
+        .body
+        .topic_config_serialize_wrapper
+        .data_version
+        .counter = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     broker.register_broker(&registration).unwrap();
 }
 
@@ -220,7 +256,11 @@ fn nameserver_answers_every_golden_nameserver_request_like_java() {
                 register_topics_of_route(&mut broker, &answer, &topic);
             }
         }
-        let conn = if g.direction == "b2n" { &mut broker.conn } else { &mut client };
+        let conn = if g.direction == "b2n" {
+            &mut broker.conn
+        } else {
+            &mut client
+        };
         replay(conn, g);
         replayed += 1;
     }
@@ -231,15 +271,20 @@ fn nameserver_answers_every_golden_nameserver_request_like_java() {
 fn binary_request_gets_a_binary_response_with_the_route() {
     let ns = TestNamesrv::start();
     let mut conn = ns.connection();
-    conn.write_all(&frame("broker/0004-b2n-103-register_broker.bin")).unwrap();
+    conn.write_all(&frame("broker/0004-b2n-103-register_broker.bin"))
+        .unwrap();
     assert_eq!(conn.read_command().unwrap().code, 0);
-    conn.write_all(&frame("java-rocketmq-serialize/0001-c2s-105-route.bin")).unwrap();
+    conn.write_all(&frame("java-rocketmq-serialize/0001-c2s-105-route.bin"))
+        .unwrap();
     let route = conn.read_command().unwrap();
     assert_eq!(route.serialize_type, SerializeType::RocketMq);
     assert_eq!(route.code, 0);
     let body = body_json(&route);
     assert_eq!(body["queueDatas"][0]["readQueueNums"], 2);
-    assert_eq!(body["brokerDatas"][0]["brokerAddrs"]["0"], "127.0.0.1:10911");
+    assert_eq!(
+        body["brokerDatas"][0]["brokerAddrs"]["0"],
+        "127.0.0.1:10911"
+    );
     assert_eq!(body["brokerDatas"][0]["enableActingMaster"], false);
 }
 
@@ -247,13 +292,16 @@ fn binary_request_gets_a_binary_response_with_the_route() {
 fn stored_records_in_golden_pull_bodies_parse_with_valid_crcs() {
     use ringmq::message::record::RecordView;
     let mut records = 0;
-    for file in ["cpp/0032-s2c-11-pull_resp.bin", "java-rocketmq-serialize/0016-s2c-11-pull_resp.bin"] {
+    for file in [
+        "cpp/0032-s2c-11-pull_resp.bin",
+        "java-rocketmq-serialize/0016-s2c-11-pull_resp.bin",
+    ] {
         let pull = decode(file);
         let mut rest = &pull.body[..];
         while !rest.is_empty() {
             let view = RecordView::parse(rest).unwrap_or_else(|e| panic!("{file}: {e}"));
             view.check_crc().unwrap();
-            assert_eq!(view.topic.is_empty(), false);
+            assert!(!view.topic.is_empty());
             assert_eq!(view.store_host.port(), 10911, "{file}");
             rest = &rest[view.total_size..];
             records += 1;

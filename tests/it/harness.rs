@@ -5,7 +5,9 @@ use std::time::Duration;
 use ringmq::client::namesrv::BrokerRegistration;
 use ringmq::client::{Connection, NamesrvClient};
 use ringmq::namesrv::{self, NamesrvHandle, NamesrvOptions};
-use ringmq::protocol::register::{DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigWrapper};
+use ringmq::protocol::register::{
+    DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigWrapper,
+};
 use ringmq::runtime::Shutdown;
 
 /// Call timeout used by test clients.
@@ -29,7 +31,10 @@ impl TestNamesrv {
         tweak(&mut options);
         let handle = namesrv::start(options, Shutdown::new()).expect("nameserver starts");
         let addr = handle.local_addr.to_string();
-        TestNamesrv { handle: Some(handle), addr }
+        TestNamesrv {
+            handle: Some(handle),
+            addr,
+        }
     }
 
     /// A new client connection.
@@ -65,13 +70,24 @@ pub fn topic(name: &str, queues: i32, perm: i32) -> TopicConfig {
 }
 
 /// A registration of broker `name`/`id` at `addr` carrying `topics`.
-pub fn broker(cluster: &str, name: &str, id: i64, addr: &str, topics: &[TopicConfig]) -> BrokerRegistration {
+pub fn broker(
+    cluster: &str,
+    name: &str,
+    id: i64,
+    addr: &str,
+    topics: &[TopicConfig],
+) -> BrokerRegistration {
     let mut wrapper = TopicConfigWrapper {
-        data_version: DataVersion { counter: 1, timestamp: 1_700_000_000_000 },
+        data_version: DataVersion {
+            counter: 1,
+            timestamp: 1_700_000_000_000,
+        },
         ..Default::default()
     };
     for t in topics {
-        wrapper.topic_config_table.insert(t.topic_name.clone(), t.clone());
+        wrapper
+            .topic_config_table
+            .insert(t.topic_name.clone(), t.clone());
     }
     BrokerRegistration {
         cluster_name: cluster.into(),
@@ -79,6 +95,9 @@ pub fn broker(cluster: &str, name: &str, id: i64, addr: &str, topics: &[TopicCon
         broker_addr: addr.into(),
         broker_id: id,
         ha_server_addr: format!("{}:{}", addr.rsplit_once(':').unwrap().0, 10912),
-        body: RegisterBrokerBody { filter_server_list: vec![], topic_config_serialize_wrapper: wrapper },
+        body: RegisterBrokerBody {
+            filter_server_list: vec![],
+            topic_config_serialize_wrapper: wrapper,
+        },
     }
 }

@@ -39,7 +39,14 @@ fn register_then_route_then_expire_then_route_gone() {
         o.broker_scan_interval = Duration::from_millis(100);
     });
     let mut b = ns.client();
-    b.register_broker(&broker("c1", "broker-a", 0, "10.0.0.1:10911", &[topic("T", 4, 6)])).unwrap();
+    b.register_broker(&broker(
+        "c1",
+        "broker-a",
+        0,
+        "10.0.0.1:10911",
+        &[topic("T", 4, 6)],
+    ))
+    .unwrap();
     let route: TopicRouteData = ns.client().route("T").unwrap();
     assert_eq!(route.broker_datas.len(), 1);
     assert_eq!(route.broker_datas[0].broker_addrs[&0], "10.0.0.1:10911");
@@ -47,8 +54,14 @@ fn register_then_route_then_expire_then_route_gone() {
     assert_eq!(route.queue_datas[0].write_queue_nums, 4);
     assert_eq!(route.queue_datas[0].perm, 6);
     // The broker stays connected but stops registering: it expires.
-    assert!(eventually(Duration::from_secs(5), || route_code(&ns, "T") == Some(response::TOPIC_NOT_EXIST)));
-    assert!(ns.client().cluster_info().unwrap().broker_addr_table.is_empty());
+    assert!(eventually(Duration::from_secs(5), || route_code(&ns, "T")
+        == Some(response::TOPIC_NOT_EXIST)));
+    assert!(ns
+        .client()
+        .cluster_info()
+        .unwrap()
+        .broker_addr_table
+        .is_empty());
     drop(b);
 }
 
@@ -56,10 +69,18 @@ fn register_then_route_then_expire_then_route_gone() {
 fn closed_broker_connection_removes_the_broker_at_once() {
     let ns = TestNamesrv::start();
     let mut b = ns.client();
-    b.register_broker(&broker("c1", "broker-a", 0, "10.0.0.1:10911", &[topic("T", 4, 6)])).unwrap();
+    b.register_broker(&broker(
+        "c1",
+        "broker-a",
+        0,
+        "10.0.0.1:10911",
+        &[topic("T", 4, 6)],
+    ))
+    .unwrap();
     assert_eq!(route_code(&ns, "T"), Some(0));
     drop(b);
-    assert!(eventually(Duration::from_secs(5), || route_code(&ns, "T") == Some(response::TOPIC_NOT_EXIST)));
+    assert!(eventually(Duration::from_secs(5), || route_code(&ns, "T")
+        == Some(response::TOPIC_NOT_EXIST)));
 }
 
 #[test]
@@ -67,7 +88,11 @@ fn unknown_topic_is_topic_not_exist_with_a_remark() {
     let ns = TestNamesrv::start();
     let err = ns.client().route("Nope").unwrap_err();
     assert_eq!(err.code(), Some(response::TOPIC_NOT_EXIST));
-    assert!(err.to_string().contains("No topic route info in name server for the topic: Nope"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("No topic route info in name server for the topic: Nope"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,23 +100,46 @@ fn two_brokers_in_one_cluster_and_a_topic_on_both() {
     let ns = TestNamesrv::start();
     let mut a = ns.client();
     let mut b = ns.client();
-    a.register_broker(&broker("c1", "broker-a", 0, "10.0.0.1:10911", &[topic("Both", 4, 6), topic("OnlyA", 2, 6)]))
-        .unwrap();
-    b.register_broker(&broker("c1", "broker-b", 0, "10.0.0.2:10911", &[topic("Both", 8, 6)])).unwrap();
+    a.register_broker(&broker(
+        "c1",
+        "broker-a",
+        0,
+        "10.0.0.1:10911",
+        &[topic("Both", 4, 6), topic("OnlyA", 2, 6)],
+    ))
+    .unwrap();
+    b.register_broker(&broker(
+        "c1",
+        "broker-b",
+        0,
+        "10.0.0.2:10911",
+        &[topic("Both", 8, 6)],
+    ))
+    .unwrap();
     let info = ns.client().cluster_info().unwrap();
     let names: Vec<&String> = info.cluster_addr_table["c1"].iter().collect();
     assert_eq!(names, ["broker-a", "broker-b"]);
-    assert_eq!(info.broker_addr_table["broker-b"].broker_addrs[&0], "10.0.0.2:10911");
+    assert_eq!(
+        info.broker_addr_table["broker-b"].broker_addrs[&0],
+        "10.0.0.2:10911"
+    );
     let route = ns.client().route("Both").unwrap();
     assert_eq!(route.broker_datas.len(), 2);
-    let nums: Vec<(String, i32)> =
-        route.queue_datas.iter().map(|q| (q.broker_name.clone(), q.write_queue_nums)).collect();
-    assert_eq!(nums, [("broker-a".to_string(), 4), ("broker-b".to_string(), 8)]);
+    let nums: Vec<(String, i32)> = route
+        .queue_datas
+        .iter()
+        .map(|q| (q.broker_name.clone(), q.write_queue_nums))
+        .collect();
+    assert_eq!(
+        nums,
+        [("broker-a".to_string(), 4), ("broker-b".to_string(), 8)]
+    );
     assert_eq!(ns.client().route("OnlyA").unwrap().broker_datas.len(), 1);
     let topics = ns.client().topics().unwrap().topic_list;
     assert!(topics.contains("Both") && topics.contains("OnlyA"));
     // Unregistering broker-b leaves Both served by broker-a only.
-    b.unregister_broker(&broker("c1", "broker-b", 0, "10.0.0.2:10911", &[])).unwrap();
+    b.unregister_broker(&broker("c1", "broker-b", 0, "10.0.0.2:10911", &[]))
+        .unwrap();
     assert_eq!(ns.client().route("Both").unwrap().broker_datas.len(), 1);
 }
 
@@ -100,13 +148,33 @@ fn slave_learns_its_master_and_shares_the_route() {
     let ns = TestNamesrv::start();
     let mut master = ns.client();
     let mut slave = ns.client();
-    master.register_broker(&broker("c1", "broker-a", 0, "10.0.0.1:10911", &[topic("T", 4, 6)])).unwrap();
-    let answer = slave.register_broker(&broker("c1", "broker-a", 1, "10.0.0.2:10911", &[])).unwrap();
+    master
+        .register_broker(&broker(
+            "c1",
+            "broker-a",
+            0,
+            "10.0.0.1:10911",
+            &[topic("T", 4, 6)],
+        ))
+        .unwrap();
+    let answer = slave
+        .register_broker(&broker("c1", "broker-a", 1, "10.0.0.2:10911", &[]))
+        .unwrap();
     assert_eq!(answer.master_addr.as_deref(), Some("10.0.0.1:10911"));
     assert_eq!(answer.ha_server_addr.as_deref(), Some("10.0.0.1:10912"));
     let route = ns.client().route("T").unwrap();
-    let addrs: Vec<(i64, String)> = route.broker_datas[0].broker_addrs.clone().into_iter().collect();
-    assert_eq!(addrs, [(0, "10.0.0.1:10911".to_string()), (1, "10.0.0.2:10911".to_string())]);
+    let addrs: Vec<(i64, String)> = route.broker_datas[0]
+        .broker_addrs
+        .clone()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            (0, "10.0.0.1:10911".to_string()),
+            (1, "10.0.0.2:10911".to_string())
+        ]
+    );
 }
 
 #[test]
@@ -114,7 +182,14 @@ fn nameservers_side_by_side_share_nothing() {
     let one = TestNamesrv::start();
     let two = TestNamesrv::start();
     let mut b = one.client();
-    b.register_broker(&broker("c1", "broker-a", 0, "10.0.0.1:10911", &[topic("T", 4, 6)])).unwrap();
+    b.register_broker(&broker(
+        "c1",
+        "broker-a",
+        0,
+        "10.0.0.1:10911",
+        &[topic("T", 4, 6)],
+    ))
+    .unwrap();
     assert_eq!(route_code(&one, "T"), Some(0));
     assert_eq!(route_code(&two, "T"), Some(response::TOPIC_NOT_EXIST));
 }
@@ -123,15 +198,25 @@ fn nameservers_side_by_side_share_nothing() {
 fn delete_topic_and_write_perm_and_topics_by_cluster() {
     let ns = TestNamesrv::start();
     let mut b = ns.client();
-    b.register_broker(&broker("c1", "broker-a", 0, "10.0.0.1:10911", &[topic("T", 4, 6), topic("U", 1, 6)])).unwrap();
+    b.register_broker(&broker(
+        "c1",
+        "broker-a",
+        0,
+        "10.0.0.1:10911",
+        &[topic("T", 4, 6), topic("U", 1, 6)],
+    ))
+    .unwrap();
     let mut conn = ns.connection();
-    let wipe = RemotingCommand::request(request::WIPE_WRITE_PERM_OF_BROKER).with_ext("brokerName", "broker-a");
+    let wipe = RemotingCommand::request(request::WIPE_WRITE_PERM_OF_BROKER)
+        .with_ext("brokerName", "broker-a");
     assert_eq!(conn.call(wipe).unwrap().ext("wipeTopicCount"), Some("2"));
     assert_eq!(ns.client().route("T").unwrap().queue_datas[0].perm, 4);
-    let add = RemotingCommand::request(request::ADD_WRITE_PERM_OF_BROKER).with_ext("brokerName", "broker-a");
+    let add = RemotingCommand::request(request::ADD_WRITE_PERM_OF_BROKER)
+        .with_ext("brokerName", "broker-a");
     assert_eq!(conn.call(add).unwrap().ext("addTopicCount"), Some("2"));
     assert_eq!(ns.client().route("T").unwrap().queue_datas[0].perm, 6);
-    let by_cluster = RemotingCommand::request(request::GET_TOPICS_BY_CLUSTER).with_ext("cluster", "c1");
+    let by_cluster =
+        RemotingCommand::request(request::GET_TOPICS_BY_CLUSTER).with_ext("cluster", "c1");
     let body = conn.call(by_cluster).unwrap().body;
     assert_eq!(&body[..], br#"{"topicList":["T","U"]}"#);
     ns.client().delete_topic("T", None).unwrap();
@@ -154,28 +239,50 @@ fn kv_config_and_order_topic_conf_in_routes() {
     assert_eq!(c.get_kv("ns", "k").unwrap().as_deref(), Some("v"));
     assert_eq!(c.kv_namespace("ns").unwrap().table["k"], "v");
     let mut conn = ns.connection();
-    let del = RemotingCommand::request(request::DELETE_KV_CONFIG).with_ext("namespace", "ns").with_ext("key", "k");
+    let del = RemotingCommand::request(request::DELETE_KV_CONFIG)
+        .with_ext("namespace", "ns")
+        .with_ext("key", "k");
     conn.call(del).unwrap();
     assert_eq!(c.get_kv("ns", "k").unwrap(), None);
-    assert!(std::fs::read_to_string(&path).unwrap().contains("broker-a:4"));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("broker-a:4"));
     let mut b = ns.client();
-    b.register_broker(&broker("c1", "broker-a", 0, "10.0.0.1:10911", &[topic("T", 4, 6)])).unwrap();
-    assert_eq!(c.route("T").unwrap().order_topic_conf.as_deref(), Some("broker-a:4"));
+    b.register_broker(&broker(
+        "c1",
+        "broker-a",
+        0,
+        "10.0.0.1:10911",
+        &[topic("T", 4, 6)],
+    ))
+    .unwrap();
+    assert_eq!(
+        c.route("T").unwrap().order_topic_conf.as_deref(),
+        Some("broker-a:4")
+    );
 }
 
 #[test]
 fn unknown_code_is_answered_not_supported() {
     let ns = TestNamesrv::start();
-    let answer = ns.connection().invoke(RemotingCommand::request(9999)).unwrap();
+    let answer = ns
+        .connection()
+        .invoke(RemotingCommand::request(9999))
+        .unwrap();
     assert_eq!(answer.code, response::REQUEST_CODE_NOT_SUPPORTED);
-    assert_eq!(answer.remark.as_deref(), Some(" request type 9999 not supported"));
+    assert_eq!(
+        answer.remark.as_deref(),
+        Some(" request type 9999 not supported")
+    );
 }
 
 #[test]
 fn missing_field_and_bad_crc_are_errors_naming_the_problem() {
     let ns = TestNamesrv::start();
     let mut conn = ns.connection();
-    let answer = conn.invoke(RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC)).unwrap();
+    let answer = conn
+        .invoke(RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC))
+        .unwrap();
     assert_eq!(answer.code, response::SYSTEM_ERROR);
     assert!(answer.remark.unwrap().contains("topic"));
     let bad_crc = RemotingCommand::request(request::REGISTER_BROKER)
@@ -216,7 +323,12 @@ fn malformed_header_closes_only_that_connection() {
     frame.put_slice(b"{\"code\":1");
     bad.write_all(&frame).unwrap();
     assert_closed(&mut bad);
-    assert_eq!(good.invoke(RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO)).unwrap().code, 0);
+    assert_eq!(
+        good.invoke(RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO))
+            .unwrap()
+            .code,
+        0
+    );
 }
 
 #[test]
@@ -227,7 +339,12 @@ fn oversized_frame_is_refused_from_its_length_prefix() {
     // Declare 64 MiB and send nothing more: the server must close without waiting for the body.
     big.write_all(&(64u32 << 20).to_be_bytes()).unwrap();
     assert_closed(&mut big);
-    assert_eq!(good.invoke(RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO)).unwrap().code, 0);
+    assert_eq!(
+        good.invoke(RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO))
+            .unwrap()
+            .code,
+        0
+    );
 }
 
 #[test]
@@ -236,17 +353,26 @@ fn pipelined_requests_are_all_answered_in_the_request_serialization() {
     let mut conn = ns.connection();
     let mut batch = BytesMut::new();
     for opaque in 0..200 {
-        let mut cmd = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "none");
+        let mut cmd =
+            RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "none");
         cmd.opaque = opaque;
-        cmd.serialize_type = if opaque % 2 == 0 { SerializeType::Json } else { SerializeType::RocketMq };
+        cmd.serialize_type = if opaque % 2 == 0 {
+            SerializeType::Json
+        } else {
+            SerializeType::RocketMq
+        };
         cmd.encode(&mut batch);
     }
     conn.write_all(&batch).unwrap();
-    let mut seen = vec![false; 200];
+    let mut seen = [false; 200];
     for _ in 0..200 {
         let answer = conn.read_command().unwrap();
         assert_eq!(answer.code, response::TOPIC_NOT_EXIST);
-        let expected = if answer.opaque % 2 == 0 { SerializeType::Json } else { SerializeType::RocketMq };
+        let expected = if answer.opaque % 2 == 0 {
+            SerializeType::Json
+        } else {
+            SerializeType::RocketMq
+        };
         assert_eq!(answer.serialize_type, expected);
         seen[answer.opaque as usize] = true;
     }
