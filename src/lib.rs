@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod config;
+pub mod fsutil;
 pub mod limits;
 pub mod message;
 pub mod namesrv;

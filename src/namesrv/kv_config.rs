@@ -2,11 +2,12 @@
 //! `{"configTable":{namespace:{key:value}}}` at `kvConfigPath`, written atomically.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::write_atomically;
 use crate::protocol::route::KvTable;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -85,24 +86,6 @@ impl KvConfig {
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
         write_atomically(path, &bytes)
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new file: write a
-/// temporary file beside it, fsync it, rename it over `path`, fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

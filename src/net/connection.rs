@@ -55,10 +55,20 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Queues a frame (a response, or a request we initiate). Returns false when the connection
-    /// is closed or its write queue is full (the peer is not reading): the frame is dropped.
+    /// Queues a frame we initiate (e.g. NOTIFY_CONSUMER_IDS_CHANGED). Best effort: returns false
+    /// and drops the frame when the connection is closed or its write queue is full (the peer is
+    /// not reading).
     pub fn send(&self, frame: RemotingCommand) -> bool {
         !self.closed.get() && self.outbound.try_send(Outbound::Frame(frame)).is_ok()
+    }
+
+    /// Queues a response, waiting while the write queue is full. This is the connection's
+    /// back-pressure: a peer that stops reading stops being read, and nothing is dropped or
+    /// buffered without bound.
+    pub async fn respond(&self, frame: RemotingCommand) {
+        if !self.closed.get() {
+            let _ = self.outbound.send(Outbound::Frame(frame)).await;
+        }
     }
 
     /// Sends a oneway request we initiate, with a fresh opaque.
@@ -98,7 +108,8 @@ pub async fn run<H: Handler>(id: u64, stream: TcpStream, handler: Rc<H>, max_fra
         tracing::warn!(peer = %peer, %reason, "closing connection");
     }
     conn.closed.set(true);
-    let _ = conn.outbound.try_send(Outbound::Close);
+    // Waits for room rather than dropping the close: the writer must learn it is done.
+    let _ = conn.outbound.send(Outbound::Close).await;
     handler.on_close(&conn);
     writer_task.await;
 }
@@ -113,7 +124,7 @@ async fn read_loop<H: Handler>(
     loop {
         while let Some(frame) = next_frame(&mut buf, max_frame_bytes).map_err(|e| e.to_string())? {
             let request = RemotingCommand::decode(frame).map_err(|e| e.to_string())?;
-            dispatch(conn, handler, request);
+            dispatch(conn, handler, request).await;
         }
         let filled = buf.len();
         buf.resize(filled + CONNECTION_READ_BUFFER_BYTES, 0);
@@ -128,7 +139,7 @@ async fn read_loop<H: Handler>(
     }
 }
 
-fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: RemotingCommand) {
+async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: RemotingCommand) {
     if request.is_response() {
         // Responses to requests we initiated (oneway so far) are not awaited by anyone.
         return;
@@ -139,14 +150,13 @@ fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: Remotin
             let remark = format!(
                 "[OVERLOAD] more than {CONNECTION_INFLIGHT_MAX} requests in flight on this connection"
             );
-            conn.send(request.error_to(response::SYSTEM_BUSY, remark));
+            conn.respond(request.error_to(response::SYSTEM_BUSY, remark))
+                .await;
         }
         return;
     }
     match handler.handle(conn, request) {
-        Reply::Now(Some(reply)) if !oneway => {
-            conn.send(reply);
-        }
+        Reply::Now(Some(reply)) if !oneway => conn.respond(reply).await,
         Reply::Now(_) => {}
         Reply::Later(future) => {
             conn.inflight.set(conn.inflight.get() + 1);
@@ -155,7 +165,7 @@ fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: Remotin
                 let reply = future.await;
                 conn.inflight.set(conn.inflight.get() - 1);
                 if let (Some(reply), false) = (reply, oneway) {
-                    conn.send(reply);
+                    conn.respond(reply).await;
                 }
             })
             .detach();

@@ -3,7 +3,9 @@
 
 pub mod fastjson;
 pub mod fields;
+pub mod heartbeat;
 pub mod register;
 pub mod route;
+pub mod send;
 
 pub use fields::{FieldError, Fields};

@@ -309,3 +309,31 @@ fn stored_records_in_golden_pull_bodies_parse_with_valid_crcs() {
     }
     assert!(records >= 2, "only {records} records");
 }
+
+#[test]
+fn golden_send_and_heartbeat_requests_parse() {
+    use ringmq::protocol::heartbeat::{HeartbeatData, LockBatchRequest};
+    use ringmq::protocol::send::SendRequest;
+    for g in index().iter().filter(|g| g.direction == "c2s") {
+        let cmd = decode(&g.file);
+        match g.request_code {
+            10 | 310 | 320 => {
+                let send =
+                    SendRequest::from_command(&cmd).unwrap_or_else(|e| panic!("{}: {e}", g.file));
+                assert!(!send.topic.is_empty());
+                assert_eq!(send.batch, g.request_code == 320, "{}", g.file);
+            }
+            34 => {
+                let hb: HeartbeatData =
+                    serde_json::from_slice(&cmd.body).unwrap_or_else(|e| panic!("{}: {e}", g.file));
+                assert!(!hb.client_id.is_empty());
+            }
+            41 | 42 => {
+                let lock: LockBatchRequest =
+                    serde_json::from_slice(&cmd.body).unwrap_or_else(|e| panic!("{}: {e}", g.file));
+                assert!(!lock.mq_set.is_empty());
+            }
+            _ => {}
+        }
+    }
+}

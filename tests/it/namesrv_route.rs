@@ -378,3 +378,44 @@ fn pipelined_requests_are_all_answered_in_the_request_serialization() {
     }
     assert!(seen.iter().all(|s| *s));
 }
+
+#[test]
+fn twenty_thousand_pipelined_requests_are_all_answered() {
+    use std::io::{Read, Write};
+    let ns = TestNamesrv::start();
+    let stream = std::net::TcpStream::connect(&ns.addr).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    const N: i32 = 20_000;
+    let sender = std::thread::spawn(move || {
+        let mut batch = BytesMut::new();
+        for opaque in 0..N {
+            let mut cmd =
+                RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "none");
+            cmd.opaque = opaque;
+            cmd.encode(&mut batch);
+        }
+        writer.write_all(&batch).unwrap();
+    });
+    let mut reader = stream;
+    reader
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let mut answered = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while answered < N {
+        let n = reader
+            .read(&mut chunk)
+            .expect("every request answered before the timeout");
+        assert!(n > 0, "closed after {answered} answers");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(frame) = ringmq::remoting::next_frame(&mut buf, 1 << 24).unwrap() {
+            assert_eq!(
+                RemotingCommand::decode(frame).unwrap().code,
+                response::TOPIC_NOT_EXIST
+            );
+            answered += 1;
+        }
+    }
+    sender.join().unwrap();
+}

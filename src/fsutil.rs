@@ -1,0 +1,25 @@
+//! Small file-system helpers shared by the nameserver and the store. Blocking `std::fs` calls:
+//! for start-up and rare metadata writes, never a request's hot path.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file: write a
+/// temporary file beside it, fsync it, rename it over `path`, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,181 @@
+//! SEND_MESSAGE (10, long field names), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320, one-
+//! letter names) request headers, and the send response header (PROTOCOL.md §7.2).
+//!
+//! Go and the Rust client send 10 for single messages, Java 310, C++ 310 for batches too (with
+//! `m=true`): a batch is recognised by its `batch`/`m` flag, or by code 320.
+
+use super::fields::{FieldError, Fields};
+use crate::remoting::{request, RemotingCommand};
+
+/// A send request header in either naming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRequest {
+    pub producer_group: String,
+    pub topic: String,
+    pub default_topic: String,
+    pub default_topic_queue_nums: i32,
+    /// Target queue; negative means "broker picks".
+    pub queue_id: i32,
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub flag: i32,
+    pub properties: String,
+    pub reconsume_times: i32,
+    pub unit_mode: bool,
+    pub max_reconsume_times: Option<i32>,
+    pub batch: bool,
+}
+
+/// Field names of one naming: (V1 long name, V2 letter).
+const NAMES: [(&str, &str); 13] = [
+    ("producerGroup", "a"),
+    ("topic", "b"),
+    ("defaultTopic", "c"),
+    ("defaultTopicQueueNums", "d"),
+    ("queueId", "e"),
+    ("sysFlag", "f"),
+    ("bornTimestamp", "g"),
+    ("flag", "h"),
+    ("properties", "i"),
+    ("reconsumeTimes", "j"),
+    ("unitMode", "k"),
+    ("maxReconsumeTimes", "l"),
+    ("batch", "m"),
+];
+
+/// Reads fields under V1 or V2 names.
+struct Named<'a> {
+    cmd: &'a RemotingCommand,
+    v2: bool,
+}
+
+impl Fields for Named<'_> {
+    fn field(&self, name: &'static str) -> Option<&str> {
+        let (v1, v2) = NAMES
+            .iter()
+            .find(|(v1, _)| *v1 == name)
+            .copied()
+            .unwrap_or((name, name));
+        self.cmd.ext(if self.v2 { v2 } else { v1 })
+    }
+}
+
+fn truthy(value: Option<&str>) -> bool {
+    // Java reads "true"; the C++ client has been seen sending "1"/"0".
+    value.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+impl SendRequest {
+    /// Decodes the header of a 10, 310 or 320 request. Required fields missing or malformed
+    /// are errors naming the field (by its long name).
+    pub fn from_command(cmd: &RemotingCommand) -> Result<SendRequest, FieldError> {
+        let v2 = cmd.code != request::SEND_MESSAGE;
+        let f = Named { cmd, v2 };
+        Ok(SendRequest {
+            producer_group: f.req_str("producerGroup")?.to_string(),
+            topic: f.req_str("topic")?.to_string(),
+            default_topic: f.opt_str("defaultTopic").unwrap_or("TBW102").to_string(),
+            default_topic_queue_nums: f.opt_i64("defaultTopicQueueNums")?.unwrap_or(4) as i32,
+            queue_id: f.req_i32("queueId")?,
+            sys_flag: f.opt_i64("sysFlag")?.unwrap_or(0) as i32,
+            born_timestamp: f.req_i64("bornTimestamp")?,
+            flag: f.opt_i64("flag")?.unwrap_or(0) as i32,
+            properties: f.field("properties").unwrap_or_default().to_string(),
+            reconsume_times: f.opt_i64("reconsumeTimes")?.unwrap_or(0) as i32,
+            unit_mode: f.bool_or("unitMode", false),
+            max_reconsume_times: f.opt_i64("maxReconsumeTimes")?.map(|v| v as i32),
+            batch: truthy(f.field("batch")) || cmd.code == request::SEND_BATCH_MESSAGE,
+        })
+    }
+
+    /// Encodes this header onto a request of `code` (our client and loadgen use it).
+    pub fn to_command(&self, code: i32) -> RemotingCommand {
+        let v2 = code != request::SEND_MESSAGE;
+        let name = |i: usize| if v2 { NAMES[i].1 } else { NAMES[i].0 };
+        let mut cmd = RemotingCommand::request(code)
+            .with_ext(name(0), self.producer_group.as_str())
+            .with_ext(name(1), self.topic.as_str())
+            .with_ext(name(2), self.default_topic.as_str())
+            .with_ext(name(3), self.default_topic_queue_nums.to_string())
+            .with_ext(name(4), self.queue_id.to_string())
+            .with_ext(name(5), self.sys_flag.to_string())
+            .with_ext(name(6), self.born_timestamp.to_string())
+            .with_ext(name(7), self.flag.to_string())
+            .with_ext(name(8), self.properties.as_str())
+            .with_ext(name(9), self.reconsume_times.to_string())
+            .with_ext(name(10), self.unit_mode.to_string());
+        if let Some(max) = self.max_reconsume_times {
+            cmd.set_ext(name(11), max.to_string());
+        }
+        cmd.set_ext(name(12), self.batch.to_string());
+        cmd
+    }
+}
+
+/// The send response header (`SendMessageResponseHeader`) plus the two ext fields the Java broker
+/// adds (`MSG_REGION`, `TRACE_ON`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResponse {
+    /// offsetMsgId (comma-joined for batches).
+    pub msg_id: String,
+    pub queue_id: i32,
+    /// Queue offset of the (first) message.
+    pub queue_offset: i64,
+    pub transaction_id: Option<String>,
+    pub region_id: String,
+    pub trace_on: bool,
+}
+
+impl SendResponse {
+    /// Adds the header fields to `response`.
+    pub fn apply(&self, response: &mut RemotingCommand) {
+        response.set_ext("msgId", self.msg_id.as_str());
+        response.set_ext("queueId", self.queue_id.to_string());
+        response.set_ext("queueOffset", self.queue_offset.to_string());
+        if let Some(id) = &self.transaction_id {
+            response.set_ext("transactionId", id.as_str());
+        }
+        response.set_ext("MSG_REGION", self.region_id.as_str());
+        response.set_ext("TRACE_ON", self.trace_on.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2_names_decode_alike() {
+        let req = SendRequest {
+            producer_group: "pg".into(),
+            topic: "T".into(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 4,
+            queue_id: 3,
+            sys_flag: 0,
+            born_timestamp: 17,
+            flag: 0,
+            properties: "TAGS\u{1}a".into(),
+            reconsume_times: 0,
+            unit_mode: false,
+            max_reconsume_times: None,
+            batch: false,
+        };
+        for code in [request::SEND_MESSAGE, request::SEND_MESSAGE_V2] {
+            assert_eq!(
+                SendRequest::from_command(&req.to_command(code)).unwrap(),
+                req
+            );
+        }
+        let batch =
+            SendRequest::from_command(&req.to_command(request::SEND_BATCH_MESSAGE)).unwrap();
+        assert!(batch.batch);
+    }
+
+    #[test]
+    fn missing_topic_names_the_field() {
+        let cmd = RemotingCommand::request(request::SEND_MESSAGE_V2).with_ext("a", "pg");
+        let err = SendRequest::from_command(&cmd).unwrap_err();
+        assert_eq!(err, FieldError::Missing { field: "topic" });
+    }
+}
