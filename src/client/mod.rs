@@ -106,7 +106,8 @@ impl Connection {
     /// whatever its code; see [`Connection::call`] for error codes as errors.
     pub fn invoke(&mut self, mut request: RemotingCommand) -> Result<RemotingCommand, ClientError> {
         let opaque = self.prepare(&mut request);
-        self.write_all(&request.to_frame())?;
+        let frame = self.frame(&request)?;
+        self.write_all(&frame)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             let frame = self.read_command_until(deadline)?;
@@ -138,7 +139,15 @@ impl Connection {
     pub fn invoke_oneway(&mut self, mut request: RemotingCommand) -> Result<(), ClientError> {
         self.prepare(&mut request);
         request.set_oneway();
-        self.write_all(&request.to_frame())
+        let frame = self.frame(&request)?;
+        self.write_all(&frame)
+    }
+
+    fn frame(&self, request: &RemotingCommand) -> Result<bytes::Bytes, ClientError> {
+        request.to_frame().map_err(|source| ClientError::Wire {
+            addr: self.addr.clone(),
+            source,
+        })
     }
 
     fn prepare(&mut self, request: &mut RemotingCommand) -> i32 {

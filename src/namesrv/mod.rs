@@ -13,10 +13,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use glommio::net::TcpListener;
 use glommio::ExecutorJoinHandle;
 
-use crate::net::{serve, ServerOptions};
+use crate::net::{bind, reserve_addr, serve, ServerOptions};
 use crate::runtime::{spawn_executor, ExecutorOptions, Shutdown};
 use kv_config::KvConfig;
 use processor::{NamesrvProcessor, ProcessorOptions};
@@ -79,38 +78,32 @@ impl NamesrvHandle {
 /// Starts a nameserver on its own executor thread. Returns once it is listening.
 pub fn start(options: NamesrvOptions, shutdown: Shutdown) -> io::Result<NamesrvHandle> {
     let kv = KvConfig::load(options.kv_config_path.clone())?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<SocketAddr>>();
+    let local_addr = reserve_addr(options.listen_addr)?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let stop = shutdown.clone();
     let join = spawn_executor(
         &ExecutorOptions::control_plane("namesrv"),
         move || async move {
-            let listener = match TcpListener::bind(options.listen_addr) {
+            let listener = match bind(local_addr) {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(io::Error::other(format!(
-                        "cannot listen on {}: {e}",
-                        options.listen_addr
-                    ))));
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            let _ = ready_tx.send(
-                listener
-                    .local_addr()
-                    .map_err(|e| io::Error::other(e.to_string())),
-            );
+            let _ = ready_tx.send(Ok(()));
             let processor = Rc::new(NamesrvProcessor::new(kv, options.processor));
-            glommio::spawn_local(scan_brokers(
+            let scan = scan_brokers(
                 Rc::clone(&processor),
                 options.broker_scan_interval,
                 stop.clone(),
-            ))
-            .detach();
+            );
+            glommio::spawn_local(scan).detach();
             serve(listener, processor, options.server, stop).await;
             tracing::info!("nameserver stopped");
         },
     )?;
-    let local_addr = ready_rx
+    ready_rx
         .recv()
         .map_err(|_| io::Error::other("nameserver executor exited before listening"))??;
     tracing::info!(%local_addr, "nameserver listening");

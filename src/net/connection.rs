@@ -202,7 +202,11 @@ async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Outbound
 fn encode_outbound(item: Outbound, buf: &mut BytesMut) -> bool {
     match item {
         Outbound::Frame(cmd) => {
-            cmd.encode(buf);
+            if let Err(e) = cmd.encode(buf) {
+                // Only our own frames get here; one that cannot be encoded is a bug we log
+                // rather than a corrupt frame we send.
+                tracing::error!(code = cmd.code, opaque = cmd.opaque, error = %e, "frame not sent");
+            }
             true
         }
         Outbound::Close => false,

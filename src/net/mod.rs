@@ -12,4 +12,4 @@ pub mod connection;
 pub mod server;
 
 pub use connection::{Connection, Handler, Reply};
-pub use server::{serve, ServerOptions};
+pub use server::{bind, reserve_addr, serve, ServerOptions};

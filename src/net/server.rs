@@ -1,6 +1,8 @@
 //! The accept loop: one per executor, on a listener bound with SO_REUSEPORT.
 
 use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use futures_lite::future;
@@ -9,6 +11,26 @@ use glommio::net::TcpListener;
 use super::connection::{self, Handler};
 use crate::limits::{CONNECTIONS_PER_SHARD_MAX, FRAME_SIZE_MAX_BYTES};
 use crate::runtime::Shutdown;
+
+/// Picks the address to listen on and makes sure no other process holds it. glommio binds
+/// every listener with SO_REUSEPORT (so shards can share a port), which would let a second
+/// ringmq silently share the port of a running one; a plain bind probe refuses that the way
+/// Java's "Address already in use" does. Port 0 is resolved to a free port here, once, so every
+/// shard of a server binds the same one.
+pub fn reserve_addr(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e} (is another server running?)"),
+        )
+    })?;
+    probe.local_addr()
+}
+
+/// Binds a glommio listener on an address from [`reserve_addr`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))
+}
 
 /// Per-listener bounds.
 #[derive(Debug, Clone)]

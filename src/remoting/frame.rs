@@ -7,7 +7,9 @@ use super::codes::SerializeType;
 use super::command::RemotingCommand;
 use super::error::WireError;
 use super::header::{decode_binary, decode_json, encode_binary, encode_json, HeaderFields};
-use crate::limits::{FRAME_HEADER_WORD_BYTES, FRAME_LENGTH_PREFIX_BYTES};
+use crate::limits::{
+    FRAME_HEADER_WORD_BYTES, FRAME_LENGTH_PREFIX_BYTES, FRAME_SIZE_MAX_BYTES, HEADER_SIZE_MAX_BYTES,
+};
 
 /// Looks at the start of `buf`: `Ok(None)` while the frame is incomplete (not an error: more
 /// bytes will come), `Ok(Some(n))` when a whole frame of `n` bytes (prefix included) is there.
@@ -118,35 +120,62 @@ impl RemotingCommand {
         })
     }
 
-    /// Appends this command as a whole frame to `dst`, in its own serialize type.
-    pub fn encode(&self, dst: &mut BytesMut) {
-        self.encode_header(dst, self.body.len());
+    /// Appends this command as a whole frame to `dst`, in its own serialize type. Fails, leaving
+    /// `dst` as it was, when the header does not fit the 24-bit header length or the frame the
+    /// 16 MiB limit (a decoded header can grow when re-encoded: integers become strings).
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), WireError> {
+        self.encode_header(dst, self.body.len())?;
         dst.put_slice(&self.body);
+        Ok(())
     }
 
     /// Appends the frame prefix and header, for a body of `body_len` bytes that the caller
     /// writes next (so a large stored body can be sent without copying it into `dst`).
-    pub fn encode_header(&self, dst: &mut BytesMut, body_len: usize) {
+    pub fn encode_header(&self, dst: &mut BytesMut, body_len: usize) -> Result<(), WireError> {
         let start = dst.len();
         dst.put_u64(0); // length and header word, patched below
-        match self.serialize_type {
-            SerializeType::Json => encode_json(self, dst),
+        let encoded = match self.serialize_type {
+            SerializeType::Json => {
+                encode_json(self, dst);
+                Ok(())
+            }
             SerializeType::RocketMq => encode_binary(self, dst),
-        }
+        };
         let header_len = dst.len() - start - 8;
         let length = FRAME_HEADER_WORD_BYTES + header_len + body_len;
-        let word =
-            (u32::from(self.serialize_type.byte()) << 24) | (header_len as u32 & 0x00FF_FFFF);
+        let checked = encoded.and_then(|()| check_sizes(header_len, length));
+        if let Err(e) = checked {
+            dst.truncate(start);
+            return Err(e);
+        }
+        let word = (u32::from(self.serialize_type.byte()) << 24) | header_len as u32;
         dst[start..start + 4].copy_from_slice(&(length as u32).to_be_bytes());
         dst[start + 4..start + 8].copy_from_slice(&word.to_be_bytes());
+        Ok(())
     }
 
     /// The command as one frame.
-    pub fn to_frame(&self) -> Bytes {
+    pub fn to_frame(&self) -> Result<Bytes, WireError> {
         let mut buf = BytesMut::with_capacity(128 + self.body.len());
-        self.encode(&mut buf);
-        buf.freeze()
+        self.encode(&mut buf)?;
+        Ok(buf.freeze())
     }
+}
+
+fn check_sizes(header_bytes: usize, length: usize) -> Result<(), WireError> {
+    if header_bytes > HEADER_SIZE_MAX_BYTES {
+        return Err(WireError::HeaderTooLong {
+            header_bytes,
+            available_bytes: HEADER_SIZE_MAX_BYTES,
+        });
+    }
+    if length > FRAME_SIZE_MAX_BYTES {
+        return Err(WireError::FrameTooLarge {
+            declared_bytes: length,
+            max_bytes: FRAME_SIZE_MAX_BYTES,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -170,19 +199,20 @@ mod tests {
     fn round_trip_both_serializations() {
         for st in [SerializeType::Json, SerializeType::RocketMq] {
             let cmd = sample(st);
-            let frame = cmd.to_frame();
+            let frame = cmd.to_frame().unwrap();
             assert_eq!(RemotingCommand::decode(frame.clone()).unwrap(), cmd);
             let mut again = BytesMut::new();
             RemotingCommand::decode(frame.clone())
                 .unwrap()
-                .encode(&mut again);
+                .encode(&mut again)
+                .unwrap();
             assert_eq!(&again[..], &frame[..]);
         }
     }
 
     #[test]
     fn incomplete_is_not_an_error() {
-        let frame = sample(SerializeType::Json).to_frame();
+        let frame = sample(SerializeType::Json).to_frame().unwrap();
         for cut in 0..frame.len() {
             assert_eq!(check_frame(&frame[..cut], 1 << 20), Ok(None), "cut {cut}");
         }
@@ -232,8 +262,8 @@ mod tests {
     #[test]
     fn next_frame_splits_pipelined_frames() {
         let mut buf = BytesMut::new();
-        sample(SerializeType::Json).encode(&mut buf);
-        sample(SerializeType::RocketMq).encode(&mut buf);
+        sample(SerializeType::Json).encode(&mut buf).unwrap();
+        sample(SerializeType::RocketMq).encode(&mut buf).unwrap();
         buf.put_u8(0);
         let a = next_frame(&mut buf, 1 << 20).unwrap().unwrap();
         let b = next_frame(&mut buf, 1 << 20).unwrap().unwrap();
@@ -247,5 +277,21 @@ mod tests {
             RemotingCommand::decode(b).unwrap().serialize_type,
             SerializeType::RocketMq
         );
+    }
+
+    #[test]
+    fn oversized_header_is_an_encode_error_not_a_corrupt_frame() {
+        let mut cmd = RemotingCommand::request(1);
+        cmd.remark = Some("\\".repeat(9 * 1024 * 1024));
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        assert!(matches!(
+            cmd.encode(&mut buf),
+            Err(WireError::HeaderTooLong { .. })
+        ));
+        assert_eq!(&buf[..], b"keep");
+        let long_key = "k".repeat(40_000);
+        let mut bin = RemotingCommand::request(1).with_ext(long_key, "v");
+        bin.serialize_type = SerializeType::RocketMq;
+        assert!(bin.to_frame().is_err());
     }
 }

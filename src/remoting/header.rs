@@ -49,15 +49,25 @@ fn json_int(value: Option<Value>, field: &str) -> Result<i32, WireError> {
         .ok_or_else(|| WireError::BadJson(format!("field {field} is not a 32-bit integer")))
 }
 
-/// A JSON scalar as the string fastjson would coerce it to; `None` for null.
-fn json_scalar_string(value: Value) -> Option<String> {
+/// A header value as the string fastjson would coerce it to; `Ok(None)` for null. Strings,
+/// integers (the C++ client) and booleans are accepted; floats, arrays and objects are sent by
+/// no client and are refused (their text form could also grow without bound on re-encoding).
+fn json_scalar_string(value: Value, field: &str) -> Result<Option<String>, WireError> {
     match value {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(other.to_string()),
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        other => Err(WireError::BadJson(format!(
+            "{field} value {} is not a string, integer or boolean",
+            truncated(&other.to_string())
+        ))),
     }
+}
+
+fn truncated(text: &str) -> &str {
+    let end = text.char_indices().nth(40).map_or(text.len(), |(i, _)| i);
+    &text[..end]
 }
 
 /// Decodes a JSON header. Trailing whitespace (the C++ client's newline) is accepted.
@@ -72,18 +82,28 @@ pub fn decode_json(bytes: &[u8]) -> Result<HeaderFields, WireError> {
         Some(Value::Number(n)) => LanguageCode::from_ordinal(n.as_i64().unwrap_or(-1)),
         _ => LanguageCode::Other,
     };
-    let ext_fields = header.ext_fields.map(|map| {
-        map.into_iter()
-            .filter_map(|(k, v)| json_scalar_string(v).map(|v| (k, v)))
-            .collect::<ExtFields>()
-    });
+    let ext_fields = match header.ext_fields {
+        None => None,
+        Some(map) => {
+            let mut fields = ExtFields::new();
+            for (k, v) in map {
+                if let Some(v) = json_scalar_string(v, "extFields")? {
+                    fields.insert(k, v);
+                }
+            }
+            Some(fields)
+        }
+    };
     Ok(HeaderFields {
         code: json_int(header.code, "code")?,
         language,
         version: json_int(header.version, "version")?,
         opaque: json_int(header.opaque, "opaque")?,
         flag: json_int(header.flag, "flag")?,
-        remark: header.remark.and_then(json_scalar_string),
+        remark: match header.remark {
+            Some(v) => json_scalar_string(v, "remark")?,
+            None => None,
+        },
         ext_fields,
     })
 }
@@ -248,8 +268,17 @@ fn rebase(error: WireError, base: usize) -> WireError {
     }
 }
 
-/// Encodes a ROCKETMQ binary header (`RocketMQSerializable.rocketMQProtocolEncode`).
-pub fn encode_binary(cmd: &RemotingCommand, dst: &mut BytesMut) {
+/// Encodes a ROCKETMQ binary header (`RocketMQSerializable.rocketMQProtocolEncode`). Fails when
+/// a key is longer than the 2-byte key length allows.
+pub fn encode_binary(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result<(), WireError> {
+    if let Some(fields) = &cmd.ext_fields {
+        if let Some((key, _)) = fields.iter().find(|(k, _)| k.len() > i16::MAX as usize) {
+            return Err(WireError::BadJson(format!(
+                "ext key of {} bytes does not fit a binary header",
+                key.len()
+            )));
+        }
+    }
     // Codes and versions are Java shorts on this wire; ours always fit.
     dst.put_i16(cmd.code as i16);
     dst.put_u8(cmd.language.ordinal());
@@ -265,7 +294,7 @@ pub fn encode_binary(cmd: &RemotingCommand, dst: &mut BytesMut) {
     }
     let Some(fields) = &cmd.ext_fields else {
         dst.put_i32(0);
-        return;
+        return Ok(());
     };
     let map_len: usize = fields.iter().map(|(k, v)| 2 + k.len() + 4 + v.len()).sum();
     dst.put_i32(map_len as i32);
@@ -275,6 +304,7 @@ pub fn encode_binary(cmd: &RemotingCommand, dst: &mut BytesMut) {
         dst.put_i32(v.len() as i32);
         dst.put_slice(v.as_bytes());
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -293,7 +323,7 @@ mod tests {
     #[test]
     fn json_lenient_inputs() {
         let raw = br#"{"code":"11","language":1,"version":333,"opaque":5,"flag":0,"remark":null,
-            "extFields":{"queueId":3,"b":true,"f":1.5,"n":null,"s":"x"},"unknown":[1,2]}
+            "extFields":{"queueId":3,"b":true,"n":null,"s":"x"},"unknown":[1,2]}
 "#;
         let h = decode_json(raw).unwrap();
         assert_eq!(h.code, 11);
@@ -302,7 +332,6 @@ mod tests {
         let ext = h.ext_fields.unwrap();
         assert_eq!(ext.get("queueId"), Some("3"));
         assert_eq!(ext.get("b"), Some("true"));
-        assert_eq!(ext.get("f"), Some("1.5"));
         assert_eq!(ext.get("n"), None);
         assert_eq!(ext.get("s"), Some("x"));
     }
@@ -313,6 +342,9 @@ mod tests {
         assert!(decode_json(b"{\"code\":").is_err());
         assert!(decode_json(br#"{"code":99999999999}"#).is_err());
         assert!(decode_json(b"[]").is_err());
+        assert!(decode_json(br#"{"code":1,"remark":["x"]}"#).is_err());
+        assert!(decode_json(br#"{"code":1,"extFields":{"a":1e300}}"#).is_err());
+        assert!(decode_json(br#"{"code":1,"extFields":{"a":{"b":1}}}"#).is_err());
     }
 
     #[test]
@@ -320,7 +352,7 @@ mod tests {
         let mut cmd = RemotingCommand::request(105).with_ext("topic", "T");
         cmd.remark = Some("r".into());
         let mut buf = BytesMut::new();
-        encode_binary(&cmd, &mut buf);
+        encode_binary(&cmd, &mut buf).unwrap();
         for cut in 0..buf.len() {
             assert!(decode_binary(&buf[..cut]).is_err(), "cut at {cut}");
         }

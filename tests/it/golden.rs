@@ -55,7 +55,7 @@ fn decode(file: &str) -> RemotingCommand {
 
 fn reencode(cmd: &RemotingCommand) -> Bytes {
     let mut buf = BytesMut::new();
-    cmd.encode(&mut buf);
+    cmd.encode(&mut buf).unwrap();
     buf.freeze()
 }
 
@@ -137,7 +137,7 @@ fn rust_client_header_decodes_with_null_remark() {
 fn our_json_headers_carry_every_field_the_rust_client_requires() {
     let request = decode("rust/0003-c2s-105-route.bin");
     let response = request.success_to().with_ext("offset", "5");
-    let raw = split_frame(response.to_frame()).unwrap();
+    let raw = split_frame(response.to_frame().unwrap()).unwrap();
     let header: Value = serde_json::from_slice(&raw.header).unwrap();
     for key in [
         "code",

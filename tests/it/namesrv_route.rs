@@ -361,7 +361,7 @@ fn pipelined_requests_are_all_answered_in_the_request_serialization() {
         } else {
             SerializeType::RocketMq
         };
-        cmd.encode(&mut batch);
+        cmd.encode(&mut batch).unwrap();
     }
     conn.write_all(&batch).unwrap();
     let mut seen = [false; 200];
@@ -392,7 +392,7 @@ fn twenty_thousand_pipelined_requests_are_all_answered() {
             let mut cmd =
                 RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "none");
             cmd.opaque = opaque;
-            cmd.encode(&mut batch);
+            cmd.encode(&mut batch).unwrap();
         }
         writer.write_all(&batch).unwrap();
     });
@@ -418,4 +418,16 @@ fn twenty_thousand_pipelined_requests_are_all_answered() {
         }
     }
     sender.join().unwrap();
+}
+
+#[test]
+fn a_second_nameserver_on_a_taken_port_refuses_to_start() {
+    let first = TestNamesrv::start();
+    let taken: std::net::SocketAddr = first.addr.parse().unwrap();
+    let options = ringmq::namesrv::NamesrvOptions::new(taken);
+    let err = ringmq::namesrv::start(options, ringmq::runtime::Shutdown::new())
+        .err()
+        .expect("the port is taken");
+    assert!(err.to_string().contains(&first.addr), "{err}");
+    assert_eq!(route_code(&first, "T"), Some(response::TOPIC_NOT_EXIST));
 }
