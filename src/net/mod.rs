@@ -9,7 +9,9 @@
 //! connection only. `net` reads only code, flag and opaque; it never looks at command bodies.
 
 pub mod connection;
+pub mod rpc_client;
 pub mod server;
 
 pub use connection::{Connection, Handler, Reply};
+pub use rpc_client::{RpcClient, RpcError};
 pub use server::{bind, reserve_addr, serve, ServerOptions};
