@@ -14,10 +14,12 @@
 //! | [`protocol`] | typed request/response headers and JSON bodies per command family |
 //! | [`net`] | glommio sockets: accept loop, per-connection framing, pipelined dispatch |
 //! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
+//! | [`broker`] | the broker: client registry so far (issue 4 builds the rest) |
 //! | [`client`] | a small blocking client (tests, admin); never imports servers |
 //!
 //! `remoting` and `protocol` are pure: no I/O, no async, no glommio.
 
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod fsutil;
