@@ -13,8 +13,10 @@
 //! | [`remoting`] | the frame, JSON and ROCKETMQ headers, request/response/language codes, `WireError` |
 //! | [`protocol`] | typed request/response headers and JSON bodies per command family |
 //! | [`net`] | glommio sockets: accept loop, per-connection framing, pipelined dispatch |
+//! | [`store`] | one shard's message store: commitlog (O_DIRECT, group commit), consume queues, index, recovery, metadata files |
 //! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
 //! | [`broker`] | the broker: client registry so far (issue 4 builds the rest) |
+//! | `testing` | SimStorage and SimClock for seeded fault tests (tests and the `sim` feature only) |
 //! | [`client`] | a small blocking client (tests, admin); never imports servers |
 //!
 //! `remoting` and `protocol` are pure: no I/O, no async, no glommio.
@@ -30,3 +32,6 @@ pub mod net;
 pub mod protocol;
 pub mod remoting;
 pub mod runtime;
+pub mod store;
+#[cfg(any(test, feature = "sim"))]
+pub mod testing;

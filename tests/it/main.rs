@@ -4,3 +4,4 @@ mod golden;
 mod harness;
 mod namesrv_route;
 mod rust_client;
+mod store_crash;

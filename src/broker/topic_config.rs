@@ -1,0 +1,334 @@
+//! The broker's topic table (`TopicConfigManager`): system topics created at start, topics
+//! auto-created on first send from the `TBW102` template, retry and DLQ topics, and the table a
+//! broker registers with its nameservers. Persisted in `config/topics.json` on every change.
+
+use std::path::PathBuf;
+
+use crate::config::BrokerConfig;
+use crate::protocol::register::{TopicConfig, TopicConfigWrapper};
+use crate::store::metadata::{self, MetadataError, TopicTable};
+
+/// The auto-create template topic.
+pub const TBW102: &str = "TBW102";
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+pub const SELF_TEST_TOPIC: &str = "SELF_TEST_TOPIC";
+pub const BENCHMARK_TOPIC: &str = "BenchmarkTest";
+pub const OFFSET_MOVED_EVENT: &str = "OFFSET_MOVED_EVENT";
+pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
+pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
+
+/// Permission bits (`PermName`).
+pub mod perm {
+    pub const INHERIT: i32 = 1;
+    pub const WRITE: i32 = 2;
+    pub const READ: i32 = 4;
+}
+
+/// Topics a producer may not send to directly (`TopicValidator.NOT_ALLOWED_SEND_TOPIC_SET`).
+const NOT_ALLOWED_SEND: [&str; 6] = [
+    SCHEDULE_TOPIC,
+    TRANS_HALF_TOPIC,
+    TRANS_OP_HALF_TOPIC,
+    TRANS_CHECK_MAX_TIME_TOPIC,
+    SELF_TEST_TOPIC,
+    OFFSET_MOVED_EVENT,
+];
+
+/// The retry topic of `group`.
+pub fn retry_topic(group: &str) -> String {
+    format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
+}
+
+/// The dead-letter topic of `group`.
+pub fn dlq_topic(group: &str) -> String {
+    format!("{DLQ_GROUP_TOPIC_PREFIX}{group}")
+}
+
+/// Checks a topic name as Java's `msgCheck` does: not blank, at most 127 characters, only
+/// `%|a-zA-Z0-9_-`, and not a topic producers may not send to. The error says which rule.
+pub fn check_send_topic(topic: &str) -> Result<(), String> {
+    if topic.trim().is_empty() {
+        return Err("the topic is blank".into());
+    }
+    if topic.len() > crate::limits::TOPIC_NAME_MAX_BYTES {
+        return Err(format!(
+            "the topic is longer than {} characters",
+            crate::limits::TOPIC_NAME_MAX_BYTES
+        ));
+    }
+    if let Some(c) = topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "%|_-".contains(*c)))
+    {
+        return Err(format!(
+            "the topic [{topic}] contains the illegal character {c:?}"
+        ));
+    }
+    if NOT_ALLOWED_SEND.contains(&topic) {
+        return Err(format!("sending message to topic[{topic}] is forbidden"));
+    }
+    Ok(())
+}
+
+fn topic(name: &str, queues: i32, perm: i32) -> TopicConfig {
+    TopicConfig {
+        order: false,
+        perm,
+        read_queue_nums: queues,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_name: name.into(),
+        topic_sys_flag: 0,
+        write_queue_nums: queues,
+    }
+}
+
+/// The topic table of one broker.
+pub struct TopicConfigManager {
+    table: TopicTable,
+    path: Option<PathBuf>,
+}
+
+impl TopicConfigManager {
+    /// Loads `config/topics.json` under the store root (when `persist`), then adds the system
+    /// topics of STORE.md §8 that are missing.
+    pub fn open(cfg: &BrokerConfig, persist: bool) -> Result<TopicConfigManager, MetadataError> {
+        let path = persist.then(|| metadata::MetadataPaths::new(&cfg.store_path_root_dir).topics);
+        let table = match &path {
+            Some(p) => metadata::load::<TopicTable>(p)?,
+            None => TopicTable::new(),
+        };
+        let mut manager = TopicConfigManager { table, path };
+        for config in system_topics(cfg) {
+            manager.table.seed(config);
+        }
+        Ok(manager)
+    }
+
+    /// A topic's config.
+    pub fn get(&self, name: &str) -> Option<&TopicConfig> {
+        self.table.get(name)
+    }
+
+    /// Creates `topic` on its first send from `default_topic` when that template exists with the
+    /// INHERIT bit (TBW102 with `autoCreateTopicEnable`): queues = min(client's count, the
+    /// template's write queues), perm = the template's without INHERIT. `None` when it may not
+    /// be auto-created (the send then gets TOPIC_NOT_EXIST).
+    pub fn create_on_send(
+        &mut self,
+        name: &str,
+        default_topic: &str,
+        client_queue_nums: i32,
+        topic_sys_flag: i32,
+    ) -> Result<Option<TopicConfig>, MetadataError> {
+        if let Some(existing) = self.table.get(name) {
+            return Ok(Some(existing.clone()));
+        }
+        let Some(template) = self.table.get(default_topic) else {
+            return Ok(None);
+        };
+        if template.perm & perm::INHERIT == 0 {
+            return Ok(None);
+        }
+        let queues = client_queue_nums.clamp(1, template.write_queue_nums.max(1));
+        let mut config = topic(name, queues, template.perm & !perm::INHERIT);
+        config.topic_sys_flag = topic_sys_flag;
+        self.upsert(config.clone())?;
+        Ok(Some(config))
+    }
+
+    /// Creates a group's retry (or DLQ) topic if missing: `queues` queues, perm RW.
+    pub fn ensure_group_topic(
+        &mut self,
+        name: &str,
+        queues: i32,
+    ) -> Result<(TopicConfig, bool), MetadataError> {
+        if let Some(existing) = self.table.get(name) {
+            return Ok((existing.clone(), false));
+        }
+        let config = topic(name, queues.max(1), perm::READ | perm::WRITE);
+        self.upsert(config.clone())?;
+        Ok((config, true))
+    }
+
+    /// UPDATE_AND_CREATE_TOPIC.
+    pub fn upsert(&mut self, config: TopicConfig) -> Result<(), MetadataError> {
+        self.table.upsert(config);
+        self.persist()
+    }
+
+    /// DELETE_TOPIC_IN_BROKER; true when it existed.
+    pub fn delete(&mut self, name: &str) -> Result<bool, MetadataError> {
+        let existed = self.table.remove(name).is_some();
+        if existed {
+            self.persist()?;
+        }
+        Ok(existed)
+    }
+
+    /// The table to register with the nameservers; a broker whose permission is not read-write
+    /// registers every topic with its own permission (Java does the same).
+    pub fn registration(&self, broker_permission: i32) -> TopicConfigWrapper {
+        let mut wrapper = self.table.wrapper().clone();
+        if broker_permission != perm::READ | perm::WRITE {
+            for config in wrapper.topic_config_table.values_mut() {
+                config.perm = broker_permission;
+            }
+        }
+        wrapper
+    }
+
+    /// All topics.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicConfig> {
+        self.table.topics().values()
+    }
+
+    fn persist(&self) -> Result<(), MetadataError> {
+        // A small blocking write on topic creation or admin change only: rare, bounded, and
+        // what makes the topic survive a crash right after the producer saw it created.
+        match &self.path {
+            Some(path) => metadata::persist(path, &self.table),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The topics every broker has (STORE.md §8).
+fn system_topics(cfg: &BrokerConfig) -> Vec<TopicConfig> {
+    let rw = perm::READ | perm::WRITE;
+    let mut topics = vec![
+        topic(SELF_TEST_TOPIC, 1, rw),
+        topic(BENCHMARK_TOPIC, 1024, rw),
+        topic(OFFSET_MOVED_EVENT, 1, rw),
+        topic(
+            SCHEDULE_TOPIC,
+            cfg.message_delay_levels_ms.len().max(1) as i32,
+            rw,
+        ),
+        topic(&format!("{}_REPLY_TOPIC", cfg.broker_cluster_name), 1, rw),
+    ];
+    if cfg.auto_create_topic_enable {
+        topics.push(topic(
+            TBW102,
+            cfg.default_topic_queue_nums as i32,
+            rw | perm::INHERIT,
+        ));
+    }
+    let inherit = |enabled: bool| if enabled { rw | perm::INHERIT } else { rw };
+    topics.push(topic(
+        &cfg.broker_cluster_name,
+        16,
+        inherit(cfg.cluster_topic_enable),
+    ));
+    topics.push(topic(&cfg.broker_name, 1, inherit(cfg.broker_topic_enable)));
+    if cfg.trace_topic_enable {
+        topics.push(topic(&cfg.msg_trace_topic_name, 1, rw));
+    }
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BrokerConfig {
+        BrokerConfig {
+            broker_cluster_name: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            ..BrokerConfig::default()
+        }
+    }
+
+    #[test]
+    fn system_topics_match_a_java_broker_registration() {
+        let manager = TopicConfigManager::open(&config(), false).unwrap();
+        let names: Vec<&str> = manager.topics().map(|t| t.topic_name.as_str()).collect();
+        // The golden capture's first REGISTER_BROKER (broker/0001) carries exactly these.
+        for name in [
+            "SCHEDULE_TOPIC_XXXX",
+            "SELF_TEST_TOPIC",
+            "DefaultCluster",
+            "DefaultCluster_REPLY_TOPIC",
+            "broker-a",
+            "TBW102",
+            "BenchmarkTest",
+            "OFFSET_MOVED_EVENT",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let tbw = manager.get(TBW102).unwrap();
+        assert_eq!((tbw.perm, tbw.write_queue_nums), (7, 8));
+        assert_eq!(manager.get(SCHEDULE_TOPIC).unwrap().read_queue_nums, 18);
+    }
+
+    #[test]
+    fn auto_create_follows_the_template() {
+        let mut manager = TopicConfigManager::open(&config(), false).unwrap();
+        let created = manager
+            .create_on_send("NewTopic", TBW102, 4, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                created.perm,
+                created.write_queue_nums,
+                created.read_queue_nums
+            ),
+            (6, 4, 4)
+        );
+        let capped = manager
+            .create_on_send("Wide", TBW102, 64, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(capped.write_queue_nums, 8);
+        assert!(manager
+            .create_on_send("X", "NoTemplate", 4, 0)
+            .unwrap()
+            .is_none());
+        let mut no_auto = config();
+        no_auto.auto_create_topic_enable = false;
+        let mut strict = TopicConfigManager::open(&no_auto, false).unwrap();
+        assert!(strict
+            .create_on_send("NewTopic", TBW102, 4, 0)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn send_topic_checks_name_the_rule() {
+        assert!(check_send_topic("Topic_A-1%|x").is_ok());
+        assert!(check_send_topic(" ").unwrap_err().contains("blank"));
+        assert!(check_send_topic(&"t".repeat(128))
+            .unwrap_err()
+            .contains("127"));
+        assert!(check_send_topic("a b")
+            .unwrap_err()
+            .contains("illegal character"));
+        assert!(check_send_topic(SCHEDULE_TOPIC)
+            .unwrap_err()
+            .contains("forbidden"));
+    }
+
+    #[test]
+    fn non_rw_broker_registers_its_own_permission() {
+        let manager = TopicConfigManager::open(&config(), false).unwrap();
+        let wrapper = manager.registration(perm::READ);
+        assert!(wrapper
+            .topic_config_table
+            .values()
+            .all(|t| t.perm == perm::READ));
+    }
+
+    #[test]
+    fn topics_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.store_path_root_dir = dir.path().to_path_buf();
+        let mut manager = TopicConfigManager::open(&cfg, true).unwrap();
+        manager.create_on_send("Kept", TBW102, 2, 0).unwrap();
+        let again = TopicConfigManager::open(&cfg, true).unwrap();
+        assert_eq!(again.get("Kept").unwrap().write_queue_nums, 2);
+    }
+}

@@ -1,0 +1,192 @@
+//! Appending to the commitlog and making appends durable.
+//!
+//! [`CommitLog::append`] is synchronous: it rolls over to the next segment when the record
+//! (plus a blank record) does not fit, assigns the position and a monotonic store timestamp,
+//! patches the record and copies it into the in-memory tail. Nothing waits for I/O there.
+//!
+//! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH it is group commit:
+//! it sleeps on `written_watch` until there is unflushed data, snapshots `written`, writes the
+//! dirty range, fdatasyncs once per touched segment, and advances `flushed_watch`, which
+//! releases every append the fdatasync covered. Appends arriving meanwhile form the next
+//! group. Under ASYNC_FLUSH it does the same every `flushIntervalCommitLog`. A failed flush
+//! fails every waiter and marks the commitlog unwritable: nothing unsynced is acknowledged.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+
+use super::segment::{blank_record, needs_rollover};
+use super::{to_physical, CommitLog};
+use crate::message::record::{patch, RecordSlots, BLANK_RECORD_BYTES};
+use crate::store::error::{StoreError, StoreResult};
+use crate::store::io::Storage;
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Appended {
+    /// Offset in the shard's commitlog.
+    pub pos: u64,
+    pub physical_offset: i64,
+    pub store_timestamp: i64,
+}
+
+/// How a wait for durability ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    Durable,
+    TimedOut,
+    Failed,
+}
+
+impl<S: Storage> CommitLog<S> {
+    /// Appends one encoded record, patching its queue offset, physical offset and store
+    /// timestamp. The caller has checked [`CommitLog::check_writable`].
+    pub(crate) fn append(
+        &self,
+        record: &mut [u8],
+        slots: RecordSlots,
+        queue_offset: i64,
+        now_ms: i64,
+    ) -> StoreResult<Appended> {
+        let len = record.len();
+        if len > self.max_record_bytes {
+            return Err(StoreError::RecordTooLarge {
+                size: len,
+                max: self.max_record_bytes,
+            });
+        }
+        let seg_bytes = self.log.segment_bytes();
+        let mut pos = self.log.written();
+        if needs_rollover(pos, len, seg_bytes) {
+            let seg_end = self.log.segment_of(pos) + seg_bytes;
+            self.log.append(pos, &blank_record(seg_end - pos));
+            self.log.skip_to(seg_end);
+            pos = seg_end;
+        }
+        assert!(
+            !needs_rollover(pos, len, seg_bytes),
+            "record of {len} cannot fit a segment"
+        );
+        let store_timestamp = now_ms.max(self.last_store_timestamp.get());
+        self.last_store_timestamp.set(store_timestamp);
+        let physical_offset = to_physical(self.shard, pos);
+        patch(
+            record,
+            slots,
+            queue_offset,
+            physical_offset,
+            store_timestamp,
+        );
+        self.log.append(pos, record);
+        self.written_watch.advance(pos + len as u64);
+        Ok(Appended {
+            pos,
+            physical_offset,
+            store_timestamp,
+        })
+    }
+
+    /// Waits until `end` is durable, the flush fails, or `timeout` passes.
+    pub(crate) async fn wait_durable(&self, end: u64, timeout: Duration) -> Durability {
+        let durable = async {
+            match self.flushed_watch.wait_for(end).await {
+                Ok(()) => Durability::Durable,
+                Err(()) => Durability::Failed,
+            }
+        };
+        let deadline = async {
+            glommio::timer::sleep(timeout).await;
+            Durability::TimedOut
+        };
+        future::or(durable, deadline).await
+    }
+
+    /// One flush round: writes and fdatasyncs everything appended so far, then releases the
+    /// waiters it covered. On error the commitlog becomes unwritable and every waiter fails.
+    pub(crate) async fn flush_once(&self) -> StoreResult<u64> {
+        match self.log.flush().await {
+            Ok(target) => {
+                self.flush_rounds.set(self.flush_rounds.get() + 1);
+                self.flushed_watch.advance(target);
+                Ok(target)
+            }
+            Err(e) => {
+                let dir = self.log.dir().display().to_string();
+                let reason = format!("flushing commitlog {dir} failed: {e}");
+                tracing::error!(%reason, "commitlog is now read-only");
+                *self.failure.borrow_mut() = Some(reason.clone());
+                self.flushed_watch.close();
+                Err(StoreError::Unwritable { reason })
+            }
+        }
+    }
+
+    /// Creates the segment after the one being written, if missing, so rollover finds it
+    /// ready. A failure is only logged: the flush that needs the file reports it.
+    async fn preallocate_next(&self) {
+        let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
+        if self.log.file(next).is_some() {
+            return;
+        }
+        if let Err(e) = self.log.file_for_write(next).await {
+            tracing::warn!(segment = next, error = %e, "cannot preallocate the next segment");
+        }
+    }
+
+    /// Resolves `true` when there is unflushed data, `false` when the store stops.
+    async fn wait_for_work(&self) -> bool {
+        let work = async {
+            self.written_watch
+                .wait_for(self.flushed() + 1)
+                .await
+                .is_ok()
+        };
+        let stop = async {
+            let _ = self.stop.wait_for(1).await;
+            false
+        };
+        future::or(stop, work).await
+    }
+
+    /// Sleeps `interval`, or until `early_flush_bytes` are unflushed; `false` if the store
+    /// stops first.
+    async fn sleep_unless_stopped(&self, interval: Duration) -> bool {
+        let sleep = async {
+            let early = self
+                .written_watch
+                .wait_for(self.flushed() + self.early_flush_bytes);
+            future::or(glommio::timer::sleep(interval), async {
+                let _ = early.await;
+            })
+            .await;
+            true
+        };
+        let stop = async {
+            let _ = self.stop.wait_for(1).await;
+            false
+        };
+        future::or(stop, sleep).await
+    }
+}
+
+/// The flusher task of one commitlog. `interval` is `None` for SYNC_FLUSH (flush as soon as
+/// there is data) and the flush period for ASYNC_FLUSH.
+pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Option<Duration>) {
+    loop {
+        if let Some(interval) = interval {
+            if !log.sleep_unless_stopped(interval).await {
+                break;
+            }
+        }
+        if !log.wait_for_work().await {
+            break;
+        }
+        if log.flush_once().await.is_err() {
+            break;
+        }
+        log.preallocate_next().await;
+    }
+}
+
+const _: () = assert!(BLANK_RECORD_BYTES == 8);

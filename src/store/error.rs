@@ -1,0 +1,82 @@
+//! `StoreError`: what the store reports to the broker. Faults of the world (EIO, ENOSPC, a store
+//! made with another shard count, a record too large) are errors; our own invariants are
+//! `assert!`s in the code that owns them (STYLE habit 4/5).
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::message::record::RecordError;
+
+/// An error of the message store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A commitlog flush failed earlier (EIO, ENOSPC, …); the store accepts no more writes
+    /// until it is reopened, so nothing unsynced is ever acknowledged.
+    #[error("store is not writable: {reason}")]
+    Unwritable { reason: String },
+    /// The flush covering this append failed; the append was not acknowledged.
+    #[error("flush failed before the append at offset {offset} was durable")]
+    FlushFailed { offset: u64 },
+    /// The store is closing or closed.
+    #[error("store is shut down")]
+    ShutDown,
+    /// The store directory was created with another shard count.
+    #[error(
+        "store {root} was created with {found} shard(s) but this broker runs {configured}: \
+         start it with shardCount={found}, or point storePathRootDir at a new directory"
+    )]
+    ShardCountMismatch {
+        root: PathBuf,
+        found: u32,
+        configured: u32,
+    },
+    /// A record larger than the configured limit, or one that cannot fit a segment.
+    #[error("record of {size} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge { size: usize, max: usize },
+    /// The record handed to `put` does not parse.
+    #[error("record at batch index {index} is malformed: {source}")]
+    BadRecord {
+        index: usize,
+        #[source]
+        source: RecordError,
+    },
+    /// A batch mixed topics or queues.
+    #[error("batch records must share one topic and queue")]
+    MixedBatch,
+    /// Too many bytes are waiting for the disk (back-pressure); the put was not stored.
+    #[error("{unflushed_bytes} bytes wait for the disk; try again later")]
+    Busy { unflushed_bytes: u64 },
+    /// Stored bytes that do not hold what they should (CRC, magic, size).
+    #[error("corrupt data at offset {offset}: {reason}")]
+    Corrupt { offset: u64, reason: String },
+    /// A physical offset that belongs to another shard or lies outside the commitlog.
+    #[error("physical offset {offset} is not in this shard's commitlog")]
+    OffsetOutOfRange { offset: i64 },
+    /// Configuration the store cannot work with.
+    #[error("store configuration: {reason}")]
+    Config { reason: String },
+}
+
+impl StoreError {
+    /// Wraps an I/O error with the operation and path it came from.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Shorthand for results of store functions.
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,482 @@
+//! The message index by key: `topic#KEYS-token` and `topic#UNIQ_KEY` (STORE.md §4) mapped to
+//! physical offsets and store times. ringmq's own format (Java's 420 MB hash files are not
+//! required): the newest entries live in an in-memory hash map (the *active* index); when it
+//! holds [`INDEX_ACTIVE_ENTRIES_MAX`] entries it is frozen and written once as a sealed file
+//! `index/<shard>/<20-digit first offset>` — a header block, the entries sorted by key hash in
+//! 4 KiB blocks, and a fence (first hash of every block) that is kept in memory.
+//!
+//! Memory bound: the active map (≤ `INDEX_ACTIVE_ENTRIES_MAX` entries, about 40 bytes each,
+//! covering at most [`INDEX_SPAN_MAX_BYTES`] of commitlog)
+//! plus 8 bytes of fence per 170 sealed entries. Only sealed files are durable; recovery
+//! rebuilds the active part from the commitlog past the last sealed file, so the index is
+//! always rebuildable. Written only by `dispatch`; sealed by the store's background task.
+//! Runs on the shard's executor.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::error::{StoreError, StoreResult};
+use super::io::{IoBuffer, Storage, StorageFile};
+use super::segmented::{parse_segment_name, segment_name};
+
+/// Entries the active index holds before it is sealed.
+pub const INDEX_ACTIVE_ENTRIES_MAX: usize = 1 << 18;
+/// Commitlog bytes the active index may cover before it is sealed, which bounds what
+/// recovery rescans for it.
+pub const INDEX_SPAN_MAX_BYTES: u64 = 256 << 20;
+/// Block size of sealed index files (a format constant; the I/O alignment must divide it).
+const BLOCK_BYTES: usize = 4096;
+const ENTRY_BYTES: usize = 24;
+const ENTRIES_PER_BLOCK: usize = BLOCK_BYTES / ENTRY_BYTES;
+const MAGIC: &[u8; 8] = b"RMQIDX01";
+const HEADER_BYTES: usize = 60;
+
+/// FNV-1a 64 of `topic#key`: stable across builds, unlike std's hasher.
+pub(crate) fn key_hash(topic: &str, key: &str) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in topic
+        .bytes()
+        .chain(std::iter::once(b'#'))
+        .chain(key.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01B3);
+    }
+    h
+}
+
+/// One index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Entry {
+    pub hash: u64,
+    pub physical_offset: i64,
+    pub store_timestamp: i64,
+}
+
+/// Entries for the records of `[begin, end)` (offsets in the shard).
+#[derive(Default)]
+struct Active {
+    map: HashMap<u64, Vec<(i64, i64)>>,
+    count: usize,
+    begin: u64,
+    end: u64,
+    begin_ts: i64,
+    end_ts: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    count: u64,
+    begin: u64,
+    end: u64,
+    begin_ts: i64,
+    end_ts: i64,
+}
+
+struct Sealed<F> {
+    file: F,
+    header: Header,
+    fences: Vec<u64>,
+}
+
+/// The index of one shard.
+pub(crate) struct Index<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    max_entries: usize,
+    active: RefCell<Active>,
+    frozen: RefCell<Vec<Rc<Active>>>,
+    sealed: RefCell<Vec<Rc<Sealed<S::File>>>>,
+}
+
+impl<S: Storage> Index<S> {
+    /// An index under `dir` that seals every `max_entries` entries.
+    pub(crate) fn new(storage: S, dir: PathBuf, max_entries: usize) -> Index<S> {
+        assert!(max_entries > 0);
+        Index {
+            storage,
+            dir,
+            max_entries,
+            active: RefCell::new(Active::default()),
+            frozen: RefCell::new(Vec::new()),
+            sealed: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Adds an entry for the record at `pos` (offset in the shard).
+    pub(crate) fn add(&self, topic: &str, key: &str, physical: i64, timestamp: i64) {
+        let mut a = self.active.borrow_mut();
+        if a.count == 0 {
+            a.begin_ts = timestamp;
+        }
+        a.count += 1;
+        a.end_ts = a.end_ts.max(timestamp);
+        a.map
+            .entry(key_hash(topic, key))
+            .or_default()
+            .push((physical, timestamp));
+    }
+
+    /// Records that every record before `end` has been given its entries; freezes the active
+    /// map when it is full.
+    pub(crate) fn covered_to(&self, end: u64) {
+        let mut a = self.active.borrow_mut();
+        assert!(end >= a.end, "index end moved back from {} to {end}", a.end);
+        a.end = end;
+        if a.count == 0 {
+            // Nothing to lose: an empty map may start anywhere, so recovery need not rescan
+            // records that had no keys.
+            a.begin = end;
+        }
+        if a.count >= self.max_entries || (a.count > 0 && end - a.begin >= INDEX_SPAN_MAX_BYTES) {
+            let next = Active {
+                begin: end,
+                end,
+                ..Active::default()
+            };
+            let full = std::mem::replace(&mut *a, next);
+            self.frozen.borrow_mut().push(Rc::new(full));
+        }
+    }
+
+    /// Restarts the active index at `pos` (recovery: the records from there are re-added).
+    pub(crate) fn restart_at(&self, pos: u64) {
+        *self.active.borrow_mut() = Active {
+            begin: pos,
+            end: pos,
+            ..Active::default()
+        };
+    }
+
+    /// Every record below this offset is in a sealed file.
+    pub(crate) fn safe_offset(&self) -> u64 {
+        match self.frozen.borrow().first() {
+            Some(f) => f.begin,
+            None => self.active.borrow().begin,
+        }
+    }
+
+    /// Whether frozen maps wait to be written.
+    #[cfg(test)]
+    pub(crate) fn has_frozen(&self) -> bool {
+        !self.frozen.borrow().is_empty()
+    }
+
+    /// Freezes the active map if it holds anything (at close).
+    pub(crate) fn freeze_active(&self) {
+        let end = self.active.borrow().end;
+        let mut a = self.active.borrow_mut();
+        if a.count > 0 {
+            let next = Active {
+                begin: end,
+                end,
+                ..Active::default()
+            };
+            let full = std::mem::replace(&mut *a, next);
+            self.frozen.borrow_mut().push(Rc::new(full));
+        }
+    }
+
+    /// Writes the frozen maps as sealed files.
+    pub(crate) async fn seal_frozen(&self) -> StoreResult<()> {
+        loop {
+            let Some(frozen) = self.frozen.borrow().first().cloned() else {
+                return Ok(());
+            };
+            let sealed = self.write_sealed(&frozen).await?;
+            self.sealed.borrow_mut().push(Rc::new(sealed));
+            self.frozen.borrow_mut().remove(0);
+        }
+    }
+
+    async fn write_sealed(&self, frozen: &Active) -> StoreResult<Sealed<S::File>> {
+        let mut entries: Vec<Entry> = frozen
+            .map
+            .iter()
+            .flat_map(|(h, v)| {
+                v.iter().map(|(p, t)| Entry {
+                    hash: *h,
+                    physical_offset: *p,
+                    store_timestamp: *t,
+                })
+            })
+            .collect();
+        entries.sort_unstable();
+        let header = Header {
+            count: entries.len() as u64,
+            begin: frozen.begin,
+            end: frozen.end,
+            begin_ts: frozen.begin_ts,
+            end_ts: frozen.end_ts,
+        };
+        let image = encode_file(&header, &entries);
+        let fences = entries
+            .chunks(ENTRIES_PER_BLOCK)
+            .map(|c| c[0].hash)
+            .collect();
+        let path = self.dir.join(segment_name(header.begin));
+        let file = self
+            .write_file(&image, &path)
+            .await
+            .map_err(|e| StoreError::io("writing index", &path, e))?;
+        Ok(Sealed {
+            file,
+            header,
+            fences,
+        })
+    }
+
+    async fn write_file(&self, image: &[u8], path: &std::path::Path) -> io::Result<S::File> {
+        self.storage.create_dir_all(&self.dir).await?;
+        let tmp = path.with_extension("tmp");
+        let file = self.storage.open(&tmp, true).await?;
+        let align = file.alignment() as usize;
+        if BLOCK_BYTES % align != 0 {
+            return Err(io::Error::other(format!(
+                "alignment {align} does not divide 4096"
+            )));
+        }
+        for (i, piece) in image.chunks(1 << 20).enumerate() {
+            let mut buf = file.alloc_buffer(piece.len());
+            buf.as_mut_slice().copy_from_slice(piece);
+            file.write_at(buf, (i << 20) as u64).await?;
+        }
+        file.fdatasync().await?;
+        self.storage.rename(&tmp, path).await?;
+        self.storage.sync_dir(&self.dir).await?;
+        Ok(file)
+    }
+
+    /// Opens the sealed files, dropping leftovers of interrupted writes.
+    pub(crate) async fn load(&self) -> StoreResult<()> {
+        let names = match self.storage.list_dir(&self.dir).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::io("listing", &self.dir, e)),
+        };
+        for name in names {
+            let path = self.dir.join(&name);
+            if parse_segment_name(&name).is_none() {
+                let _ = self.storage.remove(&path).await;
+                continue;
+            }
+            let sealed = self
+                .open_sealed(&path)
+                .await
+                .map_err(|e| StoreError::io("opening index", &path, e))?;
+            match sealed {
+                Some(s) => self.sealed.borrow_mut().push(Rc::new(s)),
+                None => {
+                    tracing::warn!(path = %path.display(), "dropping unreadable index file");
+                    let _ = self.storage.remove(&path).await;
+                }
+            }
+        }
+        let end = self.sealed.borrow().last().map_or(0, |s| s.header.end);
+        self.restart_at(end);
+        Ok(())
+    }
+
+    async fn open_sealed(&self, path: &std::path::Path) -> io::Result<Option<Sealed<S::File>>> {
+        let file = self.storage.open(path, false).await?;
+        let head = file.read_at(0, BLOCK_BYTES).await?;
+        let Some(header) = decode_header(&head) else {
+            return Ok(None);
+        };
+        let blocks = header.count.div_ceil(ENTRIES_PER_BLOCK as u64) as usize;
+        let at = ((1 + blocks) * BLOCK_BYTES) as u64;
+        let raw = file.read_at(at, blocks * 8).await?;
+        if raw.len() < blocks * 8 {
+            return Ok(None);
+        }
+        let fences = raw.chunks_exact(8).map(be_u64).collect();
+        Ok(Some(Sealed {
+            file,
+            header,
+            fences,
+        }))
+    }
+
+    /// Drops sealed files that start at or past `end` (their records are gone) and restarts
+    /// the active index at `min(safe offset, end)`.
+    pub(crate) async fn cut_at(&self, end: u64) -> StoreResult<u64> {
+        loop {
+            let last = self.sealed.borrow().last().cloned();
+            match last {
+                Some(s) if s.header.begin >= end => {
+                    self.sealed.borrow_mut().pop();
+                    let path = self.dir.join(segment_name(s.header.begin));
+                    self.storage
+                        .remove(&path)
+                        .await
+                        .map_err(|e| StoreError::io("removing index", &path, e))?;
+                }
+                _ => break,
+            }
+        }
+        let start = self
+            .sealed
+            .borrow()
+            .last()
+            .map_or(0, |s| s.header.end)
+            .min(end);
+        Ok(start)
+    }
+
+    /// Physical offsets (newest first) of entries for `topic#key` stored in
+    /// `[begin_ts, end_ts]`; at most `limit`. Hash collisions are possible: callers check.
+    pub(crate) async fn lookup(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ts: i64,
+        end_ts: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<i64>> {
+        let hash = key_hash(topic, key);
+        let in_range = |t: i64| t >= begin_ts && t <= end_ts;
+        let mut found: Vec<i64> = Vec::new();
+        let take = |list: &[(i64, i64)], found: &mut Vec<i64>| {
+            found.extend(list.iter().filter(|(_, t)| in_range(*t)).map(|(p, _)| *p));
+        };
+        if let Some(list) = self.active.borrow().map.get(&hash) {
+            take(list, &mut found);
+        }
+        for frozen in self.frozen.borrow().iter().rev() {
+            if let Some(list) = frozen.map.get(&hash) {
+                take(list, &mut found);
+            }
+        }
+        let sealed: Vec<_> = self.sealed.borrow().iter().rev().cloned().collect();
+        for s in sealed {
+            if found.len() >= limit {
+                break;
+            }
+            if s.header.end_ts < begin_ts || s.header.begin_ts > end_ts {
+                continue;
+            }
+            let list = lookup_sealed(&s, hash)
+                .await
+                .map_err(|e| StoreError::io("reading index", &self.dir, e))?;
+            take(&list, &mut found);
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        found.dedup();
+        found.truncate(limit);
+        Ok(found)
+    }
+}
+
+async fn lookup_sealed<F: StorageFile>(s: &Sealed<F>, hash: u64) -> io::Result<Vec<(i64, i64)>> {
+    let lo = s.fences.partition_point(|f| *f < hash).saturating_sub(1);
+    let hi = s.fences.partition_point(|f| *f <= hash);
+    let mut out = Vec::new();
+    for block in lo..hi {
+        let bytes: Bytes = s
+            .file
+            .read_at(((1 + block) * BLOCK_BYTES) as u64, BLOCK_BYTES)
+            .await?;
+        let n = (s.header.count as usize - block * ENTRIES_PER_BLOCK).min(ENTRIES_PER_BLOCK);
+        for e in bytes.chunks_exact(ENTRY_BYTES).take(n) {
+            if be_u64(&e[..8]) == hash {
+                out.push((be_u64(&e[8..16]) as i64, be_u64(&e[16..24]) as i64));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+fn encode_file(header: &Header, entries: &[Entry]) -> Vec<u8> {
+    let blocks = entries.len().div_ceil(ENTRIES_PER_BLOCK);
+    let fence_bytes = (blocks * 8).div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+    let mut image = vec![0u8; (1 + blocks) * BLOCK_BYTES + fence_bytes];
+    let mut h = Vec::with_capacity(HEADER_BYTES);
+    h.extend_from_slice(MAGIC);
+    for v in [header.count, header.begin, header.end] {
+        h.extend_from_slice(&v.to_be_bytes());
+    }
+    h.extend_from_slice(&header.begin_ts.to_be_bytes());
+    h.extend_from_slice(&header.end_ts.to_be_bytes());
+    h.extend_from_slice(&(blocks as u64).to_be_bytes());
+    let crc = crc32c::crc32c(&h);
+    h.extend_from_slice(&crc.to_be_bytes());
+    image[..HEADER_BYTES].copy_from_slice(&h);
+    for (i, block) in entries.chunks(ENTRIES_PER_BLOCK).enumerate() {
+        let base = (1 + i) * BLOCK_BYTES;
+        for (j, e) in block.iter().enumerate() {
+            let at = base + j * ENTRY_BYTES;
+            image[at..at + 8].copy_from_slice(&e.hash.to_be_bytes());
+            image[at + 8..at + 16].copy_from_slice(&e.physical_offset.to_be_bytes());
+            image[at + 16..at + 24].copy_from_slice(&e.store_timestamp.to_be_bytes());
+        }
+        let fence_at = (1 + blocks) * BLOCK_BYTES + i * 8;
+        image[fence_at..fence_at + 8].copy_from_slice(&block[0].hash.to_be_bytes());
+    }
+    image
+}
+
+fn decode_header(b: &[u8]) -> Option<Header> {
+    if b.len() < HEADER_BYTES || &b[..8] != MAGIC {
+        return None;
+    }
+    let crc = u32::from_be_bytes(b[56..60].try_into().ok()?);
+    if crc32c::crc32c(&b[..56]) != crc {
+        return None;
+    }
+    let header = Header {
+        count: be_u64(&b[8..]),
+        begin: be_u64(&b[16..]),
+        end: be_u64(&b[24..]),
+        begin_ts: be_u64(&b[32..]) as i64,
+        end_ts: be_u64(&b[40..]) as i64,
+    };
+    let blocks = be_u64(&b[48..]);
+    (blocks == header.count.div_ceil(ENTRIES_PER_BLOCK as u64)).then_some(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SimStorage;
+
+    #[test]
+    fn sealed_and_active_entries_are_found_and_survive_reopen() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(3);
+            let dir = PathBuf::from("/s/index/0");
+            let index = Index::new(sim.clone(), dir.clone(), 500);
+            for i in 0..1200i64 {
+                index.add("T", &format!("k{}", i % 300), i * 100, 1000 + i);
+                index.covered_to((i as u64 + 1) * 100);
+            }
+            assert!(index.has_frozen());
+            index.seal_frozen().await.unwrap();
+            assert_eq!(index.safe_offset(), 1000 * 100);
+            let hits = index.lookup("T", "k7", 0, i64::MAX, 10).await.unwrap();
+            assert_eq!(hits, vec![90_700, 60_700, 30_700, 700]);
+            let ranged = index.lookup("T", "k7", 1050, 1900, 10).await.unwrap();
+            assert_eq!(ranged, vec![60_700, 30_700]);
+            assert!(index
+                .lookup("U", "k7", 0, i64::MAX, 10)
+                .await
+                .unwrap()
+                .is_empty());
+            let reopened = Index::new(sim.clone(), dir, 500);
+            reopened.load().await.unwrap();
+            assert_eq!(reopened.safe_offset(), 100_000);
+            let hits = reopened.lookup("T", "k7", 0, i64::MAX, 3).await.unwrap();
+            assert_eq!(hits, vec![90_700, 60_700, 30_700]);
+        });
+    }
+}

@@ -1,0 +1,170 @@
+//! Putting records: [`MessageStore::put`] and [`MessageStore::put_batch`]. The synchronous
+//! part (validate, assign queue offsets, place and patch each record, copy it into the
+//! commitlog tail, dispatch it to its queue and the index) runs without an `.await`, so it is
+//! atomic on the shard. Then the put waits according to the flush mode: SYNC_FLUSH with
+//! `wait` resolves after an fdatasync that covers the batch (group commit), or reports
+//! FLUSH_DISK_TIMEOUT after `syncFlushTimeout` (the records stay stored); ASYNC_FLUSH and
+//! `wait == false` resolve at once.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use super::commitlog::appender::Durability;
+use super::dispatch::{dispatch, gets_queue_unit, Targets};
+use super::error::{StoreError, StoreResult};
+use super::io::Storage;
+use super::{MessageStore, PutBatchResult, PutResult, PutStatus};
+use crate::config::FlushDiskType;
+use crate::message::record::{RecordSlots, RecordView};
+
+/// A topic that can name a directory.
+fn is_path_safe(topic: &str) -> bool {
+    !topic.is_empty() && topic != "." && topic != ".." && !topic.contains(['/', '\0'])
+}
+
+impl<S: Storage> MessageStore<S> {
+    /// Stores one record encoded by `RecordInput::encode` (queue offset, physical offset and
+    /// store timestamp are patched in here). `wait` is the message's WAIT property.
+    pub async fn put(
+        &self,
+        record: BytesMut,
+        slots: RecordSlots,
+        wait: bool,
+    ) -> StoreResult<PutResult> {
+        let batch = self.put_batch(vec![(record, slots)], wait).await?;
+        Ok(PutResult {
+            status: batch.status,
+            physical_offset: batch.physical_offsets[0],
+            queue_offset: batch.queue_offset,
+            store_timestamp: batch.store_timestamp,
+            wrote_bytes: batch.wrote_bytes,
+        })
+    }
+
+    /// Stores records of one topic and queue with consecutive queue offsets
+    /// (SEND_BATCH_MESSAGE). All are stored or none.
+    pub async fn put_batch(
+        &self,
+        mut records: Vec<(BytesMut, RecordSlots)>,
+        wait: bool,
+    ) -> StoreResult<PutBatchResult> {
+        assert!(!records.is_empty(), "empty batch");
+        self.inner.commitlog.check_writable()?;
+        self.check_batch(&records)?;
+        let len: usize = records.iter().map(|(r, _)| r.len()).sum();
+        self.wait_for_room(len).await?;
+        let mut result = self.append_batch(&mut records)?;
+        let end = self.inner.commitlog.written();
+        let sync = self.inner.cfg.flush_disk_type == FlushDiskType::SyncFlush;
+        if sync && wait {
+            let timeout = Duration::from_millis(self.inner.cfg.sync_flush_timeout_ms);
+            result.status = match self.inner.commitlog.wait_durable(end, timeout).await {
+                Durability::Durable => PutStatus::PutOk,
+                Durability::TimedOut => PutStatus::FlushDiskTimeout,
+                Durability::Failed => return Err(StoreError::FlushFailed { offset: end }),
+            };
+        }
+        Ok(result)
+    }
+
+    fn check_batch(&self, records: &[(BytesMut, RecordSlots)]) -> StoreResult<()> {
+        let max = self.inner.cfg.max_record_bytes();
+        let mut first: Option<(String, i32)> = None;
+        for (index, (record, _)) in records.iter().enumerate() {
+            if record.len() > max {
+                return Err(StoreError::RecordTooLarge {
+                    size: record.len(),
+                    max,
+                });
+            }
+            let view = RecordView::parse(record)
+                .map_err(|source| StoreError::BadRecord { index, source })?;
+            if !is_path_safe(view.topic) {
+                return Err(StoreError::Config {
+                    reason: format!("topic {:?} cannot name a queue directory", view.topic),
+                });
+            }
+            match &first {
+                None => first = Some((view.topic.to_string(), view.queue_id)),
+                Some((t, q)) if t == view.topic && *q == view.queue_id => {}
+                Some(_) => return Err(StoreError::MixedBatch),
+            }
+        }
+        Ok(())
+    }
+
+    /// Back-pressure: waits while more than `unflushed_max_bytes` wait for the disk, up to
+    /// `syncFlushTimeout`, then refuses with `Busy`.
+    async fn wait_for_room(&self, len: usize) -> StoreResult<()> {
+        let cl = &self.inner.commitlog;
+        let max = self.inner.cfg.unflushed_max_bytes;
+        let over = || (cl.written() + len as u64).saturating_sub(cl.flushed() + max);
+        let timeout = Duration::from_millis(self.inner.cfg.sync_flush_timeout_ms);
+        let deadline = std::time::Instant::now() + timeout;
+        while over() > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let outcome = if left.is_zero() {
+                Durability::TimedOut
+            } else {
+                cl.wait_durable(cl.flushed() + over(), left).await
+            };
+            match outcome {
+                Durability::Durable => {}
+                Durability::Failed => return cl.check_writable(),
+                Durability::TimedOut => {
+                    return Err(StoreError::Busy {
+                        unflushed_bytes: cl.written() - cl.flushed(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The synchronous part: places every record and dispatches it. No `.await` inside.
+    fn append_batch(&self, records: &mut [(BytesMut, RecordSlots)]) -> StoreResult<PutBatchResult> {
+        let inner = &*self.inner;
+        inner.commitlog.check_writable()?;
+        let now = inner.clock.now_ms();
+        let targets = Targets {
+            queues: &inner.queues,
+            index: inner.cfg.message_index_enable.then_some(&inner.index),
+            to_queue: true,
+            delay_levels_ms: &inner.cfg.delay_levels_ms,
+        };
+        let mut out = PutBatchResult {
+            status: PutStatus::PutOk,
+            physical_offsets: Vec::with_capacity(records.len()),
+            queue_offset: 0,
+            store_timestamp: 0,
+            wrote_bytes: 0,
+        };
+        for (i, (record, slots)) in records.iter_mut().enumerate() {
+            let queue_offset = self.next_queue_offset(record)?;
+            if i == 0 {
+                out.queue_offset = queue_offset;
+            }
+            let placed = inner.commitlog.append(record, *slots, queue_offset, now)?;
+            let view = RecordView::parse(record)
+                .map_err(|source| StoreError::BadRecord { index: i, source })?;
+            dispatch(&targets, &view, placed.pos + record.len() as u64);
+            out.physical_offsets.push(placed.physical_offset);
+            out.store_timestamp = placed.store_timestamp;
+            out.wrote_bytes += record.len();
+        }
+        Ok(out)
+    }
+
+    /// The queue offset the record will get: its queue's max offset, or 0 for records that
+    /// get no queue unit.
+    fn next_queue_offset(&self, record: &[u8]) -> StoreResult<i64> {
+        let view = RecordView::parse(record)
+            .map_err(|source| StoreError::BadRecord { index: 0, source })?;
+        if !gets_queue_unit(view.sys_flag) {
+            return Ok(0);
+        }
+        let cq = self.inner.queues.get_or_create(view.topic, view.queue_id);
+        Ok(cq.max_offset() as i64)
+    }
+}

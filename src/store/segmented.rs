@@ -1,0 +1,433 @@
+//! `SegmentedLog`: an append-only byte log split into fixed-size segment files named by their
+//! 20-digit start offset, with its unflushed (and recently flushed) end in memory ([`Tail`]).
+//! The commitlog and every consume queue are one each.
+//!
+//! `written` (appended, in memory) and `flushed` (written to the file and fdatasync'ed) are
+//! tracked apart. A flush writes the dirty range rounded out to the file's alignment: the
+//! partial last page is rewritten each time, zero-padded past `written`. When memory no longer
+//! holds the head of that page (after a reopen or an eviction) it is re-read from the file
+//! first ("hydrated"). The flush copies the dirty range out of the tail into DMA buffers: a
+//! second copy, accepted because glommio's `write_at` consumes an owned aligned buffer and the
+//! tail keeps accepting appends while the write is in flight.
+//!
+//! One writer (the shard's executor) and one flusher at a time; all state is in a `RefCell`
+//! whose borrows never cross an `.await`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::io::{IoBuffer, Storage, StorageFile};
+use super::tail::Tail;
+
+/// Largest single write a flush issues.
+const WRITE_MAX_BYTES: u64 = 4 << 20;
+
+/// The 20-digit zero-padded file name of a segment starting at `offset`.
+pub(crate) fn segment_name(offset: u64) -> String {
+    format!("{offset:020}")
+}
+
+/// Parses a segment file name (exactly 20 decimal digits).
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
+}
+
+fn align_down(v: u64, align: u64) -> u64 {
+    v - v % align
+}
+
+fn align_up(v: u64, align: u64) -> u64 {
+    v.div_ceil(align) * align
+}
+
+struct LogState<F> {
+    files: BTreeMap<u64, Rc<F>>,
+    tail: Tail,
+    written: u64,
+    flushed: u64,
+    flushing: bool,
+}
+
+/// Options of one log.
+#[derive(Debug, Clone)]
+pub(crate) struct LogOptions {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    /// Preallocate segment files to their full size (commitlog); otherwise they grow.
+    pub preallocate: bool,
+    pub chunk_bytes: usize,
+    /// Flushed bytes kept in memory for readers of the hot tail.
+    pub hot_bytes: usize,
+}
+
+/// One append-only log of segment files.
+pub(crate) struct SegmentedLog<S: Storage> {
+    storage: S,
+    opts: LogOptions,
+    state: RefCell<LogState<S::File>>,
+}
+
+impl<S: Storage> SegmentedLog<S> {
+    /// An empty log; no file is touched until [`SegmentedLog::load`] or the first flush.
+    pub(crate) fn new(storage: S, opts: LogOptions) -> SegmentedLog<S> {
+        assert!(opts.segment_bytes > 0);
+        let tail = Tail::new(opts.chunk_bytes);
+        SegmentedLog {
+            storage,
+            opts,
+            state: RefCell::new(LogState {
+                files: BTreeMap::new(),
+                tail,
+                written: 0,
+                flushed: 0,
+                flushing: false,
+            }),
+        }
+    }
+
+    /// Opens the segment files already in the directory; returns their start offsets.
+    pub(crate) async fn load(&self) -> io::Result<Vec<u64>> {
+        let names = match self.storage.list_dir(&self.opts.dir).await {
+            Ok(names) => names,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut starts = Vec::new();
+        for start in names.iter().filter_map(|n| parse_segment_name(n)) {
+            let file = self.storage.open(&self.path_of(start), false).await?;
+            self.state.borrow_mut().files.insert(start, Rc::new(file));
+            starts.push(start);
+        }
+        Ok(starts)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.opts.dir
+    }
+
+    pub(crate) fn path_of(&self, start: u64) -> PathBuf {
+        self.opts.dir.join(segment_name(start))
+    }
+
+    pub(crate) fn segment_bytes(&self) -> u64 {
+        self.opts.segment_bytes
+    }
+
+    /// Start of the segment holding `pos`.
+    pub(crate) fn segment_of(&self, pos: u64) -> u64 {
+        align_down(pos, self.opts.segment_bytes)
+    }
+
+    pub(crate) fn segment_starts(&self) -> Vec<u64> {
+        self.state.borrow().files.keys().copied().collect()
+    }
+
+    pub(crate) fn file(&self, start: u64) -> Option<Rc<S::File>> {
+        self.state.borrow().files.get(&start).cloned()
+    }
+
+    pub(crate) fn written(&self) -> u64 {
+        self.state.borrow().written
+    }
+
+    pub(crate) fn flushed(&self) -> u64 {
+        self.state.borrow().flushed
+    }
+
+    /// Appends `bytes` at `at` (the current end, or beyond it after a skip).
+    pub(crate) fn append(&self, at: u64, bytes: &[u8]) {
+        let mut st = self.state.borrow_mut();
+        assert!(
+            at >= st.written,
+            "append at {at} behind written {}",
+            st.written
+        );
+        assert!(
+            self.segment_of(at) == self.segment_of(at + bytes.len() as u64 - 1),
+            "append of {} bytes at {at} crosses a segment end",
+            bytes.len()
+        );
+        st.tail.append(at, bytes);
+        st.written = at + bytes.len() as u64;
+    }
+
+    /// Moves `written` to `at` without data (the rest of a segment after its blank record).
+    pub(crate) fn skip_to(&self, at: u64) {
+        let mut st = self.state.borrow_mut();
+        assert!(at >= st.written);
+        st.written = at;
+    }
+
+    /// Sets both offsets to `end` and forgets the memory (after recovery or truncation).
+    pub(crate) fn set_end(&self, end: u64) {
+        let mut st = self.state.borrow_mut();
+        assert!(!st.flushing, "set_end during a flush");
+        st.tail.clear();
+        st.written = end;
+        st.flushed = end;
+    }
+
+    /// Reads `[pos, pos + len)`, which must lie in one segment below `written`.
+    pub(crate) async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let (mem_start, flushed) = {
+            let st = self.state.borrow();
+            assert!(
+                pos + len as u64 <= st.written,
+                "read past written {}",
+                st.written
+            );
+            if let Some(bytes) = st.tail.read(pos, len) {
+                return Ok(bytes);
+            }
+            (st.tail.start(), st.flushed)
+        };
+        let end = pos + len as u64;
+        let disk_end = match mem_start {
+            Some(m) if end > flushed && m > pos => m,
+            _ => end,
+        };
+        let head = self.read_disk(pos, (disk_end - pos) as usize).await?;
+        if disk_end == end {
+            return Ok(head);
+        }
+        let rest = self
+            .state
+            .borrow()
+            .tail
+            .read(disk_end, (end - disk_end) as usize);
+        let rest = rest.ok_or_else(|| io::Error::other("tail moved during a read"))?;
+        let mut out = BytesMut::with_capacity(len);
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&rest);
+        Ok(out.freeze())
+    }
+
+    /// Reads from the segment file only; fails with `UnexpectedEof` when the file is short.
+    pub(crate) async fn read_disk(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let start = self.segment_of(pos);
+        assert!(
+            pos + len as u64 <= start + self.opts.segment_bytes,
+            "read crosses segment"
+        );
+        let file = self.file(start).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("segment {start} missing"))
+        })?;
+        let bytes = file.read_at(pos - start, len).await?;
+        if bytes.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} of {len} bytes at {pos}", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// The segment file starting at `start`, created (and preallocated, and its directory
+    /// entry synced) if it does not exist yet.
+    pub(crate) async fn file_for_write(&self, start: u64) -> io::Result<Rc<S::File>> {
+        if let Some(file) = self.file(start) {
+            return Ok(file);
+        }
+        self.storage.create_dir_all(&self.opts.dir).await?;
+        let file = self.storage.open(&self.path_of(start), true).await?;
+        if self.opts.preallocate {
+            file.pre_allocate(self.opts.segment_bytes).await?;
+            file.fdatasync().await?;
+        }
+        self.storage.sync_dir(&self.opts.dir).await?;
+        let file = Rc::new(file);
+        let mut st = self.state.borrow_mut();
+        // A concurrent caller may have created it meanwhile; keep the first handle.
+        Ok(st.files.entry(start).or_insert(file).clone())
+    }
+
+    /// Writes and fdatasyncs everything appended so far; returns the new flushed offset.
+    pub(crate) async fn flush(&self) -> io::Result<u64> {
+        let (from, target) = {
+            let mut st = self.state.borrow_mut();
+            assert!(!st.flushing, "two flushes of one log at once");
+            st.flushing = true;
+            (st.flushed, st.written)
+        };
+        let result = self.flush_range(from, target).await;
+        let mut st = self.state.borrow_mut();
+        st.flushing = false;
+        result?;
+        assert!(st.flushed == from, "flushed moved during a flush");
+        st.flushed = target;
+        st.tail.evict(target, self.opts.hot_bytes);
+        Ok(target)
+    }
+
+    async fn flush_range(&self, mut from: u64, target: u64) -> io::Result<()> {
+        while from < target {
+            let seg = self.segment_of(from);
+            let seg_end = seg + self.opts.segment_bytes;
+            let hi = target.min(seg_end);
+            self.flush_segment(seg, from, hi).await?;
+            from = hi;
+        }
+        Ok(())
+    }
+
+    /// Writes the data of `[lo, hi)` (one segment) and fdatasyncs that segment.
+    async fn flush_segment(&self, seg: u64, lo: u64, hi: u64) -> io::Result<()> {
+        let Some(data_hi) = self.state.borrow().tail.data_end_before(lo, hi) else {
+            return Ok(()); // only skipped space (after a blank record): nothing to write
+        };
+        let file = self.file_for_write(seg).await?;
+        let align = file.alignment();
+        if self.opts.segment_bytes % align != 0 {
+            return Err(io::Error::other(format!(
+                "{}: segment size {} is not a multiple of the device alignment {align}",
+                self.opts.dir.display(),
+                self.opts.segment_bytes
+            )));
+        }
+        let (a, b) = (align_down(lo, align), align_up(data_hi, align));
+        let mut pos = a;
+        while pos < b {
+            let end = b.min(pos + WRITE_MAX_BYTES);
+            let mut buf = file.alloc_buffer((end - pos) as usize);
+            let dst = buf.as_mut_slice();
+            dst.fill(0);
+            if pos < lo {
+                self.hydrate(&file, seg, pos, lo, dst).await?;
+            }
+            let copied = self.state.borrow().tail.copy_range_into(pos, dst);
+            let need = data_hi.min(end) - lo.max(pos);
+            assert!(
+                copied as u64 >= need,
+                "tail lacks dirty bytes: {copied} < {need}"
+            );
+            file.write_at(buf, pos - seg).await?;
+            pos = end;
+        }
+        file.fdatasync().await
+    }
+
+    /// Fills `dst[..lo - pos]` with the durable head of the partial page from the file.
+    async fn hydrate(
+        &self,
+        file: &S::File,
+        seg: u64,
+        pos: u64,
+        lo: u64,
+        dst: &mut [u8],
+    ) -> io::Result<()> {
+        let in_memory = self.state.borrow().tail.start().is_some_and(|m| m <= pos);
+        if in_memory {
+            return Ok(());
+        }
+        let head = file.read_at(pos - seg, (lo - pos) as usize).await?;
+        dst[..head.len()].copy_from_slice(&head);
+        Ok(())
+    }
+
+    /// Cuts the log at `end` (recovery): zeroes the rest of the segment holding it, removes
+    /// later segments, and makes that durable. Afterwards `written == flushed == end`.
+    pub(crate) async fn truncate(&self, end: u64) -> io::Result<()> {
+        let keep = self.segment_of(end);
+        let later: Vec<u64> = self
+            .segment_starts()
+            .into_iter()
+            .filter(|s| *s > keep)
+            .collect();
+        for start in later.iter().rev() {
+            self.state.borrow_mut().files.remove(start);
+            self.storage.remove(&self.path_of(*start)).await?;
+        }
+        if let Some(file) = self.file(keep) {
+            let size = file.file_size().await?;
+            let at = end - keep;
+            if size > at {
+                file.zero_range(at, size - at).await?;
+            }
+            if self.opts.preallocate {
+                file.pre_allocate(self.opts.segment_bytes).await?;
+            } else {
+                file.truncate(align_up(at, file.alignment()).min(size))
+                    .await?;
+            }
+            file.fdatasync().await?;
+        }
+        if !later.is_empty() {
+            self.storage.sync_dir(&self.opts.dir).await?;
+        }
+        self.set_end(end);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SimStorage;
+
+    fn opts(prealloc: bool) -> LogOptions {
+        LogOptions {
+            dir: PathBuf::from("/s/log"),
+            segment_bytes: 4096,
+            preallocate: prealloc,
+            chunk_bytes: 1000,
+            hot_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn flush_rewrites_the_partial_page_and_reopen_hydrates_it() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(1);
+            let log = SegmentedLog::new(sim.clone(), opts(false));
+            log.append(0, &[1; 700]);
+            assert_eq!(log.flush().await.unwrap(), 700);
+            log.append(700, &[2; 100]);
+            log.flush().await.unwrap();
+            let reopened = SegmentedLog::new(sim.clone(), opts(false));
+            assert_eq!(reopened.load().await.unwrap(), vec![0]);
+            reopened.set_end(800);
+            reopened.append(800, &[3; 50]);
+            reopened.flush().await.unwrap();
+            let file = sim
+                .file_bytes(Path::new("/s/log/00000000000000000000"))
+                .unwrap();
+            assert_eq!(file.len(), 1024, "grows by aligned pages");
+            assert_eq!(&file[..700], &[1; 700][..]);
+            assert_eq!(&file[700..800], &[2; 100][..]);
+            assert_eq!(&file[800..850], &[3; 50][..]);
+            assert!(file[850..].iter().all(|b| *b == 0));
+            assert_eq!(
+                &reopened.read(690, 20).await.unwrap()[..],
+                &[[1; 10], [2; 10]].concat()
+            );
+        });
+    }
+
+    #[test]
+    fn truncate_zeroes_the_tail_and_drops_later_segments() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(2);
+            let log = SegmentedLog::new(sim.clone(), opts(true));
+            log.append(0, &[7; 4000]);
+            log.skip_to(4096);
+            log.append(4096, &[8; 10]);
+            log.flush().await.unwrap();
+            assert_eq!(log.segment_starts(), vec![0, 4096]);
+            log.truncate(1000).await.unwrap();
+            assert_eq!(log.segment_starts(), vec![0]);
+            let file = sim
+                .file_bytes(Path::new("/s/log/00000000000000000000"))
+                .unwrap();
+            assert_eq!(file.len(), 4096);
+            assert!(file[1000..].iter().all(|b| *b == 0));
+            assert_eq!(log.written(), 1000);
+        });
+    }
+}

@@ -1,0 +1,709 @@
+//! Behaviour of the whole store on `SimStorage` (and once on a real ext4 directory):
+//! rollover, reads, filtering, keys, time search, group commit, flush timeouts, injected
+//! I/O errors, torn tails, crashes, rebuilds and the shard-count check.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::test_support::run;
+use super::*;
+use crate::message::record::{RecordInput, RecordSlots, RecordView, BLANK_MAGIC_CODE};
+use crate::message::{sysflag, tags_hash_code};
+use crate::testing::{SimClock, SimFaults, SimStorage};
+
+const ROOT: &str = "/store";
+
+fn small_config() -> StoreConfig {
+    let mut cfg = StoreConfig::for_dir(ROOT);
+    cfg.segment_bytes = 64 * 1024;
+    cfg.max_message_bytes = 8 * 1024;
+    cfg.consume_queue_file_bytes = 20 * 1024;
+    cfg.flush_disk_type = FlushDiskType::SyncFlush;
+    cfg.sync_flush_timeout_ms = 2_000;
+    cfg.flush_interval_consume_queue_ms = 20;
+    cfg.flush_consume_queue_thorough_interval_ms = 100;
+    cfg.index_active_entries_max = 64;
+    cfg
+}
+
+fn props(tags: &str, keys: &str, uniq: &str) -> String {
+    format!("TAGS\u{1}{tags}\u{2}KEYS\u{1}{keys}\u{2}UNIQ_KEY\u{1}{uniq}")
+}
+
+fn record(topic: &str, queue_id: i32, body: &[u8], properties: &str) -> (BytesMut, RecordSlots) {
+    record_with_flag(topic, queue_id, body, properties, 0)
+}
+
+fn record_with_flag(
+    topic: &str,
+    queue_id: i32,
+    body: &[u8],
+    properties: &str,
+    sys_flag: i32,
+) -> (BytesMut, RecordSlots) {
+    let input = RecordInput {
+        topic,
+        queue_id,
+        flag: 0,
+        sys_flag,
+        born_timestamp: 1,
+        born_host: "10.0.0.1:4000".parse().unwrap(),
+        store_host: "127.0.0.1:10911".parse().unwrap(),
+        reconsume_times: 0,
+        prepared_transaction_offset: 0,
+        body,
+        properties,
+    };
+    let mut buf = BytesMut::new();
+    let slots = input.encode(&mut buf).unwrap();
+    (buf, slots)
+}
+
+fn body_of(i: usize, len: usize) -> Vec<u8> {
+    let mut b = format!("msg-{i:06}-").into_bytes();
+    b.resize(len, b'a' + (i % 26) as u8);
+    b
+}
+
+fn view(bytes: &Bytes) -> RecordView<'_> {
+    RecordView::parse(bytes).unwrap()
+}
+
+async fn open(sim: &SimStorage, clock: &SimClock, cfg: &StoreConfig) -> MessageStore<SimStorage> {
+    MessageStore::open(sim.clone(), Rc::new(clock.clone()), cfg.clone())
+        .await
+        .unwrap()
+}
+
+async fn put_n(store: &MessageStore<SimStorage>, topic: &str, n: usize, len: usize) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    let base = store.max_offset(topic, 0);
+    for i in 0..n {
+        let p = props(
+            if i % 2 == 0 { "TagA" } else { "TagB" },
+            &format!("k{i}"),
+            &format!("U{i}"),
+        );
+        let (rec, slots) = record(topic, 0, &body_of(i, len), &p);
+        let r = store.put(rec, slots, true).await.unwrap();
+        assert_eq!(r.status, PutStatus::PutOk);
+        assert_eq!(r.queue_offset, base + i as i64);
+        offsets.push(r.physical_offset);
+    }
+    offsets
+}
+
+async fn read_all(store: &MessageStore<SimStorage>, topic: &str) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut offset = store.min_offset(topic, 0);
+    while offset < store.max_offset(topic, 0) {
+        let got = store
+            .get_messages(topic, 0, offset, 7, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(got.status, GetStatus::Found);
+        offset = got.next_begin_offset;
+        out.extend(got.messages);
+    }
+    out
+}
+
+fn check_bodies(messages: &[Bytes], n: usize, len: usize) {
+    assert_eq!(messages.len(), n);
+    for (i, m) in messages.iter().enumerate() {
+        let v = view(m);
+        assert_eq!(v.body, &body_of(i, len)[..], "message {i}");
+        assert_eq!(v.queue_offset, i as i64);
+        v.check_crc().unwrap();
+    }
+}
+
+fn segment_path(start: u64) -> PathBuf {
+    Path::new(ROOT)
+        .join("commitlog/0")
+        .join(format!("{start:020}"))
+}
+
+#[test]
+fn records_roll_over_segments_and_read_back_across_them_after_reopen() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(11), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        let offsets = put_n(&store, "T", 100, 2_000).await;
+        check_bodies(&read_all(&store, "T").await, 100, 2_000);
+        // Records never span segments; the first segment ends with a blank record.
+        let seg = cfg.segment_bytes as i64;
+        let last_in_first = offsets.iter().filter(|o| **o < seg).max().unwrap();
+        let first = sim.file_bytes(&segment_path(0)).unwrap();
+        let last = store.read_by_physical_offset(*last_in_first).await.unwrap();
+        let blank_at = *last_in_first as usize + last.len();
+        let magic = i32::from_be_bytes(first[blank_at + 4..blank_at + 8].try_into().unwrap());
+        assert_eq!(magic, BLANK_MAGIC_CODE);
+        assert!(offsets.contains(&seg), "a record starts the second segment");
+        store.close().await.unwrap();
+        assert!(sim
+            .file_bytes(&segment_path(3 * cfg.segment_bytes))
+            .is_some());
+        let store = open(&sim, &clock, &cfg).await;
+        assert!(!store.was_unclean_start());
+        check_bodies(&read_all(&store, "T").await, 100, 2_000);
+        let got = store.read_by_physical_offset(offsets[40]).await.unwrap();
+        assert_eq!(view(&got).body, &body_of(40, 2_000)[..]);
+        for bogus in [
+            offsets[40] + 3,
+            to_physical(1, 0),
+            store.max_physical_offset(),
+        ] {
+            let err = store.read_by_physical_offset(bogus).await.unwrap_err();
+            assert!(matches!(err, StoreError::OffsetOutOfRange { .. }), "{err}");
+        }
+        put_n(&store, "U", 3, 10).await;
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn statuses_follow_the_pull_rules() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(12), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        let get = |o| store.get_messages("T", 0, o, 10, 1 << 20, None);
+        assert_eq!(get(0).await.unwrap().status, GetStatus::NoMessageInQueue);
+        put_n(&store, "T", 5, 100).await;
+        let r = get(5).await.unwrap();
+        assert_eq!(
+            (r.status, r.next_begin_offset, r.max_offset),
+            (GetStatus::OffsetOverflowOne, 5, 5)
+        );
+        let r = get(9).await.unwrap();
+        assert_eq!(
+            (r.status, r.next_begin_offset),
+            (GetStatus::OffsetOverflowBadly, 0)
+        );
+        let r = get(3).await.unwrap();
+        assert_eq!(
+            (r.status, r.messages.len(), r.next_begin_offset),
+            (GetStatus::Found, 2, 5)
+        );
+        let r = store.get_messages("T", 0, 0, 10, 150, None).await.unwrap();
+        assert_eq!(
+            r.messages.len(),
+            1,
+            "max bytes stops after the first message"
+        );
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn tag_filter_keeps_only_subscribed_hash_codes() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(13), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 20, 100).await;
+        let codes: HashSet<i32> = [tags_hash_code("TagB") as i32].into();
+        let r = store
+            .get_messages("T", 0, 0, 4, 1 << 20, Some(&codes))
+            .await
+            .unwrap();
+        assert_eq!(r.status, GetStatus::Found);
+        let offsets: Vec<i64> = r.messages.iter().map(|m| view(m).queue_offset).collect();
+        assert_eq!(offsets, vec![1, 3, 5, 7]);
+        assert_eq!(r.next_begin_offset, 8);
+        let none: HashSet<i32> = [tags_hash_code("TagC") as i32].into();
+        let r = store
+            .get_messages("T", 0, 0, 4, 1 << 20, Some(&none))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.next_begin_offset),
+            (GetStatus::NoMatchedMessage, 20)
+        );
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn keys_and_unique_ids_are_found_within_the_time_range_also_after_reopen_and_crash() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(14), SimClock::new(10_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        for i in 0..150 {
+            clock.advance(10);
+            let keys = format!("order-{} shared", i % 50);
+            let (rec, slots) = record("T", 0, b"x", &props("t", &keys, &format!("UNIQ{i}")));
+            store.put(rec, slots, true).await.unwrap();
+        }
+        let check = |store: MessageStore<SimStorage>| async move {
+            let hits = store
+                .query_by_key("T", "order-7", 10, 0, i64::MAX)
+                .await
+                .unwrap();
+            let bodies: Vec<i64> = hits.iter().map(|m| view(m).queue_offset).collect();
+            assert_eq!(bodies, vec![107, 57, 7], "newest first");
+            let uniq = store
+                .query_by_key("T", "UNIQ42", 10, 0, i64::MAX)
+                .await
+                .unwrap();
+            assert_eq!(view(&uniq[0]).queue_offset, 42);
+            let ranged = store
+                .query_by_key("T", "shared", 100, 10_000 + 10 * 20, 10_000 + 10 * 29)
+                .await;
+            assert_eq!(ranged.unwrap().len(), 10);
+            assert_eq!(
+                store
+                    .query_by_key("T", "shared", 5, 0, i64::MAX)
+                    .await
+                    .unwrap()
+                    .len(),
+                5
+            );
+            assert!(store
+                .query_by_key("U", "order-7", 10, 0, i64::MAX)
+                .await
+                .unwrap()
+                .is_empty());
+        };
+        check(store.clone()).await;
+        store.close().await.unwrap();
+        let store = open(&sim, &clock, &cfg).await;
+        check(store.clone()).await;
+        drop(store);
+        sim.crash();
+        let store = open(&sim, &clock, &cfg).await;
+        assert!(store.was_unclean_start());
+        check(store.clone()).await;
+    });
+}
+
+#[test]
+fn offset_by_time_finds_the_first_message_stored_at_or_after() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(15), SimClock::new(5_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        for _ in 0..30 {
+            clock.advance(100);
+            let (rec, slots) = record("T", 0, b"x", "");
+            store.put(rec, slots, true).await.unwrap();
+        }
+        // Message i was stored at 5_100 + 100 * i.
+        assert_eq!(store.offset_by_time("T", 0, 0).await.unwrap(), 0);
+        assert_eq!(store.offset_by_time("T", 0, 5_100).await.unwrap(), 0);
+        assert_eq!(store.offset_by_time("T", 0, 5_150).await.unwrap(), 1);
+        assert_eq!(store.offset_by_time("T", 0, 6_100).await.unwrap(), 10);
+        assert_eq!(store.offset_by_time("T", 0, 99_999).await.unwrap(), 30);
+        assert_eq!(
+            store.earliest_store_time("T", 0).await.unwrap(),
+            Some(5_100)
+        );
+        // Store timestamps never go back, even when the clock does.
+        clock.set(1);
+        let (rec, slots) = record("T", 0, b"x", "");
+        assert_eq!(
+            store.put(rec, slots, true).await.unwrap().store_timestamp,
+            8_000
+        );
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn group_commit_releases_many_waiters_with_one_fsync_each_round() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(16), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        sim.set_faults(SimFaults {
+            fsync_delay: Duration::from_millis(2),
+            ..SimFaults::default()
+        });
+        let (fsyncs, rounds) = (sim.fsync_count(), store.flush_rounds());
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                glommio::spawn_local(async move {
+                    let (rec, slots) = record("T", i % 4, &body_of(i as usize, 50), "");
+                    store.put(rec, slots, true).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().status, PutStatus::PutOk);
+        }
+        let (fsyncs, rounds) = (sim.fsync_count() - fsyncs, store.flush_rounds() - rounds);
+        assert!(rounds <= 30, "300 waiters took {rounds} flush rounds");
+        assert!(fsyncs <= 60, "300 waiters took {fsyncs} fsyncs");
+        assert!(store.flushed_physical_offset() >= store.max_physical_offset());
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_stalled_fsync_reports_flush_disk_timeout_but_keeps_the_record() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(17), SimClock::new(1_000), small_config());
+        cfg.sync_flush_timeout_ms = 30;
+        let store = open(&sim, &clock, &cfg).await;
+        sim.set_faults(SimFaults {
+            fsync_delay: Duration::from_millis(300),
+            path_prefix: Some(PathBuf::from(ROOT).join("commitlog")),
+            ..SimFaults::default()
+        });
+        let (rec, slots) = record("T", 0, b"slow", "");
+        let r = store.put(rec, slots, true).await.unwrap();
+        assert_eq!(r.status, PutStatus::FlushDiskTimeout);
+        let got = store
+            .get_messages("T", 0, 0, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(view(&got.messages[0]).body, b"slow");
+        let (rec, slots) = record("T", 0, b"no wait", "");
+        assert_eq!(
+            store.put(rec, slots, false).await.unwrap().status,
+            PutStatus::PutOk
+        );
+        sim.set_faults(SimFaults::default());
+        glommio::timer::sleep(Duration::from_millis(350)).await;
+        let (rec, slots) = record("T", 0, b"fast", "");
+        assert_eq!(
+            store.put(rec, slots, true).await.unwrap().status,
+            PutStatus::PutOk
+        );
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn puts_wait_then_report_busy_when_too_much_waits_for_the_disk() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(24), SimClock::new(1_000), small_config());
+        cfg.unflushed_max_bytes = 4_000;
+        cfg.sync_flush_timeout_ms = 40;
+        let store = open(&sim, &clock, &cfg).await;
+        sim.set_faults(SimFaults {
+            fsync_delay: Duration::from_millis(200),
+            path_prefix: Some(PathBuf::from(ROOT).join("commitlog")),
+            ..SimFaults::default()
+        });
+        let mut busy = None;
+        for i in 0..10 {
+            let (rec, slots) = record("T", 0, &body_of(i, 1_000), "");
+            if let Err(e) = store.put(rec, slots, false).await {
+                busy = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(busy, Some(StoreError::Busy { .. })), "{busy:?}");
+        let stored = store.max_offset("T", 0);
+        assert!(
+            (3..10).contains(&stored),
+            "{stored} stored before back-pressure"
+        );
+        sim.set_faults(SimFaults::default());
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        let (rec, slots) = record("T", 0, b"after", "");
+        assert_eq!(
+            store.put(rec, slots, true).await.unwrap().queue_offset,
+            stored
+        );
+        store.close().await.unwrap();
+    });
+}
+
+fn io_error_keeps_acknowledged_records(errno: i32, on_fsync: bool) {
+    run(async move {
+        let (sim, clock, cfg) = (SimStorage::new(18), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 10, 300).await;
+        let prefix = Some(PathBuf::from(ROOT).join("commitlog"));
+        let faults = match on_fsync {
+            true => SimFaults {
+                fsync_errno: Some(errno),
+                path_prefix: prefix,
+                ..Default::default()
+            },
+            false => SimFaults {
+                write_errno: Some(errno),
+                path_prefix: prefix,
+                ..Default::default()
+            },
+        };
+        sim.set_faults(faults);
+        let (rec, slots) = record("T", 0, b"lost", "");
+        let err = store.put(rec, slots, true).await.unwrap_err();
+        assert!(matches!(err, StoreError::FlushFailed { .. }), "{err}");
+        let (rec, slots) = record("T", 0, b"refused", "");
+        let err = store.put(rec, slots, true).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unwritable { .. }), "{err}");
+        assert!(store.failure().unwrap().contains("flushing commitlog"));
+        assert!(
+            store.close().await.is_err(),
+            "a failed store does not close cleanly"
+        );
+        drop(store);
+        sim.crash();
+        sim.set_faults(SimFaults::default());
+        let store = open(&sim, &clock, &cfg).await;
+        assert!(store.was_unclean_start());
+        let all = read_all(&store, "T").await;
+        check_bodies(&all[..10], 10, 300);
+        assert!(all.len() <= 11);
+        put_n(&store, "U", 5, 10).await;
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn eio_on_write_fails_the_put_and_keeps_acknowledged_records() {
+    io_error_keeps_acknowledged_records(libc::EIO, false);
+}
+
+#[test]
+fn enospc_on_write_fails_the_put_and_keeps_acknowledged_records() {
+    io_error_keeps_acknowledged_records(libc::ENOSPC, false);
+}
+
+#[test]
+fn eio_on_fsync_fails_the_put_and_keeps_acknowledged_records() {
+    io_error_keeps_acknowledged_records(libc::EIO, true);
+}
+
+fn torn_tail_is_cut_off(damage: impl FnOnce(&SimStorage, u64, &[u8])) {
+    run(async move {
+        let (sim, clock, cfg) = (SimStorage::new(19), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 20, 500).await;
+        let end = store.max_physical_offset() as u64;
+        let (extra, _) = record("T", 0, &body_of(20, 500), "");
+        drop(store); // no clean close: the abort marker stays
+        damage(&sim, end, &extra);
+        let store = open(&sim, &clock, &cfg).await;
+        assert!(store.was_unclean_start());
+        assert_eq!(store.max_physical_offset() as u64, end);
+        assert_eq!(store.max_offset("T", 0), 20);
+        let seg = sim.file_bytes(&segment_path(0)).unwrap();
+        assert!(seg[end as usize..].iter().all(|b| *b == 0), "tail zeroed");
+        put_n(&store, "T", 0, 0).await;
+        let (rec, slots) = record("T", 0, &body_of(20, 500), "");
+        assert_eq!(store.put(rec, slots, true).await.unwrap().queue_offset, 20);
+        store.close().await.unwrap();
+        let store = open(&sim, &clock, &cfg).await;
+        check_bodies(&read_all(&store, "T").await, 21, 500);
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn garbage_after_the_last_record_is_cut_off_on_reopen() {
+    torn_tail_is_cut_off(|sim, end, _| sim.write_raw(&segment_path(0), end, &[0xAB; 700]));
+}
+
+#[test]
+fn a_half_written_record_is_cut_off_on_reopen() {
+    torn_tail_is_cut_off(|sim, end, extra| {
+        sim.write_raw(&segment_path(0), end, &extra[..extra.len() / 2]);
+    });
+}
+
+#[test]
+fn a_record_with_a_bad_crc_ends_the_log() {
+    torn_tail_is_cut_off(|sim, end, extra| {
+        let mut bad = extra.to_vec();
+        bad[28..36].copy_from_slice(&(end as i64).to_be_bytes());
+        let last = bad.len() - 1;
+        bad[last - 40] ^= 0xFF;
+        sim.write_raw(&segment_path(0), end, &bad);
+    });
+}
+
+#[test]
+fn crashes_keep_every_acknowledged_record_whatever_the_seed() {
+    for seed in 0..12 {
+        run(async move {
+            let align = if seed % 2 == 0 { 512 } else { 4096 };
+            let sim = SimStorage::with_alignment(seed, align);
+            let (clock, cfg) = (SimClock::new(1_000), small_config());
+            let mut acked = 0usize;
+            for round in 0..3 {
+                let store = open(&sim, &clock, &cfg).await;
+                assert_eq!(
+                    store.max_offset("T", 0),
+                    acked as i64,
+                    "seed {seed} round {round}"
+                );
+                check_bodies(&read_all(&store, "T").await, acked, 700);
+                for i in acked..acked + 40 {
+                    let (rec, slots) = record("T", 0, &body_of(i, 700), "");
+                    store.put(rec, slots, true).await.unwrap();
+                }
+                acked += 40;
+                // Unacknowledged appends in flight when the power goes.
+                for i in acked..acked + 3 {
+                    let (rec, slots) = record("T", 0, &body_of(i, 700), "");
+                    store.put(rec, slots, false).await.unwrap();
+                }
+                drop(store);
+                sim.crash();
+                let store = open(&sim, &clock, &cfg).await;
+                acked = store.max_offset("T", 0) as usize;
+                check_bodies(&read_all(&store, "T").await, acked, 700);
+                drop(store);
+                sim.crash();
+            }
+        });
+    }
+}
+
+#[test]
+fn consume_queues_and_index_are_rebuilt_from_the_commitlog() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(20), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 60, 1_500).await;
+        store.close().await.unwrap();
+        for path in sim.paths() {
+            let s = path.to_string_lossy();
+            if s.contains("/consumequeue/") || s.contains("/index/") || s.contains("/checkpoint/") {
+                sim.remove(&path).await.unwrap();
+            }
+        }
+        let store = open(&sim, &clock, &cfg).await;
+        check_bodies(&read_all(&store, "T").await, 60, 1_500);
+        let hit = store
+            .query_by_key("T", "k33", 5, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(view(&hit[0]).queue_offset, 33);
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn prepared_and_rollback_records_get_no_queue_unit_and_batches_are_consecutive() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(21), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 3, 10).await;
+        for flag in [sysflag::TRANSACTION_PREPARED, sysflag::TRANSACTION_ROLLBACK] {
+            let (rec, slots) = record_with_flag("T", 0, b"half", &props("t", "tx", "TX1"), flag);
+            let r = store.put(rec, slots, true).await.unwrap();
+            assert_eq!(r.queue_offset, 0);
+            let again = store
+                .read_by_physical_offset(r.physical_offset)
+                .await
+                .unwrap();
+            assert_eq!(view(&again).body, b"half");
+        }
+        assert_eq!(store.max_offset("T", 0), 3);
+        assert_eq!(
+            store
+                .query_by_key("T", "TX1", 10, 0, i64::MAX)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let batch: Vec<_> = (0..5)
+            .map(|i| record("T", 0, &body_of(i, 10), ""))
+            .collect();
+        let r = store.put_batch(batch, true).await.unwrap();
+        assert_eq!((r.queue_offset, r.physical_offsets.len()), (3, 5));
+        assert_eq!(store.max_offset("T", 0), 8);
+        let mixed = vec![record("T", 0, b"a", ""), record("T", 1, b"b", "")];
+        assert!(matches!(
+            store.put_batch(mixed, true).await,
+            Err(StoreError::MixedBatch)
+        ));
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_store_made_with_another_shard_count_is_refused() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(22), SimClock::new(1_000), small_config());
+        cfg.shard_count = 2;
+        open(&sim, &clock, &cfg).await.close().await.unwrap();
+        cfg.shard_count = 3;
+        let err = MessageStore::open(sim.clone(), Rc::new(clock.clone()), cfg.clone())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            StoreError::ShardCountMismatch {
+                found: 2,
+                configured: 3,
+                ..
+            }
+        ));
+    });
+}
+
+#[test]
+fn async_flush_acknowledges_at_once_and_flushes_in_the_background() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(23), SimClock::new(1_000), small_config());
+        cfg.flush_disk_type = FlushDiskType::AsyncFlush;
+        cfg.flush_interval_commitlog_ms = 20;
+        let store = open(&sim, &clock, &cfg).await;
+        let rounds = store.flush_rounds();
+        put_n(&store, "T", 10, 100).await;
+        assert_eq!(store.flush_rounds(), rounds, "no flush on the put path");
+        glommio::timer::sleep(Duration::from_millis(60)).await;
+        assert_eq!(store.flushed_physical_offset(), store.max_physical_offset());
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn real_disk_store_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(async move {
+        let mut cfg = small_config();
+        cfg.root_dir = root.clone();
+        cfg.commitlog_dir = root.join("commitlog");
+        let clock: Rc<dyn Clock> = Rc::new(SystemClock);
+        let store = MessageStore::open(DmaStorage, clock.clone(), cfg.clone())
+            .await
+            .unwrap();
+        for i in 0..200 {
+            let (rec, slots) = record(
+                "T",
+                0,
+                &body_of(i, 1_000),
+                &props("a", "k", &format!("u{i}")),
+            );
+            assert_eq!(
+                store.put(rec, slots, true).await.unwrap().status,
+                PutStatus::PutOk
+            );
+        }
+        store.close().await.unwrap();
+        let store = MessageStore::open(DmaStorage, clock, cfg).await.unwrap();
+        let mut offset = 0;
+        let mut n = 0;
+        while offset < store.max_offset("T", 0) {
+            let got = store
+                .get_messages("T", 0, offset, 32, 1 << 20, None)
+                .await
+                .unwrap();
+            for m in &got.messages {
+                assert_eq!(view(m).body, &body_of(n, 1_000)[..]);
+                n += 1;
+            }
+            offset = got.next_begin_offset;
+        }
+        assert_eq!(n, 200);
+        let hit = store
+            .query_by_key("T", "u150", 1, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(view(&hit[0]).queue_offset, 150);
+        store.close().await.unwrap();
+    });
+}

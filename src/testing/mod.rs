@@ -1,0 +1,7 @@
+//! Test doubles for the store: [`SimStorage`] (an in-memory, seeded file system with fault
+//! injection and crash simulation) and [`SimClock`]. Compiled for tests and with the `sim`
+//! feature only; never on the hot path of a release binary.
+
+pub mod sim_storage;
+
+pub use sim_storage::{SimClock, SimFaults, SimStorage};

@@ -1,0 +1,458 @@
+//! `SimStorage`: an in-memory [`Storage`] for tests. Seeded (every random choice comes from
+//! the seed, so a failing run can be replayed), with injectable faults: EIO or ENOSPC on writes
+//! and fsyncs, and fsyncs that stall. [`SimStorage::crash`] simulates power loss: each file
+//! keeps what its last successful `fdatasync` covered, and every operation since then is kept,
+//! lost, or (for writes) torn to a random prefix, in order. Only unsynced data can be lost
+//! (STYLE habit 14). Directory operations are durable at once.
+//!
+//! Runs on one glommio executor (fsync stalls sleep on the glommio timer).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::store::io::{IoBuffer, Storage, StorageFile};
+use crate::store::Clock;
+
+/// Faults to inject; each applies to files whose path starts with `path_prefix` (all when
+/// `None`).
+#[derive(Debug, Clone, Default)]
+pub struct SimFaults {
+    /// errno returned by every `write_at` and `pre_allocate` (e.g. `libc::EIO`,
+    /// `libc::ENOSPC`).
+    pub write_errno: Option<i32>,
+    /// errno returned by every `fdatasync`.
+    pub fsync_errno: Option<i32>,
+    /// How long every `fdatasync` takes.
+    pub fsync_delay: Duration,
+    /// Restricts the faults to paths with this prefix.
+    pub path_prefix: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { pos: u64, data: Vec<u8> },
+    SetLen(u64),
+    Zero { pos: u64, len: u64 },
+}
+
+#[derive(Debug, Default)]
+struct FileData {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<Op>,
+}
+
+#[derive(Debug)]
+struct State {
+    files: HashMap<u64, FileData>,
+    names: HashMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    next_id: u64,
+    rng: u64,
+    alignment: u64,
+    faults: SimFaults,
+    writes: u64,
+    fsyncs: u64,
+}
+
+/// The in-memory file system. Clones share it.
+#[derive(Clone)]
+pub struct SimStorage {
+    state: Rc<RefCell<State>>,
+}
+
+/// An open file of a [`SimStorage`].
+pub struct SimFile {
+    storage: SimStorage,
+    id: u64,
+    path: PathBuf,
+}
+
+/// A plain buffer (alignment is checked on write instead).
+pub struct SimBuffer(Vec<u8>);
+
+impl IoBuffer for SimBuffer {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+fn apply(data: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Write { pos, data: bytes } => {
+            let end = *pos as usize + bytes.len();
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            data[*pos as usize..end].copy_from_slice(bytes);
+        }
+        Op::SetLen(len) => data.resize(*len as usize, 0),
+        Op::Zero { pos, len } => {
+            let end = ((pos + len) as usize).min(data.len());
+            let start = (*pos as usize).min(end);
+            data[start..end].fill(0);
+        }
+    }
+}
+
+impl State {
+    fn next_random(&mut self) -> u64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn faulty(&self, path: &Path) -> bool {
+        match &self.faults.path_prefix {
+            Some(prefix) => path.starts_with(prefix),
+            None => true,
+        }
+    }
+
+    fn file(&mut self, id: u64) -> &mut FileData {
+        self.files.entry(id).or_default()
+    }
+
+    fn record(&mut self, id: u64, op: Op) {
+        let file = self.file(id);
+        apply(&mut file.current, &op);
+        file.pending.push(op);
+    }
+}
+
+impl SimStorage {
+    /// An empty file system with 512-byte alignment and the given seed.
+    pub fn new(seed: u64) -> SimStorage {
+        SimStorage::with_alignment(seed, 512)
+    }
+
+    /// An empty file system whose files report `alignment`.
+    pub fn with_alignment(seed: u64, alignment: u64) -> SimStorage {
+        assert!(alignment.is_power_of_two());
+        SimStorage {
+            state: Rc::new(RefCell::new(State {
+                files: HashMap::new(),
+                names: HashMap::new(),
+                dirs: BTreeSet::new(),
+                next_id: 1,
+                rng: seed,
+                alignment,
+                faults: SimFaults::default(),
+                writes: 0,
+                fsyncs: 0,
+            })),
+        }
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.state.borrow_mut().faults = faults;
+    }
+
+    /// Successful `fdatasync` calls so far.
+    pub fn fsync_count(&self) -> u64 {
+        self.state.borrow().fsyncs
+    }
+
+    /// Successful `write_at` calls so far.
+    pub fn write_count(&self) -> u64 {
+        self.state.borrow().writes
+    }
+
+    /// Simulates power loss: every file falls back to its durable image plus a random,
+    /// possibly torn, prefix-respecting selection of the operations not covered by an fsync.
+    pub fn crash(&self) {
+        let mut state = self.state.borrow_mut();
+        let ids: Vec<u64> = state.files.keys().copied().collect();
+        for id in ids {
+            let pending = std::mem::take(&mut state.file(id).pending);
+            let mut image = state.file(id).durable.clone();
+            for op in pending {
+                match state.next_random() % 3 {
+                    0 => {}
+                    1 => apply(&mut image, &op),
+                    _ => {
+                        if let Op::Write { pos, data } = &op {
+                            let keep = (state.next_random() % (data.len() as u64 + 1)) as usize;
+                            let torn = Op::Write {
+                                pos: *pos,
+                                data: data[..keep].to_vec(),
+                            };
+                            apply(&mut image, &torn);
+                        }
+                    }
+                }
+            }
+            let file = state.file(id);
+            file.durable = image.clone();
+            file.current = image;
+        }
+    }
+
+    /// The current content of a file, if it exists.
+    pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state.borrow();
+        let id = state.names.get(path)?;
+        state.files.get(id).map(|f| f.current.clone())
+    }
+
+    /// Overwrites bytes of a file durably (to plant garbage or corruption in tests).
+    pub fn write_raw(&self, path: &Path, pos: u64, bytes: &[u8]) {
+        self.modify_raw(
+            path,
+            Op::Write {
+                pos,
+                data: bytes.to_vec(),
+            },
+        );
+    }
+
+    /// Sets a file's length durably (to simulate a truncated file in tests).
+    pub fn set_len_raw(&self, path: &Path, len: u64) {
+        self.modify_raw(path, Op::SetLen(len));
+    }
+
+    fn modify_raw(&self, path: &Path, op: Op) {
+        let mut state = self.state.borrow_mut();
+        let Some(&id) = state.names.get(path) else {
+            panic!("no file {}", path.display());
+        };
+        let file = state.file(id);
+        apply(&mut file.current, &op);
+        apply(&mut file.durable, &op);
+    }
+
+    /// Paths of all files, sorted.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.state.borrow().names.keys().cloned().collect();
+        paths.sort();
+        paths
+    }
+}
+
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+}
+
+impl StorageFile for SimFile {
+    type Buffer = SimBuffer;
+
+    fn alignment(&self) -> u64 {
+        self.storage.state.borrow().alignment
+    }
+
+    fn alloc_buffer(&self, len: usize) -> SimBuffer {
+        assert_eq!(
+            len as u64 % self.alignment(),
+            0,
+            "unaligned buffer of {len}"
+        );
+        SimBuffer(vec![0xA5; len])
+    }
+
+    async fn write_at(&self, buf: SimBuffer, pos: u64) -> io::Result<()> {
+        let mut state = self.storage.state.borrow_mut();
+        let align = state.alignment;
+        assert_eq!(pos % align, 0, "unaligned write at {pos}");
+        assert_eq!(
+            buf.0.len() as u64 % align,
+            0,
+            "unaligned write of {}",
+            buf.0.len()
+        );
+        if let (true, Some(code)) = (state.faulty(&self.path), state.faults.write_errno) {
+            return Err(errno(code));
+        }
+        state.writes += 1;
+        state.record(self.id, Op::Write { pos, data: buf.0 });
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let mut state = self.storage.state.borrow_mut();
+        let data = &state.file(self.id).current;
+        let start = (pos as usize).min(data.len());
+        let end = (start + len).min(data.len());
+        Ok(Bytes::copy_from_slice(&data[start..end]))
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        let (delay, covered) = {
+            let mut state = self.storage.state.borrow_mut();
+            let covered = state.file(self.id).pending.len();
+            let faulty = state.faulty(&self.path);
+            if let (true, Some(code)) = (faulty, state.faults.fsync_errno) {
+                return Err(errno(code));
+            }
+            let delay = if faulty {
+                state.faults.fsync_delay
+            } else {
+                Duration::ZERO
+            };
+            (delay, covered)
+        };
+        if !delay.is_zero() {
+            glommio::timer::sleep(delay).await;
+        }
+        let mut state = self.storage.state.borrow_mut();
+        state.fsyncs += 1;
+        let file = state.file(self.id);
+        let covered = covered.min(file.pending.len());
+        let ops: Vec<Op> = file.pending.drain(..covered).collect();
+        for op in &ops {
+            apply(&mut file.durable, op);
+        }
+        Ok(())
+    }
+
+    async fn pre_allocate(&self, size: u64) -> io::Result<()> {
+        let mut state = self.storage.state.borrow_mut();
+        if let (true, Some(code)) = (state.faulty(&self.path), state.faults.write_errno) {
+            return Err(errno(code));
+        }
+        let len = state.file(self.id).current.len() as u64;
+        if size > len {
+            state.record(self.id, Op::SetLen(size));
+        }
+        Ok(())
+    }
+
+    async fn truncate(&self, size: u64) -> io::Result<()> {
+        self.storage
+            .state
+            .borrow_mut()
+            .record(self.id, Op::SetLen(size));
+        Ok(())
+    }
+
+    async fn zero_range(&self, pos: u64, len: u64) -> io::Result<()> {
+        self.storage
+            .state
+            .borrow_mut()
+            .record(self.id, Op::Zero { pos, len });
+        Ok(())
+    }
+
+    async fn file_size(&self) -> io::Result<u64> {
+        Ok(self.storage.state.borrow_mut().file(self.id).current.len() as u64)
+    }
+}
+
+impl Storage for SimStorage {
+    type File = SimFile;
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        let mut state = self.state.borrow_mut();
+        let id = match state.names.get(path) {
+            Some(id) => *id,
+            None if create => {
+                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !state.dirs.contains(&parent) {
+                    return Err(not_found(&parent));
+                }
+                let id = state.next_id;
+                state.next_id += 1;
+                state.names.insert(path.to_path_buf(), id);
+                state.files.insert(id, FileData::default());
+                id
+            }
+            None => return Err(not_found(path)),
+        };
+        Ok(SimFile {
+            storage: self.clone(),
+            id,
+            path: path.to_path_buf(),
+        })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        match state.names.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(not_found(path)),
+        }
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
+        state.names.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let state = self.state.borrow();
+        if !state.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        let children = state.names.keys().chain(state.dirs.iter());
+        let mut names: Vec<String> = children
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        for dir in path.ancestors() {
+            state.dirs.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
+    async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn exists(&self, path: &Path) -> io::Result<bool> {
+        let state = self.state.borrow();
+        Ok(state.names.contains_key(path) || state.dirs.contains(path))
+    }
+}
+
+/// A clock the test sets by hand.
+#[derive(Clone, Default)]
+pub struct SimClock {
+    now_ms: Rc<Cell<i64>>,
+}
+
+impl SimClock {
+    /// A clock at `now_ms`.
+    pub fn new(now_ms: i64) -> SimClock {
+        SimClock {
+            now_ms: Rc::new(Cell::new(now_ms)),
+        }
+    }
+
+    /// Sets the time.
+    pub fn set(&self, now_ms: i64) {
+        self.now_ms.set(now_ms);
+    }
+
+    /// Moves the time forward.
+    pub fn advance(&self, delta_ms: i64) {
+        self.now_ms.set(self.now_ms.get() + delta_ms);
+    }
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        self.now_ms.get()
+    }
+}
