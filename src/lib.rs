@@ -15,7 +15,7 @@
 //! | [`net`] | glommio sockets: accept loop, per-connection framing, pipelined dispatch |
 //! | [`store`] | one shard's message store: commitlog (O_DIRECT, group commit), consume queues, index, recovery, metadata files |
 //! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
-//! | [`broker`] | the broker: client registry so far (issue 4 builds the rest) |
+//! | [`broker`] | the broker: shards, routing over the mesh, request processors, registration |
 //! | `testing` | SimStorage and SimClock for seeded fault tests (tests and the `sim` feature only) |
 //! | [`client`] | a small blocking client (tests, admin); never imports servers |
 //!

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ringmq::config::NamesrvConfig;
+use ringmq::broker::{self, BrokerOptions};
+use ringmq::config::{resolve_namesrv_addrs, BrokerConfig, NamesrvConfig};
 use ringmq::namesrv::{self, NamesrvOptions};
 use ringmq::runtime::Shutdown;
 
@@ -23,10 +24,13 @@ enum Command {
     /// Run a nameserver (the route registry brokers register with and clients ask), like
     /// `mqnamesrv`. Listens on 9876 unless the config file says otherwise.
     Namesrv(NamesrvArgs),
-    /// Run a broker from a broker.properties file, like `mqbroker -c`. Not built yet.
-    Broker(NotBuiltArgs),
-    /// Run a nameserver and one broker in one process, store under ./store. Not built yet.
-    Standalone(NotBuiltArgs),
+    /// Run a broker from a broker.properties file, like `mqbroker -c`: one shard per core, each
+    /// owning its queues; registers with every nameserver of `-n`, `namesrvAddr` or
+    /// NAMESRV_ADDR.
+    Broker(BrokerArgs),
+    /// Run a nameserver (9876) and one broker (10911) in one process, store under ./store: the
+    /// quickest way to try ringmq with any RocketMQ client.
+    Standalone(StandaloneArgs),
     /// Administer a cluster with mqadmin's commands and flags. Not built yet.
     Admin(NotBuiltArgs),
     /// Stop a local broker or nameserver gracefully, like `mqshutdown`. Not built yet.
@@ -44,6 +48,32 @@ struct NamesrvArgs {
 }
 
 #[derive(Args, Debug)]
+struct BrokerArgs {
+    /// A broker.properties file (RocketMQ key names; see conf/broker.properties).
+    #[arg(short = 'c', long = "configFile", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Nameserver list, `host:port;host:port` (overrides namesrvAddr and NAMESRV_ADDR).
+    #[arg(short = 'n', long = "namesrvAddr", value_name = "ADDRS")]
+    namesrv_addr: Option<String>,
+    /// Print every config key with its value and exit (like `mqbroker -p`).
+    #[arg(short = 'p', long = "printConfigItem")]
+    print_config: bool,
+}
+
+#[derive(Args, Debug)]
+struct StandaloneArgs {
+    /// A broker.properties file for the broker (defaults otherwise).
+    #[arg(short = 'c', long = "configFile", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Where the store lives (overrides storePathRootDir).
+    #[arg(long, value_name = "DIR", default_value = "./store")]
+    store: PathBuf,
+    /// Nameserver port.
+    #[arg(long, default_value_t = 9876)]
+    namesrv_port: u16,
+}
+
+#[derive(Args, Debug)]
 struct NotBuiltArgs {
     /// Arguments (ignored until this command is built).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -55,8 +85,8 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Namesrv(args) => run_namesrv(args),
-        Command::Broker(_) => not_built("broker", "the broker (issue 4)"),
-        Command::Standalone(_) => not_built("standalone", "the broker (issue 4)"),
+        Command::Broker(args) => run_broker(args),
+        Command::Standalone(args) => run_standalone(args),
         Command::Admin(_) => not_built("admin", "the admin commands (issue 7)"),
         Command::Shutdown(_) => not_built("shutdown", "the admin commands (issue 7)"),
     }
@@ -75,7 +105,7 @@ fn init_logging() {
 }
 
 fn not_built(command: &str, what: &str) -> ExitCode {
-    eprintln!("ringmq {command}: not built yet; it arrives with {what}. Only `ringmq namesrv` runs today.");
+    eprintln!("ringmq {command}: not built yet; it arrives with {what}.");
     ExitCode::from(2)
 }
 
@@ -135,6 +165,108 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
         Err(e) => {
             eprintln!("ringmq namesrv: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn load_broker_config(path: Option<&PathBuf>) -> Result<BrokerConfig, String> {
+    let Some(path) = path else {
+        return Ok(BrokerConfig::default());
+    };
+    let (config, warnings) = BrokerConfig::load(path).map_err(|e| e.to_string())?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
+}
+
+fn fail(command: &str, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ringmq {command}: {message}");
+    ExitCode::from(1)
+}
+
+fn run_broker(args: BrokerArgs) -> ExitCode {
+    let config = match load_broker_config(args.config_file.as_ref()) {
+        Ok(config) => config,
+        Err(message) => return fail("broker", message),
+    };
+    if args.print_config {
+        print!("{}", config.to_properties());
+        return ExitCode::SUCCESS;
+    }
+    let namesrvs =
+        match resolve_namesrv_addrs(args.namesrv_addr.as_deref(), config.namesrv_addr.as_deref()) {
+            Ok(addrs) => addrs,
+            Err(e) => return fail("broker", e),
+        };
+    if namesrvs.is_empty() {
+        tracing::warn!("no nameserver given (-n, namesrvAddr or NAMESRV_ADDR): clients cannot find this broker");
+    }
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.on_signals() {
+        return fail("broker", format!("cannot install signal handlers: {e}"));
+    }
+    let options = BrokerOptions {
+        cfg: config,
+        namesrv_addrs: namesrvs.clone(),
+        port_override: None,
+        shards: 0,
+    };
+    let name = options.cfg.broker_name.clone();
+    match broker::start(options, shutdown) {
+        Ok(handle) => {
+            // The line Java's mqbroker prints; start scripts wait for it.
+            println!(
+                "The broker[{name}, {}] boot success. serializeType=JSON and name server is {}",
+                handle.broker_addr,
+                namesrvs.join(";")
+            );
+            handle.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("broker", e),
+    }
+}
+
+fn run_standalone(args: StandaloneArgs) -> ExitCode {
+    let mut config = match load_broker_config(args.config_file.as_ref()) {
+        Ok(config) => config,
+        Err(message) => return fail("standalone", message),
+    };
+    config.store_path_root_dir = args.store.clone();
+    config.store_path_commitlog = args.store.join("commitlog");
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.on_signals() {
+        return fail("standalone", format!("cannot install signal handlers: {e}"));
+    }
+    let mut ns_options = NamesrvOptions::new(SocketAddr::from(([0, 0, 0, 0], args.namesrv_port)));
+    ns_options.kv_config_path = Some(args.store.join("namesrv").join("kvConfig.json"));
+    let namesrv = match namesrv::start(ns_options, shutdown.clone()) {
+        Ok(handle) => handle,
+        Err(e) => return fail("standalone", e),
+    };
+    let ns_addr = format!("127.0.0.1:{}", namesrv.local_addr.port());
+    let options = BrokerOptions {
+        cfg: config,
+        namesrv_addrs: vec![ns_addr.clone()],
+        port_override: None,
+        shards: 0,
+    };
+    match broker::start(options, shutdown.clone()) {
+        Ok(handle) => {
+            println!(
+                "ringmq standalone: nameserver {ns_addr}, broker {} (store {}). Point clients at NAMESRV_ADDR={ns_addr}",
+                handle.broker_addr,
+                args.store.display()
+            );
+            handle.wait();
+            namesrv.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            shutdown.trigger();
+            namesrv.wait();
+            fail("standalone", e)
         }
     }
 }

@@ -1,5 +1,302 @@
-//! The broker (being built): per-shard request processing over the store. So far: the client
-//! registry that heartbeats feed and the topic table.
+//! The broker: N shards, one glommio executor each, every one accepting connections on the
+//! broker port (and the fast port, `listenPort - 2`) with SO_REUSEPORT and owning the queues
+//! [`placement`] gives it. Shard 0 is also the control shard (topic table, client registry,
+//! nameserver registration). Started by `ringmq broker` and `ringmq standalone`.
 
 pub mod consumer_groups;
+pub mod context;
+pub mod control;
+pub mod placement;
+mod processor;
+pub mod shard;
 pub mod topic_config;
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::ExecutorJoinHandle;
+
+use crate::config::BrokerConfig;
+use crate::net::{bind, reserve_addr, serve, ServerOptions};
+use crate::protocol::register::TopicConfig;
+use crate::runtime::mesh::{self, ShardMesh};
+use crate::runtime::{spawn_executor, ExecutorOptions, OffsetWatch, Shutdown};
+use crate::store::metadata::{self, ConsumerOffsetTable, SubscriptionGroupTable};
+use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
+use consumer_groups::ClientRegistry;
+use context::BrokerContext;
+use shard::{Control, MeshRequest, MeshResponse, Shard};
+use topic_config::TopicConfigManager;
+
+/// Capacity of each shard-to-shard inbox.
+const MESH_INBOX_CAPACITY: usize = 1024;
+
+/// Everything needed to run a broker.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    pub cfg: BrokerConfig,
+    /// Nameservers to register with.
+    pub namesrv_addrs: Vec<String>,
+    /// Listen on this port instead of `listenPort` (0: any free port; tests).
+    pub port_override: Option<u16>,
+    /// Shards (0 = one per available core, capped by the config's `shardCount`).
+    pub shards: usize,
+}
+
+/// A running broker.
+pub struct BrokerHandle {
+    /// The main port's address.
+    pub local_addr: SocketAddr,
+    /// The fast ("VIP") port's address.
+    pub fast_addr: SocketAddr,
+    /// The address clients are given (`brokerIP1:port`).
+    pub broker_addr: String,
+    shutdown: Shutdown,
+    joins: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// Asks the broker to stop and waits until every shard has flushed and exited.
+    pub fn stop(self) {
+        self.shutdown.trigger();
+        self.wait();
+    }
+
+    /// Waits until the broker has stopped.
+    pub fn wait(self) {
+        for join in self.joins {
+            if let Err(e) = join.join() {
+                tracing::error!(error = %e, "broker shard failed");
+            }
+        }
+    }
+}
+
+fn shard_count(options: &BrokerOptions) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let configured = options.cfg.shard_count as usize;
+    match (options.shards, configured) {
+        (0, 0) => cores,
+        (0, n) => n,
+        (n, _) => n,
+    }
+    .clamp(1, 64)
+}
+
+/// Starts a broker. Returns once every shard is listening.
+pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHandle> {
+    let shards = shard_count(&options);
+    let mut cfg = options.cfg.clone();
+    // glommio resolves some file paths against the process directory and others against an
+    // open directory: give it absolute paths only.
+    std::fs::create_dir_all(&cfg.store_path_root_dir)?;
+    cfg.store_path_root_dir = std::path::absolute(&cfg.store_path_root_dir)?;
+    cfg.store_path_commitlog = std::path::absolute(&cfg.store_path_commitlog)?;
+    let port = options.port_override.unwrap_or(cfg.listen_port);
+    let local_addr = reserve_addr(SocketAddr::new(cfg.listen_addr, port))?;
+    let fast_port = if port == 0 { 0 } else { port.saturating_sub(2) };
+    let fast_addr = reserve_addr(SocketAddr::new(cfg.listen_addr, fast_port))?;
+    let store_host = SocketAddr::new(cfg.broker_ip1, local_addr.port());
+    let ctx = BrokerContext {
+        broker_addr: store_host.to_string(),
+        store_host,
+        shards,
+        namesrv_addrs: options.namesrv_addrs.clone(),
+        cfg,
+    };
+    let topics = TopicConfigManager::open(&ctx.cfg, true).map_err(io::Error::other)?;
+    let initial_topics: Vec<TopicConfig> = topics.topics().cloned().collect();
+    let groups: SubscriptionGroupTable = metadata::load(
+        &metadata::MetadataPaths::new(&ctx.cfg.store_path_root_dir).subscription_group,
+    )
+    .map_err(io::Error::other)?;
+    let mesh_builder = mesh::builder::<MeshRequest, MeshResponse>(shards, MESH_INBOX_CAPACITY);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let mut control = Some((topics, groups));
+    let mut joins = Vec::new();
+    for id in 0..shards {
+        let seed = ShardSeed {
+            id,
+            ctx: ctx.clone(),
+            topics: initial_topics.clone(),
+            control: control.take().filter(|_| id == 0),
+            mesh: mesh_builder.clone(),
+            addrs: (local_addr, fast_addr),
+            ready: ready_tx.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let mut exec = ExecutorOptions::control_plane(&format!("shard-{id}"));
+        exec.io_memory_bytes = 8 << 20;
+        exec.ring_depth = ctx.cfg.io_depth.max(32) as usize;
+        exec.cpu = (shards > 1).then_some(id % num_cpus());
+        joins.push(spawn_executor(&exec, move || run_shard(seed))?);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("a broker shard exited during start-up"))??;
+    }
+    tracing::info!(%local_addr, %fast_addr, shards, broker = %ctx.broker_addr, "broker listening");
+    Ok(BrokerHandle {
+        local_addr,
+        fast_addr,
+        broker_addr: ctx.broker_addr,
+        shutdown,
+        joins,
+    })
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// What a shard's executor starts from.
+struct ShardSeed {
+    id: usize,
+    ctx: BrokerContext,
+    topics: Vec<TopicConfig>,
+    control: Option<(TopicConfigManager, SubscriptionGroupTable)>,
+    mesh: glommio::channels::channel_mesh::MeshBuilder<
+        mesh::Envelope<MeshRequest, MeshResponse>,
+        glommio::channels::channel_mesh::Full,
+    >,
+    addrs: (SocketAddr, SocketAddr),
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+    shutdown: Shutdown,
+}
+
+async fn run_shard(seed: ShardSeed) {
+    let ready = seed.ready.clone();
+    let shutdown = seed.shutdown.clone();
+    let (shard, listeners) = match open_shard(seed).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    let mut tasks = Vec::new();
+    if shard.control.is_some() {
+        tasks.push(glommio::spawn_local(control::run_registration(
+            Rc::clone(&shard),
+            shutdown.clone(),
+        )));
+    }
+    tasks.push(glommio::spawn_local(persist_offsets(
+        Rc::clone(&shard),
+        shutdown.clone(),
+    )));
+    let servers = listeners
+        .into_iter()
+        .map(|l| {
+            glommio::spawn_local(serve(
+                l,
+                Rc::clone(&shard),
+                ServerOptions::default(),
+                shutdown.clone(),
+            ))
+        })
+        .collect::<Vec<_>>();
+    for server in servers {
+        server.await;
+    }
+    for task in tasks {
+        task.await;
+    }
+    if let Err(e) = shard.store.close().await {
+        tracing::error!(shard = shard.id, error = %e, "closing the store failed");
+    }
+    tracing::info!(shard = shard.id, "shard stopped");
+}
+
+async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net::TcpListener>)> {
+    let store_cfg = StoreConfig::from_broker(&seed.ctx.cfg, seed.id as u8, seed.ctx.shards as u32);
+    let store = MessageStore::open(DmaStorage, Rc::new(SystemClock), store_cfg)
+        .await
+        .map_err(io::Error::other)?;
+    let offsets: ConsumerOffsetTable =
+        metadata::load(&offsets_path(&seed.ctx, seed.id)).map_err(io::Error::other)?;
+    let control = seed.control.map(|(topics, groups)| Control {
+        topics: RefCell::new(topics),
+        clients: RefCell::new(ClientRegistry::default()),
+        groups: RefCell::new(groups),
+    });
+    let shard = Rc::new(Shard {
+        id: seed.id,
+        ctx: Rc::new(seed.ctx),
+        store,
+        mesh: OnceCell::new(),
+        topics: RefCell::new(
+            seed.topics
+                .into_iter()
+                .map(|t| (t.topic_name.clone(), t))
+                .collect(),
+        ),
+        subscriptions: RefCell::new(HashMap::new()),
+        offsets: RefCell::new(offsets),
+        connections: RefCell::new(HashMap::new()),
+        control,
+        register_epoch: OffsetWatch::new(0),
+        next_queue: std::cell::Cell::new(0),
+    });
+    let weak = Rc::downgrade(&shard);
+    let mesh = ShardMesh::join(seed.mesh, move |_from, request| {
+        let shard = weak.upgrade();
+        async move {
+            match shard {
+                Some(shard) => shard.on_mesh(request).await,
+                None => None,
+            }
+        }
+    })
+    .await
+    .map_err(io::Error::other)?;
+    let _ = shard.mesh.set(mesh);
+    let listeners = vec![bind(seed.addrs.0)?, bind(seed.addrs.1)?];
+    Ok((shard, listeners))
+}
+
+/// Where shard `id` keeps its consumer offsets (`config/consumerOffset.json` for shard 0, as
+/// Java names it; `consumerOffset.<id>.json` for the others).
+fn offsets_path(ctx: &BrokerContext, id: usize) -> std::path::PathBuf {
+    let base = metadata::MetadataPaths::new(&ctx.cfg.store_path_root_dir).consumer_offset;
+    match id {
+        0 => base,
+        n => base.with_file_name(format!("consumerOffset.{n}.json")),
+    }
+}
+
+/// Persists the shard's consumer offsets every `flushConsumerOffsetInterval` and at shutdown.
+async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
+    let path = offsets_path(&shard.ctx, shard.id);
+    let interval = Duration::from_millis(shard.ctx.cfg.flush_consumer_offset_interval_ms.max(100));
+    loop {
+        let stopping = future::or(
+            async {
+                glommio::timer::sleep(interval).await;
+                false
+            },
+            async {
+                shutdown.wait().await;
+                true
+            },
+        )
+        .await;
+        // A small blocking write of one JSON file, as Java's ConfigManager does; bounded by the
+        // number of (group, queue) pairs this shard owns.
+        if let Err(e) = metadata::persist(&path, &*shard.offsets.borrow()) {
+            tracing::error!(error = %e, "cannot persist consumer offsets");
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! only the wire protocol, so it works against ringmq and Java RocketMQ alike; it never imports
 //! `namesrv`, `broker` or `store`.
 
+pub mod broker;
 pub mod namesrv;
 
 use std::io::{self, Read, Write};

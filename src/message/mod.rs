@@ -1,5 +1,6 @@
 //! The message model and the stored record layout (MESSAGE.md). Pure: no I/O, no request codes.
 
+pub mod batch;
 pub mod properties;
 pub mod record;
 

@@ -101,3 +101,96 @@ pub fn broker(
         },
     }
 }
+
+/// A nameserver and a broker registered with it, store in a temp dir on a real file system
+/// (glommio drops O_DIRECT on tmpfs); stopped when dropped.
+pub struct TestBroker {
+    pub namesrv: TestNamesrv,
+    handle: Option<ringmq::broker::BrokerHandle>,
+    /// The broker's main port on loopback.
+    pub addr: String,
+    pub store: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestBroker {
+    /// One broker with `shards` shards and a fresh store.
+    pub fn start(shards: usize) -> TestBroker {
+        let dir = tempfile::Builder::new()
+            .prefix("ringmq-it-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let store = dir.path().to_path_buf();
+        let mut broker = TestBroker::start_in(TestNamesrv::start(), &store, shards, |_| {});
+        broker._dir = Some(dir);
+        broker
+    }
+
+    /// A broker over `store` (kept), registering with `namesrv`, after `tweak`.
+    pub fn start_in(
+        namesrv: TestNamesrv,
+        store: &std::path::Path,
+        shards: usize,
+        tweak: impl FnOnce(&mut ringmq::config::BrokerConfig),
+    ) -> TestBroker {
+        let mut cfg = ringmq::config::BrokerConfig {
+            broker_name: "broker-it".into(),
+            broker_ip1: "127.0.0.1".parse().unwrap(),
+            broker_ip2: "127.0.0.1".parse().unwrap(),
+            listen_addr: "127.0.0.1".parse().unwrap(),
+            store_path_root_dir: store.to_path_buf(),
+            store_path_commitlog: store.join("commitlog"),
+            mapped_file_size_commitlog_bytes: 64 << 20,
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let options = ringmq::broker::BrokerOptions {
+            cfg,
+            namesrv_addrs: vec![namesrv.addr.clone()],
+            port_override: Some(0),
+            shards,
+        };
+        let handle = ringmq::broker::start(options, Shutdown::new()).expect("broker starts");
+        let addr = handle.local_addr.to_string();
+        TestBroker {
+            namesrv,
+            handle: Some(handle),
+            addr,
+            store: store.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// A raw connection to the broker.
+    pub fn connection(&self) -> Connection {
+        Connection::connect(&self.addr, TIMEOUT).expect("connect to broker")
+    }
+
+    /// Stops the broker gracefully, keeping the nameserver and the store.
+    pub fn stop(mut self) -> (TestNamesrv, Option<tempfile::TempDir>) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop();
+        }
+        let dir = self._dir.take();
+        let namesrv = std::mem::replace(&mut self.namesrv, TestNamesrv::detached());
+        (namesrv, dir)
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop();
+        }
+    }
+}
+
+impl TestNamesrv {
+    /// A placeholder that owns no server.
+    pub fn detached() -> TestNamesrv {
+        TestNamesrv {
+            handle: None,
+            addr: String::new(),
+        }
+    }
+}

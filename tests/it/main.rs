@@ -1,5 +1,6 @@
 //! The one integration test binary: black-box tests through real sockets.
 
+mod broker_basic;
 mod golden;
 mod harness;
 mod namesrv_route;

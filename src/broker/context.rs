@@ -1,0 +1,38 @@
+//! What every shard of a broker knows and never changes while it runs: its configuration and
+//! identity. Built once at start-up and copied into each shard.
+
+use std::net::SocketAddr;
+
+use crate::config::{BrokerConfig, BrokerRole};
+
+/// A broker's identity and settings.
+#[derive(Debug, Clone)]
+pub struct BrokerContext {
+    pub cfg: BrokerConfig,
+    /// `brokerIP1:listenPort`: the address clients reach, written into every stored record and
+    /// offsetMsgId.
+    pub store_host: SocketAddr,
+    /// `store_host` as text (registration, routes).
+    pub broker_addr: String,
+    /// Number of shards.
+    pub shards: usize,
+    /// Nameservers to register with.
+    pub namesrv_addrs: Vec<String>,
+}
+
+impl BrokerContext {
+    /// True when this broker accepts writes (not a slave, write permission set).
+    pub fn writable(&self) -> bool {
+        self.cfg.broker_role != BrokerRole::Slave && self.cfg.broker_permission & 2 != 0
+    }
+
+    /// True when this broker serves reads.
+    pub fn readable(&self) -> bool {
+        self.cfg.broker_permission & 4 != 0
+    }
+
+    /// The broker's permission as Java's `PermName` bits.
+    pub fn permission(&self) -> i32 {
+        i32::from(self.cfg.broker_permission)
+    }
+}

@@ -1,0 +1,161 @@
+//! HEART_BEAT, UNREGISTER_CLIENT and GET_CONSUMER_LIST_BY_GROUP, on the control shard (the
+//! client registry lives there), plus what happens when a client connection closes: the
+//! group's other members are told to rebalance (NOTIFY_CONSUMER_IDS_CHANGED) and every shard
+//! learns the group's subscriptions for its pulls.
+
+use std::time::Instant;
+
+use super::{field_failure, Failure};
+use crate::broker::consumer_groups::{ChannelId, ClientChannel, ConsumerHeartbeat};
+use crate::broker::shard::{MeshRequest, Origin, Shard};
+use crate::broker::topic_config::retry_topic;
+use crate::protocol::heartbeat::{ConsumerIdList, HeartbeatData};
+use crate::protocol::route::to_json_body;
+use crate::protocol::Fields;
+use crate::remoting::{request as req, response as resp, RemotingCommand};
+
+impl Shard {
+    pub(super) fn heartbeat(
+        &self,
+        origin: Origin,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let Some(control) = &self.control else {
+            return Err((
+                resp::SYSTEM_ERROR,
+                "heartbeat routed to a non-control shard".into(),
+            ));
+        };
+        let data: HeartbeatData = serde_json::from_slice(&cmd.body).map_err(|e| {
+            (
+                resp::SYSTEM_ERROR,
+                format!("the heartbeat body does not parse: {e}"),
+            )
+        })?;
+        let client = ClientChannel {
+            channel: origin.channel,
+            client_id: data.client_id.clone(),
+            addr: origin.peer,
+            language: cmd.language,
+            version: cmd.version,
+            last_update: Instant::now(),
+        };
+        for consumer in data.consumer_data_set {
+            let group = consumer.group_name.clone();
+            let retry_queues = control
+                .groups
+                .borrow_mut()
+                .get_or_auto_create(&group, self.ctx.cfg.auto_create_subscription_group)
+                .config()
+                .map(|g| g.retry_queue_nums);
+            if let Some(queues) = retry_queues.filter(|q| *q > 0) {
+                self.ensure_control_topic(&retry_topic(&group), queues);
+            }
+            let beat = ConsumerHeartbeat {
+                group: group.clone(),
+                consume_type: consumer.consume_type,
+                message_model: consumer.message_model,
+                consume_from_where: consumer.consume_from_where,
+                subscriptions: consumer.subscription_data_set,
+            };
+            let changed = control
+                .clients
+                .borrow_mut()
+                .register_consumer(beat, client.clone());
+            if changed {
+                self.group_changed(&group);
+            }
+        }
+        for producer in data.producer_data_set {
+            control
+                .clients
+                .borrow_mut()
+                .register_producer(&producer.group_name, client.clone());
+        }
+        Ok(cmd.success_to())
+    }
+
+    pub(super) fn unregister_client(
+        &self,
+        origin: Origin,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let Some(control) = &self.control else {
+            return Err((
+                resp::SYSTEM_ERROR,
+                "unregister routed to a non-control shard".into(),
+            ));
+        };
+        cmd.req_str("clientID").map_err(field_failure)?;
+        if let Some(group) = cmd.opt_str("producerGroup") {
+            control
+                .clients
+                .borrow_mut()
+                .unregister_producer(group, origin.channel);
+        }
+        if let Some(group) = cmd.opt_str("consumerGroup") {
+            if control
+                .clients
+                .borrow_mut()
+                .unregister_consumer(group, origin.channel)
+            {
+                self.group_changed(group);
+            }
+        }
+        Ok(cmd.success_to())
+    }
+
+    pub(super) fn consumer_list(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let group = cmd.req_str("consumerGroup").map_err(field_failure)?;
+        let ids = self
+            .control
+            .as_ref()
+            .map(|c| c.clients.borrow().consumer_ids(group))
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Err((
+                resp::SYSTEM_ERROR,
+                format!("no consumer for this group, {group}"),
+            ));
+        }
+        let body = to_json_body(&ConsumerIdList {
+            consumer_id_list: ids,
+        });
+        Ok(cmd.success_to().with_body(body))
+    }
+
+    /// A connection closed: drop its clients and tell the groups that changed.
+    pub fn client_connection_closed(&self, channel: ChannelId) {
+        let Some(control) = &self.control else { return };
+        let changed = control.clients.borrow_mut().connection_closed(channel);
+        for group in changed {
+            self.group_changed(&group);
+        }
+    }
+
+    /// A consumer group's membership or subscriptions changed: its members rebalance and every
+    /// shard learns its subscriptions.
+    fn group_changed(&self, group: &str) {
+        let Some(control) = &self.control else { return };
+        let (channels, subscriptions) = {
+            let clients = control.clients.borrow();
+            match clients.consumer_group(group) {
+                Some(g) => (
+                    g.channels.keys().copied().collect::<Vec<_>>(),
+                    g.subscriptions.values().cloned().collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            }
+        };
+        if self.ctx.cfg.notify_consumer_ids_changed_enable {
+            let notify = RemotingCommand::request(req::NOTIFY_CONSUMER_IDS_CHANGED)
+                .with_ext("consumerGroup", group);
+            self.send_to_channels(channels.into_iter().map(|c| (c, notify.clone())).collect());
+        }
+        let group = group.to_string();
+        self.spawn_broadcast(move || MeshRequest::SubscriptionsChanged {
+            group: group.clone(),
+            subscriptions: subscriptions.clone(),
+        });
+    }
+}

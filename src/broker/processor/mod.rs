@@ -1,0 +1,49 @@
+//! Request processing on the shard a request was routed to: one file per request family, each
+//! turning a `protocol` request into store calls and a response. Dispatch is one `match`.
+
+mod client;
+mod offset;
+mod pull;
+mod send;
+
+use std::rc::Rc;
+
+use super::shard::{Origin, Shard};
+use crate::protocol::FieldError;
+use crate::remoting::{request as req, response as resp, RemotingCommand};
+
+/// A failed request: response code and remark.
+pub(crate) type Failure = (i32, String);
+
+pub(crate) fn field_failure(e: FieldError) -> Failure {
+    (resp::SYSTEM_ERROR, e.to_string())
+}
+
+impl Shard {
+    /// Processes `command` on this shard (it was routed here). `None` answers nothing.
+    pub async fn process(
+        self: Rc<Self>,
+        origin: Origin,
+        command: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        let result = match command.code {
+            req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => {
+                self.send(origin, &command).await
+            }
+            req::PULL_MESSAGE => self.pull(&command).await,
+            req::HEART_BEAT => self.heartbeat(origin, &command),
+            req::UNREGISTER_CLIENT => self.unregister_client(origin, &command),
+            req::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(&command),
+            req::QUERY_CONSUMER_OFFSET => self.query_consumer_offset(&command),
+            req::UPDATE_CONSUMER_OFFSET => self.update_consumer_offset(&command),
+            req::GET_MAX_OFFSET | req::GET_MIN_OFFSET => self.queue_offset(&command),
+            req::SEARCH_OFFSET_BY_TIMESTAMP => self.search_offset(&command).await,
+            req::GET_EARLIEST_MSG_STORETIME => self.earliest_store_time(&command).await,
+            code => Err((
+                resp::REQUEST_CODE_NOT_SUPPORTED,
+                format!(" request type {code} not supported"),
+            )),
+        };
+        Some(result.unwrap_or_else(|(code, remark)| command.error_to(code, remark)))
+    }
+}

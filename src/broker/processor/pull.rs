@@ -1,0 +1,257 @@
+//! PULL_MESSAGE (11) on the shard that owns the queue (PROTOCOL.md §7.3): subscription checks,
+//! tag filtering by hash code, long polling parked on the queue's watch (woken by the append,
+//! answered PULL_NOT_FOUND at the deadline), the offset commit piggybacked on the pull, and the
+//! store status mapped to RocketMQ's response codes. Bodies are the stored records as they are.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use futures_lite::future;
+
+use super::{field_failure, Failure};
+use crate::broker::shard::Shard;
+use crate::broker::topic_config::perm;
+use crate::config::BrokerRole;
+use crate::protocol::heartbeat::{parse_tag_expression, SubscriptionData};
+use crate::protocol::Fields;
+use crate::remoting::{response as resp, RemotingCommand};
+use crate::store::{GetResult, GetStatus};
+
+/// PullSysFlag bits.
+const FLAG_COMMIT_OFFSET: i64 = 0x1;
+const FLAG_SUSPEND: i64 = 0x2;
+const FLAG_SUBSCRIPTION: i64 = 0x4;
+
+struct PullRequest<'a> {
+    group: &'a str,
+    topic: &'a str,
+    queue_id: i32,
+    offset: i64,
+    max_count: usize,
+    sys_flag: i64,
+    commit_offset: i64,
+    suspend_ms: u64,
+}
+
+impl<'a> PullRequest<'a> {
+    fn parse(cmd: &'a RemotingCommand) -> Result<PullRequest<'a>, Failure> {
+        Ok(PullRequest {
+            group: cmd.req_str("consumerGroup").map_err(field_failure)?,
+            topic: cmd.req_str("topic").map_err(field_failure)?,
+            queue_id: cmd.req_i32("queueId").map_err(field_failure)?,
+            offset: cmd.req_i64("queueOffset").map_err(field_failure)?,
+            max_count: cmd
+                .req_i64("maxMsgNums")
+                .map_err(field_failure)?
+                .clamp(1, 1024) as usize,
+            sys_flag: cmd.req_i64("sysFlag").map_err(field_failure)?,
+            commit_offset: cmd
+                .opt_i64("commitOffset")
+                .map_err(field_failure)?
+                .unwrap_or(-1),
+            suspend_ms: cmd
+                .opt_i64("suspendTimeoutMillis")
+                .map_err(field_failure)?
+                .unwrap_or(0)
+                .clamp(0, 60_000) as u64,
+        })
+    }
+}
+
+impl Shard {
+    pub(super) async fn pull(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let request = PullRequest::parse(cmd)?;
+        if !self.ctx.readable() {
+            return Err((
+                resp::NO_PERMISSION,
+                format!(
+                    "the broker[{}] pulling message is forbidden",
+                    self.ctx.broker_addr
+                ),
+            ));
+        }
+        let topic = self.topic(request.topic).ok_or_else(|| {
+            (
+                resp::TOPIC_NOT_EXIST,
+                format!("topic[{}] not exist, apply first please!", request.topic),
+            )
+        })?;
+        if topic.perm & perm::READ == 0 {
+            return Err((
+                resp::NO_PERMISSION,
+                format!("the topic[{}] pulling message is forbidden", request.topic),
+            ));
+        }
+        if request.queue_id < 0 || request.queue_id >= topic.read_queue_nums {
+            let remark = format!(
+                "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}] consumer:[{}]",
+                request.queue_id, request.topic, topic.read_queue_nums, request.group
+            );
+            return Err((resp::SYSTEM_ERROR, remark));
+        }
+        let filter = self.pull_filter(cmd, &request).await?;
+        if request.sys_flag & FLAG_COMMIT_OFFSET != 0
+            && request.commit_offset >= 0
+            && self.ctx.cfg.broker_role != BrokerRole::Slave
+        {
+            self.offsets.borrow_mut().commit(
+                request.topic,
+                request.group,
+                request.queue_id,
+                request.commit_offset,
+            );
+        }
+        let mut result = self.read_queue(&request, filter.as_ref()).await?;
+        let may_wait = request.sys_flag & FLAG_SUSPEND != 0 && self.ctx.cfg.long_polling_enable;
+        if may_wait && pull_code(&result, request.offset) == resp::PULL_NOT_FOUND {
+            self.park(&request).await;
+            result = self.read_queue(&request, filter.as_ref()).await?;
+        }
+        Ok(pull_response(cmd, result, request.offset))
+    }
+
+    /// Waits until the queue grows past the requested offset or the suspend time passes. Woken
+    /// by the append's dispatch, never by polling.
+    async fn park(&self, request: &PullRequest<'_>) {
+        let watch = self.store.queue_watch(request.topic, request.queue_id);
+        let target = request.offset.max(0) as u64 + 1;
+        let arrived = async {
+            let _ = watch.wait_for(target).await;
+        };
+        future::or(
+            arrived,
+            glommio::timer::sleep(Duration::from_millis(request.suspend_ms)),
+        )
+        .await;
+    }
+
+    async fn read_queue(
+        &self,
+        request: &PullRequest<'_>,
+        filter: Option<&HashSet<i32>>,
+    ) -> Result<GetResult, Failure> {
+        let max_bytes = self.ctx.cfg.max_transfer_in_memory_bytes as usize;
+        let max_count = request
+            .max_count
+            .min(self.ctx.cfg.max_transfer_in_memory_count.max(1) as usize);
+        self.store
+            .get_messages(
+                request.topic,
+                request.queue_id,
+                request.offset,
+                max_count,
+                max_bytes,
+                filter,
+            )
+            .await
+            .map_err(|e| (resp::SYSTEM_ERROR, e.to_string()))
+    }
+
+    /// The tag codes to filter by (`None`: everything), from the pull's own expression or from
+    /// the group's heartbeat.
+    async fn pull_filter(
+        &self,
+        cmd: &RemotingCommand,
+        request: &PullRequest<'_>,
+    ) -> Result<Option<HashSet<i32>>, Failure> {
+        let sub_version = cmd
+            .opt_i64("subVersion")
+            .map_err(field_failure)?
+            .unwrap_or(0);
+        let expression_type = cmd.opt_str("expressionType").unwrap_or("TAG");
+        if !expression_type.eq_ignore_ascii_case("TAG") {
+            let remark = format!(
+                "The broker does not support consumer to filter message by {expression_type}"
+            );
+            return Err((resp::SUBSCRIPTION_PARSE_FAILED, remark));
+        }
+        let subscription = if request.sys_flag & FLAG_SUBSCRIPTION != 0 {
+            parse_tag_expression(
+                request.topic,
+                cmd.opt_str("subscription").unwrap_or("*"),
+                sub_version,
+            )
+        } else {
+            let found = self.subscription(request.group, request.topic).await;
+            let sub = found.ok_or_else(|| {
+                (
+                    resp::SUBSCRIPTION_NOT_EXIST,
+                    "the consumer's subscription not exist".to_string(),
+                )
+            })?;
+            if sub.sub_version < sub_version {
+                return Err((
+                    resp::SUBSCRIPTION_NOT_LATEST,
+                    "the consumer's subscription not latest".into(),
+                ));
+            }
+            sub
+        };
+        Ok((!subscription.matches_all()).then(|| {
+            subscription
+                .tag_codes()
+                .into_iter()
+                .map(|c| c as i32)
+                .collect()
+        }))
+    }
+
+    /// A group's subscription to a topic: from the registry on the control shard, else from this
+    /// shard's replica.
+    async fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionData> {
+        if let Some(control) = &self.control {
+            return control.clients.borrow().subscription(group, topic).cloned();
+        }
+        self.subscriptions
+            .borrow()
+            .get(group)
+            .and_then(|t| t.get(topic))
+            .cloned()
+    }
+}
+
+/// Java's mapping of a store status to a pull response code.
+fn pull_code(result: &GetResult, requested: i64) -> i32 {
+    match result.status {
+        GetStatus::Found => resp::SUCCESS,
+        GetStatus::NoMatchedMessage | GetStatus::MessageWasRemoving => resp::PULL_RETRY_IMMEDIATELY,
+        GetStatus::NoMessageInQueue if requested != 0 => resp::PULL_OFFSET_MOVED,
+        GetStatus::NoMessageInQueue | GetStatus::OffsetOverflowOne | GetStatus::OffsetFoundNull => {
+            resp::PULL_NOT_FOUND
+        }
+        GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly => resp::PULL_OFFSET_MOVED,
+    }
+}
+
+fn status_name(status: GetStatus) -> &'static str {
+    match status {
+        GetStatus::Found => "FOUND",
+        GetStatus::NoMatchedMessage => "NO_MATCHED_MESSAGE",
+        GetStatus::MessageWasRemoving => "MESSAGE_WAS_REMOVING",
+        GetStatus::NoMessageInQueue => "NO_MESSAGE_IN_QUEUE",
+        GetStatus::OffsetTooSmall => "OFFSET_TOO_SMALL",
+        GetStatus::OffsetOverflowOne => "OFFSET_OVERFLOW_ONE",
+        GetStatus::OffsetOverflowBadly => "OFFSET_OVERFLOW_BADLY",
+        GetStatus::OffsetFoundNull => "OFFSET_FOUND_NULL",
+    }
+}
+
+fn pull_response(cmd: &RemotingCommand, result: GetResult, requested: i64) -> RemotingCommand {
+    let code = pull_code(&result, requested);
+    let mut response = cmd
+        .response_to(code, Some(status_name(result.status).to_string()))
+        .with_ext("suggestWhichBrokerId", "0")
+        .with_ext("nextBeginOffset", result.next_begin_offset.to_string())
+        .with_ext("minOffset", result.min_offset.to_string())
+        .with_ext("maxOffset", result.max_offset.to_string());
+    if code == resp::SUCCESS {
+        let len = result.messages.iter().map(|m| m.len()).sum();
+        let mut body = BytesMut::with_capacity(len);
+        for message in &result.messages {
+            body.put_slice(message);
+        }
+        response.body = body.freeze();
+    }
+    response
+}

@@ -1,0 +1,336 @@
+//! One broker shard: its store, the queues it owns and their consumer offsets, a replica of the
+//! topic table and of consumer subscriptions, and the connections it accepted. Shard 0 is also
+//! the control shard ([`Control`]): the topic table's owner, the client registry and the
+//! nameserver registration. Every request is routed to the shard that owns what it touches and
+//! runs there (DESIGN.md "Threads and ownership"); other shards are reached only over the mesh.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+
+use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
+use crate::broker::context::BrokerContext;
+use crate::broker::placement::{owner_shard, shard_of_physical};
+use crate::broker::topic_config::TopicConfigManager;
+use crate::net::{Connection, Handler, Reply};
+use crate::protocol::heartbeat::SubscriptionData;
+use crate::protocol::register::TopicConfig;
+use crate::protocol::Fields;
+use crate::remoting::{request as req, RemotingCommand};
+use crate::runtime::mesh::ShardMesh;
+use crate::store::metadata::{ConsumerOffsetTable, SubscriptionGroupTable};
+use crate::store::MessageStore;
+
+/// Where a request came from: the client's address and its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub peer: SocketAddr,
+    pub channel: ChannelId,
+}
+
+/// Messages between shards.
+pub enum MeshRequest {
+    /// Process this client request here and answer it.
+    Forward {
+        origin: Origin,
+        command: RemotingCommand,
+    },
+    /// Send `command` on connection `connection` of the receiving shard (NOTIFY, check-back).
+    SendOnConnection {
+        connection: u64,
+        command: RemotingCommand,
+    },
+    /// The control shard changed a topic (`None`: deleted).
+    TopicChanged {
+        name: String,
+        config: Option<TopicConfig>,
+    },
+    /// The control shard's view of a group's subscriptions changed (empty: group gone).
+    SubscriptionsChanged {
+        group: String,
+        subscriptions: Vec<SubscriptionData>,
+    },
+    /// To the control shard: create `topic` for a send, as TBW102 allows.
+    CreateTopicForSend {
+        topic: String,
+        default_topic: String,
+        queue_nums: i32,
+        sys_flag: i32,
+    },
+    /// To the control shard: a connection of the sending shard closed.
+    ConnectionClosed { channel: ChannelId },
+}
+
+/// Answers on the mesh.
+pub enum MeshResponse {
+    Reply(Option<RemotingCommand>),
+    Topic(Option<TopicConfig>),
+}
+
+/// State that lives only on the control shard.
+pub struct Control {
+    pub topics: RefCell<TopicConfigManager>,
+    pub clients: RefCell<ClientRegistry>,
+    pub groups: RefCell<SubscriptionGroupTable>,
+}
+
+/// One shard.
+pub struct Shard {
+    pub id: usize,
+    pub ctx: Rc<BrokerContext>,
+    pub store: MessageStore,
+    pub mesh: OnceCell<Rc<ShardMesh<MeshRequest, MeshResponse>>>,
+    /// Replica of the control shard's topic table.
+    pub topics: RefCell<HashMap<String, TopicConfig>>,
+    /// Replica of consumer subscriptions: group → topic → subscription.
+    pub subscriptions: RefCell<HashMap<String, HashMap<String, SubscriptionData>>>,
+    /// Committed offsets of the queues this shard owns.
+    pub offsets: RefCell<ConsumerOffsetTable>,
+    /// Connections accepted by this shard, for frames the broker initiates.
+    pub connections: RefCell<HashMap<u64, Weak<Connection>>>,
+    pub control: Option<Control>,
+    /// Bumped when the nameservers should hear from us again (a topic changed).
+    pub register_epoch: crate::runtime::OffsetWatch,
+    /// Round-robin cursor for sends that let the broker pick the queue.
+    pub next_queue: std::cell::Cell<u32>,
+}
+
+/// Where a request runs.
+enum Route {
+    Here,
+    Shard(usize),
+}
+
+impl Shard {
+    /// The mesh (joined before any request is served).
+    pub fn mesh(&self) -> Option<&Rc<ShardMesh<MeshRequest, MeshResponse>>> {
+        self.mesh.get()
+    }
+
+    fn route(&self, cmd: &RemotingCommand) -> Route {
+        let shards = self.ctx.shards;
+        if shards == 1 {
+            return Route::Here;
+        }
+        let queue_owner = |topic_key: &'static str, queue_key: &'static str| {
+            let topic = cmd.ext(topic_key).unwrap_or_default();
+            let queue = cmd
+                .ext(queue_key)
+                .and_then(|q| q.trim().parse::<i32>().ok())
+                .unwrap_or(0);
+            Route::Shard(owner_shard(topic, queue, shards))
+        };
+        match cmd.code {
+            req::SEND_MESSAGE => queue_owner("topic", "queueId"),
+            req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => queue_owner("b", "e"),
+            req::PULL_MESSAGE
+            | req::QUERY_CONSUMER_OFFSET
+            | req::UPDATE_CONSUMER_OFFSET
+            | req::GET_MAX_OFFSET
+            | req::GET_MIN_OFFSET
+            | req::SEARCH_OFFSET_BY_TIMESTAMP
+            | req::GET_EARLIEST_MSG_STORETIME => queue_owner("topic", "queueId"),
+            req::VIEW_MESSAGE_BY_ID | req::CONSUMER_SEND_MSG_BACK => match cmd.req_i64("offset") {
+                Ok(offset) => Route::Shard(shard_of_physical(offset) % shards),
+                Err(_) => Route::Here,
+            },
+            _ => Route::Shard(0),
+        }
+    }
+
+    /// A send with a negative queueId lets the broker pick the queue (Java: random over the
+    /// write queues); it is picked here, round robin, before routing to the queue's owner.
+    fn pick_send_queue(&self, command: &mut RemotingCommand) {
+        let (topic_key, queue_key) = match command.code {
+            req::SEND_MESSAGE => ("topic", "queueId"),
+            req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => ("b", "e"),
+            _ => return,
+        };
+        let queue = command
+            .ext(queue_key)
+            .and_then(|q| q.trim().parse::<i32>().ok());
+        if queue.is_none_or(|q| q >= 0) {
+            return;
+        }
+        let topic = command.ext(topic_key).unwrap_or_default();
+        let queues = self.topic(topic).map_or(1, |t| t.write_queue_nums.max(1));
+        let next = self.next_queue.get().wrapping_add(1);
+        self.next_queue.set(next);
+        command.set_ext(queue_key, (next % queues as u32).to_string());
+    }
+
+    /// Runs `command` where it belongs and returns its answer.
+    pub async fn dispatch(
+        self: Rc<Self>,
+        origin: Origin,
+        mut command: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        self.pick_send_queue(&mut command);
+        match self.route(&command) {
+            Route::Shard(to) if to != self.id => {
+                let mesh = self.mesh()?;
+                match mesh
+                    .call(to, MeshRequest::Forward { origin, command })
+                    .await
+                {
+                    Ok(MeshResponse::Reply(reply)) => reply,
+                    _ => None,
+                }
+            }
+            _ => self.process(origin, command).await,
+        }
+    }
+
+    /// Serves a message from another shard.
+    pub async fn on_mesh(self: Rc<Self>, request: MeshRequest) -> Option<MeshResponse> {
+        match request {
+            MeshRequest::Forward { origin, command } => {
+                Some(MeshResponse::Reply(self.process(origin, command).await))
+            }
+            MeshRequest::SendOnConnection {
+                connection,
+                command,
+            } => {
+                self.send_on_connection(connection, command);
+                None
+            }
+            MeshRequest::TopicChanged { name, config } => {
+                self.apply_topic_change(name, config);
+                None
+            }
+            MeshRequest::SubscriptionsChanged {
+                group,
+                subscriptions,
+            } => {
+                self.apply_subscriptions(group, subscriptions);
+                None
+            }
+            MeshRequest::CreateTopicForSend {
+                topic,
+                default_topic,
+                queue_nums,
+                sys_flag,
+            } => {
+                let created = self
+                    .create_topic_for_send(&topic, &default_topic, queue_nums, sys_flag)
+                    .await;
+                Some(MeshResponse::Topic(created))
+            }
+            MeshRequest::ConnectionClosed { channel } => {
+                self.client_connection_closed(channel);
+                None
+            }
+        }
+    }
+
+    /// Sends a broker-initiated frame on one of this shard's connections (best effort).
+    pub fn send_on_connection(&self, connection: u64, command: RemotingCommand) {
+        let conn = self
+            .connections
+            .borrow()
+            .get(&connection)
+            .and_then(Weak::upgrade);
+        if let Some(conn) = conn {
+            conn.send_oneway(command);
+        }
+    }
+
+    /// Sends broker-initiated frames on connections wherever they live: this shard's at once,
+    /// other shards' from a task (best effort, like Java's oneway sends).
+    pub fn send_to_channels(&self, frames: Vec<(ChannelId, RemotingCommand)>) {
+        let mut remote = Vec::new();
+        for (channel, command) in frames {
+            if usize::from(channel.shard) == self.id {
+                self.send_on_connection(channel.connection, command);
+            } else {
+                remote.push((channel, command));
+            }
+        }
+        let Some(mesh) = self.mesh().filter(|_| !remote.is_empty()).cloned() else {
+            return;
+        };
+        glommio::spawn_local(async move {
+            for (channel, command) in remote {
+                let msg = MeshRequest::SendOnConnection {
+                    connection: channel.connection,
+                    command,
+                };
+                let _ = mesh.tell(usize::from(channel.shard), msg).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Tells every other shard.
+    pub async fn broadcast(&self, make: impl Fn() -> MeshRequest) {
+        let Some(mesh) = self.mesh() else { return };
+        for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
+            let _ = mesh.tell(shard, make()).await;
+        }
+    }
+
+    fn apply_topic_change(&self, name: String, config: Option<TopicConfig>) {
+        let mut topics = self.topics.borrow_mut();
+        match config {
+            Some(config) => topics.insert(name, config),
+            None => topics.remove(&name),
+        };
+    }
+
+    fn apply_subscriptions(&self, group: String, subscriptions: Vec<SubscriptionData>) {
+        let mut table = self.subscriptions.borrow_mut();
+        if subscriptions.is_empty() {
+            table.remove(&group);
+        } else {
+            table.insert(
+                group,
+                subscriptions
+                    .into_iter()
+                    .map(|s| (s.topic.clone(), s))
+                    .collect(),
+            );
+        }
+    }
+
+    /// A topic from this shard's replica.
+    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
+        self.topics.borrow().get(name).cloned()
+    }
+}
+
+/// The connection-facing side of a shard.
+impl Handler for Shard {
+    fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
+        let origin = Origin {
+            peer: conn.peer,
+            channel: ChannelId {
+                shard: self.id as u8,
+                connection: conn.id,
+            },
+        };
+        self.connections
+            .borrow_mut()
+            .entry(conn.id)
+            .or_insert_with(|| Rc::downgrade(conn));
+        Reply::Later(Box::pin(Rc::clone(self).dispatch(origin, request)))
+    }
+
+    fn on_close(&self, conn: &Connection) {
+        self.connections.borrow_mut().remove(&conn.id);
+        let channel = ChannelId {
+            shard: self.id as u8,
+            connection: conn.id,
+        };
+        if let Some(mesh) = self.mesh().filter(|_| self.id != 0).cloned() {
+            glommio::spawn_local(async move {
+                let _ = mesh
+                    .tell(0, MeshRequest::ConnectionClosed { channel })
+                    .await;
+            })
+            .detach();
+        } else if self.control.is_some() {
+            self.client_connection_closed(channel);
+        }
+    }
+}

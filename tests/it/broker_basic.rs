@@ -1,0 +1,340 @@
+//! The broker through our own client: send, pull, long polling, tags, offsets, heartbeats,
+//! bad input, several shards, restart.
+
+use std::time::{Duration, Instant};
+
+use ringmq::client::broker::OutgoingMessage;
+use ringmq::message::properties::{Properties, KEYS, TAGS};
+use ringmq::protocol::heartbeat::{
+    parse_tag_expression, ConsumeType, ConsumerData, HeartbeatData, MessageModel,
+};
+use ringmq::remoting::{request, response, RemotingCommand};
+
+use crate::harness::TestBroker;
+
+fn message(topic: &str, queue_id: i32, body: &str, tag: &str, keys: &str) -> OutgoingMessage {
+    let mut properties = Properties::default();
+    properties.set(TAGS, tag);
+    properties.set(KEYS, keys);
+    properties.set("userProp", "v1");
+    OutgoingMessage {
+        topic: topic.into(),
+        queue_id,
+        body: body.as_bytes().to_vec(),
+        properties,
+        flag: 7,
+    }
+}
+
+#[test]
+fn sent_messages_pull_back_with_body_tags_keys_and_properties() {
+    let broker = TestBroker::start(1);
+    let mut conn = broker.connection();
+    for i in 0..10 {
+        let sent = conn
+            .send_message(
+                "pg",
+                &message(
+                    "RoundTrip",
+                    1,
+                    &format!("body-{i}"),
+                    "TagA",
+                    &format!("k{i}"),
+                ),
+            )
+            .unwrap();
+        assert_eq!(sent.code, response::SUCCESS);
+        assert_eq!((sent.queue_id, sent.queue_offset), (1, i));
+        assert_eq!(sent.msg_id.len(), 32);
+    }
+    let pulled = conn.pull("cg", "RoundTrip", 1, 0, 32, "*", 0).unwrap();
+    assert_eq!(pulled.code, response::SUCCESS);
+    assert_eq!(pulled.next_begin_offset, 10);
+    assert_eq!(pulled.messages.len(), 10);
+    for (i, m) in pulled.messages.iter().enumerate() {
+        assert_eq!(m.body, format!("body-{i}").as_bytes());
+        assert_eq!(m.queue_offset, i as i64);
+        assert_eq!(m.properties.get(TAGS), Some("TagA"));
+        assert_eq!(m.properties.get(KEYS), Some(format!("k{i}").as_str()));
+        assert_eq!(m.properties.get("userProp"), Some("v1"));
+        assert_eq!(m.properties.get("CLUSTER"), Some("DefaultCluster"));
+        assert_eq!(m.properties.get("WAIT"), None);
+    }
+    let empty = conn.pull("cg", "RoundTrip", 1, 10, 32, "*", 0).unwrap();
+    assert_eq!(empty.code, response::PULL_NOT_FOUND);
+    // Past the end: OFFSET_MOVED, and (as Java, since the queue starts at 0) back to its start.
+    let moved = conn.pull("cg", "RoundTrip", 1, 50, 32, "*", 0).unwrap();
+    assert_eq!(
+        (moved.code, moved.next_begin_offset),
+        (response::PULL_OFFSET_MOVED, 0)
+    );
+}
+
+#[test]
+fn an_auto_created_topic_is_routed_by_the_nameserver() {
+    let broker = TestBroker::start(1);
+    broker
+        .connection()
+        .send_message("pg", &message("AutoTopic", 0, "x", "t", "k"))
+        .unwrap();
+    let mut ns = broker.namesrv.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let route = loop {
+        match ns.route("AutoTopic") {
+            Ok(route) => break route,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no route: {e}"),
+        }
+    };
+    assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+    assert_eq!(route.broker_datas[0].broker_addrs[&0], broker.addr);
+}
+
+#[test]
+fn a_parked_pull_is_woken_by_the_send() {
+    let broker = TestBroker::start(1);
+    broker
+        .connection()
+        .send_message("pg", &message("Parked", 0, "first", "t", "k"))
+        .unwrap();
+    let mut puller = broker.connection();
+    puller.timeout = Duration::from_secs(30);
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let result = puller.pull("cg", "Parked", 0, 1, 32, "*", 20_000).unwrap();
+        (result, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    broker
+        .connection()
+        .send_message("pg", &message("Parked", 0, "second", "t", "k"))
+        .unwrap();
+    let (result, waited) = waiter.join().unwrap();
+    assert_eq!(result.code, response::SUCCESS);
+    assert_eq!(result.messages[0].body, b"second");
+    // Woken by the append, not by the 20 s deadline.
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+}
+
+#[test]
+fn tag_filtering_returns_only_matching_tags() {
+    let broker = TestBroker::start(1);
+    let mut conn = broker.connection();
+    for (i, tag) in ["A", "B", "C", "A", "B"].iter().enumerate() {
+        conn.send_message("pg", &message("Tags", 0, &i.to_string(), tag, "k"))
+            .unwrap();
+    }
+    let pulled = conn.pull("cg", "Tags", 0, 0, 32, "A || C", 0).unwrap();
+    let bodies: Vec<String> = pulled
+        .messages
+        .iter()
+        .map(|m| String::from_utf8(m.body.clone()).unwrap())
+        .collect();
+    assert_eq!(bodies, ["0", "2", "3"]);
+    assert_eq!(pulled.next_begin_offset, 5);
+}
+
+#[test]
+fn consumer_offsets_commit_query_and_queue_bounds() {
+    let broker = TestBroker::start(2);
+    let mut conn = broker.connection();
+    for _ in 0..3 {
+        conn.send_message("pg", &message("Offsets", 2, "x", "t", "k"))
+            .unwrap();
+    }
+    let q = [
+        ("consumerGroup", "cg"),
+        ("topic", "Offsets"),
+        ("queueId", "2"),
+    ];
+    assert_eq!(
+        conn.offset_call(request::QUERY_CONSUMER_OFFSET, &q)
+            .unwrap(),
+        0
+    );
+    let update = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "cg")
+        .with_ext("topic", "Offsets")
+        .with_ext("queueId", "2")
+        .with_ext("commitOffset", "2");
+    conn.call(update).unwrap();
+    assert_eq!(
+        conn.offset_call(request::QUERY_CONSUMER_OFFSET, &q)
+            .unwrap(),
+        2
+    );
+    let bounds = [("topic", "Offsets"), ("queueId", "2")];
+    assert_eq!(
+        conn.offset_call(request::GET_MAX_OFFSET, &bounds).unwrap(),
+        3
+    );
+    assert_eq!(
+        conn.offset_call(request::GET_MIN_OFFSET, &bounds).unwrap(),
+        0
+    );
+}
+
+fn heartbeat(client_id: &str, group: &str, topic: &str) -> HeartbeatData {
+    HeartbeatData {
+        client_id: client_id.into(),
+        consumer_data_set: vec![ConsumerData {
+            consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+            consume_type: ConsumeType::Passively,
+            group_name: group.into(),
+            message_model: MessageModel::Clustering,
+            subscription_data_set: vec![parse_tag_expression(topic, "*", 1)],
+            unit_mode: false,
+        }],
+        producer_data_set: vec![],
+    }
+}
+
+#[test]
+fn heartbeats_build_the_group_and_a_new_member_notifies_the_others() {
+    let broker = TestBroker::start(2);
+    let mut first = broker.connection();
+    first
+        .heartbeat(&heartbeat("c1", "group-h", "HbTopic"))
+        .unwrap();
+    let mut second = broker.connection();
+    second
+        .heartbeat(&heartbeat("c2", "group-h", "HbTopic"))
+        .unwrap();
+    let list = first
+        .call(
+            RemotingCommand::request(request::GET_CONSUMER_LIST_BY_GROUP)
+                .with_ext("consumerGroup", "group-h"),
+        )
+        .unwrap();
+    assert_eq!(&list.body[..], br#"{"consumerIdList":["c1","c2"]}"#);
+    // The first member is told to rebalance.
+    let notify = match first.unsolicited.pop() {
+        Some(frame) => frame,
+        None => first.read_command().expect("NOTIFY_CONSUMER_IDS_CHANGED"),
+    };
+    assert_eq!(notify.code, request::NOTIFY_CONSUMER_IDS_CHANGED);
+    assert_eq!(notify.ext("consumerGroup"), Some("group-h"));
+    // A pull without its own subscription uses the heartbeat's (on every shard).
+    first
+        .send_message("pg", &message("HbTopic", 3, "x", "t", "k"))
+        .unwrap();
+    let pull = RemotingCommand::request(request::PULL_MESSAGE)
+        .with_ext("consumerGroup", "group-h")
+        .with_ext("topic", "HbTopic")
+        .with_ext("queueId", "3")
+        .with_ext("queueOffset", "0")
+        .with_ext("maxMsgNums", "32")
+        .with_ext("sysFlag", "0")
+        .with_ext("commitOffset", "0")
+        .with_ext("suspendTimeoutMillis", "0")
+        .with_ext("subVersion", "1");
+    assert_eq!(first.invoke(pull).unwrap().code, response::SUCCESS);
+    drop(second);
+    let list = loop {
+        let list = first
+            .invoke(
+                RemotingCommand::request(request::GET_CONSUMER_LIST_BY_GROUP)
+                    .with_ext("consumerGroup", "group-h"),
+            )
+            .unwrap();
+        if &list.body[..] == br#"{"consumerIdList":["c1"]}"# {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(list.code, response::SUCCESS);
+}
+
+#[test]
+fn bad_requests_get_clear_answers() {
+    let broker = TestBroker::start(1);
+    let mut conn = broker.connection();
+    let mut big = message("Big", 0, "", "t", "k");
+    big.body = vec![b'x'; 4 * 1024 * 1024 + 1];
+    let err = conn.send_message("pg", &big).unwrap_err();
+    assert_eq!(err.code(), Some(response::MESSAGE_ILLEGAL));
+    assert!(err.to_string().contains("4194304"), "{err}");
+    let err = conn
+        .send_message("pg", &message("bad topic", 0, "x", "t", "k"))
+        .unwrap_err();
+    assert_eq!(err.code(), Some(response::SYSTEM_ERROR));
+    let err = conn
+        .send_message("pg", &message("Queues", 99, "x", "t", "k"))
+        .unwrap_err();
+    assert!(err.to_string().contains("queueId[99] is illegal"), "{err}");
+    let answer = conn.invoke(RemotingCommand::request(9999)).unwrap();
+    assert_eq!(answer.code, response::REQUEST_CODE_NOT_SUPPORTED);
+    let missing = conn
+        .invoke(RemotingCommand::request(request::PULL_MESSAGE).with_ext("topic", "T"))
+        .unwrap();
+    assert_eq!(missing.code, response::SYSTEM_ERROR);
+    assert!(missing.remark.unwrap().contains("consumerGroup"));
+}
+
+#[test]
+fn several_shards_serve_every_queue() {
+    let broker = TestBroker::start(2);
+    let mut conn = broker.connection();
+    for q in 0..4 {
+        for i in 0..5 {
+            let sent = conn
+                .send_message("pg", &message("Sharded", q, &format!("{q}-{i}"), "t", "k"))
+                .unwrap();
+            assert_eq!(sent.queue_offset, i);
+        }
+    }
+    for q in 0..4 {
+        let pulled = conn.pull("cg", "Sharded", q, 0, 32, "*", 0).unwrap();
+        let bodies: Vec<String> = pulled
+            .messages
+            .iter()
+            .map(|m| String::from_utf8(m.body.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            bodies,
+            (0..5).map(|i| format!("{q}-{i}")).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_graceful_restart_keeps_messages_and_offsets() {
+    let broker = TestBroker::start(2);
+    let store = broker.store.clone();
+    let mut conn = broker.connection();
+    for i in 0..20 {
+        conn.send_message("pg", &message("Restart", i % 4, &i.to_string(), "t", "k"))
+            .unwrap();
+    }
+    let update = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "cg")
+        .with_ext("topic", "Restart")
+        .with_ext("queueId", "1")
+        .with_ext("commitOffset", "3");
+    conn.call(update).unwrap();
+    drop(conn);
+    let (namesrv, dir) = broker.stop();
+    let broker = TestBroker::start_in(namesrv, &store, 2, |_| {});
+    let mut conn = broker.connection();
+    let q = [
+        ("consumerGroup", "cg"),
+        ("topic", "Restart"),
+        ("queueId", "1"),
+    ];
+    assert_eq!(
+        conn.offset_call(request::QUERY_CONSUMER_OFFSET, &q)
+            .unwrap(),
+        3
+    );
+    let total: usize = (0..4)
+        .map(|q| {
+            conn.pull("cg", "Restart", q, 0, 32, "*", 0)
+                .unwrap()
+                .messages
+                .len()
+        })
+        .sum();
+    assert_eq!(total, 20);
+    drop(broker);
+    drop(dir);
+}
