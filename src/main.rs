@@ -235,13 +235,14 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
     };
     config.store_path_root_dir = args.store.clone();
     config.store_path_commitlog = args.store.join("commitlog");
+    // The broker stops first (flush, unregister from the nameserver), then the nameserver.
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.on_signals() {
         return fail("standalone", format!("cannot install signal handlers: {e}"));
     }
     let mut ns_options = NamesrvOptions::new(SocketAddr::from(([0, 0, 0, 0], args.namesrv_port)));
     ns_options.kv_config_path = Some(args.store.join("namesrv").join("kvConfig.json"));
-    let namesrv = match namesrv::start(ns_options, shutdown.clone()) {
+    let namesrv = match namesrv::start(ns_options, Shutdown::new()) {
         Ok(handle) => handle,
         Err(e) => return fail("standalone", e),
     };
@@ -260,12 +261,11 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
                 args.store.display()
             );
             handle.wait();
-            namesrv.wait();
+            namesrv.stop();
             ExitCode::SUCCESS
         }
         Err(e) => {
-            shutdown.trigger();
-            namesrv.wait();
+            namesrv.stop();
             fail("standalone", e)
         }
     }
