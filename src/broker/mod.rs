@@ -7,7 +7,7 @@ pub mod consumer_groups;
 pub mod context;
 pub mod control;
 pub mod placement;
-mod processor;
+pub mod processor;
 pub mod shard;
 pub mod topic_config;
 
@@ -228,6 +228,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
         topics: RefCell::new(topics),
         clients: RefCell::new(ClientRegistry::default()),
         groups: RefCell::new(groups),
+        locks: RefCell::new(Default::default()),
     });
     let shard = Rc::new(Shard {
         id: seed.id,

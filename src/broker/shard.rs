@@ -60,12 +60,15 @@ pub enum MeshRequest {
     },
     /// To the control shard: a connection of the sending shard closed.
     ConnectionClosed { channel: ChannelId },
+    /// Look a key up in this shard's index only.
+    QueryKey(crate::broker::processor::query::KeyQuery),
 }
 
 /// Answers on the mesh.
 pub enum MeshResponse {
     Reply(Option<RemotingCommand>),
     Topic(Option<TopicConfig>),
+    Messages(Vec<bytes::Bytes>),
 }
 
 /// State that lives only on the control shard.
@@ -73,6 +76,7 @@ pub struct Control {
     pub topics: RefCell<TopicConfigManager>,
     pub clients: RefCell<ClientRegistry>,
     pub groups: RefCell<SubscriptionGroupTable>,
+    pub locks: RefCell<crate::broker::processor::lock::LockTable>,
 }
 
 /// One shard.
@@ -220,6 +224,9 @@ impl Shard {
             MeshRequest::ConnectionClosed { channel } => {
                 self.client_connection_closed(channel);
                 None
+            }
+            MeshRequest::QueryKey(query) => {
+                Some(MeshResponse::Messages(self.query_local(&query).await))
             }
         }
     }

@@ -338,3 +338,96 @@ fn a_graceful_restart_keeps_messages_and_offsets() {
     drop(broker);
     drop(dir);
 }
+
+#[test]
+fn messages_are_found_by_key_unique_key_and_offset_msg_id() {
+    let broker = TestBroker::start(2);
+    let mut conn = broker.connection();
+    let mut ids = Vec::new();
+    for q in 0..4 {
+        let mut msg = message(
+            "Lookup",
+            q,
+            &format!("body-{q}"),
+            "t",
+            &format!("order-{q} shared"),
+        );
+        msg.properties.set("UNIQ_KEY", &format!("UNIQ{q:04}"));
+        ids.push(conn.send_message("pg", &msg).unwrap().msg_id);
+    }
+    let query = |conn: &mut ringmq::client::Connection, key: &str, unique: bool| {
+        let cmd = RemotingCommand::request(request::QUERY_MESSAGE)
+            .with_ext("topic", "Lookup")
+            .with_ext("key", key)
+            .with_ext("maxNum", "32")
+            .with_ext("beginTimestamp", "0")
+            .with_ext("endTimestamp", i64::MAX.to_string())
+            .with_ext("_UNIQUE_KEY_QUERY", unique.to_string());
+        let reply = conn.invoke(cmd).unwrap();
+        let found = ringmq::client::broker::decode_messages(&reply.body).unwrap();
+        let mut bodies: Vec<String> = found
+            .iter()
+            .map(|m| String::from_utf8(m.body.clone()).unwrap())
+            .collect();
+        bodies.sort();
+        (reply.code, bodies)
+    };
+    assert_eq!(
+        query(&mut conn, "order-2", false),
+        (response::SUCCESS, vec!["body-2".to_string()])
+    );
+    assert_eq!(
+        query(&mut conn, "shared", false).1.len(),
+        4,
+        "found on every shard"
+    );
+    assert_eq!(query(&mut conn, "UNIQ0003", true).1, ["body-3"]);
+    assert_eq!(
+        query(&mut conn, "nothing", false).0,
+        response::QUERY_NOT_FOUND
+    );
+    for (q, id) in ids.iter().enumerate() {
+        let (_, offset) = ringmq::message::decode_offset_msg_id(id).unwrap();
+        let view = conn
+            .invoke(
+                RemotingCommand::request(request::VIEW_MESSAGE_BY_ID)
+                    .with_ext("offset", offset.to_string()),
+            )
+            .unwrap();
+        assert_eq!(view.code, response::SUCCESS);
+        let found = ringmq::client::broker::decode_messages(&view.body).unwrap();
+        assert_eq!(found[0].body, format!("body-{q}").as_bytes());
+    }
+}
+
+#[test]
+fn orderly_consumers_lock_queues_exclusively() {
+    let broker = TestBroker::start(1);
+    let mut conn = broker.connection();
+    let lock = |conn: &mut ringmq::client::Connection, code: i32, client: &str, queues: &[i32]| {
+        let mq: Vec<String> = queues
+            .iter()
+            .map(|q| format!(r#"{{"brokerName":"broker-it","queueId":{q},"topic":"Ordered"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"clientId":"{client}","consumerGroup":"og","mqSet":[{}]}}"#,
+            mq.join(",")
+        );
+        let reply = conn
+            .call(RemotingCommand::request(code).with_body(body.into_bytes()))
+            .unwrap();
+        let ok: ringmq::protocol::heartbeat::LockBatchResponse =
+            serde_json::from_slice(&reply.body).unwrap_or_default();
+        ok.lock_ok_mq_set
+            .iter()
+            .map(|m| m.queue_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lock(&mut conn, request::LOCK_BATCH_MQ, "c1", &[0, 1]),
+        [0, 1]
+    );
+    assert_eq!(lock(&mut conn, request::LOCK_BATCH_MQ, "c2", &[1, 2]), [2]);
+    lock(&mut conn, request::UNLOCK_BATCH_MQ, "c1", &[1]);
+    assert_eq!(lock(&mut conn, request::LOCK_BATCH_MQ, "c2", &[1]), [1]);
+}

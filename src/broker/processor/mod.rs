@@ -2,8 +2,10 @@
 //! turning a `protocol` request into store calls and a response. Dispatch is one `match`.
 
 mod client;
+pub mod lock;
 mod offset;
 mod pull;
+pub mod query;
 mod send;
 
 use std::rc::Rc;
@@ -39,6 +41,9 @@ impl Shard {
             req::GET_MAX_OFFSET | req::GET_MIN_OFFSET => self.queue_offset(&command),
             req::SEARCH_OFFSET_BY_TIMESTAMP => self.search_offset(&command).await,
             req::GET_EARLIEST_MSG_STORETIME => self.earliest_store_time(&command).await,
+            req::LOCK_BATCH_MQ | req::UNLOCK_BATCH_MQ => self.lock_batch(&command),
+            req::QUERY_MESSAGE => self.query_message(&command).await,
+            req::VIEW_MESSAGE_BY_ID => self.view_message(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),
