@@ -9,6 +9,11 @@
 //! Written only by `dispatch` (in memory, at once) and flushed by the store's background
 //! task; always rebuildable from the commitlog. Memory: the unflushed units plus at most one
 //! small chunk per queue written since open.
+//!
+//! Retention (STORE.md §3): after commitlog segments are deleted, a queue's min offset moves
+//! to its first unit that points at or past the commitlog's min offset, and its files wholly
+//! below that go (never the last one). The same correction runs at open, so a crash between
+//! the two steps leaves nothing behind.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,6 +36,8 @@ pub const CQ_FILE_GRANULE_BYTES: u64 = 20 * 1024;
 const CQ_CHUNK_BYTES: usize = 4000;
 /// Bytes read at once when searching a file backwards for its last unit.
 const CQ_SCAN_BYTES: u64 = 4000;
+/// Units read at once when looking past blank units for the next real one.
+const BLANK_SCAN_UNITS: u64 = 200;
 
 /// One consume-queue unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +277,77 @@ impl<S: Storage> ConsumeQueue<S> {
         }
         Ok(())
     }
+
+    /// Retention: moves the min offset to the first unit pointing at or past `clog_min` (an
+    /// offset in this shard's commitlog) and removes the files wholly below it, except the
+    /// last file. Returns how many files went, and whether one that could go had to stay
+    /// because part of it is not flushed yet (a later pass removes it).
+    pub(crate) async fn clean_below(&self, clog_min: u64) -> io::Result<(usize, bool)> {
+        let min = self.first_kept(clog_min).await?;
+        assert!(
+            min <= self.max_offset(),
+            "min {min} past max {}",
+            self.max_offset()
+        );
+        if min > self.min.get() {
+            self.min.set(min);
+        }
+        // Files before the one holding the min offset are wholly below it.
+        let below = self.log.segment_of(self.min.get() * CQ_UNIT_BYTES);
+        let mut removed = 0;
+        loop {
+            let starts = self.log.segment_starts();
+            let (Some(&first), true) = (starts.first(), starts.len() > 1) else {
+                break;
+            };
+            let end = first + self.log.segment_bytes();
+            if end > below || end > self.log.flushed() {
+                break;
+            }
+            self.log.remove_oldest(first).await?;
+            removed += 1;
+        }
+        // Bytes below still in memory will make (or grow) files a later pass must remove.
+        let unflushed = self.log.flushed() < below;
+        if removed > 0 {
+            self.log.sync_dir().await?;
+        }
+        Ok((removed, unflushed))
+    }
+
+    /// The first offset in `[min, max)` whose unit points at or past `clog_min`; the max
+    /// offset when there is none. Binary search: units point ever further into the log.
+    async fn first_kept(&self, clog_min: u64) -> io::Result<u64> {
+        let (mut lo, mut hi) = (self.min_offset(), self.max_offset());
+        if lo == hi || self.kept_from(lo, hi, clog_min).await? {
+            return Ok(lo);
+        }
+        lo += 1;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.kept_from(mid, hi, clog_min).await? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Whether the first non-blank unit in `[from, hi)` points at or past `clog_min` (true
+    /// when every one is blank: a gap carries no record to lose).
+    async fn kept_from(&self, from: u64, hi: u64, clog_min: u64) -> io::Result<bool> {
+        let mut at = from;
+        while at < hi {
+            let units = self.units(at, BLANK_SCAN_UNITS.min(hi - at)).await?;
+            assert!(!units.is_empty(), "no unit at {at} below max {hi}");
+            if let Some(u) = units.iter().find(|u| !u.is_blank()) {
+                return Ok(u.is_valid() && split_physical(u.physical_offset).1 >= clog_min);
+            }
+            at += units.len() as u64;
+        }
+        Ok(true)
+    }
 }
 
 /// Queues by topic, then queue id (looked up by `&str` without allocating).
@@ -361,5 +439,72 @@ impl<S: Storage> ConsumeQueues<S> {
             glommio::yield_if_needed().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SimStorage;
+
+    fn unit(pos: u64) -> CqUnit {
+        CqUnit {
+            physical_offset: pos as i64,
+            size: 100,
+            tags_code: 0,
+        }
+    }
+
+    /// A queue of 1024-unit files whose unit `i` points at commitlog offset `i * 100`, with
+    /// units 1500..1510 missing (filled with blank units).
+    async fn queue_with_a_gap(sim: &SimStorage) -> Rc<ConsumeQueue<SimStorage>> {
+        let queues = ConsumeQueues::new(sim.clone(), PathBuf::from("/s/cq"), 20 * 1024);
+        let cq = queues.get_or_create("T", 0);
+        for i in (0..1500).chain(1510..3000) {
+            cq.append(i, unit(i * 100));
+        }
+        cq
+    }
+
+    #[test]
+    fn cleaning_moves_the_min_past_removed_records_and_blank_gaps_and_drops_files() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(7);
+            let cq = queue_with_a_gap(&sim).await;
+            cq.flush().await.unwrap();
+            assert_eq!(cq.clean_below(0).await.unwrap(), (0, false));
+            assert_eq!(cq.min_offset(), 0);
+            assert_eq!(cq.clean_below(1_499 * 100).await.unwrap(), (1, false));
+            assert_eq!(cq.min_offset(), 1_499);
+            // Blank units carry no record: the min may land on the first of them.
+            cq.clean_below(1_505 * 100).await.unwrap();
+            assert_eq!(cq.min_offset(), 1_500);
+            cq.clean_below(1_510 * 100).await.unwrap();
+            assert_eq!(cq.min_offset(), 1_500, "the next real unit is kept");
+            cq.clean_below(1_511 * 100).await.unwrap();
+            assert_eq!(cq.min_offset(), 1_511);
+            // Everything gone: the queue is empty at its max, and its last file stays.
+            assert_eq!(cq.clean_below(u64::MAX >> 8).await.unwrap(), (1, false));
+            assert_eq!((cq.min_offset(), cq.max_offset()), (3_000, 3_000));
+            assert_eq!(cq.log.segment_starts(), vec![2 * 20 * 1024]);
+            assert_eq!(
+                cq.clean_below(0).await.unwrap(),
+                (0, false),
+                "never backwards"
+            );
+            assert_eq!(cq.min_offset(), 3_000);
+        });
+    }
+
+    #[test]
+    fn unflushed_files_stay_until_they_are_on_disk() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(8);
+            let cq = queue_with_a_gap(&sim).await;
+            assert_eq!(cq.clean_below(2_500 * 100).await.unwrap(), (0, true));
+            assert_eq!(cq.min_offset(), 2_500, "the min moves at once");
+            cq.flush().await.unwrap();
+            assert_eq!(cq.clean_below(2_500 * 100).await.unwrap(), (2, false));
+        });
     }
 }

@@ -24,6 +24,20 @@ pub enum StoreError {
     /// until it is reopened, so nothing unsynced is ever acknowledged.
     #[error("store is not writable: {reason}")]
     Unwritable { reason: String },
+    /// The disk holding the store is too full: appends are refused (nothing is stored) until
+    /// retention frees space and usage is back at or under `resume_percent`. The broker
+    /// answers SERVICE_NOT_AVAILABLE (14).
+    #[error(
+        "disk holding {path} is {used_percent}% full (writes stop above {full_percent}%): \
+         writes are refused until usage is at most {resume_percent}%; free space, lower \
+         fileReservedTime or add disk"
+    )]
+    DiskFull {
+        path: PathBuf,
+        used_percent: u32,
+        full_percent: u32,
+        resume_percent: u32,
+    },
     /// The flush covering this append failed; the append was not acknowledged.
     #[error("flush failed before the append at offset {offset} was durable")]
     FlushFailed { offset: u64 },

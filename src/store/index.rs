@@ -11,6 +11,10 @@
 //! rebuilds the active part from the commitlog past the last sealed file, so the index is
 //! always rebuildable. Written only by `dispatch`; sealed by the store's background task.
 //! Runs on the shard's executor.
+//!
+//! Retention (STORE.md §4): sealed files whose records all lie below the commitlog's min
+//! offset are deleted. Entries still in memory may name removed records; lookups return
+//! them as candidates and the reader, which checks every candidate, drops them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -326,6 +330,37 @@ impl<S: Storage> Index<S> {
             .map_or(0, |s| s.header.end)
             .min(end);
         Ok(start)
+    }
+
+    /// Retention: removes the sealed files (oldest first) that cover only records below
+    /// `clog_min` (an offset in the shard). A lookup reading one meanwhile keeps its handle.
+    /// Returns how many files went.
+    pub(crate) async fn remove_below(&self, clog_min: u64) -> StoreResult<usize> {
+        let mut removed = 0;
+        loop {
+            let first = self.sealed.borrow().first().cloned();
+            let Some(first) = first.filter(|s| s.header.end <= clog_min) else {
+                break;
+            };
+            let path = self.dir.join(segment_name(first.header.begin));
+            self.storage
+                .remove(&path)
+                .await
+                .map_err(|e| StoreError::io("removing index", &path, e))?;
+            let gone = self.sealed.borrow_mut().remove(0);
+            assert!(
+                Rc::ptr_eq(&gone, &first),
+                "sealed index files changed order"
+            );
+            removed += 1;
+        }
+        if removed > 0 {
+            self.storage
+                .sync_dir(&self.dir)
+                .await
+                .map_err(|e| StoreError::io("syncing", &self.dir, e))?;
+        }
+        Ok(removed)
     }
 
     /// Physical offsets (newest first) of entries for `topic#key` stored in

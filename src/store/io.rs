@@ -5,9 +5,11 @@
 //!
 //! Runs on the shard that owns the store; every handle is `!Send` and used by one executor.
 //! Writes take whole aligned buffers at aligned positions; the alignment comes from the file
-//! (`DmaFile::alignment()`), never from a constant.
+//! (`DmaFile::alignment()`), never from a constant. Retention reads file modification times
+//! and the disk usage through the same seam, so tests can age files and fill the disk.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -18,6 +20,50 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 pub trait IoBuffer {
     /// The bytes to fill before writing.
     fn as_mut_slice(&mut self) -> &mut [u8];
+}
+
+/// Space of the file system holding a path, counted as `df` does: `used_bytes` are the blocks
+/// in use, `total_bytes` those plus the ones an unprivileged writer may still use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl DiskUsage {
+    /// `percent` % of a 100 GiB disk in use (tests).
+    pub fn percent(percent: u32) -> DiskUsage {
+        assert!(percent <= 100, "{percent}% used");
+        let total_bytes = 100 << 30;
+        DiskUsage {
+            used_bytes: total_bytes / 100 * u64::from(percent),
+            total_bytes,
+        }
+    }
+
+    /// Whether more than `percent` % is used (exact integer arithmetic, no rounding).
+    pub fn above(&self, percent: u32) -> bool {
+        u128::from(self.used_bytes) * 100 > u128::from(self.total_bytes) * u128::from(percent)
+    }
+
+    /// The used share in whole percent, rounded down.
+    pub fn used_percent(&self) -> u32 {
+        match self.total_bytes {
+            0 => 100,
+            t => (u128::from(self.used_bytes.min(t)) * 100 / u128::from(t)) as u32,
+        }
+    }
+
+    /// The fuller of two file systems (by used share).
+    pub fn fuller(self, other: DiskUsage) -> DiskUsage {
+        let mine = u128::from(self.used_bytes) * u128::from(other.total_bytes);
+        let theirs = u128::from(other.used_bytes) * u128::from(self.total_bytes);
+        if theirs > mine {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 /// One open file. Positions and lengths of writes are multiples of [`StorageFile::alignment`].
@@ -45,6 +91,8 @@ pub trait StorageFile: 'static {
     async fn zero_range(&self, pos: u64, len: u64) -> io::Result<()>;
     /// The file size in bytes.
     async fn file_size(&self) -> io::Result<u64>;
+    /// When the file's data last changed, in ms since the Unix epoch (retention ages by it).
+    async fn modified_ms(&self) -> io::Result<i64>;
 }
 
 /// A file system: the directory operations of the store. Cheap to clone (a handle).
@@ -67,6 +115,8 @@ pub trait Storage: Clone + 'static {
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Whether a file or directory exists.
     async fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Space of the file system holding `path` (which must exist).
+    async fn disk_usage(&self, path: &Path) -> io::Result<DiskUsage>;
 }
 
 /// [`Storage`] on the local file system through glommio `DmaFile`s.
@@ -139,6 +189,17 @@ impl StorageFile for DmaStorageFile {
     async fn file_size(&self) -> io::Result<u64> {
         Ok(self.file.file_size().await?)
     }
+
+    async fn modified_ms(&self) -> io::Result<i64> {
+        // Blocking fstat, inline: it is answered from the in-memory inode of a file we hold
+        // open and never waits for the device; retention calls it for a few files per pass.
+        // SAFETY: `st` is a valid, writable `stat` and the descriptor is open while `self` is.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(self.file.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_mtime * 1000 + st.st_mtime_nsec / 1_000_000)
+    }
 }
 
 /// glommio decides once per block device whether O_DIRECT I/O may go through its polled ring,
@@ -146,31 +207,28 @@ impl StorageFile for DmaStorageFile {
 /// answers that read at EOF without touching the device, so glommio concludes "yes", and on
 /// devices without polled queues (virtio disks, for one) every later read then fails with
 /// EOPNOTSUPP. Before the first open on a device we therefore open a file holding one block
-/// of data so that the probe reaches the device. Blocking calls: once per device per process.
+/// of data so that the probe reaches the device. glommio keeps that decision per thread (its
+/// device map is thread-local), so every executor thread primes each device once. Blocking
+/// calls: once per device per executor thread.
 async fn prime_iopoll_probe(dir: &Path) -> io::Result<()> {
+    use std::cell::RefCell;
     use std::collections::HashSet;
     use std::os::unix::fs::MetadataExt;
-    use std::sync::Mutex;
-    static PRIMED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    thread_local!(static PRIMED: RefCell<HashSet<u64>> = RefCell::new(HashSet::new()));
+    /// Makes probe file names unique across the threads of this process.
+    static PROBES: AtomicU64 = AtomicU64::new(0);
     let dev = std::fs::metadata(dir)?.dev();
-    let primed = |insert: bool| {
-        let mut guard = PRIMED.lock().unwrap_or_else(|p| p.into_inner());
-        let set = guard.get_or_insert_with(HashSet::new);
-        if insert {
-            set.insert(dev)
-        } else {
-            set.contains(&dev)
-        }
-    };
-    if primed(false) {
+    if PRIMED.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
-    let probe = dir.join(format!(".ringmq-dio-probe-{}", std::process::id()));
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let probe = dir.join(format!(".ringmq-dio-probe-{}-{n}", std::process::id()));
     std::fs::write(&probe, vec![0u8; 64 * 1024])?;
     let opened = DmaFile::open(&probe).await;
     let _ = std::fs::remove_file(&probe);
     opened?.close().await?;
-    primed(true);
+    PRIMED.with(|p| p.borrow_mut().insert(dev));
     Ok(())
 }
 
@@ -229,5 +287,23 @@ impl Storage for DmaStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    async fn disk_usage(&self, path: &Path) -> io::Result<DiskUsage> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        // Blocking statvfs, inline: the kernel answers it from the superblock it keeps in
+        // memory; called once or twice per retention pass (every `cleanResourceInterval`).
+        // SAFETY: `c_path` is NUL-terminated and `st` a valid, writable `statvfs`.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let used_bytes = st.f_blocks.saturating_sub(st.f_bfree) * st.f_frsize;
+        let total_bytes = used_bytes + st.f_bavail * st.f_frsize;
+        Ok(DiskUsage {
+            used_bytes,
+            total_bytes,
+        })
     }
 }

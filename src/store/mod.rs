@@ -4,8 +4,9 @@
 //! [`io::Storage`] seam.
 //!
 //! Runs on the shard's executor: one writer, `Rc`/`RefCell` inside, no locks. Background work
-//! (the commitlog flusher; consume-queue flush, index sealing and checkpoints) runs in tasks
-//! of the same executor.
+//! (the commitlog flusher; consume-queue flush, index sealing and checkpoints; retention,
+//! which deletes old segments and refuses writes while the disk is full) runs in tasks of the
+//! same executor.
 //!
 //! Layout under `storePathRootDir` (ringmq's; the commitlog directory may be moved with
 //! `storePathCommitLog`):
@@ -27,6 +28,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod metadata;
+pub mod retention;
 
 mod background;
 mod open;
@@ -47,6 +49,7 @@ pub use commitlog::{split_physical, to_physical};
 pub use error::{StoreError, StoreResult};
 pub use io::{DmaStorage, Storage};
 pub use read::{GetResult, GetStatus};
+pub use retention::{RetentionConfig, RetentionReport};
 
 use crate::config::{BrokerConfig, FlushDiskType};
 use crate::limits::{PROPERTIES_MAX_BYTES, TOPIC_NAME_MAX_BYTES};
@@ -103,6 +106,8 @@ pub struct StoreConfig {
     pub unflushed_max_bytes: u64,
     /// Index entries kept in memory before they are sealed to a file.
     pub index_active_entries_max: usize,
+    /// Deleting old segments and the disk-full guard.
+    pub retention: RetentionConfig,
 }
 
 impl StoreConfig {
@@ -128,6 +133,7 @@ impl StoreConfig {
             hot_tail_bytes: 32 << 20,
             unflushed_max_bytes: 128 << 20,
             index_active_entries_max: index::INDEX_ACTIVE_ENTRIES_MAX,
+            retention: RetentionConfig::from_broker(cfg),
         }
     }
 
@@ -163,6 +169,9 @@ impl StoreConfig {
                 self.segment_bytes,
                 self.max_record_bytes()
             ));
+        }
+        if let Some(problem) = self.retention.problem() {
+            return fail(problem);
         }
         Ok(())
     }
@@ -239,6 +248,7 @@ pub(crate) struct Inner<S: Storage> {
     queues: ConsumeQueues<S>,
     index: Index<S>,
     tasks: RefCell<Vec<glommio::Task<()>>>,
+    retention: retention::RetentionState,
     closed: Cell<bool>,
     /// The store was not closed cleanly last time (the abort file was there).
     unclean_start: bool,

@@ -7,7 +7,10 @@
 //! sealed index — verifying every record's CRC; the first invalid record is the end, and
 //! everything after it (a torn or corrupt tail) is cut off. Queue units past the safe point
 //! are dropped and rebuilt from the scanned records, as are the index entries past the sealed
-//! files. Close: stop the tasks, flush everything, write the checkpoint, remove `abort`.
+//! files. Queue min offsets are then corrected against the commitlog's min offset, and queue
+//! and index files below it removed (retention may have stopped between deleting segments
+//! and cleaning up after them). Close: stop the tasks, flush everything, write the
+//! checkpoint, remove `abort`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -21,6 +24,7 @@ use super::dispatch::{dispatch, Targets};
 use super::error::{StoreError, StoreResult};
 use super::index::Index;
 use super::io::Storage;
+use super::retention::{self, RetentionState};
 use super::{background, Clock, Inner, Layout, MessageStore, StoreConfig};
 use crate::config::FlushDiskType;
 use crate::message::record::RecordView;
@@ -82,11 +86,13 @@ impl<S: Storage> MessageStore<S> {
             queues,
             index,
             tasks: RefCell::new(Vec::new()),
+            retention: RetentionState::new(),
             closed: Cell::new(false),
             unclean_start,
         });
         let store = MessageStore { inner };
         store.recover(checkpoint).await?;
+        store.clean_queues_and_index().await?;
         store.start_tasks();
         Ok(store)
     }
@@ -211,7 +217,7 @@ impl<S: Storage> MessageStore<S> {
             self.inner.commitlog.clone(),
             interval,
         ));
-        // Queue flushes, index sealing and checkpoints yield to request handling.
+        // Queue flushes, index sealing, checkpoints and retention yield to request handling.
         let queue = glommio::executor().create_task_queue(
             glommio::Shares::Static(BACKGROUND_SHARES),
             glommio::Latency::NotImportant,
@@ -219,10 +225,12 @@ impl<S: Storage> MessageStore<S> {
         );
         let housekeeping = glommio::spawn_local_into(background::run(self.clone()), queue)
             .unwrap_or_else(|_| glommio::spawn_local(background::run(self.clone())));
+        let retention = glommio::spawn_local_into(retention::run(self.clone()), queue)
+            .unwrap_or_else(|_| glommio::spawn_local(retention::run(self.clone())));
         self.inner
             .tasks
             .borrow_mut()
-            .extend([flusher, housekeeping]);
+            .extend([flusher, housekeeping, retention]);
     }
 
     /// Stops the background tasks, flushes everything, writes the checkpoint and removes the

@@ -3,6 +3,11 @@
 //! the stored record bytes as they are (`Bytes`: slices of the hot tail, or of one DMA read
 //! per run of nearby records), checked (size, magic, CRC) but never re-encoded.
 //! Runs on the shard that owns the queues.
+//!
+//! Retention may delete the oldest segments between two awaits of a read. Positions are
+//! checked against the commitlog's min offset before each read and again when one fails:
+//! records found removed are skipped (a pull reports MESSAGE_WAS_REMOVING if nothing else was
+//! found, as Java does), and a lookup by offset reports it out of range.
 
 use std::collections::HashSet;
 
@@ -124,10 +129,10 @@ impl<S: Storage> MessageStore<S> {
             ));
         }
         let pick = self.pick(&units, max_count, max_bytes, tag_codes);
-        let messages = self.read_units(&pick.chosen).await?;
+        let (messages, removed) = self.read_units(&pick.chosen).await?;
         let status = match () {
             _ if !messages.is_empty() => GetStatus::Found,
-            _ if pick.removed => GetStatus::MessageWasRemoving,
+            _ if pick.removed || removed => GetStatus::MessageWasRemoving,
             _ => GetStatus::NoMatchedMessage,
         };
         let mut result = GetResult::empty(status, offset + pick.scanned, min, max);
@@ -182,8 +187,10 @@ impl<S: Storage> MessageStore<S> {
     }
 
     /// Reads the records at `(pos, size)`, one commitlog read per run of nearby records.
-    async fn read_units(&self, chosen: &[(u64, usize)]) -> StoreResult<Vec<Bytes>> {
+    /// Runs that retention deleted meanwhile are skipped; the flag says whether any was.
+    async fn read_units(&self, chosen: &[(u64, usize)]) -> StoreResult<(Vec<Bytes>, bool)> {
         let mut out = Vec::with_capacity(chosen.len());
+        let mut removed = false;
         let mut i = 0;
         while i < chosen.len() {
             let (start, seg) = (
@@ -207,7 +214,17 @@ impl<S: Storage> MessageStore<S> {
                 .map(|(p, s)| p + *s as u64)
                 .max()
                 .unwrap_or(start);
-            let run = self.read_commitlog(start, (end - start) as usize).await?;
+            let run = match self
+                .read_unless_removed(start, (end - start) as usize)
+                .await?
+            {
+                Some(run) => run,
+                None => {
+                    removed = true;
+                    i = j;
+                    continue;
+                }
+            };
             for (pos, size) in &chosen[i..j] {
                 let from = (pos - start) as usize;
                 let record = run.slice(from..from + size);
@@ -216,7 +233,25 @@ impl<S: Storage> MessageStore<S> {
             }
             i = j;
         }
-        Ok(out)
+        Ok((out, removed))
+    }
+
+    /// Whether retention has deleted the commitlog byte at `pos` (an offset in the shard).
+    fn is_removed(&self, pos: u64) -> bool {
+        pos < self.inner.commitlog.min_offset()
+    }
+
+    /// Reads `len` commitlog bytes at `pos`; `None` if retention deleted them before or
+    /// during the read.
+    async fn read_unless_removed(&self, pos: u64, len: usize) -> StoreResult<Option<Bytes>> {
+        if self.is_removed(pos) {
+            return Ok(None);
+        }
+        match self.read_commitlog(pos, len).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(_) if self.is_removed(pos) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_commitlog(&self, pos: u64, len: usize) -> StoreResult<Bytes> {
@@ -265,14 +300,19 @@ impl<S: Storage> MessageStore<S> {
         }
         // A client-supplied offset (VIEW_MESSAGE_BY_ID) may point anywhere: only the start of
         // a message record inside one segment is a record.
-        let head = self.read_commitlog(pos, 8).await?;
+        let gone = StoreError::OffsetOutOfRange { offset: physical };
+        let Some(head) = self.read_unless_removed(pos, 8).await? else {
+            return Err(gone);
+        };
         let (size, magic) = peek_header(&head).unwrap_or((0, 0));
         let seg_end = cl.log.segment_of(pos) + cl.log.segment_bytes();
         let end = pos + size.max(0) as u64;
         if magic != MESSAGE_MAGIC_CODE || size <= 8 || end > cl.written() || end > seg_end {
             return Err(StoreError::OffsetOutOfRange { offset: physical });
         }
-        let record = self.read_commitlog(pos, size as usize).await?;
+        let Some(record) = self.read_unless_removed(pos, size as usize).await? else {
+            return Err(gone);
+        };
         self.check_served(&record, pos)?;
         Ok(record)
     }
@@ -297,7 +337,16 @@ impl<S: Storage> MessageStore<S> {
         if !unit.is_valid() || unit.is_blank() {
             return Ok(None);
         }
-        let record = self.read_by_physical_offset(unit.physical_offset).await?;
+        let record = match self.read_by_physical_offset(unit.physical_offset).await {
+            Ok(record) => record,
+            // Deleted by retention; the queue's min offset is about to move past it.
+            Err(StoreError::OffsetOutOfRange { .. })
+                if self.is_removed(split_physical(unit.physical_offset).1) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
         let view = RecordView::parse(&record).map_err(|e| StoreError::Corrupt {
             offset: split_physical(unit.physical_offset).1,
             reason: e.to_string(),

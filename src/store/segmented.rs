@@ -158,11 +158,24 @@ impl<S: Storage> SegmentedLog<S> {
         st.written = at + bytes.len() as u64;
     }
 
-    /// Moves `written` to `at` without data (the rest of a segment after its blank record).
+    /// Moves `written` to `at` without data: past the rest of a segment after its blank
+    /// record (commitlog), or to a consume queue's sparse start. Whole segments are skipped;
+    /// the skipped part of the segment holding `at` is filled with zeros, because a flush
+    /// writes one contiguous run of memory per segment.
     pub(crate) fn skip_to(&self, at: u64) {
-        let mut st = self.state.borrow_mut();
-        assert!(at >= st.written);
-        st.written = at;
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut from = {
+            let mut st = self.state.borrow_mut();
+            assert!(at >= st.written, "skip back from {} to {at}", st.written);
+            st.written = st.written.max(self.segment_of(at));
+            st.written
+        };
+        while from < at {
+            let n = ZEROS.len().min((at - from) as usize);
+            self.append(from, &ZEROS[..n]);
+            from += n as u64;
+        }
+        assert_eq!(self.written(), at);
     }
 
     /// Sets both offsets to `end` and forgets the memory (after recovery or truncation).
@@ -331,6 +344,40 @@ impl<S: Storage> SegmentedLog<S> {
         Ok(())
     }
 
+    /// Removes the oldest segment file, which starts at `start` (retention). It must not be
+    /// the segment being written, and all its bytes must be durable. A reader holding the
+    /// file keeps reading it; later readers find it gone. The caller syncs the directory.
+    pub(crate) async fn remove_oldest(&self, start: u64) -> io::Result<()> {
+        {
+            let st = self.state.borrow();
+            assert_eq!(
+                st.files.keys().next(),
+                Some(&start),
+                "removing a segment that is not the oldest"
+            );
+            let end = start + self.opts.segment_bytes;
+            assert!(
+                end <= st.flushed,
+                "removing segment {start} flushed only to {}",
+                st.flushed
+            );
+            assert!(
+                st.files.len() > 1 && self.segment_of(st.written) > start,
+                "removing the segment being written"
+            );
+        }
+        // The file goes first and the handle after: until then readers still find it.
+        self.storage.remove(&self.path_of(start)).await?;
+        let removed = self.state.borrow_mut().files.remove(&start);
+        assert!(removed.is_some(), "segment {start} removed twice");
+        Ok(())
+    }
+
+    /// Makes the directory's entries durable (after removals).
+    pub(crate) async fn sync_dir(&self) -> io::Result<()> {
+        self.storage.sync_dir(&self.opts.dir).await
+    }
+
     /// Cuts the log at `end` (recovery): zeroes the rest of the segment holding it, removes
     /// later segments, and makes that durable. Afterwards `written == flushed == end`.
     pub(crate) async fn truncate(&self, end: u64) -> io::Result<()> {
@@ -407,6 +454,69 @@ mod tests {
                 &reopened.read(690, 20).await.unwrap()[..],
                 &[[1; 10], [2; 10]].concat()
             );
+        });
+    }
+
+    #[test]
+    fn a_skip_into_a_segment_flushes_zeros_up_to_the_next_append() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(4);
+            let log = SegmentedLog::new(sim.clone(), opts(false));
+            log.append(0, &[1; 100]);
+            log.flush().await.unwrap();
+            log.skip_to(4096 + 600); // a whole segment and part of the next
+            log.append(4696, &[2; 10]);
+            log.skip_to(4796); // inside the segment being written
+            log.append(4796, &[3; 5]);
+            assert_eq!(log.flush().await.unwrap(), 4801);
+            assert_eq!(log.segment_starts(), vec![0, 4096]);
+            let second = sim
+                .file_bytes(Path::new("/s/log/00000000000000004096"))
+                .unwrap();
+            assert!(second[..600].iter().all(|b| *b == 0));
+            assert_eq!(&second[600..610], &[2; 10][..]);
+            assert!(second[610..700].iter().all(|b| *b == 0));
+            assert_eq!(&second[700..705], &[3; 5][..]);
+            assert_eq!(
+                &log.read(4690, 12).await.unwrap()[..],
+                &[0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2]
+            );
+        });
+    }
+
+    #[test]
+    fn removing_the_oldest_segment_forgets_it_and_readers_find_it_gone() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(5);
+            let log = SegmentedLog::new(sim.clone(), opts(true));
+            log.append(0, &[7; 4000]);
+            log.skip_to(4096);
+            log.append(4096, &[8; 10]);
+            log.flush().await.unwrap();
+            let kept = log.file(0).unwrap();
+            log.remove_oldest(0).await.unwrap();
+            assert_eq!(log.segment_starts(), vec![4096]);
+            assert!(sim
+                .file_bytes(Path::new("/s/log/00000000000000000000"))
+                .is_none());
+            assert_eq!(
+                kept.read_at(0, 4).await.unwrap()[..],
+                [7; 4],
+                "open handles still read"
+            );
+            let err = log.read_disk(0, 10).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "removing the segment being written")]
+    fn removing_the_segment_being_written_is_a_bug() {
+        crate::store::test_support::run(async {
+            let log = SegmentedLog::new(SimStorage::new(6), opts(true));
+            log.append(0, &[7; 4096]); // full, but the next segment does not exist yet
+            log.flush().await.unwrap();
+            let _ = log.remove_oldest(0).await;
         });
     }
 

@@ -15,9 +15,9 @@ use crate::message::record::{RecordInput, RecordSlots, RecordView, BLANK_MAGIC_C
 use crate::message::{sysflag, tags_hash_code};
 use crate::testing::{SimClock, SimFaults, SimStorage};
 
-const ROOT: &str = "/store";
+pub(super) const ROOT: &str = "/store";
 
-fn small_config() -> StoreConfig {
+pub(super) fn small_config() -> StoreConfig {
     let mut cfg = StoreConfig::for_dir(ROOT);
     cfg.segment_bytes = 64 * 1024;
     cfg.max_message_bytes = 8 * 1024;
@@ -30,11 +30,16 @@ fn small_config() -> StoreConfig {
     cfg
 }
 
-fn props(tags: &str, keys: &str, uniq: &str) -> String {
+pub(super) fn props(tags: &str, keys: &str, uniq: &str) -> String {
     format!("TAGS\u{1}{tags}\u{2}KEYS\u{1}{keys}\u{2}UNIQ_KEY\u{1}{uniq}")
 }
 
-fn record(topic: &str, queue_id: i32, body: &[u8], properties: &str) -> (BytesMut, RecordSlots) {
+pub(super) fn record(
+    topic: &str,
+    queue_id: i32,
+    body: &[u8],
+    properties: &str,
+) -> (BytesMut, RecordSlots) {
     record_with_flag(topic, queue_id, body, properties, 0)
 }
 
@@ -63,23 +68,32 @@ fn record_with_flag(
     (buf, slots)
 }
 
-fn body_of(i: usize, len: usize) -> Vec<u8> {
+pub(super) fn body_of(i: usize, len: usize) -> Vec<u8> {
     let mut b = format!("msg-{i:06}-").into_bytes();
     b.resize(len, b'a' + (i % 26) as u8);
     b
 }
 
-fn view(bytes: &Bytes) -> RecordView<'_> {
+pub(super) fn view(bytes: &Bytes) -> RecordView<'_> {
     RecordView::parse(bytes).unwrap()
 }
 
-async fn open(sim: &SimStorage, clock: &SimClock, cfg: &StoreConfig) -> MessageStore<SimStorage> {
+pub(super) async fn open(
+    sim: &SimStorage,
+    clock: &SimClock,
+    cfg: &StoreConfig,
+) -> MessageStore<SimStorage> {
     MessageStore::open(sim.clone(), Rc::new(clock.clone()), cfg.clone())
         .await
         .unwrap()
 }
 
-async fn put_n(store: &MessageStore<SimStorage>, topic: &str, n: usize, len: usize) -> Vec<i64> {
+pub(super) async fn put_n(
+    store: &MessageStore<SimStorage>,
+    topic: &str,
+    n: usize,
+    len: usize,
+) -> Vec<i64> {
     let mut offsets = Vec::new();
     let base = store.max_offset(topic, 0);
     for i in 0..n {
@@ -97,7 +111,7 @@ async fn put_n(store: &MessageStore<SimStorage>, topic: &str, n: usize, len: usi
     offsets
 }
 
-async fn read_all(store: &MessageStore<SimStorage>, topic: &str) -> Vec<Bytes> {
+pub(super) async fn read_all(store: &MessageStore<SimStorage>, topic: &str) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut offset = store.min_offset(topic, 0);
     while offset < store.max_offset(topic, 0) {
@@ -112,7 +126,7 @@ async fn read_all(store: &MessageStore<SimStorage>, topic: &str) -> Vec<Bytes> {
     out
 }
 
-fn check_bodies(messages: &[Bytes], n: usize, len: usize) {
+pub(super) fn check_bodies(messages: &[Bytes], n: usize, len: usize) {
     assert_eq!(messages.len(), n);
     for (i, m) in messages.iter().enumerate() {
         let v = view(m);
@@ -122,7 +136,7 @@ fn check_bodies(messages: &[Bytes], n: usize, len: usize) {
     }
 }
 
-fn segment_path(start: u64) -> PathBuf {
+pub(super) fn segment_path(start: u64) -> PathBuf {
     Path::new(ROOT)
         .join("commitlog/0")
         .join(format!("{start:020}"))

@@ -3,7 +3,9 @@
 //! and fsyncs, and fsyncs that stall. [`SimStorage::crash`] simulates power loss: each file
 //! keeps what its last successful `fdatasync` covered, and every operation since then is kept,
 //! lost, or (for writes) torn to a random prefix, in order. Only unsynced data can be lost
-//! (STYLE habit 14). Directory operations are durable at once.
+//! (STYLE habit 14). Directory operations are durable at once. For retention tests, files
+//! carry a modification time from an attached [`SimClock`] ([`SimStorage::set_clock`]) and
+//! the disk reports an injected usage ([`SimStorage::set_disk_usage`]).
 //!
 //! Runs on one glommio executor (fsync stalls sleep on the glommio timer).
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::store::io::{IoBuffer, Storage, StorageFile};
+use crate::store::io::{DiskUsage, IoBuffer, Storage, StorageFile};
 use crate::store::Clock;
 
 /// Faults to inject; each applies to files whose path starts with `path_prefix` (all when
@@ -46,6 +48,8 @@ struct FileData {
     current: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<Op>,
+    /// Clock time of the last change (0 without a clock).
+    modified_ms: i64,
 }
 
 #[derive(Debug)]
@@ -59,6 +63,8 @@ struct State {
     faults: SimFaults,
     writes: u64,
     fsyncs: u64,
+    clock: Option<SimClock>,
+    usage: DiskUsage,
 }
 
 /// The in-memory file system. Clones share it.
@@ -123,9 +129,11 @@ impl State {
     }
 
     fn record(&mut self, id: u64, op: Op) {
+        let now = self.clock.as_ref().map_or(0, SimClock::now_ms);
         let file = self.file(id);
         apply(&mut file.current, &op);
         file.pending.push(op);
+        file.modified_ms = now;
     }
 }
 
@@ -149,6 +157,8 @@ impl SimStorage {
                 faults: SimFaults::default(),
                 writes: 0,
                 fsyncs: 0,
+                clock: None,
+                usage: DiskUsage::percent(0),
             })),
         }
     }
@@ -156,6 +166,16 @@ impl SimStorage {
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: SimFaults) {
         self.state.borrow_mut().faults = faults;
+    }
+
+    /// Stamps every later change of a file with `clock`'s time (file modification times).
+    pub fn set_clock(&self, clock: &SimClock) {
+        self.state.borrow_mut().clock = Some(clock.clone());
+    }
+
+    /// What [`Storage::disk_usage`] reports from now on, for every path.
+    pub fn set_disk_usage(&self, usage: DiskUsage) {
+        self.state.borrow_mut().usage = usage;
     }
 
     /// Successful `fdatasync` calls so far.
@@ -349,6 +369,10 @@ impl StorageFile for SimFile {
     async fn file_size(&self) -> io::Result<u64> {
         Ok(self.storage.state.borrow_mut().file(self.id).current.len() as u64)
     }
+
+    async fn modified_ms(&self) -> io::Result<i64> {
+        Ok(self.storage.state.borrow_mut().file(self.id).modified_ms)
+    }
 }
 
 impl Storage for SimStorage {
@@ -424,10 +448,18 @@ impl Storage for SimStorage {
         let state = self.state.borrow();
         Ok(state.names.contains_key(path) || state.dirs.contains(path))
     }
+
+    async fn disk_usage(&self, path: &Path) -> io::Result<DiskUsage> {
+        let state = self.state.borrow();
+        match state.dirs.contains(path) || state.names.contains_key(path) {
+            true => Ok(state.usage),
+            false => Err(not_found(path)),
+        }
+    }
 }
 
 /// A clock the test sets by hand.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SimClock {
     now_ms: Rc<Cell<i64>>,
 }

@@ -95,7 +95,11 @@ fn crash_child() {
                         let queue = (id % QUEUES as u64) as i32;
                         let (rec, slots) = encode(queue, id);
                         let r = store.put(rec, slots, true).await.unwrap();
-                        assert_eq!(r.status, PutStatus::PutOk);
+                        // Only a durable put is an acknowledgement (a FLUSH_DISK_TIMEOUT on a
+                        // loaded machine is not one, and the test must not count it).
+                        if r.status != PutStatus::PutOk {
+                            continue;
+                        }
                         let line = format!(
                             "ACK {queue} {} {} {id} END\n",
                             r.queue_offset, r.physical_offset
@@ -162,7 +166,9 @@ fn run_child(dir: &Path, round: u64, run_for: Duration) -> Vec<Ack> {
     let started = Instant::now();
     let mut ready = None;
     let mut acks = Vec::new();
-    while ready.is_none_or(|r: Instant| r.elapsed() < run_for) {
+    // Run for `run_for` after READY, and at least until something was acknowledged (a loaded
+    // machine may take longer than `run_for` to complete the first fdatasync).
+    while ready.is_none_or(|r: Instant| r.elapsed() < run_for) || acks.is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "child never got ready"

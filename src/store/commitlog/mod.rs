@@ -62,6 +62,17 @@ pub(crate) struct CommitLog<S: Storage> {
     pub(crate) flush_rounds: Cell<u64>,
     /// Under ASYNC_FLUSH, unflushed bytes that start a flush before the interval ends.
     pub(crate) early_flush_bytes: u64,
+    /// Set by retention while the disk is too full to accept appends.
+    pub(crate) disk_full: Cell<Option<DiskFullMark>>,
+}
+
+/// Why appends are refused while the disk is full: its usage when last measured, and the
+/// thresholds that set and clear the mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiskFullMark {
+    pub used_percent: u32,
+    pub full_percent: u32,
+    pub resume_percent: u32,
 }
 
 impl<S: Storage> CommitLog<S> {
@@ -93,6 +104,7 @@ impl<S: Storage> CommitLog<S> {
             failure: RefCell::new(None),
             flush_rounds: Cell::new(0),
             early_flush_bytes,
+            disk_full: Cell::new(None),
         }
     }
 
@@ -150,7 +162,8 @@ impl<S: Storage> CommitLog<S> {
         })
     }
 
-    /// Offset of the first byte still stored.
+    /// Offset of the first byte still stored (the start of the oldest segment; retention
+    /// moves it forward by whole segments).
     pub(crate) fn min_offset(&self) -> u64 {
         self.log.segment_starts().first().copied().unwrap_or(0)
     }
@@ -179,6 +192,14 @@ impl<S: Storage> CommitLog<S> {
         }
         if self.stop.get() > 0 {
             return Err(StoreError::ShutDown);
+        }
+        if let Some(mark) = self.disk_full.get() {
+            return Err(StoreError::DiskFull {
+                path: self.log.dir().to_path_buf(),
+                used_percent: mark.used_percent,
+                full_percent: mark.full_percent,
+                resume_percent: mark.resume_percent,
+            });
         }
         Ok(())
     }
