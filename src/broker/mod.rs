@@ -8,6 +8,7 @@ pub mod context;
 pub mod control;
 pub mod placement;
 pub mod processor;
+pub mod schedule;
 pub mod shard;
 pub mod topic_config;
 
@@ -194,6 +195,10 @@ async fn run_shard(seed: ShardSeed) {
         Rc::clone(&shard),
         shutdown.clone(),
     )));
+    tasks.push(glommio::spawn_local(schedule::run(
+        Rc::clone(&shard),
+        shutdown.clone(),
+    )));
     let servers = listeners
         .into_iter()
         .map(|l| {
@@ -223,7 +228,11 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
         .await
         .map_err(io::Error::other)?;
     let offsets: ConsumerOffsetTable =
-        metadata::load(&offsets_path(&seed.ctx, seed.id)).map_err(io::Error::other)?;
+        metadata::load(&shard_file(&seed.ctx, seed.id, Kind::ConsumerOffset))
+            .map_err(io::Error::other)?;
+    let delay_offsets: metadata::DelayOffsetTable =
+        metadata::load(&shard_file(&seed.ctx, seed.id, Kind::DelayOffset))
+            .map_err(io::Error::other)?;
     let control = seed.control.map(|(topics, groups)| Control {
         topics: RefCell::new(topics),
         clients: RefCell::new(ClientRegistry::default()),
@@ -247,6 +256,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
         control,
         register_epoch: OffsetWatch::new(0),
         next_queue: std::cell::Cell::new(0),
+        delay_offsets: RefCell::new(delay_offsets),
     });
     let weak = Rc::downgrade(&shard);
     let mesh = ShardMesh::join(seed.mesh, move |_from, request| {
@@ -265,19 +275,32 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
     Ok((shard, listeners))
 }
 
-/// Where shard `id` keeps its consumer offsets (`config/consumerOffset.json` for shard 0, as
-/// Java names it; `consumerOffset.<id>.json` for the others).
-fn offsets_path(ctx: &BrokerContext, id: usize) -> std::path::PathBuf {
-    let base = metadata::MetadataPaths::new(&ctx.cfg.store_path_root_dir).consumer_offset;
+/// The per-shard metadata files.
+#[derive(Clone, Copy)]
+enum Kind {
+    ConsumerOffset,
+    DelayOffset,
+}
+
+/// Where shard `id` keeps a per-shard metadata file: Java's name for shard 0
+/// (`config/consumerOffset.json`), `<name>.<id>.json` for the others.
+fn shard_file(ctx: &BrokerContext, id: usize, kind: Kind) -> std::path::PathBuf {
+    let paths = metadata::MetadataPaths::new(&ctx.cfg.store_path_root_dir);
+    let (base, stem) = match kind {
+        Kind::ConsumerOffset => (paths.consumer_offset, "consumerOffset"),
+        Kind::DelayOffset => (paths.delay_offset, "delayOffset"),
+    };
     match id {
         0 => base,
-        n => base.with_file_name(format!("consumerOffset.{n}.json")),
+        n => base.with_file_name(format!("{stem}.{n}.json")),
     }
 }
 
-/// Persists the shard's consumer offsets every `flushConsumerOffsetInterval` and at shutdown.
+/// Persists the shard's consumer and delay offsets every `flushConsumerOffsetInterval` and at
+/// shutdown.
 async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
-    let path = offsets_path(&shard.ctx, shard.id);
+    let path = shard_file(&shard.ctx, shard.id, Kind::ConsumerOffset);
+    let delay_path = shard_file(&shard.ctx, shard.id, Kind::DelayOffset);
     let interval = Duration::from_millis(shard.ctx.cfg.flush_consumer_offset_interval_ms.max(100));
     loop {
         let stopping = future::or(
@@ -295,6 +318,9 @@ async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
         // number of (group, queue) pairs this shard owns.
         if let Err(e) = metadata::persist(&path, &*shard.offsets.borrow()) {
             tracing::error!(error = %e, "cannot persist consumer offsets");
+        }
+        if let Err(e) = metadata::persist(&delay_path, &*shard.delay_offsets.borrow()) {
+            tracing::error!(error = %e, "cannot persist delay offsets");
         }
         if stopping {
             return;

@@ -62,6 +62,14 @@ pub enum MeshRequest {
     ConnectionClosed { channel: ChannelId },
     /// Look a key up in this shard's index only.
     QueryKey(crate::broker::processor::query::KeyQuery),
+    /// Store a record built elsewhere in a queue this shard owns (WAIT=false).
+    Put {
+        record: bytes::BytesMut,
+        slots: crate::message::record::RecordSlots,
+        wait: bool,
+    },
+    /// To the control shard: make sure a group topic (retry, DLQ) exists.
+    EnsureGroupTopic { name: String, queues: i32 },
 }
 
 /// Answers on the mesh.
@@ -69,6 +77,7 @@ pub enum MeshResponse {
     Reply(Option<RemotingCommand>),
     Topic(Option<TopicConfig>),
     Messages(Vec<bytes::Bytes>),
+    Put(Result<crate::store::PutResult, String>),
 }
 
 /// State that lives only on the control shard.
@@ -98,6 +107,8 @@ pub struct Shard {
     pub register_epoch: crate::runtime::OffsetWatch,
     /// Round-robin cursor for sends that let the broker pick the queue.
     pub next_queue: std::cell::Cell<u32>,
+    /// Next offset to deliver per delay level this shard owns.
+    pub delay_offsets: RefCell<crate::store::metadata::DelayOffsetTable>,
 }
 
 /// Where a request runs.
@@ -228,6 +239,21 @@ impl Shard {
             MeshRequest::QueryKey(query) => {
                 Some(MeshResponse::Messages(self.query_local(&query).await))
             }
+            MeshRequest::Put {
+                record,
+                slots,
+                wait,
+            } => {
+                let put = self
+                    .store
+                    .put(record, slots, wait)
+                    .await
+                    .map_err(|e| e.to_string());
+                Some(MeshResponse::Put(put))
+            }
+            MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
+                self.ensure_control_topic(&name, queues),
+            )),
         }
     }
 
@@ -297,6 +323,62 @@ impl Shard {
                     .map(|s| (s.topic.clone(), s))
                     .collect(),
             );
+        }
+    }
+
+    /// Stores an encoded record (for `topic`/`queue_id`) on the shard that owns that queue.
+    pub async fn put_routed(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        record: bytes::BytesMut,
+        slots: crate::message::record::RecordSlots,
+        wait: bool,
+    ) -> Result<crate::store::PutResult, String> {
+        let owner = owner_shard(topic, queue_id, self.ctx.shards);
+        if owner == self.id {
+            return self
+                .store
+                .put(record, slots, wait)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let mesh = self.mesh().ok_or("the shard mesh is not ready")?;
+        match mesh
+            .call(
+                owner,
+                MeshRequest::Put {
+                    record,
+                    slots,
+                    wait,
+                },
+            )
+            .await
+        {
+            Ok(MeshResponse::Put(result)) => result,
+            Ok(_) => Err("unexpected mesh answer".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A group topic (retry, DLQ), created by the control shard if missing.
+    pub async fn ensure_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
+        if self.control.is_some() {
+            return self.ensure_control_topic(name, queues);
+        }
+        let mesh = self.mesh()?;
+        let request = MeshRequest::EnsureGroupTopic {
+            name: name.to_string(),
+            queues,
+        };
+        match mesh.call(0, request).await {
+            Ok(MeshResponse::Topic(Some(config))) => {
+                self.topics
+                    .borrow_mut()
+                    .insert(name.to_string(), config.clone());
+                Some(config)
+            }
+            _ => None,
         }
     }
 

@@ -126,7 +126,8 @@ impl Connection {
     }
 
     /// PULL_MESSAGE with the subscription in the request (`expression` = `*` or `a || b`);
-    /// `suspend_ms` > 0 long-polls.
+    /// `suspend_ms` > 0 long-polls. The arguments are the request's own fields, in its order.
+    #[allow(clippy::too_many_arguments)]
     pub fn pull(
         &mut self,
         group: &str,

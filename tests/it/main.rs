@@ -1,6 +1,7 @@
 //! The one integration test binary: black-box tests through real sockets.
 
 mod broker_basic;
+mod broker_delay;
 mod golden;
 mod harness;
 mod namesrv_route;

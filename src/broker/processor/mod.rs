@@ -7,6 +7,7 @@ mod offset;
 mod pull;
 pub mod query;
 mod send;
+mod send_back;
 
 use std::rc::Rc;
 
@@ -44,6 +45,7 @@ impl Shard {
             req::LOCK_BATCH_MQ | req::UNLOCK_BATCH_MQ => self.lock_batch(&command),
             req::QUERY_MESSAGE => self.query_message(&command).await,
             req::VIEW_MESSAGE_BY_ID => self.view_message(&command).await,
+            req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),

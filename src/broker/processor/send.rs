@@ -5,8 +5,11 @@
 use bytes::BytesMut;
 
 use super::{field_failure, Failure};
+use crate::broker::schedule;
 use crate::broker::shard::{Origin, Shard};
-use crate::broker::topic_config::{check_send_topic, perm};
+use crate::broker::topic_config::{
+    check_send_topic, dlq_topic, perm, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC,
+};
 use crate::message::properties::{self, Properties};
 use crate::message::record::{RecordInput, RecordSlots};
 use crate::message::{batch, offset_msg_id, sysflag};
@@ -44,25 +47,38 @@ impl Shard {
         let wait = props
             .remove(properties::WAIT)
             .is_none_or(|w| !w.eq_ignore_ascii_case("false"));
-        refuse_unsupported(&props, &request)?;
+        refuse_transactional(&props, &request)?;
         props.set(properties::CLUSTER, &self.ctx.cfg.broker_cluster_name);
-        let records = if request.batch {
-            self.batch_records(origin, &request, queue_id, &props, &cmd.body)?
+        let (target, target_queue) = self
+            .send_target(cmd, &request, queue_id, &mut props)
+            .await?;
+        let result = if request.batch {
+            let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
+            self.store
+                .put_batch(records, wait)
+                .await
+                .map_err(store_failure)?
         } else {
-            vec![self.record(
+            let (record, slots) = self.record(
                 origin,
                 &request,
-                queue_id,
-                request.flag,
+                &target,
+                target_queue,
                 &cmd.body,
                 &props.to_wire(),
-            )?]
+            )?;
+            let put = self
+                .put_routed(&target, target_queue, record, slots, wait)
+                .await;
+            let put = put.map_err(|e| (resp::SERVICE_NOT_AVAILABLE, e))?;
+            crate::store::PutBatchResult {
+                status: put.status,
+                physical_offsets: vec![put.physical_offset],
+                queue_offset: put.queue_offset,
+                store_timestamp: put.store_timestamp,
+                wrote_bytes: put.wrote_bytes,
+            }
         };
-        let result = self
-            .store
-            .put_batch(records, wait)
-            .await
-            .map_err(store_failure)?;
         let msg_ids: Vec<String> = result
             .physical_offsets
             .iter()
@@ -83,6 +99,49 @@ impl Shard {
         }
         .apply(&mut response);
         Ok(response)
+    }
+
+    /// Where a single message is really stored: a retry-topic send past its max reconsume
+    /// times goes to the group's DLQ; a delayed message to its level's schedule queue.
+    async fn send_target(
+        &self,
+        cmd: &RemotingCommand,
+        request: &SendRequest,
+        queue_id: i32,
+        props: &mut Properties,
+    ) -> Result<(String, i32), Failure> {
+        let (mut topic, mut queue) = (request.topic.clone(), queue_id);
+        if let Some(group) = request.topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) {
+            // Java honours the header's max only from clients at V3_4_9 (121) or later.
+            let max = request
+                .max_reconsume_times
+                .filter(|_| cmd.version >= 121)
+                .unwrap_or(16);
+            if request.reconsume_times >= max {
+                topic = dlq_topic(group);
+                queue = 0;
+                props.remove(properties::DELAY);
+                self.ensure_topic(&topic, 1).await.ok_or_else(|| {
+                    (
+                        resp::SYSTEM_ERROR,
+                        format!("cannot create the dead letter topic {topic}"),
+                    )
+                })?;
+            }
+        }
+        let level = schedule::delay_level(&props.to_wire());
+        if level > 0 {
+            if request.batch {
+                return Err((
+                    resp::MESSAGE_ILLEGAL,
+                    "a batch message may not be delayed".into(),
+                ));
+            }
+            let levels = self.ctx.cfg.message_delay_levels_ms.len();
+            queue = schedule::to_schedule_queue(props, &topic, queue, level, levels);
+            topic = SCHEDULE_TOPIC.to_string();
+        }
+        Ok((topic, queue))
     }
 
     /// The topic's config, auto-creating it when allowed; NO_PERMISSION when not writable.
@@ -120,13 +179,35 @@ impl Shard {
         &self,
         origin: Origin,
         request: &SendRequest,
+        topic: &str,
+        queue_id: i32,
+        body: &[u8],
+        properties: &str,
+    ) -> Result<(BytesMut, RecordSlots), Failure> {
+        self.element_record(
+            origin,
+            request,
+            topic,
+            queue_id,
+            request.flag,
+            body,
+            properties,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn element_record(
+        &self,
+        origin: Origin,
+        request: &SendRequest,
+        topic: &str,
         queue_id: i32,
         flag: i32,
         body: &[u8],
         properties: &str,
     ) -> Result<(BytesMut, RecordSlots), Failure> {
         let input = RecordInput {
-            topic: &request.topic,
+            topic,
             queue_id,
             flag,
             sys_flag: request.sys_flag,
@@ -171,7 +252,16 @@ impl Shard {
                 for (k, v) in header_props.iter() {
                     props.set(k, v);
                 }
-                self.record(origin, request, queue_id, e.flag, e.body, &props.to_wire())
+                let wire = props.to_wire();
+                self.element_record(
+                    origin,
+                    request,
+                    &request.topic,
+                    queue_id,
+                    e.flag,
+                    e.body,
+                    &wire,
+                )
             })
             .collect()
     }
@@ -190,28 +280,17 @@ fn check_queue(request: &SendRequest, topic: &TopicConfig) -> Result<i32, Failur
     Ok(request.queue_id)
 }
 
-/// Message kinds this broker does not store yet are refused plainly rather than stored wrong.
-fn refuse_unsupported(props: &Properties, request: &SendRequest) -> Result<(), Failure> {
-    let delayed = props
-        .get(properties::DELAY)
-        .is_some_and(|d| d.trim().parse::<i32>().unwrap_or(0) > 0);
+/// Transactional messages are not stored yet: refused plainly rather than stored wrong.
+fn refuse_transactional(props: &Properties, request: &SendRequest) -> Result<(), Failure> {
     let transactional = props
         .get(properties::TRAN_MSG)
         .is_some_and(|t| t.eq_ignore_ascii_case("true"))
         || request.sys_flag & sysflag::TRANSACTION_MASK == sysflag::TRANSACTION_PREPARED;
-    let retry = request
-        .topic
-        .starts_with(crate::broker::topic_config::RETRY_GROUP_TOPIC_PREFIX);
-    let unsupported = match (delayed, transactional, retry) {
-        (true, _, _) => "delayed messages (DELAY)",
-        (_, true, _) => "transactional messages (TRAN_MSG)",
-        (_, _, true) => "sends to retry topics",
-        _ => return Ok(()),
-    };
-    Err((
-        resp::SYSTEM_ERROR,
-        format!("this ringmq broker does not store {unsupported} yet"),
-    ))
+    if transactional {
+        let remark = "this ringmq broker does not store transactional messages (TRAN_MSG) yet";
+        return Err((resp::SYSTEM_ERROR, remark.into()));
+    }
+    Ok(())
 }
 
 fn store_failure(e: StoreError) -> Failure {
@@ -220,9 +299,10 @@ fn store_failure(e: StoreError) -> Failure {
             (resp::MESSAGE_ILLEGAL, e.to_string())
         }
         StoreError::Busy { .. } => (resp::SYSTEM_BUSY, format!("[PC_SYNCHRONIZED] {e}")),
-        StoreError::Unwritable { .. } | StoreError::ShutDown | StoreError::FlushFailed { .. } => {
-            (resp::SERVICE_NOT_AVAILABLE, e.to_string())
-        }
+        StoreError::Unwritable { .. }
+        | StoreError::ShutDown
+        | StoreError::FlushFailed { .. }
+        | StoreError::DiskFull { .. } => (resp::SERVICE_NOT_AVAILABLE, e.to_string()),
         other => (resp::SYSTEM_ERROR, other.to_string()),
     }
 }

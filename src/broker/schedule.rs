@@ -1,0 +1,197 @@
+//! Delayed messages (STORE.md §9): a send with `DELAY = n` is stored in queue `n - 1` of
+//! `SCHEDULE_TOPIC_XXXX`; the shard that owns that queue runs one task per level which waits
+//! for the head message's delivery time (store time + the level's delay; a scheduled wake-up,
+//! or the next append when the queue is empty), then re-puts it to `REAL_TOPIC`/`REAL_QID`
+//! on that queue's shard and advances the level's offset. Offsets persist in
+//! `config/delayOffset.json` (per shard), so delivery resumes on time after a restart.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::future;
+
+use crate::broker::placement::owner_shard;
+use crate::broker::shard::Shard;
+use crate::broker::topic_config::SCHEDULE_TOPIC;
+use crate::message::properties::{self, Properties};
+use crate::message::record::{RecordInput, RecordView};
+use crate::runtime::Shutdown;
+use crate::store::{Clock, GetStatus, SystemClock};
+
+/// Rewrites a message for the schedule queue: REAL_TOPIC / REAL_QID set, topic and queue
+/// replaced. Returns the schedule queue id.
+pub fn to_schedule_queue(
+    props: &mut Properties,
+    topic: &str,
+    queue_id: i32,
+    level: usize,
+    levels: usize,
+) -> i32 {
+    let level = level.clamp(1, levels.max(1));
+    props.set(properties::REAL_TOPIC, topic);
+    props.set(properties::REAL_QID, &queue_id.to_string());
+    props.set(properties::DELAY, &level.to_string());
+    (level - 1) as i32
+}
+
+/// The delay level a message asks for (0 = none).
+pub fn delay_level(props_wire: &str) -> usize {
+    properties::find(props_wire, properties::DELAY)
+        .and_then(|d| d.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+}
+
+/// Runs the levels this shard owns until shutdown.
+pub async fn run(shard: Rc<Shard>, shutdown: Shutdown) {
+    let levels = shard.ctx.cfg.message_delay_levels_ms.len();
+    let tasks: Vec<_> = (1..=levels)
+        .filter(|level| {
+            owner_shard(SCHEDULE_TOPIC, (*level - 1) as i32, shard.ctx.shards) == shard.id
+        })
+        .map(|level| glommio::spawn_local(run_level(Rc::clone(&shard), level, shutdown.clone())))
+        .collect();
+    for task in tasks {
+        task.await;
+    }
+}
+
+async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
+    let queue_id = (level - 1) as i32;
+    let delay_ms = shard.ctx.cfg.message_delay_levels_ms[level - 1] as i64;
+    loop {
+        let offset = shard.delay_offsets.borrow().get(level as i32).unwrap_or(0);
+        let wait = match deliver_due(&shard, queue_id, offset, delay_ms).await {
+            Ok(Some(wait)) => wait,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(level, error = %e, "delayed delivery failed; retrying");
+                Wait::For(Duration::from_secs(1))
+            }
+        };
+        let woken = match wait {
+            Wait::For(duration) => {
+                future::or(
+                    async {
+                        glommio::timer::sleep(duration).await;
+                        true
+                    },
+                    async {
+                        shutdown.wait().await;
+                        false
+                    },
+                )
+                .await
+            }
+            Wait::NewMessage(target) => {
+                let watch = shard.store.queue_watch(SCHEDULE_TOPIC, queue_id);
+                future::or(
+                    async {
+                        let _ = watch.wait_for(target).await;
+                        true
+                    },
+                    async {
+                        shutdown.wait().await;
+                        false
+                    },
+                )
+                .await
+            }
+        };
+        if !woken {
+            return;
+        }
+    }
+}
+
+enum Wait {
+    For(Duration),
+    NewMessage(u64),
+}
+
+/// Delivers the due messages from `offset`; says what to wait for next (`None`: go again).
+async fn deliver_due(
+    shard: &Rc<Shard>,
+    queue_id: i32,
+    offset: i64,
+    delay_ms: i64,
+) -> Result<Option<Wait>, String> {
+    let result = shard
+        .store
+        .get_messages(SCHEDULE_TOPIC, queue_id, offset, 32, 1 << 20, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if result.status != GetStatus::Found {
+        if matches!(
+            result.status,
+            GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly
+        ) {
+            shard
+                .delay_offsets
+                .borrow_mut()
+                .set(queue_id + 1, result.next_begin_offset);
+            return Ok(None);
+        }
+        return Ok(Some(Wait::NewMessage(offset.max(0) as u64 + 1)));
+    }
+    let now = SystemClock.now_ms();
+    let mut next = offset;
+    for stored in &result.messages {
+        let view = RecordView::parse(stored).map_err(|e| e.to_string())?;
+        let due = view.store_timestamp + delay_ms;
+        if due > now {
+            shard.delay_offsets.borrow_mut().set(queue_id + 1, next);
+            return Ok(Some(Wait::For(Duration::from_millis((due - now) as u64))));
+        }
+        redeliver(shard, &view).await?;
+        next = view.queue_offset + 1;
+        shard.delay_offsets.borrow_mut().set(queue_id + 1, next);
+    }
+    Ok(None)
+}
+
+/// Re-puts a due message to its real topic and queue.
+async fn redeliver(shard: &Rc<Shard>, view: &RecordView<'_>) -> Result<(), String> {
+    let mut props = Properties::parse(view.properties);
+    props.remove(properties::DELAY);
+    let topic = props
+        .get(properties::REAL_TOPIC)
+        .unwrap_or_default()
+        .to_string();
+    let queue_id: i32 = props
+        .get(properties::REAL_QID)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(0);
+    if topic.is_empty() {
+        tracing::warn!(
+            offset = view.queue_offset,
+            "delayed message without REAL_TOPIC dropped"
+        );
+        return Ok(());
+    }
+    let wire = props.to_wire();
+    let input = RecordInput {
+        topic: &topic,
+        queue_id,
+        flag: view.flag,
+        sys_flag: view.sys_flag,
+        born_timestamp: view.born_timestamp,
+        born_host: view.born_host,
+        store_host: shard.ctx.store_host,
+        reconsume_times: view.reconsume_times,
+        prepared_transaction_offset: view.prepared_transaction_offset,
+        body: view.body,
+        properties: &wire,
+    };
+    put_input(shard, &input).await
+}
+
+/// Encodes `input` and stores it on the shard that owns its queue (WAIT=false).
+pub async fn put_input(shard: &Rc<Shard>, input: &RecordInput<'_>) -> Result<(), String> {
+    let mut buf = BytesMut::with_capacity(input.encoded_len());
+    let slots = input.encode(&mut buf).map_err(|e| e.to_string())?;
+    shard
+        .put_routed(input.topic, input.queue_id, buf, slots, false)
+        .await
+        .map(drop)
+}
