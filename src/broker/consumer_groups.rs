@@ -59,9 +59,14 @@ pub struct ClientRegistry {
 }
 
 impl ClientRegistry {
-    /// Records a consumer heartbeat. Returns true when the group's members or subscriptions
-    /// changed, i.e. when its clients must be told to rebalance (NOTIFY_CONSUMER_IDS_CHANGED).
-    pub fn register_consumer(&mut self, beat: ConsumerHeartbeat, client: ClientChannel) -> bool {
+    /// Records a consumer heartbeat and says what changed: members or subscribed topics (the
+    /// clients must rebalance: NOTIFY_CONSUMER_IDS_CHANGED), or only a newer version of a
+    /// subscription (every shard must learn it, but nobody rebalances).
+    pub fn register_consumer(
+        &mut self,
+        beat: ConsumerHeartbeat,
+        client: ClientChannel,
+    ) -> GroupChange {
         let group = self
             .consumers
             .entry(beat.group)
@@ -85,7 +90,11 @@ impl ClientRegistry {
                 true
             }
         };
-        new_channel | update_subscriptions(&mut group.subscriptions, beat.subscriptions)
+        let (topics, replaced) = update_subscriptions(&mut group.subscriptions, beat.subscriptions);
+        GroupChange {
+            rebalance: new_channel || topics,
+            subscriptions: topics || replaced,
+        }
     }
 
     /// Records a producer heartbeat.
@@ -187,13 +196,24 @@ impl ClientRegistry {
     }
 }
 
+/// What a heartbeat changed in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupChange {
+    /// Members or subscribed topics changed: the group's clients must rebalance.
+    pub rebalance: bool,
+    /// The subscription table changed (a topic added or removed, or a newer version).
+    pub subscriptions: bool,
+}
+
 /// Java's `ConsumerGroupInfo.updateSubscription`: new topics are added (a change), a newer
 /// subVersion replaces the old one, topics no longer subscribed are removed (a change).
+/// Returns (topics changed, a subscription replaced by a newer version).
 fn update_subscriptions(
     table: &mut BTreeMap<String, SubscriptionData>,
     subs: Vec<SubscriptionData>,
-) -> bool {
+) -> (bool, bool) {
     let mut changed = false;
+    let mut replaced = false;
     let topics: Vec<String> = subs.iter().map(|s| s.topic.clone()).collect();
     for sub in subs {
         match table.get(&sub.topic) {
@@ -203,13 +223,14 @@ fn update_subscriptions(
             }
             Some(old) if sub.sub_version > old.sub_version => {
                 table.insert(sub.topic.clone(), sub);
+                replaced = true;
             }
             Some(_) => {}
         }
     }
     let before = table.len();
     table.retain(|topic, _| topics.contains(topic));
-    changed | (table.len() != before)
+    (changed || table.len() != before, replaced)
 }
 
 #[cfg(test)]
@@ -248,16 +269,34 @@ mod tests {
     fn membership_changes_are_reported_once() {
         let mut r = ClientRegistry::default();
         let now = Instant::now();
-        assert!(r.register_consumer(beat("g", &[("T", "*", 1)]), client(1, "c1", now)));
+        assert!(
+            r.register_consumer(beat("g", &[("T", "*", 1)]), client(1, "c1", now))
+                .rebalance
+        );
         // The same heartbeat again changes nothing.
-        assert!(!r.register_consumer(beat("g", &[("T", "*", 1)]), client(1, "c1", now)));
+        assert_eq!(
+            r.register_consumer(beat("g", &[("T", "*", 1)]), client(1, "c1", now)),
+            GroupChange::default()
+        );
         // A newer subVersion replaces the expression without a rebalance.
-        assert!(!r.register_consumer(beat("g", &[("T", "a", 2)]), client(1, "c1", now)));
+        assert_eq!(
+            r.register_consumer(beat("g", &[("T", "a", 2)]), client(1, "c1", now)),
+            GroupChange {
+                rebalance: false,
+                subscriptions: true
+            }
+        );
         assert_eq!(r.subscription("g", "T").unwrap().sub_string, "a");
-        assert!(r.register_consumer(beat("g", &[("T", "*", 3)]), client(2, "c2", now)));
+        assert!(
+            r.register_consumer(beat("g", &[("T", "*", 3)]), client(2, "c2", now))
+                .rebalance
+        );
         assert_eq!(r.consumer_ids("g"), ["c1", "c2"]);
         // Dropping a topic is a change.
-        assert!(r.register_consumer(beat("g", &[("U", "*", 4)]), client(2, "c2", now)));
+        assert!(
+            r.register_consumer(beat("g", &[("U", "*", 4)]), client(2, "c2", now))
+                .rebalance
+        );
         assert!(r.subscription("g", "T").is_none());
         assert_eq!(
             r.connection_closed(ChannelId {

@@ -68,6 +68,8 @@ pub enum MeshRequest {
         slots: crate::message::record::RecordSlots,
         wait: bool,
     },
+    /// To the control shard: a group's current subscriptions.
+    GetSubscriptions { group: String },
     /// To the control shard: make sure a group topic (retry, DLQ) exists.
     EnsureGroupTopic { name: String, queues: i32 },
 }
@@ -78,6 +80,7 @@ pub enum MeshResponse {
     Topic(Option<TopicConfig>),
     Messages(Vec<bytes::Bytes>),
     Put(Result<crate::store::PutResult, String>),
+    Subscriptions(Vec<SubscriptionData>),
 }
 
 /// State that lives only on the control shard.
@@ -251,6 +254,9 @@ impl Shard {
                     .map_err(|e| e.to_string());
                 Some(MeshResponse::Put(put))
             }
+            MeshRequest::GetSubscriptions { group } => Some(MeshResponse::Subscriptions(
+                self.group_subscriptions(&group),
+            )),
             MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
                 self.ensure_control_topic(&name, queues),
             )),
@@ -311,7 +317,7 @@ impl Shard {
         };
     }
 
-    fn apply_subscriptions(&self, group: String, subscriptions: Vec<SubscriptionData>) {
+    pub(crate) fn apply_subscriptions(&self, group: String, subscriptions: Vec<SubscriptionData>) {
         let mut table = self.subscriptions.borrow_mut();
         if subscriptions.is_empty() {
             table.remove(&group);

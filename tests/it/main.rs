@@ -6,4 +6,5 @@ mod golden;
 mod harness;
 mod namesrv_route;
 mod rust_client;
+mod rust_client_broker;
 mod store_crash;

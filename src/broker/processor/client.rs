@@ -9,7 +9,7 @@ use super::{field_failure, Failure};
 use crate::broker::consumer_groups::{ChannelId, ClientChannel, ConsumerHeartbeat};
 use crate::broker::shard::{MeshRequest, Origin, Shard};
 use crate::broker::topic_config::retry_topic;
-use crate::protocol::heartbeat::{ConsumerIdList, HeartbeatData};
+use crate::protocol::heartbeat::{ConsumerIdList, HeartbeatData, SubscriptionData};
 use crate::protocol::route::to_json_body;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
@@ -58,12 +58,15 @@ impl Shard {
                 consume_from_where: consumer.consume_from_where,
                 subscriptions: consumer.subscription_data_set,
             };
-            let changed = control
+            let change = control
                 .clients
                 .borrow_mut()
                 .register_consumer(beat, client.clone());
-            if changed {
+            if change.rebalance {
                 self.group_changed(&group);
+            } else if change.subscriptions {
+                let subscriptions = self.group_subscriptions(&group);
+                self.broadcast_subscriptions(&group, subscriptions);
             }
         }
         for producer in data.producer_data_set {
@@ -137,21 +140,35 @@ impl Shard {
     /// shard learns its subscriptions.
     fn group_changed(&self, group: &str) {
         let Some(control) = &self.control else { return };
-        let (channels, subscriptions) = {
-            let clients = control.clients.borrow();
-            match clients.consumer_group(group) {
-                Some(g) => (
-                    g.channels.keys().copied().collect::<Vec<_>>(),
-                    g.subscriptions.values().cloned().collect(),
-                ),
-                None => (Vec::new(), Vec::new()),
-            }
-        };
+        let channels: Vec<ChannelId> = control
+            .clients
+            .borrow()
+            .consumer_group(group)
+            .map(|g| g.channels.keys().copied().collect())
+            .unwrap_or_default();
         if self.ctx.cfg.notify_consumer_ids_changed_enable {
             let notify = RemotingCommand::request(req::NOTIFY_CONSUMER_IDS_CHANGED)
                 .with_ext("consumerGroup", group);
             self.send_to_channels(channels.into_iter().map(|c| (c, notify.clone())).collect());
         }
+        let subscriptions = self.group_subscriptions(group);
+        self.broadcast_subscriptions(group, subscriptions);
+    }
+
+    /// A group's current subscriptions (control shard).
+    pub(crate) fn group_subscriptions(&self, group: &str) -> Vec<SubscriptionData> {
+        let Some(control) = &self.control else {
+            return Vec::new();
+        };
+        let clients = control.clients.borrow();
+        let found = clients.consumer_group(group);
+        found
+            .map(|g| g.subscriptions.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Tells every other shard a group's subscriptions (for pulls that carry none).
+    fn broadcast_subscriptions(&self, group: &str, subscriptions: Vec<SubscriptionData>) {
         let group = group.to_string();
         self.spawn_broadcast(move || MeshRequest::SubscriptionsChanged {
             group: group.clone(),

@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use futures_lite::future;
 
 use super::{field_failure, Failure};
-use crate::broker::shard::Shard;
+use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
 use crate::broker::topic_config::perm;
 use crate::config::BrokerRole;
 use crate::protocol::heartbeat::{parse_tag_expression, SubscriptionData};
@@ -173,7 +173,9 @@ impl Shard {
                 sub_version,
             )
         } else {
-            let found = self.subscription(request.group, request.topic).await;
+            let found = self
+                .subscription(request.group, request.topic, sub_version)
+                .await;
             let sub = found.ok_or_else(|| {
                 (
                     resp::SUBSCRIPTION_NOT_EXIST,
@@ -197,17 +199,39 @@ impl Shard {
         }))
     }
 
-    /// A group's subscription to a topic: from the registry on the control shard, else from this
-    /// shard's replica.
-    async fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionData> {
+    /// A group's subscription to a topic as of `min_version`: from the registry on the control
+    /// shard; elsewhere from this shard's replica, or asked of the control shard when the
+    /// replica has none or an older one (the heartbeat's broadcast may still be on its way).
+    async fn subscription(
+        &self,
+        group: &str,
+        topic: &str,
+        min_version: i64,
+    ) -> Option<SubscriptionData> {
         if let Some(control) = &self.control {
             return control.clients.borrow().subscription(group, topic).cloned();
         }
-        self.subscriptions
+        let local = self
+            .subscriptions
             .borrow()
             .get(group)
             .and_then(|t| t.get(topic))
-            .cloned()
+            .cloned();
+        if local.as_ref().is_some_and(|s| s.sub_version >= min_version) {
+            return local;
+        }
+        let mesh = self.mesh()?;
+        let request = MeshRequest::GetSubscriptions {
+            group: group.to_string(),
+        };
+        match mesh.call(0, request).await {
+            Ok(MeshResponse::Subscriptions(subs)) => {
+                let found = subs.iter().find(|s| s.topic == topic).cloned();
+                self.apply_subscriptions(group.to_string(), subs);
+                found
+            }
+            _ => local,
+        }
     }
 }
 
