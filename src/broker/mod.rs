@@ -199,6 +199,8 @@ async fn run_shard(seed: ShardSeed) {
         Rc::clone(&shard),
         shutdown.clone(),
     )));
+    let checks = processor::transaction::run_checks(Rc::clone(&shard), shutdown.clone());
+    tasks.push(glommio::spawn_local(checks));
     let servers = listeners
         .into_iter()
         .map(|l| {
@@ -257,6 +259,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
         register_epoch: OffsetWatch::new(0),
         next_queue: std::cell::Cell::new(0),
         delay_offsets: RefCell::new(delay_offsets),
+        transactions: RefCell::new(Default::default()),
     });
     let weak = Rc::downgrade(&shard);
     let mesh = ShardMesh::join(seed.mesh, move |_from, request| {

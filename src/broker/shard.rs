@@ -68,6 +68,8 @@ pub enum MeshRequest {
         slots: crate::message::record::RecordSlots,
         wait: bool,
     },
+    /// To the control shard: a connection of a producer group (transaction check-back).
+    ProducerChannel { group: String },
     /// To the control shard: a group's current subscriptions.
     GetSubscriptions { group: String },
     /// To the control shard: make sure a group topic (retry, DLQ) exists.
@@ -81,6 +83,7 @@ pub enum MeshResponse {
     Messages(Vec<bytes::Bytes>),
     Put(Result<crate::store::PutResult, String>),
     Subscriptions(Vec<SubscriptionData>),
+    Channel(Option<ChannelId>),
 }
 
 /// State that lives only on the control shard.
@@ -110,6 +113,8 @@ pub struct Shard {
     pub register_epoch: crate::runtime::OffsetWatch,
     /// Round-robin cursor for sends that let the broker pick the queue.
     pub next_queue: std::cell::Cell<u32>,
+    /// Check-back state of the transaction half queue, on the shard that owns it.
+    pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
     /// Next offset to deliver per delay level this shard owns.
     pub delay_offsets: RefCell<crate::store::metadata::DelayOffsetTable>,
 }
@@ -150,6 +155,10 @@ impl Shard {
             | req::SEARCH_OFFSET_BY_TIMESTAMP
             | req::GET_EARLIEST_MSG_STORETIME => queue_owner("topic", "queueId"),
             req::VIEW_MESSAGE_BY_ID | req::CONSUMER_SEND_MSG_BACK => match cmd.req_i64("offset") {
+                Ok(offset) => Route::Shard(shard_of_physical(offset) % shards),
+                Err(_) => Route::Here,
+            },
+            req::END_TRANSACTION => match cmd.req_i64("commitLogOffset") {
                 Ok(offset) => Route::Shard(shard_of_physical(offset) % shards),
                 Err(_) => Route::Here,
             },
@@ -253,6 +262,12 @@ impl Shard {
                     .await
                     .map_err(|e| e.to_string());
                 Some(MeshResponse::Put(put))
+            }
+            MeshRequest::ProducerChannel { group } => {
+                let channel = self.control.as_ref().and_then(|c| {
+                    c.clients.borrow().producer_channels(&group).first().map(|p| p.channel)
+                });
+                Some(MeshResponse::Channel(channel))
             }
             MeshRequest::GetSubscriptions { group } => Some(MeshResponse::Subscriptions(
                 self.group_subscriptions(&group),

@@ -2,6 +2,7 @@
 
 mod broker_basic;
 mod broker_delay;
+mod broker_transaction;
 mod golden;
 mod harness;
 mod namesrv_route;

@@ -8,6 +8,7 @@ mod pull;
 pub mod query;
 mod send;
 mod send_back;
+pub mod transaction;
 
 use std::rc::Rc;
 
@@ -46,6 +47,7 @@ impl Shard {
             req::QUERY_MESSAGE => self.query_message(&command).await,
             req::VIEW_MESSAGE_BY_ID => self.view_message(&command).await,
             req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
+            req::END_TRANSACTION => self.end_transaction(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),

@@ -8,7 +8,7 @@ use super::{field_failure, Failure};
 use crate::broker::schedule;
 use crate::broker::shard::{Origin, Shard};
 use crate::broker::topic_config::{
-    check_send_topic, dlq_topic, perm, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC,
+    check_send_topic, dlq_topic, perm, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC, TRANS_HALF_TOPIC,
 };
 use crate::message::properties::{self, Properties};
 use crate::message::record::{RecordInput, RecordSlots};
@@ -24,7 +24,7 @@ impl Shard {
         origin: Origin,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
-        let request = SendRequest::from_command(cmd).map_err(field_failure)?;
+        let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         if !self.ctx.writable() {
             let remark = format!(
                 "the broker[{}] sending message is forbidden (it is a slave or its write permission is off)",
@@ -47,10 +47,15 @@ impl Shard {
         let wait = props
             .remove(properties::WAIT)
             .is_none_or(|w| !w.eq_ignore_ascii_case("false"));
-        refuse_transactional(&props, &request)?;
+        let prepared = is_prepared(&props, &request);
+        if prepared {
+            check_prepared(&self.ctx.cfg, &request)?;
+            // The half message gets a consume-queue unit in the half topic (STORE.md §10).
+            request.sys_flag &= !sysflag::TRANSACTION_MASK;
+        }
         props.set(properties::CLUSTER, &self.ctx.cfg.broker_cluster_name);
         let (target, target_queue) = self
-            .send_target(cmd, &request, queue_id, &mut props)
+            .send_target(cmd, &request, queue_id, &mut props, prepared)
             .await?;
         let result = if request.batch {
             let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
@@ -109,8 +114,22 @@ impl Shard {
         request: &SendRequest,
         queue_id: i32,
         props: &mut Properties,
+        prepared: bool,
     ) -> Result<(String, i32), Failure> {
         let (mut topic, mut queue) = (request.topic.clone(), queue_id);
+        if prepared {
+            self.ensure_topic(TRANS_HALF_TOPIC, 1)
+                .await
+                .ok_or_else(|| {
+                    (
+                        resp::SYSTEM_ERROR,
+                        format!("cannot create {TRANS_HALF_TOPIC}"),
+                    )
+                })?;
+            props.set(properties::REAL_TOPIC, &topic);
+            props.set(properties::REAL_QID, &queue.to_string());
+            return Ok((TRANS_HALF_TOPIC.to_string(), 0));
+        }
         if let Some(group) = request.topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) {
             // Java honours the header's max only from clients at V3_4_9 (121) or later.
             let max = request
@@ -280,15 +299,28 @@ fn check_queue(request: &SendRequest, topic: &TopicConfig) -> Result<i32, Failur
     Ok(request.queue_id)
 }
 
-/// Transactional messages are not stored yet: refused plainly rather than stored wrong.
-fn refuse_transactional(props: &Properties, request: &SendRequest) -> Result<(), Failure> {
-    let transactional = props
+/// A transactional half message: `TRAN_MSG=true` or the prepared sysFlag bits.
+fn is_prepared(props: &Properties, request: &SendRequest) -> bool {
+    props
         .get(properties::TRAN_MSG)
         .is_some_and(|t| t.eq_ignore_ascii_case("true"))
-        || request.sys_flag & sysflag::TRANSACTION_MASK == sysflag::TRANSACTION_PREPARED;
-    if transactional {
-        let remark = "this ringmq broker does not store transactional messages (TRAN_MSG) yet";
-        return Err((resp::SYSTEM_ERROR, remark.into()));
+        || request.sys_flag & sysflag::TRANSACTION_MASK == sysflag::TRANSACTION_PREPARED
+}
+
+/// Half messages are refused when `rejectTransactionMessage` is set, and may not be batched.
+fn check_prepared(cfg: &crate::config::BrokerConfig, request: &SendRequest) -> Result<(), Failure> {
+    if cfg.reject_transaction_message {
+        let remark = format!(
+            "the broker[{}] sending transaction message is forbidden",
+            cfg.broker_name
+        );
+        return Err((resp::NO_PERMISSION, remark));
+    }
+    if request.batch {
+        return Err((
+            resp::MESSAGE_ILLEGAL,
+            "a batch may not hold transactional messages".into(),
+        ));
     }
     Ok(())
 }
