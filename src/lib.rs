@@ -17,10 +17,12 @@
 //! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
 //! | [`broker`] | the broker: shards, routing over the mesh, request processors, registration |
 //! | `testing` | SimStorage and SimClock for seeded fault tests (tests and the `sim` feature only) |
+//! | [`admin`] | `ringmq admin`: mqadmin's commands over the client |
 //! | [`client`] | a small blocking client (tests, admin); never imports servers |
 //!
 //! `remoting` and `protocol` are pure: no I/O, no async, no glommio.
 
+pub mod admin;
 pub mod broker;
 pub mod client;
 pub mod config;

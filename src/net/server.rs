@@ -12,19 +12,29 @@ use super::connection::{self, Handler};
 use crate::limits::{CONNECTIONS_PER_SHARD_MAX, FRAME_SIZE_MAX_BYTES};
 use crate::runtime::Shutdown;
 
-/// Picks the address to listen on and makes sure no other process holds it. glommio binds
-/// every listener with SO_REUSEPORT (so shards can share a port), which would let a second
-/// ringmq silently share the port of a running one; a plain bind probe refuses that the way
-/// Java's "Address already in use" does. Port 0 is resolved to a free port here, once, so every
-/// shard of a server binds the same one.
+/// Picks the address to listen on and makes sure no other server is listening there. glommio
+/// binds every listener with SO_REUSEPORT (so shards can share a port), which would let a
+/// second ringmq silently share the port of a running one. A connection attempt tells whether
+/// someone is listening (a bind probe would also trip over the port's TIME_WAIT connections
+/// after a restart). Port 0 is resolved to a free port here, once, so every shard of a server
+/// binds the same one.
 pub fn reserve_addr(addr: SocketAddr) -> io::Result<SocketAddr> {
-    let probe = std::net::TcpListener::bind(addr).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen on {addr}: {e} (is another server running?)"),
-        )
-    })?;
-    probe.local_addr()
+    if addr.port() == 0 {
+        return std::net::TcpListener::bind(addr)?.local_addr();
+    }
+    let target = match addr.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let probe = SocketAddr::new(target, addr.port());
+    if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(300)).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("cannot listen on {addr}: another server is already listening there"),
+        ));
+    }
+    Ok(addr)
 }
 
 /// Binds a glommio listener on an address from [`reserve_addr`].

@@ -1,5 +1,6 @@
 //! The one integration test binary: black-box tests through real sockets.
 
+mod admin_cli;
 mod broker_basic;
 mod broker_delay;
 mod broker_transaction;
