@@ -248,6 +248,8 @@ pub struct LockBatchRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LockBatchResponse {
+    /// Java's field is `lockOKMQSet`, which camelCase would not produce.
+    #[serde(rename = "lockOKMQSet")]
     pub lock_ok_mq_set: BTreeSet<MessageQueue>,
 }
 

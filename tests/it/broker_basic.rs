@@ -416,8 +416,14 @@ fn orderly_consumers_lock_queues_exclusively() {
         let reply = conn
             .call(RemotingCommand::request(code).with_body(body.into_bytes()))
             .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        // Java's (and the C++ client's) key, checked on the raw JSON.
+        let set = body
+            .get("lockOKMQSet")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!([]));
         let ok: ringmq::protocol::heartbeat::LockBatchResponse =
-            serde_json::from_slice(&reply.body).unwrap_or_default();
+            serde_json::from_value(serde_json::json!({ "lockOKMQSet": set })).unwrap();
         ok.lock_ok_mq_set
             .iter()
             .map(|m| m.queue_id)

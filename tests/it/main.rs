@@ -2,7 +2,9 @@
 
 mod admin_cli;
 mod broker_basic;
+mod broker_crash;
 mod broker_delay;
+mod broker_quirks;
 mod broker_transaction;
 mod golden;
 mod harness;
