@@ -437,3 +437,41 @@ fn orderly_consumers_lock_queues_exclusively() {
     lock(&mut conn, request::UNLOCK_BATCH_MQ, "c1", &[1]);
     assert_eq!(lock(&mut conn, request::LOCK_BATCH_MQ, "c2", &[1]), [1]);
 }
+
+#[test]
+fn too_many_requests_in_flight_on_one_connection_are_answered_system_busy() {
+    use bytes::BytesMut;
+    use ringmq::limits::CONNECTION_INFLIGHT_MAX;
+    let broker = TestBroker::start(1);
+    let mut conn = broker.connection();
+    conn.send_message("pg", &message("Busy", 0, "x", "t", "k"))
+        .unwrap();
+    // Long polls park on the broker and stay in flight; one more than the limit is refused.
+    let extra = 8;
+    let mut frames = BytesMut::new();
+    for opaque in 0..(CONNECTION_INFLIGHT_MAX + extra) as i32 {
+        let mut pull = RemotingCommand::request(request::PULL_MESSAGE)
+            .with_ext("consumerGroup", "cg")
+            .with_ext("topic", "Busy")
+            .with_ext("queueId", "0")
+            .with_ext("queueOffset", "1")
+            .with_ext("maxMsgNums", "1")
+            .with_ext("sysFlag", "6")
+            .with_ext("commitOffset", "0")
+            .with_ext("suspendTimeoutMillis", "20000")
+            .with_ext("subscription", "*")
+            .with_ext("subVersion", "1");
+        pull.opaque = opaque;
+        pull.encode(&mut frames).unwrap();
+    }
+    conn.write_all(&frames).unwrap();
+    let mut busy = 0;
+    while busy < extra {
+        let answer = conn
+            .read_command()
+            .expect("SYSTEM_BUSY answers come at once");
+        assert_eq!(answer.code, response::SYSTEM_BUSY, "{:?}", answer.remark);
+        assert!(answer.remark.unwrap_or_default().starts_with("[OVERLOAD]"));
+        busy += 1;
+    }
+}
