@@ -265,7 +265,11 @@ impl Shard {
             }
             MeshRequest::ProducerChannel { group } => {
                 let channel = self.control.as_ref().and_then(|c| {
-                    c.clients.borrow().producer_channels(&group).first().map(|p| p.channel)
+                    c.clients
+                        .borrow()
+                        .producer_channels(&group)
+                        .first()
+                        .map(|p| p.channel)
                 });
                 Some(MeshResponse::Channel(channel))
             }
