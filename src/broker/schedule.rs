@@ -70,19 +70,8 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
             }
         };
         let woken = match wait {
-            Wait::For(duration) => {
-                future::or(
-                    async {
-                        glommio::timer::sleep(duration).await;
-                        true
-                    },
-                    async {
-                        shutdown.wait().await;
-                        false
-                    },
-                )
-                .await
-            }
+            // The head message's delivery time: a scheduled wake-up, not a poll.
+            Wait::For(duration) => shutdown.sleep(duration).await,
             Wait::NewMessage(target) => {
                 let watch = shard.store.queue_watch(SCHEDULE_TOPIC, queue_id);
                 future::or(

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
 use glommio::ExecutorJoinHandle;
 
 use crate::net::{bind, reserve_addr, serve, ServerOptions};
@@ -117,20 +116,7 @@ pub fn start(options: NamesrvOptions, shutdown: Shutdown) -> io::Result<NamesrvH
 /// Drops expired brokers every `interval` until shutdown. A housekeeping timer, not a request
 /// path: requests never wait on it.
 async fn scan_brokers(processor: Rc<NamesrvProcessor>, interval: Duration, shutdown: Shutdown) {
-    loop {
-        let tick = future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                true
-            },
-            async {
-                shutdown.wait().await;
-                false
-            },
-        );
-        if !tick.await {
-            return;
-        }
+    while shutdown.sleep(interval).await {
         processor.scan_expired(Instant::now());
     }
 }

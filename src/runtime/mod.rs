@@ -148,6 +148,20 @@ impl Shutdown {
         let _ = self.rx.recv_async().await;
     }
 
+    /// Sleeps for `duration` (on the executor's timer); `false` when shutdown came first. For
+    /// housekeeping loops (expiry scans, persistence, check passes), never request paths.
+    pub async fn sleep(&self, duration: std::time::Duration) -> bool {
+        let slept = async {
+            glommio::timer::sleep(duration).await;
+            true
+        };
+        let stopped = async {
+            self.wait().await;
+            false
+        };
+        futures_lite::future::or(slept, stopped).await
+    }
+
     /// Triggers this signal when the process receives SIGINT or SIGTERM.
     pub fn on_signals(&self) -> io::Result<()> {
         let mut signals = signal_hook::iterator::Signals::new([

@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use ringmq::client::broker::{OutgoingMessage, PulledMessage};
+use ringmq::client::broker::OutgoingMessage;
 use ringmq::client::Connection;
 use ringmq::message::properties::Properties;
 use ringmq::remoting::{request, response, RemotingCommand};
 
-use crate::harness::TestBroker;
+use crate::harness::{wait_for_message, TestBroker};
 
 fn delayed(topic: &str, body: &str, level: u32) -> OutgoingMessage {
     let mut properties = Properties::default();
@@ -22,31 +22,6 @@ fn delayed(topic: &str, body: &str, level: u32) -> OutgoingMessage {
         properties,
         flag: 0,
     }
-}
-
-/// Long-polls queue 0 of `topic` from `offset` until a message arrives or `limit` passes.
-fn wait_for_message(
-    conn: &mut Connection,
-    topic: &str,
-    offset: i64,
-    limit: Duration,
-) -> Option<PulledMessage> {
-    let deadline = Instant::now() + limit;
-    conn.timeout = limit + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis() as i64;
-        match conn.pull("cg", topic, 0, offset, 1, "*", left.max(1)) {
-            Ok(r) if r.code == response::SUCCESS => return r.messages.into_iter().next(),
-            Ok(_) => {}
-            Err(e) if e.code() == Some(response::TOPIC_NOT_EXIST) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => panic!("pull failed: {e}"),
-        }
-    }
-    None
 }
 
 #[test]

@@ -1,16 +1,16 @@
 //! Transactional messages: half messages stay invisible until committed, rolled-back ones never
 //! appear, and an open one is checked back with its producer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringmq::client::broker::{OutgoingMessage, PulledMessage};
+use ringmq::client::broker::OutgoingMessage;
 use ringmq::client::Connection;
 use ringmq::message::decode_offset_msg_id;
 use ringmq::message::properties::Properties;
 use ringmq::protocol::heartbeat::{HeartbeatData, ProducerData};
 use ringmq::remoting::{request, response, RemotingCommand};
 
-use crate::harness::{TestBroker, TestNamesrv};
+use crate::harness::{wait_for_message, TestBroker, TestNamesrv};
 
 fn half(topic: &str, body: &str) -> OutgoingMessage {
     let mut properties = Properties::default();
@@ -37,32 +37,6 @@ fn end(conn: &mut Connection, queue_offset: i64, msg_id: &str, decision: i32, fr
     conn.invoke_oneway(cmd).unwrap();
 }
 
-/// The next message of queue 0 of `topic` at `offset`, long-polled up to `limit`.
-fn next_message(
-    conn: &mut Connection,
-    topic: &str,
-    offset: i64,
-    limit: Duration,
-) -> Option<PulledMessage> {
-    let deadline = Instant::now() + limit;
-    conn.timeout = limit + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .max(1) as i64;
-        match conn.pull("cg", topic, 0, offset, 1, "*", left) {
-            Ok(r) if r.code == response::SUCCESS => return r.messages.into_iter().next(),
-            Ok(_) => {}
-            Err(e) if e.code() == Some(response::TOPIC_NOT_EXIST) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("pull: {e}"),
-        }
-    }
-    None
-}
-
 #[test]
 fn a_committed_half_message_is_delivered_and_a_rolled_back_one_never() {
     let broker = TestBroker::start(2);
@@ -83,18 +57,18 @@ fn a_committed_half_message_is_delivered_and_a_rolled_back_one_never() {
         .unwrap();
     assert_eq!(a.code, response::SUCCESS);
     assert!(
-        next_message(&mut conn, "TxTopic", 1, Duration::from_millis(300)).is_none(),
+        wait_for_message(&mut conn, "TxTopic", 1, Duration::from_millis(300)).is_none(),
         "half visible"
     );
     end(&mut conn, a.queue_offset, &a.msg_id, 12, false);
     end(&mut conn, b.queue_offset, &b.msg_id, 8, false);
     let delivered =
-        next_message(&mut conn, "TxTopic", 1, Duration::from_secs(10)).expect("committed");
+        wait_for_message(&mut conn, "TxTopic", 1, Duration::from_secs(10)).expect("committed");
     assert_eq!(delivered.body, b"committed");
     assert_eq!(delivered.properties.get("TRAN_MSG"), None);
     assert_eq!(delivered.properties.get("PGROUP"), Some("tx-pg"));
     assert!(
-        next_message(&mut conn, "TxTopic", 2, Duration::from_millis(500)).is_none(),
+        wait_for_message(&mut conn, "TxTopic", 2, Duration::from_millis(500)).is_none(),
         "rollback delivered"
     );
 }
@@ -136,7 +110,7 @@ fn an_open_transaction_is_checked_back_with_its_producer() {
     assert_eq!(body[0].body, b"unknown-at-first");
     end(&mut producer, sent.queue_offset, &sent.msg_id, 8, true);
     let mut reader = broker.connection();
-    let delivered = next_message(&mut reader, "TxChecked", 0, Duration::from_secs(10))
+    let delivered = wait_for_message(&mut reader, "TxChecked", 0, Duration::from_secs(10))
         .expect("committed after check");
     assert_eq!(delivered.body, b"unknown-at-first");
     drop(broker);

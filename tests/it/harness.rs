@@ -194,3 +194,29 @@ impl TestNamesrv {
         }
     }
 }
+
+/// The next message of queue 0 of `topic` at `offset`, long-polled until `limit` passes
+/// (retrying while the topic does not exist yet). `None` when nothing came.
+pub fn wait_for_message(
+    conn: &mut Connection,
+    topic: &str,
+    offset: i64,
+    limit: Duration,
+) -> Option<ringmq::client::broker::PulledMessage> {
+    use ringmq::remoting::response;
+    let deadline = std::time::Instant::now() + limit;
+    conn.timeout = limit + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left_ms = left.as_millis().max(1) as i64;
+        match conn.pull("cg", topic, 0, offset, 1, "*", left_ms) {
+            Ok(r) if r.code == response::SUCCESS => return r.messages.into_iter().next(),
+            Ok(_) => {}
+            Err(e) if e.code() == Some(response::TOPIC_NOT_EXIST) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("pull failed: {e}"),
+        }
+    }
+    None
+}

@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::future;
 
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ChannelId;
@@ -209,20 +208,7 @@ pub async fn run_checks(shard: Rc<Shard>, shutdown: Shutdown) {
         return;
     }
     let interval = Duration::from_millis(shard.ctx.cfg.transaction_check_interval_ms.max(100));
-    loop {
-        let go_on = future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                true
-            },
-            async {
-                shutdown.wait().await;
-                false
-            },
-        );
-        if !go_on.await {
-            return;
-        }
+    while shutdown.sleep(interval).await {
         if let Err(e) = check_pass(&shard).await {
             tracing::warn!(error = %e, "transaction check pass failed");
         }
