@@ -254,8 +254,8 @@ fn send_message(args: &SendArgs) -> Result<(), ClientError> {
         code => crate::remoting::response::name(code).unwrap_or("UNKNOWN"),
     };
     println!(
-        "{:<32} {:<8} {:<24} {}",
-        "#Broker Name", "#QID", "#Send Result", "#MsgId"
+        "{:<32} {:<8} {:<24} #MsgId",
+        "#Broker Name", "#QID", "#Send Result"
     );
     println!(
         "{broker:<32} {:<8} {:<24} {}",

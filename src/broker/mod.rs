@@ -259,6 +259,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
         register_epoch: OffsetWatch::new(0),
         next_queue: std::cell::Cell::new(0),
         delay_offsets: RefCell::new(delay_offsets),
+        stats: Default::default(),
         transactions: RefCell::new(Default::default()),
     });
     let weak = Rc::downgrade(&shard);

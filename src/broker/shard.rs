@@ -62,6 +62,8 @@ pub enum MeshRequest {
     ConnectionClosed { channel: ChannelId },
     /// Look a key up in this shard's index only.
     QueryKey(crate::broker::processor::query::KeyQuery),
+    /// From the control shard: an admin request's figures of this shard.
+    Admin(crate::broker::processor::admin::AdminQuery),
     /// Store a record built elsewhere in a queue this shard owns (WAIT=false).
     Put {
         record: bytes::BytesMut,
@@ -81,6 +83,7 @@ pub enum MeshResponse {
     Reply(Option<RemotingCommand>),
     Topic(Option<TopicConfig>),
     Messages(Vec<bytes::Bytes>),
+    Admin(crate::broker::processor::admin::AdminAnswer),
     Put(Result<crate::store::PutResult, String>),
     Subscriptions(Vec<SubscriptionData>),
     Channel(Option<ChannelId>),
@@ -117,6 +120,8 @@ pub struct Shard {
     pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
     /// Next offset to deliver per delay level this shard owns.
     pub delay_offsets: RefCell<crate::store::metadata::DelayOffsetTable>,
+    /// Message counters (GET_BROKER_RUNTIME_INFO).
+    pub stats: crate::broker::processor::admin::ShardStats,
 }
 
 /// Where a request runs.
@@ -251,6 +256,7 @@ impl Shard {
             MeshRequest::QueryKey(query) => {
                 Some(MeshResponse::Messages(self.query_local(&query).await))
             }
+            MeshRequest::Admin(query) => Some(MeshResponse::Admin(self.admin_local(query).await)),
             MeshRequest::Put {
                 record,
                 slots,

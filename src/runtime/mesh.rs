@@ -16,14 +16,9 @@ use thiserror::Error;
 /// A message on the mesh.
 pub enum Envelope<Req, Resp> {
     /// `id` is 0 for requests that expect no answer.
-    Request {
-        id: u64,
-        body: Req,
-    },
-    Response {
-        id: u64,
-        body: Resp,
-    },
+    Request { id: u64, body: Req },
+    /// `body` is `None` when the handler had no answer (the caller gets `NoAnswer`).
+    Response { id: u64, body: Option<Resp> },
 }
 
 /// A call that could not complete.
@@ -33,6 +28,8 @@ pub enum MeshError {
     NoSuchShard(usize),
     #[error("shard {0} is gone (shutting down)")]
     ShardGone(usize),
+    #[error("shard {0} had no answer to that request")]
+    NoAnswer(usize),
 }
 
 /// Builds the mesh for `shards` executors; every shard must call [`ShardMesh::join`] on a
@@ -47,7 +44,7 @@ pub fn builder<Req: Send + 'static, Resp: Send + 'static>(
 /// One shard's end of the mesh.
 pub struct ShardMesh<Req: Send + 'static, Resp: Send + 'static> {
     senders: Senders<Envelope<Req, Resp>>,
-    pending: RefCell<HashMap<u64, LocalSender<Resp>>>,
+    pending: RefCell<HashMap<u64, LocalSender<Option<Resp>>>>,
     next_id: Cell<u64>,
 }
 
@@ -114,7 +111,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
                 let answer = handler(from, body);
                 let mesh = Rc::clone(self);
                 glommio::spawn_local(async move {
-                    if let (Some(body), true) = (answer.await, id != 0) {
+                    let body = answer.await;
+                    if id != 0 {
+                        // Always answered, so a caller never waits on a request with no reply.
                         let _ = mesh
                             .senders
                             .send_to(from, Envelope::Response { id, body })
@@ -145,7 +144,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
                 MeshError::NoSuchShard(to)
             });
         }
-        rx.recv().await.ok_or(MeshError::ShardGone(to))
+        match rx.recv().await {
+            Some(Some(answer)) => Ok(answer),
+            Some(None) => Err(MeshError::NoAnswer(to)),
+            None => Err(MeshError::ShardGone(to)),
+        }
     }
 
     /// Sends `request` to shard `to` without waiting for an answer.

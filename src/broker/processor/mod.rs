@@ -1,6 +1,10 @@
 //! Request processing on the shard a request was routed to: one file per request family, each
 //! turning a `protocol` request into store calls and a response. Dispatch is one `match`.
 
+pub mod admin;
+mod admin_consumer;
+mod admin_runtime;
+mod admin_topic;
 mod client;
 pub mod lock;
 mod offset;
@@ -48,6 +52,7 @@ impl Shard {
             req::VIEW_MESSAGE_BY_ID => self.view_message(&command).await,
             req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
             req::END_TRANSACTION => self.end_transaction(&command).await,
+            code if admin::handles(code) => self.admin(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),

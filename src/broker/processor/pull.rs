@@ -108,6 +108,7 @@ impl Shard {
             self.park(&request).await;
             result = self.read_queue(&request, filter.as_ref()).await?;
         }
+        self.stats.count_pull(result.messages.len());
         Ok(pull_response(cmd, result, request.offset))
     }
 

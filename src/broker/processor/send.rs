@@ -84,6 +84,8 @@ impl Shard {
                 wrote_bytes: put.wrote_bytes,
             }
         };
+        self.stats
+            .count_put(result.physical_offsets.len(), result.wrote_bytes);
         let msg_ids: Vec<String> = result
             .physical_offsets
             .iter()

@@ -275,28 +275,30 @@ async fn check_one(
     now: i64,
     timeout_ms: i64,
 ) -> Result<bool, String> {
-    let mut state = shard.transactions.borrow_mut();
-    if state.done.remove(&view.queue_offset) {
-        state.checks.remove(&view.queue_offset);
-        return Ok(true);
+    {
+        let mut state = shard.transactions.borrow_mut();
+        if state.done.remove(&view.queue_offset) {
+            state.checks.remove(&view.queue_offset);
+            return Ok(true);
+        }
+        let immunity_ms =
+            properties::find(view.properties, properties::CHECK_IMMUNITY_TIME_IN_SECONDS)
+                .and_then(|s| s.parse::<i64>().ok())
+                .map_or(timeout_ms, |s| s * 1000);
+        if now - view.born_timestamp < immunity_ms {
+            return Ok(false);
+        }
+        let checks = state.checks.entry(view.queue_offset).or_insert(0);
+        if *checks >= shard.ctx.cfg.transaction_check_max {
+            tracing::warn!(
+                offset = view.queue_offset,
+                "half message checked too often; discarded"
+            );
+            state.checks.remove(&view.queue_offset);
+            return Ok(true);
+        }
+        *checks += 1;
     }
-    let immunity_ms = properties::find(view.properties, properties::CHECK_IMMUNITY_TIME_IN_SECONDS)
-        .and_then(|s| s.parse::<i64>().ok())
-        .map_or(timeout_ms, |s| s * 1000);
-    if now - view.born_timestamp < immunity_ms {
-        return Ok(false);
-    }
-    let checks = state.checks.entry(view.queue_offset).or_insert(0);
-    if *checks >= shard.ctx.cfg.transaction_check_max {
-        tracing::warn!(
-            offset = view.queue_offset,
-            "half message checked too often; discarded"
-        );
-        state.checks.remove(&view.queue_offset);
-        return Ok(true);
-    }
-    *checks += 1;
-    drop(state);
     let group = properties::find(view.properties, properties::PGROUP)
         .unwrap_or_default()
         .to_string();

@@ -1,0 +1,360 @@
+//! Consumer-side admin on the control shard: subscription groups (200, 201, 207, persisted to
+//! subscriptionGroup.json), client connections from the registry (203, 204), consume stats (208,
+//! per queue from the shards that own it), every shard's consumer and delay offsets merged (43,
+//! 45), who consumes a topic (300) and CHECK_CLIENT_CONFIG (46). Codes, remarks and bodies are
+//! Java 4.9.x's (`AdminBrokerProcessor`, `ClientManageProcessor`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::admin::{encode_failure, encode_mq_map, AdminQuery};
+use super::{field_failure, Failure};
+use crate::broker::consumer_groups::ClientChannel;
+use crate::broker::shard::Shard;
+use crate::protocol::heartbeat::{ConsumeType, MessageModel, SubscriptionData};
+use crate::protocol::Fields;
+use crate::remoting::{response as resp, RemotingCommand};
+use crate::store::metadata::{self, SubscriptionGroupConfig};
+
+/// `Connection` of ConsumerConnection / ProducerConnection bodies (fastjson field order).
+#[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+struct Connection {
+    client_addr: String,
+    client_id: String,
+    language: &'static str,
+    version: i32,
+}
+
+impl Connection {
+    fn of(client: &ClientChannel) -> Connection {
+        Connection {
+            client_addr: client.addr.to_string(),
+            client_id: client.client_id.clone(),
+            language: client.language.name(),
+            version: client.version,
+        }
+    }
+}
+
+/// GET_CONSUMER_CONNECTION_LIST's body (`ConsumerConnection`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConsumerConnection<'a> {
+    connection_set: Vec<Connection>,
+    consume_from_where: &'a str,
+    consume_type: ConsumeType,
+    message_model: MessageModel,
+    subscription_table: &'a BTreeMap<String, SubscriptionData>,
+}
+
+/// GET_PRODUCER_CONNECTION_LIST's body (`ProducerConnection`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProducerConnection {
+    connection_set: Vec<Connection>,
+}
+
+/// `OffsetWrapper` of a ConsumeStats body (fastjson field order).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OffsetWrapper {
+    broker_offset: i64,
+    consumer_offset: i64,
+    last_timestamp: i64,
+}
+
+/// QUERY_TOPIC_CONSUME_BY_WHO's body (`GroupList`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupList {
+    group_list: BTreeSet<String>,
+}
+
+/// CHECK_CLIENT_CONFIG's body (`CheckClientRequestBody`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckClientRequest {
+    #[serde(default)]
+    subscription_data: Option<SubscriptionData>,
+}
+
+impl Shard {
+    /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): body = SubscriptionGroupConfig JSON.
+    pub(super) fn update_group(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let control = self.admin_control()?;
+        self.refuse_on_slave()?;
+        let config: SubscriptionGroupConfig = metadata::decode_json(&cmd.body).map_err(|e| {
+            let remark = format!("the subscription group body does not parse: {e}");
+            (resp::SYSTEM_ERROR, remark)
+        })?;
+        if config.group_name.trim().is_empty() {
+            let remark = "the subscription group has no groupName".to_string();
+            return Err((resp::SYSTEM_ERROR, remark));
+        }
+        tracing::info!(
+            ?config,
+            "subscription group created or updated by an admin request"
+        );
+        control.groups.borrow_mut().update(config);
+        self.persist_groups()?;
+        Ok(cmd.success_to())
+    }
+
+    /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201): the table as subscriptionGroup.json holds it.
+    pub(super) fn all_groups(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let control = self.admin_control()?;
+        let body = metadata::encode_compact(&*control.groups.borrow()).map_err(encode_failure)?;
+        Ok(cmd.success_to().with_body(body))
+    }
+
+    /// DELETE_SUBSCRIPTIONGROUP (207): header `groupName`, `removeOffset` (also drops the
+    /// group's consumer offsets on every shard).
+    pub(super) async fn delete_group(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let control = self.admin_control()?;
+        self.refuse_on_slave()?;
+        let group = cmd.req_str("groupName").map_err(field_failure)?;
+        let existed = control.groups.borrow_mut().delete(group).is_some();
+        if existed {
+            tracing::info!(group, "subscription group deleted by an admin request");
+            self.persist_groups()?;
+        }
+        if cmd.bool_or("removeOffset", false) {
+            let remove = || AdminQuery::RemoveGroupOffsets {
+                group: group.to_string(),
+            };
+            self.ask_all_shards(remove).await?;
+        }
+        Ok(cmd.success_to())
+    }
+
+    fn persist_groups(&self) -> Result<(), Failure> {
+        let control = self.admin_control()?;
+        let paths = metadata::MetadataPaths::new(&self.ctx.cfg.store_path_root_dir);
+        // A small blocking write of one JSON file, on an admin change only (as topics.json).
+        metadata::persist(&paths.subscription_group, &*control.groups.borrow()).map_err(|e| {
+            let remark = format!("the subscription groups are not persisted: {e}");
+            (resp::SYSTEM_ERROR, remark)
+        })
+    }
+
+    /// GET_CONSUMER_CONNECTION_LIST (203).
+    pub(super) fn consumer_connections(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let control = self.admin_control()?;
+        let group = cmd.req_str("consumerGroup").map_err(field_failure)?;
+        let clients = control.clients.borrow();
+        let Some(info) = clients.consumer_group(group) else {
+            let remark = format!("the consumer group[{group}] not online");
+            return Err((resp::CONSUMER_NOT_ONLINE, remark));
+        };
+        let mut connection_set: Vec<Connection> =
+            info.channels.values().map(Connection::of).collect();
+        connection_set.sort();
+        let body = serde_json::to_vec(&ConsumerConnection {
+            connection_set,
+            consume_from_where: &info.consume_from_where,
+            consume_type: info.consume_type,
+            message_model: info.message_model,
+            subscription_table: &info.subscriptions,
+        })
+        .map_err(encode_failure)?;
+        Ok(cmd.success_to().with_body(body))
+    }
+
+    /// GET_PRODUCER_CONNECTION_LIST (204); Java answers SYSTEM_ERROR for an unknown group.
+    pub(super) fn producer_connections(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let control = self.admin_control()?;
+        let group = cmd.req_str("producerGroup").map_err(field_failure)?;
+        let clients = control.clients.borrow();
+        let channels = clients.producer_channels(group);
+        if channels.is_empty() {
+            let remark = format!("the producer group[{group}] not exist");
+            return Err((resp::SYSTEM_ERROR, remark));
+        }
+        let mut connection_set: Vec<Connection> =
+            channels.into_iter().map(Connection::of).collect();
+        connection_set.sort();
+        let body = serde_json::to_vec(&ProducerConnection { connection_set });
+        Ok(cmd.success_to().with_body(body.map_err(encode_failure)?))
+    }
+
+    /// GET_CONSUME_STATS (208): header `consumerGroup`, optional `topic`. Per read queue of
+    /// each topic the group has offsets on (or of `topic`): the queue's max offset, the group's
+    /// offset and the store time of the last consumed message; topics the group's online
+    /// members do not subscribe to are left out. `consumeTps` is not measured (0.0).
+    pub(super) async fn consume_stats(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let group = cmd.req_str("consumerGroup").map_err(field_failure)?;
+        let topics: Vec<String> = match cmd.opt_str("topic").filter(|t| !t.trim().is_empty()) {
+            Some(topic) => vec![topic.to_string()],
+            None => {
+                let offsets = self.gather_offsets().await?;
+                let topics = offsets.consumer.topics_of_group(group);
+                topics.map(str::to_string).collect()
+            }
+        };
+        let mut entries = Vec::new();
+        for (topic, queues) in self.consumed_topics(group, &topics)? {
+            for s in self.gather_queue_stats(&topic, queues, Some(group)).await? {
+                let wrapper = OffsetWrapper {
+                    broker_offset: s.max_offset,
+                    consumer_offset: s.consumer_offset.unwrap_or(0).max(0),
+                    last_timestamp: s.consumer_timestamp,
+                };
+                entries.push((self.message_queue(&topic, s.queue_id), wrapper));
+            }
+        }
+        let table = encode_mq_map(&entries).map_err(encode_failure)?;
+        let body = format!(r#"{{"consumeTps":0.0,"offsetTable":{table}}}"#);
+        Ok(cmd.success_to().with_body(body.into_bytes()))
+    }
+
+    /// The topics of `candidates` that exist, with their read queue counts, minus those the
+    /// group's online members do not subscribe to (Java's checks in `getConsumeStats`).
+    fn consumed_topics(
+        &self,
+        group: &str,
+        candidates: &[String],
+    ) -> Result<Vec<(String, i32)>, Failure> {
+        let control = self.admin_control()?;
+        let topics = control.topics.borrow();
+        let clients = control.clients.borrow();
+        let subscribed = clients.consumer_group(group).map(|g| &g.subscriptions);
+        let mut found = Vec::new();
+        for topic in candidates {
+            let Some(config) = topics.get(topic) else {
+                tracing::warn!(group, topic, "consume stats: the topic does not exist");
+                continue;
+            };
+            if subscribed.is_some_and(|s| !s.is_empty() && !s.contains_key(topic)) {
+                continue;
+            }
+            found.push((topic.clone(), config.read_queue_nums));
+        }
+        Ok(found)
+    }
+
+    /// GET_ALL_CONSUMER_OFFSET (43): `{"offsetTable":{"T@g":{"0":12}}}` of every shard.
+    pub(super) async fn all_consumer_offsets(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let offsets = self.gather_offsets().await?;
+        let body = metadata::encode_compact(&offsets.consumer).map_err(encode_failure)?;
+        Ok(cmd.success_to().with_body(body))
+    }
+
+    /// GET_ALL_DELAY_OFFSET (45): `{"offsetTable":{"1":0}}` of every shard.
+    pub(super) async fn all_delay_offsets(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let offsets = self.gather_offsets().await?;
+        let body = metadata::encode_compact(&offsets.delay).map_err(encode_failure)?;
+        Ok(cmd.success_to().with_body(body))
+    }
+
+    /// QUERY_TOPIC_CONSUME_BY_WHO (300): online groups subscribed to the topic and groups
+    /// with offsets on it.
+    pub(super) async fn topic_consumed_by(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        let topic = cmd.req_str("topic").map_err(field_failure)?;
+        let mut group_list: BTreeSet<String> = {
+            let control = self.admin_control()?;
+            let clients = control.clients.borrow();
+            let groups = clients.consumer_groups();
+            let subscribed = groups.filter(|g| clients.subscription(g, topic).is_some());
+            subscribed.map(str::to_string).collect()
+        };
+        let offsets = self.gather_offsets().await?;
+        group_list.extend(offsets.consumer.groups_of_topic(topic).map(str::to_string));
+        let body = serde_json::to_vec(&GroupList { group_list }).map_err(encode_failure)?;
+        Ok(cmd.success_to().with_body(body))
+    }
+
+    /// CHECK_CLIENT_CONFIG (46): TAG subscriptions pass. Anything else is refused as Java
+    /// does without `enablePropertyFilter` (SYSTEM_ERROR), and with it SUBSCRIPTION_PARSE_FAILED,
+    /// since ringmq cannot filter by SQL92 (a pull would be refused the same way).
+    pub(super) fn check_client_config(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        if cmd.body.is_empty() {
+            return Ok(cmd.success_to());
+        }
+        let request: CheckClientRequest = metadata::decode_json(&cmd.body).map_err(|e| {
+            let remark = format!("the check client body does not parse: {e}");
+            (resp::SYSTEM_ERROR, remark)
+        })?;
+        let Some(subscription) = request.subscription_data else {
+            return Ok(cmd.success_to());
+        };
+        let kind = subscription.expression_type.as_str();
+        if kind == "TAG" {
+            return Ok(cmd.success_to());
+        }
+        let remark = format!("The broker does not support consumer to filter message by {kind}");
+        match self.ctx.cfg.enable_property_filter {
+            false => Err((resp::SYSTEM_ERROR, remark)),
+            true => Err((resp::SUBSCRIPTION_PARSE_FAILED, remark)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_json_has_javas_field_order() {
+        let conn = Connection {
+            client_addr: "10.0.0.5:53412".into(),
+            client_id: "c1".into(),
+            language: "JAVA",
+            version: 409,
+        };
+        let body = serde_json::to_string(&ProducerConnection {
+            connection_set: vec![conn],
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            concat!(
+                r#"{"connectionSet":[{"clientAddr":"10.0.0.5:53412","clientId":"c1","#,
+                r#""language":"JAVA","version":409}]}"#
+            )
+        );
+        let groups = GroupList {
+            group_list: ["b".to_string(), "a".to_string()].into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&groups).unwrap(),
+            r#"{"groupList":["a","b"]}"#
+        );
+    }
+
+    #[test]
+    fn check_client_bodies_parse() {
+        let sql = br#"{"clientId":"c","group":"g","subscriptionData":{"classFilterMode":false,
+            "codeSet":[],"expressionType":"SQL92","subString":"a > 1","subVersion":1,
+            "tagsSet":[],"topic":"T"}}"#;
+        let parsed: CheckClientRequest = metadata::decode_json(sql).unwrap();
+        assert_eq!(parsed.subscription_data.unwrap().expression_type, "SQL92");
+        let none: CheckClientRequest = metadata::decode_json(br#"{"clientId":"c"}"#).unwrap();
+        assert!(none.subscription_data.is_none());
+    }
+}
