@@ -132,7 +132,7 @@ impl Shard {
         Ok(cmd.success_to())
     }
 
-    fn persist_groups(&self) -> Result<(), Failure> {
+    pub(super) fn persist_groups(&self) -> Result<(), Failure> {
         let control = self.admin_control()?;
         let paths = metadata::MetadataPaths::new(&self.ctx.cfg.store_path_root_dir);
         // A small blocking write of one JSON file, on an admin change only (as topics.json).

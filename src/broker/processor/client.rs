@@ -13,6 +13,7 @@ use crate::protocol::heartbeat::{ConsumerIdList, HeartbeatData, SubscriptionData
 use crate::protocol::route::to_json_body;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
+use crate::store::metadata::GroupLookup;
 
 impl Shard {
     pub(super) fn heartbeat(
@@ -42,12 +43,19 @@ impl Shard {
         };
         for consumer in data.consumer_data_set {
             let group = consumer.group_name.clone();
-            let retry_queues = control
-                .groups
-                .borrow_mut()
-                .get_or_auto_create(&group, self.ctx.cfg.auto_create_subscription_group)
-                .config()
-                .map(|g| g.retry_queue_nums);
+            let (retry_queues, created) = {
+                let mut groups = control.groups.borrow_mut();
+                let auto = self.ctx.cfg.auto_create_subscription_group;
+                let lookup = groups.get_or_auto_create(&group, auto);
+                let created = matches!(lookup, GroupLookup::Created(_));
+                (lookup.config().map(|g| g.retry_queue_nums), created)
+            };
+            if created {
+                // Auto-created groups survive a restart, as Java's do.
+                if let Err((_, reason)) = self.persist_groups() {
+                    tracing::error!(%group, %reason, "cannot persist an auto-created group");
+                }
+            }
             if let Some(queues) = retry_queues.filter(|q| *q > 0) {
                 self.ensure_control_topic(&retry_topic(&group), queues);
             }
