@@ -475,3 +475,49 @@ fn too_many_requests_in_flight_on_one_connection_are_answered_system_busy() {
         busy += 1;
     }
 }
+
+#[test]
+fn ten_thousand_messages_are_consumed_with_every_key_exactly_once() {
+    let broker = TestBroker::start(2);
+    let mut conn = broker.connection();
+    const N: usize = 10_000;
+    for i in 0..N {
+        let msg = message(
+            "TenThousand",
+            (i % 4) as i32,
+            &i.to_string(),
+            "t",
+            &format!("key-{i}"),
+        );
+        assert_eq!(
+            conn.send_message("pg", &msg).unwrap().code,
+            response::SUCCESS
+        );
+    }
+    let mut seen = vec![0u8; N];
+    for queue in 0..4 {
+        let mut offset = 0;
+        loop {
+            let pulled = conn
+                .pull("cg", "TenThousand", queue, offset, 32, "*", 0)
+                .unwrap();
+            if pulled.messages.is_empty() {
+                break;
+            }
+            for m in &pulled.messages {
+                let key = m.properties.get(KEYS).unwrap();
+                let i: usize = key.trim_start_matches("key-").parse().unwrap();
+                assert_eq!(m.body, i.to_string().as_bytes());
+                seen[i] += 1;
+            }
+            offset = pulled.next_begin_offset;
+        }
+    }
+    let wrong: Vec<usize> = (0..N).filter(|i| seen[*i] != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} keys not seen exactly once, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
