@@ -155,7 +155,13 @@ fn register_command(code: i32, broker: &BrokerRegistration, with_body: bool) -> 
 
 /// The registration loop of the control shard: registers with every nameserver at start, every
 /// `registerNameServerPeriod`, and right after a topic change; unregisters on shutdown.
-pub async fn run_registration(shard: Rc<Shard>, shutdown: Shutdown) {
+/// `ready` is told once the first round (bounded by `registerBrokerTimeoutMills` per
+/// nameserver) is done, whatever its outcome.
+pub async fn run_registration(
+    shard: Rc<Shard>,
+    shutdown: Shutdown,
+    ready: std::sync::mpsc::Sender<std::io::Result<()>>,
+) {
     let timeout = Duration::from_millis(shard.ctx.cfg.register_broker_timeout_ms);
     let clients: Vec<RpcClient> = shard
         .ctx
@@ -169,6 +175,7 @@ pub async fn run_registration(shard: Rc<Shard>, shutdown: Shutdown) {
         if let Some(registration) = shard.registration() {
             register_everywhere(&clients, &registration, req::REGISTER_BROKER).await;
         }
+        let _ = ready.send(Ok(()));
         let next = future::or(
             async {
                 glommio::timer::sleep(period).await;

@@ -182,14 +182,15 @@ async fn run_shard(seed: ShardSeed) {
             return;
         }
     };
-    let _ = ready.send(Ok(()));
-    drop(ready);
     let mut tasks = Vec::new();
     if shard.control.is_some() {
-        tasks.push(glommio::spawn_local(control::run_registration(
-            Rc::clone(&shard),
-            shutdown.clone(),
-        )));
+        // The control shard is ready once it has registered with the nameservers (as Java's
+        // BrokerController.start does), so clients can route to it as soon as start returns.
+        let registration = control::run_registration(Rc::clone(&shard), shutdown.clone(), ready);
+        tasks.push(glommio::spawn_local(registration));
+    } else {
+        let _ = ready.send(Ok(()));
+        drop(ready);
     }
     tasks.push(glommio::spawn_local(persist_offsets(
         Rc::clone(&shard),
