@@ -1,21 +1,33 @@
-//! loadgen: the bundled load generator (issue 5). Not built yet: it says so plainly.
+//! The `loadgen` binary: parses the command line, runs the scenario (a line a second), prints
+//! the summary and writes the JSON report. Exit status 1 when the run could not be done, 3 when
+//! --flush-check found lost or duplicated messages.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use loadgen::Args;
 
-/// Load generator for RocketMQ-compatible clusters.
-#[derive(Parser, Debug)]
-#[command(name = "loadgen", version, about)]
-struct Args {
-    /// Scenario: produce, consume or e2e.
-    scenario: Option<String>,
-}
-
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
-    eprintln!(
-        "loadgen: scenario {:?} is not built yet (issue 5, the load generator); \
-         only the ringmq nameserver exists so far",
-        args.scenario.unwrap_or_default()
-    );
-    std::process::exit(2);
+    let json = args.json.clone();
+    let report = match loadgen::run(args) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    report.print_summary();
+    if let Some(path) = json {
+        if let Err(e) = report.write_json(&path) {
+            eprintln!("loadgen: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    let broken =
+        report.lost.is_some_and(|n| n > 0) || (report.flush_checked && report.duplicates > 0);
+    match broken {
+        true => ExitCode::from(3),
+        false => ExitCode::SUCCESS,
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod namesrv;
+pub mod pipelined;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

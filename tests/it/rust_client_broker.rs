@@ -1,13 +1,7 @@
 //! Our broker driven only through `rocketmq-client-rust` 1.0.0's `DefaultMQProducer` and
 //! `DefaultMQPushConsumer` (clustering, CONSUME_FROM_FIRST_OFFSET, concurrently listener).
 //!
-//! The crate re-exports neither `Message`, `MessageExt` nor `ConsumeFromWhere` (they live in
-//! `rocketmq-model`, not our dependency), so they are reached through type inference:
-//! * a `Message` is `Default::default()` pinned by `MessageUtil::get_reply_to_client(&Message)`,
-//!   then filled with its inherent setters;
-//! * `collector`'s `M` is inferred as `MessageExt` from the client's blanket impl
-//!   `impl<F: Fn(&[&MessageExt], &ConsumeConcurrentlyContext) -> ..> MessageListenerConcurrently`;
-//! * `ConsumeFromWhere::ConsumeFromFirstOffset` is its `From<i32>` code 4.
+//! (How the client's unexported model types are reached: see `rust_client_support`.)
 //!
 //! Every scenario runs on a 1-shard and a 2-shard broker with the client's defaults; the first
 //! also runs with `postSubscriptionWhenPull` (the pull carries its own subscription). The
@@ -17,155 +11,19 @@
 //! SUBSCRIPTION_NOT_LATEST.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rocketmq_client_rust::{
-    ClientConfig, ClientResult, ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext,
-    ConsumeConcurrentlyStatus, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
-    MessageListenerConcurrently, MessageUtil, SendStatus, TelemetryHandle,
-};
-use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+use rocketmq_client_rust::{DefaultMQProducer, MessageUtil, SendStatus};
 
 use crate::harness::TestBroker;
+use crate::rust_client_support::{collector, Clients, SEND_MILLIS};
 
-/// `ConsumeFromWhere::ConsumeFromFirstOffset` as its `From<i32>` code.
-const CONSUME_FROM_FIRST_OFFSET: i32 = 4;
-const SEND_MILLIS: u64 = 5_000;
 /// Bound on waiting for a consumer to receive what it should.
 const RECEIVE_WAIT: Duration = Duration::from_secs(30);
 /// How long a consumer that received everything is watched for extra deliveries.
 const QUIET: Duration = Duration::from_millis(1_500);
 const USER_PROP: &str = "idx";
-
-/// The owner runtime every client of a test runs on; `close` joins all of their tasks.
-struct Clients {
-    owner: Option<RuntimeOwner>,
-    runtime: Arc<ClientRuntime>,
-    namesrv: String,
-    /// Consumers send their subscription expression with every pull.
-    post_subscription: bool,
-}
-
-impl Clients {
-    fn new(name: &'static str, namesrv: &str, post_subscription: bool) -> Clients {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let mut config = RuntimeConfig {
-            worker_threads: 2,
-            thread_name: format!("rmq-{name}"),
-            ..Default::default()
-        };
-        // The push consumer runs each listener call as a metadata-io blocking-lane task; on 2
-        // CPUs that lane admits 4 running + 16 queued, and a rejected admission counts as a
-        // failed consume (sent back for retry): let it queue a whole pull of every queue.
-        config.blocking_lane_policies.metadata_io.max_queue_depth = 4_096;
-        let owner = RuntimeOwner::plan(config)
-            .expect("runtime config is valid")
-            .build()
-            .expect("runtime owner builds");
-        let runtime = ClientRuntime::try_new(
-            owner.root_context().component(name),
-            ClientRuntimeConfig::default(),
-            TelemetryHandle::noop(),
-        )
-        .expect("client runtime builds");
-        Clients {
-            owner: Some(owner),
-            runtime,
-            namesrv: namesrv.to_string(),
-            post_subscription,
-        }
-    }
-
-    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.owner.as_ref().expect("runtime alive").block_on(future)
-    }
-
-    /// Distinct instance names make distinct client ids (and `MQClientInstance`s).
-    fn config(&self, instance: &str) -> ClientConfig {
-        let mut config = ClientConfig::default();
-        config.set_instance_name(instance.into());
-        config.set_namesrv_addr(self.namesrv.as_str().into());
-        config.set_mq_client_api_timeout(SEND_MILLIS);
-        config
-    }
-
-    fn producer(&self, group: &str) -> DefaultMQProducer {
-        let mut producer = DefaultMQProducer::builder(self.runtime.clone())
-            .client_config(self.config(group))
-            .name_server_addr(self.namesrv.as_str())
-            .producer_group(group)
-            .build();
-        self.block_on(producer.start()).expect("producer starts");
-        producer
-    }
-
-    /// A started clustering push consumer of `topic` / `expression` from the first offset.
-    fn consumer(
-        &self,
-        group: &str,
-        instance: &str,
-        topic: &str,
-        expression: &str,
-        listener: impl MessageListenerConcurrently + 'static,
-    ) -> DefaultMQPushConsumer {
-        let mut consumer = DefaultMQPushConsumer::builder(self.runtime.clone())
-            .client_config(self.config(instance))
-            .name_server_addr(self.namesrv.as_str())
-            .consumer_group(group)
-            .consume_from_where(CONSUME_FROM_FIRST_OFFSET.into())
-            .post_subscription_when_pull(self.post_subscription)
-            .build();
-        self.block_on(consumer.subscribe(topic, expression))
-            .expect("subscribe");
-        consumer.register_message_listener_concurrently(listener);
-        self.block_on(consumer.start()).expect("consumer starts");
-        consumer
-    }
-
-    /// Joins every task of every client; asserts the reports are healthy.
-    fn close(mut self) {
-        for report in self.shutdown().into_iter().flatten() {
-            assert!(report.is_healthy(), "client shutdown: {}", report.to_json());
-        }
-    }
-
-    fn shutdown(&mut self) -> Option<[rocketmq_runtime::ShutdownReport; 2]> {
-        let owner = self.owner.take()?;
-        let reports =
-            owner.block_on(async { [self.runtime.shutdown().await, owner.shutdown_tasks().await] });
-        let _ = owner.shutdown_runtime_blocking_with_timeout(Duration::from_secs(5));
-        Some(reports)
-    }
-}
-
-impl Drop for Clients {
-    /// Best effort after a failed test (the clients themselves were not shut down).
-    fn drop(&mut self) {
-        let _ = self.shutdown();
-    }
-}
-
-/// A listener forwarding `(consumer, message clone)` for each message it is given; `M` can
-/// only be `MessageExt` (inferred where the listener is registered).
-fn collector<M: Clone + Send + 'static>(
-    consumer: u8,
-    tx: Sender<(u8, M)>,
-) -> impl Fn(&[&M], &ConsumeConcurrentlyContext) -> ClientResult<ConsumeConcurrentlyStatus>
-       + Send
-       + Sync
-       + 'static {
-    move |msgs, _| {
-        for m in msgs {
-            let _ = tx.send((consumer, (*m).clone()));
-        }
-        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
-    }
-}
 
 /// What the tests check of a received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
