@@ -41,7 +41,15 @@ pub fn offset_msg_id(store_host: SocketAddr, physical_offset: i64) -> String {
     }
     bytes.extend_from_slice(&i32::from(store_host.port()).to_be_bytes());
     bytes.extend_from_slice(&physical_offset.to_be_bytes());
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    // Uppercase hex (UtilAll.bytes2string); one allocation, no formatting machinery: a batch
+    // response builds one of these per message.
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut id = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
+    id
 }
 
 /// Decodes an offsetMsgId (32 hex chars = IPv4, 56 = IPv6).
