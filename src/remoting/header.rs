@@ -7,7 +7,6 @@
 
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::codes::LanguageCode;
 use super::command::{ExtFields, RemotingCommand};
@@ -25,49 +24,119 @@ pub struct HeaderFields {
     pub ext_fields: Option<ExtFields>,
 }
 
-#[derive(Deserialize)]
-struct JsonHeaderIn {
-    code: Option<Value>,
-    language: Option<Value>,
-    version: Option<Value>,
-    opaque: Option<Value>,
-    flag: Option<Value>,
-    remark: Option<Value>,
-    #[serde(rename = "extFields")]
-    ext_fields: Option<serde_json::Map<String, Value>>,
+/// A header value as the client sent it. Strings, integers (the C++ client) and booleans are
+/// accepted; floats, arrays and objects are sent by no client and are refused (their text form
+/// could also grow without bound on re-encoding). Decoded straight from the JSON text, with no
+/// intermediate `serde_json::Value`: header decoding is on every request's path.
+enum Scalar {
+    Null,
+    Str(String),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
 }
 
-fn json_int(value: Option<Value>, field: &str) -> Result<i32, WireError> {
-    let parsed = match &value {
-        None | Some(Value::Null) => return Ok(0),
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
-        Some(_) => None,
-    };
-    parsed
-        .and_then(|n| i32::try_from(n).ok())
-        .ok_or_else(|| WireError::BadJson(format!("field {field} is not a 32-bit integer")))
-}
-
-/// A header value as the string fastjson would coerce it to; `Ok(None)` for null. Strings,
-/// integers (the C++ client) and booleans are accepted; floats, arrays and objects are sent by
-/// no client and are refused (their text form could also grow without bound on re-encoding).
-fn json_scalar_string(value: Value, field: &str) -> Result<Option<String>, WireError> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
-        Value::Bool(b) => Ok(Some(b.to_string())),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        other => Err(WireError::BadJson(format!(
-            "{field} value {} is not a string, integer or boolean",
-            truncated(&other.to_string())
-        ))),
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
     }
 }
 
-fn truncated(text: &str) -> &str {
-    let end = text.char_indices().nth(40).map_or(text.len(), |(i, _)| i);
-    &text[..end]
+struct ScalarVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string, integer or boolean")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::UInt(v))
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+}
+
+impl Scalar {
+    fn int(value: Option<Scalar>, field: &str) -> Result<i32, WireError> {
+        let parsed = match value {
+            None | Some(Scalar::Null) => return Ok(0),
+            Some(Scalar::Int(n)) => Some(n),
+            Some(Scalar::UInt(n)) => i64::try_from(n).ok(),
+            Some(Scalar::Str(s)) => s.trim().parse::<i64>().ok(),
+            Some(Scalar::Bool(_)) => None,
+        };
+        parsed
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| WireError::BadJson(format!("field {field} is not a 32-bit integer")))
+    }
+
+    /// The string fastjson would coerce the value to; `None` for null.
+    fn into_string(self) -> Option<String> {
+        match self {
+            Scalar::Null => None,
+            Scalar::Str(s) => Some(s),
+            Scalar::Int(n) => Some(n.to_string()),
+            Scalar::UInt(n) => Some(n.to_string()),
+            Scalar::Bool(b) => Some(b.to_string()),
+        }
+    }
+}
+
+/// `extFields`, read entry by entry into [`ExtFields`] in arrival order.
+struct ExtIn(ExtFields);
+
+impl<'de> Deserialize<'de> for ExtIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ExtVisitor;
+        impl<'de> serde::de::Visitor<'de> for ExtVisitor {
+            type Value = ExtIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of string, integer or boolean values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ExtIn, A::Error> {
+                let mut fields = ExtFields::new();
+                while let Some((key, value)) = map.next_entry::<String, Scalar>()? {
+                    if let Some(value) = value.into_string() {
+                        fields.insert(key, value);
+                    }
+                }
+                Ok(ExtIn(fields))
+            }
+        }
+        d.deserialize_map(ExtVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonHeaderIn {
+    code: Option<Scalar>,
+    language: Option<Scalar>,
+    version: Option<Scalar>,
+    opaque: Option<Scalar>,
+    flag: Option<Scalar>,
+    remark: Option<Scalar>,
+    #[serde(rename = "extFields")]
+    ext_fields: Option<ExtIn>,
 }
 
 /// Decodes a JSON header. Trailing whitespace (the C++ client's newline) is accepted.
@@ -78,33 +147,19 @@ pub fn decode_json(bytes: &[u8]) -> Result<HeaderFields, WireError> {
         return Err(WireError::BadJson("field code is missing".into()));
     }
     let language = match header.language {
-        Some(Value::String(name)) => LanguageCode::from_name(&name),
-        Some(Value::Number(n)) => LanguageCode::from_ordinal(n.as_i64().unwrap_or(-1)),
+        Some(Scalar::Str(name)) => LanguageCode::from_name(&name),
+        Some(Scalar::Int(n)) => LanguageCode::from_ordinal(n),
+        Some(Scalar::UInt(n)) => LanguageCode::from_ordinal(i64::try_from(n).unwrap_or(-1)),
         _ => LanguageCode::Other,
     };
-    let ext_fields = match header.ext_fields {
-        None => None,
-        Some(map) => {
-            let mut fields = ExtFields::new();
-            for (k, v) in map {
-                if let Some(v) = json_scalar_string(v, "extFields")? {
-                    fields.insert(k, v);
-                }
-            }
-            Some(fields)
-        }
-    };
     Ok(HeaderFields {
-        code: json_int(header.code, "code")?,
+        code: Scalar::int(header.code, "code")?,
         language,
-        version: json_int(header.version, "version")?,
-        opaque: json_int(header.opaque, "opaque")?,
-        flag: json_int(header.flag, "flag")?,
-        remark: match header.remark {
-            Some(v) => json_scalar_string(v, "remark")?,
-            None => None,
-        },
-        ext_fields,
+        version: Scalar::int(header.version, "version")?,
+        opaque: Scalar::int(header.opaque, "opaque")?,
+        flag: Scalar::int(header.flag, "flag")?,
+        remark: header.remark.and_then(Scalar::into_string),
+        ext_fields: header.ext_fields.map(|e| e.0),
     })
 }
 
