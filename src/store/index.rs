@@ -194,7 +194,15 @@ impl<S: Storage> Index<S> {
             };
             let sealed = self.write_sealed(&frozen).await?;
             self.sealed.borrow_mut().push(Rc::new(sealed));
-            self.frozen.borrow_mut().remove(0);
+            let done = self.frozen.borrow_mut().remove(0);
+            drop(frozen);
+            // Freeing a full in-memory index (one Vec per key) took tens of milliseconds on the
+            // shard thread, stalling every request behind it: it is freed on glommio's
+            // blocking-thread pool instead.
+            if let Ok(active) = Rc::try_unwrap(done) {
+                let free = glommio::executor().spawn_blocking(move || drop(active));
+                glommio::spawn_local(free).detach();
+            }
         }
     }
 
@@ -210,7 +218,6 @@ impl<S: Storage> Index<S> {
                 })
             })
             .collect();
-        entries.sort_unstable();
         let header = Header {
             count: entries.len() as u64,
             begin: frozen.begin,
@@ -218,7 +225,15 @@ impl<S: Storage> Index<S> {
             begin_ts: frozen.begin_ts,
             end_ts: frozen.end_ts,
         };
-        let image = encode_file(&header, &entries);
+        // Sorting and encoding up to a full index (hundreds of thousands of entries) is tens of
+        // milliseconds of CPU: done on the blocking-thread pool so the shard keeps serving.
+        let (entries, image) = glommio::executor()
+            .spawn_blocking(move || {
+                entries.sort_unstable();
+                let image = encode_file(&header, &entries);
+                (entries, image)
+            })
+            .await;
         let fences = entries
             .chunks(ENTRIES_PER_BLOCK)
             .map(|c| c[0].hash)
