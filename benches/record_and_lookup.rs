@@ -96,7 +96,11 @@ fn lookup_worker() -> (flume::Sender<Job>, flume::Receiver<Duration>) {
         let body = vec![b'x'; 128];
         for i in 0..RECORDS {
             // Every queue alternates TagA and TagB, so a filtered read keeps half of what it scans.
-            let tag = if (i / QUEUES) % 2 == 0 { "TagA" } else { "TagB" };
+            let tag = if (i / QUEUES) % 2 == 0 {
+                "TagA"
+            } else {
+                "TagB"
+            };
             let props = format!("TAGS\u{1}{tag}");
             let mut buf = BytesMut::new();
             let slots = input(&body, &props, (i % QUEUES) as i32)
