@@ -32,7 +32,7 @@ enum Command {
     /// quickest way to try ringmq with any RocketMQ client.
     Standalone(StandaloneArgs),
     /// Administer a cluster with mqadmin's commands and flags (`ringmq admin --help` lists
-    /// those built so far: topicList, topicRoute, clusterList, sendMessage, consumeMessage).
+    /// them: topics, subscription groups, consumer progress, broker status, write permission…).
     #[command(disable_help_flag = true)]
     Admin(NotBuiltArgs),
     /// Stop a local broker or nameserver gracefully, like `mqshutdown`. Not built yet.

@@ -1,17 +1,32 @@
-//! `ringmq admin`: mqadmin's commands, names and flags, talking to any RocketMQ 4.x cluster
-//! only through [`crate::client`]. So far: `topicList`, `topicRoute`, `clusterList`,
-//! `sendMessage` and `consumeMessage`; the rest of mqadmin arrives with the admin issue and is
-//! refused plainly until then.
+//! `ringmq admin`: mqadmin's commands, names, flags and output, talking to any RocketMQ 4.x
+//! cluster only through [`crate::client`]. Every command also prints JSON with `--json`.
+//!
+//! * `topic`: topicList, topicRoute, topicStatus, topicClusterList, updateTopic, deleteTopic
+//! * `message`: sendMessage, consumeMessage
+//! * `group`: updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection,
+//!   producerConnection
+//! * `cluster`: clusterList, brokerStatus, getBrokerConfig, wipeWritePerm, addWritePerm,
+//!   getNamesrvConfig
+//! * `output`: mqadmin's tables, time and version formats, JSON
+//! * `fastjson_mq`: bodies keyed by MessageQueue objects (topic and consume stats)
+
+mod cluster;
+pub mod fastjson_mq;
+mod group;
+mod message;
+mod output;
+mod topic;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
 
-use crate::client::broker::OutgoingMessage;
 use crate::client::{ClientError, Connection, NamesrvClient};
-use crate::message::properties::{Properties, KEYS, TAGS};
-use crate::protocol::route::TopicRouteData;
+use crate::protocol::fastjson;
+use crate::remoting::{request, RemotingCommand};
 
 /// Call timeout of admin commands.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,22 +50,68 @@ enum AdminCommand {
     /// A topic's route: its brokers and queues, as JSON.
     #[command(name = "topicRoute")]
     TopicRoute(TopicArgs),
-    /// Clusters and their brokers.
+    /// A topic's queues on every broker: min and max offset, last update time.
+    #[command(name = "topicStatus")]
+    TopicStatus(TopicArgs),
+    /// The clusters a topic is on.
+    #[command(name = "topicClusterList")]
+    TopicClusterList(TopicArgs),
+    /// Create or update a topic on a broker or on every master of a cluster.
+    #[command(name = "updateTopic")]
+    UpdateTopic(topic::UpdateTopicArgs),
+    /// Delete a topic from every master of a cluster and from the nameservers.
+    #[command(name = "deleteTopic")]
+    DeleteTopic(topic::DeleteTopicArgs),
+    /// Clusters and their brokers, with each broker's version and load.
     #[command(name = "clusterList")]
     ClusterList(Common),
     /// Send one message to a topic.
     #[command(name = "sendMessage")]
-    SendMessage(SendArgs),
+    SendMessage(message::SendArgs),
     /// Read messages of a topic's queues from an offset.
     #[command(name = "consumeMessage")]
-    ConsumeMessage(ConsumeArgs),
+    ConsumeMessage(message::ConsumeArgs),
+    /// Create or update a subscription group on a broker or every master of a cluster.
+    #[command(name = "updateSubGroup")]
+    UpdateSubGroup(group::UpdateSubGroupArgs),
+    /// Delete a subscription group from a broker or every master of a cluster.
+    #[command(name = "deleteSubGroup")]
+    DeleteSubGroup(group::DeleteSubGroupArgs),
+    /// A consumer group's progress per queue: broker offset, consumer offset, diff.
+    #[command(name = "consumerProgress")]
+    ConsumerProgress(GroupArgs),
+    /// The online clients of a consumer group and their subscriptions.
+    #[command(name = "consumerConnection")]
+    ConsumerConnection(GroupArgs),
+    /// The online clients of a producer group sending to a topic.
+    #[command(name = "producerConnection")]
+    ProducerConnection(group::ProducerArgs),
+    /// A broker's runtime figures (GET_BROKER_RUNTIME_INFO), sorted by key.
+    #[command(name = "brokerStatus")]
+    BrokerStatus(Targeted),
+    /// A broker's configuration.
+    #[command(name = "getBrokerConfig")]
+    GetBrokerConfig(Targeted),
+    /// Take write permission away from a broker's topics in every nameserver.
+    #[command(name = "wipeWritePerm")]
+    WipeWritePerm(cluster::WritePermArgs),
+    /// Give write permission back to a broker's topics in every nameserver.
+    #[command(name = "addWritePerm")]
+    AddWritePerm(cluster::WritePermArgs),
+    /// Every nameserver's configuration.
+    #[command(name = "getNamesrvConfig")]
+    GetNamesrvConfig(Common),
 }
 
+/// Flags every command takes.
 #[derive(Args, Debug)]
 struct Common {
     /// Nameserver list `host:port;host:port` (defaults to NAMESRV_ADDR).
     #[arg(short = 'n', long = "namesrvAddr", env = "NAMESRV_ADDR")]
-    namesrv: String,
+    namesrv: Option<String>,
+    /// Print JSON (for scripts) instead of mqadmin's text.
+    #[arg(long = "json")]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -63,73 +124,171 @@ struct TopicArgs {
 }
 
 #[derive(Args, Debug)]
-struct SendArgs {
+struct GroupArgs {
     #[command(flatten)]
     common: Common,
-    #[arg(short = 't', long = "topic")]
-    topic: String,
-    /// Message body.
-    #[arg(short = 'p', long = "body")]
-    body: String,
-    /// Message keys (space separated).
-    #[arg(short = 'k', long = "key")]
-    keys: Option<String>,
-    /// Message tag.
-    #[arg(short = 'c', long = "tags")]
-    tags: Option<String>,
-    /// Send to this broker name only.
-    #[arg(short = 'b', long = "broker")]
+    /// Consumer group name.
+    #[arg(short = 'g', long = "groupName", visible_alias = "consumerGroup")]
+    group: String,
+}
+
+/// `-b brokerAddr | -c clusterName`, exactly one.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// Broker address `host:port`.
+    #[arg(short = 'b', long = "brokerAddr")]
     broker: Option<String>,
-    /// Send to this queue.
-    #[arg(short = 'i', long = "qid")]
-    queue: Option<i32>,
+    /// This cluster's brokers (from the nameserver's cluster info).
+    #[arg(short = 'c', long = "clusterName")]
+    cluster: Option<String>,
 }
 
 #[derive(Args, Debug)]
-struct ConsumeArgs {
+struct Targeted {
     #[command(flatten)]
     common: Common,
-    #[arg(short = 't', long = "topic")]
-    topic: String,
-    /// Only this broker name.
-    #[arg(short = 'b', long = "brokerName")]
-    broker: Option<String>,
-    /// Only this queue.
-    #[arg(short = 'i', long = "queueId")]
-    queue: Option<i32>,
-    /// Start offset (default 0).
-    #[arg(short = 'o', long = "offset", default_value_t = 0)]
-    offset: i64,
-    /// Consumer group named in the pulls.
-    #[arg(short = 'g', long = "consumerGroup", default_value = "TOOLS_CONSUMER")]
-    group: String,
-    /// At most this many messages.
-    #[arg(short = 'c', long = "MessageNumber", default_value_t = 128)]
-    count: usize,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Why a command failed: what it was doing, and the server's answer.
+#[derive(Debug, Error)]
+pub enum AdminError {
+    #[error("{what} failed: {source}")]
+    Call { what: String, source: ClientError },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Names the request or step a client error happened in.
+trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, AdminError>;
+}
+
+impl<T> Context<T> for Result<T, ClientError> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, AdminError> {
+        self.map_err(|source| AdminError::Call {
+            what: what(),
+            source,
+        })
+    }
+}
+
+/// `NAME (code)` of a request code.
+fn request_label(code: i32) -> String {
+    format!("{} ({code})", request::name(code).unwrap_or("request"))
+}
+
+/// Sends `cmd` and returns its successful answer; the error names the request and `about`.
+fn call(
+    conn: &mut Connection,
+    cmd: RemotingCommand,
+    about: &str,
+) -> Result<RemotingCommand, AdminError> {
+    let label = request_label(cmd.code);
+    conn.call(cmd)
+        .context(|| format!("{label} {about}").trim_end().to_string())
+}
+
+/// A request with these header fields.
+fn command(code: i32, fields: &[(&str, &str)]) -> RemotingCommand {
+    let mut cmd = RemotingCommand::request(code);
+    for (k, v) in fields {
+        cmd.set_ext(*k, *v);
+    }
+    cmd
+}
+
+/// Sends `cmd` and parses the (fastjson) JSON body of its answer.
+fn fetch_json<T: DeserializeOwned>(
+    conn: &mut Connection,
+    cmd: RemotingCommand,
+    about: &str,
+) -> Result<T, AdminError> {
+    let label = request_label(cmd.code);
+    let reply = call(conn, cmd, about)?;
+    serde_json::from_slice(&fastjson::normalize(&reply.body))
+        .map_err(|e| unparsable(&label, conn.addr(), e.to_string()))
+}
+
+/// Sends `cmd` and parses its answer's `offsetTable` keyed by MessageQueue objects, and the
+/// rest of the body.
+fn fetch_mq_table(
+    conn: &mut Connection,
+    cmd: RemotingCommand,
+    about: &str,
+) -> Result<(fastjson_mq::MqEntries, serde_json::Value), AdminError> {
+    let label = request_label(cmd.code);
+    let reply = call(conn, cmd, about)?;
+    fastjson_mq::parse_mq_table(&reply.body, "offsetTable")
+        .map_err(|e| unparsable(&label, conn.addr(), e))
+}
+
+fn unparsable(label: &str, addr: &str, reason: String) -> AdminError {
+    AdminError::Failed(format!(
+        "the answer to {label} from {addr} does not parse: {reason}"
+    ))
+}
+
+/// Connects to a broker.
+fn broker(addr: &str) -> Result<Connection, AdminError> {
+    Connection::connect(addr, TIMEOUT).context(|| format!("connecting to broker {addr}"))
+}
+
+impl Common {
+    /// The nameservers of `-n` / NAMESRV_ADDR.
+    fn namesrv_addrs(&self) -> Result<Vec<String>, AdminError> {
+        let addrs: Vec<String> = self
+            .namesrv
+            .as_deref()
+            .unwrap_or_default()
+            .split(';')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addrs.is_empty() {
+            let e = "no nameserver given: pass -n host:port or set NAMESRV_ADDR";
+            return Err(AdminError::Failed(e.into()));
+        }
+        Ok(addrs)
+    }
+
+    /// Connects to the first reachable nameserver of the list.
+    fn namesrv(&self) -> Result<NamesrvClient, AdminError> {
+        let mut last = None;
+        for addr in self.namesrv_addrs()? {
+            match NamesrvClient::connect(&addr, TIMEOUT) {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Some(e),
+            }
+        }
+        let all = self.namesrv.clone().unwrap_or_default();
+        let source = last.unwrap_or(ClientError::Closed { addr: all.clone() });
+        Err(AdminError::Call {
+            what: format!("connecting to a nameserver of {all}"),
+            source,
+        })
+    }
 }
 
 /// Runs `ringmq admin <args>`; errors name what failed and exit non-zero.
 pub fn run(args: Vec<String>) -> ExitCode {
-    let cli =
-        match AdminCli::try_parse_from(std::iter::once("ringmq admin".to_string()).chain(args)) {
-            Ok(cli) => cli,
-            Err(e) => {
-                let _ = e.print();
-                return if e.use_stderr() {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
-            }
-        };
-    let result = match cli.command {
-        AdminCommand::TopicList(a) => topic_list(&a),
-        AdminCommand::TopicRoute(a) => topic_route(&a),
-        AdminCommand::ClusterList(a) => cluster_list(&a),
-        AdminCommand::SendMessage(a) => send_message(&a),
-        AdminCommand::ConsumeMessage(a) => consume_message(&a),
+    let argv = std::iter::once("ringmq admin".to_string()).chain(args);
+    let cli = match AdminCli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
     };
-    match result {
+    match dispatch(cli.command) {
+        Ok(()) if output::stdout_failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringmq admin: {e}");
@@ -138,161 +297,27 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
 }
 
-/// Connects to the first reachable nameserver of the list.
-fn namesrv(common: &Common) -> Result<NamesrvClient, ClientError> {
-    let mut last = None;
-    for addr in common
-        .namesrv
-        .split(';')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-    {
-        match NamesrvClient::connect(addr, TIMEOUT) {
-            Ok(client) => return Ok(client),
-            Err(e) => last = Some(e),
-        }
+fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
+    use AdminCommand as C;
+    match command {
+        C::TopicList(a) => topic::topic_list(&a),
+        C::TopicRoute(a) => topic::topic_route(&a),
+        C::TopicStatus(a) => topic::topic_status(&a),
+        C::TopicClusterList(a) => topic::topic_cluster_list(&a),
+        C::UpdateTopic(a) => topic::update_topic(&a),
+        C::DeleteTopic(a) => topic::delete_topic(&a),
+        C::ClusterList(a) => cluster::cluster_list(&a),
+        C::SendMessage(a) => message::send_message(&a),
+        C::ConsumeMessage(a) => message::consume_message(&a),
+        C::UpdateSubGroup(a) => group::update_sub_group(&a),
+        C::DeleteSubGroup(a) => group::delete_sub_group(&a),
+        C::ConsumerProgress(a) => group::consumer_progress(&a),
+        C::ConsumerConnection(a) => group::consumer_connection(&a),
+        C::ProducerConnection(a) => group::producer_connection(&a),
+        C::BrokerStatus(a) => cluster::broker_status(&a),
+        C::GetBrokerConfig(a) => cluster::broker_config(&a),
+        C::WipeWritePerm(a) => cluster::write_perm(&a, true),
+        C::AddWritePerm(a) => cluster::write_perm(&a, false),
+        C::GetNamesrvConfig(a) => cluster::namesrv_config(&a),
     }
-    Err(last.unwrap_or(ClientError::Closed {
-        addr: common.namesrv.clone(),
-    }))
-}
-
-fn topic_list(args: &Common) -> Result<(), ClientError> {
-    for topic in namesrv(args)?.topics()?.topic_list {
-        println!("{topic}");
-    }
-    Ok(())
-}
-
-fn topic_route(args: &TopicArgs) -> Result<(), ClientError> {
-    let route = namesrv(&args.common)?.route(&args.topic)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&route).unwrap_or_default()
-    );
-    Ok(())
-}
-
-fn cluster_list(args: &Common) -> Result<(), ClientError> {
-    let info = namesrv(args)?.cluster_info()?;
-    println!(
-        "{:<22} {:<22} {:<5} {:<22}",
-        "#Cluster Name", "#Broker Name", "#BID", "#Addr"
-    );
-    for (cluster, brokers) in &info.cluster_addr_table {
-        for name in brokers {
-            let Some(data) = info.broker_addr_table.get(name) else {
-                continue;
-            };
-            for (id, addr) in &data.broker_addrs {
-                println!("{cluster:<22} {name:<22} {id:<5} {addr:<22}");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// (broker name, master address, queue count) of the writable or readable queues of a route.
-fn queues(route: &TopicRouteData, write: bool, broker: Option<&str>) -> Vec<(String, String, i32)> {
-    let bit = if write { 2 } else { 4 };
-    route
-        .queue_datas
-        .iter()
-        .filter(|q| q.perm & bit != 0 && broker.is_none_or(|b| b == q.broker_name))
-        .filter_map(|q| {
-            let data = route
-                .broker_datas
-                .iter()
-                .find(|b| b.broker_name == q.broker_name)?;
-            let addr = data.broker_addrs.get(&0)?.clone();
-            let n = if write {
-                q.write_queue_nums
-            } else {
-                q.read_queue_nums
-            };
-            Some((q.broker_name.clone(), addr, n))
-        })
-        .collect()
-}
-
-fn send_message(args: &SendArgs) -> Result<(), ClientError> {
-    let mut ns = namesrv(&args.common)?;
-    // A topic the nameserver does not know is sent through TBW102's brokers, which create it
-    // (what RocketMQ producers do when autoCreateTopicEnable is on).
-    let route = match ns.route(&args.topic) {
-        Err(e) if e.code() == Some(crate::remoting::response::TOPIC_NOT_EXIST) => {
-            ns.route("TBW102").map_err(|_| e)?
-        }
-        other => other?,
-    };
-    let targets = queues(&route, true, args.broker.as_deref());
-    let Some((broker, addr, n)) = targets.first() else {
-        return Err(ClientError::Body {
-            addr: args.common.namesrv.clone(),
-            reason: format!("no writable queue of {}", args.topic),
-        });
-    };
-    let mut properties = Properties::default();
-    if let Some(tags) = &args.tags {
-        properties.set(TAGS, tags);
-    }
-    if let Some(keys) = &args.keys {
-        properties.set(KEYS, keys);
-    }
-    let queue_id = args.queue.unwrap_or(0).clamp(0, (*n - 1).max(0));
-    let msg = OutgoingMessage {
-        topic: args.topic.clone(),
-        queue_id,
-        body: args.body.clone().into_bytes(),
-        properties,
-        flag: 0,
-    };
-    let sent = Connection::connect(addr, TIMEOUT)?.send_message("TOOLS_PRODUCER", &msg)?;
-    // mqadmin prints the producer's SendStatus.
-    let status = match sent.code {
-        crate::remoting::response::SUCCESS => "SEND_OK",
-        code => crate::remoting::response::name(code).unwrap_or("UNKNOWN"),
-    };
-    println!(
-        "{:<32} {:<8} {:<24} #MsgId",
-        "#Broker Name", "#QID", "#Send Result"
-    );
-    println!(
-        "{broker:<32} {:<8} {:<24} {}",
-        sent.queue_id, status, sent.msg_id
-    );
-    Ok(())
-}
-
-fn consume_message(args: &ConsumeArgs) -> Result<(), ClientError> {
-    let route = namesrv(&args.common)?.route(&args.topic)?;
-    let mut left = args.count;
-    for (broker, addr, n) in queues(&route, false, args.broker.as_deref()) {
-        let mut conn = Connection::connect(&addr, TIMEOUT)?;
-        for queue in (0..n).filter(|q| args.queue.is_none_or(|only| only == *q)) {
-            let mut offset = args.offset;
-            while left > 0 {
-                let pulled = conn.pull(
-                    &args.group,
-                    &args.topic,
-                    queue,
-                    offset,
-                    left.min(32) as i32,
-                    "*",
-                    0,
-                )?;
-                if pulled.messages.is_empty() {
-                    break;
-                }
-                for m in &pulled.messages {
-                    let body = String::from_utf8_lossy(&m.body);
-                    println!("Consume ok, broker={broker} queueId={queue} queueOffset={} tags={} keys={} body={body}",
-                        m.queue_offset, m.properties.get(TAGS).unwrap_or(""), m.properties.get(KEYS).unwrap_or(""));
-                    left -= 1;
-                }
-                offset = pulled.next_begin_offset;
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,193 @@
+//! Bodies keyed by MessageQueue objects, as fastjson writes `Map<MessageQueue, X>`
+//! (PROTOCOL.md §6.2): `{"consumeTps":0.0,"offsetTable":{{"brokerName":"b","queueId":0,
+//! "topic":"T"}:{…}}}`. That is not JSON, so the table is cut out by hand and each key and value
+//! parsed on its own; the rest of the body is parsed as (fastjson-normalized) JSON.
+
+use serde_json::Value;
+
+use crate::protocol::fastjson;
+use crate::protocol::heartbeat::MessageQueue;
+
+/// The entries of a MessageQueue-keyed table, in body order.
+pub type MqEntries = Vec<(MessageQueue, Value)>;
+
+/// Parses a body whose top-level member `field` is a MessageQueue-keyed table: its entries, and
+/// the rest of the body with that member emptied (`{}`). A missing member is an empty table.
+/// Keys written as JSON strings holding the object are accepted too.
+pub fn parse_mq_table(body: &[u8], field: &str) -> Result<(MqEntries, Value), String> {
+    let mut at = skip_ws(body, 0);
+    expect(body, at, b'{')?;
+    at += 1;
+    let mut table = None;
+    loop {
+        at = skip_ws(body, at);
+        match body.get(at) {
+            Some(b'}') => break,
+            Some(b',') => at = skip_ws(body, at + 1),
+            _ => {}
+        }
+        let key_end = value_end(body, at)?;
+        let key: String = parse_json(&body[at..key_end])?;
+        at = skip_ws(body, key_end);
+        expect(body, at, b':')?;
+        let start = skip_ws(body, at + 1);
+        let end = value_end(body, start)?;
+        if key == field {
+            table = Some((start, end));
+        }
+        at = end;
+    }
+    let Some((start, end)) = table else {
+        return Ok((Vec::new(), parse_json(body)?));
+    };
+    let entries = parse_entries(&body[start..end])?;
+    let rest = [&body[..start], b"{}", &body[end..]].concat();
+    Ok((entries, parse_json(&rest)?))
+}
+
+/// The `{key:value,…}` of the table itself.
+fn parse_entries(table: &[u8]) -> Result<MqEntries, String> {
+    let mut entries = Vec::new();
+    expect(table, 0, b'{')?;
+    let mut at = 1;
+    loop {
+        at = skip_ws(table, at);
+        match table.get(at) {
+            Some(b'}') => return Ok(entries),
+            Some(b',') => at = skip_ws(table, at + 1),
+            _ => {}
+        }
+        let key_end = value_end(table, at)?;
+        let key = parse_queue(&table[at..key_end])?;
+        at = skip_ws(table, key_end);
+        expect(table, at, b':')?;
+        let start = skip_ws(table, at + 1);
+        let end = value_end(table, start)?;
+        entries.push((key, parse_json(&table[start..end])?));
+        at = end;
+    }
+}
+
+/// A MessageQueue key: an object, or a string holding one.
+fn parse_queue(key: &[u8]) -> Result<MessageQueue, String> {
+    if key.first() == Some(&b'"') {
+        let inner: String = parse_json(key)?;
+        return parse_json(inner.as_bytes());
+    }
+    parse_json(key)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(&fastjson::normalize(text)).map_err(|e| {
+        let shown: String = String::from_utf8_lossy(text).chars().take(120).collect();
+        format!("{e} in `{shown}`")
+    })
+}
+
+fn skip_ws(text: &[u8], mut at: usize) -> usize {
+    while text.get(at).is_some_and(u8::is_ascii_whitespace) {
+        at += 1;
+    }
+    at
+}
+
+fn expect(text: &[u8], at: usize, c: u8) -> Result<(), String> {
+    match text.get(at) {
+        Some(&found) if found == c => Ok(()),
+        Some(&found) => Err(format!(
+            "expected `{}` at byte {at}, found `{}`",
+            c as char, found as char
+        )),
+        None => Err(format!(
+            "expected `{}` at byte {at}, found the end",
+            c as char
+        )),
+    }
+}
+
+/// The index just past the JSON value (object, array, string or scalar) starting at `start`.
+fn value_end(text: &[u8], start: usize) -> Result<usize, String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &c) in text.iter().enumerate().skip(start) {
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => {
+                in_string = false;
+                if depth == 0 {
+                    return Ok(i + 1);
+                }
+            }
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => depth += 1,
+            (false, _, b'}' | b']') if depth == 0 => return Ok(i),
+            (false, _, b'}' | b']') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(i + 1);
+                }
+            }
+            (false, _, b',' | b':') if depth == 0 => return Ok(i),
+            (false, _, c) if depth == 0 && c.is_ascii_whitespace() => return Ok(i),
+            _ => {}
+        }
+    }
+    if depth == 0 && !in_string && start < text.len() {
+        return Ok(text.len());
+    }
+    Err(format!("unbalanced JSON from byte {start}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_stats_as_java_writes_them() {
+        let body = concat!(
+            r#"{"consumeTps":1.5,"offsetTable":{{"brokerName":"b","queueId":1,"topic":"T"}:"#,
+            r#"{"brokerOffset":5,"consumerOffset":3,"lastTimestamp":0},"#,
+            r#"{"brokerName":"b","queueId":0,"topic":"T"}:"#,
+            r#"{"brokerOffset":2,"consumerOffset":2,"lastTimestamp":7}}}"#
+        )
+        .as_bytes();
+        let (entries, rest) = parse_mq_table(body, "offsetTable").unwrap();
+        assert_eq!(
+            rest,
+            serde_json::json!({"consumeTps": 1.5, "offsetTable": {}})
+        );
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].0.queue_id, entries[1].0.queue_id), (1, 0));
+        assert_eq!(entries[0].1["brokerOffset"], 5);
+        assert_eq!(entries[1].0.topic, "T");
+    }
+
+    #[test]
+    fn whitespace_string_keys_and_empty_tables() {
+        let body = concat!(
+            r#" { "offsetTable" : { "{\"brokerName\":\"b\",\"queueId\":3,\"topic\":\"x\"}" "#,
+            r#": {"minOffset": 0} } , "n" : 1 } "#
+        )
+        .as_bytes();
+        let (entries, rest) = parse_mq_table(body, "offsetTable").unwrap();
+        assert_eq!(entries[0].0.queue_id, 3);
+        assert_eq!(rest["n"], 1);
+        let (entries, _) =
+            parse_mq_table(br#"{"consumeTps":0.0,"offsetTable":{}}"#, "offsetTable").unwrap();
+        assert!(entries.is_empty());
+        assert!(parse_mq_table(br#"{"x":1}"#, "offsetTable")
+            .unwrap()
+            .0
+            .is_empty());
+    }
+
+    #[test]
+    fn broken_bodies_are_errors() {
+        assert!(parse_mq_table(b"", "offsetTable").is_err());
+        assert!(
+            parse_mq_table(br#"{"offsetTable":{{"brokerName":"b"}:1}}"#, "offsetTable").is_err()
+        );
+        assert!(parse_mq_table(br#"{"offsetTable":{{"a":1"#, "offsetTable").is_err());
+    }
+}
