@@ -31,6 +31,7 @@ pub mod limits;
 pub mod message;
 pub mod namesrv;
 pub mod net;
+pub mod pidfile;
 pub mod protocol;
 pub mod remoting;
 pub mod runtime;

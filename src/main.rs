@@ -36,7 +36,7 @@ enum Command {
     #[command(disable_help_flag = true)]
     Admin(NotBuiltArgs),
     /// Stop a local broker or nameserver gracefully, like `mqshutdown`. Not built yet.
-    Shutdown(NotBuiltArgs),
+    Shutdown(ShutdownArgs),
 }
 
 #[derive(Args, Debug)]
@@ -76,6 +76,20 @@ struct StandaloneArgs {
 }
 
 #[derive(Args, Debug)]
+struct ShutdownArgs {
+    /// What to stop: `broker` (also stops a `standalone`) or `namesrv`.
+    #[arg(value_parser = ["broker", "namesrv"])]
+    what: String,
+    /// The store the broker runs on (its storePathRootDir; `./store` for standalone). For
+    /// `namesrv`, the nameserver's files are looked up under `<DIR>/namesrv` first.
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Seconds to wait for the process to exit.
+    #[arg(long, default_value_t = 60)]
+    wait: u64,
+}
+
+#[derive(Args, Debug)]
 struct NotBuiltArgs {
     /// Arguments (ignored until this command is built).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -90,7 +104,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => run_broker(args),
         Command::Standalone(args) => run_standalone(args),
         Command::Admin(args) => ringmq::admin::run(args.args),
-        Command::Shutdown(_) => not_built("shutdown", "the admin commands (issue 7)"),
+        Command::Shutdown(args) => run_shutdown(args),
     }
 }
 
@@ -104,11 +118,6 @@ fn init_logging() {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
-}
-
-fn not_built(command: &str, what: &str) -> ExitCode {
-    eprintln!("ringmq {command}: not built yet; it arrives with {what}.");
-    ExitCode::from(2)
 }
 
 fn load_namesrv_config(path: Option<&PathBuf>) -> Result<NamesrvConfig, String> {
@@ -161,6 +170,7 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
                 "The Name Server boot success. serializeType=JSON, listening on {}",
                 handle.local_addr
             );
+            let _pid = pid_file(&ringmq::pidfile::namesrv_pid_path(&config.kv_config_path));
             handle.wait();
             ExitCode::SUCCESS
         }
@@ -215,6 +225,7 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         shards: 0,
     };
     let name = options.cfg.broker_name.clone();
+    let store_root = options.cfg.store_path_root_dir.clone();
     match broker::start(options, shutdown) {
         Ok(handle) => {
             // The line Java's mqbroker prints; start scripts wait for it.
@@ -223,6 +234,7 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
                 handle.broker_addr,
                 namesrvs.join(";")
             );
+            let _pid = pid_file(&ringmq::pidfile::broker_pid_path(&store_root));
             handle.wait();
             ExitCode::SUCCESS
         }
@@ -262,6 +274,10 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
                 handle.broker_addr,
                 args.store.display()
             );
+            let _pids = (
+                pid_file(&ringmq::pidfile::broker_pid_path(&args.store)),
+                pid_file(&args.store.join("namesrv").join("namesrv.pid")),
+            );
             handle.wait();
             namesrv.stop();
             ExitCode::SUCCESS
@@ -269,6 +285,39 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
         Err(e) => {
             namesrv.stop();
             fail("standalone", e)
+        }
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run_shutdown(args: ShutdownArgs) -> ExitCode {
+    let path = match (args.what.as_str(), &args.store) {
+        ("broker", Some(store)) => ringmq::pidfile::broker_pid_path(store),
+        ("broker", None) => ringmq::pidfile::broker_pid_path(&home().join("store")),
+        (_, Some(store)) => store.join("namesrv").join("namesrv.pid"),
+        (_, None) => home().join("namesrv").join("namesrv.pid"),
+    };
+    match ringmq::pidfile::stop(&path, Duration::from_secs(args.wait)) {
+        Ok(pid) => {
+            println!("ringmq {} (pid {pid}) stopped", args.what);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("shutdown", e),
+    }
+}
+
+/// Records this process for `ringmq shutdown`; a failure only costs that convenience.
+fn pid_file(path: &std::path::Path) -> Option<ringmq::pidfile::PidFile> {
+    match ringmq::pidfile::PidFile::create(path) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the PID file");
+            None
         }
     }
 }

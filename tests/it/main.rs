@@ -15,4 +15,5 @@ mod rust_client;
 mod rust_client_broker;
 mod rust_client_features;
 mod rust_client_support;
+mod shutdown_cli;
 mod store_crash;
