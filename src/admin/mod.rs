@@ -3,6 +3,7 @@
 //!
 //! * `topic`: topicList, topicRoute, topicStatus, topicClusterList, updateTopic, deleteTopic
 //! * `message`: sendMessage, consumeMessage
+//! * `query`: queryMsgById, queryMsgByKey, queryMsgByUniqueKey, queryMsgByOffset
 //! * `group`: updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection,
 //!   producerConnection
 //! * `cluster`: clusterList, brokerStatus, getBrokerConfig, wipeWritePerm, addWritePerm,
@@ -15,6 +16,7 @@ pub mod fastjson_mq;
 mod group;
 mod message;
 mod output;
+mod query;
 mod topic;
 
 use std::process::ExitCode;
@@ -71,6 +73,18 @@ enum AdminCommand {
     /// Read messages of a topic's queues from an offset.
     #[command(name = "consumeMessage")]
     ConsumeMessage(message::ConsumeArgs),
+    /// Messages by offsetMsgId (comma separated), with their bodies.
+    #[command(name = "queryMsgById")]
+    QueryMsgById(query::ByIdArgs),
+    /// Messages of a topic with a key, on every broker of its route.
+    #[command(name = "queryMsgByKey")]
+    QueryMsgByKey(query::ByKeyArgs),
+    /// The message of a topic with a unique key (UNIQ_KEY), with its body.
+    #[command(name = "queryMsgByUniqueKey")]
+    QueryMsgByUniqueKey(query::ByUniqueKeyArgs),
+    /// The message at a queue offset of a topic on a broker, with its body.
+    #[command(name = "queryMsgByOffset")]
+    QueryMsgByOffset(query::ByOffsetArgs),
     /// Create or update a subscription group on a broker or every master of a cluster.
     #[command(name = "updateSubGroup")]
     UpdateSubGroup(group::UpdateSubGroupArgs),
@@ -309,6 +323,10 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::ClusterList(a) => cluster::cluster_list(&a),
         C::SendMessage(a) => message::send_message(&a),
         C::ConsumeMessage(a) => message::consume_message(&a),
+        C::QueryMsgById(a) => query::query_msg_by_id(&a),
+        C::QueryMsgByKey(a) => query::query_msg_by_key(&a),
+        C::QueryMsgByUniqueKey(a) => query::query_msg_by_unique_key(&a),
+        C::QueryMsgByOffset(a) => query::query_msg_by_offset(&a),
         C::UpdateSubGroup(a) => group::update_sub_group(&a),
         C::DeleteSubGroup(a) => group::delete_sub_group(&a),
         C::ConsumerProgress(a) => group::consumer_progress(&a),
