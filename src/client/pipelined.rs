@@ -7,41 +7,19 @@
 //! connection opens lazily on the first call; when it fails every pending call fails at once and
 //! the next call reconnects.
 //!
-//! Why not `net::RpcClient` underneath: it is built for a few control-plane calls and writes
-//! each frame with its own `send` syscall and zero-fills a 64 KiB read buffer before every read.
-//! At load-generator rates (hundreds of thousands of requests a second) both cost more than the
-//! requests themselves, so this link coalesces whatever frames are queued into one write (as the
-//! server's writer does) and reads into a buffer that is zeroed once, not per read.
+//! The connection itself is `net::RpcClient` (batched writes, fair reads); this module adds
+//! the typed calls and their parsed results.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::TcpStream;
+use bytes::Bytes;
 use thiserror::Error;
 
 use super::broker::{decode_messages, PulledMessage};
-use crate::limits::{CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES, FRAME_SIZE_MAX_BYTES};
 use crate::message::record::{RecordError, RecordView};
+use crate::net::{RpcClient, RpcError};
 use crate::protocol::send::SendRequest;
-use crate::remoting::{check_frame, request, response, RemotingCommand, SerializeType, WireError};
-
-/// Bytes the writer coalesces into one write before it sends what it has.
-const WRITE_COALESCE_BYTES_MAX: usize = 256 * 1024;
-
-/// Free space below which the reader makes room before reading again.
-const READ_SPACE_MIN_BYTES: usize = 16 * 1024;
-
-/// Responses the reader completes before it lets the woken callers run (and the writer send
-/// what they queue). Without this, one read of N responses wakes N callers whose N new requests
-/// leave in one write, and client and server take turns on whole batches instead of working at
-/// the same time.
-const COMPLETIONS_PER_YIELD: usize = 8;
+use crate::remoting::{request, response, RemotingCommand, SerializeType, WireError};
 
 /// Why a call failed before a response arrived (or, for offset calls, how the server refused).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -156,23 +134,10 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-type Pending = RefCell<HashMap<i32, LocalSender<RemotingCommand>>>;
-
-/// One open connection: the writer task owns the write half, the reader task the read half.
-struct Link {
-    outbound: LocalSender<RemotingCommand>,
-    pending: Rc<Pending>,
-    alive: Rc<Cell<bool>>,
-}
-
 /// A pipelined client for one broker address. Contract: any number of calls may be awaited
 /// concurrently from tasks of the creating executor; responses complete them in any order.
 pub struct PipelinedClient {
-    addr: String,
-    timeout: Duration,
-    serialize_type: SerializeType,
-    link: RefCell<Option<Rc<Link>>>,
-    next_opaque: Cell<i32>,
+    rpc: RpcClient,
 }
 
 impl PipelinedClient {
@@ -180,23 +145,20 @@ impl PipelinedClient {
     /// until the first call. Headers go out as JSON, as the Java client sends them.
     pub fn new(addr: impl Into<String>, timeout: Duration) -> PipelinedClient {
         PipelinedClient {
-            addr: addr.into(),
-            timeout,
-            serialize_type: SerializeType::Json,
-            link: RefCell::new(None),
-            next_opaque: Cell::new(1),
+            rpc: RpcClient::new(addr, timeout),
         }
     }
 
     /// Sends headers in `serialize_type` (JSON or RocketMQ's binary layout).
-    pub fn with_serialize_type(mut self, serialize_type: SerializeType) -> PipelinedClient {
-        self.serialize_type = serialize_type;
-        self
+    pub fn with_serialize_type(self, serialize_type: SerializeType) -> PipelinedClient {
+        PipelinedClient {
+            rpc: self.rpc.with_serialize_type(serialize_type),
+        }
     }
 
     /// The peer address.
     pub fn addr(&self) -> &str {
-        &self.addr
+        self.rpc.addr()
     }
 
     /// SEND_MESSAGE_V2 of one message whose header is `header` and body `body`.
@@ -265,7 +227,7 @@ impl PipelinedClient {
         let reply = self.invoke(cmd).await?;
         if reply.code != response::SUCCESS {
             return Err(CallError::Server {
-                addr: self.addr.clone(),
+                addr: self.addr().to_string(),
                 code: reply.code,
                 remark: reply.remark,
             });
@@ -274,81 +236,13 @@ impl PipelinedClient {
     }
 
     /// Sends `request` and waits for its response, whatever its code, until the deadline.
-    pub async fn invoke(&self, mut request: RemotingCommand) -> Result<RemotingCommand, CallError> {
-        let link = self.link().await?;
-        request.opaque = self.opaque();
-        request.serialize_type = self.serialize_type;
-        let opaque = request.opaque;
-        let (tx, rx) = local_channel::new_bounded(1);
-        link.pending.borrow_mut().insert(opaque, tx);
-        if link.outbound.send(request).await.is_err() {
-            link.alive.set(false);
-            link.pending.borrow_mut().remove(&opaque);
-            return Err(self.closed());
-        }
-        let response = future::or(async { rx.recv().await.ok_or(()) }, async {
-            glommio::timer::sleep(self.timeout).await;
-            Err(())
+    pub async fn invoke(&self, request: RemotingCommand) -> Result<RemotingCommand, CallError> {
+        self.rpc.invoke(request).await.map_err(|e| match e {
+            RpcError::Connect { addr, reason } => CallError::Connect { addr, reason },
+            RpcError::Closed { addr } => CallError::Closed { addr },
+            RpcError::Timeout { addr, timeout_ms } => CallError::Timeout { addr, timeout_ms },
+            RpcError::Encode { addr, source } => CallError::Encode { addr, source },
         })
-        .await;
-        link.pending.borrow_mut().remove(&opaque);
-        response.map_err(|()| match link.alive.get() {
-            true => CallError::Timeout {
-                addr: self.addr.clone(),
-                timeout_ms: self.timeout.as_millis(),
-            },
-            false => self.closed(),
-        })
-    }
-
-    fn closed(&self) -> CallError {
-        CallError::Closed {
-            addr: self.addr.clone(),
-        }
-    }
-
-    fn opaque(&self) -> i32 {
-        let opaque = self.next_opaque.get();
-        self.next_opaque.set(opaque.wrapping_add(1) & i32::MAX);
-        opaque
-    }
-
-    async fn link(&self) -> Result<Rc<Link>, CallError> {
-        if let Some(link) = self.link.borrow().as_ref().filter(|l| l.alive.get()) {
-            return Ok(Rc::clone(link));
-        }
-        let connect = TcpStream::connect(self.addr.as_str());
-        let timeout = async {
-            glommio::timer::sleep(self.timeout).await;
-            Err(glommio::GlommioError::IoError(std::io::Error::other(
-                "timed out",
-            )))
-        };
-        let stream = future::or(connect, timeout)
-            .await
-            .map_err(|e| CallError::Connect {
-                addr: self.addr.clone(),
-                reason: e.to_string(),
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = futures_lite::io::split(stream);
-        let pending: Rc<Pending> = Rc::default();
-        let alive = Rc::new(Cell::new(true));
-        let (outbound, frames) = local_channel::new_bounded(CONNECTION_INFLIGHT_MAX);
-        glommio::spawn_local(read_responses(
-            reader,
-            Rc::clone(&pending),
-            Rc::clone(&alive),
-        ))
-        .detach();
-        glommio::spawn_local(write_frames(writer, frames, Rc::clone(&alive))).detach();
-        let link = Rc::new(Link {
-            outbound,
-            pending,
-            alive,
-        });
-        *self.link.borrow_mut() = Some(Rc::clone(&link));
-        Ok(link)
     }
 }
 
@@ -371,112 +265,12 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Encodes queued requests into one buffer and writes it with one call: with many requests in
-/// flight, one syscall carries all of those queued since the last write.
-async fn write_frames(
-    mut writer: WriteHalf<TcpStream>,
-    frames: LocalReceiver<RemotingCommand>,
-    alive: Rc<Cell<bool>>,
-) {
-    let mut buf = BytesMut::with_capacity(WRITE_COALESCE_BYTES_MAX);
-    while let Some(first) = frames.recv().await {
-        encode_into(&first, &mut buf);
-        while buf.len() < WRITE_COALESCE_BYTES_MAX {
-            match future::poll_once(frames.recv()).await {
-                Some(Some(next)) => encode_into(&next, &mut buf),
-                _ => break,
-            }
-        }
-        if buf.is_empty() {
-            continue;
-        }
-        if writer.write_all(&buf).await.is_err() || !alive.get() {
-            break;
-        }
-        buf.clear();
-    }
-    alive.set(false);
-}
-
-/// A request that cannot be encoded is not sent; its caller times out. Only oversized headers
-/// get here, which the caller's own input produced.
-fn encode_into(cmd: &RemotingCommand, buf: &mut BytesMut) {
-    let mark = buf.len();
-    if cmd.encode(buf).is_err() {
-        buf.truncate(mark);
-    }
-}
-
-/// Reads responses and completes their calls. The buffer is zero-filled once; after that only
-/// the bytes handed out as frames are replaced, so the cost per read follows the bytes read.
-async fn read_responses(
-    mut reader: ReadHalf<TcpStream>,
-    pending: Rc<Pending>,
-    alive: Rc<Cell<bool>>,
-) {
-    let mut buf = BytesMut::zeroed(CONNECTION_READ_BUFFER_BYTES);
-    let mut filled = 0;
-    let mut completed = 0;
-    'read: loop {
-        loop {
-            match check_frame(&buf[..filled], FRAME_SIZE_MAX_BYTES) {
-                Ok(Some(total)) => {
-                    let frame = buf.split_to(total).freeze();
-                    filled -= total;
-                    match RemotingCommand::decode(frame) {
-                        Ok(cmd) if cmd.is_response() => {
-                            complete(&pending, cmd);
-                            completed += 1;
-                            if completed % COMPLETIONS_PER_YIELD == 0 {
-                                futures_lite::future::yield_now().await;
-                            }
-                        }
-                        // Requests from the broker (e.g. NOTIFY_CONSUMER_IDS_CHANGED) need no
-                        // answer from a client that sends no heartbeats.
-                        Ok(_) => {}
-                        Err(_) => break 'read,
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => break 'read,
-            }
-        }
-        make_room(&mut buf, filled);
-        match reader.read(&mut buf[filled..]).await {
-            Ok(n) if n > 0 => filled += n,
-            _ => break,
-        }
-    }
-    alive.set(false);
-    // Dropping the senders fails every pending call at once.
-    pending.borrow_mut().clear();
-}
-
-/// Ensures at least `READ_SPACE_MIN_BYTES` (and room for the frame being assembled) past
-/// `filled`, zeroing only what is added.
-fn make_room(buf: &mut BytesMut, filled: usize) {
-    let declared = match buf.get(..4) {
-        Some(b) if filled >= 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 4,
-        _ => 0,
-    };
-    let want = (filled + READ_SPACE_MIN_BYTES).max(declared);
-    if buf.len() < want {
-        let grow_to = want.max(filled + CONNECTION_READ_BUFFER_BYTES);
-        buf.resize(grow_to, 0);
-    }
-}
-
-fn complete(pending: &Pending, cmd: RemotingCommand) {
-    if let Some(tx) = pending.borrow_mut().remove(&cmd.opaque) {
-        let _ = tx.try_send(cmd);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::namesrv::{self, NamesrvOptions};
     use crate::runtime::Shutdown;
+    use std::rc::Rc;
 
     fn run<T>(fut: impl std::future::Future<Output = T>) -> T {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -560,15 +354,5 @@ mod tests {
         let items: Vec<_> = outcome.records().collect();
         assert_eq!(items.len(), 1);
         assert!(items[0].is_err());
-    }
-
-    #[test]
-    fn make_room_grows_for_a_large_frame_and_keeps_bytes() {
-        let mut buf = BytesMut::zeroed(64);
-        buf[..4].copy_from_slice(&100_000u32.to_be_bytes());
-        buf[4] = 7;
-        make_room(&mut buf, 5);
-        assert!(buf.len() >= 100_004);
-        assert_eq!(buf[4], 7);
     }
 }
