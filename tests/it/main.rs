@@ -9,6 +9,7 @@ mod broker_delay;
 mod broker_quirks;
 mod broker_transaction;
 mod golden;
+mod ha;
 mod harness;
 mod loadgen;
 mod namesrv_route;
