@@ -71,7 +71,9 @@ impl Shard {
                 ),
             ));
         }
-        let topic = self.topic(request.topic).ok_or_else(|| {
+        let topic = self.topic(request.topic);
+        let topic = topic.or_else(|| self.replicated_topic(request.topic, request.queue_id));
+        let topic = topic.ok_or_else(|| {
             (
                 resp::TOPIC_NOT_EXIST,
                 format!("topic[{}] not exist, apply first please!", request.topic),
