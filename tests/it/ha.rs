@@ -151,3 +151,56 @@ fn a_slave_refuses_sends_and_transactions_with_javas_codes() {
     let reply = slave.invoke(end).unwrap();
     assert_eq!(reply.code, response::SLAVE_NOT_AVAILABLE);
 }
+
+#[test]
+fn every_layout_pairs_each_slave_with_a_master_and_shares_no_port() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    for layout in ["2m-2s-sync", "2m-2s-async", "2m-noslave"] {
+        let mut brokers = Vec::new();
+        for entry in std::fs::read_dir(conf.join(layout)).unwrap() {
+            let path = entry.unwrap().path();
+            let (cfg, warnings) = BrokerConfig::load(&path).unwrap();
+            assert!(warnings.is_empty(), "{}: {warnings:?}", path.display());
+            brokers.push(cfg);
+        }
+        let masters: Vec<_> = brokers
+            .iter()
+            .filter(|b| b.broker_role != BrokerRole::Slave)
+            .collect();
+        assert_eq!(masters.len(), 2, "{layout}");
+        let slaves = brokers.len() - masters.len();
+        assert_eq!(
+            slaves,
+            if layout == "2m-noslave" { 0 } else { 2 },
+            "{layout}"
+        );
+        let mut ports = std::collections::BTreeSet::new();
+        for b in &brokers {
+            let p = b.listen_port;
+            for port in [p - 2, p, p + 1] {
+                assert!(ports.insert(port), "{layout}: port {port} used twice");
+            }
+            assert_ne!(b.store_path_root_dir, std::path::PathBuf::new());
+            if b.broker_role == BrokerRole::Slave {
+                let master = masters
+                    .iter()
+                    .find(|m| m.broker_name == b.broker_name)
+                    .unwrap_or_else(|| panic!("{layout}: no master for {}", b.broker_name));
+                assert_eq!(master.shard_count, b.shard_count);
+                assert_eq!(
+                    master.mapped_file_size_commitlog_bytes,
+                    b.mapped_file_size_commitlog_bytes
+                );
+                let expected = if layout == "2m-2s-sync" {
+                    BrokerRole::SyncMaster
+                } else {
+                    BrokerRole::AsyncMaster
+                };
+                assert_eq!(master.broker_role, expected, "{layout}");
+            }
+        }
+        let stores: std::collections::BTreeSet<_> =
+            brokers.iter().map(|b| &b.store_path_root_dir).collect();
+        assert_eq!(stores.len(), brokers.len(), "{layout}: stores shared");
+    }
+}
