@@ -4,6 +4,7 @@
 //! * `topic`: topicList, topicRoute, topicStatus, topicClusterList, updateTopic, deleteTopic
 //! * `message`: sendMessage, consumeMessage
 //! * `query`: queryMsgById, queryMsgByKey, queryMsgByUniqueKey, queryMsgByOffset
+//! * `offset`: resetOffsetByTime
 //! * `group`: updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection,
 //!   producerConnection
 //! * `cluster`: clusterList, brokerStatus, getBrokerConfig, wipeWritePerm, addWritePerm,
@@ -15,6 +16,7 @@ mod cluster;
 pub mod fastjson_mq;
 mod group;
 mod message;
+mod offset;
 mod output;
 mod query;
 mod topic;
@@ -91,12 +93,16 @@ enum AdminCommand {
     /// Delete a subscription group from a broker or every master of a cluster.
     #[command(name = "deleteSubGroup")]
     DeleteSubGroup(group::DeleteSubGroupArgs),
-    /// A consumer group's progress per queue: broker offset, consumer offset, diff.
+    /// A consumer group's progress per queue: broker offset, consumer offset, diff (every
+    /// group's clients and lag without -g).
     #[command(name = "consumerProgress")]
-    ConsumerProgress(GroupArgs),
+    ConsumerProgress(group::ProgressArgs),
     /// The online clients of a consumer group and their subscriptions.
     #[command(name = "consumerConnection")]
     ConsumerConnection(GroupArgs),
+    /// Move a consumer group's offsets on a topic to a point in time.
+    #[command(name = "resetOffsetByTime")]
+    ResetOffsetByTime(offset::ResetArgs),
     /// The online clients of a producer group sending to a topic.
     #[command(name = "producerConnection")]
     ProducerConnection(group::ProducerArgs),
@@ -332,6 +338,7 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::ConsumerProgress(a) => group::consumer_progress(&a),
         C::ConsumerConnection(a) => group::consumer_connection(&a),
         C::ProducerConnection(a) => group::producer_connection(&a),
+        C::ResetOffsetByTime(a) => offset::reset_offset_command(&a),
         C::BrokerStatus(a) => cluster::broker_status(&a),
         C::GetBrokerConfig(a) => cluster::broker_config(&a),
         C::WipeWritePerm(a) => cluster::write_perm(&a, true),

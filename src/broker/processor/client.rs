@@ -148,12 +148,7 @@ impl Shard {
     /// shard learns its subscriptions.
     fn group_changed(&self, group: &str) {
         let Some(control) = &self.control else { return };
-        let channels: Vec<ChannelId> = control
-            .clients
-            .borrow()
-            .consumer_group(group)
-            .map(|g| g.channels.keys().copied().collect())
-            .unwrap_or_default();
+        let channels = control.clients.borrow().consumer_channels(group);
         if self.ctx.cfg.notify_consumer_ids_changed_enable {
             let notify = RemotingCommand::request(req::NOTIFY_CONSUMER_IDS_CHANGED)
                 .with_ext("consumerGroup", group);

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod admin_consumer;
+mod admin_offset;
 mod admin_runtime;
 mod admin_topic;
 mod client;
