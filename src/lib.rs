@@ -27,6 +27,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod fsutil;
+pub mod ha;
 pub mod limits;
 pub mod message;
 pub mod namesrv;

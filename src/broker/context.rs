@@ -16,6 +16,8 @@ pub struct BrokerContext {
     pub broker_addr: String,
     /// Number of shards.
     pub shards: usize,
+    /// The HA port (`listenPort + 1`; another one when the broker listens on a free port).
+    pub ha_port: u16,
     /// Nameservers to register with.
     pub namesrv_addrs: Vec<String>,
 }

@@ -126,7 +126,7 @@ impl Shard {
             broker_name: cfg.broker_name.clone(),
             broker_addr: self.ctx.broker_addr.clone(),
             broker_id: cfg.broker_id as i64,
-            ha_server_addr: format!("{}:{}", cfg.broker_ip2, self.ctx.store_host.port() + 1),
+            ha_server_addr: format!("{}:{}", cfg.broker_ip2, self.ctx.ha_port),
             body: RegisterBrokerBody {
                 filter_server_list: Vec::new(),
                 topic_config_serialize_wrapper: wrapper,
@@ -173,7 +173,12 @@ pub async fn run_registration(
     loop {
         let seen = shard.register_epoch.get();
         if let Some(registration) = shard.registration() {
-            register_everywhere(&clients, &registration, req::REGISTER_BROKER).await;
+            let answer = register_everywhere(&clients, &registration, req::REGISTER_BROKER).await;
+            if let Some(reply) = answer {
+                // A slave learns its master's addresses from the answer (HA.md §1).
+                let field = |k: &str| reply.ext(k).filter(|v| !v.is_empty()).map(str::to_string);
+                shard.master_addr_learned(field("haServerAddr"), field("masterAddr"));
+            }
         }
         let _ = ready.send(Ok(()));
         let next = future::or(
@@ -201,11 +206,19 @@ pub async fn run_registration(
     }
 }
 
-async fn register_everywhere(clients: &[RpcClient], broker: &BrokerRegistration, code: i32) {
+/// Sends `code` to every nameserver; returns the first successful answer.
+async fn register_everywhere(
+    clients: &[RpcClient],
+    broker: &BrokerRegistration,
+    code: i32,
+) -> Option<RemotingCommand> {
     let command = register_command(code, broker, code == req::REGISTER_BROKER);
+    let mut first = None;
     for client in clients {
         match client.invoke(command.clone()).await {
-            Ok(reply) if reply.code == resp::SUCCESS => {}
+            Ok(reply) if reply.code == resp::SUCCESS => {
+                first.get_or_insert(reply);
+            }
             Ok(reply) => tracing::warn!(
                 namesrv = client.addr(),
                 code = reply.code,
@@ -217,4 +230,5 @@ async fn register_everywhere(clients: &[RpcClient], broker: &BrokerRegistration,
             }
         }
     }
+    first
 }

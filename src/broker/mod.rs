@@ -8,6 +8,7 @@ pub mod context;
 pub mod control;
 pub mod placement;
 pub mod processor;
+pub mod replication;
 pub mod schedule;
 pub mod shard;
 pub mod topic_config;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::ExecutorJoinHandle;
 
-use crate::config::BrokerConfig;
+use crate::config::{self, BrokerConfig};
 use crate::net::{bind, reserve_addr, serve, ServerOptions};
 use crate::protocol::register::TopicConfig;
 use crate::runtime::mesh::{self, ShardMesh};
@@ -55,6 +56,8 @@ pub struct BrokerHandle {
     pub local_addr: SocketAddr,
     /// The fast ("VIP") port's address.
     pub fast_addr: SocketAddr,
+    /// The HA port's address (`listenPort + 1`; masters only listen there).
+    pub ha_addr: SocketAddr,
     /// The address clients are given (`brokerIP1:port`).
     pub broker_addr: String,
     shutdown: Shutdown,
@@ -102,11 +105,17 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
     let local_addr = reserve_addr(SocketAddr::new(cfg.listen_addr, port))?;
     let fast_port = if port == 0 { 0 } else { port.saturating_sub(2) };
     let fast_addr = reserve_addr(SocketAddr::new(cfg.listen_addr, fast_port))?;
+    let ha_port = if port == 0 { 0 } else { port.saturating_add(1) };
+    let ha_addr = match cfg.broker_role {
+        config::BrokerRole::Slave => SocketAddr::new(cfg.listen_addr, ha_port),
+        _ => reserve_addr(SocketAddr::new(cfg.listen_addr, ha_port))?,
+    };
     let store_host = SocketAddr::new(cfg.broker_ip1, local_addr.port());
     let ctx = BrokerContext {
         broker_addr: store_host.to_string(),
         store_host,
         shards,
+        ha_port: ha_addr.port(),
         namesrv_addrs: options.namesrv_addrs.clone(),
         cfg,
     };
@@ -128,6 +137,7 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
             control: control.take().filter(|_| id == 0),
             mesh: mesh_builder.clone(),
             addrs: (local_addr, fast_addr),
+            ha_addr,
             ready: ready_tx.clone(),
             shutdown: shutdown.clone(),
         };
@@ -143,10 +153,12 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
             .recv()
             .map_err(|_| io::Error::other("a broker shard exited during start-up"))??;
     }
-    tracing::info!(%local_addr, %fast_addr, shards, broker = %ctx.broker_addr, "broker listening");
+    tracing::info!(%local_addr, %fast_addr, %ha_addr, shards, role = ?ctx.cfg.broker_role,
+        broker = %ctx.broker_addr, "broker listening");
     Ok(BrokerHandle {
         local_addr,
         fast_addr,
+        ha_addr,
         broker_addr: ctx.broker_addr,
         shutdown,
         joins,
@@ -168,6 +180,8 @@ struct ShardSeed {
         glommio::channels::channel_mesh::Full,
     >,
     addrs: (SocketAddr, SocketAddr),
+    /// The HA port (the control shard of a master listens there).
+    ha_addr: SocketAddr,
     ready: std::sync::mpsc::Sender<io::Result<()>>,
     shutdown: Shutdown,
 }
@@ -175,7 +189,7 @@ struct ShardSeed {
 async fn run_shard(seed: ShardSeed) {
     let ready = seed.ready.clone();
     let shutdown = seed.shutdown.clone();
-    let (shard, listeners) = match open_shard(seed).await {
+    let (shard, listeners, ha_listener) = match open_shard(seed).await {
         Ok(opened) => opened,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -196,12 +210,27 @@ async fn run_shard(seed: ShardSeed) {
         Rc::clone(&shard),
         shutdown.clone(),
     )));
-    tasks.push(glommio::spawn_local(schedule::run(
-        Rc::clone(&shard),
-        shutdown.clone(),
-    )));
-    let checks = processor::transaction::run_checks(Rc::clone(&shard), shutdown.clone());
-    tasks.push(glommio::spawn_local(checks));
+    if shard.ctx.cfg.broker_role == config::BrokerRole::Slave {
+        // A slave delivers no delayed messages and checks no transactions (its master does);
+        // it follows the master's commitlog and copies its metadata.
+        let follower = replication::run_follower(Rc::clone(&shard), shutdown.clone());
+        tasks.push(glommio::spawn_local(follower));
+        if shard.control.is_some() {
+            let sync = replication::run_metadata_sync(Rc::clone(&shard), shutdown.clone());
+            tasks.push(glommio::spawn_local(sync));
+        }
+    } else {
+        tasks.push(glommio::spawn_local(schedule::run(
+            Rc::clone(&shard),
+            shutdown.clone(),
+        )));
+        let checks = processor::transaction::run_checks(Rc::clone(&shard), shutdown.clone());
+        tasks.push(glommio::spawn_local(checks));
+    }
+    if let Some(listener) = ha_listener {
+        let ha = replication::serve_ha(listener, Rc::clone(&shard), shutdown.clone());
+        tasks.push(glommio::spawn_local(ha));
+    }
     let servers = listeners
         .into_iter()
         .map(|l| {
@@ -219,17 +248,24 @@ async fn run_shard(seed: ShardSeed) {
     for task in tasks {
         task.await;
     }
-    if let Err(e) = shard.store.close().await {
+    if let Err(e) = shard.store().close().await {
         tracing::error!(shard = shard.id, error = %e, "closing the store failed");
     }
     tracing::info!(shard = shard.id, "shard stopped");
 }
 
-async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net::TcpListener>)> {
+type Listeners = (
+    Rc<Shard>,
+    Vec<glommio::net::TcpListener>,
+    Option<glommio::net::TcpListener>,
+);
+
+async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
     let store_cfg = StoreConfig::from_broker(&seed.ctx.cfg, seed.id as u8, seed.ctx.shards as u32);
     let store = MessageStore::open(DmaStorage, Rc::new(SystemClock), store_cfg)
         .await
         .map_err(io::Error::other)?;
+    let ha = replication::open(&seed.ctx, seed.id, &store)?;
     let offsets: ConsumerOffsetTable =
         metadata::load(&shard_file(&seed.ctx, seed.id, Kind::ConsumerOffset))
             .map_err(io::Error::other)?;
@@ -245,7 +281,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
     let shard = Rc::new(Shard {
         id: seed.id,
         ctx: Rc::new(seed.ctx),
-        store,
+        store_slot: RefCell::new(store),
         mesh: OnceCell::new(),
         topics: RefCell::new(
             seed.topics
@@ -262,6 +298,8 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
         delay_offsets: RefCell::new(delay_offsets),
         stats: Default::default(),
         transactions: RefCell::new(Default::default()),
+        ha,
+        shutdown: seed.shutdown.clone(),
     });
     let weak = Rc::downgrade(&shard);
     let mesh = ShardMesh::join(seed.mesh, move |_from, request| {
@@ -277,7 +315,12 @@ async fn open_shard(seed: ShardSeed) -> io::Result<(Rc<Shard>, Vec<glommio::net:
     .map_err(io::Error::other)?;
     let _ = shard.mesh.set(mesh);
     let listeners = vec![bind(seed.addrs.0)?, bind(seed.addrs.1)?];
-    Ok((shard, listeners))
+    let is_master = shard.ctx.cfg.broker_role != config::BrokerRole::Slave;
+    let ha_listener = match is_master && shard.id == 0 {
+        true => Some(bind(seed.ha_addr)?),
+        false => None,
+    };
+    Ok((shard, listeners, ha_listener))
 }
 
 /// The per-shard metadata files.

@@ -73,7 +73,7 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
             // The head message's delivery time: a scheduled wake-up, not a poll.
             Wait::For(duration) => shutdown.sleep(duration).await,
             Wait::NewMessage(target) => {
-                let watch = shard.store.queue_watch(SCHEDULE_TOPIC, queue_id);
+                let watch = shard.store().queue_watch(SCHEDULE_TOPIC, queue_id);
                 future::or(
                     async {
                         let _ = watch.wait_for(target).await;
@@ -106,7 +106,7 @@ async fn deliver_due(
     delay_ms: i64,
 ) -> Result<Option<Wait>, String> {
     let result = shard
-        .store
+        .store()
         .get_messages(SCHEDULE_TOPIC, queue_id, offset, 32, 1 << 20, None)
         .await
         .map_err(|e| e.to_string())?;

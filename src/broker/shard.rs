@@ -76,6 +76,23 @@ pub enum MeshRequest {
     GetSubscriptions { group: String },
     /// To the control shard: make sure a group topic (retry, DLQ) exists.
     EnsureGroupTopic { name: String, queues: i32 },
+    /// A slave's HA connection for the receiving shard (a duplicated descriptor it now owns).
+    HaLink {
+        fd: i32,
+        hello: crate::ha::proto::Hello,
+    },
+    /// This shard's replication figures.
+    HaStatus,
+    /// A slave's master is (now) here.
+    MasterAddr {
+        ha: Option<String>,
+        remoting: Option<String>,
+    },
+    /// A slave: offsets copied from the master, for queues the receiving shard owns.
+    SyncedOffsets {
+        consumer: Vec<(String, i32, i64)>,
+        delay: Vec<(i32, i64)>,
+    },
 }
 
 /// Answers on the mesh.
@@ -87,6 +104,7 @@ pub enum MeshResponse {
     Put(Result<crate::store::PutResult, String>),
     Subscriptions(Vec<SubscriptionData>),
     Channel(Option<ChannelId>),
+    Ha(crate::broker::replication::HaStatus),
 }
 
 /// State that lives only on the control shard.
@@ -101,7 +119,8 @@ pub struct Control {
 pub struct Shard {
     pub id: usize,
     pub ctx: Rc<BrokerContext>,
-    pub store: MessageStore,
+    /// The shard's store (a slave swaps it when it must follow the master's history).
+    pub store_slot: RefCell<MessageStore>,
     pub mesh: OnceCell<Rc<ShardMesh<MeshRequest, MeshResponse>>>,
     /// Replica of the control shard's topic table.
     pub topics: RefCell<HashMap<String, TopicConfig>>,
@@ -122,6 +141,10 @@ pub struct Shard {
     pub delay_offsets: RefCell<crate::store::metadata::DelayOffsetTable>,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
     pub stats: crate::broker::processor::admin::ShardStats,
+    /// Replication: this shard's slaves (master) or its follower (slave).
+    pub ha: crate::broker::replication::ShardHa,
+    /// The broker's shutdown signal.
+    pub shutdown: crate::runtime::Shutdown,
 }
 
 /// Where a request runs.
@@ -131,6 +154,11 @@ enum Route {
 }
 
 impl Shard {
+    /// The shard's store (a cheap handle).
+    pub fn store(&self) -> MessageStore {
+        self.store_slot.borrow().clone()
+    }
+
     /// The mesh (joined before any request is served).
     pub fn mesh(&self) -> Option<&Rc<ShardMesh<MeshRequest, MeshResponse>>> {
         self.mesh.get()
@@ -263,7 +291,7 @@ impl Shard {
                 wait,
             } => {
                 let put = self
-                    .store
+                    .store()
                     .put(record, slots, wait)
                     .await
                     .map_err(|e| e.to_string());
@@ -285,6 +313,19 @@ impl Shard {
             MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
                 self.ensure_control_topic(&name, queues),
             )),
+            MeshRequest::HaLink { fd, hello } => {
+                crate::broker::replication::adopt_ha_link(&self, fd, hello);
+                None
+            }
+            MeshRequest::HaStatus => Some(MeshResponse::Ha(self.ha_status())),
+            MeshRequest::MasterAddr { ha, remoting } => {
+                self.set_master_addr(ha, remoting);
+                None
+            }
+            MeshRequest::SyncedOffsets { consumer, delay } => {
+                self.apply_synced_offsets(consumer, delay);
+                None
+            }
         }
     }
 
@@ -369,7 +410,7 @@ impl Shard {
         let owner = owner_shard(topic, queue_id, self.ctx.shards);
         if owner == self.id {
             return self
-                .store
+                .store()
                 .put(record, slots, wait)
                 .await
                 .map_err(|e| e.to_string());

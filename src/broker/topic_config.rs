@@ -168,6 +168,33 @@ impl TopicConfigManager {
         Ok(existed)
     }
 
+    /// A slave takes its master's table whole (when its data version differs); returns the
+    /// topics that changed or went (`None`), for the shards' replicas.
+    pub fn replace(
+        &mut self,
+        table: TopicTable,
+    ) -> Result<Vec<(String, Option<TopicConfig>)>, MetadataError> {
+        let old = self.table.topics();
+        let mut changes: Vec<(String, Option<TopicConfig>)> = old
+            .keys()
+            .filter(|name| table.get(name).is_none())
+            .map(|name| (name.clone(), None))
+            .collect();
+        for (name, config) in table.topics() {
+            if old.get(name) != Some(config) {
+                changes.push((name.clone(), Some(config.clone())));
+            }
+        }
+        self.table = table;
+        self.persist()?;
+        Ok(changes)
+    }
+
+    /// The table's data version.
+    pub fn data_version(&self) -> crate::protocol::register::DataVersion {
+        self.table.data_version()
+    }
+
     /// The table to register with the nameservers; a broker whose permission is not read-write
     /// registers every topic with its own permission (Java does the same).
     pub fn registration(&self, broker_permission: i32) -> TopicConfigWrapper {

@@ -12,6 +12,10 @@ use super::connection::{self, Handler};
 use crate::limits::{CONNECTIONS_PER_SHARD_MAX, FRAME_SIZE_MAX_BYTES};
 use crate::runtime::Shutdown;
 
+/// How long a listener found on the port may take to go away before it counts as another
+/// server's.
+const PORT_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Picks the address to listen on and makes sure no other server is listening there. glommio
 /// binds every listener with SO_REUSEPORT (so shards can share a port), which would let a
 /// second ringmq silently share the port of a running one. A connection attempt tells whether
@@ -28,11 +32,21 @@ pub fn reserve_addr(addr: SocketAddr) -> io::Result<SocketAddr> {
         std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
     };
     let probe = SocketAddr::new(target, addr.port());
-    if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(300)).is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("cannot listen on {addr}: another server is already listening there"),
-        ));
+    let listening = || {
+        std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(300)).is_ok()
+    };
+    // A process killed with SIGKILL leaves its listeners open for a moment after it is reaped
+    // (the kernel tears its io_uring down asynchronously), so a restart right after a crash
+    // would see "someone" listening: only a listener that stays counts.
+    let deadline = std::time::Instant::now() + PORT_RELEASE_GRACE;
+    while listening() {
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("cannot listen on {addr}: another server is already listening there"),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(addr)
 }

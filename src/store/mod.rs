@@ -28,6 +28,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod metadata;
+pub mod replica;
 pub mod retention;
 
 mod background;
@@ -108,6 +109,9 @@ pub struct StoreConfig {
     pub index_active_entries_max: usize,
     /// Deleting old segments and the disk-full guard.
     pub retention: RetentionConfig,
+    /// Recovery cuts the commitlog here (a slave following a master whose history diverged
+    /// from its own): records at or past this offset in the shard are dropped.
+    pub truncate_to: Option<u64>,
 }
 
 impl StoreConfig {
@@ -120,7 +124,14 @@ impl StoreConfig {
             shard_count,
             segment_bytes: cfg.mapped_file_size_commitlog_bytes,
             consume_queue_file_bytes: cfg.mapped_file_size_consume_queue_bytes,
-            flush_disk_type: cfg.flush_disk_type,
+            // A SYNC_MASTER acknowledges a send only once it is durable here as well as on
+            // the slave: ringmq's unflushed tail lives in process memory (O_DIRECT), not in
+            // the page cache, so this is what keeps slave-acknowledged sends through a kill -9
+            // of the master (group commit keeps the cost to one fdatasync per batch).
+            flush_disk_type: match cfg.broker_role {
+                crate::config::BrokerRole::SyncMaster => FlushDiskType::SyncFlush,
+                _ => cfg.flush_disk_type,
+            },
             sync_flush_timeout_ms: cfg.sync_flush_timeout_ms,
             flush_interval_commitlog_ms: cfg.flush_interval_commitlog_ms,
             flush_interval_consume_queue_ms: cfg.flush_interval_consume_queue_ms,
@@ -134,6 +145,7 @@ impl StoreConfig {
             unflushed_max_bytes: 128 << 20,
             index_active_entries_max: index::INDEX_ACTIVE_ENTRIES_MAX,
             retention: RetentionConfig::from_broker(cfg),
+            truncate_to: None,
         }
     }
 
@@ -177,6 +189,22 @@ impl StoreConfig {
     }
 }
 
+/// Removes every file of one shard's store (commitlog, consume queues, index, checkpoint):
+/// a slave too far behind its master starts over. The store must be closed.
+pub fn remove_shard_files(cfg: &StoreConfig) -> std::io::Result<()> {
+    let layout = Layout::new(cfg);
+    for dir in [&layout.commitlog, &layout.consumequeue, &layout.index] {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    match std::fs::remove_file(&layout.checkpoint) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// How a put ended (the record is stored in every case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutStatus {
@@ -184,6 +212,19 @@ pub enum PutStatus {
     PutOk,
     /// Stored, but not known durable within `syncFlushTimeout` (response code 10).
     FlushDiskTimeout,
+    /// SYNC_MASTER: stored, but no slave acknowledged it within `slaveTimeout` (code 12).
+    FlushSlaveTimeout,
+    /// SYNC_MASTER: stored, but no slave is connected or it is too far behind (code 11).
+    SlaveNotAvailable,
+}
+
+/// What a SYNC_MASTER put waits for besides its own flush: a slave acknowledging the bytes up
+/// to an offset in this shard's commitlog (set by the broker's HA service).
+pub trait ReplicaWait {
+    fn wait_replicated(
+        &self,
+        end: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = PutStatus> + '_>>;
 }
 
 /// The result of [`MessageStore::put`].
@@ -252,6 +293,8 @@ pub(crate) struct Inner<S: Storage> {
     closed: Cell<bool>,
     /// The store was not closed cleanly last time (the abort file was there).
     unclean_start: bool,
+    /// SYNC_MASTER: puts that wait also wait for a slave.
+    replica: RefCell<Option<Rc<dyn ReplicaWait>>>,
 }
 
 /// The message store of one shard. Cheap to clone (a handle); lives on one executor.
@@ -296,6 +339,11 @@ impl<S: Storage> MessageStore<S> {
     /// Completed commitlog flush rounds (each one fdatasync per segment touched).
     pub fn flush_rounds(&self) -> u64 {
         self.inner.commitlog.flush_rounds.get()
+    }
+
+    /// Makes every put that waits (WAIT=true) also wait for `replica` (SYNC_MASTER).
+    pub fn set_replica_wait(&self, replica: Rc<dyn ReplicaWait>) {
+        *self.inner.replica.borrow_mut() = Some(replica);
     }
 
     /// Why the store refuses writes, if it does.

@@ -89,6 +89,7 @@ impl<S: Storage> MessageStore<S> {
             retention: RetentionState::new(),
             closed: Cell::new(false),
             unclean_start,
+            replica: RefCell::new(None),
         });
         let store = MessageStore { inner };
         store.recover(checkpoint).await?;
@@ -101,11 +102,13 @@ impl<S: Storage> MessageStore<S> {
         let inner = &*self.inner;
         let cl = &inner.commitlog;
         let clog_min = cl.min_offset();
+        let limit = inner.cfg.truncate_to.unwrap_or(u64::MAX).max(clog_min);
         let cq_start = checkpoint
             .map_or(clog_min, |c| c.consume_queue_safe.min(c.commitlog_flushed))
-            .max(clog_min);
+            .max(clog_min)
+            .min(limit);
         let index_start = match inner.cfg.message_index_enable {
-            true => inner.index.safe_offset().max(clog_min),
+            true => inner.index.safe_offset().max(clog_min).min(limit),
             false => u64::MAX,
         };
         let start = cq_start.min(index_start);
@@ -122,8 +125,8 @@ impl<S: Storage> MessageStore<S> {
                 .map_err(|e| StoreError::io("cutting consume queue", &inner.layout.root, e))?;
         }
         inner.index.restart_at(index_start);
-        let (end, last_ts) = self.rescan(start, cq_start, index_start).await?;
-        if let Some(ck) = checkpoint {
+        let (end, last_ts) = self.rescan(start, cq_start, index_start, limit).await?;
+        if let Some(ck) = checkpoint.filter(|_| limit == u64::MAX) {
             if end < ck.commitlog_flushed {
                 tracing::error!(end, flushed = ck.commitlog_flushed, "durable records lost");
             }
@@ -145,12 +148,27 @@ impl<S: Storage> MessageStore<S> {
 
     /// Re-reads the commitlog from `start`, re-dispatching records to the queues from
     /// `cq_start` and to the index from `index_start`. Returns (end, last store timestamp).
-    async fn rescan(&self, start: u64, cq_start: u64, index_start: u64) -> StoreResult<(u64, i64)> {
+    async fn rescan(
+        &self,
+        start: u64,
+        cq_start: u64,
+        index_start: u64,
+        limit: u64,
+    ) -> StoreResult<(u64, i64)> {
         let inner = &*self.inner;
         let mut scanner = Scanner::new(&inner.commitlog, start, inner.cfg.check_crc_on_recover);
         let (mut last_ts, mut since_flush, mut records) = (0i64, 0u64, 0u64);
         let end = loop {
             match scanner.next().await? {
+                Step::Record { pos, bytes } if pos + bytes.len() as u64 > limit => {
+                    tracing::warn!(
+                        shard = inner.cfg.shard,
+                        end = pos,
+                        records,
+                        "commitlog cut to follow the master's history"
+                    );
+                    break pos;
+                }
                 Step::Record { pos, bytes } => {
                     let view = RecordView::parse(&bytes).map_err(|e| StoreError::Corrupt {
                         offset: pos,
@@ -241,6 +259,8 @@ impl<S: Storage> MessageStore<S> {
             return Ok(());
         }
         inner.commitlog.stop.advance(1);
+        // The replica wait holds this store: let go of it (no Rc cycle past close).
+        inner.replica.borrow_mut().take();
         let tasks = std::mem::take(&mut *inner.tasks.borrow_mut());
         for task in tasks {
             task.await;

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_lite::future;
 
 use super::commitlog::appender::Durability;
 use super::dispatch::{dispatch, gets_queue_unit, Targets};
@@ -55,17 +56,37 @@ impl<S: Storage> MessageStore<S> {
         let len: usize = records.iter().map(|(r, _)| r.len()).sum();
         self.wait_for_room(len).await?;
         let mut result = self.append_batch(&mut records)?;
-        let end = self.inner.commitlog.written();
-        let sync = self.inner.cfg.flush_disk_type == FlushDiskType::SyncFlush;
-        if sync && wait {
-            let timeout = Duration::from_millis(self.inner.cfg.sync_flush_timeout_ms);
-            result.status = match self.inner.commitlog.wait_durable(end, timeout).await {
-                Durability::Durable => PutStatus::PutOk,
-                Durability::TimedOut => PutStatus::FlushDiskTimeout,
-                Durability::Failed => return Err(StoreError::FlushFailed { offset: end }),
-            };
+        if !wait {
+            return Ok(result);
         }
+        let end = self.inner.commitlog.written();
+        let replica = self.inner.replica.borrow().clone();
+        let (flushed, replicated) = match replica {
+            Some(replica) => {
+                let both = future::zip(self.durable(end), replica.wait_replicated(end));
+                both.await
+            }
+            None => (self.durable(end).await, PutStatus::PutOk),
+        };
+        // Java reports the flush outcome first, then the slave's.
+        result.status = match flushed? {
+            PutStatus::PutOk => replicated,
+            other => other,
+        };
         Ok(result)
+    }
+
+    /// Waits until `end` is durable under SYNC_FLUSH (at once under ASYNC_FLUSH).
+    async fn durable(&self, end: u64) -> StoreResult<PutStatus> {
+        if self.inner.cfg.flush_disk_type != FlushDiskType::SyncFlush {
+            return Ok(PutStatus::PutOk);
+        }
+        let timeout = Duration::from_millis(self.inner.cfg.sync_flush_timeout_ms);
+        match self.inner.commitlog.wait_durable(end, timeout).await {
+            Durability::Durable => Ok(PutStatus::PutOk),
+            Durability::TimedOut => Ok(PutStatus::FlushDiskTimeout),
+            Durability::Failed => Err(StoreError::FlushFailed { offset: end }),
+        }
     }
 
     fn check_batch(&self, records: &[(BytesMut, RecordSlots)]) -> StoreResult<()> {
@@ -96,7 +117,7 @@ impl<S: Storage> MessageStore<S> {
 
     /// Back-pressure: waits while more than `unflushed_max_bytes` wait for the disk, up to
     /// `syncFlushTimeout`, then refuses with `Busy`.
-    async fn wait_for_room(&self, len: usize) -> StoreResult<()> {
+    pub(super) async fn wait_for_room(&self, len: usize) -> StoreResult<()> {
         let cl = &self.inner.commitlog;
         let max = self.inner.cfg.unflushed_max_bytes;
         let over = || (cl.written() + len as u64).saturating_sub(cl.flushed() + max);

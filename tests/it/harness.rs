@@ -188,9 +188,14 @@ impl Drop for TestBroker {
 impl TestNamesrv {
     /// A placeholder that owns no server.
     pub fn detached() -> TestNamesrv {
+        TestNamesrv::attach("")
+    }
+
+    /// A handle on a nameserver another `TestNamesrv` runs (it stops with that one).
+    pub fn attach(addr: &str) -> TestNamesrv {
         TestNamesrv {
             handle: None,
-            addr: String::new(),
+            addr: addr.to_string(),
         }
     }
 }

@@ -394,7 +394,7 @@ impl Shard {
         let mine = |q: &i32| owner_shard(topic, *q, self.ctx.shards) == self.id;
         let mut stats = Vec::new();
         for queue_id in (0..queues).filter(mine) {
-            let max_offset = self.store.max_offset(topic, queue_id).max(0);
+            let max_offset = self.store().max_offset(topic, queue_id).max(0);
             let consumer_offset =
                 group.and_then(|g| self.offsets.borrow().query(topic, g, queue_id));
             let consumer_timestamp = match consumer_offset {
@@ -403,7 +403,7 @@ impl Shard {
             };
             stats.push(QueueStat {
                 queue_id,
-                min_offset: self.store.min_offset(topic, queue_id).max(0),
+                min_offset: self.store().min_offset(topic, queue_id).max(0),
                 max_offset,
                 last_update_timestamp: self.store_time(topic, queue_id, max_offset - 1).await,
                 consumer_offset,
@@ -418,7 +418,7 @@ impl Shard {
         if offset < 0 {
             return 0;
         }
-        match self.store.store_time_at(topic, queue_id, offset).await {
+        match self.store().store_time_at(topic, queue_id, offset).await {
             Ok(time) => time.unwrap_or(0),
             Err(e) => {
                 tracing::warn!(topic, queue_id, offset, error = %e, "no store time for stats");
@@ -428,9 +428,9 @@ impl Shard {
     }
 
     async fn local_counters(&self) -> ShardCounters {
-        let (_, min) = split_physical(self.store.min_physical_offset());
-        let (_, max) = split_physical(self.store.max_physical_offset());
-        let (_, flushed) = split_physical(self.store.flushed_physical_offset());
+        let (_, min) = split_physical(self.store().min_physical_offset());
+        let (_, max) = split_physical(self.store().max_physical_offset());
+        let (_, flushed) = split_physical(self.store().flushed_physical_offset());
         let earliest_store_time = match max > min {
             true => self.first_store_time().await,
             false => None,
@@ -452,8 +452,8 @@ impl Shard {
     /// Store time of the first record of this shard's commitlog (a segment starts with one).
     async fn first_store_time(&self) -> Option<i64> {
         let record = self
-            .store
-            .read_by_physical_offset(self.store.min_physical_offset())
+            .store()
+            .read_by_physical_offset(self.store().min_physical_offset())
             .await
             .ok()?;
         RecordView::parse(&record).ok().map(|v| v.store_timestamp)

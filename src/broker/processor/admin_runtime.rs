@@ -188,6 +188,7 @@ impl Shard {
         let now = Sample::of(SystemClock.now_ms(), &counters);
         let mut table = self.counter_entries(&counters, &now);
         self.disk_entries(&mut table).await;
+        self.ha_entries(&mut table).await;
         let body = serde_json::to_vec(&KvTable { table }).map_err(encode_failure)?;
         Ok(cmd.success_to().with_body(body))
     }

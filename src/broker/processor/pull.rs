@@ -71,7 +71,9 @@ impl Shard {
                 ),
             ));
         }
-        let topic = self.topic(request.topic).ok_or_else(|| {
+        let topic = self.topic(request.topic);
+        let topic = topic.or_else(|| self.replicated_topic(request.topic, request.queue_id));
+        let topic = topic.ok_or_else(|| {
             (
                 resp::TOPIC_NOT_EXIST,
                 format!("topic[{}] not exist, apply first please!", request.topic),
@@ -109,13 +111,43 @@ impl Shard {
             result = self.read_queue(&request, filter.as_ref()).await?;
         }
         self.stats.count_pull(result.messages.len());
-        Ok(pull_response(cmd, result, request.offset))
+        let suggest = self.suggest_broker(&result);
+        let mut response = pull_response(cmd, result, request.offset, suggest);
+        if self.ctx.cfg.broker_role == BrokerRole::Slave
+            && !self.ctx.cfg.offset_check_in_slave
+            && response.code == resp::PULL_OFFSET_MOVED
+        {
+            // A slave may lag its master: it does not move the consumer (HA.md §5).
+            response.code = resp::PULL_RETRY_IMMEDIATELY;
+            response.set_ext("nextBeginOffset", request.offset.to_string());
+        }
+        Ok(response)
+    }
+
+    /// `suggestWhichBrokerId`: with `slaveReadEnable`, a consumer reading what has likely left
+    /// memory (further behind the commitlog's end than `accessMessageInMemoryMaxRatio` % of
+    /// RAM) is sent to the slave (id 1, `whichBrokerWhenConsumeSlowly`'s default), any other
+    /// to the master.
+    fn suggest_broker(&self, result: &GetResult) -> i64 {
+        let cfg = &self.ctx.cfg;
+        if !cfg.slave_read_enable {
+            return 0;
+        }
+        let last = result
+            .messages
+            .last()
+            .and_then(|m| crate::message::record::RecordView::parse(m).ok())
+            .map(|v| crate::store::split_physical(v.physical_offset).1);
+        let behind = last.map_or(0, |l| self.store().written_offset().saturating_sub(l));
+        let in_memory =
+            total_memory_bytes() / 100 * u64::from(cfg.access_message_in_memory_max_ratio_percent);
+        suggest_broker_id(behind, in_memory)
     }
 
     /// Waits until the queue grows past the requested offset or the suspend time passes. Woken
     /// by the append's dispatch, never by polling.
     async fn park(&self, request: &PullRequest<'_>) {
-        let watch = self.store.queue_watch(request.topic, request.queue_id);
+        let watch = self.store().queue_watch(request.topic, request.queue_id);
         let target = request.offset.max(0) as u64 + 1;
         let arrived = async {
             let _ = watch.wait_for(target).await;
@@ -136,7 +168,7 @@ impl Shard {
         let max_count = request
             .max_count
             .min(self.ctx.cfg.max_transfer_in_memory_count.max(1) as usize);
-        self.store
+        self.store()
             .get_messages(
                 request.topic,
                 request.queue_id,
@@ -262,11 +294,36 @@ fn status_name(status: GetStatus) -> &'static str {
     }
 }
 
-fn pull_response(cmd: &RemotingCommand, result: GetResult, requested: i64) -> RemotingCommand {
+/// The broker id a consumer `behind` bytes from the commitlog's end should pull from next.
+fn suggest_broker_id(behind: u64, in_memory_bytes: u64) -> i64 {
+    match behind > in_memory_bytes {
+        true => 1,
+        false => 0,
+    }
+}
+
+/// Physical memory of the machine (Java's `TOTAL_PHYSICAL_MEMORY_SIZE`).
+fn total_memory_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages.max(0) as u64).saturating_mul(page.max(0) as u64)
+}
+
+fn pull_response(
+    cmd: &RemotingCommand,
+    result: GetResult,
+    requested: i64,
+    suggest: i64,
+) -> RemotingCommand {
     let code = pull_code(&result, requested);
     let mut response = cmd
         .response_to(code, Some(status_name(result.status).to_string()))
-        .with_ext("suggestWhichBrokerId", "0")
+        .with_ext("suggestWhichBrokerId", suggest.to_string())
         .with_ext("nextBeginOffset", result.next_begin_offset.to_string())
         .with_ext("minOffset", result.min_offset.to_string())
         .with_ext("maxOffset", result.max_offset.to_string());

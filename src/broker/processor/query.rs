@@ -20,7 +20,7 @@ impl Shard {
     /// Runs a key lookup on this shard's store.
     pub async fn query_local(&self, q: &KeyQuery) -> Vec<bytes::Bytes> {
         match self
-            .store
+            .store()
             .query_by_key(&q.topic, &q.key, q.max, q.begin_ts, q.end_ts)
             .await
         {
@@ -84,7 +84,7 @@ impl Shard {
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
         let offset = cmd.req_i64("offset").map_err(field_failure)?;
-        match self.store.read_by_physical_offset(offset).await {
+        match self.store().read_by_physical_offset(offset).await {
             Ok(record) => Ok(cmd.success_to().with_body(record)),
             Err(e) => Err((
                 resp::SYSTEM_ERROR,

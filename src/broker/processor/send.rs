@@ -59,7 +59,7 @@ impl Shard {
             .await?;
         let result = if request.batch {
             let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
-            self.store
+            self.store()
                 .put_batch(records, wait)
                 .await
                 .map_err(store_failure)?
@@ -94,6 +94,8 @@ impl Shard {
         let code = match result.status {
             PutStatus::PutOk => resp::SUCCESS,
             PutStatus::FlushDiskTimeout => resp::FLUSH_DISK_TIMEOUT,
+            PutStatus::FlushSlaveTimeout => resp::FLUSH_SLAVE_TIMEOUT,
+            PutStatus::SlaveNotAvailable => resp::SLAVE_NOT_AVAILABLE,
         };
         let mut response = cmd.response_to(code, None);
         SendResponse {

@@ -44,7 +44,7 @@ impl Shard {
             ));
         }
         let stored = self
-            .store
+            .store()
             .read_by_physical_offset(offset)
             .await
             .map_err(|e| {

@@ -50,10 +50,17 @@ impl Shard {
         let queue_offset = cmd.req_i64("tranStateTableOffset").map_err(field_failure)?;
         let physical = cmd.req_i64("commitLogOffset").map_err(field_failure)?;
         let decision = cmd.req_i64("commitOrRollback").map_err(field_failure)?;
+        if self.ctx.cfg.broker_role == crate::config::BrokerRole::Slave {
+            // Java's EndTransactionProcessor answers SLAVE_NOT_AVAILABLE on a slave.
+            return Err((
+                resp::SLAVE_NOT_AVAILABLE,
+                "Message is not allowed to be stored in a slave broker".into(),
+            ));
+        }
         if !self.ctx.writable() {
             return Err((
                 resp::SERVICE_NOT_AVAILABLE,
-                "the broker is a slave: end transaction refused".into(),
+                "the broker's write permission is off: end transaction refused".into(),
             ));
         }
         if decision != COMMIT && decision != ROLLBACK {
@@ -61,7 +68,7 @@ impl Shard {
             return Ok(cmd.success_to());
         }
         let stored = self
-            .store
+            .store()
             .read_by_physical_offset(physical)
             .await
             .map_err(|e| {
@@ -228,7 +235,7 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
     let mut prefix_open = false;
     loop {
         let result = shard
-            .store
+            .store()
             .get_messages(TRANS_HALF_TOPIC, 0, offset, 32, 1 << 20, None)
             .await
             .map_err(|e| e.to_string())?;
@@ -361,7 +368,7 @@ async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
         .unwrap_or(0);
     loop {
         let result = shard
-            .store
+            .store()
             .get_messages(TRANS_OP_HALF_TOPIC, 0, offset, 256, 1 << 20, None)
             .await
             .map_err(|e| e.to_string())?;

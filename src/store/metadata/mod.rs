@@ -190,6 +190,15 @@ impl ConsumerOffsetTable {
         previous
     }
 
+    /// Sets one queue's offset under a `topic@group` key as received (a slave syncing from
+    /// its master, whose offsets win).
+    pub fn set_by_key(&mut self, key: &str, queue_id: i32, offset: i64) {
+        self.offset_table
+            .entry(key.to_string())
+            .or_default()
+            .insert(queue_id, offset);
+    }
+
     /// The committed offset of one queue (`queryOffset`, which answers -1 for `None`).
     pub fn query(&self, topic: &str, group: &str, queue_id: i32) -> Option<i64> {
         self.offsets_of(topic, group)?.get(&queue_id).copied()

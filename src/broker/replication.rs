@@ -1,0 +1,476 @@
+//! Replication in the broker (HA.md): every master shard has its [`Replicas`] (and, on a
+//! SYNC_MASTER, puts that wait also wait for a slave); every slave shard runs a [`Follower`].
+//! The master's HA listener runs on the control shard and hands each connection to the shard it
+//! names; a slave learns where its master is from the nameserver's answer to its registration
+//! (or `haMasterAddress`) and its control shard copies the master's topics, consumer offsets,
+//! delay offsets and subscription groups every 10 s, as Java's `SlaveSynchronize` does.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
+
+use super::context::BrokerContext;
+use super::placement::owner_shard;
+use super::shard::{MeshRequest, MeshResponse, Shard};
+use crate::config::{BrokerRole, FlushDiskType};
+use crate::ha::master::{self, Replicas, SlaveLag};
+use crate::ha::proto::{Action, Hello};
+use crate::ha::slave::{Follower, FollowerHost, FollowerStatus, MasterAddr};
+use crate::ha::HaOptions;
+use crate::net::RpcClient;
+use crate::protocol::register::TopicConfig;
+use crate::remoting::{request as req, response as resp, RemotingCommand};
+use crate::runtime::Shutdown;
+use crate::store::dispatch::SCHEDULE_TOPIC;
+use crate::store::metadata::{
+    self, ConsumerOffsetTable, DelayOffsetTable, SubscriptionGroupTable, TopicTable,
+};
+use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
+
+/// How long a new HA connection may take to say which shard it wants.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Java's `SlaveSynchronize` period, and the timeout of each of its requests.
+const METADATA_SYNC_PERIOD: Duration = Duration::from_secs(10);
+const METADATA_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A shard's part in replication.
+pub enum ShardHa {
+    Master(Rc<Replicas>),
+    Slave(Rc<Follower>),
+}
+
+/// One shard's replication figures (runtime info, admin).
+pub enum HaStatus {
+    Master(Vec<SlaveLag>),
+    Slave(FollowerStatus),
+}
+
+/// Sets up replication for shard `id` around its freshly opened store.
+pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::Result<ShardHa> {
+    let cfg = &ctx.cfg;
+    let opts = HaOptions::from_broker(cfg);
+    let root = &cfg.store_path_root_dir;
+    if cfg.broker_role == BrokerRole::Slave {
+        let master = Rc::new(MasterAddr::default());
+        if let Some(fixed) = &cfg.ha_master_address {
+            master.set(Some(fixed.clone()), None);
+        }
+        let durable = cfg.flush_disk_type == FlushDiskType::SyncFlush;
+        let follower = Follower::new(
+            opts,
+            root,
+            id,
+            ctx.shards,
+            ctx.broker_addr.clone(),
+            durable,
+            master,
+        );
+        return Ok(ShardHa::Slave(Rc::new(follower)));
+    }
+    let replicas = Replicas::open(opts, store.clone(), root, id, ctx.shards)?;
+    if cfg.broker_role == BrokerRole::SyncMaster {
+        store.set_replica_wait(replicas.clone());
+    }
+    Ok(ShardHa::Master(replicas))
+}
+
+impl Shard {
+    /// This shard's replication figures.
+    pub fn ha_status(&self) -> HaStatus {
+        match &self.ha {
+            ShardHa::Master(replicas) => HaStatus::Master(replicas.lags()),
+            ShardHa::Slave(follower) => HaStatus::Slave(follower.status(&self.store())),
+        }
+    }
+
+    /// Every shard's replication figures.
+    pub async fn gather_ha_status(&self) -> Vec<HaStatus> {
+        let mut all = vec![self.ha_status()];
+        if let Some(mesh) = self.mesh() {
+            for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
+                if let Ok(MeshResponse::Ha(status)) = mesh.call(shard, MeshRequest::HaStatus).await
+                {
+                    all.push(status);
+                }
+            }
+        }
+        all
+    }
+
+    /// GET_BROKER_RUNTIME_INFO's replication entries. A master: `haConnectionCount` (slaves),
+    /// `haSlaveAckOffset` (bytes acknowledged, all shards), `haSlaveFallBehindBytes` and
+    /// `haSlaveFallBehindMillis` (the furthest slave), and `haSlave.<addr>` per slave
+    /// (`ackOffset=…,behindBytes=…,behindMillis=…`). A slave: `haMasterAddr`, `haConnected`,
+    /// `haFallBehindBytes`, `haFallBehindMillis`.
+    pub async fn ha_entries(&self, table: &mut BTreeMap<String, String>) {
+        let statuses = self.gather_ha_status().await;
+        let mut slaves: BTreeMap<String, (u64, u64, u64, usize)> = BTreeMap::new();
+        let (mut is_slave, mut connected, mut behind, mut behind_ms) = (false, true, 0, 0);
+        let mut master_addr = None;
+        for status in statuses {
+            match status {
+                HaStatus::Master(lags) => {
+                    for lag in lags {
+                        let e = slaves.entry(lag.addr).or_default();
+                        e.0 += lag.acked;
+                        e.1 += lag.behind_bytes;
+                        e.2 = e.2.max(lag.behind_ms);
+                        e.3 += 1;
+                    }
+                }
+                HaStatus::Slave(s) => {
+                    is_slave = true;
+                    connected &= s.connected;
+                    behind += s.behind_bytes;
+                    behind_ms = behind_ms.max(s.behind_ms);
+                    master_addr = master_addr.or(s.master);
+                }
+            }
+        }
+        let mut put = |k: &str, v: String| {
+            table.insert(k.to_string(), v);
+        };
+        if is_slave {
+            put("haMasterAddr", master_addr.unwrap_or_default());
+            put("haConnected", connected.to_string());
+            put("haFallBehindBytes", behind.to_string());
+            put("haFallBehindMillis", behind_ms.to_string());
+            return;
+        }
+        // A slave counts once its every shard is connected.
+        let shards = self.ctx.shards;
+        let full = slaves.values().filter(|s| s.3 >= shards).count();
+        put("haConnectionCount", full.to_string());
+        let acked = slaves.values().map(|s| s.0).max().unwrap_or(0);
+        put("haSlaveAckOffset", acked.to_string());
+        let (bytes, ms) = slaves
+            .values()
+            .fold((0, 0), |(b, m), s| (b.max(s.1), m.max(s.2)));
+        put("haSlaveFallBehindBytes", bytes.to_string());
+        put("haSlaveFallBehindMillis", ms.to_string());
+        for (addr, (acked, bytes, ms, _)) in slaves {
+            put(
+                &format!("haSlave.{addr}"),
+                format!("ackOffset={acked},behindBytes={bytes},behindMillis={ms}"),
+            );
+        }
+    }
+
+    /// Serves a slave's connection for this shard (handed over by the control shard).
+    pub(super) fn serve_ha_link(&self, stream: TcpStream, hello: Hello) {
+        let ShardHa::Master(replicas) = &self.ha else {
+            let reason = "this broker is a slave".to_string();
+            glommio::spawn_local(master::refuse(stream, reason)).detach();
+            return;
+        };
+        let task = Rc::clone(replicas).serve(stream, hello, self.shutdown.clone());
+        glommio::spawn_local(task).detach();
+    }
+
+    /// The master moved (or became known): every shard's follower reconnects there.
+    pub(super) fn set_master_addr(&self, ha: Option<String>, remoting: Option<String>) {
+        if let ShardHa::Slave(follower) = &self.ha {
+            let ha = self.ctx.cfg.ha_master_address.clone().or(ha);
+            if follower.master.set(ha.clone(), remoting.clone()) {
+                tracing::info!(ha = ?ha, master = ?remoting, shard = self.id, "master address");
+            }
+        }
+    }
+
+    /// On the control shard of a slave, after a registration answered with the master's
+    /// addresses: tell every shard.
+    pub(super) fn master_addr_learned(&self, ha: Option<String>, remoting: Option<String>) {
+        let ShardHa::Slave(follower) = &self.ha else {
+            return;
+        };
+        // Java keeps the last HA address when the answer has none (the master is down).
+        let ha = ha.or_else(|| follower.master.ha());
+        self.set_master_addr(ha.clone(), remoting.clone());
+        self.spawn_broadcast(move || MeshRequest::MasterAddr {
+            ha: ha.clone(),
+            remoting: remoting.clone(),
+        });
+    }
+
+    /// A slave serves a topic its metadata sync has not brought yet (created on the master
+    /// less than a sync period before it went down) when it holds replicated messages of the
+    /// queue asked for: consumers that move to the slave find everything that was acknowledged.
+    pub(crate) fn replicated_topic(&self, topic: &str, queue_id: i32) -> Option<TopicConfig> {
+        let ShardHa::Slave(_) = &self.ha else {
+            return None;
+        };
+        if self.store().max_offset(topic, queue_id) <= 0 {
+            return None;
+        }
+        let queues = queue_id + 1;
+        Some(TopicConfig {
+            order: false,
+            perm: crate::broker::topic_config::perm::READ,
+            read_queue_nums: queues,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_name: topic.to_string(),
+            topic_sys_flag: 0,
+            write_queue_nums: queues,
+        })
+    }
+
+    /// A slave: applies offsets copied from the master to the queues this shard owns.
+    pub(super) fn apply_synced_offsets(
+        &self,
+        consumer: Vec<(String, i32, i64)>,
+        delay: Vec<(i32, i64)>,
+    ) {
+        let mut offsets = self.offsets.borrow_mut();
+        for (key, queue, offset) in consumer {
+            offsets.set_by_key(&key, queue, offset);
+        }
+        let mut delays = self.delay_offsets.borrow_mut();
+        for (level, offset) in delay {
+            delays.set(level, offset);
+        }
+    }
+}
+
+impl FollowerHost for Shard {
+    fn store(&self) -> MessageStore {
+        Shard::store(self)
+    }
+
+    fn reopen(
+        &self,
+        action: Action,
+        start: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<MessageStore, String>> + '_>> {
+        Box::pin(async move {
+            let old = Shard::store(self);
+            old.close()
+                .await
+                .map_err(|e| format!("closing the store: {e}"))?;
+            let mut cfg =
+                StoreConfig::from_broker(&self.ctx.cfg, self.id as u8, self.ctx.shards as u32);
+            match action {
+                Action::Truncate => cfg.truncate_to = Some(start),
+                Action::Wipe => crate::store::remove_shard_files(&cfg)
+                    .map_err(|e| format!("emptying the shard's store: {e}"))?,
+                Action::Continue => {}
+            }
+            let store = MessageStore::open(DmaStorage, Rc::new(SystemClock), cfg)
+                .await
+                .map_err(|e| format!("reopening the store: {e}"))?;
+            *self.store_slot.borrow_mut() = store.clone();
+            Ok(store)
+        })
+    }
+}
+
+/// A master's HA listener (control shard): reads each connection's HELLO and hands the
+/// connection to the shard it names.
+pub(super) async fn serve_ha(listener: TcpListener, shard: Rc<Shard>, shutdown: Shutdown) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shutdown.wait().await;
+            None
+        })
+        .await;
+        let mut stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "HA accept failed");
+                continue;
+            }
+        };
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            let hello = match master::read_hello(&mut stream, HELLO_TIMEOUT).await {
+                Ok(hello) => hello,
+                Err(reason) => {
+                    tracing::warn!(peer = ?stream.peer_addr().ok(), %reason, "bad HA handshake");
+                    return master::refuse(stream, reason).await;
+                }
+            };
+            let target = usize::from(hello.shard);
+            if target >= shard.ctx.shards || usize::from(hello.shard_count) != shard.ctx.shards {
+                let reason = format!(
+                    "the master runs {} shard(s), the slave {}: give both the same shardCount",
+                    shard.ctx.shards, hello.shard_count
+                );
+                return master::refuse(stream, reason).await;
+            }
+            if target == shard.id {
+                return shard.serve_ha_link(stream, hello);
+            }
+            hand_over(&shard, stream, target, hello).await;
+        })
+        .detach();
+    }
+}
+
+/// Passes a connection to another shard's executor (as a duplicated descriptor).
+async fn hand_over(shard: &Shard, stream: TcpStream, target: usize, hello: Hello) {
+    // SAFETY: dup of a descriptor we own; the copy goes to exactly one new owner below.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    drop(stream);
+    if fd < 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot hand an HA link over");
+        return;
+    }
+    let Some(mesh) = shard.mesh() else {
+        // SAFETY: fd is ours and unused.
+        unsafe { libc::close(fd) };
+        return;
+    };
+    if mesh
+        .tell(target, MeshRequest::HaLink { fd, hello })
+        .await
+        .is_err()
+    {
+        // SAFETY: the message (and with it the descriptor) never reached the other shard.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// On the receiving shard: the connection from [`hand_over`].
+pub(super) fn adopt_ha_link(shard: &Shard, fd: i32, hello: Hello) {
+    // SAFETY: `fd` was duplicated for this shard alone by `hand_over`.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    shard.serve_ha_link(stream, hello);
+}
+
+/// A slave shard's follower.
+pub(super) async fn run_follower(shard: Rc<Shard>, shutdown: Shutdown) {
+    let ShardHa::Slave(follower) = &shard.ha else {
+        return;
+    };
+    let follower = Rc::clone(follower);
+    let host: Rc<dyn FollowerHost> = shard;
+    follower.run(host, shutdown).await;
+}
+
+/// A slave's control shard: copies the master's metadata every 10 s (first as soon as the
+/// master is known).
+pub(super) async fn run_metadata_sync(shard: Rc<Shard>, shutdown: Shutdown) {
+    let ShardHa::Slave(follower) = &shard.ha else {
+        return;
+    };
+    let master = Rc::clone(&follower.master);
+    let mut client: Option<RpcClient> = None;
+    loop {
+        let addr = master.remoting().filter(|a| *a != shard.ctx.broker_addr);
+        if let Some(addr) = addr {
+            if client.as_ref().is_none_or(|c| c.addr() != addr) {
+                client = Some(RpcClient::new(addr, METADATA_SYNC_TIMEOUT));
+            }
+            if let Some(c) = &client {
+                if let Err(e) = shard.sync_metadata(c).await {
+                    tracing::warn!(master = c.addr(), error = %e, "metadata sync failed");
+                }
+            }
+        }
+        // The next round: after the period, or at once when the master moves.
+        let seen = master.changed_count();
+        let moved = async {
+            master.wait_changed(seen).await;
+            true
+        };
+        if !future::or(moved, shutdown.sleep(METADATA_SYNC_PERIOD)).await {
+            return;
+        }
+    }
+}
+
+async fn fetch(client: &RpcClient, code: i32) -> Result<bytes::Bytes, String> {
+    let reply = client
+        .invoke(RemotingCommand::request(code))
+        .await
+        .map_err(|e| e.to_string())?;
+    if reply.code != resp::SUCCESS {
+        return Err(format!(
+            "request {code} answered {}: {}",
+            reply.code,
+            reply.remark.unwrap_or_default()
+        ));
+    }
+    Ok(reply.body)
+}
+
+impl Shard {
+    /// One round of `SlaveSynchronize.syncAll`.
+    async fn sync_metadata(&self, client: &RpcClient) -> Result<(), String> {
+        let Some(control) = &self.control else {
+            return Ok(());
+        };
+        let bad = |what: &str, e: serde_json::Error| format!("the master's {what}: {e}");
+        let topics: TopicTable =
+            metadata::decode_json(&fetch(client, req::GET_ALL_TOPIC_CONFIG).await?)
+                .map_err(|e| bad("topics", e))?;
+        if topics.data_version() != control.topics.borrow().data_version() {
+            let changes = control
+                .topics
+                .borrow_mut()
+                .replace(topics)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(changed = changes.len(), "topics synced from the master");
+            for (name, config) in changes {
+                match &config {
+                    Some(c) => self.topics.borrow_mut().insert(name.clone(), c.clone()),
+                    None => self.topics.borrow_mut().remove(&name),
+                };
+                self.broadcast(|| MeshRequest::TopicChanged {
+                    name: name.clone(),
+                    config: config.clone(),
+                })
+                .await;
+            }
+        }
+        let offsets: ConsumerOffsetTable =
+            metadata::decode_json(&fetch(client, req::GET_ALL_CONSUMER_OFFSET).await?)
+                .map_err(|e| bad("consumer offsets", e))?;
+        let delays: DelayOffsetTable =
+            metadata::decode_json(&fetch(client, req::GET_ALL_DELAY_OFFSET).await?)
+                .map_err(|e| bad("delay offsets", e))?;
+        self.spread_offsets(&offsets, &delays).await;
+        let groups: SubscriptionGroupTable =
+            metadata::decode_json(&fetch(client, req::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?)
+                .map_err(|e| bad("subscription groups", e))?;
+        if groups.data_version() != control.groups.borrow().data_version() {
+            *control.groups.borrow_mut() = groups;
+            let paths = metadata::MetadataPaths::new(&self.ctx.cfg.store_path_root_dir);
+            metadata::persist(&paths.subscription_group, &*control.groups.borrow())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Sends each shard the master's offsets of the queues it owns.
+    async fn spread_offsets(&self, offsets: &ConsumerOffsetTable, delays: &DelayOffsetTable) {
+        let shards = self.ctx.shards;
+        let mut consumer: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); shards];
+        for (key, queues) in offsets.table() {
+            let topic = key.split('@').next().unwrap_or(key);
+            for (queue, offset) in queues {
+                consumer[owner_shard(topic, *queue, shards)].push((key.clone(), *queue, *offset));
+            }
+        }
+        let mut delay: Vec<Vec<(i32, i64)>> = vec![Vec::new(); shards];
+        for (level, offset) in delays.table() {
+            delay[owner_shard(SCHEDULE_TOPIC, level - 1, shards)].push((*level, *offset));
+        }
+        for (shard, (consumer, delay)) in consumer.into_iter().zip(delay).enumerate() {
+            if shard == self.id {
+                self.apply_synced_offsets(consumer, delay);
+            } else if let Some(mesh) = self.mesh() {
+                let _ = mesh
+                    .tell(shard, MeshRequest::SyncedOffsets { consumer, delay })
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The master's side: the slaves of one shard ([`Replicas`]), the stream each one gets, and the
+//! SYNC_MASTER wait ([`ReplicaWait`]).
+//!
+//! One connection per (slave, shard), served on the shard that owns the commitlog: a sender
+//! that ships whole records from the slave's position, woken by appends (no polling; a
+//! heartbeat only after `haSendHeartbeatInterval` of silence), and an ack reader that moves
+//! `acked`, the highest offset any slave holds, which releases every SYNC_MASTER put it covers
+//! (acknowledgements are batched like group commit: one ack releases all puts below it).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::history::{decide, Decision, History};
+use super::proto::{FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEARTBEAT};
+use super::{within, HaOptions};
+use crate::runtime::{OffsetWatch, Shutdown};
+use crate::store::{MessageStore, PutStatus, ReplicaWait};
+
+/// Bytes gathered into one socket write.
+const WRITE_BATCH_BYTES: usize = 256 << 10;
+
+/// One connected slave of this shard.
+struct Link {
+    id: u64,
+    addr: String,
+    acked: Cell<u64>,
+    /// When its acknowledged offset last reached the master's end.
+    caught_up_at: Cell<Instant>,
+}
+
+/// What the status displays show of one slave of one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlaveLag {
+    pub addr: String,
+    pub acked: u64,
+    pub behind_bytes: u64,
+    pub behind_ms: u64,
+}
+
+/// The slaves of one master shard.
+pub struct Replicas {
+    opts: HaOptions,
+    store: MessageStore,
+    shard: u16,
+    shard_count: u16,
+    history: History,
+    /// Highest offset acknowledged by any slave (SYNC_MASTER puts wait on it).
+    acked: OffsetWatch,
+    links: RefCell<Vec<Rc<Link>>>,
+    /// Bumped whenever a slave connects or goes.
+    changed: OffsetWatch,
+    next_id: Cell<u64>,
+}
+
+impl Replicas {
+    /// The replication state of a master shard: begins a new epoch at the store's end and
+    /// records it in the shard's history file before anything is sent.
+    pub fn open(
+        opts: HaOptions,
+        store: MessageStore,
+        root: &std::path::Path,
+        shard: usize,
+        shard_count: usize,
+    ) -> std::io::Result<Rc<Replicas>> {
+        let path: PathBuf = History::path(root, shard);
+        let mut history = History::load(&path)?;
+        history.begin_epoch(store.written_offset());
+        history.save(&path)?;
+        Ok(Rc::new(Replicas {
+            opts,
+            store,
+            shard: shard as u16,
+            shard_count: shard_count as u16,
+            history,
+            acked: OffsetWatch::new(0),
+            links: RefCell::new(Vec::new()),
+            changed: OffsetWatch::new(0),
+            next_id: Cell::new(1),
+        }))
+    }
+
+    /// Lag of every connected slave.
+    pub fn lags(&self) -> Vec<SlaveLag> {
+        let end = self.store.written_offset();
+        self.links
+            .borrow()
+            .iter()
+            .map(|l| {
+                let acked = l.acked.get();
+                let behind_bytes = end.saturating_sub(acked);
+                let behind_ms = match behind_bytes {
+                    0 => 0,
+                    _ => l.caught_up_at.get().elapsed().as_millis() as u64,
+                };
+                SlaveLag {
+                    addr: l.addr.clone(),
+                    acked,
+                    behind_bytes,
+                    behind_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// The answer to `hello`: a refusal, or where the stream starts.
+    fn welcome(&self, hello: &Hello) -> Welcome {
+        let segment = self.store.segment_bytes();
+        if hello.shard_count != self.shard_count || hello.segment_bytes != segment {
+            return Welcome::Refused(format!(
+                "the master runs {} shard(s) with {segment}-byte commitlog segments, the slave \
+                 {} with {}: give both the same shardCount and mappedFileSizeCommitLog",
+                self.shard_count, hello.shard_count, hello.segment_bytes
+            ));
+        }
+        if hello.shard != self.shard {
+            return Welcome::Refused(format!(
+                "shard {} asked on shard {}",
+                hello.shard, self.shard
+            ));
+        }
+        let (min, end) = (
+            self.store.commitlog_min_offset(),
+            self.store.written_offset(),
+        );
+        match decide(&self.history, min, end, hello) {
+            Decision::Refuse(reason) => Welcome::Refused(reason),
+            Decision::Stream { action, start } => Welcome::Stream {
+                action,
+                start,
+                lineage: self.history.lineage,
+                epochs: self.history.epochs.clone(),
+            },
+        }
+    }
+
+    /// Serves one slave connection for this shard until it breaks or `shutdown` fires.
+    pub async fn serve(self: Rc<Self>, stream: TcpStream, hello: Hello, shutdown: Shutdown) {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let welcome = self.welcome(&hello);
+        if writer.write_all(&welcome.encode()).await.is_err() {
+            return;
+        }
+        let start = match welcome {
+            Welcome::Refused(reason) => {
+                tracing::error!(slave = %hello.slave_addr, shard = self.shard, %reason,
+                    "slave refused");
+                let _ = writer.close().await;
+                return;
+            }
+            Welcome::Stream { action, start, .. } => {
+                tracing::info!(slave = %hello.slave_addr, shard = self.shard, ?action, start,
+                    "slave connected");
+                start
+            }
+        };
+        let link = Rc::new(Link {
+            id: self.next_id.replace(self.next_id.get() + 1),
+            addr: hello.slave_addr.clone(),
+            acked: Cell::new(0),
+            caught_up_at: Cell::new(Instant::now()),
+        });
+        self.links.borrow_mut().push(Rc::clone(&link));
+        self.changed.advance(self.changed.get() + 1);
+        let outcome = future::or(
+            future::or(
+                self.send_loop(&mut writer, start),
+                self.ack_loop(&mut reader, &link),
+            ),
+            async {
+                shutdown.wait().await;
+                Ok(())
+            },
+        )
+        .await;
+        if let Err(reason) = outcome {
+            tracing::warn!(slave = %link.addr, shard = self.shard, %reason, "slave link closed");
+        }
+        let _ = writer.close().await;
+        self.links.borrow_mut().retain(|l| l.id != link.id);
+        self.changed.advance(self.changed.get() + 1);
+    }
+
+    /// Ships whole records from `pos` as they are appended; a heartbeat after a quiet
+    /// `haSendHeartbeatInterval`.
+    async fn send_loop<W: futures_lite::AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        mut pos: u64,
+    ) -> Result<(), String> {
+        let watch = self.store.written_watch();
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH_BYTES + (64 << 10));
+        loop {
+            while buf.len() < WRITE_BATCH_BYTES {
+                let chunk = self
+                    .store
+                    .replication_chunk(pos, self.opts.batch_bytes)
+                    .await
+                    .map_err(|e| format!("reading the commitlog at {pos}: {e}"))?;
+                let Some(chunk) = chunk else { break };
+                let header = FrameHeader {
+                    kind: FRAME_DATA,
+                    pos: chunk.pos,
+                    master_end: self.store.written_offset(),
+                    len: chunk.bytes.len() as u32,
+                };
+                buf.extend_from_slice(&header.encode());
+                buf.extend_from_slice(&chunk.bytes);
+                pos = chunk.next;
+            }
+            if buf.is_empty() {
+                let woken = within(self.opts.heartbeat, watch.wait_for(pos + 1)).await;
+                match woken {
+                    Some(Ok(())) => continue,
+                    Some(Err(())) => return Err("the store closed".into()),
+                    None => {
+                        let header = FrameHeader {
+                            kind: FRAME_HEARTBEAT,
+                            pos,
+                            master_end: self.store.written_offset(),
+                            len: 0,
+                        };
+                        buf.extend_from_slice(&header.encode());
+                    }
+                }
+            }
+            writer
+                .write_all(&buf)
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+            buf.clear();
+        }
+    }
+
+    /// Reads the slave's reports (8 bytes each: the offset it holds) and releases the puts
+    /// they cover. A slave silent for `haHousekeepingInterval` is dropped.
+    async fn ack_loop<R: futures_lite::AsyncRead + Unpin>(
+        &self,
+        reader: &mut R,
+        link: &Link,
+    ) -> Result<(), String> {
+        let mut report = [0u8; 8];
+        loop {
+            let read = within(self.opts.housekeeping, reader.read_exact(&mut report)).await;
+            match read {
+                None => {
+                    return Err(format!(
+                        "no report from the slave for {} ms",
+                        self.opts.housekeeping.as_millis()
+                    ))
+                }
+                Some(Err(e)) => return Err(format!("read failed: {e}")),
+                Some(Ok(())) => {}
+            }
+            let offset = u64::from_be_bytes(report);
+            let end = self.store.written_offset();
+            if offset > end {
+                return Err(format!(
+                    "the slave reports offset {offset}, past this master's end {end}"
+                ));
+            }
+            link.acked.set(link.acked.get().max(offset));
+            if offset == end {
+                link.caught_up_at.set(Instant::now());
+            }
+            self.acked.advance(offset);
+        }
+    }
+
+    /// SYNC_MASTER: waits until a slave holds `end`, all slaves go, or `slaveTimeout` passes.
+    async fn wait_for_slave(&self, end: u64) -> PutStatus {
+        let deadline = Instant::now() + self.opts.slave_timeout;
+        loop {
+            if self.acked.get() >= end {
+                return PutStatus::PutOk;
+            }
+            let links = self.links.borrow().len();
+            if links == 0 || end - self.acked.get().min(end) > self.opts.fallbehind_max {
+                return PutStatus::SlaveNotAvailable;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let seen = self.changed.get();
+            let acked = async { self.acked.wait_for(end).await.is_ok() };
+            let changed = async {
+                let _ = self.changed.wait_for(seen + 1).await;
+                false
+            };
+            match within(left, future::or(acked, changed)).await {
+                None => return PutStatus::FlushSlaveTimeout,
+                Some(true) => return PutStatus::PutOk,
+                Some(false) => {} // a slave came or went: look again
+            }
+        }
+    }
+}
+
+impl ReplicaWait for Replicas {
+    fn wait_replicated(&self, end: u64) -> Pin<Box<dyn Future<Output = PutStatus> + '_>> {
+        Box::pin(self.wait_for_slave(end))
+    }
+}
+
+/// Reads a slave's HELLO (bounded in size and time).
+pub async fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<Hello, String> {
+    let read = async {
+        let mut prefix = [0u8; 4];
+        stream
+            .read_exact(&mut prefix)
+            .await
+            .map_err(|e| e.to_string())?;
+        let len = super::proto::handshake_len(prefix)?;
+        let mut body = vec![0u8; len];
+        stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| e.to_string())?;
+        Hello::decode(&body)
+    };
+    within(timeout, read)
+        .await
+        .unwrap_or_else(|| Err("no HELLO in time".into()))
+}
+
+/// Refuses a connection with `reason` (before it reached its shard).
+pub async fn refuse(mut stream: TcpStream, reason: String) {
+    let _ = stream.write_all(&Welcome::Refused(reason).encode()).await;
+    let _ = stream.close().await;
+}

@@ -1,0 +1,370 @@
+//! The HA stream's wire format (ringmq's own; clients never see it). Big-endian, on a plain
+//! TCP connection per shard from the slave to the master's HA port.
+//!
+//! ```text
+//! slave → master   HELLO    u32 length, then: u32 magic "RMHA", u16 version, u16 shard,
+//!                           u16 shard count, u64 segment bytes, u64 lineage, u64 offset,
+//!                           epochs (u16 count, then u32 epoch + u64 start each),
+//!                           u16 length + UTF-8 slave address
+//! master → slave   WELCOME  u32 length, then: u32 magic, u8 verdict (0 stream, 1 refused);
+//!                           refused: u16 length + UTF-8 reason; stream: u8 action
+//!                           (0 continue, 1 truncate, 2 wipe), u64 start, u64 lineage,
+//!                           epochs as above
+//! master → slave   FRAME    u8 kind (1 data, 2 heartbeat), u64 position, u64 master end,
+//!                           u32 length, then that many commitlog bytes (whole records)
+//! slave → master   ACK      u64 offset the slave holds (durably, under SYNC_FLUSH)
+//! ```
+//!
+//! HELLO and WELCOME are length-prefixed so a reader never takes bytes that follow them.
+
+use super::history::Epoch;
+
+/// "RMHA".
+pub const MAGIC: u32 = 0x524D_4841;
+pub const VERSION: u16 = 1;
+/// Largest HELLO or WELCOME body accepted.
+pub const HANDSHAKE_MAX_BYTES: usize = 1 << 20;
+/// Bytes of a FRAME header.
+pub const FRAME_HEADER_BYTES: usize = 21;
+pub const FRAME_DATA: u8 = 1;
+pub const FRAME_HEARTBEAT: u8 = 2;
+
+/// The slave's introduction, for one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub shard: u16,
+    pub shard_count: u16,
+    pub segment_bytes: u64,
+    pub lineage: u64,
+    /// End of the slave's commitlog for this shard.
+    pub offset: u64,
+    pub epochs: Vec<Epoch>,
+    /// The slave's broker address (status displays).
+    pub slave_addr: String,
+}
+
+/// What the slave must do before the stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Its log ends at `start` (or is empty and the log starts there): append from there.
+    Continue,
+    /// Its log holds bytes the master does not: cut it at `start` first.
+    Truncate,
+    /// Nothing it holds can be kept (too far behind the master's oldest segment, or no
+    /// common history): empty the shard's store, then append from `start`.
+    Wipe,
+}
+
+/// The master's answer to a HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Welcome {
+    Refused(String),
+    Stream {
+        action: Action,
+        start: u64,
+        lineage: u64,
+        epochs: Vec<Epoch>,
+    },
+}
+
+/// A FRAME header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: u8,
+    pub pos: u64,
+    pub master_end: u64,
+    pub len: u32,
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new() -> Writer {
+        Writer(vec![0; 4])
+    }
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    fn u16(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn text(&mut self, s: &str) -> &mut Self {
+        let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+        self.u16(bytes.len() as u16);
+        self.0.extend_from_slice(bytes);
+        self
+    }
+    fn epochs(&mut self, epochs: &[Epoch]) -> &mut Self {
+        self.u16(epochs.len().min(u16::MAX as usize) as u16);
+        for e in epochs.iter().take(u16::MAX as usize) {
+            self.u32(e.epoch).u64(e.start);
+        }
+        self
+    }
+    /// The bytes with the length prefix filled in.
+    fn finish(mut self) -> Vec<u8> {
+        let len = (self.0.len() - 4) as u32;
+        self.0[..4].copy_from_slice(&len.to_be_bytes());
+        self.0
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.0.len() < n {
+            return Err("message ends early".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn text(&mut self) -> Result<String, String> {
+        let len = self.u16()? as usize;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "text is not UTF-8".into())
+    }
+    fn epochs(&mut self) -> Result<Vec<Epoch>, String> {
+        let n = self.u16()? as usize;
+        (0..n)
+            .map(|_| {
+                Ok(Epoch {
+                    epoch: self.u32()?,
+                    start: self.u64()?,
+                })
+            })
+            .collect()
+    }
+    fn magic(&mut self) -> Result<(), String> {
+        match self.u32()? {
+            MAGIC => Ok(()),
+            other => Err(format!(
+                "not a ringmq HA peer (magic {other:#010x}); is this the master's HA port \
+                 (listenPort + 1)?"
+            )),
+        }
+    }
+}
+
+impl Hello {
+    /// The HELLO message, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(MAGIC)
+            .u16(VERSION)
+            .u16(self.shard)
+            .u16(self.shard_count)
+            .u64(self.segment_bytes)
+            .u64(self.lineage)
+            .u64(self.offset)
+            .epochs(&self.epochs)
+            .text(&self.slave_addr);
+        w.finish()
+    }
+
+    /// Parses a HELLO body (after its length prefix).
+    pub fn decode(body: &[u8]) -> Result<Hello, String> {
+        let mut r = Reader(body);
+        r.magic()?;
+        let version = r.u16()?;
+        if version != VERSION {
+            return Err(format!(
+                "HA protocol version {version}, this broker speaks {VERSION}"
+            ));
+        }
+        Ok(Hello {
+            shard: r.u16()?,
+            shard_count: r.u16()?,
+            segment_bytes: r.u64()?,
+            lineage: r.u64()?,
+            offset: r.u64()?,
+            epochs: r.epochs()?,
+            slave_addr: r.text()?,
+        })
+    }
+}
+
+impl Welcome {
+    /// The WELCOME message, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(MAGIC);
+        match self {
+            Welcome::Refused(reason) => {
+                w.u8(1).text(reason);
+            }
+            Welcome::Stream {
+                action,
+                start,
+                lineage,
+                epochs,
+            } => {
+                let action = match action {
+                    Action::Continue => 0,
+                    Action::Truncate => 1,
+                    Action::Wipe => 2,
+                };
+                w.u8(0).u8(action).u64(*start).u64(*lineage).epochs(epochs);
+            }
+        }
+        w.finish()
+    }
+
+    /// Parses a WELCOME body (after its length prefix).
+    pub fn decode(body: &[u8]) -> Result<Welcome, String> {
+        let mut r = Reader(body);
+        r.magic()?;
+        match r.u8()? {
+            1 => Ok(Welcome::Refused(r.text()?)),
+            0 => {
+                let action = match r.u8()? {
+                    0 => Action::Continue,
+                    1 => Action::Truncate,
+                    2 => Action::Wipe,
+                    other => return Err(format!("unknown action {other}")),
+                };
+                Ok(Welcome::Stream {
+                    action,
+                    start: r.u64()?,
+                    lineage: r.u64()?,
+                    epochs: r.epochs()?,
+                })
+            }
+            other => Err(format!("unknown verdict {other}")),
+        }
+    }
+}
+
+impl FrameHeader {
+    pub fn encode(&self) -> [u8; FRAME_HEADER_BYTES] {
+        let mut out = [0u8; FRAME_HEADER_BYTES];
+        out[0] = self.kind;
+        out[1..9].copy_from_slice(&self.pos.to_be_bytes());
+        out[9..17].copy_from_slice(&self.master_end.to_be_bytes());
+        out[17..21].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, String> {
+        let header = FrameHeader {
+            kind: b[0],
+            pos: u64::from_be_bytes(b[1..9].try_into().unwrap()),
+            master_end: u64::from_be_bytes(b[9..17].try_into().unwrap()),
+            len: u32::from_be_bytes(b[17..21].try_into().unwrap()),
+        };
+        match header.kind {
+            FRAME_DATA | FRAME_HEARTBEAT => Ok(header),
+            other => Err(format!("unknown frame kind {other}")),
+        }
+    }
+}
+
+/// The length of a HELLO/WELCOME from its 4-byte prefix, refusing oversized ones.
+pub fn handshake_len(prefix: [u8; 4]) -> Result<usize, String> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > HANDSHAKE_MAX_BYTES {
+        return Err(format!(
+            "handshake of {len} bytes refused (limit {HANDSHAKE_MAX_BYTES}); is this the \
+             master's HA port (listenPort + 1)?"
+        ));
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epochs() -> Vec<Epoch> {
+        vec![
+            Epoch { epoch: 1, start: 0 },
+            Epoch {
+                epoch: 2,
+                start: 4096,
+            },
+        ]
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let hello = Hello {
+            shard: 3,
+            shard_count: 4,
+            segment_bytes: 1 << 30,
+            lineage: 0xDEAD_BEEF,
+            offset: 123_456,
+            epochs: epochs(),
+            slave_addr: "127.0.0.1:10921".into(),
+        };
+        let bytes = hello.encode();
+        let len = handshake_len(bytes[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, bytes.len() - 4);
+        assert_eq!(Hello::decode(&bytes[4..]).unwrap(), hello);
+        assert!(Hello::decode(&bytes[4..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn welcomes_round_trip() {
+        for welcome in [
+            Welcome::Refused("shard count 2, master has 4".into()),
+            Welcome::Stream {
+                action: Action::Truncate,
+                start: 777,
+                lineage: 9,
+                epochs: epochs(),
+            },
+            Welcome::Stream {
+                action: Action::Wipe,
+                start: 1 << 30,
+                lineage: 9,
+                epochs: Vec::new(),
+            },
+        ] {
+            let bytes = welcome.encode();
+            assert_eq!(Welcome::decode(&bytes[4..]).unwrap(), welcome);
+        }
+    }
+
+    #[test]
+    fn a_foreign_peer_is_named() {
+        let err = Hello::decode(b"\x00\x00\x00\x10GET / HTTP/1.1").unwrap_err();
+        assert!(err.contains("HA port"), "{err}");
+        assert!(handshake_len(*b"GET ").is_err());
+    }
+
+    #[test]
+    fn frame_headers_round_trip_and_unknown_kinds_fail() {
+        let h = FrameHeader {
+            kind: FRAME_DATA,
+            pos: 1 << 40,
+            master_end: (1 << 40) + 99,
+            len: 99,
+        };
+        assert_eq!(FrameHeader::decode(&h.encode()).unwrap(), h);
+        let mut bad = h.encode();
+        bad[0] = 7;
+        assert!(FrameHeader::decode(&bad).is_err());
+    }
+}

@@ -1,0 +1,397 @@
+//! The slave's side: one follower per shard, connecting to the master's HA port, saying where
+//! its commitlog ends and what history it holds, obeying the master's verdict (continue, cut
+//! its log at the common point, or start over), then appending every chunk it receives and
+//! reporting the offset it holds. Reconnects with backoff (100 ms doubling to 5 s) and needs no
+//! operator: a link cut by a stopped process, a restarted master or a network hiccup heals.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::history::History;
+use super::proto::{
+    handshake_len, Action, FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEADER_BYTES,
+};
+use super::{within, HaOptions};
+use crate::runtime::{OffsetWatch, Shutdown};
+use crate::store::MessageStore;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest FRAME payload accepted (a chunk is at most one record past the batch size).
+const FRAME_MAX_BYTES: u32 = 256 << 20;
+
+/// Where the master is: its HA address (from `haMasterAddress` or the nameserver's answer to
+/// our registration) and its remoting address (metadata sync). Shared by a slave's shards.
+#[derive(Default)]
+pub struct MasterAddr {
+    ha: RefCell<Option<String>>,
+    remoting: RefCell<Option<String>>,
+    /// Bumped when either changes.
+    changed: OffsetWatch,
+}
+
+impl MasterAddr {
+    /// The master's HA address, if known.
+    pub fn ha(&self) -> Option<String> {
+        self.ha.borrow().clone()
+    }
+
+    /// The master's remoting address, if known.
+    pub fn remoting(&self) -> Option<String> {
+        self.remoting.borrow().clone()
+    }
+
+    /// How many times the addresses changed.
+    pub fn changed_count(&self) -> u64 {
+        self.changed.get()
+    }
+
+    /// Resolves once the addresses changed after `seen` changes.
+    pub async fn wait_changed(&self, seen: u64) {
+        let _ = self.changed.wait_for(seen + 1).await;
+    }
+
+    /// Records the addresses; `true` if anything changed.
+    pub fn set(&self, ha: Option<String>, remoting: Option<String>) -> bool {
+        let changed = *self.ha.borrow() != ha || *self.remoting.borrow() != remoting;
+        if changed {
+            *self.ha.borrow_mut() = ha;
+            *self.remoting.borrow_mut() = remoting;
+            self.changed.advance(self.changed.get() + 1);
+        }
+        changed
+    }
+}
+
+/// What a follower needs from the shard that owns the store.
+pub trait FollowerHost {
+    /// The shard's current store.
+    fn store(&self) -> MessageStore;
+    /// Reopens the store cut at `start` (`Truncate`) or emptied (`Wipe`); returns the new one.
+    fn reopen(
+        &self,
+        action: Action,
+        start: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<MessageStore, String>> + '_>>;
+}
+
+/// What the status displays show of a slave shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub master: Option<String>,
+    pub connected: bool,
+    pub behind_bytes: u64,
+    pub behind_ms: u64,
+}
+
+/// The follower of one slave shard.
+pub struct Follower {
+    opts: HaOptions,
+    shard: u16,
+    shard_count: u16,
+    history_path: PathBuf,
+    slave_addr: String,
+    /// Acknowledge only durable bytes (the slave runs SYNC_FLUSH).
+    ack_durable: bool,
+    pub master: Rc<MasterAddr>,
+    connected: Cell<bool>,
+    master_end: Cell<u64>,
+    caught_up_at: Cell<Instant>,
+    last_error: RefCell<Option<String>>,
+}
+
+impl Follower {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        opts: HaOptions,
+        root: &std::path::Path,
+        shard: usize,
+        shard_count: usize,
+        slave_addr: String,
+        ack_durable: bool,
+        master: Rc<MasterAddr>,
+    ) -> Follower {
+        Follower {
+            opts,
+            shard: shard as u16,
+            shard_count: shard_count as u16,
+            history_path: History::path(root, shard),
+            slave_addr,
+            ack_durable,
+            master,
+            connected: Cell::new(false),
+            master_end: Cell::new(0),
+            caught_up_at: Cell::new(Instant::now()),
+            last_error: RefCell::new(None),
+        }
+    }
+
+    /// This shard's link to its master.
+    pub fn status(&self, store: &MessageStore) -> FollowerStatus {
+        let behind_bytes = self.master_end.get().saturating_sub(store.written_offset());
+        FollowerStatus {
+            master: self.master.ha(),
+            connected: self.connected.get(),
+            behind_bytes,
+            behind_ms: match behind_bytes {
+                0 if self.connected.get() => 0,
+                _ => self.caught_up_at.get().elapsed().as_millis() as u64,
+            },
+        }
+    }
+
+    /// Follows the master until `shutdown` fires.
+    pub async fn run(self: Rc<Self>, host: Rc<dyn FollowerHost>, shutdown: Shutdown) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let Some(addr) = self.wait_for_master(&shutdown).await else {
+                return;
+            };
+            let session = self.session(&addr, &*host);
+            let ended = future::or(async { Some(session.await) }, async {
+                shutdown.wait().await;
+                None
+            })
+            .await;
+            self.connected.set(false);
+            let streamed = match ended {
+                None => return,
+                Some(Ok(streamed)) => streamed,
+                Some(Err((reason, streamed))) => {
+                    self.note_error(&addr, reason);
+                    streamed
+                }
+            };
+            backoff = if streamed {
+                BACKOFF_MIN
+            } else {
+                (backoff * 2).min(BACKOFF_MAX)
+            };
+            if !shutdown.sleep(backoff).await {
+                return;
+            }
+        }
+    }
+
+    /// Logs a link failure once per distinct reason (a master down for an hour is one line).
+    fn note_error(&self, addr: &str, reason: String) {
+        let mut last = self.last_error.borrow_mut();
+        if last.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(master = addr, shard = self.shard, %reason, "HA link to the master");
+            *last = Some(reason);
+        }
+    }
+
+    /// The master's HA address, waiting until it is known; `None` on shutdown.
+    async fn wait_for_master(&self, shutdown: &Shutdown) -> Option<String> {
+        loop {
+            if shutdown.is_triggered() {
+                return None;
+            }
+            if let Some(addr) = self.master.ha() {
+                return Some(addr);
+            }
+            let seen = self.master.changed_count();
+            let changed = async {
+                self.master.wait_changed(seen).await;
+                true
+            };
+            let stop = async {
+                shutdown.wait().await;
+                false
+            };
+            if !future::or(changed, stop).await {
+                return None;
+            }
+        }
+    }
+
+    /// One connection: handshake, then stream until it breaks. `Ok(true)`/`Err((_, true))`
+    /// when data flowed (the next attempt need not back off).
+    async fn session(&self, addr: &str, host: &dyn FollowerHost) -> Result<bool, (String, bool)> {
+        let fail = |reason: String| (reason, false);
+        let target = addr
+            .to_socket_addrs()
+            .map_err(|e| fail(format!("cannot resolve {addr}: {e}")))?
+            .next()
+            .ok_or_else(|| fail(format!("{addr} resolves to nothing")))?;
+        let stream = TcpStream::connect_timeout(target, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let mut store = host.store();
+        let history = History::load(&self.history_path).map_err(|e| fail(e.to_string()))?;
+        let hello = Hello {
+            shard: self.shard,
+            shard_count: self.shard_count,
+            segment_bytes: store.segment_bytes(),
+            lineage: history.lineage,
+            offset: store.written_offset(),
+            epochs: history.epochs,
+            slave_addr: self.slave_addr.clone(),
+        };
+        writer
+            .write_all(&hello.encode())
+            .await
+            .map_err(|e| fail(format!("write failed: {e}")))?;
+        let welcome = within(self.opts.housekeeping, read_welcome(&mut reader))
+            .await
+            .unwrap_or_else(|| Err("no answer to the HELLO".into()))
+            .map_err(fail)?;
+        let (action, start, lineage, epochs) = match welcome {
+            Welcome::Refused(reason) => {
+                tracing::error!(master = addr, shard = self.shard, %reason,
+                    "the master refuses this slave");
+                return Err(fail(format!("refused: {reason}")));
+            }
+            Welcome::Stream {
+                action,
+                start,
+                lineage,
+                epochs,
+            } => (action, start, lineage, epochs),
+        };
+        if action != Action::Continue {
+            tracing::warn!(
+                master = addr,
+                shard = self.shard,
+                ?action,
+                start,
+                from = store.written_offset(),
+                "following the master's history"
+            );
+            store = host.reopen(action, start).await.map_err(fail)?;
+        }
+        let end = store.written_offset();
+        if end != start && end != 0 {
+            return Err(fail(format!(
+                "the master streams from {start} but this log ends at {end}"
+            )));
+        }
+        History { lineage, epochs }
+            .save(&self.history_path)
+            .map_err(|e| fail(format!("saving the replication history: {e}")))?;
+        self.connected.set(true);
+        self.master_end.set(start);
+        *self.last_error.borrow_mut() = None;
+        tracing::info!(master = addr, shard = self.shard, start, "replicating");
+        let streamed = Cell::new(false);
+        let outcome = future::or(
+            self.receive(&mut reader, &store, &streamed),
+            self.report(&mut writer, &store),
+        )
+        .await;
+        let _ = writer.close().await;
+        outcome
+            .map(|()| streamed.get())
+            .map_err(|e| (e, streamed.get()))
+    }
+
+    /// Appends every chunk the master sends.
+    async fn receive<R: futures_lite::AsyncRead + Unpin>(
+        &self,
+        reader: &mut R,
+        store: &MessageStore,
+        streamed: &Cell<bool>,
+    ) -> Result<(), String> {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        let mut payload = Vec::new();
+        loop {
+            match within(self.opts.housekeeping, reader.read_exact(&mut header)).await {
+                None => {
+                    return Err(format!(
+                        "nothing from the master for {} ms",
+                        self.opts.housekeeping.as_millis()
+                    ))
+                }
+                Some(Err(e)) => return Err(format!("read failed: {e}")),
+                Some(Ok(())) => {}
+            }
+            let frame = FrameHeader::decode(&header)?;
+            self.master_end.set(frame.master_end);
+            if frame.kind != FRAME_DATA {
+                self.note_caught_up(store);
+                continue;
+            }
+            if frame.len > FRAME_MAX_BYTES {
+                return Err(format!("a frame of {} bytes", frame.len));
+            }
+            payload.resize(frame.len as usize, 0);
+            reader
+                .read_exact(&mut payload)
+                .await
+                .map_err(|e| format!("read failed: {e}"))?;
+            store
+                .wait_for_room_replicated(payload.len())
+                .await
+                .map_err(|e| e.to_string())?;
+            store
+                .append_replicated(frame.pos, &payload)
+                .map_err(|e| format!("cannot append replicated bytes: {e}"))?;
+            streamed.set(true);
+            self.note_caught_up(store);
+        }
+    }
+
+    fn note_caught_up(&self, store: &MessageStore) {
+        if store.written_offset() >= self.master_end.get() {
+            self.caught_up_at.set(Instant::now());
+        }
+    }
+
+    /// Reports the offset this shard holds (durably under SYNC_FLUSH) whenever it moves, and
+    /// at least every `haSendHeartbeatInterval`.
+    async fn report<W: futures_lite::AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+        store: &MessageStore,
+    ) -> Result<(), String> {
+        let watch = match self.ack_durable {
+            true => store.flushed_watch(),
+            false => store.written_watch(),
+        };
+        let mut sent = None;
+        loop {
+            let now = watch.get();
+            if sent != Some(now) {
+                writer
+                    .write_all(&now.to_be_bytes())
+                    .await
+                    .map_err(|e| format!("write failed: {e}"))?;
+                sent = Some(now);
+            }
+            match within(self.opts.heartbeat, watch.wait_for(now + 1)).await {
+                Some(Err(())) => return Err("the store closed".into()),
+                Some(Ok(())) => {}
+                None => sent = None, // heartbeat: report again
+            }
+        }
+    }
+}
+
+async fn read_welcome<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Welcome, String> {
+    let mut prefix = [0u8; 4];
+    reader
+        .read_exact(&mut prefix)
+        .await
+        .map_err(|e| format!("the master closed the link: {e}"))?;
+    let mut body = vec![0u8; handshake_len(prefix)?];
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Welcome::decode(&body)
+}

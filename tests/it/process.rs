@@ -1,0 +1,222 @@
+//! Child processes of the real `ringmq` binary for the crash and replication tests: start,
+//! wait for "boot success", SIGKILL / SIGTERM / SIGSTOP by the child's own PID, reaped on drop.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A port `p` with `p - 2` (fast port), `p` and `p + 1` (HA port) free on loopback, taken below
+/// the kernel's ephemeral range when there is room, so that no client socket of the other tests
+/// can take it while the broker is down between a kill and the restart.
+pub fn free_port_triple(rng: &mut Rng) -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let free = |port: u16| {
+        TcpListener::bind(("127.0.0.1", port - 2)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+    };
+    if ephemeral_low > 12_000 {
+        for _ in 0..200 {
+            let port = 10_000 + (rng.next() % u64::from(ephemeral_low - 10_002)) as u16;
+            if free(port) {
+                return port;
+            }
+        }
+    }
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        if (1026..u16::MAX).contains(&port) && free(port) {
+            return port;
+        }
+    }
+    panic!("no free port p with p-2, p and p+1 all free on 127.0.0.1");
+}
+
+/// A small xorshift generator (no rand dependency); the seed is printed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Rng {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let seed = nanos | 1;
+        eprintln!("broker_crash seed {seed}");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.next() % (to - from + 1))
+    }
+}
+
+/// The last lines of a child's log, for failure messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(30);
+    lines[from..].join("\n")
+}
+
+/// One `ringmq broker` child process; killed (by its own PID) and reaped when dropped, so a
+/// failing test never leaves it behind.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub log: PathBuf,
+    stdout: Option<JoinHandle<()>>,
+}
+
+impl BrokerProcess {
+    /// Starts the broker and waits (bounded) for its "boot success" line.
+    pub fn start(config: &Path, namesrv: &str, log: PathBuf) -> BrokerProcess {
+        let stderr = File::create(&log).expect("create the broker log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .arg("broker")
+            .arg("-c")
+            .arg(config)
+            .arg("-n")
+            .arg(namesrv)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn ringmq broker");
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = mpsc::channel::<String>();
+        // Keeps draining stdout after the boot line so the child never blocks on a full pipe;
+        // ends at EOF, when the child exits.
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut process = BrokerProcess {
+            child: Some(child),
+            log,
+            stdout: Some(reader),
+        };
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(line) if line.contains("boot success") => break,
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = process.wait_exit(EXIT_TIMEOUT);
+                    panic!(
+                        "the broker exited ({status:?}) before booting:\n{}",
+                        log_tail(&process.log)
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no \"boot success\" line within {BOOT_TIMEOUT:?}:\n{}",
+                    log_tail(&process.log)
+                );
+            }
+        }
+        process
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running broker").id()
+    }
+
+    /// SIGKILL (via `Child::kill`, by this child's own PID) and reap.
+    pub fn sigkill(&mut self) {
+        let child = self.child.as_mut().expect("a running broker");
+        child.kill().expect("SIGKILL the broker");
+        let status = child.wait().expect("reap the broker");
+        assert!(!status.success(), "a SIGKILLed broker exited with {status}");
+        self.child = None;
+        self.join_stdout();
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit; returns the exit status.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) on the PID of our own unreaped child (it cannot have been recycled).
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        let status = self.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "the broker did not exit within {EXIT_TIMEOUT:?} of SIGTERM:\n{}",
+                log_tail(&self.log)
+            )
+        });
+        self.child = None;
+        self.join_stdout();
+        status
+    }
+
+    /// SIGSTOP: the process stays, frozen (its sockets stay open).
+    pub fn sigstop(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`BrokerProcess::sigstop`].
+    pub fn sigcont(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) on the PID of our own unreaped child (it cannot have been recycled).
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({signal}): {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits up to `timeout` for the child to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn join_stdout(&mut self) {
+        if let Some(reader) = self.stdout.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.join_stdout();
+    }
+}
