@@ -7,8 +7,8 @@
 //! * `offset`: resetOffsetByTime
 //! * `group`: updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection,
 //!   producerConnection
-//! * `cluster`: clusterList, brokerStatus, getBrokerConfig, wipeWritePerm, addWritePerm,
-//!   getNamesrvConfig
+//! * `cluster`: clusterList, brokerStatus, getBrokerConfig, updateBrokerConfig, wipeWritePerm,
+//!   addWritePerm, getNamesrvConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
 //! * `fastjson_mq`: bodies keyed by MessageQueue objects (topic and consume stats)
 
@@ -112,6 +112,10 @@ enum AdminCommand {
     /// A broker's configuration.
     #[command(name = "getBrokerConfig")]
     GetBrokerConfig(Targeted),
+    /// Change a broker config key that can change at runtime, on a broker or every master of a
+    /// cluster.
+    #[command(name = "updateBrokerConfig")]
+    UpdateBrokerConfig(cluster::UpdateConfigArgs),
     /// Take write permission away from a broker's topics in every nameserver.
     #[command(name = "wipeWritePerm")]
     WipeWritePerm(cluster::WritePermArgs),
@@ -341,6 +345,7 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::ResetOffsetByTime(a) => offset::reset_offset_command(&a),
         C::BrokerStatus(a) => cluster::broker_status(&a),
         C::GetBrokerConfig(a) => cluster::broker_config(&a),
+        C::UpdateBrokerConfig(a) => cluster::update_config(&a),
         C::WipeWritePerm(a) => cluster::write_perm(&a, true),
         C::AddWritePerm(a) => cluster::write_perm(&a, false),
         C::GetNamesrvConfig(a) => cluster::namesrv_config(&a),

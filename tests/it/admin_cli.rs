@@ -694,6 +694,8 @@ fn every_command_has_help() {
         ("producerConnection", "--producerGroup"),
         ("brokerStatus", "--brokerAddr"),
         ("getBrokerConfig", "--clusterName"),
+        ("updateBrokerConfig", "--value"),
+        ("resetOffsetByTime", "--timestamp"),
         ("wipeWritePerm", "--brokerName"),
         ("addWritePerm", "--brokerName"),
         ("getNamesrvConfig", "--json"),

@@ -1,6 +1,7 @@
 //! The one integration test binary: black-box tests through real sockets.
 
 mod admin_cli;
+mod admin_config;
 mod admin_offsets;
 mod admin_query;
 mod broker_admin;

@@ -32,7 +32,7 @@ pub const SLAVE_REMARK: &str = concat!(
 );
 
 /// The request codes this module answers.
-const CODES: [i32; 17] = [
+const CODES: [i32; 18] = [
     req::UPDATE_AND_CREATE_TOPIC,
     req::DELETE_TOPIC_IN_BROKER,
     req::GET_ALL_TOPIC_CONFIG,
@@ -50,6 +50,7 @@ const CODES: [i32; 17] = [
     req::GET_BROKER_CONFIG,
     req::CHECK_CLIENT_CONFIG,
     req::INVOKE_BROKER_TO_RESET_OFFSET,
+    req::UPDATE_BROKER_CONFIG,
 ];
 
 /// True for the request codes [`Shard::admin`] answers.
@@ -86,6 +87,8 @@ pub enum AdminQuery {
         timestamp: i64,
         force: bool,
     },
+    /// Take this configuration as the current one (UPDATE_BROKER_CONFIG).
+    ApplyConfig(Box<crate::config::BrokerConfig>),
 }
 
 /// A shard's answer to an [`AdminQuery`].
@@ -240,6 +243,7 @@ impl Shard {
             req::GET_BROKER_CONFIG => self.broker_config(cmd),
             req::CHECK_CLIENT_CONFIG => self.check_client_config(cmd),
             req::INVOKE_BROKER_TO_RESET_OFFSET => self.reset_offset(cmd).await,
+            req::UPDATE_BROKER_CONFIG => self.update_broker_config(cmd).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),
@@ -304,6 +308,10 @@ impl Shard {
                 self.reset_local(&topic, &group, queues, timestamp, force)
                     .await,
             ),
+            AdminQuery::ApplyConfig(cfg) => {
+                self.ctx.live.apply(*cfg);
+                AdminAnswer::Done
+            }
         }
     }
 

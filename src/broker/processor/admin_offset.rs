@@ -159,9 +159,9 @@ impl Shard {
         let mut done = Vec::new();
         for queue_id in (0..queues).filter(mine) {
             let target = match timestamp {
-                -1 => self.store.max_offset(topic, queue_id),
+                -1 => self.store().max_offset(topic, queue_id),
                 t => self
-                    .store
+                    .store()
                     .offset_by_time(topic, queue_id, t)
                     .await
                     .map_err(|e| format!("no offset by time in {topic}:{queue_id}: {e}"))?,

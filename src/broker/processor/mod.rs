@@ -2,6 +2,7 @@
 //! turning a `protocol` request into store calls and a response. Dispatch is one `match`.
 
 pub mod admin;
+mod admin_config;
 mod admin_consumer;
 mod admin_offset;
 mod admin_runtime;
