@@ -223,6 +223,7 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         namesrv_addrs: namesrvs.clone(),
         port_override: None,
         shards: 0,
+        config_file: args.config_file.clone(),
     };
     let name = options.cfg.broker_name.clone();
     let store_root = options.cfg.store_path_root_dir.clone();
@@ -266,6 +267,7 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
         namesrv_addrs: vec![ns_addr.clone()],
         port_override: None,
         shards: 0,
+        config_file: args.config_file.clone(),
     };
     match broker::start(options, shutdown.clone()) {
         Ok(handle) => {

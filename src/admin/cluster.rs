@@ -22,6 +22,20 @@ pub(super) struct WritePermArgs {
     broker_name: String,
 }
 
+#[derive(Args, Debug)]
+pub(super) struct UpdateConfigArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    target: super::Target,
+    /// Config key.
+    #[arg(short = 'k', long = "key")]
+    key: String,
+    /// Its new value.
+    #[arg(short = 'v', long = "value")]
+    value: String,
+}
+
 /// One broker of a cluster.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -287,6 +301,53 @@ pub(super) fn broker_config(args: &Targeted) -> Result<(), AdminError> {
         out!();
     }
     Ok(())
+}
+
+/// UPDATE_BROKER_CONFIG of `key=value` on the broker at `addr`.
+pub(crate) fn update_broker_config(addr: &str, key: &str, value: &str) -> Result<(), AdminError> {
+    let body = format!("{key}={value}\n");
+    let cmd = command(request::UPDATE_BROKER_CONFIG, &[]).with_body(body.into_bytes());
+    call(
+        &mut broker(addr)?,
+        cmd,
+        &format!("of {key} to broker {addr}"),
+    )
+    .map(drop)
+}
+
+/// One broker's answer to updateBrokerConfig (`--json`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigUpdated {
+    broker_addr: String,
+    key: String,
+    value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `updateBrokerConfig`: `-k key -v value` on `-b`, or on every master of `-c` (a broker that
+/// refuses is reported and the others are still updated, as mqadmin does).
+pub(super) fn update_config(args: &UpdateConfigArgs) -> Result<(), AdminError> {
+    let (key, value) = (args.key.trim(), args.value.trim());
+    let mut results = Vec::new();
+    for m in targets(&args.common, &args.target, false)? {
+        let error = update_broker_config(&m.addr, key, value).err();
+        if error.is_none() && !args.common.json {
+            out!("update broker config success, {}", m.addr);
+        }
+        results.push(ConfigUpdated {
+            broker_addr: m.addr,
+            key: key.to_string(),
+            value: value.to_string(),
+            error: error.map(|e| e.to_string()),
+        });
+    }
+    if args.common.json {
+        output::print_json(&results)?;
+    }
+    let failed: Vec<String> = results.into_iter().filter_map(|r| r.error).collect();
+    partial_failure(&failed)
 }
 
 /// One nameserver's answer to wipeWritePerm / addWritePerm.

@@ -12,7 +12,8 @@ use super::cluster::{cluster_info, members_of, targets, Member};
 use super::output::{self, left, out, Table};
 use super::topic::{route, select_addr};
 use super::{
-    broker, call, command, fetch_json, fetch_mq_table, AdminError, Common, GroupArgs, Target,
+    broker, call, command, fetch_json, fetch_mq_table, AdminError, Common, Context, GroupArgs,
+    Target,
 };
 use crate::remoting::{request, response};
 
@@ -75,6 +76,15 @@ pub(super) struct DeleteSubGroupArgs {
     #[arg(short = 'r', long = "removeOffset", action = ArgAction::Set, default_value = "false",
         value_parser = BoolishValueParser::new())]
     remove_offset: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ProgressArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Consumer group name; without it, every group (of every `%RETRY%` topic) is summed up.
+    #[arg(short = 'g', long = "groupName", visible_alias = "consumerGroup")]
+    group: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -275,30 +285,30 @@ fn group_brokers(common: &Common, group: &str) -> Result<Vec<String>, AdminError
 }
 
 /// One queue of consumerProgress.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct QueueProgress {
-    topic: String,
-    broker_name: String,
-    queue_id: i32,
-    broker_offset: i64,
-    consumer_offset: i64,
-    diff: i64,
-    last_timestamp: i64,
+pub(crate) struct QueueProgress {
+    pub topic: String,
+    pub broker_name: String,
+    pub queue_id: i32,
+    pub broker_offset: i64,
+    pub consumer_offset: i64,
+    pub diff: i64,
+    pub last_timestamp: i64,
 }
 
 /// consumerProgress's figures (`--json`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Progress {
-    group: String,
-    queues: Vec<QueueProgress>,
-    consume_tps: f64,
-    diff_total: i64,
+pub(crate) struct Progress {
+    pub group: String,
+    pub queues: Vec<QueueProgress>,
+    pub consume_tps: f64,
+    pub diff_total: i64,
 }
 
 /// GET_CONSUME_STATS of `group` from every broker of the group, merged.
-fn consume_stats(common: &Common, group: &str) -> Result<Progress, AdminError> {
+pub(crate) fn consume_stats(common: &Common, group: &str) -> Result<Progress, AdminError> {
     let mut progress = Progress {
         group: group.to_string(),
         queues: Vec::new(),
@@ -337,9 +347,105 @@ fn consume_stats(common: &Common, group: &str) -> Result<Progress, AdminError> {
     Ok(progress)
 }
 
-/// `consumerProgress`: the group's offsets per queue against the brokers' and the totals.
-pub(super) fn consumer_progress(args: &GroupArgs) -> Result<(), AdminError> {
-    let progress = consume_stats(&args.common, args.group.trim())?;
+/// One group of consumerProgress without `-g` (mqadmin's `GroupConsumeInfo`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GroupSummary {
+    pub group: String,
+    /// Online clients.
+    pub count: usize,
+    /// The lowest client version ordinal, when a client is online.
+    pub version: Option<i32>,
+    /// `PUSH` or `PULL`, when a client is online.
+    pub consume_type: Option<String>,
+    /// `CLUSTERING` or `BROADCASTING`, for online push consumers.
+    pub message_model: Option<String>,
+    pub consume_tps: f64,
+    pub diff_total: i64,
+}
+
+/// Every consumer group (one per `%RETRY%` topic the nameserver knows) with its online clients
+/// and total lag, most clients first, then most lag. A group whose stats or connections cannot
+/// be read counts as having none (as mqadmin).
+pub(crate) fn group_summaries(common: &Common) -> Result<Vec<GroupSummary>, AdminError> {
+    let mut ns = common.namesrv()?;
+    let addr = ns.conn.addr().to_string();
+    let topics = ns
+        .topics()
+        .context(|| format!("GET_ALL_TOPIC_LIST_FROM_NAMESERVER (206) from nameserver {addr}"))?;
+    let mut summaries = Vec::new();
+    for topic in &topics.topic_list {
+        let Some(group) = topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) else {
+            continue;
+        };
+        let stats = consume_stats(common, group).ok();
+        let connection = consumer_connection_info(common, group).ok();
+        let count = connection.as_ref().map_or(0, |c| c.connection_set.len());
+        let online = connection.filter(|_| count > 0);
+        let name = |v: &Value| v.as_str().map(str::to_string);
+        let consume_type = online.as_ref().and_then(|c| name(&c.consume_type));
+        let push = consume_type.as_deref() == Some("CONSUME_PASSIVELY");
+        summaries.push(GroupSummary {
+            group: group.to_string(),
+            count,
+            version: online
+                .as_ref()
+                .and_then(|c| c.connection_set.iter().map(|c| c.version).min()),
+            consume_type: consume_type.map(|_| if push { "PUSH" } else { "PULL" }.to_string()),
+            message_model: online
+                .as_ref()
+                .filter(|_| push)
+                .and_then(|c| name(&c.message_model)),
+            consume_tps: stats.as_ref().map_or(0.0, |s| s.consume_tps),
+            diff_total: stats.as_ref().map_or(0, |s| s.diff_total),
+        });
+    }
+    summaries
+        .sort_by(|a, b| (b.count, b.diff_total, &a.group).cmp(&(a.count, a.diff_total, &b.group)));
+    Ok(summaries)
+}
+
+/// `consumerProgress` without `-g`: mqadmin's one line per group.
+fn print_group_summaries(common: &Common) -> Result<(), AdminError> {
+    let summaries = group_summaries(common)?;
+    if common.json {
+        return output::print_json(&summaries);
+    }
+    let mut table = Table::new(&[
+        left("#Group", 64, "  "),
+        left("#Count", 6, "  "),
+        left("#Version", 24, " "),
+        left("#Type", 5, "  "),
+        left("#Model", 14, "  "),
+        left("#TPS", 7, "  "),
+        left("#Diff Total", 0, ""),
+    ]);
+    for g in &summaries {
+        let version = match g.version {
+            Some(v) if g.count > 0 => output::version_desc(v),
+            _ => "OFFLINE".to_string(),
+        };
+        table.row(vec![
+            g.group.clone(),
+            g.count.to_string(),
+            version,
+            g.consume_type.clone().unwrap_or_default(),
+            g.message_model.clone().unwrap_or_default(),
+            (g.consume_tps as i64).to_string(),
+            g.diff_total.to_string(),
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+/// `consumerProgress`: the group's offsets per queue against the brokers' and the totals; every
+/// group's summary without `-g`.
+pub(super) fn consumer_progress(args: &ProgressArgs) -> Result<(), AdminError> {
+    let Some(group) = &args.group else {
+        return print_group_summaries(&args.common);
+    };
+    let progress = consume_stats(&args.common, group.trim())?;
     if args.common.json {
         return output::print_json(&progress);
     }
@@ -385,28 +491,28 @@ pub(super) fn consumer_progress(args: &GroupArgs) -> Result<(), AdminError> {
 /// A client connection (`Connection`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
-struct ClientConnection {
-    client_id: String,
-    client_addr: String,
+pub(crate) struct ClientConnection {
+    pub client_id: String,
+    pub client_addr: String,
     #[serde(default)]
-    language: String,
+    pub language: String,
     #[serde(default)]
-    version: i32,
+    pub version: i32,
 }
 
 /// GET_CONSUMER_CONNECTION_LIST's body (`ConsumerConnection`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ConsumerConnection {
-    connection_set: Vec<ClientConnection>,
+pub(crate) struct ConsumerConnection {
+    pub connection_set: Vec<ClientConnection>,
     #[serde(default)]
-    subscription_table: BTreeMap<String, Value>,
+    pub subscription_table: BTreeMap<String, Value>,
     #[serde(default)]
-    consume_type: Value,
+    pub consume_type: Value,
     #[serde(default)]
-    message_model: Value,
+    pub message_model: Value,
     #[serde(default)]
-    consume_from_where: Value,
+    pub consume_from_where: Value,
 }
 
 /// GET_PRODUCER_CONNECTION_LIST's body (`ProducerConnection`).
@@ -439,10 +545,12 @@ fn ask_each<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// `consumerConnection`: the group's clients on every broker and their subscriptions.
-pub(super) fn consumer_connection(args: &GroupArgs) -> Result<(), AdminError> {
-    let group = args.group.trim();
-    let addrs = group_brokers(&args.common, group)?;
+/// The group's clients on every broker of the group, merged, with their subscriptions.
+pub(crate) fn consumer_connection_info(
+    common: &Common,
+    group: &str,
+) -> Result<ConsumerConnection, AdminError> {
+    let addrs = group_brokers(common, group)?;
     let cmd = || {
         command(
             request::GET_CONSUMER_CONNECTION_LIST,
@@ -457,6 +565,12 @@ pub(super) fn consumer_connection(args: &GroupArgs) -> Result<(), AdminError> {
     }
     merged.connection_set.sort();
     merged.connection_set.dedup();
+    Ok(merged)
+}
+
+/// `consumerConnection`: the group's clients on every broker and their subscriptions.
+pub(super) fn consumer_connection(args: &GroupArgs) -> Result<(), AdminError> {
+    let merged = consumer_connection_info(&args.common, args.group.trim())?;
     if args.common.json {
         return output::print_json(&merged);
     }

@@ -4,10 +4,11 @@
 //! * `topic`: topicList, topicRoute, topicStatus, topicClusterList, updateTopic, deleteTopic
 //! * `message`: sendMessage, consumeMessage
 //! * `query`: queryMsgById, queryMsgByKey, queryMsgByUniqueKey, queryMsgByOffset
+//! * `offset`: resetOffsetByTime
 //! * `group`: updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection,
 //!   producerConnection
-//! * `cluster`: clusterList, brokerStatus, getBrokerConfig, wipeWritePerm, addWritePerm,
-//!   getNamesrvConfig
+//! * `cluster`: clusterList, brokerStatus, getBrokerConfig, updateBrokerConfig, wipeWritePerm,
+//!   addWritePerm, getNamesrvConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
 //! * `fastjson_mq`: bodies keyed by MessageQueue objects (topic and consume stats)
 
@@ -15,6 +16,7 @@ mod cluster;
 pub mod fastjson_mq;
 mod group;
 mod message;
+mod offset;
 mod output;
 mod query;
 mod topic;
@@ -91,12 +93,16 @@ enum AdminCommand {
     /// Delete a subscription group from a broker or every master of a cluster.
     #[command(name = "deleteSubGroup")]
     DeleteSubGroup(group::DeleteSubGroupArgs),
-    /// A consumer group's progress per queue: broker offset, consumer offset, diff.
+    /// A consumer group's progress per queue: broker offset, consumer offset, diff (every
+    /// group's clients and lag without -g).
     #[command(name = "consumerProgress")]
-    ConsumerProgress(GroupArgs),
+    ConsumerProgress(group::ProgressArgs),
     /// The online clients of a consumer group and their subscriptions.
     #[command(name = "consumerConnection")]
     ConsumerConnection(GroupArgs),
+    /// Move a consumer group's offsets on a topic to a point in time.
+    #[command(name = "resetOffsetByTime")]
+    ResetOffsetByTime(offset::ResetArgs),
     /// The online clients of a producer group sending to a topic.
     #[command(name = "producerConnection")]
     ProducerConnection(group::ProducerArgs),
@@ -106,6 +112,10 @@ enum AdminCommand {
     /// A broker's configuration.
     #[command(name = "getBrokerConfig")]
     GetBrokerConfig(Targeted),
+    /// Change a broker config key that can change at runtime, on a broker or every master of a
+    /// cluster.
+    #[command(name = "updateBrokerConfig")]
+    UpdateBrokerConfig(cluster::UpdateConfigArgs),
     /// Take write permission away from a broker's topics in every nameserver.
     #[command(name = "wipeWritePerm")]
     WipeWritePerm(cluster::WritePermArgs),
@@ -332,8 +342,10 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::ConsumerProgress(a) => group::consumer_progress(&a),
         C::ConsumerConnection(a) => group::consumer_connection(&a),
         C::ProducerConnection(a) => group::producer_connection(&a),
+        C::ResetOffsetByTime(a) => offset::reset_offset_command(&a),
         C::BrokerStatus(a) => cluster::broker_status(&a),
         C::GetBrokerConfig(a) => cluster::broker_config(&a),
+        C::UpdateBrokerConfig(a) => cluster::update_config(&a),
         C::WipeWritePerm(a) => cluster::write_perm(&a, true),
         C::AddWritePerm(a) => cluster::write_perm(&a, false),
         C::GetNamesrvConfig(a) => cluster::namesrv_config(&a),

@@ -234,6 +234,43 @@ pub fn date_time_millis(ms: i64) -> String {
     format!("{},{:03}", date_time(ms), local_time(ms).millis)
 }
 
+/// Local time `yyyy-MM-dd#HH:mm:ss:SSS` (UtilAll.YYYY_MM_DD_HH_MM_SS_SSS) in ms since the
+/// epoch; `None` when the text is not such a time.
+pub fn parse_date_time_millis(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once('#')?;
+    let date: Vec<i32> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let time: Vec<i32> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [year, month, day] = <[i32; 3]>::try_from(date).ok()?;
+    let [hour, minute, second, millis] = <[i32; 4]>::try_from(time).ok()?;
+    let valid = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0..61).contains(&second)
+        && (0..1000).contains(&millis);
+    if !valid {
+        return None;
+    }
+    // SAFETY: `tm` is plain old data, so all zeroes is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = year - 1900;
+    tm.tm_mon = month - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = minute;
+    tm.tm_sec = second;
+    tm.tm_isdst = -1;
+    // SAFETY: mktime reads and normalizes `tm`, a live local; it returns -1 on failure.
+    let secs = unsafe { libc::mktime(&mut tm) };
+    (secs != -1).then(|| i64::from(secs) * 1000 + i64::from(millis))
+}
+
 /// The MQVersion name of a version ordinal (`MQVersion.getVersionDesc`), for 4.x and 5.x:
 /// V4_0_0_SNAPSHOT is 212 and every release takes a SNAPSHOT ordinal and a release ordinal.
 pub fn version_desc(ordinal: i32) -> String {

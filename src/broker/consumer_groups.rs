@@ -160,6 +160,14 @@ impl ClientRegistry {
         self.consumers.get(group)
     }
 
+    /// The connections of a consumer group's online clients.
+    pub fn consumer_channels(&self, group: &str) -> Vec<ChannelId> {
+        self.consumers
+            .get(group)
+            .map(|g| g.channels.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Client ids of a consumer group, sorted (GET_CONSUMER_LIST_BY_GROUP).
     pub fn consumer_ids(&self, group: &str) -> Vec<String> {
         let mut ids: Vec<String> = self

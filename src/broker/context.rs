@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use crate::broker::live_config::LiveConfig;
 use crate::config::{BrokerConfig, BrokerRole};
 
 /// A broker's identity and settings.
@@ -20,21 +21,23 @@ pub struct BrokerContext {
     pub ha_port: u16,
     /// Nameservers to register with.
     pub namesrv_addrs: Vec<String>,
+    /// The settings UPDATE_BROKER_CONFIG changes at runtime (`cfg` keeps the start-up values).
+    pub live: LiveConfig,
 }
 
 impl BrokerContext {
     /// True when this broker accepts writes (not a slave, write permission set).
     pub fn writable(&self) -> bool {
-        self.cfg.broker_role != BrokerRole::Slave && self.cfg.broker_permission & 2 != 0
+        self.cfg.broker_role != BrokerRole::Slave && self.live.broker_permission() & 2 != 0
     }
 
     /// True when this broker serves reads.
     pub fn readable(&self) -> bool {
-        self.cfg.broker_permission & 4 != 0
+        self.live.broker_permission() & 4 != 0
     }
 
     /// The broker's permission as Java's `PermName` bits.
     pub fn permission(&self) -> i32 {
-        i32::from(self.cfg.broker_permission)
+        i32::from(self.live.broker_permission())
     }
 }

@@ -6,6 +6,7 @@
 pub mod consumer_groups;
 pub mod context;
 pub mod control;
+pub mod live_config;
 pub mod placement;
 pub mod processor;
 pub mod replication;
@@ -48,6 +49,8 @@ pub struct BrokerOptions {
     pub port_override: Option<u16>,
     /// Shards (0 = one per available core, capped by the config's `shardCount`).
     pub shards: usize,
+    /// The `-c` file the config was read from: UPDATE_BROKER_CONFIG writes changes there.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// A running broker.
@@ -117,6 +120,7 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
         shards,
         ha_port: ha_addr.port(),
         namesrv_addrs: options.namesrv_addrs.clone(),
+        live: live_config::LiveConfig::new(&cfg, options.config_file.clone()),
         cfg,
     };
     let topics = TopicConfigManager::open(&ctx.cfg, true).map_err(io::Error::other)?;

@@ -190,6 +190,15 @@ impl TopicConfigManager {
         Ok(changes)
     }
 
+    /// A new data version with the same topics, as Java's `nextVersion` when the broker's
+    /// permission changes: nameservers take a registration's topics only from a new version.
+    pub fn next_version(&mut self) -> Result<(), MetadataError> {
+        let mut wrapper = self.table.wrapper().clone();
+        metadata::next_version(&mut wrapper.data_version);
+        self.table = TopicTable::from_wrapper(wrapper);
+        self.persist()
+    }
+
     /// The table's data version.
     pub fn data_version(&self) -> crate::protocol::register::DataVersion {
         self.table.data_version()

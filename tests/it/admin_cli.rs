@@ -19,15 +19,15 @@ use serde_json::Value;
 use crate::harness::TestBroker;
 
 /// What one run of `ringmq admin` did.
-struct Run {
-    ok: bool,
-    code: Option<i32>,
-    out: String,
-    err: String,
+pub(crate) struct Run {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub out: String,
+    pub err: String,
 }
 
 /// Runs `ringmq admin <args>` with NAMESRV_ADDR set to `namesrv`, or unset for `None`.
-fn run(namesrv: Option<&str>, args: &[&str]) -> Run {
+pub(crate) fn run(namesrv: Option<&str>, args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
     cmd.arg("admin").args(args).env_remove("NAMESRV_ADDR");
     if let Some(namesrv) = namesrv {
@@ -43,27 +43,27 @@ fn run(namesrv: Option<&str>, args: &[&str]) -> Run {
     }
 }
 
-fn admin(namesrv: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn admin(namesrv: &str, args: &[&str]) -> (bool, String, String) {
     let r = run(Some(namesrv), args);
     (r.ok, r.out, r.err)
 }
 
 /// Runs a command that must succeed; its stdout.
-fn ok(namesrv: &str, args: &[&str]) -> String {
+pub(crate) fn ok(namesrv: &str, args: &[&str]) -> String {
     let r = run(Some(namesrv), args);
     assert!(r.ok, "{args:?} failed: {}{}", r.err, r.out);
     r.out
 }
 
 /// Runs a command with `--json` that must succeed; its stdout parsed.
-fn json(namesrv: &str, args: &[&str]) -> Value {
+pub(crate) fn json(namesrv: &str, args: &[&str]) -> Value {
     let args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
     let out = ok(namesrv, &args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
 /// Runs a command that must fail with exit code 1; its stderr.
-fn fails(namesrv: Option<&str>, args: &[&str]) -> String {
+pub(crate) fn fails(namesrv: Option<&str>, args: &[&str]) -> String {
     let r = run(namesrv, args);
     assert_eq!(r.code, Some(1), "{args:?}: {}{}", r.out, r.err);
     assert!(r.err.starts_with("ringmq admin: "), "{}", r.err);
@@ -73,7 +73,7 @@ fn fails(namesrv: Option<&str>, args: &[&str]) -> String {
 /// Asserts that in the table `text` starts with (up to a blank line), every row's cell under
 /// each of `titles` starts in the title's column, after a blank (mqadmin's left-aligned
 /// columns).
-fn assert_aligned(text: &str, titles: &[&str]) {
+pub(crate) fn assert_aligned(text: &str, titles: &[&str]) {
     let rows: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).collect();
     let header = rows[0];
     for title in titles {
@@ -88,7 +88,7 @@ fn assert_aligned(text: &str, titles: &[&str]) {
     }
 }
 
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(found) = probe() {
@@ -99,7 +99,7 @@ fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn send(conn: &mut Connection, topic: &str, queue_id: i32) {
+pub(crate) fn send(conn: &mut Connection, topic: &str, queue_id: i32) {
     let msg = OutgoingMessage {
         topic: topic.into(),
         queue_id,
@@ -110,7 +110,7 @@ fn send(conn: &mut Connection, topic: &str, queue_id: i32) {
     conn.send_message("cli_pg", &msg).unwrap();
 }
 
-fn request(code: i32, fields: &[(&str, &str)]) -> RemotingCommand {
+pub(crate) fn request(code: i32, fields: &[(&str, &str)]) -> RemotingCommand {
     let mut cmd = RemotingCommand::request(code);
     for (k, v) in fields {
         cmd.set_ext(*k, *v);
@@ -327,7 +327,7 @@ fn update_an_ordered_topic(broker: &TestBroker, ns: &str) {
 // Subscription groups, consumers and producers
 
 /// A consumer `client-1` of `group` on `topic`, also in producer group `cli_pg`.
-fn heartbeat(group: &str, topic: &str) -> HeartbeatData {
+pub(crate) fn heartbeat(group: &str, topic: &str) -> HeartbeatData {
     HeartbeatData {
         client_id: "client-1".into(),
         consumer_data_set: vec![ConsumerData {
@@ -694,6 +694,8 @@ fn every_command_has_help() {
         ("producerConnection", "--producerGroup"),
         ("brokerStatus", "--brokerAddr"),
         ("getBrokerConfig", "--clusterName"),
+        ("updateBrokerConfig", "--value"),
+        ("resetOffsetByTime", "--timestamp"),
         ("wipeWritePerm", "--brokerName"),
         ("addWritePerm", "--brokerName"),
         ("getNamesrvConfig", "--json"),

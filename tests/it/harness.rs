@@ -149,6 +149,7 @@ impl TestBroker {
             namesrv_addrs: vec![namesrv.addr.clone()],
             port_override: Some(0),
             shards,
+            config_file: None,
         };
         let handle = ringmq::broker::start(options, Shutdown::new()).expect("broker starts");
         let addr = handle.local_addr.to_string();

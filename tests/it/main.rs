@@ -1,6 +1,8 @@
 //! The one integration test binary: black-box tests through real sockets.
 
 mod admin_cli;
+mod admin_config;
+mod admin_offsets;
 mod admin_query;
 mod broker_admin;
 mod broker_basic;

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 
 use serde::Serialize;
 
+use super::admin_offset::QueueReset;
 use super::admin_runtime::History;
 use super::Failure;
 use crate::broker::placement::owner_shard;
@@ -31,7 +32,7 @@ pub const SLAVE_REMARK: &str = concat!(
 );
 
 /// The request codes this module answers.
-const CODES: [i32; 16] = [
+const CODES: [i32; 18] = [
     req::UPDATE_AND_CREATE_TOPIC,
     req::DELETE_TOPIC_IN_BROKER,
     req::GET_ALL_TOPIC_CONFIG,
@@ -48,6 +49,8 @@ const CODES: [i32; 16] = [
     req::GET_BROKER_RUNTIME_INFO,
     req::GET_BROKER_CONFIG,
     req::CHECK_CLIENT_CONFIG,
+    req::INVOKE_BROKER_TO_RESET_OFFSET,
+    req::UPDATE_BROKER_CONFIG,
 ];
 
 /// True for the request codes [`Shard::admin`] answers.
@@ -75,6 +78,17 @@ pub enum AdminQuery {
         name: String,
         config: Option<TopicConfig>,
     },
+    /// Reset `group`'s offsets on the queues of `topic`'s `0..queues` this shard owns
+    /// (INVOKE_BROKER_TO_RESET_OFFSET).
+    ResetOffsets {
+        topic: String,
+        group: String,
+        queues: i32,
+        timestamp: i64,
+        force: bool,
+    },
+    /// Take this configuration as the current one (UPDATE_BROKER_CONFIG).
+    ApplyConfig(Box<crate::config::BrokerConfig>),
 }
 
 /// A shard's answer to an [`AdminQuery`].
@@ -83,6 +97,7 @@ pub enum AdminAnswer {
     QueueStats(Vec<QueueStat>),
     Offsets(Box<OffsetsSnapshot>),
     Counters(ShardCounters),
+    Reset(Result<Vec<QueueReset>, String>),
     Done,
 }
 
@@ -227,6 +242,8 @@ impl Shard {
             req::GET_BROKER_RUNTIME_INFO => self.runtime_info(cmd).await,
             req::GET_BROKER_CONFIG => self.broker_config(cmd),
             req::CHECK_CLIENT_CONFIG => self.check_client_config(cmd),
+            req::INVOKE_BROKER_TO_RESET_OFFSET => self.reset_offset(cmd).await,
+            req::UPDATE_BROKER_CONFIG => self.update_broker_config(cmd).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),
@@ -279,6 +296,20 @@ impl Shard {
                     Some(config) => replica.insert(name, config),
                     None => replica.remove(&name),
                 };
+                AdminAnswer::Done
+            }
+            AdminQuery::ResetOffsets {
+                topic,
+                group,
+                queues,
+                timestamp,
+                force,
+            } => AdminAnswer::Reset(
+                self.reset_local(&topic, &group, queues, timestamp, force)
+                    .await,
+            ),
+            AdminQuery::ApplyConfig(cfg) => {
+                self.ctx.live.apply(*cfg);
                 AdminAnswer::Done
             }
         }

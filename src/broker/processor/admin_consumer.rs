@@ -308,7 +308,7 @@ impl Shard {
             return Ok(cmd.success_to());
         }
         let remark = format!("The broker does not support consumer to filter message by {kind}");
-        match self.ctx.cfg.enable_property_filter {
+        match self.ctx.live.enable_property_filter() {
             false => Err((resp::SYSTEM_ERROR, remark)),
             true => Err((resp::SUBSCRIPTION_PARSE_FAILED, remark)),
         }

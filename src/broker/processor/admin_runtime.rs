@@ -283,15 +283,16 @@ impl Shard {
     /// GET_BROKER_CONFIG (26): every key as `key=value` lines, and (as Java's
     /// `GetBrokerConfigResponseHeader`) the configuration's data version in header `version`.
     pub(super) fn broker_config(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        let live = &self.ctx.live;
         let version = DataVersion {
-            counter: 0,
+            counter: live.version(),
             timestamp: self.stats.boot_ms,
         };
         let version = serde_json::to_string(&version).map_err(encode_failure)?;
         Ok(cmd
             .success_to()
             .with_ext("version", version)
-            .with_body(self.ctx.cfg.to_properties().into_bytes()))
+            .with_body(live.snapshot().to_properties().into_bytes()))
     }
 }
 

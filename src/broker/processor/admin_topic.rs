@@ -178,14 +178,8 @@ impl Shard {
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
-        let control = self.admin_control()?;
         let topic = cmd.req_str("topic").map_err(field_failure)?;
-        let queues = control
-            .topics
-            .borrow()
-            .get(topic)
-            .map(|t| t.write_queue_nums);
-        let Some(queues) = queues else {
+        let Some(queues) = self.write_queues(topic)? else {
             let remark = format!("topic[{topic}] not exist");
             return Err((resp::TOPIC_NOT_EXIST, remark));
         };
@@ -207,6 +201,13 @@ impl Shard {
     }
 
     /// A queue of this broker, as bodies name it.
+    /// The write queue count of `topic` in the control shard's table, if it has the topic.
+    pub(super) fn write_queues(&self, topic: &str) -> Result<Option<i32>, Failure> {
+        let control = self.admin_control()?;
+        let topics = control.topics.borrow();
+        Ok(topics.get(topic).map(|t| t.write_queue_nums))
+    }
+
     pub(super) fn message_queue(&self, topic: &str, queue_id: i32) -> MessageQueue {
         MessageQueue {
             broker_name: self.ctx.cfg.broker_name.clone(),

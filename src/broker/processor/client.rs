@@ -45,7 +45,7 @@ impl Shard {
             let group = consumer.group_name.clone();
             let (retry_queues, created) = {
                 let mut groups = control.groups.borrow_mut();
-                let auto = self.ctx.cfg.auto_create_subscription_group;
+                let auto = self.ctx.live.auto_create_subscription_group();
                 let lookup = groups.get_or_auto_create(&group, auto);
                 let created = matches!(lookup, GroupLookup::Created(_));
                 (lookup.config().map(|g| g.retry_queue_nums), created)
@@ -148,13 +148,8 @@ impl Shard {
     /// shard learns its subscriptions.
     fn group_changed(&self, group: &str) {
         let Some(control) = &self.control else { return };
-        let channels: Vec<ChannelId> = control
-            .clients
-            .borrow()
-            .consumer_group(group)
-            .map(|g| g.channels.keys().copied().collect())
-            .unwrap_or_default();
-        if self.ctx.cfg.notify_consumer_ids_changed_enable {
+        let channels = control.clients.borrow().consumer_channels(group);
+        if self.ctx.live.notify_consumer_ids_changed_enable() {
             let notify = RemotingCommand::request(req::NOTIFY_CONSUMER_IDS_CHANGED)
                 .with_ext("consumerGroup", group);
             self.send_to_channels(channels.into_iter().map(|c| (c, notify.clone())).collect());

@@ -2,7 +2,9 @@
 //! turning a `protocol` request into store calls and a response. Dispatch is one `match`.
 
 pub mod admin;
+mod admin_config;
 mod admin_consumer;
+mod admin_offset;
 mod admin_runtime;
 mod admin_topic;
 mod client;

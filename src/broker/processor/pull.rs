@@ -105,7 +105,7 @@ impl Shard {
             );
         }
         let mut result = self.read_queue(&request, filter.as_ref()).await?;
-        let may_wait = request.sys_flag & FLAG_SUSPEND != 0 && self.ctx.cfg.long_polling_enable;
+        let may_wait = request.sys_flag & FLAG_SUSPEND != 0 && self.ctx.live.long_polling_enable();
         if may_wait && pull_code(&result, request.offset) == resp::PULL_NOT_FOUND {
             self.park(&request).await;
             result = self.read_queue(&request, filter.as_ref()).await?;
@@ -129,8 +129,8 @@ impl Shard {
     /// RAM) is sent to the slave (id 1, `whichBrokerWhenConsumeSlowly`'s default), any other
     /// to the master.
     fn suggest_broker(&self, result: &GetResult) -> i64 {
-        let cfg = &self.ctx.cfg;
-        if !cfg.slave_read_enable {
+        let live = &self.ctx.live;
+        if !live.slave_read_enable() {
             return 0;
         }
         let last = result
@@ -139,8 +139,8 @@ impl Shard {
             .and_then(|m| crate::message::record::RecordView::parse(m).ok())
             .map(|v| crate::store::split_physical(v.physical_offset).1);
         let behind = last.map_or(0, |l| self.store().written_offset().saturating_sub(l));
-        let in_memory =
-            total_memory_bytes() / 100 * u64::from(cfg.access_message_in_memory_max_ratio_percent);
+        let in_memory = total_memory_bytes() / 100
+            * u64::from(live.access_message_in_memory_max_ratio_percent());
         suggest_broker_id(behind, in_memory)
     }
 

@@ -38,7 +38,7 @@ impl Shard {
     ) -> Result<RemotingCommand, Failure> {
         let unique = cmd.bool_or("_UNIQUE_KEY_QUERY", false);
         let max = match unique {
-            true => self.ctx.cfg.default_query_max_num as i64,
+            true => self.ctx.live.default_query_max_num() as i64,
             false => cmd.req_i64("maxNum").map_err(field_failure)?,
         };
         let query = KeyQuery {

@@ -35,7 +35,7 @@ impl Shard {
         check_send_topic(&request.topic).map_err(|r| (resp::SYSTEM_ERROR, r))?;
         let topic = self.send_topic(&request).await?;
         let queue_id = check_queue(&request, &topic)?;
-        let max = self.ctx.cfg.max_message_size_bytes as usize;
+        let max = self.ctx.live.max_message_size_bytes() as usize;
         if cmd.body.len() > max {
             let remark = format!(
                 "the message body size {} exceeds the limit of {max} bytes (maxMessageSize)",
@@ -49,7 +49,7 @@ impl Shard {
             .is_none_or(|w| !w.eq_ignore_ascii_case("false"));
         let prepared = is_prepared(&props, &request);
         if prepared {
-            check_prepared(&self.ctx.cfg, &request)?;
+            check_prepared(&self.ctx, &request)?;
             // The half message gets a consume-queue unit in the half topic (STORE.md §10).
             request.sys_flag &= !sysflag::TRANSACTION_MASK;
         }
@@ -312,11 +312,14 @@ fn is_prepared(props: &Properties, request: &SendRequest) -> bool {
 }
 
 /// Half messages are refused when `rejectTransactionMessage` is set, and may not be batched.
-fn check_prepared(cfg: &crate::config::BrokerConfig, request: &SendRequest) -> Result<(), Failure> {
-    if cfg.reject_transaction_message {
+fn check_prepared(
+    ctx: &crate::broker::context::BrokerContext,
+    request: &SendRequest,
+) -> Result<(), Failure> {
+    if ctx.live.reject_transaction_message() {
         let remark = format!(
             "the broker[{}] sending transaction message is forbidden",
-            cfg.broker_name
+            ctx.cfg.broker_name
         );
         return Err((resp::NO_PERMISSION, remark));
     }

@@ -214,8 +214,9 @@ pub async fn run_checks(shard: Rc<Shard>, shutdown: Shutdown) {
     if crate::broker::placement::owner_shard(TRANS_HALF_TOPIC, 0, shard.ctx.shards) != shard.id {
         return;
     }
-    let interval = Duration::from_millis(shard.ctx.cfg.transaction_check_interval_ms.max(100));
-    while shutdown.sleep(interval).await {
+    let interval =
+        || Duration::from_millis(shard.ctx.live.transaction_check_interval_ms().max(100));
+    while shutdown.sleep(interval()).await {
         if let Err(e) = check_pass(&shard).await {
             tracing::warn!(error = %e, "transaction check pass failed");
         }
@@ -231,7 +232,7 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
         .query(TRANS_HALF_TOPIC, TRANS_GROUP, 0)
         .unwrap_or(0);
     let now = SystemClock.now_ms();
-    let timeout_ms = shard.ctx.cfg.transaction_timeout_ms as i64;
+    let timeout_ms = shard.ctx.live.transaction_timeout_ms() as i64;
     let mut prefix_open = false;
     loop {
         let result = shard
@@ -296,7 +297,7 @@ async fn check_one(
             return Ok(false);
         }
         let checks = state.checks.entry(view.queue_offset).or_insert(0);
-        if *checks >= shard.ctx.cfg.transaction_check_max {
+        if *checks >= shard.ctx.live.transaction_check_max() {
             tracing::warn!(
                 offset = view.queue_offset,
                 "half message checked too often; discarded"

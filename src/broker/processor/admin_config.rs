@@ -1,0 +1,65 @@
+//! UPDATE_BROKER_CONFIG (25) on the control shard: mqadmin's `updateBrokerConfig`. The body is
+//! a properties text; every key must be one of `live_config::RUNTIME_KEYS` and every value must pass the
+//! config's own checks, or nothing changes and the remark names the key and why. An accepted
+//! change is first written to the broker's config file (when it was started with `-c`), then
+//! applied on every shard; a new `brokerPermission` is registered with the nameservers at once
+//! (as Java does). GET_BROKER_CONFIG (`admin_runtime.rs`) shows the current values.
+
+use super::admin::AdminQuery;
+use super::Failure;
+use crate::broker::live_config;
+use crate::broker::shard::Shard;
+use crate::config::properties;
+use crate::remoting::{response as resp, RemotingCommand};
+
+impl Shard {
+    pub(super) async fn update_broker_config(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
+        self.admin_control()?;
+        let failure = |remark: String| (resp::SYSTEM_ERROR, remark);
+        let text = std::str::from_utf8(&cmd.body)
+            .map_err(|e| failure(format!("the config body is not UTF-8: {e}")))?;
+        let entries = properties::parse(text)
+            .map_err(|e| failure(format!("the config body does not parse: {e}")))?;
+        let changes: Vec<(String, String)> = entries
+            .into_iter()
+            .map(|e| (e.key, e.value.trim_end().to_string()))
+            .collect();
+        let live = &self.ctx.live;
+        let cfg = live_config::updated(
+            &live.snapshot(),
+            &changes,
+            self.ctx.cfg.max_message_size_bytes,
+        )
+        .map_err(failure)?;
+        if let Some(path) = live.config_file() {
+            // A small blocking rewrite of the config file, on an admin request only.
+            let written = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| live_config::rewrite_properties(&text, &changes))
+                .and_then(|text| {
+                    crate::fsutil::write_atomically(path, text.as_bytes())
+                        .map_err(|e| e.to_string())
+                });
+            written.map_err(|e| {
+                failure(format!(
+                    "the change is not written to {}: {e}; nothing changed",
+                    path.display()
+                ))
+            })?;
+        }
+        let permission_changed = cfg.broker_permission != live.broker_permission();
+        self.ask_all_shards(|| AdminQuery::ApplyConfig(Box::new(cfg.clone())))
+            .await?;
+        if permission_changed {
+            let control = self.admin_control()?;
+            let bumped = control.topics.borrow_mut().next_version();
+            bumped.map_err(|e| failure(format!("the topic table is not persisted: {e}")))?;
+            self.register_epoch.advance(self.register_epoch.get() + 1);
+        }
+        tracing::info!(?changes, "broker config updated by an admin request");
+        Ok(cmd.success_to())
+    }
+}
