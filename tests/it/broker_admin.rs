@@ -27,16 +27,17 @@ const SLAVE_REMARK: &str = "Can't modify topic or subscription group from slave 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A 2-shard broker in a fresh store after `tweak`; the directory lives as long as the broker.
+/// A 2-shard broker in a fresh store after `tweak`. The directory comes first so that a
+/// `let (dir, broker) = …` drops (stops) the broker before it removes the directory.
 fn broker_with(
     tweak: impl FnOnce(&mut ringmq::config::BrokerConfig),
-) -> (TestBroker, tempfile::TempDir) {
+) -> (tempfile::TempDir, TestBroker) {
     let dir = tempfile::Builder::new()
         .prefix("ringmq-admin-")
         .tempdir_in("/tmp")
         .unwrap();
     let broker = TestBroker::start_in(TestNamesrv::start(), dir.path(), 2, tweak);
-    (broker, dir)
+    (dir, broker)
 }
 
 fn command(code: i32, fields: &[(&str, &str)]) -> RemotingCommand {
@@ -233,7 +234,7 @@ fn assert_topic_stats(conn: &mut Connection, topic: &str, per_queue: i64) {
 
 #[test]
 fn an_admin_topic_is_created_on_every_shard_counted_and_deleted() {
-    let (broker, dir) = broker_with(|c| c.auto_create_topic_enable = false);
+    let (dir, broker) = broker_with(|c| c.auto_create_topic_enable = false);
     let mut conn = broker.connection();
     let created = create_topic(&mut conn, "AdminTopic", 4);
     let java = golden("java/0006-s2c-17-create_topic_resp.bin");
@@ -344,7 +345,7 @@ fn topic_admin_errors_carry_javas_codes_and_remarks() {
 
 #[test]
 fn a_slave_refuses_topic_and_group_changes() {
-    let (broker, _dir) = broker_with(|c| {
+    let (_dir, broker) = broker_with(|c| {
         c.broker_role = ringmq::config::BrokerRole::Slave;
         c.broker_id = 1;
     });
@@ -383,7 +384,7 @@ fn a_slave_refuses_topic_and_group_changes() {
 
 #[test]
 fn subscription_groups_are_created_listed_persisted_and_deleted() {
-    let (broker, dir) = broker_with(|_| {});
+    let (dir, broker) = broker_with(|_| {});
     let mut conn = broker.connection();
     let body = br#"{"brokerId":0,"consumeBroadcastEnable":true,"consumeEnable":true,
         "consumeFromMinEnable":true,"groupName":"admin_group","notifyConsumerIdsChangedEnable":true,
@@ -743,7 +744,7 @@ fn client_config_checks_pass_tags_and_refuse_sql92() {
     let remark = "The broker does not support consumer to filter message by SQL92";
     assert_refused(&sql, response::SYSTEM_ERROR, remark);
     // With enablePropertyFilter Java compiles the expression; ringmq cannot filter by it.
-    let (filtering, _dir) = broker_with(|c| c.enable_property_filter = true);
+    let (_dir, filtering) = broker_with(|c| c.enable_property_filter = true);
     let sql = filtering
         .connection()
         .invoke(check_client("SQL92"))
