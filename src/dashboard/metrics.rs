@@ -72,12 +72,11 @@ impl Exposition {
                 .iter()
                 .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
                 .collect();
-            let _ = writeln!(
-                self.text,
-                "{name}{{{}}} {}",
-                labels.join(","),
-                value_text(*value)
-            );
+            let labels = match labels.is_empty() {
+                true => String::new(),
+                false => format!("{{{}}}", labels.join(",")),
+            };
+            let _ = writeln!(self.text, "{name}{labels} {}", value_text(*value));
         }
     }
 
@@ -377,9 +376,11 @@ mod tests {
         let mut out = Exposition::default();
         out.gauge("m", "help \\ me\nnow", &[(vec![("k", "v\"".into())], 1.0)]);
         out.gauge("empty", "left out", &[]);
+        out.gauge("bare", "no labels", &[(vec![], 0.5)]);
         assert_eq!(
             out.finish(),
-            "# HELP m help \\\\ me\\nnow\n# TYPE m gauge\nm{k=\"v\\\"\"} 1\n"
+            "# HELP m help \\\\ me\\nnow\n# TYPE m gauge\nm{k=\"v\\\"\"} 1\n\
+             # HELP bare no labels\n# TYPE bare gauge\nbare 0.5\n"
         );
     }
 
