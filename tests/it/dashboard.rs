@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 
 use ringmq::client::Connection;
 use ringmq::dashboard::{DashboardHandle, DashboardOptions};
-use ringmq::protocol::heartbeat::{
-    parse_tag_expression, ConsumeType, ConsumerData, HeartbeatData, MessageModel,
-};
 use ringmq::remoting::request as code;
 use serde_json::{json, Value};
 
@@ -127,18 +124,7 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Opt
 /// online while it is).
 pub fn consumer(broker: &TestBroker, group: &str, topic: &str, client_id: &str) -> Connection {
     let mut conn = broker.connection();
-    let beat = HeartbeatData {
-        client_id: client_id.into(),
-        consumer_data_set: vec![ConsumerData {
-            consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
-            consume_type: ConsumeType::Passively,
-            group_name: group.into(),
-            message_model: MessageModel::Clustering,
-            subscription_data_set: vec![parse_tag_expression(topic, "*", 1)],
-            unit_mode: false,
-        }],
-        producer_data_set: vec![],
-    };
+    let beat = crate::broker_basic::heartbeat(client_id, group, topic);
     conn.heartbeat(&beat).unwrap();
     conn
 }

@@ -11,6 +11,7 @@ mod broker_delay;
 mod broker_quirks;
 mod broker_transaction;
 mod dashboard;
+mod dashboard_browser;
 mod golden;
 mod ha;
 mod ha_process;
