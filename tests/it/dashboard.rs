@@ -471,21 +471,77 @@ fn groups_lag_and_reset(http: &Http, broker: &TestBroker, msg_id: &str) -> Conne
         Some(json!({"group": GROUP})),
     );
     assert_eq!((status, &resent["topic"]), (200, &TOPIC.into()), "{resent}");
+    wait_for_retry_messages(http, 1);
+    dead_letters_are_found_and_resent(http, broker, msg_id);
+    online
+}
+
+/// Waits until the group's retry topic holds `n` messages.
+fn wait_for_retry_messages(http: &Http, n: i64) {
     let retry = format!("/api/topics/%25RETRY%25{GROUP}");
     wait_until(
-        "the resent message in the retry topic",
+        "resent messages in the retry topic",
         Duration::from_secs(15),
         || {
             let (status, v) = http.json("GET", &retry, None);
-            let max = v["queues"]
-                .as_array()?
-                .iter()
-                .map(|q| q["maxOffset"].as_i64())
-                .sum::<Option<i64>>();
-            (status == 200 && max? >= 1).then_some(())
+            let queues = v["queues"].as_array()?.iter();
+            let max = queues.map(|q| q["maxOffset"].as_i64()).sum::<Option<i64>>();
+            (status == 200 && max? >= n).then_some(())
         },
     );
-    online
+}
+
+/// The message dead-lettered (CONSUMER_SEND_MSG_BACK, delay level -1) is found in the group's
+/// DLQ by time, shown with its original topic, and resent to the group's retry topic.
+fn dead_letters_are_found_and_resent(http: &Http, broker: &TestBroker, msg_id: &str) {
+    let shown = http.get(&format!("/api/messages/{msg_id}"));
+    let offset = shown["message"]["commitLogOffset"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let mut conn = broker.connection();
+    let mut back = ringmq::remoting::RemotingCommand::request(code::CONSUMER_SEND_MSG_BACK);
+    for (k, v) in [
+        ("offset", offset.as_str()),
+        ("group", GROUP),
+        ("delayLevel", "-1"),
+    ] {
+        back.set_ext(k, v);
+    }
+    conn.call(back).unwrap();
+    let dlq = format!("%DLQ%{GROUP}");
+    let search = format!(
+        "/api/messages?topic=%25DLQ%25{GROUP}&begin=0&end={}",
+        ringmq_now_ms() + 1000
+    );
+    let found = wait_until("the dead letter", Duration::from_secs(10), || {
+        let (status, v) = http.json("GET", &search, None);
+        (status == 200 && v.as_array()?.len() == 1).then_some(v)
+    });
+    assert_eq!(
+        (&found[0]["topic"], &found[0]["keys"]),
+        (&dlq.clone().into(), &"dash-key".into())
+    );
+    let dead_id = found[0]["offsetMsgId"].as_str().unwrap();
+    let dead = http.get(&format!("/api/messages/{dead_id}"));
+    assert_eq!(
+        dead["message"]["properties"]["RETRY_TOPIC"], TOPIC,
+        "{dead}"
+    );
+    let (status, resent) = http.json(
+        "POST",
+        &format!("/api/messages/{dead_id}/resend"),
+        Some(json!({"group": GROUP})),
+    );
+    assert_eq!((status, &resent["topic"]), (200, &dlq.into()), "{resent}");
+    wait_for_retry_messages(http, 2);
+    let e = http.fails(
+        "POST",
+        &format!("/api/messages/{dead_id}/resend"),
+        Some(json!({"group": " "})),
+        400,
+    );
+    assert!(e.contains("no consumer group"), "{e}");
 }
 
 fn metrics_parse_with_exporter_names(http: &Http, broker: &TestBroker) {
