@@ -694,3 +694,52 @@ fn the_exposition_parser_reads_escapes_and_refuses_garbage() {
     let garbage = std::panic::catch_unwind(|| parse_exposition("m{a=\"x} 1\n"));
     assert!(garbage.is_err());
 }
+
+#[test]
+fn the_dashboard_command_serves_until_sigterm_and_refuses_bad_flags() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let namesrv = crate::harness::TestNamesrv::start();
+    let bin = env!("CARGO_BIN_EXE_ringmq");
+    let mut child = Command::new(bin)
+        .args(["dashboard", "-n", &namesrv.addr, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .strip_prefix("ringmq dashboard: ")
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the start line: {line}"))
+        .to_string();
+    let http = Http::new(&base);
+    assert_eq!(http.get("/api/cluster")["brokers"], json!([]));
+    // SAFETY: kill(2) of our own unreaped child.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    let refused = |args: &[&str]| {
+        let out = Command::new(bin)
+            .arg("dashboard")
+            .args(args)
+            .env_remove("NAMESRV_ADDR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&[]);
+    assert!(err.contains("no nameserver given"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = refused(&["-n", &namesrv.addr, "--listen", &addr]);
+    assert!(err.contains(&format!("cannot serve on {addr}")), "{err}");
+}
