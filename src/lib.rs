@@ -18,6 +18,7 @@
 //! | [`broker`] | the broker: shards, routing over the mesh, request processors, registration |
 //! | `testing` | SimStorage and SimClock for seeded fault tests (tests and the `sim` feature only) |
 //! | [`admin`] | `ringmq admin`: mqadmin's commands over the client |
+//! | [`dashboard`] | `ringmq dashboard`: web console, `/api/` and `/metrics` over `admin`'s data functions |
 //! | [`client`] | a small blocking client (tests, admin); never imports servers |
 //!
 //! `remoting` and `protocol` are pure: no I/O, no async, no glommio.
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod fsutil;
 pub mod ha;
 pub mod limits;

@@ -37,6 +37,9 @@ enum Command {
     Admin(NotBuiltArgs),
     /// Stop a local broker or nameserver gracefully, like `mqshutdown`. Not built yet.
     Shutdown(ShutdownArgs),
+    /// Serve the web console and Prometheus exporter of a cluster (`-n` its nameservers,
+    /// `--listen` where to serve, 127.0.0.1:8080 by default).
+    Dashboard(ringmq::dashboard::DashboardArgs),
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Standalone(args) => run_standalone(args),
         Command::Admin(args) => ringmq::admin::run(args.args),
         Command::Shutdown(args) => run_shutdown(args),
+        Command::Dashboard(args) => ringmq::dashboard::run(args),
     }
 }
 

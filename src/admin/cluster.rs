@@ -39,7 +39,7 @@ pub(super) struct UpdateConfigArgs {
 /// One broker of a cluster.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Member {
+pub(crate) struct Member {
     pub cluster_name: String,
     pub broker_name: String,
     pub broker_id: i64,
@@ -47,14 +47,14 @@ pub(super) struct Member {
 }
 
 /// GET_BROKER_CLUSTER_INFO from the first reachable nameserver.
-pub(super) fn cluster_info(ns: &mut NamesrvClient) -> Result<ClusterInfo, AdminError> {
+pub(crate) fn cluster_info(ns: &mut NamesrvClient) -> Result<ClusterInfo, AdminError> {
     let addr = ns.conn.addr().to_string();
     ns.cluster_info()
         .context(|| format!("GET_BROKER_CLUSTER_INFO (106) from nameserver {addr}"))
 }
 
 /// Every broker of `info`, or of `cluster` only, ordered by cluster, name and id.
-pub(super) fn members_of(info: &ClusterInfo, cluster: Option<&str>) -> Vec<Member> {
+pub(crate) fn members_of(info: &ClusterInfo, cluster: Option<&str>) -> Vec<Member> {
     let mut members = Vec::new();
     for (cluster_name, names) in &info.cluster_addr_table {
         if cluster.is_some_and(|c| c != cluster_name) {
@@ -92,7 +92,7 @@ pub(super) fn cluster_members(
         .collect();
     if !info.cluster_addr_table.contains_key(cluster) {
         let known: Vec<&str> = info.cluster_addr_table.keys().map(String::as_str).collect();
-        return Err(AdminError::Failed(format!(
+        return Err(AdminError::NotFound(format!(
             "cluster {cluster} is not known to nameserver {} (it knows: {})",
             ns.conn.addr(),
             known.join(", ")
@@ -101,7 +101,7 @@ pub(super) fn cluster_members(
     if members.is_empty() {
         let role = if slaves { "broker" } else { "master broker" };
         let e = format!("cluster {cluster} has no {role} registered");
-        return Err(AdminError::Failed(e));
+        return Err(AdminError::NotFound(e));
     }
     Ok(members)
 }
@@ -120,33 +120,49 @@ pub(super) fn targets(
             addr: addr.trim().to_string(),
         }]),
         (None, Some(cluster)) => cluster_members(common, cluster.trim(), slaves),
-        (None, None) => Err(AdminError::Failed(
+        (None, None) => Err(AdminError::Invalid(
             "pass -b brokerAddr or -c clusterName".into(),
         )),
     }
 }
 
 /// GET_BROKER_RUNTIME_INFO of the broker at `addr`.
-fn runtime_info(addr: &str) -> Result<BTreeMap<String, String>, AdminError> {
+pub(crate) fn runtime_info(addr: &str) -> Result<BTreeMap<String, String>, AdminError> {
     let cmd = command(request::GET_BROKER_RUNTIME_INFO, &[]);
     Ok(fetch_json::<KvTable>(&mut broker(addr)?, cmd, "")?.table)
 }
 
-/// A clusterList row (mqadmin's columns).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ClusterRow {
-    #[serde(flatten)]
-    member: Member,
-    version: String,
-    in_tps: f64,
-    out_tps: f64,
-    page_cache_lock_time_mills: i64,
-    hour: f64,
-    space: f64,
+/// One broker of the cluster info and its runtime table (or why it could not be read).
+pub(crate) struct BrokerRuntime {
+    pub member: Member,
+    pub runtime: Result<BTreeMap<String, String>, AdminError>,
 }
 
-fn cluster_row(member: Member, kv: &BTreeMap<String, String>) -> ClusterRow {
+/// Every broker the nameserver knows, with its GET_BROKER_RUNTIME_INFO.
+pub(crate) fn broker_runtimes(common: &Common) -> Result<Vec<BrokerRuntime>, AdminError> {
+    let info = cluster_info(&mut common.namesrv()?)?;
+    let runtimes = members_of(&info, None).into_iter().map(|member| {
+        let runtime = runtime_info(&member.addr);
+        BrokerRuntime { member, runtime }
+    });
+    Ok(runtimes.collect())
+}
+
+/// A clusterList row (mqadmin's columns).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ClusterRow {
+    #[serde(flatten)]
+    pub member: Member,
+    pub version: String,
+    pub in_tps: f64,
+    pub out_tps: f64,
+    pub page_cache_lock_time_mills: i64,
+    pub hour: f64,
+    pub space: f64,
+}
+
+pub(crate) fn cluster_row(member: Member, kv: &BTreeMap<String, String>) -> ClusterRow {
     let get = |k: &str| kv.get(k).map_or("", String::as_str);
     let first_rate = |k: &str| get(k).split(' ').next().and_then(|r| r.parse().ok());
     let now = output::now_ms();
@@ -168,15 +184,14 @@ fn cluster_row(member: Member, kv: &BTreeMap<String, String>) -> ClusterRow {
 /// `clusterList`: every broker with its version and load. A broker that does not answer keeps
 /// its row, with blank figures, and makes the command fail after printing.
 pub(super) fn cluster_list(args: &Common) -> Result<(), AdminError> {
-    let info = cluster_info(&mut args.namesrv()?)?;
     let mut rows = Vec::new();
     let mut failed = Vec::new();
-    for member in members_of(&info, None) {
-        let kv = runtime_info(&member.addr).unwrap_or_else(|e| {
+    for b in broker_runtimes(args)? {
+        let kv = b.runtime.unwrap_or_else(|e| {
             failed.push(e.to_string());
             BTreeMap::new()
         });
-        rows.push(cluster_row(member, &kv));
+        rows.push(cluster_row(b.member, &kv));
     }
     if args.json {
         output::print_json(&rows)?;

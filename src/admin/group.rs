@@ -12,8 +12,7 @@ use super::cluster::{cluster_info, members_of, targets, Member};
 use super::output::{self, left, out, Table};
 use super::topic::{route, select_addr};
 use super::{
-    broker, call, command, fetch_json, fetch_mq_table, AdminError, Common, Context, GroupArgs,
-    Target,
+    broker, call, command, fetch_json, fetch_mq_table, AdminError, Common, GroupArgs, Target,
 };
 use crate::remoting::{request, response};
 
@@ -336,7 +335,7 @@ pub(crate) fn consume_stats(common: &Common, group: &str) -> Result<Progress, Ad
         }
     }
     if progress.queues.is_empty() {
-        return Err(AdminError::Failed(format!(
+        return Err(AdminError::NotFound(format!(
             "no consume stats of group {group}: no broker has offsets of it (the group may not \
              have consumed anything yet)"
         )));
@@ -364,44 +363,55 @@ pub(crate) struct GroupSummary {
     pub diff_total: i64,
 }
 
+/// The consumer groups of the `%RETRY%` topics among `topics` (every group has one).
+pub(crate) fn retry_groups(topics: &[String]) -> Vec<String> {
+    let groups = topics
+        .iter()
+        .filter_map(|t| t.strip_prefix(RETRY_GROUP_TOPIC_PREFIX));
+    groups.map(str::to_string).collect()
+}
+
+/// A group's summary from its consume stats and its clients (either may be missing).
+pub(crate) fn group_summary(
+    group: &str,
+    stats: Option<&Progress>,
+    connection: Option<&ConsumerConnection>,
+) -> GroupSummary {
+    let online = connection.filter(|c| !c.connection_set.is_empty());
+    let name = |v: &Value| v.as_str().map(str::to_string);
+    let consume_type = online.and_then(|c| name(&c.consume_type));
+    let push = consume_type.as_deref() == Some("CONSUME_PASSIVELY");
+    GroupSummary {
+        group: group.to_string(),
+        count: online.map_or(0, |c| c.connection_set.len()),
+        version: online.and_then(|c| c.connection_set.iter().map(|c| c.version).min()),
+        consume_type: consume_type.map(|_| if push { "PUSH" } else { "PULL" }.to_string()),
+        message_model: online.filter(|_| push).and_then(|c| name(&c.message_model)),
+        consume_tps: stats.map_or(0.0, |s| s.consume_tps),
+        diff_total: stats.map_or(0, |s| s.diff_total),
+    }
+}
+
+/// Most clients first, then most lag, then by name.
+pub(crate) fn sort_summaries(summaries: &mut [GroupSummary]) {
+    summaries
+        .sort_by(|a, b| (b.count, b.diff_total, &a.group).cmp(&(a.count, a.diff_total, &b.group)));
+}
+
 /// Every consumer group (one per `%RETRY%` topic the nameserver knows) with its online clients
 /// and total lag, most clients first, then most lag. A group whose stats or connections cannot
 /// be read counts as having none (as mqadmin).
 pub(crate) fn group_summaries(common: &Common) -> Result<Vec<GroupSummary>, AdminError> {
-    let mut ns = common.namesrv()?;
-    let addr = ns.conn.addr().to_string();
-    let topics = ns
-        .topics()
-        .context(|| format!("GET_ALL_TOPIC_LIST_FROM_NAMESERVER (206) from nameserver {addr}"))?;
-    let mut summaries = Vec::new();
-    for topic in &topics.topic_list {
-        let Some(group) = topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) else {
-            continue;
-        };
-        let stats = consume_stats(common, group).ok();
-        let connection = consumer_connection_info(common, group).ok();
-        let count = connection.as_ref().map_or(0, |c| c.connection_set.len());
-        let online = connection.filter(|_| count > 0);
-        let name = |v: &Value| v.as_str().map(str::to_string);
-        let consume_type = online.as_ref().and_then(|c| name(&c.consume_type));
-        let push = consume_type.as_deref() == Some("CONSUME_PASSIVELY");
-        summaries.push(GroupSummary {
-            group: group.to_string(),
-            count,
-            version: online
-                .as_ref()
-                .and_then(|c| c.connection_set.iter().map(|c| c.version).min()),
-            consume_type: consume_type.map(|_| if push { "PUSH" } else { "PULL" }.to_string()),
-            message_model: online
-                .as_ref()
-                .filter(|_| push)
-                .and_then(|c| name(&c.message_model)),
-            consume_tps: stats.as_ref().map_or(0.0, |s| s.consume_tps),
-            diff_total: stats.as_ref().map_or(0, |s| s.diff_total),
-        });
-    }
-    summaries
-        .sort_by(|a, b| (b.count, b.diff_total, &a.group).cmp(&(a.count, a.diff_total, &b.group)));
+    let topics = super::topic::topic_names(common)?;
+    let mut summaries: Vec<GroupSummary> = retry_groups(&topics)
+        .iter()
+        .map(|group| {
+            let stats = consume_stats(common, group).ok();
+            let connection = consumer_connection_info(common, group).ok();
+            group_summary(group, stats.as_ref(), connection.as_ref())
+        })
+        .collect();
+    sort_summaries(&mut summaries);
     Ok(summaries)
 }
 

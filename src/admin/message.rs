@@ -83,22 +83,37 @@ fn queues(route: &TopicRouteData, write: bool, broker: Option<&str>) -> Vec<(Str
 }
 
 /// What sendMessage did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Sent {
-    broker_name: String,
-    queue_id: i32,
-    send_status: String,
-    msg_id: String,
-    queue_offset: i64,
+pub(crate) struct Sent {
+    pub broker_name: String,
+    pub queue_id: i32,
+    pub send_status: String,
+    pub msg_id: String,
+    pub queue_offset: i64,
 }
 
-/// `sendMessage`: one message to the topic's first writable broker (or `-b`), queue `-i`.
-pub(super) fn send_message(args: &SendArgs) -> Result<(), AdminError> {
-    let mut ns = args.common.namesrv()?;
+/// A message for [`send_one`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NewMessage {
+    pub topic: String,
+    pub body: String,
+    pub tags: Option<String>,
+    pub keys: Option<String>,
+    /// Only this broker name.
+    pub broker: Option<String>,
+    pub queue: Option<i32>,
+}
+
+/// Sends one message to the topic's first writable broker (or `broker`), queue `queue` (0).
+pub(crate) fn send_one(common: &Common, new: &NewMessage) -> Result<Sent, AdminError> {
+    if new.topic.trim().is_empty() {
+        return Err(AdminError::Invalid("no topic to send to".into()));
+    }
+    let mut ns = common.namesrv()?;
     // A topic the nameserver does not know is sent through TBW102's brokers, which create it
     // (what RocketMQ producers do when autoCreateTopicEnable is on).
-    let route = match route(&mut ns, &args.topic) {
+    let route = match route(&mut ns, &new.topic) {
         Err(AdminError::Call { source, .. })
             if source.code() == Some(response::TOPIC_NOT_EXIST) =>
         {
@@ -106,41 +121,53 @@ pub(super) fn send_message(args: &SendArgs) -> Result<(), AdminError> {
         }
         other => other?,
     };
-    let targets = queues(&route, true, args.broker.as_deref());
+    let targets = queues(&route, true, new.broker.as_deref());
     let Some((broker_name, addr, n)) = targets.first() else {
-        let e = format!("no writable queue of topic {} in its route", args.topic);
+        let e = format!("no writable queue of topic {} in its route", new.topic);
         return Err(AdminError::Failed(e));
     };
     let mut properties = Properties::default();
-    if let Some(tags) = &args.tags {
-        properties.set(TAGS, tags);
+    for (name, value) in [(TAGS, &new.tags), (KEYS, &new.keys)] {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            properties.set(name, value);
+        }
     }
-    if let Some(keys) = &args.keys {
-        properties.set(KEYS, keys);
-    }
-    let queue_id = args.queue.unwrap_or(0).clamp(0, (*n - 1).max(0));
+    let queue_id = new.queue.unwrap_or(0).clamp(0, (*n - 1).max(0));
     let msg = OutgoingMessage {
-        topic: args.topic.clone(),
+        topic: new.topic.clone(),
         queue_id,
-        body: args.body.clone().into_bytes(),
+        body: new.body.clone().into_bytes(),
         properties,
         flag: 0,
     };
     let sent = broker(addr)?
         .send_message("TOOLS_PRODUCER", &msg)
-        .context(|| format!("SEND_MESSAGE_V2 (310) to topic {}", args.topic))?;
+        .context(|| format!("SEND_MESSAGE_V2 (310) to topic {}", new.topic))?;
     // mqadmin prints the producer's SendStatus.
     let status = match sent.code {
         response::SUCCESS => "SEND_OK",
         code => response::name(code).unwrap_or("UNKNOWN"),
     };
-    let sent = Sent {
+    Ok(Sent {
         broker_name: broker_name.clone(),
         queue_id: sent.queue_id,
         send_status: status.to_string(),
         msg_id: sent.msg_id,
         queue_offset: sent.queue_offset,
+    })
+}
+
+/// `sendMessage`: one message to the topic's first writable broker (or `-b`), queue `-i`.
+pub(super) fn send_message(args: &SendArgs) -> Result<(), AdminError> {
+    let new = NewMessage {
+        topic: args.topic.clone(),
+        body: args.body.clone(),
+        tags: args.tags.clone(),
+        keys: args.keys.clone(),
+        broker: args.broker.clone(),
+        queue: args.queue,
     };
+    let sent = send_one(&args.common, &new)?;
     if args.common.json {
         return output::print_json(&sent);
     }

@@ -12,14 +12,14 @@
 //! * `output`: mqadmin's tables, time and version formats, JSON
 //! * `fastjson_mq`: bodies keyed by MessageQueue objects (topic and consume stats)
 
-mod cluster;
+pub(crate) mod cluster;
 pub mod fastjson_mq;
-mod group;
-mod message;
-mod offset;
-mod output;
-mod query;
-mod topic;
+pub(crate) mod group;
+pub(crate) mod message;
+pub(crate) mod offset;
+pub(crate) mod output;
+pub(crate) mod query;
+pub(crate) mod topic;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -127,9 +127,9 @@ enum AdminCommand {
     GetNamesrvConfig(Common),
 }
 
-/// Flags every command takes.
-#[derive(Args, Debug)]
-struct Common {
+/// Flags every command takes; the dashboard builds one with [`Common::for_namesrv`].
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Common {
     /// Nameserver list `host:port;host:port` (defaults to NAMESRV_ADDR).
     #[arg(short = 'n', long = "namesrvAddr", env = "NAMESRV_ADDR")]
     namesrv: Option<String>,
@@ -157,15 +157,15 @@ struct GroupArgs {
 }
 
 /// `-b brokerAddr | -c clusterName`, exactly one.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Default)]
 #[group(required = true, multiple = false)]
-struct Target {
+pub(crate) struct Target {
     /// Broker address `host:port`.
     #[arg(short = 'b', long = "brokerAddr")]
-    broker: Option<String>,
+    pub(crate) broker: Option<String>,
     /// This cluster's brokers (from the nameserver's cluster info).
     #[arg(short = 'c', long = "clusterName")]
-    cluster: Option<String>,
+    pub(crate) cluster: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -183,6 +183,12 @@ pub enum AdminError {
     Call { what: String, source: ClientError },
     #[error("{0}")]
     Failed(String),
+    /// What was asked for does not exist (a topic, a message, a cluster).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request itself is wrong (a value that does not parse).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Names the request or step a client error happened in.
@@ -261,6 +267,14 @@ fn broker(addr: &str) -> Result<Connection, AdminError> {
 }
 
 impl Common {
+    /// The flags of a caller that names the nameservers itself (the dashboard).
+    pub(crate) fn for_namesrv(addrs: &str) -> Common {
+        Common {
+            namesrv: Some(addrs.to_string()),
+            json: false,
+        }
+    }
+
     /// The nameservers of `-n` / NAMESRV_ADDR.
     fn namesrv_addrs(&self) -> Result<Vec<String>, AdminError> {
         let addrs: Vec<String> = self
@@ -274,13 +288,13 @@ impl Common {
             .collect();
         if addrs.is_empty() {
             let e = "no nameserver given: pass -n host:port or set NAMESRV_ADDR";
-            return Err(AdminError::Failed(e.into()));
+            return Err(AdminError::Invalid(e.into()));
         }
         Ok(addrs)
     }
 
     /// Connects to the first reachable nameserver of the list.
-    fn namesrv(&self) -> Result<NamesrvClient, AdminError> {
+    pub(crate) fn namesrv(&self) -> Result<NamesrvClient, AdminError> {
         let mut last = None;
         for addr in self.namesrv_addrs()? {
             match NamesrvClient::connect(&addr, TIMEOUT) {

@@ -84,7 +84,7 @@ pub(crate) fn parse_timestamp(text: &str) -> Result<i64, AdminError> {
         return Ok(ms);
     }
     output::parse_date_time_millis(text).ok_or_else(|| {
-        AdminError::Failed(format!(
+        AdminError::Invalid(format!(
             "the timestamp {text:?} is not `now`, milliseconds since the epoch or \
              yyyy-MM-dd#HH:mm:ss:SSS"
         ))

@@ -95,34 +95,34 @@ pub(super) struct ByOffsetArgs {
 }
 
 /// One stored message, as mqadmin shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Found {
+pub(crate) struct Found {
     /// UNIQ_KEY when set, else the offsetMsgId (`MessageClientExt.getMsgId`).
-    msg_id: String,
-    offset_msg_id: String,
-    topic: String,
-    tags: Option<String>,
-    keys: Option<String>,
-    queue_id: i32,
-    queue_offset: i64,
-    commit_log_offset: i64,
-    reconsume_times: i32,
-    born_timestamp: i64,
-    store_timestamp: i64,
-    born_host: String,
-    store_host: String,
-    sys_flag: i32,
-    flag: i32,
+    pub msg_id: String,
+    pub offset_msg_id: String,
+    pub topic: String,
+    pub tags: Option<String>,
+    pub keys: Option<String>,
+    pub queue_id: i32,
+    pub queue_offset: i64,
+    pub commit_log_offset: i64,
+    pub reconsume_times: i32,
+    pub born_timestamp: i64,
+    pub store_timestamp: i64,
+    pub born_host: String,
+    pub store_host: String,
+    pub sys_flag: i32,
+    pub flag: i32,
     #[serde(rename = "bodyCRC")]
-    body_crc: u32,
+    pub body_crc: u32,
     /// In `HashMap` order, as mqadmin prints them.
-    properties: Map<String, Value>,
+    pub properties: Map<String, Value>,
     /// The body as UTF-8 text (invalid sequences replaced).
-    body: String,
-    body_path: Option<String>,
+    pub body: String,
+    pub body_path: Option<String>,
     #[serde(skip)]
-    raw_body: Vec<u8>,
+    pub raw_body: Vec<u8>,
 }
 
 impl Found {
@@ -317,15 +317,13 @@ fn view(
         let e = format!("{label} {about}: {addr} answered with an empty body");
         return Err(AdminError::Failed(e));
     }
-    let mut one = found.swap_remove(0);
-    write_body(&mut one)?;
-    Ok(one)
+    Ok(found.swap_remove(0))
 }
 
 /// One offsetMsgId: its store host is asked for the record at its commit log offset.
-fn view_by_id(msg_id: &str) -> Result<Found, AdminError> {
+pub(crate) fn view_by_id(msg_id: &str) -> Result<Found, AdminError> {
     let Some((addr, offset)) = decode_offset_msg_id(msg_id) else {
-        return Err(AdminError::Failed(format!(
+        return Err(AdminError::Invalid(format!(
             "{msg_id} is not an offsetMsgId (32 or 56 hex characters: store host and commit \
              log offset); for a UNIQ_KEY use queryMsgByUniqueKey -t <topic> -i {msg_id}"
         )));
@@ -349,12 +347,12 @@ pub(super) fn query_msg_by_id(args: &ByIdArgs) -> Result<(), AdminError> {
         .filter(|id| !id.is_empty())
         .collect();
     if ids.is_empty() {
-        return Err(AdminError::Failed("no message id given (-i)".into()));
+        return Err(AdminError::Invalid("no message id given (-i)".into()));
     }
     let mut found = Vec::new();
     let mut errors = Vec::new();
     for id in &ids {
-        match view_by_id(id) {
+        match view_by_id(id).and_then(|mut m| write_body(&mut m).map(|()| m)) {
             Ok(m) => found.push(m),
             Err(e) => errors.push(e.to_string()),
         }
@@ -412,7 +410,7 @@ impl KeyLookup<'_> {
         }
         if answers.found.is_empty() {
             let what = if self.unique { "unique key" } else { "key" };
-            return Err(AdminError::Failed(format!(
+            return Err(AdminError::NotFound(format!(
                 "no message of topic {} with {what} {}: {}",
                 self.topic,
                 self.key,
@@ -457,6 +455,213 @@ impl KeyLookup<'_> {
             .as_deref()
             .is_some_and(|keys| keys.split(KEY_SEPARATOR).any(|k| k == self.key))
     }
+}
+
+/// Messages of `topic` with `key` among their KEYS on every broker of its route, with the
+/// name of the broker each was found on.
+pub(crate) fn messages_by_key(
+    common: &Common,
+    topic: &str,
+    key: &str,
+    max: i32,
+) -> Result<Vec<(String, Found)>, AdminError> {
+    let lookup = KeyLookup {
+        topic,
+        key,
+        unique: false,
+        max,
+        begin: 0,
+        end: i64::MAX,
+    };
+    Ok(lookup.run(common)?.found)
+}
+
+/// PULL_MESSAGE of up to `max` stored records of a queue from `offset` (as TOOLS_CONSUMER,
+/// without committing): the records and the next offset.
+fn pull_records(
+    conn: &mut Connection,
+    topic: &str,
+    queue: i32,
+    offset: i64,
+    max: i64,
+) -> Result<(Vec<Found>, i64), AdminError> {
+    let (q, o, n) = (queue.to_string(), offset.to_string(), max.to_string());
+    let cmd = command(
+        request::PULL_MESSAGE,
+        &[
+            ("consumerGroup", TOOLS_CONSUMER),
+            ("topic", topic),
+            ("queueId", &q),
+            ("queueOffset", &o),
+            ("maxMsgNums", &n),
+            ("sysFlag", "4"),
+            ("commitOffset", "0"),
+            ("suspendTimeoutMillis", "0"),
+            ("subscription", "*"),
+            ("subVersion", "0"),
+            ("expressionType", "TAG"),
+        ],
+    );
+    let label = request_label(cmd.code);
+    let reply = conn
+        .invoke(cmd)
+        .context(|| format!("{label} of {topic}:{queue} at {offset}"))?;
+    let next = reply.ext("nextBeginOffset").and_then(|n| n.parse().ok());
+    if reply.code != response::SUCCESS {
+        return Ok((Vec::new(), next.unwrap_or(offset)));
+    }
+    let addr = conn.addr().to_string();
+    let found = records(&reply.body, &[]).map_err(|e| unparsable(&label, &addr, e))?;
+    Ok((found, next.unwrap_or(offset)))
+}
+
+/// The message at a queue offset on the broker at `addr`, if there is one.
+pub(crate) fn message_at(
+    addr: &str,
+    topic: &str,
+    queue: i32,
+    offset: i64,
+) -> Result<Option<Found>, AdminError> {
+    let (records, _) = pull_records(&mut broker(addr)?, topic, queue, offset, 1)?;
+    Ok(records.into_iter().find(|m| m.queue_offset == offset))
+}
+
+/// Messages of `topic` stored between `begin` and `end` (ms, inclusive) on every broker of its
+/// route, newest first, at most `max`: per read queue, the offsets of the two times
+/// (SEARCH_OFFSET_BY_TIMESTAMP) and the records between them.
+pub(crate) fn messages_by_time(
+    common: &Common,
+    topic: &str,
+    begin: i64,
+    end: i64,
+    max: usize,
+) -> Result<Vec<(String, Found)>, AdminError> {
+    if begin > end {
+        let e = format!("the time range ends ({end}) before it begins ({begin})");
+        return Err(AdminError::Invalid(e));
+    }
+    let route = route(&mut common.namesrv()?, topic)?;
+    let mut found = Vec::new();
+    for data in &route.broker_datas {
+        let Some(addr) = select_addr(data) else {
+            continue;
+        };
+        let name = &data.broker_name;
+        let queues = route
+            .queue_datas
+            .iter()
+            .find(|q| &q.broker_name == name)
+            .map_or(0, |q| q.read_queue_nums);
+        let mut conn = broker(addr)?;
+        for queue in 0..queues {
+            let q = queue.to_string();
+            let mut search = |at: i64| {
+                let at = at.to_string();
+                let fields = [("topic", topic), ("queueId", &q), ("timestamp", &at)];
+                conn.offset_call(request::SEARCH_OFFSET_BY_TIMESTAMP, &fields)
+                    .context(|| format!("SEARCH_OFFSET_BY_TIMESTAMP (29) of {topic}:{q}"))
+            };
+            let (from, to) = (search(begin)?, search(end.saturating_add(1))?);
+            // The newest `max` of the range are enough.
+            let mut offset = from.max(to - max as i64);
+            while offset < to {
+                let (records, next) = pull_records(&mut conn, topic, queue, offset, 32)?;
+                if records.is_empty() || next <= offset {
+                    break;
+                }
+                let in_range = records
+                    .into_iter()
+                    .filter(|m| m.queue_offset < to)
+                    .filter(|m| (begin..=end).contains(&m.store_timestamp));
+                found.extend(in_range.map(|m| (name.clone(), m)));
+                offset = next;
+            }
+        }
+    }
+    found.sort_by_key(|(_, m)| std::cmp::Reverse(m.store_timestamp));
+    found.truncate(max);
+    Ok(found)
+}
+
+/// Whether a consumer group got to a message (rocketmq's `TrackType` names).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MessageTrack {
+    pub consumer_group: String,
+    /// `CONSUMED` (the group's offset is past the message), `NOT_CONSUME_YET` or
+    /// `NOT_ONLINE` (no client of the group is connected).
+    pub track_type: String,
+}
+
+/// The consumer groups of the message's topic and whether each consumed it, from the
+/// group's offset on the message's queue.
+pub(crate) fn message_tracks(common: &Common, m: &Found) -> Result<Vec<MessageTrack>, AdminError> {
+    let route = route(&mut common.namesrv()?, &m.topic)?;
+    let broker_name = route
+        .broker_datas
+        .iter()
+        .find(|b| b.broker_addrs.values().any(|a| *a == m.store_host))
+        .map(|b| b.broker_name.clone());
+    let mut tracks = Vec::new();
+    for group in super::topic::topic_consumers(&route, &m.topic)? {
+        let online = super::group::consumer_connection_info(common, &group)
+            .is_ok_and(|c| !c.connection_set.is_empty());
+        let consumed = super::group::consume_stats(common, &group)
+            .ok()
+            .and_then(|p| {
+                let queue = p.queues.into_iter().find(|q| {
+                    q.topic == m.topic
+                        && Some(&q.broker_name) == broker_name.as_ref()
+                        && q.queue_id == m.queue_id
+                });
+                queue.map(|q| q.consumer_offset > m.queue_offset)
+            });
+        let track_type = match (consumed, online) {
+            (Some(true), _) => "CONSUMED",
+            (_, false) => "NOT_ONLINE",
+            _ => "NOT_CONSUME_YET",
+        };
+        tracks.push(MessageTrack {
+            consumer_group: group,
+            track_type: track_type.to_string(),
+        });
+    }
+    Ok(tracks)
+}
+
+/// Sends the message with this offsetMsgId back to `group` (CONSUMER_SEND_MSG_BACK, delay
+/// level 1): its consumers get it again from the group's retry topic, under its original
+/// topic, after a second. A message of the group's DLQ goes back the same way (allowed two
+/// more attempts than it has had).
+pub(crate) fn resend_to_group(msg_id: &str, group: &str) -> Result<Found, AdminError> {
+    let m = view_by_id(msg_id)?;
+    let group = group.trim();
+    if group.is_empty() {
+        return Err(AdminError::Invalid("no consumer group to resend to".into()));
+    }
+    let (offset, max) = (
+        m.commit_log_offset.to_string(),
+        (m.reconsume_times + 2).to_string(),
+    );
+    let cmd = command(
+        request::CONSUMER_SEND_MSG_BACK,
+        &[
+            ("offset", &offset),
+            ("group", group),
+            ("delayLevel", "1"),
+            ("originMsgId", &m.msg_id),
+            ("originTopic", &m.topic),
+            ("unitMode", "false"),
+            ("maxReconsumeTimes", &max),
+        ],
+    );
+    let mut conn = broker(&m.store_host)?;
+    call(
+        &mut conn,
+        cmd,
+        &format!("of message {msg_id} to group {group}"),
+    )?;
+    Ok(m)
 }
 
 /// What queryMsgByKey prints per message with `--json`.
@@ -535,7 +740,7 @@ pub(super) fn query_msg_by_unique_key(args: &ByUniqueKeyArgs) -> Result<(), Admi
         .map(|(_, m)| m)
         .min_by_key(|m| m.store_timestamp);
     let Some(mut found) = earliest else {
-        return Err(AdminError::Failed(format!(
+        return Err(AdminError::NotFound(format!(
             "no message of topic {} with unique key {}",
             args.topic, args.msg_id
         )));
@@ -554,7 +759,7 @@ pub(super) fn query_msg_by_offset(args: &ByOffsetArgs) -> Result<(), AdminError>
             .iter()
             .map(|b| b.broker_name.as_str())
             .collect();
-        return Err(AdminError::Failed(format!(
+        return Err(AdminError::NotFound(format!(
             "broker {name} is not in the route of topic {topic} (its brokers: {})",
             known.join(", ")
         )));
@@ -586,7 +791,8 @@ pub(super) fn query_msg_by_offset(args: &ByOffsetArgs) -> Result<(), AdminError>
     ];
     let physical = m.physical_offset;
     let about = format!("of commit log offset {physical} ({topic}:{queue}:{offset})");
-    let found = view(&mut conn, physical, &about, &extra)?;
+    let mut found = view(&mut conn, physical, &about, &extra)?;
+    write_body(&mut found)?;
     print_found(&[found], args.common.json, false, true, args.print_body)
 }
 

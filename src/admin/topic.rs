@@ -68,14 +68,14 @@ pub(super) struct DeleteTopicArgs {
 }
 
 /// GET_ROUTEINFO_BY_TOPIC.
-pub(super) fn route(ns: &mut NamesrvClient, topic: &str) -> Result<TopicRouteData, AdminError> {
+pub(crate) fn route(ns: &mut NamesrvClient, topic: &str) -> Result<TopicRouteData, AdminError> {
     let addr = ns.conn.addr().to_string();
     ns.route(topic)
         .context(|| format!("GET_ROUTEINFO_BY_TOPIC (105) of topic {topic} from nameserver {addr}"))
 }
 
 /// The master's address of a broker group, else any of its addresses (`selectBrokerAddr`).
-pub(super) fn select_addr(data: &BrokerData) -> Option<&str> {
+pub(crate) fn select_addr(data: &BrokerData) -> Option<&str> {
     let addrs = &data.broker_addrs;
     addrs
         .get(&0)
@@ -83,17 +83,23 @@ pub(super) fn select_addr(data: &BrokerData) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// `topicList`: every topic the nameserver knows.
-pub(super) fn topic_list(args: &Common) -> Result<(), AdminError> {
-    let mut ns = args.namesrv()?;
+/// Every topic the nameserver knows, in its order.
+pub(crate) fn topic_names(common: &Common) -> Result<Vec<String>, AdminError> {
+    let mut ns = common.namesrv()?;
     let addr = ns.conn.addr().to_string();
     let topics = ns
         .topics()
         .context(|| format!("GET_ALL_TOPIC_LIST_FROM_NAMESERVER (206) from nameserver {addr}"))?;
+    Ok(topics.topic_list.into_iter().collect())
+}
+
+/// `topicList`: every topic the nameserver knows.
+pub(super) fn topic_list(args: &Common) -> Result<(), AdminError> {
+    let topics = topic_names(args)?;
     if args.json {
-        return output::print_json(&topics.topic_list);
+        return output::print_json(&topics);
     }
-    for topic in topics.topic_list {
+    for topic in topics {
         out!("{topic}");
     }
     Ok(())
@@ -106,27 +112,28 @@ pub(super) fn topic_route(args: &TopicArgs) -> Result<(), AdminError> {
 }
 
 /// One queue of topicStatus.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct QueueStatus {
-    broker_name: String,
-    queue_id: i32,
-    min_offset: i64,
-    max_offset: i64,
-    last_update_timestamp: i64,
+pub(crate) struct QueueStatus {
+    pub broker_name: String,
+    pub queue_id: i32,
+    pub min_offset: i64,
+    pub max_offset: i64,
+    pub last_update_timestamp: i64,
 }
 
-/// `topicStatus`: GET_TOPIC_STATS_INFO of every broker of the topic's route, by broker and
-/// queue.
-pub(super) fn topic_status(args: &TopicArgs) -> Result<(), AdminError> {
-    let route = route(&mut args.common.namesrv()?, &args.topic)?;
+/// GET_TOPIC_STATS_INFO of every broker of `route`, by broker and queue.
+pub(crate) fn topic_queues(
+    route: &TopicRouteData,
+    topic: &str,
+) -> Result<Vec<QueueStatus>, AdminError> {
     let mut queues = Vec::new();
     for data in &route.broker_datas {
         let Some(addr) = select_addr(data) else {
             continue;
         };
-        let cmd = command(request::GET_TOPIC_STATS_INFO, &[("topic", &args.topic)]);
-        let about = format!("of topic {}", args.topic);
+        let cmd = command(request::GET_TOPIC_STATS_INFO, &[("topic", topic)]);
+        let about = format!("of topic {topic}");
         for (mq, offsets) in fetch_mq_table(&mut broker(addr)?, cmd, &about)?.0 {
             let number = |k: &str| offsets[k].as_i64().unwrap_or(0);
             queues.push(QueueStatus {
@@ -139,6 +146,14 @@ pub(super) fn topic_status(args: &TopicArgs) -> Result<(), AdminError> {
         }
     }
     queues.sort_by(|a, b| (&a.broker_name, a.queue_id).cmp(&(&b.broker_name, b.queue_id)));
+    Ok(queues)
+}
+
+/// `topicStatus`: GET_TOPIC_STATS_INFO of every broker of the topic's route, by broker and
+/// queue.
+pub(super) fn topic_status(args: &TopicArgs) -> Result<(), AdminError> {
+    let route = route(&mut args.common.namesrv()?, &args.topic)?;
+    let queues = topic_queues(&route, &args.topic)?;
     if args.common.json {
         return output::print_json(&queues);
     }
@@ -228,52 +243,77 @@ fn create_topic(addr: &str, config: &TopicConfig) -> Result<(), AdminError> {
 }
 
 /// What updateTopic did (`--json`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TopicUpdated<'a> {
-    topic_config: &'a TopicConfig,
-    brokers: Vec<String>,
+pub(crate) struct TopicUpdated {
+    pub topic_config: TopicConfig,
+    pub brokers: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    order_conf: Option<String>,
+    pub order_conf: Option<String>,
 }
 
-/// `updateTopic`: creates or updates the topic on `-b`, or on every master of `-c`; an ordered
-/// topic's `brokerName:writeQueueNums` list goes to every nameserver's KV config.
+/// A new topic's config with the defaults mqadmin's updateTopic sends.
+pub(crate) fn topic_config(
+    name: &str,
+    read: i32,
+    write: i32,
+    perm: i32,
+    order: bool,
+) -> TopicConfig {
+    TopicConfig {
+        order,
+        perm,
+        read_queue_nums: read,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_name: name.trim().to_string(),
+        topic_sys_flag: 0,
+        write_queue_nums: write,
+    }
+}
+
+/// Creates or updates `config` on the broker of `target`, or on every master of its cluster;
+/// an ordered topic's `brokerName:writeQueueNums` list goes to every nameserver's KV config.
+pub(crate) fn update_topic_config(
+    common: &Common,
+    target: &Target,
+    config: TopicConfig,
+) -> Result<TopicUpdated, AdminError> {
+    let mut brokers = Vec::new();
+    for b in targets(common, target, false)? {
+        create_topic(&b.addr, &config)?;
+        brokers.push(b.addr);
+    }
+    let order_conf = match config.order {
+        true => Some(set_order_conf(common, target, &config, &brokers)?),
+        false => None,
+    };
+    Ok(TopicUpdated {
+        topic_config: config,
+        brokers,
+        order_conf,
+    })
+}
+
+/// `updateTopic`: creates or updates the topic on `-b`, or on every master of `-c`.
 pub(super) fn update_topic(args: &UpdateTopicArgs) -> Result<(), AdminError> {
     let sys_flag =
         if args.unit { FLAG_UNIT } else { 0 } | if args.has_unit_sub { FLAG_UNIT_SUB } else { 0 };
-    let config = TopicConfig {
-        order: args.order,
-        perm: args.perm,
-        read_queue_nums: args.read_queue_nums,
-        topic_filter_type: "SINGLE_TAG".into(),
-        topic_name: args.topic.trim().to_string(),
-        topic_sys_flag: sys_flag,
-        write_queue_nums: args.write_queue_nums,
-    };
-    let brokers = targets(&args.common, &args.target, false)?;
-    let mut done = Vec::new();
-    for b in &brokers {
-        create_topic(&b.addr, &config)?;
-        if !args.common.json {
-            out!("create topic to {} success.", b.addr);
-        }
-        done.push(b.addr.clone());
-    }
-    let order_conf = match args.order {
-        true => Some(set_order_conf(args, &done)?),
-        false => None,
-    };
+    let mut config = topic_config(
+        &args.topic,
+        args.read_queue_nums,
+        args.write_queue_nums,
+        args.perm,
+        args.order,
+    );
+    config.topic_sys_flag = sys_flag;
+    let updated = update_topic_config(&args.common, &args.target, config)?;
     if args.common.json {
-        let brokers = done;
-        let updated = TopicUpdated {
-            topic_config: &config,
-            brokers,
-            order_conf,
-        };
         return output::print_json(&updated);
     }
-    if let Some(conf) = order_conf {
+    for addr in &updated.brokers {
+        out!("create topic to {addr} success.");
+    }
+    if let Some(conf) = &updated.order_conf {
         let scope = if args.target.cluster.is_some() {
             "cluster"
         } else {
@@ -281,15 +321,20 @@ pub(super) fn update_topic(args: &UpdateTopicArgs) -> Result<(), AdminError> {
         };
         out!("set {scope} orderConf. isOrder=true, orderConf=[{conf}]");
     }
-    out!("{}", describe(&config));
+    out!("{}", describe(&updated.topic_config));
     Ok(())
 }
 
 /// PUT_KV_CONFIG of the topic's order conf (`brokerName:writeQueueNums;…` of the brokers at
 /// `addrs`, named from the cluster info) in every nameserver.
-fn set_order_conf(args: &UpdateTopicArgs, addrs: &[String]) -> Result<String, AdminError> {
-    let info = cluster_info(&mut args.common.namesrv()?)?;
-    let names: BTreeSet<String> = members_of(&info, args.target.cluster.as_deref())
+fn set_order_conf(
+    common: &Common,
+    target: &Target,
+    config: &TopicConfig,
+    addrs: &[String],
+) -> Result<String, AdminError> {
+    let info = cluster_info(&mut common.namesrv()?)?;
+    let names: BTreeSet<String> = members_of(&info, target.cluster.as_deref())
         .into_iter()
         .filter(|m| addrs.contains(&m.addr))
         .map(|m| m.broker_name)
@@ -300,59 +345,89 @@ fn set_order_conf(args: &UpdateTopicArgs, addrs: &[String]) -> Result<String, Ad
     }
     let conf: Vec<String> = names
         .iter()
-        .map(|n| format!("{n}:{}", args.write_queue_nums))
+        .map(|n| format!("{n}:{}", config.write_queue_nums))
         .collect();
     let conf = conf.join(";");
-    for addr in args.common.namesrv_addrs()? {
+    for addr in common.namesrv_addrs()? {
         let mut ns = NamesrvClient::connect(&addr, super::TIMEOUT)
             .context(|| format!("connecting to nameserver {addr}"))?;
-        ns.put_kv(NAMESPACE_ORDER_TOPIC_CONFIG, args.topic.trim(), &conf)
+        ns.put_kv(NAMESPACE_ORDER_TOPIC_CONFIG, &config.topic_name, &conf)
             .context(|| format!("PUT_KV_CONFIG (100) of the order conf to nameserver {addr}"))?;
     }
     Ok(conf)
 }
 
 /// What deleteTopic did (`--json`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TopicDeleted<'a> {
-    topic: &'a str,
-    cluster_name: &'a str,
-    brokers: Vec<String>,
-    namesrvs: Vec<String>,
+pub(crate) struct TopicDeleted {
+    pub topic: String,
+    pub cluster_name: String,
+    pub brokers: Vec<String>,
+    pub namesrvs: Vec<String>,
 }
 
-/// `deleteTopic`: DELETE_TOPIC_IN_BROKER on every master of the cluster (slaves copy their
-/// master's topic table, and refuse changes), then DELETE_TOPIC_IN_NAMESRV for that cluster
-/// in every nameserver.
-pub(super) fn delete_topic(args: &DeleteTopicArgs) -> Result<(), AdminError> {
-    let (topic, cluster) = (args.topic.trim(), args.cluster.trim());
-    let brokers = cluster_members(&args.common, cluster, false)?;
+/// DELETE_TOPIC_IN_BROKER on every master of the cluster (slaves copy their master's topic
+/// table, and refuse changes), then DELETE_TOPIC_IN_NAMESRV for that cluster in every
+/// nameserver.
+pub(crate) fn delete_topic_in(
+    common: &Common,
+    topic: &str,
+    cluster: &str,
+) -> Result<TopicDeleted, AdminError> {
+    let (topic, cluster) = (topic.trim(), cluster.trim());
+    let brokers = cluster_members(common, cluster, false)?;
     for b in &brokers {
         let cmd = command(request::DELETE_TOPIC_IN_BROKER, &[("topic", topic)]);
         call(&mut broker(&b.addr)?, cmd, &format!("of topic {topic}"))?;
     }
-    let namesrvs = args.common.namesrv_addrs()?;
-    if !args.common.json {
-        out!("delete topic [{topic}] from cluster [{cluster}] success.");
-    }
+    let namesrvs = common.namesrv_addrs()?;
     for addr in &namesrvs {
         let mut ns = NamesrvClient::connect(addr, super::TIMEOUT)
             .context(|| format!("connecting to nameserver {addr}"))?;
         ns.delete_topic(topic, Some(cluster))
             .context(|| format!("DELETE_TOPIC_IN_NAMESRV (216) of topic {topic}"))?;
     }
+    Ok(TopicDeleted {
+        topic: topic.to_string(),
+        cluster_name: cluster.to_string(),
+        brokers: brokers.into_iter().map(|b| b.addr).collect(),
+        namesrvs,
+    })
+}
+
+/// `deleteTopic`: the topic off every master of the cluster and off the nameservers.
+pub(super) fn delete_topic(args: &DeleteTopicArgs) -> Result<(), AdminError> {
+    let deleted = delete_topic_in(&args.common, &args.topic, &args.cluster)?;
     if args.common.json {
-        let brokers = brokers.into_iter().map(|b| b.addr).collect();
-        let cluster_name = cluster;
-        let deleted = TopicDeleted {
-            topic,
-            cluster_name,
-            brokers,
-            namesrvs,
-        };
         return output::print_json(&deleted);
     }
+    let (topic, cluster) = (&deleted.topic, &deleted.cluster_name);
+    out!("delete topic [{topic}] from cluster [{cluster}] success.");
     out!("delete topic [{topic}] from NameServer success.");
     Ok(())
+}
+
+/// GroupList of QUERY_TOPIC_CONSUME_BY_WHO.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupList {
+    #[serde(default)]
+    group_list: BTreeSet<String>,
+}
+
+/// The consumer groups of `topic` (online subscribers and groups with offsets on it), from
+/// QUERY_TOPIC_CONSUME_BY_WHO of every broker of its route.
+pub(crate) fn topic_consumers(
+    route: &TopicRouteData,
+    topic: &str,
+) -> Result<BTreeSet<String>, AdminError> {
+    let mut groups = BTreeSet::new();
+    for addr in route.broker_datas.iter().filter_map(select_addr) {
+        let cmd = command(request::QUERY_TOPIC_CONSUME_BY_WHO, &[("topic", topic)]);
+        let about = format!("of topic {topic}");
+        let list: GroupList = super::fetch_json(&mut broker(addr)?, cmd, &about)?;
+        groups.extend(list.group_list);
+    }
+    Ok(groups)
 }

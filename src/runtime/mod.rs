@@ -148,6 +148,12 @@ impl Shutdown {
         let _ = self.rx.recv_async().await;
     }
 
+    /// Blocks the calling thread until the signal is triggered (for threads outside the
+    /// executors, e.g. the dashboard's main thread).
+    pub fn wait_blocking(&self) {
+        let _ = self.rx.recv();
+    }
+
     /// Sleeps for `duration` (on the executor's timer); `false` when shutdown came first. For
     /// housekeeping loops (expiry scans, persistence, check passes), never request paths.
     pub async fn sleep(&self, duration: std::time::Duration) -> bool {

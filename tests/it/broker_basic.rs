@@ -174,7 +174,7 @@ fn consumer_offsets_commit_query_and_queue_bounds() {
     );
 }
 
-fn heartbeat(client_id: &str, group: &str, topic: &str) -> HeartbeatData {
+pub(crate) fn heartbeat(client_id: &str, group: &str, topic: &str) -> HeartbeatData {
     HeartbeatData {
         client_id: client_id.into(),
         consumer_data_set: vec![ConsumerData {

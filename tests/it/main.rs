@@ -10,6 +10,8 @@ mod broker_crash;
 mod broker_delay;
 mod broker_quirks;
 mod broker_transaction;
+mod dashboard;
+mod dashboard_browser;
 mod golden;
 mod ha;
 mod ha_process;
