@@ -169,12 +169,13 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
     }
     match namesrv::start(namesrv_options(&config), shutdown) {
         Ok(handle) => {
+            // The PID file first: whoever saw the boot line may run `ringmq shutdown` at once.
+            let _pid = pid_file(&ringmq::pidfile::namesrv_pid_path(&config.kv_config_path));
             // The line Java's mqnamesrv prints; start scripts wait for it.
             println!(
                 "The Name Server boot success. serializeType=JSON, listening on {}",
                 handle.local_addr
             );
-            let _pid = pid_file(&ringmq::pidfile::namesrv_pid_path(&config.kv_config_path));
             handle.wait();
             ExitCode::SUCCESS
         }
@@ -233,13 +234,14 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
     let store_root = options.cfg.store_path_root_dir.clone();
     match broker::start(options, shutdown) {
         Ok(handle) => {
+            // The PID file first: whoever saw the boot line may run `ringmq shutdown` at once.
+            let _pid = pid_file(&ringmq::pidfile::broker_pid_path(&store_root));
             // The line Java's mqbroker prints; start scripts wait for it.
             println!(
                 "The broker[{name}, {}] boot success. serializeType=JSON and name server is {}",
                 handle.broker_addr,
                 namesrvs.join(";")
             );
-            let _pid = pid_file(&ringmq::pidfile::broker_pid_path(&store_root));
             handle.wait();
             ExitCode::SUCCESS
         }
@@ -275,14 +277,15 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
     };
     match broker::start(options, shutdown.clone()) {
         Ok(handle) => {
+            // The PID files first: whoever saw the start-up line may run `ringmq shutdown`.
+            let _pids = (
+                pid_file(&ringmq::pidfile::broker_pid_path(&args.store)),
+                pid_file(&args.store.join("namesrv").join("namesrv.pid")),
+            );
             println!(
                 "ringmq standalone: nameserver {ns_addr}, broker {} (store {}). Point clients at NAMESRV_ADDR={ns_addr}",
                 handle.broker_addr,
                 args.store.display()
-            );
-            let _pids = (
-                pid_file(&ringmq::pidfile::broker_pid_path(&args.store)),
-                pid_file(&args.store.join("namesrv").join("namesrv.pid")),
             );
             handle.wait();
             namesrv.stop();
