@@ -74,7 +74,7 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
         );
         return Ok(ShardHa::Slave(Rc::new(follower)));
     }
-    let replicas = Replicas::open(opts, store.clone(), root, id, ctx.shards)?;
+    let replicas = Replicas::open(opts, store.clone(), root, id)?;
     if cfg.broker_role == BrokerRole::SyncMaster {
         store.set_replica_wait(replicas.clone());
     }

@@ -15,12 +15,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use super::history::{decide, Decision, History};
 use super::proto::{FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEARTBEAT};
-use super::{within, HaOptions};
+use super::{read_handshake, read_within, within, HaOptions};
 use crate::runtime::{OffsetWatch, Shutdown};
 use crate::store::{MessageStore, PutStatus, ReplicaWait};
 
@@ -50,7 +50,6 @@ pub struct Replicas {
     opts: HaOptions,
     store: MessageStore,
     shard: u16,
-    shard_count: u16,
     history: History,
     /// Highest offset acknowledged by any slave (SYNC_MASTER puts wait on it).
     acked: OffsetWatch,
@@ -68,7 +67,6 @@ impl Replicas {
         store: MessageStore,
         root: &std::path::Path,
         shard: usize,
-        shard_count: usize,
     ) -> std::io::Result<Rc<Replicas>> {
         let path: PathBuf = History::path(root, shard);
         let mut history = History::load(&path)?;
@@ -78,7 +76,6 @@ impl Replicas {
             opts,
             store,
             shard: shard as u16,
-            shard_count: shard_count as u16,
             history,
             acked: OffsetWatch::new(0),
             links: RefCell::new(Vec::new()),
@@ -112,18 +109,13 @@ impl Replicas {
 
     /// The answer to `hello`: a refusal, or where the stream starts.
     fn welcome(&self, hello: &Hello) -> Welcome {
+        // The listener routed the connection here by shard, after checking the shard count.
         let segment = self.store.segment_bytes();
-        if hello.shard_count != self.shard_count || hello.segment_bytes != segment {
+        if hello.segment_bytes != segment {
             return Welcome::Refused(format!(
-                "the master runs {} shard(s) with {segment}-byte commitlog segments, the slave \
-                 {} with {}: give both the same shardCount and mappedFileSizeCommitLog",
-                self.shard_count, hello.shard_count, hello.segment_bytes
-            ));
-        }
-        if hello.shard != self.shard {
-            return Welcome::Refused(format!(
-                "shard {} asked on shard {}",
-                hello.shard, self.shard
+                "the master's commitlog segments are {segment} bytes, the slave's {}: give \
+                 both the same mappedFileSizeCommitLog",
+                hello.segment_bytes
             ));
         }
         let (min, end) = (
@@ -248,18 +240,10 @@ impl Replicas {
         link: &Link,
     ) -> Result<(), String> {
         let mut report = [0u8; 8];
+        let limit = self.opts.housekeeping;
         loop {
-            let read = within(self.opts.housekeeping, reader.read_exact(&mut report)).await;
-            match read {
-                None => {
-                    return Err(format!(
-                        "no report from the slave for {} ms",
-                        self.opts.housekeeping.as_millis()
-                    ))
-                }
-                Some(Err(e)) => return Err(format!("read failed: {e}")),
-                Some(Ok(())) => {}
-            }
+            let silent = || format!("no report from the slave for {} ms", limit.as_millis());
+            read_within(reader, &mut report, limit, silent).await?;
             let offset = u64::from_be_bytes(report);
             let end = self.store.written_offset();
             if offset > end {
@@ -310,23 +294,7 @@ impl ReplicaWait for Replicas {
 
 /// Reads a slave's HELLO (bounded in size and time).
 pub async fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<Hello, String> {
-    let read = async {
-        let mut prefix = [0u8; 4];
-        stream
-            .read_exact(&mut prefix)
-            .await
-            .map_err(|e| e.to_string())?;
-        let len = super::proto::handshake_len(prefix)?;
-        let mut body = vec![0u8; len];
-        stream
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
-        Hello::decode(&body)
-    };
-    within(timeout, read)
-        .await
-        .unwrap_or_else(|| Err("no HELLO in time".into()))
+    Hello::decode(&read_handshake(stream, timeout).await?)
 }
 
 /// Refuses a connection with `reason` (before it reached its shard).

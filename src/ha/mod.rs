@@ -51,6 +51,41 @@ impl HaOptions {
     }
 }
 
+/// Fills `buf` from `reader` within `limit`; when nothing complete came in time the error is
+/// `silent()`.
+pub(crate) async fn read_within<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    limit: Duration,
+    silent: impl FnOnce() -> String,
+) -> Result<(), String> {
+    use futures_lite::AsyncReadExt;
+    match within(limit, reader.read_exact(buf)).await {
+        None => Err(silent()),
+        Some(Err(e)) => Err(format!("read failed: {e}")),
+        Some(Ok(())) => Ok(()),
+    }
+}
+
+/// Reads a HELLO or WELCOME body (after its bounded length prefix) within `limit`.
+pub(crate) async fn read_handshake<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: Duration,
+) -> Result<Vec<u8>, String> {
+    use futures_lite::AsyncReadExt;
+    let closed = |e: std::io::Error| format!("the peer closed the link: {e}");
+    let read = async {
+        let mut prefix = [0u8; 4];
+        reader.read_exact(&mut prefix).await.map_err(closed)?;
+        let mut body = vec![0u8; proto::handshake_len(prefix)?];
+        reader.read_exact(&mut body).await.map_err(closed)?;
+        Ok(body)
+    };
+    within(limit, read)
+        .await
+        .unwrap_or_else(|| Err("no handshake in time".into()))
+}
+
 /// `Some(output)` if `fut` finishes within `limit`, `None` otherwise.
 pub(crate) async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(fut.await) }, async {

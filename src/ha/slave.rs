@@ -17,10 +17,8 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::history::History;
-use super::proto::{
-    handshake_len, Action, FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEADER_BYTES,
-};
-use super::{within, HaOptions};
+use super::proto::{Action, FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEADER_BYTES};
+use super::{read_handshake, read_within, within, HaOptions};
 use crate::runtime::{OffsetWatch, Shutdown};
 use crate::store::MessageStore;
 
@@ -245,9 +243,9 @@ impl Follower {
             .write_all(&hello.encode())
             .await
             .map_err(|e| fail(format!("write failed: {e}")))?;
-        let welcome = within(self.opts.housekeeping, read_welcome(&mut reader))
+        let welcome = read_handshake(&mut reader, self.opts.housekeeping)
             .await
-            .unwrap_or_else(|| Err("no answer to the HELLO".into()))
+            .and_then(|body| Welcome::decode(&body))
             .map_err(fail)?;
         let (action, start, lineage, epochs) = match welcome {
             Welcome::Refused(reason) => {
@@ -307,17 +305,10 @@ impl Follower {
     ) -> Result<(), String> {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         let mut payload = Vec::new();
+        let limit = self.opts.housekeeping;
         loop {
-            match within(self.opts.housekeeping, reader.read_exact(&mut header)).await {
-                None => {
-                    return Err(format!(
-                        "nothing from the master for {} ms",
-                        self.opts.housekeeping.as_millis()
-                    ))
-                }
-                Some(Err(e)) => return Err(format!("read failed: {e}")),
-                Some(Ok(())) => {}
-            }
+            let silent = || format!("nothing from the master for {} ms", limit.as_millis());
+            read_within(reader, &mut header, limit, silent).await?;
             let frame = FrameHeader::decode(&header)?;
             self.master_end.set(frame.master_end);
             if frame.kind != FRAME_DATA {
@@ -333,7 +324,7 @@ impl Follower {
                 .await
                 .map_err(|e| format!("read failed: {e}"))?;
             store
-                .wait_for_room_replicated(payload.len())
+                .wait_for_room(payload.len())
                 .await
                 .map_err(|e| e.to_string())?;
             store
@@ -378,20 +369,4 @@ impl Follower {
             }
         }
     }
-}
-
-async fn read_welcome<R: futures_lite::AsyncRead + Unpin>(
-    reader: &mut R,
-) -> Result<Welcome, String> {
-    let mut prefix = [0u8; 4];
-    reader
-        .read_exact(&mut prefix)
-        .await
-        .map_err(|e| format!("the master closed the link: {e}"))?;
-    let mut body = vec![0u8; handshake_len(prefix)?];
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    Welcome::decode(&body)
 }

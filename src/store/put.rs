@@ -116,8 +116,8 @@ impl<S: Storage> MessageStore<S> {
     }
 
     /// Back-pressure: waits while more than `unflushed_max_bytes` wait for the disk, up to
-    /// `syncFlushTimeout`, then refuses with `Busy`.
-    pub(super) async fn wait_for_room(&self, len: usize) -> StoreResult<()> {
+    /// `syncFlushTimeout`, then refuses with `Busy` (puts, and a slave's replicated appends).
+    pub async fn wait_for_room(&self, len: usize) -> StoreResult<()> {
         let cl = &self.inner.commitlog;
         let max = self.inner.cfg.unflushed_max_bytes;
         let over = || (cl.written() + len as u64).saturating_sub(cl.flushed() + max);

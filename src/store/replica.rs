@@ -158,12 +158,10 @@ impl<S: Storage> MessageStore<S> {
                     cl.log.skip_to(seg_end);
                     end = seg_end;
                 }
-                Piece::Record { at, len } => {
+                Piece::Record { at, view } => {
                     let from = (at - pos) as usize;
-                    let record = &bytes[from..from + len];
-                    let view = RecordView::parse(record).map_err(|e| misplaced(e.to_string()))?;
-                    cl.log.append(at, record);
-                    end = at + len as u64;
+                    cl.log.append(at, &bytes[from..from + view.total_size]);
+                    end = at + view.total_size as u64;
                     let ts = cl.last_store_timestamp.get().max(view.store_timestamp);
                     cl.last_store_timestamp.set(ts);
                     dispatch(&targets, &view, end);
@@ -173,22 +171,22 @@ impl<S: Storage> MessageStore<S> {
         cl.written_watch.advance(end);
         Ok(end)
     }
-
-    /// Back-pressure for replicated appends: waits while too much waits for the disk.
-    pub async fn wait_for_room_replicated(&self, len: usize) -> StoreResult<()> {
-        self.wait_for_room(len).await
-    }
 }
 
 /// A validated piece of a replicated chunk.
-enum Piece {
+enum Piece<'a> {
     Blank { at: u64, seg_end: u64 },
-    Record { at: u64, len: usize },
+    Record { at: u64, view: RecordView<'a> },
 }
 
 /// Splits a replicated chunk into records, checking each one (magic, size, CRC, position,
 /// segment fit) before anything is appended.
-fn split_records(bytes: &[u8], pos: u64, seg_bytes: u64, shard: u8) -> Result<Vec<Piece>, String> {
+fn split_records(
+    bytes: &[u8],
+    pos: u64,
+    seg_bytes: u64,
+    shard: u8,
+) -> Result<Vec<Piece<'_>>, String> {
     let mut pieces = Vec::new();
     let mut at = pos;
     let mut rest = bytes;
@@ -208,14 +206,15 @@ fn split_records(bytes: &[u8], pos: u64, seg_bytes: u64, shard: u8) -> Result<Ve
         if len > rest.len() || len < BLANK_RECORD_BYTES || needs_rollover(at, len, seg_bytes) {
             return Err(format!("record of {size} bytes at {at} does not fit"));
         }
-        check_record(&rest[..len], to_physical(shard, at), true).map_err(|e| match e {
-            Invalid::Parse(p) => format!("record at {at}: {p}"),
-            Invalid::Crc => format!("record at {at}: body CRC mismatch"),
-            Invalid::Misplaced { field, .. } => {
-                format!("record at {at} says it belongs at physical offset {field}")
-            }
-        })?;
-        pieces.push(Piece::Record { at, len });
+        let view =
+            check_record(&rest[..len], to_physical(shard, at), true).map_err(|e| match e {
+                Invalid::Parse(p) => format!("record at {at}: {p}"),
+                Invalid::Crc => format!("record at {at}: body CRC mismatch"),
+                Invalid::Misplaced { field, .. } => {
+                    format!("record at {at} says it belongs at physical offset {field}")
+                }
+            })?;
+        pieces.push(Piece::Record { at, view });
         at += len as u64;
         rest = &rest[len..];
     }

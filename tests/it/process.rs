@@ -157,10 +157,7 @@ impl BrokerProcess {
 
     /// SIGTERM, then waits (bounded) for the exit; returns the exit status.
     pub fn sigterm(&mut self) -> ExitStatus {
-        let pid = self.pid() as libc::pid_t;
-        // SAFETY: kill(2) on the PID of our own unreaped child (it cannot have been recycled).
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        self.signal(libc::SIGTERM);
         let status = self.wait_exit(EXIT_TIMEOUT).unwrap_or_else(|| {
             panic!(
                 "the broker did not exit within {EXIT_TIMEOUT:?} of SIGTERM:\n{}",

@@ -302,16 +302,19 @@ fn suggest_broker_id(behind: u64, in_memory_bytes: u64) -> i64 {
     }
 }
 
-/// Physical memory of the machine (Java's `TOTAL_PHYSICAL_MEMORY_SIZE`).
+/// Physical memory of the machine (Java's `TOTAL_PHYSICAL_MEMORY_SIZE`), read once.
 fn total_memory_bytes() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    (pages.max(0) as u64).saturating_mul(page.max(0) as u64)
+    static TOTAL: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        (pages.max(0) as u64).saturating_mul(page.max(0) as u64)
+    })
 }
 
 fn pull_response(

@@ -29,8 +29,13 @@ pub(crate) enum Invalid {
     Misplaced { field: i64, expected: i64 },
 }
 
-/// Checks the record in `bytes` (exactly one record) stored at physical offset `physical`.
-pub(crate) fn check_record(bytes: &[u8], physical: i64, check_crc: bool) -> Result<(), Invalid> {
+/// Checks the record in `bytes` (exactly one record) stored at physical offset `physical`;
+/// returns its parsed view.
+pub(crate) fn check_record(
+    bytes: &[u8],
+    physical: i64,
+    check_crc: bool,
+) -> Result<RecordView<'_>, Invalid> {
     let view = RecordView::parse(bytes).map_err(|e| Invalid::Parse(e.to_string()))?;
     if view.total_size != bytes.len() {
         return Err(Invalid::Parse(format!(
@@ -48,7 +53,7 @@ pub(crate) fn check_record(bytes: &[u8], physical: i64, check_crc: bool) -> Resu
             expected: physical,
         });
     }
-    Ok(())
+    Ok(view)
 }
 
 #[cfg(test)]
