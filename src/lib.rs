@@ -8,6 +8,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`limits`] | every fixed bound (frame size, header size, in-flight requests), asserted together |
+//! | [`log_limit`] | rate-limited logging of repeated conditions (one line per key per interval, with a count) |
 //! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
 //! | [`message`] | the message model and the stored record layout, properties, ids, tag hashes |
 //! | [`remoting`] | the frame, JSON and ROCKETMQ headers, request/response/language codes, `WireError` |
@@ -31,6 +32,7 @@ pub mod dashboard;
 pub mod fsutil;
 pub mod ha;
 pub mod limits;
+pub mod log_limit;
 pub mod message;
 pub mod namesrv;
 pub mod net;
