@@ -118,10 +118,7 @@ mod tests {
     fn a_burst_logs_once_and_the_count_rides_on_the_next_line() {
         let limiter = LogLimiter::new(Duration::from_secs(10), 16);
         let t0 = Instant::now();
-        assert_eq!(
-            limiter.check_at("peer", t0),
-            Verdict::Log { suppressed: 0 }
-        );
+        assert_eq!(limiter.check_at("peer", t0), Verdict::Log { suppressed: 0 });
         for i in 1..1000 {
             assert_eq!(
                 limiter.check_at("peer", t0 + Duration::from_millis(i)),
