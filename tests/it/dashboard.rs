@@ -869,7 +869,7 @@ pub fn raw(
 }
 
 /// Whether the broker itself (not the nameserver's route, which lags) has `topic`.
-fn broker_has_topic(broker: &TestBroker, topic: &str) -> bool {
+pub fn broker_has_topic(broker: &TestBroker, topic: &str) -> bool {
     let mut conn = broker.connection();
     let answer = conn
         .call(ringmq::remoting::RemotingCommand::request(
