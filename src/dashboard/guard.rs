@@ -113,8 +113,10 @@ fn is_session_id(s: &str) -> bool {
 
 /// Who may change the cluster through this dashboard.
 pub enum Access {
-    /// Anyone who reaches the port (why: loopback, or `--allow-anonymous-writes`).
-    Open(&'static str),
+    /// Anyone who reaches the port, which is on loopback.
+    Loopback,
+    /// Anyone who reaches the port: `--allow-anonymous-writes`.
+    Anonymous,
     /// Nobody: the reason every write is refused with.
     ReadOnly(String),
     /// Signed-in users; writes need an admin.
@@ -127,8 +129,8 @@ impl Access {
     pub fn choose(listen: SocketAddr, logins: Option<Logins>, anonymous_writes: bool) -> Access {
         match logins {
             Some(l) => Access::Login(l),
-            None if listen.ip().is_loopback() => Access::Open("loopback only"),
-            None if anonymous_writes => Access::Open("--allow-anonymous-writes"),
+            None if listen.ip().is_loopback() => Access::Loopback,
+            None if anonymous_writes => Access::Anonymous,
             None => Access::ReadOnly(format!(
                 "the dashboard is read-only: it listens on {listen}, beyond this machine, \
                  without --users-file; restart it with --users-file (admins write) or \
@@ -140,10 +142,26 @@ impl Access {
     /// For the start-up line.
     pub fn describe(&self) -> String {
         match self {
-            Access::Open("loopback only") => "writes open, loopback only".into(),
-            Access::Open(why) => format!("writes open to anyone who reaches the port ({why})"),
+            Access::Loopback => "writes open, loopback only".into(),
+            Access::Anonymous => {
+                "writes open to anyone who reaches the port (--allow-anonymous-writes)".into()
+            }
             Access::ReadOnly(_) => "read-only: beyond loopback without --users-file".into(),
             Access::Login(l) => l.describe(),
+        }
+    }
+
+    /// Why `user` (signed in or not) may not write; `None` when they may.
+    pub fn write_refusal(&self, user: Option<&User>) -> Option<String> {
+        match (self, user) {
+            (Access::Loopback | Access::Anonymous, _) => None,
+            (Access::ReadOnly(why), _) => Some(why.clone()),
+            (Access::Login(_), Some(u)) if u.admin => None,
+            (Access::Login(_), Some(u)) => Some(format!(
+                "user {} may only read: writes need an admin (role 1 in the users file)",
+                u.name
+            )),
+            (Access::Login(_), None) => Some("sign in first".into()),
         }
     }
 }
@@ -244,15 +262,19 @@ impl Guard {
             other => return Err(self.misdirected(req, other)),
         };
         let secure = over_tls(req);
+        let class = classify(req);
         let (session, set_cookie) = match self.session_cookie(req) {
             Some(id) => (id, None),
             None => {
                 let id = session_id().map_err(|e| Refusal::json(500, e.to_string()))?;
-                let cookie = self.cookie_for(&id, None, secure);
-                (id, Some(cookie))
+                // Given to browsers (pages, the session); scrapers and scripts' reads need none.
+                let wanted = matches!(class, Class::Page | Class::Public);
+                (
+                    id.clone(),
+                    wanted.then(|| self.cookie_for(&id, None, secure)),
+                )
             }
         };
-        let class = classify(req);
         if matches!(class, Class::SignInOut | Class::Write) {
             if let Err(why) = self.same_origin_json(req, host, &session) {
                 self.warn("write", req, &why);
@@ -286,16 +308,7 @@ impl Guard {
             }
         }
         if class == Class::Write {
-            let refused = match (&self.access, &user) {
-                (Access::Open(_), _) => None,
-                (Access::ReadOnly(why), _) => Some(why.clone()),
-                (Access::Login(_), Some(u)) if u.admin => None,
-                (Access::Login(_), u) => Some(format!(
-                    "user {} may only read: writes need an admin (role 1 in the users file)",
-                    u.as_ref().map_or("", |u| u.name.as_str())
-                )),
-            };
-            if let Some(why) = refused {
+            if let Some(why) = self.access.write_refusal(user.as_ref()) {
                 return Err(Refusal::json(403, why));
             }
         }
@@ -537,9 +550,9 @@ mod tests {
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         assert!(matches!(
             Access::choose(loopback, None, false),
-            Access::Open(_)
+            Access::Loopback
         ));
-        assert!(matches!(Access::choose(any, None, true), Access::Open(_)));
+        assert!(matches!(Access::choose(any, None, true), Access::Anonymous));
         let Access::ReadOnly(why) = Access::choose(any, None, false) else {
             panic!("not read-only")
         };

@@ -3,8 +3,8 @@
 //! `rocketmq.config.loginRequired=true`): role `1` is an admin, `0` or none a user. Here a user
 //! reads everything and an admin also writes (create/delete topics, reset offsets, send,
 //! resend). The file is re-read when it changes (checked on each signed-in request, no timer),
-//! a file that does not parse keeps the old users and is logged; a user removed from it is
-//! signed out at their next request.
+//! a file that does not parse or names nobody keeps the old users and is logged; a user removed
+//! from it is signed out at their next request.
 //!
 //! Passwords are compared in constant time (HMAC tags under the start-up key, so the compare
 //! does not even leak the length). Sessions are bounded in number ([`MAX_SESSIONS`], the least
@@ -100,6 +100,13 @@ impl Logins {
         if now != table.stamp {
             table.stamp = now;
             match read(&self.path, &self.secret) {
+                // Caught while an editor rewrites it, most likely: not a reason to sign
+                // everyone out.
+                Ok((_, accounts)) if accounts.is_empty() => tracing::warn!(
+                    "dashboard: the users file {} names no user now; the users read before \
+                     are kept",
+                    self.path.display()
+                ),
                 Ok((stamp, accounts)) => {
                     tracing::info!(file = %self.path.display(), users = accounts.len(),
                         "dashboard: the users file changed; re-read");
@@ -296,13 +303,7 @@ pub fn route(state: &State, req: &Request, visitor: &mut Visitor) -> Option<Repl
 /// writes are possible (and why not).
 fn session(state: &State, visitor: &Visitor) -> Reply {
     let guard = &state.guard;
-    let read_only = match (&guard.access, &visitor.user) {
-        (Access::Open(_), _) => None,
-        (Access::ReadOnly(why), _) => Some(why.clone()),
-        (Access::Login(_), Some(u)) if u.admin => None,
-        (Access::Login(_), Some(u)) => Some(format!("signed in as {}, who may only read", u.name)),
-        (Access::Login(_), None) => Some("not signed in".to_string()),
-    };
+    let read_only = guard.access.write_refusal(visitor.user.as_ref());
     Reply::json(&json!({
         "csrfToken": guard.csrf_token(&visitor.session),
         "login": matches!(guard.access, Access::Login(_)),
@@ -433,8 +434,10 @@ mod tests {
         assert_eq!(l.check("super", "admin").map(|u| u.admin), Some(false));
         assert_eq!(l.check("user3", "pw3").map(|u| u.admin), Some(true));
         assert_eq!(l.check("user1", "user"), None);
-        // A file that does not parse keeps the users read before.
+        // A file that does not parse, or names nobody, keeps the users read before.
         std::fs::write(&l.path, "user3=pw3,7\n").unwrap();
+        assert_eq!(l.check("user3", "pw3").map(|u| u.admin), Some(true));
+        std::fs::write(&l.path, "").unwrap();
         assert_eq!(l.check("user3", "pw3").map(|u| u.admin), Some(true));
 
         let secret = Secret::random().unwrap();
