@@ -366,17 +366,6 @@ impl Guard {
                 req.method
             ));
         }
-        let own = |origin: &str| {
-            ["http://", "https://"].iter().any(|scheme| {
-                origin.len() == scheme.len() + host.len()
-                    && origin
-                        .get(..scheme.len())
-                        .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-                    && origin
-                        .get(scheme.len()..)
-                        .is_some_and(|h| h.eq_ignore_ascii_case(host))
-            })
-        };
         let from = match (req.header("origin"), req.header("referer")) {
             (Some(origin), _) => origin,
             (None, Some(referer)) => origin_of(referer),
@@ -388,7 +377,7 @@ impl Guard {
                 ))
             }
         };
-        if !own(from) {
+        if !self.is_own_origin(from, host) {
             return Err(format!(
                 "refused: the request comes from {from}, not from this dashboard's pages \
                  (http://{host})"
@@ -404,6 +393,21 @@ impl Guard {
                  page; a script gets its token from GET /api/session)"
             )),
         }
+    }
+
+    /// Whether `origin` (`scheme://host[:port]`) is the dashboard's: http or https of the
+    /// request's Host, or of an `--allowed-host` name (behind a proxy that passes another Host).
+    fn is_own_origin(&self, origin: &str, host: &str) -> bool {
+        let Some((scheme, authority)) = origin.split_once("://") else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return false;
+        }
+        let name = bare_host(authority)
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        authority.eq_ignore_ascii_case(host) || self.allowed_hosts.contains(&name)
     }
 
     /// The anti-CSRF token of a session.
@@ -576,6 +580,25 @@ mod tests {
             .verify("csrf", b.as_bytes(), &unhex(&token).unwrap()));
         assert!(!is_session_id("../etc") && !is_session_id(&a.to_uppercase()));
         assert_eq!(origin_of("https://h:1/x?y#z"), "https://h:1");
+        let proxied = guard("127.0.0.1:8080", &["dash.example"]);
+        for (origin, own) in [
+            ("http://127.0.0.1:8080", true),
+            ("HTTPS://127.0.0.1:8080", true),
+            ("https://dash.example", true),
+            ("https://dash.example:8443", true),
+            ("http://127.0.0.1:8081", false),
+            ("http://127.0.0.1", false),
+            ("null", false),
+            ("ftp://127.0.0.1:8080", false),
+            ("https://dash.example.evil.example", false),
+            ("https://evil.example/https://dash.example", false),
+        ] {
+            assert_eq!(
+                proxied.is_own_origin(origin, "127.0.0.1:8080"),
+                own,
+                "{origin}"
+            );
+        }
         assert_eq!(bare_host("[::1]:80"), "::1");
         assert_eq!(
             g.cookie_for(&a, Some(Duration::from_secs(60)), true),
