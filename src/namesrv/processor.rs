@@ -234,12 +234,13 @@ impl NamesrvProcessor {
 
     fn query_data_version(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let broker_addr = request.req_str("brokerAddr")?;
-        let version: DataVersion = serde_json::from_slice(&request.body).map_err(|e| {
-            (
-                resp::SYSTEM_ERROR,
-                format!("body is not a DataVersion: {e}"),
-            )
-        })?;
+        let version: DataVersion =
+            crate::protocol::lenient::from_slice(&request.body).map_err(|e| {
+                (
+                    resp::SYSTEM_ERROR,
+                    format!("body is not a DataVersion: {e}"),
+                )
+            })?;
         let mut routes = self.routes.borrow_mut();
         let changed = !routes.data_version_matches(broker_addr, &version, Instant::now());
         let mut response = request

@@ -13,7 +13,7 @@ use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ClientChannel;
 use crate::broker::shard::Shard;
 use crate::protocol::heartbeat::{ConsumeType, MessageModel, SubscriptionData};
-use crate::protocol::Fields;
+use crate::protocol::{lenient, Fields};
 use crate::remoting::{response as resp, RemotingCommand};
 use crate::store::metadata::{self, SubscriptionGroupConfig};
 
@@ -85,7 +85,7 @@ impl Shard {
     pub(super) fn update_group(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
         self.refuse_on_slave()?;
-        let config: SubscriptionGroupConfig = metadata::decode_json(&cmd.body).map_err(|e| {
+        let config: SubscriptionGroupConfig = lenient::from_slice(&cmd.body).map_err(|e| {
             let remark = format!("the subscription group body does not parse: {e}");
             (resp::SYSTEM_ERROR, remark)
         })?;
@@ -296,7 +296,7 @@ impl Shard {
         if cmd.body.is_empty() {
             return Ok(cmd.success_to());
         }
-        let request: CheckClientRequest = metadata::decode_json(&cmd.body).map_err(|e| {
+        let request: CheckClientRequest = lenient::from_slice(&cmd.body).map_err(|e| {
             let remark = format!("the check client body does not parse: {e}");
             (resp::SYSTEM_ERROR, remark)
         })?;
