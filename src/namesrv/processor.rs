@@ -2,6 +2,7 @@
 //! code, all synchronous on the nameserver's executor.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use crate::net::{Connection, Handler, Reply};
 use crate::protocol::register::{DataVersion, RegisterBrokerBody};
 use crate::protocol::route::to_json_body;
 use crate::protocol::{FieldError, Fields};
+use crate::refusal::{self, Refusal, Refusals};
 use crate::remoting::{request as req, response as resp, ExtFields, RemotingCommand};
 
 use super::kv_config::KvConfig;
@@ -33,6 +35,8 @@ pub struct NamesrvProcessor {
     pub routes: RefCell<RouteTable>,
     pub kv: RefCell<KvConfig>,
     options: ProcessorOptions,
+    /// Refused requests: per-peer counts and their rate-limited WARN lines.
+    pub refusals: Refusals,
 }
 
 /// A failed request: response code and remark.
@@ -51,6 +55,7 @@ impl NamesrvProcessor {
             routes: RefCell::new(RouteTable::default()),
             kv: RefCell::new(kv),
             options,
+            refusals: Refusals::default(),
         }
     }
 
@@ -61,8 +66,14 @@ impl NamesrvProcessor {
             .expire(now, self.options.broker_expiry)
     }
 
-    /// Processes one request received on connection `connection_id`. `None` for no answer.
-    pub fn process(&self, connection_id: u64, request: &RemotingCommand) -> RemotingCommand {
+    /// Processes one request received from `peer` on connection `connection_id`; a refusal is
+    /// counted and logged (rate-limited, [`crate::refusal`]).
+    pub fn process(
+        &self,
+        connection_id: u64,
+        peer: SocketAddr,
+        request: &RemotingCommand,
+    ) -> RemotingCommand {
         let result = match request.code {
             req::REGISTER_BROKER => self.register_broker(connection_id, request),
             req::UNREGISTER_BROKER => self.unregister_broker(request),
@@ -88,7 +99,19 @@ impl NamesrvProcessor {
                 format!(" request type {code} not supported"),
             )),
         };
-        result.unwrap_or_else(|(code, remark)| request.error_to(code, remark))
+        result.unwrap_or_else(|(code, remark)| {
+            if refusal::is_refusal(request.code, code) {
+                let refused = Refusal {
+                    peer,
+                    request_code: request.code,
+                    response_code: code,
+                    remark: &remark,
+                };
+                let client_id = || request.ext("clientID").map(str::to_string);
+                self.refusals.record(refused, client_id);
+            }
+            request.error_to(code, remark)
+        })
     }
 
     fn register_broker(
@@ -274,7 +297,7 @@ fn identity(request: &RemotingCommand) -> Result<BrokerIdentity, FieldError> {
 
 impl Handler for NamesrvProcessor {
     fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
-        Reply::Now(Some(self.process(conn.id, &request)))
+        Reply::Now(Some(self.process(conn.id, conn.peer, &request)))
     }
 
     fn on_close(&self, conn: &Connection) {
