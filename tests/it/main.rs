@@ -21,6 +21,7 @@ mod lenient;
 mod loadgen;
 mod namesrv_route;
 mod process;
+mod refusals;
 mod rust_client;
 mod rust_client_broker;
 mod rust_client_features;
