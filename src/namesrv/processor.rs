@@ -304,3 +304,40 @@ impl Handler for NamesrvProcessor {
         self.routes.borrow_mut().connection_closed(conn.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_per_peer_and_not_found_routes_are_not() {
+        let options = ProcessorOptions {
+            order_message_enable: false,
+            broker_expiry: Duration::from_secs(120),
+            config_properties: Vec::new(),
+        };
+        let processor = NamesrvProcessor::new(KvConfig::load(None).unwrap(), options);
+        let peer: SocketAddr = "10.0.0.7:5000".parse().unwrap();
+        let route = RemotingCommand::request(req::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T");
+        let answer = processor.process(1, peer, &route);
+        assert_eq!(answer.code, resp::TOPIC_NOT_EXIST);
+        assert_eq!(processor.refusals.of(peer), 0);
+        // A REGISTER_BROKER without its identity, and a data version that is not one.
+        let register = RemotingCommand::request(req::REGISTER_BROKER);
+        assert_eq!(
+            processor.process(1, peer, &register).code,
+            resp::SYSTEM_ERROR
+        );
+        let version = RemotingCommand::request(req::QUERY_DATA_VERSION)
+            .with_ext("brokerAddr", "127.0.0.1:10911")
+            .with_body(br#"{"counter":"x"}"#.to_vec());
+        let answer = processor.process(1, peer, &version);
+        assert_eq!(answer.code, resp::SYSTEM_ERROR);
+        let remark = answer.remark.unwrap_or_default();
+        assert!(
+            remark.contains(r#"counter: "x" is not an integer"#),
+            "{remark}"
+        );
+        assert_eq!(processor.refusals.of(peer), 2);
+    }
+}
