@@ -1,32 +1,34 @@
 //! Requests refused by the broker or the nameserver, made visible to the operator: each refusal
 //! is counted per peer (the dashboard's "refused" column, through the connection answers) and
 //! logged at WARN with the peer, the client id when known, the request and response codes and
-//! the remark, at most one line per (peer, request code) per interval with the count of those
-//! not logged ([`LogLimiter`]).
+//! the remark, at most one line per (peer host, request code) per interval with the count of
+//! those not logged ([`LogLimiter`]). The host, not host and port: a client that reconnects for
+//! every request must not get a line per connection.
 //!
 //! One [`Refusals`] per executor (a broker shard, the nameserver); `!Sync` like the limiter.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::remoting::{request as req, response as resp};
 
-/// One WARN line per (peer, request code) per this interval.
+/// One WARN line per (peer host, request code) per this interval.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// (peer, request code) keys the limiter tracks before they share one overflow line.
+/// (peer host, request code) keys the limiter tracks before they share one overflow line.
 pub const REFUSAL_LOG_KEYS_MAX: usize = 1024;
 /// Peers whose refusals are counted; when full, the peer with the fewest is forgotten.
 pub const REFUSAL_PEERS_MAX: usize = 4096;
 
 /// True when an error answer is a refusal worth the operator's attention, false for answers
-/// that only say "nothing there" (an offset or KV key not found, a route lookup for a topic
-/// that does not exist: clients ask those routinely, and Java does not log them either).
+/// that only say "nothing there" (an offset or KV key not found, a group with no client online,
+/// a route lookup for a topic that does not exist: clients and the dashboard ask those
+/// routinely, and Java does not log them either).
 pub fn is_refusal(request_code: i32, response_code: i32) -> bool {
     match response_code {
-        resp::SUCCESS | resp::QUERY_NOT_FOUND => false,
+        resp::SUCCESS | resp::QUERY_NOT_FOUND | resp::CONSUMER_NOT_ONLINE => false,
         resp::TOPIC_NOT_EXIST => request_code != req::GET_ROUTEINFO_BY_TOPIC,
         _ => true,
     }
@@ -44,7 +46,7 @@ pub struct Refusal<'a> {
 /// Refusal counts per peer and the limiter of their WARN lines.
 #[derive(Debug)]
 pub struct Refusals {
-    limiter: LogLimiter<(SocketAddr, i32)>,
+    limiter: LogLimiter<(IpAddr, i32)>,
     by_peer: RefCell<HashMap<SocketAddr, u64>>,
 }
 
@@ -72,7 +74,7 @@ impl Refusals {
         now: Instant,
     ) -> bool {
         self.count(refusal.peer);
-        let key = (refusal.peer, refusal.request_code);
+        let key = (refusal.peer.ip(), refusal.request_code);
         let Verdict::Log { suppressed } = self.limiter.check_at(key, now) else {
             return false;
         };
@@ -162,7 +164,25 @@ mod tests {
             resp::TOPIC_NOT_EXIST
         ));
         assert!(is_refusal(req::SEND_MESSAGE, resp::TOPIC_NOT_EXIST));
+        assert!(!is_refusal(
+            req::GET_CONSUMER_CONNECTION_LIST,
+            resp::CONSUMER_NOT_ONLINE
+        ));
         assert!(is_refusal(req::HEART_BEAT, resp::SYSTEM_ERROR));
+    }
+
+    #[test]
+    fn a_client_reconnecting_for_every_request_gets_one_line() {
+        let refusals = Refusals::default();
+        let t0 = Instant::now();
+        let lines = (0..1000u16)
+            .filter(|port| {
+                let peer = format!("10.0.0.3:{}", 20_000 + port);
+                refusals.record_at(refusal(&peer, req::HEART_BEAT), || None, t0)
+            })
+            .count();
+        assert_eq!(lines, 1);
+        assert_eq!(refusals.counts().len(), 1000, "counted per connection");
     }
 
     #[test]
