@@ -64,7 +64,8 @@ fn other_form(value: &Value) -> Option<Value> {
         Value::String(s) => {
             let n: Value = serde_json::from_str(s).ok()?;
             (n.is_i64() || n.is_u64()).then_some(())?;
-            (n.to_string() == *s).then_some(n)
+            let canonical = n.to_string();
+            (canonical == *s).then_some(n)
         }
         _ => None,
     }
