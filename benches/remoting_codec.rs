@@ -1,4 +1,6 @@
-//! Codec micro-benchmarks: encode and decode of a send request in both serializations.
+//! Codec micro-benchmarks: encode and decode of a send request in both serializations, and a
+//! HEART_BEAT body read the way the broker reads it (`protocol::lenient`, through a parsed value)
+//! against a plain serde_json read of the same (Java-shaped) body.
 //! Runs tiny under `cargo test --benches` and at full size under `cargo bench`.
 
 use bytes::BytesMut;
@@ -55,5 +57,29 @@ fn codec(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, codec);
+fn heartbeat_body(c: &mut Criterion) {
+    use ringmq::protocol::heartbeat::HeartbeatData;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let frame = std::fs::read(dir.join("java/0050-c2s-34-heartbeat.bin")).expect("golden frame");
+    let body = RemotingCommand::decode(frame.into()).expect("decodes").body;
+    let mut group = c.benchmark_group("heartbeat_body");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("lenient", |b| {
+        b.iter(|| {
+            ringmq::protocol::lenient::from_slice::<HeartbeatData>(&body)
+                .map(|h| h.consumer_data_set.len())
+                .unwrap_or(0)
+        })
+    });
+    group.bench_function("serde_json_direct", |b| {
+        b.iter(|| {
+            serde_json::from_slice::<HeartbeatData>(&body)
+                .map(|h| h.consumer_data_set.len())
+                .unwrap_or(0)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, heartbeat_body);
 criterion_main!(benches);

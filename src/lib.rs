@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`limits`] | every fixed bound (frame size, header size, in-flight requests), asserted together |
 //! | [`log_limit`] | rate-limited logging of repeated conditions (one line per key per interval, with a count) |
+//! | [`refusal`] | refused requests: per-peer counts and rate-limited WARN lines (broker and nameserver) |
 //! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
 //! | [`message`] | the message model and the stored record layout, properties, ids, tag hashes |
 //! | [`remoting`] | the frame, JSON and ROCKETMQ headers, request/response/language codes, `WireError` |
@@ -38,6 +39,7 @@ pub mod namesrv;
 pub mod net;
 pub mod pidfile;
 pub mod protocol;
+pub mod refusal;
 pub mod remoting;
 pub mod runtime;
 pub mod store;

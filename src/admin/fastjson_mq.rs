@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
-use crate::protocol::fastjson;
 use crate::protocol::heartbeat::MessageQueue;
+use crate::protocol::lenient;
 
 /// The entries of a MessageQueue-keyed table, in body order.
 pub type MqEntries = Vec<(MessageQueue, Value)>;
@@ -78,7 +78,7 @@ fn parse_queue(key: &[u8]) -> Result<MessageQueue, String> {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(&fastjson::normalize(text)).map_err(|e| {
+    lenient::from_slice(text).map_err(|e| {
         let shown: String = String::from_utf8_lossy(text).chars().take(120).collect();
         format!("{e} in `{shown}`")
     })

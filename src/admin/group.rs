@@ -14,6 +14,7 @@ use super::topic::{route, select_addr};
 use super::{
     broker, call, command, fetch_json, fetch_mq_table, AdminError, Common, GroupArgs, Target,
 };
+use crate::protocol::lenient;
 use crate::remoting::{request, response};
 
 const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
@@ -318,9 +319,9 @@ pub(crate) fn consume_stats(common: &Common, group: &str) -> Result<Progress, Ad
         let cmd = command(request::GET_CONSUME_STATS, &[("consumerGroup", group)]);
         let about = format!("of group {group}");
         let (entries, rest) = fetch_mq_table(&mut broker(&addr)?, cmd, &about)?;
-        progress.consume_tps += rest["consumeTps"].as_f64().unwrap_or(0.0);
+        progress.consume_tps += lenient::from_value::<f64>(&rest["consumeTps"]).unwrap_or(0.0);
         for (mq, offsets) in entries {
-            let number = |k: &str| offsets[k].as_i64().unwrap_or(0);
+            let number = |k: &str| lenient::from_value::<i64>(&offsets[k]).unwrap_or(0);
             let (broker_offset, consumer_offset) =
                 (number("brokerOffset"), number("consumerOffset"));
             progress.queues.push(QueueProgress {
@@ -508,6 +509,9 @@ pub(crate) struct ClientConnection {
     pub language: String,
     #[serde(default)]
     pub version: i32,
+    /// Requests the broker refused from this connection's address (ringmq only; 0 from Java).
+    #[serde(default)]
+    pub refused_count: u64,
 }
 
 /// GET_CONSUMER_CONNECTION_LIST's body (`ConsumerConnection`).

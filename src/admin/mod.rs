@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::client::{ClientError, Connection, NamesrvClient};
-use crate::protocol::fastjson;
+use crate::protocol::lenient;
 use crate::remoting::{request, RemotingCommand};
 
 /// Call timeout of admin commands.
@@ -238,8 +238,7 @@ fn fetch_json<T: DeserializeOwned>(
 ) -> Result<T, AdminError> {
     let label = request_label(cmd.code);
     let reply = call(conn, cmd, about)?;
-    serde_json::from_slice(&fastjson::normalize(&reply.body))
-        .map_err(|e| unparsable(&label, conn.addr(), e.to_string()))
+    lenient::from_slice(&reply.body).map_err(|e| unparsable(&label, conn.addr(), e.to_string()))
 }
 
 /// Sends `cmd` and parses its answer's `offsetTable` keyed by MessageQueue objects, and the

@@ -135,7 +135,8 @@ pub(crate) fn topic_queues(
         let cmd = command(request::GET_TOPIC_STATS_INFO, &[("topic", topic)]);
         let about = format!("of topic {topic}");
         for (mq, offsets) in fetch_mq_table(&mut broker(addr)?, cmd, &about)?.0 {
-            let number = |k: &str| offsets[k].as_i64().unwrap_or(0);
+            let number =
+                |k: &str| crate::protocol::lenient::from_value::<i64>(&offsets[k]).unwrap_or(0);
             queues.push(QueueStatus {
                 broker_name: mq.broker_name,
                 queue_id: mq.queue_id,

@@ -155,6 +155,19 @@ impl ClientRegistry {
         changed
     }
 
+    /// The client id heard last on `channel`, if it sent a heartbeat.
+    pub fn client_id_of(&self, channel: ChannelId) -> Option<&str> {
+        let consumers = self
+            .consumers
+            .values()
+            .flat_map(|g| g.channels.get(&channel));
+        let producers = self.producers.values().flat_map(|p| p.get(&channel));
+        consumers
+            .chain(producers)
+            .next()
+            .map(|c| c.client_id.as_str())
+    }
+
     /// A consumer group, if any client of it is connected.
     pub fn consumer_group(&self, group: &str) -> Option<&ConsumerGroup> {
         self.consumers.get(group)

@@ -301,6 +301,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         next_queue: std::cell::Cell::new(0),
         delay_offsets: RefCell::new(delay_offsets),
         stats: Default::default(),
+        refusals: Default::default(),
         transactions: RefCell::new(Default::default()),
         ha,
         shutdown: seed.shutdown.clone(),

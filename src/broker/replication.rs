@@ -25,6 +25,7 @@ use crate::ha::proto::{Action, Hello};
 use crate::ha::slave::{Follower, FollowerHost, FollowerStatus, MasterAddr};
 use crate::ha::HaOptions;
 use crate::net::RpcClient;
+use crate::protocol::lenient;
 use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
@@ -407,9 +408,9 @@ impl Shard {
         let Some(control) = &self.control else {
             return Ok(());
         };
-        let bad = |what: &str, e: serde_json::Error| format!("the master's {what}: {e}");
+        let bad = |what: &str, e: lenient::LenientError| format!("the master's {what}: {e}");
         let topics: TopicTable =
-            metadata::decode_json(&fetch(client, req::GET_ALL_TOPIC_CONFIG).await?)
+            lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG).await?)
                 .map_err(|e| bad("topics", e))?;
         if topics.data_version() != control.topics.borrow().data_version() {
             let changes = control
@@ -431,14 +432,14 @@ impl Shard {
             }
         }
         let offsets: ConsumerOffsetTable =
-            metadata::decode_json(&fetch(client, req::GET_ALL_CONSUMER_OFFSET).await?)
+            lenient::from_slice(&fetch(client, req::GET_ALL_CONSUMER_OFFSET).await?)
                 .map_err(|e| bad("consumer offsets", e))?;
         let delays: DelayOffsetTable =
-            metadata::decode_json(&fetch(client, req::GET_ALL_DELAY_OFFSET).await?)
+            lenient::from_slice(&fetch(client, req::GET_ALL_DELAY_OFFSET).await?)
                 .map_err(|e| bad("delay offsets", e))?;
         self.spread_offsets(&offsets, &delays).await;
         let groups: SubscriptionGroupTable =
-            metadata::decode_json(&fetch(client, req::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?)
+            lenient::from_slice(&fetch(client, req::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?)
                 .map_err(|e| bad("subscription groups", e))?;
         if groups.data_version() != control.groups.borrow().data_version() {
             *control.groups.borrow_mut() = groups;

@@ -141,6 +141,8 @@ pub struct Shard {
     pub delay_offsets: RefCell<crate::store::metadata::DelayOffsetTable>,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
     pub stats: crate::broker::processor::admin::ShardStats,
+    /// Requests this shard refused: per-peer counts and their rate-limited WARN lines.
+    pub refusals: crate::refusal::Refusals,
     /// Replication: this shard's slaves (master) or its follower (slave).
     pub ha: crate::broker::replication::ShardHa,
     /// The broker's shutdown signal.

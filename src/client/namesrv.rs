@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{ClientError, Connection};
-use crate::protocol::fastjson;
+use crate::protocol::lenient;
 use crate::protocol::register::RegisterBrokerBody;
 use crate::protocol::route::{ClusterInfo, KvTable, TopicList, TopicRouteData};
 use crate::remoting::{request, RemotingCommand};
@@ -44,11 +44,9 @@ impl NamesrvClient {
     }
 
     fn body<T: DeserializeOwned>(&self, response: &RemotingCommand) -> Result<T, ClientError> {
-        serde_json::from_slice(&fastjson::normalize(&response.body)).map_err(|e| {
-            ClientError::Body {
-                addr: self.conn.addr().to_string(),
-                reason: e.to_string(),
-            }
+        lenient::from_slice(&response.body).map_err(|e| ClientError::Body {
+            addr: self.conn.addr().to_string(),
+            reason: e.to_string(),
         })
     }
 

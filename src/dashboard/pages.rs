@@ -303,11 +303,12 @@ pub fn group(state: &State, name: &str) -> Reply {
         Col("Lag", "diff"),
         Col("Last consumed", "lastTimestamp:date"),
     ];
-    const MEMBERS: [Col; 4] = [
+    const MEMBERS: [Col; 5] = [
         Col("Client id", "clientId"),
         Col("Address", "clientAddr"),
         Col("Language", "language"),
         Col("Version", "version"),
+        Col("Refused requests", "refusedCount"),
     ];
     let title = format!("Consumer group {name}");
     let view = match api::group(state, name) {

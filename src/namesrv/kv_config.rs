@@ -30,10 +30,9 @@ impl KvConfig {
         let table = match &path {
             Some(p) if p.exists() => {
                 let bytes = std::fs::read(p)?;
-                let file: KvFile =
-                    serde_json::from_slice(&crate::protocol::fastjson::normalize(&bytes)).map_err(
-                        |e| io::Error::other(format!("{}: not a KV config file: {e}", p.display())),
-                    )?;
+                let file: KvFile = crate::protocol::lenient::from_slice(&bytes).map_err(|e| {
+                    io::Error::other(format!("{}: not a KV config file: {e}", p.display()))
+                })?;
                 file.config_table
             }
             _ => BTreeMap::new(),

@@ -2,6 +2,7 @@
 //! code, all synchronous on the nameserver's executor.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use crate::net::{Connection, Handler, Reply};
 use crate::protocol::register::{DataVersion, RegisterBrokerBody};
 use crate::protocol::route::to_json_body;
 use crate::protocol::{FieldError, Fields};
+use crate::refusal::{self, Refusal, Refusals};
 use crate::remoting::{request as req, response as resp, ExtFields, RemotingCommand};
 
 use super::kv_config::KvConfig;
@@ -33,6 +35,8 @@ pub struct NamesrvProcessor {
     pub routes: RefCell<RouteTable>,
     pub kv: RefCell<KvConfig>,
     options: ProcessorOptions,
+    /// Refused requests: per-peer counts and their rate-limited WARN lines.
+    pub refusals: Refusals,
 }
 
 /// A failed request: response code and remark.
@@ -51,6 +55,7 @@ impl NamesrvProcessor {
             routes: RefCell::new(RouteTable::default()),
             kv: RefCell::new(kv),
             options,
+            refusals: Refusals::default(),
         }
     }
 
@@ -61,8 +66,14 @@ impl NamesrvProcessor {
             .expire(now, self.options.broker_expiry)
     }
 
-    /// Processes one request received on connection `connection_id`. `None` for no answer.
-    pub fn process(&self, connection_id: u64, request: &RemotingCommand) -> RemotingCommand {
+    /// Processes one request received from `peer` on connection `connection_id`; a refusal is
+    /// counted and logged (rate-limited, [`crate::refusal`]).
+    pub fn process(
+        &self,
+        connection_id: u64,
+        peer: SocketAddr,
+        request: &RemotingCommand,
+    ) -> RemotingCommand {
         let result = match request.code {
             req::REGISTER_BROKER => self.register_broker(connection_id, request),
             req::UNREGISTER_BROKER => self.unregister_broker(request),
@@ -88,7 +99,19 @@ impl NamesrvProcessor {
                 format!(" request type {code} not supported"),
             )),
         };
-        result.unwrap_or_else(|(code, remark)| request.error_to(code, remark))
+        result.unwrap_or_else(|(code, remark)| {
+            if refusal::is_refusal(request.code, code) {
+                let refused = Refusal {
+                    peer,
+                    request_code: request.code,
+                    response_code: code,
+                    remark: &remark,
+                };
+                let client_id = || request.ext("clientID").map(str::to_string);
+                self.refusals.record(refused, client_id);
+            }
+            request.error_to(code, remark)
+        })
     }
 
     fn register_broker(
@@ -234,12 +257,13 @@ impl NamesrvProcessor {
 
     fn query_data_version(&self, request: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let broker_addr = request.req_str("brokerAddr")?;
-        let version: DataVersion = serde_json::from_slice(&request.body).map_err(|e| {
-            (
-                resp::SYSTEM_ERROR,
-                format!("body is not a DataVersion: {e}"),
-            )
-        })?;
+        let version: DataVersion =
+            crate::protocol::lenient::from_slice(&request.body).map_err(|e| {
+                (
+                    resp::SYSTEM_ERROR,
+                    format!("body is not a DataVersion: {e}"),
+                )
+            })?;
         let mut routes = self.routes.borrow_mut();
         let changed = !routes.data_version_matches(broker_addr, &version, Instant::now());
         let mut response = request
@@ -273,10 +297,47 @@ fn identity(request: &RemotingCommand) -> Result<BrokerIdentity, FieldError> {
 
 impl Handler for NamesrvProcessor {
     fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
-        Reply::Now(Some(self.process(conn.id, &request)))
+        Reply::Now(Some(self.process(conn.id, conn.peer, &request)))
     }
 
     fn on_close(&self, conn: &Connection) {
         self.routes.borrow_mut().connection_closed(conn.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_per_peer_and_not_found_routes_are_not() {
+        let options = ProcessorOptions {
+            order_message_enable: false,
+            broker_expiry: Duration::from_secs(120),
+            config_properties: Vec::new(),
+        };
+        let processor = NamesrvProcessor::new(KvConfig::load(None).unwrap(), options);
+        let peer: SocketAddr = "10.0.0.7:5000".parse().unwrap();
+        let route = RemotingCommand::request(req::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T");
+        let answer = processor.process(1, peer, &route);
+        assert_eq!(answer.code, resp::TOPIC_NOT_EXIST);
+        assert_eq!(processor.refusals.of(peer), 0);
+        // A REGISTER_BROKER without its identity, and a data version that is not one.
+        let register = RemotingCommand::request(req::REGISTER_BROKER);
+        assert_eq!(
+            processor.process(1, peer, &register).code,
+            resp::SYSTEM_ERROR
+        );
+        let version = RemotingCommand::request(req::QUERY_DATA_VERSION)
+            .with_ext("brokerAddr", "127.0.0.1:10911")
+            .with_body(br#"{"counter":"x"}"#.to_vec());
+        let answer = processor.process(1, peer, &version);
+        assert_eq!(answer.code, resp::SYSTEM_ERROR);
+        let remark = answer.remark.unwrap_or_default();
+        assert!(
+            remark.contains(r#"counter: "x" is not an integer"#),
+            "{remark}"
+        );
+        assert_eq!(processor.refusals.of(peer), 2);
     }
 }

@@ -1,91 +1,37 @@
 //! HEART_BEAT's body (`HeartbeatData`) and the queue-lock bodies (LOCK/UNLOCK_BATCH_MQ).
 //!
-//! Read leniently: Java and Go write enum names, the C++ client writes Java ordinals
-//! (`consumeType` 0/1, `messageModel` 0 = BROADCASTING / 1 = CLUSTERING, `consumeFromWhere`),
-//! `subVersion` as a string and omits empty sets; the Rust client adds unknown keys
+//! Read with [`super::lenient::from_slice`], as Java reads them: Java and Go write enum names, the
+//! C++ client writes Java ordinals (`consumeType` 0/1, `messageModel` 0 = BROADCASTING /
+//! 1 = CLUSTERING, `consumeFromWhere`) and `subVersion` as a string and omits empty sets; the Go
+//! client writes `codeSet` as strings (`["2598919"]`); the Rust client adds unknown keys
 //! (`heartbeatFingerprint`, `withoutSub`). The client's `codeSet` is ignored: tag hash codes are
 //! recomputed from `tagsSet` (the C++ client's are wrong, Go's differ for non-ASCII).
 
 use std::collections::BTreeSet;
 
-use serde::de::{self, Deserializer};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-/// How a group consumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a group consumes (Java's names, in ordinal order: the C++ client sends ordinals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub enum ConsumeType {
     /// Pull consumers.
+    #[serde(rename = "CONSUME_ACTIVELY")]
     Actively,
     /// Push consumers.
     #[default]
+    #[serde(rename = "CONSUME_PASSIVELY")]
     Passively,
 }
 
-/// How a group's members share messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a group's members share messages (Java's names, in ordinal order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub enum MessageModel {
+    #[serde(rename = "BROADCASTING")]
     Broadcasting,
     #[default]
+    #[serde(rename = "CLUSTERING")]
     Clustering,
-}
-
-/// Reads an enum written as its Java name or ordinal; `names` are in ordinal order.
-fn lenient_enum<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<usize, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Number(n) => n
-            .as_u64()
-            .map(|i| i as usize)
-            .filter(|i| *i < names.len())
-            .ok_or_else(|| de::Error::custom(format!("ordinal {n} out of range"))),
-        Value::String(s) => names
-            .iter()
-            .position(|n| *n == s)
-            .ok_or_else(|| de::Error::custom(format!("unknown value {s}"))),
-        other => Err(de::Error::custom(format!(
-            "expected a name or an ordinal, got {other}"
-        ))),
-    }
-}
-
-impl<'de> Deserialize<'de> for ConsumeType {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let i = lenient_enum(d, &["CONSUME_ACTIVELY", "CONSUME_PASSIVELY"])?;
-        Ok(if i == 0 {
-            ConsumeType::Actively
-        } else {
-            ConsumeType::Passively
-        })
-    }
-}
-
-impl Serialize for ConsumeType {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match self {
-            ConsumeType::Actively => "CONSUME_ACTIVELY",
-            ConsumeType::Passively => "CONSUME_PASSIVELY",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for MessageModel {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let i = lenient_enum(d, &["BROADCASTING", "CLUSTERING"])?;
-        Ok(if i == 0 {
-            MessageModel::Broadcasting
-        } else {
-            MessageModel::Clustering
-        })
-    }
-}
-
-impl Serialize for MessageModel {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match self {
-            MessageModel::Broadcasting => "BROADCASTING",
-            MessageModel::Clustering => "CLUSTERING",
-        })
-    }
 }
 
 /// Java's `ConsumeFromWhere` names in ordinal order (C++ sends the ordinal).
@@ -98,21 +44,25 @@ pub const CONSUME_FROM_WHERE: [&str; 6] = [
     "CONSUME_FROM_TIMESTAMP",
 ];
 
-fn consume_from_where<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(CONSUME_FROM_WHERE[lenient_enum(d, &CONSUME_FROM_WHERE)?].to_string())
+/// `ConsumeFromWhere`, read by name or ordinal and kept as its name (see [`CONSUME_FROM_WHERE`]).
+#[derive(Deserialize)]
+enum ConsumeFromWhere {
+    #[serde(rename = "CONSUME_FROM_LAST_OFFSET")]
+    LastOffset,
+    #[serde(rename = "CONSUME_FROM_LAST_OFFSET_AND_FROM_MIN_WHEN_BOOT_FIRST")]
+    LastOffsetAndFromMinWhenBootFirst,
+    #[serde(rename = "CONSUME_FROM_MIN_OFFSET")]
+    MinOffset,
+    #[serde(rename = "CONSUME_FROM_MAX_OFFSET")]
+    MaxOffset,
+    #[serde(rename = "CONSUME_FROM_FIRST_OFFSET")]
+    FirstOffset,
+    #[serde(rename = "CONSUME_FROM_TIMESTAMP")]
+    Timestamp,
 }
 
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| de::Error::custom("not an integer")),
-        Value::String(s) => s.trim().parse().map_err(de::Error::custom),
-        Value::Null => Ok(0),
-        other => Err(de::Error::custom(format!(
-            "expected an integer, got {other}"
-        ))),
-    }
+fn consume_from_where<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(CONSUME_FROM_WHERE[ConsumeFromWhere::deserialize(d)? as usize].to_string())
 }
 
 fn default_expression_type() -> String {
@@ -131,7 +81,7 @@ pub struct SubscriptionData {
     #[serde(default = "default_expression_type")]
     pub expression_type: String,
     pub sub_string: String,
-    #[serde(default, deserialize_with = "lenient_i64")]
+    #[serde(default)]
     pub sub_version: i64,
     #[serde(default)]
     pub tags_set: BTreeSet<String>,
@@ -267,7 +217,7 @@ mod tests {
     #[test]
     fn java_heartbeat_parses() {
         let body = br#"{"clientID":"10.0.0.5@12345#8791234567890","consumerDataSet":[{"consumeFromWhere":"CONSUME_FROM_LAST_OFFSET","consumeType":"CONSUME_PASSIVELY","groupName":"cg","messageModel":"CLUSTERING","subscriptionDataSet":[{"classFilterMode":false,"codeSet":[2598919],"expressionType":"TAG","subString":"TagA","subVersion":1700000000000,"tagsSet":["TagA"],"topic":"TopicTest"}],"unitMode":false}],"producerDataSet":[{"groupName":"pg"}]}"#;
-        let hb: HeartbeatData = serde_json::from_slice(body).unwrap();
+        let hb: HeartbeatData = crate::protocol::lenient::from_slice(body).unwrap();
         let c = &hb.consumer_data_set[0];
         assert_eq!(c.message_model, MessageModel::Clustering);
         assert_eq!(c.consume_type, ConsumeType::Passively);
@@ -281,7 +231,7 @@ mod tests {
     fn cpp_heartbeat_with_ordinals_and_string_versions_parses() {
         let body = br#"{"clientID":"5615-127.0.0.1@DEFAULT","consumerDataSet":[{"consumeFromWhere":4,"consumeType":0,"groupName":"g","messageModel":0,"subscriptionDataSet":[{"codeSet":[7],"subString":"a || b","subVersion":"1795243811204","tagsSet":["a","b"],"topic":"T"}]}]}
 "#;
-        let hb: HeartbeatData = serde_json::from_slice(body).unwrap();
+        let hb: HeartbeatData = crate::protocol::lenient::from_slice(body).unwrap();
         let c = &hb.consumer_data_set[0];
         assert_eq!(c.consume_from_where, "CONSUME_FROM_FIRST_OFFSET");
         assert_eq!(c.consume_type, ConsumeType::Actively);
@@ -295,11 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn go_heartbeat_with_string_code_set_parses() {
+        let body = br#"{"clientID":"192.0.2.2@c1","producerDataSet":[],"consumerDataSet":[{"groupName":"g","consumeType":"CONSUME_PASSIVELY","messageModel":"CLUSTERING","consumeFromWhere":"CONSUME_FROM_FIRST_OFFSET","subscriptionDataSet":[{"classFilterMode":false,"topic":"T","subString":"TagA","tagsSet":["TagA"],"codeSet":["2598919"],"subVersion":1796396390586635983,"expressionType":"TAG"}],"unitMode":false}]}"#;
+        let hb: HeartbeatData = crate::protocol::lenient::from_slice(body).unwrap();
+        let sub = &hb.consumer_data_set[0].subscription_data_set[0];
+        assert_eq!(sub.code_set, BTreeSet::from([2598919]));
+        assert_eq!(sub.sub_version, 1_796_396_390_586_635_983);
+    }
+
+    #[test]
     fn rust_client_extra_keys_are_ignored_and_bad_enums_rejected() {
         let ok = br#"{"clientID":"c","heartbeatFingerprint":5,"withoutSub":false}"#;
-        assert!(serde_json::from_slice::<HeartbeatData>(ok).is_ok());
+        assert!(crate::protocol::lenient::from_slice::<HeartbeatData>(ok).is_ok());
         let bad = br#"{"clientID":"c","consumerDataSet":[{"groupName":"g","messageModel":9}]}"#;
-        assert!(serde_json::from_slice::<HeartbeatData>(bad).is_err());
+        assert!(crate::protocol::lenient::from_slice::<HeartbeatData>(bad).is_err());
     }
 
     #[test]

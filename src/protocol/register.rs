@@ -7,7 +7,7 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::fastjson;
+use super::lenient;
 
 /// `DataVersion`: bumped by the broker whenever its topic table changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -72,8 +72,8 @@ pub struct RegisterBrokerBody {
 /// A REGISTER_BROKER body that cannot be read.
 #[derive(Debug, Error)]
 pub enum RegisterBodyError {
-    #[error("register body is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("register body does not parse: {0}")]
+    Json(#[from] lenient::LenientError),
     #[error("compressed register body is not a valid zlib stream: {0}")]
     Zlib(#[from] std::io::Error),
     #[error("compressed register body is malformed: {0}")]
@@ -89,7 +89,7 @@ impl RegisterBrokerBody {
         if body.is_empty() {
             return Ok(RegisterBrokerBody::default());
         }
-        Ok(serde_json::from_slice(&fastjson::normalize(body))?)
+        Ok(lenient::from_slice(body)?)
     }
 }
 
@@ -103,7 +103,7 @@ fn decode_compressed(body: &[u8]) -> Result<RegisterBrokerBody, RegisterBodyErro
         .read_to_end(&mut raw)?;
     let mut cursor = raw.as_slice();
     let version_json = take_chunk(&mut cursor)?;
-    let data_version: DataVersion = serde_json::from_slice(&fastjson::normalize(version_json))?;
+    let data_version: DataVersion = lenient::from_slice(version_json)?;
     let count = take_i32(&mut cursor)?;
     let mut table = BTreeMap::new();
     for _ in 0..count {
@@ -113,7 +113,7 @@ fn decode_compressed(body: &[u8]) -> Result<RegisterBrokerBody, RegisterBodyErro
         table.insert(config.topic_name.clone(), config);
     }
     let filter_server_list = match take_chunk(&mut cursor) {
-        Ok(json) if !json.is_empty() => serde_json::from_slice(json)?,
+        Ok(json) if !json.is_empty() => lenient::from_slice(json)?,
         _ => Vec::new(),
     };
     Ok(RegisterBrokerBody {

@@ -89,6 +89,8 @@ pub enum AdminQuery {
     },
     /// Take this configuration as the current one (UPDATE_BROKER_CONFIG).
     ApplyConfig(Box<crate::config::BrokerConfig>),
+    /// This shard's count of refused requests per peer (crate::refusal).
+    Refusals,
 }
 
 /// A shard's answer to an [`AdminQuery`].
@@ -98,6 +100,7 @@ pub enum AdminAnswer {
     Offsets(Box<OffsetsSnapshot>),
     Counters(ShardCounters),
     Reset(Result<Vec<QueueReset>, String>),
+    Refusals(std::collections::HashMap<std::net::SocketAddr, u64>),
     Done,
 }
 
@@ -233,8 +236,8 @@ impl Shard {
             req::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => self.update_group(cmd),
             req::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => self.all_groups(cmd),
             req::DELETE_SUBSCRIPTIONGROUP => self.delete_group(cmd).await,
-            req::GET_CONSUMER_CONNECTION_LIST => self.consumer_connections(cmd),
-            req::GET_PRODUCER_CONNECTION_LIST => self.producer_connections(cmd),
+            req::GET_CONSUMER_CONNECTION_LIST => self.consumer_connections(cmd).await,
+            req::GET_PRODUCER_CONNECTION_LIST => self.producer_connections(cmd).await,
             req::GET_CONSUME_STATS => self.consume_stats(cmd).await,
             req::GET_ALL_CONSUMER_OFFSET => self.all_consumer_offsets(cmd).await,
             req::GET_ALL_DELAY_OFFSET => self.all_delay_offsets(cmd).await,
@@ -312,6 +315,7 @@ impl Shard {
                 self.ctx.live.apply(*cfg);
                 AdminAnswer::Done
             }
+            AdminQuery::Refusals => AdminAnswer::Refusals(self.refusals.counts()),
         }
     }
 

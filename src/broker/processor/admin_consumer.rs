@@ -4,35 +4,43 @@
 //! 45), who consumes a topic (300) and CHECK_CLIENT_CONFIG (46). Codes, remarks and bodies are
 //! Java 4.9.x's (`AdminBrokerProcessor`, `ClientManageProcessor`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::admin::{encode_failure, encode_mq_map, AdminQuery};
+use super::admin::{encode_failure, encode_mq_map, AdminAnswer, AdminQuery};
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ClientChannel;
 use crate::broker::shard::Shard;
 use crate::protocol::heartbeat::{ConsumeType, MessageModel, SubscriptionData};
-use crate::protocol::Fields;
+use crate::protocol::{lenient, Fields};
 use crate::remoting::{response as resp, RemotingCommand};
 use crate::store::metadata::{self, SubscriptionGroupConfig};
 
-/// `Connection` of ConsumerConnection / ProducerConnection bodies (fastjson field order).
+/// `Connection` of ConsumerConnection / ProducerConnection bodies (fastjson field order), plus
+/// ringmq's `refusedCount`: requests refused on this connection's peer address, summed over the
+/// shards (crate::refusal; Java's readers ignore the extra key).
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 struct Connection {
     client_addr: String,
     client_id: String,
     language: &'static str,
+    refused_count: u64,
     version: i32,
 }
 
+/// Refused requests per peer address, over every shard.
+type RefusedByPeer = HashMap<SocketAddr, u64>;
+
 impl Connection {
-    fn of(client: &ClientChannel) -> Connection {
+    fn of(client: &ClientChannel, refused: &RefusedByPeer) -> Connection {
         Connection {
             client_addr: client.addr.to_string(),
             client_id: client.client_id.clone(),
             language: client.language.name(),
+            refused_count: refused.get(&client.addr).copied().unwrap_or(0),
             version: client.version,
         }
     }
@@ -85,7 +93,7 @@ impl Shard {
     pub(super) fn update_group(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
         self.refuse_on_slave()?;
-        let config: SubscriptionGroupConfig = metadata::decode_json(&cmd.body).map_err(|e| {
+        let config: SubscriptionGroupConfig = lenient::from_slice(&cmd.body).map_err(|e| {
             let remark = format!("the subscription group body does not parse: {e}");
             (resp::SYSTEM_ERROR, remark)
         })?;
@@ -142,20 +150,37 @@ impl Shard {
         })
     }
 
+    /// Refused requests per peer, summed over every shard.
+    async fn refused_by_peer(&self) -> Result<RefusedByPeer, Failure> {
+        let mut total = RefusedByPeer::new();
+        for answer in self.ask_all_shards(|| AdminQuery::Refusals).await? {
+            if let AdminAnswer::Refusals(counts) = answer {
+                for (peer, n) in counts {
+                    *total.entry(peer).or_default() += n;
+                }
+            }
+        }
+        Ok(total)
+    }
+
     /// GET_CONSUMER_CONNECTION_LIST (203).
-    pub(super) fn consumer_connections(
+    pub(super) async fn consumer_connections(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
         let group = cmd.req_str("consumerGroup").map_err(field_failure)?;
+        let refused = self.refused_by_peer().await?;
         let clients = control.clients.borrow();
         let Some(info) = clients.consumer_group(group) else {
             let remark = format!("the consumer group[{group}] not online");
             return Err((resp::CONSUMER_NOT_ONLINE, remark));
         };
-        let mut connection_set: Vec<Connection> =
-            info.channels.values().map(Connection::of).collect();
+        let mut connection_set: Vec<Connection> = info
+            .channels
+            .values()
+            .map(|c| Connection::of(c, &refused))
+            .collect();
         connection_set.sort();
         let body = serde_json::to_vec(&ConsumerConnection {
             connection_set,
@@ -169,20 +194,23 @@ impl Shard {
     }
 
     /// GET_PRODUCER_CONNECTION_LIST (204); Java answers SYSTEM_ERROR for an unknown group.
-    pub(super) fn producer_connections(
+    pub(super) async fn producer_connections(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
         let group = cmd.req_str("producerGroup").map_err(field_failure)?;
+        let refused = self.refused_by_peer().await?;
         let clients = control.clients.borrow();
         let channels = clients.producer_channels(group);
         if channels.is_empty() {
             let remark = format!("the producer group[{group}] not exist");
             return Err((resp::SYSTEM_ERROR, remark));
         }
-        let mut connection_set: Vec<Connection> =
-            channels.into_iter().map(Connection::of).collect();
+        let mut connection_set: Vec<Connection> = channels
+            .into_iter()
+            .map(|c| Connection::of(c, &refused))
+            .collect();
         connection_set.sort();
         let body = serde_json::to_vec(&ProducerConnection { connection_set });
         Ok(cmd.success_to().with_body(body.map_err(encode_failure)?))
@@ -296,7 +324,7 @@ impl Shard {
         if cmd.body.is_empty() {
             return Ok(cmd.success_to());
         }
-        let request: CheckClientRequest = metadata::decode_json(&cmd.body).map_err(|e| {
+        let request: CheckClientRequest = lenient::from_slice(&cmd.body).map_err(|e| {
             let remark = format!("the check client body does not parse: {e}");
             (resp::SYSTEM_ERROR, remark)
         })?;
@@ -325,6 +353,7 @@ mod tests {
             client_addr: "10.0.0.5:53412".into(),
             client_id: "c1".into(),
             language: "JAVA",
+            refused_count: 2,
             version: 409,
         };
         let body = serde_json::to_string(&ProducerConnection {
@@ -335,7 +364,7 @@ mod tests {
             body,
             concat!(
                 r#"{"connectionSet":[{"clientAddr":"10.0.0.5:53412","clientId":"c1","#,
-                r#""language":"JAVA","version":409}]}"#
+                r#""language":"JAVA","refusedCount":2,"version":409}]}"#
             )
         );
         let groups = GroupList {

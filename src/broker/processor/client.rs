@@ -10,6 +10,7 @@ use crate::broker::consumer_groups::{ChannelId, ClientChannel, ConsumerHeartbeat
 use crate::broker::shard::{MeshRequest, Origin, Shard};
 use crate::broker::topic_config::retry_topic;
 use crate::protocol::heartbeat::{ConsumerIdList, HeartbeatData, SubscriptionData};
+use crate::protocol::lenient;
 use crate::protocol::route::to_json_body;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
@@ -27,7 +28,7 @@ impl Shard {
                 "heartbeat routed to a non-control shard".into(),
             ));
         };
-        let data: HeartbeatData = serde_json::from_slice(&cmd.body).map_err(|e| {
+        let data: HeartbeatData = lenient::from_slice(&cmd.body).map_err(|e| {
             (
                 resp::SYSTEM_ERROR,
                 format!("the heartbeat body does not parse: {e}"),

@@ -66,12 +66,13 @@ impl Shard {
                 "lock routed to a non-control shard".into(),
             ));
         };
-        let body: LockBatchRequest = serde_json::from_slice(&cmd.body).map_err(|e| {
-            (
-                resp::SYSTEM_ERROR,
-                format!("the lock body does not parse: {e}"),
-            )
-        })?;
+        let body: LockBatchRequest =
+            crate::protocol::lenient::from_slice(&cmd.body).map_err(|e| {
+                (
+                    resp::SYSTEM_ERROR,
+                    format!("the lock body does not parse: {e}"),
+                )
+            })?;
         let queues: Vec<MessageQueue> = body.mq_set.into_iter().collect();
         let mut locks = control.locks.borrow_mut();
         if cmd.code == req::UNLOCK_BATCH_MQ {

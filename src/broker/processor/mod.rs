@@ -20,6 +20,7 @@ use std::rc::Rc;
 
 use super::shard::{Origin, Shard};
 use crate::protocol::FieldError;
+use crate::refusal::{self, Refusal};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 
 /// A failed request: response code and remark.
@@ -60,6 +61,43 @@ impl Shard {
                 format!(" request type {code} not supported"),
             )),
         };
-        Some(result.unwrap_or_else(|(code, remark)| command.error_to(code, remark)))
+        Some(result.unwrap_or_else(|(code, remark)| {
+            self.refused(origin, &command, code, &remark);
+            command.error_to(code, remark)
+        }))
+    }
+
+    /// Counts and logs (rate-limited) a request answered with an error (crate::refusal).
+    fn refused(&self, origin: Origin, command: &RemotingCommand, code: i32, remark: &str) {
+        if !refusal::is_refusal(command.code, code) {
+            return;
+        }
+        let refused = Refusal {
+            peer: origin.peer,
+            request_code: command.code,
+            response_code: code,
+            remark,
+        };
+        self.refusals
+            .record(refused, || self.client_id(origin, command));
+    }
+
+    /// The client id of a request: carried by the request itself, or heard in a heartbeat on
+    /// its connection (known to the control shard only).
+    fn client_id(&self, origin: Origin, command: &RemotingCommand) -> Option<String> {
+        if let Some(id) = command.ext("clientID").or(command.ext("clientId")) {
+            return Some(id.to_string());
+        }
+        if command.code == req::HEART_BEAT {
+            // The body may be what was refused: look for the id alone.
+            let body = serde_json::from_slice::<serde_json::Value>(&command.body).ok();
+            let id = body.as_ref().and_then(|b| b["clientID"].as_str());
+            if let Some(id) = id {
+                return Some(id.to_string());
+            }
+        }
+        let control = self.control.as_ref()?;
+        let clients = control.clients.borrow();
+        clients.client_id_of(origin.channel).map(str::to_string)
     }
 }
