@@ -102,6 +102,27 @@ impl<S: Storage> CommitLog<S> {
         future::or(durable, deadline).await
     }
 
+    /// Waits until `end` is durable or the flush fails, or reports `TimedOut` once the flush
+    /// watchdog ([`run_flush_watchdog`]) saw the data up to `end` stay unflushed for
+    /// `syncFlushTimeout`. Unlike [`CommitLog::wait_durable`] it arms no timer of its own: the
+    /// watchdog's one timer per flush round serves every waiting put (a timer per put made the
+    /// executor arm and cancel a kernel timeout around every park).
+    pub(crate) async fn wait_durable_shared(&self, end: u64) -> Durability {
+        let durable = async {
+            match self.flushed_watch.wait_for(end).await {
+                Ok(()) => Durability::Durable,
+                Err(()) => Durability::Failed,
+            }
+        };
+        let late = async {
+            if self.timed_out_watch.wait_for(end).await.is_err() {
+                future::pending::<()>().await;
+            }
+            Durability::TimedOut
+        };
+        future::or(durable, late).await
+    }
+
     /// One flush round: writes and fdatasyncs everything appended so far, then releases the
     /// waiters it covered. On error the commitlog becomes unwritable and every waiter fails.
     pub(crate) async fn flush_once(&self) -> StoreResult<u64> {
@@ -167,6 +188,29 @@ impl<S: Storage> CommitLog<S> {
             false
         };
         future::or(stop, sleep).await
+    }
+}
+
+/// SYNC_FLUSH's timeout keeper: for each flush round it snapshots `written` and, if that
+/// much is not durable within `timeout`, advances `timed_out_watch` to it, so every put still
+/// waiting on data up to there reports FLUSH_DISK_TIMEOUT (each of them has waited at least
+/// `timeout`, at most twice that). One timer per round, none while nothing is unflushed.
+pub(crate) async fn run_flush_watchdog<S: Storage>(log: Rc<CommitLog<S>>, timeout: Duration) {
+    while log.wait_for_work().await {
+        let target = log.written();
+        let durable = async { log.flushed_watch.wait_for(target).await.is_ok() };
+        let late = async {
+            glommio::timer::sleep(timeout).await;
+            log.timed_out_watch.advance(target);
+            true
+        };
+        let stop = async {
+            let _ = log.stop.wait_for(1).await;
+            false
+        };
+        if !future::or(stop, future::or(durable, late)).await {
+            return;
+        }
     }
 }
 
