@@ -145,6 +145,11 @@ impl<S: Storage> CommitLog<S> {
 
     /// Creates the segment after the one being written, if missing, so rollover finds it
     /// ready. A failure is only logged: the flush that needs the file reports it.
+    fn next_segment_missing(&self) -> bool {
+        let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
+        self.log.file(next).is_none()
+    }
+
     async fn preallocate_next(&self) {
         let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
         if self.log.file(next).is_some() {
@@ -217,6 +222,11 @@ pub(crate) async fn run_flush_watchdog<S: Storage>(log: Rc<CommitLog<S>>, timeou
 /// The flusher task of one commitlog. `interval` is `None` for SYNC_FLUSH (flush as soon as
 /// there is data) and the flush period for ASYNC_FLUSH.
 pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Option<Duration>) {
+    // Creating the next segment (fallocate of a whole segment, fdatasync, directory sync) runs
+    // beside the flusher, not in its loop: flushes, and the SYNC_FLUSH puts waiting for them,
+    // go on meanwhile. The segment file handle is shared safely (`file_for_write` keeps the
+    // first of two concurrent creations).
+    let preallocating = Rc::new(std::cell::Cell::new(false));
     loop {
         if let Some(interval) = interval {
             if !log.sleep_unless_stopped(interval).await {
@@ -229,7 +239,15 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
         if log.flush_once().await.is_err() {
             break;
         }
-        log.preallocate_next().await;
+        if !preallocating.get() && log.next_segment_missing() {
+            preallocating.set(true);
+            let (log, preallocating) = (Rc::clone(&log), Rc::clone(&preallocating));
+            glommio::spawn_local(async move {
+                log.preallocate_next().await;
+                preallocating.set(false);
+            })
+            .detach();
+        }
     }
 }
 
