@@ -12,7 +12,11 @@
 #   open-async       open loop at RATE msgs/s (256 in flight at most), ASYNC_FLUSH
 #   open-sync        the same under SYNC_FLUSH
 #   psh-async/-sync  RocketMQ's own benchmark `producer.sh -w 64` (when PRODUCER_SH is set):
-#                    the median of its per-second "Send TPS" after WARMUP seconds
+#                    the median of the "Send TPS" it prints per 10 s window, the first
+#                    window (JVM start) left out; PSH_WINDOWS windows (default 2). PRODUCER_SH
+#                    must stay in the foreground (the stock producer.sh backgrounds its JVM:
+#                    point it at a script that runs `runclass.sh ... benchmark.Producer "$@"`);
+#                    it is run as `sh $PRODUCER_SH -n NS -t TOPIC -w 64 -s 128`.
 # For each: msgs/s, p99/p999/max latency (µs), the broker's CPU per message (utime+stime of
 # every process of the broker's process group over the case ÷ messages sent, µs) and its
 # resident memory at the end (sum of the group's VmRSS, MiB).
@@ -29,7 +33,7 @@
 #   FLUSH                 ASYNC_FLUSH or SYNC_FLUSH
 #   CPUS                  "" (default layout) or the CPU list to pin to (e.g. via taskset)
 # OTHER_NAME names it in the table (default "other"). The script waits until a send through
-# the nameserver succeeds (up to 90 s).
+# the nameserver succeeds (up to 90 s). The other broker gets NS_PORT+1 and BROKER_PORT+10.
 #
 # Knobs: DURATION (s, 10), WARMUP (s, 2), RATE (20000), OUT (target/compare), NS_PORT (29876),
 # BROKER_PORT (20911), BROKER_CPU (0), CLIENT_CPU (1), CASES (all of the above),
@@ -42,6 +46,7 @@ OUT=${OUT:-$TARGET/compare}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 RATE=${RATE:-20000}
+PSH_WINDOWS=${PSH_WINDOWS:-2}
 NS_PORT=${NS_PORT:-29876}
 BROKER_PORT=${BROKER_PORT:-20911}
 BROKER_CPU=${BROKER_CPU:-0}
@@ -97,6 +102,13 @@ client_prefix() { [ "$1" = pinned ] && echo "taskset -c $CLIENT_CPU" || true; }
 start() {
     local broker=$1 layout=$2 flush=$3
     STORE=$(mktemp -d /tmp/ringmq-compare.XXXXXX)
+    # Each broker gets its own ports, so one never waits for the other's to be released.
+    CUR_NS=$NS_PORT
+    local broker_port=$BROKER_PORT
+    if [ "$broker" != ringmq ]; then
+        CUR_NS=$((NS_PORT + 1))
+        broker_port=$((BROKER_PORT + 10))
+    fi
     local cpus=""
     [ "$layout" = pinned ] && cpus=$BROKER_CPU
     if [ "$broker" = ringmq ]; then
@@ -106,26 +118,26 @@ start() {
 brokerClusterName=DefaultCluster
 brokerName=compare-broker
 brokerId=0
-listenPort=$BROKER_PORT
+listenPort=$broker_port
 flushDiskType=$flush
 shardCount=$shards
 EOF
         local pin=()
         [ -n "$cpus" ] && pin=(taskset -c "$cpus")
         setsid "${pin[@]}" "$RINGMQ" standalone -c "$STORE/broker.properties" \
-            --store "$STORE/store" --namesrv-port "$NS_PORT" >"$STORE/broker.log" 2>&1 &
+            --store "$STORE/store" --namesrv-port "$CUR_NS" >"$STORE/broker.log" 2>&1 &
     else
-        NS_PORT=$NS_PORT BROKER_PORT=$BROKER_PORT STORE=$STORE FLUSH=$flush CPUS=$cpus \
+        NS_PORT=$CUR_NS BROKER_PORT=$broker_port STORE=$STORE FLUSH=$flush CPUS=$cpus \
             setsid bash -c "$OTHER_START" >"$STORE/broker.log" 2>&1 &
     fi
     PGID=$!
     local deadline=$((SECONDS + 90))
-    until "$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t CompareWarm -w 1 --duration 1 \
+    until "$LOADGEN" produce -n "127.0.0.1:$CUR_NS" -t CompareWarm -w 1 --duration 1 \
         --warmup 0 -q >/dev/null 2>&1; do
         if [ $SECONDS -ge $deadline ] || ! kill -0 "$PGID" 2>/dev/null; then
-            echo "$broker did not start; its log:" >&2
-            tail -20 "$STORE/broker.log" >&2
-            exit 1
+            echo "$broker did not start; the end of its log:" >&2
+            tail -5 "$STORE/broker.log" >&2
+            return 1
         fi
         sleep 1
     done
@@ -144,7 +156,7 @@ loadgen_case() {
     [ "$layout" = pinned ] && cpus=(--cpus "$CLIENT_CPU")
     local c0 c1
     c0=$(group_cpu_ticks)
-    "$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t "Compare_$name" "${cpus[@]}" -s 128 \
+    "$LOADGEN" produce -n "127.0.0.1:$CUR_NS" -t "Compare_$name" "${cpus[@]}" -s 128 \
         --duration "$DURATION" --warmup "$WARMUP" -q --json "$json" "$@" >/dev/null 2>&1 ||
         echo "loadgen failed in $broker $layout $name (see $json)" >&2
     c1=$(group_cpu_ticks)
@@ -163,17 +175,18 @@ producer_sh_case() {
     local c0 c1 pre
     pre=$(client_prefix "$layout")
     c0=$(group_cpu_ticks)
-    NAMESRV_ADDR=127.0.0.1:$NS_PORT setsid $pre sh "$PRODUCER_SH" -n "127.0.0.1:$NS_PORT" \
+    NAMESRV_ADDR=127.0.0.1:$CUR_NS setsid $pre sh "$PRODUCER_SH" -n "127.0.0.1:$CUR_NS" \
         -t "Compare_$name" -w 64 -s 128 >"$log" 2>&1 &
     local ppid=$!
-    sleep $((DURATION + WARMUP + 3))
+    # producer.sh prints its TPS over each 10 s window; the first window holds the JVM's start.
+    sleep $((10 * (PSH_WINDOWS + 1) + 3))
     kill -TERM -- "-$ppid" 2>/dev/null || true
     wait "$ppid" 2>/dev/null || true
     c1=$(group_cpu_ticks)
     local tps sent
-    tps=$(grep -o 'Send TPS: *[0-9]*' "$log" | awk '{print $3}' | tail -n +$((WARMUP + 2)) |
+    tps=$(grep -o 'Send TPS: *[0-9]*' "$log" | awk '{print $3}' | tail -n +2 |
         sort -n | awk '{v[NR] = $1} END {print (NR ? v[int((NR + 1) / 2)] : 0)}')
-    sent=$(awk "BEGIN {print $tps * ($DURATION + WARMUP + 3)}")
+    sent=$(grep -o 'Send TPS: *[0-9]*' "$log" | awk '{n += $3 * 10} END {print n + 0}')
     record "$broker" "$layout" "$name" "$tps" - - - \
         "$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) / $TICK / ($sent > 0 ? $sent : 1) * 1e6}")" \
         "$(($(group_rss_kib) / 1024))"
@@ -192,7 +205,11 @@ run_broker() {
             wants "$c" || continue
             [[ "$c" == psh-* && -z "${PRODUCER_SH:-}" ]] && continue
             echo "== $broker $layout $c" >&2
-            start "$broker" "$layout" "$flush"
+            if ! start "$broker" "$layout" "$flush"; then
+                record "$broker" "$layout" "$c" 0 "no start" - - - -
+                stop_broker
+                continue
+            fi
             case $c in
                 lg-*-w64) loadgen_case "$broker" "$layout" "$c" -w 64 ;;
                 lg-sync-w1) loadgen_case "$broker" "$layout" "$c" -w 1 ;;
