@@ -11,6 +11,11 @@ use ringmq::config::{resolve_namesrv_addrs, BrokerConfig, NamesrvConfig};
 use ringmq::namesrv::{self, NamesrvOptions};
 use ringmq::runtime::Shutdown;
 
+/// mimalloc instead of glibc's malloc (see Cargo.toml): every request allocates a few buffers
+/// of a kilobyte or more, which glibc serves slowly from a multi-threaded process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A RocketMQ 4.x compatible message broker and nameserver, thread-per-core on io_uring.
 #[derive(Parser, Debug)]
 #[command(name = "ringmq", version, about, long_about = None)]

@@ -9,6 +9,7 @@ pub mod control;
 pub mod live_config;
 pub mod placement;
 pub mod processor;
+pub mod put_hop;
 pub mod replication;
 pub mod schedule;
 pub mod shard;
@@ -305,6 +306,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         transactions: RefCell::new(Default::default()),
         ha,
         shutdown: seed.shutdown.clone(),
+        put_hop: Default::default(),
     });
     let weak = Rc::downgrade(&shard);
     let mesh = ShardMesh::join(seed.mesh, move |_from, request| {

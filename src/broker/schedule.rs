@@ -183,4 +183,5 @@ pub async fn put_input(shard: &Rc<Shard>, input: &RecordInput<'_>) -> Result<(),
         .put_routed(input.topic, input.queue_id, buf, slots, false)
         .await
         .map(drop)
+        .map_err(|e| e.to_string())
 }

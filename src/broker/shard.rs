@@ -20,7 +20,13 @@ use crate::protocol::Fields;
 use crate::remoting::{request as req, RemotingCommand};
 use crate::runtime::mesh::ShardMesh;
 use crate::store::metadata::{ConsumerOffsetTable, SubscriptionGroupTable};
-use crate::store::MessageStore;
+use crate::store::{MessageStore, StoreError, StoreResult};
+
+fn mesh_not_ready() -> StoreError {
+    StoreError::Unwritable {
+        reason: "the shard mesh is not ready".into(),
+    }
+}
 
 /// Where a request came from: the client's address and its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +70,12 @@ pub enum MeshRequest {
     QueryKey(crate::broker::processor::query::KeyQuery),
     /// From the control shard: an admin request's figures of this shard.
     Admin(crate::broker::processor::admin::AdminQuery),
-    /// Store a record built elsewhere in a queue this shard owns (WAIT=false).
-    Put {
-        record: bytes::BytesMut,
-        slots: crate::message::record::RecordSlots,
+    /// Store records built on the sending shard in queues this shard owns, in order, each
+    /// as its own put (a [`crate::broker::put_hop`] batch).
+    PutMany(Vec<crate::broker::put_hop::HopItem>),
+    /// Store one SEND_BATCH_MESSAGE's records (one queue this shard owns; all or none).
+    PutBatch {
+        records: Vec<(bytes::BytesMut, crate::message::record::RecordSlots)>,
         wait: bool,
     },
     /// To the control shard: a connection of a producer group (transaction check-back).
@@ -101,7 +109,8 @@ pub enum MeshResponse {
     Topic(Option<TopicConfig>),
     Messages(Vec<bytes::Bytes>),
     Admin(crate::broker::processor::admin::AdminAnswer),
-    Put(Result<crate::store::PutResult, String>),
+    Puts(Vec<crate::store::StoreResult<crate::store::PutResult>>),
+    PutBatch(crate::store::StoreResult<crate::store::PutBatchResult>),
     Subscriptions(Vec<SubscriptionData>),
     Channel(Option<ChannelId>),
     Ha(crate::broker::replication::HaStatus),
@@ -147,6 +156,8 @@ pub struct Shard {
     pub ha: crate::broker::replication::ShardHa,
     /// The broker's shutdown signal.
     pub shutdown: crate::runtime::Shutdown,
+    /// Records on their way to the shards that own their queues.
+    pub put_hop: crate::broker::put_hop::PutHop,
 }
 
 /// Where a request runs.
@@ -180,8 +191,9 @@ impl Shard {
             Route::Shard(owner_shard(topic, queue, shards))
         };
         match cmd.code {
-            req::SEND_MESSAGE => queue_owner("topic", "queueId"),
-            req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => queue_owner("b", "e"),
+            // The shard that read a send decodes it and builds the record; only the record
+            // goes to the queue's owner ([`Shard::put_routed`]).
+            req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => Route::Here,
             req::PULL_MESSAGE
             | req::QUERY_CONSUMER_OFFSET
             | req::UPDATE_CONSUMER_OFFSET
@@ -287,18 +299,12 @@ impl Shard {
                 Some(MeshResponse::Messages(self.query_local(&query).await))
             }
             MeshRequest::Admin(query) => Some(MeshResponse::Admin(self.admin_local(query).await)),
-            MeshRequest::Put {
-                record,
-                slots,
-                wait,
-            } => {
-                let put = self
-                    .store()
-                    .put(record, slots, wait)
-                    .await
-                    .map_err(|e| e.to_string());
-                Some(MeshResponse::Put(put))
+            MeshRequest::PutMany(items) => {
+                Some(MeshResponse::Puts(self.store().put_many(items).await))
             }
+            MeshRequest::PutBatch { records, wait } => Some(MeshResponse::PutBatch(
+                self.store().put_batch(records, wait).await,
+            )),
             MeshRequest::ProducerChannel { group } => {
                 let channel = self.control.as_ref().and_then(|c| {
                     c.clients
@@ -400,7 +406,8 @@ impl Shard {
         }
     }
 
-    /// Stores an encoded record (for `topic`/`queue_id`) on the shard that owns that queue.
+    /// Stores an encoded record (for `topic`/`queue_id`) on the shard that owns that queue:
+    /// here at once, or handed over in a batch with the other records for that shard.
     pub async fn put_routed(
         &self,
         topic: &str,
@@ -408,30 +415,53 @@ impl Shard {
         record: bytes::BytesMut,
         slots: crate::message::record::RecordSlots,
         wait: bool,
-    ) -> Result<crate::store::PutResult, String> {
+    ) -> StoreResult<crate::store::PutResult> {
         let owner = owner_shard(topic, queue_id, self.ctx.shards);
         if owner == self.id {
-            return self
-                .store()
-                .put(record, slots, wait)
-                .await
-                .map_err(|e| e.to_string());
+            return self.store().put(record, slots, wait).await;
         }
-        let mesh = self.mesh().ok_or("the shard mesh is not ready")?;
+        let mesh = self.mesh().ok_or_else(mesh_not_ready)?;
+        let (batch, index, opened) = self.put_hop.enqueue(owner, (record, slots, wait));
+        if opened {
+            let (mesh, batch) = (Rc::clone(mesh), Rc::clone(&batch));
+            glommio::spawn_local(async move {
+                let items = batch.seal();
+                let count = items.len();
+                match mesh.call(owner, MeshRequest::PutMany(items)).await {
+                    Ok(MeshResponse::Puts(results)) => batch.finish(results),
+                    Ok(_) => batch.fail("unexpected mesh answer", count),
+                    Err(e) => batch.fail(&e.to_string(), count),
+                }
+            })
+            .detach();
+        }
+        batch.result(index).await
+    }
+
+    /// Stores the records of one SEND_BATCH_MESSAGE (one queue) on the shard that owns it.
+    pub async fn put_batch_routed(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        records: Vec<(bytes::BytesMut, crate::message::record::RecordSlots)>,
+        wait: bool,
+    ) -> StoreResult<crate::store::PutBatchResult> {
+        let owner = owner_shard(topic, queue_id, self.ctx.shards);
+        if owner == self.id {
+            return self.store().put_batch(records, wait).await;
+        }
+        let mesh = self.mesh().ok_or_else(mesh_not_ready)?;
         match mesh
-            .call(
-                owner,
-                MeshRequest::Put {
-                    record,
-                    slots,
-                    wait,
-                },
-            )
+            .call(owner, MeshRequest::PutBatch { records, wait })
             .await
         {
-            Ok(MeshResponse::Put(result)) => result,
-            Ok(_) => Err("unexpected mesh answer".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(MeshResponse::PutBatch(result)) => result,
+            Ok(_) => Err(StoreError::Unwritable {
+                reason: "unexpected mesh answer".into(),
+            }),
+            Err(e) => Err(StoreError::Unwritable {
+                reason: e.to_string(),
+            }),
         }
     }
 

@@ -249,6 +249,14 @@ impl<S: Storage> MessageStore<S> {
             .tasks
             .borrow_mut()
             .extend([flusher, housekeeping, retention]);
+        if interval.is_none() {
+            let timeout = Duration::from_millis(cfg.sync_flush_timeout_ms);
+            let watchdog = appender::run_flush_watchdog(self.inner.commitlog.clone(), timeout);
+            self.inner
+                .tasks
+                .borrow_mut()
+                .push(glommio::spawn_local(watchdog));
+        }
     }
 
     /// Stops the background tasks, flushes everything, writes the checkpoint and removes the

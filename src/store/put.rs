@@ -56,10 +56,58 @@ impl<S: Storage> MessageStore<S> {
         let len: usize = records.iter().map(|(r, _)| r.len()).sum();
         self.wait_for_room(len).await?;
         let mut result = self.append_batch(&mut records)?;
-        if !wait {
-            return Ok(result);
+        if wait {
+            result.status = self.settled(self.inner.commitlog.written()).await?;
         }
-        let end = self.inner.commitlog.written();
+        Ok(result)
+    }
+
+    /// Stores records of any queues that arrived together (a hand-over from another shard),
+    /// each checked and appended in order exactly as [`MessageStore::put`] would; those that
+    /// wait share one durability (and replication) wait for the last of them.
+    pub async fn put_many(
+        &self,
+        items: Vec<(BytesMut, RecordSlots, bool)>,
+    ) -> Vec<StoreResult<PutResult>> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut waiting = Vec::new();
+        for (record, slots, wait) in items {
+            let mut one = [(record, slots)];
+            let put = async {
+                self.inner.commitlog.check_writable()?;
+                self.check_batch(&one)?;
+                self.wait_for_room(one[0].0.len()).await?;
+                self.append_batch(&mut one)
+            };
+            let put = put.await.map(|b| PutResult {
+                status: b.status,
+                physical_offset: b.physical_offsets[0],
+                queue_offset: b.queue_offset,
+                store_timestamp: b.store_timestamp,
+                wrote_bytes: b.wrote_bytes,
+            });
+            if wait && put.is_ok() {
+                waiting.push(out.len());
+            }
+            out.push(put);
+        }
+        if !waiting.is_empty() {
+            let end = self.inner.commitlog.written();
+            let settled = self.settled(end).await;
+            for i in waiting {
+                match (&settled, &mut out[i]) {
+                    (Ok(status), Ok(put)) => put.status = *status,
+                    (Err(_), slot) => *slot = Err(StoreError::FlushFailed { offset: end }),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until the commitlog up to `end` is durable (SYNC_FLUSH) and, on a SYNC_MASTER,
+    /// replicated; the status a waiting put reports.
+    async fn settled(&self, end: u64) -> StoreResult<PutStatus> {
         let replica = self.inner.replica.borrow().clone();
         let (flushed, replicated) = match replica {
             Some(replica) => {
@@ -69,11 +117,10 @@ impl<S: Storage> MessageStore<S> {
             None => (self.durable(end).await, PutStatus::PutOk),
         };
         // Java reports the flush outcome first, then the slave's.
-        result.status = match flushed? {
+        Ok(match flushed? {
             PutStatus::PutOk => replicated,
             other => other,
-        };
-        Ok(result)
+        })
     }
 
     /// Waits until `end` is durable under SYNC_FLUSH (at once under ASYNC_FLUSH).
@@ -81,8 +128,7 @@ impl<S: Storage> MessageStore<S> {
         if self.inner.cfg.flush_disk_type != FlushDiskType::SyncFlush {
             return Ok(PutStatus::PutOk);
         }
-        let timeout = Duration::from_millis(self.inner.cfg.sync_flush_timeout_ms);
-        match self.inner.commitlog.wait_durable(end, timeout).await {
+        match self.inner.commitlog.wait_durable_shared(end).await {
             Durability::Durable => Ok(PutStatus::PutOk),
             Durability::TimedOut => Ok(PutStatus::FlushDiskTimeout),
             Durability::Failed => Err(StoreError::FlushFailed { offset: end }),

@@ -356,6 +356,52 @@ fn group_commit_releases_many_waiters_with_one_fsync_each_round() {
 }
 
 #[test]
+fn a_hand_over_batch_is_appended_in_order_and_waits_for_one_fdatasync() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(23), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        let mut items = Vec::new();
+        for i in 0..6 {
+            let (rec, slots) = record("T", i % 2, format!("m{i}").as_bytes(), "");
+            items.push((rec, slots, i != 5));
+        }
+        // A record that cannot be stored fails alone; the others of the batch are stored.
+        let (mut bad, bad_slots) = record("T", 0, b"torn", "");
+        bad.truncate(10);
+        items.insert(3, (bad, bad_slots, true));
+        let (fsyncs, rounds) = (sim.fsync_count(), store.flush_rounds());
+        let results = store.put_many(items).await;
+        assert_eq!(results.len(), 7);
+        assert!(matches!(results[3], Err(StoreError::BadRecord { .. })));
+        let ok: Vec<&PutResult> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let queues: Vec<i64> = ok.iter().map(|r| r.queue_offset).collect();
+        assert_eq!(
+            queues,
+            vec![0, 0, 1, 1, 2, 2],
+            "queue offsets per queue, in order"
+        );
+        assert!(ok
+            .windows(2)
+            .all(|w| w[0].physical_offset < w[1].physical_offset));
+        assert!(ok.iter().all(|r| r.status == PutStatus::PutOk));
+        assert!(store.flushed_physical_offset() >= ok[5].physical_offset);
+        let rounds = store.flush_rounds() - rounds;
+        assert!(
+            rounds <= 2,
+            "one wait for the batch took {rounds} flush rounds"
+        );
+        assert!(sim.fsync_count() - fsyncs <= 4);
+        let got = store
+            .get_messages("T", 1, 0, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        let bodies: Vec<&[u8]> = got.messages.iter().map(|m| view(m).body).collect();
+        assert_eq!(bodies, vec![&b"m1"[..], b"m3", b"m5"]);
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_stalled_fsync_reports_flush_disk_timeout_but_keeps_the_record() {
     run(async {
         let (sim, clock, mut cfg) = (SimStorage::new(17), SimClock::new(1_000), small_config());

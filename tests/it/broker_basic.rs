@@ -298,6 +298,74 @@ fn several_shards_serve_every_queue() {
 }
 
 #[test]
+fn pipelined_sends_to_queues_of_both_shards_keep_each_queues_order() {
+    // One connection lands on one shard; the records for the other shard's queues are handed
+    // over in batches (several per mesh message when pipelined). Each queue must still get its
+    // messages in send order, with consecutive offsets, and every send its own answer.
+    let broker = TestBroker::start(2);
+    let mut conn = broker.connection();
+    conn.send_message("pg", &message("Piped", 0, "first", "t", "k"))
+        .unwrap();
+    let mut frames = bytes::BytesMut::new();
+    for i in 0..200i32 {
+        let header = ringmq::protocol::send::SendRequest {
+            producer_group: "pg".into(),
+            topic: "Piped".into(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 4,
+            queue_id: i % 4,
+            sys_flag: 0,
+            born_timestamp: 1,
+            flag: 0,
+            properties: String::new(),
+            reconsume_times: 0,
+            unit_mode: false,
+            max_reconsume_times: None,
+            batch: false,
+        };
+        let mut cmd = header
+            .to_command(request::SEND_MESSAGE_V2)
+            .with_body(i.to_string().into_bytes());
+        cmd.opaque = 1000 + i;
+        cmd.encode(&mut frames).unwrap();
+    }
+    conn.write_all(&frames).unwrap();
+    let mut offsets = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let answer = conn.read_command().unwrap();
+        assert_eq!(answer.code, response::SUCCESS, "{:?}", answer.remark);
+        let offset: i64 = answer.ext("queueOffset").unwrap().parse().unwrap();
+        offsets.insert(answer.opaque - 1000, offset);
+    }
+    assert_eq!(offsets.len(), 200, "every send answered once");
+    for q in 0..4 {
+        let first = i64::from(q == 0);
+        let got: Vec<i64> = (0..200)
+            .filter(|i| i % 4 == q)
+            .map(|i| offsets[&i])
+            .collect();
+        assert_eq!(got, (first..first + 50).collect::<Vec<_>>(), "queue {q}");
+        let (mut bodies, mut next) = (Vec::new(), first);
+        while bodies.len() < 50 {
+            let pulled = conn.pull("cg", "Piped", q, next, 32, "*", 0).unwrap();
+            assert!(!pulled.messages.is_empty(), "queue {q} ends at {next}");
+            bodies.extend(
+                pulled
+                    .messages
+                    .iter()
+                    .map(|m| String::from_utf8(m.body.clone()).unwrap()),
+            );
+            next = pulled.next_begin_offset;
+        }
+        let sent: Vec<String> = (0..200)
+            .filter(|i| i % 4 == q)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(bodies, sent, "queue {q} in send order");
+    }
+}
+
+#[test]
 fn a_graceful_restart_keeps_messages_and_offsets() {
     let broker = TestBroker::start(2);
     let store = broker.store.clone();

@@ -59,8 +59,7 @@ impl Shard {
             .await?;
         let result = if request.batch {
             let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
-            self.store()
-                .put_batch(records, wait)
+            self.put_batch_routed(&request.topic, queue_id, records, wait)
                 .await
                 .map_err(store_failure)?
         } else {
@@ -74,8 +73,8 @@ impl Shard {
             )?;
             let put = self
                 .put_routed(&target, target_queue, record, slots, wait)
-                .await;
-            let put = put.map_err(|e| (resp::SERVICE_NOT_AVAILABLE, e))?;
+                .await
+                .map_err(store_failure)?;
             crate::store::PutBatchResult {
                 status: put.status,
                 physical_offsets: vec![put.physical_offset],

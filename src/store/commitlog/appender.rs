@@ -102,6 +102,27 @@ impl<S: Storage> CommitLog<S> {
         future::or(durable, deadline).await
     }
 
+    /// Waits until `end` is durable or the flush fails, or reports `TimedOut` once the flush
+    /// watchdog ([`run_flush_watchdog`]) saw the data up to `end` stay unflushed for
+    /// `syncFlushTimeout`. Unlike [`CommitLog::wait_durable`] it arms no timer of its own: the
+    /// watchdog's one timer per flush round serves every waiting put (a timer per put made the
+    /// executor arm and cancel a kernel timeout around every park).
+    pub(crate) async fn wait_durable_shared(&self, end: u64) -> Durability {
+        let durable = async {
+            match self.flushed_watch.wait_for(end).await {
+                Ok(()) => Durability::Durable,
+                Err(()) => Durability::Failed,
+            }
+        };
+        let late = async {
+            if self.timed_out_watch.wait_for(end).await.is_err() {
+                future::pending::<()>().await;
+            }
+            Durability::TimedOut
+        };
+        future::or(durable, late).await
+    }
+
     /// One flush round: writes and fdatasyncs everything appended so far, then releases the
     /// waiters it covered. On error the commitlog becomes unwritable and every waiter fails.
     pub(crate) async fn flush_once(&self) -> StoreResult<u64> {
@@ -124,6 +145,11 @@ impl<S: Storage> CommitLog<S> {
 
     /// Creates the segment after the one being written, if missing, so rollover finds it
     /// ready. A failure is only logged: the flush that needs the file reports it.
+    fn next_segment_missing(&self) -> bool {
+        let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
+        self.log.file(next).is_none()
+    }
+
     async fn preallocate_next(&self) {
         let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
         if self.log.file(next).is_some() {
@@ -170,9 +196,37 @@ impl<S: Storage> CommitLog<S> {
     }
 }
 
+/// SYNC_FLUSH's timeout keeper: for each flush round it snapshots `written` and, if that
+/// much is not durable within `timeout`, advances `timed_out_watch` to it, so every put still
+/// waiting on data up to there reports FLUSH_DISK_TIMEOUT (each of them has waited at least
+/// `timeout`, at most twice that). One timer per round, none while nothing is unflushed.
+pub(crate) async fn run_flush_watchdog<S: Storage>(log: Rc<CommitLog<S>>, timeout: Duration) {
+    while log.wait_for_work().await {
+        let target = log.written();
+        let durable = async { log.flushed_watch.wait_for(target).await.is_ok() };
+        let late = async {
+            glommio::timer::sleep(timeout).await;
+            log.timed_out_watch.advance(target);
+            true
+        };
+        let stop = async {
+            let _ = log.stop.wait_for(1).await;
+            false
+        };
+        if !future::or(stop, future::or(durable, late)).await {
+            return;
+        }
+    }
+}
+
 /// The flusher task of one commitlog. `interval` is `None` for SYNC_FLUSH (flush as soon as
 /// there is data) and the flush period for ASYNC_FLUSH.
 pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Option<Duration>) {
+    // Creating the next segment (fallocate of a whole segment, fdatasync, directory sync) runs
+    // beside the flusher, not in its loop: flushes, and the SYNC_FLUSH puts waiting for them,
+    // go on meanwhile. The segment file handle is shared safely (`file_for_write` keeps the
+    // first of two concurrent creations).
+    let preallocating = Rc::new(std::cell::Cell::new(false));
     loop {
         if let Some(interval) = interval {
             if !log.sleep_unless_stopped(interval).await {
@@ -185,7 +239,15 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
         if log.flush_once().await.is_err() {
             break;
         }
-        log.preallocate_next().await;
+        if !preallocating.get() && log.next_segment_missing() {
+            preallocating.set(true);
+            let (log, preallocating) = (Rc::clone(&log), Rc::clone(&preallocating));
+            glommio::spawn_local(async move {
+                log.preallocate_next().await;
+                preallocating.set(false);
+            })
+            .detach();
+        }
     }
 }
 

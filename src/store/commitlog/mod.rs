@@ -53,6 +53,9 @@ pub(crate) struct CommitLog<S: Storage> {
     pub(crate) written_watch: OffsetWatch,
     /// Advanced after each fdatasync; SYNC_FLUSH appends wait on it.
     pub(crate) flushed_watch: OffsetWatch,
+    /// SYNC_FLUSH: data up to here stayed unflushed for `syncFlushTimeout` (advanced by the
+    /// flush watchdog; the puts waiting for it report FLUSH_DISK_TIMEOUT).
+    pub(crate) timed_out_watch: OffsetWatch,
     /// Moves to 1 when the store closes; the flusher waits on it beside `written_watch`.
     pub(crate) stop: OffsetWatch,
     pub(crate) last_store_timestamp: Cell<i64>,
@@ -99,6 +102,7 @@ impl<S: Storage> CommitLog<S> {
             max_record_bytes,
             written_watch: OffsetWatch::new(0),
             flushed_watch: OffsetWatch::new(0),
+            timed_out_watch: OffsetWatch::new(0),
             stop: OffsetWatch::new(0),
             last_store_timestamp: Cell::new(0),
             failure: RefCell::new(None),

@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Side by side: ringmq against another RocketMQ 4.x broker (Java RocketMQ, for one), the same
+# cases against each in one run, printed as one table with ratios (ringmq / other).
+#
+#   loadgen/compare.sh                      ringmq alone (OTHER_START unset)
+#   OTHER_START='...' loadgen/compare.sh    both
+#
+# Cases, each on a fresh store (128 B bodies):
+#   lg-async-w64     loadgen produce, closed loop, 64 in flight, ASYNC_FLUSH
+#   lg-sync-w64      the same under SYNC_FLUSH
+#   lg-sync-w1       one synchronous producer (1 in flight), SYNC_FLUSH
+#   open-async       open loop at RATE msgs/s (256 in flight at most), ASYNC_FLUSH
+#   open-sync        the same under SYNC_FLUSH
+#   psh-async/-sync  RocketMQ's own benchmark `producer.sh -w 64` (when PRODUCER_SH is set):
+#                    the median of the "Send TPS" it prints per 10 s window, the first
+#                    window (JVM start) left out; PSH_WINDOWS windows (default 2). PRODUCER_SH
+#                    must stay in the foreground (the stock producer.sh backgrounds its JVM:
+#                    point it at a script that runs `runclass.sh ... benchmark.Producer "$@"`);
+#                    it is run as `sh $PRODUCER_SH -n NS -t TOPIC -w 64 -s 128`.
+# For each: msgs/s, p99/p999/max latency (µs), the broker's CPU per message (utime+stime of
+# every process of the broker's process group over the case ÷ messages sent, µs) and its
+# resident memory at the end (sum of the group's VmRSS, MiB).
+#
+# Layouts (LAYOUTS, default "default pinned"):
+#   default  nothing pinned, ringmq with its default shards (one per core)
+#   pinned   broker on BROKER_CPU (ringmq with one shard), clients on CLIENT_CPU
+#
+# The other broker: OTHER_START is a shell command run in its own process group (killed at
+# the end of each case) that starts a nameserver on 127.0.0.1:$NS_PORT and a broker
+# registered with it, with these variables set for it:
+#   NS_PORT BROKER_PORT   ports to use
+#   STORE                 a fresh, empty directory for its store and logs
+#   FLUSH                 ASYNC_FLUSH or SYNC_FLUSH
+#   CPUS                  "" (default layout) or the CPU list to pin to (e.g. via taskset)
+# OTHER_NAME names it in the table (default "other"). The script waits until a send through
+# the nameserver succeeds (up to 90 s). The other broker gets NS_PORT+1 and BROKER_PORT+10.
+#
+# Knobs: DURATION (s, 10), WARMUP (s, 2), RATE (20000), OUT (target/compare), NS_PORT (29876),
+# BROKER_PORT (20911), BROKER_CPU (0), CLIENT_CPU (1), CASES (all of the above),
+# SKIP_BUILD=1 to use target/release as it is. Ports must be free; data lives under /tmp.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${OUT:-$TARGET/compare}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+RATE=${RATE:-20000}
+PSH_WINDOWS=${PSH_WINDOWS:-2}
+NS_PORT=${NS_PORT:-29876}
+BROKER_PORT=${BROKER_PORT:-20911}
+BROKER_CPU=${BROKER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+LAYOUTS=${LAYOUTS:-default pinned}
+CASES=${CASES:-lg-async-w64 lg-sync-w64 lg-sync-w1 open-async open-sync psh-async psh-sync}
+OTHER_NAME=${OTHER_NAME:-other}
+RINGMQ=$TARGET/release/ringmq
+LOADGEN=$TARGET/release/loadgen
+TICK=$(getconf CLK_TCK)
+
+mkdir -p "$OUT"
+: >"$OUT/results.tsv"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    (cd "$ROOT" && cargo build --release -p loadgen --bin loadgen && cargo build --release --bin ringmq)
+fi
+
+PGID=
+STORE=
+stop_broker() {
+    if [ -n "$PGID" ]; then
+        kill -TERM -- "-$PGID" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 -- "-$PGID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$PGID" 2>/dev/null || true
+        PGID=
+    fi
+    if [ -n "$STORE" ]; then
+        rm -rf "$STORE"
+        STORE=
+    fi
+}
+trap stop_broker EXIT
+
+# group_cpu_ticks / group_rss_kib: summed over every process of the broker's process group.
+group_sum() {
+    local total=0 pid
+    for pid in $(pgrep -g "$PGID" || true); do
+        total=$((total + $("$1" "$pid" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+cpu_ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib_of() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+group_cpu_ticks() { group_sum cpu_ticks_of; }
+group_rss_kib() { group_sum rss_kib_of; }
+
+client_prefix() { [ "$1" = pinned ] && echo "taskset -c $CLIENT_CPU" || true; }
+
+# start BROKER LAYOUT FLUSH: a fresh store and broker in a new process group.
+start() {
+    local broker=$1 layout=$2 flush=$3
+    STORE=$(mktemp -d /tmp/ringmq-compare.XXXXXX)
+    # Each broker gets its own ports, so one never waits for the other's to be released.
+    CUR_NS=$NS_PORT
+    local broker_port=$BROKER_PORT
+    if [ "$broker" != ringmq ]; then
+        CUR_NS=$((NS_PORT + 1))
+        broker_port=$((BROKER_PORT + 10))
+    fi
+    local cpus=""
+    [ "$layout" = pinned ] && cpus=$BROKER_CPU
+    if [ "$broker" = ringmq ]; then
+        local shards=0
+        [ "$layout" = pinned ] && shards=1
+        cat >"$STORE/broker.properties" <<EOF
+brokerClusterName=DefaultCluster
+brokerName=compare-broker
+brokerId=0
+listenPort=$broker_port
+flushDiskType=$flush
+shardCount=$shards
+EOF
+        local pin=()
+        [ -n "$cpus" ] && pin=(taskset -c "$cpus")
+        setsid "${pin[@]}" "$RINGMQ" standalone -c "$STORE/broker.properties" \
+            --store "$STORE/store" --namesrv-port "$CUR_NS" >"$STORE/broker.log" 2>&1 &
+    else
+        NS_PORT=$CUR_NS BROKER_PORT=$broker_port STORE=$STORE FLUSH=$flush CPUS=$cpus \
+            setsid bash -c "$OTHER_START" >"$STORE/broker.log" 2>&1 &
+    fi
+    PGID=$!
+    local deadline=$((SECONDS + 90))
+    until "$LOADGEN" produce -n "127.0.0.1:$CUR_NS" -t CompareWarm -w 1 --duration 1 \
+        --warmup 0 -q >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ] || ! kill -0 "$PGID" 2>/dev/null; then
+            echo "$broker did not start; the end of its log:" >&2
+            tail -5 "$STORE/broker.log" >&2
+            return 1
+        fi
+        sleep 1
+    done
+}
+
+# record BROKER LAYOUT CASE TPS P99 P999 MAX CPU_US RSS_MIB
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"; }
+
+json_field() { grep -o "\"$2\": [0-9.]*" "$1" | head -1 | awk '{print $2}'; }
+
+# loadgen_case BROKER LAYOUT CASE LOADGEN-ARGS...
+loadgen_case() {
+    local broker=$1 layout=$2 name=$3
+    shift 3
+    local json=$OUT/$broker-$layout-$name.json cpus=()
+    [ "$layout" = pinned ] && cpus=(--cpus "$CLIENT_CPU")
+    local c0 c1
+    c0=$(group_cpu_ticks)
+    "$LOADGEN" produce -n "127.0.0.1:$CUR_NS" -t "Compare_$name" "${cpus[@]}" -s 128 \
+        --duration "$DURATION" --warmup "$WARMUP" -q --json "$json" "$@" >/dev/null 2>&1 ||
+        echo "loadgen failed in $broker $layout $name (see $json)" >&2
+    c1=$(group_cpu_ticks)
+    local sent
+    sent=$(json_field "$json" sent_messages)
+    record "$broker" "$layout" "$name" "$(json_field "$json" throughput_messages_per_second)" \
+        "$(json_field "$json" p99_latency_us)" "$(json_field "$json" p999_latency_us)" \
+        "$(json_field "$json" max_latency_us)" \
+        "$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) / $TICK / ($sent > 0 ? $sent : 1) * 1e6}")" \
+        "$(($(group_rss_kib) / 1024))"
+}
+
+# producer_sh_case BROKER LAYOUT CASE: RocketMQ's benchmark producer, 64 threads.
+producer_sh_case() {
+    local broker=$1 layout=$2 name=$3 log=$OUT/$1-$2-$3.log
+    local c0 c1 pre
+    pre=$(client_prefix "$layout")
+    c0=$(group_cpu_ticks)
+    NAMESRV_ADDR=127.0.0.1:$CUR_NS setsid $pre sh "$PRODUCER_SH" -n "127.0.0.1:$CUR_NS" \
+        -t "Compare_$name" -w 64 -s 128 >"$log" 2>&1 &
+    local ppid=$!
+    # producer.sh prints its TPS over each 10 s window; the first window holds the JVM's start.
+    sleep $((10 * (PSH_WINDOWS + 1) + 3))
+    kill -TERM -- "-$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+    c1=$(group_cpu_ticks)
+    local tps sent
+    tps=$(grep -o 'Send TPS: *[0-9]*' "$log" | awk '{print $3}' | tail -n +2 |
+        sort -n | awk '{v[NR] = $1} END {print (NR ? v[int((NR + 1) / 2)] : 0)}')
+    sent=$(grep -o 'Send TPS: *[0-9]*' "$log" | awk '{n += $3 * 10} END {print n + 0}')
+    record "$broker" "$layout" "$name" "$tps" - - - \
+        "$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) / $TICK / ($sent > 0 ? $sent : 1) * 1e6}")" \
+        "$(($(group_rss_kib) / 1024))"
+}
+
+wants() { [[ " $CASES " == *" $1 "* ]]; }
+
+run_broker() {
+    local broker=$1 layout=$2 flush
+    for flush in ASYNC_FLUSH SYNC_FLUSH; do
+        local mode=async
+        [ "$flush" = SYNC_FLUSH ] && mode=sync
+        local cases=(lg-$mode-w64 open-$mode psh-$mode)
+        [ "$mode" = sync ] && cases+=(lg-sync-w1)
+        for c in "${cases[@]}"; do
+            wants "$c" || continue
+            [[ "$c" == psh-* && -z "${PRODUCER_SH:-}" ]] && continue
+            echo "== $broker $layout $c" >&2
+            if ! start "$broker" "$layout" "$flush"; then
+                record "$broker" "$layout" "$c" 0 "no start" - - - -
+                stop_broker
+                continue
+            fi
+            case $c in
+                lg-*-w64) loadgen_case "$broker" "$layout" "$c" -w 64 ;;
+                lg-sync-w1) loadgen_case "$broker" "$layout" "$c" -w 1 ;;
+                open-*) loadgen_case "$broker" "$layout" "$c" -w 256 --rate "$RATE" ;;
+                psh-*) producer_sh_case "$broker" "$layout" "$c" ;;
+            esac
+            stop_broker
+        done
+    done
+}
+
+# The disk's own rate of 4 KiB O_DIRECT writes each made durable (O_DSYNC), into a file
+# already written, as a preallocated segment is: what a SYNC_FLUSH broker can reach at most
+# in flush rounds per second.
+disk_syncs_per_second() {
+    local probe
+    probe=$(mktemp /tmp/ringmq-compare-probe.XXXXXX)
+    dd if=/dev/zero of="$probe" bs=1M count=8 oflag=direct 2>/dev/null
+    sync
+    local secs
+    secs=$(dd if=/dev/zero of="$probe" bs=4k count=2000 oflag=direct,dsync conv=notrunc 2>&1 |
+        awk '/copied/ {print $(NF-3)}')
+    rm -f "$probe"
+    awk "BEGIN {printf \"%.0f\", 2000 / $secs}"
+}
+DISK_SYNCS=$(disk_syncs_per_second)
+
+for layout in $LAYOUTS; do
+    run_broker ringmq "$layout"
+    [ -n "${OTHER_START:-}" ] && run_broker other "$layout"
+done
+
+{
+    echo "# loadgen/compare.sh, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
+    echo "# DURATION=$DURATION WARMUP=$WARMUP RATE=$RATE; other = ${OTHER_START:+$OTHER_NAME}"
+    echo "# disk: $DISK_SYNCS durable 4 KiB writes/s (dd oflag=direct,dsync into a written file)"
+    printf '%-8s %-13s %11s %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s\n' layout case \
+        ringmq_msg/s other_msg/s ratio p99_us p999_us max_us cpu_us other_cpu rss_MiB other
+    awk -F'\t' '
+        $1 == "ringmq" { key = $2 "\t" $3; order[++n] = key; r[key] = $0 }
+        $1 == "other" { o[$2 "\t" $3] = $0 }
+        END {
+            for (i = 1; i <= n; i++) {
+                k = order[i]; split(r[k], a, "\t"); split(o[k], b, "\t")
+                ratio = (b[4] > 0) ? sprintf("%.2fx", a[4] / b[4]) : "-"
+                printf "%-8s %-13s %11.0f %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s\n",
+                    a[2], a[3], a[4], (k in o) ? sprintf("%.0f", b[4]) : "-", ratio,
+                    a[5], a[6], a[7], a[8], (k in o) ? b[8] : "-", a[9], (k in o) ? b[9] : "-"
+            }
+        }' "$OUT/results.tsv"
+} | tee "$OUT/table.txt"
+echo "raw results in $OUT/results.tsv, loadgen reports beside it" >&2
