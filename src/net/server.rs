@@ -233,8 +233,9 @@ async fn housekeeping(
                 }
             }
         }
-        if closed.replace(0) > 0 {
-            release_freed_memory();
+        // Closes seen while the process-wide interval had not passed wait for the next turn.
+        if closed.get() > 0 && release_freed_memory() {
+            closed.set(0);
         }
     }
 }
@@ -244,8 +245,8 @@ async fn housekeeping(
 /// connections (or a bad peer's queued answers) used, however little of it is still in use:
 /// measured after a bad-input attack, 217 MiB resident of which `malloc_trim` returned 172 MiB
 /// (README "Connections and memory"). Called only after connections have closed, so a broker
-/// whose connections stay does not pay for it.
-fn release_freed_memory() {
+/// whose connections stay does not pay for it. False when another shard did it too recently.
+fn release_freed_memory() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_MS: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -257,7 +258,7 @@ fn release_freed_memory() {
             .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
     {
-        return;
+        return false;
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -272,6 +273,7 @@ fn release_freed_memory() {
         });
         glommio::spawn_local(trim).detach();
     }
+    true
 }
 
 /// How often, at most, freed memory is given back to the system after connections closed.
