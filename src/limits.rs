@@ -22,14 +22,45 @@ pub const MESSAGE_SIZE_DEFAULT_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Requests one connection may have in flight before further ones are answered SYSTEM_BUSY.
 pub const CONNECTION_INFLIGHT_MAX: usize = 4096;
 
+/// Requests in flight on one connection beyond which its reader waits whenever answers are
+/// queued for it (until they are written): a peer that does not read holds about this many
+/// answers, not `CONNECTION_INFLIGHT_MAX`.
+pub const CONNECTION_INFLIGHT_CONGESTED: usize = 256;
+
 /// Connections one server executor accepts before refusing new ones.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16 * 1024;
 
-/// Initial capacity of a connection's read buffer; it grows only to hold one whole frame.
-pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Read space of a connection with part of a frame in: a connection waiting for its next
+/// request holds no read buffer at all (its reads land in the executor's shared buffer of
+/// `CONNECTION_READ_BUSY_BYTES`; see README "Connections and memory").
+pub const CONNECTION_READ_IDLE_BYTES: usize = 4 * 1024;
 
-/// Responses queued for one connection's writer before request handling waits for it.
-pub const CONNECTION_WRITE_QUEUE_MAX: usize = CONNECTION_INFLIGHT_MAX;
+/// Read space of a busy connection: reads double up to this while they keep filling the
+/// space, and go back to `CONNECTION_READ_IDLE_BYTES` once the connection is quiet. A frame
+/// being assembled also gets room in steps of this, only as its bytes arrive.
+pub const CONNECTION_READ_BUSY_BYTES: usize = 64 * 1024;
+
+/// Responses coalesced into one write, up to this many bytes (plus the frame that crosses it).
+pub const CONNECTION_WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// A connection's write buffer larger than this is given back when its queue runs empty.
+pub const CONNECTION_WRITE_KEEP_BYTES: usize = 16 * 1024;
+
+/// Bytes of responses (bodies plus a header allowance) queued for one connection's writer
+/// before further responses wait, and its reader stops reading while more than half is used:
+/// a peer that does not read its answers costs at most this much queued.
+pub const CONNECTION_WRITE_QUEUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Requests a connection's reader dispatches before it lets other tasks run (per-peer
+/// fairness: one peer's burst of pipelined requests does not hold the executor).
+pub const CONNECTION_FRAMES_PER_TURN: usize = 16;
+
+/// `serverChannelMaxIdleTimeSeconds` default (Java's NettyServerConfig): a connection with no
+/// bytes either way for this long is closed.
+pub const SERVER_CHANNEL_MAX_IDLE_DEFAULT_SECONDS: u64 = 120;
+
+/// Read space of a client connection's (`net::RpcClient`) buffer.
+pub const CLIENT_READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Topic name length limit (1-byte length in the stored record; Java `msgCheck`).
 pub const TOPIC_NAME_MAX_BYTES: usize = 127;
@@ -40,5 +71,10 @@ pub const PROPERTIES_MAX_BYTES: usize = 32767;
 const _: () = assert!(FRAME_SIZE_MAX_BYTES > MESSAGE_SIZE_DEFAULT_MAX_BYTES);
 const _: () = assert!(HEADER_SIZE_MAX_BYTES < FRAME_SIZE_MAX_BYTES);
 const _: () = assert!(FRAME_SIZE_MAX_BYTES <= i32::MAX as usize);
-const _: () = assert!(CONNECTION_READ_BUFFER_BYTES <= FRAME_SIZE_MAX_BYTES);
-const _: () = assert!(CONNECTION_WRITE_QUEUE_MAX >= CONNECTION_INFLIGHT_MAX);
+const _: () = assert!(CONNECTION_READ_IDLE_BYTES <= CONNECTION_READ_BUSY_BYTES);
+const _: () = assert!(CONNECTION_READ_BUSY_BYTES <= FRAME_SIZE_MAX_BYTES);
+const _: () = assert!(CLIENT_READ_BUFFER_BYTES <= FRAME_SIZE_MAX_BYTES);
+const _: () = assert!(CONNECTION_WRITE_KEEP_BYTES <= CONNECTION_WRITE_BATCH_BYTES);
+const _: () = assert!(CONNECTION_WRITE_QUEUE_BYTES_MAX >= MESSAGE_SIZE_DEFAULT_MAX_BYTES);
+const _: () = assert!(CONNECTION_FRAMES_PER_TURN > 0);
+const _: () = assert!(CONNECTION_INFLIGHT_CONGESTED < CONNECTION_INFLIGHT_MAX);

@@ -144,6 +144,9 @@ fn namesrv_options(config: &NamesrvConfig) -> NamesrvOptions {
     let mut options = NamesrvOptions::new(SocketAddr::new(config.listen_addr, config.listen_port));
     options.kv_config_path = Some(config.kv_config_path.clone());
     options.broker_scan_interval = Duration::from_millis(config.broker_scan_interval_ms);
+    options.server = options
+        .server
+        .idle_seconds(config.server_channel_max_idle_seconds);
     options.processor.broker_expiry = Duration::from_millis(config.broker_expiry_ms);
     options.processor.order_message_enable = config.order_message_enable;
     options.processor.config_properties = config

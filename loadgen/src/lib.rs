@@ -9,6 +9,7 @@
 //! | [`setup`] | route lookup (TBW102 fallback) and queue offsets, blocking client | main thread |
 //! | [`produce`] | sender tasks: closed or open loop, single or batch sends | producer executors |
 //! | [`consume`] | one long-polling puller per queue | consumer executors |
+//! | [`churn`] | `loadgen churn`: connection churn and bad input, the server's VmRSS | main thread, plain sockets |
 //! | [`body`] | the stamped body (run, sequence, send time) and properties | all |
 //! | [`track`] | exactly-once accounting for `--flush-check` | executors, then main |
 //! | [`stats`] | per-second counters and hdrhistograms, sent to the main thread | executors |
@@ -20,6 +21,7 @@
 
 pub mod args;
 pub mod body;
+pub mod churn;
 pub mod consume;
 pub mod produce;
 pub mod report;

@@ -8,6 +8,15 @@ use clap::Parser;
 use loadgen::Args;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("churn") {
+        return match loadgen::churn::main(std::env::args().skip(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen churn: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let args = Args::parse();
     let json = args.json.clone();
     let report = match loadgen::run(args) {

@@ -242,7 +242,8 @@ async fn run_shard(seed: ShardSeed) {
             glommio::spawn_local(serve(
                 l,
                 Rc::clone(&shard),
-                ServerOptions::default(),
+                ServerOptions::default()
+                    .idle_seconds(shard.ctx.cfg.server_channel_max_idle_seconds),
                 shutdown.clone(),
             ))
         })

@@ -510,7 +510,10 @@ impl Handler for Shard {
     }
 
     fn on_close(&self, conn: &Connection) {
-        self.connections.borrow_mut().remove(&conn.id);
+        // A connection that never sent a request registered no client: nothing to tell.
+        if self.connections.borrow_mut().remove(&conn.id).is_none() {
+            return;
+        }
         let channel = ChannelId {
             shard: self.id as u8,
             connection: conn.id,

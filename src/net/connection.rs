@@ -1,20 +1,32 @@
-//! One accepted connection: reader loop, writer task, in-flight bound.
+//! One accepted connection: reader loop, writer task, in-flight and write-queue bounds.
+//!
+//! Memory follows what a connection is doing, not how long it has been open: a connection
+//! waiting for its next request holds no read or write buffer (its read lands in the executor's
+//! shared buffer and only the bytes that arrived are copied out); while requests keep coming it
+//! reads into its own buffer, `CONNECTION_READ_IDLE_BYTES` and up to `CONNECTION_READ_BUSY_BYTES`
+//! while reads keep filling it, and gives it back as soon as it is quiet again.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::BytesMut;
+use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
 
 use crate::limits::{
-    CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES, CONNECTION_WRITE_QUEUE_MAX,
+    CONNECTION_FRAMES_PER_TURN, CONNECTION_INFLIGHT_CONGESTED, CONNECTION_INFLIGHT_MAX,
+    CONNECTION_READ_BUSY_BYTES, CONNECTION_READ_IDLE_BYTES, CONNECTION_WRITE_BATCH_BYTES,
+    CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
 };
-use crate::remoting::{next_frame, response, RemotingCommand};
+use crate::remoting::{check_frame, response, RemotingCommand};
 
 /// A handler's answer to one request.
 pub enum Reply {
@@ -35,8 +47,27 @@ pub trait Handler: 'static {
 
 /// What the writer task is told to do.
 enum Outbound {
-    Frame(RemotingCommand),
+    /// A frame and the write-queue bytes it holds (released when it is encoded).
+    Frame(RemotingCommand, u64),
     Close,
+}
+
+/// Bytes a queued frame is counted for: its body plus an allowance for the header (responses'
+/// headers are a few hundred bytes; the allowance keeps a flood of empty frames bounded too).
+fn queued_bytes(frame: &RemotingCommand) -> u64 {
+    const HEADER_ALLOWANCE_BYTES: usize = 256;
+    (frame.body.len() + HEADER_ALLOWANCE_BYTES).min(CONNECTION_WRITE_QUEUE_BYTES_MAX) as u64
+}
+
+/// Why a connection ended, for the rate-limited log (one line per reason per interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// A frame we could not accept (too large, malformed header, unknown serialize type).
+    BadFrame,
+    /// The socket failed (reset by the peer, …).
+    ReadFailed,
+    /// Idle for longer than `serverChannelMaxIdleTimeSeconds`.
+    Idle,
 }
 
 /// The state of one connection that handlers may keep (`Rc<Connection>`), e.g. to send
@@ -49,9 +80,16 @@ pub struct Connection {
     /// Our local address of this connection.
     pub local: SocketAddr,
     outbound: LocalSender<Outbound>,
+    /// Bytes the write queue may still take; responders wait for room (back-pressure).
+    room: Semaphore,
     inflight: Cell<usize>,
     closed: Cell<bool>,
     next_opaque: Cell<i32>,
+    /// The socket, for the idle reaper's shutdown(2); valid while the connection is served.
+    fd: RawFd,
+    /// Last time bytes were read or written (Java's IdleStateHandler "all idle").
+    last_active: Cell<Instant>,
+    reaped: Cell<bool>,
 }
 
 impl Connection {
@@ -59,15 +97,26 @@ impl Connection {
     /// and drops the frame when the connection is closed or its write queue is full (the peer is
     /// not reading).
     pub fn send(&self, frame: RemotingCommand) -> bool {
-        !self.closed.get() && self.outbound.try_send(Outbound::Frame(frame)).is_ok()
+        let bytes = queued_bytes(&frame);
+        if self.closed.get() || !self.room.try_acquire(bytes).unwrap_or(false) {
+            return false;
+        }
+        self.outbound
+            .try_send(Outbound::Frame(frame, bytes))
+            .is_ok()
     }
 
     /// Queues a response, waiting while the write queue is full. This is the connection's
     /// back-pressure: a peer that stops reading stops being read, and nothing is dropped or
     /// buffered without bound.
     pub async fn respond(&self, frame: RemotingCommand) {
-        if !self.closed.get() {
-            let _ = self.outbound.send(Outbound::Frame(frame)).await;
+        if self.closed.get() {
+            return;
+        }
+        let bytes = queued_bytes(&frame);
+        // Fails only once the writer has gone (the connection is dead): the frame is dropped.
+        if self.room.acquire(bytes).await.is_ok() {
+            let _ = self.outbound.try_send(Outbound::Frame(frame, bytes));
         }
     }
 
@@ -83,35 +132,75 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.closed.get()
     }
+
+    /// When bytes last moved on this connection, either way.
+    pub fn last_active(&self) -> Instant {
+        self.last_active.get()
+    }
+
+    fn touch(&self) {
+        self.last_active.set(Instant::now());
+    }
+
+    /// Closes an idle connection: shuts the socket down, so its reader sees the end of the
+    /// stream and the connection ends the usual way (handler's `on_close` included).
+    pub(crate) fn reap(&self) {
+        if !self.reaped.replace(true) {
+            // SAFETY: shutdown(2) on the socket this connection owns; the server removes a
+            // connection from its registry before the socket is dropped, so the descriptor is
+            // still ours. shutdown does not close or free the descriptor.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
+    }
 }
 
-/// Serves `stream` until the peer closes it or sends a malformed frame.
-pub async fn run<H: Handler>(id: u64, stream: TcpStream, handler: Rc<H>, max_frame_bytes: usize) {
+/// Serves `stream` until the peer closes it or sends a malformed frame, or the server reaps it.
+/// `registered` is called with the connection once it is set up and `ended` when it has closed
+/// with the reason it ended, if it did not end cleanly.
+pub(crate) async fn run<H: Handler>(
+    id: u64,
+    stream: TcpStream,
+    handler: Rc<H>,
+    max_frame_bytes: usize,
+    registered: impl FnOnce(&Rc<Connection>),
+    ended: impl FnOnce(&Connection, Option<(CloseReason, String)>),
+) {
+    use std::os::fd::AsRawFd;
     let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
         (Ok(p), Ok(l)) => (p, l),
         _ => return,
     };
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let (reader, writer) = futures_lite::io::split(stream);
-    let (tx, rx) = local_channel::new_bounded(CONNECTION_WRITE_QUEUE_MAX);
+    // Unbounded in count, bounded in bytes by `room`: no queue is preallocated per connection.
+    let (tx, rx) = local_channel::new_unbounded();
     let conn = Rc::new(Connection {
         id,
         peer,
         local,
         outbound: tx,
+        room: Semaphore::new(CONNECTION_WRITE_QUEUE_BYTES_MAX as u64),
         inflight: Cell::new(0),
         closed: Cell::new(false),
         next_opaque: Cell::new(1),
+        fd,
+        last_active: Cell::new(Instant::now()),
+        reaped: Cell::new(false),
     });
-    let writer_task = glommio::spawn_local(write_loop(writer, rx));
-    if let Err(reason) = read_loop(reader, &conn, &handler, max_frame_bytes).await {
-        tracing::warn!(peer = %peer, %reason, "closing connection");
-    }
+    registered(&conn);
+    let writer_task = glommio::spawn_local(write_loop(writer, rx, Rc::clone(&conn)));
+    let outcome = read_loop(reader, &conn, &handler, max_frame_bytes).await;
     conn.closed.set(true);
-    // Waits for room rather than dropping the close: the writer must learn it is done.
-    let _ = conn.outbound.send(Outbound::Close).await;
+    let _ = conn.outbound.try_send(Outbound::Close);
     handler.on_close(&conn);
     writer_task.await;
+    let reason = match outcome {
+        _ if conn.reaped.get() => Some((CloseReason::Idle, "idle".to_string())),
+        Ok(()) => None,
+        Err(e) => Some(e),
+    };
+    ended(&conn, reason);
 }
 
 async fn read_loop<H: Handler>(
@@ -119,23 +208,120 @@ async fn read_loop<H: Handler>(
     conn: &Rc<Connection>,
     handler: &Rc<H>,
     max_frame_bytes: usize,
-) -> Result<(), String> {
-    let mut buf = BytesMut::with_capacity(CONNECTION_READ_BUFFER_BYTES);
+) -> Result<(), (CloseReason, String)> {
+    let bad = |e: crate::remoting::WireError| (CloseReason::BadFrame, e.to_string());
+    // `buf[..filled]` holds bytes read and not yet handed out as frames; the rest is zeroed
+    // space to read into (zeroed when allocated, not before every read).
+    let mut buf = BytesMut::new();
+    let mut filled = 0;
+    // The last read filled all the space it had: more is probably waiting.
+    let mut busy = false;
+    let mut frames = 0usize;
     loop {
-        while let Some(frame) = next_frame(&mut buf, max_frame_bytes).map_err(|e| e.to_string())? {
-            let request = RemotingCommand::decode(frame).map_err(|e| e.to_string())?;
+        while let Some(total) = check_frame(&buf[..filled], max_frame_bytes).map_err(bad)? {
+            let frame = buf.split_to(total).freeze();
+            filled -= total;
+            let request = RemotingCommand::decode(frame).map_err(bad)?;
+            // A peer that does not read its answers is not served more requests either.
+            wait_for_write_room(conn).await;
             dispatch(conn, handler, request).await;
-        }
-        let filled = buf.len();
-        buf.resize(filled + CONNECTION_READ_BUFFER_BYTES, 0);
-        match reader.read(&mut buf[filled..]).await {
-            Ok(0) => {
-                buf.truncate(filled);
-                return Ok(());
+            frames += 1;
+            // One peer's burst must not hold the executor: after a few requests its reader
+            // goes to the back of the run queue, behind the tasks it spawned and everyone else.
+            if frames % CONNECTION_FRAMES_PER_TURN == 0 {
+                future::yield_now().await;
             }
-            Ok(n) => buf.truncate(filled + n),
-            Err(e) => return Err(format!("read failed: {e}")),
         }
+        // Nor read.
+        wait_for_write_room(conn).await;
+        let read = if filled == 0 && !busy {
+            // Quiet: nothing half-read and the last read drained the socket, so this read
+            // probably waits. Hold no buffer while it does.
+            buf = BytesMut::new();
+            read_quiet(&mut reader, &mut buf).await
+        } else {
+            let space = if busy {
+                CONNECTION_READ_BUSY_BYTES
+            } else {
+                CONNECTION_READ_IDLE_BYTES
+            };
+            make_room(&mut buf, filled, space);
+            reader
+                .read(&mut buf[filled..])
+                .await
+                .map(|n| (n, n == buf.len() - filled))
+        };
+        match read {
+            Ok((0, _)) => return Ok(()),
+            Ok((n, full)) => {
+                filled += n;
+                busy = full;
+                conn.touch();
+            }
+            Err(e) => return Err((CloseReason::ReadFailed, format!("read failed: {e}"))),
+        }
+    }
+}
+
+thread_local! {
+    /// The executor's buffer for reads of quiet connections (one executor per thread).
+    static QUIET_READ: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; CONNECTION_READ_BUSY_BYTES].into_boxed_slice());
+}
+
+/// Reads into the executor's shared buffer and copies what arrived into `buf` (which must be
+/// empty). The shared buffer is lent only for each poll: glommio reads a socket with a
+/// non-blocking recv and, when nothing is there, waits for readiness holding no buffer, so a
+/// waiting connection holds none either. Returns the bytes read and whether they filled the
+/// shared buffer (more is probably waiting).
+async fn read_quiet(
+    reader: &mut ReadHalf<TcpStream>,
+    buf: &mut BytesMut,
+) -> std::io::Result<(usize, bool)> {
+    use futures_lite::AsyncRead;
+    future::poll_fn(|cx| {
+        QUIET_READ.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let polled = Pin::new(&mut *reader).poll_read(cx, &mut scratch[..]);
+            if let std::task::Poll::Ready(Ok(n)) = polled {
+                buf.extend_from_slice(&scratch[..n]);
+                return std::task::Poll::Ready(Ok((n, n == scratch.len())));
+            }
+            polled.map_ok(|n| (n, false))
+        })
+    })
+    .await
+}
+
+/// Makes `buf[filled..]` at least `space` bytes (zeroing only what is added). A frame whose
+/// declared length is known gets room for it in steps of at most `CONNECTION_READ_BUSY_BYTES`,
+/// so a peer that declares a large frame costs memory only as its bytes arrive.
+fn make_room(buf: &mut BytesMut, filled: usize, space: usize) {
+    let declared = match buf.get(..4) {
+        Some(b) if filled >= 4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 4,
+        _ => 0,
+    };
+    let frame_rest = declared
+        .saturating_sub(filled)
+        .min(CONNECTION_READ_BUSY_BYTES);
+    let want = filled + space.max(frame_rest);
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+}
+
+/// Waits, when answers are backing up, until the write queue has drained: while it is more
+/// than half full, or while anything is queued and `CONNECTION_INFLIGHT_CONGESTED` requests are
+/// in flight (a peer that pipelines requests and reads slowly or not at all is held to about
+/// that many answers in the making, instead of racing on to `CONNECTION_INFLIGHT_MAX`; a peer
+/// whose answers flow, or whose requests are parked long polls, is not held).
+async fn wait_for_write_room(conn: &Connection) {
+    const ALL: u64 = CONNECTION_WRITE_QUEUE_BYTES_MAX as u64;
+    let queued = ALL - conn.room.available();
+    let congested =
+        queued > ALL / 2 || (queued > 0 && conn.inflight.get() >= CONNECTION_INFLIGHT_CONGESTED);
+    if congested && conn.room.acquire(ALL).await.is_ok() {
+        conn.room.signal(ALL);
     }
 }
 
@@ -162,46 +348,71 @@ async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: R
             conn.inflight.set(conn.inflight.get() + 1);
             let conn = Rc::clone(conn);
             glommio::spawn_local(async move {
-                let reply = future.await;
-                conn.inflight.set(conn.inflight.get() - 1);
-                if let (Some(reply), false) = (reply, oneway) {
+                if let (Some(reply), false) = (future.await, oneway) {
                     conn.respond(reply).await;
                 }
+                // Counted until its answer is queued: answers waiting for room in the write
+                // queue of a peer that does not read stay within the in-flight bound.
+                conn.inflight.set(conn.inflight.get() - 1);
             })
             .detach();
         }
     }
 }
 
-async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Outbound>) {
-    let mut buf = BytesMut::with_capacity(CONNECTION_READ_BUFFER_BYTES);
-    while let Some(first) = rx.recv().await {
-        let mut closing = !encode_outbound(first, &mut buf);
+async fn write_loop(
+    mut writer: WriteHalf<TcpStream>,
+    rx: LocalReceiver<Outbound>,
+    conn: Rc<Connection>,
+) {
+    let mut buf = BytesMut::new();
+    loop {
+        let first = match future::poll_once(rx.recv()).await {
+            Some(Some(first)) => first,
+            Some(None) => break,
+            None => {
+                // Nothing queued: the connection is quiet, so give a busy-time buffer back
+                // before waiting.
+                if buf.capacity() > CONNECTION_WRITE_KEEP_BYTES {
+                    buf = BytesMut::new();
+                }
+                match rx.recv().await {
+                    Some(first) => first,
+                    None => break,
+                }
+            }
+        };
+        let mut closing = !encode_outbound(first, &mut buf, &conn);
         // Batch whatever else is already queued into the same write.
-        while !closing && buf.len() < CONNECTION_READ_BUFFER_BYTES {
-            match futures_lite::future::poll_once(rx.recv()).await {
-                Some(Some(next)) => closing = !encode_outbound(next, &mut buf),
+        while !closing && buf.len() < CONNECTION_WRITE_BATCH_BYTES {
+            match future::poll_once(rx.recv()).await {
+                Some(Some(next)) => closing = !encode_outbound(next, &mut buf, &conn),
                 _ => break,
             }
         }
         if !buf.is_empty() {
             if let Err(e) = writer.write_all(&buf).await {
                 tracing::debug!(error = %e, "write failed; dropping connection");
-                return;
+                break;
             }
+            conn.touch();
             buf.clear();
         }
         if closing {
             let _ = writer.close().await;
-            return;
+            break;
         }
     }
+    // Responders still waiting for room learn the connection is gone.
+    conn.room.close();
 }
 
-/// Encodes a frame into `buf`; false when the writer was told to close.
-fn encode_outbound(item: Outbound, buf: &mut BytesMut) -> bool {
+/// Encodes a frame into `buf` and releases its queue bytes; false when the writer was told to
+/// close.
+fn encode_outbound(item: Outbound, buf: &mut BytesMut, conn: &Connection) -> bool {
     match item {
-        Outbound::Frame(cmd) => {
+        Outbound::Frame(cmd, bytes) => {
+            conn.room.signal(bytes);
             if let Err(e) = cmd.encode(buf) {
                 // Only our own frames get here; one that cannot be encoded is a bug we log
                 // rather than a corrupt frame we send.
@@ -210,5 +421,27 @@ fn encode_outbound(item: Outbound, buf: &mut BytesMut) -> bool {
             true
         }
         Outbound::Close => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_follows_the_frame_being_assembled_in_bounded_steps() {
+        let mut buf = BytesMut::new();
+        make_room(&mut buf, 0, CONNECTION_READ_IDLE_BYTES);
+        assert_eq!(buf.len(), CONNECTION_READ_IDLE_BYTES);
+        // A frame declaring 16 MiB with 8 bytes in: room grows one busy step, not 16 MiB.
+        buf[..4].copy_from_slice(&(16u32 * 1024 * 1024).to_be_bytes());
+        make_room(&mut buf, 8, CONNECTION_READ_IDLE_BYTES);
+        assert_eq!(buf.len(), 8 + CONNECTION_READ_BUSY_BYTES);
+        // A small frame's rest fits in the space already there: nothing added.
+        let mut small = BytesMut::new();
+        make_room(&mut small, 0, CONNECTION_READ_IDLE_BYTES);
+        small[..4].copy_from_slice(&100u32.to_be_bytes());
+        make_room(&mut small, 10, CONNECTION_READ_IDLE_BYTES);
+        assert_eq!(small.len(), 10 + CONNECTION_READ_IDLE_BYTES);
     }
 }

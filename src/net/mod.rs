@@ -7,6 +7,13 @@
 //! connection and responses go out in completion order (RocketMQ matches them by opaque). The
 //! writer batches whatever responses are queued into one write. A malformed frame closes that
 //! connection only. `net` reads only code, flag and opaque; it never looks at command bodies.
+//!
+//! A connection's memory follows what it does (README "Connections and memory"): waiting, it
+//! holds no buffer; its write queue is bounded in bytes and a peer that does not read its
+//! answers is not read either; each reader yields after a few requests so one peer cannot hold
+//! the shard. The accept loop closes connections idle past `serverChannelMaxIdleTimeSeconds`
+//! (one sweep a second), logs repeated failures once per interval with a count, and after
+//! connections close returns freed memory to the system.
 
 pub mod connection;
 pub mod rpc_client;

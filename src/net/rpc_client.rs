@@ -20,7 +20,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use thiserror::Error;
 
-use crate::limits::{CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUFFER_BYTES, FRAME_SIZE_MAX_BYTES};
+use crate::limits::{CLIENT_READ_BUFFER_BYTES, CONNECTION_INFLIGHT_MAX, FRAME_SIZE_MAX_BYTES};
 use crate::remoting::{check_frame, RemotingCommand, SerializeType, WireError};
 
 /// Bytes the writer coalesces into one write before it sends what it has.
@@ -221,7 +221,7 @@ async fn read_responses(
     pending: Rc<Pending>,
     alive: Rc<Cell<bool>>,
 ) {
-    let mut buf = BytesMut::zeroed(CONNECTION_READ_BUFFER_BYTES);
+    let mut buf = BytesMut::zeroed(CLIENT_READ_BUFFER_BYTES);
     let mut filled = 0;
     let mut completed = 0;
     'read: loop {
@@ -270,7 +270,7 @@ fn make_room(buf: &mut BytesMut, filled: usize) {
     };
     let want = (filled + READ_SPACE_MIN_BYTES).max(declared);
     if buf.len() < want {
-        let grow_to = want.max(filled + CONNECTION_READ_BUFFER_BYTES);
+        let grow_to = want.max(filled + CLIENT_READ_BUFFER_BYTES);
         buf.resize(grow_to, 0);
     }
 }

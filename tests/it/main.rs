@@ -10,6 +10,7 @@ mod broker_crash;
 mod broker_delay;
 mod broker_quirks;
 mod broker_transaction;
+mod churn;
 mod dashboard;
 mod dashboard_browser;
 mod go_client;

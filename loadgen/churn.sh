@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The connection-churn and bad-input runs of README "Connections and memory", each against a
+# fresh `ringmq standalone` (release builds; default settings; store under $STORE):
+#
+#   rounds      $ROUNDS rounds of $CONNS connections opened at once (a third idle, a third
+#               sending one GET_MAX_OFFSET, a third an invalid frame), held 1 s, closed, 3 s pause
+#   sequential  $SEQUENTIAL connections one after another, connect then close
+#   idle        2,200 idle connections held (the per-connection cost)
+#   attack      `loadgen produce` at $RATE msgs/s open loop for $SECONDS s quiet, then again
+#               for $SECONDS s while `loadgen churn attack` sends bad input (garbage, length
+#               prefixes over and just under the limit, malformed headers, 5 MiB bodies, 2,200
+#               silent connections, never-read pipelined pulls); p99 of both runs, and the
+#               broker's VmRSS for 30 s after the attack
+#
+# Usage: loadgen/churn.sh [rounds|sequential|idle|attack ...]   (all four by default)
+# Knobs (environment): OUT, STORE, ROUNDS (20), CONNS (2000), SEQUENTIAL (100000), RATE (20000),
+# SECONDS (30), NS_PORT (29876), BROKER_PORT (20911), RINGMQ and LOADGEN (binaries; default
+# target/release), SKIP_BUILD=1 to use the binaries as they are.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$ROOT/target/loadgen-churn}
+STORE=${STORE:-/tmp/lg-churn-store}
+ROUNDS=${ROUNDS:-20}
+CONNS=${CONNS:-2000}
+SEQUENTIAL=${SEQUENTIAL:-100000}
+RATE=${RATE:-20000}
+SECONDS_EACH=${SECONDS:-30}
+NS_PORT=${NS_PORT:-29876}
+BROKER_PORT=${BROKER_PORT:-20911}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RINGMQ=${RINGMQ:-$TARGET_DIR/release/ringmq}
+LOADGEN=${LOADGEN:-$TARGET_DIR/release/loadgen}
+
+mkdir -p "$OUT"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    (cd "$ROOT" && cargo build --release -p loadgen --bin loadgen && cargo build --release --bin ringmq)
+fi
+
+BROKER_PID=
+stop_broker() {
+    if [ -n "$BROKER_PID" ]; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=
+    fi
+    rm -rf "$STORE"
+}
+trap stop_broker EXIT
+
+start_broker() {
+    local name=$1
+    rm -rf "$STORE"
+    mkdir -p "$STORE"
+    printf 'brokerClusterName=DefaultCluster\nbrokerName=churn\nlistenPort=%s\n' \
+        "$BROKER_PORT" > "$STORE.properties"
+    "$RINGMQ" standalone --namesrv-port "$NS_PORT" --store "$STORE" -c "$STORE.properties" \
+        > "$OUT/$name.broker.out" 2> "$OUT/$name.broker.log" &
+    BROKER_PID=$!
+    for _ in $(seq 200); do
+        grep -q "ringmq standalone:" "$OUT/$name.broker.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    sleep 1
+}
+
+churn() {
+    "$LOADGEN" churn --addr "127.0.0.1:$BROKER_PORT" --pid "$BROKER_PID" "$@"
+}
+
+run_rounds() {
+    start_broker rounds
+    churn rounds --rounds "$ROUNDS" --connections "$CONNS" --kind mixed | tee "$OUT/rounds.txt"
+    echo "broker log lines: $(wc -l < "$OUT/rounds.broker.log")" | tee -a "$OUT/rounds.txt"
+    stop_broker
+}
+
+run_sequential() {
+    start_broker sequential
+    # 6 s after each 10,000: past the 5 s in which the broker returns freed memory.
+    churn sequential --count "$SEQUENTIAL" --every 10000 --pause-ms 6000 | tee "$OUT/sequential.txt"
+    stop_broker
+}
+
+run_idle() {
+    start_broker idle
+    churn idle --connections 2200 | tee "$OUT/idle.txt"
+    stop_broker
+}
+
+rss_mib() {
+    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$BROKER_PID/status"
+}
+
+run_attack() {
+    start_broker attack
+    local produce=("$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t ChurnBench --rate "$RATE"
+        -w 256 --duration "$SECONDS_EACH" --warmup 2 -q)
+    "${produce[@]}" --json "$OUT/attack-quiet.json" > "$OUT/attack-quiet.txt"
+    local quiet_rss
+    quiet_rss=$(rss_mib)
+    echo "quiet: VmRSS $quiet_rss MiB" | tee "$OUT/attack.txt"
+    # The attack starts with the measured part of the second run and lasts as long.
+    "${produce[@]}" --json "$OUT/attack-loud.json" > "$OUT/attack-loud.txt" &
+    local produce_pid=$!
+    sleep 2
+    churn -t ChurnBench attack --seconds "$SECONDS_EACH" | tee -a "$OUT/attack.txt" &
+    local attack_pid=$!
+    wait "$produce_pid"
+    wait "$attack_pid"
+    local q l
+    q=$(jq .p99_latency_us "$OUT/attack-quiet.json")
+    l=$(jq .p99_latency_us "$OUT/attack-loud.json")
+    echo "p99 quiet ${q} us, under attack ${l} us; VmRSS quiet $quiet_rss MiB, now $(rss_mib) MiB; \
+broker log lines: $(wc -l < "$OUT/attack.broker.log")" | tee -a "$OUT/attack.txt"
+    stop_broker
+}
+
+for what in "${@:-rounds sequential idle attack}"; do
+    for w in $what; do "run_$w"; done
+done
