@@ -247,8 +247,23 @@ async fn check_after_deletion(
 
 #[test]
 fn pulls_racing_the_deletion_see_message_was_removing_and_open_repairs_the_queues() {
+    pulls_racing_the_deletion(false);
+}
+
+#[test]
+fn open_repairs_the_queues_after_a_deletion_also_when_they_were_flushed_and_checkpointed() {
+    pulls_racing_the_deletion(true);
+}
+
+/// Segments deleted, queues not yet cleaned, then a crash: with the queues still unflushed
+/// (recovery rebuilds them from the checkpoint's safe offset) or flushed and checkpointed
+/// (recovery keeps them); either way open corrects them to the commitlog's minimum. The
+/// background task never flushes queues here, so which case it is does not depend on timing.
+fn pulls_racing_the_deletion(flushed_at_crash: bool) {
     let (sim, clock) = sim_at(32, T0_MS);
-    let cfg = config();
+    let mut cfg = config();
+    cfg.flush_interval_consume_queue_ms = 3_600_000;
+    cfg.flush_consume_queue_thorough_interval_ms = 3_600_000;
     run(async move {
         let store = open(&sim, &clock, &cfg).await;
         let t = put_keyed(&store, "T", 0..1500).await;
@@ -282,6 +297,21 @@ fn pulls_racing_the_deletion_see_message_was_removing_and_open_repairs_the_queue
         assert_eq!(store.store_time_at("T", 0, 0).await.unwrap(), None);
         let err = store.read_by_physical_offset(t[0]).await.unwrap_err();
         assert!(matches!(err, StoreError::OffsetOutOfRange { .. }), "{err}");
+        if flushed_at_crash {
+            store.write_checkpoint().await.unwrap();
+        }
+        let dirty: u64 = store
+            .inner
+            .queues
+            .all()
+            .iter()
+            .map(|q| q.dirty_bytes())
+            .sum();
+        assert_eq!(
+            dirty == 0,
+            flushed_at_crash,
+            "{dirty} queue bytes unflushed"
+        );
         drop(store);
         sim.crash();
         let store = open(&sim, &clock, &cfg).await;
