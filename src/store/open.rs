@@ -248,7 +248,7 @@ impl<S: Storage> MessageStore<S> {
         self.inner
             .tasks
             .borrow_mut()
-            .extend([flusher, housekeeping, retention]);
+            .extend([flusher, housekeeping, retention].map(glommio::Task::detach));
     }
 
     /// Stops the background tasks, flushes everything, writes the checkpoint and removes the
