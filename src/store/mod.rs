@@ -291,7 +291,11 @@ pub(crate) struct Inner<S: Storage> {
     commitlog: Rc<CommitLog<S>>,
     queues: ConsumeQueues<S>,
     index: Index<S>,
-    tasks: RefCell<Vec<glommio::Task<()>>>,
+    /// The background tasks, detached: a store dropped without `close` (only tests do that)
+    /// is freed from inside one of its own tasks when the executor drops them, and a `Task`
+    /// would then cancel its siblings through the executor that is being torn down (a panic
+    /// in a destructor: the process aborts). `close` awaits them.
+    tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
     retention: retention::RetentionState,
     closed: Cell<bool>,
     /// The store was not closed cleanly last time (the abort file was there).

@@ -248,14 +248,14 @@ impl<S: Storage> MessageStore<S> {
         self.inner
             .tasks
             .borrow_mut()
-            .extend([flusher, housekeeping, retention]);
+            .extend([flusher, housekeeping, retention].map(glommio::Task::detach));
         if interval.is_none() {
             let timeout = Duration::from_millis(cfg.sync_flush_timeout_ms);
             let watchdog = appender::run_flush_watchdog(self.inner.commitlog.clone(), timeout);
             self.inner
                 .tasks
                 .borrow_mut()
-                .push(glommio::spawn_local(watchdog));
+                .push(glommio::spawn_local(watchdog).detach());
         }
     }
 

@@ -539,6 +539,7 @@ fn torn_tail_is_cut_off(damage: impl FnOnce(&SimStorage, u64, &[u8])) {
         let end = store.max_physical_offset() as u64;
         let (extra, _) = record("T", 0, &body_of(20, 500), "");
         drop(store); // no clean close: the abort marker stays
+        sim.kill(); // and its background tasks stop writing
         damage(&sim, end, &extra);
         let store = open(&sim, &clock, &cfg).await;
         assert!(store.was_unclean_start());

@@ -2,8 +2,12 @@
 //! the seed, so a failing run can be replayed), with injectable faults: EIO or ENOSPC on writes
 //! and fsyncs, and fsyncs that stall. [`SimStorage::crash`] simulates power loss: each file
 //! keeps what its last successful `fdatasync` covered, and every operation since then is kept,
-//! lost, or (for writes) torn to a random prefix, in order. Only unsynced data can be lost
-//! (STYLE habit 14). Directory operations are durable at once. For retention tests, files
+//! lost, or (for writes) torn to a random prefix, each independently (a disk may reorder
+//! unsynced writes). Only unsynced data can be lost (STYLE habit 14). Directory operations
+//! are durable at once. A crash, like [`SimStorage::kill`], also ends the process that used
+//! the storage: every handle taken before it (a store dropped without `close` still runs its
+//! background tasks on its clone) fails from then on, so nothing the dead process had in
+//! memory reaches the files after the crash. For retention tests, files
 //! carry a modification time from an attached [`SimClock`] ([`SimStorage::set_clock`]) and
 //! the disk reports an injected usage ([`SimStorage::set_disk_usage`]).
 //!
@@ -65,12 +69,16 @@ struct State {
     fsyncs: u64,
     clock: Option<SimClock>,
     usage: DiskUsage,
+    /// Bumped by every crash or kill; handles of an older generation are dead.
+    generation: u64,
 }
 
-/// The in-memory file system. Clones share it.
+/// The in-memory file system. Clones share it; a clone belongs to the generation (process
+/// lifetime) it was made in.
 #[derive(Clone)]
 pub struct SimStorage {
     state: Rc<RefCell<State>>,
+    generation: Cell<u64>,
 }
 
 /// An open file of a [`SimStorage`].
@@ -159,7 +167,9 @@ impl SimStorage {
                 fsyncs: 0,
                 clock: None,
                 usage: DiskUsage::percent(0),
+                generation: 0,
             })),
+            generation: Cell::new(0),
         }
     }
 
@@ -188,9 +198,21 @@ impl SimStorage {
         self.state.borrow().writes
     }
 
-    /// Simulates power loss: every file falls back to its durable image plus a random,
-    /// possibly torn, prefix-respecting selection of the operations not covered by an fsync.
+    /// Simulates the process being killed (`kill -9`): the files keep everything written
+    /// (the page cache survives), but every handle taken before — other clones of this
+    /// storage and the files opened through them — fails with EIO from now on. This handle
+    /// stands for the next process and goes on working.
+    pub fn kill(&self) {
+        let mut state = self.state.borrow_mut();
+        state.generation += 1;
+        self.generation.set(state.generation);
+    }
+
+    /// Simulates power loss: the process dies as in [`SimStorage::kill`], and every file
+    /// falls back to its durable image plus a random selection of the operations not covered
+    /// by an fsync, each kept, lost or (for writes) torn to a random prefix.
     pub fn crash(&self) {
+        self.kill();
         let mut state = self.state.borrow_mut();
         let ids: Vec<u64> = state.files.keys().copied().collect();
         for id in ids {
@@ -263,6 +285,16 @@ fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
+impl SimStorage {
+    /// EIO when this handle belongs to a process that was killed or crashed since.
+    fn alive(&self) -> io::Result<()> {
+        match self.generation.get() == self.state.borrow().generation {
+            true => Ok(()),
+            false => Err(errno(libc::EIO)),
+        }
+    }
+}
+
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
 }
@@ -284,6 +316,7 @@ impl StorageFile for SimFile {
     }
 
     async fn write_at(&self, buf: SimBuffer, pos: u64) -> io::Result<()> {
+        self.storage.alive()?;
         let mut state = self.storage.state.borrow_mut();
         let align = state.alignment;
         assert_eq!(pos % align, 0, "unaligned write at {pos}");
@@ -302,6 +335,7 @@ impl StorageFile for SimFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        self.storage.alive()?;
         let mut state = self.storage.state.borrow_mut();
         let data = &state.file(self.id).current;
         let start = (pos as usize).min(data.len());
@@ -310,6 +344,7 @@ impl StorageFile for SimFile {
     }
 
     async fn fdatasync(&self) -> io::Result<()> {
+        self.storage.alive()?;
         let (delay, covered) = {
             let mut state = self.storage.state.borrow_mut();
             let covered = state.file(self.id).pending.len();
@@ -326,6 +361,8 @@ impl StorageFile for SimFile {
         };
         if !delay.is_zero() {
             glommio::timer::sleep(delay).await;
+            // A crash during the stall: the fsync never completed.
+            self.storage.alive()?;
         }
         let mut state = self.storage.state.borrow_mut();
         state.fsyncs += 1;
@@ -339,6 +376,7 @@ impl StorageFile for SimFile {
     }
 
     async fn pre_allocate(&self, size: u64) -> io::Result<()> {
+        self.storage.alive()?;
         let mut state = self.storage.state.borrow_mut();
         if let (true, Some(code)) = (state.faulty(&self.path), state.faults.write_errno) {
             return Err(errno(code));
@@ -351,6 +389,7 @@ impl StorageFile for SimFile {
     }
 
     async fn truncate(&self, size: u64) -> io::Result<()> {
+        self.storage.alive()?;
         self.storage
             .state
             .borrow_mut()
@@ -359,6 +398,7 @@ impl StorageFile for SimFile {
     }
 
     async fn zero_range(&self, pos: u64, len: u64) -> io::Result<()> {
+        self.storage.alive()?;
         self.storage
             .state
             .borrow_mut()
@@ -367,10 +407,12 @@ impl StorageFile for SimFile {
     }
 
     async fn file_size(&self) -> io::Result<u64> {
+        self.storage.alive()?;
         Ok(self.storage.state.borrow_mut().file(self.id).current.len() as u64)
     }
 
     async fn modified_ms(&self) -> io::Result<i64> {
+        self.storage.alive()?;
         Ok(self.storage.state.borrow_mut().file(self.id).modified_ms)
     }
 }
@@ -379,6 +421,7 @@ impl Storage for SimStorage {
     type File = SimFile;
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         let id = match state.names.get(path) {
             Some(id) => *id,
@@ -403,6 +446,7 @@ impl Storage for SimStorage {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         match state.names.remove(path) {
             Some(_) => Ok(()),
@@ -411,6 +455,7 @@ impl Storage for SimStorage {
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_path_buf(), id);
@@ -418,6 +463,7 @@ impl Storage for SimStorage {
     }
 
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.alive()?;
         let state = self.state.borrow();
         if !state.dirs.contains(path) {
             return Err(not_found(path));
@@ -433,6 +479,7 @@ impl Storage for SimStorage {
     }
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.alive()?;
         let mut state = self.state.borrow_mut();
         for dir in path.ancestors() {
             state.dirs.insert(dir.to_path_buf());
@@ -441,15 +488,18 @@ impl Storage for SimStorage {
     }
 
     async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        self.alive()?;
         Ok(())
     }
 
     async fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.alive()?;
         let state = self.state.borrow();
         Ok(state.names.contains_key(path) || state.dirs.contains(path))
     }
 
     async fn disk_usage(&self, path: &Path) -> io::Result<DiskUsage> {
+        self.alive()?;
         let state = self.state.borrow();
         match state.dirs.contains(path) || state.names.contains_key(path) {
             true => Ok(state.usage),

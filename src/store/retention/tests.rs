@@ -53,24 +53,6 @@ async fn put_keyed(
     offsets
 }
 
-/// Waits (at most 2 s) until the background task has flushed every queue: retention only
-/// removes queue files that are wholly on disk.
-async fn settle(store: &MessageStore<SimStorage>) {
-    for _ in 0..200 {
-        if store
-            .inner
-            .queues
-            .all()
-            .iter()
-            .all(|q| q.dirty_bytes() == 0)
-        {
-            return;
-        }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("consume queues were not flushed");
-}
-
 /// Polls `done` every 5 ms for at most 2 s (background passes run when the executor lets
 /// them); whether it came true.
 async fn eventually(mut done: impl FnMut() -> bool) -> bool {
@@ -126,6 +108,9 @@ fn expired_segments_go_and_queues_index_and_readers_follow_also_after_reopen_and
     let (sim, clock) = sim_at(31, T0_MS);
     let mut cfg = config();
     cfg.retention.delete_when_hours = vec![local_hour(pass_ms)];
+    // The test flushes queues and seals index maps itself (the background task would race it).
+    cfg.flush_interval_consume_queue_ms = 3_600_000;
+    cfg.flush_consume_queue_thorough_interval_ms = 3_600_000;
     run(async move {
         let store = open(&sim, &clock, &cfg).await;
         put_n(&store, "U", 5, 100).await;
@@ -138,7 +123,10 @@ fn expired_segments_go_and_queues_index_and_readers_follow_also_after_reopen_and
         let keep_from = seg_of(&cfg, t[1499]);
         let expired: Vec<u64> = before.iter().copied().filter(|s| *s < keep_from).collect();
         assert!(expired.len() >= 3, "{before:?}");
-        settle(&store).await;
+        // Queues wholly on disk (retention only removes those) and full index maps sealed into
+        // files, which the pass removes; waiting for the background task left the sealing
+        // racing the pass.
+        store.flush_queues_and_index(1).await.unwrap();
         let index_before = index_files(&sim);
         let report = store.clean_expired_files().await.unwrap();
         assert_eq!(report.trigger, Some(Trigger::Hour));
@@ -247,8 +235,23 @@ async fn check_after_deletion(
 
 #[test]
 fn pulls_racing_the_deletion_see_message_was_removing_and_open_repairs_the_queues() {
+    pulls_racing_the_deletion(false);
+}
+
+#[test]
+fn open_repairs_the_queues_after_a_deletion_also_when_they_were_flushed_and_checkpointed() {
+    pulls_racing_the_deletion(true);
+}
+
+/// Segments deleted, queues not yet cleaned, then a crash: with the queues still unflushed
+/// (recovery rebuilds them from the checkpoint's safe offset) or flushed and checkpointed
+/// (recovery keeps them); either way open corrects them to the commitlog's minimum. The
+/// background task never flushes queues here, so which case it is does not depend on timing.
+fn pulls_racing_the_deletion(flushed_at_crash: bool) {
     let (sim, clock) = sim_at(32, T0_MS);
-    let cfg = config();
+    let mut cfg = config();
+    cfg.flush_interval_consume_queue_ms = 3_600_000;
+    cfg.flush_consume_queue_thorough_interval_ms = 3_600_000;
     run(async move {
         let store = open(&sim, &clock, &cfg).await;
         let t = put_keyed(&store, "T", 0..1500).await;
@@ -282,6 +285,21 @@ fn pulls_racing_the_deletion_see_message_was_removing_and_open_repairs_the_queue
         assert_eq!(store.store_time_at("T", 0, 0).await.unwrap(), None);
         let err = store.read_by_physical_offset(t[0]).await.unwrap_err();
         assert!(matches!(err, StoreError::OffsetOutOfRange { .. }), "{err}");
+        if flushed_at_crash {
+            store.write_checkpoint().await.unwrap();
+        }
+        let dirty: u64 = store
+            .inner
+            .queues
+            .all()
+            .iter()
+            .map(|q| q.dirty_bytes())
+            .sum();
+        assert_eq!(
+            dirty == 0,
+            flushed_at_crash,
+            "{dirty} queue bytes unflushed"
+        );
         drop(store);
         sim.crash();
         let store = open(&sim, &clock, &cfg).await;
