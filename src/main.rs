@@ -159,7 +159,7 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
         }
     };
     if args.print_config {
-        print!("{}", config.to_properties());
+        print!("{}", config.print_config_item());
         return ExitCode::SUCCESS;
     }
     let shutdown = Shutdown::new();
@@ -208,7 +208,7 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         Err(message) => return fail("broker", message),
     };
     if args.print_config {
-        print!("{}", config.to_properties());
+        print!("{}", config.print_config_item());
         return ExitCode::SUCCESS;
     }
     let namesrvs =

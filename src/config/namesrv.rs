@@ -88,6 +88,7 @@ impl NamesrvConfig {
                 super::unknown_key_note(&entry.key, KEYS),
             );
         }
+        super::broker_load::warn_ignored(&seen, super::status::NAMESRV_IGNORED, &mut warnings);
         self.validate().map_err(|e| e.located(file, &seen))?;
         Ok((self, warnings.into_sorted()))
     }
@@ -107,6 +108,12 @@ impl NamesrvConfig {
     /// The keys this config understands, in `to_properties` order.
     pub fn known_keys() -> impl Iterator<Item = &'static str> {
         KEYS.iter().map(|k| k.name)
+    }
+
+    /// What `ringmq namesrv -p` prints: [`Self::to_properties`], then the keys ringmq accepts
+    /// and ignores, as comments.
+    pub fn print_config_item(&self) -> String {
+        self.to_properties() + &super::status::ignored_trailer(super::status::NAMESRV_IGNORED)
     }
 }
 
