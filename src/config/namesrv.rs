@@ -167,11 +167,15 @@ mod tests {
     }
 
     #[test]
-    fn keys_override_defaults_and_netty_keys_are_quiet() {
+    fn keys_override_defaults_and_netty_keys_are_warned_as_ignored() {
         let text = "listenPort=9877\norderMessageEnable=TRUE\nserverWorkerThreads=4\n\
                     brokerChannelExpiredTimeMs=3000\nbrokerScanIntervalMs=500\n";
         let (cfg, warnings) = load(text).expect("valid");
-        assert_eq!(warnings, vec![]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].key, "serverWorkerThreads");
+        assert!(warnings[0]
+            .message
+            .starts_with("accepted and ignored by ringmq"));
         assert_eq!(cfg.listen_port, 9877);
         assert!(cfg.order_message_enable);
         assert_eq!(cfg.server_worker_threads, 4);
@@ -216,7 +220,11 @@ mod tests {
     fn printed_properties_load_back_identically() {
         let cfg = NamesrvConfig::for_host(&host());
         let (again, warnings) = load(&cfg.to_properties()).expect("round trip");
-        assert_eq!(warnings, vec![]);
+        // The only warnings: the keys ringmq accepts and ignores, one each.
+        assert_eq!(warnings.len(), crate::config::status::NAMESRV_IGNORED.len());
+        assert!(warnings
+            .iter()
+            .all(|w| w.message.starts_with("accepted and ignored")));
         assert_eq!(again, cfg);
     }
 }

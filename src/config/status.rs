@@ -140,3 +140,112 @@ pub(crate) fn ignored_trailer(ignored: &[(&str, &str)]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::properties::parse;
+    use crate::config::{BrokerConfig, ConfigError, ConfigWarning, NamesrvConfig};
+
+    type Loader = fn(&str) -> Result<Vec<ConfigWarning>, ConfigError>;
+
+    fn load_broker(text: &str) -> Result<Vec<ConfigWarning>, ConfigError> {
+        let entries = parse(text).expect("parses");
+        BrokerConfig::from_entries(&entries, "broker.properties").map(|(_, w)| w)
+    }
+
+    fn load_namesrv(text: &str) -> Result<Vec<ConfigWarning>, ConfigError> {
+        let entries = parse(text).expect("parses");
+        NamesrvConfig::from_entries(&entries, "namesrv.properties").map(|(_, w)| w)
+    }
+
+    /// Walks one key table: each key is in one class and behaves as its class says. A key set
+    /// to its default value (as `-p` prints it) is enough to tell: an implemented key loads
+    /// silently, an ignored one is warned about by name, a refused one is accepted at its
+    /// default and refused, naming it, at the refused value.
+    fn walk(
+        printed: &str,
+        status: fn(&str) -> KeyStatus,
+        ignored: &[(&str, &str)],
+        refused: &[(&str, &str, &str)],
+        load: Loader,
+    ) -> (usize, usize, usize) {
+        let keys: Vec<&str> = printed
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        for (key, _) in ignored {
+            assert!(keys.contains(key), "{key} is classified but not a key");
+        }
+        for (key, _, _) in refused {
+            assert!(keys.contains(key), "{key} is classified but not a key");
+            assert!(
+                !ignored.iter().any(|(k, _)| k == key),
+                "{key} is in two classes"
+            );
+        }
+        let mut counts = (0, 0, 0);
+        for line in printed.lines() {
+            let (key, _) = line.split_once('=').expect("key=value");
+            let warnings = load(&format!("{line}\n")).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let about_key: Vec<&ConfigWarning> = warnings.iter().filter(|w| w.key == key).collect();
+            match status(key) {
+                KeyStatus::Implemented => {
+                    assert_eq!(about_key, Vec::<&ConfigWarning>::new(), "{key}");
+                    counts.0 += 1;
+                }
+                KeyStatus::Ignored(reason) => {
+                    assert_eq!(about_key.len(), 1, "{key}: {warnings:?}");
+                    assert_eq!(about_key[0].message, ignored_note(reason));
+                    counts.1 += 1;
+                }
+                KeyStatus::Refused { value, reason } => {
+                    assert_eq!(about_key, Vec::<&ConfigWarning>::new(), "{key}");
+                    let err = load(&format!("{key}={value}\n"))
+                        .expect_err(key)
+                        .to_string();
+                    assert!(err.contains(key) && err.contains(reason), "{err}");
+                    counts.2 += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn every_broker_key_is_implemented_ignored_or_refused() {
+        let printed = BrokerConfig::default().to_properties();
+        let counts = walk(
+            &printed,
+            broker_key_status,
+            BROKER_IGNORED,
+            BROKER_REFUSED,
+            load_broker,
+        );
+        assert_eq!(counts.1, BROKER_IGNORED.len());
+        assert_eq!(counts.2, BROKER_REFUSED.len());
+        assert_eq!(broker_key_status("aclEnable"), KeyStatus::Implemented);
+        assert_eq!(
+            broker_key_status("serverChannelMaxIdleTimeSeconds"),
+            KeyStatus::Implemented
+        );
+        let p = BrokerConfig::default().print_config_item();
+        assert!(p.contains("#   serverWorkerThreads: "), "{p}");
+    }
+
+    #[test]
+    fn every_namesrv_key_is_implemented_or_ignored() {
+        let printed = NamesrvConfig::default().to_properties();
+        let counts = walk(
+            &printed,
+            namesrv_key_status,
+            NAMESRV_IGNORED,
+            &[],
+            load_namesrv,
+        );
+        assert_eq!(counts.1, NAMESRV_IGNORED.len());
+        assert!(NamesrvConfig::default()
+            .print_config_item()
+            .contains("#   clusterTest: "));
+    }
+}
