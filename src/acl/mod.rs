@@ -21,4 +21,4 @@ pub mod rules;
 pub mod sign;
 
 pub use manager::Acl;
-pub use sign::{sign, Credentials};
+pub use sign::{sign, tool_credentials, Credentials};

@@ -75,6 +75,38 @@ impl Credentials {
     }
 }
 
+/// Credentials from flags or the environment (`access_key`/`secret_key`), else from mqadmin's
+/// `$ROCKETMQ_HOME/conf/tools.yml` (`accessKey:` and `secretKey:` lines), else none. The error
+/// says what is incomplete or unreadable.
+pub fn tool_credentials(
+    access_key: Option<&str>,
+    secret_key: Option<&str>,
+    rocketmq_home: Option<&std::path::Path>,
+) -> Result<Option<Credentials>, String> {
+    if let Some(given) = Credentials::from_pair(access_key, secret_key)? {
+        return Ok(Some(given));
+    }
+    let Some(path) = rocketmq_home.map(|h| h.join("conf/tools.yml")) else {
+        return Ok(None);
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc = docs.first();
+    let field = |k: &str| -> Option<String> {
+        match doc.map(|d| &d[k]) {
+            Some(yaml_rust2::Yaml::String(s)) => Some(s.clone()),
+            Some(yaml_rust2::Yaml::Integer(i)) => Some(i.to_string()),
+            _ => None,
+        }
+    };
+    let (ak, sk) = (field("accessKey"), field("secretKey"));
+    Credentials::from_pair(ak.as_deref(), sk.as_deref())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Java's `String.compareTo`: UTF-16 code units (differs from byte order only outside the BMP).
 fn java_order(a: &str, b: &str) -> Ordering {
     a.encode_utf16().cmp(b.encode_utf16())
@@ -234,6 +266,23 @@ mod tests {
         assert!(Credentials::from_pair(Some("ak"), None).is_err());
         assert!(Credentials::from_pair(None, Some("sk")).is_err());
         assert!(!format!("{:?}", Credentials::new("ak", "sk")).contains("sk\""));
+    }
+
+    #[test]
+    fn tools_take_flags_then_tools_yml() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(tool_credentials(None, None, Some(dir.path())), Ok(None));
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        std::fs::write(
+            dir.path().join("conf/tools.yml"),
+            "accessKey: rocketmq2\nsecretKey: 12345678\n",
+        )
+        .unwrap();
+        let from_file = tool_credentials(None, None, Some(dir.path())).unwrap();
+        assert_eq!(from_file, Some(Credentials::new("rocketmq2", "12345678")));
+        let flags = tool_credentials(Some("ak1234"), Some("sk1234"), Some(dir.path())).unwrap();
+        assert_eq!(flags, Some(Credentials::new("ak1234", "sk1234")));
+        assert!(tool_credentials(Some("ak1234"), None, None).is_err());
     }
 
     #[test]
