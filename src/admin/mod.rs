@@ -55,12 +55,19 @@ pub struct AdminCli {
 /// `$ROCKETMQ_HOME/conf/tools.yml`; the flags and environment come first.
 #[derive(Args, Debug, Clone, Default)]
 pub struct CredentialArgs {
-    /// Access key to sign requests with (brokers with aclEnable=true).
-    #[arg(long = "accessKey", env = "ROCKETMQ_ACCESS_KEY", global = true)]
-    pub access_key: Option<String>,
-    /// Secret key of --accessKey.
+    /// Access key to sign requests with (brokers with aclEnable=true). Not updateAclConfig's
+    /// -a/--accessKey, the account it creates.
     #[arg(
-        long = "secretKey",
+        id = "sign_access_key",
+        long = "access-key",
+        env = "ROCKETMQ_ACCESS_KEY",
+        global = true
+    )]
+    pub access_key: Option<String>,
+    /// Secret key of --access-key.
+    #[arg(
+        id = "sign_secret_key",
+        long = "secret-key",
         env = "ROCKETMQ_SECRET_KEY",
         global = true,
         hide_env_values = true
