@@ -442,3 +442,60 @@ fn rust_client_with_its_acl_hook_sends_and_consumes() {
     clients.close();
     broker.stop();
 }
+
+#[test]
+fn a_slave_replicates_from_an_acl_master_only_with_an_admin_account() {
+    use crate::ha::{ha_config, message as ha_message, runtime_info, view, wait_connected};
+    use ringmq::config::BrokerRole;
+
+    let rules = RULES.replace(
+        "    admin: true\n",
+        "    admin: true\n  - accessKey: replicator\n    secretKey: replSecret1\n    admin: true\n",
+    );
+    let (dir, slave_dir) = (
+        tempfile::Builder::new()
+            .prefix("ringmq-it-acl-")
+            .tempdir_in("/tmp")
+            .unwrap(),
+        tempfile::Builder::new()
+            .prefix("ringmq-it-acl-")
+            .tempdir_in("/tmp")
+            .unwrap(),
+    );
+    let file = dir.path().join("plain_acl.yml");
+    std::fs::write(&file, rules).unwrap();
+    let master = TestBroker::start_in(TestNamesrv::start(), &dir.path().join("store"), 1, |cfg| {
+        ha_config(BrokerRole::SyncMaster)(cfg);
+        cfg.acl_enable = true;
+        cfg.acl_plain_file = Some(file);
+    });
+    let mut master_conn = connect(&master, Some(admin()));
+    // A slave whose account is not an admin is refused: it never connects.
+    let ns = TestNamesrv::attach(&master.namesrv.addr);
+    let refused_slave = TestBroker::start_in(ns, &slave_dir.path().join("a"), 1, |cfg| {
+        ha_config(BrokerRole::Slave)(cfg);
+        cfg.acl_access_key = Some("producerAK".into());
+        cfg.acl_secret_key = Some("producerSK1".into());
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(runtime_info(&mut master_conn)["haConnectionCount"], "0");
+    refused_slave.stop();
+    // With the replicator's account it connects and every acknowledged message is on it.
+    let ns = TestNamesrv::attach(&master.namesrv.addr);
+    let slave = TestBroker::start_in(ns, &slave_dir.path().join("b"), 1, |cfg| {
+        ha_config(BrokerRole::Slave)(cfg);
+        cfg.acl_access_key = Some("replicator".into());
+        cfg.acl_secret_key = Some("replSecret1".into());
+    });
+    wait_connected(&mut master_conn);
+    let sent = connect(&master, Some(producer()))
+        .send_message("pg", &ha_message("AclTopic", 0, "replicated"))
+        .expect("send");
+    assert_eq!(sent.code, response::SUCCESS);
+    assert_eq!(
+        view(&mut slave.connection(), &sent.msg_id).as_deref(),
+        Some(&b"replicated"[..])
+    );
+    slave.stop();
+    master.stop();
+}
