@@ -26,8 +26,9 @@ const FLUSH: &str = "ringmq's ASYNC_FLUSH flushes every flushIntervalCommitLog w
     pending (group commit); it has no page threshold or forced thorough flush";
 const TRANSIENT: &str = "ringmq writes the commitlog with O_DIRECT from its own buffers; \
     Java's transient store pool does not apply";
-const DELETE_PACING: &str = "ringmq deletes expired files in one pass, without pauses between \
-    files or a forced destroy of mapped files (it maps none)";
+const DELETE_PACING: &str = "ringmq pauses only between commitlog files \
+    (deleteCommitLogFilesInterval); consume-queue files go in one pass, and it maps no files \
+    that would need a forced destroy";
 
 /// Broker keys that are accepted and ignored.
 pub const BROKER_IGNORED: &[(&str, &str)] = &[
