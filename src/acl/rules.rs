@@ -121,16 +121,16 @@ impl Account {
         group_perms: &[String],
     ) -> Result<Account, String> {
         let access_key = access_key.trim();
-        if access_key.len() < 6 {
-            // Java's checkPlainAccessConfig: "The accessKey=%s cannot be null and length should
-            // longer than 6".
+        // Java: "The accessKey=%s and secretKey=%s cannot be null and length should longer
+        // than 6".
+        if access_key.len() <= 6 {
             return Err(format!(
-                "accessKey {access_key:?} must be at least 6 characters (as RocketMQ requires)"
+                "accessKey {access_key:?} must be longer than 6 characters (as RocketMQ requires)"
             ));
         }
-        if secret_key.trim().len() < 6 {
+        if secret_key.trim().len() <= 6 {
             return Err(format!(
-                "account {access_key}: secretKey must be at least 6 characters (as RocketMQ \
+                "account {access_key}: secretKey must be longer than 6 characters (as RocketMQ \
                  requires)"
             ));
         }
@@ -518,7 +518,7 @@ accounts:
         let bad_perm = "accounts:\n  - accessKey: abcdefg\n    secretKey: 1234567\n    topicPerms: [t=PUBLISH]\n";
         assert!(parse(bad_perm).expect_err("perm").contains("PUBLISH"));
         let short = "accounts:\n  - accessKey: abc\n    secretKey: 1234567\n";
-        assert!(parse(short).expect_err("short").contains("at least 6"));
+        assert!(parse(short).expect_err("short").contains("longer than 6"));
         let unknown =
             "accounts:\n  - accessKey: abcdefg\n    secretKey: 1234567\n    topicPerm: [t=PUB]\n";
         assert!(parse(unknown).expect_err("unknown").contains("topicPerm"));
