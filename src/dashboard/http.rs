@@ -25,6 +25,10 @@ pub struct Request {
     pub path: Vec<String>,
     pub query: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// Header names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// Who sent it (for the log of refused logins).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -52,12 +56,37 @@ impl Request {
                 "the request body is larger than {BODY_MAX_BYTES} bytes"
             )));
         }
+        let headers = req
+            .headers()
+            .iter()
+            .map(|h| {
+                let name = h.field.as_str().as_str().to_ascii_lowercase();
+                (name, h.value.as_str().to_string())
+            })
+            .collect();
         Ok(Request {
             method: req.method().as_str().to_ascii_uppercase(),
             path,
             query,
             body,
+            headers,
+            peer: req.remote_addr().copied(),
         })
+    }
+
+    /// Every value of the header `name` (lower case).
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The header `name` (lower case) when it was sent exactly once.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut values = self.headers.iter().filter(|(n, _)| n == name);
+        let first = values.next()?;
+        values.next().is_none().then_some(first.1.as_str())
     }
 
     /// A query parameter, trimmed; `None` when absent or blank.
@@ -128,6 +157,8 @@ pub enum Reply {
     Json(u16, String),
     Text(u16, &'static str, String),
     Static(&'static str, &'static str),
+    /// 303 See Other to a path of the dashboard.
+    Redirect(String),
 }
 
 impl Reply {
@@ -148,21 +179,34 @@ impl Reply {
     }
 
     pub fn into_response(self) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+        let mut location = None;
         let (status, content_type, body) = match self {
             Reply::Html(s, b) => (s, "text/html; charset=utf-8", b),
             Reply::Json(s, b) => (s, "application/json", b),
             Reply::Text(s, t, b) => (s, t, b),
             Reply::Static(t, b) => (200, t, b.to_string()),
+            Reply::Redirect(to) => {
+                let body = format!("See {to}");
+                location = Some(to);
+                (303, "text/plain; charset=utf-8", body)
+            }
         };
-        let header =
-            tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
-        let no_cache =
-            tiny_http::Header::from_bytes("Cache-Control", "no-store").expect("a valid header");
-        tiny_http::Response::from_data(body.into_bytes())
+        let mut response = tiny_http::Response::from_data(body.into_bytes())
             .with_status_code(status)
-            .with_header(header)
-            .with_header(no_cache)
+            .with_header(header("Content-Type", content_type))
+            .with_header(header("Cache-Control", "no-store"));
+        if let Some(h) = location.and_then(|to| tiny_http::Header::from_bytes("Location", to).ok())
+        {
+            response.add_header(h);
+        }
+        response
     }
+}
+
+/// A response header of the dashboard's own constants (or values built from checked parts:
+/// hex, decimal, percent-encoded).
+pub fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name, value).expect("a valid header")
 }
 
 #[cfg(test)]

@@ -8,18 +8,24 @@
 //!   stylesheet and script (live tables, charts, forms posting to the API)
 //! * `sampler`: the snapshots of the cluster taken every `--interval`, kept for the charts
 //! * `metrics`: `/metrics` with rocketmq-exporter's names
+//! * `guard`: what every request passes first (Host, same-origin JSON writes with the
+//!   session's anti-CSRF token, who may write) and the headers on every answer
+//! * `login`: the optional sign-in from a users file, as rocketmq-dashboard's
 //!
 //! Threads: tiny_http accepts; a few workers answer requests (each blocking on the cluster),
 //! and the sampler takes snapshots. Nothing here runs on a broker.
 
 mod api;
+mod guard;
 mod http;
+mod login;
 mod metrics;
 mod pages;
 mod sampler;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -28,6 +34,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::admin::Common;
+use guard::{Access, Guard, Secret, SECURITY_HEADERS};
 use http::{ApiError, Reply, Request};
 use sampler::{History, Snapshot};
 
@@ -49,6 +56,18 @@ pub struct DashboardArgs {
     /// Minutes of snapshots the charts show.
     #[arg(long = "history", default_value_t = 10)]
     pub history_minutes: u64,
+    /// Another name the dashboard answers to (repeatable); requests for any other Host than
+    /// the listen address and localhost are refused (DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// rocketmq-dashboard's users.properties (`name=password[,1]`, 1 = admin): pages need a
+    /// sign-in and writes an admin. Re-read when it changes.
+    #[arg(long = "users-file", value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
+    /// Let anyone who reaches a non-loopback --listen address write (without it, and without
+    /// --users-file, such a dashboard is read-only).
+    #[arg(long = "allow-anonymous-writes")]
+    pub allow_anonymous_writes: bool,
 }
 
 /// What a dashboard needs.
@@ -59,16 +78,25 @@ pub struct DashboardOptions {
     pub listen: SocketAddr,
     pub interval: Duration,
     pub history: Duration,
+    /// More names the dashboard answers to.
+    pub allowed_hosts: Vec<String>,
+    /// Sign-in from this users file.
+    pub users_file: Option<PathBuf>,
+    /// Writes open beyond loopback without a users file.
+    pub allow_anonymous_writes: bool,
 }
 
 impl DashboardOptions {
-    /// Snapshots every 5 s, 10 minutes kept.
+    /// Snapshots every 5 s, 10 minutes kept; no sign-in, no other host name.
     pub fn new(namesrv: &str, listen: SocketAddr) -> DashboardOptions {
         DashboardOptions {
             namesrv: namesrv.to_string(),
             listen,
             interval: Duration::from_secs(5),
             history: Duration::from_secs(600),
+            allowed_hosts: Vec::new(),
+            users_file: None,
+            allow_anonymous_writes: false,
         }
     }
 }
@@ -103,6 +131,7 @@ pub(crate) struct State {
     namesrv: String,
     interval: Duration,
     history: Mutex<History>,
+    guard: Guard,
 }
 
 impl State {
@@ -121,6 +150,8 @@ impl State {
 pub struct DashboardHandle {
     /// Where it serves.
     pub local_addr: SocketAddr,
+    /// Who may write, for the start-up line.
+    pub mode: String,
     server: Arc<tiny_http::Server>,
     stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
@@ -141,6 +172,18 @@ impl DashboardHandle {
 
 /// Starts serving `options.listen` (port 0: any free port) and sampling the cluster.
 pub fn start(options: DashboardOptions) -> io::Result<DashboardHandle> {
+    if options.users_file.is_some() && options.allow_anonymous_writes {
+        return Err(io::Error::other(
+            "--allow-anonymous-writes has no meaning with --users-file (admins write)",
+        ));
+    }
+    let secret = Arc::new(Secret::random()?);
+    let logins = match &options.users_file {
+        Some(path) => {
+            Some(login::Logins::load(path, Arc::clone(&secret)).map_err(io::Error::other)?)
+        }
+        None => None,
+    };
     let server = tiny_http::Server::http(options.listen).map_err(io::Error::other)?;
     let local_addr = server
         .server_addr()
@@ -149,11 +192,14 @@ pub fn start(options: DashboardOptions) -> io::Result<DashboardHandle> {
     let server = Arc::new(server);
     let interval = options.interval.max(Duration::from_millis(100));
     let capacity = (options.history.as_millis() / interval.as_millis()).max(2) as usize;
+    let access = Access::choose(local_addr, logins, options.allow_anonymous_writes);
+    let mode = access.describe();
     let state = Arc::new(State {
         common: Common::for_namesrv(&options.namesrv),
         namesrv: options.namesrv.clone(),
         interval,
         history: Mutex::new(History::new(capacity)),
+        guard: Guard::new(secret, local_addr, &options.allowed_hosts, access),
     });
     let stop = Arc::new(Stop::default());
     let mut threads = Vec::new();
@@ -176,6 +222,7 @@ pub fn start(options: DashboardOptions) -> io::Result<DashboardHandle> {
     threads.push(sampler);
     Ok(DashboardHandle {
         local_addr,
+        mode,
         server,
         stop,
         threads,
@@ -184,14 +231,35 @@ pub fn start(options: DashboardOptions) -> io::Result<DashboardHandle> {
 
 fn serve(server: &tiny_http::Server, state: &State) {
     while let Ok(mut request) = server.recv() {
-        let reply = match Request::from_tiny(&mut request) {
-            Ok(req) => route(state, &req),
-            Err(e) => Reply::from_api_error(&e),
-        };
-        if let Err(e) = request.respond(reply.into_response()) {
+        let (reply, extra) = answer(state, &mut request);
+        let mut response = reply.into_response();
+        for (name, value) in SECURITY_HEADERS {
+            response.add_header(http::header(name, value));
+        }
+        if let Some(h) = extra.and_then(|(n, v)| tiny_http::Header::from_bytes(n, v).ok()) {
+            response.add_header(h);
+        }
+        if let Err(e) = request.respond(response) {
             tracing::debug!(error = %e, "a dashboard answer was not delivered");
         }
     }
+}
+
+/// The answer to one request, after the guard, and a header to add (a cookie, a challenge).
+fn answer(
+    state: &State,
+    request: &mut tiny_http::Request,
+) -> (Reply, Option<(&'static str, String)>) {
+    let req = match Request::from_tiny(request) {
+        Ok(req) => req,
+        Err(e) => return (Reply::from_api_error(&e), None),
+    };
+    let mut visitor = match state.guard.admit(&req) {
+        Ok(v) => v,
+        Err(refusal) => return (refusal.reply, refusal.header),
+    };
+    let reply = login::route(state, &req, &mut visitor).unwrap_or_else(|| route(state, &req));
+    (reply, visitor.set_cookie.map(|c| ("Set-Cookie", c)))
 }
 
 /// Answers one request.
@@ -270,6 +338,9 @@ pub fn run(args: DashboardArgs) -> ExitCode {
     let mut options = DashboardOptions::new(&namesrv, args.listen);
     options.interval = Duration::from_secs(args.interval_seconds);
     options.history = Duration::from_secs(args.history_minutes.max(1) * 60);
+    options.allowed_hosts = args.allowed_hosts.clone();
+    options.users_file = args.users_file.clone();
+    options.allow_anonymous_writes = args.allow_anonymous_writes;
     let shutdown = crate::runtime::Shutdown::new();
     if let Err(e) = shutdown.on_signals() {
         return fail(format!("cannot install signal handlers: {e}"));
@@ -279,8 +350,8 @@ pub fn run(args: DashboardArgs) -> ExitCode {
         Err(e) => return fail(format!("cannot serve on {}: {e}", args.listen)),
     };
     println!(
-        "ringmq dashboard: http://{} (nameservers {namesrv}; metrics at /metrics)",
-        handle.local_addr
+        "ringmq dashboard: http://{} (nameservers {namesrv}; metrics at /metrics; {})",
+        handle.local_addr, handle.mode
     );
     shutdown.wait_blocking();
     handle.stop();

@@ -105,6 +105,22 @@ const NAV: [(&str, &str); 5] = [
 
 /// A whole page: navigation, title, the error (if any) and `body`.
 fn page(state: &State, title: &str, error: Option<&ApiError>, body: Markup) -> Reply {
+    let header = html! {
+        nav { @for (href, name) in NAV { a href=(href) { (name) } } }
+        span.namesrv { "nameserver " (state.namesrv) }
+    };
+    let main = html! {
+        div #error .error hidden[error.is_none()] {
+            @if let Some(e) = error { (e.status) ": " (e.error) }
+        }
+        (body)
+    };
+    let status = error.map_or(200, |e| e.status);
+    Reply::Html(status, document(state, title, header, main))
+}
+
+/// The HTML document of every page: `header`'s parts after the brand, `main` after the title.
+pub(super) fn document(state: &State, title: &str, header: Markup, main: Markup) -> String {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -117,26 +133,31 @@ fn page(state: &State, title: &str, error: Option<&ApiError>, body: Markup) -> R
             body data-interval=(state.interval.as_millis()) {
                 header {
                     span.brand { "ringmq" }
-                    nav { @for (href, name) in NAV { a href=(href) { (name) } } }
-                    span.namesrv { "nameserver " (state.namesrv) }
+                    (header)
+                    // Filled by app.js from /api/session: who is signed in, or why writes
+                    // are off.
+                    span #session {}
                 }
                 main {
                     h1 { (title) }
-                    div #error .error hidden[error.is_none()] {
-                        @if let Some(e) = error { (e.status) ": " (e.error) }
-                    }
-                    (body)
+                    (main)
                 }
                 script src="/assets/app.js" {}
             }
         }
     };
-    Reply::Html(error.map_or(200, |e| e.status), markup.into_string())
+    markup.into_string()
 }
 
 /// A form posting its fields as JSON to the API (see `app.js`); `then` is what follows
 /// success: `reload`, `show` (the answer in the form's result box) or a URL to go to.
-fn api_form(method: &str, url: &str, then: &str, confirm: Option<&str>, fields: Markup) -> Markup {
+pub(super) fn api_form(
+    method: &str,
+    url: &str,
+    then: &str,
+    confirm: Option<&str>,
+    fields: Markup,
+) -> Markup {
     html! {
         form.api data-method=(method) data-url=(url) data-then=(then) data-confirm=[confirm] {
             (fields)
@@ -465,7 +486,7 @@ pub fn not_found(state: &State, path: &str) -> Reply {
     )
 }
 
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

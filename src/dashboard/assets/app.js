@@ -1,7 +1,9 @@
 // ringmq dashboard: live tables, charts and forms over /api/. No dependencies, no build step.
 // Tables with data-src are re-read every few seconds and re-rendered from their data-cols
 // specs (the same specs the server rendered them with: see pages.rs `Col`); svg[data-chart]
-// draws the sampler's series; form.api posts its fields as JSON to its data-url.
+// draws the sampler's series; form.api posts its fields as JSON to its data-url. Every write
+// carries Content-Type: application/json and the session's anti-CSRF token (from
+// /api/session) in X-CSRF-Token: the dashboard refuses writes without them (see guard.rs).
 "use strict";
 (function () {
   const interval = Number(document.body.dataset.interval) || 5000;
@@ -13,13 +15,34 @@
     box.hidden = !message;
   }
 
+  // The session: its anti-CSRF token, who is signed in, and why writes are off if they are.
+  let sessionAnswer = null;
+  function session() {
+    if (!sessionAnswer) {
+      sessionAnswer = fetch("/api/session").then((res) => {
+        if (!res.ok) throw new Error(res.status + ": no session");
+        return res.json();
+      });
+    }
+    return sessionAnswer;
+  }
+
+  function toSignIn() {
+    window.location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+  }
+
   async function api(method, url, body) {
     const init = { method: method, headers: {} };
-    if (body !== undefined) {
+    if (method !== "GET") {
       init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
+      init.headers["X-CSRF-Token"] = (await session()).csrfToken;
+      if (body !== undefined) init.body = JSON.stringify(body);
     }
     const res = await fetch(url, init);
+    if (res.status === 401 && url !== "/api/login") {
+      toSignIn();
+      throw new Error("401: sign in first");
+    }
     const raw = await res.text();
     let data;
     try {
@@ -258,6 +281,39 @@
     }
   }
 
+  async function showSession() {
+    const box = document.getElementById("session");
+    let s;
+    try {
+      s = await session();
+    } catch (e) {
+      return;
+    }
+    if (!box) return;
+    if (s.readOnly) {
+      box.title = s.readOnly;
+      document.body.classList.add("read-only");
+    }
+    if (s.user) {
+      box.textContent = "signed in as " + s.user + (s.admin ? " (admin) " : " (reads only) ");
+      const out = document.createElement("button");
+      out.type = "button";
+      out.className = "link";
+      out.textContent = "Sign out";
+      out.addEventListener("click", async () => {
+        try {
+          await api("POST", "/api/logout", {});
+        } finally {
+          window.location.href = "/login";
+        }
+      });
+      box.appendChild(out);
+    } else if (s.readOnly && !s.login) {
+      box.textContent = "read-only";
+    }
+  }
+
+  showSession();
   for (const form of document.querySelectorAll("form.api")) {
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
