@@ -499,3 +499,41 @@ fn a_slave_replicates_from_an_acl_master_only_with_an_admin_account() {
     slave.stop();
     master.stop();
 }
+
+#[test]
+fn loadgen_signs_its_sends_and_pulls() {
+    let rules = RULES.replace(
+        "    admin: true\n",
+        "    admin: true\n  - accessKey: loadgenAK\n    secretKey: loadgenSK1\n    defaultTopicPerm: PUB|SUB\n    defaultGroupPerm: SUB\n",
+    );
+    let (broker, _file, _dir) = acl_broker(&rules);
+    wait_registered(&broker);
+    let args = |signed: bool| {
+        let mut args =
+            ::loadgen::Args::defaults(::loadgen::Scenario::E2e, &broker.namesrv.addr, "AclLoadgen");
+        args.duration_seconds = 1;
+        args.warmup_seconds = 0;
+        args.concurrency = 8;
+        args.quiet = true;
+        args.drain_timeout_seconds = 10;
+        if signed {
+            args.access_key = Some("loadgenAK".into());
+            args.secret_key = Some("loadgenSK1".into());
+        }
+        args
+    };
+    let report = ::loadgen::run(args(true)).expect("loadgen runs with credentials");
+    assert!(report.sent_messages > 0);
+    assert_eq!(report.failed_messages, 0);
+    assert_eq!(report.consumed_messages, report.sent_messages);
+    // Unsigned, every send is refused (NO_PERMISSION, 16) and none is acknowledged.
+    let report = ::loadgen::run(args(false)).expect("loadgen reports refusals");
+    assert_eq!(report.sent_messages, 0);
+    assert!(report.failed_messages > 0);
+    assert!(
+        report.errors_by_code.keys().any(|k| k.contains("16")),
+        "{:?}",
+        report.errors_by_code
+    );
+    broker.stop();
+}
