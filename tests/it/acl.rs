@@ -49,8 +49,10 @@ fn admin() -> Credentials {
     Credentials::new("adminAK1", "adminSK1")
 }
 
-/// A broker with ACL on, its rules in `<store>/acl/plain_acl.yml`.
-fn acl_broker(rules: &str) -> (TestBroker, PathBuf, tempfile::TempDir) {
+/// A broker with ACL on, its rules in `<dir>/acl/plain_acl.yml`. Bind the three in this order
+/// (`let (_dir, file, broker)`): the broker is dropped, and stopped, before its directory goes,
+/// also when a test fails.
+fn acl_broker(rules: &str) -> (tempfile::TempDir, PathBuf, TestBroker) {
     let dir = tempfile::Builder::new()
         .prefix("ringmq-it-acl-")
         .tempdir_in("/tmp")
@@ -64,7 +66,7 @@ fn acl_broker(rules: &str) -> (TestBroker, PathBuf, tempfile::TempDir) {
         cfg.acl_enable = true;
         cfg.acl_plain_file = Some(acl_file);
     });
-    (broker, file, dir)
+    (dir, file, broker)
 }
 
 fn connect(broker: &TestBroker, credentials: Option<Credentials>) -> Connection {
@@ -137,7 +139,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn our_client_is_checked_on_every_request() {
-    let (broker, _file, _dir) = acl_broker(RULES);
+    let (_dir, _file, broker) = acl_broker(RULES);
     // The admin creates topics; a non-admin may not.
     let mut admin_conn = connect(&broker, Some(admin()));
     for topic in ["AclTopic", "SubOnly", "Denied"] {
@@ -196,7 +198,7 @@ fn our_client_is_checked_on_every_request() {
 
 #[test]
 fn file_edits_apply_within_seconds_and_a_broken_file_keeps_the_rules() {
-    let (broker, file, _dir) = acl_broker(RULES);
+    let (_dir, file, broker) = acl_broker(RULES);
     let unsigned_send = || {
         connect(&broker, None)
             .send_message("acl_pg", &message("AclTopic"))
@@ -226,7 +228,7 @@ fn an_accounts_own_white_address_needs_no_signature() {
         "    admin: true\n",
         "    admin: true\n  - accessKey: trustedAK\n    secretKey: trustedSK1\n    whiteRemoteAddress: 127.0.0.1\n    defaultTopicPerm: PUB\n",
     );
-    let (broker, _file, _dir) = acl_broker(&rules);
+    let (_dir, _file, broker) = acl_broker(&rules);
     let mut cmd_conn = connect(&broker, None);
     let send = RemotingCommand::request(request::SEND_MESSAGE_V2)
         .with_ext("a", "acl_pg")
@@ -275,7 +277,7 @@ fn file_text(file: &Path) -> String {
 
 #[test]
 fn admin_commands_rewrite_the_file() {
-    let (broker, file, _dir) = acl_broker(RULES);
+    let (_dir, file, broker) = acl_broker(RULES);
     let b = broker.addr.clone();
     let (ok, out) = ringmq_admin(
         &broker,
@@ -371,7 +373,7 @@ fn hook(ak: &str, sk: &str) -> std::sync::Arc<AclClientRPCHook> {
 fn rust_client_with_its_acl_hook_sends_and_consumes() {
     const TOPIC: &str = "RustAclTopic";
     const N: usize = 20;
-    let (broker, _file, _dir) = acl_broker(RULES);
+    let (_dir, _file, broker) = acl_broker(RULES);
     wait_registered(&broker);
     let clients = Clients::new("acl", &broker.namesrv.addr, false);
     let mut producer = rocketmq_client_rust::DefaultMQProducer::builder(clients.runtime.clone())
@@ -506,7 +508,7 @@ fn loadgen_signs_its_sends_and_pulls() {
         "    admin: true\n",
         "    admin: true\n  - accessKey: loadgenAK\n    secretKey: loadgenSK1\n    defaultTopicPerm: PUB|SUB\n    defaultGroupPerm: SUB\n",
     );
-    let (broker, _file, _dir) = acl_broker(&rules);
+    let (_dir, _file, broker) = acl_broker(&rules);
     wait_registered(&broker);
     let args = |signed: bool| {
         let mut args =
