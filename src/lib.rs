@@ -19,12 +19,14 @@
 //! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
 //! | [`broker`] | the broker: shards, routing over the mesh, request processors, registration |
 //! | `testing` | SimStorage and SimClock for seeded fault tests (tests and the `sim` feature only) |
+//! | [`acl`] | plain ACL: request signatures, plain_acl.yml rules, the broker's check and reload |
 //! | [`admin`] | `ringmq admin`: mqadmin's commands over the client |
 //! | [`dashboard`] | `ringmq dashboard`: web console, `/api/` and `/metrics` over `admin`'s data functions |
 //! | [`client`] | a small blocking client (tests, admin); never imports servers |
 //!
 //! `remoting` and `protocol` are pure: no I/O, no async, no glommio.
 
+pub mod acl;
 pub mod admin;
 pub mod broker;
 pub mod client;

@@ -44,7 +44,16 @@ enum Command {
     Shutdown(ShutdownArgs),
     /// Serve the web console and Prometheus exporter of a cluster (`-n` its nameservers,
     /// `--listen` where to serve, 127.0.0.1:8080 by default).
-    Dashboard(ringmq::dashboard::DashboardArgs),
+    Dashboard(DashboardCommand),
+}
+
+/// The dashboard's flags plus the account its requests are signed with (RocketMQ's ACL).
+#[derive(Args, Debug)]
+struct DashboardCommand {
+    #[command(flatten)]
+    args: ringmq::dashboard::DashboardArgs,
+    #[command(flatten)]
+    credentials: ringmq::admin::CredentialArgs,
 }
 
 #[derive(Args, Debug)]
@@ -113,7 +122,13 @@ fn main() -> ExitCode {
         Command::Standalone(args) => run_standalone(args),
         Command::Admin(args) => ringmq::admin::run(args.args),
         Command::Shutdown(args) => run_shutdown(args),
-        Command::Dashboard(args) => ringmq::dashboard::run(args),
+        Command::Dashboard(cmd) => match cmd.credentials.resolve() {
+            Ok(credentials) => {
+                ringmq::client::set_default_credentials(credentials);
+                ringmq::dashboard::run(cmd.args)
+            }
+            Err(e) => fail("dashboard", e),
+        },
     }
 }
 
@@ -167,7 +182,7 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
         }
     };
     if args.print_config {
-        print!("{}", config.to_properties());
+        print!("{}", config.print_config_item());
         return ExitCode::SUCCESS;
     }
     let shutdown = Shutdown::new();
@@ -216,7 +231,7 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         Err(message) => return fail("broker", message),
     };
     if args.print_config {
-        print!("{}", config.to_properties());
+        print!("{}", config.print_config_item());
         return ExitCode::SUCCESS;
     }
     let namesrvs =

@@ -129,6 +129,16 @@ pub struct Args {
     /// No per-second lines (the summary is still printed).
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Access key to sign every request with (brokers with aclEnable=true).
+    #[arg(long = "access-key", env = "ROCKETMQ_ACCESS_KEY")]
+    pub access_key: Option<String>,
+    /// Secret key of --access-key.
+    #[arg(
+        long = "secret-key",
+        env = "ROCKETMQ_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
 }
 
 /// A command line that cannot run.
@@ -182,6 +192,7 @@ impl Args {
         if self.batch_messages * self.size_bytes > 4 * 1024 * 1024 {
             return fail("--batch × -s exceeds the 4 MiB message limit".into());
         }
+        self.credentials()?;
         Ok(())
     }
 
@@ -191,6 +202,15 @@ impl Args {
             Serialize::Json => ringmq::remoting::SerializeType::Json,
             Serialize::Rocketmq => ringmq::remoting::SerializeType::RocketMq,
         }
+    }
+
+    /// The account requests are signed with (both keys or neither).
+    pub fn credentials(&self) -> Result<Option<ringmq::client::Credentials>, ArgsError> {
+        ringmq::client::Credentials::from_pair(
+            self.access_key.as_deref(),
+            self.secret_key.as_deref(),
+        )
+        .map_err(|e| ArgsError(format!("--access-key/--secret-key: {e}")))
     }
 
     /// Per-call deadline.

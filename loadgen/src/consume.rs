@@ -90,7 +90,9 @@ pub async fn run(plan: ConsumerPlan) -> ConsumerOutcome {
         .brokers
         .iter()
         .map(|addr| {
-            PipelinedClient::new(addr, timeout).with_serialize_type(plan.args.serialize_type())
+            PipelinedClient::new(addr, timeout)
+                .with_serialize_type(plan.args.serialize_type())
+                .with_credentials(plan.args.credentials().ok().flatten())
         })
         .collect();
     let finished = Rc::new(Cell::new(false));

@@ -136,7 +136,15 @@ fn check_topology(args: &Args, topo: &Topology) -> Result<(), LoadgenError> {
 }
 
 fn offsets(args: &Args, topo: &Topology, end: End) -> Result<Vec<i64>, LoadgenError> {
-    setup::offsets(topo, &topo.read, &args.topic, end, args.timeout())
+    let credentials = args.credentials()?;
+    setup::offsets(
+        topo,
+        &topo.read,
+        &args.topic,
+        end,
+        args.timeout(),
+        credentials.as_ref(),
+    )
 }
 
 /// The state of one run on the main thread.

@@ -68,7 +68,11 @@ pub async fn run(plan: ProducerPlan) -> ProducerOutcome {
         .iter()
         .map(|addr| {
             (0..args.connections)
-                .map(|_| PipelinedClient::new(addr, args.timeout()).with_serialize_type(serialize))
+                .map(|_| {
+                    PipelinedClient::new(addr, args.timeout())
+                        .with_serialize_type(serialize)
+                        .with_credentials(args.credentials().ok().flatten())
+                })
                 .collect()
         })
         .collect();

@@ -140,6 +140,7 @@ pub fn offsets(
     topic: &str,
     end: End,
     timeout: Duration,
+    credentials: Option<&ringmq::client::Credentials>,
 ) -> Result<Vec<i64>, LoadgenError> {
     let code = match end {
         End::Min => request::GET_MIN_OFFSET,
@@ -150,7 +151,11 @@ pub fn offsets(
     for q in queues {
         let conn = match &mut conns[q.broker] {
             Some(conn) => conn,
-            slot => slot.insert(Connection::connect(&topo.brokers[q.broker], timeout)?),
+            slot => {
+                let mut conn = Connection::connect(&topo.brokers[q.broker], timeout)?;
+                conn.set_credentials(credentials.cloned());
+                slot.insert(conn)
+            }
         };
         let queue_id = q.queue_id.to_string();
         let fields = [("topic", topic), ("queueId", queue_id.as_str())];

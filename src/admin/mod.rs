@@ -9,9 +9,12 @@
 //!   producerConnection
 //! * `cluster`: clusterList, brokerStatus, getBrokerConfig, updateBrokerConfig, wipeWritePerm,
 //!   addWritePerm, getNamesrvConfig
+//! * `acl`: updateAclConfig, deleteAclConfig, updateGlobalWhiteAddr, clusterAclConfigVersion,
+//!   getAclConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
 //! * `fastjson_mq`: bodies keyed by MessageQueue objects (topic and consume stats)
 
+pub(crate) mod acl;
 pub(crate) mod cluster;
 pub mod fastjson_mq;
 pub(crate) mod group;
@@ -44,6 +47,44 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AdminCli {
     #[command(subcommand)]
     command: AdminCommand,
+    #[command(flatten)]
+    credentials: CredentialArgs,
+}
+
+/// The account every request is signed with (RocketMQ's ACL), as mqadmin takes it from
+/// `$ROCKETMQ_HOME/conf/tools.yml`; the flags and environment come first.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CredentialArgs {
+    /// Access key to sign requests with (brokers with aclEnable=true). Not updateAclConfig's
+    /// -a/--accessKey, the account it creates.
+    #[arg(
+        id = "sign_access_key",
+        long = "access-key",
+        env = "ROCKETMQ_ACCESS_KEY",
+        global = true
+    )]
+    pub access_key: Option<String>,
+    /// Secret key of --access-key.
+    #[arg(
+        id = "sign_secret_key",
+        long = "secret-key",
+        env = "ROCKETMQ_SECRET_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
+}
+
+impl CredentialArgs {
+    /// The credentials given, else those of `$ROCKETMQ_HOME/conf/tools.yml`, else none.
+    pub fn resolve(&self) -> Result<Option<crate::client::Credentials>, String> {
+        let home = std::env::var_os("ROCKETMQ_HOME").map(std::path::PathBuf::from);
+        crate::acl::tool_credentials(
+            self.access_key.as_deref(),
+            self.secret_key.as_deref(),
+            home.as_deref(),
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +166,21 @@ enum AdminCommand {
     /// Every nameserver's configuration.
     #[command(name = "getNamesrvConfig")]
     GetNamesrvConfig(Common),
+    /// Create or update an ACL account on a broker or every master of a cluster.
+    #[command(name = "updateAclConfig")]
+    UpdateAclConfig(acl::UpdateAclArgs),
+    /// Delete an ACL account from a broker or every master of a cluster.
+    #[command(name = "deleteAclConfig")]
+    DeleteAclConfig(acl::DeleteAclArgs),
+    /// Replace the ACL's global white list of addresses.
+    #[command(name = "updateGlobalWhiteAddr")]
+    UpdateGlobalWhiteAddr(acl::GlobalWhiteArgs),
+    /// Every ACL file of the brokers with its version and last update.
+    #[command(name = "clusterAclConfigVersion")]
+    ClusterAclConfigVersion(Targeted),
+    /// The brokers' ACL: global white list and accounts.
+    #[command(name = "getAclConfig")]
+    GetAclConfig(Targeted),
 }
 
 /// Flags every command takes; the dashboard builds one with [`Common::for_namesrv`].
@@ -324,6 +380,13 @@ pub fn run(args: Vec<String>) -> ExitCode {
             };
         }
     };
+    match cli.credentials.resolve() {
+        Ok(credentials) => crate::client::set_default_credentials(credentials),
+        Err(e) => {
+            eprintln!("ringmq admin: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match dispatch(cli.command) {
         Ok(()) if output::stdout_failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
@@ -362,5 +425,10 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::WipeWritePerm(a) => cluster::write_perm(&a, true),
         C::AddWritePerm(a) => cluster::write_perm(&a, false),
         C::GetNamesrvConfig(a) => cluster::namesrv_config(&a),
+        C::UpdateAclConfig(a) => acl::update_acl(&a),
+        C::DeleteAclConfig(a) => acl::delete_acl(&a),
+        C::UpdateGlobalWhiteAddr(a) => acl::update_global_white(&a),
+        C::ClusterAclConfigVersion(a) => acl::cluster_acl_version(&a),
+        C::GetAclConfig(a) => acl::get_acl_config(&a),
     }
 }

@@ -23,6 +23,8 @@ pub struct BrokerContext {
     pub namesrv_addrs: Vec<String>,
     /// The settings UPDATE_BROKER_CONFIG changes at runtime (`cfg` keeps the start-up values).
     pub live: LiveConfig,
+    /// The plain ACL every request passes (`aclEnable=true`), shared by all shards.
+    pub acl: Option<std::sync::Arc<crate::acl::Acl>>,
 }
 
 impl BrokerContext {
@@ -34,6 +36,16 @@ impl BrokerContext {
     /// True when this broker serves reads.
     pub fn readable(&self) -> bool {
         self.live.broker_permission() & 4 != 0
+    }
+
+    /// The broker's own account (`aclAccessKey`/`aclSecretKey`), signing its requests to the
+    /// nameservers and, on a slave, to its master.
+    pub fn credentials(&self) -> Option<crate::acl::Credentials> {
+        let (ak, sk) = (
+            self.cfg.acl_access_key.as_ref()?,
+            self.cfg.acl_secret_key.as_ref()?,
+        );
+        Some(crate::acl::Credentials::new(ak.as_str(), sk.as_str()))
     }
 
     /// The broker's permission as Java's `PermName` bits.

@@ -173,7 +173,13 @@ pub async fn run_registration(
     loop {
         let seen = shard.register_epoch.get();
         if let Some(registration) = shard.registration() {
-            let answer = register_everywhere(&clients, &registration, req::REGISTER_BROKER).await;
+            let answer = register_everywhere(
+                &clients,
+                &registration,
+                req::REGISTER_BROKER,
+                shard.ctx.credentials(),
+            )
+            .await;
             if let Some(reply) = answer {
                 // A slave learns its master's addresses from the answer (HA.md §1).
                 let field = |k: &str| reply.ext(k).filter(|v| !v.is_empty()).map(str::to_string);
@@ -202,7 +208,8 @@ pub async fn run_registration(
         }
     }
     if let Some(registration) = shard.registration() {
-        register_everywhere(&clients, &registration, req::UNREGISTER_BROKER).await;
+        let credentials = shard.ctx.credentials();
+        register_everywhere(&clients, &registration, req::UNREGISTER_BROKER, credentials).await;
     }
 }
 
@@ -211,8 +218,12 @@ async fn register_everywhere(
     clients: &[RpcClient],
     broker: &BrokerRegistration,
     code: i32,
+    credentials: Option<crate::acl::Credentials>,
 ) -> Option<RemotingCommand> {
-    let command = register_command(code, broker, code == req::REGISTER_BROKER);
+    let mut command = register_command(code, broker, code == req::REGISTER_BROKER);
+    if let Some(credentials) = &credentials {
+        crate::acl::sign(&mut command, credentials);
+    }
     let mut first = None;
     for client in clients {
         match client.invoke(command.clone()).await {

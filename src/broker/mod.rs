@@ -122,6 +122,7 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
         ha_port: ha_addr.port(),
         namesrv_addrs: options.namesrv_addrs.clone(),
         live: live_config::LiveConfig::new(&cfg, options.config_file.clone()),
+        acl: crate::acl::Acl::for_broker(&cfg).map_err(io::Error::other)?,
         cfg,
     };
     let topics = TopicConfigManager::open(&ctx.cfg, true).map_err(io::Error::other)?;
@@ -231,6 +232,9 @@ async fn run_shard(seed: ShardSeed) {
         )));
         let checks = processor::transaction::run_checks(Rc::clone(&shard), shutdown.clone());
         tasks.push(glommio::spawn_local(checks));
+    }
+    if let Some(acl) = shard.ctx.acl.clone().filter(|_| shard.control.is_some()) {
+        tasks.push(glommio::spawn_local(watch_acl(acl, shutdown.clone())));
     }
     if let Some(listener) = ha_listener {
         let ha = replication::serve_ha(listener, Rc::clone(&shard), shutdown.clone());
@@ -380,6 +384,23 @@ async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// Reloads the ACL files when they change (a stat per file every second, on the control shard;
+/// a file that no longer parses is refused and the rules in force stay).
+async fn watch_acl(acl: std::sync::Arc<crate::acl::Acl>, shutdown: Shutdown) {
+    while shutdown
+        .sleep(crate::acl::manager::RELOAD_CHECK_INTERVAL)
+        .await
+    {
+        match acl.poll() {
+            None => {}
+            Some(Ok(files)) => tracing::info!(files, "ACL reloaded"),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "ACL file refused; the previous rules stay in force")
+            }
         }
     }
 }

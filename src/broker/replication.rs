@@ -73,6 +73,7 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
             durable,
             master,
         );
+        let follower = follower.with_credentials(ctx.credentials());
         return Ok(ShardHa::Slave(Rc::new(follower)));
     }
     let replicas = Replicas::open(opts, store.clone(), root, id)?;
@@ -290,13 +291,24 @@ pub(super) async fn serve_ha(listener: TcpListener, shard: Rc<Shard>, shutdown: 
         };
         let shard = Rc::clone(&shard);
         glommio::spawn_local(async move {
-            let hello = match master::read_hello(&mut stream, HELLO_TIMEOUT).await {
+            let (hello, auth) = match master::read_hello(&mut stream, HELLO_TIMEOUT).await {
                 Ok(hello) => hello,
                 Err(reason) => {
                     tracing::warn!(peer = ?stream.peer_addr().ok(), %reason, "bad HA handshake");
                     return master::refuse(stream, reason).await;
                 }
             };
+            if let Some(acl) = &shard.ctx.acl {
+                let peer = stream.peer_addr().map(|a| a.ip());
+                let now = crate::store::Clock::now_ms(&SystemClock) as u64;
+                let checked = peer
+                    .map_err(|e| e.to_string())
+                    .and_then(|ip| crate::ha::auth::check_hello(acl, ip, auth.as_ref(), now));
+                if let Err(reason) = checked {
+                    tracing::warn!(peer = ?stream.peer_addr().ok(), %reason, "HA link refused by the ACL");
+                    return master::refuse(stream, reason).await;
+                }
+            }
             let target = usize::from(hello.shard);
             if target >= shard.ctx.shards || usize::from(hello.shard_count) != shard.ctx.shards {
                 let reason = format!(
@@ -387,11 +399,16 @@ pub(super) async fn run_metadata_sync(shard: Rc<Shard>, shutdown: Shutdown) {
     }
 }
 
-async fn fetch(client: &RpcClient, code: i32) -> Result<bytes::Bytes, String> {
-    let reply = client
-        .invoke(RemotingCommand::request(code))
-        .await
-        .map_err(|e| e.to_string())?;
+async fn fetch(
+    client: &RpcClient,
+    code: i32,
+    credentials: Option<&crate::acl::Credentials>,
+) -> Result<bytes::Bytes, String> {
+    let mut cmd = RemotingCommand::request(code);
+    if let Some(credentials) = credentials {
+        crate::acl::sign(&mut cmd, credentials);
+    }
+    let reply = client.invoke(cmd).await.map_err(|e| e.to_string())?;
     if reply.code != resp::SUCCESS {
         return Err(format!(
             "request {code} answered {}: {}",
@@ -409,8 +426,9 @@ impl Shard {
             return Ok(());
         };
         let bad = |what: &str, e: lenient::LenientError| format!("the master's {what}: {e}");
+        let creds = self.ctx.credentials();
         let topics: TopicTable =
-            lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG).await?)
+            lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG, creds.as_ref()).await?)
                 .map_err(|e| bad("topics", e))?;
         if topics.data_version() != control.topics.borrow().data_version() {
             let changes = control
@@ -431,16 +449,23 @@ impl Shard {
                 .await;
             }
         }
-        let offsets: ConsumerOffsetTable =
-            lenient::from_slice(&fetch(client, req::GET_ALL_CONSUMER_OFFSET).await?)
-                .map_err(|e| bad("consumer offsets", e))?;
+        let offsets: ConsumerOffsetTable = lenient::from_slice(
+            &fetch(client, req::GET_ALL_CONSUMER_OFFSET, creds.as_ref()).await?,
+        )
+        .map_err(|e| bad("consumer offsets", e))?;
         let delays: DelayOffsetTable =
-            lenient::from_slice(&fetch(client, req::GET_ALL_DELAY_OFFSET).await?)
+            lenient::from_slice(&fetch(client, req::GET_ALL_DELAY_OFFSET, creds.as_ref()).await?)
                 .map_err(|e| bad("delay offsets", e))?;
         self.spread_offsets(&offsets, &delays).await;
-        let groups: SubscriptionGroupTable =
-            lenient::from_slice(&fetch(client, req::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?)
-                .map_err(|e| bad("subscription groups", e))?;
+        let groups: SubscriptionGroupTable = lenient::from_slice(
+            &fetch(
+                client,
+                req::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
+                creds.as_ref(),
+            )
+            .await?,
+        )
+        .map_err(|e| bad("subscription groups", e))?;
         if groups.data_version() != control.groups.borrow().data_version() {
             *control.groups.borrow_mut() = groups;
             let paths = metadata::MetadataPaths::new(&self.ctx.cfg.store_path_root_dir);

@@ -506,6 +506,20 @@ impl Handler for Shard {
             .borrow_mut()
             .entry(conn.id)
             .or_insert_with(|| Rc::downgrade(conn));
+        // ACL off (the default): this one branch is all it costs.
+        if let Some(acl) = &self.ctx.acl {
+            let cfg = &self.ctx.cfg;
+            let broker = crate::acl::gate::BrokerIdentity {
+                name: &cfg.broker_name,
+                addr: &self.ctx.broker_addr,
+                cluster: &cfg.broker_cluster_name,
+            };
+            if let crate::acl::gate::Gate::Answer(reply) =
+                crate::acl::gate::gate(acl, conn.peer, &request, broker)
+            {
+                return Reply::Now(reply);
+            }
+        }
         Reply::Later(Box::pin(Rc::clone(self).dispatch(origin, request)))
     }
 

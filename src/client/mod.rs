@@ -18,6 +18,27 @@ use crate::remoting::{next_frame, response, RemotingCommand, SerializeType, Wire
 
 pub use namesrv::NamesrvClient;
 
+pub use crate::acl::Credentials;
+
+/// Credentials every [`Connection`] opened afterwards in this process signs with (a tool sets
+/// them once from its flags: `ringmq admin`, `ringmq dashboard`). Connections can also be
+/// given their own with [`Connection::set_credentials`].
+static DEFAULT_CREDENTIALS: std::sync::RwLock<Option<Credentials>> = std::sync::RwLock::new(None);
+
+/// Sets the credentials new connections of this process sign with (`None`: unsigned).
+pub fn set_default_credentials(credentials: Option<Credentials>) {
+    *DEFAULT_CREDENTIALS
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = credentials;
+}
+
+fn default_credentials() -> Option<Credentials> {
+    DEFAULT_CREDENTIALS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
 /// Why a call failed.
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -65,6 +86,8 @@ pub struct Connection {
     pub serialize_type: SerializeType,
     /// Server-initiated requests received while waiting for a response.
     pub unsolicited: Vec<RemotingCommand>,
+    /// Signs every request (RocketMQ's ACL) when set.
+    credentials: Option<Credentials>,
 }
 
 impl Connection {
@@ -89,7 +112,13 @@ impl Connection {
             timeout,
             serialize_type: SerializeType::Json,
             unsolicited: Vec::new(),
+            credentials: default_credentials(),
         })
+    }
+
+    /// Signs every later request with `credentials` (`None`: unsigned).
+    pub fn set_credentials(&mut self, credentials: Option<Credentials>) {
+        self.credentials = credentials;
     }
 
     /// The address this connection was opened to.
@@ -157,6 +186,9 @@ impl Connection {
         request.flag &= !crate::remoting::FLAG_RESPONSE;
         request.serialize_type = self.serialize_type;
         self.next_opaque = self.next_opaque.wrapping_add(1) & i32::MAX;
+        if let Some(credentials) = &self.credentials {
+            crate::acl::sign(request, credentials);
+        }
         request.opaque
     }
 

@@ -138,6 +138,8 @@ impl<'a> Iterator for Records<'a> {
 /// concurrently from tasks of the creating executor; responses complete them in any order.
 pub struct PipelinedClient {
     rpc: RpcClient,
+    /// Signs every request (RocketMQ's ACL) when set.
+    credentials: Option<crate::acl::Credentials>,
 }
 
 impl PipelinedClient {
@@ -146,6 +148,7 @@ impl PipelinedClient {
     pub fn new(addr: impl Into<String>, timeout: Duration) -> PipelinedClient {
         PipelinedClient {
             rpc: RpcClient::new(addr, timeout),
+            credentials: None,
         }
     }
 
@@ -153,6 +156,15 @@ impl PipelinedClient {
     pub fn with_serialize_type(self, serialize_type: SerializeType) -> PipelinedClient {
         PipelinedClient {
             rpc: self.rpc.with_serialize_type(serialize_type),
+            credentials: self.credentials,
+        }
+    }
+
+    /// Signs every request with `credentials` (RocketMQ's ACL; `None`: unsigned).
+    pub fn with_credentials(self, credentials: Option<crate::acl::Credentials>) -> PipelinedClient {
+        PipelinedClient {
+            credentials,
+            ..self
         }
     }
 
@@ -236,7 +248,10 @@ impl PipelinedClient {
     }
 
     /// Sends `request` and waits for its response, whatever its code, until the deadline.
-    pub async fn invoke(&self, request: RemotingCommand) -> Result<RemotingCommand, CallError> {
+    pub async fn invoke(&self, mut request: RemotingCommand) -> Result<RemotingCommand, CallError> {
+        if let Some(credentials) = &self.credentials {
+            crate::acl::sign(&mut request, credentials);
+        }
         self.rpc.invoke(request).await.map_err(|e| match e {
             RpcError::Connect { addr, reason } => CallError::Connect { addr, reason },
             RpcError::Closed { addr } => CallError::Closed { addr },

@@ -209,11 +209,23 @@ config_struct! {
     "regionId" => region_id: String = "DefaultRegion".to_string(), parse_string;
     /// `traceOn`: returned as `TRACE_ON`. Default true.
     "traceOn" => trace_on: bool = true, parse_bool;
-    /// `aclEnable`: ACL (plain_acl.yml). Default false.
+    /// `aclEnable`: check every request against plain_acl.yml (see [`crate::acl`]). Default
+    /// false.
     "aclEnable" => acl_enable: bool = false, parse_bool;
-    /// `rocketmqHome`: default env `ROCKETMQ_HOME`. Accepted, unused.
+    /// `rocketmqHome`: default env `ROCKETMQ_HOME`. The ACL files are looked for under it
+    /// (`conf/plain_acl.yml`, `conf/acl/*.yml`).
     "rocketmqHome" => rocketmq_home: Option<PathBuf> = host.rocketmq_home.clone(),
         parse_opt_path;
+    /// `aclPlainFile` (ringmq-only): the one ACL file to use instead of those under
+    /// `rocketmqHome`. Default unset.
+    "aclPlainFile" => acl_plain_file: Option<PathBuf> = None, parse_opt_path;
+    /// `aclAccessKey` (ringmq-only): this broker's own account, which signs its registrations
+    /// with the nameservers and, on a slave, its HA link and metadata sync to the master.
+    /// Default unset; set together with `aclSecretKey`.
+    "aclAccessKey" => acl_access_key: Option<String> = None, parse_opt_string;
+    /// `aclSecretKey` (ringmq-only): the secret of `aclAccessKey`; printed masked.
+    "aclSecretKey" => acl_secret_key: Option<String> = None, parse_opt_string,
+        fmt = format_secret;
     /// `shardCount` (ringmq-only): executor shards, each owning a commitlog. Default 0 = one
     /// per available core. 0..=256 (the shard sits in the top 8 bits of a physical offset).
     "shardCount" => shard_count: u32 = 0, parse_u32, bounds(0, 256);
@@ -480,6 +492,18 @@ config_struct! {
     "duplicationEnable" => duplication_enable: bool = false, parse_bool;
     /// `enableDLegerCommitLog`: DLedger mode. Default false; true is rejected (out of scope).
     "enableDLegerCommitLog" => enable_dleger_commitlog: bool = false, parse_bool;
+}
+
+/// Empty = unset.
+fn parse_opt_string(value: &str) -> Result<Option<String>, Reason> {
+    Ok(Some(value.to_string()).filter(|v| !v.is_empty()))
+}
+
+/// A secret is never printed (`-p`, GET_BROKER_CONFIG): only whether it is set.
+fn format_secret(value: &Option<String>) -> String {
+    value
+        .as_ref()
+        .map_or_else(String::new, |_| "******".to_string())
 }
 
 /// `namesrvAddr`: empty = unset; otherwise every address must be a valid `host:port`.

@@ -44,6 +44,7 @@ impl BrokerConfig {
                 .map_err(|e| e.located(file, &seen))?;
         }
         self.apply_java_rules(&seen, &mut warnings);
+        warn_ignored(&seen, super::status::BROKER_IGNORED, &mut warnings);
         self.validate().map_err(|e| e.located(file, &seen))?;
         Ok((self, warnings.into_sorted()))
     }
@@ -51,6 +52,12 @@ impl BrokerConfig {
     /// Every key with its current value, one `key=value` line each (like `mqbroker -p`).
     pub fn to_properties(&self) -> String {
         super::table_to_properties(self, KEYS)
+    }
+
+    /// What `ringmq broker -p` prints: [`Self::to_properties`], then the keys ringmq accepts
+    /// and ignores, as comments.
+    pub fn print_config_item(&self) -> String {
+        self.to_properties() + &super::status::ignored_trailer(super::status::BROKER_IGNORED)
     }
 
     /// The keys this config understands, in `to_properties` order.
@@ -296,11 +303,29 @@ impl BrokerConfig {
                 "expected a path",
             ));
         }
-        if self.enable_dleger_commitlog {
-            let reason = "DLedger mode is not supported by ringmq; use master/slave roles";
-            return Err(ConfigError::value("enableDLegerCommitLog", true, reason));
+        for (key, value, reason) in super::status::BROKER_REFUSED {
+            let current = KEYS.iter().find(|k| k.name == *key).map(|k| (k.get)(self));
+            if current.as_deref() == Some(*value) {
+                return Err(ConfigError::value(key, value, *reason));
+            }
+        }
+        if self.acl_access_key.is_some() != self.acl_secret_key.is_some() {
+            let (key, reason) = match self.acl_access_key.is_some() {
+                true => ("aclSecretKey", "must be set with aclAccessKey"),
+                false => ("aclAccessKey", "must be set with aclSecretKey"),
+            };
+            return Err(ConfigError::value(key, "", reason));
         }
         Ok(())
+    }
+}
+
+/// Warns about each key of `ignored` the file set (at its line).
+pub(super) fn warn_ignored(seen: &Seen, ignored: &[(&str, &str)], warnings: &mut Warnings<'_>) {
+    for (key, reason) in ignored {
+        if let Some(line) = seen.line(key) {
+            warnings.push(line, key, super::status::ignored_note(reason));
+        }
     }
 }
 
@@ -670,7 +695,11 @@ mod tests {
         cfg.namesrv_addr = Some("ns1:9876".to_string());
         cfg.delete_when_hours = vec![1, 13];
         let (again, warnings) = load(&cfg.to_properties()).expect("round trip");
-        assert_eq!(warnings, vec![]);
+        // The only warnings: the keys ringmq accepts and ignores, one each.
+        assert_eq!(warnings.len(), crate::config::status::BROKER_IGNORED.len());
+        assert!(warnings
+            .iter()
+            .all(|w| w.message.starts_with("accepted and ignored")));
         assert_eq!(again, cfg);
         assert_eq!(
             BrokerConfig::known_keys().count(),

@@ -86,6 +86,7 @@ mod broker_load;
 pub mod host;
 pub mod namesrv;
 pub mod properties;
+pub mod status;
 pub mod units;
 
 pub use broker::{BrokerConfig, BrokerRole, FlushDiskType};

@@ -88,6 +88,7 @@ impl NamesrvConfig {
                 super::unknown_key_note(&entry.key, KEYS),
             );
         }
+        super::broker_load::warn_ignored(&seen, super::status::NAMESRV_IGNORED, &mut warnings);
         self.validate().map_err(|e| e.located(file, &seen))?;
         Ok((self, warnings.into_sorted()))
     }
@@ -107,6 +108,12 @@ impl NamesrvConfig {
     /// The keys this config understands, in `to_properties` order.
     pub fn known_keys() -> impl Iterator<Item = &'static str> {
         KEYS.iter().map(|k| k.name)
+    }
+
+    /// What `ringmq namesrv -p` prints: [`Self::to_properties`], then the keys ringmq accepts
+    /// and ignores, as comments.
+    pub fn print_config_item(&self) -> String {
+        self.to_properties() + &super::status::ignored_trailer(super::status::NAMESRV_IGNORED)
     }
 }
 
@@ -160,11 +167,15 @@ mod tests {
     }
 
     #[test]
-    fn keys_override_defaults_and_netty_keys_are_quiet() {
+    fn keys_override_defaults_and_netty_keys_are_warned_as_ignored() {
         let text = "listenPort=9877\norderMessageEnable=TRUE\nserverWorkerThreads=4\n\
                     brokerChannelExpiredTimeMs=3000\nbrokerScanIntervalMs=500\n";
         let (cfg, warnings) = load(text).expect("valid");
-        assert_eq!(warnings, vec![]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].key, "serverWorkerThreads");
+        assert!(warnings[0]
+            .message
+            .starts_with("accepted and ignored by ringmq"));
         assert_eq!(cfg.listen_port, 9877);
         assert!(cfg.order_message_enable);
         assert_eq!(cfg.server_worker_threads, 4);
@@ -209,7 +220,11 @@ mod tests {
     fn printed_properties_load_back_identically() {
         let cfg = NamesrvConfig::for_host(&host());
         let (again, warnings) = load(&cfg.to_properties()).expect("round trip");
-        assert_eq!(warnings, vec![]);
+        // The only warnings: the keys ringmq accepts and ignores, one each.
+        assert_eq!(warnings.len(), crate::config::status::NAMESRV_IGNORED.len());
+        assert!(warnings
+            .iter()
+            .all(|w| w.message.starts_with("accepted and ignored")));
         assert_eq!(again, cfg);
     }
 }

@@ -292,9 +292,12 @@ impl ReplicaWait for Replicas {
     }
 }
 
-/// Reads a slave's HELLO (bounded in size and time).
-pub async fn read_hello(stream: &mut TcpStream, timeout: Duration) -> Result<Hello, String> {
-    Hello::decode(&read_handshake(stream, timeout).await?)
+/// Reads a slave's HELLO and its authentication section, if any (bounded in size and time).
+pub async fn read_hello(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<(Hello, Option<super::proto::HelloAuth>), String> {
+    Hello::decode_signed(&read_handshake(stream, timeout).await?)
 }
 
 /// Refuses a connection with `reason` (before it reached its shard).

@@ -12,6 +12,7 @@
 //! The broker wires these up: the HA listener on the control shard hands each connection to
 //! the shard it names; metadata sync (topics, offsets, groups) rides the remoting protocol.
 
+pub mod auth;
 pub mod history;
 pub mod master;
 pub mod proto;

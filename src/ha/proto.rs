@@ -16,6 +16,13 @@
 //! ```
 //!
 //! HELLO and WELCOME are length-prefixed so a reader never takes bytes that follow them.
+//!
+//! A slave with an account (`aclAccessKey`/`aclSecretKey`) appends to its HELLO body an
+//! authentication section: u16 length + access key, u64 time (ms since the epoch), u16 length +
+//! signature, the signature being the ACL's (HMAC-SHA1, base64, keyed with the secret) over
+//! the HELLO body before the section, the access key and the time in decimal. A master with
+//! ACL on requires it (see [`crate::ha::auth`]); a master without ACL ignores it, as an older
+//! master ignores any trailing bytes.
 
 use super::history::Epoch;
 
@@ -184,9 +191,49 @@ impl Hello {
         w.finish()
     }
 
-    /// Parses a HELLO body (after its length prefix).
-    pub fn decode(body: &[u8]) -> Result<Hello, String> {
+    /// The HELLO message with the authentication section of `credentials` (none: as
+    /// [`Hello::encode`]), signed at `now_ms`.
+    pub fn encode_signed(
+        &self,
+        credentials: Option<&crate::acl::Credentials>,
+        now_ms: u64,
+    ) -> Vec<u8> {
+        let plain = self.encode();
+        let Some(c) = credentials else {
+            return plain;
+        };
+        let mut w = Writer(plain);
+        let signature = HelloAuth::sign(&w.0[4..], &c.access_key, now_ms, &c.secret_key);
+        w.text(&c.access_key).u64(now_ms).text(&signature);
+        w.finish()
+    }
+
+    /// Parses a HELLO body and its authentication section, if any.
+    pub fn decode_signed(body: &[u8]) -> Result<(Hello, Option<HelloAuth>), String> {
         let mut r = Reader(body);
+        let hello = Self::read(&mut r)?;
+        if r.0.is_empty() {
+            return Ok((hello, None));
+        }
+        let signed_len = body.len() - r.0.len();
+        let access_key = r.text()?;
+        let timestamp_ms = r.u64()?;
+        let signature = r.text()?;
+        let auth = HelloAuth {
+            content: HelloAuth::content(&body[..signed_len], &access_key, timestamp_ms),
+            access_key,
+            timestamp_ms,
+            signature,
+        };
+        Ok((hello, Some(auth)))
+    }
+
+    /// Parses a HELLO body (after its length prefix); trailing bytes are ignored.
+    pub fn decode(body: &[u8]) -> Result<Hello, String> {
+        Self::read(&mut Reader(body))
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Hello, String> {
         r.magic()?;
         let version = r.u16()?;
         if version != VERSION {
@@ -203,6 +250,36 @@ impl Hello {
             epochs: r.epochs()?,
             slave_addr: r.text()?,
         })
+    }
+}
+
+/// The authentication section of a HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloAuth {
+    pub access_key: String,
+    pub timestamp_ms: u64,
+    pub signature: String,
+    /// What the signature covers.
+    pub content: Vec<u8>,
+}
+
+impl HelloAuth {
+    fn content(hello_body: &[u8], access_key: &str, timestamp_ms: u64) -> Vec<u8> {
+        let mut content = hello_body.to_vec();
+        content.extend_from_slice(access_key.as_bytes());
+        content.extend_from_slice(timestamp_ms.to_string().as_bytes());
+        content
+    }
+
+    fn sign(hello_body: &[u8], access_key: &str, timestamp_ms: u64, secret: &str) -> String {
+        let content = Self::content(hello_body, access_key, timestamp_ms);
+        crate::acl::sign::signature(secret, [&content[..]])
+    }
+
+    /// True when the signature is `secret`'s.
+    pub fn verify(&self, secret: &str) -> bool {
+        let expected = crate::acl::sign::signature(secret, [&self.content[..]]);
+        crate::acl::sign::constant_time_eq(&self.signature, &expected)
     }
 }
 

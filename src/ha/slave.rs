@@ -106,9 +106,19 @@ pub struct Follower {
     master_end: Cell<u64>,
     caught_up_at: Cell<Instant>,
     last_error: RefCell<Option<String>>,
+    /// Signs the HELLO when set (a master with ACL on requires it; see `ha::auth`).
+    credentials: Option<crate::acl::Credentials>,
 }
 
 impl Follower {
+    /// Signs every HELLO with `credentials` (the broker's `aclAccessKey`/`aclSecretKey`).
+    pub fn with_credentials(self, credentials: Option<crate::acl::Credentials>) -> Follower {
+        Follower {
+            credentials,
+            ..self
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         opts: HaOptions,
@@ -131,6 +141,7 @@ impl Follower {
             master_end: Cell::new(0),
             caught_up_at: Cell::new(Instant::now()),
             last_error: RefCell::new(None),
+            credentials: None,
         }
     }
 
@@ -240,7 +251,7 @@ impl Follower {
             slave_addr: self.slave_addr.clone(),
         };
         writer
-            .write_all(&hello.encode())
+            .write_all(&hello.encode_signed(self.credentials.as_ref(), wall_clock_ms()))
             .await
             .map_err(|e| fail(format!("write failed: {e}")))?;
         let welcome = read_handshake(&mut reader, self.opts.housekeeping)
@@ -369,4 +380,11 @@ impl Follower {
             }
         }
     }
+}
+
+/// Milliseconds since the epoch (the HELLO's signing time).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

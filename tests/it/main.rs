@@ -1,5 +1,6 @@
 //! The one integration test binary: black-box tests through real sockets.
 
+mod acl;
 mod admin_cli;
 mod admin_config;
 mod admin_offsets;
