@@ -247,6 +247,9 @@ async fn housekeeping(
 /// (README "Connections and memory"). Called only after connections have closed, so a broker
 /// whose connections stay does not pay for it. False when another shard did it too recently.
 fn release_freed_memory() -> bool {
+    if let Some(release) = THREAD_MEMORY_RELEASE.get() {
+        return release_on_this_thread(*release);
+    }
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_MS: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -274,6 +277,37 @@ fn release_freed_memory() -> bool {
         glommio::spawn_local(trim).detach();
     }
     true
+}
+
+/// Set by a binary whose global allocator keeps freed memory per thread (the `ringmq` binary
+/// uses mimalloc): run on each executor's own thread instead of glibc's `malloc_trim`, which
+/// would not see that allocator's memory. Measured after a bad-input attack with mimalloc and
+/// no release: 311 MiB resident for 25 s (83 MiB before the attack).
+static THREAD_MEMORY_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Makes `release` the way executors give freed memory back after connections closed (see
+/// [`THREAD_MEMORY_RELEASE`]); the first call wins.
+pub fn set_thread_memory_release(release: fn()) {
+    let _ = THREAD_MEMORY_RELEASE.set(release);
+}
+
+/// At most once per `MEMORY_RELEASE_INTERVAL` per executor thread: runs `release` here (it
+/// frees this thread's heap, so it must run on the shard, not on a helper thread).
+fn release_on_this_thread(release: fn()) -> bool {
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST.with(|last| {
+        last.get()
+            .is_none_or(|t| now.saturating_duration_since(t) >= MEMORY_RELEASE_INTERVAL)
+    });
+    if due {
+        LAST.with(|last| last.set(Some(now)));
+        release();
+        tracing::debug!(took = ?now.elapsed(), "returned this executor's freed memory");
+    }
+    due
 }
 
 /// How often, at most, freed memory is given back to the system after connections closed.
