@@ -10,27 +10,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use ringmq::acl::check::check;
 use ringmq::acl::rules::{AclFile, Rules};
 use ringmq::acl::sign::{sign, Credentials};
-use ringmq::remoting::RemotingCommand;
 
-fn send_request() -> RemotingCommand {
-    RemotingCommand::request(310)
-        .with_ext("a", "please_rename_unique_group_name")
-        .with_ext("b", "TopicTest")
-        .with_ext("c", "TBW102")
-        .with_ext("d", "4")
-        .with_ext("e", "3")
-        .with_ext("f", "0")
-        .with_ext("g", "1795243657617")
-        .with_ext("h", "0")
-        .with_ext(
-            "i",
-            "UNIQ_KEY\u{1}FD0000000000000000000000000002\u{2}WAIT\u{1}true\u{2}TAGS\u{1}TagA",
-        )
-        .with_ext("j", "0")
-        .with_ext("k", "false")
-        .with_ext("m", "false")
-        .with_body(vec![b'x'; 128])
-}
+mod common;
 
 fn acl(c: &mut Criterion) {
     let rules = "accounts:\n  - {accessKey: benchAK1, secretKey: benchSK1, defaultTopicPerm: PUB|SUB, defaultGroupPerm: SUB}\n";
@@ -38,13 +19,13 @@ fn acl(c: &mut Criterion) {
     let rules = Rules::new(vec![file]).expect("rules");
     let credentials = Credentials::new("benchAK1", "benchSK1");
     let peer: IpAddr = "10.0.0.1".parse().unwrap();
-    let mut signed = send_request();
+    let mut signed = common::send_v2_request();
     sign(&mut signed, &credentials);
     let mut group = c.benchmark_group("acl");
     group.throughput(Throughput::Elements(1));
     group.bench_function("sign_send_v2", |b| {
         b.iter_batched(
-            send_request,
+            common::send_v2_request,
             |mut cmd| {
                 sign(&mut cmd, &credentials);
                 cmd

@@ -7,24 +7,10 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ringmq::remoting::{RemotingCommand, SerializeType};
 
+mod common;
+
 fn send_request(serialize_type: SerializeType) -> RemotingCommand {
-    let mut cmd = RemotingCommand::request(310)
-        .with_ext("a", "please_rename_unique_group_name")
-        .with_ext("b", "TopicTest")
-        .with_ext("c", "TBW102")
-        .with_ext("d", "4")
-        .with_ext("e", "3")
-        .with_ext("f", "0")
-        .with_ext("g", "1795243657617")
-        .with_ext("h", "0")
-        .with_ext(
-            "i",
-            "UNIQ_KEY\u{1}FD0000000000000000000000000002\u{2}WAIT\u{1}true\u{2}TAGS\u{1}TagA",
-        )
-        .with_ext("j", "0")
-        .with_ext("k", "false")
-        .with_ext("m", "false")
-        .with_body(vec![b'x'; 128]);
+    let mut cmd = common::send_v2_request();
     cmd.opaque = 7;
     cmd.serialize_type = serialize_type;
     cmd

@@ -9,7 +9,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -25,13 +24,10 @@ use ringmq::remoting::{
 };
 use serde_json::{json, Value};
 
+use crate::golden::{frame as golden_frame, golden_dir};
 use crate::harness::TestBroker;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
 
 /// index.json's entries by file.
 fn golden_index() -> HashMap<String, Value> {
@@ -55,10 +51,6 @@ fn golden_requests(index: &HashMap<String, Value>, client: &str, codes: &[i64]) 
         .collect();
     files.sort();
     files
-}
-
-fn golden_frame(file: &str) -> Bytes {
-    Bytes::from(std::fs::read(golden_dir().join(file)).expect("golden frame"))
 }
 
 fn now_ms() -> i64 {

@@ -5,13 +5,11 @@
 //! heartbeat must be accepted as Java accepts it, and the pulls must return exactly the tagged
 //! messages.
 
-use std::path::{Path, PathBuf};
-
-use bytes::Bytes;
 use ringmq::client::broker::{decode_messages, OutgoingMessage};
 use ringmq::message::properties::{Properties, TAGS};
 use ringmq::remoting::{request, response, RemotingCommand};
 
+use crate::golden::frame as golden;
 use crate::harness::TestBroker;
 
 /// The group and topic of the captured push consumer (go/0022).
@@ -20,11 +18,6 @@ const TOPIC: &str = "GoAccG5_f1fug5k4";
 const CLIENT_ID: &str = "192.0.2.2@c1-f1fug5k4";
 /// Tags sent to every queue; the consumer subscribes to TagA ("" is a message with no tag).
 const TAGS_SENT: [&str; 6] = ["TagA", "TagB", "", "TagA", "TagC", "TagA"];
-
-fn golden(file: &str) -> Bytes {
-    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    Bytes::from(std::fs::read(dir.join(file)).expect("golden frame"))
-}
 
 /// Writes a golden request byte for byte and reads its answer.
 fn replay(conn: &mut ringmq::client::Connection, file: &str) -> RemotingCommand {

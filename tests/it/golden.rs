@@ -14,21 +14,25 @@ use ringmq::client::{Connection, NamesrvClient};
 
 use crate::harness::{self, TestNamesrv};
 
-fn golden_dir() -> PathBuf {
+/// The golden frames' folder (shared by every test that replays or reads them).
+pub(crate) fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 /// One entry of index.json.
-struct Golden {
-    file: String,
-    client: String,
-    direction: String,
-    request_code: i64,
-    pair: Option<String>,
-    oneway: bool,
+pub(crate) struct Golden {
+    pub(crate) file: String,
+    pub(crate) client: String,
+    pub(crate) direction: String,
+    pub(crate) request_code: i64,
+    /// A response frame (`kind` = response); its code is the request it answers.
+    pub(crate) response: bool,
+    pub(crate) pair: Option<String>,
+    pub(crate) oneway: bool,
 }
 
-fn index() -> Vec<Golden> {
+/// Every entry of index.json, in capture order.
+pub(crate) fn index() -> Vec<Golden> {
     let text = std::fs::read(golden_dir().join("index.json")).expect("golden index");
     let index: Value = serde_json::from_slice(&text).expect("index is JSON");
     let frames = index["frames"].as_array().expect("frames array");
@@ -39,13 +43,15 @@ fn index() -> Vec<Golden> {
             client: f["client"].as_str().unwrap().to_string(),
             direction: f["direction"].as_str().unwrap().to_string(),
             request_code: f["request_code"].as_i64().unwrap(),
+            response: f["kind"] == "response",
             pair: f["pair"].as_str().map(str::to_string),
             oneway: f["oneway"].as_bool().unwrap(),
         })
         .collect()
 }
 
-fn frame(file: &str) -> Bytes {
+/// The bytes of one golden frame, by its path under tests/golden.
+pub(crate) fn frame(file: &str) -> Bytes {
     Bytes::from(std::fs::read(golden_dir().join(file)).expect("golden frame"))
 }
 

@@ -6,9 +6,9 @@
 //! not know fails it, so a new fixture cannot go unchecked.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, Bytes, BytesMut};
+
 use ringmq::admin::fastjson_mq::parse_mq_table;
 use ringmq::protocol::fastjson;
 use ringmq::protocol::heartbeat::{
@@ -22,34 +22,7 @@ use ringmq::store::metadata::SubscriptionGroupTable;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-struct Fixture {
-    file: String,
-    request_code: i32,
-    response: bool,
-}
-
-fn fixtures() -> Vec<Fixture> {
-    let text = std::fs::read(golden_dir().join("index.json")).expect("golden index");
-    let index: Value = serde_json::from_slice(&text).expect("index is JSON");
-    index["frames"]
-        .as_array()
-        .expect("frames")
-        .iter()
-        .map(|f| Fixture {
-            file: f["file"].as_str().unwrap().to_string(),
-            request_code: f["request_code"].as_i64().unwrap() as i32,
-            response: f["kind"] == "response",
-        })
-        .collect()
-}
-
-fn frame(file: &str) -> Bytes {
-    Bytes::from(std::fs::read(golden_dir().join(file)).expect("golden frame"))
-}
+use crate::golden::{frame, index};
 
 // --- mutations ---------------------------------------------------------------------------------
 
@@ -247,20 +220,21 @@ fn body_reader(request_code: i32, response: bool) -> Option<Result<Reader, &'sta
 fn every_body_fixture_reads_alike_with_numbers_and_booleans_in_either_form() {
     let mut checked: BTreeMap<(i32, bool), usize> = BTreeMap::new();
     let mut variants_read = 0;
-    for f in fixtures() {
+    for f in index() {
         let cmd =
             RemotingCommand::decode(frame(&f.file)).unwrap_or_else(|e| panic!("{}: {e}", f.file));
         if cmd.body.is_empty() {
             continue;
         }
-        let Some(reader) = body_reader(f.request_code, f.response) else {
+        let code = i32::try_from(f.request_code).expect("request codes fit an i32");
+        let Some(reader) = body_reader(code, f.response) else {
             continue;
         };
         let Ok(read) = reader else { continue };
         let expected = read(&cmd.body, false).unwrap_or_else(|e| panic!("{}: {e}", f.file));
         // The direct read (Java's own form) and the read through a value agree.
         assert_eq!(read(&cmd.body, true), Ok(expected.clone()), "{}", f.file);
-        let (original, write) = document(f.request_code, &cmd.body);
+        let (original, write) = document(code, &cmd.body);
         assert_eq!(
             read(&write(&original), false),
             Ok(expected.clone()),
@@ -274,7 +248,7 @@ fn every_body_fixture_reads_alike_with_numbers_and_booleans_in_either_form() {
             assert_eq!(got, expected, "{} with {what} mutated", f.file);
             variants_read += 1;
         }
-        *checked.entry((f.request_code, f.response)).or_default() += 1;
+        *checked.entry((code, f.response)).or_default() += 1;
     }
     let expected_types = [
         (req::HEART_BEAT, false),
@@ -317,7 +291,7 @@ fn with_header(body: &[u8], header: &Value) -> Bytes {
 #[test]
 fn every_json_header_fixture_reads_alike_with_numbers_and_booleans_in_either_form() {
     let mut headers = 0;
-    for f in fixtures() {
+    for f in index() {
         let raw = split_frame(frame(&f.file)).unwrap();
         if raw.serialize_type != SerializeType::Json {
             continue;
