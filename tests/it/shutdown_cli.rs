@@ -4,18 +4,12 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::process::{free_port_triple, Rng};
+
+/// A port p with p-2 (fast port), p and p+1 (HA port) free, below the ephemeral range, so the
+/// suite's thousands of client connections (tests/it/churn.rs) cannot take it meanwhile.
 fn free_port() -> u16 {
-    // Ports p-2 and p must both be free for a broker (main and fast port).
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port > 1024 && std::net::TcpListener::bind(("127.0.0.1", port - 2)).is_ok() {
-            return port;
-        }
-    }
+    free_port_triple(&mut Rng::seeded())
 }
 
 /// Starts `ringmq <args>` and waits for its start-up line.
