@@ -254,6 +254,13 @@ impl SimStorage {
         state.files.get(id).map(|f| f.current.clone())
     }
 
+    /// What of a file is durable: what a crash now would leave at least.
+    pub fn durable_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state.borrow();
+        let id = state.names.get(path)?;
+        state.files.get(id).map(|f| f.durable.clone())
+    }
+
     /// Overwrites bytes of a file durably (to plant garbage or corruption in tests).
     pub fn write_raw(&self, path: &Path, pos: u64, bytes: &[u8]) {
         self.modify_raw(

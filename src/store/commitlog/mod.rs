@@ -11,6 +11,8 @@
 //! - `recovery`: the forward scan that finds the valid end.
 
 pub(crate) mod appender;
+#[cfg(test)]
+mod pipeline_tests;
 pub(crate) mod recovery;
 pub(crate) mod segment;
 
