@@ -24,8 +24,9 @@ use bytes::{Bytes, BytesMut};
 use super::io::{IoBuffer, Storage, StorageFile};
 use super::tail::Tail;
 
-/// Largest single write a flush issues.
-const WRITE_MAX_BYTES: u64 = 4 << 20;
+/// Largest single write a flush issues; also the largest buffer a log keeps for reuse, so
+/// that a long flush (ASYNC_FLUSH's) writes from one kept buffer chunk after chunk.
+const WRITE_MAX_BYTES: u64 = 1 << 20;
 /// Preallocated logs keep this much of the file past the flushed data written with zeros
 /// (refilled when less than half is left). On ext4 an fdatasync after writing into
 /// fallocate'd (unwritten) blocks must commit the extent conversion to the journal; into
@@ -35,8 +36,6 @@ const WRITE_MAX_BYTES: u64 = 4 << 20;
 const ZERO_AHEAD_BYTES: u64 = 4 << 20;
 /// Zeros ahead are written in chunks of this size from one buffer kept for the purpose.
 const ZERO_CHUNK_BYTES: u64 = 1 << 20;
-/// Largest write buffer a log keeps for reuse.
-const POOLED_BUFFER_MAX_BYTES: usize = 1 << 20;
 
 /// Aligned write buffers a log keeps for reuse, so that a flush does not allocate (and, for
 /// buffers beyond the executor's registered I/O memory, map and later unmap) a fresh one:
@@ -73,7 +72,7 @@ impl<B: IoBuffer> BufferPool<B> {
         let Ok(buf) = Rc::try_unwrap(buf) else {
             return;
         };
-        if self.max == 0 || buf.byte_len() > POOLED_BUFFER_MAX_BYTES {
+        if self.max == 0 || buf.byte_len() as u64 > WRITE_MAX_BYTES {
             return;
         }
         let mut free = self.free.borrow_mut();

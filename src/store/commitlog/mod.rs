@@ -45,8 +45,9 @@ pub fn split_physical(physical: i64) -> (u8, u64) {
     ((raw >> SHARD_SHIFT) as u8, raw & IN_SHARD_MASK)
 }
 
-/// Write buffers the commitlog keeps for reuse (flushes write a few sizes over and over).
-const WRITE_BUFFERS_KEPT: usize = 4;
+/// Write buffers the commitlog keeps for reuse (at most 1 MiB each; flushes write a few
+/// sizes over and over).
+const WRITE_BUFFERS_KEPT: usize = 3;
 
 /// One shard's commitlog.
 pub(crate) struct CommitLog<S: Storage> {
