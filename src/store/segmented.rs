@@ -127,13 +127,22 @@ struct LogState<F> {
     flushed: u64,
     /// A write ([`SegmentedLog::write_pending`]) is in flight.
     writing: bool,
-    /// An fdatasync round ([`SegmentedLog::sync_submitted`]) is in flight.
-    syncing: bool,
+    /// fdatasync rounds ([`SegmentedLog::begin_sync`]) in flight.
+    syncing: usize,
+    /// `submitted` when the newest fdatasync round began.
+    sync_started: u64,
     /// Segments written since the last fdatasync round began (oldest first).
     unsynced: Vec<u64>,
     /// Preallocated logs: how far the segment being written is known written (data or
     /// zeros), as (segment start, offset).
     zeroed: (u64, u64),
+}
+
+/// An fdatasync round in flight: what it makes durable.
+pub(crate) struct SyncRound {
+    /// Everything below this offset was written when the round began.
+    pub target: u64,
+    segments: Vec<u64>,
 }
 
 /// Options of one log.
@@ -172,7 +181,8 @@ impl<S: Storage> SegmentedLog<S> {
                 submitted: 0,
                 flushed: 0,
                 writing: false,
-                syncing: false,
+                syncing: 0,
+                sync_started: 0,
                 unsynced: Vec::new(),
                 zeroed: (u64::MAX, 0),
             }),
@@ -274,10 +284,11 @@ impl<S: Storage> SegmentedLog<S> {
     /// Sets both offsets to `end` and forgets the memory (after recovery or truncation).
     pub(crate) fn set_end(&self, end: u64) {
         let mut st = self.state.borrow_mut();
-        assert!(!st.writing && !st.syncing, "set_end during a flush");
+        assert!(!st.writing && st.syncing == 0, "set_end during a flush");
         st.tail.clear();
         st.written = end;
         st.submitted = end;
+        st.sync_started = end;
         st.flushed = end;
         st.unsynced.clear();
     }
@@ -416,28 +427,59 @@ impl<S: Storage> SegmentedLog<S> {
         Ok(target)
     }
 
-    /// One fdatasync round: makes everything written so far durable (one fdatasync per
-    /// segment written since the last round began) and returns the new `flushed` offset.
-    /// Only writes that completed before the round began count: a write running beside it
-    /// is covered by the next round.
+    /// One fdatasync round, alone: makes everything written so far durable and returns the
+    /// new `flushed` offset.
     pub(crate) async fn sync_submitted(&self) -> io::Result<u64> {
-        let (target, segments) = {
-            let mut st = self.state.borrow_mut();
-            assert!(!st.syncing, "two fdatasync rounds of one log at once");
-            st.syncing = true;
-            (st.submitted, std::mem::take(&mut st.unsynced))
+        let Some(round) = self.begin_sync() else {
+            return Ok(self.flushed());
         };
-        let result = self.sync_segments(&segments).await;
+        let result = self.sync_round(&round).await;
+        self.end_sync(round, result)
+    }
+
+    /// `submitted` when the newest fdatasync round began.
+    pub(crate) fn sync_started(&self) -> u64 {
+        self.state.borrow().sync_started
+    }
+
+    /// Begins an fdatasync round covering every write completed so far (one fdatasync per
+    /// segment written since the previous round began), or `None` when there is nothing new.
+    /// Only writes completed before the round began count: a write running beside it is
+    /// covered by a later round. Rounds may overlap; they must end
+    /// ([`SegmentedLog::end_sync`]) in the order they began.
+    pub(crate) fn begin_sync(&self) -> Option<SyncRound> {
         let mut st = self.state.borrow_mut();
-        st.syncing = false;
+        if st.submitted <= st.sync_started && st.unsynced.is_empty() {
+            return None;
+        }
+        st.syncing += 1;
+        st.sync_started = st.submitted;
+        Some(SyncRound {
+            target: st.submitted,
+            segments: std::mem::take(&mut st.unsynced),
+        })
+    }
+
+    /// Runs the fdatasyncs of a round.
+    pub(crate) async fn sync_round(&self, round: &SyncRound) -> io::Result<()> {
+        self.sync_segments(&round.segments).await
+    }
+
+    /// Ends a round with the outcome of [`SegmentedLog::sync_round`]; on success `flushed`
+    /// moves to its target (every round begun before it has ended successfully, so every
+    /// segment written below the target is synced) and returns it.
+    pub(crate) fn end_sync(&self, round: SyncRound, result: io::Result<()>) -> io::Result<u64> {
+        let mut st = self.state.borrow_mut();
+        st.syncing -= 1;
         if let Err(e) = result {
-            // Not durable. With no write running, the next flush writes everything since
-            // `flushed` again (as a retried flush always did); in any case it syncs these
-            // segments again.
-            if !st.writing {
+            // Not durable. With nothing else in flight, the next flush writes everything
+            // since `flushed` again (as a retried flush always did); in any case it syncs
+            // these segments again.
+            if !st.writing && st.syncing == 0 {
                 st.submitted = st.flushed;
+                st.sync_started = st.flushed;
             }
-            let later = std::mem::replace(&mut st.unsynced, segments);
+            let later = std::mem::replace(&mut st.unsynced, round.segments);
             for seg in later {
                 if !st.unsynced.contains(&seg) {
                     st.unsynced.push(seg);
@@ -445,7 +487,7 @@ impl<S: Storage> SegmentedLog<S> {
             }
             return Err(e);
         }
-        st.flushed = st.flushed.max(target);
+        st.flushed = st.flushed.max(round.target);
         let flushed = st.flushed;
         st.tail.evict(flushed, self.opts.hot_bytes);
         Ok(flushed)

@@ -5,11 +5,11 @@
 //! patches the record and copies it into the in-memory tail. Nothing waits for I/O there.
 //!
 //! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH it is pipelined
-//! group commit, two loops that keep the device busy: the writer wakes on `written_watch`,
-//! writes everything appended so far and advances `submitted_watch`; the syncer wakes on
-//! that, runs one fdatasync per segment written since its last round and advances
-//! `flushed_watch` to what was written when the round began, which releases every append
-//! those writes carried. One write and one fdatasync round may be in flight at once, so
+//! group commit that keeps the device busy: the writer wakes on `written_watch`, writes
+//! everything appended so far and advances `submitted_watch`; a syncer wakes on that, runs
+//! one fdatasync per segment written since the previous round began and advances
+//! `flushed_watch` to what was written when its round began, which releases every append
+//! those writes carried. One write and up to two fdatasync rounds are in flight at once, so
 //! appends arriving during an fdatasync are written at once and go into the very next round
 //! (no timer). Under ASYNC_FLUSH one write-and-fdatasync round runs every
 //! `flushIntervalCommitLog`. A failed write or fdatasync fails every waiter and marks the
@@ -264,7 +264,12 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
     // first of two concurrent creations).
     let preallocating = Rc::new(Cell::new(false));
     let Some(interval) = interval else {
-        future::zip(run_writer(&log, &preallocating), run_syncer(&log)).await;
+        let (ended, next_round) = (OffsetWatch::new(0), Cell::new(0));
+        let syncers = future::zip(
+            run_syncer(&log, &ended, &next_round),
+            run_syncer(&log, &ended, &next_round),
+        );
+        future::zip(run_writer(&log, &preallocating), syncers).await;
         return;
     };
     loop {
@@ -307,23 +312,45 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
     }
 }
 
-/// SYNC_FLUSH's group commit: whenever written data is not yet durable (and its previous
-/// round is done), one fdatasync round covering every write completed before it began; then
-/// `flushed_watch` releases the puts whose bytes those writes carried. A put is therefore
-/// acknowledged only after an fdatasync that started after its bytes were written.
-async fn run_syncer<S: Storage>(log: &Rc<CommitLog<S>>) {
+/// SYNC_FLUSH's group commit, run twice side by side (so up to two rounds are in flight: the
+/// next round's fdatasync is issued as soon as its write completed, and the kernel starts its
+/// device flush the moment the current one ends, with no trip through this executor in
+/// between). Whenever data was written since the newest round began, one of them begins a
+/// round covering every write completed before it (one fdatasync per segment written since
+/// the previous round began). Rounds end in the order they began (`ended` counts them;
+/// `next_round` numbers them): then `flushed_watch` releases the puts whose bytes those writes
+/// carried. A put is therefore acknowledged only after fdatasyncs that started after its
+/// bytes were written.
+async fn run_syncer<S: Storage>(
+    log: &Rc<CommitLog<S>>,
+    ended: &OffsetWatch,
+    next_round: &Cell<u64>,
+) {
     loop {
-        let next = log.flushed() + 1;
+        let next = log.log.sync_started() + 1;
         if !log.wait_for_turn(&log.submitted_watch, next).await {
             return;
         }
-        match log.log.sync_submitted().await {
+        let Some(round) = log.log.begin_sync() else {
+            continue; // the other syncer took it
+        };
+        let seq = next_round.get();
+        next_round.set(seq + 1);
+        let result = log.log.sync_round(&round).await;
+        if ended.wait_for(seq).await.is_err() || log.failure.borrow().is_some() {
+            // A write or an earlier round failed: the commitlog is unwritable.
+            ended.close();
+            return;
+        }
+        match log.log.end_sync(round, result) {
             Ok(end) => log.synced(end),
             Err(e) => {
                 log.fail(e);
+                ended.close();
                 return;
             }
         }
+        ended.advance(seq + 1);
     }
 }
 

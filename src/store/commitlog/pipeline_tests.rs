@@ -111,7 +111,8 @@ fn a_crash_between_a_write_and_its_fdatasync_loses_nothing_acknowledged() {
             let store = open(&sim, &clock, &cfg).await;
             // Writes and fdatasyncs of different lengths, so that crashes land in every
             // phase: during a write, between a write and the round covering it, during a
-            // round, and with a write running beside a round.
+            // round, with a write running beside a round, and (past the first few seeds)
+            // after segments rolled over.
             sim.set_faults(slow_commitlog(seed % 3, 1 + seed % 5));
             let acked: Rc<RefCell<Vec<(i64, usize)>>> = Rc::default();
             let next = Rc::new(Cell::new(0usize));
@@ -139,7 +140,7 @@ fn a_crash_between_a_write_and_its_fdatasync_loses_nothing_acknowledged() {
                 .collect();
             // The power goes after a number of acknowledgements that depends on the seed, at
             // a moment that depends on it too.
-            while acked.borrow().len() < 10 + seed as usize * 4 {
+            while acked.borrow().len() < 10 + seed as usize * 25 {
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
             glommio::timer::sleep(Duration::from_micros(seed * 397 % 3_000)).await;
