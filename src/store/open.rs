@@ -143,6 +143,7 @@ impl<S: Storage> MessageStore<S> {
         let last_ts = last_ts.max(checkpoint.map_or(0, |c| c.last_store_timestamp));
         cl.last_store_timestamp.set(last_ts);
         cl.written_watch.advance(end);
+        cl.submitted_watch.advance(end);
         cl.flushed_watch.advance(end);
         self.write_checkpoint().await
     }
