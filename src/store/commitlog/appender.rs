@@ -19,8 +19,13 @@ use futures_lite::future;
 use super::segment::{blank_record, needs_rollover};
 use super::{to_physical, CommitLog};
 use crate::message::record::{patch, RecordSlots, BLANK_RECORD_BYTES};
-use crate::store::error::{StoreError, StoreResult};
+use crate::store::error::{is_no_space, StoreError, StoreResult};
 use crate::store::io::Storage;
+
+/// First pause before a flush that ran out of space is tried again; it doubles up to
+/// [`NO_SPACE_RETRY_MAX`].
+const NO_SPACE_RETRY_MIN: Duration = Duration::from_millis(50);
+const NO_SPACE_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,13 +129,33 @@ impl<S: Storage> CommitLog<S> {
     }
 
     /// One flush round: writes and fdatasyncs everything appended so far, then releases the
-    /// waiters it covered. On error the commitlog becomes unwritable and every waiter fails.
+    /// waiters it covered. When the file system is out of space before anything was synced
+    /// (ENOSPC creating a segment or writing), appends are refused with `NoSpace` and the
+    /// waiters keep waiting: the bytes are still in memory and the next round retries them.
+    /// On any other error (a failed fdatasync above all) the commitlog becomes unwritable for
+    /// good and every waiter fails.
     pub(crate) async fn flush_once(&self) -> StoreResult<u64> {
         match self.log.flush().await {
             Ok(target) => {
                 self.flush_rounds.set(self.flush_rounds.get() + 1);
                 self.flushed_watch.advance(target);
+                if self.no_space.borrow_mut().take().is_some() {
+                    let dir = self.log.dir().display().to_string();
+                    tracing::warn!(%dir, "commitlog flushed again after running out of space: \
+                        accepting writes");
+                }
                 Ok(target)
+            }
+            Err(e) if is_no_space(&e) => {
+                let dir = self.log.dir().display().to_string();
+                let reason = format!("flushing commitlog {dir}: {e}");
+                if let Some(suppressed) = self.log_now("commitlog-no-space") {
+                    tracing::error!(%reason, suppressed, "disk full: refusing writes until \
+                        the commitlog can be flushed (retrying)");
+                }
+                *self.no_space.borrow_mut() = Some(reason.clone());
+                self.note_space_short();
+                Err(StoreError::NoSpace { reason })
             }
             Err(e) => {
                 let dir = self.log.dir().display().to_string();
@@ -143,21 +168,44 @@ impl<S: Storage> CommitLog<S> {
         }
     }
 
-    /// Creates the segment after the one being written, if missing, so rollover finds it
-    /// ready. A failure is only logged: the flush that needs the file reports it.
+    /// Whether the segment after the one being written is still to be created.
     fn next_segment_missing(&self) -> bool {
         let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
         self.log.file(next).is_none()
     }
 
-    async fn preallocate_next(&self) {
+    /// Creates the segment after the one being written, if missing, so rollover finds it
+    /// ready; `false` if that failed (logged once per interval; a full file system also makes
+    /// retention measure it at once). The flush that needs the file reports it.
+    async fn preallocate_next(&self) -> bool {
         let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
         if self.log.file(next).is_some() {
-            return;
+            return true;
         }
-        if let Err(e) = self.log.file_for_write(next).await {
-            tracing::warn!(segment = next, error = %e, "cannot preallocate the next segment");
+        let Err(e) = self.log.file_for_write(next).await else {
+            return true;
+        };
+        if is_no_space(&e) {
+            self.note_space_short();
         }
+        if let Some(suppressed) = self.log_now("preallocate") {
+            tracing::warn!(segment = next, error = %e, suppressed,
+                "cannot preallocate the next segment (retrying)");
+        }
+        false
+    }
+
+    /// Sleeps `pause`; `false` if the store stops first.
+    pub(crate) async fn pause(&self, pause: Duration) -> bool {
+        let stop = async {
+            let _ = self.stop.wait_for(1).await;
+            false
+        };
+        let sleep = async {
+            glommio::timer::sleep(pause).await;
+            true
+        };
+        future::or(stop, sleep).await
     }
 
     /// Resolves `true` when there is unflushed data, `false` when the store stops.
@@ -227,6 +275,7 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
     // go on meanwhile. The segment file handle is shared safely (`file_for_write` keeps the
     // first of two concurrent creations).
     let preallocating = Rc::new(std::cell::Cell::new(false));
+    let mut retry = NO_SPACE_RETRY_MIN;
     loop {
         if let Some(interval) = interval {
             if !log.sleep_unless_stopped(interval).await {
@@ -236,14 +285,27 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
         if !log.wait_for_work().await {
             break;
         }
-        if log.flush_once().await.is_err() {
-            break;
+        match log.flush_once().await {
+            Ok(_) => retry = NO_SPACE_RETRY_MIN,
+            // Out of space: the same bytes again after a pause (doubling up to a second);
+            // puts are refused meanwhile, so nothing else waits on this loop.
+            Err(StoreError::NoSpace { .. }) => {
+                if !log.pause(retry).await {
+                    break;
+                }
+                retry = (retry * 2).min(NO_SPACE_RETRY_MAX);
+                continue;
+            }
+            Err(_) => break,
         }
         if !preallocating.get() && log.next_segment_missing() {
             preallocating.set(true);
             let (log, preallocating) = (Rc::clone(&log), Rc::clone(&preallocating));
             glommio::spawn_local(async move {
-                log.preallocate_next().await;
+                // After a failure the next attempt waits a while (not one per flush).
+                if !log.preallocate_next().await {
+                    log.pause(NO_SPACE_RETRY_MAX).await;
+                }
                 preallocating.set(false);
             })
             .detach();

@@ -29,7 +29,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::sync::Semaphore;
 
-use super::commitlog::{CommitLog, DiskFullMark};
+use super::commitlog::DiskFullMark;
 use super::error::{StoreError, StoreResult};
 use super::io::{DiskUsage, Storage, StorageFile};
 use super::{to_physical, MessageStore};
@@ -248,7 +248,7 @@ impl<S: Storage> MessageStore<S> {
         let mut deleted = Vec::with_capacity(starts.len());
         let min_before = cl.min_offset();
         for (i, &start) in starts.iter().enumerate() {
-            if i > 0 && !pause.is_zero() && !sleep_unless_stopped(cl, pause).await {
+            if i > 0 && !pause.is_zero() && !cl.pause(pause).await {
                 break;
             }
             let path = cl.log.path_of(start);
@@ -301,43 +301,47 @@ impl<S: Storage> MessageStore<S> {
     }
 }
 
-/// Sleeps `pause`; `false` if the store stops first.
-async fn sleep_unless_stopped<S: Storage>(cl: &CommitLog<S>, pause: Duration) -> bool {
-    let stop = async {
-        let _ = cl.stop.wait_for(1).await;
-        false
-    };
-    let sleep = async {
-        glommio::timer::sleep(pause).await;
-        true
-    };
-    future::or(stop, sleep).await
-}
+/// How often the disk is measured again while writes are refused for lack of space, when
+/// `cleanResourceInterval` is longer: writes resume within about this long of space coming
+/// back.
+const SHORT_SPACE_RECHECK: Duration = Duration::from_secs(1);
 
-/// The retention task: a pass every `cleanResourceInterval`, or at once after a manual
-/// trigger (also one made before the task first ran), until the store closes. Failures are
-/// logged and retried next pass.
+/// The retention task: a pass every `cleanResourceInterval` (every second while writes are
+/// refused for lack of space), at once after a manual trigger (also one made before the task
+/// first ran), and at once when a write meets a full file system, until the store closes.
+/// Failures are logged (once per interval) and retried next pass.
 pub(crate) async fn run<S: Storage>(store: MessageStore<S>) {
     let inner = &store.inner;
+    let cl = &inner.commitlog;
     let interval = Duration::from_millis(inner.cfg.retention.clean_resource_interval_ms);
     let state = &inner.retention;
-    let mut handled = 0;
+    let (mut handled, mut short_seen) = (0, 0);
     loop {
         let stop = async {
-            let _ = inner.commitlog.stop.wait_for(1).await;
+            let _ = cl.stop.wait_for(1).await;
             false
+        };
+        let short = cl.disk_full.get().is_some() || cl.no_space.borrow().is_some();
+        let period = match short {
+            true => interval.min(SHORT_SPACE_RECHECK),
+            false => interval,
         };
         let tick = async {
             let woken = async {
                 let _ = state.wake.wait_for(handled + 1).await;
             };
-            future::or(glommio::timer::sleep(interval), woken).await;
+            let space_short = async {
+                let _ = cl.space_short.wait_for(short_seen + 1).await;
+            };
+            let timer = glommio::timer::sleep(period);
+            future::or(timer, future::or(woken, space_short)).await;
             true
         };
         if !future::or(stop, tick).await {
             return;
         }
         handled = state.wake.get();
+        short_seen = cl.space_short.get();
         match store.clean_expired_files().await {
             Ok(r) if !r.deleted_segments.is_empty() => tracing::info!(
                 segments = r.deleted_segments.len(),
@@ -347,7 +351,11 @@ pub(crate) async fn run<S: Storage>(store: MessageStore<S>) {
                 "retention pass"
             ),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "retention pass failed; will retry"),
+            Err(e) => {
+                if let Some(suppressed) = cl.log_now("retention") {
+                    tracing::error!(error = %e, suppressed, "retention pass failed; will retry");
+                }
+            }
         }
     }
 }
