@@ -131,7 +131,9 @@ impl<S: Storage> MessageStore<S> {
             state.manual_passes.set(state.manual_passes.get() - 1);
         }
         self.mark_disk(decision.disk_full, usage);
-        let deleted = self.delete_segments(&decision.delete).await?;
+        let deleted = self
+            .delete_segments(&decision.delete, decision.forced)
+            .await?;
         let (deleted_queue_files, deleted_index_files) = self.clean_queues_and_index().await?;
         let mut usage = usage;
         if !deleted.is_empty() {
@@ -241,7 +243,9 @@ impl<S: Storage> MessageStore<S> {
 
     /// Deletes the given oldest segments, pausing `deleteCommitLogFilesInterval` between two;
     /// stops early when the store closes. Returns the physical offsets of the deleted ones.
-    async fn delete_segments(&self, starts: &[u64]) -> StoreResult<Vec<i64>> {
+    /// `forced`: the disk is over the force-clean ratio and segments go whatever their age
+    /// (said in the log: their messages are gone before `fileReservedTime`).
+    async fn delete_segments(&self, starts: &[u64], forced: bool) -> StoreResult<Vec<i64>> {
         let cl = &self.inner.commitlog;
         let pause =
             Duration::from_millis(self.inner.cfg.retention.delete_commitlog_files_interval_ms);
@@ -256,7 +260,13 @@ impl<S: Storage> MessageStore<S> {
                 .remove_oldest(start)
                 .await
                 .map_err(|e| StoreError::io("removing", &path, e))?;
-            tracing::info!(path = %path.display(), "deleted expired commitlog segment");
+            if forced {
+                let ratio = self.inner.cfg.retention.clean_forcibly_ratio_percent;
+                tracing::warn!(path = %path.display(), "deleted commitlog segment whatever its \
+                    age: the disk is over {ratio}% full and cleanFileForciblyEnable=true");
+            } else {
+                tracing::info!(path = %path.display(), "deleted expired commitlog segment");
+            }
             deleted.push(to_physical(self.inner.cfg.shard, start));
             assert!(cl.min_offset() > start && cl.min_offset() <= cl.flushed());
         }
