@@ -11,6 +11,7 @@ mod broker_crash;
 mod broker_delay;
 mod broker_quirks;
 mod broker_transaction;
+mod chaos;
 mod churn;
 mod dashboard;
 mod dashboard_browser;
