@@ -20,7 +20,7 @@ use ringmq::remoting::response;
 
 use crate::harness::TestNamesrv;
 use crate::process::{
-    free_port_triple, log_tail, verify_acked, write_broker_config, BrokerProcess, Rng,
+    free_port_triple, log_tail, test_body, verify_acked, write_broker_config, BrokerProcess, Rng,
 };
 
 const TOPIC: &str = "CrashBrokerTopic";
@@ -33,10 +33,7 @@ static NOT_ACKNOWLEDGED: AtomicUsize = AtomicUsize::new(0);
 
 /// The body of message `id`: its id, then a filler whose length and bytes derive from it.
 fn payload(id: u64) -> Vec<u8> {
-    let mut body = format!("crash-{id}-").into_bytes();
-    let len = 16 + (id * 7919 % 1500) as usize;
-    body.extend((0..len).map(|i| b'a' + ((id as usize + i) % 26) as u8));
-    body
+    test_body("crash", id, 16, 1500)
 }
 
 /// An acknowledged send.

@@ -33,7 +33,9 @@ use ringmq::remoting::response;
 
 use crate::disk_full::{fill, loop_fs_or_skip, write_config};
 use crate::harness::TestNamesrv;
-use crate::process::{free_port_triple, log_tail, write_broker_config, BrokerProcess, Rng};
+use crate::process::{
+    free_port_triple, log_tail, pull_queue, test_body, write_broker_config, BrokerProcess, Rng,
+};
 
 const TOPIC: &str = "ChaosTopic";
 const QUEUES: i32 = 4;
@@ -44,10 +46,7 @@ const RECOVERY_MAX: Duration = Duration::from_secs(60);
 
 /// Message `id`'s body: the id first (so a stored body names its message), then a filler.
 fn payload(id: u64) -> Vec<u8> {
-    let mut body = format!("chaos-{id}-").into_bytes();
-    let len = 200 + (id * 7919 % 1800) as usize;
-    body.extend((0..len).map(|i| b'a' + ((id as usize + i) % 26) as u8));
-    body
+    test_body("chaos", id, 200, 1800)
 }
 
 fn id_of(body: &[u8]) -> Option<u64> {
@@ -153,37 +152,20 @@ impl Tally {
         count
     }
 
-    /// Pulls every queue from 0 and counts lost and duplicated messages.
+    /// Pulls every queue from 0 and counts lost and duplicated messages (an offset twice or
+    /// skipped fails the pull's own checks at once).
     fn audit(&mut self, addr: &str, log: &Path) {
         let mut conn = Connection::connect(addr, CALL_TIMEOUT).expect("connect to audit");
         let mut seen: BTreeSet<u64> = BTreeSet::new();
         for queue in 0..QUEUES {
-            let mut stored: Vec<Vec<u8>> = Vec::new();
-            loop {
-                let offset = stored.len() as i64;
-                let pulled = conn
-                    .pull("chaos_audit", TOPIC, queue, offset, 32, "*", 0)
-                    .unwrap_or_else(|e| panic!("pull {queue}@{offset}: {e}"));
-                match pulled.code {
-                    response::SUCCESS => {
-                        for m in pulled.messages {
-                            if m.queue_offset != stored.len() as i64 {
-                                self.duplicated += 1; // an offset twice or skipped
-                            }
-                            if let Some(id) = id_of(&m.body) {
-                                if !seen.insert(id) {
-                                    self.duplicated += 1; // one message at two offsets
-                                }
-                            }
-                            stored.push(m.body);
-                        }
-                    }
-                    response::PULL_NOT_FOUND => break,
-                    code => panic!("pull {queue}@{offset} answered {code}:\n{}", log_tail(log)),
+            let stored = pull_queue(&mut conn, TOPIC, queue, log);
+            for m in &stored {
+                if id_of(&m.body).is_some_and(|id| !seen.insert(id)) {
+                    self.duplicated += 1; // one message at two offsets
                 }
             }
             for (&(_, offset), &id) in self.acked.range((queue, 0)..(queue, i64::MAX)) {
-                if stored.get(offset as usize) != Some(&payload(id)) {
+                if stored.get(offset as usize).map(|m| &m.body) != Some(&payload(id)) {
                     self.lost += 1;
                 }
             }

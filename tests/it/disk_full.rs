@@ -24,7 +24,7 @@ use ringmq::remoting::{request, response, RemotingCommand};
 
 use crate::harness::TestNamesrv;
 use crate::process::{
-    free_port_triple, log_tail, verify_acked, write_broker_config, BrokerProcess, Rng,
+    free_port_triple, log_tail, test_body, verify_acked, write_broker_config, BrokerProcess, Rng,
 };
 
 const TOPIC: &str = "DiskFullTopic";
@@ -149,10 +149,9 @@ pub fn fill(path: &Path) -> u64 {
     written
 }
 
+/// 8 KiB bodies: a segment of the small store fills in a few hundred sends.
 pub fn payload(id: u64) -> Vec<u8> {
-    let mut body = format!("diskfull-{id}-").into_bytes();
-    body.extend((0..BODY_BYTES).map(|i| b'a' + ((id as usize + i) % 26) as u8));
-    body
+    test_body("diskfull", id, BODY_BYTES, 1)
 }
 
 fn message(id: u64) -> OutgoingMessage {

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ringmq::client::broker::PulledMessage;
 use ringmq::client::Connection;
 use ringmq::remoting::response;
 
@@ -104,8 +105,66 @@ pub fn write_broker_config(
     path
 }
 
-/// Pulls every queue of `topic` from 0 and checks: offsets dense from 0, every acknowledged message at its
-/// offset with its body. Returns the number of messages found.
+/// The body of test message `id`: `{tag}-{id}-`, then a filler whose length (`min` plus up to
+/// `spread` bytes) and bytes derive from the id, so a stored body names its message.
+pub fn test_body(tag: &str, id: u64, min: usize, spread: u64) -> Vec<u8> {
+    let mut body = format!("{tag}-{id}-").into_bytes();
+    let len = min + (id * 7919 % spread.max(1)) as usize;
+    body.extend((0..len).map(|i| b'a' + ((id as usize + i) % 26) as u8));
+    body
+}
+
+/// Every message of one queue, pulled from offset 0 until PULL_NOT_FOUND; checks on the way
+/// that queue offsets are dense from 0 and that nextBeginOffset and maxOffset agree.
+pub fn pull_queue(
+    conn: &mut Connection,
+    topic: &str,
+    queue: i32,
+    log: &Path,
+) -> Vec<PulledMessage> {
+    let mut found: Vec<PulledMessage> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "pulling queue {queue} does not end"
+        );
+        let offset = found.len() as i64;
+        let pulled = conn
+            .pull("verify_acked", topic, queue, offset, 32, "*", 0)
+            .unwrap_or_else(|e| panic!("pull queue {queue} at {offset}: {e}"));
+        match pulled.code {
+            response::SUCCESS => {
+                assert!(!pulled.messages.is_empty(), "FOUND without messages");
+                for m in pulled.messages {
+                    assert_eq!(
+                        (m.queue_id, m.queue_offset),
+                        (queue, found.len() as i64),
+                        "queue offsets are not dense"
+                    );
+                    found.push(m);
+                }
+                assert_eq!(
+                    pulled.next_begin_offset,
+                    found.len() as i64,
+                    "nextBeginOffset of queue {queue} skips offsets"
+                );
+            }
+            response::PULL_NOT_FOUND => {
+                assert_eq!(pulled.max_offset, offset, "queue {queue} max offset");
+                return found;
+            }
+            code => panic!(
+                "pull of queue {queue} at {offset} answered {code}:\n{}",
+                log_tail(log)
+            ),
+        }
+    }
+}
+
+/// Pulls every queue of `topic` from 0 and checks: offsets dense from 0, every acknowledged
+/// message (`acked`: (queue, offset) → id) at its offset with its body. Returns the number of
+/// messages found.
 pub fn verify_acked(
     addr: &str,
     topic: &str,
@@ -117,53 +176,19 @@ pub fn verify_acked(
     let mut conn = Connection::connect(addr, Duration::from_secs(5)).expect("connect to verify");
     let mut total = 0;
     for queue in 0..queues {
-        let mut found: Vec<Vec<u8>> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "pulling queue {queue} does not end"
-            );
-            let offset = found.len() as i64;
-            let pulled = conn
-                .pull("verify_acked", topic, queue, offset, 32, "*", 0)
-                .unwrap_or_else(|e| panic!("pull queue {queue} at {offset}: {e}"));
-            match pulled.code {
-                response::SUCCESS => {
-                    assert!(!pulled.messages.is_empty(), "FOUND without messages");
-                    for m in pulled.messages {
-                        assert_eq!(
-                            (m.queue_id, m.queue_offset),
-                            (queue, found.len() as i64),
-                            "queue offsets are not dense"
-                        );
-                        found.push(m.body);
-                    }
-                    assert_eq!(
-                        pulled.next_begin_offset,
-                        found.len() as i64,
-                        "nextBeginOffset of queue {queue} skips offsets"
-                    );
-                }
-                response::PULL_NOT_FOUND => {
-                    assert_eq!(pulled.max_offset, offset, "queue {queue} max offset");
-                    break;
-                }
-                code => panic!(
-                    "pull of queue {queue} at {offset} answered {code}:\n{}",
-                    log_tail(log)
-                ),
-            }
-        }
+        let found = pull_queue(&mut conn, topic, queue, log);
         for (&(_, queue_offset), &id) in acked.range((queue, 0)..(queue, i64::MAX)) {
-            let body = found.get(queue_offset as usize).unwrap_or_else(|| {
-                panic!(
-                    "acknowledged message {id} at queue {queue} offset {queue_offset} is lost: \
-                     the queue holds only {} messages\n{}",
-                    found.len(),
-                    log_tail(log)
-                )
-            });
+            let body = &found
+                .get(queue_offset as usize)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "acknowledged message {id} at queue {queue} offset {queue_offset} is \
+                         lost: the queue holds only {} messages\n{}",
+                        found.len(),
+                        log_tail(log)
+                    )
+                })
+                .body;
             assert!(
                 *body == payload(id),
                 "queue {queue} offset {queue_offset} holds {:?}, not acknowledged message {id}",
