@@ -376,16 +376,27 @@ async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
             },
         )
         .await;
-        // A small blocking write of one JSON file, as Java's ConfigManager does; bounded by the
-        // number of (group, queue) pairs this shard owns.
+        // Encoded here (bounded by the (group, queue) pairs this shard owns), written and
+        // fsynced on a blocking thread: the shard keeps serving while the disk works.
+        let offsets = metadata::encode_for_persist(&path, &*shard.offsets.borrow());
+        let delay = metadata::encode_for_persist(&delay_path, &*shard.delay_offsets.borrow());
+        let (p, d) = (path.clone(), delay_path.clone());
+        let written = glommio::executor()
+            .spawn_blocking(move || {
+                (
+                    offsets.and_then(|bytes| metadata::persist_encoded(&p, &bytes)),
+                    delay.and_then(|bytes| metadata::persist_encoded(&d, &bytes)),
+                )
+            })
+            .await;
         // A failure (a full disk) keeps the offsets in memory and is retried next round;
         // logged once per 10 s with a count.
-        if let Err(e) = metadata::persist(&path, &*shard.offsets.borrow()) {
+        if let Err(e) = written.0 {
             if let Verdict::Log { suppressed } = log.check("consumer") {
                 tracing::error!(error = %e, suppressed, "cannot persist consumer offsets");
             }
         }
-        if let Err(e) = metadata::persist(&delay_path, &*shard.delay_offsets.borrow()) {
+        if let Err(e) = written.1 {
             if let Verdict::Log { suppressed } = log.check("delay") {
                 tracing::error!(error = %e, suppressed, "cannot persist delay offsets");
             }

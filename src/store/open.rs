@@ -90,6 +90,7 @@ impl<S: Storage> MessageStore<S> {
             closed: Cell::new(false),
             unclean_start,
             replica: RefCell::new(None),
+            reads: glommio::sync::Semaphore::new(crate::limits::STORE_READS_IN_FLIGHT_MAX as u64),
         });
         let store = MessageStore { inner };
         store.recover(checkpoint).await?;

@@ -205,6 +205,11 @@ impl<S: Storage> SegmentedLog<S> {
         st.flushed = end;
     }
 
+    /// `[pos, pos + len)` if the in-memory tail holds all of it.
+    pub(crate) fn read_hot(&self, pos: u64, len: usize) -> Option<Bytes> {
+        self.state.borrow().tail.read(pos, len)
+    }
+
     /// Reads `[pos, pos + len)`, which must lie in one segment below `written`.
     pub(crate) async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         let (mem_start, flushed) = {

@@ -198,6 +198,11 @@ impl<S: Storage> CommitLog<S> {
         self.log.flushed()
     }
 
+    /// `len` stored bytes at `pos` if they are all in the in-memory hot tail.
+    pub(crate) fn read_hot(&self, pos: u64, len: usize) -> Option<Bytes> {
+        self.log.read_hot(pos, len)
+    }
+
     /// Reads `len` stored bytes at `pos` (hot tail from memory, the rest from the file).
     pub(crate) async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         self.log.read(pos, len).await
