@@ -26,6 +26,7 @@ use futures_lite::future;
 use glommio::ExecutorJoinHandle;
 
 use crate::config::{self, BrokerConfig};
+use crate::log_limit::{LogLimiter, Verdict};
 use crate::net::{bind, reserve_addr, serve, ServerOptions};
 use crate::protocol::register::TopicConfig;
 use crate::runtime::mesh::{self, ShardMesh};
@@ -362,6 +363,7 @@ async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
     let path = shard_file(&shard.ctx, shard.id, Kind::ConsumerOffset);
     let delay_path = shard_file(&shard.ctx, shard.id, Kind::DelayOffset);
     let interval = Duration::from_millis(shard.ctx.cfg.flush_consumer_offset_interval_ms.max(100));
+    let log = LogLimiter::new(crate::refusal::REFUSAL_LOG_INTERVAL, 2);
     loop {
         let stopping = future::or(
             async {
@@ -387,11 +389,17 @@ async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
                 )
             })
             .await;
+        // A failure (a full disk) keeps the offsets in memory and is retried next round;
+        // logged once per 10 s with a count.
         if let Err(e) = written.0 {
-            tracing::error!(error = %e, "cannot persist consumer offsets");
+            if let Verdict::Log { suppressed } = log.check("consumer") {
+                tracing::error!(error = %e, suppressed, "cannot persist consumer offsets");
+            }
         }
         if let Err(e) = written.1 {
-            tracing::error!(error = %e, "cannot persist delay offsets");
+            if let Verdict::Log { suppressed } = log.check("delay") {
+                tracing::error!(error = %e, suppressed, "cannot persist delay offsets");
+            }
         }
         if stopping {
             return;

@@ -44,7 +44,10 @@ pub(crate) async fn run<S: Storage>(store: MessageStore<S>) {
             store.flush_queues_and_index(least_bytes).await
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "flushing consume queues or index failed; will retry");
+            if let Some(suppressed) = store.inner.commitlog.log_now("queues-and-index") {
+                tracing::error!(error = %e, suppressed,
+                    "flushing consume queues or index failed; will retry");
+            }
         }
     }
 }

@@ -428,17 +428,21 @@ impl<S: Storage> ConsumeQueues<S> {
         Ok(())
     }
 
-    /// Flushes every queue with at least `min_dirty_bytes` unflushed (1 = all dirty ones).
+    /// Flushes every queue with at least `min_dirty_bytes` unflushed (1 = all dirty ones). A
+    /// queue that fails (a full disk) keeps its units in memory for the next round and does
+    /// not hold back the others; the first failure is returned.
     pub(crate) async fn flush(&self, min_dirty_bytes: u64) -> StoreResult<()> {
+        let mut first_error = None;
         for cq in self.all() {
             if cq.dirty_bytes() >= min_dirty_bytes.max(1) {
-                cq.flush().await.map_err(|e| {
-                    StoreError::io("flushing consume queue", self.dir.join(&cq.topic), e)
-                })?;
+                if let Err(e) = cq.flush().await {
+                    let dir = self.dir.join(&cq.topic);
+                    first_error.get_or_insert(StoreError::io("flushing consume queue", dir, e));
+                }
             }
             glommio::yield_if_needed().await;
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 

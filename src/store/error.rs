@@ -20,17 +20,26 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    /// A commitlog flush failed earlier (EIO, ENOSPC, …); the store accepts no more writes
-    /// until it is reopened, so nothing unsynced is ever acknowledged.
+    /// A commitlog flush failed earlier (a failed fdatasync, EIO on a write); the store accepts
+    /// no more writes until it is reopened, so nothing unsynced is ever acknowledged. Running out
+    /// of space is not this: see [`StoreError::NoSpace`].
     #[error("store is not writable: {reason}")]
     Unwritable { reason: String },
+    /// The file system ran out of space (ENOSPC, EDQUOT) before a commitlog flush could write
+    /// or a segment could be created: nothing was lost (the bytes are still in memory), appends
+    /// are refused and the flush is retried in the background until it succeeds. The broker
+    /// answers SERVICE_NOT_AVAILABLE (14).
+    #[error(
+        "the broker's disk is full: {reason}; writes resume by themselves once space is freed"
+    )]
+    NoSpace { reason: String },
     /// The disk holding the store is too full: appends are refused (nothing is stored) until
     /// retention frees space and usage is back at or under `resume_percent`. The broker
     /// answers SERVICE_NOT_AVAILABLE (14).
     #[error(
-        "disk holding {path} is {used_percent}% full (writes stop above {full_percent}%): \
-         writes are refused until usage is at most {resume_percent}%; free space, lower \
-         fileReservedTime or add disk"
+        "the broker's disk is full: {path} is on a disk {used_percent}% full (writes stop \
+         above {full_percent}%): writes are refused until usage is at most {resume_percent}%; \
+         free space, lower fileReservedTime or add disk"
     )]
     DiskFull {
         path: PathBuf,
@@ -90,6 +99,14 @@ impl StoreError {
             source,
         }
     }
+}
+
+/// Whether `e` says the file system has no room (ENOSPC, or EDQUOT for a quota): the operation
+/// did not happen and can be retried once space is freed. Other errors (EIO above all) are not.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
 }
 
 /// Shorthand for results of store functions.

@@ -203,10 +203,13 @@ impl<S: Storage> MessageStore<S> {
         Ok((end, last_ts))
     }
 
-    /// Flushes queues with at least `min_dirty_bytes` unflushed and seals full index maps.
+    /// Flushes queues with at least `min_dirty_bytes` unflushed and seals full index maps. A
+    /// failure of one (a full disk) does not keep the other from being tried; what failed stays
+    /// in memory for the next round.
     pub(crate) async fn flush_queues_and_index(&self, min_dirty_bytes: u64) -> StoreResult<()> {
-        self.inner.queues.flush(min_dirty_bytes).await?;
-        self.inner.index.seal_frozen().await
+        let queues = self.inner.queues.flush(min_dirty_bytes).await;
+        let index = self.inner.index.seal_frozen().await;
+        queues.and(index)
     }
 
     /// Flushes every queue and frozen index map, then writes the checkpoint. The offsets it

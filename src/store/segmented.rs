@@ -110,6 +110,13 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// A failed fdatasync of written data, made opaque: whatever its errno (ENOSPC included), the
+/// kernel may have dropped what it failed to write, so it is never taken for a retryable
+/// lack of space ([`crate::store::error::is_no_space`]); the commitlog stops accepting writes.
+fn fsync_failed(e: io::Error) -> io::Error {
+    io::Error::other(format!("fdatasync failed: {e}"))
+}
+
 fn align_down(v: u64, align: u64) -> u64 {
     v - v % align
 }
@@ -362,6 +369,8 @@ impl<S: Storage> SegmentedLog<S> {
         self.storage.create_dir_all(&self.opts.dir).await?;
         let file = self.storage.open(&self.path_of(start), true).await?;
         if self.opts.preallocate {
+            // A failure (ENOSPC) may leave the file partly allocated: the next attempt goes on
+            // from there, and a restart preallocates a short last segment.
             file.pre_allocate(self.opts.segment_bytes).await?;
             file.fdatasync().await?;
         }
@@ -503,7 +512,7 @@ impl<S: Storage> SegmentedLog<S> {
             let file = self.file(*seg).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("segment {seg} missing"))
             })?;
-            file.fdatasync().await?;
+            file.fdatasync().await.map_err(fsync_failed)?;
         }
         Ok(())
     }

@@ -522,8 +522,136 @@ fn eio_on_write_fails_the_put_and_keeps_acknowledged_records() {
 }
 
 #[test]
-fn enospc_on_write_fails_the_put_and_keeps_acknowledged_records() {
-    io_error_keeps_acknowledged_records(libc::ENOSPC, false);
+fn enospc_on_fsync_still_poisons_the_store() {
+    // A failed fdatasync may have lost what it was syncing, whatever its errno.
+    io_error_keeps_acknowledged_records(libc::ENOSPC, true);
+}
+
+/// Puts until one is refused; returns the refusal.
+async fn put_until_refused(store: &MessageStore<SimStorage>, from: usize) -> StoreError {
+    for i in from..from + 1_000 {
+        let (rec, slots) = record("T", 0, &body_of(i, 300), &props("", &format!("k{i}"), ""));
+        if let Err(e) = store.put(rec, slots, false).await {
+            return e;
+        }
+    }
+    panic!("1,000 puts accepted on a full disk");
+}
+
+/// Waits (bounded) until a put is accepted again after the disk had room again.
+async fn put_when_writable(store: &MessageStore<SimStorage>, i: usize) -> PutResult {
+    for _ in 0..200 {
+        let (rec, slots) = record("T", 0, &body_of(i, 300), &props("", &format!("k{i}"), ""));
+        match store.put(rec, slots, true).await {
+            Ok(r) => return r,
+            Err(StoreError::NoSpace { .. }) => {
+                glommio::timer::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("put after space came back: {e}"),
+        }
+    }
+    panic!("puts still refused 4 s after space came back");
+}
+
+#[test]
+fn enospc_on_the_commitlog_refuses_puts_until_space_returns_without_losing_anything() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(31), SimClock::new(1_000), small_config());
+        cfg.sync_flush_timeout_ms = 200;
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 10, 300).await;
+        // Creating or writing commitlog segments fails with ENOSPC (fsyncs would work).
+        sim.set_faults(SimFaults {
+            write_errno: Some(libc::ENOSPC),
+            path_prefix: Some(PathBuf::from(ROOT).join("commitlog")),
+            ..Default::default()
+        });
+        // The put whose flush meets the full disk is stored but not acknowledged as durable.
+        let (rec, slots) = record("T", 0, &body_of(10, 300), &props("", "k10", ""));
+        let put = store.put(rec, slots, true).await.unwrap();
+        assert_eq!(put.status, PutStatus::FlushDiskTimeout);
+        assert_eq!(put.queue_offset, 10);
+        let err = put_until_refused(&store, 11).await;
+        assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
+        assert!(err.to_string().contains("disk is full"), "{err}");
+        assert!(
+            store.failure().is_none(),
+            "running out of space poisons nothing"
+        );
+        assert_eq!(store.max_offset("T", 0), 11, "nothing refused was stored");
+        // Reads and key lookups go on meanwhile.
+        check_bodies(&read_all(&store, "T").await[..10], 10, 300);
+        let found = store
+            .query_by_key("T", "k3", 10, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        glommio::timer::sleep(Duration::from_millis(300)).await;
+        let (rec, slots) = record("T", 0, b"x", "");
+        assert!(store.put(rec, slots, true).await.is_err(), "still refused");
+        // Space is back: the flusher's retry succeeds and puts are accepted, no reopen.
+        sim.set_faults(SimFaults::default());
+        let after = put_when_writable(&store, 11).await;
+        assert_eq!((after.status, after.queue_offset), (PutStatus::PutOk, 11));
+        assert!(store.flushed_physical_offset() >= store.max_physical_offset());
+        store.close().await.unwrap();
+        // Everything, the put that timed out included, survives a power loss now.
+        sim.crash();
+        let store = open(&sim, &clock, &cfg).await;
+        assert!(!store.was_unclean_start());
+        check_bodies(&read_all(&store, "T").await, 12, 300);
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn enospc_on_queues_and_index_loses_no_entry() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(32), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        // Consume queues and the key index cannot be written; the commitlog can.
+        for dir in ["consumequeue", "index"] {
+            sim.set_faults(SimFaults {
+                write_errno: Some(libc::ENOSPC),
+                path_prefix: Some(PathBuf::from(ROOT).join(dir)),
+                ..Default::default()
+            });
+            let base = store.max_offset("T", 0) as usize;
+            for i in base..base + 200 {
+                let keys = props("", &format!("k{i}"), "");
+                let (rec, slots) = record("T", 0, &body_of(i, 300), &keys);
+                let r = store.put(rec, slots, true).await.unwrap();
+                assert_eq!(
+                    r.status,
+                    PutStatus::PutOk,
+                    "queues and index never block puts"
+                );
+            }
+            // Several background rounds fail meanwhile.
+            glommio::timer::sleep(Duration::from_millis(150)).await;
+            for i in [base, base + 100, base + 199] {
+                let key = format!("k{i}");
+                let found = store.query_by_key("T", &key, 4, 0, i64::MAX).await.unwrap();
+                assert_eq!(found.len(), 1, "key k{i} while {dir} cannot be written");
+                assert_eq!(view(&found[0]).body, &body_of(i, 300)[..]);
+            }
+            check_bodies(&read_all(&store, "T").await, base + 200, 300);
+        }
+        // Space back: the background task writes what it could not; after a power loss the
+        // queues and the index hold every entry (written, or rebuilt from the commitlog).
+        sim.set_faults(SimFaults::default());
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        drop(store);
+        sim.crash();
+        let store = open(&sim, &clock, &cfg).await;
+        check_bodies(&read_all(&store, "T").await, 400, 300);
+        for i in (0..400).step_by(37) {
+            let key = format!("k{i}");
+            let found = store.query_by_key("T", &key, 4, 0, i64::MAX).await.unwrap();
+            assert_eq!(found.len(), 1, "key k{i} after the crash");
+        }
+        store.close().await.unwrap();
+    });
 }
 
 #[test]

@@ -19,7 +19,9 @@ use ringmq::message::properties::{Properties, KEYS, TAGS};
 use ringmq::remoting::response;
 
 use crate::harness::TestNamesrv;
-use crate::process::{free_port_triple, log_tail, BrokerProcess, Rng};
+use crate::process::{
+    free_port_triple, log_tail, test_body, verify_acked, write_broker_config, BrokerProcess, Rng,
+};
 
 const TOPIC: &str = "CrashBrokerTopic";
 const QUEUES: i32 = 4;
@@ -31,10 +33,7 @@ static NOT_ACKNOWLEDGED: AtomicUsize = AtomicUsize::new(0);
 
 /// The body of message `id`: its id, then a filler whose length and bytes derive from it.
 fn payload(id: u64) -> Vec<u8> {
-    let mut body = format!("crash-{id}-").into_bytes();
-    let len = 16 + (id * 7919 % 1500) as usize;
-    body.extend((0..len).map(|i| b'a' + ((id as usize + i) % 26) as u8));
-    body
+    test_body("crash", id, 16, 1500)
 }
 
 /// An acknowledged send.
@@ -125,91 +124,19 @@ fn join_senders(senders: Vec<JoinHandle<Vec<Ack>>>, into: &mut BTreeMap<(i32, i6
     count
 }
 
-/// Pulls every queue from 0 and checks: offsets dense from 0, every acknowledged message at its
-/// offset with its body. Returns the number of messages found.
 fn verify(addr: &str, acked: &BTreeMap<(i32, i64), u64>, log: &Path) -> usize {
-    let mut conn =
-        Connection::connect(addr, CALL_TIMEOUT).expect("connect to the restarted broker");
-    let mut total = 0;
-    for queue in 0..QUEUES {
-        let mut found: Vec<Vec<u8>> = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "pulling queue {queue} does not end"
-            );
-            let offset = found.len() as i64;
-            let pulled = conn
-                .pull("crash_verify", TOPIC, queue, offset, 32, "*", 0)
-                .unwrap_or_else(|e| panic!("pull queue {queue} at {offset}: {e}"));
-            match pulled.code {
-                response::SUCCESS => {
-                    assert!(!pulled.messages.is_empty(), "FOUND without messages");
-                    for m in pulled.messages {
-                        assert_eq!(
-                            (m.queue_id, m.queue_offset),
-                            (queue, found.len() as i64),
-                            "queue offsets are not dense"
-                        );
-                        found.push(m.body);
-                    }
-                    assert_eq!(
-                        pulled.next_begin_offset,
-                        found.len() as i64,
-                        "nextBeginOffset of queue {queue} skips offsets"
-                    );
-                }
-                response::PULL_NOT_FOUND => {
-                    assert_eq!(pulled.max_offset, offset, "queue {queue} max offset");
-                    break;
-                }
-                code => panic!(
-                    "pull of queue {queue} at {offset} answered {code}:\n{}",
-                    log_tail(log)
-                ),
-            }
-        }
-        for (&(_, queue_offset), &id) in acked.range((queue, 0)..(queue, i64::MAX)) {
-            let body = found.get(queue_offset as usize).unwrap_or_else(|| {
-                panic!(
-                    "acknowledged message {id} at queue {queue} offset {queue_offset} is lost: \
-                     the queue holds only {} messages after the restart\n{}",
-                    found.len(),
-                    log_tail(log)
-                )
-            });
-            assert!(
-                *body == payload(id),
-                "queue {queue} offset {queue_offset} holds {:?}, not acknowledged message {id}",
-                String::from_utf8_lossy(&body[..body.len().min(40)])
-            );
-        }
-        total += found.len();
-    }
-    total
+    verify_acked(addr, TOPIC, QUEUES, acked, payload, log)
 }
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("broker.properties");
-    let text = format!(
-        "brokerClusterName=DefaultCluster\n\
-         brokerName=broker-crash\n\
-         brokerId=0\n\
-         brokerRole=ASYNC_MASTER\n\
-         flushDiskType=SYNC_FLUSH\n\
-         brokerIP1=127.0.0.1\n\
-         listenAddress=127.0.0.1\n\
-         listenPort={port}\n\
-         storePathRootDir={}\n\
-         mappedFileSizeCommitLog=67108864\n\
-         shardCount=2\n\
-         autoCreateTopicEnable=true\n\
-         autoCreateSubscriptionGroup=true\n",
-        dir.join("store").display()
-    );
-    std::fs::write(&path, text).expect("write broker.properties");
-    path
+    let store = dir.join("store");
+    write_broker_config(
+        dir,
+        "broker-crash",
+        port,
+        &store,
+        "mappedFileSizeCommitLog=67108864\n",
+    )
 }
 
 #[test]

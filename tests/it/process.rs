@@ -1,6 +1,7 @@
 //! Child processes of the real `ringmq` binary for the crash and replication tests: start,
 //! wait for "boot success", SIGKILL / SIGTERM / SIGSTOP by the child's own PID, reaped on drop.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -9,6 +10,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ringmq::client::broker::PulledMessage;
+use ringmq::client::Connection;
+use ringmq::remoting::response;
 
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -68,6 +73,131 @@ impl Rng {
     pub fn millis(&mut self, from: u64, to: u64) -> Duration {
         Duration::from_millis(from + self.next() % (to - from + 1))
     }
+}
+
+/// Writes `dir/broker.properties` for a SYNC_FLUSH master `name` on 127.0.0.1:`port` with its
+/// store in `store` (2 shards, topics and groups created on first use), plus `extra` lines.
+pub fn write_broker_config(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    store: &Path,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join("broker.properties");
+    let text = format!(
+        "brokerClusterName=DefaultCluster\n\
+         brokerName={name}\n\
+         brokerId=0\n\
+         brokerRole=ASYNC_MASTER\n\
+         flushDiskType=SYNC_FLUSH\n\
+         brokerIP1=127.0.0.1\n\
+         listenAddress=127.0.0.1\n\
+         listenPort={port}\n\
+         storePathRootDir={}\n\
+         shardCount=2\n\
+         autoCreateTopicEnable=true\n\
+         autoCreateSubscriptionGroup=true\n\
+         {extra}",
+        store.display()
+    );
+    std::fs::write(&path, text).expect("write broker.properties");
+    path
+}
+
+/// The body of test message `id`: `{tag}-{id}-`, then a filler whose length (`min` plus up to
+/// `spread` bytes) and bytes derive from the id, so a stored body names its message.
+pub fn test_body(tag: &str, id: u64, min: usize, spread: u64) -> Vec<u8> {
+    let mut body = format!("{tag}-{id}-").into_bytes();
+    let len = min + (id * 7919 % spread.max(1)) as usize;
+    body.extend((0..len).map(|i| b'a' + ((id as usize + i) % 26) as u8));
+    body
+}
+
+/// Every message of one queue, pulled from offset 0 until PULL_NOT_FOUND; checks on the way
+/// that queue offsets are dense from 0 and that nextBeginOffset and maxOffset agree.
+pub fn pull_queue(
+    conn: &mut Connection,
+    topic: &str,
+    queue: i32,
+    log: &Path,
+) -> Vec<PulledMessage> {
+    let mut found: Vec<PulledMessage> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "pulling queue {queue} does not end"
+        );
+        let offset = found.len() as i64;
+        let pulled = conn
+            .pull("verify_acked", topic, queue, offset, 32, "*", 0)
+            .unwrap_or_else(|e| panic!("pull queue {queue} at {offset}: {e}"));
+        match pulled.code {
+            response::SUCCESS => {
+                assert!(!pulled.messages.is_empty(), "FOUND without messages");
+                for m in pulled.messages {
+                    assert_eq!(
+                        (m.queue_id, m.queue_offset),
+                        (queue, found.len() as i64),
+                        "queue offsets are not dense"
+                    );
+                    found.push(m);
+                }
+                assert_eq!(
+                    pulled.next_begin_offset,
+                    found.len() as i64,
+                    "nextBeginOffset of queue {queue} skips offsets"
+                );
+            }
+            response::PULL_NOT_FOUND => {
+                assert_eq!(pulled.max_offset, offset, "queue {queue} max offset");
+                return found;
+            }
+            code => panic!(
+                "pull of queue {queue} at {offset} answered {code}:\n{}",
+                log_tail(log)
+            ),
+        }
+    }
+}
+
+/// Pulls every queue of `topic` from 0 and checks: offsets dense from 0, every acknowledged
+/// message (`acked`: (queue, offset) → id) at its offset with its body. Returns the number of
+/// messages found.
+pub fn verify_acked(
+    addr: &str,
+    topic: &str,
+    queues: i32,
+    acked: &BTreeMap<(i32, i64), u64>,
+    payload: impl Fn(u64) -> Vec<u8>,
+    log: &Path,
+) -> usize {
+    let mut conn = Connection::connect(addr, Duration::from_secs(5)).expect("connect to verify");
+    let mut total = 0;
+    for queue in 0..queues {
+        let found = pull_queue(&mut conn, topic, queue, log);
+        for (&(_, queue_offset), &id) in acked.range((queue, 0)..(queue, i64::MAX)) {
+            let body = &found
+                .get(queue_offset as usize)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "acknowledged message {id} at queue {queue} offset {queue_offset} is \
+                         lost: the queue holds only {} messages\n{}",
+                        found.len(),
+                        log_tail(log)
+                    )
+                })
+                .body;
+            assert!(
+                *body == payload(id),
+                "queue {queue} offset {queue_offset} holds {:?}, not acknowledged message {id}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
+        }
+        total += found.len();
+    }
+    total
 }
 
 /// The last lines of a child's log, for failure messages.

@@ -340,7 +340,8 @@ fn store_failure(e: StoreError) -> Failure {
         StoreError::Unwritable { .. }
         | StoreError::ShutDown
         | StoreError::FlushFailed { .. }
-        | StoreError::DiskFull { .. } => (resp::SERVICE_NOT_AVAILABLE, e.to_string()),
+        | StoreError::DiskFull { .. }
+        | StoreError::NoSpace { .. } => (resp::SERVICE_NOT_AVAILABLE, e.to_string()),
         other => (resp::SYSTEM_ERROR, other.to_string()),
     }
 }

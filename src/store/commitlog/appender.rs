@@ -25,8 +25,13 @@ use super::segment::{blank_record, needs_rollover};
 use super::{to_physical, CommitLog};
 use crate::message::record::{patch, RecordSlots, BLANK_RECORD_BYTES};
 use crate::runtime::OffsetWatch;
-use crate::store::error::{StoreError, StoreResult};
+use crate::store::error::{is_no_space, StoreError, StoreResult};
 use crate::store::io::Storage;
+
+/// First pause before a write that ran out of space is tried again; it doubles up to
+/// [`NO_SPACE_RETRY_MAX`].
+const NO_SPACE_RETRY_MIN: Duration = Duration::from_millis(50);
+const NO_SPACE_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +135,11 @@ impl<S: Storage> CommitLog<S> {
     }
 
     /// One flush round: writes and fdatasyncs everything appended so far, then releases the
-    /// waiters it covered (ASYNC_FLUSH's interval flusher and `close`). On error the commitlog
-    /// becomes unwritable and every waiter fails.
+    /// waiters it covered (ASYNC_FLUSH's interval flusher and `close`). When the file system is
+    /// out of space before anything was synced (ENOSPC creating a segment or writing), appends
+    /// are refused with `NoSpace` and the waiters keep waiting: the bytes are still in memory
+    /// and the next round retries them. On any other error (a failed fdatasync above all) the
+    /// commitlog becomes unwritable for good and every waiter fails.
     pub(crate) async fn flush_once(&self) -> StoreResult<u64> {
         match self.log.flush().await {
             Ok(target) => {
@@ -139,14 +147,35 @@ impl<S: Storage> CommitLog<S> {
                 self.synced(target);
                 Ok(target)
             }
+            Err(e) if is_no_space(&e) => Err(self.out_of_space(e)),
             Err(e) => Err(self.fail(e)),
         }
     }
 
-    /// An fdatasync round made everything below `target` durable: release its waiters.
+    /// An fdatasync round made everything below `target` durable: release its waiters (and
+    /// accept writes again if they were refused for want of space).
     fn synced(&self, target: u64) {
         self.flush_rounds.set(self.flush_rounds.get() + 1);
         self.flushed_watch.advance(target);
+        if self.no_space.borrow_mut().take().is_some() {
+            let dir = self.log.dir().display().to_string();
+            tracing::warn!(%dir, "commitlog flushed again after running out of space: \
+                accepting writes");
+        }
+    }
+
+    /// A write ran out of space: appends are refused (the bytes stay in memory and are
+    /// retried; nothing is acknowledged meanwhile) and retention measures the disk at once.
+    fn out_of_space(&self, e: std::io::Error) -> StoreError {
+        let dir = self.log.dir().display().to_string();
+        let reason = format!("flushing commitlog {dir}: {e}");
+        if let Some(suppressed) = self.log_now("commitlog-no-space") {
+            tracing::error!(%reason, suppressed, "disk full: refusing writes until \
+                the commitlog can be flushed (retrying)");
+        }
+        *self.no_space.borrow_mut() = Some(reason.clone());
+        self.note_space_short();
+        StoreError::NoSpace { reason }
     }
 
     /// A write or fdatasync failed: the commitlog becomes unwritable (a failed fdatasync may
@@ -162,21 +191,44 @@ impl<S: Storage> CommitLog<S> {
         StoreError::Unwritable { reason }
     }
 
-    /// Creates the segment after the one being written, if missing, so rollover finds it
-    /// ready. A failure is only logged: the flush that needs the file reports it.
+    /// Whether the segment after the one being written is still to be created.
     fn next_segment_missing(&self) -> bool {
         let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
         self.log.file(next).is_none()
     }
 
-    async fn preallocate_next(&self) {
+    /// Creates the segment after the one being written, if missing, so rollover finds it
+    /// ready; `false` if that failed (logged once per interval; a full file system also makes
+    /// retention measure it at once). The flush that needs the file reports it.
+    async fn preallocate_next(&self) -> bool {
         let next = self.log.segment_of(self.log.written()) + self.log.segment_bytes();
         if self.log.file(next).is_some() {
-            return;
+            return true;
         }
-        if let Err(e) = self.log.file_for_write(next).await {
-            tracing::warn!(segment = next, error = %e, "cannot preallocate the next segment");
+        let Err(e) = self.log.file_for_write(next).await else {
+            return true;
+        };
+        if is_no_space(&e) {
+            self.note_space_short();
         }
+        if let Some(suppressed) = self.log_now("preallocate") {
+            tracing::warn!(segment = next, error = %e, suppressed,
+                "cannot preallocate the next segment (retrying)");
+        }
+        false
+    }
+
+    /// Sleeps `pause`; `false` if the store stops first.
+    pub(crate) async fn pause(&self, pause: Duration) -> bool {
+        let stop = async {
+            let _ = self.stop.wait_for(1).await;
+            false
+        };
+        let sleep = async {
+            glommio::timer::sleep(pause).await;
+            true
+        };
+        future::or(stop, sleep).await
     }
 
     /// Resolves `true` once `watch` reaches `target`; `false` when the store stops or the
@@ -272,6 +324,7 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
         future::zip(run_writer(&log, &preallocating), syncers).await;
         return;
     };
+    let mut retry = NO_SPACE_RETRY_MIN;
     loop {
         if !log.sleep_unless_stopped(interval).await {
             break;
@@ -279,8 +332,18 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
         if !log.wait_for_work().await {
             break;
         }
-        if log.flush_once().await.is_err() {
-            break;
+        match log.flush_once().await {
+            Ok(_) => retry = NO_SPACE_RETRY_MIN,
+            // Out of space: the same bytes again after a pause (doubling up to a second);
+            // puts are refused meanwhile, so nothing else waits on this loop.
+            Err(StoreError::NoSpace { .. }) => {
+                if !log.pause(retry).await {
+                    break;
+                }
+                retry = (retry * 2).min(NO_SPACE_RETRY_MAX);
+                continue;
+            }
+            Err(_) => break,
         }
         preallocate_soon(&log, &preallocating);
     }
@@ -290,23 +353,37 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
 /// done), writes them all in one go and advances `submitted_watch`. It does not wait for
 /// fdatasync: while [`run_syncer`]'s round is in flight the next appends are already being
 /// written, so that round's end finds them on the file and the next round starts at once.
+/// A write that runs out of space is retried (the same bytes, after a pause doubling up to a
+/// second) while appends are refused; any other write error makes the commitlog unwritable.
 async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<bool>>) {
+    let mut retry = NO_SPACE_RETRY_MIN;
     loop {
         let next = log.log.submitted() + 1;
         if !log.wait_for_turn(&log.written_watch, next).await {
             return;
         }
-        match log.log.write_pending().await {
-            Ok(end) => log.submitted_watch.advance(end),
+        let written = match log.log.write_pending().await {
+            Ok(end) => {
+                log.submitted_watch.advance(end);
+                // Zeros ahead go after the data they precede has been handed to the syncer.
+                log.log.write_zeros_ahead().await
+            }
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => retry = NO_SPACE_RETRY_MIN,
+            Err(e) if is_no_space(&e) => {
+                log.out_of_space(e);
+                if !log.pause(retry).await {
+                    return;
+                }
+                retry = (retry * 2).min(NO_SPACE_RETRY_MAX);
+                continue;
+            }
             Err(e) => {
                 log.fail(e);
                 return;
             }
-        }
-        // Zeros ahead go after the data they precede has been handed to the syncer.
-        if let Err(e) = log.log.write_zeros_ahead().await {
-            log.fail(e);
-            return;
         }
         preallocate_soon(log, preallocating);
     }
@@ -360,7 +437,10 @@ fn preallocate_soon<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
         preallocating.set(true);
         let (log, preallocating) = (Rc::clone(log), Rc::clone(preallocating));
         glommio::spawn_local(async move {
-            log.preallocate_next().await;
+            // After a failure the next attempt waits a while (not one per flush).
+            if !log.preallocate_next().await {
+                log.pause(NO_SPACE_RETRY_MAX).await;
+            }
             preallocating.set(false);
         })
         .detach();

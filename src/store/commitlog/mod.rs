@@ -24,6 +24,7 @@ use bytes::Bytes;
 use super::error::{StoreError, StoreResult};
 use super::io::{Storage, StorageFile};
 use super::segmented::{LogOptions, SegmentedLog};
+use crate::log_limit::{LogLimiter, Verdict};
 use crate::runtime::OffsetWatch;
 
 /// Bits of a physical offset below the shard number.
@@ -76,7 +77,19 @@ pub(crate) struct CommitLog<S: Storage> {
     pub(crate) early_flush_bytes: u64,
     /// Set by retention while the disk is too full to accept appends.
     pub(crate) disk_full: Cell<Option<DiskFullMark>>,
+    /// Why the last flush could not write (the file system is out of space): appends are
+    /// refused and the flusher retries until a flush succeeds. Unlike `failure`, nothing is
+    /// lost and no restart is needed.
+    pub(crate) no_space: RefCell<Option<String>>,
+    /// Advanced whenever a write or a segment creation meets a full file system; retention
+    /// measures the disk again at once.
+    pub(crate) space_short: OffsetWatch,
+    /// Repeated store warnings (no space, failed background flushes): once per interval.
+    pub(crate) log_limit: LogLimiter<&'static str>,
 }
+
+/// How often one repeated store warning is logged (with the count of those not logged).
+pub(crate) const STORE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why appends are refused while the disk is full: its usage when last measured, and the
 /// thresholds that set and clear the mark.
@@ -119,6 +132,9 @@ impl<S: Storage> CommitLog<S> {
             flush_rounds: Cell::new(0),
             early_flush_bytes,
             disk_full: Cell::new(None),
+            no_space: RefCell::new(None),
+            space_short: OffsetWatch::new(0),
+            log_limit: LogLimiter::new(STORE_LOG_INTERVAL, 16),
         }
     }
 
@@ -220,7 +236,26 @@ impl<S: Storage> CommitLog<S> {
                 resume_percent: mark.resume_percent,
             });
         }
+        if let Some(reason) = self.no_space.borrow().as_ref() {
+            return Err(StoreError::NoSpace {
+                reason: reason.clone(),
+            });
+        }
         Ok(())
+    }
+
+    /// Whether to log one occurrence of the repeated condition `key` now: `Some(count of
+    /// occurrences not logged since the last line)` once per [`STORE_LOG_INTERVAL`].
+    pub(crate) fn log_now(&self, key: &'static str) -> Option<u64> {
+        match self.log_limit.check(key) {
+            Verdict::Log { suppressed } => Some(suppressed),
+            Verdict::Quiet => None,
+        }
+    }
+
+    /// Notes that the file system is out of space (retention measures it at once).
+    pub(crate) fn note_space_short(&self) {
+        self.space_short.advance(self.space_short.get() + 1);
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::sync::Semaphore;
 
-use super::commitlog::{CommitLog, DiskFullMark};
+use super::commitlog::DiskFullMark;
 use super::error::{StoreError, StoreResult};
 use super::io::{DiskUsage, Storage, StorageFile};
 use super::{to_physical, MessageStore};
@@ -131,7 +131,9 @@ impl<S: Storage> MessageStore<S> {
             state.manual_passes.set(state.manual_passes.get() - 1);
         }
         self.mark_disk(decision.disk_full, usage);
-        let deleted = self.delete_segments(&decision.delete).await?;
+        let deleted = self
+            .delete_segments(&decision.delete, decision.forced)
+            .await?;
         let (deleted_queue_files, deleted_index_files) = self.clean_queues_and_index().await?;
         let mut usage = usage;
         if !deleted.is_empty() {
@@ -241,14 +243,16 @@ impl<S: Storage> MessageStore<S> {
 
     /// Deletes the given oldest segments, pausing `deleteCommitLogFilesInterval` between two;
     /// stops early when the store closes. Returns the physical offsets of the deleted ones.
-    async fn delete_segments(&self, starts: &[u64]) -> StoreResult<Vec<i64>> {
+    /// `forced`: the disk is over the force-clean ratio and segments go whatever their age
+    /// (said in the log: their messages are gone before `fileReservedTime`).
+    async fn delete_segments(&self, starts: &[u64], forced: bool) -> StoreResult<Vec<i64>> {
         let cl = &self.inner.commitlog;
         let pause =
             Duration::from_millis(self.inner.cfg.retention.delete_commitlog_files_interval_ms);
         let mut deleted = Vec::with_capacity(starts.len());
         let min_before = cl.min_offset();
         for (i, &start) in starts.iter().enumerate() {
-            if i > 0 && !pause.is_zero() && !sleep_unless_stopped(cl, pause).await {
+            if i > 0 && !pause.is_zero() && !cl.pause(pause).await {
                 break;
             }
             let path = cl.log.path_of(start);
@@ -256,7 +260,13 @@ impl<S: Storage> MessageStore<S> {
                 .remove_oldest(start)
                 .await
                 .map_err(|e| StoreError::io("removing", &path, e))?;
-            tracing::info!(path = %path.display(), "deleted expired commitlog segment");
+            if forced {
+                let ratio = self.inner.cfg.retention.clean_forcibly_ratio_percent;
+                tracing::warn!(path = %path.display(), "deleted commitlog segment whatever its \
+                    age: the disk is over {ratio}% full and cleanFileForciblyEnable=true");
+            } else {
+                tracing::info!(path = %path.display(), "deleted expired commitlog segment");
+            }
             deleted.push(to_physical(self.inner.cfg.shard, start));
             assert!(cl.min_offset() > start && cl.min_offset() <= cl.flushed());
         }
@@ -301,43 +311,47 @@ impl<S: Storage> MessageStore<S> {
     }
 }
 
-/// Sleeps `pause`; `false` if the store stops first.
-async fn sleep_unless_stopped<S: Storage>(cl: &CommitLog<S>, pause: Duration) -> bool {
-    let stop = async {
-        let _ = cl.stop.wait_for(1).await;
-        false
-    };
-    let sleep = async {
-        glommio::timer::sleep(pause).await;
-        true
-    };
-    future::or(stop, sleep).await
-}
+/// How often the disk is measured again while writes are refused for lack of space, when
+/// `cleanResourceInterval` is longer: writes resume within about this long of space coming
+/// back.
+const SHORT_SPACE_RECHECK: Duration = Duration::from_secs(1);
 
-/// The retention task: a pass every `cleanResourceInterval`, or at once after a manual
-/// trigger (also one made before the task first ran), until the store closes. Failures are
-/// logged and retried next pass.
+/// The retention task: a pass every `cleanResourceInterval` (every second while writes are
+/// refused for lack of space), at once after a manual trigger (also one made before the task
+/// first ran), and at once when a write meets a full file system, until the store closes.
+/// Failures are logged (once per interval) and retried next pass.
 pub(crate) async fn run<S: Storage>(store: MessageStore<S>) {
     let inner = &store.inner;
+    let cl = &inner.commitlog;
     let interval = Duration::from_millis(inner.cfg.retention.clean_resource_interval_ms);
     let state = &inner.retention;
-    let mut handled = 0;
+    let (mut handled, mut short_seen) = (0, 0);
     loop {
         let stop = async {
-            let _ = inner.commitlog.stop.wait_for(1).await;
+            let _ = cl.stop.wait_for(1).await;
             false
+        };
+        let short = cl.disk_full.get().is_some() || cl.no_space.borrow().is_some();
+        let period = match short {
+            true => interval.min(SHORT_SPACE_RECHECK),
+            false => interval,
         };
         let tick = async {
             let woken = async {
                 let _ = state.wake.wait_for(handled + 1).await;
             };
-            future::or(glommio::timer::sleep(interval), woken).await;
+            let space_short = async {
+                let _ = cl.space_short.wait_for(short_seen + 1).await;
+            };
+            let timer = glommio::timer::sleep(period);
+            future::or(timer, future::or(woken, space_short)).await;
             true
         };
         if !future::or(stop, tick).await {
             return;
         }
         handled = state.wake.get();
+        short_seen = cl.space_short.get();
         match store.clean_expired_files().await {
             Ok(r) if !r.deleted_segments.is_empty() => tracing::info!(
                 segments = r.deleted_segments.len(),
@@ -347,7 +361,11 @@ pub(crate) async fn run<S: Storage>(store: MessageStore<S>) {
                 "retention pass"
             ),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "retention pass failed; will retry"),
+            Err(e) => {
+                if let Some(suppressed) = cl.log_now("retention") {
+                    tracing::error!(error = %e, suppressed, "retention pass failed; will retry");
+                }
+            }
         }
     }
 }

@@ -257,7 +257,7 @@ fn pulls_racing_the_deletion(flushed_at_crash: bool) {
         let t = put_keyed(&store, "T", 0..1500).await;
         let doomed: Vec<u64> = segment_starts(&sim).into_iter().take(4).collect();
         // Segments go but the queues are not yet cleaned (a pass cut short by a crash).
-        store.delete_segments(&doomed).await.unwrap();
+        store.delete_segments(&doomed, false).await.unwrap();
         let clog_min = doomed[3] + cfg.segment_bytes;
         let first_kept = first_at_or_after(&t, clog_min);
         assert!(
