@@ -7,7 +7,17 @@
 //! | [`state`] | the replicated state (groups, replicas, master, epochs, SyncStateSet) and its commands; pure |
 //! | [`liveness`] | broker heartbeats (per controller, not replicated); pure |
 //! | [`log_store`] | the Raft log and snapshot on disk (crc32c per record) and raft-rs's `Storage` over them |
+//! | [`node`] | one controller: the thread driving raft-rs, proposals, applying, the leader's scan |
+//! | [`service`] | the controller request codes (904, 1001..=1013) on that thread |
+//! | [`transport`] | Raft messages between controllers over TCP |
 
 pub mod liveness;
 pub mod log_store;
+pub mod node;
+pub mod service;
 pub mod state;
+pub mod transport;
+
+pub use node::{Controller, ControllerError, ControllerHandle, ControllerOptions, Peer};
+#[cfg(test)]
+mod cluster_tests;
