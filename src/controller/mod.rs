@@ -9,11 +9,13 @@
 //! | [`log_store`] | the Raft log and snapshot on disk (crc32c per record) and raft-rs's `Storage` over them |
 //! | [`node`] | one controller: the thread driving raft-rs, proposals, applying, the leader's scan |
 //! | [`service`] | the controller request codes (904, 1001..=1013) on that thread |
+//! | [`server`] | the remoting side: forwarding from the nameserver, or a server of its own |
 //! | [`transport`] | Raft messages between controllers over TCP |
 
 pub mod liveness;
 pub mod log_store;
 pub mod node;
+pub mod server;
 pub mod service;
 pub mod state;
 pub mod transport;

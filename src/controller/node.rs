@@ -80,6 +80,36 @@ impl ControllerOptions {
             .map(|i| i as u64 + 1)
     }
 
+    /// The options of `config`, for a controller whose remoting server is reached at
+    /// `remoting_addr`.
+    pub fn from_config(
+        config: &crate::config::ControllerConfig,
+        remoting_addr: String,
+    ) -> Result<ControllerOptions, String> {
+        let peers =
+            Self::parse_peers(&config.peers).map_err(|e| format!("controllerDLegerPeers: {e}"))?;
+        let mut config_properties: Vec<(String, String)> = config
+            .to_properties()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        config_properties.sort();
+        Ok(ControllerOptions {
+            group: config.group.clone(),
+            peers,
+            self_name: config.self_id.clone(),
+            store_path: config.store_path.clone(),
+            elect_unclean_master: config.elect_unclean_master,
+            notify_broker_role_changed: config.notify_broker_role_changed,
+            scan_not_active_broker_interval: Duration::from_millis(
+                config.scan_not_active_broker_interval_ms,
+            ),
+            remoting_addr,
+            config_properties,
+        })
+    }
+
     /// Parses `controllerDLegerPeers` (`n0-127.0.0.1:9878;n1-127.0.0.1:9879`).
     pub fn parse_peers(text: &str) -> Result<Vec<Peer>, String> {
         let mut peers: Vec<Peer> = Vec::new();
@@ -136,6 +166,12 @@ pub(super) enum Op {
 #[derive(Clone)]
 pub struct ControllerHandle {
     tx: flume::Sender<Op>,
+}
+
+impl std::fmt::Debug for ControllerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControllerHandle")
+    }
 }
 
 impl ControllerHandle {

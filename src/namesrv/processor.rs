@@ -28,6 +28,9 @@ pub struct ProcessorOptions {
     pub broker_expiry: Duration,
     /// `key=value` lines served by GET_NAMESRV_CONFIG.
     pub config_properties: Vec<(String, String)>,
+    /// The controller embedded in this nameserver (`enableControllerInNamesrv`): its request
+    /// codes are handed to it.
+    pub controller: Option<crate::controller::ControllerHandle>,
 }
 
 /// The nameserver state and its request handling.
@@ -297,6 +300,11 @@ fn identity(request: &RemotingCommand) -> Result<BrokerIdentity, FieldError> {
 
 impl Handler for NamesrvProcessor {
     fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
+        if let Some(controller) = &self.options.controller {
+            if crate::controller::ControllerHandle::serves(request.code) {
+                return crate::controller::server::forward(controller, request);
+            }
+        }
         Reply::Now(Some(self.process(conn.id, conn.peer, &request)))
     }
 
@@ -315,6 +323,7 @@ mod tests {
             order_message_enable: false,
             broker_expiry: Duration::from_secs(120),
             config_properties: Vec::new(),
+            controller: None,
         };
         let processor = NamesrvProcessor::new(KvConfig::load(None).unwrap(), options);
         let peer: SocketAddr = "10.0.0.7:5000".parse().unwrap();

@@ -14,6 +14,7 @@ mod broker_transaction;
 mod churn;
 mod dashboard;
 mod dashboard_browser;
+mod failover;
 mod go_client;
 mod golden;
 mod ha;

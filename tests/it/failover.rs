@@ -1,0 +1,255 @@
+//! The controller of issue 13 as real processes on loopback: three `ringmq controller`s lose
+//! their leader to SIGKILL and keep their state; a nameserver with an embedded controller
+//! serves both protocols; a corrupted controller log is refused at start-up.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ringmq::client::Connection;
+use ringmq::remoting::{request as req, response as resp, RemotingCommand};
+
+use crate::process::{free_port_triple, BrokerProcess, Rng};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn invoke(addr: &str, request: RemotingCommand) -> Option<RemotingCommand> {
+    Connection::connect(addr, TIMEOUT)
+        .ok()?
+        .invoke(request)
+        .ok()
+}
+
+fn must(addr: &str, request: RemotingCommand) -> RemotingCommand {
+    let answer = invoke(addr, request).expect("the controller answers");
+    assert_eq!(answer.code, resp::SUCCESS, "{addr}: {:?}", answer.remark);
+    answer
+}
+
+/// The index of the controller that says it leads, waiting up to `within`.
+fn leader_of(addrs: &[Option<String>], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        for (i, addr) in addrs.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            let meta = invoke(
+                addr,
+                RemotingCommand::request(req::CONTROLLER_GET_METADATA_INFO),
+            );
+            if meta.is_some_and(|m| m.ext("isLeader") == Some("true")) {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no controller leader within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write the config");
+}
+
+/// Registers brokers 1 and 2 of group `b` through the leader at `addr`, heartbeats them to
+/// every controller, elects 1 and puts both in the SyncStateSet.
+fn register_group(addr: &str, all: &[Option<String>]) {
+    for id in 1..=2u64 {
+        let broker = format!("127.0.0.1:{}", 30910 + id);
+        must(
+            addr,
+            RemotingCommand::request(req::CONTROLLER_APPLY_BROKER_ID)
+                .with_ext("clusterName", "c")
+                .with_ext("brokerName", "b")
+                .with_ext("appliedBrokerId", id.to_string())
+                .with_ext("registerCheckCode", format!("{broker};1")),
+        );
+        for a in all.iter().flatten() {
+            must(
+                a,
+                RemotingCommand::request(req::BROKER_HEARTBEAT)
+                    .with_ext("clusterName", "c")
+                    .with_ext("brokerName", "b")
+                    .with_ext("brokerId", id.to_string())
+                    .with_ext("brokerAddr", broker.clone()),
+            );
+        }
+    }
+    let elected = must(
+        addr,
+        RemotingCommand::request(req::CONTROLLER_ELECT_MASTER)
+            .with_ext("clusterName", "c")
+            .with_ext("brokerName", "b")
+            .with_ext("brokerId", "1"),
+    );
+    assert_eq!(elected.ext("masterBrokerId"), Some("1"));
+    let altered = must(
+        addr,
+        RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
+            .with_ext("brokerName", "b")
+            .with_ext("masterBrokerId", "1")
+            .with_ext("masterEpoch", "1")
+            .with_body(br#"{"syncStateSet":[1,2],"syncStateSetEpoch":1}"#.to_vec()),
+    );
+    assert_eq!(altered.ext("newSyncStateSetEpoch"), Some("2"));
+}
+
+#[test]
+fn three_controllers_lose_their_leader_to_sigkill_and_keep_their_state() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let mut rng = Rng::seeded();
+    let ports: Vec<u16> = (0..3).map(|_| free_port_triple(&mut rng)).collect();
+    let peers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("n{i}-127.0.0.1:{}", p + 1))
+        .collect();
+    let config = |i: usize| {
+        let path = dir.path().join(format!("controller-{i}.properties"));
+        write_config(
+            &path,
+            &format!(
+                "listenPort={}\nlistenAddress=127.0.0.1\ncontrollerDLegerGroup=it\ncontrollerDLegerPeers={}\n\
+                 controllerDLegerSelfId=n{i}\ncontrollerStorePath={}\nscanNotActiveBrokerInterval=500\n",
+                ports[i],
+                peers.join(";"),
+                dir.path().join(format!("store-{i}")).display()
+            ),
+        );
+        path
+    };
+    let start = |i: usize| {
+        let path = config(i);
+        let args = [OsStr::new("controller"), OsStr::new("-c"), path.as_os_str()];
+        BrokerProcess::spawn(&args, dir.path().join(format!("controller-{i}.log")))
+    };
+    let mut procs: Vec<Option<BrokerProcess>> = (0..3).map(|i| Some(start(i))).collect();
+    let mut addrs: Vec<Option<String>> = ports
+        .iter()
+        .map(|p| Some(format!("127.0.0.1:{p}")))
+        .collect();
+    let l = leader_of(&addrs, Duration::from_secs(15));
+    let leader_addr = addrs[l].clone().unwrap();
+    register_group(&leader_addr, &addrs);
+
+    // A follower refuses changes and names the leader's remoting address.
+    let follower = addrs[(l + 1) % 3].clone().unwrap();
+    let refused = invoke(
+        &follower,
+        RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "b"),
+    )
+    .unwrap();
+    assert_eq!(refused.code, resp::CONTROLLER_NOT_LEADER);
+    assert!(
+        refused
+            .remark
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&leader_addr),
+        "{:?}",
+        refused.remark
+    );
+
+    // SIGKILL the leader: a new one within a few seconds, with the state.
+    let killed_at = Instant::now();
+    procs[l].as_mut().unwrap().sigkill();
+    procs[l] = None;
+    addrs[l] = None;
+    let l2 = leader_of(&addrs, Duration::from_secs(10));
+    eprintln!(
+        "new controller leader n{l2} after {:?}",
+        killed_at.elapsed()
+    );
+    let info = must(
+        addrs[l2].as_ref().unwrap(),
+        RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "b"),
+    );
+    assert_eq!(info.ext("masterBrokerId"), Some("1"));
+    assert_eq!(info.ext("masterEpoch"), Some("1"));
+    assert_eq!(
+        &info.body[..],
+        br#"{"syncStateSet":[1,2],"syncStateSetEpoch":2}"#
+    );
+    // And it still takes changes (two of three are up).
+    let next = must(
+        addrs[l2].as_ref().unwrap(),
+        RemotingCommand::request(req::CONTROLLER_GET_NEXT_BROKER_ID)
+            .with_ext("clusterName", "c")
+            .with_ext("brokerName", "b"),
+    );
+    assert_eq!(next.ext("nextBrokerId"), Some("3"));
+
+    // The killed controller's log, corrupted on disk, is refused with the file and offset.
+    let log = dir.path().join(format!("store-{l}")).join("raft.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    assert!(bytes.len() > 16, "the killed leader had written its log");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&log, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args([
+            OsStr::new("controller"),
+            OsStr::new("-c"),
+            config(l).as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("raft.log") && stderr.contains("corrupted at offset"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes,
+        "the log is left as it was"
+    );
+}
+
+#[test]
+fn a_nameserver_with_an_embedded_controller_serves_routes_and_controller_codes() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let mut rng = Rng::seeded();
+    let port = free_port_triple(&mut rng);
+    let path = dir.path().join("namesrv.properties");
+    write_config(
+        &path,
+        &format!(
+            "listenPort={port}\nkvConfigPath={}\nenableControllerInNamesrv=true\ncontrollerDLegerGroup=solo\n\
+             controllerDLegerPeers=n0-127.0.0.1:{}\ncontrollerDLegerSelfId=n0\ncontrollerStorePath={}\n",
+            dir.path().join("kv.json").display(),
+            port + 1,
+            dir.path().join("controller").display()
+        ),
+    );
+    let args = [OsStr::new("namesrv"), OsStr::new("-c"), path.as_os_str()];
+    let _namesrv = BrokerProcess::spawn(&args, dir.path().join("namesrv.log"));
+    let addr = format!("127.0.0.1:{port}");
+    let addrs = vec![Some(addr.clone())];
+    assert_eq!(leader_of(&addrs, Duration::from_secs(10)), 0);
+    register_group(&addr, &addrs);
+    let data = must(
+        &addr,
+        RemotingCommand::request(req::CONTROLLER_GET_SYNC_STATE_DATA)
+            .with_body(br#"["b"]"#.to_vec()),
+    );
+    let body: serde_json::Value = serde_json::from_slice(&data.body).unwrap();
+    let group = &body["replicasInfoTable"]["b"];
+    assert_eq!(group["masterBrokerId"], 1);
+    assert_eq!(group["inSyncReplicas"].as_array().unwrap().len(), 2);
+    // The nameserver's own codes still work on the same port.
+    must(
+        &addr,
+        RemotingCommand::request(req::GET_BROKER_CLUSTER_INFO),
+    );
+    // Bad input: a clear refusal.
+    let bad = invoke(
+        &addr,
+        RemotingCommand::request(req::CONTROLLER_ELECT_MASTER),
+    )
+    .unwrap();
+    assert_eq!(bad.code, resp::CONTROLLER_INVALID_REQUEST);
+    assert!(bad.remark.unwrap().contains("brokerName"));
+}
