@@ -373,9 +373,19 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         port_override: None,
         shards: 0,
         config_file: args.config_file.clone(),
+        sync_state: None,
     };
     let name = options.cfg.broker_name.clone();
     let store_root = options.cfg.store_path_root_dir.clone();
+    if options.cfg.enable_controller_mode {
+        // The controllers decide the role; the agent runs the broker in it (and prints the
+        // boot line once it does).
+        let _pid = pid_file(&ringmq::pidfile::broker_pid_path(&store_root));
+        return match ringmq::controller::broker_agent::run(options, shutdown) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("broker", e),
+        };
+    }
     match broker::start(options, shutdown) {
         Ok(handle) => {
             // The PID file first: whoever saw the boot line may run `ringmq shutdown` at once.
@@ -418,6 +428,7 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
         port_override: None,
         shards: 0,
         config_file: args.config_file.clone(),
+        sync_state: None,
     };
     match broker::start(options, shutdown.clone()) {
         Ok(handle) => {

@@ -4,6 +4,7 @@
 //!
 //! | file | owns |
 //! |---|---|
+//! | [`broker_agent`] | a broker in controller mode: identity, heartbeats, role from the controller, lease, SyncStateSet reports |
 //! | [`state`] | the replicated state (groups, replicas, master, epochs, SyncStateSet) and its commands; pure |
 //! | [`liveness`] | broker heartbeats (per controller, not replicated); pure |
 //! | [`log_store`] | the Raft log and snapshot on disk (crc32c per record) and raft-rs's `Storage` over them |
@@ -12,6 +13,7 @@
 //! | [`server`] | the remoting side: forwarding from the nameserver, or a server of its own |
 //! | [`transport`] | Raft messages between controllers over TCP |
 
+pub mod broker_agent;
 pub mod liveness;
 pub mod log_store;
 pub mod node;

@@ -253,3 +253,226 @@ fn a_nameserver_with_an_embedded_controller_serves_routes_and_controller_codes()
     assert_eq!(bad.code, resp::CONTROLLER_INVALID_REQUEST);
     assert!(bad.remark.unwrap().contains("brokerName"));
 }
+
+/// One broker of group "fo" in controller mode.
+struct FoBroker {
+    dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    port: u16,
+    process: Option<BrokerProcess>,
+    runs: u32,
+}
+
+impl FoBroker {
+    fn new(dir: &Path, rng: &mut Rng, controller: &str) -> FoBroker {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port_triple(rng);
+        let config = dir.join("broker.properties");
+        let text = format!(
+            "brokerClusterName=FoCluster\nbrokerName=fo\nbrokerRole=SYNC_MASTER\nflushDiskType=SYNC_FLUSH\n\
+             brokerIP1=127.0.0.1\nbrokerIP2=127.0.0.1\nlistenAddress=127.0.0.1\nlistenPort={port}\n\
+             storePathRootDir={}\nmappedFileSizeCommitLog=67108864\nshardCount=1\nslaveTimeout=2000\n\
+             enableControllerMode=true\ncontrollerAddr={controller}\nsyncBrokerMetadataPeriod=200\n\
+             checkSyncStateSetPeriod=200\nhaMaxTimeSlaveNotCatchup=2000\ncontrollerHeartBeatTimeoutMills=2000\n",
+            dir.join("store").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        FoBroker {
+            dir: dir.to_path_buf(),
+            config,
+            port,
+            process: None,
+            runs: 0,
+        }
+    }
+
+    /// Starts it; returns once it runs in a role (its boot line).
+    fn start(&mut self, namesrv: &str) {
+        self.runs += 1;
+        let log = self.dir.join(format!("broker.{}.log", self.runs));
+        self.process = Some(BrokerProcess::start(&self.config, namesrv, log));
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn replica_info(controller: &str) -> Option<RemotingCommand> {
+    invoke(
+        controller,
+        RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "fo"),
+    )
+    .filter(|a| a.code == resp::SUCCESS)
+}
+
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The master's address in the nameserver's route of `topic` (what a client finds).
+fn routed_master(namesrv: &str, topic: &str) -> Option<String> {
+    let mut ns = ringmq::client::NamesrvClient::connect(namesrv, TIMEOUT).ok()?;
+    let route = ns.route(topic).ok()?;
+    route
+        .broker_datas
+        .iter()
+        .find_map(|b| b.broker_addrs.get(&0).cloned())
+}
+
+#[test]
+fn a_sync_master_killed_under_load_fails_over_to_its_in_sync_slave_losing_nothing() {
+    use std::collections::BTreeMap;
+    const TOPIC: &str = "FoTopic";
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let mut rng = Rng::seeded();
+    // One nameserver with an embedded controller (a single controller: no fault tolerance for
+    // the controller itself, which the three-controller test covers).
+    let port = free_port_triple(&mut rng);
+    let ns_config = dir.path().join("namesrv.properties");
+    write_config(
+        &ns_config,
+        &format!(
+            "listenPort={port}\nkvConfigPath={}\nenableControllerInNamesrv=true\ncontrollerDLegerGroup=fo\n\
+             controllerDLegerPeers=n0-127.0.0.1:{}\ncontrollerDLegerSelfId=n0\ncontrollerStorePath={}\n\
+             scanNotActiveBrokerInterval=200\n",
+            dir.path().join("kv.json").display(),
+            port + 1,
+            dir.path().join("controller").display()
+        ),
+    );
+    let args = [
+        OsStr::new("namesrv"),
+        OsStr::new("-c"),
+        ns_config.as_os_str(),
+    ];
+    let _namesrv = BrokerProcess::spawn(&args, dir.path().join("namesrv.log"));
+    let ns = format!("127.0.0.1:{port}");
+    let mut a = FoBroker::new(&dir.path().join("a"), &mut rng, &ns);
+    let mut b = FoBroker::new(&dir.path().join("b"), &mut rng, &ns);
+    a.start(&ns);
+    b.start(&ns);
+    // a applied first: it is master; b follows; once b caught up both are in the SyncStateSet.
+    eventually(
+        "both replicas in the SyncStateSet",
+        Duration::from_secs(20),
+        || {
+            replica_info(&ns).is_some_and(|i| {
+                i.ext("masterAddress") == Some(a.addr().as_str())
+                    && &i.body[..] == br#"{"syncStateSet":[1,2],"syncStateSetEpoch":2}"#
+            })
+        },
+    );
+
+    // The producer: synchronous sends to the master the route names; on any failure it asks
+    // the route again and resends the same message (a duplicate when the first had landed).
+    let mut acked: BTreeMap<String, ()> = BTreeMap::new();
+    let mut attempts = 0usize;
+    let first_master = a.addr();
+    let mut send_one = |i: usize, acked: &mut BTreeMap<String, ()>| -> bool {
+        attempts += 1;
+        let master = routed_master(&ns, TOPIC).unwrap_or_else(|| first_master.clone());
+        let body = format!("fo-{i}");
+        let sent = Connection::connect(&master, TIMEOUT).and_then(|mut c| {
+            c.send_message("fo_pg", &crate::ha::message(TOPIC, (i % 4) as i32, &body))
+        });
+        match sent {
+            Ok(s) if s.code == resp::SUCCESS => {
+                acked.insert(body, ());
+                true
+            }
+            _ => false,
+        }
+    };
+    for i in 0..200 {
+        assert!(send_one(i, &mut acked), "send {i} before the kill");
+    }
+    // b has the topic (metadata sync) before the kill, as a client expects of a slave.
+    eventually(
+        "the slave to sync the topic",
+        Duration::from_secs(15),
+        || {
+            invoke(
+                &b.addr(),
+                RemotingCommand::request(req::GET_ALL_TOPIC_CONFIG),
+            )
+            .is_some_and(|t| String::from_utf8_lossy(&t.body).contains(TOPIC))
+        },
+    );
+    a.process.as_mut().unwrap().sigkill();
+    let killed = Instant::now();
+    let mut first_ok_after_kill = None;
+    let mut i = 200;
+    while i < 400 {
+        if send_one(i, &mut acked) {
+            if first_ok_after_kill.is_none() {
+                first_ok_after_kill = Some(killed.elapsed());
+            }
+            i += 1;
+        } else {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "no new master takes sends; controller: {:?}\nnamesrv:\n{}\nb:\n{}",
+                replica_info(&ns).map(|i| i.ext_fields),
+                crate::process::log_tail(&dir.path().join("namesrv.log")),
+                crate::process::log_tail(&dir.path().join("b").join("broker.1.log"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let took = first_ok_after_kill.unwrap();
+    eprintln!(
+        "kill -> first SEND_OK on the new master: {took:?} ({attempts} attempts for 400 messages)"
+    );
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    let info = replica_info(&ns).unwrap();
+    assert_eq!(info.ext("masterAddress"), Some(b.addr().as_str()));
+    assert_eq!(info.ext("masterEpoch"), Some("2"));
+
+    // Every acknowledged message is on the new master.
+    let mut conn = Connection::connect(&b.addr(), TIMEOUT).unwrap();
+    let mut found: BTreeMap<String, usize> = BTreeMap::new();
+    for queue in 0..4 {
+        let mut offset = 0;
+        loop {
+            let pulled = conn
+                .pull("fo_cg", TOPIC, queue, offset, 32, "*", 0)
+                .unwrap();
+            if pulled.code != resp::SUCCESS || pulled.messages.is_empty() {
+                break;
+            }
+            for m in &pulled.messages {
+                *found
+                    .entry(String::from_utf8_lossy(&m.body).into())
+                    .or_default() += 1;
+            }
+            offset = pulled.next_begin_offset;
+        }
+    }
+    let lost: Vec<&String> = acked.keys().filter(|k| !found.contains_key(*k)).collect();
+    let duplicates = found.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "acknowledged {}, found {}, duplicates {duplicates}",
+        acked.len(),
+        found.len()
+    );
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+
+    // The old master returns and follows the new one.
+    a.start(&ns);
+    eventually(
+        "the old master to rejoin as an in-sync slave",
+        Duration::from_secs(20),
+        || {
+            replica_info(&ns).is_some_and(|i| {
+                i.ext("masterAddress") == Some(b.addr().as_str())
+                    && serde_json::from_slice::<serde_json::Value>(&i.body)
+                        .is_ok_and(|v| v["syncStateSet"] == serde_json::json!([1, 2]))
+            })
+        },
+    );
+}
