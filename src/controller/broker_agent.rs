@@ -6,7 +6,7 @@
 //!   `address;time` as its register check code) and keeps it in
 //!   `<storePathRootDir>/controller/brokerIdentity`; then CONTROLLER_REGISTER_BROKER.
 //! - Heartbeats (BROKER_HEARTBEAT, with `controllerHeartBeatTimeoutMills`) go to every
-//!   controller every third of the timeout, from their own thread.
+//!   controller every sixth of the timeout, from their own thread.
 //! - Every `syncBrokerMetadataPeriod` it reads the group's master (CONTROLLER_GET_REPLICA_INFO;
 //!   NOTIFY_BROKER_ROLE_CHANGED is not listened for, so this period bounds how late a broker
 //!   learns of a new master). With no master it asks to be elected (CONTROLLER_ELECT_MASTER).
@@ -39,8 +39,6 @@ use crate::runtime::Shutdown;
 use super::service::SyncStateSetBody;
 use crate::ha::SyncStateView;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// What the controller said about the group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct GroupView {
@@ -64,26 +62,29 @@ enum Role {
 struct Controllers {
     addrs: Vec<String>,
     leader: Option<String>,
+    /// Bounds every call, so that the agent's loop (which enforces the lease) never waits on
+    /// a controller for long.
+    timeout: Duration,
 }
 
 impl Controllers {
-    fn invoke(addr: &str, request: RemotingCommand) -> Result<RemotingCommand, String> {
-        Connection::connect(addr, CALL_TIMEOUT)
+    fn invoke(&self, addr: &str, request: RemotingCommand) -> Result<RemotingCommand, String> {
+        Connection::connect(addr, self.timeout)
             .and_then(|mut c| c.invoke(request))
             .map_err(|e| e.to_string())
     }
 
     /// Finds the leader (asking each controller for the metadata).
     fn find_leader(&mut self) -> Option<String> {
-        for addr in &self.addrs {
-            let Ok(meta) = Self::invoke(
-                addr,
+        for addr in self.addrs.clone() {
+            let Ok(meta) = self.invoke(
+                &addr,
                 RemotingCommand::request(req::CONTROLLER_GET_METADATA_INFO),
             ) else {
                 continue;
             };
             if meta.ext("isLeader") == Some("true") {
-                self.leader = Some(addr.clone());
+                self.leader = Some(addr);
                 return self.leader.clone();
             }
         }
@@ -100,7 +101,7 @@ impl Controllers {
                     self.addrs.join(";")
                 ));
             };
-            match Self::invoke(&leader, request.clone()) {
+            match self.invoke(&leader, request.clone()) {
                 Ok(answer) if answer.code == resp::CONTROLLER_NOT_LEADER => self.leader = None,
                 Ok(answer) => return Ok(answer),
                 Err(e) => {
@@ -137,9 +138,12 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .collect();
+    let timeout = Duration::from_millis(cfg.controller_heartbeat_timeout_ms);
+    let lease = timeout / 2;
     let mut controllers = Controllers {
         addrs,
         leader: None,
+        timeout: (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(3)),
     };
     let my_addr = format!(
         "{}:{}",
@@ -149,8 +153,6 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
     let my_id = identity(&cfg, &my_addr, &mut controllers, &shutdown)?;
     tracing::info!(broker_id = my_id, addr = %my_addr, "registered with the controller");
 
-    let timeout = Duration::from_millis(cfg.controller_heartbeat_timeout_ms);
-    let lease = timeout / 2;
     let last_leader_ack = Arc::new(Mutex::new(Instant::now()));
     let stop_heartbeats = Arc::new(AtomicBool::new(false));
     let heartbeats = {
@@ -487,7 +489,7 @@ fn report_sync_state_set(
     view: &GroupView,
     sync_state: &SyncStateView,
 ) -> Result<(), String> {
-    let runtime = Connection::connect(my_addr, CALL_TIMEOUT)
+    let runtime = Connection::connect(my_addr, controllers.timeout)
         .and_then(|mut c| c.invoke(RemotingCommand::request(req::GET_BROKER_RUNTIME_INFO)))
         .map_err(|e| e.to_string())?;
     let table: crate::protocol::route::KvTable =
@@ -563,7 +565,8 @@ fn heartbeat_loop(
     last_leader_ack: Arc<Mutex<Instant>>,
     stop: Arc<AtomicBool>,
 ) {
-    let interval = (timeout / 3).max(Duration::from_millis(100));
+    // Several heartbeats per lease (half the timeout): one slow answer does not fence a master.
+    let interval = (timeout / 6).max(Duration::from_millis(100));
     let mut conns: BTreeMap<String, Connection> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
         let round = Instant::now();

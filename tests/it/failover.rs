@@ -324,49 +324,122 @@ fn routed_master(namesrv: &str, topic: &str) -> Option<String> {
         .find_map(|b| b.broker_addrs.get(&0).cloned())
 }
 
+/// Every message body of `topic`'s 4 queues on the broker at `addr`, with its count.
+fn bodies_on(addr: &str, topic: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
+    let mut found = std::collections::BTreeMap::new();
+    for queue in 0..4 {
+        let mut offset = 0;
+        loop {
+            let pulled = conn
+                .pull("fo_cg", topic, queue, offset, 32, "*", 0)
+                .unwrap();
+            if pulled.code != resp::SUCCESS || pulled.messages.is_empty() {
+                break;
+            }
+            for m in &pulled.messages {
+                *found
+                    .entry(String::from_utf8_lossy(&m.body).into())
+                    .or_default() += 1;
+            }
+            offset = pulled.next_begin_offset;
+        }
+    }
+    found
+}
+
+/// Sends `body` to queue `i % 4` of `topic` on the broker at `addr`: true on SEND_OK.
+fn send_ok(addr: &str, topic: &str, i: usize, body: &str) -> bool {
+    Connection::connect(addr, Duration::from_secs(2))
+        .and_then(|mut c| c.send_message("fo_pg", &crate::ha::message(topic, (i % 4) as i32, body)))
+        .is_ok_and(|s| s.code == resp::SUCCESS)
+}
+
+fn wait_topic_on(addr: &str, topic: &str) {
+    eventually(
+        "the slave to sync the topic",
+        Duration::from_secs(15),
+        || {
+            invoke(addr, RemotingCommand::request(req::GET_ALL_TOPIC_CONFIG))
+                .is_some_and(|t| String::from_utf8_lossy(&t.body).contains(topic))
+        },
+    );
+}
+
+/// A nameserver with an embedded controller (a single controller: no fault tolerance for the
+/// controller itself, which the three-controller test covers) and brokers a (master) and b
+/// (its slave) of group "fo", both in the SyncStateSet.
+struct FoCluster {
+    dir: tempfile::TempDir,
+    namesrv: BrokerProcess,
+    ns: String,
+    a: FoBroker,
+    b: FoBroker,
+}
+
+impl FoCluster {
+    fn start() -> FoCluster {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let mut rng = Rng::seeded();
+        // One nameserver with an embedded controller (a single controller: no fault tolerance for
+        // the controller itself, which the three-controller test covers).
+        let port = free_port_triple(&mut rng);
+        let ns_config = dir.path().join("namesrv.properties");
+        write_config(
+            &ns_config,
+            &format!(
+                "listenPort={port}\nkvConfigPath={}\nenableControllerInNamesrv=true\ncontrollerDLegerGroup=fo\n\
+                 controllerDLegerPeers=n0-127.0.0.1:{}\ncontrollerDLegerSelfId=n0\ncontrollerStorePath={}\n\
+                 scanNotActiveBrokerInterval=200\n",
+                dir.path().join("kv.json").display(),
+                port + 1,
+                dir.path().join("controller").display()
+            ),
+        );
+        let args = [
+            OsStr::new("namesrv"),
+            OsStr::new("-c"),
+            ns_config.as_os_str(),
+        ];
+        let namesrv = BrokerProcess::spawn(&args, dir.path().join("namesrv.log"));
+        let ns = format!("127.0.0.1:{port}");
+        let mut a = FoBroker::new(&dir.path().join("a"), &mut rng, &ns);
+        let mut b = FoBroker::new(&dir.path().join("b"), &mut rng, &ns);
+        a.start(&ns);
+        b.start(&ns);
+        // a applied first: it is master; b follows; once b caught up both are in the SyncStateSet.
+        eventually(
+            "both replicas in the SyncStateSet",
+            Duration::from_secs(20),
+            || {
+                replica_info(&ns).is_some_and(|i| {
+                    i.ext("masterAddress") == Some(a.addr().as_str())
+                        && &i.body[..] == br#"{"syncStateSet":[1,2],"syncStateSetEpoch":2}"#
+                })
+            },
+        );
+
+        FoCluster {
+            dir,
+            namesrv,
+            ns,
+            a,
+            b,
+        }
+    }
+}
+
 #[test]
 fn a_sync_master_killed_under_load_fails_over_to_its_in_sync_slave_losing_nothing() {
     use std::collections::BTreeMap;
     const TOPIC: &str = "FoTopic";
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let mut rng = Rng::seeded();
-    // One nameserver with an embedded controller (a single controller: no fault tolerance for
-    // the controller itself, which the three-controller test covers).
-    let port = free_port_triple(&mut rng);
-    let ns_config = dir.path().join("namesrv.properties");
-    write_config(
-        &ns_config,
-        &format!(
-            "listenPort={port}\nkvConfigPath={}\nenableControllerInNamesrv=true\ncontrollerDLegerGroup=fo\n\
-             controllerDLegerPeers=n0-127.0.0.1:{}\ncontrollerDLegerSelfId=n0\ncontrollerStorePath={}\n\
-             scanNotActiveBrokerInterval=200\n",
-            dir.path().join("kv.json").display(),
-            port + 1,
-            dir.path().join("controller").display()
-        ),
-    );
-    let args = [
-        OsStr::new("namesrv"),
-        OsStr::new("-c"),
-        ns_config.as_os_str(),
-    ];
-    let _namesrv = BrokerProcess::spawn(&args, dir.path().join("namesrv.log"));
-    let ns = format!("127.0.0.1:{port}");
-    let mut a = FoBroker::new(&dir.path().join("a"), &mut rng, &ns);
-    let mut b = FoBroker::new(&dir.path().join("b"), &mut rng, &ns);
-    a.start(&ns);
-    b.start(&ns);
-    // a applied first: it is master; b follows; once b caught up both are in the SyncStateSet.
-    eventually(
-        "both replicas in the SyncStateSet",
-        Duration::from_secs(20),
-        || {
-            replica_info(&ns).is_some_and(|i| {
-                i.ext("masterAddress") == Some(a.addr().as_str())
-                    && &i.body[..] == br#"{"syncStateSet":[1,2],"syncStateSetEpoch":2}"#
-            })
-        },
-    );
+    let FoCluster {
+        dir,
+        namesrv: _namesrv,
+        ns,
+        mut a,
+        b,
+    } = FoCluster::start();
 
     // The producer: synchronous sends to the master the route names; on any failure it asks
     // the route again and resends the same message (a duplicate when the first had landed).
@@ -392,17 +465,7 @@ fn a_sync_master_killed_under_load_fails_over_to_its_in_sync_slave_losing_nothin
         assert!(send_one(i, &mut acked), "send {i} before the kill");
     }
     // b has the topic (metadata sync) before the kill, as a client expects of a slave.
-    eventually(
-        "the slave to sync the topic",
-        Duration::from_secs(15),
-        || {
-            invoke(
-                &b.addr(),
-                RemotingCommand::request(req::GET_ALL_TOPIC_CONFIG),
-            )
-            .is_some_and(|t| String::from_utf8_lossy(&t.body).contains(TOPIC))
-        },
-    );
+    wait_topic_on(&b.addr(), TOPIC);
     a.process.as_mut().unwrap().sigkill();
     let killed = Instant::now();
     let mut first_ok_after_kill = None;
@@ -434,25 +497,7 @@ fn a_sync_master_killed_under_load_fails_over_to_its_in_sync_slave_losing_nothin
     assert_eq!(info.ext("masterEpoch"), Some("2"));
 
     // Every acknowledged message is on the new master.
-    let mut conn = Connection::connect(&b.addr(), TIMEOUT).unwrap();
-    let mut found: BTreeMap<String, usize> = BTreeMap::new();
-    for queue in 0..4 {
-        let mut offset = 0;
-        loop {
-            let pulled = conn
-                .pull("fo_cg", TOPIC, queue, offset, 32, "*", 0)
-                .unwrap();
-            if pulled.code != resp::SUCCESS || pulled.messages.is_empty() {
-                break;
-            }
-            for m in &pulled.messages {
-                *found
-                    .entry(String::from_utf8_lossy(&m.body).into())
-                    .or_default() += 1;
-            }
-            offset = pulled.next_begin_offset;
-        }
-    }
+    let found = bodies_on(&b.addr(), TOPIC);
     let lost: Vec<&String> = acked.keys().filter(|k| !found.contains_key(*k)).collect();
     let duplicates = found.values().filter(|n| **n > 1).count();
     eprintln!(
@@ -475,4 +520,63 @@ fn a_sync_master_killed_under_load_fails_over_to_its_in_sync_slave_losing_nothin
             })
         },
     );
+}
+
+#[test]
+fn a_master_cut_off_from_the_controller_stops_acknowledging_before_another_is_elected() {
+    const TOPIC: &str = "LeaseTopic";
+    let mut c = FoCluster::start();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let body = format!("l-{i}");
+        assert!(send_ok(&c.a.addr(), TOPIC, i, &body), "send {i}");
+        acked.push(body);
+    }
+    wait_topic_on(&c.b.addr(), TOPIC);
+    // The controller (in the nameserver's process) freezes: the master is cut off from it.
+    c.namesrv.sigstop();
+    let frozen = Instant::now();
+    let mut last_ack = frozen;
+    let mut i = 50;
+    while frozen.elapsed() < Duration::from_secs(4) {
+        let body = format!("l-{i}");
+        if send_ok(&c.a.addr(), TOPIC, i, &body) {
+            acked.push(body);
+            last_ack = Instant::now();
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its lease is half of controllerHeartBeatTimeoutMills (2 s): it stopped acknowledging
+    // well before the controller could have declared it dead (2 s plus a scan).
+    let acking_for = last_ack.duration_since(frozen);
+    eprintln!("the cut-off master acknowledged for {acking_for:?} after the freeze");
+    assert!(
+        acking_for < Duration::from_millis(1900),
+        "acknowledged for {acking_for:?}"
+    );
+    c.namesrv.sigcont();
+    // Healed: whichever replica the controller keeps or elects takes sends again.
+    let healed = Instant::now();
+    let mut master = None;
+    while master.is_none() {
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "no master after the partition healed"
+        );
+        let body = format!("l-{i}");
+        for addr in [c.a.addr(), c.b.addr()] {
+            if send_ok(&addr, TOPIC, i, &body) {
+                acked.push(body.clone());
+                master = Some(addr);
+                break;
+            }
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let master = master.unwrap();
+    let found = bodies_on(&master, TOPIC);
+    let lost: Vec<&String> = acked.iter().filter(|b| !found.contains_key(*b)).collect();
+    assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
 }
