@@ -496,6 +496,8 @@ mod tests {
                 .unwrap_or_default();
             let warnings = if name.starts_with("namesrv") {
                 NamesrvConfig::load(&file).map(|(_, w)| w)
+            } else if name.starts_with("controller") {
+                ControllerConfig::load(&file).map(|(_, w)| w)
             } else {
                 BrokerConfig::load(&file).map(|(_, w)| w)
             };

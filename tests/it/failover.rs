@@ -239,6 +239,38 @@ fn a_nameserver_with_an_embedded_controller_serves_routes_and_controller_codes()
     let group = &body["replicasInfoTable"]["b"];
     assert_eq!(group["masterBrokerId"], 1);
     assert_eq!(group["inSyncReplicas"].as_array().unwrap().len(), 2);
+    // mqadmin's controller commands.
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let meta = admin(&["getControllerMetaData", "-a", &addr]);
+    assert!(
+        meta.contains("ControllerGroup\tsolo") && meta.contains("ControllerLeaderId\tn0"),
+        "{meta}"
+    );
+    let sss = admin(&["getSyncStateSet", "-a", &addr, "-b", "b"]);
+    assert!(
+        sss.contains("#MasterBrokerId\t1") && sss.contains("#SyncStateSetNums\t2"),
+        "{sss}"
+    );
+    let elected = admin(&["electMaster", "-a", &addr, "-c", "c", "-b", "b", "-i", "2"]);
+    assert!(
+        elected.contains("#MasterBrokerId\t2") && elected.contains("#MasterEpoch\t2"),
+        "{elected}"
+    );
+    let config = admin(&["getControllerConfig", "-a", &addr]);
+    assert!(config.contains("controllerDLegerGroup"), "{config}");
     // The nameserver's own codes still work on the same port.
     must(
         &addr,
