@@ -570,6 +570,7 @@ fn heartbeat_loop(
     let mut conns: BTreeMap<String, Connection> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
         let round = Instant::now();
+        let mut leader_answered = false;
         for addr in &addrs {
             let hb = RemotingCommand::request(req::BROKER_HEARTBEAT)
                 .with_ext("clusterName", cfg.broker_cluster_name.clone())
@@ -596,6 +597,7 @@ fn heartbeat_loop(
                         .invoke(RemotingCommand::request(req::CONTROLLER_GET_METADATA_INFO))
                         .is_ok_and(|m| m.ext("isLeader") == Some("true"));
                     if is_leader {
+                        leader_answered = true;
                         if let Ok(mut t) = last_leader_ack.lock() {
                             *t = round;
                         }
@@ -606,9 +608,16 @@ fn heartbeat_loop(
                 }
             }
         }
+        // No leader answered (the controllers are electing one): ask again soon, so that the
+        // lease is renewed as soon as there is a new leader.
+        let pause = if leader_answered {
+            interval
+        } else {
+            interval.min(Duration::from_millis(200))
+        };
         let spent = round.elapsed();
-        if spent < interval {
-            std::thread::sleep(interval - spent);
+        if spent < pause {
+            std::thread::sleep(pause - spent);
         }
     }
 }

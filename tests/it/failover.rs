@@ -95,40 +95,66 @@ fn register_group(addr: &str, all: &[Option<String>]) {
     assert_eq!(altered.ext("newSyncStateSetEpoch"), Some("2"));
 }
 
-#[test]
-fn three_controllers_lose_their_leader_to_sigkill_and_keep_their_state() {
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let mut rng = Rng::seeded();
-    let ports: Vec<u16> = (0..3).map(|_| free_port_triple(&mut rng)).collect();
-    let peers: Vec<String> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("n{i}-127.0.0.1:{}", p + 1))
-        .collect();
-    let config = |i: usize| {
-        let path = dir.path().join(format!("controller-{i}.properties"));
+/// Three `ringmq controller` processes (group "it") with their stores under a directory.
+struct Trio {
+    dir: std::path::PathBuf,
+    ports: Vec<u16>,
+    procs: Vec<Option<BrokerProcess>>,
+    addrs: Vec<Option<String>>,
+}
+
+impl Trio {
+    fn start(dir: &Path, rng: &mut Rng) -> Trio {
+        let ports: Vec<u16> = (0..3).map(|_| free_port_triple(rng)).collect();
+        let mut trio = Trio {
+            dir: dir.to_path_buf(),
+            addrs: ports
+                .iter()
+                .map(|p| Some(format!("127.0.0.1:{p}")))
+                .collect(),
+            ports,
+            procs: Vec::new(),
+        };
+        for i in 0..3 {
+            let path = trio.config(i);
+            let args = [OsStr::new("controller"), OsStr::new("-c"), path.as_os_str()];
+            let log = dir.join(format!("controller-{i}.log"));
+            trio.procs.push(Some(BrokerProcess::spawn(&args, log)));
+        }
+        trio
+    }
+
+    /// Writes controller `i`'s properties; returns the file.
+    fn config(&self, i: usize) -> std::path::PathBuf {
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("n{i}-127.0.0.1:{}", p + 1))
+            .collect();
+        let path = self.dir.join(format!("controller-{i}.properties"));
         write_config(
             &path,
             &format!(
                 "listenPort={}\nlistenAddress=127.0.0.1\ncontrollerDLegerGroup=it\ncontrollerDLegerPeers={}\n\
                  controllerDLegerSelfId=n{i}\ncontrollerStorePath={}\nscanNotActiveBrokerInterval=500\n",
-                ports[i],
+                self.ports[i],
                 peers.join(";"),
-                dir.path().join(format!("store-{i}")).display()
+                self.dir.join(format!("store-{i}")).display()
             ),
         );
         path
-    };
-    let start = |i: usize| {
-        let path = config(i);
-        let args = [OsStr::new("controller"), OsStr::new("-c"), path.as_os_str()];
-        BrokerProcess::spawn(&args, dir.path().join(format!("controller-{i}.log")))
-    };
-    let mut procs: Vec<Option<BrokerProcess>> = (0..3).map(|i| Some(start(i))).collect();
-    let mut addrs: Vec<Option<String>> = ports
-        .iter()
-        .map(|p| Some(format!("127.0.0.1:{p}")))
-        .collect();
+    }
+}
+
+#[test]
+fn three_controllers_lose_their_leader_to_sigkill_and_keep_their_state() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let mut rng = Rng::seeded();
+    let mut trio = Trio::start(dir.path(), &mut rng);
+    let mut procs = std::mem::take(&mut trio.procs);
+    let mut addrs = trio.addrs.clone();
+    let config = |i: usize| trio.config(i);
     let l = leader_of(&addrs, Duration::from_secs(15));
     let leader_addr = addrs[l].clone().unwrap();
     register_group(&leader_addr, &addrs);
@@ -296,7 +322,7 @@ struct FoBroker {
 }
 
 impl FoBroker {
-    fn new(dir: &Path, rng: &mut Rng, controller: &str) -> FoBroker {
+    fn new(dir: &Path, rng: &mut Rng, controller: &str, heartbeat_ms: u64) -> FoBroker {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port_triple(rng);
         let config = dir.join("broker.properties");
@@ -305,7 +331,7 @@ impl FoBroker {
              brokerIP1=127.0.0.1\nbrokerIP2=127.0.0.1\nlistenAddress=127.0.0.1\nlistenPort={port}\n\
              storePathRootDir={}\nmappedFileSizeCommitLog=67108864\nshardCount=1\nslaveTimeout=2000\n\
              enableControllerMode=true\ncontrollerAddr={controller}\nsyncBrokerMetadataPeriod=200\n\
-             checkSyncStateSetPeriod=200\nhaMaxTimeSlaveNotCatchup=2000\ncontrollerHeartBeatTimeoutMills=2000\n",
+             checkSyncStateSetPeriod=200\nhaMaxTimeSlaveNotCatchup=2000\ncontrollerHeartBeatTimeoutMills={heartbeat_ms}\n",
             dir.join("store").display()
         );
         std::fs::write(&config, text).unwrap();
@@ -435,8 +461,8 @@ impl FoCluster {
         ];
         let namesrv = BrokerProcess::spawn(&args, dir.path().join("namesrv.log"));
         let ns = format!("127.0.0.1:{port}");
-        let mut a = FoBroker::new(&dir.path().join("a"), &mut rng, &ns);
-        let mut b = FoBroker::new(&dir.path().join("b"), &mut rng, &ns);
+        let mut a = FoBroker::new(&dir.path().join("a"), &mut rng, &ns, 2000);
+        let mut b = FoBroker::new(&dir.path().join("b"), &mut rng, &ns, 2000);
         a.start(&ns);
         b.start(&ns);
         // a applied first: it is master; b follows; once b caught up both are in the SyncStateSet.
@@ -611,4 +637,139 @@ fn a_master_cut_off_from_the_controller_stops_acknowledging_before_another_is_el
     let found = bodies_on(&master, TOPIC);
     let lost: Vec<&String> = acked.iter().filter(|b| !found.contains_key(*b)).collect();
     assert!(lost.is_empty(), "acknowledged and lost: {lost:?}");
+}
+
+#[test]
+fn killing_the_controller_leader_changes_nothing_for_brokers_and_producers() {
+    const TOPIC: &str = "CtlTopic";
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let mut rng = Rng::seeded();
+    let mut trio = Trio::start(dir.path(), &mut rng);
+    let controllers: Vec<String> = trio.addrs.iter().flatten().cloned().collect();
+    let namesrv = crate::harness::TestNamesrv::start();
+    // The default heartbeat timeout (10 s): a lease of 5 s outlasts a controller election.
+    let mut a = FoBroker::new(
+        &dir.path().join("a"),
+        &mut rng,
+        &controllers.join(";"),
+        10_000,
+    );
+    let mut b = FoBroker::new(
+        &dir.path().join("b"),
+        &mut rng,
+        &controllers.join(";"),
+        10_000,
+    );
+    a.start(&namesrv.addr);
+    b.start(&namesrv.addr);
+    let l = leader_of(&trio.addrs, Duration::from_secs(15));
+    let leader = trio.addrs[l].clone().unwrap();
+    eventually(
+        "both replicas in the SyncStateSet",
+        Duration::from_secs(20),
+        || {
+            replica_info(&leader).is_some_and(|i| {
+                i.ext("masterAddress") == Some(a.addr().as_str())
+                    && serde_json::from_slice::<serde_json::Value>(&i.body)
+                        .is_ok_and(|v| v["syncStateSet"] == serde_json::json!([1, 2]))
+            })
+        },
+    );
+    for i in 0..20 {
+        assert!(send_ok(&a.addr(), TOPIC, i, &format!("c-{i}")), "send {i}");
+    }
+    trio.procs[l].as_mut().unwrap().sigkill();
+    trio.addrs[l] = None;
+    let killed = Instant::now();
+    // Sends go on, every one acknowledged by the same master, through the controllers' election.
+    let mut i = 20;
+    while killed.elapsed() < Duration::from_secs(8) {
+        assert!(
+            send_ok(&a.addr(), TOPIC, i, &format!("c-{i}")),
+            "send {i} at {:?} after the kill",
+            killed.elapsed()
+        );
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let l2 = leader_of(&trio.addrs, Duration::from_secs(5));
+    let info = replica_info(trio.addrs[l2].as_ref().unwrap()).unwrap();
+    assert_eq!(info.ext("masterAddress"), Some(a.addr().as_str()));
+    assert_eq!(info.ext("masterEpoch"), Some("1"), "no election happened");
+    let found = bodies_on(&a.addr(), TOPIC);
+    assert_eq!(found.len(), i, "every send is on the master");
+}
+
+/// The failover benchmark (README "Automatic failover"): 20 SIGKILLs of whichever replica is
+/// master, each measuring kill → first SEND_OK on the new master (sending to the master the
+/// nameserver's route names, as a client that refreshes its route does), then restarting the
+/// killed replica and waiting until it is back in the SyncStateSet. Prints min/median/max.
+/// Run: `cargo test --test it failover::failover_time_over_20_kills -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: 20 kills, a few minutes"]
+fn failover_time_over_20_kills() {
+    const TOPIC: &str = "BenchTopic";
+    let FoCluster {
+        dir: _dir,
+        namesrv: _namesrv,
+        ns,
+        a,
+        b,
+    } = FoCluster::start();
+    let mut replicas = [a, b];
+    let mut master = 0;
+    let mut i = 0;
+    for _ in 0..20 {
+        assert!(send_ok(
+            &replicas[master].addr(),
+            TOPIC,
+            i,
+            &format!("bench-{i}")
+        ));
+        i += 1;
+        wait_topic_on(&replicas[1 - master].addr(), TOPIC);
+    }
+    let mut times = Vec::new();
+    for round in 0..20 {
+        let old = master;
+        replicas[old].process.as_mut().unwrap().sigkill();
+        let killed = Instant::now();
+        loop {
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "round {round}: no new master"
+            );
+            let routed = routed_master(&ns, TOPIC);
+            if let Some(addr) = routed.filter(|a| *a != replicas[old].addr()) {
+                if send_ok(&addr, TOPIC, i, &format!("bench-{i}")) {
+                    i += 1;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = killed.elapsed();
+        eprintln!("round {round}: kill -> first SEND_OK through a route refresh: {took:?}");
+        times.push(took);
+        master = 1 - old;
+        replicas[old].start(&ns);
+        eventually(
+            "the killed replica back in the SyncStateSet",
+            Duration::from_secs(30),
+            || {
+                replica_info(&ns).is_some_and(|info| {
+                    serde_json::from_slice::<serde_json::Value>(&info.body)
+                        .is_ok_and(|v| v["syncStateSet"].as_array().is_some_and(|s| s.len() == 2))
+                })
+            },
+        );
+    }
+    times.sort();
+    eprintln!(
+        "failover over {} kills: min {:?}, median {:?}, max {:?}",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }
