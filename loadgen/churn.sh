@@ -14,8 +14,10 @@
 #
 # Usage: loadgen/churn.sh [rounds|sequential|idle|attack ...]   (all four by default)
 # Knobs (environment): OUT, STORE, ROUNDS (20), CONNS (2000), SEQUENTIAL (100000), RATE (20000),
-# SECONDS (30), NS_PORT (29876), BROKER_PORT (20911), RINGMQ and LOADGEN (binaries; default
-# target/release), SKIP_BUILD=1 to use the binaries as they are.
+# SECONDS (30), ATTACK_ARGS (extra `loadgen churn attack` flags, e.g. `--pullers 0` to leave one
+# kind of bad input out), ATTACK_NICE (run the attacker under `nice -n N`, so that on a small
+# machine its own CPU use does not count against the broker), NS_PORT (29876), BROKER_PORT
+# (20911), RINGMQ and LOADGEN (binaries; default target/release), SKIP_BUILD=1 to use the binaries as they are.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,7 +67,7 @@ start_broker() {
 }
 
 churn() {
-    "$LOADGEN" churn --addr "127.0.0.1:$BROKER_PORT" --pid "$BROKER_PID" "$@"
+    ${ATTACK_NICE:+nice -n "$ATTACK_NICE"} "$LOADGEN" churn --addr "127.0.0.1:$BROKER_PORT" --pid "$BROKER_PID" "$@"
 }
 
 run_rounds() {
@@ -104,7 +106,7 @@ run_attack() {
     "${produce[@]}" --json "$OUT/attack-loud.json" > "$OUT/attack-loud.txt" &
     local produce_pid=$!
     sleep 2
-    churn -t ChurnBench attack --seconds "$SECONDS_EACH" | tee -a "$OUT/attack.txt" &
+    churn -t ChurnBench attack --seconds "$SECONDS_EACH" ${ATTACK_ARGS:-} | tee -a "$OUT/attack.txt" &
     local attack_pid=$!
     wait "$produce_pid"
     wait "$attack_pid"

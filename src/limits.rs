@@ -27,6 +27,18 @@ pub const CONNECTION_INFLIGHT_MAX: usize = 4096;
 /// answers, not `CONNECTION_INFLIGHT_MAX`.
 pub const CONNECTION_INFLIGHT_CONGESTED: usize = 256;
 
+/// Requests of one connection being worked on at once (in flight and not parked in a long
+/// poll); the connection's reader waits for one to finish before it reads the next. A peer that
+/// pipelines thousands of requests thus has at most this many in any shard's run queue at a
+/// time, and other peers' requests wait behind at most that much of its work.
+pub const CONNECTION_ACTIVE_MAX: usize = 256;
+
+/// Commitlog reads one shard has at the device at once (pulls and lookups of what has left the
+/// in-memory tail; each an O_DIRECT read through the executor's io_uring). Further reads wait
+/// their turn, so a flood of cold reads cannot fill the ring and the device queue ahead of
+/// the sockets' operations and the commitlog's writes.
+pub const STORE_READS_IN_FLIGHT_MAX: usize = 32;
+
 /// Connections one server executor accepts before refusing new ones.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16 * 1024;
 
@@ -78,3 +90,5 @@ const _: () = assert!(CONNECTION_WRITE_KEEP_BYTES <= CONNECTION_WRITE_BATCH_BYTE
 const _: () = assert!(CONNECTION_WRITE_QUEUE_BYTES_MAX >= MESSAGE_SIZE_DEFAULT_MAX_BYTES);
 const _: () = assert!(CONNECTION_FRAMES_PER_TURN > 0);
 const _: () = assert!(CONNECTION_INFLIGHT_CONGESTED < CONNECTION_INFLIGHT_MAX);
+const _: () =
+    assert!(CONNECTION_ACTIVE_MAX > 0 && CONNECTION_ACTIVE_MAX <= CONNECTION_INFLIGHT_MAX);

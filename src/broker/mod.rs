@@ -378,12 +378,23 @@ async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
             },
         )
         .await;
-        // A small blocking write of one JSON file, as Java's ConfigManager does; bounded by the
-        // number of (group, queue) pairs this shard owns.
-        if let Err(e) = metadata::persist(&path, &*shard.offsets.borrow()) {
+        // Encoded here (bounded by the (group, queue) pairs this shard owns), written and
+        // fsynced on a blocking thread: the shard keeps serving while the disk works.
+        let offsets = metadata::encode_for_persist(&path, &*shard.offsets.borrow());
+        let delay = metadata::encode_for_persist(&delay_path, &*shard.delay_offsets.borrow());
+        let (p, d) = (path.clone(), delay_path.clone());
+        let written = glommio::executor()
+            .spawn_blocking(move || {
+                (
+                    offsets.and_then(|bytes| metadata::persist_encoded(&p, &bytes)),
+                    delay.and_then(|bytes| metadata::persist_encoded(&d, &bytes)),
+                )
+            })
+            .await;
+        if let Err(e) = written.0 {
             tracing::error!(error = %e, "cannot persist consumer offsets");
         }
-        if let Err(e) = metadata::persist(&delay_path, &*shard.delay_offsets.borrow()) {
+        if let Err(e) = written.1 {
             tracing::error!(error = %e, "cannot persist delay offsets");
         }
         if stopping {

@@ -12,12 +12,13 @@ use std::rc::{Rc, Weak};
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
 use crate::broker::placement::{owner_shard, shard_of_physical};
+use crate::broker::processor::PULL_FLAG_SUSPEND;
 use crate::broker::topic_config::TopicConfigManager;
-use crate::net::{Connection, Handler, Reply};
+use crate::net::{Busy, Connection, Handler, Reply};
 use crate::protocol::heartbeat::SubscriptionData;
 use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
-use crate::remoting::{request as req, RemotingCommand};
+use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::mesh::ShardMesh;
 use crate::store::metadata::{ConsumerOffsetTable, SubscriptionGroupTable};
 use crate::store::{MessageStore, StoreError, StoreResult};
@@ -254,6 +255,50 @@ impl Shard {
             }
             _ => self.process(origin, command).await,
         }
+    }
+
+    /// [`Shard::dispatch`] for a request read from a connection, holding its claim on the
+    /// connection's active-work budget until the answer is ready — except while a long poll is
+    /// parked: a pull that may wait is first tried without waiting, and only one that found
+    /// nothing gives its claim back and is sent again to park (on whichever shard owns the
+    /// queue). So a connection's parked pulls never hold its other requests back, while one
+    /// that pipelines pulls of messages that are there is worked on a bounded number at a time.
+    async fn dispatch_busy(
+        self: Rc<Self>,
+        origin: Origin,
+        command: RemotingCommand,
+        busy: Busy,
+    ) -> Option<RemotingCommand> {
+        let Some(quick) = self.pull_without_waiting(&command) else {
+            let reply = Rc::clone(&self).dispatch(origin, command).await;
+            drop(busy);
+            return reply;
+        };
+        let reply = Rc::clone(&self).dispatch(origin, quick).await;
+        if reply
+            .as_ref()
+            .is_some_and(|r| r.code == resp::PULL_NOT_FOUND)
+        {
+            busy.release();
+            return self.dispatch(origin, command).await;
+        }
+        reply
+    }
+
+    /// For a PULL_MESSAGE that may park (long polling on, FLAG_SUSPEND set), the same pull
+    /// with FLAG_SUSPEND cleared.
+    fn pull_without_waiting(&self, command: &RemotingCommand) -> Option<RemotingCommand> {
+        if command.code != req::PULL_MESSAGE || !self.ctx.live.long_polling_enable() {
+            return None;
+        }
+        let flag = command.opt_i64("sysFlag").ok().flatten()?;
+        if flag & PULL_FLAG_SUSPEND == 0 {
+            return None;
+        }
+        let mut quick = command.clone();
+        let cleared = flag & !PULL_FLAG_SUSPEND;
+        quick.set_ext("sysFlag", cleared.to_string());
+        Some(quick)
     }
 
     /// Serves a message from another shard.
@@ -494,7 +539,12 @@ impl Shard {
 
 /// The connection-facing side of a shard.
 impl Handler for Shard {
-    fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
+    fn handle(
+        self: &Rc<Self>,
+        conn: &Rc<Connection>,
+        request: RemotingCommand,
+        busy: Busy,
+    ) -> Reply {
         let origin = Origin {
             peer: conn.peer,
             channel: ChannelId {
@@ -520,7 +570,9 @@ impl Handler for Shard {
                 return Reply::Now(reply);
             }
         }
-        Reply::Later(Box::pin(Rc::clone(self).dispatch(origin, request)))
+        Reply::Later(Box::pin(
+            Rc::clone(self).dispatch_busy(origin, request, busy),
+        ))
     }
 
     fn on_close(&self, conn: &Connection) {

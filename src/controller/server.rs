@@ -10,18 +10,20 @@ use std::rc::Rc;
 use glommio::ExecutorJoinHandle;
 
 use super::node::ControllerHandle;
-use crate::net::{bind, reserve_addr, serve, Connection, Handler, Reply, ServerOptions};
+use crate::net::{bind, reserve_addr, serve, Busy, Connection, Handler, Reply, ServerOptions};
 use crate::remoting::{response as resp, RemotingCommand};
 use crate::runtime::{spawn_executor, ExecutorOptions, Shutdown};
 
 /// Hands `request` to the controller and answers when it does (nothing for a oneway request,
-/// such as the brokers' heartbeats).
-pub fn forward(controller: &ControllerHandle, request: RemotingCommand) -> Reply {
+/// such as the brokers' heartbeats). The connection's work claim is held until then (a wait
+/// bounded by the controller's proposal timeout).
+pub fn forward(controller: &ControllerHandle, request: RemotingCommand, busy: Busy) -> Reply {
     let oneway = request.is_oneway();
     let stopped = ControllerHandle::stopped_answer(&request);
     let answer = controller.call(request);
     Reply::Later(Box::pin(async move {
         let answer = answer.recv_async().await.unwrap_or(stopped);
+        drop(busy);
         (!oneway).then_some(answer)
     }))
 }
@@ -32,9 +34,14 @@ struct ControllerServer {
 }
 
 impl Handler for ControllerServer {
-    fn handle(self: &Rc<Self>, _conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
+    fn handle(
+        self: &Rc<Self>,
+        _conn: &Rc<Connection>,
+        request: RemotingCommand,
+        busy: Busy,
+    ) -> Reply {
         if ControllerHandle::serves(request.code) {
-            return forward(&self.controller, request);
+            return forward(&self.controller, request, busy);
         }
         let code = request.code;
         Reply::Now(Some(request.error_to(

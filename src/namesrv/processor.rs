@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::net::{Connection, Handler, Reply};
+use crate::net::{Busy, Connection, Handler, Reply};
 use crate::protocol::register::{DataVersion, RegisterBrokerBody};
 use crate::protocol::route::to_json_body;
 use crate::protocol::{FieldError, Fields};
@@ -299,10 +299,15 @@ fn identity(request: &RemotingCommand) -> Result<BrokerIdentity, FieldError> {
 }
 
 impl Handler for NamesrvProcessor {
-    fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply {
+    fn handle(
+        self: &Rc<Self>,
+        conn: &Rc<Connection>,
+        request: RemotingCommand,
+        busy: Busy,
+    ) -> Reply {
         if let Some(controller) = &self.options.controller {
             if crate::controller::ControllerHandle::serves(request.code) {
-                return crate::controller::server::forward(controller, request);
+                return crate::controller::server::forward(controller, request, busy);
             }
         }
         Reply::Now(Some(self.process(conn.id, conn.peer, &request)))

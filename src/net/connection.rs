@@ -22,9 +22,9 @@ use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use crate::limits::{
-    CONNECTION_FRAMES_PER_TURN, CONNECTION_INFLIGHT_CONGESTED, CONNECTION_INFLIGHT_MAX,
-    CONNECTION_READ_BUSY_BYTES, CONNECTION_READ_IDLE_BYTES, CONNECTION_WRITE_BATCH_BYTES,
-    CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
+    CONNECTION_ACTIVE_MAX, CONNECTION_FRAMES_PER_TURN, CONNECTION_INFLIGHT_CONGESTED,
+    CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUSY_BYTES, CONNECTION_READ_IDLE_BYTES,
+    CONNECTION_WRITE_BATCH_BYTES, CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
 };
 use crate::remoting::{check_frame, response, RemotingCommand};
 
@@ -38,11 +38,48 @@ pub enum Reply {
 
 /// Serves requests of one kind of server (nameserver, broker shard).
 pub trait Handler: 'static {
-    /// Handles one request that arrived on `conn`.
-    fn handle(self: &Rc<Self>, conn: &Rc<Connection>, request: RemotingCommand) -> Reply;
+    /// Handles one request that arrived on `conn`. `busy` is the request's claim on the
+    /// connection's active-work budget: it is given back when the request's answer is ready, or
+    /// earlier by [`Busy::release`] when the request parks (a long poll waiting for messages).
+    fn handle(
+        self: &Rc<Self>,
+        conn: &Rc<Connection>,
+        request: RemotingCommand,
+        busy: Busy,
+    ) -> Reply;
 
     /// Called once when `conn` has closed (either side), after its last request was read.
     fn on_close(&self, _conn: &Connection) {}
+}
+
+/// One request's claim on its connection's active-work budget (`CONNECTION_ACTIVE_MAX`
+/// requests being worked on at once). Given back when the last clone is dropped (the request
+/// is done) or by [`Busy::release`], whichever comes first.
+#[derive(Clone)]
+pub struct Busy(Rc<BusyClaim>);
+
+struct BusyClaim {
+    conn: Rc<Connection>,
+    held: Cell<bool>,
+}
+
+impl Busy {
+    /// Gives the claim back before the request is done: it is about to wait for something
+    /// outside the connection's control (a long poll parked until messages arrive) and costs
+    /// nothing meanwhile, so it must not keep the connection's other requests from being read.
+    pub fn release(&self) {
+        if self.0.held.replace(false) {
+            self.0.conn.active.signal(1);
+        }
+    }
+}
+
+impl Drop for BusyClaim {
+    fn drop(&mut self) {
+        if self.held.replace(false) {
+            self.conn.active.signal(1);
+        }
+    }
 }
 
 /// What the writer task is told to do.
@@ -82,6 +119,8 @@ pub struct Connection {
     outbound: LocalSender<Outbound>,
     /// Bytes the write queue may still take; responders wait for room (back-pressure).
     room: Semaphore,
+    /// Requests being worked on (not parked) may still start; the reader waits for one.
+    active: Semaphore,
     inflight: Cell<usize>,
     closed: Cell<bool>,
     next_opaque: Cell<i32>,
@@ -181,6 +220,7 @@ pub(crate) async fn run<H: Handler>(
         local,
         outbound: tx,
         room: Semaphore::new(CONNECTION_WRITE_QUEUE_BYTES_MAX as u64),
+        active: Semaphore::new(CONNECTION_ACTIVE_MAX as u64),
         inflight: Cell::new(0),
         closed: Cell::new(false),
         next_opaque: Cell::new(1),
@@ -192,6 +232,7 @@ pub(crate) async fn run<H: Handler>(
     let writer_task = glommio::spawn_local(write_loop(writer, rx, Rc::clone(&conn)));
     let outcome = read_loop(reader, &conn, &handler, max_frame_bytes).await;
     conn.closed.set(true);
+    conn.active.close();
     let _ = conn.outbound.try_send(Outbound::Close);
     handler.on_close(&conn);
     writer_task.await;
@@ -341,7 +382,16 @@ async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: R
         }
         return;
     }
-    match handler.handle(conn, request) {
+    // A peer's requests are worked on at most `CONNECTION_ACTIVE_MAX` at a time: whatever it
+    // pipelines, other peers' requests wait behind no more than that much of its work.
+    if conn.active.acquire(1).await.is_err() {
+        return;
+    }
+    let busy = Busy(Rc::new(BusyClaim {
+        conn: Rc::clone(conn),
+        held: Cell::new(true),
+    }));
+    match handler.handle(conn, request, busy) {
         Reply::Now(Some(reply)) if !oneway => conn.respond(reply).await,
         Reply::Now(_) => {}
         Reply::Later(future) => {
@@ -427,6 +477,96 @@ fn encode_outbound(item: Outbound, buf: &mut BytesMut, conn: &Connection) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handler whose requests wait on `gate`, but the first `parking`, which give their claim
+    /// back and wait on `parked`, as parked long polls do.
+    struct Gated {
+        started: Cell<usize>,
+        parking: usize,
+        gate: Rc<Semaphore>,
+        parked: Rc<Semaphore>,
+    }
+
+    impl Handler for Gated {
+        fn handle(
+            self: &Rc<Self>,
+            _conn: &Rc<Connection>,
+            _request: RemotingCommand,
+            busy: Busy,
+        ) -> Reply {
+            let n = self.started.get();
+            self.started.set(n + 1);
+            let gate = if n < self.parking {
+                busy.release();
+                Rc::clone(&self.parked)
+            } else {
+                Rc::clone(&self.gate)
+            };
+            Reply::Later(Box::pin(async move {
+                let _ = gate.acquire(1).await;
+                drop(busy);
+                None
+            }))
+        }
+    }
+
+    /// Lets the connection's tasks run until `started` stops moving.
+    async fn settle(handler: &Gated) -> usize {
+        let mut last = usize::MAX;
+        while last != handler.started.get() {
+            last = handler.started.get();
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        last
+    }
+
+    #[test]
+    fn a_connection_works_on_at_most_its_budget_and_parked_requests_free_their_place() {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let parking = 100;
+                let handler = Rc::new(Gated {
+                    started: Cell::new(0),
+                    parking,
+                    gate: Rc::new(Semaphore::new(0)),
+                    parked: Rc::new(Semaphore::new(0)),
+                });
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                let stream = listener.accept().await.unwrap();
+                let served = glommio::spawn_local(run(
+                    1,
+                    stream,
+                    Rc::clone(&handler),
+                    crate::limits::FRAME_SIZE_MAX_BYTES,
+                    |_| {},
+                    |_, _| {},
+                ));
+                // Pipelined requests, far more than the budget, none of them answered yet.
+                let total = 2 * CONNECTION_ACTIVE_MAX + parking;
+                let mut frames = BytesMut::new();
+                for opaque in 0..total {
+                    let mut request =
+                        RemotingCommand::request(crate::remoting::request::PULL_MESSAGE);
+                    request.opaque = opaque as i32;
+                    request.encode(&mut frames).unwrap();
+                }
+                client.write_all(&frames).await.unwrap();
+                // The parked ones gave their places back: the budget plus them have started.
+                assert_eq!(settle(&handler).await, CONNECTION_ACTIVE_MAX + parking);
+                // Each request that finishes lets exactly one more start.
+                handler.gate.signal(10);
+                assert_eq!(settle(&handler).await, CONNECTION_ACTIVE_MAX + parking + 10);
+                handler.gate.signal(total as u64);
+                assert_eq!(settle(&handler).await, total);
+                handler.parked.signal(parking as u64);
+                drop(client);
+                served.await;
+            });
+    }
 
     #[test]
     fn room_follows_the_frame_being_assembled_in_bounded_steps() {

@@ -19,6 +19,6 @@ pub mod connection;
 pub mod rpc_client;
 pub mod server;
 
-pub use connection::{Connection, Handler, Reply};
+pub use connection::{Busy, Connection, Handler, Reply};
 pub use rpc_client::{RpcClient, RpcError};
 pub use server::{bind, reserve_addr, serve, ServerOptions};

@@ -20,6 +20,8 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 pub trait IoBuffer {
     /// The bytes to fill before writing.
     fn as_mut_slice(&mut self) -> &mut [u8];
+    /// Its length in bytes.
+    fn byte_len(&self) -> usize;
 }
 
 /// Space of the file system holding a path, counted as `df` does: `used_bytes` are the blocks
@@ -78,7 +80,13 @@ pub trait StorageFile: 'static {
     /// An aligned buffer of `len` bytes (a multiple of the alignment), contents unspecified.
     fn alloc_buffer(&self, len: usize) -> Self::Buffer;
     /// Writes the whole buffer at `pos` (aligned); a short write is an error.
-    async fn write_at(&self, buf: Self::Buffer, pos: u64) -> io::Result<()>;
+    async fn write_at(&self, buf: Self::Buffer, pos: u64) -> io::Result<()> {
+        self.write_shared_at(Rc::new(buf), pos).await
+    }
+    /// [`StorageFile::write_at`] of a buffer the caller keeps: the write shares it until it
+    /// completes; then the caller may reuse it (a pool, or one buffer of zeros written many
+    /// times).
+    async fn write_shared_at(&self, buf: Rc<Self::Buffer>, pos: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `pos` (any alignment); shorter only at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     /// Makes every completed write (and the file size) durable.
@@ -128,29 +136,32 @@ pub struct DmaStorageFile {
     file: Rc<DmaFile>,
 }
 
-/// An aligned buffer from the executor's DMA memory.
-pub struct DmaIoBuffer(DmaBuffer);
-
-impl IoBuffer for DmaIoBuffer {
+/// An aligned buffer from the executor's registered DMA memory (or, when that is used up,
+/// from the heap).
+impl IoBuffer for DmaBuffer {
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.0.as_bytes_mut()
+        self.as_bytes_mut()
+    }
+
+    fn byte_len(&self) -> usize {
+        self.len()
     }
 }
 
 impl StorageFile for DmaStorageFile {
-    type Buffer = DmaIoBuffer;
+    type Buffer = DmaBuffer;
 
     fn alignment(&self) -> u64 {
         self.file.alignment()
     }
 
-    fn alloc_buffer(&self, len: usize) -> DmaIoBuffer {
-        DmaIoBuffer(self.file.alloc_dma_buffer(len))
+    fn alloc_buffer(&self, len: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(len)
     }
 
-    async fn write_at(&self, buf: DmaIoBuffer, pos: u64) -> io::Result<()> {
-        let len = buf.0.len();
-        let written = self.file.write_at(buf.0, pos).await?;
+    async fn write_shared_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
+        let len = buf.len();
+        let written = self.file.write_rc_at(buf, pos).await?;
         if written != len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,

@@ -302,6 +302,8 @@ pub(crate) struct Inner<S: Storage> {
     unclean_start: bool,
     /// SYNC_MASTER: puts that wait also wait for a slave.
     replica: RefCell<Option<Rc<dyn ReplicaWait>>>,
+    /// Commitlog reads at the device at once (`STORE_READS_IN_FLIGHT_MAX`).
+    reads: glommio::sync::Semaphore,
 }
 
 /// The message store of one shard. Cheap to clone (a handle); lives on one executor.

@@ -90,6 +90,7 @@ impl<S: Storage> MessageStore<S> {
             closed: Cell::new(false),
             unclean_start,
             replica: RefCell::new(None),
+            reads: glommio::sync::Semaphore::new(crate::limits::STORE_READS_IN_FLIGHT_MAX as u64),
         });
         let store = MessageStore { inner };
         store.recover(checkpoint).await?;
@@ -142,6 +143,7 @@ impl<S: Storage> MessageStore<S> {
         let last_ts = last_ts.max(checkpoint.map_or(0, |c| c.last_store_timestamp));
         cl.last_store_timestamp.set(last_ts);
         cl.written_watch.advance(end);
+        cl.submitted_watch.advance(end);
         cl.flushed_watch.advance(end);
         self.write_checkpoint().await
     }

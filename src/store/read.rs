@@ -256,6 +256,11 @@ impl<S: Storage> MessageStore<S> {
 
     async fn read_commitlog(&self, pos: u64, len: usize) -> StoreResult<Bytes> {
         let cl = &self.inner.commitlog;
+        if let Some(hot) = cl.read_hot(pos, len) {
+            return Ok(hot);
+        }
+        // A read that goes to the device waits for its turn (the semaphore is FIFO).
+        let _turn = self.inner.reads.acquire_permit(1).await.ok();
         cl.read(pos, len).await.map_err(|e| {
             StoreError::io(
                 "reading commitlog",

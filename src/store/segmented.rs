@@ -24,8 +24,9 @@ use bytes::{Bytes, BytesMut};
 use super::io::{IoBuffer, Storage, StorageFile};
 use super::tail::Tail;
 
-/// Largest single write a flush issues.
-const WRITE_MAX_BYTES: u64 = 4 << 20;
+/// Largest single write a flush issues; also the largest buffer a log keeps for reuse, so
+/// that a long flush (ASYNC_FLUSH's) writes from one kept buffer chunk after chunk.
+const WRITE_MAX_BYTES: u64 = 1 << 20;
 /// Preallocated logs keep this much of the file past the flushed data written with zeros
 /// (refilled when less than half is left). On ext4 an fdatasync after writing into
 /// fallocate'd (unwritten) blocks must commit the extent conversion to the journal; into
@@ -33,6 +34,69 @@ const WRITE_MAX_BYTES: u64 = 4 << 20;
 /// write+fdatasync rounds per second. So one journal commit per 2 MiB of data instead of one
 /// per flush.
 const ZERO_AHEAD_BYTES: u64 = 4 << 20;
+/// Zeros ahead are written in chunks of this size from one buffer kept for the purpose.
+const ZERO_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Aligned write buffers a log keeps for reuse, so that a flush does not allocate (and, for
+/// buffers beyond the executor's registered I/O memory, map and later unmap) a fresh one:
+/// up to `max` buffers matched by exact length, and one buffer of zeros for
+/// [`SegmentedLog::zero_ahead`]. A buffer is back in the pool only once its write completed
+/// (the write shares it until then).
+struct BufferPool<B> {
+    free: RefCell<Vec<B>>,
+    zeros: RefCell<Option<Rc<B>>>,
+    max: usize,
+}
+
+impl<B: IoBuffer> BufferPool<B> {
+    fn new(max: usize) -> BufferPool<B> {
+        BufferPool {
+            free: RefCell::new(Vec::new()),
+            zeros: RefCell::new(None),
+            max,
+        }
+    }
+
+    /// A buffer of exactly `len` bytes (contents unspecified): a kept one, or a new one.
+    fn take<F: StorageFile<Buffer = B>>(&self, file: &F, len: usize) -> B {
+        let mut free = self.free.borrow_mut();
+        match free.iter().position(|b| b.byte_len() == len) {
+            Some(i) => free.swap_remove(i),
+            None => file.alloc_buffer(len),
+        }
+    }
+
+    /// Keeps `buf` for reuse if no write holds it any more and there is room (the oldest
+    /// kept buffer makes way).
+    fn give(&self, buf: Rc<B>) {
+        let Ok(buf) = Rc::try_unwrap(buf) else {
+            return;
+        };
+        if self.max == 0 || buf.byte_len() as u64 > WRITE_MAX_BYTES {
+            return;
+        }
+        let mut free = self.free.borrow_mut();
+        if free.len() == self.max {
+            free.remove(0);
+        }
+        free.push(buf);
+    }
+
+    /// The shared buffer of `len` zero bytes (made on first use).
+    fn zeros<F: StorageFile<Buffer = B>>(&self, file: &F, len: usize) -> Rc<B> {
+        let mut zeros = self.zeros.borrow_mut();
+        match zeros.as_ref() {
+            Some(z) if z.byte_len() == len => Rc::clone(z),
+            _ => {
+                let mut buf = file.alloc_buffer(len);
+                buf.as_mut_slice().fill(0);
+                let buf = Rc::new(buf);
+                *zeros = Some(Rc::clone(&buf));
+                buf
+            }
+        }
+    }
+}
 
 /// The 20-digit zero-padded file name of a segment starting at `offset`.
 pub(crate) fn segment_name(offset: u64) -> String {
@@ -58,11 +122,27 @@ struct LogState<F> {
     files: BTreeMap<u64, Rc<F>>,
     tail: Tail,
     written: u64,
+    /// Bytes below this are written to their files (not necessarily durable yet).
+    submitted: u64,
     flushed: u64,
-    flushing: bool,
+    /// A write ([`SegmentedLog::write_pending`]) is in flight.
+    writing: bool,
+    /// fdatasync rounds ([`SegmentedLog::begin_sync`]) in flight.
+    syncing: usize,
+    /// `submitted` when the newest fdatasync round began.
+    sync_started: u64,
+    /// Segments written since the last fdatasync round began (oldest first).
+    unsynced: Vec<u64>,
     /// Preallocated logs: how far the segment being written is known written (data or
     /// zeros), as (segment start, offset).
     zeroed: (u64, u64),
+}
+
+/// An fdatasync round in flight: what it makes durable.
+pub(crate) struct SyncRound {
+    /// Everything below this offset was written when the round began.
+    pub target: u64,
+    segments: Vec<u64>,
 }
 
 /// Options of one log.
@@ -82,6 +162,7 @@ pub(crate) struct SegmentedLog<S: Storage> {
     storage: S,
     opts: LogOptions,
     state: RefCell<LogState<S::File>>,
+    pool: BufferPool<<S::File as StorageFile>::Buffer>,
 }
 
 impl<S: Storage> SegmentedLog<S> {
@@ -91,16 +172,27 @@ impl<S: Storage> SegmentedLog<S> {
         let tail = Tail::new(opts.chunk_bytes);
         SegmentedLog {
             storage,
+            pool: BufferPool::new(0),
             opts,
             state: RefCell::new(LogState {
                 files: BTreeMap::new(),
                 tail,
                 written: 0,
+                submitted: 0,
                 flushed: 0,
-                flushing: false,
+                writing: false,
+                syncing: 0,
+                sync_started: 0,
+                unsynced: Vec::new(),
                 zeroed: (u64::MAX, 0),
             }),
         }
+    }
+
+    /// Keeps up to `count` write buffers for reuse (none by default; see [`BufferPool`]).
+    pub(crate) fn keep_buffers(mut self, count: usize) -> SegmentedLog<S> {
+        self.pool.max = count;
+        self
     }
 
     /// Opens the segment files already in the directory; returns their start offsets.
@@ -192,10 +284,18 @@ impl<S: Storage> SegmentedLog<S> {
     /// Sets both offsets to `end` and forgets the memory (after recovery or truncation).
     pub(crate) fn set_end(&self, end: u64) {
         let mut st = self.state.borrow_mut();
-        assert!(!st.flushing, "set_end during a flush");
+        assert!(!st.writing && st.syncing == 0, "set_end during a flush");
         st.tail.clear();
         st.written = end;
+        st.submitted = end;
+        st.sync_started = end;
         st.flushed = end;
+        st.unsynced.clear();
+    }
+
+    /// `[pos, pos + len)` if the in-memory tail holds all of it.
+    pub(crate) fn read_hot(&self, pos: u64, len: usize) -> Option<Bytes> {
+        self.state.borrow().tail.read(pos, len)
     }
 
     /// Reads `[pos, pos + len)`, which must lie in one segment below `written`.
@@ -272,37 +372,156 @@ impl<S: Storage> SegmentedLog<S> {
         Ok(st.files.entry(start).or_insert(file).clone())
     }
 
+    /// Offset up to which appended bytes are written to their files (durable or not).
+    pub(crate) fn submitted(&self) -> u64 {
+        self.state.borrow().submitted
+    }
+
     /// Writes and fdatasyncs everything appended so far; returns the new flushed offset.
     pub(crate) async fn flush(&self) -> io::Result<u64> {
+        self.write_pending().await?;
+        self.write_zeros_ahead().await?;
+        self.sync_submitted().await
+    }
+
+    /// Preallocated logs: writes zeros ahead of the written data (see [`ZERO_AHEAD_BYTES`])
+    /// when less than half of that is left. Runs in the writer's turn, after a write and
+    /// before the next (never beside a write of data), but needs no fdatasync of its own and
+    /// may run beside an fdatasync round.
+    pub(crate) async fn write_zeros_ahead(&self) -> io::Result<()> {
+        if !self.opts.preallocate {
+            return Ok(());
+        }
+        let end = {
+            let mut st = self.state.borrow_mut();
+            assert!(!st.writing, "zeros ahead during a write");
+            st.writing = true;
+            st.submitted
+        };
+        let seg = self.segment_of(end);
+        let result = match self.file(seg) {
+            Some(file) => {
+                let data_end = align_up(end, file.alignment());
+                self.zero_ahead(&file, seg, data_end).await
+            }
+            None => Ok(()), // nothing written in this segment yet
+        };
+        self.state.borrow_mut().writing = false;
+        result
+    }
+
+    /// Writes what was appended since the last write to the segment files, without
+    /// fdatasync; returns the new `submitted` offset. At most one write runs at a time; an
+    /// fdatasync round ([`SegmentedLog::sync_submitted`]) may run beside it. Rewrites the
+    /// partial last page each time (the bytes already written in it are written again
+    /// unchanged, so a crash during this write cannot damage them whichever version of the
+    /// page reaches the disk).
+    pub(crate) async fn write_pending(&self) -> io::Result<u64> {
         let (from, target) = {
             let mut st = self.state.borrow_mut();
-            assert!(!st.flushing, "two flushes of one log at once");
-            st.flushing = true;
-            (st.flushed, st.written)
+            assert!(!st.writing, "two writes of one log at once");
+            st.writing = true;
+            (st.submitted, st.written)
         };
-        let result = self.flush_range(from, target).await;
+        let result = self.write_range(from, target).await;
         let mut st = self.state.borrow_mut();
-        st.flushing = false;
+        st.writing = false;
         result?;
-        assert!(st.flushed == from, "flushed moved during a flush");
-        st.flushed = target;
-        st.tail.evict(target, self.opts.hot_bytes);
+        assert!(st.submitted == from, "submitted moved during a write");
+        st.submitted = target;
         Ok(target)
     }
 
-    async fn flush_range(&self, mut from: u64, target: u64) -> io::Result<()> {
+    /// One fdatasync round, alone: makes everything written so far durable and returns the
+    /// new `flushed` offset.
+    pub(crate) async fn sync_submitted(&self) -> io::Result<u64> {
+        let Some(round) = self.begin_sync() else {
+            return Ok(self.flushed());
+        };
+        let result = self.sync_round(&round).await;
+        self.end_sync(round, result)
+    }
+
+    /// `submitted` when the newest fdatasync round began.
+    pub(crate) fn sync_started(&self) -> u64 {
+        self.state.borrow().sync_started
+    }
+
+    /// Begins an fdatasync round covering every write completed so far (one fdatasync per
+    /// segment written since the previous round began), or `None` when there is nothing new.
+    /// Only writes completed before the round began count: a write running beside it is
+    /// covered by a later round. Rounds may overlap; they must end
+    /// ([`SegmentedLog::end_sync`]) in the order they began.
+    pub(crate) fn begin_sync(&self) -> Option<SyncRound> {
+        let mut st = self.state.borrow_mut();
+        if st.submitted <= st.sync_started && st.unsynced.is_empty() {
+            return None;
+        }
+        st.syncing += 1;
+        st.sync_started = st.submitted;
+        Some(SyncRound {
+            target: st.submitted,
+            segments: std::mem::take(&mut st.unsynced),
+        })
+    }
+
+    /// Runs the fdatasyncs of a round.
+    pub(crate) async fn sync_round(&self, round: &SyncRound) -> io::Result<()> {
+        self.sync_segments(&round.segments).await
+    }
+
+    /// Ends a round with the outcome of [`SegmentedLog::sync_round`]; on success `flushed`
+    /// moves to its target (every round begun before it has ended successfully, so every
+    /// segment written below the target is synced) and returns it.
+    pub(crate) fn end_sync(&self, round: SyncRound, result: io::Result<()>) -> io::Result<u64> {
+        let mut st = self.state.borrow_mut();
+        st.syncing -= 1;
+        if let Err(e) = result {
+            // Not durable. With nothing else in flight, the next flush writes everything
+            // since `flushed` again (as a retried flush always did); in any case it syncs
+            // these segments again.
+            if !st.writing && st.syncing == 0 {
+                st.submitted = st.flushed;
+                st.sync_started = st.flushed;
+            }
+            let later = std::mem::replace(&mut st.unsynced, round.segments);
+            for seg in later {
+                if !st.unsynced.contains(&seg) {
+                    st.unsynced.push(seg);
+                }
+            }
+            return Err(e);
+        }
+        st.flushed = st.flushed.max(round.target);
+        let flushed = st.flushed;
+        st.tail.evict(flushed, self.opts.hot_bytes);
+        Ok(flushed)
+    }
+
+    async fn sync_segments(&self, segments: &[u64]) -> io::Result<()> {
+        for seg in segments {
+            let file = self.file(*seg).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("segment {seg} missing"))
+            })?;
+            file.fdatasync().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_range(&self, mut from: u64, target: u64) -> io::Result<()> {
         while from < target {
             let seg = self.segment_of(from);
             let seg_end = seg + self.opts.segment_bytes;
             let hi = target.min(seg_end);
-            self.flush_segment(seg, from, hi).await?;
+            self.write_segment(seg, from, hi).await?;
             from = hi;
         }
         Ok(())
     }
 
-    /// Writes the data of `[lo, hi)` (one segment) and fdatasyncs that segment.
-    async fn flush_segment(&self, seg: u64, lo: u64, hi: u64) -> io::Result<()> {
+    /// Writes the data of `[lo, hi)` (one segment) and notes the segment for the next
+    /// fdatasync round.
+    async fn write_segment(&self, seg: u64, lo: u64, hi: u64) -> io::Result<()> {
         let Some(data_hi) = self.state.borrow().tail.data_end_before(lo, hi) else {
             return Ok(()); // only skipped space (after a blank record): nothing to write
         };
@@ -319,7 +538,7 @@ impl<S: Storage> SegmentedLog<S> {
         let mut pos = a;
         while pos < b {
             let end = b.min(pos + WRITE_MAX_BYTES);
-            let mut buf = file.alloc_buffer((end - pos) as usize);
+            let mut buf = self.pool.take(&*file, (end - pos) as usize);
             let dst = buf.as_mut_slice();
             dst.fill(0);
             if pos < lo {
@@ -331,17 +550,21 @@ impl<S: Storage> SegmentedLog<S> {
                 copied as u64 >= need,
                 "tail lacks dirty bytes: {copied} < {need}"
             );
-            file.write_at(buf, pos - seg).await?;
+            let buf = Rc::new(buf);
+            file.write_shared_at(Rc::clone(&buf), pos - seg).await?;
+            self.pool.give(buf);
             pos = end;
         }
-        if self.opts.preallocate {
-            self.zero_ahead(&file, seg, b).await?;
+        let mut st = self.state.borrow_mut();
+        if !st.unsynced.contains(&seg) {
+            st.unsynced.push(seg);
         }
-        file.fdatasync().await
+        Ok(())
     }
 
     /// Writes zeros past `data_end` (aligned) so the next flushes land in written blocks;
-    /// see [`ZERO_AHEAD_BYTES`]. The caller's fdatasync covers them.
+    /// see [`ZERO_AHEAD_BYTES`]. A later fdatasync round covers them (no need: they only
+    /// save later rounds a journal commit).
     async fn zero_ahead(&self, file: &S::File, seg: u64, data_end: u64) -> io::Result<()> {
         let seg_end = seg + self.opts.segment_bytes;
         let (zeroed_seg, zeroed_to) = self.state.borrow().zeroed;
@@ -352,13 +575,23 @@ impl<S: Storage> SegmentedLog<S> {
         if from >= seg_end || from >= data_end + ZERO_AHEAD_BYTES / 2 {
             return Ok(());
         }
-        let to = (data_end + ZERO_AHEAD_BYTES).min(seg_end);
+        // Whole zero chunks (one shared buffer, written again and again) except at the
+        // segment's end.
+        let to = (from
+            + (data_end + ZERO_AHEAD_BYTES - from).div_ceil(ZERO_CHUNK_BYTES) * ZERO_CHUNK_BYTES)
+            .min(seg_end);
         let mut pos = from;
         while pos < to {
-            let len = (to - pos).min(1 << 20);
-            let mut buf = file.alloc_buffer(len as usize);
-            buf.as_mut_slice().fill(0);
-            file.write_at(buf, pos - seg).await?;
+            let len = (to - pos).min(ZERO_CHUNK_BYTES);
+            let zeros = match len == ZERO_CHUNK_BYTES {
+                true => self.pool.zeros(file, len as usize),
+                false => {
+                    let mut buf = file.alloc_buffer(len as usize);
+                    buf.as_mut_slice().fill(0);
+                    Rc::new(buf)
+                }
+            };
+            file.write_shared_at(zeros, pos - seg).await?;
             pos += len;
         }
         self.state.borrow_mut().zeroed = (seg, to);

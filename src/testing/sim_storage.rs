@@ -36,6 +36,9 @@ pub struct SimFaults {
     pub fsync_errno: Option<i32>,
     /// How long every `fdatasync` takes.
     pub fsync_delay: Duration,
+    /// How long every `write_at` takes (its bytes reach the file when it completes; an
+    /// fdatasync that began before that does not cover them).
+    pub write_delay: Duration,
     /// Restricts the faults to paths with this prefix.
     pub path_prefix: Option<PathBuf>,
 }
@@ -94,6 +97,10 @@ pub struct SimBuffer(Vec<u8>);
 impl IoBuffer for SimBuffer {
     fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.0
+    }
+
+    fn byte_len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -247,6 +254,13 @@ impl SimStorage {
         state.files.get(id).map(|f| f.current.clone())
     }
 
+    /// What of a file is durable: what a crash now would leave at least.
+    pub fn durable_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = self.state.borrow();
+        let id = state.names.get(path)?;
+        state.files.get(id).map(|f| f.durable.clone())
+    }
+
     /// Overwrites bytes of a file durably (to plant garbage or corruption in tests).
     pub fn write_raw(&self, path: &Path, pos: u64, bytes: &[u8]) {
         self.modify_raw(
@@ -315,22 +329,35 @@ impl StorageFile for SimFile {
         SimBuffer(vec![0xA5; len])
     }
 
-    async fn write_at(&self, buf: SimBuffer, pos: u64) -> io::Result<()> {
+    async fn write_shared_at(&self, buf: Rc<SimBuffer>, pos: u64) -> io::Result<()> {
         self.storage.alive()?;
-        let mut state = self.storage.state.borrow_mut();
-        let align = state.alignment;
-        assert_eq!(pos % align, 0, "unaligned write at {pos}");
-        assert_eq!(
-            buf.0.len() as u64 % align,
-            0,
-            "unaligned write of {}",
-            buf.0.len()
-        );
-        if let (true, Some(code)) = (state.faulty(&self.path), state.faults.write_errno) {
-            return Err(errno(code));
+        let delay = {
+            let state = self.storage.state.borrow();
+            let align = state.alignment;
+            assert_eq!(pos % align, 0, "unaligned write at {pos}");
+            assert_eq!(
+                buf.0.len() as u64 % align,
+                0,
+                "unaligned write of {}",
+                buf.0.len()
+            );
+            if let (true, Some(code)) = (state.faulty(&self.path), state.faults.write_errno) {
+                return Err(errno(code));
+            }
+            match state.faulty(&self.path) {
+                true => state.faults.write_delay,
+                false => Duration::ZERO,
+            }
+        };
+        if !delay.is_zero() {
+            glommio::timer::sleep(delay).await;
+            // A crash during the write: it never reached the file.
+            self.storage.alive()?;
         }
+        let mut state = self.storage.state.borrow_mut();
         state.writes += 1;
-        state.record(self.id, Op::Write { pos, data: buf.0 });
+        let data = buf.0.clone();
+        state.record(self.id, Op::Write { pos, data });
         Ok(())
     }
 

@@ -11,6 +11,7 @@ mod client;
 pub mod lock;
 mod offset;
 mod pull;
+pub(crate) use pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 pub mod query;
 mod send;
 mod send_back;

@@ -20,7 +20,7 @@ use crate::store::{GetResult, GetStatus};
 
 /// PullSysFlag bits.
 const FLAG_COMMIT_OFFSET: i64 = 0x1;
-const FLAG_SUSPEND: i64 = 0x2;
+pub(crate) const FLAG_SUSPEND: i64 = 0x2;
 const FLAG_SUBSCRIPTION: i64 = 0x4;
 
 struct PullRequest<'a> {

@@ -4,13 +4,18 @@
 //! (plus a blank record) does not fit, assigns the position and a monotonic store timestamp,
 //! patches the record and copies it into the in-memory tail. Nothing waits for I/O there.
 //!
-//! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH it is group commit:
-//! it sleeps on `written_watch` until there is unflushed data, snapshots `written`, writes the
-//! dirty range, fdatasyncs once per touched segment, and advances `flushed_watch`, which
-//! releases every append the fdatasync covered. Appends arriving meanwhile form the next
-//! group. Under ASYNC_FLUSH it does the same every `flushIntervalCommitLog`. A failed flush
-//! fails every waiter and marks the commitlog unwritable: nothing unsynced is acknowledged.
+//! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH it is pipelined
+//! group commit that keeps the device busy: the writer wakes on `written_watch`, writes
+//! everything appended so far and advances `submitted_watch`; a syncer wakes on that, runs
+//! one fdatasync per segment written since the previous round began and advances
+//! `flushed_watch` to what was written when its round began, which releases every append
+//! those writes carried. One write and up to two fdatasync rounds are in flight at once, so
+//! appends arriving during an fdatasync are written at once and go into the very next round
+//! (no timer). Under ASYNC_FLUSH one write-and-fdatasync round runs every
+//! `flushIntervalCommitLog`. A failed write or fdatasync fails every waiter and marks the
+//! commitlog unwritable: nothing unsynced is acknowledged.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use futures_lite::future;
 use super::segment::{blank_record, needs_rollover};
 use super::{to_physical, CommitLog};
 use crate::message::record::{patch, RecordSlots, BLANK_RECORD_BYTES};
+use crate::runtime::OffsetWatch;
 use crate::store::error::{StoreError, StoreResult};
 use crate::store::io::Storage;
 
@@ -124,23 +130,36 @@ impl<S: Storage> CommitLog<S> {
     }
 
     /// One flush round: writes and fdatasyncs everything appended so far, then releases the
-    /// waiters it covered. On error the commitlog becomes unwritable and every waiter fails.
+    /// waiters it covered (ASYNC_FLUSH's interval flusher and `close`). On error the commitlog
+    /// becomes unwritable and every waiter fails.
     pub(crate) async fn flush_once(&self) -> StoreResult<u64> {
         match self.log.flush().await {
             Ok(target) => {
-                self.flush_rounds.set(self.flush_rounds.get() + 1);
-                self.flushed_watch.advance(target);
+                self.submitted_watch.advance(target);
+                self.synced(target);
                 Ok(target)
             }
-            Err(e) => {
-                let dir = self.log.dir().display().to_string();
-                let reason = format!("flushing commitlog {dir} failed: {e}");
-                tracing::error!(%reason, "commitlog is now read-only");
-                *self.failure.borrow_mut() = Some(reason.clone());
-                self.flushed_watch.close();
-                Err(StoreError::Unwritable { reason })
-            }
+            Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// An fdatasync round made everything below `target` durable: release its waiters.
+    fn synced(&self, target: u64) {
+        self.flush_rounds.set(self.flush_rounds.get() + 1);
+        self.flushed_watch.advance(target);
+    }
+
+    /// A write or fdatasync failed: the commitlog becomes unwritable (a failed fdatasync may
+    /// have dropped dirty pages, so no later one can vouch for them), every waiter fails and
+    /// the flusher stops.
+    fn fail(&self, e: std::io::Error) -> StoreError {
+        let dir = self.log.dir().display().to_string();
+        let reason = format!("flushing commitlog {dir} failed: {e}");
+        tracing::error!(%reason, "commitlog is now read-only");
+        *self.failure.borrow_mut() = Some(reason.clone());
+        self.flushed_watch.close();
+        self.submitted_watch.close();
+        StoreError::Unwritable { reason }
     }
 
     /// Creates the segment after the one being written, if missing, so rollover finds it
@@ -158,6 +177,21 @@ impl<S: Storage> CommitLog<S> {
         if let Err(e) = self.log.file_for_write(next).await {
             tracing::warn!(segment = next, error = %e, "cannot preallocate the next segment");
         }
+    }
+
+    /// Resolves `true` once `watch` reaches `target`; `false` when the store stops or the
+    /// flush failed first.
+    async fn wait_for_turn(&self, watch: &OffsetWatch, target: u64) -> bool {
+        let work = async { watch.wait_for(target).await.is_ok() };
+        let stop = async {
+            let _ = self.stop.wait_for(1).await;
+            false
+        };
+        let failed = async {
+            let _ = self.flushed_watch.wait_for(u64::MAX).await;
+            false
+        };
+        future::or(stop, future::or(failed, work)).await
     }
 
     /// Resolves `true` when there is unflushed data, `false` when the store stops.
@@ -220,18 +254,27 @@ pub(crate) async fn run_flush_watchdog<S: Storage>(log: Rc<CommitLog<S>>, timeou
 }
 
 /// The flusher task of one commitlog. `interval` is `None` for SYNC_FLUSH (flush as soon as
-/// there is data) and the flush period for ASYNC_FLUSH.
+/// there is data, pipelined: [`run_writer`] and [`run_syncer`]) and the flush period for
+/// ASYNC_FLUSH (one write-and-fdatasync round per period, or sooner once
+/// `early_flush_bytes` wait).
 pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Option<Duration>) {
     // Creating the next segment (fallocate of a whole segment, fdatasync, directory sync) runs
     // beside the flusher, not in its loop: flushes, and the SYNC_FLUSH puts waiting for them,
     // go on meanwhile. The segment file handle is shared safely (`file_for_write` keeps the
     // first of two concurrent creations).
-    let preallocating = Rc::new(std::cell::Cell::new(false));
+    let preallocating = Rc::new(Cell::new(false));
+    let Some(interval) = interval else {
+        let (ended, next_round) = (OffsetWatch::new(0), Cell::new(0));
+        let syncers = future::zip(
+            run_syncer(&log, &ended, &next_round),
+            run_syncer(&log, &ended, &next_round),
+        );
+        future::zip(run_writer(&log, &preallocating), syncers).await;
+        return;
+    };
     loop {
-        if let Some(interval) = interval {
-            if !log.sleep_unless_stopped(interval).await {
-                break;
-            }
+        if !log.sleep_unless_stopped(interval).await {
+            break;
         }
         if !log.wait_for_work().await {
             break;
@@ -239,15 +282,88 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
         if log.flush_once().await.is_err() {
             break;
         }
-        if !preallocating.get() && log.next_segment_missing() {
-            preallocating.set(true);
-            let (log, preallocating) = (Rc::clone(&log), Rc::clone(&preallocating));
-            glommio::spawn_local(async move {
-                log.preallocate_next().await;
-                preallocating.set(false);
-            })
-            .detach();
+        preallocate_soon(&log, &preallocating);
+    }
+}
+
+/// SYNC_FLUSH's writer: as soon as appends wait to be written (and its previous write is
+/// done), writes them all in one go and advances `submitted_watch`. It does not wait for
+/// fdatasync: while [`run_syncer`]'s round is in flight the next appends are already being
+/// written, so that round's end finds them on the file and the next round starts at once.
+async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<bool>>) {
+    loop {
+        let next = log.log.submitted() + 1;
+        if !log.wait_for_turn(&log.written_watch, next).await {
+            return;
         }
+        match log.log.write_pending().await {
+            Ok(end) => log.submitted_watch.advance(end),
+            Err(e) => {
+                log.fail(e);
+                return;
+            }
+        }
+        // Zeros ahead go after the data they precede has been handed to the syncer.
+        if let Err(e) = log.log.write_zeros_ahead().await {
+            log.fail(e);
+            return;
+        }
+        preallocate_soon(log, preallocating);
+    }
+}
+
+/// SYNC_FLUSH's group commit, run twice side by side (so up to two rounds are in flight: the
+/// next round's fdatasync is issued as soon as its write completed, and the kernel starts its
+/// device flush the moment the current one ends, with no trip through this executor in
+/// between). Whenever data was written since the newest round began, one of them begins a
+/// round covering every write completed before it (one fdatasync per segment written since
+/// the previous round began). Rounds end in the order they began (`ended` counts them;
+/// `next_round` numbers them): then `flushed_watch` releases the puts whose bytes those writes
+/// carried. A put is therefore acknowledged only after fdatasyncs that started after its
+/// bytes were written.
+async fn run_syncer<S: Storage>(
+    log: &Rc<CommitLog<S>>,
+    ended: &OffsetWatch,
+    next_round: &Cell<u64>,
+) {
+    loop {
+        let next = log.log.sync_started() + 1;
+        if !log.wait_for_turn(&log.submitted_watch, next).await {
+            return;
+        }
+        let Some(round) = log.log.begin_sync() else {
+            continue; // the other syncer took it
+        };
+        let seq = next_round.get();
+        next_round.set(seq + 1);
+        let result = log.log.sync_round(&round).await;
+        if ended.wait_for(seq).await.is_err() || log.failure.borrow().is_some() {
+            // A write or an earlier round failed: the commitlog is unwritable.
+            ended.close();
+            return;
+        }
+        match log.log.end_sync(round, result) {
+            Ok(end) => log.synced(end),
+            Err(e) => {
+                log.fail(e);
+                ended.close();
+                return;
+            }
+        }
+        ended.advance(seq + 1);
+    }
+}
+
+/// Starts creating the next segment beside the flusher if it is missing and no creation runs.
+fn preallocate_soon<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<bool>>) {
+    if !preallocating.get() && log.next_segment_missing() {
+        preallocating.set(true);
+        let (log, preallocating) = (Rc::clone(log), Rc::clone(preallocating));
+        glommio::spawn_local(async move {
+            log.preallocate_next().await;
+            preallocating.set(false);
+        })
+        .detach();
     }
 }
 

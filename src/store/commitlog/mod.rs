@@ -11,6 +11,8 @@
 //! - `recovery`: the forward scan that finds the valid end.
 
 pub(crate) mod appender;
+#[cfg(test)]
+mod pipeline_tests;
 pub(crate) mod recovery;
 pub(crate) mod segment;
 
@@ -43,6 +45,10 @@ pub fn split_physical(physical: i64) -> (u8, u64) {
     ((raw >> SHARD_SHIFT) as u8, raw & IN_SHARD_MASK)
 }
 
+/// Write buffers the commitlog keeps for reuse (at most 1 MiB each; flushes write a few
+/// sizes over and over).
+const WRITE_BUFFERS_KEPT: usize = 3;
+
 /// One shard's commitlog.
 pub(crate) struct CommitLog<S: Storage> {
     pub(crate) log: SegmentedLog<S>,
@@ -51,6 +57,9 @@ pub(crate) struct CommitLog<S: Storage> {
     pub(crate) max_record_bytes: usize,
     /// Advanced by every append; the flusher waits on it (no timer, no polling).
     pub(crate) written_watch: OffsetWatch,
+    /// Advanced after each write of appended data to the file (not yet durable); the SYNC_FLUSH
+    /// syncer waits on it.
+    pub(crate) submitted_watch: OffsetWatch,
     /// Advanced after each fdatasync; SYNC_FLUSH appends wait on it.
     pub(crate) flushed_watch: OffsetWatch,
     /// SYNC_FLUSH: data up to here stayed unflushed for `syncFlushTimeout` (advanced by the
@@ -97,10 +106,11 @@ impl<S: Storage> CommitLog<S> {
             hot_bytes,
         };
         CommitLog {
-            log: SegmentedLog::new(storage, opts),
+            log: SegmentedLog::new(storage, opts).keep_buffers(WRITE_BUFFERS_KEPT),
             shard,
             max_record_bytes,
             written_watch: OffsetWatch::new(0),
+            submitted_watch: OffsetWatch::new(0),
             flushed_watch: OffsetWatch::new(0),
             timed_out_watch: OffsetWatch::new(0),
             stop: OffsetWatch::new(0),
@@ -180,6 +190,11 @@ impl<S: Storage> CommitLog<S> {
     /// Offset up to which everything is durable.
     pub(crate) fn flushed(&self) -> u64 {
         self.log.flushed()
+    }
+
+    /// `len` stored bytes at `pos` if they are all in the in-memory hot tail.
+    pub(crate) fn read_hot(&self, pos: u64, len: usize) -> Option<Bytes> {
+        self.log.read_hot(pos, len)
     }
 
     /// Reads `len` stored bytes at `pos` (hot tail from memory, the rest from the file).

@@ -692,6 +692,17 @@ pub fn load<T: MetadataFile>(path: &Path) -> Result<T, MetadataError> {
 /// instant `path` holds the old or the new content and `<path>.bak` an older one, so [`load`]
 /// always finds a valid copy.
 pub fn persist<T: MetadataFile>(path: &Path, value: &T) -> Result<(), MetadataError> {
+    let bytes = encode_for_persist(path, value)?;
+    persist_encoded(path, &bytes)
+}
+
+/// The bytes [`persist`] writes for `value`: encoding is cheap and needs the value, so it can
+/// happen where the value lives while [`persist_encoded`]'s blocking writes and fsyncs go to
+/// another thread.
+pub fn encode_for_persist<T: MetadataFile>(
+    path: &Path,
+    value: &T,
+) -> Result<Vec<u8>, MetadataError> {
     let bytes = encode_pretty(value).map_err(|source| MetadataError::Encode {
         path: path.to_path_buf(),
         what: T::WHAT,
@@ -703,8 +714,14 @@ pub fn persist<T: MetadataFile>(path: &Path, value: &T) -> Result<(), MetadataEr
         "{} does not round-trip",
         T::WHAT
     );
+    Ok(bytes)
+}
+
+/// The writing half of [`persist`]: `.bak` of the current content, then `bytes` atomically.
+/// Blocks on file writes and fsyncs: call it from a blocking thread, not a shard's.
+pub fn persist_encoded(path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
     backup_previous(path)?;
-    write_atomically(path, &bytes).map_err(|source| MetadataError::Io {
+    write_atomically(path, bytes).map_err(|source| MetadataError::Io {
         path: path.to_path_buf(),
         op: "write",
         source,
