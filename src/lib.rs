@@ -16,6 +16,7 @@
 //! | [`protocol`] | typed request/response headers and JSON bodies per command family |
 //! | [`net`] | glommio sockets: accept loop, per-connection framing, pipelined dispatch |
 //! | [`store`] | one shard's message store: commitlog (O_DIRECT, group commit), consume queues, index, recovery, metadata files |
+//! | [`controller`] | RocketMQ 5's controller: master election per broker group, replicated with raft-rs |
 //! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
 //! | [`broker`] | the broker: shards, routing over the mesh, request processors, registration |
 //! | `testing` | SimStorage and SimClock for seeded fault tests (tests and the `sim` feature only) |
@@ -31,6 +32,7 @@ pub mod admin;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod controller;
 pub mod dashboard;
 pub mod fsutil;
 pub mod ha;

@@ -42,6 +42,10 @@ enum Command {
     /// Run a nameserver (the route registry brokers register with and clients ask), like
     /// `mqnamesrv`. Listens on 9876 unless the config file says otherwise.
     Namesrv(NamesrvArgs),
+    /// Run a controller of RocketMQ 5's controller mode (automatic master failover), like
+    /// `mqcontroller -c controller.properties`; three controllers (controllerDLegerPeers)
+    /// survive the loss of one. Listens on 19876 unless the file says otherwise.
+    Controller(ControllerArgs),
     /// Run a broker from a broker.properties file, like `mqbroker -c`: one shard per core, each
     /// owning its queues; registers with every nameserver of `-n`, `namesrvAddr` or
     /// NAMESRV_ADDR.
@@ -75,6 +79,16 @@ struct NamesrvArgs {
     #[arg(short = 'c', long = "configFile", value_name = "FILE")]
     config_file: Option<PathBuf>,
     /// Print every config key with its value and exit (like `mqnamesrv -p`).
+    #[arg(short = 'p', long = "printConfigItem")]
+    print_config: bool,
+}
+
+#[derive(Args, Debug)]
+struct ControllerArgs {
+    /// A controller.properties file (RocketMQ 5 key names; see conf/controller/).
+    #[arg(short = 'c', long = "configFile", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Print every config key with its value and exit.
     #[arg(short = 'p', long = "printConfigItem")]
     print_config: bool,
 }
@@ -132,6 +146,7 @@ fn main() -> ExitCode {
     ringmq::net::server::set_thread_memory_release(mimalloc_collect);
     match cli.command {
         Command::Namesrv(args) => run_namesrv(args),
+        Command::Controller(args) => run_controller(args),
         Command::Broker(args) => run_broker(args),
         Command::Standalone(args) => run_standalone(args),
         Command::Admin(args) => ringmq::admin::run(args.args),
@@ -204,7 +219,21 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
         eprintln!("ringmq namesrv: cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
-    match namesrv::start(namesrv_options(&config), shutdown) {
+    let mut options = namesrv_options(&config);
+    // The embedded controller (enableControllerInNamesrv) lives as long as the nameserver.
+    let _controller = if config.enable_controller_in_namesrv {
+        let remoting = advertised(config.listen_addr, config.listen_port);
+        match start_controller(args.config_file.as_ref(), remoting, true) {
+            Ok(controller) => {
+                options.processor.controller = Some(controller.handle());
+                Some(controller)
+            }
+            Err(e) => return fail("namesrv", e),
+        }
+    } else {
+        None
+    };
+    match namesrv::start(options, shutdown) {
         Ok(handle) => {
             // The PID file first: whoever saw the boot line may run `ringmq shutdown` at once.
             let _pid = pid_file(&ringmq::pidfile::namesrv_pid_path(&config.kv_config_path));
@@ -220,6 +249,84 @@ fn run_namesrv(args: NamesrvArgs) -> ExitCode {
             eprintln!("ringmq namesrv: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The address others reach a server bound to `ip:port` on (the host's address for 0.0.0.0).
+fn advertised(ip: std::net::IpAddr, port: u16) -> String {
+    let ip = if ip.is_unspecified() {
+        ringmq::config::HostInfo::detect().ip
+    } else {
+        ip
+    };
+    SocketAddr::new(ip, port).to_string()
+}
+
+/// Loads the controller keys of `path` and starts the controller. `embedded`: the file is a
+/// namesrv.properties, whose other keys the nameserver's loader already checked.
+fn start_controller(
+    path: Option<&PathBuf>,
+    remoting_addr: String,
+    embedded: bool,
+) -> Result<ringmq::controller::Controller, String> {
+    let config = load_controller_config(path, embedded)?;
+    let options = ringmq::controller::ControllerOptions::from_config(&config, remoting_addr)?;
+    ringmq::controller::Controller::start(options).map_err(|e| e.to_string())
+}
+
+fn load_controller_config(
+    path: Option<&PathBuf>,
+    embedded: bool,
+) -> Result<ringmq::config::ControllerConfig, String> {
+    let Some(path) = path else {
+        return Err("a controller needs a config file (-c) with controllerDLegerGroup, controllerDLegerPeers and controllerDLegerSelfId".to_string());
+    };
+    let loaded = if embedded {
+        ringmq::config::ControllerConfig::load_embedded(path)
+    } else {
+        ringmq::config::ControllerConfig::load(path)
+    };
+    let (config, warnings) = loaded.map_err(|e| e.to_string())?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
+}
+
+fn run_controller(args: ControllerArgs) -> ExitCode {
+    let config = match load_controller_config(args.config_file.as_ref(), false) {
+        Ok(config) => config,
+        Err(message) => return fail("controller", message),
+    };
+    if args.print_config {
+        print!("{}", config.to_properties());
+        return ExitCode::SUCCESS;
+    }
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.on_signals() {
+        return fail("controller", format!("cannot install signal handlers: {e}"));
+    }
+    let remoting = advertised(config.listen_addr, config.listen_port);
+    let options = match ringmq::controller::ControllerOptions::from_config(&config, remoting) {
+        Ok(options) => options,
+        Err(e) => return fail("controller", e),
+    };
+    let controller = match ringmq::controller::Controller::start(options) {
+        Ok(controller) => controller,
+        Err(e) => return fail("controller", e),
+    };
+    let listen = SocketAddr::new(config.listen_addr, config.listen_port);
+    match ringmq::controller::server::start(listen, controller.handle(), shutdown) {
+        Ok(server) => {
+            println!(
+                "The controller {} of group {} boot success. serializeType=JSON, listening on {}, peers on {}",
+                config.self_id, config.group, server.local_addr, controller.peer_addr
+            );
+            server.wait();
+            controller.stop();
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("controller", e),
     }
 }
 
@@ -266,9 +373,19 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
         port_override: None,
         shards: 0,
         config_file: args.config_file.clone(),
+        sync_state: None,
     };
     let name = options.cfg.broker_name.clone();
     let store_root = options.cfg.store_path_root_dir.clone();
+    if options.cfg.enable_controller_mode {
+        // The controllers decide the role; the agent runs the broker in it (and prints the
+        // boot line once it does).
+        let _pid = pid_file(&ringmq::pidfile::broker_pid_path(&store_root));
+        return match ringmq::controller::broker_agent::run(options, shutdown) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("broker", e),
+        };
+    }
     match broker::start(options, shutdown) {
         Ok(handle) => {
             // The PID file first: whoever saw the boot line may run `ringmq shutdown` at once.
@@ -311,6 +428,7 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
         port_override: None,
         shards: 0,
         config_file: args.config_file.clone(),
+        sync_state: None,
     };
     match broker::start(options, shutdown.clone()) {
         Ok(handle) => {

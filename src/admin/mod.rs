@@ -9,6 +9,8 @@
 //!   producerConnection
 //! * `cluster`: clusterList, brokerStatus, getBrokerConfig, updateBrokerConfig, wipeWritePerm,
 //!   addWritePerm, getNamesrvConfig
+//! * `controller`: getControllerMetaData, getSyncStateSet, electMaster, cleanBrokerMetadata,
+//!   getControllerConfig (RocketMQ 5's controller mode)
 //! * `acl`: updateAclConfig, deleteAclConfig, updateGlobalWhiteAddr, clusterAclConfigVersion,
 //!   getAclConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
@@ -16,6 +18,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod cluster;
+pub(crate) mod controller;
 pub mod fastjson_mq;
 pub(crate) mod group;
 pub(crate) mod message;
@@ -110,6 +113,21 @@ enum AdminCommand {
     /// Clusters and their brokers, with each broker's version and load.
     #[command(name = "clusterList")]
     ClusterList(Common),
+    /// The controller group: its leader and peers (controller mode).
+    #[command(name = "getControllerMetaData")]
+    GetControllerMetaData(controller::ControllerCommon),
+    /// Broker groups' masters, epochs and SyncStateSets, from the controller leader.
+    #[command(name = "getSyncStateSet")]
+    GetSyncStateSet(controller::SyncStateSetArgs),
+    /// Make a replica of a broker group its master (manual switch through the controller).
+    #[command(name = "electMaster")]
+    ElectMaster(controller::ElectMasterArgs),
+    /// Make the controller forget a broker group or some of its replicas.
+    #[command(name = "cleanBrokerMetadata")]
+    CleanBrokerMetadata(controller::CleanArgs),
+    /// Every controller's configuration.
+    #[command(name = "getControllerConfig")]
+    GetControllerConfig(controller::ControllerCommon),
     /// Send one message to a topic.
     #[command(name = "sendMessage")]
     SendMessage(message::SendArgs),
@@ -407,6 +425,11 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::UpdateTopic(a) => topic::update_topic(&a),
         C::DeleteTopic(a) => topic::delete_topic(&a),
         C::ClusterList(a) => cluster::cluster_list(&a),
+        C::GetControllerMetaData(a) => controller::metadata(&a),
+        C::GetSyncStateSet(a) => controller::sync_state_set(&a),
+        C::ElectMaster(a) => controller::elect_master(&a),
+        C::CleanBrokerMetadata(a) => controller::clean_broker_metadata(&a),
+        C::GetControllerConfig(a) => controller::controller_config(&a),
         C::SendMessage(a) => message::send_message(&a),
         C::ConsumeMessage(a) => message::consume_message(&a),
         C::QueryMsgById(a) => query::query_msg_by_id(&a),

@@ -25,6 +25,8 @@ pub struct BrokerContext {
     pub live: LiveConfig,
     /// The plain ACL every request passes (`aclEnable=true`), shared by all shards.
     pub acl: Option<std::sync::Arc<crate::acl::Acl>>,
+    /// Controller mode: the SyncStateSet view of the broker's agent.
+    pub sync_state: Option<std::sync::Arc<crate::ha::SyncStateView>>,
 }
 
 impl BrokerContext {

@@ -53,6 +53,9 @@ pub struct BrokerOptions {
     pub shards: usize,
     /// The `-c` file the config was read from: UPDATE_BROKER_CONFIG writes changes there.
     pub config_file: Option<std::path::PathBuf>,
+    /// Controller mode: the SyncStateSet view the master's SYNC_MASTER wait follows (see
+    /// [`crate::ha::SyncStateView`]); `None` outside controller mode.
+    pub sync_state: Option<std::sync::Arc<crate::ha::SyncStateView>>,
 }
 
 /// A running broker.
@@ -124,6 +127,7 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
         namesrv_addrs: options.namesrv_addrs.clone(),
         live: live_config::LiveConfig::new(&cfg, options.config_file.clone()),
         acl: crate::acl::Acl::for_broker(&cfg).map_err(io::Error::other)?,
+        sync_state: options.sync_state.clone(),
         cfg,
     };
     let topics = TopicConfigManager::open(&ctx.cfg, true).map_err(io::Error::other)?;

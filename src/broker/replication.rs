@@ -77,6 +77,9 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
         return Ok(ShardHa::Slave(Rc::new(follower)));
     }
     let replicas = Replicas::open(opts, store.clone(), root, id)?;
+    if let Some(view) = &ctx.sync_state {
+        replicas.set_sync_state(std::sync::Arc::clone(view));
+    }
     if cfg.broker_role == BrokerRole::SyncMaster {
         store.set_replica_wait(replicas.clone());
     }

@@ -492,6 +492,32 @@ config_struct! {
     "duplicationEnable" => duplication_enable: bool = false, parse_bool;
     /// `enableDLegerCommitLog`: DLedger mode. Default false; true is rejected (out of scope).
     "enableDLegerCommitLog" => enable_dleger_commitlog: bool = false, parse_bool;
+    /// `enableControllerMode`: RocketMQ 5's controller mode: the controllers of
+    /// `controllerAddr` decide whether this broker is its group's master (then it runs the
+    /// master role of `brokerRole`, as brokerId 0) or a slave (with the id the controller
+    /// assigned); see `crate::controller::broker_agent`. Default false.
+    "enableControllerMode" => enable_controller_mode: bool = false, parse_bool;
+    /// `controllerAddr`: `;`-separated remoting addresses of the controllers (or of the
+    /// nameservers embedding them). Required with `enableControllerMode`.
+    "controllerAddr" => controller_addr: Option<String> = None, parse_opt_string;
+    /// `syncBrokerMetadataPeriod`: how often a broker in controller mode asks the controller
+    /// who its master is, in ms. Default 5000. 10..=86400000.
+    "syncBrokerMetadataPeriod" => sync_broker_metadata_period_ms: u64 = 5_000, parse_u64,
+        bounds(10, DAY_MS);
+    /// `checkSyncStateSetPeriod`: how often a master in controller mode compares its caught-up
+    /// slaves with the SyncStateSet and reports changes, in ms. Default 5000. 10..=86400000.
+    "checkSyncStateSetPeriod" => check_sync_state_set_period_ms: u64 = 5_000, parse_u64,
+        bounds(10, DAY_MS);
+    /// `haMaxTimeSlaveNotCatchup`: a slave behind the master for longer than this (ms) leaves
+    /// the SyncStateSet. Default 15000. 1..=86400000.
+    "haMaxTimeSlaveNotCatchup" => ha_max_time_slave_not_catchup_ms: u64 = 15_000, parse_u64,
+        bounds(1, DAY_MS);
+    /// `controllerHeartBeatTimeoutMills`: the controller declares this broker dead after this
+    /// long without a heartbeat; a master that has not had a heartbeat answered by the
+    /// controller leader for half of it stops serving (its lease). Default 10000.
+    /// 300..=86400000.
+    "controllerHeartBeatTimeoutMills" => controller_heartbeat_timeout_ms: u64 = 10_000,
+        parse_u64, bounds(300, DAY_MS);
 }
 
 /// Empty = unset.

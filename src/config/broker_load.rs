@@ -225,6 +225,18 @@ impl BrokerConfig {
             }
             _ => {}
         }
+        if self.enable_controller_mode {
+            if self.controller_addr.is_none() {
+                let reason =
+                    "enableControllerMode needs controllerAddr (the controllers' addresses)";
+                return Err(ConfigError::value("controllerAddr", "", reason));
+            }
+            if !self.broker_role.is_master() {
+                let reason = "in controller mode the controller decides who is slave; brokerRole names \
+                              the master role this broker runs when elected (ASYNC_MASTER or SYNC_MASTER)";
+                return Err(ConfigError::value("brokerRole", self.broker_role, reason));
+            }
+        }
         if u32::from(self.ha_listen_port) != u32::from(self.listen_port) + 1 {
             let reason = format!(
                 "must be listenPort + 1 = {}",

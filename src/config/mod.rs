@@ -83,6 +83,7 @@ macro_rules! config_struct {
 
 pub mod broker;
 mod broker_load;
+pub mod controller;
 pub mod host;
 pub mod namesrv;
 pub mod properties;
@@ -90,6 +91,7 @@ pub mod status;
 pub mod units;
 
 pub use broker::{BrokerConfig, BrokerRole, FlushDiskType};
+pub use controller::ControllerConfig;
 pub use host::HostInfo;
 pub use namesrv::NamesrvConfig;
 
@@ -494,6 +496,8 @@ mod tests {
                 .unwrap_or_default();
             let warnings = if name.starts_with("namesrv") {
                 NamesrvConfig::load(&file).map(|(_, w)| w)
+            } else if name.starts_with("controller") {
+                ControllerConfig::load(&file).map(|(_, w)| w)
             } else {
                 BrokerConfig::load(&file).map(|(_, w)| w)
             };

@@ -53,6 +53,11 @@ config_struct! {
     /// 0 (never)..=86400.
     "serverChannelMaxIdleTimeSeconds" => server_channel_max_idle_seconds: u32 = 120,
         parse_u32, bounds(0, 86_400);
+    /// `enableControllerInNamesrv`: run a controller (RocketMQ 5's controller mode) inside this
+    /// nameserver, configured by the controller keys of the same file
+    /// ([`super::ControllerConfig`]); its requests are served on the nameserver's port.
+    /// Default false.
+    "enableControllerInNamesrv" => enable_controller_in_namesrv: bool = false, parse_bool;
 }
 
 impl NamesrvConfig {
@@ -82,11 +87,15 @@ impl NamesrvConfig {
         };
         let (seen, others) = super::apply_entries(&mut self, KEYS, entries, &mut warnings)?;
         for entry in others {
-            warnings.push(
-                entry.line,
-                &entry.key,
-                super::unknown_key_note(&entry.key, KEYS),
-            );
+            let note = if super::ControllerConfig::is_key(&entry.key) {
+                if self.enable_controller_in_namesrv {
+                    continue;
+                }
+                "a controller key, ignored because enableControllerInNamesrv is false".to_string()
+            } else {
+                super::unknown_key_note(&entry.key, KEYS)
+            };
+            warnings.push(entry.line, &entry.key, note);
         }
         super::broker_load::warn_ignored(&seen, super::status::NAMESRV_IGNORED, &mut warnings);
         self.validate().map_err(|e| e.located(file, &seen))?;

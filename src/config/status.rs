@@ -128,6 +128,14 @@ pub fn namesrv_key_status(key: &str) -> KeyStatus {
     status_in(key, NAMESRV_IGNORED, &[])
 }
 
+/// The class of a controller key (`ringmq controller -c`, or namesrv.properties with
+/// `enableControllerInNamesrv=true`): every key of its table is implemented; Java's other
+/// ControllerConfig keys (controllerType, thread pools, metrics) are unknown keys and warned
+/// about as such.
+pub fn controller_key_status(key: &str) -> KeyStatus {
+    status_in(key, &[], &[])
+}
+
 /// The warning for an ignored key a file sets.
 pub(crate) fn ignored_note(reason: &str) -> String {
     format!("accepted and ignored by ringmq: {reason}")
@@ -232,6 +240,35 @@ mod tests {
         );
         let p = BrokerConfig::default().print_config_item();
         assert!(p.contains("#   serverWorkerThreads: "), "{p}");
+    }
+
+    #[test]
+    fn every_controller_key_is_implemented() {
+        use crate::config::ControllerConfig;
+        let base = "controllerDLegerGroup=g\ncontrollerDLegerPeers=n0-127.0.0.1:9878\ncontrollerDLegerSelfId=n0\n";
+        let printed = ControllerConfig::default().to_properties();
+        for line in printed.lines() {
+            let (key, _) = line.split_once('=').expect("key=value");
+            assert_eq!(controller_key_status(key), KeyStatus::Implemented, "{key}");
+            let text = if key.starts_with("controllerDLeger") {
+                base.to_string()
+            } else {
+                format!("{base}{line}\n")
+            };
+            let entries = parse(&text).expect("parses");
+            let (_, warnings) = ControllerConfig::default()
+                .with_entries(&entries, "controller.properties", &|_| false)
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(warnings.is_empty(), "{key}: {warnings:?}");
+        }
+        // In namesrv.properties the controller keys are accepted only with the switch on.
+        let with = load_namesrv(&format!("enableControllerInNamesrv=true\n{base}")).unwrap();
+        assert!(with.is_empty(), "{with:?}");
+        let without = load_namesrv(base).unwrap();
+        assert_eq!(without.len(), 3);
+        assert!(without[0]
+            .message
+            .contains("enableControllerInNamesrv is false"));
     }
 
     #[test]

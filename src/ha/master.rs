@@ -57,6 +57,8 @@ pub struct Replicas {
     /// Bumped whenever a slave connects or goes.
     changed: OffsetWatch,
     next_id: Cell<u64>,
+    /// Controller mode: the SyncStateSet as the broker's agent knows it.
+    sync_state: std::cell::OnceCell<std::sync::Arc<super::SyncStateView>>,
 }
 
 impl Replicas {
@@ -81,7 +83,13 @@ impl Replicas {
             links: RefCell::new(Vec::new()),
             changed: OffsetWatch::new(0),
             next_id: Cell::new(1),
+            sync_state: std::cell::OnceCell::new(),
         }))
+    }
+
+    /// Controller mode: the SyncStateSet view the SYNC_MASTER wait follows.
+    pub fn set_sync_state(&self, view: std::sync::Arc<super::SyncStateView>) {
+        let _ = self.sync_state.set(view);
     }
 
     /// Lag of every connected slave.
@@ -260,7 +268,11 @@ impl Replicas {
     }
 
     /// SYNC_MASTER: waits until a slave holds `end`, all slaves go, or `slaveTimeout` passes.
+    /// In controller mode, a master alone in its SyncStateSet does not wait.
     async fn wait_for_slave(&self, end: u64) -> PutStatus {
+        if self.sync_state.get().is_some_and(|v| v.others() == 0) {
+            return PutStatus::PutOk;
+        }
         let deadline = Instant::now() + self.opts.slave_timeout;
         loop {
             if self.acked.get() >= end {

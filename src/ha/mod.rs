@@ -25,6 +25,30 @@ use futures_lite::future;
 
 use crate::config::BrokerConfig;
 
+/// What a master in controller mode knows of its group's SyncStateSet (set by
+/// `crate::controller::broker_agent`, read by the SYNC_MASTER wait): how many replicas besides
+/// the master are in it. With none, the master is the only in-sync replica and acknowledges
+/// what it has stored (RocketMQ 5's `minInSyncReplicas=1`); with some, a put waits for a slave
+/// as on any SYNC_MASTER. The agent raises the count before the controller commits a larger
+/// set and lowers it only after the controller committed a smaller one, so no replica enters
+/// the set (and becomes electable) while the master acknowledges without it.
+#[derive(Debug, Default)]
+pub struct SyncStateView {
+    others: std::sync::atomic::AtomicUsize,
+}
+
+impl SyncStateView {
+    /// Replicas besides the master in the SyncStateSet.
+    pub fn others(&self) -> usize {
+        self.others.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets the count.
+    pub fn set_others(&self, n: usize) {
+        self.others.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Replication settings, from the broker configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct HaOptions {

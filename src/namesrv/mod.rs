@@ -45,6 +45,7 @@ impl NamesrvOptions {
                 order_message_enable: false,
                 broker_expiry: Duration::from_secs(120),
                 config_properties: Vec::new(),
+                controller: None,
             },
             server: ServerOptions::default(),
         }

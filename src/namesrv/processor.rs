@@ -28,6 +28,9 @@ pub struct ProcessorOptions {
     pub broker_expiry: Duration,
     /// `key=value` lines served by GET_NAMESRV_CONFIG.
     pub config_properties: Vec<(String, String)>,
+    /// The controller embedded in this nameserver (`enableControllerInNamesrv`): its request
+    /// codes are handed to it.
+    pub controller: Option<crate::controller::ControllerHandle>,
 }
 
 /// The nameserver state and its request handling.
@@ -300,8 +303,13 @@ impl Handler for NamesrvProcessor {
         self: &Rc<Self>,
         conn: &Rc<Connection>,
         request: RemotingCommand,
-        _busy: Busy,
+        busy: Busy,
     ) -> Reply {
+        if let Some(controller) = &self.options.controller {
+            if crate::controller::ControllerHandle::serves(request.code) {
+                return crate::controller::server::forward(controller, request, busy);
+            }
+        }
         Reply::Now(Some(self.process(conn.id, conn.peer, &request)))
     }
 
@@ -320,6 +328,7 @@ mod tests {
             order_message_enable: false,
             broker_expiry: Duration::from_secs(120),
             config_properties: Vec::new(),
+            controller: None,
         };
         let processor = NamesrvProcessor::new(KvConfig::load(None).unwrap(), options);
         let peer: SocketAddr = "10.0.0.7:5000".parse().unwrap();

@@ -1,5 +1,6 @@
 //! The request, response and language code tables of RocketMQ 4.x
-//! (`RequestCode.java`, `ResponseCode.java`, `LanguageCode.java`). Codes are plain `i32`s so that
+//! (`RequestCode.java`, `ResponseCode.java`, `LanguageCode.java`), plus 5.x's controller codes
+//! (RIP-44: 904, 1001..=1013 and 2000..=2014). Codes are plain `i32`s so that
 //! an unknown code stays representable and can be answered REQUEST_CODE_NOT_SUPPORTED.
 
 macro_rules! code_table {
@@ -94,6 +95,20 @@ code_table! {
         QUERY_CONSUME_QUEUE = 321,
         QUERY_DATA_VERSION = 322,
         ADD_WRITE_PERM_OF_BROKER = 327,
+        BROKER_HEARTBEAT = 904,
+        CONTROLLER_ALTER_SYNC_STATE_SET = 1001,
+        CONTROLLER_ELECT_MASTER = 1002,
+        CONTROLLER_REGISTER_BROKER = 1003,
+        CONTROLLER_GET_REPLICA_INFO = 1004,
+        CONTROLLER_GET_METADATA_INFO = 1005,
+        CONTROLLER_GET_SYNC_STATE_DATA = 1006,
+        GET_BROKER_EPOCH_CACHE = 1007,
+        NOTIFY_BROKER_ROLE_CHANGED = 1008,
+        UPDATE_CONTROLLER_CONFIG = 1009,
+        GET_CONTROLLER_CONFIG = 1010,
+        CLEAN_BROKER_DATA = 1011,
+        CONTROLLER_GET_NEXT_BROKER_ID = 1012,
+        CONTROLLER_APPLY_BROKER_ID = 1013,
     }
 }
 
@@ -137,6 +152,21 @@ code_table! {
         DELETE_ACL_CONFIG_FAILED = 210,
         UPDATE_GLOBAL_WHITE_ADDRS_CONFIG_FAILED = 211,
         FLOW_CONTROL = 215,
+        CONTROLLER_FENCED_MASTER_EPOCH = 2000,
+        CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH = 2001,
+        CONTROLLER_INVALID_MASTER = 2002,
+        CONTROLLER_INVALID_REPLICAS = 2003,
+        CONTROLLER_MASTER_NOT_AVAILABLE = 2004,
+        CONTROLLER_INVALID_REQUEST = 2005,
+        CONTROLLER_BROKER_NOT_ALIVE = 2006,
+        CONTROLLER_NOT_LEADER = 2007,
+        CONTROLLER_BROKER_METADATA_NOT_EXIST = 2008,
+        CONTROLLER_INVALID_CLEAN_BROKER_METADATA = 2009,
+        CONTROLLER_BROKER_NEED_TO_BE_REGISTERED = 2010,
+        CONTROLLER_MASTER_STILL_EXIST = 2011,
+        CONTROLLER_ELECT_MASTER_FAILED = 2012,
+        CONTROLLER_ALTER_SYNC_STATE_SET_FAILED = 2013,
+        CONTROLLER_BROKER_ID_INVALID = 2014,
     }
 }
 

@@ -150,6 +150,7 @@ impl TestBroker {
             port_override: Some(0),
             shards,
             config_file: None,
+            sync_state: None,
         };
         let handle = ringmq::broker::start(options, Shutdown::new()).expect("broker starts");
         let addr = handle.local_addr.to_string();

@@ -16,6 +16,7 @@ mod churn;
 mod dashboard;
 mod dashboard_browser;
 mod disk_full;
+mod failover;
 mod go_client;
 mod golden;
 mod ha;

@@ -219,19 +219,28 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts the broker and waits (bounded) for its "boot success" line.
     pub fn start(config: &Path, namesrv: &str, log: PathBuf) -> BrokerProcess {
+        let args = [
+            "broker".as_ref(),
+            "-c".as_ref(),
+            config.as_os_str(),
+            "-n".as_ref(),
+            namesrv.as_ref(),
+        ];
+        Self::spawn(&args, log)
+    }
+
+    /// Starts `ringmq ARGS…` (any server subcommand) and waits (bounded) for its "boot
+    /// success" line.
+    pub fn spawn(args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
         let stderr = File::create(&log).expect("create the broker log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-            .arg("broker")
-            .arg("-c")
-            .arg(config)
-            .arg("-n")
-            .arg(namesrv)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
-            .expect("spawn ringmq broker");
+            .expect("spawn ringmq");
         let stdout = child.stdout.take().unwrap();
         let (lines_tx, lines_rx) = mpsc::channel::<String>();
         // Keeps draining stdout after the boot line so the child never blocks on a full pipe;

@@ -1,0 +1,210 @@
+//! Controllers in one process on loopback: election, replication, leader loss, restart.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::node::{Controller, ControllerOptions, Peer};
+use crate::remoting::{request as req, response as resp, RemotingCommand};
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn options(dir: &Path, peers: &[Peer], me: usize) -> ControllerOptions {
+    ControllerOptions {
+        group: "g".into(),
+        peers: peers.to_vec(),
+        self_name: peers[me].name.clone(),
+        store_path: dir.join(&peers[me].name),
+        elect_unclean_master: false,
+        notify_broker_role_changed: false,
+        scan_not_active_broker_interval: Duration::from_millis(200),
+        remoting_addr: format!("remoting-{me}"),
+        config_properties: Vec::new(),
+    }
+}
+
+fn call(c: &Controller, request: RemotingCommand) -> RemotingCommand {
+    c.handle()
+        .call(request)
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered")
+}
+
+fn leader(controllers: &[Option<Controller>]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for (i, c) in controllers.iter().enumerate() {
+            if let Some(c) = c {
+                let meta = call(
+                    c,
+                    RemotingCommand::request(req::CONTROLLER_GET_METADATA_INFO),
+                );
+                if meta.ext("isLeader") == Some("true") {
+                    return i;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn heartbeat(c: &Controller, id: u64) {
+    let hb = RemotingCommand::request(req::BROKER_HEARTBEAT)
+        .with_ext("clusterName", "c")
+        .with_ext("brokerName", "b")
+        .with_ext("brokerId", id.to_string())
+        .with_ext("brokerAddr", format!("127.0.0.1:{}", 10910 + id))
+        .with_ext("heartbeatTimeoutMills", "600");
+    assert_eq!(call(c, hb).code, resp::SUCCESS);
+}
+
+fn register(c: &Controller, id: u64) {
+    let apply = RemotingCommand::request(req::CONTROLLER_APPLY_BROKER_ID)
+        .with_ext("clusterName", "c")
+        .with_ext("brokerName", "b")
+        .with_ext("appliedBrokerId", id.to_string())
+        .with_ext("registerCheckCode", format!("127.0.0.1:{};1", 10910 + id));
+    let answer = call(c, apply);
+    assert_eq!(answer.code, resp::SUCCESS, "{:?}", answer.remark);
+}
+
+#[test]
+fn three_controllers_elect_replicate_and_survive_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers: Vec<Peer> = (0..3)
+        .map(|i| Peer {
+            name: format!("n{i}"),
+            addr: free_addr(),
+        })
+        .collect();
+    let mut cs: Vec<Option<Controller>> = (0..3)
+        .map(|i| Some(Controller::start(options(dir.path(), &peers, i)).unwrap()))
+        .collect();
+    let l = leader(&cs);
+    let follower = (l + 1) % 3;
+    // A follower refuses and names the leader (once it has heard from it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nl = call(
+            cs[follower].as_ref().unwrap(),
+            RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "b"),
+        );
+        assert_eq!(nl.code, resp::CONTROLLER_NOT_LEADER);
+        if nl
+            .remark
+            .as_deref()
+            .unwrap()
+            .contains(&format!("n{l} at remoting-{l}"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", nl.remark);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lc = cs[l].as_ref().unwrap();
+    for id in 1..=2 {
+        register(lc, id);
+        for c in cs.iter().flatten() {
+            heartbeat(c, id);
+        }
+    }
+    let elect = RemotingCommand::request(req::CONTROLLER_ELECT_MASTER)
+        .with_ext("clusterName", "c")
+        .with_ext("brokerName", "b")
+        .with_ext("brokerId", "1");
+    let answer = call(lc, elect);
+    assert_eq!(answer.code, resp::SUCCESS, "{:?}", answer.remark);
+    assert_eq!(answer.ext("masterBrokerId"), Some("1"));
+    assert_eq!(answer.ext("masterEpoch"), Some("1"));
+    let alter = RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
+        .with_ext("brokerName", "b")
+        .with_ext("masterBrokerId", "1")
+        .with_ext("masterEpoch", "1")
+        .with_body(br#"{"syncStateSet":[1,2],"syncStateSetEpoch":1}"#.to_vec());
+    let answer = call(lc, alter);
+    assert_eq!(answer.code, resp::SUCCESS, "{:?}", answer.remark);
+    assert_eq!(answer.ext("newSyncStateSetEpoch"), Some("2"));
+
+    // The leader goes; the others elect a new one that has the state.
+    cs[l].take().unwrap().stop();
+    let l2 = leader(&cs);
+    assert_ne!(l2, l);
+    let info = call(
+        cs[l2].as_ref().unwrap(),
+        RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "b"),
+    );
+    assert_eq!(info.code, resp::SUCCESS, "{:?}", info.remark);
+    assert_eq!(info.ext("masterBrokerId"), Some("1"));
+    assert_eq!(
+        &info.body[..],
+        br#"{"syncStateSet":[1,2],"syncStateSetEpoch":2}"#
+    );
+
+    // Broker 1 (the master) stops heartbeating, 2 keeps on: the new leader elects 2 once its
+    // grace period is over.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for c in cs.iter().flatten() {
+            heartbeat(c, 2);
+        }
+        let info = call(
+            cs[l2].as_ref().unwrap(),
+            RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "b"),
+        );
+        if info.ext("masterBrokerId") == Some("2") {
+            assert_eq!(info.ext("masterEpoch"), Some("2"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover: {:?}",
+            info.ext_fields
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The old leader restarts from its store and catches up.
+    cs[l] = Some(Controller::start(options(dir.path(), &peers, l)).unwrap());
+    drop(cs);
+    let restarted: Vec<Option<Controller>> = (0..3)
+        .map(|i| Some(Controller::start(options(dir.path(), &peers, i)).unwrap()))
+        .collect();
+    let l3 = leader(&restarted);
+    let info = call(
+        restarted[l3].as_ref().unwrap(),
+        RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "b"),
+    );
+    assert_eq!(
+        info.ext("masterBrokerId"),
+        Some("2"),
+        "state kept across restarts"
+    );
+}
+
+#[test]
+fn a_single_controller_works_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = vec![Peer {
+        name: "n0".into(),
+        addr: free_addr(),
+    }];
+    let cs = vec![Some(
+        Controller::start(options(dir.path(), &peers, 0)).unwrap(),
+    )];
+    assert_eq!(leader(&cs), 0);
+    let c = cs[0].as_ref().unwrap();
+    register(c, 1);
+    let next = call(
+        c,
+        RemotingCommand::request(req::CONTROLLER_GET_NEXT_BROKER_ID)
+            .with_ext("clusterName", "c")
+            .with_ext("brokerName", "b"),
+    );
+    assert_eq!(next.ext("nextBrokerId"), Some("2"));
+}
