@@ -22,6 +22,7 @@ mod harness;
 mod lenient;
 mod loadgen;
 mod namesrv_route;
+mod offsets_53bit;
 mod process;
 mod refusals;
 mod rust_client;
