@@ -30,4 +30,5 @@ mod rust_client_broker;
 mod rust_client_features;
 mod rust_client_support;
 mod shutdown_cli;
+mod sql_filter;
 mod store_crash;
