@@ -3,10 +3,12 @@
 //! the evaluation rules of its `filter` module, learnt from apache/rocketmq and written anew.
 //!
 //! Grammar, loosest first: `OR`; `AND`; `=`, `<>`, `IS [NOT] NULL`; `>`, `>=`, `<`, `<=`,
-//! `[NOT] BETWEEN x AND y`, `property [NOT] IN ('a', …)`, `[NOT] CONTAINS|STARTSWITH|ENDSWITH 's'`
-//! (RocketMQ 5's additions); unary `+`, `-`, `NOT`; literals (`'it''s'`, `12`, `12L`, `1.5E3`,
-//! `TRUE`, `FALSE`, `NULL`), properties (`[a-zA-Z_$][a-zA-Z0-9_$]*`) and parentheses.
-//! Keywords are case-insensitive; `--` line and `/* */` block comments are skipped.
+//! `[NOT] BETWEEN x AND y`, `property [NOT] IN ('a', …)`,
+//! `[NOT] CONTAINS|STARTSWITH|ENDSWITH 's'` (RocketMQ 5's additions); unary `+`, `-`, `NOT`;
+//! literals (`'it''s'`, `12`, `12L`, `1.5E3`, `TRUE`, `FALSE`, `NULL`), properties
+//! (`[a-zA-Z_$][a-zA-Z0-9_$]*`) and parentheses.
+//! Keywords are case-insensitive; `--` line and `/* */` block comments are skipped. Like
+//! Java's generated parser, whatever follows a complete expression is not read.
 //!
 //! Values: every property is a string (or absent: NULL); integer literals are `Int` when they
 //! fit 32 bits, else `Long`; decimals are `Double`. A comparison converts a string to the other

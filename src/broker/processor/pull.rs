@@ -1,7 +1,8 @@
 //! PULL_MESSAGE (11) on the shard that owns the queue (PROTOCOL.md §7.3): subscription checks,
-//! tag filtering by hash code, SQL92 filtering by properties (`enablePropertyFilter`), long polling parked on the queue's watch (woken by the append,
-//! answered PULL_NOT_FOUND at the deadline), the offset commit piggybacked on the pull, and the
-//! store status mapped to RocketMQ's response codes. Bodies are the stored records as they are.
+//! tag filtering by hash code, SQL92 filtering by properties (`enablePropertyFilter`), long
+//! polling parked on the queue's watch (woken by the append, answered PULL_NOT_FOUND at the
+//! deadline), the offset commit piggybacked on the pull, and the store status mapped to
+//! RocketMQ's response codes. Bodies are the stored records as they are.
 
 use std::collections::HashSet;
 use std::rc::Rc;
