@@ -1,8 +1,8 @@
 //! Micro costs of the stored record and of reading it back: record encoding, the body CRC,
-//! record parsing with its CRC check, and consume-queue lookups (`get_messages` of 32 messages
-//! from a random offset, with and without a tag filter) on a store of 20,000 records whose tail
-//! is in memory. The store runs on its own glommio executor thread; criterion times batches of
-//! lookups it runs there (`iter_custom`).
+//! record parsing with its CRC check, SQL92 filtering of a record, and consume-queue lookups
+//! (`get_messages` of 32 messages from a random offset, with and without a tag filter) on a
+//! store of 20,000 records whose tail is in memory. The store runs on its own glommio executor
+//! thread; criterion times batches of lookups it runs there (`iter_custom`).
 //!
 //! Tiny under `cargo test --benches`; `cargo bench --bench record_and_lookup` for the numbers.
 
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringmq::filter::sql::Selector;
 use ringmq::message::record::{body_crc, RecordInput, RecordView};
 use ringmq::message::tags_hash_code;
 use ringmq::runtime::{spawn_executor, ExecutorOptions};
@@ -66,6 +67,38 @@ fn record_costs(c: &mut Criterion) {
                 .map(|v| v.check_crc().is_ok())
                 .unwrap_or(false)
         })
+    });
+    group.finish();
+}
+
+/// SQL92 property filtering per candidate record: parse the stored record, then evaluate a
+/// typical selector against its properties (what an SQL92 pull adds per record looked at).
+fn sql_filter_costs(c: &mut Criterion) {
+    let props = "UNIQ_KEY\u{1}AC11000100002A9F0000000000000001\u{2}TAGS\u{1}TagA\u{2}\
+                 KEYS\u{1}k1\u{2}a\u{1}42\u{2}region\u{1}hz\u{2}price\u{1}12.5";
+    let body = vec![b'q'; 1024];
+    let mut stored = BytesMut::new();
+    input(&body, props, 0).encode(&mut stored).expect("encode");
+    let mut group = c.benchmark_group("sql_filter");
+    group.throughput(Throughput::Elements(1));
+    for (name, sql) in [
+        ("match_and_in", "a > 10 AND region IN ('hz', 'bj')"),
+        (
+            "miss_between_or_null",
+            "price BETWEEN 20.0 AND 30.0 OR missing IS NOT NULL",
+        ),
+    ] {
+        let selector = Selector::compile(sql).expect("compiles");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                RecordView::parse(&stored)
+                    .map(|v| selector.matches(v.properties))
+                    .unwrap_or(false)
+            })
+        });
+    }
+    group.bench_function("compile", |b| {
+        b.iter(|| Selector::compile("a > 10 AND region IN ('hz', 'bj')").is_ok())
     });
     group.finish();
 }
@@ -155,5 +188,5 @@ fn lookups(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record_costs, lookups);
+criterion_group!(benches, record_costs, sql_filter_costs, lookups);
 criterion_main!(benches);

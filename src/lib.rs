@@ -11,6 +11,7 @@
 //! | [`log_limit`] | rate-limited logging of repeated conditions (one line per key per interval, with a count) |
 //! | [`refusal`] | refused requests: per-peer counts and rate-limited WARN lines (broker and nameserver) |
 //! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
+//! | [`filter`] | SQL92 property filters: parser, evaluator, per-shard compiled selectors (pure) |
 //! | [`message`] | the message model and the stored record layout, properties, ids, tag hashes |
 //! | [`remoting`] | the frame, JSON and ROCKETMQ headers, request/response/language codes, `WireError` |
 //! | [`protocol`] | typed request/response headers and JSON bodies per command family |
@@ -34,6 +35,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod dashboard;
+pub mod filter;
 pub mod fsutil;
 pub mod ha;
 pub mod limits;

@@ -80,6 +80,23 @@ pub const TOPIC_NAME_MAX_BYTES: usize = 127;
 /// Properties string limit (2-byte signed length in the stored record).
 pub const PROPERTIES_MAX_BYTES: usize = 32767;
 
+/// Bits of an integer every client holds exactly: JavaScript numbers and JSON tools that parse
+/// numbers as IEEE doubles keep 53. Every offset the broker hands out (physical offsets, queue
+/// offsets, the offset inside an offsetMsgId) stays below `1 << CLIENT_EXACT_INTEGER_BITS`.
+pub const CLIENT_EXACT_INTEGER_BITS: u32 = 53;
+
+/// Bits of a physical offset below the shard number: the offset inside the shard's commitlog.
+pub const SHARD_OFFSET_BITS: u32 = 45;
+
+/// Bits of a physical offset that name the shard (above [`SHARD_OFFSET_BITS`]).
+pub const SHARD_NUMBER_BITS: u32 = 8;
+
+/// Most shards a broker runs (every one must be nameable in a physical offset).
+pub const SHARDS_MAX: u32 = 1 << SHARD_NUMBER_BITS;
+
+/// Bytes one shard's commitlog can address (32 TiB); appends stop short of it.
+pub const SHARD_COMMITLOG_CAPACITY_BYTES: u64 = 1 << SHARD_OFFSET_BITS;
+
 const _: () = assert!(FRAME_SIZE_MAX_BYTES > MESSAGE_SIZE_DEFAULT_MAX_BYTES);
 const _: () = assert!(HEADER_SIZE_MAX_BYTES < FRAME_SIZE_MAX_BYTES);
 const _: () = assert!(FRAME_SIZE_MAX_BYTES <= i32::MAX as usize);
@@ -92,3 +109,8 @@ const _: () = assert!(CONNECTION_FRAMES_PER_TURN > 0);
 const _: () = assert!(CONNECTION_INFLIGHT_CONGESTED < CONNECTION_INFLIGHT_MAX);
 const _: () =
     assert!(CONNECTION_ACTIVE_MAX > 0 && CONNECTION_ACTIVE_MAX <= CONNECTION_INFLIGHT_MAX);
+const _: () = assert!(SHARD_OFFSET_BITS + SHARD_NUMBER_BITS == CLIENT_EXACT_INTEGER_BITS);
+const _: () = assert!(SHARD_COMMITLOG_CAPACITY_BYTES == 32 << 40);
+// f64's mantissa holds every integer below 2^53 exactly.
+const _: () = assert!(f64::MANTISSA_DIGITS == CLIENT_EXACT_INTEGER_BITS);
+const _: () = assert!(SHARD_COMMITLOG_CAPACITY_BYTES > 4 * FRAME_SIZE_MAX_BYTES as u64);

@@ -33,7 +33,10 @@ pub const RUNTIME_KEYS: [(&str, &str); 13] = [
         "the next pull's suggested broker",
     ),
     ("rejectTransactionMessage", "the next transactional send"),
-    ("enablePropertyFilter", "the next CHECK_CLIENT_CONFIG"),
+    (
+        "enablePropertyFilter",
+        "the next CHECK_CLIENT_CONFIG, heartbeat and pull",
+    ),
     ("autoCreateSubscriptionGroup", "the next heartbeat"),
     (
         "notifyConsumerIdsChangedEnable",

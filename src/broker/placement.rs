@@ -13,9 +13,10 @@ pub fn owner_shard(topic: &str, queue_id: i32, shards: usize) -> usize {
     ((base + queue_id.max(0) as u64) % shards as u64) as usize
 }
 
-/// The shard a physical offset belongs to (its top byte).
-pub fn shard_of_physical(physical_offset: i64) -> usize {
-    crate::store::split_physical(physical_offset).0 as usize
+/// The shard a physical offset from a client belongs to (bits 45–52); `None` for a value
+/// that is no physical offset (negative, or 2^53 and above).
+pub fn shard_of_physical(physical_offset: i64) -> Option<usize> {
+    crate::store::checked_split_physical(physical_offset).map(|(shard, _)| shard as usize)
 }
 
 #[cfg(test)]

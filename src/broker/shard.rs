@@ -202,14 +202,23 @@ impl Shard {
             | req::GET_MIN_OFFSET
             | req::SEARCH_OFFSET_BY_TIMESTAMP
             | req::GET_EARLIEST_MSG_STORETIME => queue_owner("topic", "queueId"),
-            req::VIEW_MESSAGE_BY_ID | req::CONSUMER_SEND_MSG_BACK => match cmd.req_i64("offset") {
-                Ok(offset) => Route::Shard(shard_of_physical(offset) % shards),
-                Err(_) => Route::Here,
-            },
-            req::END_TRANSACTION => match cmd.req_i64("commitLogOffset") {
-                Ok(offset) => Route::Shard(shard_of_physical(offset) % shards),
-                Err(_) => Route::Here,
-            },
+            // An offset that names no shard is answered here (as not found).
+            req::VIEW_MESSAGE_BY_ID | req::CONSUMER_SEND_MSG_BACK => {
+                match cmd.req_i64("offset").ok().and_then(shard_of_physical) {
+                    Some(shard) => Route::Shard(shard % shards),
+                    None => Route::Here,
+                }
+            }
+            req::END_TRANSACTION => {
+                match cmd
+                    .req_i64("commitLogOffset")
+                    .ok()
+                    .and_then(shard_of_physical)
+                {
+                    Some(shard) => Route::Shard(shard % shards),
+                    None => Route::Here,
+                }
+            }
             _ => Route::Shard(0),
         }
     }

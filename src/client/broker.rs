@@ -61,6 +61,31 @@ fn ext_i64(cmd: &RemotingCommand, key: &str) -> i64 {
     cmd.ext(key).and_then(|v| v.parse().ok()).unwrap_or(-1)
 }
 
+/// A PULL_MESSAGE request with its subscription (TAG) in it; `suspend_ms` > 0 long-polls.
+pub fn pull_command(
+    group: &str,
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+    max: i32,
+    expression: &str,
+    suspend_ms: i64,
+) -> RemotingCommand {
+    let sys_flag = 0x4 | if suspend_ms > 0 { 0x2 } else { 0 };
+    RemotingCommand::request(request::PULL_MESSAGE)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
+        .with_ext("queueId", queue_id.to_string())
+        .with_ext("queueOffset", offset.to_string())
+        .with_ext("maxMsgNums", max.to_string())
+        .with_ext("sysFlag", sys_flag.to_string())
+        .with_ext("commitOffset", "0")
+        .with_ext("suspendTimeoutMillis", suspend_ms.to_string())
+        .with_ext("subscription", expression)
+        .with_ext("subVersion", now_ms().to_string())
+        .with_ext("expressionType", "TAG")
+}
+
 /// Decodes a pull body: stored records back to back.
 pub fn decode_messages(body: &[u8]) -> Result<Vec<PulledMessage>, String> {
     let mut out = Vec::new();
@@ -138,19 +163,27 @@ impl Connection {
         expression: &str,
         suspend_ms: i64,
     ) -> Result<PullResult, ClientError> {
-        let sys_flag = 0x4 | if suspend_ms > 0 { 0x2 } else { 0 };
-        let cmd = RemotingCommand::request(request::PULL_MESSAGE)
-            .with_ext("consumerGroup", group)
-            .with_ext("topic", topic)
-            .with_ext("queueId", queue_id.to_string())
-            .with_ext("queueOffset", offset.to_string())
-            .with_ext("maxMsgNums", max.to_string())
-            .with_ext("sysFlag", sys_flag.to_string())
-            .with_ext("commitOffset", "0")
-            .with_ext("suspendTimeoutMillis", suspend_ms.to_string())
-            .with_ext("subscription", expression)
-            .with_ext("subVersion", now_ms().to_string())
-            .with_ext("expressionType", "TAG");
+        let cmd = pull_command(group, topic, queue_id, offset, max, expression, suspend_ms);
+        self.pull_with(cmd)
+    }
+
+    /// [`Connection::pull`] with an SQL92 expression (`MessageSelector.bySql`).
+    pub fn pull_sql(
+        &mut self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+        max: i32,
+        sql: &str,
+    ) -> Result<PullResult, ClientError> {
+        let mut cmd = pull_command(group, topic, queue_id, offset, max, sql, 0);
+        cmd.set_ext("expressionType", "SQL92");
+        self.pull_with(cmd)
+    }
+
+    /// Sends a PULL_MESSAGE request as it is and decodes the answer.
+    pub fn pull_with(&mut self, cmd: RemotingCommand) -> Result<PullResult, ClientError> {
         let reply = self.invoke(cmd)?;
         if ![
             response::SUCCESS,

@@ -227,7 +227,7 @@ config_struct! {
     "aclSecretKey" => acl_secret_key: Option<String> = None, parse_opt_string,
         fmt = format_secret;
     /// `shardCount` (ringmq-only): executor shards, each owning a commitlog. Default 0 = one
-    /// per available core. 0..=256 (the shard sits in the top 8 bits of a physical offset).
+    /// per available core. 0..=256 (the shard sits in bits 45-52 of a physical offset).
     "shardCount" => shard_count: u32 = 0, parse_u32, bounds(0, 256);
     /// `ioDepth` (ringmq-only): io_uring ring depth per shard. Default 128. 1..=32768.
     "ioDepth" => io_depth: u32 = 128, parse_u32, bounds(1, 32_768);

@@ -28,7 +28,11 @@ use super::history::Epoch;
 
 /// "RMHA".
 pub const MAGIC: u32 = 0x524D_4841;
-pub const VERSION: u16 = 1;
+/// 2: the records streamed carry physical offsets with the shard in bits 45–52 (53-bit
+/// offsets). Version 1 peers put it in bits 56–63; the two cannot replicate to each other.
+pub const VERSION: u16 = 2;
+/// The last version of the old offset layout.
+const VERSION_OLD_OFFSET_LAYOUT: u16 = 1;
 /// Largest HELLO or WELCOME body accepted.
 pub const HANDSHAKE_MAX_BYTES: usize = 1 << 20;
 /// Bytes of a FRAME header.
@@ -236,6 +240,15 @@ impl Hello {
     fn read(r: &mut Reader<'_>) -> Result<Hello, String> {
         r.magic()?;
         let version = r.u16()?;
+        if version == VERSION_OLD_OFFSET_LAYOUT {
+            return Err(format!(
+                "the slave is a ringmq from before the 53-bit offset layout (HA protocol \
+                 version {version}: its records carry the shard in bits 56-63 of their \
+                 physical offsets, this master's in bits 45-52); a master and a slave of \
+                 different offset layouts cannot replicate: upgrade the slave (its store \
+                 must be migrated as the broker's start-up message explains)"
+            ));
+        }
         if version != VERSION {
             return Err(format!(
                 "HA protocol version {version}, this broker speaks {VERSION}"
@@ -251,6 +264,21 @@ impl Hello {
             slave_addr: r.text()?,
         })
     }
+}
+
+/// A master's refusal as the slave reports it: an older master only says which HA version it
+/// speaks, so the slave adds what that means.
+pub fn explain_refusal(reason: &str) -> String {
+    let old = format!("this broker speaks {VERSION_OLD_OFFSET_LAYOUT}");
+    if reason.ends_with(&old) {
+        return format!(
+            "{reason} (the master is a ringmq from before the 53-bit offset layout: its \
+             records carry the shard in bits 56-63 of their physical offsets, this slave's in \
+             bits 45-52; a master and a slave of different offset layouts cannot replicate: \
+             upgrade the master too)"
+        );
+    }
+    reason.to_string()
 }
 
 /// The authentication section of a HELLO.
@@ -422,6 +450,29 @@ mod tests {
             let bytes = welcome.encode();
             assert_eq!(Welcome::decode(&bytes[4..]).unwrap(), welcome);
         }
+    }
+
+    #[test]
+    fn peers_of_the_old_offset_layout_are_refused_with_the_reason() {
+        let hello = Hello {
+            shard: 1,
+            shard_count: 2,
+            segment_bytes: 1 << 30,
+            lineage: 1,
+            offset: 0,
+            epochs: Vec::new(),
+            slave_addr: "127.0.0.1:10921".into(),
+        };
+        let mut bytes = hello.encode();
+        bytes[8..10].copy_from_slice(&VERSION_OLD_OFFSET_LAYOUT.to_be_bytes());
+        let err = Hello::decode(&bytes[4..]).unwrap_err();
+        assert!(err.contains("53-bit offset layout"), "{err}");
+        assert!(err.contains("upgrade the slave"), "{err}");
+        // What an older master answers a newer slave, as the slave logs it.
+        let from_old_master = "HA protocol version 2, this broker speaks 1";
+        let explained = explain_refusal(from_old_master);
+        assert!(explained.contains("upgrade the master too"), "{explained}");
+        assert_eq!(explain_refusal("segments differ"), "segments differ");
     }
 
     #[test]

@@ -260,6 +260,7 @@ impl Follower {
             .map_err(fail)?;
         let (action, start, lineage, epochs) = match welcome {
             Welcome::Refused(reason) => {
+                let reason = super::proto::explain_refusal(&reason);
                 tracing::error!(master = addr, shard = self.shard, %reason,
                     "the master refuses this slave");
                 return Err(fail(format!("refused: {reason}")));

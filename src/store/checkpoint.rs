@@ -123,9 +123,19 @@ pub(crate) async fn write_small_file<S: Storage>(
     storage.sync_dir(dir).await
 }
 
-/// Checks (or, for a new store, records) the shard count in `<root>/shard_count`. Refuses a
-/// store made with another count, also when the file is missing but the commitlog has a
-/// shard directory the configured count would not own.
+/// The store format this version writes: physical offsets carry the shard in bits 45–52.
+/// Stores from before it (no format line) put the shard in bits 56–63.
+pub const STORE_FORMAT: u32 = 2;
+const FORMAT_WORD: &str = "store-format";
+
+/// Checks (or, for a new store, records) the shard count and the store format in
+/// `<root>/shard_count` (`<count>\nstore-format <n>\n`). Refuses a store made with another
+/// count, also when the file is missing but the commitlog has a shard directory the
+/// configured count would not own. A store from before the format line is upgraded in place
+/// when nothing in shards 1 and up was written with the old offset layout (shard 0's offsets
+/// are the same in both), and refused with [`StoreError::OldOffsetLayout`] otherwise: it is
+/// never misread. (A ringmq from before the format line refuses the two-line file rather than
+/// misread this layout.)
 pub(crate) async fn check_shard_count<S: Storage>(
     storage: &S,
     root: &Path,
@@ -141,30 +151,134 @@ pub(crate) async fn check_shard_count<S: Storage>(
     let content = read_small_file(storage, &path)
         .await
         .map_err(|e| StoreError::io("reading", &path, e))?;
-    if let Some(bytes) = content {
-        let text = String::from_utf8_lossy(&bytes);
-        let found: u32 = text.trim().parse().map_err(|_| StoreError::Config {
-            reason: format!("{} holds {text:?}, not a shard count", path.display()),
-        })?;
-        return if found == configured {
-            Ok(())
-        } else {
-            Err(mismatch(found))
-        };
-    }
-    let shards = match storage.list_dir(commitlog_root).await {
-        Ok(names) => names.iter().filter_map(|n| n.parse::<u32>().ok()).collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(StoreError::io("listing", commitlog_root, e)),
-    };
-    if let Some(max) = shards.iter().max() {
-        if *max >= configured {
-            return Err(mismatch(max + 1));
+    let format = match content {
+        Some(bytes) => {
+            let (found, format) = parse_shard_count(&path, &bytes)?;
+            if found != configured {
+                return Err(mismatch(found));
+            }
+            format
         }
+        None => {
+            let shards = match storage.list_dir(commitlog_root).await {
+                Ok(names) => names.iter().filter_map(|n| n.parse::<u32>().ok()).collect(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(StoreError::io("listing", commitlog_root, e)),
+            };
+            if let Some(max) = shards.iter().max() {
+                if *max >= configured {
+                    return Err(mismatch(max + 1));
+                }
+            }
+            None
+        }
+    };
+    match format {
+        Some(STORE_FORMAT) => return Ok(()),
+        Some(other) => {
+            return Err(StoreError::Config {
+                reason: format!(
+                    "{} says store format {other}; this ringmq reads format {STORE_FORMAT} \
+                     (and upgrades stores from before the format was recorded)",
+                    path.display()
+                ),
+            })
+        }
+        None => {}
     }
-    write_small_file(storage, &path, format!("{configured}\n").as_bytes())
+    let shards = old_layout_shards(storage, root, commitlog_root, configured).await?;
+    if !shards.is_empty() {
+        return Err(StoreError::OldOffsetLayout {
+            root: root.to_path_buf(),
+            shards,
+        });
+    }
+    let content = format!("{configured}\n{FORMAT_WORD} {STORE_FORMAT}\n");
+    write_small_file(storage, &path, content.as_bytes())
         .await
         .map_err(|e| StoreError::io("writing", &path, e))
+}
+
+/// Parses `<count>` and an optional `store-format <n>` line.
+fn parse_shard_count(path: &Path, bytes: &[u8]) -> StoreResult<(u32, Option<u32>)> {
+    let text = String::from_utf8_lossy(bytes);
+    let bad = || StoreError::Config {
+        reason: format!("{} holds {text:?}, not a shard count", path.display()),
+    };
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let count = lines.next().and_then(|l| l.parse().ok()).ok_or_else(bad)?;
+    let format = match lines.next() {
+        None => None,
+        Some(line) => match line.split_once(' ') {
+            Some((FORMAT_WORD, n)) => Some(n.trim().parse().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        },
+    };
+    Ok((count, format))
+}
+
+/// The shards (1 and up) of a store from before the format line whose commitlog, consume
+/// queues or index hold anything: their offsets carry the shard in bits 56–63.
+async fn old_layout_shards<S: Storage>(
+    storage: &S,
+    root: &Path,
+    commitlog_root: &Path,
+    shard_count: u32,
+) -> StoreResult<Vec<u32>> {
+    let mut found = Vec::new();
+    for shard in 1..shard_count {
+        let name = shard.to_string();
+        let places = [
+            (commitlog_root.join(&name), 0),
+            (root.join("consumequeue").join(&name), 2),
+            (root.join("index").join(&name), 0),
+        ];
+        for (dir, depth) in places {
+            if holds_data(storage, &dir, depth).await? {
+                found.push(shard);
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether a file `depth` directories below `dir` starts with anything but zeros (commitlog
+/// segments are preallocated: an unwritten one reads as zeros).
+async fn holds_data<S: Storage>(storage: &S, dir: &Path, depth: u32) -> StoreResult<bool> {
+    let names = match storage.list_dir(dir).await {
+        Ok(names) => names,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io("listing", dir, e)),
+    };
+    for name in names.iter().filter(|n| !n.starts_with('.')) {
+        let path = dir.join(name);
+        let data = match depth {
+            0 => file_starts_with_data(storage, &path).await?,
+            _ => Box::pin(holds_data(storage, &path, depth - 1)).await?,
+        };
+        if data {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn file_starts_with_data<S: Storage>(storage: &S, path: &Path) -> StoreResult<bool> {
+    let file = storage
+        .open(path, false)
+        .await
+        .map_err(|e| StoreError::io("opening", path, e))?;
+    let size = file
+        .file_size()
+        .await
+        .map_err(|e| StoreError::io("stat", path, e))?;
+    // A record header, a queue unit or an index header.
+    let head = file
+        .read_at(0, size.min(64) as usize)
+        .await
+        .map_err(|e| StoreError::io("reading", path, e))?;
+    Ok(head.iter().any(|b| *b != 0))
 }
 
 #[cfg(test)]

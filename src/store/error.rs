@@ -63,6 +63,19 @@ pub enum StoreError {
         found: u32,
         configured: u32,
     },
+    /// The store was written before the 53-bit offset layout and its shards 1 and up hold
+    /// records whose physical offsets carry the shard in bits 56–63.
+    #[error(
+        "store {root} was written by an older ringmq that put the shard in bits 56-63 of \
+         physical offsets (offsets at or above 2^53, which JavaScript and other clients that \
+         hold numbers as doubles round); shard(s) {shards:?} hold data in that layout, which \
+         this version does not read. To migrate: stop the producers, let the consumers finish \
+         on the older ringmq and stop it, then start this version with a new \
+         storePathRootDir (keep topics and groups by copying config/topics.json and \
+         config/subscriptionGroup.json into it; consumer offsets start over with the new \
+         store). A store whose data is all on shard 0 (shardCount=1) opens as it is"
+    )]
+    OldOffsetLayout { root: PathBuf, shards: Vec<u32> },
     /// A record larger than the configured limit, or one that cannot fit a segment.
     #[error("record of {size} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge { size: usize, max: usize },

@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! shard_count                                    the shard count the store was made with
+//! store_format                                   the offset layout (53-bit offsets)
 //! commitlog/<shard>/<20-digit offset>            segments (offsets in the shard)
 //! consumequeue/<shard>/<topic>/<queueId>/<20-digit byte offset>
 //! index/<shard>/<20-digit first offset>          sealed index files
@@ -46,7 +47,7 @@ use commitlog::CommitLog;
 use consumequeue::ConsumeQueues;
 use index::Index;
 
-pub use commitlog::{split_physical, to_physical};
+pub use commitlog::{checked_split_physical, split_physical, to_physical};
 pub use error::{StoreError, StoreResult};
 pub use io::{DmaStorage, Storage};
 pub use read::{GetResult, GetStatus};
@@ -172,7 +173,7 @@ impl StoreConfig {
     fn validate(&self) -> StoreResult<()> {
         let fail = |reason: String| Err(StoreError::Config { reason });
         if self.shard_count == 0
-            || self.shard_count > 256
+            || self.shard_count > crate::limits::SHARDS_MAX
             || u32::from(self.shard) >= self.shard_count
         {
             return fail(format!("shard {} of {}", self.shard, self.shard_count));
@@ -183,6 +184,14 @@ impl StoreConfig {
                  (maxMessageSize plus headers); raise it or lower maxMessageSize",
                 self.segment_bytes,
                 self.max_record_bytes()
+            ));
+        }
+        let capacity = crate::limits::SHARD_COMMITLOG_CAPACITY_BYTES;
+        if self.segment_bytes > capacity / 16 {
+            return fail(format!(
+                "mapped_file_size_commitlog_bytes {} is too large: a shard's commitlog \
+                 addresses {capacity} bytes (offsets stay below 2^53)",
+                self.segment_bytes
             ));
         }
         if let Some(problem) = self.retention.problem() {
@@ -234,7 +243,7 @@ pub trait ReplicaWait {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutResult {
     pub status: PutStatus,
-    /// Physical offset (the shard in the top bits).
+    /// Physical offset (the shard in bits 45–52).
     pub physical_offset: i64,
     /// Queue offset (0 for prepared and rollback records, which get no queue unit).
     pub queue_offset: i64,

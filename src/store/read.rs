@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
-use super::commitlog::split_physical;
+use super::commitlog::{checked_split_physical, split_physical};
 use super::consumequeue::CqUnit;
 use super::dispatch::has_key;
 use super::error::{StoreError, StoreResult};
@@ -298,7 +298,9 @@ impl<S: Storage> MessageStore<S> {
 
     /// The stored record at a physical offset of this shard.
     pub async fn read_by_physical_offset(&self, physical: i64) -> StoreResult<Bytes> {
-        let (shard, pos) = split_physical(physical);
+        let Some((shard, pos)) = checked_split_physical(physical) else {
+            return Err(StoreError::OffsetOutOfRange { offset: physical });
+        };
         let cl = &self.inner.commitlog;
         if shard != self.inner.cfg.shard || pos < cl.min_offset() || pos + 8 > cl.written() {
             return Err(StoreError::OffsetOutOfRange { offset: physical });

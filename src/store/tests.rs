@@ -896,3 +896,128 @@ fn real_disk_store_survives_reopen() {
         store.close().await.unwrap();
     });
 }
+
+/// Makes the store under [`ROOT`] look like one from before the format line.
+fn drop_format_line(sim: &SimStorage, shard_count: u32) {
+    let path = Path::new(ROOT).join("shard_count");
+    let old = format!("{shard_count}\n");
+    sim.write_raw(&path, 0, old.as_bytes());
+    sim.set_len_raw(&path, old.len() as u64);
+}
+
+#[test]
+fn a_new_store_records_its_format_with_the_shard_count() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(40), SimClock::new(1_000), small_config());
+        cfg.shard_count = 2;
+        open(&sim, &clock, &cfg).await.close().await.unwrap();
+        let text = sim
+            .file_bytes(&Path::new(ROOT).join("shard_count"))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            format!("2\nstore-format {}\n", checkpoint::STORE_FORMAT)
+        );
+    });
+}
+
+#[test]
+fn an_old_layout_store_with_data_past_shard_0_is_refused_with_the_migration() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(41), SimClock::new(1_000), small_config());
+        cfg.shard_count = 2;
+        cfg.shard = 1;
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 3, 100).await;
+        store.close().await.unwrap();
+        drop_format_line(&sim, 2);
+        for shard in [0, 1] {
+            cfg.shard = shard;
+            let err = MessageStore::open(sim.clone(), Rc::new(clock.clone()), cfg.clone())
+                .await
+                .err()
+                .expect("refused");
+            assert!(
+                matches!(&err, StoreError::OldOffsetLayout { shards, .. } if shards == &[1]),
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("bits 56-63") && text.contains("To migrate"),
+                "{text}"
+            );
+        }
+        // Nothing was changed: still refused, and the data is still there.
+        let seg = sim.file_bytes(&Path::new(ROOT).join("commitlog/1/00000000000000000000"));
+        assert!(seg.is_some_and(|b| b.iter().take(8).any(|x| *x != 0)));
+    });
+}
+
+#[test]
+fn an_old_layout_store_with_data_only_on_shard_0_opens_and_is_upgraded() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(42), SimClock::new(1_000), small_config());
+        cfg.shard_count = 2;
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 5, 100).await;
+        store.close().await.unwrap();
+        cfg.shard = 1;
+        open(&sim, &clock, &cfg).await.close().await.unwrap();
+        drop_format_line(&sim, 2);
+        cfg.shard = 0;
+        let store = open(&sim, &clock, &cfg).await;
+        let got = store
+            .get_messages("T", 0, 0, 32, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(got.messages.len(), 5);
+        assert_eq!(view(&got.messages[4]).body, &body_of(4, 100)[..]);
+        store.close().await.unwrap();
+        let text = sim
+            .file_bytes(&Path::new(ROOT).join("shard_count"))
+            .unwrap();
+        assert!(String::from_utf8(text).unwrap().contains("store-format"));
+    });
+}
+
+#[test]
+fn a_record_of_the_old_layout_behind_a_format_line_is_refused_not_cut() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(43), SimClock::new(1_000), small_config());
+        cfg.shard_count = 2;
+        cfg.shard = 1;
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 2, 100).await;
+        store.close().await.unwrap();
+        // Rewrite the first record's PHYSICALOFFSET field as the old layout wrote it, and
+        // drop the checkpoint so that recovery scans it.
+        let old = (1u64 << commitlog::OLD_SHARD_SHIFT).to_be_bytes();
+        let seg = Path::new(ROOT).join("commitlog/1/00000000000000000000");
+        sim.write_raw(&seg, 28, &old);
+        sim.set_len_raw(&Path::new(ROOT).join("checkpoint/1"), 0);
+        let err = MessageStore::open(sim.clone(), Rc::new(clock.clone()), cfg.clone())
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, StoreError::OldOffsetLayout { .. }), "{err}");
+        let seg = sim.file_bytes(&seg).unwrap();
+        assert_eq!(&seg[28..36], &old, "the record is left as it was");
+    });
+}
+
+#[test]
+fn a_store_of_an_unknown_format_is_refused() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(44), SimClock::new(1_000), small_config());
+        open(&sim, &clock, &cfg).await.close().await.unwrap();
+        let path = Path::new(ROOT).join("shard_count");
+        let text = b"1\nstore-format 9\n";
+        sim.write_raw(&path, 0, text);
+        sim.set_len_raw(&path, text.len() as u64);
+        let err = MessageStore::open(sim.clone(), Rc::new(clock.clone()), cfg.clone())
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("store format 9"), "{err}");
+    });
+}

@@ -722,18 +722,22 @@ fn broker_config_is_its_properties_with_a_data_version() {
     assert_eq!(keys(&version), ["counter", "timestamp"]);
 }
 
-/// A CHECK_CLIENT_CONFIG request for a subscription of `expression_type`.
-fn check_client(expression_type: &str) -> RemotingCommand {
+/// A CHECK_CLIENT_CONFIG request for a subscription of `expression_type` / `expression`.
+fn check_client_of(expression_type: &str, expression: &str) -> RemotingCommand {
     let body = format!(
         r#"{{"clientId":"c","group":"g","subscriptionData":{{"classFilterMode":false,
-        "codeSet":[],"expressionType":"{expression_type}","subString":"a > 1",
+        "codeSet":[],"expressionType":"{expression_type}","subString":"{expression}",
         "subVersion":1,"tagsSet":[],"topic":"T"}}}}"#
     );
     command(request::CHECK_CLIENT_CONFIG, &[]).with_body(body.into_bytes())
 }
 
+fn check_client(expression_type: &str) -> RemotingCommand {
+    check_client_of(expression_type, "a > 1")
+}
+
 #[test]
-fn client_config_checks_pass_tags_and_refuse_sql92() {
+fn client_config_checks_pass_tags_and_compile_sql92() {
     let broker = TestBroker::start(2);
     let mut conn = broker.connection();
     assert_eq!(
@@ -743,11 +747,13 @@ fn client_config_checks_pass_tags_and_refuse_sql92() {
     let sql = conn.invoke(check_client("SQL92")).unwrap();
     let remark = "The broker does not support consumer to filter message by SQL92";
     assert_refused(&sql, response::SYSTEM_ERROR, remark);
-    // With enablePropertyFilter Java compiles the expression; ringmq cannot filter by it.
+    // With enablePropertyFilter the expression is compiled: refused only if it does not.
     let (_dir, filtering) = broker_with(|c| c.enable_property_filter = true);
-    let sql = filtering
-        .connection()
-        .invoke(check_client("SQL92"))
-        .unwrap();
-    assert_refused(&sql, response::SUBSCRIPTION_PARSE_FAILED, remark);
+    let mut conn = filtering.connection();
+    let sql = conn.invoke(check_client("SQL92")).unwrap();
+    assert_eq!(sql.code, response::SUCCESS, "{:?}", sql.remark);
+    let bad = conn.invoke(check_client_of("SQL92", "a > 1 AND")).unwrap();
+    let remark = "the SQL92 expression \"a > 1 AND\" does not parse: expected a value, found \
+                  the end of the expression";
+    assert_refused(&bad, response::SUBSCRIPTION_PARSE_FAILED, remark);
 }

@@ -314,9 +314,9 @@ impl Shard {
         Ok(cmd.success_to().with_body(body))
     }
 
-    /// CHECK_CLIENT_CONFIG (46): TAG subscriptions pass. Anything else is refused as Java
-    /// does without `enablePropertyFilter` (SYSTEM_ERROR), and with it SUBSCRIPTION_PARSE_FAILED,
-    /// since ringmq cannot filter by SQL92 (a pull would be refused the same way).
+    /// CHECK_CLIENT_CONFIG (46): TAG subscriptions pass; SQL92 ones are compiled, and refused
+    /// as Java does without `enablePropertyFilter` (SYSTEM_ERROR), or with
+    /// SUBSCRIPTION_PARSE_FAILED and what is wrong when the expression does not compile.
     pub(super) fn check_client_config(
         &self,
         cmd: &RemotingCommand,
@@ -332,14 +332,12 @@ impl Shard {
             return Ok(cmd.success_to());
         };
         let kind = subscription.expression_type.as_str();
-        if kind == "TAG" {
+        if super::filter::is_tag_type(kind) {
             return Ok(cmd.success_to());
         }
-        let remark = format!("The broker does not support consumer to filter message by {kind}");
-        match self.ctx.live.enable_property_filter() {
-            false => Err((resp::SYSTEM_ERROR, remark)),
-            true => Err((resp::SUBSCRIPTION_PARSE_FAILED, remark)),
-        }
+        let enabled = self.ctx.live.enable_property_filter();
+        super::filter::sql_selector(enabled, kind, &subscription.sub_string)?;
+        Ok(cmd.success_to())
     }
 }
 

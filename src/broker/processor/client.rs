@@ -60,6 +60,8 @@ impl Shard {
             if let Some(queues) = retry_queues.filter(|q| *q > 0) {
                 self.ensure_control_topic(&retry_topic(&group), queues);
             }
+            let filter_enabled = self.ctx.live.enable_property_filter();
+            super::filter::check_heartbeat(filter_enabled, &group, &consumer.subscription_data_set);
             let beat = ConsumerHeartbeat {
                 group: group.clone(),
                 consume_type: consumer.consume_type,

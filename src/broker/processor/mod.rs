@@ -8,6 +8,7 @@ mod admin_offset;
 mod admin_runtime;
 mod admin_topic;
 mod client;
+mod filter;
 pub mod lock;
 mod offset;
 mod pull;

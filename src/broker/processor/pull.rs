@@ -1,18 +1,22 @@
 //! PULL_MESSAGE (11) on the shard that owns the queue (PROTOCOL.md §7.3): subscription checks,
-//! tag filtering by hash code, long polling parked on the queue's watch (woken by the append,
-//! answered PULL_NOT_FOUND at the deadline), the offset commit piggybacked on the pull, and the
-//! store status mapped to RocketMQ's response codes. Bodies are the stored records as they are.
+//! tag filtering by hash code, SQL92 filtering by properties (`enablePropertyFilter`), long
+//! polling parked on the queue's watch (woken by the append, answered PULL_NOT_FOUND at the
+//! deadline), the offset commit piggybacked on the pull, and the store status mapped to
+//! RocketMQ's response codes. Bodies are the stored records as they are.
 
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use futures_lite::future;
 
-use super::{field_failure, Failure};
+use super::{field_failure, filter, Failure};
 use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
 use crate::broker::topic_config::perm;
 use crate::config::BrokerRole;
+use crate::filter::sql::Selector;
+use crate::message::record::RecordView;
 use crate::protocol::heartbeat::{parse_tag_expression, SubscriptionData};
 use crate::protocol::Fields;
 use crate::remoting::{response as resp, RemotingCommand};
@@ -22,6 +26,15 @@ use crate::store::{GetResult, GetStatus};
 const FLAG_COMMIT_OFFSET: i64 = 0x1;
 pub(crate) const FLAG_SUSPEND: i64 = 0x2;
 const FLAG_SUBSCRIPTION: i64 = 0x4;
+
+/// What a pull filters by.
+enum PullFilter {
+    All,
+    /// TAG: the consume queue's tag codes (no commitlog read for the rest).
+    Tags(HashSet<i32>),
+    /// SQL92: each candidate record's properties.
+    Sql(Rc<Selector>),
+}
 
 struct PullRequest<'a> {
     group: &'a str,
@@ -104,11 +117,11 @@ impl Shard {
                 request.commit_offset,
             );
         }
-        let mut result = self.read_queue(&request, filter.as_ref()).await?;
+        let mut result = self.read_queue(&request, &filter).await?;
         let may_wait = request.sys_flag & FLAG_SUSPEND != 0 && self.ctx.live.long_polling_enable();
         if may_wait && pull_code(&result, request.offset) == resp::PULL_NOT_FOUND {
             self.park(&request).await;
-            result = self.read_queue(&request, filter.as_ref()).await?;
+            result = self.read_queue(&request, &filter).await?;
         }
         self.stats.count_pull(result.messages.len());
         let suggest = self.suggest_broker(&result);
@@ -162,49 +175,116 @@ impl Shard {
     async fn read_queue(
         &self,
         request: &PullRequest<'_>,
-        filter: Option<&HashSet<i32>>,
+        filter: &PullFilter,
     ) -> Result<GetResult, Failure> {
         let max_bytes = self.ctx.cfg.max_transfer_in_memory_bytes as usize;
         let max_count = request
             .max_count
             .min(self.ctx.cfg.max_transfer_in_memory_count.max(1) as usize);
+        let tags = match filter {
+            PullFilter::All => None,
+            PullFilter::Tags(codes) => Some(codes),
+            PullFilter::Sql(selector) => {
+                let limits = (max_count, max_bytes);
+                return self.read_matching(request, selector, limits).await;
+            }
+        };
+        self.read_at(request, request.offset, max_count, max_bytes, tags)
+            .await
+    }
+
+    async fn read_at(
+        &self,
+        request: &PullRequest<'_>,
+        offset: i64,
+        max_count: usize,
+        max_bytes: usize,
+        tags: Option<&HashSet<i32>>,
+    ) -> Result<GetResult, Failure> {
         self.store()
             .get_messages(
                 request.topic,
                 request.queue_id,
-                request.offset,
+                offset,
                 max_count,
                 max_bytes,
-                filter,
+                tags,
             )
             .await
             .map_err(|e| (resp::SYSTEM_ERROR, e.to_string()))
     }
 
-    /// The tag codes to filter by (`None`: everything), from the pull's own expression or from
-    /// the group's heartbeat.
+    /// An SQL92 pull: reads on from the requested offset, keeping the records whose properties
+    /// match, until `max_count` (or `max_bytes`) matched, the queue's end, or
+    /// [`SQL_SCAN_UNITS_MAX`] units were looked at (Java's 16,000 bytes of units). Nothing
+    /// matched: NO_MATCHED_MESSAGE with the offset scanned to, as Java answers.
+    async fn read_matching(
+        &self,
+        request: &PullRequest<'_>,
+        selector: &Selector,
+        (max_count, max_bytes): (usize, usize),
+    ) -> Result<GetResult, Failure> {
+        let mut offset = request.offset;
+        let mut matched: Option<GetResult> = None;
+        let mut bytes = 0usize;
+        loop {
+            let kept = matched.as_ref().map_or(0, |m| m.messages.len());
+            let mut got = self
+                .read_at(request, offset, max_count - kept, max_bytes - bytes, None)
+                .await?;
+            if got.status != GetStatus::Found {
+                return Ok(match matched {
+                    None => got,
+                    Some(found) if found.messages.is_empty() => no_match(found, offset),
+                    Some(found) => found,
+                });
+            }
+            got.messages
+                .retain(|record| record_matches(record, selector));
+            bytes += got.messages.iter().map(|m| m.len()).sum::<usize>();
+            offset = got.next_begin_offset;
+            let found = match matched.take() {
+                None => got,
+                Some(mut found) => {
+                    found.messages.append(&mut got.messages);
+                    found.next_begin_offset = offset;
+                    found
+                }
+            };
+            let done = found.messages.len() >= max_count
+                || bytes >= max_bytes
+                || offset >= found.max_offset
+                || (offset - request.offset) as u64 >= SQL_SCAN_UNITS_MAX;
+            if done {
+                return Ok(match found.messages.is_empty() {
+                    true => no_match(found, offset),
+                    false => found,
+                });
+            }
+            matched = Some(found);
+        }
+    }
+
+    /// What to filter by, from the pull's own expression or from the group's heartbeat:
+    /// tag codes (TAG), a compiled selector (SQL92, with `enablePropertyFilter`), or nothing.
     async fn pull_filter(
         &self,
         cmd: &RemotingCommand,
         request: &PullRequest<'_>,
-    ) -> Result<Option<HashSet<i32>>, Failure> {
+    ) -> Result<PullFilter, Failure> {
         let sub_version = cmd
             .opt_i64("subVersion")
             .map_err(field_failure)?
             .unwrap_or(0);
-        let expression_type = cmd.opt_str("expressionType").unwrap_or("TAG");
-        if !expression_type.eq_ignore_ascii_case("TAG") {
-            let remark = format!(
-                "The broker does not support consumer to filter message by {expression_type}"
-            );
-            return Err((resp::SUBSCRIPTION_PARSE_FAILED, remark));
-        }
+        let enabled = self.ctx.live.enable_property_filter();
         let subscription = if request.sys_flag & FLAG_SUBSCRIPTION != 0 {
-            parse_tag_expression(
-                request.topic,
-                cmd.opt_str("subscription").unwrap_or("*"),
-                sub_version,
-            )
+            let expression = cmd.opt_str("subscription").unwrap_or("*");
+            let expression_type = cmd.opt_str("expressionType").unwrap_or("TAG");
+            if !filter::is_tag_type(expression_type) {
+                let selector = filter::sql_selector(enabled, expression_type, expression)?;
+                return Ok(PullFilter::Sql(selector));
+            }
+            parse_tag_expression(request.topic, expression, sub_version)
         } else {
             let found = self
                 .subscription(request.group, request.topic, sub_version)
@@ -221,15 +301,23 @@ impl Shard {
                     "the consumer's subscription not latest".into(),
                 ));
             }
+            if !filter::is_tag_type(&sub.expression_type) {
+                let compiled = filter::sql_selector(enabled, &sub.expression_type, &sub.sub_string);
+                // Java: the heartbeat registered no filter data for an expression it could
+                // not compile.
+                let compiled = compiled.map_err(|(code, remark)| match code {
+                    resp::SUBSCRIPTION_PARSE_FAILED => (resp::FILTER_DATA_NOT_EXIST, remark),
+                    _ => (code, remark),
+                });
+                return compiled.map(PullFilter::Sql);
+            }
             sub
         };
-        Ok((!subscription.matches_all()).then(|| {
-            subscription
-                .tag_codes()
-                .into_iter()
-                .map(|c| c as i32)
-                .collect()
-        }))
+        if subscription.matches_all() {
+            return Ok(PullFilter::All);
+        }
+        let codes = subscription.tag_codes().into_iter().map(|c| c as i32);
+        Ok(PullFilter::Tags(codes.collect()))
     }
 
     /// A group's subscription to a topic as of `min_version`: from the registry on the control
@@ -266,6 +354,22 @@ impl Shard {
             _ => local,
         }
     }
+}
+
+/// Queue units an SQL92 pull looks at, at most (Java: 16,000 bytes of 20-byte units).
+const SQL_SCAN_UNITS_MAX: u64 = 800;
+
+/// Whether a stored record's properties match `selector`.
+fn record_matches(record: &[u8], selector: &Selector) -> bool {
+    RecordView::parse(record).is_ok_and(|view| selector.matches(view.properties))
+}
+
+/// `result` as "scanned to `next`, nothing matched".
+fn no_match(mut result: GetResult, next: i64) -> GetResult {
+    result.status = GetStatus::NoMatchedMessage;
+    result.next_begin_offset = next;
+    result.messages.clear();
+    result
 }
 
 /// Java's mapping of a store status to a pull response code.

@@ -4,7 +4,7 @@
 //!
 //! Owned by the shard's executor; exactly one writer. Knows nothing of consumers or queues:
 //! offsets here are offsets *in the shard*; the physical offsets RocketMQ sees carry the shard
-//! in their top 8 bits ([`to_physical`]).
+//! in bits 45–52 ([`to_physical`]), so that every one is below 2^53: 256 shards of 32 TiB.
 //!
 //! - `segment`: the record-level view of segment bytes (blank record, record checks).
 //! - `appender`: append with rollover, the flusher task, durable waits.
@@ -27,23 +27,38 @@ use super::segmented::{LogOptions, SegmentedLog};
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::runtime::OffsetWatch;
 
-/// Bits of a physical offset below the shard number.
-pub const SHARD_SHIFT: u32 = 56;
+/// Bits of a physical offset below the shard number (the shard sits in bits 45–52, so every
+/// physical offset is below 2^53 and survives a client that holds it as an IEEE double).
+pub const SHARD_SHIFT: u32 = crate::limits::SHARD_OFFSET_BITS;
 const IN_SHARD_MASK: u64 = (1 << SHARD_SHIFT) - 1;
+/// The first value that is not a physical offset.
+pub const PHYSICAL_OFFSET_END: u64 = 1 << crate::limits::CLIENT_EXACT_INTEGER_BITS;
+
+/// Where stores made before the 53-bit layout kept the shard (bits 56–63). Only the check
+/// that refuses such stores and the migration tests use it.
+pub const OLD_SHARD_SHIFT: u32 = 56;
 
 /// The physical offset RocketMQ sees for `pos` in `shard`'s commitlog.
 pub fn to_physical(shard: u8, pos: u64) -> i64 {
     assert!(
         pos <= IN_SHARD_MASK,
-        "commitlog offset {pos} overflows 56 bits"
+        "commitlog offset {pos} overflows {SHARD_SHIFT} bits"
     );
     ((u64::from(shard) << SHARD_SHIFT) | pos) as i64
 }
 
-/// Splits a physical offset into (shard, offset in that shard's commitlog).
+/// Splits a physical offset into (shard, offset in that shard's commitlog). For offsets the
+/// broker made itself; an offset from a client goes through [`checked_split_physical`].
 pub fn split_physical(physical: i64) -> (u8, u64) {
     let raw = physical as u64;
-    ((raw >> SHARD_SHIFT) as u8, raw & IN_SHARD_MASK)
+    (((raw >> SHARD_SHIFT) & 0xFF) as u8, raw & IN_SHARD_MASK)
+}
+
+/// Splits a physical offset from outside (a client, an offsetMsgId): `None` when it is
+/// negative or not below 2^53 (for example one handed out under the old layout), so it can
+/// never be taken for an offset of another shard.
+pub fn checked_split_physical(physical: i64) -> Option<(u8, u64)> {
+    ((0..PHYSICAL_OFFSET_END as i64).contains(&physical)).then(|| split_physical(physical))
 }
 
 /// Write buffers the commitlog keeps for reuse (at most 1 MiB each; flushes write a few
@@ -241,7 +256,27 @@ impl<S: Storage> CommitLog<S> {
                 reason: reason.clone(),
             });
         }
-        Ok(())
+        self.check_offset_room()
+    }
+
+    /// Refuses appends once the shard's commitlog nears the end of its offset space
+    /// ([`crate::limits::SHARD_COMMITLOG_CAPACITY_BYTES`], 32 TiB). The margin covers any one
+    /// put: a batch (at most a frame) with the blank ends of the segments it rolls over can
+    /// take at most twice its bytes plus two segments, so no append ever crosses the end.
+    fn check_offset_room(&self) -> StoreResult<()> {
+        let reserve = 2 * (self.log.segment_bytes() + crate::limits::FRAME_SIZE_MAX_BYTES as u64);
+        let capacity = crate::limits::SHARD_COMMITLOG_CAPACITY_BYTES;
+        if self.written() + reserve <= capacity {
+            return Ok(());
+        }
+        Err(StoreError::Unwritable {
+            reason: format!(
+                "shard {}'s commitlog has reached the end of its offset space ({} TiB per \
+                 shard, so that every offset stays below 2^53): run more shards on a new store",
+                self.shard,
+                capacity >> 40
+            ),
+        })
     }
 
     /// Whether to log one occurrence of the repeated condition `key` now: `Some(count of
@@ -264,11 +299,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn physical_offsets_carry_the_shard_in_the_top_bits() {
+    fn physical_offsets_carry_the_shard_in_bits_45_to_52() {
         assert_eq!(to_physical(0, 1234), 1234);
         let p = to_physical(3, 1 << 40);
-        assert_eq!(p, (3i64 << 56) | (1 << 40));
+        assert_eq!(p, (3i64 << 45) | (1 << 40));
         assert_eq!(split_physical(p), (3, 1 << 40));
         assert_eq!(split_physical(to_physical(255, 7)), (255, 7));
+        let top = to_physical(255, IN_SHARD_MASK);
+        assert_eq!(top as u64, PHYSICAL_OFFSET_END - 1);
+        assert_eq!(top as f64 as i64, top, "exact as a double");
+        assert_eq!(checked_split_physical(top), Some((255, IN_SHARD_MASK)));
+    }
+
+    #[test]
+    fn offsets_from_outside_the_layout_name_no_shard() {
+        assert_eq!(checked_split_physical(-1), None);
+        assert_eq!(checked_split_physical(PHYSICAL_OFFSET_END as i64), None);
+        // An offset of shard 1 handed out under the old layout is not read as shard 0's.
+        assert_eq!(checked_split_physical((1i64 << OLD_SHARD_SHIFT) | 64), None);
+        assert_eq!(checked_split_physical(64), Some((0, 64)));
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows 45 bits")]
+    fn a_position_past_the_shard_capacity_is_a_bug() {
+        to_physical(1, 1 << 45);
     }
 }

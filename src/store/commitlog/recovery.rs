@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::segment::{check_record, Invalid};
-use super::{to_physical, CommitLog};
+use super::{to_physical, CommitLog, OLD_SHARD_SHIFT};
 use crate::message::record::MESSAGE_MAGIC_CODE;
 use crate::message::record::{peek_header, BLANK_MAGIC_CODE, BLANK_RECORD_BYTES};
 use crate::store::error::{StoreError, StoreResult};
@@ -83,6 +83,14 @@ impl<'a, S: Storage> Scanner<'a, S> {
             };
             let physical = to_physical(self.log.shard, self.pos);
             if let Err(invalid) = check_record(&bytes, physical, self.check_crc) {
+                if is_old_layout(&invalid, self.log.shard, self.pos) {
+                    // Written before the 53-bit layout (a store copied in behind its format
+                    // line): refuse rather than cut it off as a stale tail.
+                    return Err(StoreError::OldOffsetLayout {
+                        root: self.log.log.dir().to_path_buf(),
+                        shards: vec![u32::from(self.log.shard)],
+                    });
+                }
                 return Ok(self.end(&describe(&invalid)));
             }
             let pos = self.pos;
@@ -126,6 +134,12 @@ impl<'a, S: Storage> Scanner<'a, S> {
         }
         Ok(Some(self.buf.slice(0..len)))
     }
+}
+
+/// A record of shard `shard` at `pos` whose offset field has the old layout's shard bits.
+fn is_old_layout(invalid: &Invalid, shard: u8, pos: u64) -> bool {
+    let old = (u64::from(shard) << OLD_SHARD_SHIFT) | pos;
+    matches!(invalid, Invalid::Misplaced { field, .. } if shard > 0 && *field as u64 == old)
 }
 
 fn describe(invalid: &Invalid) -> String {
