@@ -303,8 +303,9 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
                 return;
             }
         }
-        // Zeros ahead go after the data they precede has been handed to the syncer.
-        if let Err(e) = log.log.write_zeros_ahead().await {
+        // Zeros ahead go after the data they precede has been handed to the syncer, one
+        // chunk per turn.
+        if let Err(e) = log.log.write_zeros_ahead(1).await {
             log.fail(e);
             return;
         }
