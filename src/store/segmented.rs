@@ -28,11 +28,11 @@ use super::tail::Tail;
 /// that a long flush (ASYNC_FLUSH's) writes from one kept buffer chunk after chunk.
 const WRITE_MAX_BYTES: u64 = 1 << 20;
 /// Preallocated logs keep this much of the file past the flushed data written with zeros
-/// (refilled when less than half is left). On ext4 an fdatasync after writing into
-/// fallocate'd (unwritten) blocks must commit the extent conversion to the journal; into
-/// blocks already written it only flushes data: measured here ~1,150 vs ~7,000 4 KiB
-/// write+fdatasync rounds per second. So one journal commit per 2 MiB of data instead of one
-/// per flush.
+/// (refilled by [`ZERO_CHUNK_BYTES`] once a chunk of it is used up). On ext4 an fdatasync
+/// after writing into fallocate'd (unwritten) blocks must commit the extent conversion to the
+/// journal; into blocks already written it only flushes data: measured here ~1,150 vs ~7,000
+/// 4 KiB write+fdatasync rounds per second. So one journal commit per chunk of zeros instead
+/// of one per flush.
 const ZERO_AHEAD_BYTES: u64 = 4 << 20;
 /// Zeros ahead are written in chunks of this size from one buffer kept for the purpose.
 const ZERO_CHUNK_BYTES: u64 = 1 << 20;
@@ -389,7 +389,7 @@ impl<S: Storage> SegmentedLog<S> {
     /// Writes and fdatasyncs everything appended so far; returns the new flushed offset.
     pub(crate) async fn flush(&self) -> io::Result<u64> {
         self.write_pending().await?;
-        self.write_zeros_ahead().await?;
+        self.write_zeros_ahead(u64::MAX).await?;
         self.sync_submitted().await
     }
 
@@ -397,7 +397,7 @@ impl<S: Storage> SegmentedLog<S> {
     /// when less than half of that is left. Runs in the writer's turn, after a write and
     /// before the next (never beside a write of data), but needs no fdatasync of its own and
     /// may run beside an fdatasync round.
-    pub(crate) async fn write_zeros_ahead(&self) -> io::Result<()> {
+    pub(crate) async fn write_zeros_ahead(&self, max_chunks: u64) -> io::Result<()> {
         if !self.opts.preallocate {
             return Ok(());
         }
@@ -411,7 +411,7 @@ impl<S: Storage> SegmentedLog<S> {
         let result = match self.file(seg) {
             Some(file) => {
                 let data_end = align_up(end, file.alignment());
-                self.zero_ahead(&file, seg, data_end).await
+                self.zero_ahead(&file, seg, data_end, max_chunks).await
             }
             None => Ok(()), // nothing written in this segment yet
         };
@@ -572,23 +572,32 @@ impl<S: Storage> SegmentedLog<S> {
     }
 
     /// Writes zeros past `data_end` (aligned) so the next flushes land in written blocks;
-    /// see [`ZERO_AHEAD_BYTES`]. A later fdatasync round covers them (no need: they only
-    /// save later rounds a journal commit).
-    async fn zero_ahead(&self, file: &S::File, seg: u64, data_end: u64) -> io::Result<()> {
+    /// see [`ZERO_AHEAD_BYTES`]: once less than that minus one chunk is left, up to
+    /// `max_chunks` chunks of [`ZERO_CHUNK_BYTES`] (the SYNC_FLUSH writer writes one per turn,
+    /// so that no turn holds back the next data write for long). A later fdatasync round
+    /// covers them (no need: they only save later rounds a journal commit).
+    async fn zero_ahead(
+        &self,
+        file: &S::File,
+        seg: u64,
+        data_end: u64,
+        max_chunks: u64,
+    ) -> io::Result<()> {
         let seg_end = seg + self.opts.segment_bytes;
         let (zeroed_seg, zeroed_to) = self.state.borrow().zeroed;
         let from = match zeroed_seg == seg {
             true => zeroed_to.max(data_end),
             false => data_end,
         };
-        if from >= seg_end || from >= data_end + ZERO_AHEAD_BYTES / 2 {
+        if from >= seg_end || from >= data_end + ZERO_AHEAD_BYTES - ZERO_CHUNK_BYTES {
             return Ok(());
         }
         // Whole zero chunks (one shared buffer, written again and again) except at the
         // segment's end.
-        let to = (from
-            + (data_end + ZERO_AHEAD_BYTES - from).div_ceil(ZERO_CHUNK_BYTES) * ZERO_CHUNK_BYTES)
-            .min(seg_end);
+        let chunks = (data_end + ZERO_AHEAD_BYTES - from)
+            .div_ceil(ZERO_CHUNK_BYTES)
+            .min(max_chunks);
+        let to = (from + chunks * ZERO_CHUNK_BYTES).min(seg_end);
         let mut pos = from;
         while pos < to {
             let len = (to - pos).min(ZERO_CHUNK_BYTES);
@@ -602,8 +611,8 @@ impl<S: Storage> SegmentedLog<S> {
             };
             file.write_shared_at(zeros, pos - seg).await?;
             pos += len;
+            self.state.borrow_mut().zeroed = (seg, pos);
         }
-        self.state.borrow_mut().zeroed = (seg, to);
         Ok(())
     }
 

@@ -365,8 +365,9 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
         let written = match log.log.write_pending().await {
             Ok(end) => {
                 log.submitted_watch.advance(end);
-                // Zeros ahead go after the data they precede has been handed to the syncer.
-                log.log.write_zeros_ahead().await
+                // Zeros ahead go after the data they precede has been handed to the syncer,
+                // one chunk per turn.
+                log.log.write_zeros_ahead(1).await
             }
             Err(e) => Err(e),
         };
