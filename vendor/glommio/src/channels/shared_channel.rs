@@ -420,7 +420,17 @@ impl<T: Send + Sized> ConnectedReceiver<T> {
                 }
             }
             res => {
-                self.notifier.notify(false);
+                // ringmq patch: upstream notifies the producer's executor after every
+                // receive, which wakes it (an eventfd write) whenever it sleeps, though it
+                // only waits on this channel when it found it full (`wait_for_room`). Notify
+                // only when the channel was full before this pop. The fence orders our pop
+                // before reading the producer's tail, pairing with the one a producer
+                // issues before its last look at the channel when it goes to sleep: either
+                // it sees the room we made, or we see it filled the channel and wake it.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                if self.state.buffer.size() + 1 >= self.state.buffer.capacity() {
+                    self.notifier.notify(false);
+                }
                 Poll::Ready(res)
             }
         }

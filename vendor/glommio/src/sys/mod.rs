@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // ringmq patch: pairs with the SeqCst fence the sleeper issues after
+        // `prepare_to_sleep` (upstream relied on a `membarrier()` there): what we published
+        // before calling this is visible to it, or we see `should_notify` set.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
