@@ -195,9 +195,9 @@ mod tests {
 
     use glommio::{LocalExecutorBuilder, Placement};
 
-    /// The reactor keeps a timer armed over sleeps while it is due no later than the next
-    /// deadline (vendor/glommio/PATCHES.md): a shorter timer started while the executor
-    /// sleeps on a longer one must get its own wake-up, not wait for the longer one.
+    /// An executor asleep on a long timer, woken from another thread (the cross-thread wake
+    /// path vendor/glommio/PATCHES.md changes), must arm a shorter timer started then and
+    /// not wait for the longer one.
     #[test]
     fn a_short_timer_started_while_asleep_on_a_long_one_is_not_held_back_by_it() {
         let (tx, rx) = flume::bounded::<()>(1);

@@ -1222,13 +1222,6 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    // ringmq patch (see `wait`): the preempt timer was armed right after one fired, so it
-    // is not kept over a sleep (an idle executor is not woken by it over and over).
-    preempt_armed_after_fire: Cell<bool>,
-    // ringmq patch: the user timer armed for a sleep (upstream shares the preempt timer's
-    // slot) and the instant it fires, kept armed until it fires or an earlier one is due.
-    user_timeout_src: Cell<Option<Source>>,
-    user_timeout_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1360,9 +1353,6 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            preempt_armed_after_fire: Cell::new(false),
-            user_timeout_src: Cell::new(None),
-            user_timeout_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1824,74 +1814,22 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // ringmq patch: upstream cancels the latency timer and re-arms both preemption
-        // timers on every call (several io_uring_enter calls per executor loop), and arms
-        // and cancels the user timer around every sleep. Here a timer stays armed until it
-        // fires or is no longer wanted:
-        // - the preempt timer is armed when task queues are about to run and kept while it
-        //   has not fired, also over sleeps, so it still bounds how long they run (it may
-        //   fire earlier than upstream's would: a shorter slice, never a longer one). One
-        //   armed right after the previous one fired is cancelled before sleeping, so an
-        //   idle executor wakes for it at most once;
-        // - the user timer armed for a sleep stays armed while it is due no later than the
-        //   next user timer (waking early only makes the reactor look at its timers again).
-        let polling = preempt_timer().is_some();
-        let old_preempt = self.latency_preemption_timeout_src.take();
-        let preempt_fired = old_preempt
-            .as_ref()
-            .is_some_and(|src| src.result().is_some());
-        let keep_preempt = old_preempt.is_some()
-            && !preempt_fired
-            && (polling || !self.preempt_armed_after_fire.get());
-        if keep_preempt {
-            self.latency_preemption_timeout_src.set(old_preempt);
-        } else {
-            drop(old_preempt);
-        }
-        let old_user = self.user_timeout_src.take();
-        let user_pending = old_user.as_ref().is_some_and(|src| src.result().is_none());
-        if user_pending {
-            self.user_timeout_src.set(old_user);
-        } else {
-            drop(old_user);
-            self.user_timeout_deadline.set(None);
-        }
-        if !polling {
-            if let Some(dur) = user_timer {
-                // `None`: too far away to be represented, i.e. after any armed one.
-                let deadline = Instant::now().checked_add(dur);
-                let armed_in_time = user_pending
-                    && match (self.user_timeout_deadline.get(), deadline) {
-                        (Some(armed), Some(due)) => armed <= due,
-                        (Some(_), None) => true,
-                        (None, _) => false,
-                    };
-                if !armed_in_time {
-                    drop(self.user_timeout_src.take());
-                    self.user_timeout_src
-                        .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                    self.user_timeout_deadline.set(deadline);
-                }
-            }
-        }
+        // Cancel the old timer regardless of whether we can sleep:
+        // if we won't sleep, we will register the new timer with its new
+        // value.
+        //
+        // But if we will sleep, there might be a timer registered that needs
+        // to be removed otherwise we'll wake up when it expires.
+        drop(self.latency_preemption_timeout_src.take());
 
-        // The throughput-based timeout counts completions on the main ring; it is armed
-        // once and re-armed only after it fired (upstream re-arms it on every call). It
-        // does not matter if we end up sleeping.
-        let old_throughput = self.throughput_preemption_timeout_src.take();
-        match old_throughput {
-            Some(src) if src.result().is_none() => {
-                self.throughput_preemption_timeout_src.set(Some(src));
-            }
-            _ => {
-                self.throughput_preemption_timeout_src.replace(Some(
-                    main_ring.prepare_throughput_preemption_timer(
-                        self.ring_depth() as u32,
-                        self.eventfd_src.raw(),
-                    ),
-                ));
-            }
-        }
+        // Schedule the throughput-based timeout immediately: it won't matter if we end
+        // up sleeping.
+        self.throughput_preemption_timeout_src.replace(Some(
+            main_ring.prepare_throughput_preemption_timer(
+                self.ring_depth() as u32,
+                self.eventfd_src.raw(),
+            ),
+        ));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1912,7 +1850,11 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            // (ringmq patch: the user timer, if any, was armed above.)
+            if let Some(dur) = user_timer {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                assert!(flush_rings!(lat_ring)? > 0);
+            }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
@@ -1941,11 +1883,8 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if !keep_preempt {
-                self.preempt_armed_after_fire.set(preempt_fired);
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            }
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             flush_rings!(lat_ring, main_ring)?;
         }
 
