@@ -155,7 +155,7 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
         let mut exec = ExecutorOptions::control_plane(&format!("shard-{id}"));
         exec.io_memory_bytes = 8 << 20;
         exec.ring_depth = ctx.cfg.io_depth.max(32) as usize;
-        exec.cpu = (shards > 1).then_some(id % num_cpus());
+        exec.cpu = (ctx.cfg.pin_shards && shards > 1).then_some(id % num_cpus());
         joins.push(spawn_executor(&exec, move || run_shard(seed))?);
     }
     drop(ready_tx);

@@ -231,6 +231,10 @@ config_struct! {
     "shardCount" => shard_count: u32 = 0, parse_u32, bounds(0, 256);
     /// `ioDepth` (ringmq-only): io_uring ring depth per shard. Default 128. 1..=32768.
     "ioDepth" => io_depth: u32 = 128, parse_u32, bounds(1, 32_768);
+    /// `pinShards` (ringmq-only): pin shard i to CPU i (mod the CPUs available) when there
+    /// is more than one shard. Default false: the kernel places the shards, which costs less
+    /// when clients or other processes share the cores (README "Broker CPU per message").
+    "pinShards" => pin_shards: bool = false, parse_bool;
 
     // --- topics / groups ---
     /// `autoCreateTopicEnable`: create `TBW102` so unknown topics auto-create. Default true.

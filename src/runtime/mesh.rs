@@ -203,4 +203,67 @@ mod tests {
             assert_eq!(answers, (0..100u64).map(|x| x * 2).collect::<Vec<_>>());
         }
     }
+
+    /// With an inbox of 2 and 64 calls in flight each way, senders keep finding the peer's
+    /// inbox full and wait for room; a receiver wakes a sleeping sender only when it pops
+    /// from a full inbox (vendor/glommio/PATCHES.md), so a lost wake-up would hang here.
+    #[test]
+    fn senders_waiting_on_a_full_inbox_are_woken_as_it_drains() {
+        const DONE: u64 = u64::MAX;
+        let builder = builder::<u64, u64>(2, 2);
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let builder = builder.clone();
+                LocalExecutorBuilder::new(Placement::Unbound)
+                    .io_memory(128 * 1024)
+                    .spawn(move || async move {
+                        let peer_done = Rc::new(crate::runtime::OffsetWatch::new(0));
+                        let mesh = {
+                            let peer_done = Rc::clone(&peer_done);
+                            ShardMesh::join(builder, move |_from, x: u64| {
+                                let peer_done = Rc::clone(&peer_done);
+                                async move {
+                                    if x == DONE {
+                                        peer_done.advance(1);
+                                        return None;
+                                    }
+                                    Some(x + 1)
+                                }
+                            })
+                            .await
+                            .expect("joined")
+                        };
+                        let other = 1 - mesh.shard();
+                        let callers: Vec<_> = (0..64u64)
+                            .map(|c| {
+                                let mesh = Rc::clone(&mesh);
+                                glommio::spawn_local(async move {
+                                    let mut sum = 0;
+                                    for i in 0..100u64 {
+                                        sum +=
+                                            mesh.call(other, c * 1000 + i).await.expect("answer");
+                                    }
+                                    sum
+                                })
+                            })
+                            .collect();
+                        let mut total = 0;
+                        for caller in callers {
+                            total += caller.await;
+                        }
+                        // Serve the peer until it is done too.
+                        mesh.tell(other, DONE).await.expect("peer there");
+                        let _ = peer_done.wait_for(1).await;
+                        total
+                    })
+                    .expect("executor")
+            })
+            .collect();
+        let expected: u64 = (0..64u64)
+            .flat_map(|c| (0..100u64).map(move |i| c * 1000 + i + 1))
+            .sum();
+        for handle in handles {
+            assert_eq!(handle.join().expect("joined"), expected);
+        }
+    }
 }

@@ -186,3 +186,51 @@ impl Shutdown {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    /// An executor asleep on a long timer, woken from another thread (the cross-thread wake
+    /// path vendor/glommio/PATCHES.md changes), must arm a shorter timer started then and
+    /// not wait for the longer one.
+    #[test]
+    fn a_short_timer_started_while_asleep_on_a_long_one_is_not_held_back_by_it() {
+        let (tx, rx) = flume::bounded::<()>(1);
+        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(move || async move {
+                let fired = Rc::new(RefCell::new(Vec::new()));
+                let long = {
+                    let fired = Rc::clone(&fired);
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_secs(30)).await;
+                        fired.borrow_mut().push("long");
+                    })
+                };
+                // The executor goes to sleep with the 30 s timer armed; another thread
+                // wakes it, and a 10 ms timer starts.
+                rx.recv_async().await.expect("sent");
+                let started = Instant::now();
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let waited = started.elapsed();
+                fired.borrow_mut().push("short");
+                drop(long);
+                (fired.take(), waited)
+            })
+            .expect("executor");
+        std::thread::sleep(Duration::from_millis(100));
+        tx.send(()).expect("executor waits");
+        let (fired, waited) = handle.join().expect("joined");
+        assert_eq!(fired, vec!["short"]);
+        // Held back by the long timer it would wait 30 s; allow for a loaded machine.
+        assert!(
+            waited < Duration::from_secs(15),
+            "short timer waited {waited:?}"
+        );
+    }
+}
