@@ -10,9 +10,9 @@ use std::rc::Rc;
 use glommio::ExecutorJoinHandle;
 
 use super::node::ControllerHandle;
-use crate::net::{bind, reserve_addr, serve, Busy, Connection, Handler, Reply, ServerOptions};
+use crate::net::{serve, spawn_listening, Busy, Connection, Handler, Reply, ServerOptions};
 use crate::remoting::{response as resp, RemotingCommand};
-use crate::runtime::{spawn_executor, ExecutorOptions, Shutdown};
+use crate::runtime::{ExecutorOptions, Shutdown};
 
 /// Hands `request` to the controller and answers when it does (nothing for a oneway request,
 /// such as the brokers' heartbeats). The connection's work claim is held until then (a wait
@@ -80,20 +80,12 @@ pub fn start(
     controller: ControllerHandle,
     shutdown: Shutdown,
 ) -> io::Result<ServerHandle> {
-    let local_addr = reserve_addr(addr)?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let stop = shutdown.clone();
-    let join = spawn_executor(
+    let (local_addr, join) = spawn_listening(
         &ExecutorOptions::control_plane("controller"),
-        move || async move {
-            let listener = match bind(local_addr) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
+        "controller",
+        addr,
+        move |listener| async move {
             serve(
                 listener,
                 Rc::new(ControllerServer { controller }),
@@ -103,9 +95,6 @@ pub fn start(
             .await;
         },
     )?;
-    ready_rx
-        .recv()
-        .map_err(|_| io::Error::other("controller executor exited before listening"))??;
     Ok(ServerHandle {
         local_addr,
         shutdown,

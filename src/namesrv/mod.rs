@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use glommio::ExecutorJoinHandle;
 
-use crate::net::{bind, reserve_addr, serve, ServerOptions};
-use crate::runtime::{spawn_executor, ExecutorOptions, Shutdown};
+use crate::net::{serve, spawn_listening, ServerOptions};
+use crate::runtime::{ExecutorOptions, Shutdown};
 use kv_config::KvConfig;
 use processor::{NamesrvProcessor, ProcessorOptions};
 
@@ -78,20 +78,12 @@ impl NamesrvHandle {
 /// Starts a nameserver on its own executor thread. Returns once it is listening.
 pub fn start(options: NamesrvOptions, shutdown: Shutdown) -> io::Result<NamesrvHandle> {
     let kv = KvConfig::load(options.kv_config_path.clone())?;
-    let local_addr = reserve_addr(options.listen_addr)?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let stop = shutdown.clone();
-    let join = spawn_executor(
+    let (local_addr, join) = spawn_listening(
         &ExecutorOptions::control_plane("namesrv"),
-        move || async move {
-            let listener = match bind(local_addr) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
+        "nameserver",
+        options.listen_addr,
+        move |listener| async move {
             let processor = Rc::new(NamesrvProcessor::new(kv, options.processor));
             let scan = scan_brokers(
                 Rc::clone(&processor),
@@ -103,9 +95,6 @@ pub fn start(options: NamesrvOptions, shutdown: Shutdown) -> io::Result<NamesrvH
             tracing::info!("nameserver stopped");
         },
     )?;
-    ready_rx
-        .recv()
-        .map_err(|_| io::Error::other("nameserver executor exited before listening"))??;
     tracing::info!(%local_addr, "nameserver listening");
     Ok(NamesrvHandle {
         local_addr,

@@ -21,4 +21,4 @@ pub mod server;
 
 pub use connection::{Busy, Connection, Handler, Reply};
 pub use rpc_client::{RpcClient, RpcError};
-pub use server::{bind, reserve_addr, serve, ServerOptions};
+pub use server::{bind, reserve_addr, serve, spawn_listening, ServerOptions};

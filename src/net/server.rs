@@ -62,6 +62,38 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))
 }
 
+/// Starts an executor (`options`) that listens on `addr` (checked with [`reserve_addr`]) and
+/// then runs `run` with the listener; returns once it is listening, with the address it
+/// listens on. `what` names the server in the error when the executor ends before that.
+pub fn spawn_listening<R, F>(
+    options: &crate::runtime::ExecutorOptions,
+    what: &str,
+    addr: SocketAddr,
+    run: R,
+) -> io::Result<(SocketAddr, glommio::ExecutorJoinHandle<()>)>
+where
+    R: FnOnce(TcpListener) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let local_addr = reserve_addr(addr)?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let join = crate::runtime::spawn_executor(options, move || async move {
+        let listener = match bind(local_addr) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        run(listener).await;
+    })?;
+    ready_rx
+        .recv()
+        .map_err(|_| io::Error::other(format!("{what} executor exited before listening")))??;
+    Ok((local_addr, join))
+}
+
 /// Per-listener bounds.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
