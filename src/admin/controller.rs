@@ -66,11 +66,7 @@ pub(crate) struct CleanArgs {
 
 impl ControllerCommon {
     fn addrs(&self) -> Vec<&str> {
-        self.controllers
-            .split(';')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .collect()
+        crate::config::addr_list(&self.controllers).collect()
     }
 
     /// A connection to the leader (or, when none says it leads, the first that answers).

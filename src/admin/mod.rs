@@ -350,15 +350,10 @@ impl Common {
 
     /// The nameservers of `-n` / NAMESRV_ADDR.
     fn namesrv_addrs(&self) -> Result<Vec<String>, AdminError> {
-        let addrs: Vec<String> = self
-            .namesrv
-            .as_deref()
-            .unwrap_or_default()
-            .split(';')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(str::to_string)
-            .collect();
+        let addrs: Vec<String> =
+            crate::config::addr_list(self.namesrv.as_deref().unwrap_or_default())
+                .map(str::to_string)
+                .collect();
         if addrs.is_empty() {
             let e = "no nameserver given: pass -n host:port or set NAMESRV_ADDR";
             return Err(AdminError::Invalid(e.into()));

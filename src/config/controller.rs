@@ -101,12 +101,7 @@ impl ControllerConfig {
             ));
         }
         let mut names = Vec::new();
-        for item in self
-            .peers
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
+        for item in super::addr_list(&self.peers) {
             let Some((name, addr)) = item.split_once('-') else {
                 return Err(ConfigError::value(
                     "controllerDLegerPeers",

@@ -376,9 +376,15 @@ pub fn parse_namesrv_addrs(s: &str) -> Result<Vec<String>, ConfigError> {
     parse_addrs_for("namesrvAddr", s)
 }
 
+/// The items of a RocketMQ address list (`namesrvAddr`, `controllerAddr`, `-n`): `;`-separated,
+/// blanks around an item trimmed, empty items skipped. Unchecked; see [`parse_namesrv_addrs`].
+pub fn addr_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(';').map(str::trim).filter(|a| !a.is_empty())
+}
+
 fn parse_addrs_for(source: &str, s: &str) -> Result<Vec<String>, ConfigError> {
     let mut addrs = Vec::new();
-    for addr in s.split(';').map(str::trim).filter(|a| !a.is_empty()) {
+    for addr in addr_list(s) {
         units::check_host_port(addr).map_err(|reason| {
             ConfigError::value(source, s, format!("address {addr:?}: {reason}"))
         })?;

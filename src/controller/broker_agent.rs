@@ -129,15 +129,10 @@ fn ok(answer: RemotingCommand, what: &str) -> Result<RemotingCommand, String> {
 /// Runs a broker in controller mode until `shutdown`.
 pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
     let cfg = options.cfg.clone();
-    let addrs: Vec<String> = cfg
-        .controller_addr
-        .as_deref()
-        .unwrap_or_default()
-        .split(';')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
+    let addrs: Vec<String> =
+        crate::config::addr_list(cfg.controller_addr.as_deref().unwrap_or_default())
+            .map(str::to_string)
+            .collect();
     let timeout = Duration::from_millis(cfg.controller_heartbeat_timeout_ms);
     let lease = timeout / 2;
     let mut controllers = Controllers {

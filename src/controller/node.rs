@@ -113,7 +113,7 @@ impl ControllerOptions {
     /// Parses `controllerDLegerPeers` (`n0-127.0.0.1:9878;n1-127.0.0.1:9879`).
     pub fn parse_peers(text: &str) -> Result<Vec<Peer>, String> {
         let mut peers: Vec<Peer> = Vec::new();
-        for item in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in crate::config::addr_list(text) {
             let (name, addr) = item
                 .split_once('-')
                 .ok_or_else(|| format!("peer {item:?} is not name-host:port"))?;
