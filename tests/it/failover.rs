@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ringmq::client::Connection;
 use ringmq::remoting::{request as req, response as resp, RemotingCommand};
 
-use crate::process::{free_port_triple, BrokerProcess, Rng};
+use crate::process::{free_port_triple, BrokerProcess, RestartableBroker, Rng};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -313,47 +313,20 @@ fn a_nameserver_with_an_embedded_controller_serves_routes_and_controller_codes()
 }
 
 /// One broker of group "fo" in controller mode.
-struct FoBroker {
-    dir: std::path::PathBuf,
-    config: std::path::PathBuf,
-    port: u16,
-    process: Option<BrokerProcess>,
-    runs: u32,
-}
+type FoBroker = RestartableBroker;
 
-impl FoBroker {
-    fn new(dir: &Path, rng: &mut Rng, controller: &str, heartbeat_ms: u64) -> FoBroker {
-        std::fs::create_dir_all(dir).unwrap();
-        let port = free_port_triple(rng);
-        let config = dir.join("broker.properties");
-        let text = format!(
+/// Writes the properties of an "fo" broker in controller mode under `dir`.
+fn fo_broker(dir: &Path, rng: &mut Rng, controller: &str, heartbeat_ms: u64) -> FoBroker {
+    RestartableBroker::new(dir, rng, |port, store| {
+        format!(
             "brokerClusterName=FoCluster\nbrokerName=fo\nbrokerRole=SYNC_MASTER\nflushDiskType=SYNC_FLUSH\n\
              brokerIP1=127.0.0.1\nbrokerIP2=127.0.0.1\nlistenAddress=127.0.0.1\nlistenPort={port}\n\
              storePathRootDir={}\nmappedFileSizeCommitLog=67108864\nshardCount=1\nslaveTimeout=2000\n\
              enableControllerMode=true\ncontrollerAddr={controller}\nsyncBrokerMetadataPeriod=200\n\
              checkSyncStateSetPeriod=200\nhaMaxTimeSlaveNotCatchup=2000\ncontrollerHeartBeatTimeoutMills={heartbeat_ms}\n",
-            dir.join("store").display()
-        );
-        std::fs::write(&config, text).unwrap();
-        FoBroker {
-            dir: dir.to_path_buf(),
-            config,
-            port,
-            process: None,
-            runs: 0,
-        }
-    }
-
-    /// Starts it; returns once it runs in a role (its boot line).
-    fn start(&mut self, namesrv: &str) {
-        self.runs += 1;
-        let log = self.dir.join(format!("broker.{}.log", self.runs));
-        self.process = Some(BrokerProcess::start(&self.config, namesrv, log));
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
+            store.display()
+        )
+    })
 }
 
 fn replica_info(controller: &str) -> Option<RemotingCommand> {
@@ -461,8 +434,8 @@ impl FoCluster {
         ];
         let namesrv = BrokerProcess::spawn(&args, dir.path().join("namesrv.log"));
         let ns = format!("127.0.0.1:{port}");
-        let mut a = FoBroker::new(&dir.path().join("a"), &mut rng, &ns, 2000);
-        let mut b = FoBroker::new(&dir.path().join("b"), &mut rng, &ns, 2000);
+        let mut a = fo_broker(&dir.path().join("a"), &mut rng, &ns, 2000);
+        let mut b = fo_broker(&dir.path().join("b"), &mut rng, &ns, 2000);
         a.start(&ns);
         b.start(&ns);
         // a applied first: it is master; b follows; once b caught up both are in the SyncStateSet.
@@ -648,13 +621,13 @@ fn killing_the_controller_leader_changes_nothing_for_brokers_and_producers() {
     let controllers: Vec<String> = trio.addrs.iter().flatten().cloned().collect();
     let namesrv = crate::harness::TestNamesrv::start();
     // The default heartbeat timeout (10 s): a lease of 5 s outlasts a controller election.
-    let mut a = FoBroker::new(
+    let mut a = fo_broker(
         &dir.path().join("a"),
         &mut rng,
         &controllers.join(";"),
         10_000,
     );
-    let mut b = FoBroker::new(
+    let mut b = fo_broker(
         &dir.path().join("b"),
         &mut rng,
         &controllers.join(";"),

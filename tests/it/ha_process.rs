@@ -3,7 +3,7 @@
 //! SYNC_MASTER, and a slave whose log diverged from its restarted master's.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringmq::client::Connection;
@@ -11,29 +11,20 @@ use ringmq::remoting::{request, response};
 
 use crate::ha::{eventually, message, runtime_info};
 use crate::harness::TestNamesrv;
-use crate::process::{free_port_triple, log_tail, BrokerProcess, Rng};
+use crate::process::{RestartableBroker, Rng};
 
 const TOPIC: &str = "HaProcTopic";
 const QUEUES: i32 = 4;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One broker of group "ha-p": its directory, port and process.
-struct Node {
-    dir: PathBuf,
-    config: PathBuf,
-    port: u16,
-    process: Option<BrokerProcess>,
-    runs: u32,
-}
+/// One broker of group "ha-p" in its own process.
+type Node = RestartableBroker;
 
-impl Node {
-    /// Writes the broker's properties (`extra` lines appended) under `dir`.
-    fn new(dir: &Path, rng: &mut Rng, role: &str, extra: &str) -> Node {
-        std::fs::create_dir_all(dir).unwrap();
-        let port = free_port_triple(rng);
-        let id = u8::from(role == "SLAVE");
-        let config = dir.join("broker.properties");
-        let text = format!(
+/// Writes the properties of an "ha-p" broker (`extra` lines appended) under `dir`.
+fn node(dir: &Path, rng: &mut Rng, role: &str, extra: &str) -> Node {
+    let id = u8::from(role == "SLAVE");
+    RestartableBroker::new(dir, rng, |port, store| {
+        format!(
             "brokerClusterName=DefaultCluster\n\
              brokerName=ha-p\n\
              brokerId={id}\n\
@@ -48,41 +39,19 @@ impl Node {
              shardCount=2\n\
              slaveTimeout=1000\n\
              {extra}",
-            dir.join("store").display()
-        );
-        std::fs::write(&config, text).unwrap();
-        Node {
-            dir: dir.to_path_buf(),
-            config,
-            port,
-            process: None,
-            runs: 0,
-        }
-    }
+            store.display()
+        )
+    })
+}
 
-    fn start(&mut self, namesrv: &str) {
-        self.runs += 1;
-        let log = self.dir.join(format!("broker.{}.log", self.runs));
-        self.process = Some(BrokerProcess::start(&self.config, namesrv, log));
-    }
+/// A client connection to a node.
+trait Connect {
+    fn conn(&self) -> Connection;
+}
 
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
+impl Connect for Node {
     fn conn(&self) -> Connection {
         Connection::connect(&self.addr(), CALL_TIMEOUT).expect("connect")
-    }
-
-    fn process(&mut self) -> &mut BrokerProcess {
-        self.process.as_mut().expect("a running broker")
-    }
-
-    fn log(&self) -> String {
-        self.process
-            .as_ref()
-            .map(|p| log_tail(&p.log))
-            .unwrap_or_default()
     }
 }
 
@@ -102,8 +71,8 @@ impl Cluster {
             .unwrap();
         let mut rng = Rng::seeded();
         let namesrv = TestNamesrv::start();
-        let mut master = Node::new(&dir.path().join("m"), &mut rng, master_role, master_extra);
-        let mut slave = Node::new(&dir.path().join("s"), &mut rng, "SLAVE", slave_extra);
+        let mut master = node(&dir.path().join("m"), &mut rng, master_role, master_extra);
+        let mut slave = node(&dir.path().join("s"), &mut rng, "SLAVE", slave_extra);
         master.start(&namesrv.addr);
         slave.start(&namesrv.addr);
         let cluster = Cluster {

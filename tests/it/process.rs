@@ -208,6 +208,62 @@ pub fn log_tail(path: &Path) -> String {
     lines[from..].join("\n")
 }
 
+/// A broker a test starts, kills and restarts as a child process: its directory, properties
+/// file, port and current process; each run logs to `broker.<run>.log` in its directory.
+pub struct RestartableBroker {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    pub process: Option<BrokerProcess>,
+    runs: u32,
+}
+
+impl RestartableBroker {
+    /// Creates `dir` and writes `properties(port, store directory)` as its
+    /// `broker.properties`, on a free port triple.
+    pub fn new(
+        dir: &Path,
+        rng: &mut Rng,
+        properties: impl FnOnce(u16, &Path) -> String,
+    ) -> RestartableBroker {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port_triple(rng);
+        let config = dir.join("broker.properties");
+        std::fs::write(&config, properties(port, &dir.join("store"))).unwrap();
+        RestartableBroker {
+            dir: dir.to_path_buf(),
+            config,
+            port,
+            process: None,
+            runs: 0,
+        }
+    }
+
+    /// Starts it; returns once it booted.
+    pub fn start(&mut self, namesrv: &str) {
+        self.runs += 1;
+        let log = self.dir.join(format!("broker.{}.log", self.runs));
+        self.process = Some(BrokerProcess::start(&self.config, namesrv, log));
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The running process.
+    pub fn process(&mut self) -> &mut BrokerProcess {
+        self.process.as_mut().expect("a running broker")
+    }
+
+    /// The end of the current run's log ("" when not running).
+    pub fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(|p| log_tail(&p.log))
+            .unwrap_or_default()
+    }
+}
+
 /// One `ringmq broker` child process; killed (by its own PID) and reaped when dropped, so a
 /// failing test never leaves it behind.
 pub struct BrokerProcess {
