@@ -52,11 +52,14 @@ impl Shard {
         let control = self.control.as_ref()?;
         let created = control.topics.borrow_mut().ensure_group_topic(name, queues);
         match created {
-            Ok((config, true)) => {
+            Ok((config, Some(job))) => {
+                // Written in the background: the topic is usable at once, and a crash before
+                // the write only means it is created again on next use.
+                job.detach("a group's retry or DLQ topic created");
                 self.topic_changed(name, Some(config.clone()));
                 Some(config)
             }
-            Ok((config, false)) => Some(config),
+            Ok((config, None)) => Some(config),
             Err(e) => {
                 tracing::error!(topic = name, error = %e, "cannot persist a new topic");
                 None
@@ -91,30 +94,35 @@ impl Shard {
                 _ => None,
             };
         };
-        let existed = control.topics.borrow().get(topic).is_some();
         let created =
             control
                 .topics
                 .borrow_mut()
                 .create_on_send(topic, default_topic, queue_nums, sys_flag);
-        match created {
-            Ok(Some(config)) => {
-                if !existed {
-                    tracing::info!(
-                        topic,
-                        queues = config.write_queue_nums,
-                        "topic auto-created"
-                    );
-                    self.topic_changed(topic, Some(config.clone()));
-                }
-                Some(config)
-            }
-            Ok(None) => None,
+        let (config, job) = match created {
+            Ok(created) => created,
             Err(e) => {
+                tracing::error!(topic, error = %e, "cannot encode the topic table");
+                return None;
+            }
+        };
+        let config = config?;
+        // A job to run means the topic was created just now: every shard learns it at once
+        // (before any await), then the send waits for the table to be written off the shard
+        // thread, so a topic a producer saw created survives a crash right after.
+        if job.is_some() {
+            tracing::info!(
+                topic,
+                queues = config.write_queue_nums,
+                "topic auto-created"
+            );
+            self.topic_changed(topic, Some(config.clone()));
+            if let Err(e) = job.run().await {
                 tracing::error!(topic, error = %e, "cannot persist an auto-created topic");
-                None
+                return None;
             }
         }
+        Some(config)
     }
 
     fn registration(&self) -> Option<BrokerRegistration> {

@@ -291,6 +291,9 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         topics: RefCell::new(topics),
         clients: RefCell::new(ClientRegistry::default()),
         groups: RefCell::new(groups),
+        groups_file: metadata::OrderedFile::new(
+            metadata::MetadataPaths::new(&seed.ctx.cfg.store_path_root_dir).subscription_group,
+        ),
         locks: RefCell::new(Default::default()),
     });
     let shard = Rc::new(Shard {

@@ -31,7 +31,7 @@ use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
 use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::metadata::{
-    self, ConsumerOffsetTable, DelayOffsetTable, SubscriptionGroupTable, TopicTable,
+    ConsumerOffsetTable, DelayOffsetTable, SubscriptionGroupTable, TopicTable,
 };
 use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
 
@@ -434,11 +434,12 @@ impl Shard {
             lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG, creds.as_ref()).await?)
                 .map_err(|e| bad("topics", e))?;
         if topics.data_version() != control.topics.borrow().data_version() {
-            let changes = control
+            let (changes, job) = control
                 .topics
                 .borrow_mut()
                 .replace(topics)
                 .map_err(|e| e.to_string())?;
+            job.run().await.map_err(|e| e.to_string())?;
             tracing::info!(changed = changes.len(), "topics synced from the master");
             for (name, config) in changes {
                 match &config {
@@ -471,8 +472,10 @@ impl Shard {
         .map_err(|e| bad("subscription groups", e))?;
         if groups.data_version() != control.groups.borrow().data_version() {
             *control.groups.borrow_mut() = groups;
-            let paths = metadata::MetadataPaths::new(&self.ctx.cfg.store_path_root_dir);
-            metadata::persist(&paths.subscription_group, &*control.groups.borrow())
+            let job = control.groups_file.job(&*control.groups.borrow());
+            job.map_err(|e| e.to_string())?
+                .run()
+                .await
                 .map_err(|e| e.to_string())?;
         }
         Ok(())

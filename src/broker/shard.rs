@@ -122,6 +122,8 @@ pub struct Control {
     pub topics: RefCell<TopicConfigManager>,
     pub clients: RefCell<ClientRegistry>,
     pub groups: RefCell<SubscriptionGroupTable>,
+    /// Writes `subscriptionGroup.json` off the shard thread.
+    pub groups_file: crate::store::metadata::OrderedFile,
     pub locks: RefCell<crate::broker::processor::lock::LockTable>,
 }
 

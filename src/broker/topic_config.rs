@@ -1,12 +1,11 @@
 //! The broker's topic table (`TopicConfigManager`): system topics created at start, topics
 //! auto-created on first send from the `TBW102` template, retry and DLQ topics, and the table a
-//! broker registers with its nameservers. Persisted in `config/topics.json` on every change.
-
-use std::path::PathBuf;
+//! broker registers with its nameservers. Persisted in `config/topics.json` on every change:
+//! each mutation returns the [`PersistJob`] that writes the new table off the shard thread.
 
 use crate::config::BrokerConfig;
 use crate::protocol::register::{TopicConfig, TopicConfigWrapper};
-use crate::store::metadata::{self, MetadataError, TopicTable};
+use crate::store::metadata::{self, MetadataError, OrderedFile, PersistJob, TopicTable};
 
 /// The auto-create template topic.
 pub const TBW102: &str = "TBW102";
@@ -88,7 +87,7 @@ fn topic(name: &str, queues: i32, perm: i32) -> TopicConfig {
 /// The topic table of one broker.
 pub struct TopicConfigManager {
     table: TopicTable,
-    path: Option<PathBuf>,
+    file: Option<OrderedFile>,
 }
 
 impl TopicConfigManager {
@@ -100,7 +99,8 @@ impl TopicConfigManager {
             Some(p) => metadata::load::<TopicTable>(p)?,
             None => TopicTable::new(),
         };
-        let mut manager = TopicConfigManager { table, path };
+        let file = path.map(OrderedFile::new);
+        let mut manager = TopicConfigManager { table, file };
         for config in system_topics(cfg) {
             manager.table.seed(config);
         }
@@ -115,57 +115,61 @@ impl TopicConfigManager {
     /// Creates `topic` on its first send from `default_topic` when that template exists with the
     /// INHERIT bit (TBW102 with `autoCreateTopicEnable`): queues = min(client's count, the
     /// template's write queues), perm = the template's without INHERIT. `None` when it may not
-    /// be auto-created (the send then gets TOPIC_NOT_EXIST).
+    /// be auto-created (the send then gets TOPIC_NOT_EXIST). The job writes the table when
+    /// the topic was created.
     pub fn create_on_send(
         &mut self,
         name: &str,
         default_topic: &str,
         client_queue_nums: i32,
         topic_sys_flag: i32,
-    ) -> Result<Option<TopicConfig>, MetadataError> {
+    ) -> Result<(Option<TopicConfig>, PersistJob), MetadataError> {
         if let Some(existing) = self.table.get(name) {
-            return Ok(Some(existing.clone()));
+            return Ok((Some(existing.clone()), PersistJob::none()));
         }
         let Some(template) = self.table.get(default_topic) else {
-            return Ok(None);
+            return Ok((None, PersistJob::none()));
         };
         if template.perm & perm::INHERIT == 0 {
-            return Ok(None);
+            return Ok((None, PersistJob::none()));
         }
         let queues = client_queue_nums.clamp(1, template.write_queue_nums.max(1));
         let mut config = topic(name, queues, template.perm & !perm::INHERIT);
         config.topic_sys_flag = topic_sys_flag;
-        self.upsert(config.clone())?;
-        Ok(Some(config))
+        let job = self.upsert(config.clone())?;
+        Ok((Some(config), job))
     }
 
-    /// Creates a group's retry (or DLQ) topic if missing: `queues` queues, perm RW.
+    /// Creates a group's retry (or DLQ) topic if missing: `queues` queues, perm RW. The job is
+    /// `Some` when the topic was created.
     pub fn ensure_group_topic(
         &mut self,
         name: &str,
         queues: i32,
-    ) -> Result<(TopicConfig, bool), MetadataError> {
+    ) -> Result<(TopicConfig, Option<PersistJob>), MetadataError> {
         if let Some(existing) = self.table.get(name) {
-            return Ok((existing.clone(), false));
+            return Ok((existing.clone(), None));
         }
         let config = topic(name, queues.max(1), perm::READ | perm::WRITE);
-        self.upsert(config.clone())?;
-        Ok((config, true))
+        let job = self.upsert(config.clone())?;
+        Ok((config, Some(job)))
     }
 
     /// UPDATE_AND_CREATE_TOPIC.
-    pub fn upsert(&mut self, config: TopicConfig) -> Result<(), MetadataError> {
+    pub fn upsert(&mut self, config: TopicConfig) -> Result<PersistJob, MetadataError> {
         self.table.upsert(config);
         self.persist()
     }
 
     /// DELETE_TOPIC_IN_BROKER; true when it existed.
-    pub fn delete(&mut self, name: &str) -> Result<bool, MetadataError> {
+    pub fn delete(&mut self, name: &str) -> Result<(bool, PersistJob), MetadataError> {
         let existed = self.table.remove(name).is_some();
-        if existed {
-            self.persist()?;
-        }
-        Ok(existed)
+        let job = if existed {
+            self.persist()?
+        } else {
+            PersistJob::none()
+        };
+        Ok((existed, job))
     }
 
     /// A slave takes its master's table whole (when its data version differs); returns the
@@ -173,7 +177,7 @@ impl TopicConfigManager {
     pub fn replace(
         &mut self,
         table: TopicTable,
-    ) -> Result<Vec<(String, Option<TopicConfig>)>, MetadataError> {
+    ) -> Result<(Vec<(String, Option<TopicConfig>)>, PersistJob), MetadataError> {
         let old = self.table.topics();
         let mut changes: Vec<(String, Option<TopicConfig>)> = old
             .keys()
@@ -186,13 +190,13 @@ impl TopicConfigManager {
             }
         }
         self.table = table;
-        self.persist()?;
-        Ok(changes)
+        let job = self.persist()?;
+        Ok((changes, job))
     }
 
     /// A new data version with the same topics, as Java's `nextVersion` when the broker's
     /// permission changes: nameservers take a registration's topics only from a new version.
-    pub fn next_version(&mut self) -> Result<(), MetadataError> {
+    pub fn next_version(&mut self) -> Result<PersistJob, MetadataError> {
         let mut wrapper = self.table.wrapper().clone();
         metadata::next_version(&mut wrapper.data_version);
         self.table = TopicTable::from_wrapper(wrapper);
@@ -221,12 +225,11 @@ impl TopicConfigManager {
         self.table.topics().values()
     }
 
-    fn persist(&self) -> Result<(), MetadataError> {
-        // A small blocking write on topic creation or admin change only: rare, bounded, and
-        // what makes the topic survive a crash right after the producer saw it created.
-        match &self.path {
-            Some(path) => metadata::persist(path, &self.table),
-            None => Ok(()),
+    /// The job that writes the current table (encoded now; written off the shard thread).
+    fn persist(&self) -> Result<PersistJob, MetadataError> {
+        match &self.file {
+            Some(file) => file.job(&self.table),
+            None => Ok(PersistJob::none()),
         }
     }
 }
@@ -305,6 +308,7 @@ mod tests {
         let created = manager
             .create_on_send("NewTopic", TBW102, 4, 0)
             .unwrap()
+            .0
             .unwrap();
         assert_eq!(
             (
@@ -317,11 +321,13 @@ mod tests {
         let capped = manager
             .create_on_send("Wide", TBW102, 64, 0)
             .unwrap()
+            .0
             .unwrap();
         assert_eq!(capped.write_queue_nums, 8);
         assert!(manager
             .create_on_send("X", "NoTemplate", 4, 0)
             .unwrap()
+            .0
             .is_none());
         let mut no_auto = config();
         no_auto.auto_create_topic_enable = false;
@@ -329,6 +335,7 @@ mod tests {
         assert!(strict
             .create_on_send("NewTopic", TBW102, 4, 0)
             .unwrap()
+            .0
             .is_none());
     }
 
@@ -363,7 +370,8 @@ mod tests {
         let mut cfg = config();
         cfg.store_path_root_dir = dir.path().to_path_buf();
         let mut manager = TopicConfigManager::open(&cfg, true).unwrap();
-        manager.create_on_send("Kept", TBW102, 2, 0).unwrap();
+        let (_, job) = manager.create_on_send("Kept", TBW102, 2, 0).unwrap();
+        job.run_blocking().unwrap();
         let again = TopicConfigManager::open(&cfg, true).unwrap();
         assert_eq!(again.get("Kept").unwrap().write_queue_nums, 2);
     }

@@ -279,8 +279,6 @@ fn rust_client_delay_level_2_arrives_after_5_seconds() {
 }
 
 #[test]
-#[ignore = "flaky in the full suite since 2026-11-21: the first send sometimes times out after \
-            5 s (passes alone and with its neighbours); run with --ignored while investigating"]
 fn rust_client_failed_consume_is_retried_then_dead_lettered() {
     const TOPIC: &str = "RustClientRetryTopic";
     const GROUP: &str = "rc-retry-cg";

@@ -233,7 +233,7 @@ impl Shard {
             req::DELETE_TOPIC_IN_BROKER => self.delete_topic(cmd).await,
             req::GET_ALL_TOPIC_CONFIG => self.all_topic_config(cmd),
             req::GET_TOPIC_STATS_INFO => self.topic_stats(cmd).await,
-            req::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => self.update_group(cmd),
+            req::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => self.update_group(cmd).await,
             req::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => self.all_groups(cmd),
             req::DELETE_SUBSCRIPTIONGROUP => self.delete_group(cmd).await,
             req::GET_CONSUMER_CONNECTION_LIST => self.consumer_connections(cmd).await,

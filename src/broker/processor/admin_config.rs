@@ -35,14 +35,23 @@ impl Shard {
         )
         .map_err(failure)?;
         if let Some(path) = live.config_file() {
-            // A small blocking rewrite of the config file, on an admin request only.
-            let written = std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| live_config::rewrite_properties(&text, &changes))
-                .and_then(|text| {
-                    crate::fsutil::write_atomically(path, text.as_bytes())
+            // Read, rewrite and fsync on a blocking thread: the shard keeps serving.
+            let file = path.to_path_buf();
+            let edits = changes.clone();
+            let written = glommio::executor()
+                .spawn_blocking(move || {
+                    // One rewrite at a time: each reads what the previous one wrote.
+                    static REWRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                    let _one = REWRITE.lock().unwrap_or_else(|e| e.into_inner());
+                    std::fs::read_to_string(&file)
                         .map_err(|e| e.to_string())
-                });
+                        .and_then(|text| live_config::rewrite_properties(&text, &edits))
+                        .and_then(|text| {
+                            crate::fsutil::write_atomically(&file, text.as_bytes())
+                                .map_err(|e| e.to_string())
+                        })
+                })
+                .await;
             written.map_err(|e| {
                 failure(format!(
                     "the change is not written to {}: {e}; nothing changed",
@@ -56,6 +65,10 @@ impl Shard {
         if permission_changed {
             let control = self.admin_control()?;
             let bumped = control.topics.borrow_mut().next_version();
+            let bumped = match bumped {
+                Ok(job) => job.run().await,
+                Err(e) => Err(e),
+            };
             bumped.map_err(|e| failure(format!("the topic table is not persisted: {e}")))?;
             self.register_epoch.advance(self.register_epoch.get() + 1);
         }

@@ -90,7 +90,10 @@ struct CheckClientRequest {
 
 impl Shard {
     /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): body = SubscriptionGroupConfig JSON.
-    pub(super) fn update_group(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(super) async fn update_group(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
         self.refuse_on_slave()?;
         let config: SubscriptionGroupConfig = lenient::from_slice(&cmd.body).map_err(|e| {
@@ -106,7 +109,7 @@ impl Shard {
             "subscription group created or updated by an admin request"
         );
         control.groups.borrow_mut().update(config);
-        self.persist_groups()?;
+        self.persist_groups().await?;
         Ok(cmd.success_to())
     }
 
@@ -129,7 +132,7 @@ impl Shard {
         let existed = control.groups.borrow_mut().delete(group).is_some();
         if existed {
             tracing::info!(group, "subscription group deleted by an admin request");
-            self.persist_groups()?;
+            self.persist_groups().await?;
         }
         if cmd.bool_or("removeOffset", false) {
             let remove = || AdminQuery::RemoveGroupOffsets {
@@ -140,12 +143,21 @@ impl Shard {
         Ok(cmd.success_to())
     }
 
-    pub(super) fn persist_groups(&self) -> Result<(), Failure> {
-        let control = self.admin_control()?;
-        let paths = metadata::MetadataPaths::new(&self.ctx.cfg.store_path_root_dir);
-        // A small blocking write of one JSON file, on an admin change only (as topics.json).
-        metadata::persist(&paths.subscription_group, &*control.groups.borrow()).map_err(|e| {
+    /// Writes the subscription group table off the shard thread and waits for it.
+    pub(super) async fn persist_groups(&self) -> Result<(), Failure> {
+        let failure = |e: metadata::MetadataError| {
             let remark = format!("the subscription groups are not persisted: {e}");
+            (resp::SYSTEM_ERROR, remark)
+        };
+        self.groups_job()?.run().await.map_err(failure)
+    }
+
+    /// The job that writes the subscription group table as it is now.
+    pub(super) fn groups_job(&self) -> Result<metadata::PersistJob, Failure> {
+        let control = self.admin_control()?;
+        let job = control.groups_file.job(&*control.groups.borrow());
+        job.map_err(|e| {
+            let remark = format!("the subscription groups cannot be encoded: {e}");
             (resp::SYSTEM_ERROR, remark)
         })
     }

@@ -108,6 +108,10 @@ impl Shard {
         self.refuse_system_topic(name)?;
         let config = topic_from_header(cmd, name)?;
         let persisted = control.topics.borrow_mut().upsert(config.clone());
+        let persisted = match persisted {
+            Ok(job) => job.run().await,
+            Err(e) => Err(e),
+        };
         tracing::info!(
             topic = name,
             ?config,
@@ -140,6 +144,10 @@ impl Shard {
         }
         self.refuse_system_topic(name)?;
         let deleted = control.topics.borrow_mut().delete(name);
+        let deleted = match deleted {
+            Ok((existed, job)) => job.run().await.map(|()| existed),
+            Err(e) => Err(e),
+        };
         let existed = match deleted {
             Ok(existed) => existed,
             Err(e) => {

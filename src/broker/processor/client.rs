@@ -52,9 +52,13 @@ impl Shard {
                 (lookup.config().map(|g| g.retry_queue_nums), created)
             };
             if created {
-                // Auto-created groups survive a restart, as Java's do.
-                if let Err((_, reason)) = self.persist_groups() {
-                    tracing::error!(%group, %reason, "cannot persist an auto-created group");
+                // Auto-created groups survive a restart, as Java's do (written in the
+                // background: the heartbeat does not wait for the disk).
+                match self.groups_job() {
+                    Ok(job) => job.detach("a subscription group auto-created"),
+                    Err((_, reason)) => {
+                        tracing::error!(%group, %reason, "cannot persist an auto-created group")
+                    }
                 }
             }
             if let Some(queues) = retry_queues.filter(|q| *q > 0) {

@@ -23,8 +23,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::fsutil::write_atomically;
+
+mod writer;
 use crate::protocol::fastjson;
 pub use crate::protocol::register::{DataVersion, TopicConfig, TopicConfigWrapper};
+pub use writer::{OrderedFile, PersistJob};
 
 /// Separates topic and group in a consumer-offset key (`ConsumerOffsetManager`).
 pub const TOPIC_GROUP_SEPARATOR: char = '@';

@@ -162,7 +162,7 @@ fn missing_fields_take_java_defaults() {
     assert_eq!(cfg.retry_max_times, 16);
 }
 
-fn topic(name: &str, queues: i32) -> TopicConfig {
+pub(super) fn topic(name: &str, queues: i32) -> TopicConfig {
     TopicConfig {
         order: false,
         perm: 6,
