@@ -255,13 +255,28 @@ impl Shard {
         self.pick_send_queue(&mut command);
         match self.route(&command) {
             Route::Shard(to) if to != self.id => {
-                let mesh = self.mesh()?;
+                // What the client is told if the owner cannot answer: never silence (the
+                // client would wait out its timeout and retry blind).
+                let (code, oneway) = (command.code, command.is_oneway());
+                let template = command.response_to(resp::SYSTEM_ERROR, None);
+                let failed = |why: String| {
+                    tracing::warn!(code, shard = to, %why, "a request could not be forwarded");
+                    let remark = format!("the request could not be handed to shard {to}: {why}");
+                    (!oneway).then(|| RemotingCommand {
+                        remark: Some(remark),
+                        ..template
+                    })
+                };
+                let Some(mesh) = self.mesh() else {
+                    return failed("the shards are not connected yet".into());
+                };
                 match mesh
                     .call(to, MeshRequest::Forward { origin, command })
                     .await
                 {
                     Ok(MeshResponse::Reply(reply)) => reply,
-                    _ => None,
+                    Ok(_) => failed("an unexpected answer".into()),
+                    Err(e) => failed(e.to_string()),
                 }
             }
             _ => self.process(origin, command).await,
