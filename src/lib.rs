@@ -28,6 +28,10 @@
 //!
 //! `remoting` and `protocol` are pure: no I/O, no async, no glommio.
 
+// The project's rules that a lint can hold: nothing unfinished on a reachable path, no
+// debugging leftovers. CI runs `cargo clippy --all-targets -- -D warnings`.
+#![deny(clippy::todo, clippy::unimplemented, clippy::dbg_macro)]
+
 pub mod acl;
 pub mod admin;
 pub mod broker;

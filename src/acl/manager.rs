@@ -378,8 +378,10 @@ mod tests {
 
     #[test]
     fn files_are_found_where_java_looks() {
-        let mut cfg = BrokerConfig::default();
-        cfg.rocketmq_home = Some(PathBuf::from("/opt/rmq"));
+        let mut cfg = BrokerConfig {
+            rocketmq_home: Some(PathBuf::from("/opt/rmq")),
+            ..BrokerConfig::default()
+        };
         let s = Sources::resolve(&cfg, None).unwrap();
         assert_eq!(s.main, PathBuf::from("/opt/rmq/conf/plain_acl.yml"));
         assert_eq!(s.dir, Some(PathBuf::from("/opt/rmq/conf/acl")));

@@ -268,7 +268,7 @@ pub fn parse_date_time_millis(text: &str) -> Option<i64> {
     tm.tm_isdst = -1;
     // SAFETY: mktime reads and normalizes `tm`, a live local; it returns -1 on failure.
     let secs = unsafe { libc::mktime(&mut tm) };
-    (secs != -1).then(|| i64::from(secs) * 1000 + i64::from(millis))
+    (secs != -1).then(|| secs * 1000 + i64::from(millis))
 }
 
 /// The MQVersion name of a version ordinal (`MQVersion.getVersionDesc`), for 4.x and 5.x:

@@ -84,6 +84,9 @@ fn topic(name: &str, queues: i32, perm: i32) -> TopicConfig {
     }
 }
 
+/// Topics that changed (`Some`) or went (`None`).
+pub type TopicChanges = Vec<(String, Option<TopicConfig>)>;
+
 /// The topic table of one broker.
 pub struct TopicConfigManager {
     table: TopicTable,
@@ -177,7 +180,7 @@ impl TopicConfigManager {
     pub fn replace(
         &mut self,
         table: TopicTable,
-    ) -> Result<(Vec<(String, Option<TopicConfig>)>, PersistJob), MetadataError> {
+    ) -> Result<(TopicChanges, PersistJob), MetadataError> {
         let old = self.table.topics();
         let mut changes: Vec<(String, Option<TopicConfig>)> = old
             .keys()

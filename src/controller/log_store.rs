@@ -491,19 +491,21 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.to_vec().into();
-        e
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Entry::default()
+        }
     }
 
     fn hs(term: u64, vote: u64, commit: u64) -> HardState {
-        let mut h = HardState::default();
-        h.term = term;
-        h.vote = vote;
-        h.commit = commit;
-        h
+        HardState {
+            term,
+            vote,
+            commit,
+            ..HardState::default()
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl<'a> RawProperties<'a> {
             .filter_map(|pair| pair.split_once('\u{1}'))
             .filter(|(k, _)| *k == name)
             .map(|(_, v)| v)
-            .last()
+            .next_back()
     }
 }
 
