@@ -8,6 +8,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`limits`] | every fixed bound (frame size, header size, in-flight requests), asserted together |
+//! | [`names`] | RocketMQ's fixed names: system topics, retry/DLQ prefixes, KV namespaces |
 //! | [`log_limit`] | rate-limited logging of repeated conditions (one line per key per interval, with a count) |
 //! | [`refusal`] | refused requests: per-peer counts and rate-limited WARN lines (broker and nameserver) |
 //! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
@@ -45,6 +46,7 @@ pub mod ha;
 pub mod limits;
 pub mod log_limit;
 pub mod message;
+pub mod names;
 pub mod namesrv;
 pub mod net;
 pub mod pidfile;

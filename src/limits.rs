@@ -1,6 +1,8 @@
 //! Every fixed bound of ringmq in one place, with compile-time checks of how they relate.
 //! Pure constants: nothing here reads config or the environment.
 
+use std::time::Duration;
+
 /// Largest value of a frame's 4-byte length field (Java `NettyDecoder`: 16 MiB, sysprop
 /// `com.rocketmq.remoting.frameMaxLength`). A frame that declares more is refused before its
 /// body is buffered, and the connection is closed.
@@ -97,6 +99,22 @@ pub const SHARDS_MAX: u32 = 1 << SHARD_NUMBER_BITS;
 /// Bytes one shard's commitlog can address (32 TiB); appends stop short of it.
 pub const SHARD_COMMITLOG_CAPACITY_BYTES: u64 = 1 << SHARD_OFFSET_BITS;
 
+/// Messages each shard-to-shard inbox holds before a sender waits.
+pub const MESH_INBOX_CAPACITY: usize = 1024;
+
+/// Largest FRAME payload a slave accepts from its master (a chunk is at most one record past
+/// the transfer batch, and a record at most a frame).
+pub const HA_FRAME_MAX_BYTES: u32 = 256 << 20;
+
+/// How long a slave waits for its master's HA port to accept.
+pub const HA_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bound on one Raft message frame between controllers (the controller state is small).
+pub const CONTROLLER_FRAME_MAX_BYTES: usize = 64 << 20;
+
+/// How long a controller waits for a peer controller to accept (on loopback or a LAN).
+pub const CONTROLLER_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+
 const _: () = assert!(FRAME_SIZE_MAX_BYTES > MESSAGE_SIZE_DEFAULT_MAX_BYTES);
 const _: () = assert!(HEADER_SIZE_MAX_BYTES < FRAME_SIZE_MAX_BYTES);
 const _: () = assert!(FRAME_SIZE_MAX_BYTES <= i32::MAX as usize);
@@ -114,3 +132,5 @@ const _: () = assert!(SHARD_COMMITLOG_CAPACITY_BYTES == 32 << 40);
 // f64's mantissa holds every integer below 2^53 exactly.
 const _: () = assert!(f64::MANTISSA_DIGITS == CLIENT_EXACT_INTEGER_BITS);
 const _: () = assert!(SHARD_COMMITLOG_CAPACITY_BYTES > 4 * FRAME_SIZE_MAX_BYTES as u64);
+const _: () = assert!(HA_FRAME_MAX_BYTES as usize > FRAME_SIZE_MAX_BYTES);
+const _: () = assert!(MESH_INBOX_CAPACITY > 0);

@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
 
 use super::manager::Acl;
 use super::rules::{perm_name, Account};
@@ -14,7 +13,7 @@ use crate::log_limit::{LogLimiter, Verdict};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 
 /// One log line per (peer, account) at most this often; the rest are counted.
-pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub use crate::refusal::REFUSAL_LOG_INTERVAL;
 
 thread_local! {
     /// One limiter per executor thread (shards share nothing).

@@ -37,7 +37,7 @@ pub const PUB: u8 = 1 << 2;
 pub const SUB: u8 = 1 << 3;
 
 /// `%RETRY%`: a group is checked as its retry topic, as in Java.
-pub const RETRY_PREFIX: &str = "%RETRY%";
+pub use crate::names::RETRY_GROUP_TOPIC_PREFIX as RETRY_PREFIX;
 
 /// Parses `DENY`, `PUB`, `SUB`, `PUB|SUB` (or `SUB|PUB`).
 pub fn parse_perm(text: &str) -> Result<u8, String> {

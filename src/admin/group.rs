@@ -17,8 +17,7 @@ use super::{
 use crate::protocol::lenient;
 use crate::remoting::{request, response};
 
-const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
-const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
+use crate::names::{DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
 
 #[derive(Args, Debug)]
 pub(super) struct UpdateSubGroupArgs {

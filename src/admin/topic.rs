@@ -17,8 +17,7 @@ use crate::protocol::register::TopicConfig;
 use crate::protocol::route::{BrokerData, TopicRouteData};
 use crate::remoting::request;
 
-/// The nameserver KV namespace of ordered topics' `brokerName:queues;…` (NamesrvUtil).
-const NAMESPACE_ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+use crate::names::NAMESPACE_ORDER_TOPIC_CONFIG;
 /// TopicSysFlag bits.
 const FLAG_UNIT: i32 = 1;
 const FLAG_UNIT_SUB: i32 = 2;

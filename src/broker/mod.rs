@@ -38,8 +38,7 @@ use context::BrokerContext;
 use shard::{Control, MeshRequest, MeshResponse, Shard};
 use topic_config::TopicConfigManager;
 
-/// Capacity of each shard-to-shard inbox.
-const MESH_INBOX_CAPACITY: usize = 1024;
+use crate::limits::MESH_INBOX_CAPACITY;
 
 /// Everything needed to run a broker.
 #[derive(Debug, Clone)]

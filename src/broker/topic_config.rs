@@ -7,17 +7,11 @@ use crate::config::BrokerConfig;
 use crate::protocol::register::{TopicConfig, TopicConfigWrapper};
 use crate::store::metadata::{self, MetadataError, OrderedFile, PersistJob, TopicTable};
 
-/// The auto-create template topic.
-pub const TBW102: &str = "TBW102";
-pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
-pub const SELF_TEST_TOPIC: &str = "SELF_TEST_TOPIC";
-pub const BENCHMARK_TOPIC: &str = "BenchmarkTest";
-pub const OFFSET_MOVED_EVENT: &str = "OFFSET_MOVED_EVENT";
-pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
-pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
-pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
-pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
-pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
+pub use crate::names::{
+    BENCHMARK_TOPIC, DLQ_GROUP_TOPIC_PREFIX, OFFSET_MOVED_EVENT, RETRY_GROUP_TOPIC_PREFIX,
+    SCHEDULE_TOPIC, SELF_TEST_TOPIC, TBW102, TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC,
+    TRANS_OP_HALF_TOPIC,
+};
 
 /// Permission bits (`PermName`).
 pub mod perm {

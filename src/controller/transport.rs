@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::log_limit::{LogLimiter, Verdict};
 
-/// Bound on one Raft message frame (a snapshot of the controller state is small).
-const FRAME_MAX_BYTES: usize = 64 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+use crate::limits::{
+    CONTROLLER_CONNECT_TIMEOUT as CONNECT_TIMEOUT, CONTROLLER_FRAME_MAX_BYTES as FRAME_MAX_BYTES,
+};
 /// Readers wake this often to notice a stop.
 const READ_POLL: Duration = Duration::from_millis(500);
 const QUEUE_MESSAGES: usize = 4096;

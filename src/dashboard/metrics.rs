@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use super::sampler::{rate, Snapshot};
 
-const RETRY_PREFIX: &str = "%RETRY%";
-const DLQ_PREFIX: &str = "%DLQ%";
+use crate::names::{
+    DLQ_GROUP_TOPIC_PREFIX as DLQ_PREFIX, RETRY_GROUP_TOPIC_PREFIX as RETRY_PREFIX,
+};
 /// The window of the rates (the exporter's `statsMinute`).
 const RATE_WINDOW_MS: i64 = 60_000;
 

@@ -24,9 +24,7 @@ use crate::store::MessageStore;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Largest FRAME payload accepted (a chunk is at most one record past the batch size).
-const FRAME_MAX_BYTES: u32 = 256 << 20;
+use crate::limits::{HA_CONNECT_TIMEOUT as CONNECT_TIMEOUT, HA_FRAME_MAX_BYTES as FRAME_MAX_BYTES};
 
 /// Where the master is: its HA address (from `haMasterAddress` or the nameserver's answer to
 /// our registration) and its remoting address (metadata sync). Shared by a slave's shards.

@@ -17,7 +17,7 @@ use super::kv_config::KvConfig;
 use super::route_table::{BrokerIdentity, RouteTable};
 
 /// KV namespace holding `topic → "brokerA:4;brokerB:4"` for ordered topics.
-pub const NAMESPACE_ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+pub use crate::names::NAMESPACE_ORDER_TOPIC_CONFIG;
 
 /// Settings the processor needs.
 #[derive(Debug, Clone)]

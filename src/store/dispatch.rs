@@ -12,8 +12,7 @@ use crate::message::properties::{find, DELAY, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KE
 use crate::message::record::RecordView;
 use crate::message::{sysflag, tags_hash_code};
 
-/// The delay-message topic whose tag codes are delivery times (STORE.md §9).
-pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+pub use crate::names::SCHEDULE_TOPIC;
 
 /// Whether a record with this sysFlag gets a consume-queue unit and a queue offset (NOT_TYPE
 /// and COMMIT only; prepared and rollback records live in the commitlog alone).
