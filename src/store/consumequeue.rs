@@ -340,7 +340,14 @@ impl<S: Storage> ConsumeQueue<S> {
         let mut at = from;
         while at < hi {
             let units = self.units(at, BLANK_SCAN_UNITS.min(hi - at)).await?;
-            assert!(!units.is_empty(), "no unit at {at} below max {hi}");
+            if units.is_empty() {
+                // A file shorter than the queue's max says: corrupt or truncated on disk.
+                let topic = &self.topic;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("consume queue of {topic}: no unit at {at} below its max {hi}"),
+                ));
+            }
             if let Some(u) = units.iter().find(|u| !u.is_blank()) {
                 return Ok(u.is_valid() && split_physical(u.physical_offset).1 >= clog_min);
             }

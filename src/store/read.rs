@@ -128,7 +128,9 @@ impl<S: Storage> MessageStore<S> {
                 max,
             ));
         }
-        let pick = self.pick(&units, max_count, max_bytes, tag_codes);
+        let pick = self.pick(
+            topic, queue_id, offset, &units, max_count, max_bytes, tag_codes,
+        )?;
         let (messages, removed) = self.read_units(&pick.chosen).await?;
         let status = match () {
             _ if !messages.is_empty() => GetStatus::Found,
@@ -140,18 +142,25 @@ impl<S: Storage> MessageStore<S> {
         Ok(result)
     }
 
+    /// Chooses what to read among `units` (the queue's units from offset `first`). A unit that
+    /// names another shard or bytes past the commitlog's end is corrupt data on disk: the read
+    /// fails with the queue, the offset and what is wrong (the shard keeps serving).
+    #[allow(clippy::too_many_arguments)]
     fn pick(
         &self,
+        topic: &str,
+        queue_id: i32,
+        first: u64,
         units: &[CqUnit],
         max_count: usize,
         max_bytes: usize,
         tag_codes: Option<&HashSet<i32>>,
-    ) -> Picked {
+    ) -> StoreResult<Picked> {
         let cl = &self.inner.commitlog;
         let (clog_min, written) = (cl.min_offset(), cl.written());
         let mut picked = Picked::default();
         let mut bytes = 0usize;
-        for unit in units {
+        for (at, unit) in (first..).zip(units) {
             if picked.chosen.len() >= max_count.max(1) {
                 break;
             }
@@ -160,14 +169,32 @@ impl<S: Storage> MessageStore<S> {
                 continue;
             }
             let (shard, pos) = split_physical(unit.physical_offset);
-            assert!(
-                shard == self.inner.cfg.shard,
-                "queue unit names shard {shard}"
-            );
-            assert!(
-                pos + unit.size as u64 <= written,
-                "queue unit past the commitlog end"
-            );
+            let corrupt = |what: String| StoreError::Corrupt {
+                offset: at,
+                reason: format!(
+                    "consume queue {} unit {at}: {what}",
+                    self.inner
+                        .layout
+                        .consumequeue
+                        .join(topic)
+                        .join(queue_id.to_string())
+                        .display()
+                ),
+            };
+            if shard != self.inner.cfg.shard || unit.physical_offset < 0 || unit.size < 0 {
+                let (offset, size) = (unit.physical_offset, unit.size);
+                return Err(corrupt(format!(
+                    "names physical offset {offset} (shard {shard}) and size {size}, not a \
+                     record of shard {}",
+                    self.inner.cfg.shard
+                )));
+            }
+            if pos + unit.size as u64 > written {
+                let end = pos + unit.size as u64;
+                return Err(corrupt(format!(
+                    "names bytes up to {end}, past the commitlog's end {written}"
+                )));
+            }
             let size = unit.size as usize;
             if !picked.chosen.is_empty() && bytes + size > max_bytes {
                 break;
@@ -183,7 +210,7 @@ impl<S: Storage> MessageStore<S> {
             bytes += size;
             picked.chosen.push((pos, size));
         }
-        picked
+        Ok(picked)
     }
 
     /// Reads the records at `(pos, size)`, one commitlog read per run of nearby records.

@@ -214,6 +214,56 @@ fn statuses_follow_the_pull_rules() {
 }
 
 #[test]
+fn a_corrupt_queue_unit_fails_the_read_with_where_and_what_instead_of_crashing() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(13), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 3, 100).await;
+        let cq = store.inner.queues.get_or_create("T", 0);
+        // Unit 3 points past the commitlog's end; unit 4 at another shard's record.
+        let past_end = commitlog::to_physical(0, 1 << 30);
+        cq.append(
+            3,
+            consumequeue::CqUnit {
+                physical_offset: past_end,
+                size: 100,
+                tags_code: 0,
+            },
+        );
+        let other_shard = commitlog::to_physical(3, 0);
+        cq.append(
+            4,
+            consumequeue::CqUnit {
+                physical_offset: other_shard,
+                size: 100,
+                tags_code: 0,
+            },
+        );
+        let good = store
+            .get_messages("T", 0, 0, 3, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!((good.status, good.messages.len()), (GetStatus::Found, 3));
+        for (offset, what) in [
+            (3, "past the commitlog's end"),
+            (4, "not a record of shard 0"),
+        ] {
+            let err = store
+                .get_messages("T", 0, offset, 10, 1 << 20, None)
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
+            assert!(
+                text.contains("/T/0 unit") && text.contains(what),
+                "{text}"
+            );
+        }
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn tag_filter_keeps_only_subscribed_hash_codes() {
     run(async {
         let (sim, clock, cfg) = (SimStorage::new(13), SimClock::new(1_000), small_config());
