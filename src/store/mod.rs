@@ -374,6 +374,9 @@ impl<S: Storage> MessageStore<S> {
 mod tests;
 
 #[cfg(test)]
+mod fault_rounds;
+
+#[cfg(test)]
 pub(crate) mod test_support {
     use std::future::Future;
 
