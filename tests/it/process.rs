@@ -289,7 +289,11 @@ impl BrokerProcess {
     /// success" line.
     pub fn spawn(args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
         let stderr = File::create(&log).expect("create the broker log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        // CHAOS_RINGMQ_BIN: another build of the server (the chaos suite's long form by hand
+        // with a release build); the test's own debug build otherwise.
+        let bin = std::env::var_os("CHAOS_RINGMQ_BIN");
+        let bin = bin.unwrap_or_else(|| env!("CARGO_BIN_EXE_ringmq").into());
+        let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
