@@ -40,8 +40,9 @@ use ringmq::client::{ClientError, Connection};
 use ringmq::message::properties::{Properties, KEYS};
 use ringmq::remoting::{request, response};
 
-use crate::disk_full::{fill, loop_fs_or_skip, write_config};
+use crate::disk_full::{fill, loop_fs_or_skip, or_skip, write_config};
 use crate::harness::TestNamesrv;
+use crate::netns::NetPair;
 use crate::process::{
     free_port_triple, log_tail, pull_queue, test_body, write_broker_config, BrokerProcess,
     RestartableBroker, Rng,
@@ -531,8 +532,26 @@ impl SlaveFault for Freeze {
     }
 }
 
+/// While a slave fault lasts: one send to the master must not be acknowledged (SYNC_MASTER
+/// waits for the slave, up to slaveTimeout), else the fault did not bite.
+fn assert_unacknowledged_while_cut(addr: &str, tally: &mut Tally) {
+    let mut conn = Connection::connect(addr, CALL_TIMEOUT).expect("connect to the master");
+    let id = tally.next_probe_id;
+    tally.next_probe_id += 1;
+    match send(&mut conn, id) {
+        Outcome::Acked(q, o) => {
+            tally.acked.insert((q, o), id);
+            panic!(
+                "{}: a send was acknowledged while the slave was cut off",
+                tally.fault
+            );
+        }
+        Outcome::NotAcked(_) | Outcome::Gone => {}
+    }
+}
+
 /// Rounds of a slave fault under SYNC_MASTER with senders and a consumer on the master: the
-/// fault lasts 0.3–1.5 s (sends then time out waiting for the slave, never SEND_OK); recovery
+/// fault lasts 1.3–2.5 s (sends then time out waiting for the slave, never SEND_OK); recovery
 /// is from the heal until every queue acknowledges again. Audited on the master and, once it
 /// caught up, on the slave.
 fn slave_fault_rounds(
@@ -560,6 +579,7 @@ fn slave_fault_rounds(
         let senders = start_senders(&addr, round as u64, &stop);
         std::thread::sleep(rng.millis(200, 800));
         fault.apply(&mut slave);
+        assert_unacknowledged_while_cut(&addr, &mut tally);
         std::thread::sleep(rng.millis(300, 1500));
         fault.heal(&mut slave);
         let healed = Instant::now();
@@ -578,6 +598,71 @@ fn slave_fault_rounds(
         assert_eq!(status.code(), Some(0), "{}", broker.log());
     }
     tally
+}
+
+/// Rounds of a partition between a SYNC_MASTER and its slave, each broker in its own network
+/// namespace (the link between them taken down 1.3–2.5 s and brought up again; clients and the
+/// nameserver in the root namespace reach both throughout). `None` without root or `ip`.
+fn partition_rounds(test: &str, rounds: usize, rng: &mut Rng) -> Option<Tally> {
+    let net = or_skip(test, "network namespaces (root, ip)", NetPair::new())?;
+    let mut tally = Tally::new("master–slave partition (netns) under SYNC_MASTER");
+    let dir = tempfile::Builder::new()
+        .prefix("ringmq-chaos-net-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let ns_port = free_port_triple(rng);
+    let mut namesrv = start_namesrv(dir.path(), ns_port, 0);
+    let port = free_port_triple(rng);
+    let mut brokers: Vec<BrokerProcess> = Vec::new();
+    for (i, role) in ["SYNC_MASTER", "SLAVE"].into_iter().enumerate() {
+        let bdir = dir.path().join(role);
+        std::fs::create_dir_all(&bdir).unwrap();
+        let extra = format!(
+            "brokerRole={role}\nbrokerId={i}\nbrokerIP1={}\nbrokerIP2={}\n\
+             listenAddress=0.0.0.0\nslaveTimeout=1000\nmappedFileSizeCommitLog=16777216\n",
+            net.addr(i),
+            net.link_addr(i)
+        );
+        let store = bdir.join("store");
+        let config = write_broker_config(&bdir, "chaos-net", port, &store, &extra);
+        let ns = format!("{}:{ns_port}", net.root_addr(i));
+        let args = ["broker", "-c", config.to_str().unwrap(), "-n", &ns];
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let log = bdir.join("broker.log");
+        brokers.push(BrokerProcess::spawn_in(Some(&net.ns[i]), &args, log));
+    }
+    let addr = format!("{}:{port}", net.addr(0));
+    let slave_addr = format!("{}:{port}", net.addr(1));
+    let master_log = brokers[0].log.clone();
+    wait_recovered(&addr, Instant::now(), &mut tally, &master_log);
+    let consumer = consume(&addr);
+    for round in 1..=rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders = start_senders(&addr, round as u64, &stop);
+        std::thread::sleep(rng.millis(200, 800));
+        net.partition().expect("partition");
+        assert_unacknowledged_while_cut(&addr, &mut tally);
+        std::thread::sleep(rng.millis(300, 1500));
+        net.heal().expect("heal");
+        let healed = Instant::now();
+        let recovery = wait_recovered(&addr, healed, &mut tally, &master_log);
+        tally.recovery.push(recovery);
+        stop.store(true, Ordering::Relaxed);
+        tally.join(senders);
+        tally.rounds += 1;
+    }
+    tally.join_consumer(consumer);
+    tally.audit(&addr, &master_log);
+    wait_slave_caught_up(&addr, &slave_addr, tally.fault);
+    tally.audit(&slave_addr, &brokers[1].log);
+    for broker in brokers.iter_mut().rev() {
+        let status = broker.sigterm();
+        assert_eq!(status.code(), Some(0), "{}", log_tail(&broker.log));
+    }
+    namesrv.sigterm();
+    drop(brokers);
+    drop(net);
+    Some(tally)
 }
 
 /// A `ringmq namesrv` process on `port` (its KV config in `dir`).
@@ -804,6 +889,16 @@ fn short_slave_freezes_under_sync_master_lose_nothing_acknowledged() {
 }
 
 #[test]
+fn short_partition_of_master_and_slave_loses_nothing_acknowledged() {
+    let test = "chaos::short_partition_of_master_and_slave_loses_nothing_acknowledged";
+    let Some(tally) = partition_rounds(test, 2, &mut Rng::seeded()) else {
+        return;
+    };
+    print_table(std::slice::from_ref(&tally), None);
+    tally.check();
+}
+
+#[test]
 fn short_nameserver_restart_loses_nothing_and_the_route_comes_back() {
     let tally = namesrv_restart_rounds(1, &mut Rng::seeded());
     print_table(std::slice::from_ref(&tally), None);
@@ -823,7 +918,7 @@ fn short_bad_input_attack_beside_traffic_loses_nothing() {
 }
 
 #[test]
-#[ignore = "the long form, by hand: CHAOS_{KILL,DISK,STOP,NS,ATTACK}_ROUNDS (100/10/10/10/10; 0 leaves one out)"]
+#[ignore = "the long form, by hand: CHAOS_{KILL,DISK,STOP,NET,NS,ATTACK}_ROUNDS (100/10/10/10/10/10; 0 leaves one out)"]
 fn long() {
     let mut rng = Rng::seeded();
     let mut tallies = Vec::new();
@@ -837,6 +932,9 @@ fn long() {
     if let Some(n) = rounds("CHAOS_STOP_ROUNDS", 10) {
         let fault = "slave SIGSTOP/SIGCONT under SYNC_MASTER";
         tallies.push(slave_fault_rounds(fault, n, &mut rng, &mut Freeze));
+    }
+    if let Some(n) = rounds("CHAOS_NET_ROUNDS", 10) {
+        tallies.extend(partition_rounds("chaos::long", n, &mut rng));
     }
     if let Some(n) = rounds("CHAOS_NS_ROUNDS", 10) {
         tallies.push(namesrv_restart_rounds(n, &mut rng));
