@@ -433,15 +433,23 @@ fn disk_full_rounds(test: &str, rounds: usize, rng: &mut Rng) -> Option<Tally> {
     let config = write_config(work.path(), &fs.mount.join("store"), port);
     let addr = format!("127.0.0.1:{port}");
     let mut broker = BrokerProcess::start(&config, &namesrv.addr, work.path().join("b.log"));
-    let filler = fs.mount.join("filler");
     for round in 1..=rounds {
         let stop = Arc::new(AtomicBool::new(false));
         let senders = start_senders(&addr, round as u64, &stop);
         std::thread::sleep(rng.millis(100, 500));
-        fill(&filler);
+        // Retention may free space again (the disk over 85 %: the oldest segments go whatever
+        // their age), so the disk is filled again while sends are still acknowledged.
+        let mut fillers = Vec::new();
+        let fill_again = |fillers: &mut Vec<PathBuf>| {
+            let filler = fs.mount.join(format!("filler-{}", fillers.len()));
+            fill(&filler);
+            fillers.push(filler);
+        };
+        fill_again(&mut fillers);
         // Until a send is refused: the broker has met the full disk.
         let mut probe = Connection::connect(&addr, CALL_TIMEOUT).unwrap();
         let filled = Instant::now();
+        let mut last_fill = Instant::now();
         loop {
             assert!(
                 filled.elapsed() < RECOVERY_MAX,
@@ -454,6 +462,10 @@ fn disk_full_rounds(test: &str, rounds: usize, rng: &mut Rng) -> Option<Tally> {
                     if tally.acked.insert((q, o), id).is_some() {
                         tally.double_acks += 1;
                     }
+                    if last_fill.elapsed() > Duration::from_millis(500) {
+                        fill_again(&mut fillers);
+                        last_fill = Instant::now();
+                    }
                 }
                 Outcome::NotAcked(_) => break,
                 Outcome::Gone => {
@@ -462,7 +474,9 @@ fn disk_full_rounds(test: &str, rounds: usize, rng: &mut Rng) -> Option<Tally> {
             }
         }
         std::thread::sleep(rng.millis(100, 1000));
-        std::fs::remove_file(&filler).unwrap();
+        for filler in &fillers {
+            std::fs::remove_file(filler).unwrap();
+        }
         let freed = Instant::now();
         let recovery = wait_recovered(&addr, freed, &mut tally, &broker.log);
         tally.recovery.push(recovery);
@@ -922,22 +936,34 @@ fn short_bad_input_attack_beside_traffic_loses_nothing() {
 fn long() {
     let mut rng = Rng::seeded();
     let mut tallies = Vec::new();
+    // Each fault's row as soon as it is done (a later failure keeps them).
+    let done = |t: Tally, tallies: &mut Vec<Tally>| {
+        eprintln!("{}", t.row());
+        tallies.push(t);
+    };
     let rounds = |name: &str, default: usize| Some(env_rounds(name, default)).filter(|&n| n > 0);
     if let Some(n) = rounds("CHAOS_KILL_ROUNDS", 100) {
-        tallies.push(sigkill_rounds(n, &mut rng));
+        done(sigkill_rounds(n, &mut rng), &mut tallies);
     }
     if let Some(n) = rounds("CHAOS_DISK_ROUNDS", 10) {
-        tallies.extend(disk_full_rounds("chaos::long", n, &mut rng));
+        if let Some(t) = disk_full_rounds("chaos::long", n, &mut rng) {
+            done(t, &mut tallies);
+        }
     }
     if let Some(n) = rounds("CHAOS_STOP_ROUNDS", 10) {
         let fault = "slave SIGSTOP/SIGCONT under SYNC_MASTER";
-        tallies.push(slave_fault_rounds(fault, n, &mut rng, &mut Freeze));
+        done(
+            slave_fault_rounds(fault, n, &mut rng, &mut Freeze),
+            &mut tallies,
+        );
     }
     if let Some(n) = rounds("CHAOS_NET_ROUNDS", 10) {
-        tallies.extend(partition_rounds("chaos::long", n, &mut rng));
+        if let Some(t) = partition_rounds("chaos::long", n, &mut rng) {
+            done(t, &mut tallies);
+        }
     }
     if let Some(n) = rounds("CHAOS_NS_ROUNDS", 10) {
-        tallies.push(namesrv_restart_rounds(n, &mut rng));
+        done(namesrv_restart_rounds(n, &mut rng), &mut tallies);
     }
     let rate = env_rounds("CHAOS_ATTACK_RATE", 2000) as u64;
     let attack = rounds("CHAOS_ATTACK_ROUNDS", 10).map(|n| {
