@@ -16,7 +16,7 @@ use ringmq::filter::sql::Selector;
 use ringmq::message::record::{body_crc, RecordInput, RecordView};
 use ringmq::message::tags_hash_code;
 use ringmq::runtime::{spawn_executor, ExecutorOptions};
-use ringmq::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
+use ringmq::store::{DmaStorage, MessageStore, Reader, StoreConfig, SystemClock};
 
 const RECORDS: u64 = 20_000;
 const QUEUES: u64 = 4;
@@ -156,7 +156,15 @@ fn lookup_worker() -> (flume::Sender<Job>, flume::Receiver<Duration>) {
                 );
                 let filter = job.filtered.then_some(&tags);
                 let got = store
-                    .get_messages("BenchTopic", queue, offset, 32, 256 << 10, filter)
+                    .get_messages(
+                        Reader::Consumer,
+                        "BenchTopic",
+                        queue,
+                        offset,
+                        32,
+                        256 << 10,
+                        filter,
+                    )
                     .await;
                 assert!(!got.expect("read").messages.is_empty());
             }

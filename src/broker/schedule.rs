@@ -17,7 +17,7 @@ use crate::broker::topic_config::SCHEDULE_TOPIC;
 use crate::message::properties::{self, Properties};
 use crate::message::record::{RecordInput, RecordView};
 use crate::runtime::Shutdown;
-use crate::store::{Clock, GetStatus, SystemClock};
+use crate::store::{Clock, GetStatus, Reader, SystemClock};
 
 /// Rewrites a message for the schedule queue: REAL_TOPIC / REAL_QID set, topic and queue
 /// replaced. Returns the schedule queue id.
@@ -107,7 +107,15 @@ async fn deliver_due(
 ) -> Result<Option<Wait>, String> {
     let result = shard
         .store()
-        .get_messages(SCHEDULE_TOPIC, queue_id, offset, 32, 1 << 20, None)
+        .get_messages(
+            Reader::Broker,
+            SCHEDULE_TOPIC,
+            queue_id,
+            offset,
+            32,
+            1 << 20,
+            None,
+        )
         .await
         .map_err(|e| e.to_string())?;
     if result.status != GetStatus::Found {

@@ -16,7 +16,7 @@
 //! the two steps leaves nothing behind.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -96,6 +96,11 @@ pub(crate) struct ConsumeQueue<S: Storage> {
     min: Cell<u64>,
     /// Created on first request (long polls); advanced with every unit.
     watch: RefCell<Option<OffsetWatch>>,
+    /// SYNC_FLUSH: the commitlog's durable offset, and the units appended while their record
+    /// was not yet durable as (queue offset, record end in the shard), oldest first. Readers
+    /// outside the broker see the queue only up to the first of them ([`Self::readable_max`]).
+    durable: RefCell<Option<OffsetWatch>>,
+    pending: RefCell<VecDeque<(u64, u64)>>,
 }
 
 impl<S: Storage> ConsumeQueue<S> {
@@ -113,7 +118,50 @@ impl<S: Storage> ConsumeQueue<S> {
             log: SegmentedLog::new(storage, opts),
             min: Cell::new(0),
             watch: RefCell::new(None),
+            durable: RefCell::new(None),
+            pending: RefCell::new(VecDeque::new()),
         }
+    }
+
+    /// From now on, units whose record is not durable are held back from
+    /// [`Self::readable_max`] until `durable` (the commitlog's flushed offset) covers them.
+    pub(crate) fn track_durable(&self, durable: OffsetWatch) {
+        *self.durable.borrow_mut() = Some(durable);
+    }
+
+    /// Drops the pending units whose record is durable now; the durable offset, if tracked.
+    fn prune_pending(&self) -> Option<u64> {
+        let flushed = self.durable.borrow().as_ref()?.get();
+        let mut pending = self.pending.borrow_mut();
+        while pending.front().is_some_and(|&(_, end)| end <= flushed) {
+            pending.pop_front();
+        }
+        Some(flushed)
+    }
+
+    /// The queue's max offset as consumers see it: the first offset whose record is not
+    /// durable yet (SYNC_FLUSH; ringmq's unflushed commitlog tail is process memory, which a
+    /// kill -9 erases), or [`Self::max_offset`] when durability is not tracked.
+    pub(crate) fn readable_max(&self) -> u64 {
+        self.prune_pending();
+        let first = self.pending.borrow().front().map(|&(offset, _)| offset);
+        first.unwrap_or_else(|| self.max_offset())
+    }
+
+    /// What makes `offset` readable: `None` once it is (or durability is not tracked), else
+    /// the commitlog offset that must be durable first (its record's end) — `Some(None)` when
+    /// the unit is not even appended yet.
+    pub(crate) fn readable_after(&self, offset: u64) -> Option<Option<u64>> {
+        self.prune_pending();
+        if offset < self.readable_max() {
+            return None;
+        }
+        if offset >= self.max_offset() {
+            return Some(None);
+        }
+        let pending = self.pending.borrow();
+        let end = pending.iter().take_while(|&&(o, _)| o <= offset).last();
+        Some(end.map(|&(_, end)| end))
     }
 
     /// Next offset to be written (the queue's max offset).
@@ -158,6 +206,12 @@ impl<S: Storage> ConsumeQueue<S> {
                 .append(gap * CQ_UNIT_BYTES, &CqUnit::BLANK.encode());
         }
         self.log.append(offset * CQ_UNIT_BYTES, &unit.encode());
+        if let Some(flushed) = self.prune_pending() {
+            let end = split_physical(unit.physical_offset).1 + unit.size as u64;
+            if end > flushed {
+                self.pending.borrow_mut().push_back((offset, end));
+            }
+        }
         if let Some(watch) = self.watch.borrow().as_ref() {
             watch.advance(offset + 1);
         }
@@ -272,6 +326,7 @@ impl<S: Storage> ConsumeQueue<S> {
             }
         }
         self.log.truncate(lo * CQ_UNIT_BYTES).await?;
+        self.pending.borrow_mut().retain(|&(offset, _)| offset < lo);
         if lo <= min {
             self.min.set(lo);
         }
@@ -366,6 +421,8 @@ pub(crate) struct ConsumeQueues<S: Storage> {
     dir: PathBuf,
     file_bytes: u64,
     map: RefCell<QueueMap<S>>,
+    /// Set by [`Self::track_durable`] (SYNC_FLUSH) and given to every queue.
+    durable: RefCell<Option<OffsetWatch>>,
 }
 
 impl<S: Storage> ConsumeQueues<S> {
@@ -377,7 +434,17 @@ impl<S: Storage> ConsumeQueues<S> {
             dir,
             file_bytes,
             map: RefCell::new(HashMap::new()),
+            durable: RefCell::new(None),
         }
+    }
+
+    /// Every queue, now and later, holds back units whose record `durable` (the commitlog's
+    /// flushed offset) does not cover yet; see [`ConsumeQueue::readable_max`].
+    pub(crate) fn track_durable(&self, durable: OffsetWatch) {
+        for cq in self.all() {
+            cq.track_durable(durable.clone());
+        }
+        *self.durable.borrow_mut() = Some(durable);
     }
 
     pub(crate) fn get(&self, topic: &str, queue_id: i32) -> Option<Rc<ConsumeQueue<S>>> {
@@ -397,6 +464,9 @@ impl<S: Storage> ConsumeQueues<S> {
             topic,
             queue_id,
         ));
+        if let Some(durable) = self.durable.borrow().as_ref() {
+            cq.track_durable(durable.clone());
+        }
         let mut map = self.map.borrow_mut();
         map.entry(topic.to_string())
             .or_default()

@@ -50,7 +50,7 @@ use index::Index;
 pub use commitlog::{checked_split_physical, split_physical, to_physical};
 pub use error::{StoreError, StoreResult};
 pub use io::{DmaStorage, Storage};
-pub use read::{GetResult, GetStatus};
+pub use read::{GetResult, GetStatus, Reader};
 pub use retention::{RetentionConfig, RetentionReport};
 
 use crate::config::{BrokerConfig, FlushDiskType};
@@ -372,6 +372,9 @@ impl<S: Storage> MessageStore<S> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fault_rounds;
 
 #[cfg(test)]
 pub(crate) mod test_support {

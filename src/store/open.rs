@@ -94,6 +94,12 @@ impl<S: Storage> MessageStore<S> {
         });
         let store = MessageStore { inner };
         store.recover(checkpoint).await?;
+        if store.inner.cfg.flush_disk_type == FlushDiskType::SyncFlush {
+            // Recovered records are durable; from here on a record reaches consumers once it
+            // is (see ConsumeQueue::readable_max).
+            let flushed = store.inner.commitlog.flushed_watch.clone();
+            store.inner.queues.track_durable(flushed);
+        }
         store.clean_queues_and_index().await?;
         store.start_tasks();
         Ok(store)

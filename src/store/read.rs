@@ -12,9 +12,10 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
+use futures_lite::future;
 
 use super::commitlog::{checked_split_physical, split_physical};
-use super::consumequeue::CqUnit;
+use super::consumequeue::{ConsumeQueue, CqUnit};
 use super::dispatch::has_key;
 use super::error::{StoreError, StoreResult};
 use super::io::Storage;
@@ -38,6 +39,19 @@ pub enum GetStatus {
     OffsetOverflowOne,
     OffsetOverflowBadly,
     OffsetFoundNull,
+}
+
+/// Who reads, which decides how far: see [`MessageStore::get_messages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// The broker's own readers (delayed delivery, transactions): everything stored, durable
+    /// or not.
+    Broker,
+    /// Consumers (PULL_MESSAGE): only up to the readable max offset
+    /// ([`MessageStore::readable_max_offset`]), so nothing a kill -9 can still erase is served
+    /// under SYNC_FLUSH. An offset between the readable and the stored max is
+    /// OFFSET_OVERFLOW_ONE (wait), never moved.
+    Consumer,
 }
 
 /// The result of [`MessageStore::get_messages`].
@@ -80,16 +94,46 @@ impl<S: Storage> MessageStore<S> {
             .map_or(0, |q| q.max_offset() as i64)
     }
 
-    /// A watch of the queue's max offset, advanced by every message dispatched to it: a parked
-    /// pull waits on `watch.wait_for(offset + 1)`.
+    /// The max offset a consumer sees: under SYNC_FLUSH the first queue offset whose record
+    /// is not durable yet, else [`Self::max_offset`] (GET_MAX_OFFSET, pulls, offset search).
+    pub fn readable_max_offset(&self, topic: &str, queue_id: i32) -> i64 {
+        self.inner
+            .queues
+            .get(topic, queue_id)
+            .map_or(0, |q| q.readable_max() as i64)
+    }
+
+    /// A watch of the queue's max offset, advanced by every message dispatched to it (the
+    /// broker's own readers: delayed delivery).
     pub fn queue_watch(&self, topic: &str, queue_id: i32) -> OffsetWatch {
         self.inner.queues.get_or_create(topic, queue_id).watch()
     }
 
+    /// Resolves once the queue holds a readable message at `offset` (see
+    /// [`Self::readable_max_offset`]): woken by the append's dispatch, and under SYNC_FLUSH by
+    /// the commitlog flush that makes the record durable — never by polling. Pending forever
+    /// if the store fails (a caller bounds it with its suspend time).
+    pub async fn wait_readable(&self, topic: &str, queue_id: i32, offset: u64) {
+        let cq = self.inner.queues.get_or_create(topic, queue_id);
+        loop {
+            let woken = match cq.readable_after(offset) {
+                None => return,
+                Some(None) => cq.watch().wait_for(offset + 1).await,
+                Some(Some(end)) => self.inner.commitlog.flushed_watch.wait_for(end).await,
+            };
+            if woken.is_err() {
+                return future::pending().await;
+            }
+        }
+    }
+
     /// Up to `max_count` messages (and `max_bytes`, at least one) from `offset`, skipping
-    /// units whose tag code (as `i32`) is not in `tag_codes` when given.
+    /// units whose tag code (as `i32`) is not in `tag_codes` when given, as `reader` may see
+    /// them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn get_messages(
         &self,
+        reader: Reader,
         topic: &str,
         queue_id: i32,
         offset: i64,
@@ -100,11 +144,33 @@ impl<S: Storage> MessageStore<S> {
         let Some(cq) = self.inner.queues.get(topic, queue_id) else {
             return Ok(GetResult::empty(GetStatus::NoMessageInQueue, 0, 0, 0));
         };
-        let (min, max) = (cq.min_offset(), cq.max_offset());
+        let limit = match reader {
+            Reader::Broker => cq.max_offset(),
+            Reader::Consumer => cq.readable_max(),
+        };
+        let range = (offset, limit);
+        self.get_upto(&cq, range, max_count, max_bytes, tag_codes)
+            .await
+    }
+
+    /// Reads from `offset` up to `limit` (at most the queue's max offset).
+    async fn get_upto(
+        &self,
+        cq: &ConsumeQueue<S>,
+        (offset, limit): (i64, u64),
+        max_count: usize,
+        max_bytes: usize,
+        tag_codes: Option<&HashSet<i32>>,
+    ) -> StoreResult<GetResult> {
+        let (min, max) = (cq.min_offset(), limit);
         let offset = offset.max(0) as u64;
         let early = match () {
-            _ if max == 0 => Some((GetStatus::NoMessageInQueue, 0)),
+            _ if cq.max_offset() == 0 => Some((GetStatus::NoMessageInQueue, 0)),
             _ if offset < min => Some((GetStatus::OffsetTooSmall, min)),
+            // Stored but not readable yet (held back until durable): wait, do not move.
+            _ if offset >= max && offset < cq.max_offset() => {
+                Some((GetStatus::OffsetOverflowOne, offset))
+            }
             _ if offset == max => Some((GetStatus::OffsetOverflowOne, offset)),
             _ if offset > max => Some((
                 GetStatus::OffsetOverflowBadly,
@@ -115,11 +181,11 @@ impl<S: Storage> MessageStore<S> {
         if let Some((status, next)) = early {
             return Ok(GetResult::empty(status, next, min, max));
         }
-        let scan = SCAN_UNITS_MIN.max(max_count as u64);
+        let scan = SCAN_UNITS_MIN.max(max_count as u64).min(max - offset);
         let units = cq
             .units(offset, scan)
             .await
-            .map_err(|e| self.cq_error(topic, e))?;
+            .map_err(|e| self.cq_error(&cq.topic, e))?;
         if units.is_empty() {
             return Ok(GetResult::empty(
                 GetStatus::OffsetFoundNull,
@@ -399,7 +465,7 @@ impl<S: Storage> MessageStore<S> {
     }
 
     /// The first queue offset whose message was stored at or after `timestamp_ms` (binary
-    /// search on store time); the max offset when every message is older. Java 4.x returns
+    /// search on store time); the readable max offset when every readable message is older. Java 4.x returns
     /// the nearest one instead; the lower bound is what consumers starting from a time want.
     pub async fn offset_by_time(
         &self,
@@ -409,7 +475,7 @@ impl<S: Storage> MessageStore<S> {
     ) -> StoreResult<i64> {
         let (mut lo, mut hi) = (
             self.min_offset(topic, queue_id),
-            self.max_offset(topic, queue_id),
+            self.readable_max_offset(topic, queue_id),
         );
         while lo < hi {
             let mid = lo + (hi - lo) / 2;

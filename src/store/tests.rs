@@ -116,7 +116,7 @@ pub(super) async fn read_all(store: &MessageStore<SimStorage>, topic: &str) -> V
     let mut offset = store.min_offset(topic, 0);
     while offset < store.max_offset(topic, 0) {
         let got = store
-            .get_messages(topic, 0, offset, 7, 1 << 20, None)
+            .get_messages(Reader::Broker, topic, 0, offset, 7, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(got.status, GetStatus::Found);
@@ -185,7 +185,7 @@ fn statuses_follow_the_pull_rules() {
     run(async {
         let (sim, clock, cfg) = (SimStorage::new(12), SimClock::new(1_000), small_config());
         let store = open(&sim, &clock, &cfg).await;
-        let get = |o| store.get_messages("T", 0, o, 10, 1 << 20, None);
+        let get = |o| store.get_messages(Reader::Broker, "T", 0, o, 10, 1 << 20, None);
         assert_eq!(get(0).await.unwrap().status, GetStatus::NoMessageInQueue);
         put_n(&store, "T", 5, 100).await;
         let r = get(5).await.unwrap();
@@ -203,7 +203,10 @@ fn statuses_follow_the_pull_rules() {
             (r.status, r.messages.len(), r.next_begin_offset),
             (GetStatus::Found, 2, 5)
         );
-        let r = store.get_messages("T", 0, 0, 10, 150, None).await.unwrap();
+        let r = store
+            .get_messages(Reader::Broker, "T", 0, 0, 10, 150, None)
+            .await
+            .unwrap();
         assert_eq!(
             r.messages.len(),
             1,
@@ -271,7 +274,7 @@ fn tag_filter_keeps_only_subscribed_hash_codes() {
         put_n(&store, "T", 20, 100).await;
         let codes: HashSet<i32> = [tags_hash_code("TagB") as i32].into();
         let r = store
-            .get_messages("T", 0, 0, 4, 1 << 20, Some(&codes))
+            .get_messages(Reader::Broker, "T", 0, 0, 4, 1 << 20, Some(&codes))
             .await
             .unwrap();
         assert_eq!(r.status, GetStatus::Found);
@@ -280,7 +283,7 @@ fn tag_filter_keeps_only_subscribed_hash_codes() {
         assert_eq!(r.next_begin_offset, 8);
         let none: HashSet<i32> = [tags_hash_code("TagC") as i32].into();
         let r = store
-            .get_messages("T", 0, 0, 4, 1 << 20, Some(&none))
+            .get_messages(Reader::Broker, "T", 0, 0, 4, 1 << 20, Some(&none))
             .await
             .unwrap();
         assert_eq!(
@@ -442,7 +445,7 @@ fn a_hand_over_batch_is_appended_in_order_and_waits_for_one_fdatasync() {
         );
         assert!(sim.fsync_count() - fsyncs <= 4);
         let got = store
-            .get_messages("T", 1, 0, 10, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 1, 0, 10, 1 << 20, None)
             .await
             .unwrap();
         let bodies: Vec<&[u8]> = got.messages.iter().map(|m| view(m).body).collect();
@@ -466,7 +469,7 @@ fn a_stalled_fsync_reports_flush_disk_timeout_but_keeps_the_record() {
         let r = store.put(rec, slots, true).await.unwrap();
         assert_eq!(r.status, PutStatus::FlushDiskTimeout);
         let got = store
-            .get_messages("T", 0, 0, 10, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 0, 0, 10, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(view(&got.messages[0]).body, b"slow");
@@ -928,7 +931,7 @@ fn real_disk_store_survives_reopen() {
         let mut n = 0;
         while offset < store.max_offset("T", 0) {
             let got = store
-                .get_messages("T", 0, offset, 32, 1 << 20, None)
+                .get_messages(Reader::Broker, "T", 0, offset, 32, 1 << 20, None)
                 .await
                 .unwrap();
             for m in &got.messages {
@@ -1017,7 +1020,7 @@ fn an_old_layout_store_with_data_only_on_shard_0_opens_and_is_upgraded() {
         cfg.shard = 0;
         let store = open(&sim, &clock, &cfg).await;
         let got = store
-            .get_messages("T", 0, 0, 32, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 0, 0, 32, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(got.messages.len(), 5);
@@ -1069,5 +1072,137 @@ fn a_store_of_an_unknown_format_is_refused() {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("store format 9"), "{err}");
+    });
+}
+
+/// Whether `fut` resolves within `ms` (glommio timer).
+async fn within<T>(ms: u64, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    let timer = async {
+        glommio::timer::sleep(Duration::from_millis(ms)).await;
+        None
+    };
+    futures_lite::future::or(async { Some(fut.await) }, timer).await
+}
+
+#[test]
+fn sync_flush_serves_a_record_to_consumers_only_once_it_is_durable() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(41), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 2, 100).await;
+        // The next fdatasync is held back: the record is stored (in the commitlog's memory
+        // tail, which a kill -9 erases) but not durable.
+        sim.set_faults(SimFaults {
+            fsync_delay: Duration::from_millis(400),
+            path_prefix: Some(PathBuf::from(ROOT).join("commitlog")),
+            ..SimFaults::default()
+        });
+        let (rec, slots) = record("T", 0, b"not durable yet", "");
+        let put = glommio::spawn_local({
+            let store = store.clone();
+            async move { store.put(rec, slots, true).await.unwrap() }
+        });
+        glommio::executor().yield_task_queue_now().await;
+        assert_eq!(store.max_offset("T", 0), 3, "stored");
+        assert_eq!(
+            store.readable_max_offset("T", 0),
+            2,
+            "consumers see only durable"
+        );
+        let got = store
+            .get_messages(Reader::Consumer, "T", 0, 2, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(got.status, GetStatus::OffsetOverflowOne, "a pull waits");
+        assert_eq!((got.next_begin_offset, got.max_offset), (2, 2));
+        assert!(got.messages.is_empty());
+        let got = store
+            .get_messages(Reader::Consumer, "T", 0, 0, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(got.messages.len(), 2, "durable records are served");
+        assert_eq!(got.next_begin_offset, 2);
+        // The broker's own readers still see everything stored.
+        let all = store
+            .get_messages(Reader::Broker, "T", 0, 2, 10, 1 << 20, None)
+            .await;
+        assert_eq!(view(&all.unwrap().messages[0]).body, b"not durable yet");
+        // A long-polled pull is not woken by the append, only by the flush.
+        let waiting = within(100, store.wait_readable("T", 0, 2)).await;
+        assert!(waiting.is_none(), "woken before the record was durable");
+        let parked = glommio::spawn_local({
+            let store = store.clone();
+            async move { store.wait_readable("T", 0, 2).await }
+        });
+        assert_eq!(put.await.status, PutStatus::PutOk);
+        // The flush that acknowledged the put has already woken the parked pull.
+        assert!(within(0, parked).await.is_some(), "not woken by the flush");
+        assert_eq!(store.readable_max_offset("T", 0), 3);
+        let got = store
+            .get_messages(Reader::Consumer, "T", 0, 2, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(got.status, GetStatus::Found);
+        assert_eq!(view(&got.messages[0]).body, b"not durable yet");
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn what_a_crash_can_erase_was_never_served_to_a_consumer() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(42), SimClock::new(1_000), small_config());
+        let store = open(&sim, &clock, &cfg).await;
+        put_n(&store, "T", 3, 100).await;
+        sim.set_faults(SimFaults {
+            fsync_errno: Some(libc::EIO),
+            path_prefix: Some(PathBuf::from(ROOT).join("commitlog")),
+            ..SimFaults::default()
+        });
+        let (rec, slots) = record("T", 0, b"lost to the crash", "");
+        store.put(rec, slots, false).await.unwrap();
+        let served = store
+            .get_messages(Reader::Consumer, "T", 0, 3, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        assert!(served.messages.is_empty(), "served before it was durable");
+        // A consumer that saw offsets 0..3 commits 3: never past what exists after the crash.
+        let committed = store.readable_max_offset("T", 0);
+        sim.crash();
+        sim.set_faults(SimFaults::default());
+        drop(store);
+        let store = open(&sim, &clock, &cfg).await;
+        assert_eq!(store.max_offset("T", 0), 3);
+        assert!(committed <= store.max_offset("T", 0));
+        // A different message now takes offset 3; the consumer does not skip it.
+        let (rec, slots) = record("T", 0, b"after the crash", "");
+        let r = store.put(rec, slots, true).await.unwrap();
+        assert_eq!(r.queue_offset, committed);
+        let got = store
+            .get_messages(Reader::Consumer, "T", 0, committed, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(view(&got.messages[0]).body, b"after the crash");
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
+fn async_flush_serves_what_is_stored_at_once() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(43), SimClock::new(1_000), small_config());
+        cfg.flush_disk_type = FlushDiskType::AsyncFlush;
+        cfg.flush_interval_commitlog_ms = 60_000;
+        let store = open(&sim, &clock, &cfg).await;
+        let (rec, slots) = record("T", 0, b"in memory", "");
+        store.put(rec, slots, true).await.unwrap();
+        assert_eq!(store.readable_max_offset("T", 0), 1);
+        let got = store
+            .get_messages(Reader::Consumer, "T", 0, 0, 10, 1 << 20, None)
+            .await
+            .unwrap();
+        assert_eq!(view(&got.messages[0]).body, b"in memory");
+        assert!(within(0, store.wait_readable("T", 0, 0)).await.is_some());
+        store.close().await.unwrap();
     });
 }

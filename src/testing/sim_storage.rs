@@ -1,7 +1,7 @@
 //! `SimStorage`: an in-memory [`Storage`] for tests. Seeded (every random choice comes from
 //! the seed, so a failing run can be replayed), with injectable faults: EIO or ENOSPC on writes
-//! and fsyncs, and fsyncs that stall. [`SimStorage::crash`] simulates power loss: each file
-//! keeps what its last successful `fdatasync` covered, and every operation since then is kept,
+//! and fsyncs, EIO on reads, and fsyncs and writes that stall. [`SimStorage::crash`] simulates
+//! power loss: each file keeps what its last successful `fdatasync` covered, and every operation since then is kept,
 //! lost, or (for writes) torn to a random prefix, each independently (a disk may reorder
 //! unsynced writes). Only unsynced data can be lost (STYLE habit 14). Directory operations
 //! are durable at once. A crash, like [`SimStorage::kill`], also ends the process that used
@@ -34,6 +34,8 @@ pub struct SimFaults {
     pub write_errno: Option<i32>,
     /// errno returned by every `fdatasync`.
     pub fsync_errno: Option<i32>,
+    /// errno returned by every `read_at` (e.g. `libc::EIO`: a bad sector).
+    pub read_errno: Option<i32>,
     /// How long every `fdatasync` takes.
     pub fsync_delay: Duration,
     /// How long every `write_at` takes (its bytes reach the file when it completes; an
@@ -364,6 +366,9 @@ impl StorageFile for SimFile {
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         self.storage.alive()?;
         let mut state = self.storage.state.borrow_mut();
+        if let (true, Some(code)) = (state.faulty(&self.path), state.faults.read_errno) {
+            return Err(errno(code));
+        }
         let data = &state.file(self.id).current;
         let start = (pos as usize).min(data.len());
         let end = (start + len).min(data.len());

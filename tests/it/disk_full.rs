@@ -95,7 +95,7 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 temp path")
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(program)
         .args(args)
         .output()
@@ -114,8 +114,14 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 /// A loop-mounted file system, or `None` after saying on the terminal why the test is
 /// skipped; under CI (`CI=true`) a missing one fails the test.
 pub fn loop_fs_or_skip(test: &str, size_mib: u64) -> Option<LoopFs> {
-    match LoopFs::new(size_mib) {
-        Ok(fs) => Some(fs),
+    or_skip(test, "a loop-mounted ext4", LoopFs::new(size_mib))
+}
+
+/// `made`, or `None` after saying on the terminal that `test` is skipped as it needs `what`
+/// and why; under CI (`CI=true`) a missing one fails the test.
+pub fn or_skip<T>(test: &str, what: &str, made: Result<T, String>) -> Option<T> {
+    match made {
+        Ok(made) => Some(made),
         Err(why) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{why}; under CI (CI=true) this test must run");
@@ -123,7 +129,7 @@ pub fn loop_fs_or_skip(test: &str, size_mib: u64) -> Option<LoopFs> {
             // Written to the terminal itself: the harness keeps a passing test's prints.
             let _ = writeln!(
                 std::io::stderr(),
-                "test {test}: SKIPPED, it needs a loop-mounted ext4: {why}"
+                "test {test}: SKIPPED, it needs {what}: {why}"
             );
             None
         }

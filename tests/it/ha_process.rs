@@ -20,8 +20,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// One broker of group "ha-p" in its own process.
 type Node = RestartableBroker;
 
-/// Writes the properties of an "ha-p" broker (`extra` lines appended) under `dir`.
-fn node(dir: &Path, rng: &mut Rng, role: &str, extra: &str) -> Node {
+/// Writes the properties of an "ha-p" broker (`extra` lines appended; a key set again there
+/// wins) under `dir`.
+pub(crate) fn node(dir: &Path, rng: &mut Rng, role: &str, extra: &str) -> Node {
     let id = u8::from(role == "SLAVE");
     RestartableBroker::new(dir, rng, |port, store| {
         format!(

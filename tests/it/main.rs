@@ -25,6 +25,7 @@ mod harness;
 mod lenient;
 mod loadgen;
 mod namesrv_route;
+mod netns;
 mod offsets_53bit;
 mod process;
 mod refusals;

@@ -288,8 +288,26 @@ impl BrokerProcess {
     /// Starts `ringmq ARGS…` (any server subcommand) and waits (bounded) for its "boot
     /// success" line.
     pub fn spawn(args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
+        Self::spawn_in(None, args, log)
+    }
+
+    /// [`BrokerProcess::spawn`] inside network namespace `netns` (`ip netns exec`, which
+    /// execs the server: the PID is the server's).
+    pub fn spawn_in(netns: Option<&str>, args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
         let stderr = File::create(&log).expect("create the broker log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        // CHAOS_RINGMQ_BIN: another build of the server (the chaos suite's long form by hand
+        // with a release build); the test's own debug build otherwise.
+        let bin = std::env::var_os("CHAOS_RINGMQ_BIN");
+        let bin: std::ffi::OsString = bin.unwrap_or_else(|| env!("CARGO_BIN_EXE_ringmq").into());
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

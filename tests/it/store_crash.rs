@@ -17,7 +17,9 @@ use bytes::BytesMut;
 use ringmq::config::FlushDiskType;
 use ringmq::message::record::{RecordInput, RecordView};
 use ringmq::runtime::{spawn_executor, ExecutorOptions};
-use ringmq::store::{DmaStorage, GetStatus, MessageStore, PutStatus, StoreConfig, SystemClock};
+use ringmq::store::{
+    DmaStorage, GetStatus, MessageStore, PutStatus, Reader, StoreConfig, SystemClock,
+};
 
 const DIR_ENV: &str = "RINGMQ_STORE_CRASH_DIR";
 const ROUND_ENV: &str = "RINGMQ_STORE_CRASH_ROUND";
@@ -220,7 +222,7 @@ fn verify(dir: PathBuf, acks: Vec<Ack>) -> usize {
             );
             while offset < max {
                 let got = store
-                    .get_messages(TOPIC, queue, offset, 32, 1 << 20, None)
+                    .get_messages(Reader::Broker, TOPIC, queue, offset, 32, 1 << 20, None)
                     .await
                     .unwrap();
                 assert_eq!(got.status, GetStatus::Found);

@@ -159,7 +159,7 @@ impl Shard {
         let mut done = Vec::new();
         for queue_id in (0..queues).filter(mine) {
             let target = match timestamp {
-                -1 => self.store().max_offset(topic, queue_id),
+                -1 => self.store().readable_max_offset(topic, queue_id),
                 t => self
                     .store()
                     .offset_by_time(topic, queue_id, t)

@@ -47,7 +47,7 @@ impl Shard {
         let topic = cmd.req_str("topic").map_err(field_failure)?;
         let queue_id = cmd.req_i32("queueId").map_err(field_failure)?;
         let offset = match cmd.code {
-            req::GET_MAX_OFFSET => self.store().max_offset(topic, queue_id),
+            req::GET_MAX_OFFSET => self.store().readable_max_offset(topic, queue_id),
             _ => self.store().min_offset(topic, queue_id),
         };
         Ok(cmd.success_to().with_ext("offset", offset.to_string()))

@@ -1,6 +1,7 @@
 //! PULL_MESSAGE (11) on the shard that owns the queue (PROTOCOL.md §7.3): subscription checks,
 //! tag filtering by hash code, SQL92 filtering by properties (`enablePropertyFilter`), long
-//! polling parked on the queue's watch (woken by the append, answered PULL_NOT_FOUND at the
+//! polling parked on the queue's watch (woken by the append — under SYNC_FLUSH by the flush
+//! that makes it durable, as only durable records are served — answered PULL_NOT_FOUND at the
 //! deadline), the offset commit piggybacked on the pull, and the store status mapped to
 //! RocketMQ's response codes. Bodies are the stored records as they are.
 
@@ -20,7 +21,7 @@ use crate::message::record::RecordView;
 use crate::protocol::heartbeat::{parse_tag_expression, SubscriptionData};
 use crate::protocol::Fields;
 use crate::remoting::{response as resp, RemotingCommand};
-use crate::store::{GetResult, GetStatus};
+use crate::store::{GetResult, GetStatus, Reader};
 
 /// PullSysFlag bits.
 const FLAG_COMMIT_OFFSET: i64 = 0x1;
@@ -157,16 +158,14 @@ impl Shard {
         suggest_broker_id(behind, in_memory)
     }
 
-    /// Waits until the queue grows past the requested offset or the suspend time passes. Woken
-    /// by the append's dispatch, never by polling.
+    /// Waits until the queue holds a readable message at the requested offset or the suspend
+    /// time passes. Woken by the append's dispatch (under SYNC_FLUSH: by the flush that makes
+    /// the record durable), never by polling.
     async fn park(&self, request: &PullRequest<'_>) {
-        let watch = self.store().queue_watch(request.topic, request.queue_id);
-        let target = request.offset.max(0) as u64 + 1;
-        let arrived = async {
-            let _ = watch.wait_for(target).await;
-        };
+        let offset = request.offset.max(0) as u64;
+        let store = self.store();
         future::or(
-            arrived,
+            store.wait_readable(request.topic, request.queue_id, offset),
             glommio::timer::sleep(Duration::from_millis(request.suspend_ms)),
         )
         .await;
@@ -203,6 +202,7 @@ impl Shard {
     ) -> Result<GetResult, Failure> {
         self.store()
             .get_messages(
+                Reader::Consumer,
                 request.topic,
                 request.queue_id,
                 offset,

@@ -23,7 +23,7 @@ use crate::message::{offset_msg_id, sysflag};
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
-use crate::store::{Clock, GetStatus, SystemClock};
+use crate::store::{Clock, GetStatus, Reader, SystemClock};
 
 /// The internal group whose offsets track the half and op queues.
 pub const TRANS_GROUP: &str = "CID_RMQ_SYS_TRANS";
@@ -237,7 +237,15 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
     loop {
         let result = shard
             .store()
-            .get_messages(TRANS_HALF_TOPIC, 0, offset, 32, 1 << 20, None)
+            .get_messages(
+                Reader::Broker,
+                TRANS_HALF_TOPIC,
+                0,
+                offset,
+                32,
+                1 << 20,
+                None,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if result.status != GetStatus::Found {
@@ -370,7 +378,15 @@ async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
     loop {
         let result = shard
             .store()
-            .get_messages(TRANS_OP_HALF_TOPIC, 0, offset, 256, 1 << 20, None)
+            .get_messages(
+                Reader::Broker,
+                TRANS_OP_HALF_TOPIC,
+                0,
+                offset,
+                256,
+                1 << 20,
+                None,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if result.status != GetStatus::Found {

@@ -14,7 +14,7 @@ use crate::store::tests::{
     body_of, open, props, put_n, read_all, record, small_config, view, ROOT,
 };
 use crate::store::{
-    split_physical, Clock, DmaStorage, GetStatus, PutStatus, StoreConfig, SystemClock,
+    split_physical, Clock, DmaStorage, GetStatus, PutStatus, Reader, StoreConfig, SystemClock,
 };
 use crate::testing::{SimClock, SimStorage};
 
@@ -173,7 +173,7 @@ async fn check_after_deletion(
     assert_eq!(store.min_offset("T", 0), t_min);
     assert_eq!((store.min_offset("U", 0), store.max_offset("U", 0)), (5, 5));
     let r = store
-        .get_messages("U", 0, 0, 32, 1 << 20, None)
+        .get_messages(Reader::Broker, "U", 0, 0, 32, 1 << 20, None)
         .await
         .unwrap();
     assert_eq!(
@@ -182,7 +182,7 @@ async fn check_after_deletion(
     );
     for offset in [0, t_min - 1] {
         let r = store
-            .get_messages("T", 0, offset, 32, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 0, offset, 32, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(
@@ -192,7 +192,7 @@ async fn check_after_deletion(
         assert_eq!(r.min_offset, t_min);
     }
     let r = store
-        .get_messages("T", 0, t_min, 4, 1 << 20, None)
+        .get_messages(Reader::Broker, "T", 0, t_min, 4, 1 << 20, None)
         .await
         .unwrap();
     assert_eq!(r.status, GetStatus::Found);
@@ -267,7 +267,7 @@ fn pulls_racing_the_deletion(flushed_at_crash: bool) {
         assert_eq!(store.min_physical_offset(), clog_min as i64);
         assert_eq!(store.min_offset("T", 0), 0, "not corrected yet");
         let r = store
-            .get_messages("T", 0, 0, 16, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 0, 0, 16, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(r.status, GetStatus::MessageWasRemoving);
@@ -275,7 +275,7 @@ fn pulls_racing_the_deletion(flushed_at_crash: bool) {
         assert!(r.messages.is_empty());
         // A pull whose batch straddles the new minimum gets the records that remain.
         let r = store
-            .get_messages("T", 0, first_kept - 2, 4, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 0, first_kept - 2, 4, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(r.status, GetStatus::Found);
@@ -562,7 +562,7 @@ fn real_disk_segments_are_deleted_by_file_age_and_the_store_reopens() {
         assert_eq!(store.min_physical_offset(), active as i64);
         let min = store.min_offset("T", 0);
         let r = store
-            .get_messages("T", 0, min, 200, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 0, min, 200, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!(r.messages.len() as i64, 120 - min);
