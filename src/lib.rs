@@ -13,7 +13,7 @@
 //! | [`refusal`] | refused requests: per-peer counts and rate-limited WARN lines (broker and nameserver) |
 //! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
 //! | [`filter`] | SQL92 property filters: parser, evaluator, per-shard compiled selectors (pure) |
-//! | [`message`] | the message model and the stored record layout, properties, ids, tag hashes |
+//! | [`message`] | the message model and the stored record layout, properties, ids, tag hashes, trace records |
 //! | [`remoting`] | the frame, JSON and ROCKETMQ headers, request/response/language codes, `WireError` |
 //! | [`protocol`] | typed request/response headers and JSON bodies per command family |
 //! | [`net`] | glommio sockets: accept loop, per-connection framing, pipelined dispatch |

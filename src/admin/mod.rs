@@ -4,6 +4,7 @@
 //! * `topic`: topicList, topicRoute, topicStatus, topicClusterList, updateTopic, deleteTopic
 //! * `message`: sendMessage, consumeMessage
 //! * `query`: queryMsgById, queryMsgByKey, queryMsgByUniqueKey, queryMsgByOffset
+//! * `trace`: queryMsgTraceById (message trace records, crate::message::trace)
 //! * `offset`: resetOffsetByTime
 //! * `group`: updateSubGroup, deleteSubGroup, consumerProgress, consumerConnection,
 //!   producerConnection
@@ -26,6 +27,7 @@ pub(crate) mod offset;
 pub(crate) mod output;
 pub(crate) mod query;
 pub(crate) mod topic;
+pub(crate) mod trace;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -140,6 +142,9 @@ enum AdminCommand {
     /// Messages of a topic with a key, on every broker of its route.
     #[command(name = "queryMsgByKey")]
     QueryMsgByKey(query::ByKeyArgs),
+    /// A message's trace (send, consumes, transaction end) from the trace topic.
+    #[command(name = "queryMsgTraceById")]
+    QueryMsgTraceById(trace::TraceArgs),
     /// The message of a topic with a unique key (UNIQ_KEY), with its body.
     #[command(name = "queryMsgByUniqueKey")]
     QueryMsgByUniqueKey(query::ByUniqueKeyArgs),
@@ -429,6 +434,7 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::ConsumeMessage(a) => message::consume_message(&a),
         C::QueryMsgById(a) => query::query_msg_by_id(&a),
         C::QueryMsgByKey(a) => query::query_msg_by_key(&a),
+        C::QueryMsgTraceById(a) => trace::query_msg_trace_by_id(&a),
         C::QueryMsgByUniqueKey(a) => query::query_msg_by_unique_key(&a),
         C::QueryMsgByOffset(a) => query::query_msg_by_offset(&a),
         C::UpdateSubGroup(a) => group::update_sub_group(&a),

@@ -465,13 +465,24 @@ pub(crate) fn messages_by_key(
     key: &str,
     max: i32,
 ) -> Result<Vec<(String, Found)>, AdminError> {
+    messages_by_key_stored(common, topic, key, max, (0, i64::MAX))
+}
+
+/// [`messages_by_key`] stored between `begin` and `end` (ms since the epoch).
+pub(crate) fn messages_by_key_stored(
+    common: &Common,
+    topic: &str,
+    key: &str,
+    max: i32,
+    (begin, end): (i64, i64),
+) -> Result<Vec<(String, Found)>, AdminError> {
     let lookup = KeyLookup {
         topic,
         key,
         unique: false,
         max,
-        begin: 0,
-        end: i64::MAX,
+        begin,
+        end,
     };
     Ok(lookup.run(common)?.found)
 }

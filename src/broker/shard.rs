@@ -81,6 +81,15 @@ pub enum MeshRequest {
     },
     /// To the control shard: a connection of a producer group (transaction check-back).
     ProducerChannel { group: String },
+    /// To the control shard: the connection of a producer client by its client id
+    /// (request-reply: the requester of a reply).
+    ProducerChannelOf { client_id: String },
+    /// Send `command` on connection `connection` of the receiving shard and answer with the
+    /// client's response (PUSH_REPLY_MESSAGE_TO_CLIENT).
+    CallClient {
+        connection: u64,
+        command: RemotingCommand,
+    },
     /// To the control shard: a group's current subscriptions.
     GetSubscriptions { group: String },
     /// To the control shard: make sure a group topic (retry, DLQ) exists.
@@ -114,6 +123,8 @@ pub enum MeshResponse {
     PutBatch(crate::store::StoreResult<crate::store::PutBatchResult>),
     Subscriptions(Vec<SubscriptionData>),
     Channel(Option<ChannelId>),
+    /// A client's response to [`MeshRequest::CallClient`], or why there is none.
+    ClientAnswer(Result<RemotingCommand, String>),
     Ha(crate::broker::replication::HaStatus),
 }
 
@@ -196,7 +207,11 @@ impl Shard {
         match cmd.code {
             // The shard that read a send decodes it and builds the record; only the record
             // goes to the queue's owner ([`Shard::put_routed`]).
-            req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => Route::Here,
+            req::SEND_MESSAGE
+            | req::SEND_MESSAGE_V2
+            | req::SEND_BATCH_MESSAGE
+            | req::SEND_REPLY_MESSAGE
+            | req::SEND_REPLY_MESSAGE_V2 => Route::Here,
             req::PULL_MESSAGE
             | req::QUERY_CONSUMER_OFFSET
             | req::UPDATE_CONSUMER_OFFSET
@@ -386,6 +401,15 @@ impl Shard {
                 });
                 Some(MeshResponse::Channel(channel))
             }
+            MeshRequest::ProducerChannelOf { client_id } => Some(MeshResponse::Channel(
+                self.local_producer_channel_of(&client_id),
+            )),
+            MeshRequest::CallClient {
+                connection,
+                command,
+            } => Some(MeshResponse::ClientAnswer(
+                self.call_on_connection(connection, command).await,
+            )),
             MeshRequest::GetSubscriptions { group } => Some(MeshResponse::Subscriptions(
                 self.group_subscriptions(&group),
             )),

@@ -41,6 +41,30 @@ pub struct PulledMessage {
     pub store_timestamp: i64,
 }
 
+/// Request-reply (RocketMQ 4.6+) as `MessageUtil.createReplyMessage` builds a reply: to
+/// `<CLUSTER>_REPLY_TOPIC` of the request's CLUSTER (set by the broker that stored it), typed
+/// `reply`, with the request's CORRELATION_ID, REPLY_TO_CLIENT and TTL. `None` when the
+/// request has no CLUSTER (Java refuses to build such a reply).
+pub fn reply_to(request: &PulledMessage, body: Vec<u8>) -> Option<OutgoingMessage> {
+    let cluster = request
+        .properties
+        .get(crate::message::properties::CLUSTER)?;
+    let mut properties = Properties::default();
+    properties.set("MSG_TYPE", "reply");
+    for key in ["CORRELATION_ID", "REPLY_TO_CLIENT", "TTL"] {
+        if let Some(value) = request.properties.get(key) {
+            properties.set(key, value);
+        }
+    }
+    Some(OutgoingMessage {
+        topic: format!("{cluster}_REPLY_TOPIC"),
+        queue_id: 0,
+        body,
+        properties,
+        flag: 0,
+    })
+}
+
 /// A pull's answer.
 #[derive(Debug, Clone)]
 pub struct PullResult {
@@ -113,25 +137,7 @@ impl Connection {
         producer_group: &str,
         msg: &OutgoingMessage,
     ) -> Result<SendResult, ClientError> {
-        let header = SendRequest {
-            producer_group: producer_group.into(),
-            topic: msg.topic.clone(),
-            default_topic: "TBW102".into(),
-            default_topic_queue_nums: 4,
-            queue_id: msg.queue_id,
-            sys_flag: 0,
-            born_timestamp: now_ms(),
-            flag: msg.flag,
-            properties: msg.properties.to_wire(),
-            reconsume_times: 0,
-            unit_mode: false,
-            max_reconsume_times: None,
-            batch: false,
-        };
-        let cmd = header
-            .to_command(request::SEND_MESSAGE_V2)
-            .with_body(msg.body.clone());
-        let reply = self.invoke(cmd)?;
+        let reply = self.send_raw(request::SEND_MESSAGE_V2, producer_group, msg)?;
         if ![
             response::SUCCESS,
             response::FLUSH_DISK_TIMEOUT,
@@ -148,6 +154,45 @@ impl Connection {
             queue_id: ext_i64(&reply, "queueId") as i32,
             queue_offset: ext_i64(&reply, "queueOffset"),
         })
+    }
+
+    /// Sends `msg` as request `code` (a send: 10, 310; a reply: 324, 325) and returns the
+    /// answer whatever its code.
+    pub fn send_raw(
+        &mut self,
+        code: i32,
+        producer_group: &str,
+        msg: &OutgoingMessage,
+    ) -> Result<RemotingCommand, ClientError> {
+        let header = SendRequest {
+            producer_group: producer_group.into(),
+            topic: msg.topic.clone(),
+            default_topic: "TBW102".into(),
+            default_topic_queue_nums: 4,
+            queue_id: msg.queue_id,
+            sys_flag: 0,
+            born_timestamp: now_ms(),
+            flag: msg.flag,
+            properties: msg.properties.to_wire(),
+            reconsume_times: 0,
+            unit_mode: false,
+            max_reconsume_times: None,
+            batch: false,
+        };
+        let cmd = header.to_command(code).with_body(msg.body.clone());
+        self.invoke(cmd)
+    }
+
+    /// Answers a request the server pushed (PUSH_REPLY_MESSAGE_TO_CLIENT, …) with `code`.
+    pub fn answer(&mut self, pushed: &RemotingCommand, code: i32) -> Result<(), ClientError> {
+        let frame = pushed
+            .response_to(code, None)
+            .to_frame()
+            .map_err(|source| ClientError::Wire {
+                addr: self.addr().to_string(),
+                source,
+            })?;
+        self.write_all(&frame)
     }
 
     /// PULL_MESSAGE with the subscription in the request (`expression` = `*` or `a || b`);

@@ -252,6 +252,9 @@ config_struct! {
     /// `msgTraceTopicName`: Default `RMQ_SYS_TRACE_TOPIC`. Non-empty.
     "msgTraceTopicName" => msg_trace_topic_name: String = "RMQ_SYS_TRACE_TOPIC".to_string(),
         parse_string;
+    /// `storeReplyMessageEnable`: store request-reply replies on `<cluster>_REPLY_TOPIC`
+    /// besides pushing them to the requester. Default true.
+    "storeReplyMessageEnable" => store_reply_message_enable: bool = true, parse_bool;
     /// `notifyConsumerIdsChangedEnable`: send NOTIFY_CONSUMER_IDS_CHANGED. Default true.
     "notifyConsumerIdsChangedEnable" => notify_consumer_ids_changed_enable: bool = true,
         parse_bool;

@@ -25,8 +25,10 @@ use crate::admin::topic::{
     delete_topic_in, route, topic_config, topic_consumers, topic_names, topic_queues,
     update_topic_config, QueueStatus, TopicDeleted, TopicUpdated,
 };
+use crate::admin::trace::{message_trace, TraceView};
 use crate::admin::{AdminError, Target};
 use crate::client::ClientError;
+use crate::message::trace::DEFAULT_TRACE_TOPIC;
 use crate::protocol::route::TopicRouteData;
 use crate::remoting::response;
 
@@ -463,6 +465,10 @@ pub struct MessageView {
     pub tracks: Vec<MessageTrack>,
     /// Why the tracks could not be read, if they could not.
     pub tracks_error: Option<String>,
+    /// The message's trace (RMQ_SYS_TRACE_TOPIC), oldest first.
+    pub trace: Vec<TraceView>,
+    /// Why there is no trace, if there is none.
+    pub trace_error: Option<String>,
 }
 
 /// A message by offsetMsgId with its properties, body preview and consuming groups.
@@ -477,12 +483,24 @@ pub fn message(state: &State, id: &str) -> Result<MessageView, ApiError> {
         Ok(t) => (t, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
+    let (trace, trace_error) = match message_trace(
+        &state.common,
+        DEFAULT_TRACE_TOPIC,
+        &message.msg_id,
+        SEARCH_MAX as i32,
+        (0, i64::MAX),
+    ) {
+        Ok(t) => (t, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     Ok(MessageView {
         message,
         body_size,
         body_truncated,
         tracks,
         tracks_error,
+        trace,
+        trace_error,
     })
 }
 

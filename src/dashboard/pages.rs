@@ -402,6 +402,14 @@ pub fn message(state: &State, id: &str) -> Reply {
         Col("Consumer group", "consumerGroup|/groups/{consumerGroup}"),
         Col("Status", "trackType"),
     ];
+    const TRACE: [Col; 6] = [
+        Col("Type", "traceType"),
+        Col("Group", "group"),
+        Col("Client host", "clientHost"),
+        Col("Time", "timestamp:date"),
+        Col("Cost (ms)", "costMs"),
+        Col("Status", "status"),
+    ];
     let title = format!("Message {id}");
     let view = match api::message(state, id) {
         Ok(v) => v,
@@ -452,6 +460,13 @@ pub fn message(state: &State, id: &str) -> Reply {
         h2 { "Consumer groups" }
         @if let Some(e) = &view.tracks_error { p.warn { (e) } }
         (table("tracks", &TRACKS, &view.tracks, None))
+        h2 { "Trace" }
+        @if let Some(e) = &view.trace_error { p.warn { (e) } }
+        (table("trace", &TRACE, &view.trace, None))
+        @for t in view.trace.iter().filter(|t| t.invalid_text.is_some()) {
+            p.warn { "Invalid trace record in trace message " (t.trace_message) ": " (t.status)
+                ": " code { (t.invalid_text.as_deref().unwrap_or_default()) } }
+        }
         h2 { "Resend to a consumer group" }
         (api_form("POST", &format!("/api/messages/{}/resend", encode(id)), "show",
             Some("Send this message to the group again?"), html! {

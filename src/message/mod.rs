@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod properties;
 pub mod record;
+pub mod trace;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -1,5 +1,6 @@
 //! SEND_MESSAGE (10, long field names), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320, one-
-//! letter names) request headers, and the send response header (PROTOCOL.md §7.2).
+//! letter names) request headers, the same for SEND_REPLY_MESSAGE (324, long) and
+//! SEND_REPLY_MESSAGE_V2 (325, letters), and the send response header (PROTOCOL.md §7.2).
 //!
 //! Go and the Rust client send 10 for single messages, Java 310, C++ 310 for batches too (with
 //! `m=true`): a batch is recognised by its `batch`/`m` flag, or by code 320.
@@ -60,6 +61,11 @@ impl Fields for Named<'_> {
     }
 }
 
+/// SEND_MESSAGE (10) and SEND_REPLY_MESSAGE (324) name fields in full; the others by letter.
+fn uses_letters(code: i32) -> bool {
+    code != request::SEND_MESSAGE && code != request::SEND_REPLY_MESSAGE
+}
+
 fn truthy(value: Option<&str>) -> bool {
     // Java reads "true"; the C++ client has been seen sending "1"/"0".
     value.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
@@ -69,7 +75,7 @@ impl SendRequest {
     /// Decodes the header of a 10, 310 or 320 request. Required fields missing or malformed
     /// are errors naming the field (by its long name).
     pub fn from_command(cmd: &RemotingCommand) -> Result<SendRequest, FieldError> {
-        let v2 = cmd.code != request::SEND_MESSAGE;
+        let v2 = uses_letters(cmd.code);
         let f = Named { cmd, v2 };
         Ok(SendRequest {
             producer_group: f.req_str("producerGroup")?.to_string(),
@@ -90,7 +96,7 @@ impl SendRequest {
 
     /// Encodes this header onto a request of `code` (our client and loadgen use it).
     pub fn to_command(&self, code: i32) -> RemotingCommand {
-        let v2 = code != request::SEND_MESSAGE;
+        let v2 = uses_letters(code);
         let name = |i: usize| if v2 { NAMES[i].1 } else { NAMES[i].0 };
         let mut cmd = RemotingCommand::request(code)
             .with_ext(name(0), self.producer_group.as_str())

@@ -14,6 +14,7 @@ mod offset;
 mod pull;
 pub(crate) use pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 pub mod query;
+pub mod reply;
 mod send;
 mod send_back;
 pub mod transaction;
@@ -42,6 +43,9 @@ impl Shard {
         let result = match command.code {
             req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => {
                 self.send(origin, &command).await
+            }
+            req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
+                self.send_reply(origin, &command).await
             }
             req::PULL_MESSAGE => self.pull(&command).await,
             req::HEART_BEAT => self.heartbeat(origin, &command),

@@ -167,7 +167,7 @@ impl Shard {
     }
 
     /// The topic's config, auto-creating it when allowed; NO_PERMISSION when not writable.
-    async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
+    pub(super) async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
         let existing = self.topic(&request.topic);
         let topic = match existing {
             Some(t) => t,
@@ -218,7 +218,7 @@ impl Shard {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn element_record(
+    pub(super) fn element_record(
         &self,
         origin: Origin,
         request: &SendRequest,
@@ -331,7 +331,7 @@ fn check_prepared(
     Ok(())
 }
 
-fn store_failure(e: StoreError) -> Failure {
+pub(super) fn store_failure(e: StoreError) -> Failure {
     match e {
         StoreError::RecordTooLarge { .. } | StoreError::BadRecord { .. } => {
             (resp::MESSAGE_ILLEGAL, e.to_string())
