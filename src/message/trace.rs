@@ -79,6 +79,9 @@ pub struct TraceRecord {
 }
 
 /// A record of a trace message body: decoded, or not.
+// Most entries are records: boxing them would allocate twice per record to save the rare
+// invalid one some bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum TraceEntry {

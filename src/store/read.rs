@@ -195,7 +195,13 @@ impl<S: Storage> MessageStore<S> {
             ));
         }
         let pick = self.pick(
-            topic, queue_id, offset, &units, max_count, max_bytes, tag_codes,
+            &cq.topic,
+            cq.queue_id,
+            offset,
+            &units,
+            max_count,
+            max_bytes,
+            tag_codes,
         )?;
         let (messages, removed) = self.read_units(&pick.chosen).await?;
         let status = match () {

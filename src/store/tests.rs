@@ -243,7 +243,7 @@ fn a_corrupt_queue_unit_fails_the_read_with_where_and_what_instead_of_crashing()
             },
         );
         let good = store
-            .get_messages("T", 0, 0, 3, 1 << 20, None)
+            .get_messages(Reader::Broker, "T", 0, 0, 3, 1 << 20, None)
             .await
             .unwrap();
         assert_eq!((good.status, good.messages.len()), (GetStatus::Found, 3));
@@ -252,15 +252,12 @@ fn a_corrupt_queue_unit_fails_the_read_with_where_and_what_instead_of_crashing()
             (4, "not a record of shard 0"),
         ] {
             let err = store
-                .get_messages("T", 0, offset, 10, 1 << 20, None)
+                .get_messages(Reader::Broker, "T", 0, offset, 10, 1 << 20, None)
                 .await
                 .unwrap_err();
             let text = err.to_string();
             assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
-            assert!(
-                text.contains("/T/0 unit") && text.contains(what),
-                "{text}"
-            );
+            assert!(text.contains("/T/0 unit") && text.contains(what), "{text}");
         }
         store.close().await.unwrap();
     });
