@@ -273,3 +273,53 @@ fn rust_client_request_gets_its_reply() {
     clients.block_on(responder.shutdown());
     clients.close();
 }
+
+/// Round trips of SEND_REPLY_MESSAGE_V2 (push to the requester and its answer included) on a
+/// 4-shard broker; prints min / median / p99 / max. By hand:
+/// `cargo test --test it request_reply::round_trip_times -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn round_trip_times() {
+    const REPLIES: usize = 2_000;
+    let broker = TestBroker::start(4);
+    let mut requester = broker.connection();
+    beat(&mut requester, "timed-requester@1");
+    let request = requested(&broker, &mut requester, "RpcTimedTopic");
+    requester.timeout = Duration::from_secs(10);
+    let mut times = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for _ in 0..REPLIES {
+                let push = requester.read_command().expect("a pushed reply");
+                requester.answer(&push, response::SUCCESS).unwrap();
+            }
+        });
+        let mut reply = reply_to(&request, vec![b'r'; 128]).unwrap();
+        reply.properties.set("REPLY_TO_CLIENT", "timed-requester@1");
+        let mut responder = broker.connection();
+        let mut time = |code: i32, msg: &OutgoingMessage| {
+            (0..REPLIES)
+                .map(|_| {
+                    let t = Instant::now();
+                    let answer = responder.send_raw(code, "rpc-responders", msg).unwrap();
+                    assert_eq!(answer.code, response::SUCCESS, "{}", remark(&answer));
+                    t.elapsed()
+                })
+                .collect::<Vec<_>>()
+        };
+        let replies = time(request::SEND_REPLY_MESSAGE_V2, &reply);
+        // The same message as a plain send to the reply topic, for comparison.
+        reply.properties.remove("REPLY_TO_CLIENT");
+        [replies, time(request::SEND_MESSAGE_V2, &reply)]
+    });
+    for (what, times) in ["replies", "plain sends"].iter().zip(times.iter_mut()) {
+        times.sort();
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        eprintln!(
+            "{REPLIES} {what}: min {:?} median {:?} p99 {:?} max {:?}",
+            times[0],
+            at(0.5),
+            at(0.99),
+            times[times.len() - 1]
+        );
+    }
+}

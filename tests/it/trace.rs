@@ -17,8 +17,8 @@ use crate::rust_client_support::{chain, new_message, wait_registered, Clients};
 
 const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 
-/// A 2-shard broker with the trace topic.
-fn traced_broker() -> (TestBroker, tempfile::TempDir) {
+/// A 2-shard broker with the trace topic, and its store's directory (to drop after it).
+fn traced_broker() -> (tempfile::TempDir, TestBroker) {
     let dir = tempfile::Builder::new()
         .prefix("ringmq-trace-")
         .tempdir_in("/tmp")
@@ -27,7 +27,7 @@ fn traced_broker() -> (TestBroker, tempfile::TempDir) {
         cfg.trace_topic_enable = true;
     });
     wait_registered(&broker);
-    (broker, dir)
+    (dir, broker)
 }
 
 /// The rows of `queryMsgTraceById -i msg_id --json` once `done` holds for them (30 s).
@@ -60,7 +60,7 @@ fn row<'a>(rows: &'a [Value], trace_type: &str) -> &'a Value {
 #[test]
 fn rust_client_traces_are_stored_and_decoded() {
     const TOPIC: &str = "TracedTopic";
-    let (broker, _dir) = traced_broker();
+    let (_dir, broker) = traced_broker();
     let namesrv = broker.namesrv.addr.clone();
     let route = json(&namesrv, &["topicRoute", "-t", TRACE_TOPIC]);
     assert_eq!(route["brokerDatas"][0]["brokerName"], "broker-it");
@@ -139,7 +139,7 @@ fn rust_client_traces_are_stored_and_decoded() {
 
 #[test]
 fn trace_records_that_do_not_decode_are_shown_as_such() {
-    let (broker, _dir) = traced_broker();
+    let (_dir, broker) = traced_broker();
     let namesrv = broker.namesrv.addr.clone();
     let id = "7F00000100002A9F0000000000ABCDEF";
     let pub_record = format!(

@@ -82,7 +82,8 @@ impl Shard {
         let mut response = match &pushed {
             Ok(()) => cmd.response_to(resp::SUCCESS, None),
             Err(remark) => {
-                tracing::warn!(remark = %remark, "reply message not delivered");
+                // Counted and logged as refusals are (one WARN line per peer every 10 s).
+                self.refused(origin, cmd, resp::SYSTEM_ERROR, remark);
                 cmd.response_to(resp::SYSTEM_ERROR, Some(remark.clone()))
             }
         };
@@ -103,8 +104,9 @@ impl Shard {
                     header.msg_id = msg_id;
                     header.queue_offset = queue_offset;
                 }
-                // As Java: a failed put is logged; the answer is the push's.
-                Err((_, e)) => tracing::warn!(error = %e, "reply message not stored"),
+                // As Java: the answer is the push's. The store's own refusal (disk full, …)
+                // is logged by the store, rate-limited.
+                Err((_, e)) => tracing::debug!(error = %e, "reply message not stored"),
             }
         }
         header.apply(&mut response);
