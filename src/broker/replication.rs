@@ -112,11 +112,14 @@ impl Shard {
     /// GET_BROKER_RUNTIME_INFO's replication entries. A master: `haConnectionCount` (slaves),
     /// `haSlaveAckOffset` (bytes acknowledged, all shards), `haSlaveFallBehindBytes` and
     /// `haSlaveFallBehindMillis` (the furthest slave), and `haSlave.<addr>` per slave
-    /// (`ackOffset=…,behindBytes=…,behindMillis=…`). A slave: `haMasterAddr`, `haConnected`,
+    /// (`ackOffset=…,behindBytes=…,behindMillis=…,holdsConfirmed=0|1`, the last: on every
+    /// shard it holds what the master acknowledged in controller mode). A slave: `haMasterAddr`, `haConnected`,
     /// `haFallBehindBytes`, `haFallBehindMillis`.
     pub async fn ha_entries(&self, table: &mut BTreeMap<String, String>) {
         let statuses = self.gather_ha_status().await;
-        let mut slaves: BTreeMap<String, (u64, u64, u64, usize)> = BTreeMap::new();
+        // Per slave: acked, behind bytes, behind ms, shards linked, shards where it holds what
+        // the master confirmed.
+        let mut slaves: BTreeMap<String, (u64, u64, u64, usize, usize)> = BTreeMap::new();
         let (mut is_slave, mut connected, mut behind, mut behind_ms) = (false, true, 0, 0);
         let mut master_addr = None;
         for status in statuses {
@@ -128,6 +131,7 @@ impl Shard {
                         e.1 += lag.behind_bytes;
                         e.2 = e.2.max(lag.behind_ms);
                         e.3 += 1;
+                        e.4 += usize::from(lag.holds_confirmed);
                     }
                 }
                 HaStatus::Slave(s) => {
@@ -160,10 +164,14 @@ impl Shard {
             .fold((0, 0), |(b, m), s| (b.max(s.1), m.max(s.2)));
         put("haSlaveFallBehindBytes", bytes.to_string());
         put("haSlaveFallBehindMillis", ms.to_string());
-        for (addr, (acked, bytes, ms, _)) in slaves {
+        for (addr, (acked, bytes, ms, linked, holding)) in slaves {
+            let holds = linked >= shards && holding >= shards;
             put(
                 &format!("haSlave.{addr}"),
-                format!("ackOffset={acked},behindBytes={bytes},behindMillis={ms}"),
+                format!(
+                    "ackOffset={acked},behindBytes={bytes},behindMillis={ms},holdsConfirmed={}",
+                    u8::from(holds)
+                ),
             );
         }
     }

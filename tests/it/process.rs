@@ -288,8 +288,26 @@ impl BrokerProcess {
     /// Starts `ringmq ARGS…` (any server subcommand) and waits (bounded) for its "boot
     /// success" line.
     pub fn spawn(args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
+        Self::spawn_command(Command::new(env!("CARGO_BIN_EXE_ringmq")), args, log)
+    }
+
+    /// As [`BrokerProcess::spawn`], inside the network namespace `netns` (`ip netns exec`,
+    /// which execs the binary: the child's PID is the server's).
+    pub fn spawn_in_netns(netns: &str, args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(env!("CARGO_BIN_EXE_ringmq"));
+        Self::spawn_command(command, args, log)
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        args: &[&std::ffi::OsStr],
+        log: PathBuf,
+    ) -> BrokerProcess {
         let stderr = File::create(&log).expect("create the broker log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
