@@ -7,9 +7,10 @@
 //!   `<storePathRootDir>/controller/brokerIdentity`; then CONTROLLER_REGISTER_BROKER.
 //! - Heartbeats (BROKER_HEARTBEAT, with `controllerHeartBeatTimeoutMills`) go to every
 //!   controller every sixth of the timeout, from their own thread.
-//! - Every `syncBrokerMetadataPeriod` it reads the group's master (CONTROLLER_GET_REPLICA_INFO;
-//!   NOTIFY_BROKER_ROLE_CHANGED is not listened for, so this period bounds how late a broker
-//!   learns of a new master). With no master it asks to be elected (CONTROLLER_ELECT_MASTER).
+//! - Every `syncBrokerMetadataPeriod`, and at once when the controller sends
+//!   NOTIFY_BROKER_ROLE_CHANGED (`notifyBrokerRoleChanged`), it reads the group's master,
+//!   epochs and SyncStateSet (CONTROLLER_GET_SYNC_STATE_DATA). With no master it asks to be
+//!   elected (CONTROLLER_ELECT_MASTER).
 //!   Elected, it runs `brokerRole`'s master role as brokerId 0 (registering so with the
 //!   nameservers); otherwise it runs as a SLAVE of the master's HA port with its own id.
 //! - A role change stops the broker's executors (flushing, unregistering) and starts them again
@@ -203,6 +204,7 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
     let mut last_sss_check = Instant::now();
     let mut view = GroupView::default();
     loop {
+        let notices_seen = sync_state.notices();
         match read_view(&mut controllers, &cfg.broker_name) {
             Ok(v) => {
                 view = v;
@@ -240,6 +242,7 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
                 handle.stop();
             }
             if wanted != Role::Stopped {
+                sync_state.set_master_epoch(view.master_epoch);
                 running = Some(start_in_role(&options, &wanted, my_id, &sync_state)?);
                 println!(
                     "The broker[{}, {my_addr}] boot success. role {:?}, controller mode, master epoch {}",
@@ -262,7 +265,7 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
         } else {
             period
         };
-        if shutdown_within(&shutdown, wait) {
+        if next_round(&shutdown, &sync_state, notices_seen, wait) {
             break;
         }
     }
@@ -283,6 +286,22 @@ fn shutdown_within(shutdown: &Shutdown, wait: Duration) -> bool {
             return true;
         }
         std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(50)));
+    }
+    shutdown.is_triggered()
+}
+
+/// Waits `wait`, or less if `shutdown` fires (true) or a NOTIFY_BROKER_ROLE_CHANGED arrives
+/// after the `seen`-th (false, at once).
+fn next_round(shutdown: &Shutdown, view: &SyncStateView, seen: u64, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if shutdown.is_triggered() {
+            return true;
+        }
+        let slice = (deadline - Instant::now()).min(Duration::from_millis(50));
+        if view.wait_notice(seen, slice) {
+            return false;
+        }
     }
     shutdown.is_triggered()
 }

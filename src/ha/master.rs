@@ -84,15 +84,18 @@ pub struct Replicas {
 impl Replicas {
     /// The replication state of a master shard: begins a new epoch at the store's end and
     /// records it in the shard's history file before anything is sent.
+    /// `min_epoch`: the new epoch's number is at least this (controller mode: the controller's
+    /// master epoch; 0 otherwise).
     pub fn open(
         opts: HaOptions,
         store: MessageStore,
         root: &std::path::Path,
         shard: usize,
+        min_epoch: u32,
     ) -> std::io::Result<Rc<Replicas>> {
         let path: PathBuf = History::path(root, shard);
         let mut history = History::load(&path)?;
-        history.begin_epoch(store.written_offset());
+        history.begin_epoch_at_least(store.written_offset(), min_epoch);
         history.save(&path)?;
         Ok(Rc::new(Replicas {
             opts,

@@ -33,11 +33,51 @@ use crate::config::BrokerConfig;
 /// committed a smaller one, so no replica enters the set (and becomes electable) while the
 /// master acknowledges without it, and none leaves it (so that the master acknowledges without
 /// it) behind the controllers' back.
+///
+/// It is also the rest of the agent's link with the broker it runs: the controller's master
+/// epoch (a new master numbers its HA epoch after it) and the NOTIFY_BROKER_ROLE_CHANGED
+/// notices that wake the agent.
 #[derive(Debug, Default)]
 pub struct SyncStateView {
     /// Bumped on every change, so that a shard re-reads `state` only when it moved.
     version: std::sync::atomic::AtomicU64,
     state: std::sync::Mutex<std::sync::Arc<SyncState>>,
+    master_epoch: std::sync::atomic::AtomicU32,
+    notices: std::sync::Mutex<u64>,
+    noticed: std::sync::Condvar,
+}
+
+impl SyncStateView {
+    /// The controller's master epoch of the group, as last read.
+    pub fn master_epoch(&self) -> u32 {
+        self.master_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_master_epoch(&self, epoch: u32) {
+        self.master_epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Notices received so far.
+    pub fn notices(&self) -> u64 {
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A NOTIFY_BROKER_ROLE_CHANGED arrived: wakes [`SyncStateView::wait_notice`].
+    pub fn notify(&self) {
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.noticed.notify_all();
+    }
+
+    /// Waits up to `timeout` for a notice after the `seen`-th; true when one came.
+    pub fn wait_notice(&self, seen: u64, timeout: std::time::Duration) -> bool {
+        let count = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, _) = self
+            .noticed
+            .wait_timeout_while(count, timeout, |n| *n == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *count != seen
+    }
 }
 
 /// One version of [`SyncStateView`].
