@@ -517,9 +517,9 @@ config_struct! {
     "haMaxTimeSlaveNotCatchup" => ha_max_time_slave_not_catchup_ms: u64 = 15_000, parse_u64,
         bounds(1, DAY_MS);
     /// `controllerHeartBeatTimeoutMills`: the controller declares this broker dead after this
-    /// long without a heartbeat; a master that has not had a heartbeat answered by the
-    /// controller leader for half of it stops serving (its lease). Default 10000.
-    /// 300..=86400000.
+    /// long without a heartbeat; a master on a lease (any but a SYNC_MASTER with
+    /// `allAckInSyncStateSet`, which its replicas fence) that has not had a heartbeat answered
+    /// by the controller leader for half of it stops serving. Default 10000. 300..=86400000.
     "controllerHeartBeatTimeoutMills" => controller_heartbeat_timeout_ms: u64 = 10_000,
         parse_u64, bounds(300, DAY_MS);
     /// `allAckInSyncStateSet`: a SYNC_MASTER in controller mode answers SEND_OK only once every
