@@ -19,7 +19,8 @@
 # Usage: loadgen/failover-bench.sh [kills|throughput|all]   (default all)
 # Knobs: OUT, STORE (base dir of the stores, on a real file system), KILLS (20), DURATION (10),
 # WARMUP (2), SHARDS (1), MASTER_CPU (0), SLAVE_CPU (1), LOADGEN_CPU (1), NS_PORT (29876),
-# MASTER_PORT (20911), SLAVE_PORT (20921), LOADGEN_ARGS, SKIP_BUILD=1, CARGO_TARGET_DIR.
+# MASTER_PORT (20911), SLAVE_PORT (20921), LOADGEN_ARGS, SKIP_BUILD=1, CARGO_TARGET_DIR, RINGMQ,
+# LOADGEN (the binaries; default: the release builds under the target dir).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,8 +38,8 @@ NS_PORT=${NS_PORT:-29876}
 MASTER_PORT=${MASTER_PORT:-20911}
 SLAVE_PORT=${SLAVE_PORT:-20921}
 LOADGEN_ARGS=${LOADGEN_ARGS:--s 128 -w 64}
-RINGMQ=$TARGET/release/ringmq
-LOADGEN=$TARGET/release/loadgen
+RINGMQ=${RINGMQ:-$TARGET/release/ringmq}
+LOADGEN=${LOADGEN:-$TARGET/release/loadgen}
 WHAT=${1:-all}
 
 mkdir -p "$OUT"
