@@ -1373,3 +1373,17 @@ fn the_rust_client_producer_and_push_consumer_keep_working_across_a_failover() {
     clients.block_on(producer.shutdown());
     clients.close();
 }
+
+/// `minInSyncReplicas` is honoured: a SyncStateSet of 2 (both replicas in sync) below a minimum
+/// of 3 gets no SEND_OK (ringmq answers SLAVE_NOT_AVAILABLE; Java SYSTEM_ERROR).
+#[test]
+fn a_sync_state_set_below_min_in_sync_replicas_gets_no_send_ok() {
+    let c = FoCluster::start_with(&format!("{ALL_ACK}minInSyncReplicas=3\n"));
+    let sent = Connection::connect(&c.a.addr(), TIMEOUT)
+        .unwrap()
+        .send_message("fo_pg", &crate::ha::message("MinIsrTopic", 0, "m"));
+    match sent {
+        Ok(s) => assert_eq!(s.code, resp::SLAVE_NOT_AVAILABLE, "{s:?}"),
+        Err(e) => panic!("{e}"),
+    }
+}
