@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Starts or stops a whole ringmq layout on this machine: two nameservers (127.0.0.1:9876 and
-# 127.0.0.1:9886) and the brokers of conf/<layout>/ (masters first, then slaves).
+# 127.0.0.1:9886), or the layout's own namesrv-*.properties (controller-2x3: three nameservers
+# with embedded controllers), and the brokers of conf/<layout>/ (masters first, then slaves;
+# in controller mode the controllers pick the masters).
 #
 #   conf/cluster.sh start  2m-2s-sync [RUN_DIR]   # RUN_DIR defaults to ./run/<layout>
+#   conf/cluster.sh start  controller-2x3         # 3 nameservers+controllers, 2 groups x 3
 #   conf/cluster.sh status 2m-2s-sync [RUN_DIR]
 #   conf/cluster.sh stop   2m-2s-sync [RUN_DIR]
 #
@@ -21,11 +24,20 @@ run="${3:-$PWD/run/$layout}"
 ringmq="${RINGMQ:-$(command -v ringmq || echo "$here/../target/release/ringmq")}"
 namesrvs=(9876 9886)
 ns_list="127.0.0.1:9876;127.0.0.1:9886"
+# The layout's own nameservers, if it has any (their listenPort lines make the list).
+layout_ns=("$here/$layout"/namesrv-*.properties)
+if [ -e "${layout_ns[0]}" ]; then
+    ns_list=$(for f in "${layout_ns[@]}"; do
+        echo "127.0.0.1:$(sed -n 's/^listenPort=//p' "$f")"
+    done | paste -sd';')
+else
+    layout_ns=()
+fi
 
 # Masters first, then slaves (a slave learns its master from the nameservers).
 brokers() {
     for f in "$here/$layout"/*.properties; do
-        case "$f" in *-s.properties) ;; *) echo "$f" ;; esac
+        case "$f" in *-s.properties | */namesrv-*.properties) ;; *) echo "$f" ;; esac
     done
     for f in "$here/$layout"/*-s.properties; do
         [ -e "$f" ] && echo "$f"
@@ -62,7 +74,10 @@ launch() {
 start() {
     [ -x "$ringmq" ] || { echo "ringmq binary not found ($ringmq): cargo build --release" >&2; exit 1; }
     mkdir -p "$run/logs" "$run/pids"
-    for port in "${namesrvs[@]}"; do
+    for conf in "${layout_ns[@]}"; do
+        launch "$(basename "$conf" .properties)" namesrv -c "$conf"
+    done
+    [ ${#layout_ns[@]} -eq 0 ] && for port in "${namesrvs[@]}"; do
         local conf="$run/namesrv-$port.properties"
         printf 'listenPort=%s\nlistenAddress=127.0.0.1\nkvConfigPath=%s\n' \
             "$port" "$run/namesrv-$port/kvConfig.json" >"$conf"
@@ -95,8 +110,8 @@ stop_one() {
 
 stop() {
     [ -d "$run/pids" ] || { echo "nothing started under $run"; return 0; }
-    # Slaves, then masters, then the nameservers.
-    for pattern in '*-s.pid' 'broker-?.pid' 'namesrv-*.pid'; do
+    # Slaves, then masters (and controller-mode replicas), then the nameservers.
+    for pattern in '*-s.pid' 'broker-*.pid' 'namesrv-*.pid'; do
         for pidfile in "$run/pids"/$pattern; do
             [ -e "$pidfile" ] && stop_one "$pidfile"
         done

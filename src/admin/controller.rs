@@ -64,6 +64,33 @@ pub(crate) struct CleanArgs {
     living: bool,
 }
 
+#[derive(Args, Debug)]
+pub(crate) struct UpdateConfigArgs {
+    #[command(flatten)]
+    common: ControllerCommon,
+    /// The key to change.
+    #[arg(short = 'k', long = "key")]
+    key: String,
+    /// Its new value.
+    #[arg(short = 'v', long = "value")]
+    value: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BrokerEpochArgs {
+    #[command(flatten)]
+    common: super::Common,
+    /// Every broker (master and slaves) of this cluster.
+    #[arg(short = 'c', long = "clusterName", conflicts_with = "broker")]
+    cluster: Option<String>,
+    /// Every replica of this broker group.
+    #[arg(short = 'b', long = "brokerName")]
+    broker: Option<String>,
+    /// Print again every this many seconds, until interrupted.
+    #[arg(short = 'i', long = "interval")]
+    interval: Option<u64>,
+}
+
 impl ControllerCommon {
     fn addrs(&self) -> Vec<&str> {
         crate::config::addr_list(&self.controllers).collect()
@@ -246,6 +273,91 @@ pub(crate) fn controller_config(args: &ControllerCommon) -> Result<(), AdminErro
             if let Some((k, v)) = line.split_once('=') {
                 out!("{k:<50}=  {v}");
             }
+        }
+    }
+    Ok(())
+}
+
+/// mqadmin updateControllerConfig: `key=value` to every controller of `-a`.
+pub(crate) fn update_controller_config(args: &UpdateConfigArgs) -> Result<(), AdminError> {
+    let body = format!("{}={}\n", args.key, args.value).into_bytes();
+    for addr in args.common.addrs() {
+        let mut conn =
+            Connection::connect(addr, TIMEOUT).context(|| format!("connecting to {addr}"))?;
+        let cmd = command(request::UPDATE_CONTROLLER_CONFIG, &[]).with_body(body.clone());
+        let reply = call(&mut conn, cmd, &format!("on {addr}"))?;
+        out!(
+            "update controller config success!{addr} ({})",
+            reply.remark.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// mqadmin getBrokerEpoch: the epoch entries (GET_BROKER_EPOCH_CACHE) of every replica of a
+/// broker group (`-b`) or cluster (`-c`), found through the nameservers.
+pub(crate) fn broker_epoch(args: &BrokerEpochArgs) -> Result<(), AdminError> {
+    if args.cluster.is_none() == args.broker.is_none() {
+        return Err(AdminError::Invalid(
+            "give -c clusterName or -b brokerName".into(),
+        ));
+    }
+    loop {
+        let mut ns = args.common.namesrv()?;
+        let info = super::cluster::cluster_info(&mut ns)?;
+        let members: Vec<super::cluster::Member> =
+            super::cluster::members_of(&info, args.cluster.as_deref())
+                .into_iter()
+                .filter(|m| args.broker.as_deref().is_none_or(|b| b == m.broker_name))
+                .collect();
+        let mut all = Vec::new();
+        for m in members {
+            let mut conn = Connection::connect(&m.addr, TIMEOUT)
+                .context(|| format!("connecting to broker {}", m.addr))?;
+            let reply = call(
+                &mut conn,
+                command(request::GET_BROKER_EPOCH_CACHE, &[]),
+                &format!("of {}", m.addr),
+            )?;
+            let cache: serde_json::Value = serde_json::from_slice(&reply.body)
+                .map_err(|e| AdminError::Invalid(format!("{}: bad epoch cache: {e}", m.addr)))?;
+            all.push((m.addr, cache));
+        }
+        print_epochs(&all, args.common.json)?;
+        let Some(seconds) = args.interval else {
+            return Ok(());
+        };
+        std::thread::sleep(std::time::Duration::from_secs(seconds.max(1)));
+    }
+}
+
+fn print_epochs(all: &[(String, serde_json::Value)], as_json: bool) -> Result<(), AdminError> {
+    if as_json {
+        let list: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(addr, c)| json!({"brokerAddr": addr, "epochCache": c}))
+            .collect();
+        return output::print_json(&list);
+    }
+    for (addr, cache) in all {
+        out!("");
+        out!(
+            "#clusterName\t{}",
+            cache["clusterName"].as_str().unwrap_or_default()
+        );
+        out!(
+            "#brokerName\t{}",
+            cache["brokerName"].as_str().unwrap_or_default()
+        );
+        out!("#brokerAddr\t{addr}");
+        out!("#brokerId\t{}", cache["brokerId"]);
+        for e in cache["epochList"].as_array().into_iter().flatten() {
+            out!(
+                "#Epoch: EpochEntry{{epoch={}, startOffset={}, endOffset={}}}",
+                e["epoch"],
+                e["startOffset"],
+                e["endOffset"]
+            );
         }
     }
     Ok(())

@@ -11,7 +11,7 @@
 //! * `cluster`: clusterList, brokerStatus, getBrokerConfig, updateBrokerConfig, wipeWritePerm,
 //!   addWritePerm, getNamesrvConfig
 //! * `controller`: getControllerMetaData, getSyncStateSet, electMaster, cleanBrokerMetadata,
-//!   getControllerConfig (RocketMQ 5's controller mode)
+//!   getControllerConfig, updateControllerConfig, getBrokerEpoch (RocketMQ 5's controller mode)
 //! * `acl`: updateAclConfig, deleteAclConfig, updateGlobalWhiteAddr, clusterAclConfigVersion,
 //!   getAclConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
@@ -130,6 +130,12 @@ enum AdminCommand {
     /// Every controller's configuration.
     #[command(name = "getControllerConfig")]
     GetControllerConfig(controller::ControllerCommon),
+    /// Change a controller setting on every controller of `-a` (until it restarts).
+    #[command(name = "updateControllerConfig")]
+    UpdateControllerConfig(controller::UpdateConfigArgs),
+    /// The epoch entries of a broker group's or cluster's replicas (controller mode).
+    #[command(name = "getBrokerEpoch")]
+    GetBrokerEpoch(controller::BrokerEpochArgs),
     /// Send one message to a topic.
     #[command(name = "sendMessage")]
     SendMessage(message::SendArgs),
@@ -430,6 +436,8 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::ElectMaster(a) => controller::elect_master(&a),
         C::CleanBrokerMetadata(a) => controller::clean_broker_metadata(&a),
         C::GetControllerConfig(a) => controller::controller_config(&a),
+        C::UpdateControllerConfig(a) => controller::update_controller_config(&a),
+        C::GetBrokerEpoch(a) => controller::broker_epoch(&a),
         C::SendMessage(a) => message::send_message(&a),
         C::ConsumeMessage(a) => message::consume_message(&a),
         C::QueryMsgById(a) => query::query_msg_by_id(&a),

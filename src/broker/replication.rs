@@ -20,6 +20,7 @@ use super::context::BrokerContext;
 use super::placement::owner_shard;
 use super::shard::{MeshRequest, MeshResponse, Shard};
 use crate::config::{BrokerRole, FlushDiskType};
+use crate::ha::history::History;
 use crate::ha::master::{self, Replicas, SlaveLag};
 use crate::ha::proto::{Action, Hello};
 use crate::ha::slave::{Follower, FollowerHost, FollowerStatus, MasterAddr};
@@ -29,6 +30,7 @@ use crate::protocol::lenient;
 use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
+use crate::store::commitlog::to_physical;
 use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::metadata::{
     ConsumerOffsetTable, DelayOffsetTable, SubscriptionGroupTable, TopicTable,
@@ -48,7 +50,15 @@ pub enum ShardHa {
 }
 
 /// One shard's replication figures (runtime info, admin).
-pub enum HaStatus {
+pub struct HaStatus {
+    pub shard: usize,
+    /// Where the shard's commitlog ends.
+    pub end: u64,
+    pub role: HaRole,
+}
+
+/// A shard's side of replication, with its figures.
+pub enum HaRole {
     Master(Vec<SlaveLag>),
     Slave(FollowerStatus),
 }
@@ -76,7 +86,10 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
         let follower = follower.with_credentials(ctx.credentials());
         return Ok(ShardHa::Slave(Rc::new(follower)));
     }
-    let replicas = Replicas::open(opts, store.clone(), root, id)?;
+    // In controller mode a master's epoch is numbered after the controller's master epoch (so
+    // getBrokerEpoch shows the controller's numbers), never below the history's next.
+    let controller_epoch = ctx.sync_state.as_ref().map_or(0, |v| v.master_epoch());
+    let replicas = Replicas::open(opts, store.clone(), root, id, controller_epoch)?;
     if let Some(view) = &ctx.sync_state {
         replicas.set_sync_state(std::sync::Arc::clone(view));
     }
@@ -89,9 +102,14 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
 impl Shard {
     /// This shard's replication figures.
     pub fn ha_status(&self) -> HaStatus {
-        match &self.ha {
-            ShardHa::Master(replicas) => HaStatus::Master(replicas.lags()),
-            ShardHa::Slave(follower) => HaStatus::Slave(follower.status(&self.store())),
+        let role = match &self.ha {
+            ShardHa::Master(replicas) => HaRole::Master(replicas.lags()),
+            ShardHa::Slave(follower) => HaRole::Slave(follower.status(&self.store())),
+        };
+        HaStatus {
+            shard: self.id,
+            end: self.store().written_offset(),
+            role,
         }
     }
 
@@ -112,25 +130,29 @@ impl Shard {
     /// GET_BROKER_RUNTIME_INFO's replication entries. A master: `haConnectionCount` (slaves),
     /// `haSlaveAckOffset` (bytes acknowledged, all shards), `haSlaveFallBehindBytes` and
     /// `haSlaveFallBehindMillis` (the furthest slave), and `haSlave.<addr>` per slave
-    /// (`ackOffset=…,behindBytes=…,behindMillis=…`). A slave: `haMasterAddr`, `haConnected`,
+    /// (`ackOffset=…,behindBytes=…,behindMillis=…,holdsConfirmed=0|1`, the last: on every
+    /// shard it holds what the master acknowledged in controller mode). A slave: `haMasterAddr`, `haConnected`,
     /// `haFallBehindBytes`, `haFallBehindMillis`.
     pub async fn ha_entries(&self, table: &mut BTreeMap<String, String>) {
         let statuses = self.gather_ha_status().await;
-        let mut slaves: BTreeMap<String, (u64, u64, u64, usize)> = BTreeMap::new();
+        // Per slave: acked, behind bytes, behind ms, shards linked, shards where it holds what
+        // the master confirmed.
+        let mut slaves: BTreeMap<String, (u64, u64, u64, usize, usize)> = BTreeMap::new();
         let (mut is_slave, mut connected, mut behind, mut behind_ms) = (false, true, 0, 0);
         let mut master_addr = None;
         for status in statuses {
-            match status {
-                HaStatus::Master(lags) => {
+            match status.role {
+                HaRole::Master(lags) => {
                     for lag in lags {
                         let e = slaves.entry(lag.addr).or_default();
                         e.0 += lag.acked;
                         e.1 += lag.behind_bytes;
                         e.2 = e.2.max(lag.behind_ms);
                         e.3 += 1;
+                        e.4 += usize::from(lag.holds_confirmed);
                     }
                 }
-                HaStatus::Slave(s) => {
+                HaRole::Slave(s) => {
                     is_slave = true;
                     connected &= s.connected;
                     behind += s.behind_bytes;
@@ -160,10 +182,14 @@ impl Shard {
             .fold((0, 0), |(b, m), s| (b.max(s.1), m.max(s.2)));
         put("haSlaveFallBehindBytes", bytes.to_string());
         put("haSlaveFallBehindMillis", ms.to_string());
-        for (addr, (acked, bytes, ms, _)) in slaves {
+        for (addr, (acked, bytes, ms, linked, holding)) in slaves {
+            let holds = linked >= shards && holding >= shards;
             put(
                 &format!("haSlave.{addr}"),
-                format!("ackOffset={acked},behindBytes={bytes},behindMillis={ms}"),
+                format!(
+                    "ackOffset={acked},behindBytes={bytes},behindMillis={ms},holdsConfirmed={}",
+                    u8::from(holds)
+                ),
             );
         }
     }
@@ -177,6 +203,66 @@ impl Shard {
         };
         let task = Rc::clone(replicas).serve(stream, hello, self.shutdown.clone());
         glommio::spawn_local(task).detach();
+    }
+
+    /// GET_BROKER_EPOCH_CACHE (mqadmin getBrokerEpoch): every shard's epochs (its HA history:
+    /// one entry per master start, numbered after the controller's master epoch), with start
+    /// and end as physical offsets (the shard in bits 45–52), and the last shard's end.
+    pub(crate) async fn epoch_cache(
+        &self,
+        command: &RemotingCommand,
+    ) -> Result<RemotingCommand, (i32, String)> {
+        let cfg = &self.ctx.cfg;
+        if !cfg.enable_controller_mode {
+            return Err((
+                resp::SYSTEM_ERROR,
+                "this request only for controllerMode ".to_string(),
+            ));
+        }
+        let mut statuses = self.gather_ha_status().await;
+        statuses.sort_by_key(|s| s.shard);
+        let (mut list, mut max) = (Vec::new(), 0);
+        for status in statuses {
+            // A few hundred bytes per shard, read on an admin request (not a hot path).
+            let path = History::path(&cfg.store_path_root_dir, status.shard);
+            let history = History::load(&path).map_err(|e| (resp::SYSTEM_ERROR, e.to_string()))?;
+            let at = |pos: u64| to_physical(status.shard as u8, pos.min(status.end));
+            for (k, e) in history.epochs.iter().enumerate() {
+                let end = history.epochs.get(k + 1).map_or(status.end, |n| n.start);
+                list.push(serde_json::json!({
+                    "epoch": e.epoch, "startOffset": at(e.start), "endOffset": at(end),
+                }));
+            }
+            max = at(status.end);
+        }
+        let body = serde_json::json!({
+            "clusterName": cfg.broker_cluster_name,
+            "brokerName": cfg.broker_name,
+            "brokerId": cfg.broker_id,
+            "epochList": list,
+            "maxOffset": max,
+        });
+        Ok(command
+            .success_to()
+            .with_body(serde_json::to_vec(&body).expect("serializes")))
+    }
+
+    /// NOTIFY_BROKER_ROLE_CHANGED from the controller: the broker's agent reads its group's
+    /// master at once (instead of at its next `syncBrokerMetadataPeriod`).
+    pub(crate) fn role_changed_notice(
+        &self,
+        command: &RemotingCommand,
+    ) -> Result<RemotingCommand, (i32, String)> {
+        match &self.ctx.sync_state {
+            Some(view) => {
+                view.notify();
+                Ok(command.success_to())
+            }
+            None => Err((
+                resp::REQUEST_CODE_NOT_SUPPORTED,
+                "this broker is not in controller mode (enableControllerMode=false)".to_string(),
+            )),
+        }
     }
 
     /// The master moved (or became known): every shard's follower reconnects there.

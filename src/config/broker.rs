@@ -520,11 +520,23 @@ config_struct! {
     "haMaxTimeSlaveNotCatchup" => ha_max_time_slave_not_catchup_ms: u64 = 15_000, parse_u64,
         bounds(1, DAY_MS);
     /// `controllerHeartBeatTimeoutMills`: the controller declares this broker dead after this
-    /// long without a heartbeat; a master that has not had a heartbeat answered by the
-    /// controller leader for half of it stops serving (its lease). Default 10000.
-    /// 300..=86400000.
+    /// long without a heartbeat; a master on a lease (any but a SYNC_MASTER with
+    /// `allAckInSyncStateSet`, which its replicas fence) that has not had a heartbeat answered
+    /// by the controller leader for half of it stops serving. Default 10000. 300..=86400000.
     "controllerHeartBeatTimeoutMills" => controller_heartbeat_timeout_ms: u64 = 10_000,
         parse_u64, bounds(300, DAY_MS);
+    /// `allAckInSyncStateSet`: a SYNC_MASTER in controller mode answers SEND_OK only once every
+    /// replica of its SyncStateSet holds the message. This is what fences a master cut off
+    /// from the controllers (see `crate::controller::broker_agent`). Default false (Java's).
+    "allAckInSyncStateSet" => all_ack_in_sync_state_set: bool = false, parse_bool;
+    /// `inSyncReplicas`: with `allAckInSyncStateSet=false`, the replicas (the master counted)
+    /// that must hold a message before a SYNC_MASTER in controller mode answers SEND_OK.
+    /// Default 1 (the master alone). 1..=64.
+    "inSyncReplicas" => in_sync_replicas: u32 = 1, parse_u32, bounds(1, 64);
+    /// `minInSyncReplicas`: a SYNC_MASTER in controller mode whose SyncStateSet (the master
+    /// counted) is smaller does not answer SEND_OK (ringmq: SLAVE_NOT_AVAILABLE, the message
+    /// stored; Java: SYSTEM_ERROR "in-sync replicas not enough", not stored). Default 1. 1..=64.
+    "minInSyncReplicas" => min_in_sync_replicas: u32 = 1, parse_u32, bounds(1, 64);
 }
 
 /// Empty = unset.

@@ -7,9 +7,10 @@
 //!   `<storePathRootDir>/controller/brokerIdentity`; then CONTROLLER_REGISTER_BROKER.
 //! - Heartbeats (BROKER_HEARTBEAT, with `controllerHeartBeatTimeoutMills`) go to every
 //!   controller every sixth of the timeout, from their own thread.
-//! - Every `syncBrokerMetadataPeriod` it reads the group's master (CONTROLLER_GET_REPLICA_INFO;
-//!   NOTIFY_BROKER_ROLE_CHANGED is not listened for, so this period bounds how late a broker
-//!   learns of a new master). With no master it asks to be elected (CONTROLLER_ELECT_MASTER).
+//! - Every `syncBrokerMetadataPeriod`, and at once when the controller sends
+//!   NOTIFY_BROKER_ROLE_CHANGED (`notifyBrokerRoleChanged`), it reads the group's master,
+//!   epochs and SyncStateSet (CONTROLLER_GET_SYNC_STATE_DATA). With no master it asks to be
+//!   elected (CONTROLLER_ELECT_MASTER).
 //!   Elected, it runs `brokerRole`'s master role as brokerId 0 (registering so with the
 //!   nameservers); otherwise it runs as a SLAVE of the master's HA port with its own id.
 //! - A role change stops the broker's executors (flushing, unregistering) and starts them again
@@ -18,11 +19,28 @@
 //!   master's unreplicated tail when it follows the new master.
 //! - A master reports its SyncStateSet every `checkSyncStateSetPeriod`: itself plus the slaves
 //!   whose HA link is connected and at most `haMaxTimeSlaveNotCatchup` behind
-//!   (CONTROLLER_ALTER_SYNC_STATE_SET, at the master and SyncStateSet epochs it knows).
-//! - Lease: a master whose heartbeats the controller leader has not answered for half of
-//!   `controllerHeartBeatTimeoutMills` stops its broker (no more acknowledgements) before the
-//!   controller can declare it dead and elect another; it runs again when the controller
-//!   confirms it is still master.
+//!   (CONTROLLER_ALTER_SYNC_STATE_SET, at the master and SyncStateSet epochs it knows). A
+//!   joining slave enters the master's waits before it is proposed, and is proposed only if it
+//!   holds everything acknowledged; a leaving one leaves the waits only once the controller
+//!   committed the smaller set (so never while the controllers are unreachable).
+//!
+//! Fencing a master cut off from the controllers:
+//! - SYNC_MASTER with `allAckInSyncStateSet=true` is fenced by its replicas, with no lease:
+//!   every SEND_OK needs every member of the SyncStateSet to hold the message, the set shrinks
+//!   only through the controller, an election picks only from the set, and the elected member
+//!   stops following the old master (its broker restarts as master) before it takes a write.
+//!   From then on the old master cannot acknowledge anything (it answers SLAVE_NOT_AVAILABLE),
+//!   and whatever it acknowledged before is on the new master. With no controller quorum
+//!   nothing is elected and the set cannot change, so the master keeps serving as long as its
+//!   set's members follow it. (Between the election's commit and the elected member learning
+//!   of it — `syncBrokerMetadataPeriod`, or at once on NOTIFY_BROKER_ROLE_CHANGED — the old
+//!   master may still acknowledge; those messages are held by the new master.)
+//! - Any other master (ASYNC_MASTER, or SYNC_MASTER without `allAckInSyncStateSet`, which
+//!   acknowledges before every in-sync replica holds the message) keeps a lease: when the
+//!   controller leader has not answered its heartbeats for half of
+//!   `controllerHeartBeatTimeoutMills` it stops its broker (no more acknowledgements) before
+//!   the controller can declare it dead and elect another; it runs again when the controller
+//!   confirms it is still master. Losing the controller quorum therefore stops such masters.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -37,7 +55,7 @@ use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
 
 use super::service::SyncStateSetBody;
-use crate::ha::SyncStateView;
+use crate::ha::{SyncState, SyncStateView};
 
 /// What the controller said about the group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +65,23 @@ struct GroupView {
     master_epoch: u32,
     sync_state_set: BTreeSet<u64>,
     sync_state_set_epoch: u32,
+    /// Every replica of the group: controller id → broker address.
+    replicas: BTreeMap<u64, String>,
+}
+
+impl GroupView {
+    /// The SyncStateSet the controller committed, as the master's waits see it.
+    fn committed(&self, my_id: u64) -> SyncState {
+        SyncState {
+            others: self.addrs_of(self.sync_state_set.iter().filter(|id| **id != my_id)),
+            committed_size: self.sync_state_set.len(),
+        }
+    }
+
+    fn addrs_of<'a>(&self, ids: impl Iterator<Item = &'a u64>) -> BTreeSet<String> {
+        ids.filter_map(|id| self.replicas.get(id).cloned())
+            .collect()
+    }
 }
 
 /// The role the broker runs in.
@@ -162,32 +197,39 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
     let period = Duration::from_millis(cfg.sync_broker_metadata_period_ms);
     let sss_period = Duration::from_millis(cfg.check_sync_state_set_period_ms);
     let sync_state = Arc::new(SyncStateView::default());
+    let fenced_by_replicas =
+        cfg.broker_role == BrokerRole::SyncMaster && cfg.all_ack_in_sync_state_set;
     let mut role = Role::Stopped;
     let mut running: Option<BrokerHandle> = None;
     let mut last_sss_check = Instant::now();
     let mut view = GroupView::default();
     loop {
+        let notices_seen = sync_state.notices();
         match read_view(&mut controllers, &cfg.broker_name) {
-            Ok(v) => view = v,
+            Ok(v) => {
+                view = v;
+                // What the controller committed (a report below may raise it before it
+                // commits). Only from a fresh read: a stale view could drop a replica the
+                // controller has since added.
+                sync_state.set(view.committed(my_id));
+            }
             Err(e) => tracing::debug!(error = %e, "cannot read the group's master"),
         }
         if view.master_id.is_none() || view.master_addr.is_none() {
             match elect_me(&mut controllers, &cfg, my_id) {
-                Ok(v) => view = v,
+                Ok(v) => {
+                    view = v;
+                    sync_state.set(view.committed(my_id));
+                }
                 Err(e) => tracing::debug!(error = %e, "no master and not elected"),
             }
         }
-        // What the controller committed (a report below may raise it before it commits).
-        sync_state.set_others(
-            view.sync_state_set
-                .iter()
-                .filter(|id| **id != my_id)
-                .count(),
-        );
-        let lease_ok = last_leader_ack
-            .lock()
-            .map(|t| t.elapsed() < lease)
-            .unwrap_or(false);
+        // Fenced by its replicas, a master needs no lease (see the module's doc).
+        let lease_ok = fenced_by_replicas
+            || last_leader_ack
+                .lock()
+                .map(|t| t.elapsed() < lease)
+                .unwrap_or(false);
         let wanted = match (&view.master_id, &view.master_addr) {
             (Some(id), _) if *id == my_id && lease_ok => Role::Master,
             (Some(id), _) if *id == my_id => Role::Stopped,
@@ -200,6 +242,7 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
                 handle.stop();
             }
             if wanted != Role::Stopped {
+                sync_state.set_master_epoch(view.master_epoch);
                 running = Some(start_in_role(&options, &wanted, my_id, &sync_state)?);
                 println!(
                     "The broker[{}, {my_addr}] boot success. role {:?}, controller mode, master epoch {}",
@@ -216,13 +259,13 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
                 tracing::debug!(error = %e, "SyncStateSet report");
             }
         }
-        // A master checks its lease more often than it reads the controller.
-        let wait = if role == Role::Master {
+        // A master on a lease checks it more often than it reads the controller.
+        let wait = if role == Role::Master && !fenced_by_replicas {
             period.min(lease / 4)
         } else {
             period
         };
-        if shutdown_within(&shutdown, wait) {
+        if next_round(&shutdown, &sync_state, notices_seen, wait) {
             break;
         }
     }
@@ -243,6 +286,22 @@ fn shutdown_within(shutdown: &Shutdown, wait: Duration) -> bool {
             return true;
         }
         std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(50)));
+    }
+    shutdown.is_triggered()
+}
+
+/// Waits `wait`, or less if `shutdown` fires (true) or a NOTIFY_BROKER_ROLE_CHANGED arrives
+/// after the `seen`-th (false, at once).
+fn next_round(shutdown: &Shutdown, view: &SyncStateView, seen: u64, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if shutdown.is_triggered() {
+            return true;
+        }
+        let slice = (deadline - Instant::now()).min(Duration::from_millis(50));
+        if view.wait_notice(seen, slice) {
+            return false;
+        }
     }
     shutdown.is_triggered()
 }
@@ -379,33 +438,45 @@ fn register(
     }
 }
 
-fn parse_view(answer: &RemotingCommand) -> GroupView {
-    let sss: Option<SyncStateSetBody> = serde_json::from_slice(&answer.body).ok();
-    GroupView {
-        master_id: answer.ext("masterBrokerId").and_then(|v| v.parse().ok()),
-        master_addr: answer
-            .ext("masterAddress")
+/// The group `broker_name` in a CONTROLLER_GET_SYNC_STATE_DATA answer.
+fn parse_view(body: &[u8], broker_name: &str) -> Result<GroupView, String> {
+    let body: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let group = &body["replicasInfoTable"][broker_name];
+    if group.is_null() {
+        return Err(format!("the controller has no metadata of {broker_name}"));
+    }
+    let mut view = GroupView {
+        master_id: group["masterBrokerId"].as_u64(),
+        master_addr: group["masterAddress"]
+            .as_str()
             .filter(|a| !a.is_empty())
             .map(str::to_string),
-        master_epoch: answer
-            .ext("masterEpoch")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        sync_state_set_epoch: sss
-            .as_ref()
-            .map(|s| s.sync_state_set_epoch)
-            .or_else(|| answer.ext("syncStateSetEpoch").and_then(|v| v.parse().ok()))
-            .unwrap_or(0),
-        sync_state_set: sss.map(|s| s.sync_state_set).unwrap_or_default(),
+        master_epoch: group["masterEpoch"].as_u64().unwrap_or(0) as u32,
+        sync_state_set_epoch: group["syncStateSetEpoch"].as_u64().unwrap_or(0) as u32,
+        ..GroupView::default()
+    };
+    for (list, in_sync) in [("inSyncReplicas", true), ("notInSyncReplicas", false)] {
+        for r in group[list].as_array().into_iter().flatten() {
+            let (Some(id), Some(addr)) = (r["brokerId"].as_u64(), r["brokerAddress"].as_str())
+            else {
+                continue;
+            };
+            view.replicas.insert(id, addr.to_string());
+            if in_sync {
+                view.sync_state_set.insert(id);
+            }
+        }
     }
+    Ok(view)
 }
 
+/// The group's master, epochs, SyncStateSet and replicas, from the leader.
 fn read_view(controllers: &mut Controllers, broker_name: &str) -> Result<GroupView, String> {
     let answer = controllers.call(
-        RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO)
-            .with_ext("brokerName", broker_name.to_string()),
+        RemotingCommand::request(req::CONTROLLER_GET_SYNC_STATE_DATA)
+            .with_body(serde_json::to_vec(&[broker_name]).expect("serializes")),
     )?;
-    Ok(parse_view(&ok(answer, "replica info")?))
+    parse_view(&ok(answer, "sync state data")?.body, broker_name)
 }
 
 fn elect_me(
@@ -474,8 +545,46 @@ fn start_in_role(
     Err(format!("cannot start the broker as {role:?}: {last}"))
 }
 
+/// One slave as the master's runtime info shows it (`haSlave.<addr>`).
+struct SlaveFigures {
+    behind_ms: u64,
+    holds_confirmed: bool,
+}
+
+/// The master's slaves, from its own GET_BROKER_RUNTIME_INFO.
+fn slave_figures(
+    my_addr: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<String, SlaveFigures>, String> {
+    let runtime = Connection::connect(my_addr, timeout)
+        .and_then(|mut c| c.invoke(RemotingCommand::request(req::GET_BROKER_RUNTIME_INFO)))
+        .map_err(|e| e.to_string())?;
+    let table: crate::protocol::route::KvTable =
+        crate::protocol::lenient::from_slice(&runtime.body).map_err(|e| e.to_string())?;
+    Ok(table
+        .table
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("haSlave.")?, v)))
+        .filter_map(|(addr, v)| {
+            let fields: BTreeMap<&str, u64> = v
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+                .collect();
+            let figures = SlaveFigures {
+                behind_ms: *fields.get("behindMillis")?,
+                holds_confirmed: fields.get("holdsConfirmed") == Some(&1),
+            };
+            Some((addr.to_string(), figures))
+        })
+        .collect())
+}
+
 /// The master's SyncStateSet report: itself plus the slaves caught up within
-/// `haMaxTimeSlaveNotCatchup`.
+/// `haMaxTimeSlaveNotCatchup`. A slave joins in two steps: the master's waits include it first,
+/// then it is proposed only if it holds everything the master acknowledged before (so an
+/// elected member never lacks an acknowledged message). One leaving is dropped from the waits
+/// only once the controller committed the smaller set.
 fn report_sync_state_set(
     controllers: &mut Controllers,
     cfg: &BrokerConfig,
@@ -484,71 +593,72 @@ fn report_sync_state_set(
     view: &GroupView,
     sync_state: &SyncStateView,
 ) -> Result<(), String> {
-    let runtime = Connection::connect(my_addr, controllers.timeout)
-        .and_then(|mut c| c.invoke(RemotingCommand::request(req::GET_BROKER_RUNTIME_INFO)))
-        .map_err(|e| e.to_string())?;
-    let table: crate::protocol::route::KvTable =
-        crate::protocol::lenient::from_slice(&runtime.body).map_err(|e| e.to_string())?;
-    let caught_up: BTreeSet<String> = table
-        .table
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("haSlave.")?, v)))
-        .filter(|(_, v)| {
-            let fields: BTreeMap<&str, u64> = v
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
-                .collect();
-            fields
-                .get("behindMillis")
-                .is_some_and(|ms| *ms <= cfg.ha_max_time_slave_not_catchup_ms)
-        })
-        .map(|(addr, _)| addr.to_string())
+    let limit = cfg.ha_max_time_slave_not_catchup_ms;
+    let figures = slave_figures(my_addr, controllers.timeout)?;
+    let caught_up = |id: &u64| {
+        view.replicas
+            .get(id)
+            .and_then(|addr| figures.get(addr))
+            .is_some_and(|f| f.behind_ms <= limit)
+    };
+    let others = view.replicas.keys().filter(|id| **id != my_id);
+    let keep: BTreeSet<u64> = others
+        .clone()
+        .filter(|id| view.sync_state_set.contains(id) && caught_up(id))
+        .copied()
         .collect();
-    let data = ok(
-        controllers.call(
-            RemotingCommand::request(req::CONTROLLER_GET_SYNC_STATE_DATA)
-                .with_body(serde_json::to_vec(&[&cfg.broker_name]).expect("serializes")),
-        )?,
-        "sync state data",
-    )?;
-    let body: serde_json::Value = serde_json::from_slice(&data.body).map_err(|e| e.to_string())?;
-    let group = &body["replicasInfoTable"][&cfg.broker_name];
-    let mut wanted = BTreeSet::from([my_id]);
-    for list in ["inSyncReplicas", "notInSyncReplicas"] {
-        for r in group[list].as_array().into_iter().flatten() {
-            let (Some(id), Some(addr)) = (r["brokerId"].as_u64(), r["brokerAddress"].as_str())
-            else {
-                continue;
-            };
-            if caught_up.contains(addr) {
-                wanted.insert(id);
-            }
-        }
+    let mut joining: BTreeSet<u64> = others
+        .filter(|id| !view.sync_state_set.contains(id) && caught_up(id))
+        .copied()
+        .collect();
+    let committed = view.committed(my_id);
+    if !joining.is_empty() {
+        let mut raised = committed.clone();
+        raised.others.extend(view.addrs_of(joining.iter()));
+        sync_state.set(raised);
+        let figures = slave_figures(my_addr, controllers.timeout)?;
+        joining.retain(|id| {
+            view.replicas
+                .get(id)
+                .and_then(|addr| figures.get(addr))
+                .is_some_and(|f| f.holds_confirmed)
+        });
     }
+    let mut wanted: BTreeSet<u64> = keep.union(&joining).copied().collect();
+    wanted.insert(my_id);
     if wanted == view.sync_state_set {
+        sync_state.set(committed);
         return Ok(());
     }
-    // A replica joining: the master waits for it from now on, before the controller makes it
-    // electable. One leaving: only once the controller committed (the next read of the view).
-    let others = wanted.iter().filter(|id| **id != my_id).count();
-    if others > sync_state.others() {
-        sync_state.set_others(others);
-    }
+    let mut raised = committed.clone();
+    raised.others.extend(view.addrs_of(joining.iter()));
+    sync_state.set(raised);
     let body = SyncStateSetBody {
         sync_state_set: wanted.clone(),
         sync_state_set_epoch: view.sync_state_set_epoch,
     };
-    let answer = controllers.call(
-        RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
-            .with_ext("brokerName", cfg.broker_name.clone())
-            .with_ext("masterBrokerId", my_id.to_string())
-            .with_ext("masterEpoch", view.master_epoch.to_string())
-            .with_body(serde_json::to_vec(&body).expect("serializes")),
-    )?;
-    ok(answer, "alter SyncStateSet")?;
-    tracing::info!(sync_state_set = ?wanted, "SyncStateSet changed");
-    Ok(())
+    let answer = controllers
+        .call(
+            RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
+                .with_ext("brokerName", cfg.broker_name.clone())
+                .with_ext("masterBrokerId", my_id.to_string())
+                .with_ext("masterEpoch", view.master_epoch.to_string())
+                .with_body(serde_json::to_vec(&body).expect("serializes")),
+        )
+        .and_then(|a| ok(a, "alter SyncStateSet"));
+    match answer {
+        Ok(_) => {
+            sync_state.set(SyncState {
+                others: view.addrs_of(wanted.iter().filter(|id| **id != my_id)),
+                committed_size: wanted.len(),
+            });
+            tracing::info!(sync_state_set = ?wanted, "SyncStateSet changed");
+            Ok(())
+        }
+        // Not known to be committed (the answer may have been lost): the waits keep the
+        // joiners until the next read of the committed set.
+        Err(e) => Err(e),
+    }
 }
 
 fn heartbeat_loop(

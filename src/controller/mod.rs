@@ -4,7 +4,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | [`broker_agent`] | a broker in controller mode: identity, heartbeats, role from the controller, lease, SyncStateSet reports |
+//! | [`broker_agent`] | a broker in controller mode: identity, heartbeats, role from the controller, fencing (by its replicas, or a lease), SyncStateSet reports |
 //! | [`state`] | the replicated state (groups, replicas, master, epochs, SyncStateSet) and its commands; pure |
 //! | [`liveness`] | broker heartbeats (per controller, not replicated); pure |
 //! | [`log_store`] | the Raft log and snapshot on disk (crc32c per record) and raft-rs's `Storage` over them |

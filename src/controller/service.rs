@@ -54,15 +54,14 @@ pub(super) fn handle(
                 .collect();
             Some(request.success_to().with_body(text.into_bytes()))
         }
-        req::UPDATE_CONTROLLER_CONFIG => Some(request.error_to(
-            resp::REQUEST_CODE_NOT_SUPPORTED,
-            "ringmq's controller does not change its config at runtime; edit its properties and restart it",
-        )),
+        req::UPDATE_CONTROLLER_CONFIG => Some(update_config(node, &request)),
         _ if !node.is_leader() => Some(not_leader(node, &request)),
         req::CONTROLLER_GET_NEXT_BROKER_ID => Some(match field(&request, "brokerName") {
             Ok(name) => {
                 let next = node.state.next_broker_id(name);
-                request.success_to().with_ext("nextBrokerId", next.to_string())
+                request
+                    .success_to()
+                    .with_ext("nextBrokerId", next.to_string())
             }
             Err(e) => e,
         }),
@@ -78,6 +77,78 @@ pub(super) fn handle(
             format!(" request type {code} not supported by the controller"),
         )),
     }
+}
+
+/// A setting a running controller changes.
+enum LiveSetting {
+    ElectUnclean(bool),
+    NotifyRoleChanged(bool),
+    ScanInterval(u64),
+}
+
+/// UPDATE_CONTROLLER_CONFIG (mqadmin updateControllerConfig): `key=value` lines in the body.
+/// `enableElectUncleanMaster`, `notifyBrokerRoleChanged` and `scanNotActiveBrokerInterval`
+/// apply at once on this controller (all or none of the lines); its other keys need a
+/// restart and are refused by name. The properties file is not rewritten: a restart goes back
+/// to it (the success remark says so).
+fn update_config(node: &mut Node, request: &RemotingCommand) -> RemotingCommand {
+    use crate::config::units::{parse_bool, parse_u64, DAY_MS};
+    let text = String::from_utf8_lossy(&request.body);
+    let mut changes = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+            return request.error_to(resp::SYSTEM_ERROR, format!("{line:?} is not key=value"));
+        };
+        let change = match key {
+            "enableElectUncleanMaster" => parse_bool(value).map(LiveSetting::ElectUnclean),
+            "notifyBrokerRoleChanged" => parse_bool(value).map(LiveSetting::NotifyRoleChanged),
+            "scanNotActiveBrokerInterval" => parse_u64(value).and_then(|ms| match ms {
+                100..=DAY_MS => Ok(LiveSetting::ScanInterval(ms)),
+                _ => Err("must be 100..=86400000 (ms)".to_string()),
+            }),
+            _ if node.options.config_properties.iter().any(|(k, _)| k == key) => Err(
+                "cannot change while the controller runs; edit its properties and restart it"
+                    .to_string(),
+            ),
+            _ => Err("is not a key of ringmq's controller".to_string()),
+        };
+        match change {
+            Ok(c) => changes.push((key.to_string(), value.to_string(), c)),
+            Err(reason) => {
+                return request.error_to(resp::SYSTEM_ERROR, format!("{key}={value}: {reason}"))
+            }
+        }
+    }
+    if changes.is_empty() {
+        return request.error_to(resp::SYSTEM_ERROR, "no key=value line in the body");
+    }
+    // The Raft thread reads its options from here (a shared copy, if any, keeps the old ones).
+    let options = std::sync::Arc::make_mut(&mut node.options);
+    for (key, value, change) in changes {
+        match change {
+            LiveSetting::ElectUnclean(on) => options.elect_unclean_master = on,
+            LiveSetting::NotifyRoleChanged(on) => options.notify_broker_role_changed = on,
+            LiveSetting::ScanInterval(ms) => {
+                options.scan_not_active_broker_interval = Duration::from_millis(ms)
+            }
+        }
+        if let Some(entry) = options
+            .config_properties
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+        {
+            entry.1 = value.clone();
+        }
+        tracing::info!(%key, %value, "controller setting changed at runtime");
+    }
+    let mut answer = request.success_to();
+    answer.remark = Some(
+        "applied until this controller restarts (its properties file is not rewritten)".into(),
+    );
+    answer
 }
 
 fn field<'a>(request: &'a RemotingCommand, name: &str) -> Result<&'a str, RemotingCommand> {

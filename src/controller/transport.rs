@@ -53,6 +53,9 @@ pub struct Transport {
     queues: HashMap<u64, flume::Sender<Message>>,
     stop: Arc<AtomicBool>,
     listen_addr: SocketAddr,
+    /// Joined by `stop`, so that the port is free again once it returns (a restarted
+    /// controller binds it at once).
+    accept: Option<thread::JoinHandle<()>>,
 }
 
 impl Transport {
@@ -69,12 +72,12 @@ impl Transport {
         let listener = TcpListener::bind(listen_addr)?;
         let listen_addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        {
+        let accept = {
             let (stop, inbox, group) = (Arc::clone(&stop), Arc::clone(&inbox), group.to_string());
             thread::Builder::new()
                 .name("controller-accept".into())
-                .spawn(move || accept_loop(listener, group, inbox, stop))?;
-        }
+                .spawn(move || accept_loop(listener, group, inbox, stop))?
+        };
         let mut queues = HashMap::new();
         for (&id, &addr) in peers {
             let (tx, rx) = flume::bounded::<Message>(QUEUE_MESSAGES);
@@ -93,6 +96,7 @@ impl Transport {
             queues,
             stop,
             listen_addr,
+            accept: Some(accept),
         })
     }
 
@@ -107,8 +111,11 @@ impl Transport {
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.queues.clear();
-        // Wake the accept loop.
-        let _ = TcpStream::connect_timeout(&self.listen_addr, CONNECT_TIMEOUT);
+        // Wake the accept loop, and wait until it closed the listener.
+        let woken = TcpStream::connect_timeout(&self.listen_addr, CONNECT_TIMEOUT);
+        if let (Ok(_), Some(accept)) = (woken, self.accept.take()) {
+            let _ = accept.join();
+        }
     }
 }
 

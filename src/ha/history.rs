@@ -83,10 +83,17 @@ impl History {
 
     /// A master starts: a new epoch at `at` (its commitlog end), and a lineage if it had none.
     pub fn begin_epoch(&mut self, at: u64) {
+        self.begin_epoch_at_least(at, 0);
+    }
+
+    /// As [`History::begin_epoch`], numbered at least `min_epoch`. Numbers only tell epochs
+    /// apart together with their start (see [`common_point`]), so two masters that begin the
+    /// same number at different offsets still fork cleanly.
+    pub fn begin_epoch_at_least(&mut self, at: u64, min_epoch: u32) {
         if self.lineage == 0 {
             self.lineage = random_lineage();
         }
-        let epoch = self.epochs.last().map_or(1, |e| e.epoch + 1);
+        let epoch = self.epochs.last().map_or(1, |e| e.epoch + 1).max(min_epoch);
         self.epochs.push(Epoch { epoch, start: at });
     }
 }

@@ -43,6 +43,21 @@ pub struct SlaveLag {
     pub acked: u64,
     pub behind_bytes: u64,
     pub behind_ms: u64,
+    /// It holds everything this shard has acknowledged (controller mode: it may join the
+    /// SyncStateSet without a gap).
+    pub holds_confirmed: bool,
+}
+
+/// What a SYNC_MASTER put in controller mode waits for.
+enum Need {
+    /// Nothing besides the master's own store.
+    Nothing,
+    /// The committed SyncStateSet is smaller than `minInSyncReplicas`.
+    NotEnough,
+    /// Every one of these replicas (`allAckInSyncStateSet`).
+    All(std::sync::Arc<super::SyncState>),
+    /// This many replicas besides the master (`inSyncReplicas` - 1).
+    Count(usize),
 }
 
 /// The slaves of one master shard.
@@ -59,20 +74,28 @@ pub struct Replicas {
     next_id: Cell<u64>,
     /// Controller mode: the SyncStateSet as the broker's agent knows it.
     sync_state: std::cell::OnceCell<std::sync::Arc<super::SyncStateView>>,
+    /// Controller mode: the state last read from `sync_state`, with its version.
+    sync_cache: RefCell<(u64, std::sync::Arc<super::SyncState>)>,
+    /// Controller mode: the offset up to which the replicas a put waits for hold this shard's
+    /// log (the least of them with `allAckInSyncStateSet`); SYNC_MASTER puts wait on it.
+    confirmed: OffsetWatch,
 }
 
 impl Replicas {
     /// The replication state of a master shard: begins a new epoch at the store's end and
     /// records it in the shard's history file before anything is sent.
+    /// `min_epoch`: the new epoch's number is at least this (controller mode: the controller's
+    /// master epoch; 0 otherwise).
     pub fn open(
         opts: HaOptions,
         store: MessageStore,
         root: &std::path::Path,
         shard: usize,
+        min_epoch: u32,
     ) -> std::io::Result<Rc<Replicas>> {
         let path: PathBuf = History::path(root, shard);
         let mut history = History::load(&path)?;
-        history.begin_epoch(store.written_offset());
+        history.begin_epoch_at_least(store.written_offset(), min_epoch);
         history.save(&path)?;
         Ok(Rc::new(Replicas {
             opts,
@@ -84,6 +107,8 @@ impl Replicas {
             changed: OffsetWatch::new(0),
             next_id: Cell::new(1),
             sync_state: std::cell::OnceCell::new(),
+            sync_cache: RefCell::new((u64::MAX, Default::default())),
+            confirmed: OffsetWatch::new(0),
         }))
     }
 
@@ -110,6 +135,7 @@ impl Replicas {
                     acked,
                     behind_bytes,
                     behind_ms,
+                    holds_confirmed: acked >= self.confirmed.get(),
                 }
             })
             .collect()
@@ -264,14 +290,17 @@ impl Replicas {
                 link.caught_up_at.set(Instant::now());
             }
             self.acked.advance(offset);
+            if self.sync_state.get().is_some() {
+                self.confirm(&self.need());
+            }
         }
     }
 
     /// SYNC_MASTER: waits until a slave holds `end`, all slaves go, or `slaveTimeout` passes.
-    /// In controller mode, a master alone in its SyncStateSet does not wait.
+    /// In controller mode the SyncStateSet decides (see [`Replicas::wait_in_controller_mode`]).
     async fn wait_for_slave(&self, end: u64) -> PutStatus {
-        if self.sync_state.get().is_some_and(|v| v.others() == 0) {
-            return PutStatus::PutOk;
+        if self.sync_state.get().is_some() {
+            return self.wait_in_controller_mode(end).await;
         }
         let deadline = Instant::now() + self.opts.slave_timeout;
         loop {
@@ -282,14 +311,117 @@ impl Replicas {
             if links == 0 || end - self.acked.get().min(end) > self.opts.fallbehind_max {
                 return PutStatus::SlaveNotAvailable;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let seen = self.changed.get();
-            let acked = async { self.acked.wait_for(end).await.is_ok() };
-            let changed = async {
-                let _ = self.changed.wait_for(seen + 1).await;
-                false
+            match self.wait_until(&self.acked, end, deadline).await {
+                None => return PutStatus::FlushSlaveTimeout,
+                Some(true) => return PutStatus::PutOk,
+                Some(false) => {} // a slave came or went: look again
+            }
+        }
+    }
+
+    /// Waits until `watch` reaches `end` (`Some(true)`), a slave comes or goes (`Some(false)`),
+    /// or `deadline` passes (`None`).
+    async fn wait_until(&self, watch: &OffsetWatch, end: u64, deadline: Instant) -> Option<bool> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = self.changed.get();
+        let reached = async { watch.wait_for(end).await.is_ok() };
+        let changed = async {
+            let _ = self.changed.wait_for(seen + 1).await;
+            false
+        };
+        within(left, future::or(reached, changed)).await
+    }
+
+    /// What a put waits for now, from the agent's view of the SyncStateSet.
+    fn need(&self) -> Need {
+        let Some(view) = self.sync_state.get() else {
+            return Need::Nothing;
+        };
+        let version = view.version();
+        if self.sync_cache.borrow().0 != version {
+            *self.sync_cache.borrow_mut() = (version, view.get());
+        }
+        let state = std::sync::Arc::clone(&self.sync_cache.borrow().1);
+        let policy = self.opts.ack;
+        if state.committed_size < policy.min_in_sync_replicas as usize {
+            return Need::NotEnough;
+        }
+        if policy.all_ack_in_sync_state_set {
+            return match state.others.is_empty() {
+                true => Need::Nothing,
+                false => Need::All(state),
             };
-            match within(left, future::or(acked, changed)).await {
+        }
+        match policy.in_sync_replicas.saturating_sub(1) as usize {
+            0 => Need::Nothing,
+            n => Need::Count(n),
+        }
+    }
+
+    /// The highest offset each replica address holds on this shard.
+    fn acked_by_addr(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut by_addr = std::collections::BTreeMap::new();
+        for l in self.links.borrow().iter() {
+            let e = by_addr.entry(l.addr.clone()).or_insert(0);
+            *e = (*e).max(l.acked.get());
+        }
+        by_addr
+    }
+
+    /// Moves `confirmed` to what `need`'s replicas hold. Whether a required replica is
+    /// connected at all.
+    fn confirm(&self, need: &Need) -> bool {
+        let acked = self.acked_by_addr();
+        let (held, connected) = match need {
+            Need::Nothing | Need::NotEnough => return true,
+            Need::All(state) => {
+                let held = state.others.iter().map(|a| acked.get(a).copied());
+                let connected = held.clone().all(|h| h.is_some());
+                (
+                    held.map(Option::unwrap_or_default).min().unwrap_or(0),
+                    connected,
+                )
+            }
+            Need::Count(n) => {
+                let mut offsets: Vec<u64> = acked.values().copied().collect();
+                offsets.sort_unstable_by(|a, b| b.cmp(a));
+                (
+                    offsets.get(n - 1).copied().unwrap_or(0),
+                    offsets.len() >= *n,
+                )
+            }
+        };
+        // Never backward: a replica joining the set holds at least what was confirmed (the
+        // agent checks `holds_confirmed` before asking the controller to add it).
+        self.confirmed.advance(held);
+        connected
+    }
+
+    /// Controller mode: with `allAckInSyncStateSet`, every other replica of the SyncStateSet
+    /// must hold `end` (none: the master alone acknowledges); otherwise `inSyncReplicas` - 1
+    /// replicas. A set smaller than `minInSyncReplicas`, or a required replica not connected,
+    /// is SLAVE_NOT_AVAILABLE; no answer within `slaveTimeout`, FLUSH_SLAVE_TIMEOUT. A replica
+    /// leaves the set only through the controller, so a master cut off from the controllers
+    /// cannot acknowledge once a member of its set stopped following it (as an elected one
+    /// does).
+    async fn wait_in_controller_mode(&self, end: u64) -> PutStatus {
+        let deadline = Instant::now() + self.opts.slave_timeout;
+        loop {
+            let need = self.need();
+            match need {
+                Need::Nothing => return PutStatus::PutOk,
+                Need::NotEnough => return PutStatus::SlaveNotAvailable,
+                Need::All(_) | Need::Count(_) => {}
+            }
+            let connected = self.confirm(&need);
+            let confirmed = self.confirmed.get();
+            if confirmed >= end {
+                return PutStatus::PutOk;
+            }
+            if !connected || end - confirmed > self.opts.fallbehind_max {
+                return PutStatus::SlaveNotAvailable;
+            }
+            match self.wait_until(&self.confirmed, end, deadline).await {
                 None => return PutStatus::FlushSlaveTimeout,
                 Some(true) => return PutStatus::PutOk,
                 Some(false) => {} // a slave came or went: look again

@@ -26,27 +26,99 @@ use futures_lite::future;
 use crate::config::BrokerConfig;
 
 /// What a master in controller mode knows of its group's SyncStateSet (set by
-/// `crate::controller::broker_agent`, read by the SYNC_MASTER wait): how many replicas besides
-/// the master are in it. With none, the master is the only in-sync replica and acknowledges
-/// what it has stored (RocketMQ 5's `minInSyncReplicas=1`); with some, a put waits for a slave
-/// as on any SYNC_MASTER. The agent raises the count before the controller commits a larger
-/// set and lowers it only after the controller committed a smaller one, so no replica enters
-/// the set (and becomes electable) while the master acknowledges without it.
+/// `crate::controller::broker_agent` on its thread, read by the shards' SYNC_MASTER waits):
+/// the broker addresses of the replicas besides the master that must hold a message before it
+/// is acknowledged, and the size of the set the controller committed. The agent adds a replica
+/// before the controller commits a larger set and removes one only after the controller
+/// committed a smaller one, so no replica enters the set (and becomes electable) while the
+/// master acknowledges without it, and none leaves it (so that the master acknowledges without
+/// it) behind the controllers' back.
+///
+/// It is also the rest of the agent's link with the broker it runs: the controller's master
+/// epoch (a new master numbers its HA epoch after it) and the NOTIFY_BROKER_ROLE_CHANGED
+/// notices that wake the agent.
 #[derive(Debug, Default)]
 pub struct SyncStateView {
-    others: std::sync::atomic::AtomicUsize,
+    /// Bumped on every change, so that a shard re-reads `state` only when it moved.
+    version: std::sync::atomic::AtomicU64,
+    state: std::sync::Mutex<std::sync::Arc<SyncState>>,
+    master_epoch: std::sync::atomic::AtomicU32,
+    notices: std::sync::Mutex<u64>,
+    noticed: std::sync::Condvar,
 }
 
 impl SyncStateView {
-    /// Replicas besides the master in the SyncStateSet.
-    pub fn others(&self) -> usize {
-        self.others.load(std::sync::atomic::Ordering::SeqCst)
+    /// The controller's master epoch of the group, as last read.
+    pub fn master_epoch(&self) -> u32 {
+        self.master_epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Sets the count.
-    pub fn set_others(&self, n: usize) {
-        self.others.store(n, std::sync::atomic::Ordering::SeqCst);
+    pub fn set_master_epoch(&self, epoch: u32) {
+        self.master_epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
     }
+
+    /// Notices received so far.
+    pub fn notices(&self) -> u64 {
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A NOTIFY_BROKER_ROLE_CHANGED arrived: wakes [`SyncStateView::wait_notice`].
+    pub fn notify(&self) {
+        *self.notices.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.noticed.notify_all();
+    }
+
+    /// Waits up to `timeout` for a notice after the `seen`-th; true when one came.
+    pub fn wait_notice(&self, seen: u64, timeout: std::time::Duration) -> bool {
+        let count = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, _) = self
+            .noticed
+            .wait_timeout_while(count, timeout, |n| *n == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *count != seen
+    }
+}
+
+/// One version of [`SyncStateView`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    /// Addresses (`brokerIP1:listenPort`) of the other replicas in the set.
+    pub others: std::collections::BTreeSet<String>,
+    /// Replicas in the set the controller committed, the master counted.
+    pub committed_size: usize,
+}
+
+impl SyncStateView {
+    /// The version of the state (changes whenever the state does).
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The current state.
+    pub fn get(&self) -> std::sync::Arc<SyncState> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        std::sync::Arc::clone(&state)
+    }
+
+    /// Replaces the state (no-op when equal).
+    pub fn set(&self, next: SyncState) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if **state != next {
+            *state = std::sync::Arc::new(next);
+            self.version
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+/// How a SYNC_MASTER in controller mode acknowledges (`allAckInSyncStateSet`,
+/// `inSyncReplicas`, `minInSyncReplicas`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckPolicy {
+    pub all_ack_in_sync_state_set: bool,
+    pub in_sync_replicas: u32,
+    pub min_in_sync_replicas: u32,
 }
 
 /// Replication settings, from the broker configuration.
@@ -62,6 +134,8 @@ pub struct HaOptions {
     pub slave_timeout: Duration,
     /// `haSlaveFallbehindMax`: a slave further behind is not available to SYNC_MASTER.
     pub fallbehind_max: u64,
+    /// Controller mode's acknowledgement keys.
+    pub ack: AckPolicy,
 }
 
 impl HaOptions {
@@ -72,6 +146,11 @@ impl HaOptions {
             housekeeping: Duration::from_millis(cfg.ha_housekeeping_interval_ms.max(100)),
             slave_timeout: Duration::from_millis(cfg.slave_timeout_ms),
             fallbehind_max: cfg.ha_slave_fallbehind_max_bytes,
+            ack: AckPolicy {
+                all_ack_in_sync_state_set: cfg.all_ack_in_sync_state_set,
+                in_sync_replicas: cfg.in_sync_replicas,
+                min_in_sync_replicas: cfg.min_in_sync_replicas,
+            },
         }
     }
 }

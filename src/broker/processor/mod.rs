@@ -61,6 +61,9 @@ impl Shard {
             req::VIEW_MESSAGE_BY_ID => self.view_message(&command).await,
             req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
             req::END_TRANSACTION => self.end_transaction(&command).await,
+            // Controller mode (crate::broker::replication).
+            req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
+            req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
             code if admin::handles(code) => self.admin(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
