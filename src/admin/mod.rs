@@ -14,12 +14,12 @@
 //! * `acl`: updateAclConfig, deleteAclConfig, updateGlobalWhiteAddr, clusterAclConfigVersion,
 //!   getAclConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
-//! * `fastjson_mq`: bodies keyed by MessageQueue objects (topic and consume stats)
+//! * `fastjson_mq` (in `protocol`): bodies keyed by MessageQueue objects (topic and consume stats)
 
 pub(crate) mod acl;
 pub(crate) mod cluster;
 pub(crate) mod controller;
-pub mod fastjson_mq;
+pub use crate::protocol::fastjson_mq;
 pub(crate) mod group;
 pub(crate) mod message;
 pub(crate) mod offset;

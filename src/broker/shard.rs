@@ -48,6 +48,13 @@ pub enum MeshRequest {
         connection: u64,
         command: RemotingCommand,
     },
+    /// Send `command` on connection `connection` of the receiving shard and answer with the
+    /// client's answer (a relay: GET_CONSUMER_RUNNING_INFO, …).
+    Invoke {
+        connection: u64,
+        command: RemotingCommand,
+        timeout: std::time::Duration,
+    },
     /// The control shard changed a topic (`None`: deleted).
     TopicChanged {
         name: String,
@@ -115,6 +122,7 @@ pub enum MeshResponse {
     Subscriptions(Vec<SubscriptionData>),
     Channel(Option<ChannelId>),
     Ha(crate::broker::replication::HaStatus),
+    Invoked(Result<RemotingCommand, crate::net::invoke::InvokeError>),
 }
 
 /// State that lives only on the control shard.
@@ -323,6 +331,14 @@ impl Shard {
                 self.send_on_connection(connection, command);
                 None
             }
+            MeshRequest::Invoke {
+                connection,
+                command,
+                timeout,
+            } => Some(MeshResponse::Invoked(
+                self.invoke_on_connection(connection, command, timeout)
+                    .await,
+            )),
             MeshRequest::TopicChanged { name, config } => {
                 self.apply_topic_change(name, config);
                 None

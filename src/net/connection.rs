@@ -129,6 +129,8 @@ pub struct Connection {
     /// Last time bytes were read or written (Java's IdleStateHandler "all idle").
     last_active: Cell<Instant>,
     reaped: Cell<bool>,
+    /// Requests we initiated whose answers are awaited ([`Connection::invoke`]), by opaque.
+    awaited: crate::net::invoke::Awaited,
 }
 
 impl Connection {
@@ -165,6 +167,28 @@ impl Connection {
         request.opaque = self.next_opaque.get();
         self.next_opaque.set(request.opaque.wrapping_add(1));
         self.send(request)
+    }
+
+    /// Sends a request we initiate (a relay to a client: GET_CONSUMER_RUNNING_INFO, …) and
+    /// waits up to `timeout` for its answer (see [`crate::net::invoke`]).
+    pub async fn invoke(
+        &self,
+        mut request: RemotingCommand,
+        timeout: std::time::Duration,
+    ) -> Result<RemotingCommand, crate::net::invoke::InvokeError> {
+        use crate::net::invoke::InvokeError;
+        request.flag &= !crate::remoting::FLAG_RESPONSE;
+        request.opaque = self.next_opaque.get();
+        self.next_opaque
+            .set(request.opaque.wrapping_add(1) & i32::MAX);
+        if self.closed.get() {
+            return Err(InvokeError::Closed);
+        }
+        let answer = self.awaited.expect(request.opaque);
+        if !self.send(request) {
+            return Err(InvokeError::NotWritable);
+        }
+        answer.wait(timeout).await
     }
 
     /// True once either side closed the connection.
@@ -227,11 +251,13 @@ pub(crate) async fn run<H: Handler>(
         fd,
         last_active: Cell::new(Instant::now()),
         reaped: Cell::new(false),
+        awaited: Default::default(),
     });
     registered(&conn);
     let writer_task = glommio::spawn_local(write_loop(writer, rx, Rc::clone(&conn)));
     let outcome = read_loop(reader, &conn, &handler, max_frame_bytes).await;
     conn.closed.set(true);
+    conn.awaited.close();
     conn.active.close();
     let _ = conn.outbound.try_send(Outbound::Close);
     handler.on_close(&conn);
@@ -368,7 +394,8 @@ async fn wait_for_write_room(conn: &Connection) {
 
 async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: RemotingCommand) {
     if request.is_response() {
-        // Responses to requests we initiated (oneway so far) are not awaited by anyone.
+        // The answer to a request we initiated: to its waiter, if one still waits.
+        conn.awaited.complete(request);
         return;
     }
     let oneway = request.is_oneway();

@@ -14,6 +14,7 @@ mod offset;
 mod pull;
 pub(crate) use pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 pub mod query;
+mod relay;
 mod send;
 mod send_back;
 pub mod transaction;
@@ -57,6 +58,7 @@ impl Shard {
             req::VIEW_MESSAGE_BY_ID => self.view_message(&command).await,
             req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
             req::END_TRANSACTION => self.end_transaction(&command).await,
+            code if relay::handles(code) => self.relay(origin, &command).await,
             code if admin::handles(code) => self.admin(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
