@@ -11,12 +11,15 @@
 //!   addWritePerm, getNamesrvConfig
 //! * `controller`: getControllerMetaData, getSyncStateSet, electMaster, cleanBrokerMetadata,
 //!   getControllerConfig (RocketMQ 5's controller mode)
+//! * `client_relay`: consumerStatus, getConsumerStatus, queryMsgById's `-g -d` (answered by a
+//!   consumer client through its broker)
 //! * `acl`: updateAclConfig, deleteAclConfig, updateGlobalWhiteAddr, clusterAclConfigVersion,
 //!   getAclConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
 //! * `fastjson_mq` (in `protocol`): bodies keyed by MessageQueue objects (topic and consume stats)
 
 pub(crate) mod acl;
+pub(crate) mod client_relay;
 pub(crate) mod cluster;
 pub(crate) mod controller;
 pub use crate::protocol::fastjson_mq;
@@ -137,6 +140,14 @@ enum AdminCommand {
     /// Messages by offsetMsgId (comma separated), with their bodies.
     #[command(name = "queryMsgById")]
     QueryMsgById(query::ByIdArgs),
+    /// A consumer group's clients as they report themselves (GET_CONSUMER_RUNNING_INFO through
+    /// the broker): one line per client, or one client's whole running info with `-i`.
+    #[command(name = "consumerStatus")]
+    ConsumerStatus(client_relay::ConsumerStatusArgs),
+    /// The offsets a topic's consumers hold, asked of each client by the broker
+    /// (INVOKE_BROKER_TO_GET_CONSUMER_STATUS).
+    #[command(name = "getConsumerStatus")]
+    GetConsumerStatus(client_relay::GetConsumerStatusArgs),
     /// Messages of a topic with a key, on every broker of its route.
     #[command(name = "queryMsgByKey")]
     QueryMsgByKey(query::ByKeyArgs),
@@ -428,6 +439,8 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::SendMessage(a) => message::send_message(&a),
         C::ConsumeMessage(a) => message::consume_message(&a),
         C::QueryMsgById(a) => query::query_msg_by_id(&a),
+        C::ConsumerStatus(a) => client_relay::consumer_status(&a),
+        C::GetConsumerStatus(a) => client_relay::get_consumer_status(&a),
         C::QueryMsgByKey(a) => query::query_msg_by_key(&a),
         C::QueryMsgByUniqueKey(a) => query::query_msg_by_unique_key(&a),
         C::QueryMsgByOffset(a) => query::query_msg_by_offset(&a),

@@ -13,6 +13,7 @@ mod broker_quirks;
 mod broker_transaction;
 mod chaos;
 mod churn;
+mod client_relay;
 mod dashboard;
 mod dashboard_browser;
 mod disk_full;
