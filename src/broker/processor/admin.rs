@@ -91,6 +91,8 @@ pub enum AdminQuery {
     ApplyConfig(Box<crate::config::BrokerConfig>),
     /// This shard's count of refused requests per peer (crate::refusal).
     Refusals,
+    /// Drop a deleted topic's consume queues and every group's offsets of it on this shard.
+    DeleteTopicData { topic: String },
 }
 
 /// A shard's answer to an [`AdminQuery`].
@@ -102,6 +104,8 @@ pub enum AdminAnswer {
     Reset(Result<Vec<QueueReset>, String>),
     Refusals(std::collections::HashMap<std::net::SocketAddr, u64>),
     Done,
+    /// A shard could not do what it was asked.
+    Failed(String),
 }
 
 /// One queue's figures, from the shard that owns it.
@@ -316,6 +320,22 @@ impl Shard {
                 AdminAnswer::Done
             }
             AdminQuery::Refusals => AdminAnswer::Refusals(self.refusals.counts()),
+            AdminQuery::DeleteTopicData { topic } => {
+                let groups = self.offsets.borrow_mut().remove_topic(&topic);
+                match self.store().delete_topic(&topic).await {
+                    Ok(queues) => {
+                        tracing::info!(
+                            shard = self.id,
+                            topic,
+                            queues,
+                            groups,
+                            "deleted topic's consume queues and consumer offsets removed"
+                        );
+                        AdminAnswer::Done
+                    }
+                    Err(e) => AdminAnswer::Failed(format!("shard {}: {e}", self.id)),
+                }
+            }
         }
     }
 
