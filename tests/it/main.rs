@@ -25,6 +25,7 @@ mod ha_process;
 mod harness;
 mod lenient;
 mod loadgen;
+mod log_files;
 mod namesrv_route;
 mod offsets_53bit;
 mod process;

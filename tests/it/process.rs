@@ -288,10 +288,27 @@ impl BrokerProcess {
     /// Starts `ringmq ARGS…` (any server subcommand) and waits (bounded) for its "boot
     /// success" line.
     pub fn spawn(args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
+        Self::spawn_with_env(args, log, &[])
+    }
+
+    /// [`BrokerProcess::spawn`] with these environment variables set (after the defaults).
+    pub fn spawn_with_env(
+        args: &[&std::ffi::OsStr],
+        log: PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> BrokerProcess {
         let stderr = File::create(&log).expect("create the broker log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
             .args(args)
             .env("RUST_LOG", "info")
+            // Java's log files (ringmq::logfile) beside the run log, not in $HOME.
+            .env(
+                "RINGMQ_LOG_DIR",
+                log.parent()
+                    .unwrap_or(Path::new("/tmp"))
+                    .join("rocketmqlogs"),
+            )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
