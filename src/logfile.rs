@@ -212,7 +212,8 @@ mod tests {
         let dir = tempfile::tempdir_in("/tmp").unwrap();
         let logs = dir.path().join("logs/rocketmqlogs");
         let mut file = RotatingFile::new(opts(&logs, 4096, 2));
-        let line = |i: usize| format!("{i:04} {}\n", "x".repeat(1019));
+        // 1,024-byte lines: four fill a 4 KiB file.
+        let line = |i: usize| format!("{i:04} {}\n", "x".repeat(1018));
         for i in 0..20 {
             file.write_all(line(i).as_bytes()).unwrap();
         }
