@@ -124,6 +124,11 @@ impl Shard {
             result = self.read_queue(&request, &filter).await?;
         }
         self.stats.count_pull(result.messages.len());
+        let bytes = result.messages.iter().map(|m| m.len()).sum();
+        let found = result.messages.len();
+        self.stats
+            .items
+            .get(request.topic, request.group, found, bytes);
         let suggest = self.suggest_broker(&result);
         let mut response = pull_response(cmd, result, request.offset, suggest);
         if self.ctx.cfg.broker_role == BrokerRole::Slave
