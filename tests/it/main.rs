@@ -10,6 +10,7 @@ mod broker_basic;
 mod broker_crash;
 mod broker_delay;
 mod broker_quirks;
+mod broker_stats;
 mod broker_transaction;
 mod chaos;
 mod churn;
