@@ -28,6 +28,7 @@ mod lenient;
 mod loadgen;
 mod log_files;
 mod namesrv_route;
+mod offset_moved;
 mod offsets_53bit;
 mod process;
 mod refusals;

@@ -12,6 +12,7 @@ mod client;
 mod filter;
 pub mod lock;
 mod offset;
+mod offset_moved;
 mod pull;
 pub(crate) use pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 pub mod query;

@@ -139,6 +139,15 @@ impl Shard {
             response.code = resp::PULL_RETRY_IMMEDIATELY;
             response.set_ext("nextBeginOffset", request.offset.to_string());
         }
+        if response.code == resp::PULL_OFFSET_MOVED {
+            let moved_to = response
+                .ext("nextBeginOffset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(request.offset);
+            let (topic, queue, group) = (request.topic, request.queue_id, request.group);
+            self.offset_moved_event(topic, queue, group, request.offset, moved_to)
+                .await;
+        }
         Ok(response)
     }
 
