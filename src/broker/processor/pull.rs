@@ -139,7 +139,9 @@ impl Shard {
             response.code = resp::PULL_RETRY_IMMEDIATELY;
             response.set_ext("nextBeginOffset", request.offset.to_string());
         }
-        if response.code == resp::PULL_OFFSET_MOVED {
+        // A slave's store follows its master's commitlog: it writes no event of its own.
+        if response.code == resp::PULL_OFFSET_MOVED && self.ctx.cfg.broker_role != BrokerRole::Slave
+        {
             let moved_to = response
                 .ext("nextBeginOffset")
                 .and_then(|o| o.parse().ok())
