@@ -23,16 +23,6 @@ pub const GROUP_GET_SIZE: &str = "GROUP_GET_SIZE";
 pub const BROKER_PUT_NUMS: &str = "BROKER_PUT_NUMS";
 pub const BROKER_GET_NUMS: &str = "BROKER_GET_NUMS";
 
-/// The names VIEW_BROKER_STATS_DATA knows.
-pub const NAMES: [&str; 6] = [
-    TOPIC_PUT_NUMS,
-    TOPIC_PUT_SIZE,
-    GROUP_GET_NUMS,
-    GROUP_GET_SIZE,
-    BROKER_PUT_NUMS,
-    BROKER_GET_NUMS,
-];
-
 /// Java's windows: minute, hour, day (ms).
 const WINDOWS_MS: [i64; 3] = [60_000, 3_600_000, 86_400_000];
 /// Samples kept per item (oldest dropped first; one per request for the item).
@@ -56,34 +46,54 @@ impl Totals {
     }
 }
 
-/// One shard's counters, bumped by the send and pull processors.
+/// A value and a size item counted together (NUMS and SIZE).
+#[derive(Debug, Clone, Copy, Default)]
+struct Pair {
+    nums: Totals,
+    size: Totals,
+}
+
+impl Pair {
+    fn add(&mut self, messages: usize, bytes: usize) {
+        self.nums.value += messages as u64;
+        self.nums.times += 1;
+        self.size.value += bytes as u64;
+        self.size.times += 1;
+    }
+}
+
+/// One shard's counters, bumped by the send and pull processors. Looked up by `&str` (no
+/// allocation on the request path once a topic or group was seen).
 #[derive(Debug, Default)]
 pub struct StatsItems {
-    /// (name, key) → totals; the BROKER_* items are kept under the key "".
-    items: RefCell<HashMap<(&'static str, String), Totals>>,
-    puts: Cell<u64>,
+    /// topic → TOPIC_PUT_NUMS / TOPIC_PUT_SIZE.
+    topics: RefCell<HashMap<String, Pair>>,
+    /// topic → group → GROUP_GET_NUMS / GROUP_GET_SIZE.
+    groups: RefCell<HashMap<String, HashMap<String, Pair>>>,
+    broker_put: Cell<Totals>,
+    broker_get: Cell<Totals>,
+}
+
+fn bump(cell: &Cell<Totals>, value: usize) {
+    let t = cell.get();
+    cell.set(Totals {
+        value: t.value + value as u64,
+        times: t.times + 1,
+    });
 }
 
 impl StatsItems {
-    fn add(&self, name: &'static str, key: &str, value: u64) {
-        let mut items = self.items.borrow_mut();
-        match items.get_mut(&(name, key.to_string())) {
-            Some(t) => {
-                t.value += value;
-                t.times += 1;
-            }
-            None => {
-                items.insert((name, key.to_string()), Totals { value, times: 1 });
-            }
-        }
-    }
-
     /// A stored send of `messages` messages and `bytes` bytes to `topic`.
     pub fn put(&self, topic: &str, messages: usize, bytes: usize) {
-        self.add(TOPIC_PUT_NUMS, topic, messages as u64);
-        self.add(TOPIC_PUT_SIZE, topic, bytes as u64);
-        self.add(BROKER_PUT_NUMS, "", messages as u64);
-        self.puts.set(self.puts.get() + 1);
+        let mut topics = self.topics.borrow_mut();
+        match topics.get_mut(topic) {
+            Some(pair) => pair.add(messages, bytes),
+            None => topics
+                .entry(topic.to_string())
+                .or_default()
+                .add(messages, bytes),
+        }
+        bump(&self.broker_put, messages);
     }
 
     /// A pull of `group` that found `messages` messages of `bytes` bytes in `topic` (Java
@@ -92,34 +102,47 @@ impl StatsItems {
         if messages == 0 {
             return;
         }
-        let key = format!("{topic}@{group}");
-        self.add(GROUP_GET_NUMS, &key, messages as u64);
-        self.add(GROUP_GET_SIZE, &key, bytes as u64);
-        self.add(BROKER_GET_NUMS, "", messages as u64);
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(topic) {
+            groups.insert(topic.to_string(), HashMap::new());
+        }
+        if let Some(of_topic) = groups.get_mut(topic) {
+            match of_topic.get_mut(group) {
+                Some(pair) => pair.add(messages, bytes),
+                None => of_topic
+                    .entry(group.to_string())
+                    .or_default()
+                    .add(messages, bytes),
+            }
+        }
+        bump(&self.broker_get, messages);
     }
 
-    /// This shard's totals of an item (zero when never counted).
+    /// This shard's totals of an item (zero when never counted; `None`: no such name).
     pub fn totals(&self, name: &str, key: &str) -> Option<Totals> {
-        let name = NAMES.iter().find(|n| **n == name)?;
-        let key = match name.starts_with("BROKER_") {
-            true => String::new(),
-            false => key.to_string(),
+        let topic =
+            |pick: fn(&Pair) -> Totals| self.topics.borrow().get(key).map(pick).unwrap_or_default();
+        let group = |pick: fn(&Pair) -> Totals| {
+            let (topic, group) = key.split_once('@').unwrap_or((key, ""));
+            let groups = self.groups.borrow();
+            let pair = groups.get(topic).and_then(|g| g.get(group));
+            pair.map(pick).unwrap_or_default()
         };
-        Some(
-            self.items
-                .borrow()
-                .get(&(*name, key))
-                .copied()
-                .unwrap_or_default(),
-        )
+        Some(match name {
+            TOPIC_PUT_NUMS => topic(|p| p.nums),
+            TOPIC_PUT_SIZE => topic(|p| p.size),
+            GROUP_GET_NUMS => group(|p| p.nums),
+            GROUP_GET_SIZE => group(|p| p.size),
+            BROKER_PUT_NUMS => self.broker_put.get(),
+            BROKER_GET_NUMS => self.broker_get.get(),
+            _ => return None,
+        })
     }
 
     /// Forgets the items of a deleted topic.
     pub fn remove_topic(&self, topic: &str) {
-        let prefix = format!("{topic}@");
-        self.items
-            .borrow_mut()
-            .retain(|(_, key), _| key != topic && !key.starts_with(&prefix));
+        self.topics.borrow_mut().remove(topic);
+        self.groups.borrow_mut().remove(topic);
     }
 }
 
