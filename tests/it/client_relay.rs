@@ -247,6 +247,24 @@ fn relays_reach_consumers_on_every_shard_and_gone_or_silent_ones_get_a_clear_ans
         }
     }
 
+    // The dashboard's consumer detail: the client's running info through a broker.
+    let dashboard = crate::dashboard::TestDashboard::start(&ns);
+    let mut http = crate::dashboard::Http::new(&dashboard.base);
+    let info = http.get(&format!("/api/groups/relay-fake/clients/{}", ids[1]));
+    assert_eq!(info["properties"]["me"], ids[1].as_str(), "{info}");
+    let (status, _, page) = http.send(
+        "GET",
+        &format!("/groups/relay-fake?client={}", ids[1]),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("Client {}", ids[1])), "{page}");
+    assert!(
+        page.contains("client-queues") && page.contains(TOPIC),
+        "{page}"
+    );
+    drop(dashboard);
+
     // A raw relay: the client's answer comes back under the admin's opaque.
     let mut admin = broker.connection();
     let asked = RemotingCommand::request(request::GET_CONSUMER_RUNNING_INFO)
