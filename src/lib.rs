@@ -10,6 +10,7 @@
 //! | [`limits`] | every fixed bound (frame size, header size, in-flight requests), asserted together |
 //! | [`names`] | RocketMQ's fixed names: system topics, retry/DLQ prefixes, KV namespaces |
 //! | [`log_limit`] | rate-limited logging of repeated conditions (one line per key per interval, with a count) |
+//! | [`logfile`] | the servers' log files (`~/logs/rocketmqlogs/broker.log`, …): size rotation, non-blocking |
 //! | [`refusal`] | refused requests: per-peer counts and rate-limited WARN lines (broker and nameserver) |
 //! | [`config`] | `.properties` parsing into typed configs (`NamesrvConfig`, `BrokerConfig`) |
 //! | [`filter`] | SQL92 property filters: parser, evaluator, per-shard compiled selectors (pure) |
@@ -45,6 +46,7 @@ pub mod fsutil;
 pub mod ha;
 pub mod limits;
 pub mod log_limit;
+pub mod logfile;
 pub mod message;
 pub mod names;
 pub mod namesrv;

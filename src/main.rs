@@ -75,6 +75,8 @@ struct DashboardCommand {
 
 #[derive(Args, Debug)]
 struct NamesrvArgs {
+    #[command(flatten)]
+    log: LogArgs,
     /// A namesrv.properties file (RocketMQ key names; see conf/namesrv.properties).
     #[arg(short = 'c', long = "configFile", value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -85,6 +87,8 @@ struct NamesrvArgs {
 
 #[derive(Args, Debug)]
 struct ControllerArgs {
+    #[command(flatten)]
+    log: LogArgs,
     /// A controller.properties file (RocketMQ 5 key names; see conf/controller/).
     #[arg(short = 'c', long = "configFile", value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -95,6 +99,8 @@ struct ControllerArgs {
 
 #[derive(Args, Debug)]
 struct BrokerArgs {
+    #[command(flatten)]
+    log: LogArgs,
     /// A broker.properties file (RocketMQ key names; see conf/broker.properties).
     #[arg(short = 'c', long = "configFile", value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -108,6 +114,8 @@ struct BrokerArgs {
 
 #[derive(Args, Debug)]
 struct StandaloneArgs {
+    #[command(flatten)]
+    log: LogArgs,
     /// A broker.properties file for the broker (defaults otherwise).
     #[arg(short = 'c', long = "configFile", value_name = "FILE")]
     config_file: Option<PathBuf>,
@@ -117,6 +125,38 @@ struct StandaloneArgs {
     /// Nameserver port.
     #[arg(long, default_value_t = 9876)]
     namesrv_port: u16,
+}
+
+/// Where a server writes its log file besides stderr (Java: logback under `-Duser.home`).
+#[derive(Args, Debug, Clone)]
+struct LogArgs {
+    /// Directory of the log file (`namesrv.log`, `broker.log`, `controller.log`); `none` writes
+    /// no file. Default: `$HOME/logs/rocketmqlogs`, where Java's logback writes.
+    #[arg(long = "logDir", env = "RINGMQ_LOG_DIR", value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// Size in bytes past which the log file is rotated (Java's 128 MiB).
+    #[arg(long = "logFileMaxBytes", env = "RINGMQ_LOG_FILE_MAX_BYTES",
+        default_value_t = ringmq::logfile::DEFAULT_MAX_FILE_BYTES)]
+    log_file_max_bytes: u64,
+    /// Rotated log files kept (`broker.1.log` … ; Java's 10).
+    #[arg(long = "logFilesMax", env = "RINGMQ_LOG_FILES_MAX",
+        default_value_t = ringmq::logfile::DEFAULT_MAX_FILES)]
+    log_files_max: u32,
+}
+
+impl LogArgs {
+    fn file(&self, name: &str) -> Option<ringmq::logfile::LogFileOptions> {
+        let dir = self
+            .log_dir
+            .clone()
+            .unwrap_or_else(ringmq::logfile::default_dir);
+        (!ringmq::logfile::is_off(&dir)).then(|| ringmq::logfile::LogFileOptions {
+            dir,
+            name: name.to_string(),
+            max_file_bytes: self.log_file_max_bytes,
+            max_files: self.log_files_max,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -142,7 +182,15 @@ struct NotBuiltArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Servers also write Java's log file; `admin`, `shutdown` and `dashboard` only stderr.
+    let log_file = match &cli.command {
+        Command::Namesrv(args) => args.log.file("namesrv"),
+        Command::Controller(args) => args.log.file("controller"),
+        Command::Broker(args) => args.log.file("broker"),
+        Command::Standalone(args) => args.log.file("broker"),
+        _ => None,
+    };
+    let _log_guard = init_logging(log_file);
     ringmq::net::server::set_thread_memory_release(mimalloc_collect);
     match cli.command {
         Command::Namesrv(args) => run_namesrv(args),
@@ -161,16 +209,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// stderr, and the log file when given (written by a worker thread: see `ringmq::logfile`).
+/// The guard flushes the file when dropped.
+fn init_logging(
+    file: Option<ringmq::logfile::LogFileOptions>,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    let (file_layer, guard) = match file {
+        Some(opts) => {
+            let (writer, guard) = ringmq::logfile::non_blocking(opts);
+            let layer = tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .with_writer(writer);
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file_layer)
         .init();
+    guard
 }
 
 fn load_namesrv_config(path: Option<&PathBuf>) -> Result<NamesrvConfig, String> {

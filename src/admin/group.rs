@@ -260,7 +260,7 @@ fn delete_group_topics(
 
 /// The brokers to ask about a consumer group: those of its retry topic's route (as mqadmin),
 /// or every master the nameserver knows when the group has no retry topic yet.
-fn group_brokers(common: &Common, group: &str) -> Result<Vec<String>, AdminError> {
+pub(crate) fn group_brokers(common: &Common, group: &str) -> Result<Vec<String>, AdminError> {
     let mut ns = common.namesrv()?;
     let retry = format!("{RETRY_GROUP_TOPIC_PREFIX}{group}");
     match route(&mut ns, &retry) {

@@ -12,15 +12,18 @@
 //!   addWritePerm, getNamesrvConfig
 //! * `controller`: getControllerMetaData, getSyncStateSet, electMaster, cleanBrokerMetadata,
 //!   getControllerConfig, updateControllerConfig, getBrokerEpoch (RocketMQ 5's controller mode)
+//! * `client_relay`: consumerStatus, getConsumerStatus, queryMsgById's `-g -d` (answered by a
+//!   consumer client through its broker)
 //! * `acl`: updateAclConfig, deleteAclConfig, updateGlobalWhiteAddr, clusterAclConfigVersion,
 //!   getAclConfig
 //! * `output`: mqadmin's tables, time and version formats, JSON
-//! * `fastjson_mq`: bodies keyed by MessageQueue objects (topic and consume stats)
+//! * `fastjson_mq` (in `protocol`): bodies keyed by MessageQueue objects (topic and consume stats)
 
 pub(crate) mod acl;
+pub(crate) mod client_relay;
 pub(crate) mod cluster;
 pub(crate) mod controller;
-pub mod fastjson_mq;
+pub use crate::protocol::fastjson_mq;
 pub(crate) mod group;
 pub(crate) mod message;
 pub(crate) mod offset;
@@ -145,6 +148,14 @@ enum AdminCommand {
     /// Messages by offsetMsgId (comma separated), with their bodies.
     #[command(name = "queryMsgById")]
     QueryMsgById(query::ByIdArgs),
+    /// A consumer group's clients as they report themselves (GET_CONSUMER_RUNNING_INFO through
+    /// the broker): one line per client, or one client's whole running info with `-i`.
+    #[command(name = "consumerStatus")]
+    ConsumerStatus(client_relay::ConsumerStatusArgs),
+    /// The offsets a topic's consumers hold, asked of each client by the broker
+    /// (INVOKE_BROKER_TO_GET_CONSUMER_STATUS).
+    #[command(name = "getConsumerStatus")]
+    GetConsumerStatus(client_relay::GetConsumerStatusArgs),
     /// Messages of a topic with a key, on every broker of its route.
     #[command(name = "queryMsgByKey")]
     QueryMsgByKey(query::ByKeyArgs),
@@ -441,6 +452,8 @@ fn dispatch(command: AdminCommand) -> Result<(), AdminError> {
         C::SendMessage(a) => message::send_message(&a),
         C::ConsumeMessage(a) => message::consume_message(&a),
         C::QueryMsgById(a) => query::query_msg_by_id(&a),
+        C::ConsumerStatus(a) => client_relay::consumer_status(&a),
+        C::GetConsumerStatus(a) => client_relay::get_consumer_status(&a),
         C::QueryMsgByKey(a) => query::query_msg_by_key(&a),
         C::QueryMsgTraceById(a) => trace::query_msg_trace_by_id(&a),
         C::QueryMsgByUniqueKey(a) => query::query_msg_by_unique_key(&a),

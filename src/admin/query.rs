@@ -18,6 +18,7 @@ use crate::client::{ClientError, Connection};
 use crate::message::properties::{Properties, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
 use crate::message::record::RecordView;
 use crate::message::{decode_offset_msg_id, java_string_hash, offset_msg_id, sysflag};
+use crate::protocol::lenient;
 use crate::remoting::{request, response};
 
 /// Where mqadmin writes message bodies.
@@ -35,6 +36,13 @@ pub(super) struct ByIdArgs {
     /// Also print the body (as UTF-8 text) after each message.
     #[arg(long = "printBody")]
     print_body: bool,
+    /// With `-d`: push each message to this group's client to consume at once
+    /// (CONSUME_MESSAGE_DIRECTLY) instead of printing it.
+    #[arg(short = 'g', long = "consumerGroup", requires = "client_id")]
+    group: Option<String>,
+    /// The consumer's client id (with `-g`).
+    #[arg(short = 'd', long = "clientId", requires = "group")]
+    client_id: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -349,6 +357,9 @@ pub(super) fn query_msg_by_id(args: &ByIdArgs) -> Result<(), AdminError> {
     if ids.is_empty() {
         return Err(AdminError::Invalid("no message id given (-i)".into()));
     }
+    if let (Some(group), Some(client_id)) = (&args.group, &args.client_id) {
+        return consume_directly(&args.common, &ids, group.trim(), client_id.trim());
+    }
     let mut found = Vec::new();
     let mut errors = Vec::new();
     for id in &ids {
@@ -365,6 +376,70 @@ pub(super) fn query_msg_by_id(args: &ByIdArgs) -> Result<(), AdminError> {
         1 => Err(AdminError::Failed(errors.swap_remove(0))),
         _ => Err(AdminError::Failed(errors.join("; "))),
     }
+}
+
+/// `queryMsgById -g -d` (mqadmin's `pushMsg`): each message to the client to consume at once,
+/// if it is a push consumer; prints Java's `ConsumeMessageDirectlyResult` line per message.
+fn consume_directly(
+    common: &Common,
+    ids: &[&str],
+    group: &str,
+    client_id: &str,
+) -> Result<(), AdminError> {
+    let info = super::client_relay::running_info(common, group, client_id, false)?;
+    if !info.is_push() {
+        out!("this {client_id} client is not push consumer ,not support direct push ");
+        return Ok(());
+    }
+    let mut results = Vec::new();
+    for id in ids {
+        let m = view_by_id(id)?;
+        let cmd = command(
+            request::CONSUME_MESSAGE_DIRECTLY,
+            &[
+                ("consumerGroup", group),
+                ("clientId", client_id),
+                ("msgId", &m.offset_msg_id),
+                ("topic", &m.topic),
+            ],
+        );
+        let about = format!("of message {id} to client {client_id} of group {group}");
+        let reply = call(&mut broker(&m.store_host)?, cmd, &about)?;
+        let result: Value = lenient::from_slice(&reply.body)
+            .map_err(|e| AdminError::Failed(format!("the result of {id} does not parse: {e}")))?;
+        results.push(result);
+    }
+    if common.json {
+        return output::print_json(&results);
+    }
+    for r in &results {
+        // Read as fastjson's smart match does: `autoCommit` or `auto_commit` (the Rust
+        // client writes its fields in snake case).
+        let text = |k: &str| {
+            let snake: String = k
+                .chars()
+                .flat_map(|c| match c.is_ascii_uppercase() {
+                    true => vec!['_', c.to_ascii_lowercase()],
+                    false => vec![c],
+                })
+                .collect();
+            match r.get(k).or_else(|| r.get(&snake)).unwrap_or(&Value::Null) {
+                Value::Null => "null".to_string(),
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            }
+        };
+        out!(
+            "ConsumeMessageDirectlyResult [order={}, autoCommit={}, consumeResult={}, remark={}, \
+             spentTimeMills={}]",
+            text("order"),
+            text("autoCommit"),
+            text("consumeResult"),
+            text("remark"),
+            text("spentTimeMills")
+        );
+    }
+    Ok(())
 }
 
 /// A QUERY_MESSAGE lookup on every broker of a topic's route.

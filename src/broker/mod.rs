@@ -13,6 +13,7 @@ pub mod put_hop;
 pub mod replication;
 pub mod schedule;
 pub mod shard;
+pub mod stats;
 pub mod topic_config;
 
 use std::cell::{OnceCell, RefCell};

@@ -48,6 +48,13 @@ pub enum MeshRequest {
         connection: u64,
         command: RemotingCommand,
     },
+    /// Send `command` on connection `connection` of the receiving shard and answer with the
+    /// client's answer (a relay: GET_CONSUMER_RUNNING_INFO, …).
+    Invoke {
+        connection: u64,
+        command: RemotingCommand,
+        timeout: std::time::Duration,
+    },
     /// The control shard changed a topic (`None`: deleted).
     TopicChanged {
         name: String,
@@ -84,12 +91,6 @@ pub enum MeshRequest {
     /// To the control shard: the connection of a producer client by its client id
     /// (request-reply: the requester of a reply).
     ProducerChannelOf { client_id: String },
-    /// Send `command` on connection `connection` of the receiving shard and answer with the
-    /// client's response (PUSH_REPLY_MESSAGE_TO_CLIENT).
-    CallClient {
-        connection: u64,
-        command: RemotingCommand,
-    },
     /// To the control shard: a group's current subscriptions.
     GetSubscriptions { group: String },
     /// To the control shard: make sure a group topic (retry, DLQ) exists.
@@ -123,9 +124,8 @@ pub enum MeshResponse {
     PutBatch(crate::store::StoreResult<crate::store::PutBatchResult>),
     Subscriptions(Vec<SubscriptionData>),
     Channel(Option<ChannelId>),
-    /// A client's response to [`MeshRequest::CallClient`], or why there is none.
-    ClientAnswer(Result<RemotingCommand, String>),
     Ha(crate::broker::replication::HaStatus),
+    Invoked(Result<RemotingCommand, crate::net::invoke::InvokeError>),
 }
 
 /// State that lives only on the control shard.
@@ -355,6 +355,14 @@ impl Shard {
                 self.send_on_connection(connection, command);
                 None
             }
+            MeshRequest::Invoke {
+                connection,
+                command,
+                timeout,
+            } => Some(MeshResponse::Invoked(
+                self.invoke_on_connection(connection, command, timeout)
+                    .await,
+            )),
             MeshRequest::TopicChanged { name, config } => {
                 self.apply_topic_change(name, config);
                 None
@@ -403,12 +411,6 @@ impl Shard {
             }
             MeshRequest::ProducerChannelOf { client_id } => Some(MeshResponse::Channel(
                 self.local_producer_channel_of(&client_id),
-            )),
-            MeshRequest::CallClient {
-                connection,
-                command,
-            } => Some(MeshResponse::ClientAnswer(
-                self.call_on_connection(connection, command).await,
             )),
             MeshRequest::GetSubscriptions { group } => Some(MeshResponse::Subscriptions(
                 self.group_subscriptions(&group),

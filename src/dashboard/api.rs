@@ -378,6 +378,21 @@ pub fn group(state: &State, name: &str) -> Result<GroupView, ApiError> {
     })
 }
 
+/// GET /api/groups/{name}/clients/{id}: the client's own running info (relayed by a broker
+/// of the group: GET_CONSUMER_RUNNING_INFO).
+pub fn client(
+    state: &State,
+    group: &str,
+    client_id: &str,
+) -> Result<crate::admin::client_relay::RunningInfo, ApiError> {
+    Ok(crate::admin::client_relay::running_info(
+        &state.common,
+        group,
+        client_id,
+        false,
+    )?)
+}
+
 /// POST /api/groups/{name}/reset.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

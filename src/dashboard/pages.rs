@@ -293,7 +293,7 @@ pub fn groups(state: &State) -> Reply {
     page(state, "Consumer groups", error.as_ref(), body)
 }
 
-pub fn group(state: &State, name: &str) -> Reply {
+pub fn group(state: &State, name: &str, client: Option<&str>) -> Reply {
     const PROGRESS: [Col; 7] = [
         Col("Topic", "topic|/topics/{topic}"),
         Col("Broker", "brokerName"),
@@ -304,7 +304,7 @@ pub fn group(state: &State, name: &str) -> Reply {
         Col("Last consumed", "lastTimestamp:date"),
     ];
     const MEMBERS: [Col; 5] = [
-        Col("Client id", "clientId"),
+        Col("Client id", "clientId|?client={clientId}"),
         Col("Address", "clientAddr"),
         Col("Language", "language"),
         Col("Version", "version"),
@@ -335,6 +335,7 @@ pub fn group(state: &State, name: &str) -> Reply {
         (table("progress", &PROGRESS, queues, Some((&api_url, "progress.queues"))))
         h2 { "Members" }
         (table("members", &MEMBERS, members, Some((&api_url, "connection.connectionSet"))))
+        @if let Some(id) = client { (client_detail(state, name, id)) }
         h2 { "Reset offsets by time" }
         (api_form("POST", &format!("{api_url}/reset"), "show",
             Some("Move the group's offsets? Its consumers will read from there."), html! {
@@ -348,6 +349,53 @@ pub fn group(state: &State, name: &str) -> Reply {
         }))
     };
     page(state, &title, None, body)
+}
+
+/// One member's own view of itself (GET_CONSUMER_RUNNING_INFO relayed by a broker): its
+/// properties, subscriptions, the queues it holds and its pull and consume rates.
+fn client_detail(state: &State, group: &str, id: &str) -> Markup {
+    const QUEUES: [Col; 5] = [
+        Col("Topic", "topic"),
+        Col("Broker", "brokerName"),
+        Col("Queue", "queueId"),
+        Col("Committed offset", "processQueue.commitOffset"),
+        Col("Cached messages", "processQueue.cachedMsgCount"),
+    ];
+    const SUBSCRIPTIONS: [Col; 2] = [Col("Topic", "topic"), Col("Expression", "subString")];
+    let info = match api::client(state, group, id) {
+        Ok(info) => info,
+        Err(e) => return html! { h2 { "Client " (id) } p.error { (e.status) ": " (e.error) } },
+    };
+    let props: Vec<Value> = info
+        .properties
+        .iter()
+        .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
+        .collect();
+    let rates: Vec<Value> = info
+        .status_table
+        .iter()
+        .map(|(topic, s)| {
+            let mut row = s.clone();
+            row["topic"] = Value::String(topic.clone());
+            row
+        })
+        .collect();
+    const RATES: [Col; 6] = [
+        Col("Topic", "topic"),
+        Col("Pull RT", "pullRT:num2"),
+        Col("Pull TPS", "pullTPS:num2"),
+        Col("Consume RT", "consumeRT:num2"),
+        Col("Consume OK TPS", "consumeOKTPS:num2"),
+        Col("Consume failed TPS", "consumeFailedTPS:num2"),
+    ];
+    const PROPS: [Col; 2] = [Col("Property", "name"), Col("Value", "value")];
+    html! {
+        h2 { "Client " (id) }
+        (table("client-subscriptions", &SUBSCRIPTIONS, &info.subscription_set, None))
+        (table("client-queues", &QUEUES, &info.mq_table, None))
+        (table("client-rates", &RATES, &rates, None))
+        (table("client-properties", &PROPS, &props, None))
+    }
 }
 
 const MESSAGE_COLS: [Col; 8] = [

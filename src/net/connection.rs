@@ -6,8 +6,7 @@
 //! reads into its own buffer, `CONNECTION_READ_IDLE_BYTES` and up to `CONNECTION_READ_BUSY_BYTES`
 //! while reads keep filling it, and gives it back as soon as it is quiet again.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -130,29 +129,8 @@ pub struct Connection {
     /// Last time bytes were read or written (Java's IdleStateHandler "all idle").
     last_active: Cell<Instant>,
     reaped: Cell<bool>,
-    /// Requests we initiated with [`Connection::call`], awaiting their responses (by opaque).
-    awaited: RefCell<HashMap<i32, LocalSender<RemotingCommand>>>,
-}
-
-/// Why a [`Connection::call`] got no response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// The connection was closed, or closed before the response came.
-    Closed,
-    /// The write queue was full (the peer is not reading).
-    Full,
-    /// No response within the deadline.
-    Timeout,
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CallError::Closed => "the connection closed before the response",
-            CallError::Full => "the connection's write queue is full (the peer is not reading)",
-            CallError::Timeout => "no response in time",
-        })
-    }
+    /// Requests we initiated whose answers are awaited ([`Connection::invoke`]), by opaque.
+    awaited: crate::net::invoke::Awaited,
 }
 
 impl Connection {
@@ -191,36 +169,26 @@ impl Connection {
         self.send(request)
     }
 
-    /// Sends a request we initiate (PUSH_REPLY_MESSAGE_TO_CLIENT, …) and waits for the peer's
-    /// response, as Java's `Broker2Client.callClient` does, at most `timeout`.
-    pub async fn call(
+    /// Sends a request we initiate (a relay to a client: GET_CONSUMER_RUNNING_INFO, …) and
+    /// waits up to `timeout` for its answer (see [`crate::net::invoke`]).
+    pub async fn invoke(
         &self,
         mut request: RemotingCommand,
         timeout: std::time::Duration,
-    ) -> Result<RemotingCommand, CallError> {
-        if self.closed.get() {
-            return Err(CallError::Closed);
-        }
+    ) -> Result<RemotingCommand, crate::net::invoke::InvokeError> {
+        use crate::net::invoke::InvokeError;
+        request.flag &= !crate::remoting::FLAG_RESPONSE;
         request.opaque = self.next_opaque.get();
-        self.next_opaque.set(request.opaque.wrapping_add(1));
-        let opaque = request.opaque;
-        let (tx, rx) = local_channel::new_bounded(1);
-        self.awaited.borrow_mut().insert(opaque, tx);
-        if !self.send(request) {
-            self.awaited.borrow_mut().remove(&opaque);
-            return Err(if self.closed.get() {
-                CallError::Closed
-            } else {
-                CallError::Full
-            });
+        self.next_opaque
+            .set(request.opaque.wrapping_add(1) & i32::MAX);
+        if self.closed.get() {
+            return Err(InvokeError::Closed);
         }
-        let answer = future::or(async { rx.recv().await.ok_or(CallError::Closed) }, async {
-            glommio::timer::sleep(timeout).await;
-            Err(CallError::Timeout)
-        })
-        .await;
-        self.awaited.borrow_mut().remove(&opaque);
-        answer
+        let answer = self.awaited.expect(request.opaque);
+        if !self.send(request) {
+            return Err(InvokeError::NotWritable);
+        }
+        answer.wait(timeout).await
     }
 
     /// True once either side closed the connection.
@@ -283,14 +251,13 @@ pub(crate) async fn run<H: Handler>(
         fd,
         last_active: Cell::new(Instant::now()),
         reaped: Cell::new(false),
-        awaited: RefCell::new(HashMap::new()),
+        awaited: Default::default(),
     });
     registered(&conn);
     let writer_task = glommio::spawn_local(write_loop(writer, rx, Rc::clone(&conn)));
     let outcome = read_loop(reader, &conn, &handler, max_frame_bytes).await;
     conn.closed.set(true);
-    // Fails every call still waiting for a response.
-    conn.awaited.borrow_mut().clear();
+    conn.awaited.close();
     conn.active.close();
     let _ = conn.outbound.try_send(Outbound::Close);
     handler.on_close(&conn);
@@ -427,11 +394,8 @@ async fn wait_for_write_room(conn: &Connection) {
 
 async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: RemotingCommand) {
     if request.is_response() {
-        // A response to a request we initiated: to its caller, if one still waits.
-        let caller = conn.awaited.borrow_mut().remove(&request.opaque);
-        if let Some(caller) = caller {
-            let _ = caller.try_send(request);
-        }
+        // The answer to a request we initiated: to its waiter, if one still waits.
+        conn.awaited.complete(request);
         return;
     }
     let oneway = request.is_oneway();

@@ -16,6 +16,7 @@
 //! connections close returns freed memory to the system.
 
 pub mod connection;
+pub mod invoke;
 pub mod rpc_client;
 pub mod server;
 

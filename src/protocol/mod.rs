@@ -2,6 +2,7 @@
 //! state. Every JSON body is read with [`lenient::from_slice`] (as fastjson reads it).
 
 pub mod fastjson;
+pub mod fastjson_mq;
 pub mod fields;
 pub mod heartbeat;
 pub mod lenient;

@@ -101,6 +101,8 @@ pub(crate) struct ConsumeQueue<S: Storage> {
     /// outside the broker see the queue only up to the first of them ([`Self::readable_max`]).
     durable: RefCell<Option<OffsetWatch>>,
     pending: RefCell<VecDeque<(u64, u64)>>,
+    /// Its topic was deleted: never flushed again (its files are being removed).
+    deleted: Cell<bool>,
 }
 
 impl<S: Storage> ConsumeQueue<S> {
@@ -120,6 +122,7 @@ impl<S: Storage> ConsumeQueue<S> {
             watch: RefCell::new(None),
             durable: RefCell::new(None),
             pending: RefCell::new(VecDeque::new()),
+            deleted: Cell::new(false),
         }
     }
 
@@ -241,7 +244,27 @@ impl<S: Storage> ConsumeQueue<S> {
     }
 
     pub(crate) async fn flush(&self) -> io::Result<()> {
+        if self.deleted.get() {
+            return Ok(());
+        }
         self.log.flush().await.map(|_| ())
+    }
+
+    /// Removes the queue's files and directory (its topic was deleted; it is out of the map).
+    /// A flush that was already writing may have made a file again: calling it twice, the
+    /// second time after that flush, removes that one too.
+    pub(crate) async fn remove_files(&self, storage: &S) -> io::Result<()> {
+        self.deleted.set(true);
+        let dir = self.log.dir().to_path_buf();
+        let names = match storage.list_dir(&dir).await {
+            Ok(names) => names,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for name in names {
+            storage.remove(&dir.join(name)).await?;
+        }
+        storage.remove_dir(&dir).await
     }
 
     /// Opens the files and finds min and max offsets.
@@ -472,6 +495,25 @@ impl<S: Storage> ConsumeQueues<S> {
             .or_default()
             .insert(queue_id, cq.clone());
         cq
+    }
+
+    /// Takes every queue of `topic` out of the map (a deleted topic; a send to the name
+    /// afterwards starts a new queue at offset 0).
+    pub(crate) fn remove_topic(&self, topic: &str) -> Vec<Rc<ConsumeQueue<S>>> {
+        let removed = self.map.borrow_mut().remove(topic);
+        removed
+            .map(|q| q.into_values().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many queues of `topic` are in the map.
+    pub(crate) fn get_topic_count(&self, topic: &str) -> usize {
+        self.map.borrow().get(topic).map_or(0, HashMap::len)
+    }
+
+    /// The directory of `topic`'s queues.
+    pub(crate) fn topic_dir(&self, topic: &str) -> PathBuf {
+        self.dir.join(topic)
     }
 
     pub(crate) fn all(&self) -> Vec<Rc<ConsumeQueue<S>>> {

@@ -121,6 +121,8 @@ pub trait Storage: Clone + 'static {
     async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (created, removed, renamed files) durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory.
+    async fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// Whether a file or directory exists.
     async fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Space of the file system holding `path` (which must exist).
@@ -289,6 +291,11 @@ impl Storage for DmaStorage {
         let dir = glommio::io::Directory::open(path).await?;
         dir.sync().await?;
         Ok(dir.close().await?)
+    }
+
+    async fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        // Blocking rmdir of an empty directory: once per queue of a topic an admin deletes.
+        std::fs::remove_dir(path)
     }
 
     async fn exists(&self, path: &Path) -> io::Result<bool> {

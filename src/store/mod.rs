@@ -33,6 +33,7 @@ pub mod replica;
 pub mod retention;
 
 mod background;
+mod delete;
 mod open;
 mod put;
 mod read;

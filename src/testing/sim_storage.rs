@@ -524,6 +524,22 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    async fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.alive()?;
+        let mut state = self.state.borrow_mut();
+        let children = state.names.keys().chain(state.dirs.iter());
+        if children.into_iter().any(|p| p.parent() == Some(path)) {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                "not empty",
+            ));
+        }
+        match state.dirs.remove(path) {
+            true => Ok(()),
+            false => Err(not_found(path)),
+        }
+    }
+
     async fn exists(&self, path: &Path) -> io::Result<bool> {
         self.alive()?;
         let state = self.state.borrow();

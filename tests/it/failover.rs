@@ -214,6 +214,7 @@ fn three_controllers_lose_their_leader_to_sigkill_and_keep_their_state() {
     bytes[last] ^= 0x55;
     std::fs::write(&log, &bytes).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .env("RINGMQ_LOG_DIR", "none")
         .args([
             OsStr::new("controller"),
             OsStr::new("-c"),

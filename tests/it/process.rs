@@ -294,6 +294,16 @@ impl BrokerProcess {
     /// [`BrokerProcess::spawn`] inside network namespace `netns` (`ip netns exec`, which
     /// execs the server: the PID is the server's).
     pub fn spawn_in(netns: Option<&str>, args: &[&std::ffi::OsStr], log: PathBuf) -> BrokerProcess {
+        Self::spawn_with_env(netns, args, log, &[])
+    }
+
+    /// [`BrokerProcess::spawn_in`] with these environment variables set (after the defaults).
+    pub fn spawn_with_env(
+        netns: Option<&str>,
+        args: &[&std::ffi::OsStr],
+        log: PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> BrokerProcess {
         let stderr = File::create(&log).expect("create the broker log");
         // CHAOS_RINGMQ_BIN: another build of the server (the chaos suite's long form by hand
         // with a release build); the test's own debug build otherwise.
@@ -310,6 +320,14 @@ impl BrokerProcess {
         let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
+            // Java's log files (ringmq::logfile) beside the run log, not in $HOME.
+            .env(
+                "RINGMQ_LOG_DIR",
+                log.parent()
+                    .unwrap_or(Path::new("/tmp"))
+                    .join("rocketmqlogs"),
+            )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))

@@ -16,6 +16,7 @@ fn free_port() -> u16 {
 fn spawn(args: &[&str], ready: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
         .args(args)
+        .env("RINGMQ_LOG_DIR", "none")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -32,7 +32,7 @@ pub const SLAVE_REMARK: &str = concat!(
 );
 
 /// The request codes this module answers.
-const CODES: [i32; 18] = [
+const CODES: [i32; 20] = [
     req::UPDATE_AND_CREATE_TOPIC,
     req::DELETE_TOPIC_IN_BROKER,
     req::GET_ALL_TOPIC_CONFIG,
@@ -51,6 +51,8 @@ const CODES: [i32; 18] = [
     req::CHECK_CLIENT_CONFIG,
     req::INVOKE_BROKER_TO_RESET_OFFSET,
     req::UPDATE_BROKER_CONFIG,
+    req::VIEW_BROKER_STATS_DATA,
+    req::GET_BROKER_CONSUME_STATS,
 ];
 
 /// True for the request codes [`Shard::admin`] answers.
@@ -91,6 +93,10 @@ pub enum AdminQuery {
     ApplyConfig(Box<crate::config::BrokerConfig>),
     /// This shard's count of refused requests per peer (crate::refusal).
     Refusals,
+    /// Drop a deleted topic's consume queues and every group's offsets of it on this shard.
+    DeleteTopicData { topic: String },
+    /// This shard's totals of a stats item (crate::broker::stats).
+    StatsTotals { name: String, key: String },
 }
 
 /// A shard's answer to an [`AdminQuery`].
@@ -102,6 +108,9 @@ pub enum AdminAnswer {
     Reset(Result<Vec<QueueReset>, String>),
     Refusals(std::collections::HashMap<std::net::SocketAddr, u64>),
     Done,
+    /// A shard could not do what it was asked.
+    Failed(String),
+    Totals(Option<crate::broker::stats::Totals>),
 }
 
 /// One queue's figures, from the shard that owns it.
@@ -190,6 +199,10 @@ pub struct ShardStats {
     get_miss: Cell<u64>,
     get_msgs: Cell<u64>,
     pub(super) history: RefCell<History>,
+    /// Per-topic and per-group items under Java's stats names (VIEW_BROKER_STATS_DATA).
+    pub items: crate::broker::stats::StatsItems,
+    /// Samples of the items asked for (control shard).
+    pub(super) item_history: crate::broker::stats::StatsHistory,
 }
 
 impl Default for ShardStats {
@@ -203,6 +216,8 @@ impl Default for ShardStats {
             get_miss: Cell::new(0),
             get_msgs: Cell::new(0),
             history: RefCell::new(History::new(boot_ms)),
+            items: Default::default(),
+            item_history: Default::default(),
         }
     }
 }
@@ -247,6 +262,8 @@ impl Shard {
             req::CHECK_CLIENT_CONFIG => self.check_client_config(cmd),
             req::INVOKE_BROKER_TO_RESET_OFFSET => self.reset_offset(cmd).await,
             req::UPDATE_BROKER_CONFIG => self.update_broker_config(cmd).await,
+            req::VIEW_BROKER_STATS_DATA => self.view_stats(cmd).await,
+            req::GET_BROKER_CONSUME_STATS => self.broker_consume_stats(cmd).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),
@@ -316,6 +333,26 @@ impl Shard {
                 AdminAnswer::Done
             }
             AdminQuery::Refusals => AdminAnswer::Refusals(self.refusals.counts()),
+            AdminQuery::StatsTotals { name, key } => {
+                AdminAnswer::Totals(self.stats.items.totals(&name, &key))
+            }
+            AdminQuery::DeleteTopicData { topic } => {
+                let groups = self.offsets.borrow_mut().remove_topic(&topic);
+                self.stats.items.remove_topic(&topic);
+                match self.store().delete_topic(&topic).await {
+                    Ok(queues) => {
+                        tracing::info!(
+                            shard = self.id,
+                            topic,
+                            queues,
+                            groups,
+                            "deleted topic's consume queues and consumer offsets removed"
+                        );
+                        AdminAnswer::Done
+                    }
+                    Err(e) => AdminAnswer::Failed(format!("shard {}: {e}", self.id)),
+                }
+            }
         }
     }
 

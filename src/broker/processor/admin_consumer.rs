@@ -231,7 +231,8 @@ impl Shard {
     /// GET_CONSUME_STATS (208): header `consumerGroup`, optional `topic`. Per read queue of
     /// each topic the group has offsets on (or of `topic`): the queue's max offset, the group's
     /// offset and the store time of the last consumed message; topics the group's online
-    /// members do not subscribe to are left out. `consumeTps` is not measured (0.0).
+    /// members do not subscribe to are left out. `consumeTps` is measured (see
+    /// [`Shard::consume_stats_body`]).
     pub(super) async fn consume_stats(
         &self,
         cmd: &RemotingCommand,
@@ -245,20 +246,43 @@ impl Shard {
                 topics.map(str::to_string).collect()
             }
         };
+        let (body, _) = self.consume_stats_body(group, &topics, false).await?;
+        Ok(cmd.success_to().with_body(body.into_bytes()))
+    }
+
+    /// A `ConsumeStats` body of `group` over `topics` (those that exist and the group's
+    /// members subscribe to; with `only_order`, order topics only), and its total diff.
+    /// `consumeTps` is the group's measured GROUP_GET_NUMS rate over the last minute, summed
+    /// over the topics (Java's `tpsGroupGetNums`).
+    pub(super) async fn consume_stats_body(
+        &self,
+        group: &str,
+        topics: &[String],
+        only_order: bool,
+    ) -> Result<(String, i64), Failure> {
         let mut entries = Vec::new();
-        for (topic, queues) in self.consumed_topics(group, &topics)? {
+        let (mut tps, mut diff) = (0.0, 0i64);
+        for (topic, queues) in self.consumed_topics(group, topics)? {
+            if only_order && !self.topic(&topic).is_some_and(|t| t.order) {
+                continue;
+            }
             for s in self.gather_queue_stats(&topic, queues, Some(group)).await? {
                 let wrapper = OffsetWrapper {
                     broker_offset: s.max_offset,
                     consumer_offset: s.consumer_offset.unwrap_or(0).max(0),
                     last_timestamp: s.consumer_timestamp,
                 };
+                diff += wrapper.broker_offset - wrapper.consumer_offset;
                 entries.push((self.message_queue(&topic, s.queue_id), wrapper));
             }
+            tps += self.group_get_tps(&topic, group).await?;
         }
         let table = encode_mq_map(&entries).map_err(encode_failure)?;
-        let body = format!(r#"{{"consumeTps":0.0,"offsetTable":{table}}}"#);
-        Ok(cmd.success_to().with_body(body.into_bytes()))
+        let tps = super::admin_runtime::java_double(tps);
+        Ok((
+            format!(r#"{{"consumeTps":{tps},"offsetTable":{table}}}"#),
+            diff,
+        ))
     }
 
     /// The topics of `candidates` that exist, with their read queue counts, minus those the

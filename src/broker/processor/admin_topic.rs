@@ -128,9 +128,10 @@ impl Shard {
         Ok(cmd.response_to(resp::SUCCESS, Some(UNSET_REMARK.to_string())))
     }
 
-    /// DELETE_TOPIC_IN_BROKER (215). The topic's stored messages and consume queues stay (the
-    /// store cannot drop a topic's queues yet); a topic created again under the name continues
-    /// its queues.
+    /// DELETE_TOPIC_IN_BROKER (215): the config, then on every shard the topic's consume
+    /// queues and every group's offsets of it; a topic created again under the name starts at
+    /// offset 0 with no consumer offsets. The records stay in the commitlog until retention
+    /// removes their segments (as in Java); queries by key may still find them.
     pub(super) async fn delete_topic(
         &self,
         cmd: &RemotingCommand,
@@ -159,6 +160,17 @@ impl Shard {
         if existed {
             tracing::info!(topic = name, "topic deleted by an admin request");
             self.publish_topic(name, None).await?;
+        }
+        // Its queues and offsets go whether or not the config was still there (Java's
+        // `deleteTopicInBroker`), so a topic made again under the name starts clean.
+        let data = || AdminQuery::DeleteTopicData {
+            topic: name.to_string(),
+        };
+        for answer in self.ask_all_shards(data).await? {
+            if let super::admin::AdminAnswer::Failed(reason) = answer {
+                let remark = format!("the topic's data is not all deleted: {reason}");
+                return Err((resp::SYSTEM_ERROR, remark));
+            }
         }
         Ok(cmd.success_to())
     }

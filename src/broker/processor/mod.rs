@@ -6,14 +6,17 @@ mod admin_config;
 mod admin_consumer;
 mod admin_offset;
 mod admin_runtime;
+mod admin_stats;
 mod admin_topic;
 mod client;
 mod filter;
 pub mod lock;
 mod offset;
+mod offset_moved;
 mod pull;
 pub(crate) use pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 pub mod query;
+mod relay;
 pub mod reply;
 mod send;
 mod send_back;
@@ -64,6 +67,7 @@ impl Shard {
             // Controller mode (crate::broker::replication).
             req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
             req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
+            code if relay::handles(code) => self.relay(origin, &command).await,
             code if admin::handles(code) => self.admin(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,

@@ -125,6 +125,11 @@ impl Shard {
             result = self.read_queue(&request, &filter).await?;
         }
         self.stats.count_pull(result.messages.len());
+        let bytes = result.messages.iter().map(|m| m.len()).sum();
+        let found = result.messages.len();
+        self.stats
+            .items
+            .get(request.topic, request.group, found, bytes);
         let suggest = self.suggest_broker(&result);
         let mut response = pull_response(cmd, result, request.offset, suggest);
         if self.ctx.cfg.broker_role == BrokerRole::Slave
@@ -134,6 +139,17 @@ impl Shard {
             // A slave may lag its master: it does not move the consumer (HA.md §5).
             response.code = resp::PULL_RETRY_IMMEDIATELY;
             response.set_ext("nextBeginOffset", request.offset.to_string());
+        }
+        // A slave's store follows its master's commitlog: it writes no event of its own.
+        if response.code == resp::PULL_OFFSET_MOVED && self.ctx.cfg.broker_role != BrokerRole::Slave
+        {
+            let moved_to = response
+                .ext("nextBeginOffset")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(request.offset);
+            let (topic, queue, group) = (request.topic, request.queue_id, request.group);
+            self.offset_moved_event(topic, queue, group, request.offset, moved_to)
+                .await;
         }
         Ok(response)
     }

@@ -227,41 +227,13 @@ impl Shard {
     }
 
     /// Sends `command` to a client connection on whichever shard holds it and waits for the
-    /// client's response.
+    /// client's response (the relays' [`Shard::invoke_on_channel`], with Java's push timeout).
     async fn call_client(
         &self,
         channel: ChannelId,
         command: RemotingCommand,
     ) -> Result<RemotingCommand, String> {
-        let shard = usize::from(channel.shard);
-        if shard == self.id {
-            return self.call_on_connection(channel.connection, command).await;
-        }
-        let mesh = self.mesh().ok_or("the shard mesh is not ready")?;
-        let request = MeshRequest::CallClient {
-            connection: channel.connection,
-            command,
-        };
-        match mesh.call(shard, request).await {
-            Ok(MeshResponse::ClientAnswer(answer)) => answer,
-            Ok(_) => Err("unexpected mesh answer".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Sends `command` on this shard's connection `connection` and waits for the response.
-    pub(crate) async fn call_on_connection(
-        &self,
-        connection: u64,
-        command: RemotingCommand,
-    ) -> Result<RemotingCommand, String> {
-        let conn = self
-            .connections
-            .borrow()
-            .get(&connection)
-            .and_then(std::rc::Weak::upgrade)
-            .ok_or("the connection has closed")?;
-        conn.call(command, PUSH_TIMEOUT)
+        self.invoke_on_channel(channel, command, PUSH_TIMEOUT)
             .await
             .map_err(|e| e.to_string())
     }

@@ -85,6 +85,8 @@ impl Shard {
         };
         self.stats
             .count_put(result.physical_offsets.len(), result.wrote_bytes);
+        let stored = (result.physical_offsets.len(), result.wrote_bytes);
+        self.stats.items.put(&target, stored.0, stored.1);
         let msg_ids: Vec<String> = result
             .physical_offsets
             .iter()

@@ -242,6 +242,15 @@ impl ConsumerOffsetTable {
         removed
     }
 
+    /// Drops every group's offsets of `topic` (a deleted topic, Java's `cleanOffsetByTopic`);
+    /// returns how many groups had some.
+    pub fn remove_topic(&mut self, topic: &str) -> usize {
+        let before = self.offset_table.len();
+        self.offset_table
+            .retain(|key, _| split_key(key).is_none_or(|(t, _)| t != topic));
+        before - self.offset_table.len()
+    }
+
     /// The whole table, keyed by `topic@group`.
     pub fn table(&self) -> &BTreeMap<String, BTreeMap<i32, i64>> {
         &self.offset_table

@@ -15,6 +15,45 @@ pub type MqEntries = Vec<(MessageQueue, Value)>;
 /// the rest of the body with that member emptied (`{}`). A missing member is an empty table.
 /// Keys written as JSON strings holding the object are accepted too.
 pub fn parse_mq_table(body: &[u8], field: &str) -> Result<(MqEntries, Value), String> {
+    let Some((start, end)) = member_span(body, field)? else {
+        return Ok((Vec::new(), parse_json(body)?));
+    };
+    let entries = parse_entries(&body[start..end])?;
+    let rest = [&body[..start], b"{}", &body[end..]].concat();
+    Ok((entries, parse_json(&rest)?))
+}
+
+/// The members of the top-level object member `field` whose values may hold MessageQueue-keyed
+/// tables (`GetConsumerStatusBody.consumerTable`: client id → table): each string key and its
+/// value's raw bytes. A missing member has none.
+pub fn raw_members<'a>(body: &'a [u8], field: &str) -> Result<Vec<(String, &'a [u8])>, String> {
+    let Some((start, end)) = member_span(body, field)? else {
+        return Ok(Vec::new());
+    };
+    let object = &body[start..end];
+    let mut members = Vec::new();
+    expect(object, 0, b'{')?;
+    let mut at = 1;
+    loop {
+        at = skip_ws(object, at);
+        match object.get(at) {
+            Some(b'}') => return Ok(members),
+            Some(b',') => at = skip_ws(object, at + 1),
+            _ => {}
+        }
+        let key_end = value_end(object, at)?;
+        let key: String = parse_json(&object[at..key_end])?;
+        at = skip_ws(object, key_end);
+        expect(object, at, b':')?;
+        let value_start = skip_ws(object, at + 1);
+        let value_stop = value_end(object, value_start)?;
+        members.push((key, &object[value_start..value_stop]));
+        at = value_stop;
+    }
+}
+
+/// Where the value of the top-level member `field` is in `body`.
+fn member_span(body: &[u8], field: &str) -> Result<Option<(usize, usize)>, String> {
     let mut at = skip_ws(body, 0);
     expect(body, at, b'{')?;
     at += 1;
@@ -37,12 +76,7 @@ pub fn parse_mq_table(body: &[u8], field: &str) -> Result<(MqEntries, Value), St
         }
         at = end;
     }
-    let Some((start, end)) = table else {
-        return Ok((Vec::new(), parse_json(body)?));
-    };
-    let entries = parse_entries(&body[start..end])?;
-    let rest = [&body[..start], b"{}", &body[end..]].concat();
-    Ok((entries, parse_json(&rest)?))
+    Ok(table)
 }
 
 /// The `{key:value,…}` of the table itself.

@@ -1,0 +1,89 @@
+//! OFFSET_MOVED_EVENT messages: when a master answers a pull with PULL_OFFSET_MOVED (the
+//! consumer asked for an offset the queue no longer or not yet has, and is moved to
+//! `nextBeginOffset`), it stores an `OffsetMovedEvent` in the `OFFSET_MOVED_EVENT` topic (queue
+//! 0, tags and keys the consumer group), as RocketMQ 4.x's `PullMessageProcessor.
+//! generateOffsetMovedEvent` does — unconditionally there (no config key; 5.x only logs it), and
+//! so here. Monitoring tools (Java's `MonitorService`) subscribe to it.
+
+use serde::Serialize;
+
+use crate::broker::shard::Shard;
+use crate::broker::topic_config::OFFSET_MOVED_EVENT;
+use crate::message::properties::{self, Properties};
+use crate::message::record::RecordInput;
+use crate::protocol::heartbeat::MessageQueue;
+use crate::store::{Clock, SystemClock};
+
+/// Java's `OffsetMovedEvent` (fastjson field order).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OffsetMovedEvent<'a> {
+    consumer_group: &'a str,
+    message_queue: MessageQueue,
+    offset_new: i64,
+    offset_request: i64,
+}
+
+impl Shard {
+    /// Stores the event of `group`'s pull of `topic`/`queue_id` at `requested` moved to
+    /// `moved_to` (best effort: a failure is logged, the pull is answered anyway).
+    pub(super) async fn offset_moved_event(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        group: &str,
+        requested: i64,
+        moved_to: i64,
+    ) {
+        tracing::warn!(
+            topic,
+            group,
+            requested,
+            moved_to,
+            "PULL_OFFSET_MOVED: correction offset"
+        );
+        let event = OffsetMovedEvent {
+            consumer_group: group,
+            message_queue: MessageQueue {
+                broker_name: self.ctx.cfg.broker_name.clone(),
+                queue_id,
+                topic: topic.to_string(),
+            },
+            offset_new: moved_to,
+            offset_request: requested,
+        };
+        let body = match serde_json::to_vec(&event) {
+            Ok(body) => body,
+            Err(e) => return tracing::warn!(error = %e, "offset moved event not encoded"),
+        };
+        let mut props = Properties::default();
+        props.set(properties::TAGS, group);
+        props.set(properties::KEYS, group);
+        let wire = props.to_wire();
+        let input = RecordInput {
+            topic: OFFSET_MOVED_EVENT,
+            queue_id: 0,
+            flag: 0,
+            sys_flag: 0,
+            born_timestamp: SystemClock.now_ms(),
+            born_host: self.ctx.store_host,
+            store_host: self.ctx.store_host,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: &body,
+            properties: &wire,
+        };
+        let mut buf = bytes::BytesMut::with_capacity(input.encoded_len());
+        let stored = match input.encode(&mut buf) {
+            Ok(slots) => self
+                .put_routed(OFFSET_MOVED_EVENT, 0, buf, slots, false)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            tracing::warn!(topic, group, error = %e, "offset moved event not stored");
+        }
+    }
+}
