@@ -35,3 +35,4 @@ mod rust_client_support;
 mod shutdown_cli;
 mod sql_filter;
 mod store_crash;
+mod timer;

@@ -111,8 +111,23 @@ impl Service {
             None => first_record_pos(&shard, queue, queue_min).await?,
         };
         let copies = scan_copies(&shard, scan_from).await?;
+        let found = copies.len();
         let recent = verified(&shard, queue, checkpoint, copies).await?;
-        let wheel = Wheel::restore(checkpoint, queue_min, &recent, &buckets);
+        let qos = (
+            recent.iter().map(|k| k.1).min(),
+            recent.iter().map(|k| k.1).max(),
+        );
+        tracing::info!(
+            shard = shard.id,
+            ?checkpoint,
+            scan_from,
+            scan_to = store.written_offset(),
+            found,
+            verified = recent.len(),
+            ?qos,
+            "timer copies after the checkpoint"
+        );
+        let wheel = Wheel::restore(checkpoint, queue_min, &recent, scan_from, &buckets);
         tracing::info!(
             shard = shard.id,
             queue,

@@ -82,15 +82,20 @@ pub struct Wheel {
     enqueue_next: i64,
     /// Queue offsets at or past `enqueue_next` whose copies were found after the checkpoint.
     recent: HashSet<i64>,
+    /// Where those copies were looked for: a checkpoint captured while `recent` is not empty
+    /// must make the next start look there again (it alone says they were delivered).
+    rescan_from: u64,
 }
 
 impl Wheel {
     /// The wheel after a (re)start: the saved checkpoint (or `None`: nothing saved yet, start
-    /// at `queue_min`), the keys of copies found after it, and the bucket files on disk.
+    /// at `queue_min`), the keys of copies found after it from commitlog offset
+    /// `scanned_from`, and the bucket files on disk.
     pub fn restore(
         checkpoint: Option<Checkpoint>,
         queue_min: i64,
         recent: &[Key],
+        scanned_from: u64,
         files: &[i64],
     ) -> Wheel {
         let (enqueue_next, saved) = match checkpoint {
@@ -110,6 +115,7 @@ impl Wheel {
                 .map(|k| k.1)
                 .filter(|qo| *qo >= enqueue_next)
                 .collect(),
+            rescan_from: scanned_from,
         }
     }
 
@@ -140,6 +146,8 @@ impl Wheel {
             return Place::Skip;
         }
         if self.at_or_below_watermark(key) {
+            // It may be in the window too (read from its bucket file after a restart).
+            self.window.remove(&key);
             return Place::DeliverNow;
         }
         let bucket = bucket_of(key.0);
@@ -171,33 +179,35 @@ impl Wheel {
     }
 
     /// Up to `max` due timers (`TIMER_OUT_MS + precision <= now`), in delivery order. They
-    /// stay in the window until [`Wheel::delivered_one`].
+    /// stay in the window until [`Wheel::delivered_one`]. A timer the intake has not reached
+    /// yet (read from its bucket file after a restart) waits for it: the intake decides
+    /// whether it was delivered before the crash.
     pub fn due(&self, now_ms: i64, precision_ms: i64, max: usize) -> Vec<Key> {
         self.window
             .iter()
             .take_while(|k| k.0.saturating_add(precision_ms) <= now_ms)
+            .filter(|k| k.1 < self.enqueue_next)
             .take(max)
             .copied()
             .collect()
     }
 
-    /// A window timer's copy is stored (or its message is gone): the watermark moves to it.
+    /// A window timer's copy is stored (or its message is gone): the watermark moves to it
+    /// (it only falls behind it for a timer the intake skipped, removed by retention).
     pub fn delivered_one(&mut self, key: Key) {
         assert!(
             self.window.remove(&key),
             "{key:?} delivered but not pending"
         );
-        assert!(
-            !self.at_or_below_watermark(key),
-            "{key:?} delivered out of order"
-        );
-        self.delivered = Some(key);
+        assert!(key.1 < self.enqueue_next, "{key:?} delivered before intake");
+        self.delivered = self.delivered.max(Some(key));
     }
 
-    /// When the first pending timer is due.
+    /// When the first pending timer the intake has reached is due.
     pub fn next_due_ms(&self, precision_ms: i64) -> Option<i64> {
         self.window
-            .first()
+            .iter()
+            .find(|k| k.1 < self.enqueue_next)
             .map(|k| k.0.saturating_add(precision_ms))
     }
 
@@ -236,7 +246,13 @@ impl Wheel {
         Checkpoint {
             enqueue_next: self.enqueue_next,
             delivered: self.delivered,
-            commitlog_pos,
+            // Copies known only from the last start's scan are not covered by
+            // `enqueue_next` yet: the next start must find them again.
+            commitlog_pos: if self.recent.is_empty() {
+                commitlog_pos
+            } else {
+                self.rescan_from.min(commitlog_pos)
+            },
         }
     }
 
@@ -273,7 +289,7 @@ mod tests {
 
     #[test]
     fn timers_come_due_in_time_then_queue_order() {
-        let mut w = Wheel::restore(None, 0, &[], &[]);
+        let mut w = Wheel::restore(None, 0, &[], 0, &[]);
         let places = take(&mut w, &[(5_000, 0), (3_000, 1), (5_000, 2), (3_000, 3)]);
         assert!(places.iter().all(|p| *p == Place::Window), "{places:?}");
         assert_eq!(w.next_due_ms(P), Some(4_000));
@@ -289,7 +305,7 @@ mod tests {
 
     #[test]
     fn later_buckets_wait_in_files_and_load_in_order() {
-        let mut w = Wheel::restore(None, 0, &[], &[]);
+        let mut w = Wheel::restore(None, 0, &[], 0, &[]);
         let far = 10 * BUCKET_MS + 5;
         let places = take(&mut w, &[(1_000, 0), (far, 1), (3 * BUCKET_MS, 2)]);
         assert_eq!(
@@ -307,13 +323,13 @@ mod tests {
         w.loaded(3 * BUCKET_MS, &[(3 * BUCKET_MS, 2), (3 * BUCKET_MS, 2)]);
         assert_eq!(w.window_len(), 1);
         // A new timer for a bucket before the loaded one joins the window.
-        assert_eq!(w.place((2 * BUCKET_MS, 3)), Place::Window);
+        assert_eq!(take(&mut w, &[(2 * BUCKET_MS, 3)]), vec![Place::Window]);
         assert_eq!(w.due(i64::MAX / 2, P, 10)[0], (2 * BUCKET_MS, 3));
     }
 
     #[test]
     fn a_timer_below_the_watermark_is_delivered_at_once() {
-        let mut w = Wheel::restore(None, 0, &[], &[]);
+        let mut w = Wheel::restore(None, 0, &[], 0, &[]);
         take(&mut w, &[(5_000, 0)]);
         w.delivered_one((5_000, 0));
         assert_eq!(w.place((4_000, 1)), Place::DeliverNow);
@@ -330,7 +346,7 @@ mod tests {
     fn a_restart_delivers_every_timer_once_whatever_the_crash_point() {
         // Timers (out, qo); the run takes them all in, then delivers in order.
         let keys: Vec<Key> = vec![(3_000, 0), (1_000, 1), (2_000, 2), (2_000, 3), (9_000, 4)];
-        let mut w = Wheel::restore(None, 0, &[], &[]);
+        let mut w = Wheel::restore(None, 0, &[], 0, &[]);
         take(&mut w, &keys[..3]);
         let ckpt = w.capture(100);
         let mut log: Vec<Key> = Vec::new(); // delivered copies, in commitlog order
@@ -346,11 +362,21 @@ mod tests {
         assert_eq!(log.len(), 5);
         // Crash with the first `survived` copies after the checkpoint kept, and the bucket
         // file holding the timers taken in before the checkpoint or all of them.
-        for (survived, in_file) in (0..=log.len()).flat_map(|s| [(s, 3), (s, 5)]) {
+        let cases = (0..=log.len())
+            .flat_map(|s| [(s, 3), (s, 5)])
+            .flat_map(|(s, f)| [(s, f, false), (s, f, true)]);
+        for (survived, in_file, deliver_first) in cases {
             let recent = &log[..survived];
-            let mut r = Wheel::restore(Some(ckpt), 0, recent, &[0]);
+            let mut r = Wheel::restore(Some(ckpt), 0, recent, 100, &[0]);
             let mut again: Vec<Key> = Vec::new();
             r.loaded(0, &keys[..in_file]);
+            if deliver_first {
+                // The window delivers what is due before the intake replays the queue.
+                for k in r.due(10_000, P, 10) {
+                    r.delivered_one(k);
+                    again.push(k);
+                }
+            }
             for k in &keys[3..] {
                 match r.place(*k) {
                     Place::DeliverNow => again.push(*k),
@@ -369,13 +395,38 @@ mod tests {
             let mut want = keys.clone();
             want.retain(|k| k.0 + P <= 10_000);
             want.sort();
-            assert_eq!(all, want, "survived {survived}: again {again:?}");
+            assert_eq!(
+                all, want,
+                "survived {survived}, in file {in_file}, window first {deliver_first}: \
+                 again {again:?}"
+            );
         }
+    }
+
+    /// A checkpoint saved after a restart but before the intake passed the copies found
+    /// by its scan still points the next start at them (else a second crash repeats them).
+    #[test]
+    fn a_checkpoint_keeps_pointing_at_copies_the_intake_has_not_passed() {
+        let ckpt = Checkpoint {
+            enqueue_next: 2,
+            delivered: Some((1_000, 1)),
+            commitlog_pos: 500,
+        };
+        let mut w = Wheel::restore(Some(ckpt), 0, &[(1_500, 4)], 500, &[]);
+        assert_eq!(w.delivered(), Some((1_500, 4)));
+        assert_eq!(w.capture(900).commitlog_pos, 500);
+        assert_eq!(w.place((2_000, 2)), Place::Window);
+        w.enqueued_to(3);
+        assert_eq!(w.capture(900).commitlog_pos, 500, "offset 4 not passed yet");
+        assert_eq!(w.place((1_200, 3)), Place::DeliverNow);
+        assert_eq!(w.place((1_500, 4)), Place::Skip);
+        w.enqueued_to(5);
+        assert_eq!(w.capture(900).commitlog_pos, 900);
     }
 
     #[test]
     fn files_go_once_a_saved_watermark_passes_them() {
-        let mut w = Wheel::restore(None, 0, &[], &[]);
+        let mut w = Wheel::restore(None, 0, &[], 0, &[]);
         take(&mut w, &[(1_000, 0), (BUCKET_MS + 1, 1)]);
         w.delivered_one((1_000, 0));
         let c = w.capture(0);
