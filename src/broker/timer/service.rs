@@ -25,11 +25,11 @@ use super::files;
 use super::wheel::{bucket_of, Checkpoint, Key, Place, Wheel};
 use super::{timer_queue, TIMER_DEQUEUE_MS, TIMER_ENQUEUE_MS, TIMER_OUT_MS, TIMER_QO, TIMER_TOPIC};
 use crate::broker::placement::owner_shard;
-use crate::broker::schedule::put_input;
+use crate::broker::schedule::{moved_copy, put_input};
 use crate::broker::shard::Shard;
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::message::properties::{self, Properties};
-use crate::message::record::{peek_header, RecordInput, RecordView, MESSAGE_MAGIC_CODE};
+use crate::message::record::{peek_header, RecordView, MESSAGE_MAGIC_CODE};
 use crate::runtime::Shutdown;
 use crate::store::{Clock, GetStatus, SystemClock};
 
@@ -350,19 +350,7 @@ impl Service {
         props.set(TIMER_DEQUEUE_MS, &now_ms().to_string());
         props.set(TIMER_QO, &marker(self.shard.id, key.1));
         let wire = props.to_wire();
-        let input = RecordInput {
-            topic: &topic,
-            queue_id,
-            flag: view.flag,
-            sys_flag: view.sys_flag,
-            born_timestamp: view.born_timestamp,
-            born_host: view.born_host,
-            store_host: self.shard.ctx.store_host,
-            reconsume_times: view.reconsume_times,
-            prepared_transaction_offset: view.prepared_transaction_offset,
-            body: view.body,
-            properties: &wire,
-        };
+        let input = moved_copy(&view, &topic, queue_id, &wire, self.shard.ctx.store_host);
         put_input(&self.shard, &input).await
     }
 
