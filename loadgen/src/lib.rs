@@ -10,6 +10,7 @@
 //! | [`produce`] | sender tasks: closed or open loop, single or batch sends | producer executors |
 //! | [`consume`] | one long-polling puller per queue | consumer executors |
 //! | [`churn`] | `loadgen churn`: connection churn and bad input, the server's VmRSS | main thread, plain sockets |
+//! | [`timer`] | `loadgen timer`: timers due in one second, delivery lateness, idle CPU, VmRSS | sender threads, plain `client` |
 //! | [`body`] | the stamped body (run, sequence, send time) and properties | all |
 //! | [`track`] | exactly-once accounting for `--flush-check` | executors, then main |
 //! | [`stats`] | per-second counters and hdrhistograms, sent to the main thread | executors |
@@ -27,6 +28,7 @@ pub mod produce;
 pub mod report;
 pub mod setup;
 pub mod stats;
+pub mod timer;
 pub mod track;
 
 use std::sync::mpsc::{self, Receiver};

@@ -17,6 +17,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if std::env::args().nth(1).as_deref() == Some("timer") {
+        return match loadgen::timer::main(std::env::args().skip(2)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen timer: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let args = Args::parse();
     let json = args.json.clone();
     let report = match loadgen::run(args) {

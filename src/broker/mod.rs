@@ -14,6 +14,7 @@ pub mod replication;
 pub mod schedule;
 pub mod shard;
 pub mod stats;
+pub mod timer;
 pub mod topic_config;
 
 use std::cell::{OnceCell, RefCell};
@@ -237,6 +238,8 @@ async fn run_shard(seed: ShardSeed) {
         )));
         let checks = processor::transaction::run_checks(Rc::clone(&shard), shutdown.clone());
         tasks.push(glommio::spawn_local(checks));
+        let timers = timer::service::run(Rc::clone(&shard), shutdown.clone());
+        tasks.push(glommio::spawn_local(timers));
     }
     if let Some(acl) = shard.ctx.acl.clone().filter(|_| shard.control.is_some()) {
         tasks.push(glommio::spawn_local(watch_acl(acl, shutdown.clone())));

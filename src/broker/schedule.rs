@@ -167,20 +167,32 @@ async fn redeliver(shard: &Rc<Shard>, view: &RecordView<'_>) -> Result<(), Strin
         return Ok(());
     }
     let wire = props.to_wire();
-    let input = RecordInput {
-        topic: &topic,
+    let input = moved_copy(view, &topic, queue_id, &wire, shard.ctx.store_host);
+    put_input(shard, &input).await
+}
+
+/// A stored message moved to (`topic`, `queue_id`) with new properties, stored by this
+/// broker: a due delayed or timer message.
+pub fn moved_copy<'a>(
+    view: &RecordView<'a>,
+    topic: &'a str,
+    queue_id: i32,
+    properties: &'a str,
+    store_host: std::net::SocketAddr,
+) -> RecordInput<'a> {
+    RecordInput {
+        topic,
         queue_id,
         flag: view.flag,
         sys_flag: view.sys_flag,
         born_timestamp: view.born_timestamp,
         born_host: view.born_host,
-        store_host: shard.ctx.store_host,
+        store_host,
         reconsume_times: view.reconsume_times,
         prepared_transaction_offset: view.prepared_transaction_offset,
         body: view.body,
-        properties: &wire,
-    };
-    put_input(shard, &input).await
+        properties,
+    }
 }
 
 /// Encodes `input` and stores it on the shard that owns its queue (WAIT=false).

@@ -447,6 +447,55 @@ config_struct! {
     /// 1..=86400000.
     "flushDelayOffsetInterval" => flush_delay_offset_interval_ms: u64 = 10_000, parse_u64,
         bounds(1, DAY_MS);
+    /// `timerWheelEnable`: accept timer messages (`TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`,
+    /// `TIMER_DELAY_MS`; RocketMQ 5). Default true; false refuses them (SYSTEM_ERROR).
+    "timerWheelEnable" => timer_wheel_enable: bool = true, parse_bool;
+    /// `timerMaxDelaySec`: longest timer delay; a later one is refused (MESSAGE_ILLEGAL).
+    /// Default 259200 (3 days). 1..=2147483647.
+    "timerMaxDelaySec" => timer_max_delay_sec: u64 = 259_200, parse_u64, bounds(1, JAVA_INT_MAX);
+    /// `timerPrecisionMs`: timer slot width; a timer is delivered at the first slot boundary
+    /// at or after its time. Default 1000. Snapped to 100, 200, 500 or 1000 as Java does.
+    "timerPrecisionMs" => timer_precision_ms: u64 = 1_000, parse_timer_precision;
+    /// `timerFlushIntervalMs`: how often the timer progress checkpoint is saved (only when it
+    /// moved). Default 1000. 1..=86400000.
+    "timerFlushIntervalMs" => timer_flush_interval_ms: u64 = 1_000, parse_u64, bounds(1, DAY_MS);
+    /// `timerInterceptDelayLevel`: Default false (refused true: delay levels stay levels).
+    "timerInterceptDelayLevel" => timer_intercept_delay_level: bool = false, parse_bool;
+    /// `timerStopEnqueue`: Default false (refused true).
+    "timerStopEnqueue" => timer_stop_enqueue: bool = false, parse_bool;
+    /// `timerStopDequeue`: Default false (refused true).
+    "timerStopDequeue" => timer_stop_dequeue: bool = false, parse_bool;
+    /// `mappedFileSizeTimerLog`: Default 104857600 (ignored).
+    "mappedFileSizeTimerLog" => mapped_file_size_timer_log_bytes: u64 = 100 << 20, parse_u64;
+    /// `timerRollWindowSlot`: Default 172800 (ignored).
+    "timerRollWindowSlot" => timer_roll_window_slot: u64 = 172_800, parse_u64;
+    /// `timerGetMessageThreadNum`: Default 3 (ignored).
+    "timerGetMessageThreadNum" => timer_get_message_thread_num: u32 = 3, parse_u32;
+    /// `timerPutMessageThreadNum`: Default 3 (ignored).
+    "timerPutMessageThreadNum" => timer_put_message_thread_num: u32 = 3, parse_u32;
+    /// `timerEnableDisruptor`: Default false (ignored).
+    "timerEnableDisruptor" => timer_enable_disruptor: bool = false, parse_bool;
+    /// `timerEnableCheckMetrics`: Default true (ignored).
+    "timerEnableCheckMetrics" => timer_enable_check_metrics: bool = true, parse_bool;
+    /// `timerCheckMetricsWhen`: Default `05` (ignored).
+    "timerCheckMetricsWhen" => timer_check_metrics_when: String = "05".to_string(),
+        parse_string;
+    /// `timerMetricSmallThreshold`: Default 1000000 (ignored).
+    "timerMetricSmallThreshold" => timer_metric_small_threshold: u64 = 1_000_000, parse_u64;
+    /// `timerProgressLogIntervalMs`: Default 10000 (ignored).
+    "timerProgressLogIntervalMs" => timer_progress_log_interval_ms: u64 = 10_000, parse_u64;
+    /// `timerCongestNumEachSlot`: Default 2147483647 (ignored).
+    "timerCongestNumEachSlot" => timer_congest_num_each_slot: u64 = JAVA_INT_MAX, parse_u64;
+    /// `timerSkipUnknownError`: Default false (ignored).
+    "timerSkipUnknownError" => timer_skip_unknown_error: bool = false, parse_bool;
+    /// `timerWarmEnable`: Default false (ignored).
+    "timerWarmEnable" => timer_warm_enable: bool = false, parse_bool;
+    /// `timerEnableRetryUntilSuccess`: Default false (ignored).
+    "timerEnableRetryUntilSuccess" => timer_enable_retry_until_success: bool = false,
+        parse_bool;
+    /// `timerColdDataCheckIntervalMs`: Default 60000 (ignored).
+    "timerColdDataCheckIntervalMs" => timer_cold_data_check_interval_ms: u64 = 60_000,
+        parse_u64;
     /// `maxTransferBytesOnMessageInMemory`: per pull. Default 262144. 1..=1073741824.
     "maxTransferBytesOnMessageInMemory" => max_transfer_in_memory_bytes: u64 = 262_144,
         parse_u64, bounds(1, 1 << 30);
@@ -537,6 +586,20 @@ config_struct! {
     /// counted) is smaller does not answer SEND_OK (ringmq: SLAVE_NOT_AVAILABLE, the message
     /// stored; Java: SYSTEM_ERROR "in-sync replicas not enough", not stored). Default 1. 1..=64.
     "minInSyncReplicas" => min_in_sync_replicas: u32 = 1, parse_u32, bounds(1, 64);
+}
+
+/// `timerPrecisionMs` as Java's setter stores it: the largest of 100, 200, 500 and 1000 not
+/// above the value (100 below 200).
+fn parse_timer_precision(value: &str) -> Result<u64, Reason> {
+    let ms = value
+        .parse::<i64>()
+        .map_err(|_| "expected a whole number of milliseconds".to_string())?;
+    Ok(match ms {
+        i64::MIN..=199 => 100,
+        200..=499 => 200,
+        500..=999 => 500,
+        _ => 1_000,
+    })
 }
 
 /// Empty = unset.

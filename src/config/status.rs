@@ -30,6 +30,12 @@ const DELETE_PACING: &str = "ringmq pauses only between commitlog files \
     (deleteCommitLogFilesInterval); consume-queue files go in one pass, and it maps no files \
     that would need a forced destroy";
 
+const TIMER_FILES: &str = "ringmq's timer store is per-shard minute files of (time, queue \
+    offset) entries next to the commitlog, not Java's timer log and wheel files";
+const TIMER_METRICS: &str = "ringmq keeps no timer metrics file";
+const TIMER_RETRY: &str = "ringmq retries a failed timer delivery until it succeeds and skips \
+    (with a warning) only a timer whose stored message is gone";
+
 /// Broker keys that are accepted and ignored.
 pub const BROKER_IGNORED: &[(&str, &str)] = &[
     ("serverWorkerThreads", NETTY),
@@ -75,6 +81,22 @@ pub const BROKER_IGNORED: &[(&str, &str)] = &[
     ("maxTransferBytesOnMessageInDisk", "pulls are bounded by the in-memory limits (maxTransfer*OnMessageInMemory) wherever the data is"),
     ("maxTransferCountOnMessageInDisk", "pulls are bounded by the in-memory limits (maxTransfer*OnMessageInMemory) wherever the data is"),
     ("duplicationEnable", "a DLedger-era switch; ringmq has no DLedger mode"),
+    ("mappedFileSizeTimerLog", TIMER_FILES),
+    ("timerRollWindowSlot", "ringmq's timers wait in per-minute files on disk whatever their \
+        delay (up to timerMaxDelaySec); none is rolled over and re-put"),
+    ("timerGetMessageThreadNum", THREADS),
+    ("timerPutMessageThreadNum", THREADS),
+    ("timerEnableDisruptor", THREADS),
+    ("timerEnableCheckMetrics", TIMER_METRICS),
+    ("timerCheckMetricsWhen", TIMER_METRICS),
+    ("timerMetricSmallThreshold", TIMER_METRICS),
+    ("timerProgressLogIntervalMs", "ringmq logs no periodic timer progress"),
+    ("timerCongestNumEachSlot", "ringmq does not flow-control timers per slot: a slot's \
+        timers wait on disk and are delivered in batches"),
+    ("timerSkipUnknownError", TIMER_RETRY),
+    ("timerEnableRetryUntilSuccess", TIMER_RETRY),
+    ("timerWarmEnable", TIMER_FILES),
+    ("timerColdDataCheckIntervalMs", TIMER_FILES),
 ];
 
 /// Broker keys refused in one value.
@@ -88,6 +110,22 @@ pub const BROKER_REFUSED: &[(&str, &str, &str)] = &[
         "fetchNamesrvAddrByAddressServer",
         "true",
         "ringmq does not fetch nameserver addresses over HTTP; set namesrvAddr (or -n)",
+    ),
+    (
+        "timerInterceptDelayLevel",
+        "true",
+        "delay-level messages stay on their levels in ringmq (as in Java, where the switch is \
+         not wired)",
+    ),
+    (
+        "timerStopEnqueue",
+        "true",
+        "ringmq cannot pause taking in timer messages",
+    ),
+    (
+        "timerStopDequeue",
+        "true",
+        "ringmq cannot pause delivering due timer messages",
     ),
 ];
 

@@ -41,5 +41,6 @@ mod rust_client_support;
 mod shutdown_cli;
 mod sql_filter;
 mod store_crash;
+mod timer;
 mod topic_delete;
 mod trace;

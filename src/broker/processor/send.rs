@@ -122,6 +122,14 @@ impl Shard {
         prepared: bool,
     ) -> Result<(String, i32), Failure> {
         let (mut topic, mut queue) = (request.topic.clone(), queue_id);
+        // Timer messages (RocketMQ 5's TIMER_* properties) go to the shard's timer queue.
+        let kind = crate::broker::timer::SendKind {
+            batch: request.batch,
+            prepared,
+        };
+        if let Some(to) = crate::broker::timer::on_send(&self.ctx, props, &topic, queue, kind)? {
+            return Ok(to);
+        }
         if prepared {
             self.ensure_topic(TRANS_HALF_TOPIC, 1)
                 .await

@@ -1,0 +1,570 @@
+//! One task per shard (masters only) that takes in the shard's timer messages and delivers
+//! them when due. Each round it loads the next bucket file when the window is empty, takes in
+//! new records of the shard's queue of `rmq_sys_wheel_timer`, delivers what is due, and
+//! captures a checkpoint at most every `timerFlushIntervalMs` when progress moved. Between
+//! rounds it sleeps on three wake-ups only: a new record in the timer queue, the first due
+//! time in the window (one timer) and the next checkpoint; with nothing pending it does not
+//! wake at all. File work runs on blocking threads.
+//!
+//! Delivery appends the copy to the same shard's commitlog (the target queue's owner is the
+//! timer queue's owner), marked with `RINGMQ_TIMER_QO=<shard>:<queue offset>`; at start the
+//! service reads the commitlog from the checkpoint's position for those marks (see
+//! [`super::wheel`]), so a crash between a stored copy and the next checkpoint neither loses
+//! nor repeats a timer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future;
+
+use super::files;
+use super::wheel::{bucket_of, Checkpoint, Key, Place, Wheel};
+use super::{timer_queue, TIMER_DEQUEUE_MS, TIMER_ENQUEUE_MS, TIMER_OUT_MS, TIMER_QO, TIMER_TOPIC};
+use crate::broker::placement::owner_shard;
+use crate::broker::schedule::{moved_copy, put_input};
+use crate::broker::shard::Shard;
+use crate::log_limit::{LogLimiter, Verdict};
+use crate::message::properties::{self, Properties};
+use crate::message::record::{peek_header, RecordView, MESSAGE_MAGIC_CODE};
+use crate::runtime::Shutdown;
+use crate::store::{Clock, GetStatus, Reader, SystemClock};
+
+/// Records taken in per read, and due timers delivered per round.
+const BATCH: usize = 32;
+const DELIVER_PER_ROUND: usize = 1_024;
+const READ_BYTES_MAX: usize = 4 << 20;
+/// Wait after a failed round (a full disk, an I/O error) before the next.
+const RETRY: Duration = Duration::from_secs(1);
+
+type Fail = String;
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, Fail>> {
+    let task = glommio::executor().spawn_blocking(f);
+    async move { task.await.map_err(|e| e.to_string()) }
+}
+
+/// Runs the shard's timer service until shutdown.
+pub async fn run(shard: Rc<Shard>, shutdown: Shutdown) {
+    let mut service = loop {
+        match Service::start(Rc::clone(&shard)).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::error!(shard = shard.id, error = %e, "timer store cannot start; retrying");
+                if !shutdown.sleep(RETRY).await {
+                    return;
+                }
+            }
+        }
+    };
+    service.serve(shutdown).await;
+}
+
+struct Service {
+    shard: Rc<Shard>,
+    queue: i32,
+    dir: PathBuf,
+    wheel: Wheel,
+    precision_ms: i64,
+    flush_interval_ms: i64,
+    /// Bucket files appended to since the last checkpoint's sync.
+    dirty: Rc<RefCell<BTreeSet<i64>>>,
+    /// The last captured progress and when.
+    captured: Option<(i64, Option<Key>)>,
+    captured_at_ms: i64,
+    /// A checkpoint is being saved.
+    saving: Rc<Cell<bool>>,
+    /// How the last save ended: `Some(c)` saved (bucket files it covers may go), `None`
+    /// failed (capture again).
+    saved: Rc<Cell<Option<Option<Checkpoint>>>>,
+    log: LogLimiter<&'static str>,
+}
+
+fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+impl Service {
+    async fn start(shard: Rc<Shard>) -> Result<Service, Fail> {
+        let queue = timer_queue(shard.id, shard.ctx.shards);
+        let dir = files::dir(&shard.ctx.cfg.store_path_root_dir, shard.id);
+        let d = dir.clone();
+        let buckets = blocking(move || files::open(&d)).await?;
+        let d = dir.clone();
+        let checkpoint = match blocking(move || files::load_checkpoint(&d)).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Starting over is safe: intake from the queue's start, copies found by scanning.
+                tracing::warn!(shard = shard.id, error = %e, "timer checkpoint unreadable; rescanning");
+                None
+            }
+        };
+        let store = shard.store();
+        let queue_min = store.min_offset(TIMER_TOPIC, queue);
+        let scan_from = match checkpoint {
+            Some(c) => c.commitlog_pos,
+            None => first_record_pos(&shard, queue, queue_min).await?,
+        };
+        let copies = scan_copies(&shard, scan_from).await?;
+        let found = copies.len();
+        let recent = verified(&shard, queue, checkpoint, copies).await?;
+        let qos = (
+            recent.iter().map(|k| k.1).min(),
+            recent.iter().map(|k| k.1).max(),
+        );
+        tracing::info!(
+            shard = shard.id,
+            ?checkpoint,
+            scan_from,
+            scan_to = store.written_offset(),
+            found,
+            verified = recent.len(),
+            ?qos,
+            "timer copies after the checkpoint"
+        );
+        let wheel = Wheel::restore(checkpoint, queue_min, &recent, scan_from, &buckets);
+        tracing::info!(
+            shard = shard.id,
+            queue,
+            enqueue_next = wheel.enqueue_next(),
+            buckets = buckets.len(),
+            copies_after_checkpoint = recent.len(),
+            "timer store open"
+        );
+        let cfg = &shard.ctx.cfg;
+        Ok(Service {
+            queue,
+            dir,
+            wheel,
+            precision_ms: cfg.timer_precision_ms as i64,
+            flush_interval_ms: cfg.timer_flush_interval_ms as i64,
+            dirty: Rc::default(),
+            captured: checkpoint.map(|c| (c.enqueue_next, c.delivered)),
+            captured_at_ms: 0,
+            saving: Rc::default(),
+            saved: Rc::default(),
+            log: LogLimiter::new(Duration::from_secs(10), 8),
+            shard,
+        })
+    }
+
+    async fn serve(&mut self, shutdown: Shutdown) {
+        loop {
+            let busy = match self.round().await {
+                Ok(busy) => busy,
+                Err(e) => {
+                    if let Verdict::Log { suppressed } = self.log.check("round") {
+                        tracing::warn!(shard = self.shard.id, error = %e, suppressed,
+                            "timer delivery failed; retrying");
+                    }
+                    if !shutdown.sleep(RETRY).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.maybe_checkpoint();
+            if busy {
+                glommio::yield_if_needed().await;
+                continue;
+            }
+            if !self.wait(&shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// One round; `true` when there may be more to do at once.
+    async fn round(&mut self) -> Result<bool, Fail> {
+        match self.saved.take() {
+            None => {}
+            Some(None) => self.captured = None,
+            Some(Some(done)) => self.remove_covered(done).await?,
+        }
+        if let Some(bucket) = self.wheel.bucket_to_load() {
+            let d = self.dir.clone();
+            let entries = blocking(move || files::read(&d, bucket)).await?;
+            self.wheel.loaded(bucket, &entries);
+            return Ok(true);
+        }
+        let took = self.intake().await?;
+        let delivered = self.deliver_due().await?;
+        Ok(took || delivered)
+    }
+
+    /// Removes the bucket files a saved checkpoint covers.
+    async fn remove_covered(&mut self, done: Checkpoint) -> Result<(), Fail> {
+        {
+            let gone = self.wheel.files_done(&done);
+            if !gone.is_empty() {
+                let d = self.dir.clone();
+                blocking(move || files::remove(&d, &gone)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in up to [`BATCH`] new timer records.
+    async fn intake(&mut self) -> Result<bool, Fail> {
+        let next = self.wheel.enqueue_next();
+        let store = self.shard.store();
+        let r = store
+            .get_messages(
+                Reader::Broker,
+                TIMER_TOPIC,
+                self.queue,
+                next,
+                BATCH,
+                READ_BYTES_MAX,
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.status {
+            GetStatus::Found => {}
+            GetStatus::OffsetTooSmall => {
+                // Removed by retention before they were taken in.
+                tracing::warn!(
+                    shard = self.shard.id,
+                    from = next,
+                    to = r.next_begin_offset,
+                    "timer messages removed from the store before their time"
+                );
+                self.wheel.enqueued_to(r.next_begin_offset);
+                return Ok(true);
+            }
+            _ => return Ok(false),
+        }
+        let mut groups: BTreeMap<i64, Vec<Key>> = BTreeMap::new();
+        let mut late: Vec<(Key, Bytes)> = Vec::new();
+        let mut end = next;
+        for raw in &r.messages {
+            let view = RecordView::parse(raw).map_err(|e| e.to_string())?;
+            end = view.queue_offset + 1;
+            let Some(out) = out_ms(&view) else {
+                if let Verdict::Log { suppressed } = self.log.check("no TIMER_OUT_MS") {
+                    tracing::warn!(
+                        offset = view.queue_offset,
+                        suppressed,
+                        "timer message without a valid TIMER_OUT_MS skipped"
+                    );
+                }
+                continue;
+            };
+            let key = (out, view.queue_offset);
+            match self.wheel.place(key) {
+                Place::Skip => {}
+                Place::DeliverNow => late.push((key, raw.clone())),
+                Place::Window => groups.entry(bucket_of(out)).or_default().push(key),
+                Place::File(b) => groups.entry(b).or_default().push(key),
+            }
+        }
+        if !groups.is_empty() {
+            self.dirty.borrow_mut().extend(groups.keys());
+            let d = self.dir.clone();
+            let groups: Vec<(i64, Vec<Key>)> = groups.into_iter().collect();
+            blocking(move || files::append(&d, &groups)).await?;
+        }
+        for (key, raw) in late {
+            if let Err(e) = self.deliver(key, &raw).await {
+                // Everything before it is taken in; it is read again next round.
+                self.wheel.enqueued_to(key.1);
+                return Err(e);
+            }
+        }
+        self.wheel.enqueued_to(end);
+        Ok(true)
+    }
+
+    /// Delivers up to [`DELIVER_PER_ROUND`] due timers in order.
+    async fn deliver_due(&mut self) -> Result<bool, Fail> {
+        let due = self
+            .wheel
+            .due(now_ms(), self.precision_ms, DELIVER_PER_ROUND);
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let mut fetched: HashMap<i64, Bytes> = HashMap::new();
+        for key in due {
+            if !fetched.contains_key(&key.1) {
+                self.fetch(key.1, &mut fetched).await?;
+            }
+            match fetched.remove(&key.1) {
+                Some(raw) => self.deliver(key, &raw).await?,
+                None => {
+                    if let Verdict::Log { suppressed } = self.log.check("gone") {
+                        tracing::warn!(
+                            shard = self.shard.id,
+                            offset = key.1,
+                            suppressed,
+                            "timer message removed from the store before its time; skipped"
+                        );
+                    }
+                }
+            }
+            self.wheel.delivered_one(key);
+        }
+        Ok(true)
+    }
+
+    /// Reads timer records from queue offset `qo` on into `fetched`.
+    async fn fetch(&self, qo: i64, fetched: &mut HashMap<i64, Bytes>) -> Result<(), Fail> {
+        let r = self
+            .shard
+            .store()
+            .get_messages(
+                Reader::Broker,
+                TIMER_TOPIC,
+                self.queue,
+                qo,
+                BATCH,
+                READ_BYTES_MAX,
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for raw in r.messages {
+            let view = RecordView::parse(&raw).map_err(|e| e.to_string())?;
+            fetched.insert(view.queue_offset, raw.clone());
+        }
+        Ok(())
+    }
+
+    /// Stores the copy of timer record `raw` in its real topic and queue.
+    async fn deliver(&self, key: Key, raw: &Bytes) -> Result<(), Fail> {
+        let view = RecordView::parse(raw).map_err(|e| e.to_string())?;
+        assert_eq!(view.queue_offset, key.1, "fetched the wrong timer record");
+        if out_ms(&view) != Some(key.0) {
+            tracing::warn!(
+                offset = key.1,
+                "timer record does not match its entry; skipped"
+            );
+            return Ok(());
+        }
+        let mut props = Properties::parse(view.properties);
+        let topic = props.remove(properties::REAL_TOPIC).unwrap_or_default();
+        let queue_id = props
+            .remove(properties::REAL_QID)
+            .and_then(|q| q.parse::<i32>().ok());
+        let Some(queue_id) = queue_id.filter(|_| !topic.is_empty()) else {
+            tracing::warn!(
+                offset = key.1,
+                "timer message without REAL_TOPIC/REAL_QID dropped"
+            );
+            return Ok(());
+        };
+        if owner_shard(&topic, queue_id, self.shard.ctx.shards) != self.shard.id {
+            // Cannot happen with the send hook's choice of queue; delivery still goes on.
+            tracing::warn!(topic, queue_id, "timer copy stored on another shard");
+        }
+        props.set(TIMER_ENQUEUE_MS, &view.store_timestamp.to_string());
+        props.set(TIMER_DEQUEUE_MS, &now_ms().to_string());
+        props.set(TIMER_QO, &marker(self.shard.id, key.1));
+        let wire = props.to_wire();
+        let input = moved_copy(&view, &topic, queue_id, &wire, self.shard.ctx.store_host);
+        put_input(&self.shard, &input).await
+    }
+
+    /// Captures progress and saves it in the background, at most every
+    /// `timerFlushIntervalMs`, once the commitlog is durable up to the capture.
+    fn maybe_checkpoint(&mut self) {
+        let state = (self.wheel.enqueue_next(), self.wheel.delivered());
+        if self.captured == Some(state)
+            || self.saving.get()
+            || now_ms() < self.captured_at_ms + self.flush_interval_ms
+        {
+            return;
+        }
+        let store = self.shard.store();
+        let checkpoint = self.wheel.capture(store.written_offset());
+        self.captured = Some(state);
+        self.captured_at_ms = now_ms();
+        self.saving.set(true);
+        let dirty: Vec<i64> = std::mem::take(&mut *self.dirty.borrow_mut())
+            .into_iter()
+            .collect();
+        let (dir, saving, saved, dirty_back) = (
+            self.dir.clone(),
+            Rc::clone(&self.saving),
+            Rc::clone(&self.saved),
+            Rc::clone(&self.dirty),
+        );
+        let shard_id = self.shard.id;
+        glommio::spawn_local(async move {
+            let d = dir.clone();
+            let synced = dirty.clone();
+            let mut result = blocking(move || files::sync(&d, &synced)).await;
+            if result.is_ok()
+                && store
+                    .flushed_watch()
+                    .wait_for(checkpoint.commitlog_pos)
+                    .await
+                    .is_err()
+            {
+                result = Err("the commitlog closed".into());
+            }
+            if result.is_ok() {
+                let d = dir.clone();
+                result = blocking(move || files::save_checkpoint(&d, &checkpoint)).await;
+            }
+            match result {
+                Ok(()) => saved.set(Some(Some(checkpoint))),
+                Err(e) => {
+                    dirty_back.borrow_mut().extend(dirty);
+                    saved.set(Some(None));
+                    tracing::warn!(shard = shard_id, error = %e, "timer checkpoint not saved");
+                }
+            }
+            saving.set(false);
+        })
+        .detach();
+    }
+
+    /// Sleeps until a new timer record, the first due time, the next checkpoint, or
+    /// shutdown (`false`).
+    async fn wait(&self, shutdown: &Shutdown) -> bool {
+        let now = now_ms();
+        let mut wake = self.wheel.next_due_ms(self.precision_ms);
+        let state = (self.wheel.enqueue_next(), self.wheel.delivered());
+        if self.captured != Some(state) {
+            // While a save is under way, look again in 100 ms (it may take a flush).
+            let soonest = now + if self.saving.get() { 100 } else { 1 };
+            let at = (self.captured_at_ms + self.flush_interval_ms).max(soonest);
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+        let watch = self.shard.store().queue_watch(TIMER_TOPIC, self.queue);
+        let target = self.wheel.enqueue_next().max(0) as u64 + 1;
+        let new_record = async {
+            let _ = watch.wait_for(target).await;
+            true
+        };
+        let timer = async {
+            match wake {
+                Some(at) => {
+                    glommio::timer::sleep(Duration::from_millis((at - now).max(0) as u64)).await;
+                    true
+                }
+                None => future::pending().await,
+            }
+        };
+        let stop = async {
+            shutdown.wait().await;
+            false
+        };
+        future::or(future::or(new_record, timer), stop).await
+    }
+}
+
+/// A record's `TIMER_OUT_MS`.
+fn out_ms(view: &RecordView<'_>) -> Option<i64> {
+    properties::find(view.properties, TIMER_OUT_MS).and_then(|v| v.parse().ok())
+}
+
+fn marker(shard: usize, qo: i64) -> String {
+    format!("{shard}:{qo}")
+}
+
+/// Where the copies of the timers of a store without a checkpoint can start: at the first
+/// timer record still stored (a copy always follows its timer record).
+async fn first_record_pos(shard: &Rc<Shard>, queue: i32, queue_min: i64) -> Result<u64, Fail> {
+    let store = shard.store();
+    let r = store
+        .get_messages(
+            Reader::Broker,
+            TIMER_TOPIC,
+            queue,
+            queue_min,
+            1,
+            READ_BYTES_MAX,
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(raw) = r.messages.first() else {
+        return Ok(store.written_offset());
+    };
+    let view = RecordView::parse(raw).map_err(|e| e.to_string())?;
+    Ok(crate::store::split_physical(view.physical_offset).1)
+}
+
+/// (`TIMER_OUT_MS`, queue offset) of every copy this shard's timer service stored from `pos`
+/// (an offset in the shard's commitlog) to the end.
+async fn scan_copies(shard: &Rc<Shard>, pos: u64) -> Result<Vec<Key>, Fail> {
+    let store = shard.store();
+    let mut pos = pos.max(store.commitlog_min_offset());
+    let mut found = Vec::new();
+    let mine = format!("{}:", shard.id);
+    while let Some(chunk) = store
+        .replication_chunk(pos, 1 << 20)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let bytes = &chunk.bytes[..];
+        let mut at = 0;
+        while let Some((size, magic)) = peek_header(&bytes[at..]) {
+            if magic != MESSAGE_MAGIC_CODE || size <= 0 || at + size as usize > bytes.len() {
+                break;
+            }
+            let record = &bytes[at..at + size as usize];
+            at += size as usize;
+            let Ok(view) = RecordView::parse(record) else {
+                continue;
+            };
+            if view.topic == TIMER_TOPIC {
+                continue;
+            }
+            let qo = properties::find(view.properties, TIMER_QO)
+                .and_then(|m| m.strip_prefix(&mine))
+                .and_then(|q| q.parse::<i64>().ok());
+            if let (Some(qo), Some(out)) = (qo, out_ms(&view)) {
+                found.push((out, qo));
+            }
+        }
+        pos = chunk.next;
+        glommio::yield_if_needed().await;
+    }
+    Ok(found)
+}
+
+/// The copies that are not covered by the checkpoint and name a timer record that is really
+/// there with that `TIMER_OUT_MS` (a producer cannot fake the mark: the send hook removes it,
+/// and a message re-sent from a delivered copy names a timer already delivered).
+async fn verified(
+    shard: &Rc<Shard>,
+    queue: i32,
+    checkpoint: Option<Checkpoint>,
+    copies: Vec<Key>,
+) -> Result<Vec<Key>, Fail> {
+    let covered = |k: &Key| {
+        checkpoint.is_some_and(|c| k.1 < c.enqueue_next && c.delivered.is_some_and(|d| *k <= d))
+    };
+    let store = shard.store();
+    let mut out = Vec::new();
+    for key in copies.into_iter().filter(|k| !covered(k)) {
+        let r = store
+            .get_messages(
+                Reader::Broker,
+                TIMER_TOPIC,
+                queue,
+                key.1,
+                1,
+                READ_BYTES_MAX,
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let real = r.messages.first().is_some_and(|raw| {
+            RecordView::parse(raw)
+                .is_ok_and(|v| v.queue_offset == key.1 && out_ms(&v) == Some(key.0))
+        });
+        if real {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
