@@ -106,6 +106,10 @@ pub struct StoreConfig {
     pub hot_tail_bytes: u64,
     /// Unflushed commitlog bytes beyond which puts wait (then fail with `Busy`).
     pub unflushed_max_bytes: u64,
+    /// SYNC_FLUSH writes the commitlog through O_DSYNC handles, each write its own durable
+    /// flush round (true, the default), rather than writes followed by pipelined fdatasync
+    /// rounds (false).
+    pub sync_flush_dsync: bool,
     /// Index entries kept in memory before they are sealed to a file.
     pub index_active_entries_max: usize,
     /// Deleting old segments and the disk-full guard.
@@ -147,6 +151,7 @@ impl StoreConfig {
             // tail read the file. Keeps a 2-shard broker's memory under load near 100 MiB.
             hot_tail_bytes: 8 << 20,
             unflushed_max_bytes: 32 << 20,
+            sync_flush_dsync: std::env::var_os("RINGMQ_SYNC_FDATASYNC").is_none(),
             index_active_entries_max: index::INDEX_ACTIVE_ENTRIES_MAX,
             retention: RetentionConfig::from_broker(cfg),
             truncate_to: None,

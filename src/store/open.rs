@@ -55,15 +55,20 @@ impl<S: Storage> MessageStore<S> {
         write_small_file(&storage, &layout.abort, b"")
             .await
             .map_err(|e| StoreError::io("creating", &layout.abort, e))?;
-        let commitlog = Rc::new(CommitLog::new(
-            storage.clone(),
-            layout.commitlog.clone(),
-            cfg.shard,
-            cfg.segment_bytes,
-            cfg.max_record_bytes(),
-            cfg.hot_tail_bytes as usize,
-            cfg.unflushed_max_bytes / 2,
-        ));
+        let commitlog = Rc::new(
+            CommitLog::new(
+                storage.clone(),
+                layout.commitlog.clone(),
+                cfg.shard,
+                cfg.segment_bytes,
+                cfg.max_record_bytes(),
+                cfg.hot_tail_bytes as usize,
+                cfg.unflushed_max_bytes / 2,
+            )
+            .with_dsync_writes(
+                cfg.flush_disk_type == FlushDiskType::SyncFlush && cfg.sync_flush_dsync,
+            ),
+        );
         commitlog.load().await?;
         let queues = ConsumeQueues::new(
             storage.clone(),

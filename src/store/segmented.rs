@@ -162,6 +162,9 @@ pub(crate) struct LogOptions {
     pub chunk_bytes: usize,
     /// Flushed bytes kept in memory for readers of the hot tail.
     pub hot_bytes: usize,
+    /// Segment files are opened O_DSYNC ([`Storage::open_dsync`]): every write is durable when
+    /// it completes, so an fdatasync round has nothing left to do ([`SegmentedLog::dsync`]).
+    pub dsync: bool,
 }
 
 /// One append-only log of segment files.
@@ -202,6 +205,26 @@ impl<S: Storage> SegmentedLog<S> {
         self
     }
 
+    /// Opens segment files O_DSYNC from now on (see [`LogOptions::dsync`]); before
+    /// [`SegmentedLog::load`].
+    pub(crate) fn dsync_writes(mut self, on: bool) -> SegmentedLog<S> {
+        self.opts.dsync = on;
+        self
+    }
+
+    /// Whether every write is durable when it completes (segment files opened O_DSYNC).
+    pub(crate) fn dsync(&self) -> bool {
+        self.opts.dsync
+    }
+
+    async fn open_segment(&self, start: u64, create: bool) -> io::Result<S::File> {
+        let path = self.path_of(start);
+        match self.opts.dsync {
+            true => self.storage.open_dsync(&path, create).await,
+            false => self.storage.open(&path, create).await,
+        }
+    }
+
     /// Opens the segment files already in the directory; returns their start offsets.
     pub(crate) async fn load(&self) -> io::Result<Vec<u64>> {
         let names = match self.storage.list_dir(&self.opts.dir).await {
@@ -211,7 +234,7 @@ impl<S: Storage> SegmentedLog<S> {
         };
         let mut starts = Vec::new();
         for start in names.iter().filter_map(|n| parse_segment_name(n)) {
-            let file = self.storage.open(&self.path_of(start), false).await?;
+            let file = self.open_segment(start, false).await?;
             self.state.borrow_mut().files.insert(start, Rc::new(file));
             starts.push(start);
         }
@@ -367,7 +390,7 @@ impl<S: Storage> SegmentedLog<S> {
             return Ok(file);
         }
         self.storage.create_dir_all(&self.opts.dir).await?;
-        let file = self.storage.open(&self.path_of(start), true).await?;
+        let file = self.open_segment(start, true).await?;
         if self.opts.preallocate {
             // A failure (ENOSPC) may leave the file partly allocated: the next attempt goes on
             // from there, and a restart preallocates a short last segment.
@@ -508,6 +531,9 @@ impl<S: Storage> SegmentedLog<S> {
     }
 
     async fn sync_segments(&self, segments: &[u64]) -> io::Result<()> {
+        if self.opts.dsync {
+            return Ok(()); // every completed write is durable already
+        }
         for seg in segments {
             let file = self.file(*seg).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("segment {seg} missing"))
@@ -715,6 +741,7 @@ mod tests {
             preallocate: prealloc,
             chunk_bytes: 1000,
             hot_bytes: 0,
+            dsync: false,
         }
     }
 

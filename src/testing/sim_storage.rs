@@ -89,6 +89,9 @@ pub struct SimFile {
     storage: SimStorage,
     id: u64,
     path: PathBuf,
+    /// Opened with [`Storage::open_dsync`]: each completed write is durable (with every
+    /// operation completed before it).
+    dsync: bool,
 }
 
 /// A plain buffer (alignment is checked on write instead).
@@ -307,6 +310,32 @@ impl SimStorage {
             false => Err(errno(libc::EIO)),
         }
     }
+
+    fn open_file(&self, path: &Path, create: bool, dsync: bool) -> io::Result<SimFile> {
+        self.alive()?;
+        let mut state = self.state.borrow_mut();
+        let id = match state.names.get(path) {
+            Some(id) => *id,
+            None if create => {
+                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !state.dirs.contains(&parent) {
+                    return Err(not_found(&parent));
+                }
+                let id = state.next_id;
+                state.next_id += 1;
+                state.names.insert(path.to_path_buf(), id);
+                state.files.insert(id, FileData::default());
+                id
+            }
+            None => return Err(not_found(path)),
+        };
+        Ok(SimFile {
+            storage: self.clone(),
+            id,
+            path: path.to_path_buf(),
+            dsync,
+        })
+    }
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -358,6 +387,14 @@ impl StorageFile for SimFile {
         state.writes += 1;
         let data = buf.0.clone();
         state.record(self.id, Op::Write { pos, data });
+        if self.dsync {
+            // O_DSYNC: durable once it completes, as Linux does it (the write, then an
+            // fdatasync of the file: every write completed before it is durable too).
+            let file = state.file(self.id);
+            for op in std::mem::take(&mut file.pending) {
+                apply(&mut file.durable, &op);
+            }
+        }
         Ok(())
     }
 
@@ -448,28 +485,11 @@ impl Storage for SimStorage {
     type File = SimFile;
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
-        self.alive()?;
-        let mut state = self.state.borrow_mut();
-        let id = match state.names.get(path) {
-            Some(id) => *id,
-            None if create => {
-                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                if !state.dirs.contains(&parent) {
-                    return Err(not_found(&parent));
-                }
-                let id = state.next_id;
-                state.next_id += 1;
-                state.names.insert(path.to_path_buf(), id);
-                state.files.insert(id, FileData::default());
-                id
-            }
-            None => return Err(not_found(path)),
-        };
-        Ok(SimFile {
-            storage: self.clone(),
-            id,
-            path: path.to_path_buf(),
-        })
+        self.open_file(path, create, false)
+    }
+
+    async fn open_dsync(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        self.open_file(path, create, true)
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
