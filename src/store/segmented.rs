@@ -143,6 +143,10 @@ struct LogState<F> {
     /// Preallocated logs: how far the segment being written is known written (data or
     /// zeros), as (segment start, offset).
     zeroed: (u64, u64),
+    /// O_DSYNC logs: a plain (not O_DSYNC) handle of the segment being written, for the zeros
+    /// ahead, which need no durability of their own and would otherwise hold the writer for
+    /// a durable 1 MiB write each.
+    zero_file: Option<(u64, Rc<F>)>,
 }
 
 /// An fdatasync round in flight: what it makes durable.
@@ -195,6 +199,7 @@ impl<S: Storage> SegmentedLog<S> {
                 sync_started: 0,
                 unsynced: Vec::new(),
                 zeroed: (u64::MAX, 0),
+                zero_file: None,
             }),
         }
     }
@@ -321,6 +326,7 @@ impl<S: Storage> SegmentedLog<S> {
         st.sync_started = end;
         st.flushed = end;
         st.unsynced.clear();
+        st.zero_file = None;
     }
 
     /// `[pos, pos + len)` if the in-memory tail holds all of it.
@@ -431,15 +437,35 @@ impl<S: Storage> SegmentedLog<S> {
             st.submitted
         };
         let seg = self.segment_of(end);
-        let result = match self.file(seg) {
-            Some(file) => {
+        let result = match self.zero_file(seg).await {
+            Ok(Some(file)) => {
                 let data_end = align_up(end, file.alignment());
                 self.zero_ahead(&file, seg, data_end, max_chunks).await
             }
-            None => Ok(()), // nothing written in this segment yet
+            Ok(None) => Ok(()), // nothing written in this segment yet
+            Err(e) => Err(e),
         };
         self.state.borrow_mut().writing = false;
         result
+    }
+
+    /// The handle zeros ahead are written through: the segment's own, or for an O_DSYNC log a
+    /// plain one (opened once per segment).
+    async fn zero_file(&self, seg: u64) -> io::Result<Option<Rc<S::File>>> {
+        if self.file(seg).is_none() {
+            return Ok(None);
+        }
+        if !self.opts.dsync {
+            return Ok(self.file(seg));
+        }
+        if let Some((at, file)) = &self.state.borrow().zero_file {
+            if *at == seg {
+                return Ok(Some(Rc::clone(file)));
+            }
+        }
+        let file = Rc::new(self.storage.open(&self.path_of(seg), false).await?);
+        self.state.borrow_mut().zero_file = Some((seg, Rc::clone(&file)));
+        Ok(Some(file))
     }
 
     /// Writes what was appended since the last write to the segment files, without

@@ -373,6 +373,20 @@ impl StorageFile for SimFile {
             if let (true, Some(code)) = (state.faulty(&self.path), state.faults.write_errno) {
                 return Err(errno(code));
             }
+            // O_DSYNC: a failing flush fails the write (after its bytes reached the file).
+            if let (true, true, Some(code)) = (
+                self.dsync,
+                state.faulty(&self.path),
+                state.faults.fsync_errno,
+            ) {
+                let op = Op::Write {
+                    pos,
+                    data: buf.0.clone(),
+                };
+                drop(state);
+                self.storage.state.borrow_mut().record(self.id, op);
+                return Err(errno(code));
+            }
             match state.faulty(&self.path) {
                 true => state.faults.write_delay,
                 false => Duration::ZERO,
