@@ -336,37 +336,39 @@ impl<S: Storage> SegmentedLog<S> {
 
     /// Reads `[pos, pos + len)`, which must lie in one segment below `written`.
     pub(crate) async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let (mem_start, flushed) = {
-            let st = self.state.borrow();
-            assert!(
-                pos + len as u64 <= st.written,
-                "read past written {}",
-                st.written
-            );
-            if let Some(bytes) = st.tail.read(pos, len) {
-                return Ok(bytes);
-            }
-            (st.tail.start(), st.flushed)
-        };
         let end = pos + len as u64;
-        let disk_end = match mem_start {
-            Some(m) if end > flushed && m > pos => m,
-            _ => end,
-        };
-        let head = self.read_disk(pos, (disk_end - pos) as usize).await?;
-        if disk_end == end {
-            return Ok(head);
+        loop {
+            let (mem_start, flushed) = {
+                let st = self.state.borrow();
+                assert!(end <= st.written, "read past written {}", st.written);
+                if let Some(bytes) = st.tail.read(pos, len) {
+                    return Ok(bytes);
+                }
+                (st.tail.start(), st.flushed)
+            };
+            let disk_end = match mem_start {
+                Some(m) if end > flushed && m > pos => m,
+                _ => end,
+            };
+            let head = self.read_disk(pos, (disk_end - pos) as usize).await?;
+            if disk_end == end {
+                return Ok(head);
+            }
+            let rest = self
+                .state
+                .borrow()
+                .tail
+                .read(disk_end, (end - disk_end) as usize);
+            // None: a flush evicted the start of the rest during the disk read. The tail gives
+            // up only flushed bytes, so the file has those now: read again from the new split.
+            // (This answered "tail moved during a read", failing pulls at random.)
+            if let Some(rest) = rest {
+                let mut out = BytesMut::with_capacity(len);
+                out.extend_from_slice(&head);
+                out.extend_from_slice(&rest);
+                return Ok(out.freeze());
+            }
         }
-        let rest = self
-            .state
-            .borrow()
-            .tail
-            .read(disk_end, (end - disk_end) as usize);
-        let rest = rest.ok_or_else(|| io::Error::other("tail moved during a read"))?;
-        let mut out = BytesMut::with_capacity(len);
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&rest);
-        Ok(out.freeze())
     }
 
     /// Reads from the segment file only; fails with `UnexpectedEof` when the file is short.

@@ -4,7 +4,13 @@
 //! (plus a blank record) does not fit, assigns the position and a monotonic store timestamp,
 //! patches the record and copies it into the in-memory tail. Nothing waits for I/O there.
 //!
-//! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH it is pipelined
+//! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH (by default) the
+//! segment files are opened O_DSYNC and the writer alone is the group commit: it wakes on
+//! `written_watch`, writes everything appended so far, and when that write completes its bytes
+//! are durable and `flushed_watch` releases their appends; appends arriving during a write go
+//! into the next write at once. One operation per round instead of a write and an fdatasync
+//! (which io_uring hands to an io-wq worker thread every time). With
+//! `StoreConfig::sync_flush_dsync` off it is pipelined
 //! group commit that keeps the device busy: the writer wakes on `written_watch`, writes
 //! everything appended so far and advances `submitted_watch`; a syncer wakes on that, runs
 //! one fdatasync per segment written since the previous round began and advances
