@@ -830,6 +830,39 @@ mod tests {
     }
 
     #[test]
+    fn a_read_split_between_file_and_tail_survives_a_flush_evicting_the_tail_meanwhile() {
+        crate::store::test_support::run(async {
+            // Alignment = chunk size, so the flush below writes whole chunks and need not read
+            // the file first.
+            let sim = SimStorage::with_alignment(9, 1024);
+            let opts = LogOptions {
+                chunk_bytes: 1024,
+                ..opts(false)
+            };
+            let log = Rc::new(SegmentedLog::new(sim.clone(), opts));
+            log.append(0, &[1; 3072]);
+            // Flushed to 3072; memory keeps only the last chunk, [2048, 3072).
+            log.flush().await.unwrap();
+            log.append(3072, &[2; 1024]); // a full chunk, only in memory
+            sim.set_faults(crate::testing::SimFaults {
+                read_delay: std::time::Duration::from_millis(20),
+                ..Default::default()
+            });
+            let reader = {
+                let log = Rc::clone(&log);
+                glommio::spawn_local(async move { log.read(1536, 2048).await }).detach()
+            };
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            // While the reader reads [1536, 2048) from the file (the rest, [2048, 3584), is to
+            // come from memory), everything is flushed and [2048, 3072) evicted.
+            log.flush().await.unwrap();
+            assert!(log.read_hot(2048, 512).is_none(), "the tail was evicted");
+            let read = reader.await.unwrap().unwrap();
+            assert_eq!(&read[..], &[&[1; 1536][..], &[2; 512][..]].concat()[..]);
+        });
+    }
+
+    #[test]
     fn removing_the_oldest_segment_forgets_it_and_readers_find_it_gone() {
         crate::store::test_support::run(async {
             let sim = SimStorage::new(5);

@@ -39,6 +39,8 @@ pub struct SimFaults {
     /// How long every `write_at` takes (its bytes reach the file when it completes; an
     /// fdatasync that began before that does not cover them).
     pub write_delay: Duration,
+    /// How long every `read_at` takes (it reads the file as it is when it completes).
+    pub read_delay: Duration,
     /// Restricts the faults to paths with this prefix.
     pub path_prefix: Option<PathBuf>,
 }
@@ -414,6 +416,17 @@ impl StorageFile for SimFile {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         self.storage.alive()?;
+        let delay = {
+            let state = self.storage.state.borrow();
+            match state.faulty(&self.path) {
+                true => state.faults.read_delay,
+                false => Duration::ZERO,
+            }
+        };
+        if !delay.is_zero() {
+            glommio::timer::sleep(delay).await;
+            self.storage.alive()?;
+        }
         let mut state = self.storage.state.borrow_mut();
         let data = &state.file(self.id).current;
         let start = (pos as usize).min(data.len());
