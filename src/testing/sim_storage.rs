@@ -344,6 +344,17 @@ fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
 }
 
+impl SimFile {
+    /// Sleeps `delay` if the faults apply to this file; EIO if the process died meanwhile.
+    async fn stall(&self, delay: Duration) -> io::Result<()> {
+        if delay.is_zero() || !self.storage.state.borrow().faulty(&self.path) {
+            return Ok(());
+        }
+        glommio::timer::sleep(delay).await;
+        self.storage.alive()
+    }
+}
+
 impl StorageFile for SimFile {
     type Buffer = SimBuffer;
 
@@ -389,16 +400,10 @@ impl StorageFile for SimFile {
                 self.storage.state.borrow_mut().record(self.id, op);
                 return Err(errno(code));
             }
-            match state.faulty(&self.path) {
-                true => state.faults.write_delay,
-                false => Duration::ZERO,
-            }
+            state.faults.write_delay
         };
-        if !delay.is_zero() {
-            glommio::timer::sleep(delay).await;
-            // A crash during the write: it never reached the file.
-            self.storage.alive()?;
-        }
+        // A crash during the write: it never reached the file.
+        self.stall(delay).await?;
         let mut state = self.storage.state.borrow_mut();
         state.writes += 1;
         let data = buf.0.clone();
@@ -416,17 +421,8 @@ impl StorageFile for SimFile {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         self.storage.alive()?;
-        let delay = {
-            let state = self.storage.state.borrow();
-            match state.faulty(&self.path) {
-                true => state.faults.read_delay,
-                false => Duration::ZERO,
-            }
-        };
-        if !delay.is_zero() {
-            glommio::timer::sleep(delay).await;
-            self.storage.alive()?;
-        }
+        let delay = self.storage.state.borrow().faults.read_delay;
+        self.stall(delay).await?;
         let mut state = self.storage.state.borrow_mut();
         let data = &state.file(self.id).current;
         let start = (pos as usize).min(data.len());
