@@ -113,6 +113,7 @@ impl<S: Storage> ConsumeQueue<S> {
             preallocate: false,
             chunk_bytes: CQ_CHUNK_BYTES,
             hot_bytes: 0,
+            dsync: false,
         };
         ConsumeQueue {
             topic: topic.to_string(),

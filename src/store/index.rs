@@ -5,7 +5,7 @@
 //! `index/<shard>/<20-digit first offset>` — a header block, the entries sorted by key hash in
 //! 4 KiB blocks, and a fence (first hash of every block) that is kept in memory.
 //!
-//! Memory bound: the active map (≤ `INDEX_ACTIVE_ENTRIES_MAX` entries, about 40 bytes each,
+//! Memory bound: the active map (≤ `INDEX_ACTIVE_ENTRIES_MAX` entries, 36 bytes each,
 //! covering at most [`INDEX_SPAN_MAX_BYTES`] of commitlog)
 //! plus 8 bytes of fence per 170 sealed entries. Only sealed files are durable; recovery
 //! rebuilds the active part from the commitlog past the last sealed file, so the index is
@@ -17,7 +17,6 @@
 //! them as candidates and the reader, which checks every candidate, drops them.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -62,15 +61,75 @@ pub(crate) struct Entry {
     pub store_timestamp: i64,
 }
 
-/// Entries for the records of `[begin, end)` (offsets in the shard).
+/// Entries for the records of `[begin, end)` (offsets in the shard): a chained hash table in
+/// two flat arrays, 32 bytes per entry plus a 4-byte bucket head per possible entry (a
+/// `HashMap` of one `Vec` per key took about 80 bytes per entry and one allocation per key).
 #[derive(Default)]
 struct Active {
-    map: HashMap<u64, Vec<(i64, i64)>>,
-    count: usize,
+    /// In the order added; `next` links the entries of one bucket, newest first.
+    slots: Vec<Slot>,
+    /// Index of the newest slot of each bucket (`NO_SLOT` when empty); a power of two long,
+    /// allocated with the first entry.
+    heads: Vec<u32>,
     begin: u64,
     end: u64,
     begin_ts: i64,
     end_ts: i64,
+}
+
+/// One entry of the active index.
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    physical_offset: i64,
+    store_timestamp: i64,
+    next: u32,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Active {
+    fn count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Adds an entry; `capacity` (the sealing threshold) sizes the arrays once.
+    fn add(&mut self, hash: u64, physical_offset: i64, store_timestamp: i64, capacity: usize) {
+        if self.heads.is_empty() {
+            let buckets = capacity.next_power_of_two().max(16);
+            self.heads = vec![NO_SLOT; buckets];
+            self.slots.reserve_exact(capacity);
+        }
+        let bucket = self.bucket(hash);
+        let at = u32::try_from(self.slots.len()).expect("active index holds < 2^32 entries");
+        self.slots.push(Slot {
+            hash,
+            physical_offset,
+            store_timestamp,
+            next: self.heads[bucket],
+        });
+        self.heads[bucket] = at;
+    }
+
+    fn bucket(&self, hash: u64) -> usize {
+        // Folds the high half in: FNV-1a's low bits alone are weaker.
+        ((hash >> 32) ^ hash) as usize & (self.heads.len() - 1)
+    }
+
+    /// The (physical offset, store timestamp) of every entry for `hash`.
+    fn find(&self, hash: u64, mut each: impl FnMut(i64, i64)) {
+        if self.heads.is_empty() {
+            return;
+        }
+        let mut at = self.heads[self.bucket(hash)];
+        while at != NO_SLOT {
+            let slot = &self.slots[at as usize];
+            if slot.hash == hash {
+                each(slot.physical_offset, slot.store_timestamp);
+            }
+            at = slot.next;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,15 +174,11 @@ impl<S: Storage> Index<S> {
     /// Adds an entry for the record at `pos` (offset in the shard).
     pub(crate) fn add(&self, topic: &str, key: &str, physical: i64, timestamp: i64) {
         let mut a = self.active.borrow_mut();
-        if a.count == 0 {
+        if a.count() == 0 {
             a.begin_ts = timestamp;
         }
-        a.count += 1;
         a.end_ts = a.end_ts.max(timestamp);
-        a.map
-            .entry(key_hash(topic, key))
-            .or_default()
-            .push((physical, timestamp));
+        a.add(key_hash(topic, key), physical, timestamp, self.max_entries);
     }
 
     /// Records that every record before `end` has been given its entries; freezes the active
@@ -132,12 +187,13 @@ impl<S: Storage> Index<S> {
         let mut a = self.active.borrow_mut();
         assert!(end >= a.end, "index end moved back from {} to {end}", a.end);
         a.end = end;
-        if a.count == 0 {
+        if a.count() == 0 {
             // Nothing to lose: an empty map may start anywhere, so recovery need not rescan
             // records that had no keys.
             a.begin = end;
         }
-        if a.count >= self.max_entries || (a.count > 0 && end - a.begin >= INDEX_SPAN_MAX_BYTES) {
+        let count = a.count();
+        if count >= self.max_entries || (count > 0 && end - a.begin >= INDEX_SPAN_MAX_BYTES) {
             let next = Active {
                 begin: end,
                 end,
@@ -175,7 +231,7 @@ impl<S: Storage> Index<S> {
     pub(crate) fn freeze_active(&self) {
         let end = self.active.borrow().end;
         let mut a = self.active.borrow_mut();
-        if a.count > 0 {
+        if a.count() > 0 {
             let next = Active {
                 begin: end,
                 end,
@@ -208,14 +264,12 @@ impl<S: Storage> Index<S> {
 
     async fn write_sealed(&self, frozen: &Active) -> StoreResult<Sealed<S::File>> {
         let mut entries: Vec<Entry> = frozen
-            .map
+            .slots
             .iter()
-            .flat_map(|(h, v)| {
-                v.iter().map(|(p, t)| Entry {
-                    hash: *h,
-                    physical_offset: *p,
-                    store_timestamp: *t,
-                })
+            .map(|s| Entry {
+                hash: s.hash,
+                physical_offset: s.physical_offset,
+                store_timestamp: s.store_timestamp,
             })
             .collect();
         let header = Header {
@@ -227,17 +281,17 @@ impl<S: Storage> Index<S> {
         };
         // Sorting and encoding up to a full index (hundreds of thousands of entries) is tens of
         // milliseconds of CPU: done on the blocking-thread pool so the shard keeps serving.
-        let (entries, image) = glommio::executor()
+        let (fences, image) = glommio::executor()
             .spawn_blocking(move || {
                 entries.sort_unstable();
                 let image = encode_file(&header, &entries);
-                (entries, image)
+                let fences: Vec<u64> = entries
+                    .chunks(ENTRIES_PER_BLOCK)
+                    .map(|c| c[0].hash)
+                    .collect();
+                (fences, image)
             })
             .await;
-        let fences = entries
-            .chunks(ENTRIES_PER_BLOCK)
-            .map(|c| c[0].hash)
-            .collect();
         let path = self.dir.join(segment_name(header.begin));
         let file = self
             .write_file(&image, &path)
@@ -394,13 +448,16 @@ impl<S: Storage> Index<S> {
         let take = |list: &[(i64, i64)], found: &mut Vec<i64>| {
             found.extend(list.iter().filter(|(_, t)| in_range(*t)).map(|(p, _)| *p));
         };
-        if let Some(list) = self.active.borrow().map.get(&hash) {
-            take(list, &mut found);
-        }
+        let mut in_memory = |a: &Active| {
+            a.find(hash, |p, t| {
+                if in_range(t) {
+                    found.push(p);
+                }
+            })
+        };
+        in_memory(&self.active.borrow());
         for frozen in self.frozen.borrow().iter().rev() {
-            if let Some(list) = frozen.map.get(&hash) {
-                take(list, &mut found);
-            }
+            in_memory(frozen);
         }
         let sealed: Vec<_> = self.sealed.borrow().iter().rev().cloned().collect();
         for s in sealed {
@@ -499,6 +556,38 @@ fn decode_header(b: &[u8]) -> Option<Header> {
 mod tests {
     use super::*;
     use crate::testing::SimStorage;
+
+    #[test]
+    fn the_active_table_finds_every_entry_of_a_key_and_no_other() {
+        crate::store::test_support::run(async {
+            // 16 buckets for 900 entries of 300 keys: long chains shared by many keys.
+            let index = Index::new(SimStorage::new(7), PathBuf::from("/s/index/0"), 1000);
+            for i in 0..900i64 {
+                index.add("T", &format!("k{}", i % 300), i * 10, 5000 + i);
+            }
+            index.covered_to(9000);
+            assert!(!index.has_frozen());
+            assert_eq!(index.active.borrow().heads.len(), 1024);
+            for k in [0, 7, 299] {
+                let hits = index
+                    .lookup("T", &format!("k{k}"), 0, i64::MAX, 10)
+                    .await
+                    .unwrap();
+                assert_eq!(hits, vec![(k + 600) * 10, (k + 300) * 10, k * 10]);
+            }
+            let ranged = index.lookup("T", "k7", 5300, 5600, 10).await.unwrap();
+            assert_eq!(ranged, vec![3070]);
+            let missing = index.lookup("T", "k300", 0, i64::MAX, 10).await.unwrap();
+            assert!(missing.is_empty());
+            let small = Index::new(SimStorage::new(8), PathBuf::from("/s/index/1"), 3);
+            for i in 0..3i64 {
+                small.add("T", "same", i, i);
+            }
+            assert_eq!(small.active.borrow().heads.len(), 16);
+            let hits = small.lookup("T", "same", 0, 10, 2).await.unwrap();
+            assert_eq!(hits, vec![2, 1], "newest first, at most the limit");
+        });
+    }
 
     #[test]
     fn sealed_and_active_entries_are_found_and_survive_reopen() {

@@ -107,6 +107,10 @@ pub struct StoreConfig {
     pub hot_tail_bytes: u64,
     /// Unflushed commitlog bytes beyond which puts wait (then fail with `Busy`).
     pub unflushed_max_bytes: u64,
+    /// SYNC_FLUSH writes the commitlog through O_DSYNC handles, each write its own durable
+    /// flush round (true, the default), rather than writes followed by pipelined fdatasync
+    /// rounds (false).
+    pub sync_flush_dsync: bool,
     /// Index entries kept in memory before they are sealed to a file.
     pub index_active_entries_max: usize,
     /// Deleting old segments and the disk-full guard.
@@ -143,11 +147,12 @@ impl StoreConfig {
             check_crc_on_recover: cfg.check_crc_on_recover,
             message_index_enable: cfg.message_index_enable,
             delay_levels_ms: cfg.message_delay_levels_ms.clone(),
-            // Bounded by what the disk needs rather than generously: a flush starts at half of
-            // `unflushed_max_bytes` (16 MiB, tens of ms of writing), and readers past the hot
-            // tail read the file. Keeps a 2-shard broker's memory under load near 100 MiB.
+            // Bounded by what the disk needs rather than generously: an ASYNC_FLUSH flush starts
+            // once 4 MiB wait (open.rs), puts wait beyond 32 MiB unflushed (a disk that cannot
+            // keep up), and readers past the hot tail read the file.
             hot_tail_bytes: 8 << 20,
             unflushed_max_bytes: 32 << 20,
+            sync_flush_dsync: std::env::var_os("RINGMQ_SYNC_FDATASYNC").is_none(),
             index_active_entries_max: index::INDEX_ACTIVE_ENTRIES_MAX,
             retention: RetentionConfig::from_broker(cfg),
             truncate_to: None,

@@ -27,6 +27,11 @@ use super::io::Storage;
 use super::retention::{self, RetentionState};
 use super::{background, Clock, Inner, Layout, MessageStore, StoreConfig};
 use crate::config::FlushDiskType;
+
+/// Under ASYNC_FLUSH a flush starts before its interval ends once this much waits: a write of
+/// 4 MiB already runs at the disk's sequential speed, and every byte waiting is process memory
+/// (O_DIRECT: no page cache holds it), per shard.
+const ASYNC_EARLY_FLUSH_BYTES: u64 = 4 << 20;
 use crate::message::record::RecordView;
 
 /// Shares of the background task queue (glommio's default queue has 1000).
@@ -55,15 +60,20 @@ impl<S: Storage> MessageStore<S> {
         write_small_file(&storage, &layout.abort, b"")
             .await
             .map_err(|e| StoreError::io("creating", &layout.abort, e))?;
-        let commitlog = Rc::new(CommitLog::new(
-            storage.clone(),
-            layout.commitlog.clone(),
-            cfg.shard,
-            cfg.segment_bytes,
-            cfg.max_record_bytes(),
-            cfg.hot_tail_bytes as usize,
-            cfg.unflushed_max_bytes / 2,
-        ));
+        let commitlog = Rc::new(
+            CommitLog::new(
+                storage.clone(),
+                layout.commitlog.clone(),
+                cfg.shard,
+                cfg.segment_bytes,
+                cfg.max_record_bytes(),
+                cfg.hot_tail_bytes as usize,
+                (cfg.unflushed_max_bytes / 2).min(ASYNC_EARLY_FLUSH_BYTES),
+            )
+            .with_dsync_writes(
+                cfg.flush_disk_type == FlushDiskType::SyncFlush && cfg.sync_flush_dsync,
+            ),
+        );
         commitlog.load().await?;
         let queues = ConsumeQueues::new(
             storage.clone(),

@@ -143,6 +143,10 @@ struct LogState<F> {
     /// Preallocated logs: how far the segment being written is known written (data or
     /// zeros), as (segment start, offset).
     zeroed: (u64, u64),
+    /// O_DSYNC logs: a plain (not O_DSYNC) handle of the segment being written, for the zeros
+    /// ahead, which need no durability of their own and would otherwise hold the writer for
+    /// a durable 1 MiB write each.
+    zero_file: Option<(u64, Rc<F>)>,
 }
 
 /// An fdatasync round in flight: what it makes durable.
@@ -162,6 +166,9 @@ pub(crate) struct LogOptions {
     pub chunk_bytes: usize,
     /// Flushed bytes kept in memory for readers of the hot tail.
     pub hot_bytes: usize,
+    /// Segment files are opened O_DSYNC ([`Storage::open_dsync`]): every write is durable when
+    /// it completes, so an fdatasync round has nothing left to do ([`SegmentedLog::dsync`]).
+    pub dsync: bool,
 }
 
 /// One append-only log of segment files.
@@ -192,6 +199,7 @@ impl<S: Storage> SegmentedLog<S> {
                 sync_started: 0,
                 unsynced: Vec::new(),
                 zeroed: (u64::MAX, 0),
+                zero_file: None,
             }),
         }
     }
@@ -200,6 +208,26 @@ impl<S: Storage> SegmentedLog<S> {
     pub(crate) fn keep_buffers(mut self, count: usize) -> SegmentedLog<S> {
         self.pool.max = count;
         self
+    }
+
+    /// Opens segment files O_DSYNC from now on (see [`LogOptions::dsync`]); before
+    /// [`SegmentedLog::load`].
+    pub(crate) fn dsync_writes(mut self, on: bool) -> SegmentedLog<S> {
+        self.opts.dsync = on;
+        self
+    }
+
+    /// Whether every write is durable when it completes (segment files opened O_DSYNC).
+    pub(crate) fn dsync(&self) -> bool {
+        self.opts.dsync
+    }
+
+    async fn open_segment(&self, start: u64, create: bool) -> io::Result<S::File> {
+        let path = self.path_of(start);
+        match self.opts.dsync {
+            true => self.storage.open_dsync(&path, create).await,
+            false => self.storage.open(&path, create).await,
+        }
     }
 
     /// Opens the segment files already in the directory; returns their start offsets.
@@ -211,7 +239,7 @@ impl<S: Storage> SegmentedLog<S> {
         };
         let mut starts = Vec::new();
         for start in names.iter().filter_map(|n| parse_segment_name(n)) {
-            let file = self.storage.open(&self.path_of(start), false).await?;
+            let file = self.open_segment(start, false).await?;
             self.state.borrow_mut().files.insert(start, Rc::new(file));
             starts.push(start);
         }
@@ -298,6 +326,7 @@ impl<S: Storage> SegmentedLog<S> {
         st.sync_started = end;
         st.flushed = end;
         st.unsynced.clear();
+        st.zero_file = None;
     }
 
     /// `[pos, pos + len)` if the in-memory tail holds all of it.
@@ -307,37 +336,39 @@ impl<S: Storage> SegmentedLog<S> {
 
     /// Reads `[pos, pos + len)`, which must lie in one segment below `written`.
     pub(crate) async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let (mem_start, flushed) = {
-            let st = self.state.borrow();
-            assert!(
-                pos + len as u64 <= st.written,
-                "read past written {}",
-                st.written
-            );
-            if let Some(bytes) = st.tail.read(pos, len) {
-                return Ok(bytes);
-            }
-            (st.tail.start(), st.flushed)
-        };
         let end = pos + len as u64;
-        let disk_end = match mem_start {
-            Some(m) if end > flushed && m > pos => m,
-            _ => end,
-        };
-        let head = self.read_disk(pos, (disk_end - pos) as usize).await?;
-        if disk_end == end {
-            return Ok(head);
+        loop {
+            let (mem_start, flushed) = {
+                let st = self.state.borrow();
+                assert!(end <= st.written, "read past written {}", st.written);
+                if let Some(bytes) = st.tail.read(pos, len) {
+                    return Ok(bytes);
+                }
+                (st.tail.start(), st.flushed)
+            };
+            let disk_end = match mem_start {
+                Some(m) if end > flushed && m > pos => m,
+                _ => end,
+            };
+            let head = self.read_disk(pos, (disk_end - pos) as usize).await?;
+            if disk_end == end {
+                return Ok(head);
+            }
+            let rest = self
+                .state
+                .borrow()
+                .tail
+                .read(disk_end, (end - disk_end) as usize);
+            // None: a flush evicted the start of the rest during the disk read. The tail gives
+            // up only flushed bytes, so the file has those now: read again from the new split.
+            // (This answered "tail moved during a read", failing pulls at random.)
+            if let Some(rest) = rest {
+                let mut out = BytesMut::with_capacity(len);
+                out.extend_from_slice(&head);
+                out.extend_from_slice(&rest);
+                return Ok(out.freeze());
+            }
         }
-        let rest = self
-            .state
-            .borrow()
-            .tail
-            .read(disk_end, (end - disk_end) as usize);
-        let rest = rest.ok_or_else(|| io::Error::other("tail moved during a read"))?;
-        let mut out = BytesMut::with_capacity(len);
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&rest);
-        Ok(out.freeze())
     }
 
     /// Reads from the segment file only; fails with `UnexpectedEof` when the file is short.
@@ -367,7 +398,7 @@ impl<S: Storage> SegmentedLog<S> {
             return Ok(file);
         }
         self.storage.create_dir_all(&self.opts.dir).await?;
-        let file = self.storage.open(&self.path_of(start), true).await?;
+        let file = self.open_segment(start, true).await?;
         if self.opts.preallocate {
             // A failure (ENOSPC) may leave the file partly allocated: the next attempt goes on
             // from there, and a restart preallocates a short last segment.
@@ -408,15 +439,35 @@ impl<S: Storage> SegmentedLog<S> {
             st.submitted
         };
         let seg = self.segment_of(end);
-        let result = match self.file(seg) {
-            Some(file) => {
+        let result = match self.zero_file(seg).await {
+            Ok(Some(file)) => {
                 let data_end = align_up(end, file.alignment());
                 self.zero_ahead(&file, seg, data_end, max_chunks).await
             }
-            None => Ok(()), // nothing written in this segment yet
+            Ok(None) => Ok(()), // nothing written in this segment yet
+            Err(e) => Err(e),
         };
         self.state.borrow_mut().writing = false;
         result
+    }
+
+    /// The handle zeros ahead are written through: the segment's own, or for an O_DSYNC log a
+    /// plain one (opened once per segment).
+    async fn zero_file(&self, seg: u64) -> io::Result<Option<Rc<S::File>>> {
+        if self.file(seg).is_none() {
+            return Ok(None);
+        }
+        if !self.opts.dsync {
+            return Ok(self.file(seg));
+        }
+        if let Some((at, file)) = &self.state.borrow().zero_file {
+            if *at == seg {
+                return Ok(Some(Rc::clone(file)));
+            }
+        }
+        let file = Rc::new(self.storage.open(&self.path_of(seg), false).await?);
+        self.state.borrow_mut().zero_file = Some((seg, Rc::clone(&file)));
+        Ok(Some(file))
     }
 
     /// Writes what was appended since the last write to the segment files, without
@@ -508,6 +559,9 @@ impl<S: Storage> SegmentedLog<S> {
     }
 
     async fn sync_segments(&self, segments: &[u64]) -> io::Result<()> {
+        if self.opts.dsync {
+            return Ok(()); // every completed write is durable already
+        }
         for seg in segments {
             let file = self.file(*seg).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("segment {seg} missing"))
@@ -715,6 +769,7 @@ mod tests {
             preallocate: prealloc,
             chunk_bytes: 1000,
             hot_bytes: 0,
+            dsync: false,
         }
     }
 
@@ -771,6 +826,39 @@ mod tests {
                 &log.read(4690, 12).await.unwrap()[..],
                 &[0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2]
             );
+        });
+    }
+
+    #[test]
+    fn a_read_split_between_file_and_tail_survives_a_flush_evicting_the_tail_meanwhile() {
+        crate::store::test_support::run(async {
+            // Alignment = chunk size, so the flush below writes whole chunks and need not read
+            // the file first.
+            let sim = SimStorage::with_alignment(9, 1024);
+            let opts = LogOptions {
+                chunk_bytes: 1024,
+                ..opts(false)
+            };
+            let log = Rc::new(SegmentedLog::new(sim.clone(), opts));
+            log.append(0, &[1; 3072]);
+            // Flushed to 3072; memory keeps only the last chunk, [2048, 3072).
+            log.flush().await.unwrap();
+            log.append(3072, &[2; 1024]); // a full chunk, only in memory
+            sim.set_faults(crate::testing::SimFaults {
+                read_delay: std::time::Duration::from_millis(20),
+                ..Default::default()
+            });
+            let reader = {
+                let log = Rc::clone(&log);
+                glommio::spawn_local(async move { log.read(1536, 2048).await }).detach()
+            };
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            // While the reader reads [1536, 2048) from the file (the rest, [2048, 3584), is to
+            // come from memory), everything is flushed and [2048, 3072) evicted.
+            log.flush().await.unwrap();
+            assert!(log.read_hot(2048, 512).is_none(), "the tail was evicted");
+            let read = reader.await.unwrap().unwrap();
+            assert_eq!(&read[..], &[&[1; 1536][..], &[2; 512][..]].concat()[..]);
         });
     }
 

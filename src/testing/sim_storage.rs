@@ -41,6 +41,8 @@ pub struct SimFaults {
     /// How long every `write_at` takes (its bytes reach the file when it completes; an
     /// fdatasync that began before that does not cover them).
     pub write_delay: Duration,
+    /// How long every `read_at` takes (it reads the file as it is when it completes).
+    pub read_delay: Duration,
     /// Restricts the faults to paths with this prefix.
     pub path_prefix: Option<PathBuf>,
 }
@@ -91,6 +93,9 @@ pub struct SimFile {
     storage: SimStorage,
     id: u64,
     path: PathBuf,
+    /// Opened with [`Storage::open_dsync`]: each completed write is durable (with every
+    /// operation completed before it).
+    dsync: bool,
 }
 
 /// A plain buffer (alignment is checked on write instead).
@@ -309,10 +314,47 @@ impl SimStorage {
             false => Err(errno(libc::EIO)),
         }
     }
+
+    fn open_file(&self, path: &Path, create: bool, dsync: bool) -> io::Result<SimFile> {
+        self.alive()?;
+        let mut state = self.state.borrow_mut();
+        let id = match state.names.get(path) {
+            Some(id) => *id,
+            None if create => {
+                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !state.dirs.contains(&parent) {
+                    return Err(not_found(&parent));
+                }
+                let id = state.next_id;
+                state.next_id += 1;
+                state.names.insert(path.to_path_buf(), id);
+                state.files.insert(id, FileData::default());
+                id
+            }
+            None => return Err(not_found(path)),
+        };
+        Ok(SimFile {
+            storage: self.clone(),
+            id,
+            path: path.to_path_buf(),
+            dsync,
+        })
+    }
 }
 
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+}
+
+impl SimFile {
+    /// Sleeps `delay` if the faults apply to this file; EIO if the process died meanwhile.
+    async fn stall(&self, delay: Duration) -> io::Result<()> {
+        if delay.is_zero() || !self.storage.state.borrow().faulty(&self.path) {
+            return Ok(());
+        }
+        glommio::timer::sleep(delay).await;
+        self.storage.alive()
+    }
 }
 
 impl StorageFile for SimFile {
@@ -346,25 +388,43 @@ impl StorageFile for SimFile {
             if let (true, Some(code)) = (state.faulty(&self.path), state.faults.write_errno) {
                 return Err(errno(code));
             }
-            match state.faulty(&self.path) {
-                true => state.faults.write_delay,
-                false => Duration::ZERO,
+            // O_DSYNC: a failing flush fails the write (after its bytes reached the file).
+            if let (true, true, Some(code)) = (
+                self.dsync,
+                state.faulty(&self.path),
+                state.faults.fsync_errno,
+            ) {
+                let op = Op::Write {
+                    pos,
+                    data: buf.0.clone(),
+                };
+                drop(state);
+                self.storage.state.borrow_mut().record(self.id, op);
+                return Err(errno(code));
             }
+            state.faults.write_delay
         };
-        if !delay.is_zero() {
-            glommio::timer::sleep(delay).await;
-            // A crash during the write: it never reached the file.
-            self.storage.alive()?;
-        }
+        // A crash during the write: it never reached the file.
+        self.stall(delay).await?;
         let mut state = self.storage.state.borrow_mut();
         state.writes += 1;
         let data = buf.0.clone();
         state.record(self.id, Op::Write { pos, data });
+        if self.dsync {
+            // O_DSYNC: durable once it completes, as Linux does it (the write, then an
+            // fdatasync of the file: every write completed before it is durable too).
+            let file = state.file(self.id);
+            for op in std::mem::take(&mut file.pending) {
+                apply(&mut file.durable, &op);
+            }
+        }
         Ok(())
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         self.storage.alive()?;
+        let delay = self.storage.state.borrow().faults.read_delay;
+        self.stall(delay).await?;
         let mut state = self.storage.state.borrow_mut();
         if let (true, Some(code)) = (state.faulty(&self.path), state.faults.read_errno) {
             return Err(errno(code));
@@ -453,28 +513,11 @@ impl Storage for SimStorage {
     type File = SimFile;
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
-        self.alive()?;
-        let mut state = self.state.borrow_mut();
-        let id = match state.names.get(path) {
-            Some(id) => *id,
-            None if create => {
-                let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                if !state.dirs.contains(&parent) {
-                    return Err(not_found(&parent));
-                }
-                let id = state.next_id;
-                state.next_id += 1;
-                state.names.insert(path.to_path_buf(), id);
-                state.files.insert(id, FileData::default());
-                id
-            }
-            None => return Err(not_found(path)),
-        };
-        Ok(SimFile {
-            storage: self.clone(),
-            id,
-            path: path.to_path_buf(),
-        })
+        self.open_file(path, create, false)
+    }
+
+    async fn open_dsync(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        self.open_file(path, create, true)
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {

@@ -4,7 +4,13 @@
 //! (plus a blank record) does not fit, assigns the position and a monotonic store timestamp,
 //! patches the record and copies it into the in-memory tail. Nothing waits for I/O there.
 //!
-//! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH it is pipelined
+//! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH (by default) the
+//! segment files are opened O_DSYNC and the writer alone is the group commit: it wakes on
+//! `written_watch`, writes everything appended so far, and when that write completes its bytes
+//! are durable and `flushed_watch` releases their appends; appends arriving during a write go
+//! into the next write at once. One operation per round instead of a write and an fdatasync
+//! (which io_uring hands to an io-wq worker thread every time). With
+//! `StoreConfig::sync_flush_dsync` off it is pipelined
 //! group commit that keeps the device busy: the writer wakes on `written_watch`, writes
 //! everything appended so far and advances `submitted_watch`; a syncer wakes on that, runs
 //! one fdatasync per segment written since the previous round began and advances
@@ -316,6 +322,11 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
     // first of two concurrent creations).
     let preallocating = Rc::new(Cell::new(false));
     let Some(interval) = interval else {
+        if log.log.dsync() {
+            // Each write is durable when it completes: the writer alone is the group commit.
+            run_writer(&log, &preallocating).await;
+            return;
+        }
         let (ended, next_round) = (OffsetWatch::new(0), Cell::new(0));
         let syncers = future::zip(
             run_syncer(&log, &ended, &next_round),
@@ -350,7 +361,11 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
 }
 
 /// SYNC_FLUSH's writer: as soon as appends wait to be written (and its previous write is
-/// done), writes them all in one go and advances `submitted_watch`. It does not wait for
+/// done), writes them all in one go and advances `submitted_watch`. On O_DSYNC segment files
+/// (the default) that write is the flush round: when it completes its appends are durable and
+/// released, and whatever was appended meanwhile is written next at once; one write in flight,
+/// because two writes of the same partial last page could reach the disk in either order.
+/// Otherwise: It does not wait for
 /// fdatasync: while [`run_syncer`]'s round is in flight the next appends are already being
 /// written, so that round's end finds them on the file and the next round starts at once.
 /// A write that runs out of space is retried (the same bytes, after a pause doubling up to a
@@ -365,8 +380,18 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
         let written = match log.log.write_pending().await {
             Ok(end) => {
                 log.submitted_watch.advance(end);
-                // Zeros ahead go after the data they precede has been handed to the syncer,
-                // one chunk per turn.
+                if log.log.dsync() {
+                    // O_DSYNC: the write was the whole round (no fdatasync to wait for).
+                    match log.log.sync_submitted().await {
+                        Ok(flushed) => log.synced(flushed),
+                        Err(e) => {
+                            log.fail(e);
+                            return;
+                        }
+                    }
+                }
+                // Zeros ahead go after the data they precede has been handed to the syncer
+                // (or made durable), one chunk per turn.
                 log.log.write_zeros_ahead(1).await
             }
             Err(e) => Err(e),

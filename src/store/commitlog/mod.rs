@@ -132,6 +132,7 @@ impl<S: Storage> CommitLog<S> {
             preallocate: true,
             chunk_bytes: segment_bytes.min(1 << 20) as usize,
             hot_bytes,
+            dsync: false,
         };
         CommitLog {
             log: SegmentedLog::new(storage, opts).keep_buffers(WRITE_BUFFERS_KEPT),
@@ -151,6 +152,14 @@ impl<S: Storage> CommitLog<S> {
             space_short: OffsetWatch::new(0),
             log_limit: LogLimiter::new(STORE_LOG_INTERVAL, 16),
         }
+    }
+
+    /// Writes segments through O_DSYNC handles (SYNC_FLUSH): each write is its own durable
+    /// flush round, no fdatasync follows ([`appender::run_flusher`]). Before
+    /// [`CommitLog::load`].
+    pub(crate) fn with_dsync_writes(mut self, on: bool) -> CommitLog<S> {
+        self.log = self.log.dsync_writes(on);
+        self
     }
 
     /// Opens the existing segments and checks they match the configured size.

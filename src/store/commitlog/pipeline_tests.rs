@@ -1,7 +1,9 @@
 //! The SYNC_FLUSH pipeline on `SimStorage` with slow writes and fdatasyncs: appends that
 //! arrive during an fdatasync are written at once (beside it) and acknowledged by the next
-//! round, never by the round that was running when their write completed; and a crash at any
-//! moment between a write and its fdatasync loses nothing that was acknowledged.
+//! round, never by the round that was running when their write completed; with O_DSYNC
+//! segment files (the default), appends that arrive during a write go into the next write
+//! and are acknowledged when it completes, with no fdatasync; and in both modes a crash at
+//! any moment loses nothing that was acknowledged.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -50,9 +52,17 @@ fn spawn_put(
     sim: &SimStorage,
     i: usize,
 ) -> (glommio::task::JoinHandle<()>, Rc<Cell<bool>>) {
+    spawn_put_of(store, sim, i, small_config().segment_bytes)
+}
+
+fn spawn_put_of(
+    store: &MessageStore<SimStorage>,
+    sim: &SimStorage,
+    i: usize,
+    segment: u64,
+) -> (glommio::task::JoinHandle<()>, Rc<Cell<bool>>) {
     let (store, sim, done) = (store.clone(), sim.clone(), Rc::new(Cell::new(false)));
     let flag = Rc::clone(&done);
-    let segment = small_config().segment_bytes;
     let task = glommio::spawn_local(async move {
         let (rec, slots) = record("T", 0, &body_of(i, 100), "");
         let put = store.put(rec, slots, true).await.unwrap();
@@ -67,7 +77,8 @@ fn spawn_put(
 #[test]
 fn an_append_during_an_fdatasync_is_written_beside_it_and_acknowledged_by_the_next_round() {
     run(async {
-        let (sim, clock, cfg) = (SimStorage::new(31), SimClock::new(1_000), small_config());
+        let (sim, clock, mut cfg) = (SimStorage::new(31), SimClock::new(1_000), small_config());
+        cfg.sync_flush_dsync = false;
         let store = open(&sim, &clock, &cfg).await;
         // The first segment is created (and its fdatasync done) before the disk slows.
         let (first, _) = spawn_put(&store, &sim, 0);
@@ -103,11 +114,59 @@ fn an_append_during_an_fdatasync_is_written_beside_it_and_acknowledged_by_the_ne
 }
 
 #[test]
+fn with_dsync_files_an_append_during_a_write_goes_into_the_next_write_without_fdatasync() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(32), SimClock::new(1_000), small_config());
+        assert!(cfg.sync_flush_dsync, "O_DSYNC is the default");
+        let store = open(&sim, &clock, &cfg).await;
+        let (first, _) = spawn_put(&store, &sim, 0);
+        assert!(first.await.is_some());
+        sim.set_faults(slow_commitlog(40, 1000));
+        let (writes, fsyncs) = (sim.write_count(), sim.fsync_count());
+        let (a, a_done) = spawn_put(&store, &sim, 1);
+        // A's write (40 ms) runs.
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        let (b, b_done) = spawn_put(&store, &sim, 2);
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        assert_eq!(sim.write_count(), writes, "one write at a time");
+        assert!(!a_done.get() && !b_done.get());
+        assert!(a.await.is_some());
+        assert!(
+            !b_done.get(),
+            "B was acknowledged by a write that began before B was appended"
+        );
+        assert!(b.await.is_some());
+        // Two writes (and perhaps zeros ahead), each its own round; not one fdatasync (each
+        // would have taken a second).
+        assert!(sim.write_count() >= writes + 2);
+        assert_eq!(
+            sim.fsync_count(),
+            fsyncs,
+            "an fdatasync ran for a dsync round"
+        );
+        sim.set_faults(SimFaults::default());
+        let all = read_all(&store, "T").await;
+        assert_eq!(view(&all[2]).body, &body_of(2, 100)[..]);
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_crash_between_a_write_and_its_fdatasync_loses_nothing_acknowledged() {
+    crash_loses_nothing_acknowledged(false);
+}
+
+#[test]
+fn a_crash_during_dsync_writes_loses_nothing_acknowledged() {
+    crash_loses_nothing_acknowledged(true);
+}
+
+fn crash_loses_nothing_acknowledged(dsync: bool) {
     for seed in 0..16u64 {
         run(async move {
             let sim = SimStorage::new(100 + seed);
-            let (clock, cfg) = (SimClock::new(1_000), small_config());
+            let (clock, mut cfg) = (SimClock::new(1_000), small_config());
+            cfg.sync_flush_dsync = dsync;
             let store = open(&sim, &clock, &cfg).await;
             // Writes and fdatasyncs of different lengths, so that crashes land in every
             // phase: during a write, between a write and the round covering it, during a
