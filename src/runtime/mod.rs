@@ -281,4 +281,42 @@ mod tests {
             Err(_) => panic!("the executor parked with tasks ready and never woke"),
         }
     }
+
+    /// vendor/glommio/PATCHES.md: the timer for the reactor's next `Timer` is armed before
+    /// the reactor flushes its rings; one due within microseconds can fire during that flush,
+    /// and the executor must not then sleep as if no timer were due. Tasks sleeping a few
+    /// microseconds at a time, with nothing else going on: a lost timer is a sleep that
+    /// nothing ends (the watchdog fails the test).
+    #[test]
+    fn a_timer_that_fires_while_the_reactor_flushes_still_wakes_its_task() {
+        const SLEEPS: u32 = 20_000;
+        let (done_tx, done_rx) = flume::bounded::<Duration>(1);
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(move || async move {
+                let started = Instant::now();
+                let sleepers: Vec<_> = (0..3u64)
+                    .map(|i| {
+                        glommio::spawn_local(async move {
+                            for n in 0..SLEEPS {
+                                let micros = 1 + (u64::from(n) * 7 + i * 3) % 20;
+                                glommio::timer::sleep(Duration::from_micros(micros)).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for sleeper in sleepers {
+                    sleeper.await;
+                }
+                let _ = done_tx.send(started.elapsed());
+            })
+            .expect("executor");
+        match done_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(took) => {
+                eprintln!("3 x {SLEEPS} short sleeps in {took:?}");
+                executor.join().expect("joined");
+            }
+            Err(_) => panic!("a timer fired and the executor slept on without it"),
+        }
+    }
 }

@@ -1222,6 +1222,8 @@ struct KeptTimer {
     src: Option<Source>,
     /// `None` with a source: too far away to be represented, i.e. after any other.
     due: Option<Instant>,
+    /// The duration it was armed with.
+    armed_for: Duration,
 }
 
 impl KeptTimer {
@@ -1239,6 +1241,11 @@ impl KeptTimer {
     /// Makes sure a timer fires `dur` from now or earlier: keeps the armed one if it is due
     /// by then, otherwise replaces it. Returns whether a new one was armed.
     fn arm_by(&mut self, dur: Duration, ring: &mut SleepableRing) -> bool {
+        // Armed earlier for no longer: due by then, without reading the clock (the preempt
+        // timer asks this on every executor loop).
+        if self.src.is_some() && self.armed_for <= dur {
+            return false;
+        }
         let due = Instant::now().checked_add(dur);
         let in_time = self.src.is_some()
             && match (self.due, due) {
@@ -1252,6 +1259,7 @@ impl KeptTimer {
         self.disarm();
         self.src = Some(ring.prepare_latency_preemption_timer(dur));
         self.due = due;
+        self.armed_for = dur;
         true
     }
 }
@@ -1920,6 +1928,16 @@ impl Reactor {
         flush_rings!(lat_ring, poll_ring, main_ring)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+
+        // ringmq patch: the user timer is armed before the flush above (upstream armed it
+        // just before sleeping, after this consume): one due very soon can fire during the
+        // flush and have its completion consumed here, which wakes no task. Sleeping then
+        // would be a sleep with the reactor's next `Timer` due and nothing armed to end it.
+        let user = self.user_timer.take();
+        if user.fired() {
+            woke += 1;
+        }
+        self.user_timer.set(user);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt_timer().is_none()
