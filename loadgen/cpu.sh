@@ -67,7 +67,6 @@ EOF
 
 json_field() { grep -o "\"$2\": [0-9.]*" "$1" | head -1 | awk '{print $2}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PGID/stat"; }
-perf_count() { awk -F, -v e="$2" '$3 == e {print $1}' "$1" | head -1; }
 
 # run_case NAME BIN_NAME BIN
 run_case() {
