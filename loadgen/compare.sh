@@ -66,21 +66,8 @@ fi
 
 PGID=
 STORE=
-stop_broker() {
-    if [ -n "$PGID" ]; then
-        kill -TERM -- "-$PGID" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 -- "-$PGID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$PGID" 2>/dev/null || true
-        PGID=
-    fi
-    if [ -n "$STORE" ]; then
-        rm -rf "$STORE"
-        STORE=
-    fi
-}
+# shellcheck source=loadgen/lib.sh
+source "$ROOT/loadgen/lib.sh"
 trap stop_broker EXIT
 
 # group_cpu_ticks / group_rss_kib: summed over every process of the broker's process group.

@@ -233,4 +233,90 @@ mod tests {
             "short timer waited {waited:?}"
         );
     }
+
+    /// vendor/glommio/PATCHES.md: timers stay armed until they fire, so one can fire at any
+    /// point of the executor's loop, including between the reactor's poll and the run of
+    /// the task queues. A run that stops there (`need_preempt`) must not let the executor
+    /// park with tasks ready. Two tasks of one executor bounce a byte over a socket pair, so
+    /// the executor polls its rings thousands of times a second, with a 100 µs preempt
+    /// timer firing among those polls; a task left ready in a park that nothing outside
+    /// ends (the peer is the other task) hangs the executor, and the watchdog here fails
+    /// the test. Without the fix in `run_task_queues` this hung within a second or two.
+    #[test]
+    fn a_timer_firing_between_poll_and_run_does_not_park_the_executor_with_tasks_ready() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        const ROUND_TRIPS: u32 = 40_000;
+        let (done_tx, done_rx) = flume::bounded::<(u32, Duration)>(1);
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .preempt_timer(Duration::from_micros(100))
+            .spawn(move || async move {
+                let (mut a, mut b) = glommio::net::UnixStream::pair().expect("socket pair");
+                let started = Instant::now();
+                let echo = glommio::spawn_local(async move {
+                    let mut byte = [0u8; 1];
+                    for _ in 0..ROUND_TRIPS {
+                        b.read_exact(&mut byte).await.expect("read");
+                        b.write_all(&byte).await.expect("write");
+                    }
+                });
+                let mut byte = [7u8; 1];
+                let mut trips = 0;
+                for _ in 0..ROUND_TRIPS {
+                    a.write_all(&byte).await.expect("write");
+                    a.read_exact(&mut byte).await.expect("read");
+                    trips += 1;
+                }
+                echo.await;
+                let _ = done_tx.send((trips, started.elapsed()));
+            })
+            .expect("executor");
+        // A hung executor thread is left behind (the test process ends with it).
+        match done_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((trips, took)) => {
+                assert_eq!(trips, ROUND_TRIPS);
+                eprintln!("{ROUND_TRIPS} round trips in {took:?}");
+                executor.join().expect("joined");
+            }
+            Err(_) => panic!("the executor parked with tasks ready and never woke"),
+        }
+    }
+
+    /// vendor/glommio/PATCHES.md: the timer for the reactor's next `Timer` is armed before
+    /// the reactor flushes its rings; one due within microseconds can fire during that flush,
+    /// and the executor must not then sleep as if no timer were due. Tasks sleeping a few
+    /// microseconds at a time, with nothing else going on: a lost timer is a sleep that
+    /// nothing ends (the watchdog fails the test).
+    #[test]
+    fn a_timer_that_fires_while_the_reactor_flushes_still_wakes_its_task() {
+        const SLEEPS: u32 = 20_000;
+        let (done_tx, done_rx) = flume::bounded::<Duration>(1);
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(move || async move {
+                let started = Instant::now();
+                let sleepers: Vec<_> = (0..3u64)
+                    .map(|i| {
+                        glommio::spawn_local(async move {
+                            for n in 0..SLEEPS {
+                                let micros = 1 + (u64::from(n) * 7 + i * 3) % 20;
+                                glommio::timer::sleep(Duration::from_micros(micros)).await;
+                            }
+                        })
+                    })
+                    .collect();
+                for sleeper in sleepers {
+                    sleeper.await;
+                }
+                let _ = done_tx.send(started.elapsed());
+            })
+            .expect("executor");
+        match done_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(took) => {
+                eprintln!("3 x {SLEEPS} short sleeps in {took:?}");
+                executor.join().expect("joined");
+            }
+            Err(_) => panic!("a timer fired and the executor slept on without it"),
+        }
+    }
 }

@@ -1325,7 +1325,13 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // ringmq patch: upstream returns `ran` here, so when a completion (a timer,
+                // a socket read, a foreign wake-up) arrived between the reactor's poll and
+                // this first look, it returned false with task queues still ready, and
+                // `run` parked: a sleep with tasks ready that only an outside event ended.
+                // Report the ready queues as work, so `run` polls the reactor (which
+                // consumes the completion) and comes back to them.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1339,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

@@ -1071,14 +1071,20 @@ impl SleepableRing {
 
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
+            //
+            // ringmq patch: upstream submits it in one `io_uring_enter` and waits in a
+            // second. One call does both: the kernel waits only when it submitted every SQE
+            // (it returns early otherwise), and returns the number submitted also when a
+            // signal ended the wait.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|x| x as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1086,14 +1092,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked, and we slept.
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1215,13 +1215,67 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// ringmq patch: a timeout in the latency ring kept armed until it fires (see
+/// `Reactor::wait`), and the instant it is due.
+#[derive(Default)]
+struct KeptTimer {
+    src: Option<Source>,
+    /// `None` with a source: too far away to be represented, i.e. after any other.
+    due: Option<Instant>,
+    /// The duration it was armed with.
+    armed_for: Duration,
+}
+
+impl KeptTimer {
+    /// Whether the armed timer has fired (its completion was consumed).
+    fn fired(&self) -> bool {
+        self.src.as_ref().is_some_and(|src| src.result().is_some())
+    }
+
+    /// Drops the timer (a cancellation if the kernel still holds it).
+    fn disarm(&mut self) {
+        self.src = None;
+        self.due = None;
+    }
+
+    /// Makes sure a timer fires `dur` from now or earlier: keeps the armed one if it is due
+    /// by then, otherwise replaces it. Returns whether a new one was armed.
+    fn arm_by(&mut self, dur: Duration, ring: &mut SleepableRing) -> bool {
+        // Armed earlier for no longer: due by then, without reading the clock (the preempt
+        // timer asks this on every executor loop).
+        if self.src.is_some() && self.armed_for <= dur {
+            return false;
+        }
+        let due = Instant::now().checked_add(dur);
+        let in_time = self.src.is_some()
+            && match (self.due, due) {
+                (Some(armed), Some(wanted)) => armed <= wanted,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+        if in_time {
+            return false;
+        }
+        self.disarm();
+        self.src = Some(ring.prepare_latency_preemption_timer(dur));
+        self.due = due;
+        self.armed_for = dur;
+        true
+    }
+}
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
+    // ringmq patch: upstream keeps one `latency_preemption_timeout_src` for the preempt
+    // timer and the user timer, armed and cancelled on every loop (see `wait`).
+    preempt_timer: Cell<KeptTimer>,
+    // The preempt timer now armed was armed in the same call that saw the previous one fire.
+    preempt_armed_after_fire: Cell<bool>,
+    user_timer: Cell<KeptTimer>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1352,7 +1406,9 @@ impl Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
+            preempt_timer: Cell::new(KeptTimer::default()),
+            preempt_armed_after_fire: Cell::new(false),
+            user_timer: Cell::new(KeptTimer::default()),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1814,22 +1870,55 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // ringmq patch: upstream cancels the preempt timer and re-arms both preemption
+        // timers on every call, and arms and cancels the user timer around every sleep: two
+        // or three `io_uring_enter` calls per executor loop that do no I/O. Here a timer stays
+        // armed until it fires or an earlier one is wanted (see `KeptTimer`):
+        // - the preempt timer is armed when task queues are about to run and kept while it
+        //   has not fired, over loops and sleeps, so it still bounds how long they run (it
+        //   may fire earlier than upstream's would: a shorter slice, never a longer one). One
+        //   armed right after the previous one fired is cancelled before a sleep, so an idle
+        //   executor wakes for it at most once.
+        // - the user timer (the reactor's next `Timer`) is armed for a sleep and kept while
+        //   it is due no later than the next one wanted; waking early only makes the
+        //   reactor look at its timers again.
+        // - the throughput timer (counts main-ring completions) is re-armed only after it
+        //   fired.
+        // A timer that fires while task queues are ready sets `need_preempt`, which stops
+        // `run_task_queues` before it ran anything: that function then reports the queues
+        // left ready, so the executor polls again instead of parking with tasks ready.
+        let polling = preempt_timer().is_some();
+        let mut preempt = self.preempt_timer.take();
+        let preempt_fired = preempt.fired();
+        if preempt_fired || (!polling && self.preempt_armed_after_fire.get()) {
+            preempt.disarm();
+        }
+        let mut user = self.user_timer.take();
+        if user.fired() {
+            user.disarm();
+        }
+        if !polling {
+            if let Some(dur) = user_timer {
+                user.arm_by(dur, &mut lat_ring);
+            }
+        }
+        self.user_timer.set(user);
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        let throughput = self.throughput_preemption_timeout_src.take();
+        match throughput {
+            Some(src) if src.result().is_none() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+            }
+            _ => {
+                drop(throughput);
+                self.throughput_preemption_timeout_src.set(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1839,6 +1928,16 @@ impl Reactor {
         flush_rings!(lat_ring, poll_ring, main_ring)?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
+
+        // ringmq patch: the user timer is armed before the flush above (upstream armed it
+        // just before sleeping, after this consume): one due very soon can fire during the
+        // flush and have its completion consumed here, which wakes no task. Sleeping then
+        // would be a sleep with the reactor's next `Timer` due and nothing armed to end it.
+        let user = self.user_timer.take();
+        if user.fired() {
+            woke += 1;
+        }
+        self.user_timer.set(user);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
         let should_sleep = preempt_timer().is_none()
@@ -1850,11 +1949,7 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
-            }
+            // (ringmq patch: the user timer, if one is due, was armed above.)
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
@@ -1882,11 +1977,13 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+        if let Some(dur) = preempt_timer() {
+            if preempt.arm_by(dur, &mut lat_ring) {
+                self.preempt_armed_after_fire.set(preempt_fired);
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
+        self.preempt_timer.set(preempt);
 
         // A Note about `need_preempt`:
         //
