@@ -1098,10 +1098,12 @@ fn sync_flush_serves_a_record_to_consumers_only_once_it_is_durable() {
         let (sim, clock, cfg) = (SimStorage::new(41), SimClock::new(1_000), small_config());
         let store = open(&sim, &clock, &cfg).await;
         put_n(&store, "T", 2, 100).await;
-        // The next fdatasync is held back: the record is stored (in the commitlog's memory
-        // tail, which a kill -9 erases) but not durable.
+        // The next flush is held back (the O_DSYNC write, or the write's fdatasync with
+        // RINGMQ_SYNC_FDATASYNC): the record is stored (in the commitlog's memory tail, which a
+        // kill -9 erases) but not durable.
         sim.set_faults(SimFaults {
             fsync_delay: Duration::from_millis(400),
+            write_delay: Duration::from_millis(400),
             path_prefix: Some(PathBuf::from(ROOT).join("commitlog")),
             ..SimFaults::default()
         });
