@@ -48,23 +48,10 @@ impl Shard {
     ) -> Result<RemotingCommand, Failure> {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         request.batch = false;
-        if !self.ctx.writable() {
-            let remark = format!(
-                "the broker[{}] sending message is forbidden (it is a slave or its write permission is off)",
-                self.ctx.broker_addr
-            );
-            return Err((resp::SERVICE_NOT_AVAILABLE, remark));
-        }
+        self.check_writable()?;
         check_send_topic(&request.topic).map_err(|r| (resp::SYSTEM_ERROR, r))?;
         let topic = self.send_topic(&request).await?;
-        let max = self.ctx.live.max_message_size_bytes() as usize;
-        if cmd.body.len() > max {
-            let remark = format!(
-                "the message body size {} exceeds the limit of {max} bytes (maxMessageSize)",
-                cmd.body.len()
-            );
-            return Err((resp::MESSAGE_ILLEGAL, remark));
-        }
+        self.check_body_size(cmd)?;
         let queues = topic.write_queue_nums.max(topic.read_queue_nums);
         let queue_id = if request.queue_id < 0 {
             // Java picks a random write queue; the reply topic has one.

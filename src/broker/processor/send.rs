@@ -19,30 +19,42 @@ use crate::remoting::{response as resp, RemotingCommand};
 use crate::store::{PutStatus, StoreError};
 
 impl Shard {
+    /// Java's refusal of sends by a slave or a broker whose write permission is off.
+    pub(super) fn check_writable(&self) -> Result<(), Failure> {
+        if self.ctx.writable() {
+            return Ok(());
+        }
+        let remark = format!(
+            "the broker[{}] sending message is forbidden (it is a slave or its write permission is off)",
+            self.ctx.broker_addr
+        );
+        Err((resp::SERVICE_NOT_AVAILABLE, remark))
+    }
+
+    /// A body over `maxMessageSize` is MESSAGE_ILLEGAL with the sizes.
+    pub(super) fn check_body_size(&self, cmd: &RemotingCommand) -> Result<(), Failure> {
+        let max = self.ctx.live.max_message_size_bytes() as usize;
+        if cmd.body.len() <= max {
+            return Ok(());
+        }
+        let remark = format!(
+            "the message body size {} exceeds the limit of {max} bytes (maxMessageSize)",
+            cmd.body.len()
+        );
+        Err((resp::MESSAGE_ILLEGAL, remark))
+    }
+
     pub(super) async fn send(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
-        if !self.ctx.writable() {
-            let remark = format!(
-                "the broker[{}] sending message is forbidden (it is a slave or its write permission is off)",
-                self.ctx.broker_addr
-            );
-            return Err((resp::SERVICE_NOT_AVAILABLE, remark));
-        }
+        self.check_writable()?;
         check_send_topic(&request.topic).map_err(|r| (resp::SYSTEM_ERROR, r))?;
         let topic = self.send_topic(&request).await?;
         let queue_id = check_queue(&request, &topic)?;
-        let max = self.ctx.live.max_message_size_bytes() as usize;
-        if cmd.body.len() > max {
-            let remark = format!(
-                "the message body size {} exceeds the limit of {max} bytes (maxMessageSize)",
-                cmd.body.len()
-            );
-            return Err((resp::MESSAGE_ILLEGAL, remark));
-        }
+        self.check_body_size(cmd)?;
         let mut props = Properties::parse(&request.properties);
         let wait = props
             .remove(properties::WAIT)
