@@ -196,7 +196,7 @@ pub fn moved_copy<'a>(
 }
 
 /// Encodes `input` and stores it on the shard that owns its queue (WAIT=false).
-pub async fn put_input(shard: &Rc<Shard>, input: &RecordInput<'_>) -> Result<(), String> {
+pub async fn put_input(shard: &Shard, input: &RecordInput<'_>) -> Result<(), String> {
     let mut buf = BytesMut::with_capacity(input.encoded_len());
     let slots = input.encode(&mut buf).map_err(|e| e.to_string())?;
     shard

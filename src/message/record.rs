@@ -65,6 +65,32 @@ pub struct RecordInput<'a> {
     pub properties: &'a str,
 }
 
+impl<'a> RecordInput<'a> {
+    /// A record the broker writes itself (a transaction op, an offset-moved event): queue 0,
+    /// born and stored at `host`, at `now_ms`, no flags.
+    pub fn from_broker(
+        topic: &'a str,
+        host: SocketAddr,
+        now_ms: i64,
+        body: &'a [u8],
+        properties: &'a str,
+    ) -> RecordInput<'a> {
+        RecordInput {
+            topic,
+            queue_id: 0,
+            flag: 0,
+            sys_flag: 0,
+            born_timestamp: now_ms,
+            born_host: host,
+            store_host: host,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body,
+            properties,
+        }
+    }
+}
+
 fn host_len(addr: &SocketAddr) -> usize {
     match addr.ip() {
         IpAddr::V4(_) => 8,

@@ -60,29 +60,10 @@ impl Shard {
         props.set(properties::TAGS, group);
         props.set(properties::KEYS, group);
         let wire = props.to_wire();
-        let input = RecordInput {
-            topic: OFFSET_MOVED_EVENT,
-            queue_id: 0,
-            flag: 0,
-            sys_flag: 0,
-            born_timestamp: SystemClock.now_ms(),
-            born_host: self.ctx.store_host,
-            store_host: self.ctx.store_host,
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
-            body: &body,
-            properties: &wire,
-        };
-        let mut buf = bytes::BytesMut::with_capacity(input.encoded_len());
-        let stored = match input.encode(&mut buf) {
-            Ok(slots) => self
-                .put_routed(OFFSET_MOVED_EVENT, 0, buf, slots, false)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = stored {
+        let now = SystemClock.now_ms();
+        let input =
+            RecordInput::from_broker(OFFSET_MOVED_EVENT, self.ctx.store_host, now, &body, &wire);
+        if let Err(e) = crate::broker::schedule::put_input(self, &input).await {
             tracing::warn!(topic, group, error = %e, "offset moved event not stored");
         }
     }

@@ -138,19 +138,13 @@ impl Shard {
     async fn write_op(self: &Rc<Self>, half_offset: i64) -> Result<(), String> {
         let body = half_offset.to_string();
         let props = format!("{}\u{1}d", properties::TAGS);
-        let input = RecordInput {
-            topic: TRANS_OP_HALF_TOPIC,
-            queue_id: 0,
-            flag: 0,
-            sys_flag: 0,
-            born_timestamp: SystemClock.now_ms(),
-            born_host: self.ctx.store_host,
-            store_host: self.ctx.store_host,
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
-            body: body.as_bytes(),
-            properties: &props,
-        };
+        let input = RecordInput::from_broker(
+            TRANS_OP_HALF_TOPIC,
+            self.ctx.store_host,
+            SystemClock.now_ms(),
+            body.as_bytes(),
+            &props,
+        );
         schedule::put_input(self, &input).await
     }
 
