@@ -51,25 +51,9 @@ kills() {
         2>&1 | tee "$OUT/kills.log" | grep -E '^(round|failover over)'
 }
 
-PIDS=()
-stop_all() {
-    local i
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
-        wait "${PIDS[$i]}" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=loadgen/lib.sh
+source "$ROOT/loadgen/lib.sh"
 trap stop_all EXIT
-
-wait_boot() {
-    for _ in $(seq 1 300); do
-        grep -q "boot success" "$1" && return 0
-        sleep 0.1
-    done
-    echo "no boot; see $1" >&2
-    exit 1
-}
 
 # start_namesrv [controller]: a nameserver, with an embedded controller when asked.
 start_namesrv() {
@@ -84,7 +68,7 @@ start_namesrv() {
     } >"$OUT/namesrv.properties"
     "$RINGMQ" namesrv -c "$OUT/namesrv.properties" >"$OUT/namesrv.log" 2>&1 &
     PIDS+=($!)
-    wait_boot "$OUT/namesrv.log"
+    wait_boot "$OUT/namesrv.log" 300
 }
 
 # start_broker NAME PORT CPU LINES: a SYNC_FLUSH broker of group bench-fo plus LINES.
@@ -105,7 +89,7 @@ EOF
     taskset -c "$cpu" "$RINGMQ" broker -c "$OUT/$name.properties" -n "127.0.0.1:$NS_PORT" \
         >"$OUT/$name.log" 2>&1 &
     PIDS+=($!)
-    wait_boot "$OUT/$name.log"
+    wait_boot "$OUT/$name.log" 300
 }
 
 wait_slave() {

@@ -36,25 +36,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     (cd "$ROOT" && cargo build --release -p loadgen --bin loadgen && cargo build --release --bin ringmq)
 fi
 
-PIDS=()
-stop_all() {
-    local i
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
-        wait "${PIDS[$i]}" 2>/dev/null || true
-    done
-    PIDS=()
-}
+# shellcheck source=loadgen/lib.sh
+source "$ROOT/loadgen/lib.sh"
 trap stop_all EXIT
-
-wait_boot() {
-    for _ in $(seq 1 100); do
-        grep -q "boot success" "$1" && return 0
-        sleep 0.1
-    done
-    echo "no boot; see $1" >&2
-    exit 1
-}
 
 start_namesrv() {
     printf 'listenPort=%s\nlistenAddress=127.0.0.1\nkvConfigPath=%s/kv/kvConfig.json\n' \

@@ -1,5 +1,6 @@
-# Shared by loadgen's benchmark scripts (sourced): the broker under test runs in its own
-# process group, PGID, with its fresh store in STORE.
+# Shared by loadgen's benchmark scripts (sourced). compare.sh and cpu.sh: the broker under
+# test runs in its own process group, PGID, with its fresh store in STORE. ha-bench.sh and
+# failover-bench.sh: the servers they start are in PIDS, stopped newest first.
 
 # stop_broker: ends the broker's process group (TERM, then KILL after 10 s) and removes its
 # store.
@@ -17,4 +18,26 @@ stop_broker() {
         rm -rf "$STORE"
         STORE=
     fi
+}
+
+# stop_all: TERM to every server in PIDS, newest first, waiting for each.
+PIDS=()
+stop_all() {
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+# wait_boot LOG [TENTHS]: until LOG has the "boot success" line (at most TENTHS tenths of a
+# second, 100 by default); exits the script when it never comes.
+wait_boot() {
+    for _ in $(seq 1 "${2:-100}"); do
+        grep -q "boot success" "$1" && return 0
+        sleep 0.1
+    done
+    echo "no boot; see $1" >&2
+    exit 1
 }
