@@ -118,16 +118,7 @@ EOF
             setsid bash -c "$OTHER_START" >"$STORE/broker.log" 2>&1 &
     fi
     PGID=$!
-    local deadline=$((SECONDS + 90))
-    until "$LOADGEN" produce -n "127.0.0.1:$CUR_NS" -t CompareWarm -w 1 --duration 1 \
-        --warmup 0 -q >/dev/null 2>&1; do
-        if [ $SECONDS -ge $deadline ] || ! kill -0 "$PGID" 2>/dev/null; then
-            echo "$broker did not start; the end of its log:" >&2
-            tail -5 "$STORE/broker.log" >&2
-            return 1
-        fi
-        sleep 1
-    done
+    wait_sendable "$CUR_NS" CompareWarm 90 1 "$broker"
 }
 
 # record BROKER LAYOUT CASE TPS P99 P999 MAX CPU_US RSS_MIB

@@ -53,16 +53,7 @@ EOF
     setsid "$1" standalone -c "$STORE/broker.properties" --store "$STORE/store" \
         --namesrv-port "$NS_PORT" >"$STORE/broker.log" 2>&1 &
     PGID=$!
-    local deadline=$((SECONDS + 60))
-    until "$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t CpuWarm -w 1 --duration 1 \
-        --warmup 0 -q >/dev/null 2>&1; do
-        if [ $SECONDS -ge $deadline ] || ! kill -0 "$PGID" 2>/dev/null; then
-            echo "broker did not start; the end of its log:" >&2
-            tail -5 "$STORE/broker.log" >&2
-            return 1
-        fi
-        sleep 0.5
-    done
+    wait_sendable "$NS_PORT" CpuWarm 60 0.5 broker
 }
 
 json_field() { grep -o "\"$2\": [0-9.]*" "$1" | head -1 | awk '{print $2}'; }

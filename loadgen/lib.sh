@@ -20,6 +20,22 @@ stop_broker() {
     fi
 }
 
+# wait_sendable NS_PORT TOPIC SECONDS PAUSE WHAT: until a one-second warm-up send to TOPIC through
+# the nameserver on NS_PORT succeeds, retried every PAUSE seconds for at most SECONDS while the
+# broker in PGID runs; otherwise says WHAT did not start, with the end of $STORE/broker.log.
+wait_sendable() {
+    local deadline=$((SECONDS + $3))
+    until "$LOADGEN" produce -n "127.0.0.1:$1" -t "$2" -w 1 --duration 1 \
+        --warmup 0 -q >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ] || ! kill -0 "$PGID" 2>/dev/null; then
+            echo "$5 did not start; the end of its log:" >&2
+            tail -5 "$STORE/broker.log" >&2
+            return 1
+        fi
+        sleep "$4"
+    done
+}
+
 # stop_all: TERM to every server in PIDS, newest first, waiting for each.
 PIDS=()
 stop_all() {
