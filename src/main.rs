@@ -482,8 +482,11 @@ fn run_broker(args: BrokerArgs) -> ExitCode {
                 handle.broker_addr,
                 namesrvs.join(";")
             );
-            handle.wait();
-            ExitCode::SUCCESS
+            if handle.wait() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => fail("broker", e),
     }
@@ -528,9 +531,13 @@ fn run_standalone(args: StandaloneArgs) -> ExitCode {
                 handle.broker_addr,
                 args.store.display()
             );
-            handle.wait();
+            let clean = handle.wait();
             namesrv.stop();
-            ExitCode::SUCCESS
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             namesrv.stop();

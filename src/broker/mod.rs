@@ -77,16 +77,20 @@ impl BrokerHandle {
     /// Asks the broker to stop and waits until every shard has flushed and exited.
     pub fn stop(self) {
         self.shutdown.trigger();
-        self.wait();
+        let _ = self.wait();
     }
 
-    /// Waits until the broker has stopped.
-    pub fn wait(self) {
+    /// Waits until the broker has stopped; false when a shard failed (panicked) rather than
+    /// stopping when asked.
+    pub fn wait(self) -> bool {
+        let mut clean = true;
         for join in self.joins {
             if let Err(e) = join.join() {
                 tracing::error!(error = %e, "broker shard failed");
+                clean = false;
             }
         }
+        clean
     }
 }
 
@@ -187,10 +191,7 @@ struct ShardSeed {
     ctx: BrokerContext,
     topics: Vec<TopicConfig>,
     control: Option<(TopicConfigManager, SubscriptionGroupTable)>,
-    mesh: glommio::channels::channel_mesh::MeshBuilder<
-        mesh::Envelope<MeshRequest, MeshResponse>,
-        glommio::channels::channel_mesh::Full,
-    >,
+    mesh: mesh::Builder<MeshRequest, MeshResponse>,
     addrs: (SocketAddr, SocketAddr),
     /// The HA port (the control shard of a master listens there).
     ha_addr: SocketAddr,
@@ -198,13 +199,51 @@ struct ShardSeed {
     shutdown: Shutdown,
 }
 
+/// Stops the whole broker when one of its shard threads ends without being asked (a panic): a
+/// broker missing a shard would keep registering queues nobody serves. Armed on the shard's
+/// thread as a thread-local (its destructor runs however the thread ends, after a panic's
+/// unwinding too) and disarmed when the shard returns normally. The other shards stop as on a
+/// shutdown (flushing what they acknowledged) and answer calls to the dead shard with an error
+/// ([`crate::runtime::mesh`]); the process exits non-zero for its supervisor to restart it.
+struct StopBrokerOnPanic {
+    shard: usize,
+    shutdown: Shutdown,
+    armed: bool,
+}
+
+impl Drop for StopBrokerOnPanic {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::error!(
+            shard = self.shard,
+            "broker shard ended without being asked (a panic); stopping the broker"
+        );
+        self.shutdown.trigger();
+    }
+}
+
+thread_local! {
+    static STOP_ON_PANIC: std::cell::RefCell<Option<StopBrokerOnPanic>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 async fn run_shard(seed: ShardSeed) {
     let ready = seed.ready.clone();
     let shutdown = seed.shutdown.clone();
+    STOP_ON_PANIC.with(|armed| {
+        *armed.borrow_mut() = Some(StopBrokerOnPanic {
+            shard: seed.id,
+            shutdown: shutdown.clone(),
+            armed: true,
+        })
+    });
     let (shard, listeners, ha_listener) = match open_shard(seed).await {
         Ok(opened) => opened,
         Err(e) => {
             let _ = ready.send(Err(e));
+            disarm_stop_on_panic();
             return;
         }
     };
@@ -270,6 +309,16 @@ async fn run_shard(seed: ShardSeed) {
         tracing::error!(shard = shard.id, error = %e, "closing the store failed");
     }
     tracing::info!(shard = shard.id, "shard stopped");
+    disarm_stop_on_panic();
+}
+
+/// The shard ended as asked: its thread's exit stops nothing.
+fn disarm_stop_on_panic() {
+    STOP_ON_PANIC.with(|armed| {
+        if let Some(mut guard) = armed.borrow_mut().take() {
+            guard.armed = false;
+        }
+    });
 }
 
 type Listeners = (

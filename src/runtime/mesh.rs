@@ -3,11 +3,19 @@
 //! shards except through bounded channels). A shard calls another and awaits the answer; the
 //! callee runs each request as its own task, so a slow request does not hold up the inbox.
 //! When an inbox is full the sender waits (back-pressure), it never grows.
+//!
+//! A peer that goes away (its thread exits, a panic included) fails every call waiting on it
+//! with [`MeshError::ShardGone`] at once, and every later call too: the callers answer their
+//! clients instead of waiting forever for a reply that cannot come. The shards of a mesh share
+//! a [`Liveness`]: each shard's thread marks itself gone on exit (a thread-local guard, so it
+//! holds however the thread ends) and wakes the others, which sweep their waiting calls.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
@@ -37,35 +45,117 @@ pub enum MeshError {
 pub fn builder<Req: Send + 'static, Resp: Send + 'static>(
     shards: usize,
     inbox_capacity: usize,
-) -> MeshBuilder<Envelope<Req, Resp>, Full> {
-    MeshBuilder::full(shards, inbox_capacity)
+) -> Builder<Req, Resp> {
+    Builder {
+        mesh: MeshBuilder::full(shards, inbox_capacity),
+        liveness: Arc::new(Liveness {
+            gone: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            wake: (0..shards).map(|_| flume::bounded(1)).collect(),
+        }),
+    }
 }
+
+/// What a shard joins the mesh with (clone it once per shard).
+pub struct Builder<Req: Send + 'static, Resp: Send + 'static> {
+    mesh: MeshBuilder<Envelope<Req, Resp>, Full>,
+    liveness: Arc<Liveness>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Clone for Builder<Req, Resp> {
+    fn clone(&self) -> Self {
+        Builder {
+            mesh: self.mesh.clone(),
+            liveness: Arc::clone(&self.liveness),
+        }
+    }
+}
+
+/// Which shards of a mesh have exited, shared by all of them, with one wake-up channel per
+/// shard (capacity 1: a pending wake-up covers any number of exits, the sweep reads the flags).
+pub struct Liveness {
+    gone: Vec<AtomicBool>,
+    wake: Vec<(flume::Sender<()>, flume::Receiver<()>)>,
+}
+
+impl Liveness {
+    fn mark_gone(&self, shard: usize) {
+        self.gone[shard].store(true, Ordering::SeqCst);
+        for (other, (tx, _)) in self.wake.iter().enumerate() {
+            if other != shard {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+}
+
+/// Marks its shard gone when its thread exits (thread-local destructors run however the
+/// thread ends, after a panic's unwinding too).
+struct ExitMark {
+    shard: usize,
+    liveness: Arc<Liveness>,
+}
+
+impl Drop for ExitMark {
+    fn drop(&mut self) {
+        self.liveness.mark_gone(self.shard);
+    }
+}
+
+thread_local! {
+    static EXIT_MARKS: RefCell<Vec<ExitMark>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A call waiting for its answer: the shard called, and where the answer goes.
+type Waiting<Resp> = (usize, LocalSender<Option<Resp>>);
 
 /// One shard's end of the mesh.
 pub struct ShardMesh<Req: Send + 'static, Resp: Send + 'static> {
     senders: Senders<Envelope<Req, Resp>>,
-    pending: RefCell<HashMap<u64, LocalSender<Option<Resp>>>>,
+    /// Calls waiting for their answer: id → (the shard called, where the answer goes).
+    pending: RefCell<HashMap<u64, Waiting<Resp>>>,
+    /// Peers whose channel to this shard has ended: they will answer nothing more.
+    gone: RefCell<Vec<bool>>,
     next_id: Cell<u64>,
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
     /// Joins the mesh (waits for every shard to join) and starts serving requests addressed to
     /// this shard with `handler(from_shard, request)`; `None` answers nothing.
-    pub async fn join<H, F>(
-        builder: MeshBuilder<Envelope<Req, Resp>, Full>,
-        handler: H,
-    ) -> Result<Rc<Self>, MeshError>
+    pub async fn join<H, F>(builder: Builder<Req, Resp>, handler: H) -> Result<Rc<Self>, MeshError>
     where
         H: Fn(usize, Req) -> F + 'static,
         F: Future<Output = Option<Resp>> + 'static,
     {
-        let (senders, receivers) = builder.join().await.map_err(|_| MeshError::ShardGone(0))?;
+        let Builder { mesh, liveness } = builder;
+        let (senders, receivers) = mesh.join().await.map_err(|_| MeshError::ShardGone(0))?;
+        let shards = senders.nr_consumers();
         let mesh = Rc::new(ShardMesh {
             senders,
             pending: RefCell::new(HashMap::new()),
+            gone: RefCell::new(vec![false; shards]),
             next_id: Cell::new(1),
         });
         Rc::clone(&mesh).serve(receivers, Rc::new(handler));
+        let me = mesh.shard();
+        EXIT_MARKS.with(|marks| {
+            marks.borrow_mut().push(ExitMark {
+                shard: me,
+                liveness: Arc::clone(&liveness),
+            })
+        });
+        let watcher = Rc::downgrade(&mesh);
+        glommio::spawn_local(async move {
+            let wake = liveness.wake[me].1.clone();
+            while wake.recv_async().await.is_ok() {
+                let Some(mesh) = watcher.upgrade() else { break };
+                for (peer, gone) in liveness.gone.iter().enumerate() {
+                    if peer != me && gone.load(Ordering::SeqCst) && !mesh.is_gone(peer) {
+                        mesh.peer_gone(peer);
+                    }
+                }
+            }
+        })
+        .detach();
         Ok(mesh)
     }
 
@@ -91,6 +181,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
                 while let Some(envelope) = stream.recv().await {
                     mesh.deliver(from, envelope, &handler);
                 }
+                // The peer dropped its end: nothing it was asked will be answered.
+                if !mesh.is_gone(from) {
+                    mesh.peer_gone(from);
+                }
             })
             .detach();
         }
@@ -103,7 +197,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
     {
         match envelope {
             Envelope::Response { id, body } => {
-                if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+                if let Some((_, tx)) = self.pending.borrow_mut().remove(&id) {
                     let _ = tx.try_send(body);
                 }
             }
@@ -125,12 +219,37 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
         }
     }
 
+    /// Marks `peer` gone and fails the calls waiting on it (dropping their senders ends
+    /// their `recv` with `None`: [`MeshError::ShardGone`]).
+    fn peer_gone(&self, peer: usize) {
+        if let Some(flag) = self.gone.borrow_mut().get_mut(peer) {
+            *flag = true;
+        }
+        let mut pending = self.pending.borrow_mut();
+        let before = pending.len();
+        pending.retain(|_, (to, _)| *to != peer);
+        let failed = before - pending.len();
+        tracing::debug!(
+            shard = self.shard(),
+            peer,
+            failed,
+            "shard {peer} is gone; calls to it fail"
+        );
+    }
+
+    fn is_gone(&self, peer: usize) -> bool {
+        self.gone.borrow().get(peer).copied().unwrap_or(false)
+    }
+
     /// Sends `request` to shard `to` and waits for its answer.
     pub async fn call(&self, to: usize, request: Req) -> Result<Resp, MeshError> {
+        if self.is_gone(to) {
+            return Err(MeshError::ShardGone(to));
+        }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = local_channel::new_bounded(1);
-        self.pending.borrow_mut().insert(id, tx);
+        self.pending.borrow_mut().insert(id, (to, tx));
         if self
             .senders
             .send_to(to, Envelope::Request { id, body: request })
@@ -265,5 +384,55 @@ mod tests {
         for handle in handles {
             assert_eq!(handle.join().expect("joined"), expected);
         }
+    }
+
+    /// A peer that dies holding a request (its executor panics mid-request) fails that call
+    /// and every later one with `ShardGone` instead of leaving the callers waiting forever.
+    #[test]
+    fn a_call_to_a_shard_that_dies_mid_request_fails_instead_of_hanging() {
+        let builder = builder::<u64, u64>(2, 8);
+        let got_request = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let victim = {
+            let (builder, got_request) = (builder.clone(), std::sync::Arc::clone(&got_request));
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(128 * 1024)
+                .spawn(move || async move {
+                    let seen = Rc::new(crate::runtime::OffsetWatch::new(0));
+                    let handler_seen = Rc::clone(&seen);
+                    let _mesh = ShardMesh::join(builder, move |_from, _x: u64| {
+                        handler_seen.advance(1);
+                        // Never answers: the shard dies first.
+                        std::future::pending::<Option<u64>>()
+                    })
+                    .await
+                    .expect("joined");
+                    let _ = seen.wait_for(1).await;
+                    got_request.wait();
+                    panic!("shard 1 killed mid-request (on purpose)");
+                })
+                .expect("executor")
+        };
+        let caller = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(move || async move {
+                let mesh = ShardMesh::join(builder, |_from, x: u64| async move { Some(x) })
+                    .await
+                    .expect("joined");
+                let other = 1 - mesh.shard();
+                let hang_guard = std::time::Duration::from_secs(30);
+                let first =
+                    glommio::timer::timeout(hang_guard, async { Ok(mesh.call(other, 7).await) })
+                        .await
+                        .expect("the call to the dead shard returned instead of hanging");
+                let later = mesh.call(other, 8).await;
+                (other, first, later)
+            })
+            .expect("executor");
+        // The victim's request arrives, then it dies.
+        got_request.wait();
+        assert!(victim.join().is_err(), "the victim shard panicked");
+        let (other, first, later) = caller.join().expect("caller finished");
+        assert_eq!(first, Err(MeshError::ShardGone(other)));
+        assert_eq!(later, Err(MeshError::ShardGone(other)));
     }
 }
