@@ -274,24 +274,32 @@ impl Shard {
                 // client would wait out its timeout and retry blind).
                 let (code, oneway) = (command.code, command.is_oneway());
                 let template = command.response_to(resp::SYSTEM_ERROR, None);
-                let failed = |why: String| {
-                    tracing::warn!(code, shard = to, %why, "a request could not be forwarded");
-                    let remark = format!("the request could not be handed to shard {to}: {why}");
+                let failed = |(answer, remark): (i32, String)| {
+                    tracing::warn!(code, shard = to, %remark, "a request could not be forwarded");
                     (!oneway).then(|| RemotingCommand {
+                        code: answer,
                         remark: Some(remark),
                         ..template
                     })
                 };
                 let Some(mesh) = self.mesh() else {
-                    return failed("the shards are not connected yet".into());
+                    return failed((
+                        resp::SYSTEM_ERROR,
+                        format!("the request could not be handed to shard {to}: the shards are not connected yet"),
+                    ));
                 };
                 match mesh
                     .call(to, MeshRequest::Forward { origin, command })
                     .await
                 {
                     Ok(MeshResponse::Reply(reply)) => reply,
-                    Ok(_) => failed("an unexpected answer".into()),
-                    Err(e) => failed(e.to_string()),
+                    Ok(_) => failed((
+                        resp::SYSTEM_ERROR,
+                        format!(
+                            "the request could not be handed to shard {to}: an unexpected answer"
+                        ),
+                    )),
+                    Err(e) => failed(super::processor::failure::hop(e, to)),
                 }
             }
             _ => self.process(origin, command).await,

@@ -9,6 +9,7 @@ mod admin_runtime;
 mod admin_stats;
 mod admin_topic;
 mod client;
+pub(crate) mod failure;
 mod filter;
 pub mod lock;
 mod offset;

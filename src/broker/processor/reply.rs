@@ -178,7 +178,7 @@ impl Shard {
         let put = self
             .put_routed(&request.topic, queue_id, record, slots, true)
             .await
-            .map_err(super::send::store_failure)?;
+            .map_err(super::failure::put)?;
         self.stats.count_put(1, put.wrote_bytes);
         Ok((
             offset_msg_id(self.ctx.store_host, put.physical_offset),

@@ -16,7 +16,7 @@ use crate::message::{batch, offset_msg_id, sysflag};
 use crate::protocol::register::TopicConfig;
 use crate::protocol::send::{SendRequest, SendResponse};
 use crate::remoting::{response as resp, RemotingCommand};
-use crate::store::{PutStatus, StoreError};
+use crate::store::PutStatus;
 
 impl Shard {
     /// Java's refusal of sends by a slave or a broker whose write permission is off.
@@ -73,7 +73,7 @@ impl Shard {
             let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
             self.put_batch_routed(&request.topic, queue_id, records, wait)
                 .await
-                .map_err(store_failure)?
+                .map_err(super::failure::put)?
         } else {
             let (record, slots) = self.record(
                 origin,
@@ -86,7 +86,7 @@ impl Shard {
             let put = self
                 .put_routed(&target, target_queue, record, slots, wait)
                 .await
-                .map_err(store_failure)?;
+                .map_err(super::failure::put)?;
             crate::store::PutBatchResult {
                 status: put.status,
                 physical_offsets: vec![put.physical_offset],
@@ -351,19 +351,4 @@ fn check_prepared(
         ));
     }
     Ok(())
-}
-
-pub(super) fn store_failure(e: StoreError) -> Failure {
-    match e {
-        StoreError::RecordTooLarge { .. } | StoreError::BadRecord { .. } => {
-            (resp::MESSAGE_ILLEGAL, e.to_string())
-        }
-        StoreError::Busy { .. } => (resp::SYSTEM_BUSY, format!("[PC_SYNCHRONIZED] {e}")),
-        StoreError::Unwritable { .. }
-        | StoreError::ShutDown
-        | StoreError::FlushFailed { .. }
-        | StoreError::DiskFull { .. }
-        | StoreError::NoSpace { .. } => (resp::SERVICE_NOT_AVAILABLE, e.to_string()),
-        other => (resp::SYSTEM_ERROR, other.to_string()),
-    }
 }

@@ -1,0 +1,205 @@
+//! What a client is answered when a layer under the processors fails: one table per layer's
+//! error type, to RocketMQ's response code and a remark that says what went wrong. A failure
+//! is never silence: every variant maps to an answer, and the table test below walks them all
+//! (a new variant does not compile until it is given its code there).
+
+use super::Failure;
+use crate::remoting::response as resp;
+use crate::runtime::mesh::MeshError;
+use crate::store::StoreError;
+
+/// A put (send, reply, relay of a stored message) the store refused.
+///
+/// The codes are Java's for the same conditions: a record the broker cannot take is the
+/// message's fault (MESSAGE_ILLEGAL 13, not retried by clients); a store too busy to take it
+/// now is SYSTEM_BUSY 2 with Java's `[PC_SYNCHRONIZED]` marker (clients back off and retry); a
+/// store that cannot write (failed disk, full disk, shutting down, a hop to the queue's shard
+/// that failed) is SERVICE_NOT_AVAILABLE 14 (clients retry on another broker); anything else
+/// is SYSTEM_ERROR 1.
+pub(crate) fn put(e: StoreError) -> Failure {
+    match e {
+        StoreError::RecordTooLarge { .. }
+        | StoreError::BadRecord { .. }
+        | StoreError::MixedBatch => (resp::MESSAGE_ILLEGAL, e.to_string()),
+        StoreError::Busy { .. } => (resp::SYSTEM_BUSY, format!("[PC_SYNCHRONIZED] {e}")),
+        StoreError::Unwritable { .. }
+        | StoreError::ShutDown
+        | StoreError::FlushFailed { .. }
+        | StoreError::DiskFull { .. }
+        | StoreError::NoSpace { .. } => (resp::SERVICE_NOT_AVAILABLE, e.to_string()),
+        StoreError::Io { .. }
+        | StoreError::ShardCountMismatch { .. }
+        | StoreError::OldOffsetLayout { .. }
+        | StoreError::Corrupt { .. }
+        | StoreError::OffsetOutOfRange { .. }
+        | StoreError::Config { .. } => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// A request that could not be handed to (or answered by) another shard of this broker.
+pub(crate) fn hop(e: MeshError, shard: usize) -> Failure {
+    let remark = format!("the request could not be handed to shard {shard}: {e}");
+    match e {
+        MeshError::NoSuchShard(_) | MeshError::ShardGone(_) | MeshError::NoAnswer(_) => {
+            (resp::SYSTEM_ERROR, remark)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::record::RecordError;
+    use std::path::PathBuf;
+
+    /// One of every store error, each with the code a put failing with it is answered.
+    fn every_store_error() -> Vec<(StoreError, i32)> {
+        let io = || std::io::Error::from_raw_os_error(libc::EIO);
+        vec![
+            (
+                StoreError::Io {
+                    op: "write",
+                    path: PathBuf::from("/s/commitlog/0"),
+                    source: io(),
+                },
+                resp::SYSTEM_ERROR,
+            ),
+            (
+                StoreError::Unwritable {
+                    reason: "fdatasync failed".into(),
+                },
+                resp::SERVICE_NOT_AVAILABLE,
+            ),
+            (
+                StoreError::NoSpace {
+                    reason: "ENOSPC".into(),
+                },
+                resp::SERVICE_NOT_AVAILABLE,
+            ),
+            (
+                StoreError::DiskFull {
+                    path: PathBuf::from("/s"),
+                    used_percent: 96,
+                    full_percent: 95,
+                    resume_percent: 85,
+                },
+                resp::SERVICE_NOT_AVAILABLE,
+            ),
+            (
+                StoreError::FlushFailed { offset: 7 },
+                resp::SERVICE_NOT_AVAILABLE,
+            ),
+            (StoreError::ShutDown, resp::SERVICE_NOT_AVAILABLE),
+            (
+                StoreError::ShardCountMismatch {
+                    root: PathBuf::from("/s"),
+                    found: 2,
+                    configured: 4,
+                },
+                resp::SYSTEM_ERROR,
+            ),
+            (
+                StoreError::OldOffsetLayout {
+                    root: PathBuf::from("/s"),
+                    shards: vec![1],
+                },
+                resp::SYSTEM_ERROR,
+            ),
+            (
+                StoreError::RecordTooLarge {
+                    size: 5 << 20,
+                    max: 4 << 20,
+                },
+                resp::MESSAGE_ILLEGAL,
+            ),
+            (
+                StoreError::BadRecord {
+                    index: 3,
+                    source: RecordError::Truncated { need: 20, have: 4 },
+                },
+                resp::MESSAGE_ILLEGAL,
+            ),
+            (StoreError::MixedBatch, resp::MESSAGE_ILLEGAL),
+            (
+                StoreError::Busy {
+                    unflushed_bytes: 1 << 30,
+                },
+                resp::SYSTEM_BUSY,
+            ),
+            (
+                StoreError::Corrupt {
+                    offset: 4096,
+                    reason: "bad CRC".into(),
+                },
+                resp::SYSTEM_ERROR,
+            ),
+            (
+                StoreError::OffsetOutOfRange { offset: -1 },
+                resp::SYSTEM_ERROR,
+            ),
+            (
+                StoreError::Config {
+                    reason: "segment size".into(),
+                },
+                resp::SYSTEM_ERROR,
+            ),
+        ]
+    }
+
+    /// Exhaustive on purpose (no `_` arm): a new variant fails to compile here until it is
+    /// added to the list above.
+    fn variant(e: &StoreError) -> &'static str {
+        match e {
+            StoreError::Io { .. } => "Io",
+            StoreError::Unwritable { .. } => "Unwritable",
+            StoreError::NoSpace { .. } => "NoSpace",
+            StoreError::DiskFull { .. } => "DiskFull",
+            StoreError::FlushFailed { .. } => "FlushFailed",
+            StoreError::ShutDown => "ShutDown",
+            StoreError::ShardCountMismatch { .. } => "ShardCountMismatch",
+            StoreError::OldOffsetLayout { .. } => "OldOffsetLayout",
+            StoreError::RecordTooLarge { .. } => "RecordTooLarge",
+            StoreError::BadRecord { .. } => "BadRecord",
+            StoreError::MixedBatch => "MixedBatch",
+            StoreError::Busy { .. } => "Busy",
+            StoreError::Corrupt { .. } => "Corrupt",
+            StoreError::OffsetOutOfRange { .. } => "OffsetOutOfRange",
+            StoreError::Config { .. } => "Config",
+        }
+    }
+
+    #[test]
+    fn every_store_error_maps_to_its_code_and_a_remark_that_says_what_went_wrong() {
+        let all = every_store_error();
+        let mut seen: Vec<&str> = all.iter().map(|(e, _)| variant(e)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 15, "one example of every variant: {seen:?}");
+        for (e, code) in all {
+            let text = e.to_string();
+            let name = variant(&e);
+            let (got, remark) = put(e);
+            assert_eq!(got, code, "{name} answers {code}");
+            assert!(
+                remark.contains(&text),
+                "{name}'s remark {remark:?} holds {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_mesh_error_is_answered_with_system_error_naming_the_shard() {
+        for e in [
+            MeshError::NoSuchShard(9),
+            MeshError::ShardGone(1),
+            MeshError::NoAnswer(1),
+        ] {
+            let (code, remark) = hop(e, 1);
+            assert_eq!(code, resp::SYSTEM_ERROR);
+            assert!(
+                remark.contains("shard 1") && remark.contains(&e.to_string()),
+                "{remark}"
+            );
+        }
+    }
+}
