@@ -194,6 +194,10 @@ fn disable_huge_pages() -> std::io::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Fault tests arm fail points from FAILPOINTS (only in builds with the `failpoints`
+    // feature, which the integration tests turn on).
+    #[cfg(feature = "failpoints")]
+    let _fail_points = fail::FailScenario::setup();
     let huge_pages = disable_huge_pages();
     let cli = Cli::parse();
     // Servers also write Java's log file; `admin`, `shutdown` and `dashboard` only stderr.

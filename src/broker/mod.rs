@@ -86,7 +86,7 @@ impl BrokerHandle {
         let mut clean = true;
         for join in self.joins {
             if let Err(e) = join.join() {
-                tracing::error!(error = %e, "broker shard failed");
+                tracing::error!(error = %e, "broker shard failed; the broker stopped");
                 clean = false;
             }
         }
@@ -206,21 +206,17 @@ struct ShardSeed {
 /// shutdown (flushing what they acknowledged) and answer calls to the dead shard with an error
 /// ([`crate::runtime::mesh`]); the process exits non-zero for its supervisor to restart it.
 struct StopBrokerOnPanic {
-    shard: usize,
     shutdown: Shutdown,
     armed: bool,
 }
 
 impl Drop for StopBrokerOnPanic {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        // No logging here: this runs among the thread's thread-local destructors, where
+        // tracing's own may be gone. `BrokerHandle::wait` logs the failed shard.
+        if self.armed {
+            self.shutdown.trigger();
         }
-        tracing::error!(
-            shard = self.shard,
-            "broker shard ended without being asked (a panic); stopping the broker"
-        );
-        self.shutdown.trigger();
     }
 }
 
@@ -234,7 +230,6 @@ async fn run_shard(seed: ShardSeed) {
     let shutdown = seed.shutdown.clone();
     STOP_ON_PANIC.with(|armed| {
         *armed.borrow_mut() = Some(StopBrokerOnPanic {
-            shard: seed.id,
             shutdown: shutdown.clone(),
             armed: true,
         })

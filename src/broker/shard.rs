@@ -402,6 +402,8 @@ impl Shard {
             }
             MeshRequest::Admin(query) => Some(MeshResponse::Admin(self.admin_local(query).await)),
             MeshRequest::PutMany(items) => {
+                // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
+                fail::fail_point!("shard-put-many");
                 Some(MeshResponse::Puts(self.store().put_many(items).await))
             }
             MeshRequest::PutBatch { records, wait } => Some(MeshResponse::PutBatch(

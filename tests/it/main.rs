@@ -38,6 +38,7 @@ mod rust_client;
 mod rust_client_broker;
 mod rust_client_features;
 mod rust_client_support;
+mod shard_death;
 mod shutdown_cli;
 mod sql_filter;
 mod store_crash;
