@@ -160,6 +160,14 @@ pub(crate) struct ClusterRow {
     pub page_cache_lock_time_mills: i64,
     pub hour: f64,
     pub space: f64,
+    /// Controller mode (the broker's runtime info): the group's master epoch, its
+    /// SyncStateSet (controller ids) and that set's epoch, as the broker last read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_epoch: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_state_set: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_state_set_epoch: Option<u32>,
 }
 
 pub(crate) fn cluster_row(member: Member, kv: &BTreeMap<String, String>) -> ClusterRow {
@@ -178,6 +186,24 @@ pub(crate) fn cluster_row(member: Member, kv: &BTreeMap<String, String>) -> Clus
         page_cache_lock_time_mills: get("pageCacheLockTimeMills").parse().unwrap_or(0),
         hour,
         space: get("commitLogDiskRatio").parse().unwrap_or(0.0),
+        master_epoch: get("controllerMasterEpoch").parse().ok(),
+        sync_state_set: kv.get("controllerSyncStateSet").cloned(),
+        sync_state_set_epoch: get("controllerSyncStateSetEpoch").parse().ok(),
+    }
+}
+
+impl ClusterRow {
+    /// `epoch` of the master and `{ids}@epoch` of the SyncStateSet, or `-` outside controller
+    /// mode.
+    pub(crate) fn epochs(&self) -> (String, String) {
+        match (
+            self.master_epoch,
+            &self.sync_state_set,
+            self.sync_state_set_epoch,
+        ) {
+            (Some(m), Some(set), Some(e)) => (m.to_string(), format!("{{{set}}}@{e}")),
+            _ => ("-".into(), "-".into()),
+        }
     }
 }
 
@@ -201,8 +227,11 @@ pub(super) fn cluster_list(args: &Common) -> Result<(), AdminError> {
     partial_failure(&failed)
 }
 
+/// mqadmin's columns; with a broker in controller mode two more: the group's master epoch and
+/// its SyncStateSet with that set's epoch (`{1,2}@3`).
 fn print_cluster_rows(rows: &[ClusterRow]) {
-    let mut table = Table::new(&[
+    let controller_mode = rows.iter().any(|r| r.master_epoch.is_some());
+    let mut columns = vec![
         left("#Cluster Name", 16, "  "),
         left("#Broker Name", 22, "  "),
         left("#BID", 4, "  "),
@@ -213,10 +242,16 @@ fn print_cluster_rows(rows: &[ClusterRow]) {
         right("#PCWait(ms)", 10, " "),
         right("#Hour", 5, " "),
         right("#SPACE", 6, ""),
-    ]);
+    ];
+    if controller_mode {
+        columns.last_mut().expect("columns").gap = " ";
+        columns.push(right("#MasterEpoch", 12, " "));
+        columns.push(left("#SyncStateSet@Epoch", 19, ""));
+    }
+    let mut table = Table::new(&columns);
     for r in rows {
         let m = &r.member;
-        table.row(vec![
+        let mut cells = vec![
             m.cluster_name.clone(),
             m.broker_name.clone(),
             m.broker_id.to_string(),
@@ -227,7 +262,12 @@ fn print_cluster_rows(rows: &[ClusterRow]) {
             r.page_cache_lock_time_mills.to_string(),
             format!("{:2.2}", r.hour),
             format!("{:.4}", r.space),
-        ]);
+        ];
+        if controller_mode {
+            let (master, set) = r.epochs();
+            cells.extend([master, set]);
+        }
+        table.row(cells);
     }
     table.print();
 }

@@ -83,7 +83,9 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
             durable,
             master,
         );
-        let follower = follower.with_credentials(ctx.credentials());
+        let follower = follower
+            .with_credentials(ctx.credentials())
+            .with_controller(ctx.sync_state.clone());
         return Ok(ShardHa::Slave(Rc::new(follower)));
     }
     // In controller mode a master's epoch is numbered after the controller's master epoch (so
@@ -133,7 +135,29 @@ impl Shard {
     /// (`ackOffset=…,behindBytes=…,behindMillis=…,holdsConfirmed=0|1`, the last: on every
     /// shard it holds what the master acknowledged in controller mode). A slave: `haMasterAddr`, `haConnected`,
     /// `haFallBehindBytes`, `haFallBehindMillis`.
+    ///
+    /// Controller mode adds the group as the broker's agent last read it from the controller:
+    /// `controllerBrokerId`, `controllerMasterBrokerId`, `controllerMasterEpoch`,
+    /// `controllerSyncStateSet` (ids, comma-separated) and `controllerSyncStateSetEpoch`.
     pub async fn ha_entries(&self, table: &mut BTreeMap<String, String>) {
+        if let Some(f) = self.ctx.sync_state.as_ref().and_then(|v| v.figures()) {
+            let set: Vec<String> = f.sync_state_set.iter().map(u64::to_string).collect();
+            for (k, v) in [
+                ("controllerBrokerId", f.broker_id.to_string()),
+                (
+                    "controllerMasterBrokerId",
+                    f.master_id.map_or_else(String::new, |m| m.to_string()),
+                ),
+                ("controllerMasterEpoch", f.master_epoch.to_string()),
+                ("controllerSyncStateSet", set.join(",")),
+                (
+                    "controllerSyncStateSetEpoch",
+                    f.sync_state_set_epoch.to_string(),
+                ),
+            ] {
+                table.insert(k.to_string(), v);
+            }
+        }
         let statuses = self.gather_ha_status().await;
         // Per slave: acked, behind bytes, behind ms, shards linked, shards where it holds what
         // the master confirmed.
@@ -263,6 +287,72 @@ impl Shard {
                 "this broker is not in controller mode (enableControllerMode=false)".to_string(),
             )),
         }
+    }
+
+    /// RINGMQ_FENCE_REPLICA from the controller leader, before it elects this replica at
+    /// (`masterEpoch`, `syncStateSetEpoch`): the followers acknowledge nothing more to any
+    /// master until the agent lifts the fence (it reads a newer state of the group: the
+    /// election happened, or can never commit). Answered once every shard ran past the fence,
+    /// so no acknowledgement leaves this broker after the answer and the old master, whose
+    /// every SEND_OK needs this replica, acknowledges nothing once the election commits.
+    /// Only a controller's host (an address of `controllerAddr`) may fence: anyone else could
+    /// stop the master's acknowledgements with it.
+    pub(crate) async fn fence_for_election(
+        &self,
+        origin: super::shard::Origin,
+        command: &RemotingCommand,
+    ) -> Result<RemotingCommand, (i32, String)> {
+        let Some(view) = &self.ctx.sync_state else {
+            return Err((
+                resp::REQUEST_CODE_NOT_SUPPORTED,
+                "this broker is not in controller mode (enableControllerMode=false)".to_string(),
+            ));
+        };
+        if !view.is_controller_host(origin.peer.ip()) {
+            return Err((
+                resp::NO_PERMISSION,
+                format!(
+                    "{} is not a controller of this broker (controllerAddr): only its \
+                     controllers may fence it",
+                    origin.peer.ip()
+                ),
+            ));
+        }
+        let number = |k: &str| {
+            command
+                .ext(k)
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    (
+                        resp::CONTROLLER_INVALID_REQUEST,
+                        format!("the header lacks a numeric {k}"),
+                    )
+                })
+        };
+        let (master_epoch, sync_state_set_epoch) =
+            (number("masterEpoch")?, number("syncStateSetEpoch")?);
+        view.fence(master_epoch, sync_state_set_epoch);
+        // A barrier: every shard's thread runs once after the fence went on, so a follower
+        // that checked it just before has sent its acknowledgement by now.
+        if let Some(mesh) = self.mesh() {
+            for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
+                if !matches!(
+                    mesh.call(shard, MeshRequest::HaStatus).await,
+                    Ok(MeshResponse::Ha(_))
+                ) {
+                    return Err((
+                        resp::SYSTEM_ERROR,
+                        format!("shard {shard} did not take the fence"),
+                    ));
+                }
+            }
+        }
+        tracing::info!(
+            master_epoch,
+            sync_state_set_epoch,
+            "fenced by the controller for an election: no more acknowledgements to the master"
+        );
+        Ok(command.success_to())
     }
 
     /// The master moved (or became known): every shard's follower reconnects there.

@@ -29,12 +29,13 @@
 //!   every SEND_OK needs every member of the SyncStateSet to hold the message, the set shrinks
 //!   only through the controller, an election picks only from the set, and the elected member
 //!   stops following the old master (its broker restarts as master) before it takes a write.
-//!   From then on the old master cannot acknowledge anything (it answers SLAVE_NOT_AVAILABLE),
-//!   and whatever it acknowledged before is on the new master. With no controller quorum
-//!   nothing is elected and the set cannot change, so the master keeps serving as long as its
-//!   set's members follow it. (Between the election's commit and the elected member learning
-//!   of it — `syncBrokerMetadataPeriod`, or at once on NOTIFY_BROKER_ROLE_CHANGED — the old
-//!   master may still acknowledge; those messages are held by the new master.)
+//!   The controller fences the candidate before it even proposes the election
+//!   (RINGMQ_FENCE_REPLICA, see `node`): from then on the old master cannot acknowledge
+//!   anything (it answers SLAVE_NOT_AVAILABLE), and whatever it acknowledged before is on the
+//!   new master. The agent lifts a fence when it reads a newer state of the group (the
+//!   election happened, or can no longer commit). With no controller quorum nothing is
+//!   elected and the set cannot change, so the master keeps serving as long as its set's
+//!   members follow it.
 //! - Any other master (ASYNC_MASTER, or SYNC_MASTER without `allAckInSyncStateSet`, which
 //!   acknowledges before every in-sync replica holds the message) keeps a lease: when the
 //!   controller leader has not answered its heartbeats for half of
@@ -55,7 +56,7 @@ use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
 
 use super::service::SyncStateSetBody;
-use crate::ha::{SyncState, SyncStateView};
+use crate::ha::{GroupFigures, SyncState, SyncStateView};
 
 /// What the controller said about the group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,32 +110,42 @@ impl Controllers {
             .map_err(|e| e.to_string())
     }
 
-    /// Finds the leader (asking each controller for the metadata).
-    fn find_leader(&mut self) -> Option<String> {
+    /// Finds the leader (asking each controller for the metadata); without one, what each
+    /// controller said (or that it does not answer).
+    fn find_leader(&mut self) -> Result<String, String> {
+        let mut heard = Vec::new();
         for addr in self.addrs.clone() {
-            let Ok(meta) = self.invoke(
+            match self.invoke(
                 &addr,
                 RemotingCommand::request(req::CONTROLLER_GET_METADATA_INFO),
-            ) else {
-                continue;
-            };
-            if meta.ext("isLeader") == Some("true") {
-                self.leader = Some(addr);
-                return self.leader.clone();
+            ) {
+                Ok(meta) if meta.ext("isLeader") == Some("true") => {
+                    self.leader = Some(addr.clone());
+                    return Ok(addr);
+                }
+                Ok(meta) if meta.code != resp::SUCCESS => heard.push(format!(
+                    "{addr} answered code {}: {}",
+                    meta.code,
+                    meta.remark.unwrap_or_default()
+                )),
+                Ok(_) => heard.push(format!("{addr} is not the leader")),
+                Err(e) => heard.push(format!("{addr} does not answer ({e})")),
             }
         }
         self.leader = None;
-        None
+        Err(format!(
+            "no controller leader among controllerAddr={}: {}",
+            self.addrs.join(";"),
+            heard.join("; ")
+        ))
     }
 
     /// Sends `request` to the leader, finding it again when it moved.
     fn call(&mut self, request: RemotingCommand) -> Result<RemotingCommand, String> {
         for _ in 0..2 {
-            let Some(leader) = self.leader.clone().or_else(|| self.find_leader()) else {
-                return Err(format!(
-                    "no controller leader among {}",
-                    self.addrs.join(";")
-                ));
+            let leader = match self.leader.clone() {
+                Some(leader) => leader,
+                None => self.find_leader()?,
             };
             match self.invoke(&leader, request.clone()) {
                 Ok(answer) if answer.code == resp::CONTROLLER_NOT_LEADER => self.leader = None,
@@ -197,6 +208,16 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
     let period = Duration::from_millis(cfg.sync_broker_metadata_period_ms);
     let sss_period = Duration::from_millis(cfg.check_sync_state_set_period_ms);
     let sync_state = Arc::new(SyncStateView::default());
+    // Who may fence this replica (RINGMQ_FENCE_REPLICA): the controllers' hosts, resolved
+    // here, off the shards.
+    let hosts: Vec<std::net::IpAddr> = controllers
+        .addrs
+        .iter()
+        .filter_map(|a| std::net::ToSocketAddrs::to_socket_addrs(a).ok())
+        .flatten()
+        .map(|a| a.ip())
+        .collect();
+    sync_state.set_controller_hosts(hosts);
     let fenced_by_replicas =
         cfg.broker_role == BrokerRole::SyncMaster && cfg.all_ack_in_sync_state_set;
     let mut role = Role::Stopped;
@@ -212,14 +233,16 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
                 // commits). Only from a fresh read: a stale view could drop a replica the
                 // controller has since added.
                 sync_state.set(view.committed(my_id));
+                adopt(&view, my_id, &sync_state);
             }
             Err(e) => tracing::debug!(error = %e, "cannot read the group's master"),
         }
         if view.master_id.is_none() || view.master_addr.is_none() {
-            match elect_me(&mut controllers, &cfg, my_id) {
+            match elect_me(&mut controllers, &cfg, my_id, role == Role::Stopped) {
                 Ok(v) => {
                     view = v;
                     sync_state.set(view.committed(my_id));
+                    adopt(&view, my_id, &sync_state);
                 }
                 Err(e) => tracing::debug!(error = %e, "no master and not elected"),
             }
@@ -277,6 +300,35 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
     Ok(())
 }
 
+/// What the agent keeps of a fresh read of its group: a fence the controller put on for an
+/// older state is lifted, the newest master epoch known (the HA handshake's check) is raised,
+/// the epoch this broker is master at (its WELCOME says it) follows the controller's, and the
+/// figures runtime info shows.
+fn adopt(view: &GroupView, my_id: u64, sync_state: &SyncStateView) {
+    if let Some((e, s)) =
+        sync_state.lift_fence_if_older_than(view.master_epoch, view.sync_state_set_epoch)
+    {
+        tracing::info!(
+            fenced_at_master_epoch = e,
+            fenced_at_sync_state_set_epoch = s,
+            master_epoch = view.master_epoch,
+            sync_state_set_epoch = view.sync_state_set_epoch,
+            "the controller's fence is lifted (the group moved on)"
+        );
+    }
+    sync_state.raise_known_epoch(view.master_epoch);
+    if view.master_id == Some(my_id) {
+        sync_state.set_master_epoch(view.master_epoch);
+    }
+    sync_state.set_figures(GroupFigures {
+        broker_id: my_id,
+        master_id: view.master_id,
+        master_epoch: view.master_epoch,
+        sync_state_set: view.sync_state_set.iter().copied().collect(),
+        sync_state_set_epoch: view.sync_state_set_epoch,
+    });
+}
+
 /// Waits `wait`, or less if `shutdown` fires; true when it fired. (The agent's own loop, not a
 /// request path.)
 fn shutdown_within(shutdown: &Shutdown, wait: Duration) -> bool {
@@ -322,13 +374,29 @@ fn identity(
     let path = identity_path(cfg);
     let (id, check_code) = match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let (id, code) = text
-                .trim()
-                .split_once(' ')
-                .ok_or_else(|| format!("{}: expected \"id checkCode\"", path.display()))?;
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let (id, code, group) = match words.as_slice() {
+                [id, code] => (*id, *code, None),
+                [id, code, group] => (*id, *code, Some(*group)),
+                _ => {
+                    return Err(format!(
+                        "{}: expected \"id checkCode brokerName\"",
+                        path.display()
+                    ))
+                }
+            };
             let id = id
                 .parse::<u64>()
                 .map_err(|_| format!("{}: bad broker id {id:?}", path.display()))?;
+            if let Some(group) = group.filter(|g| *g != cfg.broker_name) {
+                return Err(format!(
+                    "this store ({}) holds replica {id} of broker group {group}, but this \
+                     broker's brokerName is {}: a store belongs to one group; start it with \
+                     brokerName={group}, or give the broker an empty storePathRootDir",
+                    path.display(),
+                    cfg.broker_name
+                ));
+            }
             (Some(id), code.to_string())
         }
         Err(_) => {
@@ -410,7 +478,7 @@ fn register(
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Fatal(format!("{}: {e}", dir.display())))?;
             }
-            std::fs::write(path, format!("{id} {check_code}\n"))
+            std::fs::write(path, format!("{id} {check_code} {}\n", cfg.broker_name))
                 .map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
             id
         }
@@ -479,16 +547,20 @@ fn read_view(controllers: &mut Controllers, broker_name: &str) -> Result<GroupVi
     parse_view(&ok(answer, "sync state data")?.body, broker_name)
 }
 
+/// Asks to be elected; `not_following`: this broker runs no broker now (so follows no master
+/// and needs no fence before the controller elects it; it starts none while it waits).
 fn elect_me(
     controllers: &mut Controllers,
     cfg: &BrokerConfig,
     my_id: u64,
+    not_following: bool,
 ) -> Result<GroupView, String> {
     let answer = controllers.call(
         RemotingCommand::request(req::CONTROLLER_ELECT_MASTER)
             .with_ext("clusterName", cfg.broker_cluster_name.clone())
             .with_ext("brokerName", cfg.broker_name.clone())
-            .with_ext("brokerId", my_id.to_string()),
+            .with_ext("brokerId", my_id.to_string())
+            .with_ext(super::service::NOT_FOLLOWING, not_following.to_string()),
     )?;
     if answer.code == resp::CONTROLLER_MASTER_STILL_EXIST {
         return read_view(controllers, &cfg.broker_name);
@@ -647,11 +719,21 @@ fn report_sync_state_set(
         )
         .and_then(|a| ok(a, "alter SyncStateSet"));
     match answer {
-        Ok(_) => {
+        Ok(answer) => {
             sync_state.set(SyncState {
                 others: view.addrs_of(wanted.iter().filter(|id| **id != my_id)),
                 committed_size: wanted.len(),
             });
+            if let (Some(mut figures), Some(epoch)) = (
+                sync_state.figures(),
+                answer
+                    .ext("newSyncStateSetEpoch")
+                    .and_then(|e| e.parse().ok()),
+            ) {
+                figures.sync_state_set = wanted.iter().copied().collect();
+                figures.sync_state_set_epoch = epoch;
+                sync_state.set_figures(figures);
+            }
             tracing::info!(sync_state_set = ?wanted, "SyncStateSet changed");
             Ok(())
         }

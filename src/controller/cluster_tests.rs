@@ -1,11 +1,54 @@
 //! Controllers in one process on loopback: election, replication, leader loss, restart.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::node::{Controller, ControllerOptions, Peer};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
+
+/// A broker's remoting port as far as the controller's fence goes: answers every request
+/// SUCCESS and counts the RINGMQ_FENCE_REPLICA requests. Its threads end with the test
+/// process.
+fn fake_broker() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fences = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&fences);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || loop {
+                let mut prefix = [0u8; 4];
+                if stream.read_exact(&mut prefix).is_err() {
+                    return;
+                }
+                let mut frame = prefix.to_vec();
+                frame.resize(4 + u32::from_be_bytes(prefix) as usize, 0);
+                if stream.read_exact(&mut frame[4..]).is_err() {
+                    return;
+                }
+                let Ok(cmd) = RemotingCommand::decode(bytes::Bytes::from(frame)) else {
+                    return;
+                };
+                if cmd.code == req::RINGMQ_FENCE_REPLICA {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = stream.write_all(&cmd.success_to().to_frame().unwrap());
+            });
+        }
+    });
+    (addr, fences)
+}
+
+/// An address nothing listens on.
+fn dead_addr() -> String {
+    free_addr().to_string()
+}
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -65,11 +108,16 @@ fn heartbeat(c: &Controller, id: u64) {
 }
 
 fn register(c: &Controller, id: u64) {
+    register_at(c, id, &format!("127.0.0.1:{}", 10910 + id));
+}
+
+/// Registers broker `id` of group "b" with its remoting address `addr`.
+fn register_at(c: &Controller, id: u64, addr: &str) {
     let apply = RemotingCommand::request(req::CONTROLLER_APPLY_BROKER_ID)
         .with_ext("clusterName", "c")
         .with_ext("brokerName", "b")
         .with_ext("appliedBrokerId", id.to_string())
-        .with_ext("registerCheckCode", format!("127.0.0.1:{};1", 10910 + id));
+        .with_ext("registerCheckCode", format!("{addr};1"));
     let answer = call(c, apply);
     assert_eq!(answer.code, resp::SUCCESS, "{:?}", answer.remark);
 }
@@ -108,8 +156,13 @@ fn three_controllers_elect_replicate_and_survive_the_leader() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let lc = cs[l].as_ref().unwrap();
+    // Broker 2, elected below when 1 stops heartbeating, answers the leader's fence first.
+    let (fake, fences) = fake_broker();
     for id in 1..=2 {
-        register(lc, id);
+        match id {
+            2 => register_at(lc, id, &fake),
+            _ => register(lc, id),
+        }
         for c in cs.iter().flatten() {
             heartbeat(c, id);
         }
@@ -159,6 +212,10 @@ fn three_controllers_elect_replicate_and_survive_the_leader() {
         );
         if info.ext("masterBrokerId") == Some("2") {
             assert_eq!(info.ext("masterEpoch"), Some("2"));
+            assert!(
+                fences.load(Ordering::SeqCst) >= 1,
+                "elected without being fenced"
+            );
             break;
         }
         assert!(
@@ -187,17 +244,21 @@ fn three_controllers_elect_replicate_and_survive_the_leader() {
     );
 }
 
-#[test]
-fn a_single_controller_works_alone() {
-    let dir = tempfile::tempdir().unwrap();
+/// One controller (its own leader) with its store under `dir`.
+fn single_controller(dir: &Path) -> Vec<Option<Controller>> {
     let peers = vec![Peer {
         name: "n0".into(),
         addr: free_addr(),
     }];
-    let cs = vec![Some(
-        Controller::start(options(dir.path(), &peers, 0)).unwrap(),
-    )];
+    let cs = vec![Some(Controller::start(options(dir, &peers, 0)).unwrap())];
     assert_eq!(leader(&cs), 0);
+    cs
+}
+
+#[test]
+fn a_single_controller_works_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = single_controller(dir.path());
     let c = cs[0].as_ref().unwrap();
     register(c, 1);
     let next = call(
@@ -207,4 +268,65 @@ fn a_single_controller_works_alone() {
             .with_ext("brokerName", "b"),
     );
     assert_eq!(next.ext("nextBrokerId"), Some("2"));
+}
+
+/// A candidate is elected only once it answered the leader's fence (so that the master it
+/// followed can acknowledge nothing more by then): one that cannot be reached is not elected,
+/// and the refusal says why; the first election of a group needs no fence.
+#[test]
+fn a_candidate_that_cannot_be_fenced_is_not_elected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = single_controller(dir.path());
+    let c = cs[0].as_ref().unwrap();
+    let (fake, fences) = fake_broker();
+    register_at(c, 1, &dead_addr());
+    register_at(c, 2, &dead_addr());
+    register_at(c, 3, &fake);
+    for id in 1..=3 {
+        heartbeat(c, id);
+    }
+    let elect = |id: u64| {
+        RemotingCommand::request(req::CONTROLLER_ELECT_MASTER)
+            .with_ext("clusterName", "c")
+            .with_ext("brokerName", "b")
+            .with_ext("brokerId", id.to_string())
+            .with_ext("designateElect", "true")
+    };
+    // The first master: nobody to fence (1's address does not answer).
+    let first = call(c, elect(1));
+    assert_eq!(first.code, resp::SUCCESS, "{:?}", first.remark);
+    let alter = RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
+        .with_ext("brokerName", "b")
+        .with_ext("masterBrokerId", "1")
+        .with_ext("masterEpoch", "1")
+        .with_body(br#"{"syncStateSet":[1,2,3],"syncStateSetEpoch":1}"#.to_vec());
+    assert_eq!(call(c, alter).code, resp::SUCCESS);
+    // 2 does not answer its fence: not elected, and the remark says why.
+    for id in 1..=3 {
+        heartbeat(c, id);
+    }
+    let refused = call(c, elect(2));
+    assert_eq!(refused.code, resp::CONTROLLER_ELECT_MASTER_FAILED);
+    let why = refused.remark.unwrap_or_default();
+    assert!(why.contains("cannot fence candidate 2"), "{why}");
+    let info = call(
+        c,
+        RemotingCommand::request(req::CONTROLLER_GET_REPLICA_INFO).with_ext("brokerName", "b"),
+    );
+    assert_eq!(
+        (info.ext("masterBrokerId"), info.ext("masterEpoch")),
+        (Some("1"), Some("1"))
+    );
+    assert_eq!(fences.load(Ordering::SeqCst), 0);
+    // 3 answers: fenced once, then elected.
+    for id in 1..=3 {
+        heartbeat(c, id);
+    }
+    let elected = call(c, elect(3));
+    assert_eq!(elected.code, resp::SUCCESS, "{:?}", elected.remark);
+    assert_eq!(
+        (elected.ext("masterBrokerId"), elected.ext("masterEpoch")),
+        (Some("3"), Some("2"))
+    );
+    assert_eq!(fences.load(Ordering::SeqCst), 1);
 }

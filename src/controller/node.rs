@@ -8,7 +8,9 @@
 //! handle raft-rs's `Ready`: persist entries and hard state (synced) before sending the
 //! messages that depend on them, install a snapshot, apply committed commands, answer their
 //! proposers. The leader also scans heartbeats every `scanNotActiveBrokerInterval` and elects a
-//! new master for every group whose master stopped heartbeating.
+//! new master for every group whose master stopped heartbeating. Every election in a group that
+//! has had a master first fences its candidate ([`Node::elect`]), from a short-lived thread
+//! whose answer comes back as an [`Op`]: the Raft thread never waits on a broker.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -159,7 +161,29 @@ pub enum ControllerError {
 pub(super) enum Op {
     Peer(Inbound),
     Request(RemotingCommand, flume::Sender<RemotingCommand>),
+    /// A fence of a candidate ([`Node::elect`]) was answered (`Err`: why not).
+    Fenced(u64, Result<(), String>),
     Stop,
+}
+
+/// An election waiting for its candidate to be fenced.
+struct FenceAttempt {
+    broker_name: String,
+    candidate: u64,
+    command: Command,
+    request: RemotingCommand,
+    reply: Option<flume::Sender<RemotingCommand>>,
+    respond: Respond,
+}
+
+/// How long the leader waits for a candidate to answer its fence.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Microseconds since the Unix epoch (log lines a test lines up with its own clock).
+pub(super) fn unix_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
 }
 
 /// Sends requests to a running controller.
@@ -262,6 +286,8 @@ impl Controller {
         let mut peer_remoting = HashMap::new();
         peer_remoting.insert(self_id, options.remoting_addr.clone());
         let node = Node {
+            ops: tx.clone(),
+            fencing: HashMap::new(),
             raw,
             state,
             applied,
@@ -353,6 +379,10 @@ struct Pending {
 }
 
 pub(super) struct Node {
+    /// Its own queue (fence answers come back through it).
+    ops: flume::Sender<Op>,
+    /// Elections waiting for their candidate's fence, by proposal number.
+    fencing: HashMap<u64, FenceAttempt>,
     raw: RawNode<LogStore>,
     pub(super) state: ReplicasInfo,
     applied: u64,
@@ -413,6 +443,7 @@ impl Node {
                     let _ = reply.send(answer);
                 }
             }
+            Op::Fenced(id, result) => self.fenced(id, result),
             Op::Stop => {}
         }
     }
@@ -466,6 +497,142 @@ impl Node {
             Err(e) => {
                 Some(request.error_to(resp::CONTROLLER_NOT_LEADER, format!("cannot propose: {e}")))
             }
+        }
+    }
+
+    /// Whether an election of `broker_name` waits for its candidate's fence.
+    pub(super) fn electing(&self, broker_name: &str) -> bool {
+        self.fencing.values().any(|a| a.broker_name == broker_name)
+    }
+
+    /// Proposes the election `command` — after fencing its candidate when the group has had
+    /// a master (which may still be acknowledging writes, cut off from the controllers).
+    ///
+    /// Why: a SYNC_MASTER with `allAckInSyncStateSet` acknowledges a write only once every
+    /// member of its SyncStateSet holds it, and the candidate is a member. Fenced
+    /// (RINGMQ_FENCE_REPLICA), the candidate acknowledges nothing more to anyone, so the old
+    /// master's last SEND_OK happens before the election is even proposed, and everything it
+    /// acknowledged is on the candidate. The fence is lifted by the candidate's agent once it
+    /// reads a newer state of the group: the election happened, or it can never commit (the
+    /// command is applied only at the master and SyncStateSet epochs it was planned at).
+    /// `not_following`: the candidate itself asked and said it follows no master (its broker
+    /// is stopped), so it needs no fence.
+    pub(super) fn elect(
+        &mut self,
+        command: Command,
+        not_following: bool,
+        request: RemotingCommand,
+        reply: Option<flume::Sender<RemotingCommand>>,
+        respond: Respond,
+    ) -> Option<RemotingCommand> {
+        let Command::ElectMaster {
+            broker_name,
+            master_epoch,
+            sync_state_set_epoch,
+            new_master: Some(candidate),
+        } = &command
+        else {
+            return self.propose(&command, request, reply, respond);
+        };
+        let target = self
+            .state
+            .group(broker_name)
+            .filter(|g| g.master_epoch > 0 && !not_following)
+            .and_then(|g| g.replicas.get(candidate))
+            .map(|r| r.address.clone());
+        let Some(address) = target else {
+            return self.propose(&command, request, reply, respond);
+        };
+        if self.electing(broker_name) {
+            return Some(request.error_to(
+                resp::CONTROLLER_ELECT_MASTER_FAILED,
+                format!("an election of {broker_name} is already under way"),
+            ));
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        let fence = RemotingCommand::request(crate::remoting::request::RINGMQ_FENCE_REPLICA)
+            .with_ext("brokerName", broker_name.clone())
+            .with_ext("brokerId", candidate.to_string())
+            .with_ext("masterEpoch", master_epoch.to_string())
+            .with_ext(
+                "syncStateSetEpoch",
+                sync_state_set_epoch.unwrap_or_default().to_string(),
+            );
+        let ops = self.ops.clone();
+        let spawned = thread::Builder::new()
+            .name("controller-fence".into())
+            .spawn(move || {
+                let answer = crate::client::Connection::connect(&address, FENCE_TIMEOUT)
+                    .and_then(|mut c| c.invoke(fence))
+                    .map_err(|e| format!("cannot reach it at {address}: {e}"))
+                    .and_then(|a| match a.code {
+                        resp::SUCCESS => Ok(()),
+                        code => Err(format!(
+                            "it answered code {code}: {}",
+                            a.remark.unwrap_or_default()
+                        )),
+                    });
+                let _ = ops.send(Op::Fenced(id, answer));
+            });
+        if let Err(e) = spawned {
+            return Some(request.error_to(
+                resp::SYSTEM_ERROR,
+                format!("cannot start the fence thread: {e}"),
+            ));
+        }
+        tracing::info!(broker = %broker_name, candidate, master_epoch, "fencing the candidate before electing it");
+        self.fencing.insert(
+            id,
+            FenceAttempt {
+                broker_name: broker_name.clone(),
+                candidate: *candidate,
+                command,
+                request,
+                reply,
+                respond,
+            },
+        );
+        None
+    }
+
+    /// The candidate of election `id` answered its fence: propose the election (if this
+    /// controller still leads), or give up with the reason.
+    fn fenced(&mut self, id: u64, result: Result<(), String>) {
+        let Some(attempt) = self.fencing.remove(&id) else {
+            return;
+        };
+        let FenceAttempt {
+            broker_name,
+            candidate,
+            command,
+            request,
+            reply,
+            respond,
+        } = attempt;
+        let answer = match result {
+            Err(why) if !self.is_leader() => Some(request.error_to(
+                resp::CONTROLLER_NOT_LEADER,
+                format!("leadership lost while fencing the candidate ({why})"),
+            )),
+            Err(why) => {
+                tracing::warn!(broker = %broker_name, candidate, %why, "cannot fence the candidate; not electing it");
+                Some(request.error_to(
+                    resp::CONTROLLER_ELECT_MASTER_FAILED,
+                    format!("cannot fence candidate {candidate} of {broker_name} before electing it: {why}"),
+                ))
+            }
+            Ok(()) if !self.is_leader() => Some(request.error_to(
+                resp::CONTROLLER_NOT_LEADER,
+                "leadership lost while fencing the candidate",
+            )),
+            Ok(()) => {
+                tracing::info!(broker = %broker_name, candidate, fenced_at_us = unix_us(), "candidate fenced; proposing the election");
+                self.propose(&command, request, reply.clone(), respond)
+            }
+        };
+        if let (Some(answer), Some(reply)) = (answer, reply) {
+            let _ = reply.send(answer);
         }
     }
 
@@ -583,7 +750,7 @@ impl Node {
             if let (Command::ElectMaster { broker_name, .. }, Ok(Applied::Master(_))) =
                 (&command, &result)
             {
-                tracing::info!(broker = %broker_name, view = ?self.state.master_view(broker_name), "new master elected");
+                tracing::info!(broker = %broker_name, view = ?self.state.master_view(broker_name), committed_at_us = unix_us(), "new master elected");
                 if self.is_leader() && self.options.notify_broker_role_changed {
                     service::notify_role_changed(&self.state, broker_name);
                 }

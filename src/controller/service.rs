@@ -27,6 +27,10 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Answer = Option<RemotingCommand>;
 
+/// ringmq's own field of CONTROLLER_ELECT_MASTER: `true` when the broker asking for itself
+/// runs no broker (so follows no master and needs no fence before it is elected).
+pub const NOT_FOLLOWING: &str = "ringmqNotFollowing";
+
 /// The SyncStateSet body (`SyncStateSet.java`).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -445,6 +449,11 @@ fn elect(
         )),
         Ok(ElectPlan::Propose(command)) => {
             let name = elect_request.broker_name.clone();
+            // A broker asking for itself says whether it follows no master (its broker is
+            // stopped): then it needs no fence.
+            let not_following = request.ext(NOT_FOLLOWING) == Some("true")
+                && matches!(&command, Command::ElectMaster { new_master: Some(c), .. }
+                    if Some(*c) == elect_request.broker_id);
             let echo = request.clone();
             let respond = Box::new(
                 move |state: &ReplicasInfo, result: Result<Applied, Refused>| match result {
@@ -454,7 +463,7 @@ fn elect(
                     Err(r) => request.error_to(r.code, r.remark),
                 },
             );
-            node.propose(&command, echo, Some(reply.clone()), respond)
+            node.elect(command, not_following, echo, Some(reply.clone()), respond)
         }
     }
 }
@@ -468,6 +477,7 @@ pub(super) fn elect_for_dead_masters(node: &mut Node, now: Instant) {
         .filter(|g| {
             g.master
                 .is_some_and(|m| !node.liveness.is_alive(&g.broker_name, m, now))
+                && !node.electing(&g.broker_name)
         })
         .map(|g| g.broker_name.clone())
         .collect();
@@ -486,7 +496,11 @@ pub(super) fn elect_for_dead_masters(node: &mut Node, now: Instant) {
                     }
                     RemotingCommand::request(0)
                 });
-                node.propose(&command, RemotingCommand::request(0), None, respond);
+                if let Some(refused) =
+                    node.elect(command, false, RemotingCommand::request(0), None, respond)
+                {
+                    tracing::warn!(broker = %name, remark = ?refused.remark, "controller-triggered election");
+                }
             }
             Ok(ElectPlan::MasterStillExists(_)) => {}
             Err(r) => {

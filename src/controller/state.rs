@@ -103,11 +103,16 @@ pub enum Command {
         sync_state_set_epoch: u32,
         new_set: BTreeSet<u64>,
     },
-    /// The group planned at `master_epoch` gets `new_master` (`None`: the master is gone and
-    /// no replica may take over).
+    /// The group planned at `master_epoch` (and, when set, `sync_state_set_epoch`) gets
+    /// `new_master` (`None`: the master is gone and no replica may take over). The SyncStateSet
+    /// epoch is what lets a fenced candidate know that an election planned for it can no
+    /// longer commit once the set changed (see `node`'s fencing); commands of older logs lack
+    /// it.
     ElectMaster {
         broker_name: String,
         master_epoch: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sync_state_set_epoch: Option<u32>,
         new_master: Option<u64>,
     },
     /// Forgets a whole group (`broker_ids` empty) or some of its replicas.
@@ -226,6 +231,7 @@ impl ReplicasInfo {
             Ok(ElectPlan::Propose(Command::ElectMaster {
                 broker_name: group.broker_name.clone(),
                 master_epoch: group.master_epoch,
+                sync_state_set_epoch: Some(group.sync_state_set_epoch),
                 new_master,
             }))
         };
@@ -478,6 +484,7 @@ impl ReplicasInfo {
             Command::ElectMaster {
                 broker_name,
                 master_epoch,
+                sync_state_set_epoch,
                 new_master,
             } => {
                 let Some(group) = self.groups.get_mut(broker_name) else {
@@ -494,6 +501,17 @@ impl ReplicasInfo {
                             group.master_epoch
                         ),
                     );
+                }
+                if let Some(planned) = sync_state_set_epoch {
+                    if group.sync_state_set_epoch != *planned {
+                        return refused(
+                            resp::CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH,
+                            format!(
+                                "the SyncStateSet of {broker_name} changed meanwhile (epoch {}, planned at {planned})",
+                                group.sync_state_set_epoch
+                            ),
+                        );
+                    }
                 }
                 if let Some(id) = new_master {
                     if !group.replicas.contains_key(id) {
@@ -669,12 +687,39 @@ mod tests {
         let stale = Command::ElectMaster {
             broker_name: "b".into(),
             master_epoch: 0,
+            sync_state_set_epoch: None,
             new_master: Some(1),
         };
         assert_eq!(
             s.apply(&stale).unwrap_err().code,
             resp::CONTROLLER_FENCED_MASTER_EPOCH
         );
+        // One planned before the SyncStateSet changed is refused too (a candidate fenced for
+        // it may follow the master again), and so is nothing else.
+        let planned = Command::ElectMaster {
+            broker_name: "b".into(),
+            master_epoch: 1,
+            sync_state_set_epoch: Some(1),
+            new_master: Some(3),
+        };
+        alter(&mut s, &[2, 3]).unwrap();
+        assert_eq!(
+            s.apply(&planned).unwrap_err().code,
+            resp::CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH
+        );
+        assert_eq!(s.group("b").unwrap().master, Some(2));
+        // A command of an older log (no SyncStateSet epoch) still decodes.
+        let old: Command = serde_json::from_str(
+            r#"{"ElectMaster":{"broker_name":"b","master_epoch":1,"new_master":3}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            old,
+            Command::ElectMaster {
+                sync_state_set_epoch: None,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -53,12 +53,18 @@ pub struct BrokerView {
     pub slave_lag: String,
     /// The runtime table's replication keys (`ha…`).
     pub ha: BTreeMap<String, String>,
+    /// Controller mode: the group's master epoch as the broker last read it (`-` otherwise).
+    pub master_epoch: String,
+    /// Controller mode: the SyncStateSet (controller ids) and its epoch, `{1,2}@3` (`-`
+    /// otherwise).
+    pub sync_state_set: String,
     pub error: Option<String>,
 }
 
 impl BrokerView {
     pub fn of(b: &BrokerState) -> BrokerView {
         let row: ClusterRow = crate::admin::cluster::cluster_row(b.member.clone(), &b.runtime);
+        let (master_epoch, sync_state_set) = row.epochs();
         let ha: BTreeMap<String, String> = b
             .runtime
             .iter()
@@ -76,6 +82,8 @@ impl BrokerView {
             out_tps: row.out_tps,
             slave_lag: slave_lag(&ha),
             ha,
+            master_epoch,
+            sync_state_set,
             error: b.error.clone(),
         }
     }

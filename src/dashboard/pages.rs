@@ -176,7 +176,7 @@ fn chart(kind: &str, name: &str, title: &str) -> Markup {
 }
 
 pub fn cluster(state: &State) -> Reply {
-    const COLS: [Col; 9] = [
+    const COLS: [Col; 11] = [
         Col("Cluster", "clusterName"),
         Col("Broker", "brokerName"),
         Col("BID", "brokerId"),
@@ -186,6 +186,8 @@ pub fn cluster(state: &State) -> Reply {
         Col("TPS in", "inTps:num2"),
         Col("TPS out", "outTps:num2"),
         Col("Slave lag", "slaveLag"),
+        Col("Master epoch", "masterEpoch"),
+        Col("SyncStateSet@epoch", "syncStateSet"),
     ];
     let (view, error) = match api::cluster(state) {
         Ok(v) => (v.brokers, None),

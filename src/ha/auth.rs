@@ -79,6 +79,7 @@ mod tests {
             offset: 42,
             epochs: vec![],
             slave_addr: "10.0.0.2:10911".into(),
+            master_epoch: 2,
         }
     }
 

@@ -127,6 +127,21 @@ pub fn common_point(master: &[Epoch], master_end: u64, slave: &[Epoch], slave_en
     0
 }
 
+/// Controller mode's epoch check of the HA handshake, on both sides: a master elected at
+/// `master_epoch` and a slave that knows `slave_known` (the newest master epoch its agent read
+/// from the controller; both 0 outside controller mode). A slave that knows a newer epoch than
+/// the master's has seen another master elected after this one: the master is stale (cut off
+/// from the controllers and replaced), must not stream to it — and above all must not make it
+/// cut its log to a history the new master does not have. `None` when they may replicate.
+pub fn stale_master(master_epoch: u32, slave_known: u32) -> Option<String> {
+    (slave_known > master_epoch).then(|| {
+        format!(
+            "the master was elected at master epoch {master_epoch} but the slave knows epoch \
+             {slave_known}: another master has been elected since, this one is stale"
+        )
+    })
+}
+
 /// The master's answer to `hello`, given its own history and log (`min`..`end`).
 pub fn decide(master: &History, min: u64, end: u64, hello: &Hello) -> Decision {
     if hello.offset == 0 {
@@ -178,7 +193,22 @@ mod tests {
             offset,
             epochs,
             slave_addr: "s".into(),
+            master_epoch: 0,
         }
+    }
+
+    #[test]
+    fn a_master_older_than_the_epoch_the_slave_knows_is_stale() {
+        assert_eq!(stale_master(0, 0), None, "outside controller mode");
+        assert_eq!(stale_master(3, 3), None);
+        assert_eq!(
+            stale_master(4, 3),
+            None,
+            "a slave that has not read the newest epoch yet"
+        );
+        let why = stale_master(3, 4).unwrap();
+        assert!(why.contains("epoch 3") && why.contains("epoch 4"), "{why}");
+        assert!(why.contains("stale"), "{why}");
     }
 
     fn master(epochs: Vec<Epoch>) -> History {

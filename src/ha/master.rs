@@ -18,7 +18,7 @@ use futures_lite::future;
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 
-use super::history::{decide, Decision, History};
+use super::history::{decide, stale_master, Decision, History};
 use super::proto::{FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEARTBEAT};
 use super::{read_handshake, read_within, within, HaOptions};
 use crate::runtime::{OffsetWatch, Shutdown};
@@ -152,6 +152,14 @@ impl Replicas {
                 hello.segment_bytes
             ));
         }
+        // Controller mode: the master epoch the agent last confirmed this master at.
+        let master_epoch = self.sync_state.get().map_or(0, |v| v.master_epoch());
+        if let Some(why) = stale_master(master_epoch, hello.master_epoch) {
+            return Welcome::Refused(format!(
+                "{why}; it refuses to stream (it must not make the slave cut its log to a \
+                 history the new master does not have)"
+            ));
+        }
         let (min, end) = (
             self.store.commitlog_min_offset(),
             self.store.written_offset(),
@@ -163,6 +171,7 @@ impl Replicas {
                 start,
                 lineage: self.history.lineage,
                 epochs: self.history.epochs.clone(),
+                master_epoch,
             },
         }
     }

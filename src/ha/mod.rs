@@ -35,19 +35,114 @@ use crate::config::BrokerConfig;
 /// it) behind the controllers' back.
 ///
 /// It is also the rest of the agent's link with the broker it runs: the controller's master
-/// epoch (a new master numbers its HA epoch after it) and the NOTIFY_BROKER_ROLE_CHANGED
-/// notices that wake the agent.
+/// epoch (a new master numbers its HA epoch after it), the newest master epoch the agent has
+/// seen (the HA handshake's epoch check), the fence the controller put on this replica before
+/// electing it, the figures runtime info shows, and the NOTIFY_BROKER_ROLE_CHANGED notices
+/// that wake the agent.
 #[derive(Debug, Default)]
 pub struct SyncStateView {
     /// Bumped on every change, so that a shard re-reads `state` only when it moved.
     version: std::sync::atomic::AtomicU64,
     state: std::sync::Mutex<std::sync::Arc<SyncState>>,
     master_epoch: std::sync::atomic::AtomicU32,
+    known_epoch: std::sync::atomic::AtomicU32,
+    /// `Some((master epoch, SyncStateSet epoch))` of the election this replica was fenced
+    /// for; `fenced` mirrors `is_some()` for the followers' lock-free check.
+    fence: std::sync::Mutex<Option<(u32, u32)>>,
+    fenced: std::sync::atomic::AtomicBool,
+    figures: std::sync::Mutex<Option<GroupFigures>>,
+    /// The hosts of `controllerAddr`, resolved by the agent (who may fence this replica).
+    controller_hosts: std::sync::Mutex<Vec<std::net::IpAddr>>,
     notices: std::sync::Mutex<u64>,
     noticed: std::sync::Condvar,
 }
 
+/// The group as the agent last read it from the controller (runtime info, clusterList and
+/// the dashboard show it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupFigures {
+    /// This broker's controller-assigned id.
+    pub broker_id: u64,
+    pub master_id: Option<u64>,
+    pub master_epoch: u32,
+    pub sync_state_set: Vec<u64>,
+    pub sync_state_set_epoch: u32,
+}
+
 impl SyncStateView {
+    /// The newest master epoch of the group the agent has read from the controller: a slave
+    /// follows no master elected before it (the HA handshake refuses one).
+    pub fn known_epoch(&self) -> u32 {
+        self.known_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn raise_known_epoch(&self, epoch: u32) {
+        self.known_epoch
+            .fetch_max(epoch, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The controller fences this replica before electing it at (`master_epoch`,
+    /// `sync_state_set_epoch`): from now on its followers acknowledge nothing to any master
+    /// (see `crate::controller::node`'s fencing).
+    pub fn fence(&self, master_epoch: u32, sync_state_set_epoch: u32) {
+        let mut fence = self.fence.lock().unwrap_or_else(|e| e.into_inner());
+        *fence = Some((master_epoch, sync_state_set_epoch));
+        self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a fence is on (the followers check it before every acknowledgement).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The agent read the group at (`master_epoch`, `sync_state_set_epoch`): a fence put on for
+    /// an older state is lifted (the election it was for either happened or can never commit:
+    /// an election command is applied only at the epochs it was planned at). A view older than
+    /// the fence (from a deposed controller leader) lifts nothing. The fence lifted, if any.
+    pub fn lift_fence_if_older_than(
+        &self,
+        master_epoch: u32,
+        sync_state_set_epoch: u32,
+    ) -> Option<(u32, u32)> {
+        let mut fence = self.fence.lock().unwrap_or_else(|e| e.into_inner());
+        let (e, s) = (*fence)?;
+        if master_epoch > e || (master_epoch == e && sync_state_set_epoch > s) {
+            *fence = None;
+            self.fenced
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return Some((e, s));
+        }
+        None
+    }
+
+    /// The agent resolved `controllerAddr` to these hosts.
+    pub fn set_controller_hosts(&self, hosts: Vec<std::net::IpAddr>) {
+        *self
+            .controller_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = hosts;
+    }
+
+    /// Whether `ip` is one of the controllers' hosts.
+    pub fn is_controller_host(&self, ip: std::net::IpAddr) -> bool {
+        self.controller_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&ip)
+    }
+
+    /// The group as last read (`None` before the first read).
+    pub fn figures(&self) -> Option<GroupFigures> {
+        self.figures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_figures(&self, figures: GroupFigures) {
+        *self.figures.lock().unwrap_or_else(|e| e.into_inner()) = Some(figures);
+    }
+
     /// The controller's master epoch of the group, as last read.
     pub fn master_epoch(&self) -> u32 {
         self.master_epoch.load(std::sync::atomic::Ordering::Acquire)
@@ -197,4 +292,39 @@ pub(crate) async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> 
         None
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SyncStateView;
+
+    #[test]
+    fn a_fence_is_lifted_only_by_a_newer_state_of_the_group() {
+        let view = SyncStateView::default();
+        assert!(!view.is_fenced());
+        view.fence(3, 5);
+        assert!(view.is_fenced());
+        // The state the election was planned at, or an older one (a deposed controller
+        // leader's): the election may still commit, the fence stays.
+        assert_eq!(view.lift_fence_if_older_than(3, 5), None);
+        assert_eq!(view.lift_fence_if_older_than(3, 4), None);
+        assert_eq!(view.lift_fence_if_older_than(2, 9), None);
+        assert!(view.is_fenced());
+        // The SyncStateSet changed: the election can no longer commit.
+        assert_eq!(view.lift_fence_if_older_than(3, 6), Some((3, 5)));
+        assert!(!view.is_fenced());
+        // The election happened.
+        view.fence(3, 6);
+        assert_eq!(view.lift_fence_if_older_than(4, 1), Some((3, 6)));
+        assert!(!view.is_fenced());
+        assert_eq!(view.lift_fence_if_older_than(9, 9), None, "nothing to lift");
+    }
+
+    #[test]
+    fn the_known_epoch_only_rises() {
+        let view = SyncStateView::default();
+        view.raise_known_epoch(4);
+        view.raise_known_epoch(2);
+        assert_eq!(view.known_epoch(), 4);
+    }
 }

@@ -5,11 +5,13 @@
 //! slave → master   HELLO    u32 length, then: u32 magic "RMHA", u16 version, u16 shard,
 //!                           u16 shard count, u64 segment bytes, u64 lineage, u64 offset,
 //!                           epochs (u16 count, then u32 epoch + u64 start each),
-//!                           u16 length + UTF-8 slave address
+//!                           u16 length + UTF-8 slave address, u32 controller master epoch
+//!                           (version 3; the newest the slave knows, 0 outside controller mode)
 //! master → slave   WELCOME  u32 length, then: u32 magic, u8 verdict (0 stream, 1 refused);
 //!                           refused: u16 length + UTF-8 reason; stream: u8 action
 //!                           (0 continue, 1 truncate, 2 wipe), u64 start, u64 lineage,
-//!                           epochs as above
+//!                           epochs as above, u32 controller master epoch the master was
+//!                           elected at (absent from a version 2 master: 0)
 //! master → slave   FRAME    u8 kind (1 data, 2 heartbeat), u64 position, u64 master end,
 //!                           u32 length, then that many commitlog bytes (whole records)
 //! slave → master   ACK      u64 offset the slave holds (durably, under SYNC_FLUSH)
@@ -30,7 +32,12 @@ use super::history::Epoch;
 pub const MAGIC: u32 = 0x524D_4841;
 /// 2: the records streamed carry physical offsets with the shard in bits 45–52 (53-bit
 /// offsets). Version 1 peers put it in bits 56–63; the two cannot replicate to each other.
-pub const VERSION: u16 = 2;
+/// 3: the HELLO and the WELCOME carry the controller's master epoch (a master refuses a slave
+/// that knows a newer one, a slave refuses a master elected before the one it knows). A
+/// master reads version 2 HELLOs (epoch 0); a version 2 master refuses a version 3 slave.
+pub const VERSION: u16 = 3;
+/// The previous version, still read (its HELLO has no master epoch).
+const VERSION_NO_MASTER_EPOCH: u16 = 2;
 /// The last version of the old offset layout.
 const VERSION_OLD_OFFSET_LAYOUT: u16 = 1;
 /// Largest HELLO or WELCOME body accepted.
@@ -52,6 +59,8 @@ pub struct Hello {
     pub epochs: Vec<Epoch>,
     /// The slave's broker address (status displays).
     pub slave_addr: String,
+    /// Controller mode: the newest master epoch of its group the slave knows (0 otherwise).
+    pub master_epoch: u32,
 }
 
 /// What the slave must do before the stream starts.
@@ -75,6 +84,8 @@ pub enum Welcome {
         start: u64,
         lineage: u64,
         epochs: Vec<Epoch>,
+        /// Controller mode: the master epoch this master was elected at (0 otherwise).
+        master_epoch: u32,
     },
 }
 
@@ -191,7 +202,8 @@ impl Hello {
             .u64(self.lineage)
             .u64(self.offset)
             .epochs(&self.epochs)
-            .text(&self.slave_addr);
+            .text(&self.slave_addr)
+            .u32(self.master_epoch);
         w.finish()
     }
 
@@ -249,7 +261,7 @@ impl Hello {
                  must be migrated as the broker's start-up message explains)"
             ));
         }
-        if version != VERSION {
+        if version != VERSION && version != VERSION_NO_MASTER_EPOCH {
             return Err(format!(
                 "HA protocol version {version}, this broker speaks {VERSION}"
             ));
@@ -262,6 +274,10 @@ impl Hello {
             offset: r.u64()?,
             epochs: r.epochs()?,
             slave_addr: r.text()?,
+            master_epoch: match version {
+                VERSION_NO_MASTER_EPOCH => 0,
+                _ => r.u32()?,
+            },
         })
     }
 }
@@ -276,6 +292,12 @@ pub fn explain_refusal(reason: &str) -> String {
              records carry the shard in bits 56-63 of their physical offsets, this slave's in \
              bits 45-52; a master and a slave of different offset layouts cannot replicate: \
              upgrade the master too)"
+        );
+    }
+    if reason.ends_with(&format!("this broker speaks {VERSION_NO_MASTER_EPOCH}")) {
+        return format!(
+            "{reason} (the master is an older ringmq whose handshake carries no controller \
+             master epoch: upgrade the master too)"
         );
     }
     reason.to_string()
@@ -325,13 +347,19 @@ impl Welcome {
                 start,
                 lineage,
                 epochs,
+                master_epoch,
             } => {
                 let action = match action {
                     Action::Continue => 0,
                     Action::Truncate => 1,
                     Action::Wipe => 2,
                 };
-                w.u8(0).u8(action).u64(*start).u64(*lineage).epochs(epochs);
+                w.u8(0)
+                    .u8(action)
+                    .u64(*start)
+                    .u64(*lineage)
+                    .epochs(epochs)
+                    .u32(*master_epoch);
             }
         }
         w.finish()
@@ -355,6 +383,11 @@ impl Welcome {
                     start: r.u64()?,
                     lineage: r.u64()?,
                     epochs: r.epochs()?,
+                    // A version 2 master's WELCOME ends with its epochs.
+                    master_epoch: match r.0.len() {
+                        0 => 0,
+                        _ => r.u32()?,
+                    },
                 })
             }
             other => Err(format!("unknown verdict {other}")),
@@ -422,12 +455,18 @@ mod tests {
             offset: 123_456,
             epochs: epochs(),
             slave_addr: "127.0.0.1:10921".into(),
+            master_epoch: 7,
         };
         let bytes = hello.encode();
         let len = handshake_len(bytes[..4].try_into().unwrap()).unwrap();
         assert_eq!(len, bytes.len() - 4);
         assert_eq!(Hello::decode(&bytes[4..]).unwrap(), hello);
         assert!(Hello::decode(&bytes[4..bytes.len() - 1]).is_err());
+        // A version 2 HELLO (no master epoch) still reads, as epoch 0.
+        let mut old = bytes[..bytes.len() - 4].to_vec();
+        old[8..10].copy_from_slice(&VERSION_NO_MASTER_EPOCH.to_be_bytes());
+        let read = Hello::decode(&old[4..]).unwrap();
+        assert_eq!((read.master_epoch, read.slave_addr), (0, hello.slave_addr));
     }
 
     #[test]
@@ -439,16 +478,31 @@ mod tests {
                 start: 777,
                 lineage: 9,
                 epochs: epochs(),
+                master_epoch: 3,
             },
             Welcome::Stream {
                 action: Action::Wipe,
                 start: 1 << 30,
                 lineage: 9,
                 epochs: Vec::new(),
+                master_epoch: 0,
             },
         ] {
             let bytes = welcome.encode();
             assert_eq!(Welcome::decode(&bytes[4..]).unwrap(), welcome);
+        }
+        // A version 2 master's WELCOME ends with its epochs: master epoch 0.
+        let bytes = Welcome::Stream {
+            action: Action::Continue,
+            start: 5,
+            lineage: 9,
+            epochs: epochs(),
+            master_epoch: 4,
+        }
+        .encode();
+        match Welcome::decode(&bytes[4..bytes.len() - 4]).unwrap() {
+            Welcome::Stream { master_epoch, .. } => assert_eq!(master_epoch, 0),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -462,6 +516,7 @@ mod tests {
             offset: 0,
             epochs: Vec::new(),
             slave_addr: "127.0.0.1:10921".into(),
+            master_epoch: 0,
         };
         let mut bytes = hello.encode();
         bytes[8..10].copy_from_slice(&VERSION_OLD_OFFSET_LAYOUT.to_be_bytes());
@@ -469,7 +524,7 @@ mod tests {
         assert!(err.contains("53-bit offset layout"), "{err}");
         assert!(err.contains("upgrade the slave"), "{err}");
         // What an older master answers a newer slave, as the slave logs it.
-        let from_old_master = "HA protocol version 2, this broker speaks 1";
+        let from_old_master = "HA protocol version 3, this broker speaks 1";
         let explained = explain_refusal(from_old_master);
         assert!(explained.contains("upgrade the master too"), "{explained}");
         assert_eq!(explain_refusal("segments differ"), "segments differ");

@@ -16,7 +16,7 @@ use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::history::History;
+use super::history::{stale_master, History};
 use super::proto::{Action, FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEADER_BYTES};
 use super::{read_handshake, read_within, within, HaOptions};
 use crate::runtime::{OffsetWatch, Shutdown};
@@ -106,6 +106,9 @@ pub struct Follower {
     last_error: RefCell<Option<String>>,
     /// Signs the HELLO when set (a master with ACL on requires it; see `ha::auth`).
     credentials: Option<crate::acl::Credentials>,
+    /// Controller mode: the agent's view (the newest master epoch it knows, and the fence the
+    /// controller puts on a replica before electing it).
+    controller: Option<std::sync::Arc<super::SyncStateView>>,
 }
 
 impl Follower {
@@ -115,6 +118,20 @@ impl Follower {
             credentials,
             ..self
         }
+    }
+
+    /// Controller mode: follows no master older than the newest master epoch `view` knows,
+    /// and acknowledges nothing while the controller has fenced this replica.
+    pub fn with_controller(self, view: Option<std::sync::Arc<super::SyncStateView>>) -> Follower {
+        Follower {
+            controller: view,
+            ..self
+        }
+    }
+
+    /// Whether the controller fenced this replica (it is about to be elected).
+    fn fenced(&self) -> bool {
+        self.controller.as_ref().is_some_and(|v| v.is_fenced())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -140,6 +157,7 @@ impl Follower {
             caught_up_at: Cell::new(Instant::now()),
             last_error: RefCell::new(None),
             credentials: None,
+            controller: None,
         }
     }
 
@@ -164,6 +182,15 @@ impl Follower {
             let Some(addr) = self.wait_for_master(&shutdown).await else {
                 return;
             };
+            // Fenced for an election: no link (nothing to acknowledge) until the agent lifts
+            // the fence (the election happened, or can no longer commit).
+            if self.fenced() {
+                self.note_error(&addr, "fenced by the controller for an election".into());
+                if !shutdown.sleep(BACKOFF_MIN).await {
+                    return;
+                }
+                continue;
+            }
             let session = self.session(&addr, &*host);
             let ended = future::or(async { Some(session.await) }, async {
                 shutdown.wait().await;
@@ -247,6 +274,7 @@ impl Follower {
             offset: store.written_offset(),
             epochs: history.epochs,
             slave_addr: self.slave_addr.clone(),
+            master_epoch: self.known_epoch(),
         };
         writer
             .write_all(&hello.encode_signed(self.credentials.as_ref(), wall_clock_ms()))
@@ -268,7 +296,16 @@ impl Follower {
                 start,
                 lineage,
                 epochs,
-            } => (action, start, lineage, epochs),
+                master_epoch,
+            } => {
+                // Controller mode: a master elected before the newest epoch this slave knows
+                // was replaced; obeying it (above all a cut of this log) would follow a
+                // history the new master does not have.
+                if let Some(why) = stale_master(master_epoch, self.known_epoch()) {
+                    return Err(fail(format!("not following a stale master: {why}")));
+                }
+                (action, start, lineage, epochs)
+            }
         };
         if action != Action::Continue {
             tracing::warn!(
@@ -365,6 +402,12 @@ impl Follower {
         let mut sent = None;
         loop {
             let now = watch.get();
+            // Checked before every acknowledgement, on this shard's thread: once the broker
+            // answered the controller's fence (after every shard ran past it), no
+            // acknowledgement leaves.
+            if self.fenced() {
+                return Err("fenced by the controller for an election: the link ends".into());
+            }
             if sent != Some(now) {
                 writer
                     .write_all(&now.to_be_bytes())
@@ -378,6 +421,13 @@ impl Follower {
                 None => sent = None, // heartbeat: report again
             }
         }
+    }
+}
+
+impl Follower {
+    /// The newest master epoch the agent knows (0 outside controller mode).
+    fn known_epoch(&self) -> u32 {
+        self.controller.as_ref().map_or(0, |v| v.known_epoch())
     }
 }
 

@@ -113,6 +113,10 @@ code_table! {
         CLEAN_BROKER_DATA = 1011,
         CONTROLLER_GET_NEXT_BROKER_ID = 1012,
         CONTROLLER_APPLY_BROKER_ID = 1013,
+        // ringmq's own (no Java code): the controller leader fences the replica it is about to
+        // elect (crate::controller::node), so that the old master acknowledges nothing once
+        // the election can commit.
+        RINGMQ_FENCE_REPLICA = 30001,
     }
 }
 

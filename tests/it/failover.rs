@@ -291,11 +291,29 @@ fn a_nameserver_with_an_embedded_controller_serves_routes_and_controller_codes()
         sss.contains("#MasterBrokerId\t1") && sss.contains("#SyncStateSetNums\t2"),
         "{sss}"
     );
-    let elected = admin(&["electMaster", "-a", &addr, "-c", "c", "-b", "b", "-i", "2"]);
-    assert!(
-        elected.contains("#MasterBrokerId\t2") && elected.contains("#MasterEpoch\t2"),
-        "{elected}"
-    );
+    // electMaster: broker 2 is not a real broker, so it cannot be fenced (the controller
+    // stops a candidate acknowledging its old master before electing it) and is not
+    // elected; the refusal says why. (Switches between real brokers: the failover tests.)
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args([
+            "admin",
+            "electMaster",
+            "-a",
+            &addr,
+            "-c",
+            "c",
+            "-b",
+            "b",
+            "-i",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("cannot fence candidate 2"), "{why}");
+    let sss = admin(&["getSyncStateSet", "-a", &addr, "-b", "b"]);
+    assert!(sss.contains("#MasterBrokerId\t1"), "{sss}");
     let config = admin(&["getControllerConfig", "-a", &addr]);
     assert!(config.contains("controllerDLegerGroup"), "{config}");
     let updated = admin(&[
@@ -454,6 +472,31 @@ struct FoCluster {
     b: FoBroker,
 }
 
+/// One nameserver with an embedded controller under `dir` (a single controller: no fault
+/// tolerance for the controller itself, which the three-controller test covers); its address.
+fn controller_namesrv(dir: &Path, rng: &mut Rng) -> (BrokerProcess, String) {
+    let port = free_port_triple(rng);
+    let ns_config = dir.join("namesrv.properties");
+    write_config(
+        &ns_config,
+        &format!(
+            "listenPort={port}\nkvConfigPath={}\nenableControllerInNamesrv=true\ncontrollerDLegerGroup=fo\n\
+             controllerDLegerPeers=n0-127.0.0.1:{}\ncontrollerDLegerSelfId=n0\ncontrollerStorePath={}\n\
+             scanNotActiveBrokerInterval=200\n",
+            dir.join("kv.json").display(),
+            port + 1,
+            dir.join("controller").display()
+        ),
+    );
+    let args = [
+        OsStr::new("namesrv"),
+        OsStr::new("-c"),
+        ns_config.as_os_str(),
+    ];
+    let namesrv = BrokerProcess::spawn(&args, dir.join("namesrv.log"));
+    (namesrv, format!("127.0.0.1:{port}"))
+}
+
 impl FoCluster {
     fn start() -> FoCluster {
         FoCluster::start_with(ALL_ACK)
@@ -462,28 +505,7 @@ impl FoCluster {
     fn start_with(extra: &str) -> FoCluster {
         let dir = tempfile::tempdir_in("/tmp").unwrap();
         let mut rng = Rng::seeded();
-        // One nameserver with an embedded controller (a single controller: no fault tolerance for
-        // the controller itself, which the three-controller test covers).
-        let port = free_port_triple(&mut rng);
-        let ns_config = dir.path().join("namesrv.properties");
-        write_config(
-            &ns_config,
-            &format!(
-                "listenPort={port}\nkvConfigPath={}\nenableControllerInNamesrv=true\ncontrollerDLegerGroup=fo\n\
-                 controllerDLegerPeers=n0-127.0.0.1:{}\ncontrollerDLegerSelfId=n0\ncontrollerStorePath={}\n\
-                 scanNotActiveBrokerInterval=200\n",
-                dir.path().join("kv.json").display(),
-                port + 1,
-                dir.path().join("controller").display()
-            ),
-        );
-        let args = [
-            OsStr::new("namesrv"),
-            OsStr::new("-c"),
-            ns_config.as_os_str(),
-        ];
-        let namesrv = BrokerProcess::spawn(&args, dir.path().join("namesrv.log"));
-        let ns = format!("127.0.0.1:{port}");
+        let (namesrv, ns) = controller_namesrv(dir.path(), &mut rng);
         let mut a = fo_broker(&dir.path().join("a"), &mut rng, &ns, 2000, extra);
         let mut b = fo_broker(&dir.path().join("b"), &mut rng, &ns, 2000, extra);
         a.start(&ns);
@@ -629,6 +651,47 @@ fn a_sync_master_killed_under_load_fails_over_to_its_in_sync_slave_losing_nothin
         text.matches("#Epoch: EpochEntry{epoch=2,").count(),
         2,
         "{text}"
+    );
+    // clusterList and the dashboard's cluster page show the switch: b as BID 0 with master
+    // epoch 2 and the SyncStateSet {1,2} at epoch 4 (1: a elected, 2: b joined, 3: b elected
+    // alone, 4: a rejoined).
+    let row_of_b = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args(["admin", "clusterList", "-n", &ns])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find(|l| l.contains(&b.addr()))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    eventually(
+        "clusterList to show b's switch",
+        Duration::from_secs(20),
+        || {
+            let row = row_of_b();
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            cells.get(2) == Some(&"0") && cells.ends_with(&["2", "{1,2}@4"])
+        },
+    );
+    let dashboard = crate::dashboard::TestDashboard::start(&ns);
+    let mut http = crate::dashboard::Http::new(&dashboard.base);
+    let cluster = http.get("/api/cluster");
+    let brokers = cluster["brokers"].as_array().unwrap();
+    let shown = |addr: &str| {
+        brokers
+            .iter()
+            .find(|x| x["addr"] == addr)
+            .map(|x| (x["brokerId"].clone(), x["masterEpoch"].clone()))
+    };
+    assert_eq!(shown(&b.addr()), Some((0.into(), "2".into())), "{cluster}");
+    assert_eq!(shown(&a.addr()).map(|s| s.1), Some("2".into()), "{cluster}");
+    let (status, _, page) = http.send("GET", "/", None);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Master epoch") && page.contains("{1,2}@4"),
+        "{page}"
     );
 }
 
@@ -1063,6 +1126,52 @@ impl Drop for Netns {
     }
 }
 
+/// Microseconds since the Unix epoch (what the controller's log lines carry).
+fn unix_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// The number after `key` in a log line (`committed_at_us=…`).
+fn field_us(line: &str, key: &str) -> Option<u128> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Sends a slave's HELLO for shard 0 of a 1-shard store with 64 MiB segments, knowing master
+/// epoch `known`, to the HA port (listen port + 1) of the broker at `broker`: the refusal's
+/// reason, or `None` when the master would stream.
+fn refused_hello(broker: &str, known: u32) -> Option<String> {
+    use ringmq::ha::proto::{handshake_len, Hello, Welcome};
+    use std::io::{Read, Write};
+    let (host, port) = broker.rsplit_once(':').unwrap();
+    let ha = format!("{host}:{}", port.parse::<u16>().unwrap() + 1);
+    let mut stream = std::net::TcpStream::connect(&ha).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let hello = Hello {
+        shard: 0,
+        shard_count: 1,
+        segment_bytes: 64 << 20,
+        lineage: 0,
+        offset: 0,
+        epochs: Vec::new(),
+        slave_addr: "test-slave:1".into(),
+        master_epoch: known,
+    };
+    stream.write_all(&hello.encode()).unwrap();
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).unwrap();
+    let mut body = vec![0u8; handshake_len(prefix).unwrap()];
+    stream.read_exact(&mut body).unwrap();
+    match Welcome::decode(&body).unwrap() {
+        Welcome::Refused(why) => Some(why),
+        Welcome::Stream { .. } => None,
+    }
+}
+
 /// Pulls every message of `topic`'s 4 queues from `addr`: per queue, the bodies in offset order.
 fn history_on(addr: &str, topic: &str) -> Vec<Vec<String>> {
     let mut conn = Connection::connect(addr, TIMEOUT).unwrap();
@@ -1088,10 +1197,13 @@ fn history_on(addr: &str, topic: &str) -> Vec<Vec<String>> {
 
 /// The master (a) is cut off from the controller (embedded in the nameserver, in its own
 /// network namespace) while the test's producer and the slave (b) still reach it. It keeps
-/// acknowledging until b is elected and stops following it; from then on it acknowledges
-/// nothing (b, in its SyncStateSet, no longer holds its messages), and b takes the sends. After
-/// healing, a follows b, cuts what it stored but never acknowledged, and both hold the same
-/// history with every acknowledged message.
+/// acknowledging until the controller fences b (b acknowledges nothing more to it); only then
+/// is b's election proposed and committed, so a's last SEND_OK comes before the commit (the
+/// controller logs the commit's time, the test its SEND_OKs', on the same clock) and a
+/// acknowledges nothing after. a, now stale, refuses a slave that knows the new master epoch
+/// (the HA handshake's epoch check), and b takes the sends. After healing, a follows b, cuts
+/// what it stored but never acknowledged, and both hold the same history with every
+/// acknowledged message.
 #[test]
 fn a_master_partitioned_from_the_controllers_stops_acknowledging_once_another_is_elected() {
     const TOPIC: &str = "PartTopic";
@@ -1140,13 +1252,7 @@ fn a_master_partitioned_from_the_controllers_stops_acknowledging_once_another_is
             ALL_ACK,
         );
         write_config(&config, &text);
-        let args = [
-            OsStr::new("broker"),
-            OsStr::new("-c"),
-            config.as_os_str(),
-            OsStr::new("-n"),
-            OsStr::new(&ns_addr),
-        ];
+        let args = broker_args(&config, &ns_addr);
         BrokerProcess::spawn_in(Some(net.name(i)), &args, home.join("broker.log"))
     };
     let _a = broker(0, "a");
@@ -1170,7 +1276,30 @@ fn a_master_partitioned_from_the_controllers_stops_acknowledging_once_another_is
 
     net.cut(0, 2, true);
     let cut = Instant::now();
-    let (mut a_acks, mut b_acks): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    // One thread sends to a back to back (a send every millisecond or so, so that a window
+    // of a few milliseconds in which a acknowledges after the election would show); this one
+    // sends to b every 20 ms until b acknowledged 20.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a_sender = {
+        let (a, stop) = (a.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            // Each SEND_OK: when it arrived (since the cut), when its request was sent and when
+            // its answer arrived (µs since the Unix epoch, the controller's clock), the body.
+            let mut acks: Vec<(Duration, u128, u128, String)> = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = format!("pa-{n}");
+                let sent_us = unix_us();
+                if send_ok(&a, TOPIC, n, &body) {
+                    acks.push((cut.elapsed(), sent_us, unix_us(), body));
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            acks
+        })
+    };
+    let mut b_acks: Vec<Duration> = Vec::new();
     let mut elected_at = None;
     let mut i = 50;
     while b_acks.len() < 20 {
@@ -1178,13 +1307,11 @@ fn a_master_partitioned_from_the_controllers_stops_acknowledging_once_another_is
             cut.elapsed() < Duration::from_secs(30),
             "no new master within 30 s of the partition"
         );
-        for (addr, acks) in [(&a, &mut a_acks), (&b, &mut b_acks)] {
-            let body = format!("p-{i}");
-            i += 1;
-            if send_ok(addr, TOPIC, i, &body) {
-                acks.push(cut.elapsed());
-                acked.push(body);
-            }
+        let body = format!("p-{i}");
+        i += 1;
+        if send_ok(&b, TOPIC, i, &body) {
+            b_acks.push(cut.elapsed());
+            acked.push(body);
         }
         if elected_at.is_none()
             && replica_info(&ns_addr).is_some_and(|r| r.ext("masterAddress") == Some(b.as_str()))
@@ -1193,6 +1320,11 @@ fn a_master_partitioned_from_the_controllers_stops_acknowledging_once_another_is
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let a_sent = a_sender.join().unwrap();
+    let a_acks: Vec<Duration> = a_sent.iter().map(|s| s.0).collect();
+    let last_a_us = a_sent.last().map(|s| (s.1, s.2));
+    acked.extend(a_sent.into_iter().map(|s| s.3));
     let (last_a, first_b) = (a_acks.last().copied(), b_acks[0]);
     eprintln!(
         "after the cut: a acknowledged {} sends, the last at {last_a:?}; the controller named b \
@@ -1203,6 +1335,53 @@ fn a_master_partitioned_from_the_controllers_stops_acknowledging_once_another_is
         last_a.is_none_or(|t| t < first_b),
         "the old master acknowledged after the new one did"
     );
+    // The controller fenced b, and only then proposed and committed b's election: the
+    // controller's log says when it had b's fence answer and when the election
+    // committed. A send that reaches a after b was fenced can never be acknowledged (a needs
+    // b's acknowledgement, and b sends none after its fence), so the last send a acknowledged
+    // was made before the controller had b's fence answer — before the election was proposed,
+    // let alone committed. Its SEND_OK may arrive a little after the fence answer (b's last
+    // acknowledgement, sent before it, still travels to a, and a's answer to the client, whose
+    // thread records the arrival when it is scheduled): printed, not asserted. (With the fence
+    // disabled this test fails — no fence —, and a's last SEND_OK arrived 2-32 ms after the
+    // commit in 4 of 6 such runs.)
+    let log = std::fs::read_to_string(dir.path().join("namesrv.log")).unwrap();
+    let logged_us = |what: &str, key: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .and_then(|l| field_us(l, key))
+            .unwrap_or_else(|| panic!("no {what:?} in the controller's log:\n{log}"))
+    };
+    // (b's election is master epoch 2, or 3 when a loaded machine first saw neither replica
+    // heartbeat and recorded the master's loss.)
+    let commit_us = log
+        .lines()
+        .find(|l| l.contains("new master elected") && l.contains(&format!("\"{b}\"")))
+        .and_then(|l| field_us(l, "committed_at_us="))
+        .unwrap_or_else(|| panic!("no commit of b's election in the controller's log:\n{log}"));
+    let us = |t: u128| t as i128;
+    if let Some((sent, arrived)) = last_a_us {
+        eprintln!(
+            "a's last acknowledged send: sent {} µs, its SEND_OK arrived {} µs before the commit",
+            us(commit_us) - us(sent),
+            us(commit_us) - us(arrived),
+        );
+    }
+    let fenced_us = logged_us("candidate fenced", "fenced_at_us=");
+    eprintln!(
+        "b's fence answered {} µs before the commit",
+        us(commit_us) - us(fenced_us)
+    );
+    assert!(fenced_us <= commit_us, "committed before the fence");
+    assert!(
+        last_a_us.is_none_or(|(sent, _)| sent < fenced_us),
+        "the old master acknowledged a send made after its slave was fenced ({last_a_us:?} µs, \
+         fence {fenced_us} µs, commit {commit_us} µs)"
+    );
+    // a is stale now: it refuses a slave that knows master epoch 2 (as b does), so it can never
+    // make a replica of the new master cut its log.
+    let why = refused_hello(&a, 2).expect("a stale master refuses a slave of a newer epoch");
+    assert!(why.contains("stale"), "{why}");
     // The cut-off master acknowledges nothing more.
     let quiet = Instant::now();
     while quiet.elapsed() < Duration::from_secs(2) {
@@ -1387,4 +1566,154 @@ fn a_sync_state_set_below_min_in_sync_replicas_gets_no_send_ok() {
         Ok(s) => assert_eq!(s.code, resp::SLAVE_NOT_AVAILABLE, "{s:?}"),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// `broker -c CONFIG -n NAMESRV`.
+fn broker_args<'a>(config: &'a Path, namesrv: &'a str) -> [&'a OsStr; 5] {
+    [
+        OsStr::new("broker"),
+        OsStr::new("-c"),
+        config.as_os_str(),
+        OsStr::new("-n"),
+        OsStr::new(namesrv),
+    ]
+}
+
+/// A server process expected not to boot (or not to get far): its stderr in `log`; killed (by
+/// its own PID) and reaped on drop.
+struct Unbooted {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Unbooted {
+    fn spawn(args: &[&OsStr], log: std::path::PathBuf) -> Unbooted {
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("RINGMQ_LOG_DIR", "none")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Unbooted { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status if it exits within `limit`.
+    fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Unbooted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A broker whose `controllerAddr` does not answer says which address and keeps trying (a
+/// controller may come up later) instead of starting in a role nobody gave it.
+#[test]
+fn a_broker_whose_controller_does_not_answer_names_it_and_keeps_trying() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let mut rng = Rng::seeded();
+    let dead = format!("127.0.0.1:{}", free_port_triple(&mut rng));
+    let port = free_port_triple(&mut rng);
+    let config = dir.path().join("broker.properties");
+    let text = fo_properties(
+        "127.0.0.1",
+        port,
+        &dir.path().join("store"),
+        &dead,
+        2000,
+        ALL_ACK,
+    );
+    write_config(&config, &text);
+    let args = broker_args(&config, &dead);
+    let mut broker = Unbooted::spawn(&args, dir.path().join("broker.log"));
+    eventually(
+        "the broker to name the controller that does not answer",
+        Duration::from_secs(15),
+        || {
+            let log = broker.log();
+            log.contains("cannot register with the controller yet")
+                && log.contains(&format!("{dead} does not answer"))
+        },
+    );
+    assert!(
+        broker.exited_within(Duration::from_millis(300)).is_none(),
+        "it keeps trying:\n{}",
+        broker.log()
+    );
+    assert!(!broker.log().contains("boot success"));
+}
+
+/// A replica with another shard count than its master is refused by the master's HA handshake,
+/// which names both counts in the replica's log, and never joins the SyncStateSet; a store
+/// that holds a replica of group "fo" started with another brokerName is refused at start-up
+/// naming both names (it would otherwise register as a new group's replica).
+#[test]
+fn a_replica_that_does_not_match_its_group_is_refused_naming_what_differs() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let mut rng = Rng::seeded();
+    let (_namesrv, ns) = controller_namesrv(dir.path(), &mut rng);
+    let mut a = fo_broker(&dir.path().join("a"), &mut rng, &ns, 2000, ALL_ACK);
+    a.start(&ns);
+    eventually("a to be elected", Duration::from_secs(20), || {
+        replica_info(&ns).is_some_and(|i| i.ext("masterAddress") == Some(a.addr().as_str()))
+    });
+    let mut b = RestartableBroker::new(&dir.path().join("b"), &mut rng, |port, store| {
+        fo_properties("127.0.0.1", port, store, &ns, 2000, ALL_ACK)
+            .replace("shardCount=1", "shardCount=2")
+    });
+    b.start(&ns);
+    let b_log = b.process().log.clone();
+    eventually(
+        "b to log the master's refusal",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&b_log)
+                .unwrap_or_default()
+                .contains("the master runs 1 shard(s), the slave 2: give both the same shardCount")
+        },
+    );
+    let info = replica_info(&ns).unwrap();
+    assert_eq!(
+        &info.body[..],
+        br#"{"syncStateSet":[1],"syncStateSetEpoch":1}"#,
+        "b never joins the SyncStateSet"
+    );
+    // b's store holds replica 2 of "fo": started as brokerName=other, it is refused.
+    b.process = None;
+    let text = std::fs::read_to_string(&b.config)
+        .unwrap()
+        .replace("brokerName=fo", "brokerName=other");
+    write_config(&b.config, &text);
+    let args = broker_args(&b.config, &ns);
+    let mut other = Unbooted::spawn(&args, dir.path().join("other.log"));
+    let status = other
+        .exited_within(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("it did not stop:\n{}", other.log()));
+    assert!(!status.success());
+    let log = other.log();
+    assert!(
+        log.contains("replica 2 of broker group fo") && log.contains("brokerName is other"),
+        "{log}"
+    );
 }

@@ -68,6 +68,7 @@ impl Shard {
             // Controller mode (crate::broker::replication).
             req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
             req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
+            req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
             code if relay::handles(code) => self.relay(origin, &command).await,
             code if admin::handles(code) => self.admin(&command).await,
             code => Err((
