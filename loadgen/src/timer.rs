@@ -1,9 +1,12 @@
 //! `loadgen timer`: timer messages (RocketMQ 5's `TIMER_DELIVER_MS`) against one broker.
-//! Sends `--count` timers all due at the same whole second (`--lead-s` ahead), measures the
-//! broker's CPU (utime+stime from /proc/PID/stat) over `--idle-s` while they wait and nothing is
-//! due, then, once they came due, pulls every queue and reports the delivery lateness of each
-//! copy (its store timestamp minus the asked time: p50/p99/max, and the spread), what came
-//! twice or not at all, and the broker's VmRSS (with the timers pending, and the peak).
+//! Sends `--count` timers all due at the same whole second (`--lead-s` ahead; with
+//! `--spread-s N` spread evenly over the N whole seconds from there), measures the broker's CPU
+//! (utime+stime from /proc/PID/stat) over `--idle-s` while they wait and nothing is due, then,
+//! once they came due, pulls every queue and reports the delivery lateness of each copy (its
+//! store timestamp minus the asked time: p50/p99/max, and the spread), what came twice or not
+//! at all, and the broker's VmRSS (with the timers pending, and the peak). `--pending-only`
+//! stops after the idle measurement (memory and idle CPU with millions pending, without
+//! waiting for them).
 //! Blocking sockets through `ringmq::client`, one thread per sender; the broker's clock and
 //! ours are the same machine's.
 
@@ -50,6 +53,19 @@ pub struct TimerArgs {
     /// Body bytes.
     #[arg(short = 's', long, default_value_t = 128)]
     pub size: usize,
+    /// Spread the due times evenly over this many whole seconds from the first (0: all due in
+    /// the same second).
+    #[arg(long, default_value_t = 0)]
+    pub spread_s: u64,
+    /// Stop after the idle measurement, leaving the timers pending.
+    #[arg(long)]
+    pub pending_only: bool,
+}
+
+/// When timer `id` of `count` is due: the first due second plus its share of the spread.
+fn due_of(args: &TimerArgs, first_ms: i64, id: u64) -> u64 {
+    let second = (id as u128 * args.spread_s as u128 / args.count.max(1) as u128) as i64;
+    (first_ms + second * 1_000) as u64
 }
 
 fn now_ms() -> i64 {
@@ -100,9 +116,10 @@ pub fn main(argv: impl IntoIterator<Item = String>) -> Result<(), String> {
     }
     let due_ms = (now_ms() / 1_000 + args.lead_s as i64) * 1_000;
     println!(
-        "sending {} timers due at {due_ms} ({} s ahead), {} senders; broker {}",
+        "sending {} timers due at {due_ms} ({} s ahead, spread over {} s), {} senders; broker {}",
         args.count,
         args.lead_s,
+        args.spread_s.max(1),
         args.senders,
         sample(args.pid)
     );
@@ -128,7 +145,10 @@ pub fn main(argv: impl IntoIterator<Item = String>) -> Result<(), String> {
                 for id in (s..args.count).step_by(args.senders as usize) {
                     let q = (id % args.queues as u64) as i32;
                     let r = conn
-                        .send_message("loadgen-timer", &message(&args, q, id, due_ms as u64))
+                        .send_message(
+                            "loadgen-timer",
+                            &message(&args, q, id, due_of(&args, due_ms, id)),
+                        )
                         .map_err(|e| format!("timer {id}: {e}"))?;
                     ok += u64::from(r.code == response::SUCCESS);
                 }
@@ -162,7 +182,17 @@ pub fn main(argv: impl IntoIterator<Item = String>) -> Result<(), String> {
         args.idle_s,
         sample(args.pid)
     );
-    let wait = (due_ms - now_ms()).max(0) as u64;
+    if args.pending_only {
+        stop.store(true, Ordering::Relaxed);
+        let _ = sampler.join();
+        println!(
+            "broker peak VmRSS {:.1} MiB; {acked} timers left pending",
+            peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
+        );
+        return Ok(());
+    }
+    let last_due = due_of(&args, due_ms, args.count.saturating_sub(1)) as i64;
+    let wait = (last_due - now_ms()).max(0) as u64;
     let cpu_due = cpu_ms(args.pid);
     std::thread::sleep(Duration::from_millis(wait + 5_000));
     let cpu_delivery = cpu_ms(args.pid) - cpu_due;

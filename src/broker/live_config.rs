@@ -37,7 +37,7 @@ pub const RUNTIME_KEYS: [(&str, &str); 13] = [
         "enablePropertyFilter",
         "the next CHECK_CLIENT_CONFIG, heartbeat and pull",
     ),
-    ("autoCreateSubscriptionGroup", "the next heartbeat"),
+    ("autoCreateSubscriptionGroup", "the next heartbeat and pull"),
     (
         "notifyConsumerIdsChangedEnable",
         "the next change of a group's members",

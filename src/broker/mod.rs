@@ -355,6 +355,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
                 .collect(),
         ),
         subscriptions: RefCell::new(HashMap::new()),
+        groups_seen: RefCell::new(HashMap::new()),
         offsets: RefCell::new(offsets),
         connections: RefCell::new(HashMap::new()),
         control,

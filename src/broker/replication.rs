@@ -627,6 +627,16 @@ impl Shard {
                     config: config.clone(),
                 })
                 .await;
+                if config.is_none() {
+                    // Deleted on the master (DELETE_TOPIC_IN_BROKER): its queues, offsets and
+                    // statistics go here too, so the slave stops serving it and a topic made
+                    // again under the name starts at offset 0 here as on the master.
+                    match self.delete_topic_data(&name).await {
+                        Ok(()) => tracing::info!(topic = name, "topic deleted on the master"),
+                        Err(e) => tracing::warn!(topic = name, error = %e,
+                            "the master deleted a topic; its data here is not all deleted"),
+                    }
+                }
             }
         }
         let offsets: ConsumerOffsetTable = lenient::from_slice(
@@ -648,6 +658,7 @@ impl Shard {
         .map_err(|e| bad("subscription groups", e))?;
         if groups.data_version() != control.groups.borrow().data_version() {
             *control.groups.borrow_mut() = groups;
+            self.groups_changed().await;
             let job = control.groups_file.job(&*control.groups.borrow());
             job.map_err(|e| e.to_string())?
                 .run()

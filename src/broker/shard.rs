@@ -95,6 +95,11 @@ pub enum MeshRequest {
     GetSubscriptions { group: String },
     /// To the control shard: make sure a group topic (retry, DLQ) exists.
     EnsureGroupTopic { name: String, queues: i32 },
+    /// To the control shard: a subscription group a pull names, auto-created when
+    /// `autoCreateSubscriptionGroup` allows (answered with [`MeshResponse::Group`]).
+    FindGroup { group: String },
+    /// From the control shard: subscription groups changed; forget the ones known.
+    GroupsChanged,
     /// A slave's HA connection for the receiving shard (a duplicated descriptor it now owns).
     HaLink {
         fd: i32,
@@ -126,6 +131,8 @@ pub enum MeshResponse {
     Channel(Option<ChannelId>),
     Ha(crate::broker::replication::HaStatus),
     Invoked(Result<RemotingCommand, crate::net::invoke::InvokeError>),
+    /// A subscription group's `consumeEnable`; `None`: no such group.
+    Group(Option<bool>),
 }
 
 /// State that lives only on the control shard.
@@ -147,6 +154,9 @@ pub struct Shard {
     pub mesh: OnceCell<Rc<ShardMesh<MeshRequest, MeshResponse>>>,
     /// Replica of the control shard's topic table.
     pub topics: RefCell<HashMap<String, TopicConfig>>,
+    /// Subscription groups pulls named that the control shard has, with their
+    /// `consumeEnable` (forgotten when the control shard's groups change).
+    pub groups_seen: RefCell<HashMap<String, bool>>,
     /// Replica of consumer subscriptions: group → topic → subscription.
     pub subscriptions: RefCell<HashMap<String, HashMap<String, SubscriptionData>>>,
     /// Committed offsets of the queues this shard owns.
@@ -428,6 +438,14 @@ impl Shard {
             MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
                 self.ensure_control_topic(&name, queues),
             )),
+            MeshRequest::FindGroup { group } => {
+                let found = self.find_control_group(&group);
+                Some(MeshResponse::Group(found.map(|g| g.consume_enable)))
+            }
+            MeshRequest::GroupsChanged => {
+                self.groups_seen.borrow_mut().clear();
+                Some(MeshResponse::Group(None))
+            }
             MeshRequest::HaLink { fd, hello } => {
                 crate::broker::replication::adopt_ha_link(&self, fd, hello);
                 None

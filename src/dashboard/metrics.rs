@@ -1,32 +1,31 @@
 //! `/metrics`: the Prometheus text exposition format (version 0.0.4) with rocketmq-exporter's
 //! metric and label names, so Grafana dashboards built on the exporter keep working. Rendered
-//! from the sampler's newest [`Snapshot`]; the TPS figures the exporter reads from the brokers'
-//! per-topic statistics (VIEW_BROKER_STATS_DATA, which ringmq does not keep) are rates of the
-//! offsets over the snapshots of the last minute instead.
+//! from the sampler's newest [`Snapshot`]; the producer and consumer TPS and message-size
+//! gauges are the masters' own statistics (VIEW_BROKER_STATS_DATA TOPIC_PUT_NUMS / _SIZE and
+//! GROUP_GET_NUMS / _SIZE, `statsMinute.tps`), read as the exporter reads them.
 //!
 //! Exported (labels as the exporter's): `rocketmq_broker_tps` / `_qps` {cluster, brokerIP,
-//! broker}; `rocketmq_producer_offset`, `rocketmq_producer_tps` {cluster, broker, topic};
-//! `rocketmq_topic_retry_offset` {cluster, broker, topic}; `rocketmq_topic_dlq_offset`
-//! {cluster, broker, group}; `rocketmq_consumer_offset`, `rocketmq_consumer_tps`,
+//! broker}; `rocketmq_producer_offset`, `rocketmq_producer_tps`,
+//! `rocketmq_producer_message_size` {cluster, broker, topic}; `rocketmq_topic_retry_offset`
+//! {cluster, broker, topic}; `rocketmq_topic_dlq_offset` {cluster, broker, group};
+//! `rocketmq_consumer_offset`, `rocketmq_consumer_tps`, `rocketmq_consumer_message_size`,
 //! `rocketmq_group_get_latency_by_storetime` {cluster, broker, topic, group};
 //! `rocketmq_group_diff` {group, topic, countOfOnlineConsumers, msgModel}; `rocketmq_group_count`
 //! {caddr, localaddr, group}; and `rocketmq_brokeruntime_*` {cluster, brokerIP, brokerHost, des,
-//! boottime, broker_version} for every runtime figure ringmq reports. Not exported:
-//! `rocketmq_producer_message_size` and `rocketmq_consumer_message_size` (no per-topic byte
-//! counters in ringmq), the client runtime metrics (GET_CONSUMER_RUNTIME_INFO is not served) and
+//! boottime, broker_version} for every runtime figure ringmq reports. Not exported: the client
+//! runtime metrics (`rocketmq_client_*`, from GET_CONSUMER_RUNNING_INFO of every client) and
 //! the thread-pool and put-latency-distribution gauges (ringmq has neither).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::sampler::{rate, Snapshot};
+use super::sampler::Snapshot;
+use crate::broker::stats::{GROUP_GET_NUMS, GROUP_GET_SIZE, TOPIC_PUT_NUMS, TOPIC_PUT_SIZE};
 
 use crate::names::{
     DLQ_GROUP_TOPIC_PREFIX as DLQ_PREFIX, RETRY_GROUP_TOPIC_PREFIX as RETRY_PREFIX,
 };
-/// The window of the rates (the exporter's `statsMinute`).
-const RATE_WINDOW_MS: i64 = 60_000;
 
 /// A label value as the exposition format wants it: `\`, `"` and line feeds escaped.
 pub fn escape_label_value(value: &str) -> String {
@@ -96,8 +95,8 @@ pub fn render(history: &[Arc<Snapshot>]) -> String {
         return out.finish();
     };
     brokers(&mut out, snap);
-    topics(&mut out, snap, history);
-    groups(&mut out, snap, history);
+    topics(&mut out, snap);
+    groups(&mut out, snap);
     broker_runtime(&mut out, snap);
     out.gauge(
         "ringmq_dashboard_snapshot_errors",
@@ -136,9 +135,15 @@ fn topic_offsets(snap: &Snapshot) -> BTreeMap<(String, String), i64> {
     all
 }
 
-fn topics(out: &mut Exposition, snap: &Snapshot, history: &[Arc<Snapshot>]) {
-    let rates = rate(history, RATE_WINDOW_MS, topic_offsets);
-    let (mut offset, mut tps, mut retry, mut dlq) = (vec![], vec![], vec![], vec![]);
+/// A statistics rate of the snapshot (`None`: the broker's statistics were not read).
+fn stat(snap: &Snapshot, broker: &str, name: &str, key: &str) -> Option<f64> {
+    let k = (broker.to_string(), name.to_string(), key.to_string());
+    snap.stats.get(&k).copied()
+}
+
+fn topics(out: &mut Exposition, snap: &Snapshot) {
+    let (mut offset, mut tps, mut size) = (vec![], vec![], vec![]);
+    let (mut retry, mut dlq) = (vec![], vec![]);
     for ((broker, topic), max) in topic_offsets(snap) {
         let cluster = snap.cluster_of(&broker).to_string();
         let labels = |last: (&'static str, String)| {
@@ -153,14 +158,22 @@ fn topics(out: &mut Exposition, snap: &Snapshot, history: &[Arc<Snapshot>]) {
         } else if topic.starts_with(RETRY_PREFIX) {
             retry.push((labels(("topic", topic.clone())), max as f64));
         } else {
-            let key = (broker.clone(), topic.clone());
-            let r = rates.get(&key).copied().unwrap_or(0.0);
-            tps.push((labels(("topic", topic.clone())), r));
+            if let Some(r) = stat(snap, &broker, TOPIC_PUT_NUMS, &topic) {
+                tps.push((labels(("topic", topic.clone())), r));
+            }
+            if let Some(r) = stat(snap, &broker, TOPIC_PUT_SIZE, &topic) {
+                size.push((labels(("topic", topic.clone())), r));
+            }
             offset.push((labels(("topic", topic.clone())), max as f64));
         }
     }
     out.gauge("rocketmq_producer_offset", "TopicOffset", &offset);
     out.gauge("rocketmq_producer_tps", "TopicPutNums", &tps);
+    out.gauge(
+        "rocketmq_producer_message_size",
+        "TopicPutMessageSize",
+        &size,
+    );
     out.gauge("rocketmq_topic_retry_offset", "TopicRetryOffset", &retry);
     out.gauge("rocketmq_topic_dlq_offset", "TopicDLQOffset", &dlq);
 }
@@ -181,8 +194,7 @@ fn consumer_offsets(snap: &Snapshot) -> BTreeMap<(String, String, String), i64> 
     all
 }
 
-fn groups(out: &mut Exposition, snap: &Snapshot, history: &[Arc<Snapshot>]) {
-    let rates = rate(history, RATE_WINDOW_MS, consumer_offsets);
+fn groups(out: &mut Exposition, snap: &Snapshot) {
     let labels = |broker: &str, topic: &str, group: &str| {
         vec![
             ("cluster", snap.cluster_of(broker).to_string()),
@@ -191,14 +203,16 @@ fn groups(out: &mut Exposition, snap: &Snapshot, history: &[Arc<Snapshot>]) {
             ("group", group.to_string()),
         ]
     };
-    let (mut offset, mut tps) = (vec![], vec![]);
+    let (mut offset, mut tps, mut size) = (vec![], vec![], vec![]);
     for ((broker, topic, group), sum) in consumer_offsets(snap) {
-        let r = rates
-            .get(&(broker.clone(), topic.clone(), group.clone()))
-            .copied()
-            .unwrap_or(0.0);
+        let key = format!("{topic}@{group}");
+        if let Some(r) = stat(snap, &broker, GROUP_GET_NUMS, &key) {
+            tps.push((labels(&broker, &topic, &group), r));
+        }
+        if let Some(r) = stat(snap, &broker, GROUP_GET_SIZE, &key) {
+            size.push((labels(&broker, &topic, &group), r));
+        }
         offset.push((labels(&broker, &topic, &group), sum as f64));
-        tps.push((labels(&broker, &topic, &group), r));
     }
     out.gauge(
         "rocketmq_consumer_offset",
@@ -206,6 +220,11 @@ fn groups(out: &mut Exposition, snap: &Snapshot, history: &[Arc<Snapshot>]) {
         &offset,
     );
     out.gauge("rocketmq_consumer_tps", "GroupGetNums", &tps);
+    out.gauge(
+        "rocketmq_consumer_message_size",
+        "GroupGetMessageSize",
+        &size,
+    );
     let (mut diff, mut count, mut latency) = (vec![], vec![], vec![]);
     for g in &snap.groups {
         let s = &g.summary;

@@ -2,12 +2,14 @@
 //! [`Snapshot`] (each broker's runtime table, each topic's offsets per broker, each consumer
 //! group's clients, progress and lag) and keeps the last ones in a ring ([`History`], ten
 //! minutes by default). Charts are drawn from the ring, and `/metrics` is rendered from the
-//! newest snapshot, with rates (producer and consumer TPS) from the offsets of the older ones.
+//! newest snapshot; the producer and consumer TPS and byte rates come from each master's own
+//! statistics (VIEW_BROKER_STATS_DATA, the minute figures, as rocketmq-exporter reads them).
 //! A part of the cluster that cannot be read is left out of a snapshot and named in its
 //! `errors`; the rest is kept.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::admin::cluster::{broker_runtimes, Member};
 use crate::admin::group::{
@@ -18,6 +20,13 @@ use crate::admin::output::now_ms;
 use crate::admin::query::message_at;
 use crate::admin::topic::{route, topic_names, topic_queues};
 use crate::admin::Common;
+use crate::broker::stats::{GROUP_GET_NUMS, GROUP_GET_SIZE, TOPIC_PUT_NUMS, TOPIC_PUT_SIZE};
+use crate::client::Connection;
+use crate::protocol::lenient;
+use crate::remoting::{request, response, RemotingCommand};
+
+/// Connect timeout of the statistics reads.
+const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One broker and its GET_BROKER_RUNTIME_INFO table (empty, with `error`, when unreadable).
 #[derive(Debug, Clone)]
@@ -83,6 +92,11 @@ pub struct Snapshot {
     pub brokers: Vec<BrokerState>,
     pub topics: Vec<TopicState>,
     pub groups: Vec<GroupState>,
+    /// Per-second rates over the last minute from the masters' statistics
+    /// (VIEW_BROKER_STATS_DATA `statsMinute.tps`), by (broker name, stats name, stats key):
+    /// TOPIC_PUT_NUMS / TOPIC_PUT_SIZE of every topic, GROUP_GET_NUMS / GROUP_GET_SIZE of every
+    /// `topic@group` with progress. An item the broker never counted is 0.
+    pub stats: BTreeMap<(String, String, String), f64>,
     /// What could not be read.
     pub errors: Vec<String>,
 }
@@ -164,7 +178,80 @@ pub fn collect(common: &Common) -> Snapshot {
     let order: Vec<&String> = summaries.iter().map(|s| &s.group).collect();
     snap.groups
         .sort_by_key(|g| order.iter().position(|o| **o == g.summary.group));
+    broker_stats(&mut snap);
     snap
+}
+
+/// The statistics items the exporter reads, per broker name: every topic's put figures on
+/// each broker holding it, and every group's get figures on each broker it has progress on.
+fn wanted_stats(snap: &Snapshot) -> BTreeMap<String, BTreeSet<(&'static str, String)>> {
+    let mut wanted: BTreeMap<String, BTreeSet<(&'static str, String)>> = BTreeMap::new();
+    for t in &snap.topics {
+        for b in &t.brokers {
+            let items = wanted.entry(b.broker_name.clone()).or_default();
+            items.insert((TOPIC_PUT_NUMS, t.topic.clone()));
+            items.insert((TOPIC_PUT_SIZE, t.topic.clone()));
+        }
+    }
+    for g in &snap.groups {
+        for q in g.progress.iter().flat_map(|p| &p.queues) {
+            let key = format!("{}@{}", q.topic, g.summary.group);
+            let items = wanted.entry(q.broker_name.clone()).or_default();
+            items.insert((GROUP_GET_NUMS, key.clone()));
+            items.insert((GROUP_GET_SIZE, key));
+        }
+    }
+    wanted
+}
+
+/// Reads [`Snapshot::stats`] from each master (one connection per master).
+fn broker_stats(snap: &mut Snapshot) {
+    for (broker, items) in wanted_stats(snap) {
+        let Some(addr) = snap.master_addr(&broker).map(str::to_string) else {
+            continue;
+        };
+        let read = || -> Result<(), String> {
+            let mut conn = Connection::connect(&addr, STATS_TIMEOUT).map_err(|e| e.to_string())?;
+            for (name, key) in items {
+                let tps = minute_tps(&mut conn, name, &key)?;
+                snap.stats
+                    .insert((broker.clone(), name.to_string(), key), tps);
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            snap.errors
+                .push(format!("statistics of broker {broker} ({addr}): {e}"));
+        }
+    }
+}
+
+/// VIEW_BROKER_STATS_DATA of one item: its `statsMinute.tps`; 0 for an item the broker never
+/// counted (Java's SYSTEM_ERROR "The stats <…> <…> not exist").
+fn minute_tps(conn: &mut Connection, name: &str, key: &str) -> Result<f64, String> {
+    let cmd = RemotingCommand::request(request::VIEW_BROKER_STATS_DATA)
+        .with_ext("statsName", name)
+        .with_ext("statsKey", key);
+    let reply = conn.invoke(cmd).map_err(|e| e.to_string())?;
+    match reply.code {
+        response::SUCCESS => {
+            let data: serde_json::Value = lenient::from_slice(&reply.body)
+                .map_err(|e| format!("VIEW_BROKER_STATS_DATA {name} {key}: {e}"))?;
+            Ok(data["statsMinute"]["tps"].as_f64().unwrap_or(0.0))
+        }
+        response::SYSTEM_ERROR
+            if reply
+                .remark
+                .as_deref()
+                .is_some_and(|r| r.ends_with("not exist")) =>
+        {
+            Ok(0.0)
+        }
+        code => Err(format!(
+            "VIEW_BROKER_STATS_DATA {name} {key} answered {code}: {}",
+            reply.remark.unwrap_or_default()
+        )),
+    }
 }
 
 fn topic_state(common: &Common, topic: &str) -> Result<TopicState, crate::admin::AdminError> {
@@ -235,65 +322,51 @@ impl History {
     }
 }
 
-/// Per second between the oldest of `snapshots` within `window_ms` of the newest and the
-/// newest, of the counter `value` reads (a key missing in either gives 0).
-pub fn rate<K: Ord>(
-    snapshots: &[Arc<Snapshot>],
-    window_ms: i64,
-    value: impl Fn(&Snapshot) -> BTreeMap<K, i64>,
-) -> BTreeMap<K, f64> {
-    let Some(newest) = snapshots.last() else {
-        return BTreeMap::new();
-    };
-    let base = snapshots
-        .iter()
-        .find(|s| newest.at_ms - s.at_ms <= window_ms)
-        .filter(|s| s.at_ms < newest.at_ms);
-    let now = value(newest);
-    let Some(base) = base else {
-        return now.into_keys().map(|k| (k, 0.0)).collect();
-    };
-    let then = value(base);
-    let seconds = (newest.at_ms - base.at_ms) as f64 / 1000.0;
-    now.into_iter()
-        .map(|(k, v)| {
-            let delta = then.get(&k).map_or(0, |old| (v - old).max(0));
-            (k, delta as f64 / seconds)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn snap(at_ms: i64, offset: i64) -> Arc<Snapshot> {
-        Arc::new(Snapshot {
-            at_ms,
+    #[test]
+    fn the_exporters_items_are_read_per_broker() {
+        let snap = Snapshot {
             topics: vec![TopicState {
                 topic: "T".into(),
                 brokers: vec![TopicOnBroker {
                     broker_name: "b".into(),
-                    max_offset: offset,
+                    max_offset: 3,
                     last_update: 0,
                 }],
             }],
+            groups: vec![GroupState {
+                summary: group_summary("g", None, None),
+                progress: Some(Progress {
+                    group: "g".into(),
+                    queues: vec![crate::admin::group::QueueProgress {
+                        topic: "T".into(),
+                        broker_name: "c".into(),
+                        queue_id: 0,
+                        broker_offset: 3,
+                        consumer_offset: 1,
+                        diff: 2,
+                        last_timestamp: 0,
+                    }],
+                    consume_tps: 0.0,
+                    diff_total: 2,
+                }),
+                connection: None,
+                latency_ms: BTreeMap::new(),
+            }],
             ..Snapshot::default()
-        })
-    }
-
-    fn offsets(s: &Snapshot) -> BTreeMap<String, i64> {
-        let t = &s.topics[0];
-        [(t.topic.clone(), t.brokers[0].max_offset)].into()
-    }
-
-    #[test]
-    fn rates_come_from_the_oldest_snapshot_in_the_window() {
-        let all = [snap(0, 0), snap(10_000, 100), snap(20_000, 300)];
-        assert_eq!(rate(&all, 60_000, offsets)["T"], 15.0);
-        assert_eq!(rate(&all, 10_000, offsets)["T"], 20.0);
-        assert_eq!(rate(&all[..1], 60_000, offsets)["T"], 0.0);
-        assert!(rate(&[], 60_000, offsets).is_empty());
+        };
+        let wanted = wanted_stats(&snap);
+        let items = |b: &str| -> Vec<(&str, &str)> {
+            wanted[b].iter().map(|(n, k)| (*n, k.as_str())).collect()
+        };
+        assert_eq!(items("b"), [(TOPIC_PUT_NUMS, "T"), (TOPIC_PUT_SIZE, "T")]);
+        assert_eq!(
+            items("c"),
+            [(GROUP_GET_NUMS, "T@g"), (GROUP_GET_SIZE, "T@g")]
+        );
     }
 
     #[test]

@@ -626,6 +626,7 @@ fn metrics_parse_with_exporter_names(http: &mut Http, broker: &TestBroker) {
     .collect();
     assert_eq!(offset.labels, expect);
     assert!(sample(&samples, "rocketmq_producer_tps", &[("topic", TOPIC)]).is_some());
+    stats_gauges_are_the_brokers_statistics(http, broker);
     let group = [("group", GROUP), ("topic", TOPIC)];
     let diff = sample(&samples, "rocketmq_group_diff", &group).expect("rocketmq_group_diff");
     assert_eq!((diff.value, diff.labels["msgModel"].as_str()), (0.0, "1"));
@@ -661,6 +662,34 @@ fn metrics_parse_with_exporter_names(http: &mut Http, broker: &TestBroker) {
         &runtime,
     );
     assert!(put.unwrap().value >= 1.0, "{put:?}");
+}
+
+/// The producer and consumer TPS and size gauges are the broker's own statistics
+/// (VIEW_BROKER_STATS_DATA), not offsets: a pull that commits nothing moves the consumer's
+/// gauges while its offset stays where it was.
+fn stats_gauges_are_the_brokers_statistics(http: &mut Http, broker: &TestBroker) {
+    let mut conn = broker.connection();
+    let mut pulled = 0;
+    for q in 0..8 {
+        if let Ok(r) = conn.pull(GROUP, TOPIC, q, 0, 32, "*", 0) {
+            pulled += r.messages.len();
+        }
+    }
+    assert!(pulled >= 1, "the topic's message was not pulled");
+    let topic = [("topic", TOPIC)];
+    let group = [("group", GROUP), ("topic", TOPIC)];
+    wait_until("the statistics gauges", Duration::from_secs(10), || {
+        let (_, _, text) = http.send("GET", "/metrics", None);
+        let (samples, _) = parse_exposition(&text);
+        let value =
+            |name: &str, with: &[(&str, &str)]| sample(&samples, name, with).map(|s| s.value);
+        let moved = value("rocketmq_producer_tps", &topic)? > 0.0
+            && value("rocketmq_producer_message_size", &topic)? > 0.0
+            && value("rocketmq_consumer_tps", &group)? > 0.0
+            && value("rocketmq_consumer_message_size", &group)? > 0.0;
+        let offset_stayed = value("rocketmq_consumer_offset", &group)? == 1.0;
+        (moved && offset_stayed).then_some(())
+    });
 }
 
 fn pages_render_html(http: &mut Http, msg_id: &str) {

@@ -227,3 +227,16 @@ pub fn wait_for_message(
     }
     None
 }
+
+/// UPDATE_AND_CREATE_TOPIC of `topic` with `queues` read and write queues, read-write.
+pub fn create_topic(conn: &mut Connection, topic: &str, queues: i32) {
+    let queues = queues.to_string();
+    let cmd = ringmq::remoting::RemotingCommand::request(
+        ringmq::remoting::request::UPDATE_AND_CREATE_TOPIC,
+    )
+    .with_ext("topic", topic)
+    .with_ext("readQueueNums", queues.as_str())
+    .with_ext("writeQueueNums", queues.as_str())
+    .with_ext("perm", "6");
+    conn.call(cmd).expect("topic created");
+}

@@ -21,6 +21,7 @@ mod disk_full;
 mod failover;
 mod go_client;
 mod golden;
+mod group_autocreate;
 mod ha;
 mod ha_process;
 mod harness;

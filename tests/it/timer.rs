@@ -103,8 +103,20 @@ fn timers_arrive_at_their_time_in_time_order() {
     for queue in 0..2 {
         let got = collect(&mut conn, topic, queue, 5, Duration::from_secs(20));
         let bodies: Vec<&[u8]> = got[1..].iter().map(|m| &m.body[..]).collect();
-        // In time order; the two due at the same time in send order.
-        assert_eq!(bodies, vec![&b"a"[..], b"b", b"c", b"d"], "queue {queue}");
+        // In time order, those due in the same slot in send order (c, a, d, b). The slots
+        // are the broker's: on a quiet machine a, b, c, d, but sends slowed by a loaded
+        // machine can move b's into c's.
+        let sent = |m: &PulledMessage| asks.iter().position(|a| a.0.as_bytes() == &m.body[..]);
+        let mut order: Vec<_> = got[1..]
+            .iter()
+            .map(|m| (prop(m, "TIMER_OUT_MS"), sent(m), &m.body[..]))
+            .collect();
+        order.sort();
+        let expected: Vec<&[u8]> = order.iter().map(|o| o.2).collect();
+        assert_eq!(bodies, expected, "queue {queue}");
+        let mut all = bodies.clone();
+        all.sort();
+        assert_eq!(all, vec![&b"a"[..], b"b", b"c", b"d"], "queue {queue}");
         for m in &got[1..] {
             let body = std::str::from_utf8(&m.body).unwrap();
             let asked = asks.iter().find(|a| a.0 == body).unwrap().3;
@@ -121,7 +133,12 @@ fn timers_arrive_at_their_time_in_time_order() {
                 assert!(out < asked, "{body}: out {out}, asked {asked}");
             }
             assert!(prop(m, "TIMER_ENQUEUE_MS").is_some_and(|e| e >= base));
-            assert!(prop(m, "TIMER_DEQUEUE_MS").is_some_and(|d| d >= out + 1_000));
+            // Taken off the wheel when due, at the append (copies are built ahead).
+            let dequeued = prop(m, "TIMER_DEQUEUE_MS").expect("TIMER_DEQUEUE_MS");
+            assert!(
+                dequeued >= out + 1_000 && dequeued <= m.store_timestamp,
+                "{body}"
+            );
             assert_eq!(m.properties.get("REAL_TOPIC"), None);
             assert_eq!(m.properties.get("REAL_QID"), None);
             assert_eq!((m.topic.as_str(), m.queue_id), (topic, queue));

@@ -51,12 +51,17 @@ fn committed(conn: &mut Connection, queue_id: i32) -> Option<i64> {
 }
 
 fn create(conn: &mut Connection) {
-    let cmd = RemotingCommand::request(request::UPDATE_AND_CREATE_TOPIC)
-        .with_ext("topic", TOPIC)
-        .with_ext("readQueueNums", "4")
-        .with_ext("writeQueueNums", "4")
-        .with_ext("perm", "6");
-    conn.call(cmd).expect("created");
+    crate::harness::create_topic(conn, TOPIC, 4);
+}
+
+/// The bodies of the messages of queue `q` from offset 0.
+fn bodies(conn: &mut Connection, q: i32) -> Vec<String> {
+    let pulled = conn.pull(GROUP, TOPIC, q, 0, 32, "*", 0).expect("pull");
+    pulled
+        .messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
 }
 
 fn queue_dirs(store: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -123,13 +128,7 @@ fn deleting_a_topic_drops_its_queues_and_offsets_and_a_new_one_starts_clean() {
         for q in 0..4 {
             assert_eq!(max_offset(conn, q), 1, "queue {q}");
             assert!(committed(conn, q).is_none_or(|o| o == 0), "queue {q}");
-            let pulled = conn.pull(GROUP, TOPIC, q, 0, 32, "*", 0).expect("pull");
-            let bodies: Vec<String> = pulled
-                .messages
-                .iter()
-                .map(|m| String::from_utf8_lossy(&m.body).into_owned())
-                .collect();
-            assert_eq!(bodies, vec![format!("new-{q}")], "queue {q}");
+            assert_eq!(bodies(conn, q), vec![format!("new-{q}")], "queue {q}");
         }
     };
     check(&mut conn);
@@ -144,4 +143,78 @@ fn deleting_a_topic_drops_its_queues_and_offsets_and_a_new_one_starts_clean() {
     drop(conn);
     drop(broker);
     drop(dir);
+}
+
+/// A slave follows its master's deletion: its metadata sync (Java's `SlaveSynchronize`, every
+/// 10 s) finds the topic gone from the master's table and drops the config, the consume
+/// queues and the offsets here too, so the slave stops serving the topic and, made again on
+/// the master, the topic starts at offset 0 on the slave as well.
+#[test]
+fn a_topic_deleted_on_the_master_is_deleted_on_its_slave() {
+    use crate::ha::{wait_connected, Pair};
+    use ringmq::config::BrokerRole;
+
+    let pair = Pair::start(BrokerRole::SyncMaster, 2);
+    let mut master = pair.master.connection();
+    let mut slave = pair.slave.connection();
+    wait_connected(&mut master);
+    create(&mut master);
+    for i in 0..40 {
+        send_to(&mut master, i % 4, &format!("old-{i}"));
+    }
+    let wait = |what: &str, check: &mut dyn FnMut() -> bool| {
+        // Up to two metadata sync rounds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let slave_has_topic = |conn: &mut Connection| {
+        let all = conn
+            .call(RemotingCommand::request(request::GET_ALL_TOPIC_CONFIG))
+            .expect("topics");
+        let table: serde_json::Value = serde_json::from_slice(&all.body).expect("json");
+        table["topicConfigTable"][TOPIC].is_object()
+    };
+    wait("the slave to copy the topic", &mut || {
+        slave_has_topic(&mut slave)
+    });
+    for q in 0..4 {
+        wait("the slave to hold every message", &mut || {
+            max_offset(&mut slave, q) == 10
+        });
+    }
+
+    let delete = RemotingCommand::request(request::DELETE_TOPIC_IN_BROKER).with_ext("topic", TOPIC);
+    master.call(delete).expect("deleted");
+    wait("the slave to drop the topic", &mut || {
+        !slave_has_topic(&mut slave) && (0..4).all(|q| max_offset(&mut slave, q) == 0)
+    });
+    let pulled = slave
+        .invoke(ringmq::client::broker::pull_command(
+            GROUP, TOPIC, 1, 0, 32, "*", 0,
+        ))
+        .expect("pull answered");
+    assert_eq!(
+        pulled.code,
+        response::TOPIC_NOT_EXIST,
+        "{:?}",
+        pulled.remark
+    );
+
+    // Made again on the master: the slave queues the new messages from offset 0.
+    create(&mut master);
+    for q in 0..4 {
+        send_to(&mut master, q, &format!("new-{q}"));
+    }
+    for q in 0..4 {
+        wait("the slave to queue the new topic", &mut || {
+            max_offset(&mut slave, q) == 1
+        });
+        assert_eq!(bodies(&mut slave, q), vec![format!("new-{q}")], "queue {q}");
+    }
 }

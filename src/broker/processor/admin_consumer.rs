@@ -109,6 +109,7 @@ impl Shard {
             "subscription group created or updated by an admin request"
         );
         control.groups.borrow_mut().update(config);
+        self.groups_changed().await;
         self.persist_groups().await?;
         Ok(cmd.success_to())
     }
@@ -132,6 +133,7 @@ impl Shard {
         let existed = control.groups.borrow_mut().delete(group).is_some();
         if existed {
             tracing::info!(group, "subscription group deleted by an admin request");
+            self.groups_changed().await;
             self.persist_groups().await?;
         }
         if cmd.bool_or("removeOffset", false) {

@@ -163,16 +163,27 @@ impl Shard {
         }
         // Its queues and offsets go whether or not the config was still there (Java's
         // `deleteTopicInBroker`), so a topic made again under the name starts clean.
+        self.delete_topic_data(name).await.map_err(|reason| {
+            let remark = format!("the topic's data is not all deleted: {reason}");
+            (resp::SYSTEM_ERROR, remark)
+        })?;
+        Ok(cmd.success_to())
+    }
+
+    /// Drops a deleted topic's consume queues, consumer offsets and statistics on every
+    /// shard (DELETE_TOPIC_IN_BROKER on a master; a slave whose metadata sync found the topic
+    /// gone from its master's table).
+    pub(crate) async fn delete_topic_data(&self, topic: &str) -> Result<(), String> {
         let data = || AdminQuery::DeleteTopicData {
-            topic: name.to_string(),
+            topic: topic.to_string(),
         };
-        for answer in self.ask_all_shards(data).await? {
+        let answers = self.ask_all_shards(data).await.map_err(|(_, why)| why)?;
+        for answer in answers {
             if let super::admin::AdminAnswer::Failed(reason) = answer {
-                let remark = format!("the topic's data is not all deleted: {reason}");
-                return Err((resp::SYSTEM_ERROR, remark));
+                return Err(reason);
             }
         }
-        Ok(cmd.success_to())
+        Ok(())
     }
 
     /// GET_ALL_TOPIC_CONFIG (21): the TopicConfigSerializeWrapper, as topics.json holds it.

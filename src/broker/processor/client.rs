@@ -14,7 +14,7 @@ use crate::protocol::lenient;
 use crate::protocol::route::to_json_body;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::store::metadata::GroupLookup;
+use crate::store::metadata::{GroupLookup, SubscriptionGroupConfig};
 
 impl Shard {
     pub(super) fn heartbeat(
@@ -44,23 +44,7 @@ impl Shard {
         };
         for consumer in data.consumer_data_set {
             let group = consumer.group_name.clone();
-            let (retry_queues, created) = {
-                let mut groups = control.groups.borrow_mut();
-                let auto = self.ctx.live.auto_create_subscription_group();
-                let lookup = groups.get_or_auto_create(&group, auto);
-                let created = matches!(lookup, GroupLookup::Created(_));
-                (lookup.config().map(|g| g.retry_queue_nums), created)
-            };
-            if created {
-                // Auto-created groups survive a restart, as Java's do (written in the
-                // background: the heartbeat does not wait for the disk).
-                match self.groups_job() {
-                    Ok(job) => job.detach("a subscription group auto-created"),
-                    Err((_, reason)) => {
-                        tracing::error!(%group, %reason, "cannot persist an auto-created group")
-                    }
-                }
-            }
+            let retry_queues = self.find_control_group(&group).map(|g| g.retry_queue_nums);
             if let Some(queues) = retry_queues.filter(|q| *q > 0) {
                 self.ensure_control_topic(&retry_topic(&group), queues);
             }
@@ -91,6 +75,42 @@ impl Shard {
                 .register_producer(&producer.group_name, client.clone());
         }
         Ok(cmd.success_to())
+    }
+
+    /// Java's `findSubscriptionGroupConfig` on the control shard: the group, created with
+    /// the defaults when `autoCreateSubscriptionGroup` is on (or it is a `CID_RMQ_SYS_`
+    /// group); `None` when it does not exist and may not be created.
+    pub(crate) fn find_control_group(&self, group: &str) -> Option<SubscriptionGroupConfig> {
+        let control = self.control.as_ref()?;
+        let (config, created) = {
+            let mut groups = control.groups.borrow_mut();
+            let auto = self.ctx.live.auto_create_subscription_group();
+            let lookup = groups.get_or_auto_create(group, auto);
+            let created = matches!(lookup, GroupLookup::Created(_));
+            (lookup.config().cloned(), created)
+        };
+        if created {
+            // Auto-created groups survive a restart, as Java's do (written in the
+            // background: the request does not wait for the disk).
+            match self.groups_job() {
+                Ok(job) => job.detach("a subscription group auto-created"),
+                Err((_, reason)) => {
+                    tracing::error!(%group, %reason, "cannot persist an auto-created group")
+                }
+            }
+        }
+        config
+    }
+
+    /// After the control shard's subscription groups changed (an admin update or delete, a
+    /// slave's sync): every shard forgets the groups its pulls looked up. Awaited, so a pull
+    /// answered after the change sees it.
+    pub(crate) async fn groups_changed(&self) {
+        self.groups_seen.borrow_mut().clear();
+        let Some(mesh) = self.mesh() else { return };
+        for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
+            let _ = mesh.call(shard, MeshRequest::GroupsChanged).await;
+        }
     }
 
     pub(super) fn unregister_client(

@@ -85,6 +85,7 @@ impl Shard {
                 ),
             ));
         }
+        self.check_pull_group(request.group).await?;
         let topic = self.topic(request.topic);
         let topic = topic.or_else(|| self.replicated_topic(request.topic, request.queue_id));
         let topic = topic.ok_or_else(|| {
@@ -278,6 +279,63 @@ impl Shard {
                 });
             }
             matched = Some(found);
+        }
+    }
+
+    /// Java's subscription group check of a pull: an unknown group is auto-created when
+    /// `autoCreateSubscriptionGroup` is on (or it is a `CID_RMQ_SYS_` group), else refused
+    /// with SUBSCRIPTION_GROUP_NOT_EXIST; a group with `consumeEnable=false` gets
+    /// NO_PERMISSION. Shards other than the control shard ask it once per group and remember
+    /// the answer until the groups change.
+    async fn check_pull_group(&self, group: &str) -> Result<(), Failure> {
+        let seen = self.groups_seen.borrow().get(group).copied();
+        let consume_enable = match seen {
+            Some(enabled) => Some(enabled),
+            None if self.control.is_some() => {
+                self.find_control_group(group).map(|g| g.consume_enable)
+            }
+            None => {
+                let request = MeshRequest::FindGroup {
+                    group: group.to_string(),
+                };
+                let mesh = self.mesh().ok_or_else(|| {
+                    (
+                        resp::SYSTEM_ERROR,
+                        "the shard mesh is not ready".to_string(),
+                    )
+                })?;
+                match mesh.call(0, request).await {
+                    Ok(MeshResponse::Group(found)) => {
+                        if let Some(enabled) = found {
+                            let mut seen = self.groups_seen.borrow_mut();
+                            seen.insert(group.to_string(), enabled);
+                        }
+                        found
+                    }
+                    Ok(_) => {
+                        let remark = "the control shard answered a group lookup wrongly";
+                        return Err((resp::SYSTEM_ERROR, remark.to_string()));
+                    }
+                    Err(e) => {
+                        let remark = format!("the control shard cannot look the group up: {e}");
+                        return Err((resp::SYSTEM_ERROR, remark));
+                    }
+                }
+            }
+        };
+        match consume_enable {
+            Some(true) => Ok(()),
+            Some(false) => Err((
+                resp::NO_PERMISSION,
+                format!("subscription group no permission, {group}"),
+            )),
+            None => Err((
+                resp::SUBSCRIPTION_GROUP_NOT_EXIST,
+                format!(
+                    "subscription group [{group}] does not exist, \nSee \
+                     http://rocketmq.apache.org/docs/faq/ for further details."
+                ),
+            )),
         }
     }
 

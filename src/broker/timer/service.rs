@@ -1,10 +1,13 @@
 //! One task per shard (masters only) that takes in the shard's timer messages and delivers
 //! them when due. Each round it loads the next bucket file when the window is empty, takes in
-//! new records of the shard's queue of `rmq_sys_wheel_timer`, delivers what is due, and
-//! captures a checkpoint at most every `timerFlushIntervalMs` when progress moved. Between
-//! rounds it sleeps on three wake-ups only: a new record in the timer queue, the first due
-//! time in the window (one timer) and the next checkpoint; with nothing pending it does not
-//! wake at all. File work runs on blocking threads.
+//! new records of the shard's queue of `rmq_sys_wheel_timer`, delivers what is due, builds
+//! the copies of what comes due within the next second (read and re-encoded ahead, up to
+//! 32 MiB, so that a slot of many timers costs only its appends when it is due), and captures
+//! a checkpoint at most every `timerFlushIntervalMs` when progress moved. Between rounds it
+//! sleeps on four wake-ups only: a new record in the timer queue, the first due time in the
+//! window (one timer), a second before the first timer not built yet, and the next
+//! checkpoint; with nothing pending it does not wake at all. File work runs on blocking
+//! threads.
 //!
 //! Delivery appends the copy to the same shard's commitlog (the target queue's owner is the
 //! timer queue's owner), marked with `RINGMQ_TIMER_QO=<shard>:<queue offset>`; at start the
@@ -13,30 +16,37 @@
 //! nor repeats a timer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_lite::future;
 
 use super::files;
 use super::wheel::{bucket_of, Checkpoint, Key, Place, Wheel};
 use super::{timer_queue, TIMER_DEQUEUE_MS, TIMER_ENQUEUE_MS, TIMER_OUT_MS, TIMER_QO, TIMER_TOPIC};
 use crate::broker::placement::owner_shard;
-use crate::broker::schedule::{moved_copy, put_input};
+use crate::broker::schedule::moved_copy;
 use crate::broker::shard::Shard;
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::message::properties::{self, Properties};
-use crate::message::record::{peek_header, RecordView, MESSAGE_MAGIC_CODE};
+use crate::message::record::{peek_header, RecordSlots, RecordView, MESSAGE_MAGIC_CODE};
 use crate::runtime::Shutdown;
 use crate::store::{Clock, GetStatus, Reader, SystemClock};
 
-/// Records taken in per read, and due timers delivered per round.
+/// Records taken in per read, and due timers delivered (or built ahead) per round.
 const BATCH: usize = 32;
 const DELIVER_PER_ROUND: usize = 1_024;
 const READ_BYTES_MAX: usize = 4 << 20;
+/// Timer records read at once for delivery (a run of queue offsets).
+const FETCH_MAX: usize = 512;
+/// How long before their time the copies of due timers are built (read, re-encoded), so
+/// that at the time only their appends are left.
+const PREPARE_AHEAD_MS: i64 = 1_000;
+/// Bytes of copies built ahead, at most (per shard); past it the rest are built when due.
+const PREPARE_BYTES_MAX: usize = 32 << 20;
 /// Wait after a failed round (a full disk, an I/O error) before the next.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -82,7 +92,73 @@ struct Service {
     /// How the last save ended: `Some(c)` saved (bucket files it covers may go), `None`
     /// failed (capture again).
     saved: Rc<Cell<Option<Option<Checkpoint>>>>,
+    /// Copies built ahead of their time.
+    prepared: Prepared,
+    /// Whether copies are built ahead (`RINGMQ_TIMER_PREPARE=0` turns it off, for A/B).
+    prepare: bool,
     log: LogLimiter<&'static str>,
+}
+
+/// A timer's copy, built: the record to append (its last bytes are the `TIMER_DEQUEUE_MS`
+/// value, set again to the append time) and the queue it goes to.
+struct Copy {
+    record: BytesMut,
+    slots: RecordSlots,
+    topic: String,
+    queue_id: i32,
+}
+
+impl Copy {
+    /// Sets `TIMER_DEQUEUE_MS` (the record's last bytes, after the name-value separator) to
+    /// `now` when it has the same number of digits (every epoch ms from 2001 to 2286 has 13).
+    fn dequeued_at(&mut self, now: i64) {
+        let digits = now.to_string();
+        let Some(start) = self.record.len().checked_sub(digits.len() + 1) else {
+            return;
+        };
+        let (separator, tail) = self.record[start..].split_at_mut(1);
+        if separator[0] == properties::NAME_VALUE_SEPARATOR as u8
+            && tail.iter().all(u8::is_ascii_digit)
+        {
+            tail.copy_from_slice(digits.as_bytes());
+        }
+    }
+}
+
+/// Copies built ahead, in delivery order (`None`: the timer has nothing to deliver — its
+/// message is gone or does not match), and their bytes.
+#[derive(Default)]
+struct Prepared {
+    copies: VecDeque<(Key, Option<Copy>)>,
+    bytes: usize,
+}
+
+impl Prepared {
+    /// The last key built.
+    fn last(&self) -> Option<Key> {
+        self.copies.back().map(|(k, _)| *k)
+    }
+
+    fn push(&mut self, key: Key, copy: Option<Copy>) {
+        self.bytes += copy.as_ref().map_or(0, |c| c.record.len());
+        self.copies.push_back((key, copy));
+    }
+
+    /// The built copy of `key`, if it was built (`Some(None)`: built, nothing to deliver).
+    /// Copies of earlier keys are dropped: those timers left the window another way.
+    fn take(&mut self, key: Key) -> Option<Option<Copy>> {
+        while let Some((k, _)) = self.copies.front() {
+            if *k > key {
+                return None;
+            }
+            let (k, copy) = self.copies.pop_front().expect("front");
+            self.bytes -= copy.as_ref().map_or(0, |c| c.record.len());
+            if k == key {
+                return Some(copy);
+            }
+        }
+        None
+    }
 }
 
 fn now_ms() -> i64 {
@@ -148,6 +224,8 @@ impl Service {
             captured_at_ms: 0,
             saving: Rc::default(),
             saved: Rc::default(),
+            prepared: Prepared::default(),
+            prepare: std::env::var("RINGMQ_TIMER_PREPARE").map_or(true, |v| v != "0"),
             log: LogLimiter::new(Duration::from_secs(10), 8),
             shard,
         })
@@ -194,7 +272,8 @@ impl Service {
         }
         let took = self.intake().await?;
         let delivered = self.deliver_due().await?;
-        Ok(took || delivered)
+        let prepared = !delivered && self.prepare_ahead().await?;
+        Ok(took || delivered || prepared)
     }
 
     /// Removes the bucket files a saved checkpoint covers.
@@ -281,7 +360,8 @@ impl Service {
         Ok(true)
     }
 
-    /// Delivers up to [`DELIVER_PER_ROUND`] due timers in order.
+    /// Delivers up to [`DELIVER_PER_ROUND`] due timers in order: their copies (built ahead,
+    /// or now) appended one after the other with no wait in between.
     async fn deliver_due(&mut self) -> Result<bool, Fail> {
         let due = self
             .wheel
@@ -289,13 +369,71 @@ impl Service {
         if due.is_empty() {
             return Ok(false);
         }
-        let mut fetched: HashMap<i64, Bytes> = HashMap::new();
-        for key in due {
-            if !fetched.contains_key(&key.1) {
-                self.fetch(key.1, &mut fetched).await?;
+        let mut copies: Vec<Option<Option<Copy>>> =
+            due.iter().map(|k| self.prepared.take(*k)).collect();
+        let unbuilt: Vec<Key> = due
+            .iter()
+            .zip(&copies)
+            .filter(|(_, c)| c.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !unbuilt.is_empty() {
+            let mut built = self.build(&unbuilt, now_ms()).await?.into_iter();
+            for slot in copies.iter_mut().filter(|c| c.is_none()) {
+                *slot = built.next().map(|(_, copy)| copy);
             }
-            match fetched.remove(&key.1) {
-                Some(raw) => self.deliver(key, &raw).await?,
+        }
+        for (key, copy) in due.into_iter().zip(copies) {
+            // A copy not built (past the read limit) waits for the next round, as does every
+            // timer after it: delivery follows key order.
+            let Some(copy) = copy else { break };
+            if let Some(copy) = copy {
+                self.append(copy).await?;
+            }
+            self.wheel.delivered_one(key);
+        }
+        Ok(true)
+    }
+
+    /// Builds the copies of timers due within [`PREPARE_AHEAD_MS`] (up to
+    /// [`PREPARE_BYTES_MAX`] of them), so that when they are due only their appends are
+    /// left; `true` when it built some.
+    async fn prepare_ahead(&mut self) -> Result<bool, Fail> {
+        if !self.prepare || self.prepared.bytes >= PREPARE_BYTES_MAX {
+            return Ok(false);
+        }
+        let horizon = now_ms() + PREPARE_AHEAD_MS;
+        let keys = self.wheel.due_after(
+            self.prepared.last(),
+            horizon,
+            self.precision_ms,
+            DELIVER_PER_ROUND,
+        );
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        // Set again when appended; until then the time they are due.
+        let due_ms = keys[0].0 + self.precision_ms;
+        for (key, copy) in self.build(&keys, due_ms).await? {
+            self.prepared.push(key, copy);
+        }
+        Ok(true)
+    }
+
+    /// The copies of timers `keys` (in delivery order), `TIMER_DEQUEUE_MS` = `dequeue_ms`:
+    /// `None` for a timer whose message is gone or does not match its entry. About
+    /// [`READ_BYTES_MAX`] of records are read at a time: the copies of a first part of `keys`
+    /// (at least one) when there are more.
+    async fn build(
+        &mut self,
+        keys: &[Key],
+        dequeue_ms: i64,
+    ) -> Result<Vec<(Key, Option<Copy>)>, Fail> {
+        let (records, looked) = self.read_records(keys).await?;
+        let mut out = Vec::with_capacity(looked);
+        for key in &keys[..looked] {
+            let copy = match records.get(&key.1) {
+                Some(raw) => self.copy_of(*key, raw, dequeue_ms)?,
                 None => {
                     if let Verdict::Log { suppressed } = self.log.check("gone") {
                         tracing::warn!(
@@ -305,38 +443,65 @@ impl Service {
                             "timer message removed from the store before its time; skipped"
                         );
                     }
+                    None
                 }
+            };
+            out.push((*key, copy));
+        }
+        Ok(out)
+    }
+
+    /// The timer records of a first part of `keys` (at least one, up to about
+    /// [`READ_BYTES_MAX`] read), each run of nearby queue offsets in one read; and how many
+    /// keys were looked for (a key whose record is not in the map is gone).
+    async fn read_records(&self, keys: &[Key]) -> Result<(HashMap<i64, Bytes>, usize), Fail> {
+        let mut found = HashMap::with_capacity(keys.len());
+        // Queue offsets [from, to) looked at.
+        let mut looked: Vec<(i64, i64)> = Vec::new();
+        let store = self.shard.store();
+        let mut bytes = 0;
+        for (done, key) in keys.iter().enumerate() {
+            let qo = key.1;
+            if looked.iter().any(|(from, to)| (*from..*to).contains(&qo)) {
+                continue;
             }
-            self.wheel.delivered_one(key);
+            if bytes >= READ_BYTES_MAX {
+                return Ok((found, done));
+            }
+            let last = keys[done..]
+                .iter()
+                .map(|k| k.1)
+                .filter(|q| (qo..qo + FETCH_MAX as i64).contains(q))
+                .max()
+                .unwrap_or(qo);
+            let r = store
+                .get_messages(
+                    Reader::Broker,
+                    TIMER_TOPIC,
+                    self.queue,
+                    qo,
+                    (last - qo + 1) as usize,
+                    READ_BYTES_MAX,
+                    None,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            for raw in r.messages {
+                let at = RecordView::parse(&raw)
+                    .map_err(|e| e.to_string())?
+                    .queue_offset;
+                bytes += raw.len();
+                found.insert(at, raw);
+            }
+            // Offsets the read passed (or that are gone) are done with.
+            looked.push((qo, r.next_begin_offset.max(qo + 1)));
         }
-        Ok(true)
+        Ok((found, keys.len()))
     }
 
-    /// Reads timer records from queue offset `qo` on into `fetched`.
-    async fn fetch(&self, qo: i64, fetched: &mut HashMap<i64, Bytes>) -> Result<(), Fail> {
-        let r = self
-            .shard
-            .store()
-            .get_messages(
-                Reader::Broker,
-                TIMER_TOPIC,
-                self.queue,
-                qo,
-                BATCH,
-                READ_BYTES_MAX,
-                None,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        for raw in r.messages {
-            let view = RecordView::parse(&raw).map_err(|e| e.to_string())?;
-            fetched.insert(view.queue_offset, raw.clone());
-        }
-        Ok(())
-    }
-
-    /// Stores the copy of timer record `raw` in its real topic and queue.
-    async fn deliver(&self, key: Key, raw: &Bytes) -> Result<(), Fail> {
+    /// The copy of timer record `raw` for its real topic and queue; `None` (with a warning)
+    /// when it does not match its entry or names no real topic.
+    fn copy_of(&self, key: Key, raw: &Bytes, dequeue_ms: i64) -> Result<Option<Copy>, Fail> {
         let view = RecordView::parse(raw).map_err(|e| e.to_string())?;
         assert_eq!(view.queue_offset, key.1, "fetched the wrong timer record");
         if out_ms(&view) != Some(key.0) {
@@ -344,7 +509,7 @@ impl Service {
                 offset = key.1,
                 "timer record does not match its entry; skipped"
             );
-            return Ok(());
+            return Ok(None);
         }
         let mut props = Properties::parse(view.properties);
         let topic = props.remove(properties::REAL_TOPIC).unwrap_or_default();
@@ -356,18 +521,53 @@ impl Service {
                 offset = key.1,
                 "timer message without REAL_TOPIC/REAL_QID dropped"
             );
-            return Ok(());
+            return Ok(None);
         };
-        if owner_shard(&topic, queue_id, self.shard.ctx.shards) != self.shard.id {
-            // Cannot happen with the send hook's choice of queue; delivery still goes on.
-            tracing::warn!(topic, queue_id, "timer copy stored on another shard");
-        }
         props.set(TIMER_ENQUEUE_MS, &view.store_timestamp.to_string());
-        props.set(TIMER_DEQUEUE_MS, &now_ms().to_string());
         props.set(TIMER_QO, &marker(self.shard.id, key.1));
+        // Last, so that the append can set it again in place.
+        props.remove(TIMER_DEQUEUE_MS);
+        props.set(TIMER_DEQUEUE_MS, &dequeue_ms.to_string());
         let wire = props.to_wire();
         let input = moved_copy(&view, &topic, queue_id, &wire, self.shard.ctx.store_host);
-        put_input(&self.shard, &input).await
+        let mut record = BytesMut::with_capacity(input.encoded_len());
+        let slots = input.encode(&mut record).map_err(|e| e.to_string())?;
+        Ok(Some(Copy {
+            record,
+            slots,
+            topic,
+            queue_id,
+        }))
+    }
+
+    /// Appends a copy to its queue: in this shard's store (the send hook keeps a timer on
+    /// the shard of its target queue), else through the queue's owner.
+    async fn append(&self, mut copy: Copy) -> Result<(), Fail> {
+        copy.dequeued_at(now_ms());
+        let shards = self.shard.ctx.shards;
+        if owner_shard(&copy.topic, copy.queue_id, shards) == self.shard.id {
+            let store = self.shard.store();
+            let put = store.put(copy.record, copy.slots, false).await;
+            return put.map(drop).map_err(|e| e.to_string());
+        }
+        // Cannot happen with the send hook's choice of queue; delivery still goes on.
+        tracing::warn!(
+            topic = copy.topic,
+            queue_id = copy.queue_id,
+            "timer copy stored on another shard"
+        );
+        let put = self
+            .shard
+            .put_routed(&copy.topic, copy.queue_id, copy.record, copy.slots, false);
+        put.await.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Stores the copy of timer record `raw` (taken in after its time) at once.
+    async fn deliver(&self, key: Key, raw: &Bytes) -> Result<(), Fail> {
+        match self.copy_of(key, raw, now_ms())? {
+            Some(copy) => self.append(copy).await,
+            None => Ok(()),
+        }
     }
 
     /// Captures progress and saves it in the background, at most every
@@ -425,11 +625,19 @@ impl Service {
         .detach();
     }
 
-    /// Sleeps until a new timer record, the first due time, the next checkpoint, or
-    /// shutdown (`false`).
+    /// Sleeps until a new timer record, the first due time, the time to build the next
+    /// copies ahead, the next checkpoint, or shutdown (`false`).
     async fn wait(&self, shutdown: &Shutdown) -> bool {
         let now = now_ms();
         let mut wake = self.wheel.next_due_ms(self.precision_ms);
+        if self.prepare && self.prepared.bytes < PREPARE_BYTES_MAX {
+            let next = self
+                .wheel
+                .next_due_after(self.prepared.last(), self.precision_ms);
+            if let Some(build_at) = next.map(|due| due - PREPARE_AHEAD_MS) {
+                wake = Some(wake.map_or(build_at, |w| w.min(build_at)));
+            }
+        }
         let state = (self.wheel.enqueue_next(), self.wheel.delivered());
         if self.captured != Some(state) {
             // While a save is under way, look again in 100 ms (it may take a flush).
@@ -567,4 +775,49 @@ async fn verified(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(tail: &str) -> Copy {
+        let mut record = BytesMut::from(&b"....TIMER_DEQUEUE_MS\x01"[..]);
+        record.extend_from_slice(tail.as_bytes());
+        Copy {
+            record,
+            slots: RecordSlots {
+                store_timestamp_at: 0,
+            },
+            topic: "T".into(),
+            queue_id: 0,
+        }
+    }
+
+    #[test]
+    fn the_dequeue_time_is_set_again_in_place_when_appended() {
+        let mut c = copy("1700000000000");
+        c.dequeued_at(1_700_000_012_345);
+        assert!(c.record.ends_with(b"\x011700000012345"));
+        // Another width (never between 2001 and 2286) keeps the built value.
+        c.dequeued_at(99);
+        assert!(c.record.ends_with(b"\x011700000012345"));
+    }
+
+    #[test]
+    fn built_copies_are_taken_in_key_order_and_stale_ones_dropped() {
+        let mut p = Prepared::default();
+        p.push((1_000, 1), Some(copy("1")));
+        p.push((1_000, 2), None);
+        p.push((1_000, 5), Some(copy("5")));
+        p.push((2_000, 3), Some(copy("3")));
+        assert_eq!(p.last(), Some((2_000, 3)));
+        // Not built: a timer before the first built one.
+        assert!(p.take((500, 9)).is_none());
+        assert!(p.take((1_000, 1)).is_some_and(|c| c.is_some()));
+        assert!(p.take((1_000, 2)).is_some_and(|c| c.is_none()));
+        // (1_000, 5) left the window another way: dropped when a later key is asked for.
+        assert!(p.take((2_000, 3)).is_some_and(|c| c.is_some()));
+        assert_eq!((p.bytes, p.copies.len()), (0, 0));
+    }
 }

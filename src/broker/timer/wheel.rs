@@ -27,6 +27,7 @@
 //! below it was delivered before that copy and survived with it.
 
 use std::collections::{BTreeSet, HashSet};
+use std::ops::Bound;
 
 /// (`TIMER_OUT_MS`, queue offset in the shard's timer queue).
 pub type Key = (i64, i64);
@@ -183,13 +184,41 @@ impl Wheel {
     /// yet (read from its bucket file after a restart) waits for it: the intake decides
     /// whether it was delivered before the crash.
     pub fn due(&self, now_ms: i64, precision_ms: i64, max: usize) -> Vec<Key> {
-        self.window
-            .iter()
+        self.due_after(None, now_ms, precision_ms, max)
+    }
+
+    /// [`Wheel::due`] among the timers after `after` (all when `None`): what the service
+    /// builds copies of ahead of their time.
+    pub fn due_after(
+        &self,
+        after: Option<Key>,
+        now_ms: i64,
+        precision_ms: i64,
+        max: usize,
+    ) -> Vec<Key> {
+        self.pending_after(after)
             .take_while(|k| k.0.saturating_add(precision_ms) <= now_ms)
-            .filter(|k| k.1 < self.enqueue_next)
             .take(max)
-            .copied()
             .collect()
+    }
+
+    /// Pending timers the intake has reached, after `after`, in delivery order.
+    fn pending_after(&self, after: Option<Key>) -> impl Iterator<Item = Key> + '_ {
+        let from = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        self.window
+            .range((from, Bound::Unbounded))
+            .filter(|k| k.1 < self.enqueue_next)
+            .copied()
+    }
+
+    /// When the first pending timer after `after` (the intake has reached) is due.
+    pub fn next_due_after(&self, after: Option<Key>, precision_ms: i64) -> Option<i64> {
+        self.pending_after(after)
+            .next()
+            .map(|k| k.0.saturating_add(precision_ms))
     }
 
     /// A window timer's copy is stored (or its message is gone): the watermark moves to it
@@ -205,10 +234,7 @@ impl Wheel {
 
     /// When the first pending timer the intake has reached is due.
     pub fn next_due_ms(&self, precision_ms: i64) -> Option<i64> {
-        self.window
-            .iter()
-            .find(|k| k.1 < self.enqueue_next)
-            .map(|k| k.0.saturating_add(precision_ms))
+        self.next_due_after(None, precision_ms)
     }
 
     /// The bucket file to load next: the window is empty and a later file waits.
@@ -301,6 +327,22 @@ mod tests {
         }
         assert_eq!(w.delivered(), Some((5_000, 2)));
         assert_eq!(w.next_due_ms(P), None);
+    }
+
+    #[test]
+    fn timers_after_a_key_come_due_in_order() {
+        let mut w = Wheel::restore(None, 0, &[], 0, &[]);
+        take(&mut w, &[(3_000, 0), (3_000, 1), (5_000, 2), (3_000, 3)]);
+        assert_eq!(
+            w.due_after(Some((3_000, 1)), 9_000, P, 10),
+            vec![(3_000, 3), (5_000, 2)]
+        );
+        assert_eq!(
+            w.due_after(Some((3_000, 1)), 4_000, P, 10),
+            vec![(3_000, 3)]
+        );
+        assert_eq!(w.next_due_after(Some((3_000, 3)), P), Some(6_000));
+        assert_eq!(w.next_due_after(Some((5_000, 2)), P), None);
     }
 
     #[test]
