@@ -244,6 +244,18 @@ fn three_controllers_elect_replicate_and_survive_the_leader() {
     );
 }
 
+/// Master 1 (at master epoch 1 and SyncStateSet epoch 1) asks for the SyncStateSet `set`
+/// (a JSON list).
+fn alter_from_master_1(c: &Controller, set: &str) -> RemotingCommand {
+    let body = format!(r#"{{"syncStateSet":{set},"syncStateSetEpoch":1}}"#);
+    let alter = RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
+        .with_ext("brokerName", "b")
+        .with_ext("masterBrokerId", "1")
+        .with_ext("masterEpoch", "1")
+        .with_body(body.into_bytes());
+    call(c, alter)
+}
+
 /// One controller (its own leader) with its store under `dir`.
 fn single_controller(dir: &Path) -> Vec<Option<Controller>> {
     let peers = vec![Peer {
@@ -295,12 +307,7 @@ fn a_candidate_that_cannot_be_fenced_is_not_elected() {
     // The first master: nobody to fence (1's address does not answer).
     let first = call(c, elect(1));
     assert_eq!(first.code, resp::SUCCESS, "{:?}", first.remark);
-    let alter = RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
-        .with_ext("brokerName", "b")
-        .with_ext("masterBrokerId", "1")
-        .with_ext("masterEpoch", "1")
-        .with_body(br#"{"syncStateSet":[1,2,3],"syncStateSetEpoch":1}"#.to_vec());
-    assert_eq!(call(c, alter).code, resp::SUCCESS);
+    assert_eq!(alter_from_master_1(c, "[1,2,3]").code, resp::SUCCESS);
     // 2 does not answer its fence: not elected, and the remark says why.
     for id in 1..=3 {
         heartbeat(c, id);
@@ -351,12 +358,7 @@ fn a_candidate_that_runs_no_broker_is_elected_without_a_fence() {
             .with_ext(super::service::NOT_FOLLOWING, not_following.to_string())
     };
     assert_eq!(call(c, elect(1, false)).code, resp::SUCCESS);
-    let alter = RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
-        .with_ext("brokerName", "b")
-        .with_ext("masterBrokerId", "1")
-        .with_ext("masterEpoch", "1")
-        .with_body(br#"{"syncStateSet":[1,2],"syncStateSetEpoch":1}"#.to_vec());
-    assert_eq!(call(c, alter).code, resp::SUCCESS);
+    assert_eq!(alter_from_master_1(c, "[1,2]").code, resp::SUCCESS);
     // 1 stops heartbeating; 2 keeps on. Asking as a running broker: fenced, and its address
     // does not answer.
     let deadline = Instant::now() + Duration::from_secs(15);
