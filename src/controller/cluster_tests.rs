@@ -244,6 +244,18 @@ fn three_controllers_elect_replicate_and_survive_the_leader() {
     );
 }
 
+/// Master 1 (at master epoch 1 and SyncStateSet epoch 1) asks for the SyncStateSet `set`
+/// (a JSON list).
+fn alter_from_master_1(c: &Controller, set: &str) -> RemotingCommand {
+    let body = format!(r#"{{"syncStateSet":{set},"syncStateSetEpoch":1}}"#);
+    let alter = RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
+        .with_ext("brokerName", "b")
+        .with_ext("masterBrokerId", "1")
+        .with_ext("masterEpoch", "1")
+        .with_body(body.into_bytes());
+    call(c, alter)
+}
+
 /// One controller (its own leader) with its store under `dir`.
 fn single_controller(dir: &Path) -> Vec<Option<Controller>> {
     let peers = vec![Peer {
@@ -295,12 +307,7 @@ fn a_candidate_that_cannot_be_fenced_is_not_elected() {
     // The first master: nobody to fence (1's address does not answer).
     let first = call(c, elect(1));
     assert_eq!(first.code, resp::SUCCESS, "{:?}", first.remark);
-    let alter = RemotingCommand::request(req::CONTROLLER_ALTER_SYNC_STATE_SET)
-        .with_ext("brokerName", "b")
-        .with_ext("masterBrokerId", "1")
-        .with_ext("masterEpoch", "1")
-        .with_body(br#"{"syncStateSet":[1,2,3],"syncStateSetEpoch":1}"#.to_vec());
-    assert_eq!(call(c, alter).code, resp::SUCCESS);
+    assert_eq!(alter_from_master_1(c, "[1,2,3]").code, resp::SUCCESS);
     // 2 does not answer its fence: not elected, and the remark says why.
     for id in 1..=3 {
         heartbeat(c, id);
@@ -329,4 +336,55 @@ fn a_candidate_that_cannot_be_fenced_is_not_elected() {
         (Some("3"), Some("2"))
     );
     assert_eq!(fences.load(Ordering::SeqCst), 1);
+}
+
+/// A broker that asks to be elected for itself and says it runs no broker (ringmqNotFollowing:
+/// its agent has stopped it, so it follows no master) needs no fence; without saying so it is
+/// fenced like any candidate.
+#[test]
+fn a_candidate_that_runs_no_broker_is_elected_without_a_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let cs = single_controller(dir.path());
+    let c = cs[0].as_ref().unwrap();
+    register_at(c, 1, &dead_addr());
+    register_at(c, 2, &dead_addr());
+    heartbeat(c, 1);
+    heartbeat(c, 2);
+    let elect = |id: u64, not_following: bool| {
+        RemotingCommand::request(req::CONTROLLER_ELECT_MASTER)
+            .with_ext("clusterName", "c")
+            .with_ext("brokerName", "b")
+            .with_ext("brokerId", id.to_string())
+            .with_ext(super::service::NOT_FOLLOWING, not_following.to_string())
+    };
+    assert_eq!(call(c, elect(1, false)).code, resp::SUCCESS);
+    assert_eq!(alter_from_master_1(c, "[1,2]").code, resp::SUCCESS);
+    // 1 stops heartbeating; 2 keeps on. Asking as a running broker: fenced, and its address
+    // does not answer.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        heartbeat(c, 2);
+        let answer = call(c, elect(2, false));
+        assert_ne!(answer.code, resp::SUCCESS, "elected without a fence");
+        if answer
+            .remark
+            .as_deref()
+            .is_some_and(|r| r.contains("cannot fence candidate 2"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", answer.remark);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Asking as a broker that runs none: elected.
+    loop {
+        heartbeat(c, 2);
+        let answer = call(c, elect(2, true));
+        if answer.code == resp::SUCCESS {
+            assert_eq!(answer.ext("masterBrokerId"), Some("2"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", answer.remark);
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
