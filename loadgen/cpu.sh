@@ -8,10 +8,12 @@
 #   open-a1 open-a2   open loop at RATE msgs/s (256 in flight at most), ASYNC_FLUSH, 1 / 2 shards
 #   open-s1 open-s2   the same under SYNC_FLUSH
 #   w1-a1 w1-a2       one synchronous producer (`loadgen produce -w 1`), ASYNC_FLUSH, 1 / 2 shards
-#   w1-s2             the same under SYNC_FLUSH, 2 shards
+#   w1-s1 w1-s2       the same under SYNC_FLUSH, 1 / 2 shards
 # For each: msgs/s, p99 (µs), the broker's CPU per message (utime+stime from /proc/PID/stat
 # over the measured run ÷ messages sent, µs) and, with SYSCALLS=1, per message: io_uring_enter,
-# eventfd writes (write(2) calls), futex calls and context switches (`perf stat` on the broker).
+# eventfd writes (write(2) calls), futex calls, context switches and all system calls (`perf
+# stat` on the broker);
+# last, p999 and max latency (µs).
 #
 # Knobs: ROUNDS (3: each round runs every case once per build, builds in turn, the order
 # flipped every other round), DURATION (8 s), WARMUP (2 s), RATE (20000), LOADGEN
@@ -69,6 +71,7 @@ run_case() {
         open-s2) flush=SYNC_FLUSH shards=2 args=(-w 256 --rate "$RATE") ;;
         w1-a1) flush=ASYNC_FLUSH shards=1 args=(-w 1) ;;
         w1-a2) flush=ASYNC_FLUSH shards=2 args=(-w 1) ;;
+        w1-s1) flush=SYNC_FLUSH shards=1 args=(-w 1) ;;
         w1-s2) flush=SYNC_FLUSH shards=2 args=(-w 1) ;;
         *) echo "unknown case $name" >&2; return 1 ;;
     esac
@@ -83,7 +86,7 @@ run_case() {
     c0=$(cpu_ticks)
     t0=$(date +%s.%N)
     if [ "$SYSCALLS" = 1 ]; then
-        perf stat -x, -o "$perf_out" -e 'syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_futex,context-switches' \
+        perf stat -x, -o "$perf_out" -e 'syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_futex,context-switches,raw_syscalls:sys_enter' \
             -p "$PGID" -- sleep "$DURATION" 2>/dev/null &
         perf_pid=$!
     fi
@@ -95,23 +98,26 @@ run_case() {
     sent=$(json_field "$json" sent_messages)
     tps=$(json_field "$json" throughput_messages_per_second)
     p99=$(json_field "$json" p99_latency_us)
+    tail_us="$(json_field "$json" p999_latency_us) $(json_field "$json" max_latency_us)"
     # CPU over the measured window, per message at the measured rate.
     cpu_us=$(awk "BEGIN {n = $tps * ($t1 - $t0); printf \"%.1f\", ($c1 - $c0) / $TICK / (n > 0 ? n : 1) * 1e6}")
-    local extra="- - - -"
+    local extra="- - - - -"
     if [ -n "$perf_pid" ] && [ -s "$perf_out" ]; then
         extra=$(awk -F, -v n="$(awk "BEGIN {print $tps * $DURATION}")" '
             $3 == "syscalls:sys_enter_io_uring_enter" {u = $1}
             $3 == "syscalls:sys_enter_write" {w = $1}
             $3 == "syscalls:sys_enter_futex" {f = $1}
             $3 == "context-switches" {c = $1}
-            END {printf "%.2f %.2f %.2f %.2f", u / n, w / n, f / n, c / n}' "$perf_out")
+            $3 == "raw_syscalls:sys_enter" {a = $1}
+            END {printf "%.2f %.2f %.2f %.2f %.2f", u / n, w / n, f / n, c / n, a / n}' "$perf_out")
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$bin_name" "$tps" "$p99" "$cpu_us" "$extra" | tee -a "$OUT"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$bin_name" "$tps" "$p99" "$cpu_us" "$extra" \
+        "$tail_us" | tee -a "$OUT"
     stop_broker
 }
 
 read -r -a bins <<<"$BINS"
-printf 'case\tbuild\tmsg/s\tp99_us\tcpu_us/msg\tio_uring_enter write futex ctxsw (per msg)\n' | tee "$OUT"
+printf 'case\tbuild\tmsg/s\tp99_us\tcpu_us/msg\tio_uring_enter write futex ctxsw syscalls (per msg)\tp999_us max_us\n' | tee "$OUT"
 echo "# $(date -u '+%Y-%m-%d %H:%M'), load $(cut -d' ' -f1-3 /proc/loadavg), RATE=$RATE DURATION=$DURATION" | tee -a "$OUT"
 for round in $(seq 1 "$ROUNDS"); do
     order=("${bins[@]}")

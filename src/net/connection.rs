@@ -421,7 +421,19 @@ async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: R
     match handler.handle(conn, request, busy) {
         Reply::Now(Some(reply)) if !oneway => conn.respond(reply).await,
         Reply::Now(_) => {}
-        Reply::Later(future) => {
+        Reply::Later(mut future) => {
+            // Most requests (a send under ASYNC_FLUSH, a pull that finds messages) are done
+            // without waiting: polled once here, their answer is queued at once, with no task
+            // of their own. The poll's waker is a no-op: a request that has to wait goes on as
+            // a task, whose first poll looks again and registers its own waker (a waker of
+            // this reader left behind would wake it for nothing).
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(reply) = future.as_mut().poll(&mut cx) {
+                if let (Some(reply), false) = (reply, oneway) {
+                    conn.respond(reply).await;
+                }
+                return;
+            }
             conn.inflight.set(conn.inflight.get() + 1);
             let conn = Rc::clone(conn);
             glommio::spawn_local(async move {

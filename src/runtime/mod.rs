@@ -319,4 +319,90 @@ mod tests {
             Err(_) => panic!("a timer fired and the executor slept on without it"),
         }
     }
+
+    /// vendor/glommio/PATCHES.md item 5: the poll of the latency ring that ends a sleep is
+    /// kept armed over sleeps and re-armed only after it completed, and a sleep submits the
+    /// main ring's new requests in its own `io_uring_enter`. Each executor is woken from
+    /// outside many thousand times (by another thread through the eventfd, and by a socket
+    /// its peer executor writes to), while a timer task makes the latency ring complete at
+    /// random points between the sleeps: a wake-up lost by either change is a sleep that
+    /// nothing ends, and the watchdog fails the test.
+    #[test]
+    fn executors_woken_from_outside_between_timer_firings_never_miss_a_wake_up() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        const TRIPS: u32 = 10_000;
+        let (to_exec, from_thread) = flume::bounded::<u32>(1);
+        let (to_thread, from_exec) = flume::bounded::<u32>(1);
+        let (done_tx, done_rx) = flume::bounded::<&'static str>(4);
+        let (addr_tx, addr_rx) = flume::bounded::<std::net::SocketAddr>(1);
+        let ticking = |stop: Rc<std::cell::Cell<bool>>| async move {
+            let mut n = 0u64;
+            while !stop.get() {
+                n += 1;
+                glommio::timer::sleep(Duration::from_micros(20 + (n * 37) % 300)).await;
+            }
+        };
+        let serve_done = done_tx.clone();
+        let server = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(move || async move {
+                let stop = Rc::new(std::cell::Cell::new(false));
+                let ticker = glommio::spawn_local(ticking(Rc::clone(&stop)));
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("client waits");
+                let mut peer = listener.accept().await.expect("accept");
+                let mut word = [0u8; 4];
+                for _ in 0..TRIPS {
+                    // A word from the other thread (eventfd wake-up), echoed to it ...
+                    let n = from_thread.recv_async().await.expect("thread sends");
+                    to_thread.send_async(n).await.expect("thread waits");
+                    // ... and one from the socket (main-ring poll), echoed back.
+                    peer.read_exact(&mut word).await.expect("read");
+                    peer.write_all(&word).await.expect("write");
+                }
+                stop.set(true);
+                ticker.await;
+                let _ = serve_done.send("server");
+            })
+            .expect("server executor");
+        let client = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(move || async move {
+                let stop = Rc::new(std::cell::Cell::new(false));
+                let ticker = glommio::spawn_local(ticking(Rc::clone(&stop)));
+                let addr = addr_rx.recv_async().await.expect("server listens");
+                let mut stream = glommio::net::TcpStream::connect(addr)
+                    .await
+                    .expect("connect");
+                let mut word = [0u8; 4];
+                for n in 0..TRIPS {
+                    stream.write_all(&n.to_le_bytes()).await.expect("write");
+                    stream.read_exact(&mut word).await.expect("read");
+                    assert_eq!(u32::from_le_bytes(word), n);
+                }
+                stop.set(true);
+                ticker.await;
+                let _ = done_tx.send("client");
+            })
+            .expect("client executor");
+        let thread = std::thread::spawn(move || {
+            for n in 0..TRIPS {
+                to_exec.send(n).expect("server receives");
+                assert_eq!(from_exec.recv().expect("server answers"), n);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match done_rx.recv_timeout(left) {
+                Ok(who) => eprintln!("{who}: {TRIPS} wake-ups from outside served"),
+                Err(_) => panic!("an executor slept through a wake-up and never woke"),
+            }
+        }
+        thread.join().expect("thread");
+        server.join().expect("server");
+        client.join().expect("client");
+    }
 }

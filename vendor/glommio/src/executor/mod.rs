@@ -1475,17 +1475,30 @@ impl LocalExecutor {
                     break t.unwrap();
                 }
 
-                // We want to do I/O before we call run_task_queues,
-                // for the benefit of the latency ring. If there are pending
-                // requests that are latency sensitive we want them out of the
-                // ring ASAP (before we run the task queues). We will also use
-                // the opportunity to install the timer.
-                this.parker
-                    .poll_io(|| Some(this.preempt_timer_duration()))
-                    .expect("Failed to poll io! This is actually pretty bad!");
+                // ringmq patch: with no task ready (and no spinning before a park) the park
+                // below does everything this poll would, and may sleep: going straight to it
+                // lets the sleep's `io_uring_enter` submit the requests the tasks just made
+                // (`Reactor::wait`), instead of one call to submit them here and another to
+                // sleep. The eventfd read that foreign wake-ups complete is re-armed first
+                // (`run_task_queues` does it otherwise): a park does not sleep without it.
+                let idle = spin_before_park.is_zero()
+                    && this.queues.borrow().active_executors.is_empty();
+                let run = if idle {
+                    this.reactor.sys.install_eventfd();
+                    false
+                } else {
+                    // We want to do I/O before we call run_task_queues,
+                    // for the benefit of the latency ring. If there are pending
+                    // requests that are latency sensitive we want them out of the
+                    // ring ASAP (before we run the task queues). We will also use
+                    // the opportunity to install the timer.
+                    this.parker
+                        .poll_io(|| Some(this.preempt_timer_duration()))
+                        .expect("Failed to poll io! This is actually pretty bad!");
 
-                // run user code
-                let run = this.run_task_queues();
+                    // run user code
+                    this.run_task_queues()
+                };
 
                 // account for runtime and poll/sleep if possible
                 let cur_time = Instant::now();
@@ -1498,6 +1511,14 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // ringmq patch: no spinning: park at once (upstream polled once first,
+                        // submitting the new requests in a call of their own; the park's wait
+                        // consumes what completed and sleeps only if nothing did).
+                        this.parker
+                            .park()
+                            .expect("Failed to park! This is actually pretty bad!");
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {

@@ -294,6 +294,12 @@ impl Source {
         }
     }
 
+    /// ringmq patch: whether the source is queued or in the kernel (its completion not yet
+    /// consumed).
+    pub(super) fn is_enqueued(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(super) fn raw(&self) -> RawFd {
         self.inner.borrow().raw
     }

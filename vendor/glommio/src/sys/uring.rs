@@ -855,11 +855,13 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                // ringmq patch: the clock is read only when there is something to submit
+                // (upstream read it on every call, also on the last one of every flush, which
+                // finds the queue empty: a `clock_gettime` per ring per executor loop).
+                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1044,14 +1046,29 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
-        if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
-            let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
+    /// Sleeps until a completion arrives in this ring.
+    ///
+    /// ringmq patch: `link` is the source of a new SQE that links the rings (a poll of the
+    /// latency ring's fd), or `None` when the one armed for an earlier sleep is still in the
+    /// kernel (see `Reactor::link_rings_and_sleep`). Every SQE prepared and not yet submitted
+    /// (the reactor leaves the main ring's for this call) goes in the same `io_uring_enter` as
+    /// the wait: the kernel waits only when it submitted every one (it returns early
+    /// otherwise, also when a completion is already there), and returns the number submitted
+    /// also when a signal ended the wait.
+    fn sleep(&mut self, link: Option<&Source>) -> io::Result<usize> {
+        if let Some(link) = link {
+            let mut sq = self.ring.sq();
+            let Some(mut sqe) = sq.prepare_sqe() else {
+                drop(sq);
+                // Can't link rings because we ran out of `SQE`s. Just can't sleep.
+                // Submit what we have, once we're out of here we'll consume them
+                // and at some point will be able to sleep again.
+                return self
+                    .submit_sqes()
+                    .or_else(Reactor::busy_ok)
+                    .or_else(Reactor::again_ok)
+                    .or_else(Reactor::intr_ok);
+            };
             let op = UringDescriptor {
                 fd: link.raw(),
                 flags: SubmissionFlags::empty(),
@@ -1068,42 +1085,39 @@ impl SleepableRing {
                 DmaBuffer::new,
                 &mut self.source_map.borrow_mut(),
             );
-
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-            //
-            // ringmq patch: upstream submits it in one `io_uring_enter` and waits in a
-            // second. One call does both: the kernel waits only when it submitted every SQE
-            // (it returns early otherwise), and returns the number submitted also when a
-            // signal ended the wait.
-            let submitted = self
-                .ring
-                .submit_sqes_and_wait(1)
-                .map(|x| x as usize)
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?;
-            self.in_kernel += submitted;
-            if submitted != 1 {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings were linked, and we slept.
-                Ok(1)
-            }
-        } else {
-            // Can't link rings because we ran out of `CQE`s. Just can't sleep.
-            // Submit what we have, once we're out of here we'll consume them
-            // and at some point will be able to sleep again.
-            self.submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)
         }
+        let pending = self.waiting_kernel_submission();
+        let submitted = self
+            .ring
+            .submit_sqes_and_wait(1)
+            .map(|x| x as usize)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.in_kernel += submitted;
+        if submitted != pending {
+            // Not everything was submitted, so the kernel did not wait. What is left stays in
+            // the submission ring for the next flush (a new link too: the reactor keeps its
+            // source, so it is armed then).
+            Err(io::Error::from_raw_os_error(libc::EBUSY))
+        } else {
+            // Everything was submitted (the rings are linked), and we slept.
+            Ok(1)
+        }
+    }
+
+    /// ringmq patch: moves queued requests into the submission ring without entering the
+    /// kernel (unless the ring is full), for a sleep to submit them (see `Reactor::wait`).
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
+    }
+
+    /// ringmq patch: like `can_sleep`, but SQEs prepared and not yet submitted are allowed:
+    /// the sleep submits them.
+    fn can_sleep_submitting(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
     }
 }
 
@@ -1187,11 +1201,13 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                // ringmq patch: the clock is read only when there is something to submit
+                // (upstream read it on every call, also on the last one of every flush, which
+                // finds the queue empty: a `clock_gettime` per ring per executor loop).
+                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1279,6 +1295,9 @@ pub(crate) struct Reactor {
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
+    // ringmq patch: the poll of the latency ring's fd that ends a sleep of the main ring,
+    // kept armed over sleeps (see `link_rings_and_sleep`).
+    link_src: Cell<Option<Source>>,
 
     // This keeps the `eventfd` alive. Drop will close it when we're done
     notifier: Arc<sys::SleepNotifier>,
@@ -1412,6 +1431,7 @@ impl Reactor {
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
+            link_src: Cell::new(None),
             notifier,
             eventfd_src,
             source_map,
@@ -1782,14 +1802,29 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // ringmq patch: upstream makes a new link source for every sleep and drops it after.
+        // Dropping it does not cancel the poll (its status is still `Enqueued`: it is filled
+        // straight into the ring, not dispatched from the queue), so every sleep left one
+        // more poll of the latency ring in the kernel, all completing at once on the latency
+        // ring's next completion. Upstream's timers completed on the latency ring on every
+        // loop; with them kept armed (PATCHES.md item 3) tens of polls piled up between two
+        // latency-ring completions. Here the one armed is kept, and a new one is armed only
+        // once it has completed (its completion consumed: `enqueued` is cleared then).
+        let link = match self.link_src.take().filter(|src| src.is_enqueued()) {
+            Some(kept) => kept,
+            None => Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ),
+        };
+        let arm = (!link.is_enqueued()).then_some(&link);
+        let slept = ring.sleep(arm);
+        // Kept also when it could not be armed: not enqueued, so the next sleep arms it.
+        self.link_src.set(Some(link));
+        slept.or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1925,7 +1960,22 @@ impl Reactor {
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
         // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        //
+        // ringmq patch: a wait that may sleep (no preempt timer: no task queue is about to
+        // run) leaves the main ring's new SQEs (a socket poll, a file write) prepared in its
+        // submission ring, for the sleep to submit in its own `io_uring_enter`: one call per
+        // sleep instead of two. Any other way out of this function submits them below.
+        let may_sleep = preempt_timer().is_none();
+        if may_sleep {
+            flush_rings!(lat_ring, poll_ring)?;
+            main_ring
+                .prepare_submissions()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+        } else {
+            flush_rings!(lat_ring, poll_ring, main_ring)?;
+        }
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
@@ -1940,11 +1990,12 @@ impl Reactor {
         self.user_timer.set(user);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = may_sleep
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_submitting()
             && lat_ring.can_sleep();
+        let mut slept = false;
 
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
@@ -1967,6 +2018,7 @@ impl Reactor {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
+                    slept = true;
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
@@ -1975,6 +2027,10 @@ impl Reactor {
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
             }
+        }
+        if may_sleep && !slept {
+            // ringmq patch: no sleep after all; submit what was left for it.
+            flush_rings!(main_ring)?;
         }
 
         if let Some(dur) = preempt_timer() {
