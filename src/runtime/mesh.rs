@@ -204,6 +204,78 @@ mod tests {
         }
     }
 
+    /// One caller, one call at a time, both shards going to sleep between calls (short timer
+    /// sleeps on either side vary where each one is when the other's message lands): every
+    /// call and every answer wakes an executor that is asleep or about to be, through a
+    /// wake-up posted into its ring (vendor/glommio/PATCHES.md item 5). A lost wake-up hangs
+    /// a call; the watchdog turns that into a failure instead of a stuck test run.
+    #[test]
+    fn every_call_to_a_sleeping_shard_wakes_it_and_its_answer_wakes_the_caller() {
+        const CALLS: u64 = 20_000;
+        let posted_before = glommio::msg_ring_wakes_posted();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let builder = builder::<u64, u64>(2, 64);
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let builder = builder.clone();
+                let done_tx = done_tx.clone();
+                LocalExecutorBuilder::new(Placement::Unbound)
+                    .io_memory(128 * 1024)
+                    .spawn(move || async move {
+                        let peer_done = Rc::new(crate::runtime::OffsetWatch::new(0));
+                        let mesh = {
+                            let peer_done = Rc::clone(&peer_done);
+                            ShardMesh::join(builder, move |_from, x: u64| {
+                                let peer_done = Rc::clone(&peer_done);
+                                async move {
+                                    if x == u64::MAX {
+                                        peer_done.advance(1);
+                                        return None;
+                                    }
+                                    if x % 7 == 3 {
+                                        let pause = std::time::Duration::from_micros(x % 29);
+                                        glommio::timer::sleep(pause).await;
+                                    }
+                                    Some(x + 1)
+                                }
+                            })
+                            .await
+                            .expect("joined")
+                        };
+                        let other = 1 - mesh.shard();
+                        let mut sum = 0;
+                        for x in 0..CALLS {
+                            sum += mesh.call(other, x).await.expect("answered");
+                            if x % 5 == 1 {
+                                let pause = std::time::Duration::from_micros(x % 23);
+                                glommio::timer::sleep(pause).await;
+                            }
+                        }
+                        mesh.tell(other, u64::MAX).await.expect("peer there");
+                        let _ = peer_done.wait_for(1).await;
+                        let _ = done_tx.send(sum);
+                    })
+                    .expect("executor")
+            })
+            .collect();
+        let expected: u64 = (1..=CALLS).sum();
+        for _ in 0..2 {
+            let sum = done_rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("a shard stalled: a wake-up was lost");
+            assert_eq!(sum, expected);
+        }
+        for handle in handles {
+            handle.join().expect("joined");
+        }
+        if glommio::msg_ring_wakes() {
+            assert!(
+                glommio::msg_ring_wakes_posted() > posted_before,
+                "no wake-up went through IORING_OP_MSG_RING"
+            );
+        }
+    }
+
     /// With an inbox of 2 and 64 calls in flight each way, senders keep finding the peer's
     /// inbox full and wait for room; a receiver wakes a sleeping sender only when it pops
     /// from a full inbox (vendor/glommio/PATCHES.md), so a lost wake-up would hang here.
