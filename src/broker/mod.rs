@@ -108,6 +108,12 @@ fn shard_count(options: &BrokerOptions) -> usize {
 /// Starts a broker. Returns once every shard is listening.
 pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHandle> {
     let shards = shard_count(&options);
+    // Shards wake each other by posting into the sleeper's io_uring (vendor/glommio
+    // PATCHES.md item 5); RINGMQ_EVENTFD_WAKES=1 restores glommio's eventfd wake-ups, to
+    // measure one against the other with one binary.
+    if std::env::var_os("RINGMQ_EVENTFD_WAKES").is_some_and(|v| v == "1") {
+        glommio::set_msg_ring_wakes(false);
+    }
     let mut cfg = options.cfg.clone();
     // glommio resolves some file paths against the process directory and others against an
     // open directory: give it absolute paths only.
@@ -161,6 +167,7 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
         exec.io_memory_bytes = 8 << 20;
         exec.ring_depth = ctx.cfg.io_depth.max(32) as usize;
         exec.cpu = (ctx.cfg.pin_shards && shards > 1).then_some(id % num_cpus());
+
         joins.push(spawn_executor(&exec, move || run_shard(seed))?);
     }
     drop(ready_tx);

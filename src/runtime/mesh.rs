@@ -323,12 +323,149 @@ mod tests {
         }
     }
 
+    const DONE: u64 = u64::MAX;
+
+    /// Joins a mesh of `u64` calls whose handler answers `x` with `answer(x)`; the returned
+    /// watch moves to 1 once the peer told this shard it is [`DONE`] calling.
+    async fn join_answering<F, Fut>(
+        builder: MeshBuilder<Envelope<u64, u64>, Full>,
+        answer: F,
+    ) -> (Rc<ShardMesh<u64, u64>>, Rc<crate::runtime::OffsetWatch>)
+    where
+        F: Fn(u64) -> Fut + 'static,
+        Fut: Future<Output = u64> + 'static,
+    {
+        let peer_done = Rc::new(crate::runtime::OffsetWatch::new(0));
+        let answer = Rc::new(answer);
+        let mesh = {
+            let peer_done = Rc::clone(&peer_done);
+            ShardMesh::join(builder, move |_from, x: u64| {
+                let (peer_done, answer) = (Rc::clone(&peer_done), Rc::clone(&answer));
+                async move {
+                    if x == DONE {
+                        peer_done.advance(1);
+                        return None;
+                    }
+                    Some(answer(x).await)
+                }
+            })
+            .await
+            .expect("joined")
+        };
+        (mesh, peer_done)
+    }
+
+    /// Tells the peer this shard is done calling, then serves it until it is done too.
+    async fn finish(mesh: &ShardMesh<u64, u64>, peer_done: &crate::runtime::OffsetWatch) {
+        mesh.tell(1 - mesh.shard(), DONE).await.expect("peer there");
+        let _ = peer_done.wait_for(1).await;
+    }
+
+    /// Two executors each call the other `calls` times, one call at a time (answer: x + 1),
+    /// with short timer sleeps on both sides when `pauses`; returns each one's sum of answers,
+    /// or `None` when one did not finish within 60 s (a lost wake-up).
+    fn ping_pong(calls: u64, pauses: bool) -> Option<Vec<u64>> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let builder = builder::<u64, u64>(2, 64);
+        for _ in 0..2 {
+            let builder = builder.clone();
+            let done_tx = done_tx.clone();
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(128 * 1024)
+                .spawn(move || async move {
+                    let (mesh, peer_done) = join_answering(builder, move |x| async move {
+                        if pauses && x % 7 == 3 {
+                            let pause = std::time::Duration::from_micros(x % 29);
+                            glommio::timer::sleep(pause).await;
+                        }
+                        x + 1
+                    })
+                    .await;
+                    let other = 1 - mesh.shard();
+                    let mut sum = 0;
+                    for x in 0..calls {
+                        sum += mesh.call(other, x).await.expect("answered");
+                        if pauses && x % 5 == 1 {
+                            let pause = std::time::Duration::from_micros(x % 23);
+                            glommio::timer::sleep(pause).await;
+                        }
+                    }
+                    finish(&mesh, &peer_done).await;
+                    let _ = done_tx.send(sum);
+                })
+                .expect("executor");
+        }
+        (0..2)
+            .map(|_| {
+                done_rx
+                    .recv_timeout(std::time::Duration::from_secs(60))
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// One caller, one call at a time, both shards going to sleep between calls (short timer
+    /// sleeps on either side vary where each one is when the other's message lands): every
+    /// call and every answer wakes an executor that is asleep or about to be, through a
+    /// wake-up posted into its ring (vendor/glommio/PATCHES.md item 5). A lost wake-up hangs
+    /// a call; the watchdog turns that into a failure instead of a stuck test run.
+    #[test]
+    fn every_call_to_a_sleeping_shard_wakes_it_and_its_answer_wakes_the_caller() {
+        const CALLS: u64 = 20_000;
+        let posted_before = glommio::msg_ring_wakes_posted();
+        let sums = ping_pong(CALLS, true).expect("a shard stalled: a wake-up was lost");
+        assert_eq!(sums, vec![(1..=CALLS).sum::<u64>(); 2]);
+        if glommio::msg_ring_wakes() {
+            assert!(
+                glommio::msg_ring_wakes_posted() > posted_before,
+                "no wake-up went through IORING_OP_MSG_RING"
+            );
+        }
+    }
+
+    /// Process CPU time (user + system) so far.
+    fn cpu_time() -> std::time::Duration {
+        // SAFETY: getrusage fills the struct it is given.
+        let usage = unsafe {
+            let mut usage = std::mem::zeroed::<libc::rusage>();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage
+        };
+        let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        std::time::Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+    }
+
+    /// Measures, not asserts: CPU time per call (two wake-ups: the callee's and the
+    /// caller's) with wake-ups through eventfds (upstream glommio) and through
+    /// IORING_OP_MSG_RING, alternated. Run alone:
+    /// `cargo test --release --lib runtime::mesh::tests::wake_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement; run alone"]
+    fn wake_cost_eventfd_against_msg_ring() {
+        const CALLS: u64 = 20_000;
+        for round in 0..3 {
+            for msg_ring in [false, true] {
+                glommio::set_msg_ring_wakes(msg_ring);
+                let (t0, c0) = (std::time::Instant::now(), cpu_time());
+                ping_pong(CALLS, false).expect("finished");
+                let (wall, cpu) = (t0.elapsed(), cpu_time() - c0);
+                let calls = (2 * CALLS) as f64;
+                println!(
+                    "round {round} {}: {:.2} us CPU and {:.2} us wall per call",
+                    if msg_ring { "msg_ring" } else { "eventfd " },
+                    cpu.as_secs_f64() * 1e6 / calls,
+                    wall.as_secs_f64() * 1e6 / calls,
+                );
+            }
+        }
+        glommio::set_msg_ring_wakes(true);
+    }
+
     /// With an inbox of 2 and 64 calls in flight each way, senders keep finding the peer's
     /// inbox full and wait for room; a receiver wakes a sleeping sender only when it pops
     /// from a full inbox (vendor/glommio/PATCHES.md), so a lost wake-up would hang here.
     #[test]
     fn senders_waiting_on_a_full_inbox_are_woken_as_it_drains() {
-        const DONE: u64 = u64::MAX;
         let builder = builder::<u64, u64>(2, 2);
         let handles: Vec<_> = (0..2)
             .map(|_| {
@@ -336,22 +473,8 @@ mod tests {
                 LocalExecutorBuilder::new(Placement::Unbound)
                     .io_memory(128 * 1024)
                     .spawn(move || async move {
-                        let peer_done = Rc::new(crate::runtime::OffsetWatch::new(0));
-                        let mesh = {
-                            let peer_done = Rc::clone(&peer_done);
-                            ShardMesh::join(builder, move |_from, x: u64| {
-                                let peer_done = Rc::clone(&peer_done);
-                                async move {
-                                    if x == DONE {
-                                        peer_done.advance(1);
-                                        return None;
-                                    }
-                                    Some(x + 1)
-                                }
-                            })
-                            .await
-                            .expect("joined")
-                        };
+                        let (mesh, peer_done) =
+                            join_answering(builder, |x| async move { x + 1 }).await;
                         let other = 1 - mesh.shard();
                         let callers: Vec<_> = (0..64u64)
                             .map(|c| {
@@ -370,9 +493,7 @@ mod tests {
                         for caller in callers {
                             total += caller.await;
                         }
-                        // Serve the peer until it is done too.
-                        mesh.tell(other, DONE).await.expect("peer there");
-                        let _ = peer_done.wait_for(1).await;
+                        finish(&mesh, &peer_done).await;
                         total
                     })
                     .expect("executor")

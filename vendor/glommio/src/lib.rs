@@ -455,6 +455,7 @@ pub use crate::{
     },
     shares::{Shares, SharesManager},
     sys::hardware_topology::CpuLocation,
+    sys::msg_ring::{msg_ring_wakes, msg_ring_wakes_posted, set_msg_ring_wakes},
 };
 pub use enclose::enclose;
 pub use scopeguard::defer;

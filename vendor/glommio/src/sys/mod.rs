@@ -173,6 +173,7 @@ pub(crate) fn sendmsg_syscall(
 
 mod dma_buffer;
 mod membarrier;
+pub(crate) mod msg_ring;
 pub(crate) mod source;
 pub(crate) mod sysfs;
 mod uring;
@@ -259,6 +260,9 @@ pub(crate) struct SleepNotifier {
     id: usize,
     eventfd: std::fs::File,
     should_notify: AtomicBool,
+    // ringmq patch: the fd of the executor's main ring, where a wake-up is posted with
+    // IORING_OP_MSG_RING (`msg_ring`); -1 until its reactor exists and once it is dropped.
+    wake_ring: std::sync::atomic::AtomicI32,
     foreign_wakes: crossbeam::channel::Receiver<Waker>,
     waker_sender: crossbeam::channel::Sender<Waker>,
 }
@@ -292,6 +296,7 @@ impl SleepNotifier {
             eventfd,
             id,
             should_notify: AtomicBool::new(false),
+            wake_ring: std::sync::atomic::AtomicI32::new(-1),
             waker_sender,
             foreign_wakes,
         }))
@@ -316,8 +321,16 @@ impl SleepNotifier {
             .is_ok()
             || force
         {
-            write_eventfd(self.eventfd_fd());
+            // ringmq patch: posted into the sleeper's main ring when possible (`msg_ring`).
+            if !msg_ring::post_wake(self.wake_ring.load(Ordering::Relaxed)) {
+                write_eventfd(self.eventfd_fd());
+            }
         }
+    }
+
+    /// ringmq patch: where wake-ups are posted (`msg_ring`); -1: the eventfd only.
+    pub(crate) fn set_wake_ring(&self, fd: RawFd) {
+        self.wake_ring.store(fd, Ordering::Relaxed);
     }
 
     pub(crate) fn queue_waker(&self, waker: Waker, force_notify: bool) {

@@ -1178,8 +1178,17 @@ impl UringCommon for SleepableRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
+        let cqe = self.ring.peek_for_cqe();
+        // ringmq patch: a wake-up another executor posted here (`sys::msg_ring`): it has
+        // no source and was not submitted from this ring (not counted in `in_kernel`).
+        if cqe
+            .as_ref()
+            .is_some_and(|c| c.user_data() == sys::msg_ring::WAKE_USER_DATA)
+        {
+            return Some(false);
+        }
         process_one_event(
-            self.ring.peek_for_cqe(),
+            cqe,
             |source| match source.source_type {
                 SourceType::LinkRings => Some(()),
                 _ => None,
@@ -1420,6 +1429,8 @@ impl Reactor {
         if !eventfd_src.is_installed().unwrap() {
             latency_ring.install_eventfd(&eventfd_src);
         }
+        // ringmq patch: other executors post wake-ups straight into the ring we sleep in.
+        notifier.set_wake_ring(main_ring.ring_fd());
 
         Ok(Reactor {
             main_ring: RefCell::new(main_ring),
@@ -2181,7 +2192,10 @@ fn queue_request_into_ring(
 }
 
 impl Drop for Reactor {
-    fn drop(&mut self) {}
+    fn drop(&mut self) {
+        // ringmq patch: the rings close after this; wake-ups go to the eventfd from now on.
+        self.notifier.set_wake_ring(-1);
+    }
 }
 
 #[cfg(test)]
