@@ -328,7 +328,7 @@ mod tests {
     /// Joins a mesh of `u64` calls whose handler answers `x` with `answer(x)`; the returned
     /// watch moves to 1 once the peer told this shard it is [`DONE`] calling.
     async fn join_answering<F, Fut>(
-        builder: MeshBuilder<Envelope<u64, u64>, Full>,
+        builder: Builder<u64, u64>,
         answer: F,
     ) -> (Rc<ShardMesh<u64, u64>>, Rc<crate::runtime::OffsetWatch>)
     where
