@@ -1,11 +1,11 @@
 //! One task per shard (masters only) that takes in the shard's timer messages and delivers
 //! them when due. Each round it loads the next bucket file when the window is empty, takes in
 //! new records of the shard's queue of `rmq_sys_wheel_timer`, delivers what is due, builds
-//! the copies of what comes due within the next second (read and re-encoded ahead, up to
+//! the copies of what comes due within the next 3 s (read and re-encoded ahead, up to
 //! 32 MiB, so that a slot of many timers costs only its appends when it is due), and captures
 //! a checkpoint at most every `timerFlushIntervalMs` when progress moved. Between rounds it
 //! sleeps on four wake-ups only: a new record in the timer queue, the first due time in the
-//! window (one timer), a second before the first timer not built yet, and the next
+//! window (one timer), 3 s before the first timer not built yet, and the next
 //! checkpoint; with nothing pending it does not wake at all. File work runs on blocking
 //! threads.
 //!
@@ -44,7 +44,7 @@ const READ_BYTES_MAX: usize = 4 << 20;
 const FETCH_MAX: usize = 512;
 /// How long before their time the copies of due timers are built (read, re-encoded), so
 /// that at the time only their appends are left.
-const PREPARE_AHEAD_MS: i64 = 1_000;
+const PREPARE_AHEAD_MS: i64 = 3_000;
 /// Bytes of copies built ahead, at most (per shard); past it the rest are built when due.
 const PREPARE_BYTES_MAX: usize = 32 << 20;
 /// Wait after a failed round (a full disk, an I/O error) before the next.
