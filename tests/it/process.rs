@@ -401,8 +401,32 @@ impl BrokerProcess {
     }
 
     /// SIGSTOP: the process stays, frozen (its sockets stay open).
+    /// SIGSTOP, returning once every thread of the process is stopped: kill(2) returns before
+    /// a running thread has taken the signal, and on a loaded machine a "frozen" broker could
+    /// otherwise still answer for a while (a test would see it acknowledge after the freeze).
     pub fn sigstop(&mut self) {
         self.signal(libc::SIGSTOP);
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let running = std::fs::read_dir(&tasks)
+                .map(|dir| {
+                    dir.flatten()
+                        .filter(|task| {
+                            let stat = std::fs::read_to_string(task.path().join("stat"))
+                                .unwrap_or_default();
+                            // The state follows the ")" that ends the command name.
+                            let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+                            !matches!(state, Some('T') | Some('t') | None)
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if running == 0 || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT after [`BrokerProcess::sigstop`].
