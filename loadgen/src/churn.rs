@@ -341,6 +341,9 @@ fn run_attack(args: &Target, plan: &AttackPlan) -> Result<(), String> {
     if plan.nice != 0 {
         renice_this_thread(plan.nice)?;
     }
+    // As set here or inherited (`nice -n` around the whole process), for the report.
+    // SAFETY: getpriority only reads the calling thread's nice value.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS as _, 0) };
     let cpu_at_start = crate::stats::thread_cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(AttackCounts::default());
@@ -404,7 +407,7 @@ fn run_attack(args: &Target, plan: &AttackPlan) -> Result<(), String> {
         counts.pulls.load(Ordering::Relaxed),
         mib(peak),
         mib(base.rss_kib),
-        plan.nice,
+        nice,
     );
     if args.pid.is_some() {
         for _ in 0..30 {
