@@ -9,14 +9,17 @@
 #   attack      `loadgen produce` at $RATE msgs/s open loop for $SECONDS s quiet, then again
 #               for $SECONDS s while `loadgen churn attack` sends bad input (garbage, length
 #               prefixes over and just under the limit, malformed headers, 5 MiB bodies, 2,200
-#               silent connections, never-read pipelined pulls); p99 of both runs, and the
-#               broker's VmRSS for 30 s after the attack
+#               silent connections, never-read pipelined pulls); p99 of both runs, the
+#               broker's CPU time in each, the attacker's own CPU time, and the broker's VmRSS
+#               for 30 s after the attack
 #
 # Usage: loadgen/churn.sh [rounds|sequential|idle|attack ...]   (all four by default)
 # Knobs (environment): OUT, STORE, ROUNDS (20), CONNS (2000), SEQUENTIAL (100000), RATE (20000),
 # SECONDS (30), ATTACK_ARGS (extra `loadgen churn attack` flags, e.g. `--pullers 0` to leave one
 # kind of bad input out), ATTACK_NICE (run the attacker under `nice -n N`, so that on a small
-# machine its own CPU use does not count against the broker), NS_PORT (29876), BROKER_PORT
+# machine its own CPU use does not count against the broker), BENCH_WRAP (a command the broker and
+# `loadgen produce` run under in every run, e.g. `chrt -f 10` on a machine busy with other work,
+# so that work stays out of the comparison), NS_PORT (29876), BROKER_PORT
 # (20911), RINGMQ and LOADGEN (binaries; default target/release), SKIP_BUILD=1 to use the binaries as they are.
 set -euo pipefail
 
@@ -56,7 +59,7 @@ start_broker() {
     mkdir -p "$STORE"
     printf 'brokerClusterName=DefaultCluster\nbrokerName=churn\nlistenPort=%s\n' \
         "$BROKER_PORT" > "$STORE.properties"
-    "$RINGMQ" standalone --namesrv-port "$NS_PORT" --store "$STORE" -c "$STORE.properties" \
+    ${BENCH_WRAP:-} "$RINGMQ" standalone --namesrv-port "$NS_PORT" --store "$STORE" -c "$STORE.properties" \
         > "$OUT/$name.broker.out" 2> "$OUT/$name.broker.log" &
     BROKER_PID=$!
     for _ in $(seq 200); do
@@ -94,13 +97,21 @@ rss_mib() {
     awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$BROKER_PID/status"
 }
 
+# The broker's CPU time so far (user + system), in seconds.
+cpu_s() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$BROKER_PID/stat"
+}
+
 run_attack() {
     start_broker attack
-    local produce=("$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t ChurnBench --rate "$RATE"
+    local produce=(${BENCH_WRAP:-} "$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t ChurnBench --rate "$RATE"
         -w 256 --duration "$SECONDS_EACH" --warmup 2 -q)
+    local cpu0 cpu1 cpu2
+    cpu0=$(cpu_s)
     "${produce[@]}" --json "$OUT/attack-quiet.json" > "$OUT/attack-quiet.txt"
     local quiet_rss
     quiet_rss=$(rss_mib)
+    cpu1=$(cpu_s)
     echo "quiet: VmRSS $quiet_rss MiB" | tee "$OUT/attack.txt"
     # The attack starts with the measured part of the second run and lasts as long.
     "${produce[@]}" --json "$OUT/attack-loud.json" > "$OUT/attack-loud.txt" &
@@ -109,12 +120,14 @@ run_attack() {
     churn -t ChurnBench attack --seconds "$SECONDS_EACH" ${ATTACK_ARGS:-} | tee -a "$OUT/attack.txt" &
     local attack_pid=$!
     wait "$produce_pid"
+    cpu2=$(cpu_s)
     wait "$attack_pid"
     local q l
     q=$(jq .p99_latency_us "$OUT/attack-quiet.json")
     l=$(jq .p99_latency_us "$OUT/attack-loud.json")
     echo "p99 quiet ${q} us, under attack ${l} us; VmRSS quiet $quiet_rss MiB, now $(rss_mib) MiB; \
-broker log lines: $(wc -l < "$OUT/attack.broker.log")" | tee -a "$OUT/attack.txt"
+broker log lines: $(wc -l < "$OUT/attack.broker.log"); broker CPU quiet \
+$(echo "$cpu1 - $cpu0" | bc) s, under attack $(echo "$cpu2 - $cpu1" | bc) s" | tee -a "$OUT/attack.txt"
     stop_broker
 }
 

@@ -20,6 +20,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
+use glommio::TaskQueueHandle;
 
 use crate::limits::{
     CONNECTION_ACTIVE_MAX, CONNECTION_FRAMES_PER_TURN, CONNECTION_INFLIGHT_CONGESTED,
@@ -208,10 +209,11 @@ impl Connection {
     /// Closes an idle connection: shuts the socket down, so its reader sees the end of the
     /// stream and the connection ends the usual way (handler's `on_close` included).
     pub(crate) fn reap(&self) {
-        if !self.reaped.replace(true) {
-            // SAFETY: shutdown(2) on the socket this connection owns; the server removes a
-            // connection from its registry before the socket is dropped, so the descriptor is
-            // still ours. shutdown does not close or free the descriptor.
+        // Once closed, the socket may already be dropped (its descriptor number reused).
+        if !self.closed.get() && !self.reaped.replace(true) {
+            // SAFETY: shutdown(2) on the socket this connection owns: it is marked closed
+            // before its writer half, the last holder of the socket, is dropped, so while it is
+            // not, the descriptor is still ours. shutdown does not close or free the descriptor.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
         }
     }
@@ -220,11 +222,20 @@ impl Connection {
 /// Serves `stream` until the peer closes it or sends a malformed frame, or the server reaps it.
 /// `registered` is called with the connection once it is set up and `ended` when it has closed
 /// with the reason it ended, if it did not end cleanly.
+///
+/// A connection is served in two parts. Until its first request has arrived whole and decoded,
+/// it runs on the task queue this is called on (the server's admission queue): a peer that
+/// never sends a valid frame (silent, garbage, a bad length prefix, a malformed header) is set
+/// up, waited on and torn down there, with one task and no write buffer or writer task. With
+/// its first request it moves to `established` (the queue the server's good peers are served
+/// on; `None` stays where it is) and gets its writer task, so a burst of new or bad
+/// connections never queues ahead of the requests of connections already serving.
 pub(crate) async fn run<H: Handler>(
     id: u64,
     stream: TcpStream,
     handler: Rc<H>,
     max_frame_bytes: usize,
+    established: Option<TaskQueueHandle>,
     registered: impl FnOnce(&Rc<Connection>),
     ended: impl FnOnce(&Connection, Option<(CloseReason, String)>),
 ) {
@@ -235,7 +246,7 @@ pub(crate) async fn run<H: Handler>(
     };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    let (reader, writer) = futures_lite::io::split(stream);
+    let (mut reader, writer) = futures_lite::io::split(stream);
     // Unbounded in count, bounded in bytes by `room`: no queue is preallocated per connection.
     let (tx, rx) = local_channel::new_unbounded();
     let conn = Rc::new(Connection {
@@ -254,14 +265,33 @@ pub(crate) async fn run<H: Handler>(
         awaited: Default::default(),
     });
     registered(&conn);
-    let writer_task = glommio::spawn_local(write_loop(writer, rx, Rc::clone(&conn)));
-    let outcome = read_loop(reader, &conn, &handler, max_frame_bytes).await;
-    conn.closed.set(true);
-    conn.awaited.close();
-    conn.active.close();
-    let _ = conn.outbound.try_send(Outbound::Close);
-    handler.on_close(&conn);
-    writer_task.await;
+    let outcome = match read_opening(&mut reader, &conn, max_frame_bytes).await {
+        Ok(Some(opening)) => {
+            let served = serve_established(
+                reader,
+                writer,
+                rx,
+                Rc::clone(&conn),
+                handler,
+                max_frame_bytes,
+                opening,
+            );
+            match established {
+                Some(queue) => {
+                    glommio::spawn_local_into(served, queue)
+                        .expect("the server's task queues live as long as its executor")
+                        .await
+                }
+                None => served.await,
+            }
+        }
+        opening => {
+            // Never served a request: no writer was started and nothing was queued.
+            mark_closed(&conn, &*handler);
+            conn.room.close();
+            opening.map(|_| ())
+        }
+    };
     let reason = match outcome {
         _ if conn.reaped.get() => Some((CloseReason::Idle, "idle".to_string())),
         Ok(()) => None,
@@ -270,20 +300,87 @@ pub(crate) async fn run<H: Handler>(
     ended(&conn, reason);
 }
 
+/// A connection's first request, decoded, and what was read after it.
+struct Opening {
+    first: RemotingCommand,
+    buf: BytesMut,
+    filled: usize,
+    busy: bool,
+}
+
+/// Reads until the connection's first request is whole and decodes (`None`: the peer closed
+/// first). A frame that cannot be accepted fails the connection here, before it is served.
+async fn read_opening(
+    reader: &mut ReadHalf<TcpStream>,
+    conn: &Connection,
+    max_frame_bytes: usize,
+) -> Result<Option<Opening>, (CloseReason, String)> {
+    let bad = |e: crate::remoting::WireError| (CloseReason::BadFrame, e.to_string());
+    let (mut buf, mut filled, mut busy) = (BytesMut::new(), 0, false);
+    loop {
+        if let Some(total) = check_frame(&buf[..filled], max_frame_bytes).map_err(bad)? {
+            let frame = buf.split_to(total).freeze();
+            let first = RemotingCommand::decode(frame).map_err(bad)?;
+            return Ok(Some(Opening {
+                first,
+                buf,
+                filled: filled - total,
+                busy,
+            }));
+        }
+        if !read_more(reader, &mut buf, &mut filled, &mut busy, conn).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Serves a connection from its first request on: its writer task, the reader loop, and the
+/// close. Runs on the server's `established` queue.
+async fn serve_established<H: Handler>(
+    reader: ReadHalf<TcpStream>,
+    writer: WriteHalf<TcpStream>,
+    rx: LocalReceiver<Outbound>,
+    conn: Rc<Connection>,
+    handler: Rc<H>,
+    max_frame_bytes: usize,
+    opening: Opening,
+) -> Result<(), (CloseReason, String)> {
+    let writer_task = glommio::spawn_local(write_loop(writer, rx, Rc::clone(&conn)));
+    let outcome = read_loop(reader, &conn, &handler, max_frame_bytes, opening).await;
+    mark_closed(&conn, &*handler);
+    writer_task.await;
+    outcome
+}
+
+/// The connection's reading is over: requests still running learn it, the writer is told to
+/// close once what is queued is written, and the handler's `on_close` runs.
+fn mark_closed<H: Handler>(conn: &Connection, handler: &H) {
+    conn.closed.set(true);
+    conn.awaited.close();
+    conn.active.close();
+    let _ = conn.outbound.try_send(Outbound::Close);
+    handler.on_close(conn);
+}
+
 async fn read_loop<H: Handler>(
     mut reader: ReadHalf<TcpStream>,
     conn: &Rc<Connection>,
     handler: &Rc<H>,
     max_frame_bytes: usize,
+    opening: Opening,
 ) -> Result<(), (CloseReason, String)> {
     let bad = |e: crate::remoting::WireError| (CloseReason::BadFrame, e.to_string());
     // `buf[..filled]` holds bytes read and not yet handed out as frames; the rest is zeroed
     // space to read into (zeroed when allocated, not before every read).
-    let mut buf = BytesMut::new();
-    let mut filled = 0;
-    // The last read filled all the space it had: more is probably waiting.
-    let mut busy = false;
-    let mut frames = 0usize;
+    let Opening {
+        first,
+        mut buf,
+        mut filled,
+        // The last read filled all the space it had: more is probably waiting.
+        mut busy,
+    } = opening;
+    dispatch(conn, handler, first).await;
+    let mut frames = 1usize;
     loop {
         while let Some(total) = check_frame(&buf[..filled], max_frame_bytes).map_err(bad)? {
             let frame = buf.split_to(total).freeze();
@@ -301,32 +398,46 @@ async fn read_loop<H: Handler>(
         }
         // Nor read.
         wait_for_write_room(conn).await;
-        let read = if filled == 0 && !busy {
-            // Quiet: nothing half-read and the last read drained the socket, so this read
-            // probably waits. Hold no buffer while it does.
-            buf = BytesMut::new();
-            read_quiet(&mut reader, &mut buf).await
-        } else {
-            let space = if busy {
-                CONNECTION_READ_BUSY_BYTES
-            } else {
-                CONNECTION_READ_IDLE_BYTES
-            };
-            make_room(&mut buf, filled, space);
-            reader
-                .read(&mut buf[filled..])
-                .await
-                .map(|n| (n, n == buf.len() - filled))
-        };
-        match read {
-            Ok((0, _)) => return Ok(()),
-            Ok((n, full)) => {
-                filled += n;
-                busy = full;
-                conn.touch();
-            }
-            Err(e) => return Err((CloseReason::ReadFailed, format!("read failed: {e}"))),
+        if !read_more(&mut reader, &mut buf, &mut filled, &mut busy, conn).await? {
+            return Ok(());
         }
+    }
+}
+
+/// Reads more of the connection into `buf[*filled..]`: false when the peer has closed. With
+/// nothing half-read and the last read having drained the socket (`!*busy`), the read
+/// probably waits, so it holds no buffer while it does.
+async fn read_more(
+    reader: &mut ReadHalf<TcpStream>,
+    buf: &mut BytesMut,
+    filled: &mut usize,
+    busy: &mut bool,
+    conn: &Connection,
+) -> Result<bool, (CloseReason, String)> {
+    let read = if *filled == 0 && !*busy {
+        *buf = BytesMut::new();
+        read_quiet(reader, buf).await
+    } else {
+        let space = if *busy {
+            CONNECTION_READ_BUSY_BYTES
+        } else {
+            CONNECTION_READ_IDLE_BYTES
+        };
+        make_room(buf, *filled, space);
+        reader
+            .read(&mut buf[*filled..])
+            .await
+            .map(|n| (n, n == buf.len() - *filled))
+    };
+    match read {
+        Ok((0, _)) => Ok(false),
+        Ok((n, full)) => {
+            *filled += n;
+            *busy = full;
+            conn.touch();
+            Ok(true)
+        }
+        Err(e) => Err((CloseReason::ReadFailed, format!("read failed: {e}"))),
     }
 }
 
@@ -581,6 +692,7 @@ mod tests {
                     stream,
                     Rc::clone(&handler),
                     crate::limits::FRAME_SIZE_MAX_BYTES,
+                    None,
                     |_| {},
                     |_, _| {},
                 ));

@@ -1,6 +1,9 @@
 //! Sockets on glommio: the accept loop and the per-connection reader/writer pair.
 //!
-//! A connection runs two tasks on the executor that accepted it. The reader extracts frames
+//! A connection is admitted on a low-priority task queue of the executor that accepted it and
+//! stays there until its first request arrives whole (a peer that never sends a valid frame is
+//! set up, waited on and torn down there, with one task); it is then served by two tasks on
+//! the executor's main queue. The reader extracts frames
 //! (refusing an oversized one from its length prefix, before buffering it), decodes them and
 //! hands each request to the [`Handler`]; a handler answers at once ([`Reply::Now`]) or returns a
 //! future ([`Reply::Later`]) that runs as its own task, so many requests are in flight per

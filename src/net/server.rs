@@ -129,11 +129,54 @@ type Registry = Rc<RefCell<HashMap<u64, Rc<Connection>>>>;
 
 /// Accepts connections on `listener` and serves each with `handler` until `shutdown` fires.
 /// Open connections are left to finish (they end when their peers close, or go idle).
+///
+/// Connections are admitted on a task queue of their own (see [`admission_queue`]): the accept
+/// loop, each connection's set-up, and everything a connection does until its first request
+/// has arrived whole (and its tear-down if it never sends one) run there; from its first
+/// request on a connection is served on the queue `serve` was called on. So a burst of new
+/// connections, silent ones closing together, or a stream of bad frames waits behind the
+/// requests of connections already being served instead of queueing ahead of them.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Rc<H>,
     options: ServerOptions,
     shutdown: Shutdown,
+) {
+    let established = glommio::executor().current_task_queue();
+    let accepting = accept_loop(listener, handler, options, shutdown, established);
+    glommio::spawn_local_into(accepting, admission_queue())
+        .expect("a task queue just created exists")
+        .await;
+}
+
+/// The CPU shares of the admission queue against the 1,000 of the queue connections are served
+/// on: while both have work, admitting and tearing down connections gets about a tenth.
+const ADMISSION_SHARES: usize = 100;
+
+/// While the admission queue has work, no queue of the executor runs longer than this before
+/// the executor looks for I/O (the executor's slice is otherwise 100 ms): a good peer's request
+/// waits about this long behind a burst of connections, not the whole burst. (A queue that
+/// becomes ready is placed just after the one that ran last, so admission's next turn comes
+/// first; the accept loop gives the executor back after each connection to keep that short.)
+const ADMISSION_SLICE: Duration = Duration::from_micros(250);
+
+/// A new task queue for admitting connections: [`ADMISSION_SHARES`], and the executor's slice
+/// shortened to [`ADMISSION_SLICE`] only while it has work (an executor admitting nothing
+/// keeps its long slice and its timer quiet).
+fn admission_queue() -> glommio::TaskQueueHandle {
+    glommio::executor().create_task_queue(
+        glommio::Shares::Static(ADMISSION_SHARES),
+        glommio::Latency::Matters(ADMISSION_SLICE),
+        "admission",
+    )
+}
+
+async fn accept_loop<H: Handler>(
+    listener: TcpListener,
+    handler: Rc<H>,
+    options: ServerOptions,
+    shutdown: Shutdown,
+    established: glommio::TaskQueueHandle,
 ) {
     let registry: Registry = Rc::default();
     // Repeated conditions (bad frames from many peers, refusals, idle closes) are logged once
@@ -150,6 +193,10 @@ pub async fn serve<H: Handler>(
     let open = Rc::new(Cell::new(0usize));
     let mut next_id = 0u64;
     loop {
+        // glommio accepts without waiting while connections are pending, so a burst of them
+        // would otherwise be admitted in one go, ahead of everything else: one at a time, then
+        // the executor's other queues get their turn.
+        glommio::executor().yield_task_queue_now().await;
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
             None
@@ -205,7 +252,17 @@ pub async fn serve<H: Handler>(
                     log_close(&log, conn, kind, &reason);
                 }
             };
-            connection::run(id, stream, handler, max_frame, registered, ended).await;
+            let established = Some(established);
+            connection::run(
+                id,
+                stream,
+                handler,
+                max_frame,
+                established,
+                registered,
+                ended,
+            )
+            .await;
             open.set(open.get() - 1);
             closed.set(closed.get() + 1);
         })
@@ -347,3 +404,134 @@ const MEMORY_RELEASE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often the idle sweep runs (a connection is closed at most this long after its limit).
 const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::{mpsc, Mutex};
+
+    use super::*;
+    use crate::net::{Busy, Reply};
+    use crate::remoting::{response, RemotingCommand};
+
+    /// Answers every request at once, recording the task queue it ran on. The request with
+    /// opaque `HOLD` holds the executor's thread until the test says go (so connections pile
+    /// up in the listen backlog); the one with opaque `COUNT` counts the connections accepted
+    /// since then (the process's open descriptors: the client's are all open by then).
+    struct Recorder {
+        holding: mpsc::Sender<()>,
+        go: Mutex<mpsc::Receiver<()>>,
+        fds_at_go: Cell<usize>,
+        accepted_before_count: Cell<Option<usize>>,
+        queues: RefCell<Vec<usize>>,
+    }
+
+    const HOLD: i32 = 1;
+    const COUNT: i32 = 2;
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    impl Handler for Recorder {
+        fn handle(
+            self: &Rc<Self>,
+            _conn: &Rc<Connection>,
+            request: RemotingCommand,
+            _busy: Busy,
+        ) -> Reply {
+            let queue = glommio::executor().current_task_queue().index();
+            self.queues.borrow_mut().push(queue);
+            match request.opaque {
+                HOLD => {
+                    let _ = self.holding.send(());
+                    let _ = self.go.lock().unwrap().recv();
+                    self.fds_at_go.set(open_fds());
+                }
+                COUNT => {
+                    let accepted = open_fds().saturating_sub(self.fds_at_go.get());
+                    self.accepted_before_count.set(Some(accepted));
+                }
+                _ => {}
+            }
+            Reply::Now(Some(request.response_to(response::SUCCESS, None)))
+        }
+    }
+
+    fn send(conn: &mut TcpStream, opaque: i32) {
+        let mut request = RemotingCommand::request(crate::remoting::request::GET_MAX_OFFSET);
+        request.opaque = opaque;
+        let mut frame = bytes::BytesMut::new();
+        request.encode(&mut frame).unwrap();
+        conn.write_all(&frame).unwrap();
+    }
+
+    fn answer(conn: &mut TcpStream) {
+        let mut prefix = [0u8; 4];
+        conn.read_exact(&mut prefix).unwrap();
+        let mut rest = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        conn.read_exact(&mut rest).unwrap();
+    }
+
+    #[test]
+    fn a_burst_of_new_connections_waits_behind_a_served_connections_request() {
+        const BURST: usize = 800;
+        let (holding_tx, holding_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        let handler = Rc::new(Recorder {
+            holding: holding_tx,
+            go: Mutex::new(go_rx),
+            fds_at_go: Cell::new(0),
+            accepted_before_count: Cell::new(None),
+            queues: RefCell::default(),
+        });
+        let recorder = Rc::clone(&handler);
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async move {
+                let main_queue = glommio::executor().current_task_queue().index();
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let shutdown = Shutdown::new();
+                let stop = shutdown.clone();
+                let client = std::thread::spawn(move || {
+                    // A connection being served, waiting for its next request.
+                    let mut served = TcpStream::connect(addr).unwrap();
+                    send(&mut served, 0);
+                    answer(&mut served);
+                    // Another one's request holds the server while a burst of connections
+                    // completes its handshakes and waits in the backlog, and the served one
+                    // sends its next request.
+                    let mut holder = TcpStream::connect(addr).unwrap();
+                    send(&mut holder, HOLD);
+                    holding_rx.recv().unwrap();
+                    let burst: Vec<_> = (0..BURST)
+                        .map(|_| TcpStream::connect(addr).unwrap())
+                        .collect();
+                    send(&mut served, COUNT);
+                    go_tx.send(()).unwrap();
+                    answer(&mut holder);
+                    answer(&mut served);
+                    // The burst is admitted all the same: the last of it is served.
+                    let mut last = burst.into_iter().last().unwrap();
+                    send(&mut last, 3);
+                    answer(&mut last);
+                    stop.trigger();
+                });
+                serve(listener, handler, ServerOptions::default(), shutdown).await;
+                client.join().unwrap();
+                // Every request ran on the queue `serve` was called on, none on admission's.
+                let queues = recorder.queues.borrow();
+                assert_eq!(queues.len(), 4);
+                assert!(queues.iter().all(|&q| q == main_queue), "{queues:?}");
+                // The served connection's request was answered before most of the burst was
+                // accepted. (Without the admission queue, glommio accepts the whole backlog in
+                // one go, and the accept completed before the request arrived.)
+                let accepted = recorder.accepted_before_count.get().unwrap();
+                assert!(accepted < BURST / 2, "{accepted} of {BURST} accepted first");
+            });
+    }
+}
