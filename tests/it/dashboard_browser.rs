@@ -37,6 +37,9 @@ const WAIT: Duration = Duration::from_secs(20);
 struct ChromeDriver {
     child: Child,
     url: String,
+    /// chromedriver's and Chromium's TMPDIR (the browser profile, chromedriver's scoped
+    /// dirs): removed after the process group is killed, which leaves them no chance to.
+    _tmp: tempfile::TempDir,
 }
 
 /// Whether the browser is here. Without it the test is skipped, saying why on the terminal,
@@ -69,8 +72,13 @@ impl ChromeDriver {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
+        let tmp = tempfile::Builder::new()
+            .prefix("ringmq-it-chromium-")
+            .tempdir_in("/tmp")
+            .unwrap();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -80,6 +88,7 @@ impl ChromeDriver {
         let driver = ChromeDriver {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            _tmp: tmp,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
