@@ -12,6 +12,7 @@ use std::rc::{Rc, Weak};
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
 use crate::broker::placement::{owner_shard, shard_of_physical};
+use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::PULL_FLAG_SUSPEND;
 use crate::broker::topic_config::TopicConfigManager;
 use crate::net::{Busy, Connection, Handler, Reply};
@@ -293,23 +294,15 @@ impl Shard {
                     })
                 };
                 let Some(mesh) = self.mesh() else {
-                    return failed((
-                        resp::SYSTEM_ERROR,
-                        format!("the request could not be handed to shard {to}: the shards are not connected yet"),
-                    ));
+                    return failed(unhanded(to, "the shards are not connected yet"));
                 };
                 match mesh
                     .call(to, MeshRequest::Forward { origin, command })
                     .await
                 {
                     Ok(MeshResponse::Reply(reply)) => reply,
-                    Ok(_) => failed((
-                        resp::SYSTEM_ERROR,
-                        format!(
-                            "the request could not be handed to shard {to}: an unexpected answer"
-                        ),
-                    )),
-                    Err(e) => failed(super::processor::failure::hop(e, to)),
+                    Ok(_) => failed(unhanded(to, "an unexpected answer")),
+                    Err(e) => failed(hop(e, to)),
                 }
             }
             _ => self.process(origin, command).await,

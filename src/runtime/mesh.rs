@@ -113,8 +113,8 @@ pub struct ShardMesh<Req: Send + 'static, Resp: Send + 'static> {
     senders: Senders<Envelope<Req, Resp>>,
     /// Calls waiting for their answer: id → (the shard called, where the answer goes).
     pending: RefCell<HashMap<u64, Waiting<Resp>>>,
-    /// Peers whose channel to this shard has ended: they will answer nothing more.
-    gone: RefCell<Vec<bool>>,
+    /// Which shards have exited (shared by the whole mesh).
+    liveness: Arc<Liveness>,
     next_id: Cell<u64>,
 }
 
@@ -128,11 +128,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
     {
         let Builder { mesh, liveness } = builder;
         let (senders, receivers) = mesh.join().await.map_err(|_| MeshError::ShardGone(0))?;
-        let shards = senders.nr_consumers();
         let mesh = Rc::new(ShardMesh {
             senders,
             pending: RefCell::new(HashMap::new()),
-            gone: RefCell::new(vec![false; shards]),
+            liveness: Arc::clone(&liveness),
             next_id: Cell::new(1),
         });
         Rc::clone(&mesh).serve(receivers, Rc::new(handler));
@@ -148,10 +147,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
             let wake = liveness.wake[me].1.clone();
             while wake.recv_async().await.is_ok() {
                 let Some(mesh) = watcher.upgrade() else { break };
-                for (peer, gone) in liveness.gone.iter().enumerate() {
-                    if peer != me && gone.load(Ordering::SeqCst) && !mesh.is_gone(peer) {
-                        mesh.peer_gone(peer);
-                    }
+                for peer in (0..mesh.shards()).filter(|&p| p != me && mesh.is_gone(p)) {
+                    mesh.fail_calls_to(peer);
                 }
             }
         })
@@ -180,10 +177,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
             glommio::spawn_local(async move {
                 while let Some(envelope) = stream.recv().await {
                     mesh.deliver(from, envelope, &handler);
-                }
-                // The peer dropped its end: nothing it was asked will be answered.
-                if !mesh.is_gone(from) {
-                    mesh.peer_gone(from);
                 }
             })
             .detach();
@@ -219,12 +212,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
         }
     }
 
-    /// Marks `peer` gone and fails the calls waiting on it (dropping their senders ends
-    /// their `recv` with `None`: [`MeshError::ShardGone`]).
-    fn peer_gone(&self, peer: usize) {
-        if let Some(flag) = self.gone.borrow_mut().get_mut(peer) {
-            *flag = true;
-        }
+    /// Fails the calls waiting on `peer`, which is gone (dropping their senders ends their
+    /// `recv` with `None`: [`MeshError::ShardGone`]). Idempotent.
+    fn fail_calls_to(&self, peer: usize) {
         let mut pending = self.pending.borrow_mut();
         let before = pending.len();
         pending.retain(|_, (to, _)| *to != peer);
@@ -238,7 +228,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
     }
 
     fn is_gone(&self, peer: usize) -> bool {
-        self.gone.borrow().get(peer).copied().unwrap_or(false)
+        self.liveness
+            .gone
+            .get(peer)
+            .is_some_and(|gone| gone.load(Ordering::SeqCst))
     }
 
     /// Sends `request` to shard `to` and waits for its answer.

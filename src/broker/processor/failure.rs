@@ -38,12 +38,19 @@ pub(crate) fn put(e: StoreError) -> Failure {
 
 /// A request that could not be handed to (or answered by) another shard of this broker.
 pub(crate) fn hop(e: MeshError, shard: usize) -> Failure {
-    let remark = format!("the request could not be handed to shard {shard}: {e}");
     match e {
         MeshError::NoSuchShard(_) | MeshError::ShardGone(_) | MeshError::NoAnswer(_) => {
-            (resp::SYSTEM_ERROR, remark)
+            unhanded(shard, e)
         }
     }
+}
+
+/// SYSTEM_ERROR for a request that could not be handed to `shard`, saying why.
+pub(crate) fn unhanded(shard: usize, why: impl std::fmt::Display) -> Failure {
+    (
+        resp::SYSTEM_ERROR,
+        format!("the request could not be handed to shard {shard}: {why}"),
+    )
 }
 
 #[cfg(test)]
