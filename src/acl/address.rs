@@ -17,6 +17,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::error::{AclError, AddressProblem};
+
 /// One parsed pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddressPattern {
@@ -39,26 +41,33 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn parse_ip(text: &str, pattern: &str) -> Result<IpAddr, String> {
+fn bad(pattern: &str, problem: AddressProblem) -> AclError {
+    AclError::Address {
+        pattern: pattern.to_string(),
+        problem,
+    }
+}
+
+fn parse_ip(text: &str, pattern: &str) -> Result<IpAddr, AclError> {
     let text = text.trim();
     match text.parse::<Ipv4Addr>() {
         Ok(v4) => Ok(IpAddr::V4(v4)),
         Err(_) => text
             .parse::<Ipv6Addr>()
             .map(|v6| canonical(IpAddr::V6(v6)))
-            .map_err(|_| format!("{text:?} in address pattern {pattern:?} is not an IP address")),
+            .map_err(|_| bad(pattern, AddressProblem::NotAnIp(text.to_string()))),
     }
 }
 
-fn octet(text: &str, pattern: &str) -> Result<u8, String> {
+fn octet(text: &str, pattern: &str) -> Result<u8, AclError> {
     text.trim()
         .parse::<u8>()
-        .map_err(|_| format!("{text:?} in address pattern {pattern:?} is not an octet (0..=255)"))
+        .map_err(|_| bad(pattern, AddressProblem::NotAnOctet(text.to_string())))
 }
 
 impl AddressPattern {
     /// Parses a pattern; the error names the pattern and what is wrong with it.
-    pub fn parse(pattern: &str) -> Result<AddressPattern, String> {
+    pub fn parse(pattern: &str) -> Result<AddressPattern, AclError> {
         let p = pattern.trim();
         if p.is_empty() {
             return Ok(AddressPattern::Nothing);
@@ -69,12 +78,12 @@ impl AddressPattern {
         let ipv6 = p.contains(':');
         if p.ends_with('}') {
             if ipv6 {
-                return Err(unsupported_v6(p));
+                return Err(bad(p, AddressProblem::Ipv6Range));
             }
             return Self::parse_braces(p);
         }
         if p.contains(',') {
-            let list: Result<Vec<IpAddr>, String> = p
+            let list: Result<Vec<IpAddr>, AclError> = p
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
                 .map(|s| parse_ip(s, p))
@@ -83,7 +92,7 @@ impl AddressPattern {
         }
         if p.contains('*') || p.contains('-') {
             if ipv6 {
-                return Err(unsupported_v6(p));
+                return Err(bad(p, AddressProblem::Ipv6Range));
             }
             return Self::parse_range(p);
         }
@@ -91,18 +100,16 @@ impl AddressPattern {
     }
 
     /// `a.b.c.{x,y}`.
-    fn parse_braces(p: &str) -> Result<AddressPattern, String> {
+    fn parse_braces(p: &str) -> Result<AddressPattern, AclError> {
         let (head, rest) = p
             .split_once('{')
-            .ok_or_else(|| format!("address pattern {p:?}: '}}' without '{{'"))?;
+            .ok_or_else(|| bad(p, AddressProblem::BraceWithoutOpen))?;
         let fixed: Vec<&str> = head.trim_end_matches('.').split('.').collect();
         if !head.ends_with('.') || fixed.len() != 3 {
-            return Err(format!(
-                "address pattern {p:?}: a {{…}} list must be the fourth octet, e.g. 192.168.1.{{1,2}}"
-            ));
+            return Err(bad(p, AddressProblem::BraceNotFourth));
         }
         let items = rest.trim_end_matches('}');
-        let list: Result<Vec<IpAddr>, String> = items
+        let list: Result<Vec<IpAddr>, AclError> = items
             .split(',')
             .filter(|s| !s.trim().is_empty())
             .map(|last| parse_ip(&format!("{head}{}", last.trim()), p))
@@ -111,43 +118,33 @@ impl AddressPattern {
     }
 
     /// `a.b.*.*`, `a.b.c.*`, `a.b.x-y.*`, `a.b.c.x-y`.
-    fn parse_range(p: &str) -> Result<AddressPattern, String> {
+    fn parse_range(p: &str) -> Result<AddressPattern, AclError> {
         let parts: Vec<&str> = p.split('.').map(str::trim).collect();
         if parts.len() != 4 {
-            return Err(format!(
-                "address pattern {p:?}: expected four octets, e.g. 192.168.1.* or 10.0.0.1-9"
-            ));
+            return Err(bad(p, AddressProblem::NotFourOctets));
         }
         let at = (1..4)
             .find(|&i| parts[i] == "*" || parts[i].contains('-'))
-            .ok_or_else(|| {
-                format!(
-                    "address pattern {p:?}: '*' or a range is allowed only after the first octet"
-                )
-            })?;
+            .ok_or_else(|| bad(p, AddressProblem::WildcardFirst))?;
         let fixed = parts[..at]
             .iter()
             .map(|o| octet(o, p))
-            .collect::<Result<Vec<u8>, String>>()?;
+            .collect::<Result<Vec<u8>, AclError>>()?;
         let (low, high) = match parts[at] {
             "*" => (0, 255),
             range => {
                 let (low, high) = range
                     .split_once('-')
-                    .ok_or_else(|| format!("address pattern {p:?}: bad range {range:?}"))?;
+                    .ok_or_else(|| bad(p, AddressProblem::BadRange(range.to_string())))?;
                 let (low, high) = (octet(low, p)?, octet(high, p)?);
                 if low > high {
-                    return Err(format!(
-                        "address pattern {p:?}: range {low}-{high} is empty"
-                    ));
+                    return Err(bad(p, AddressProblem::EmptyRange(low, high)));
                 }
                 (low, high)
             }
         };
         if parts[at + 1..].iter().any(|o| *o != "*") {
-            return Err(format!(
-                "address pattern {p:?}: the octets after a '*' or a range must be '*'"
-            ));
+            return Err(bad(p, AddressProblem::AfterWildcard));
         }
         Ok(AddressPattern::Range { fixed, low, high })
     }
@@ -168,13 +165,6 @@ impl AddressPattern {
             },
         }
     }
-}
-
-fn unsupported_v6(p: &str) -> String {
-    format!(
-        "address pattern {p:?}: IPv6 ranges and {{…}} lists are not supported by ringmq; list \
-         the addresses separated by ',' instead"
-    )
 }
 
 #[cfg(test)]
@@ -228,7 +218,7 @@ mod tests {
             "fe80::{1,2}",
             "10.0.0.1,nonsense",
         ] {
-            let err = AddressPattern::parse(bad).expect_err(bad);
+            let err = AddressPattern::parse(bad).expect_err(bad).to_string();
             assert!(
                 err.contains(bad) || err.contains("nonsense"),
                 "{bad}: {err}"

@@ -25,6 +25,7 @@
 
 use std::net::IpAddr;
 
+use super::error::AclError;
 use super::rules::{grants, perm_name, Rules, PUB, RETRY_PREFIX, SUB};
 use super::sign::{verify, ACCESS_KEY};
 use crate::protocol::heartbeat::HeartbeatData;
@@ -66,7 +67,7 @@ fn retry(group: &str) -> String {
 
 /// The resources `cmd` touches with the permission each needs; a heartbeat whose body does not
 /// parse is refused here (its processor would refuse it too).
-pub fn resources(cmd: &RemotingCommand) -> Result<Vec<(String, u8)>, String> {
+pub fn resources(cmd: &RemotingCommand) -> Result<Vec<(String, u8)>, AclError> {
     let ext = |k: &str| cmd.ext(k).unwrap_or_default().to_string();
     let mut out = Vec::new();
     let send = |topic: String, group: String, out: &mut Vec<(String, u8)>| {
@@ -89,8 +90,8 @@ pub fn resources(cmd: &RemotingCommand) -> Result<Vec<(String, u8)>, String> {
         }
         req::QUERY_MESSAGE => out.push((ext("topic"), SUB)),
         req::HEART_BEAT => {
-            let data: HeartbeatData = serde_json::from_slice(&cmd.body)
-                .map_err(|e| format!("the heartbeat body does not parse: {e}"))?;
+            let data: HeartbeatData =
+                serde_json::from_slice(&cmd.body).map_err(AclError::HeartbeatBody)?;
             for consumer in &data.consumer_data_set {
                 out.push((retry(&consumer.group_name), SUB));
                 for sub in &consumer.subscription_data_set {
@@ -155,7 +156,7 @@ pub fn check(rules: &Rules, peer: IpAddr, cmd: &RemotingCommand) -> Result<(), R
             ),
         ));
     }
-    let needed = resources(cmd).map_err(|e| refuse(access_key, e))?;
+    let needed = resources(cmd).map_err(|e| refuse(access_key, e.to_string()))?;
     for (resource, perm) in needed {
         let Some(owned) = account.owned(&resource) else {
             continue;

@@ -126,7 +126,7 @@ fn update_account(acl: &Acl, cmd: &RemotingCommand) -> RemotingCommand {
     );
     match account.and_then(|a| acl.upsert_account(a)) {
         Ok(()) => cmd.success_to(),
-        Err(e) => failed(e),
+        Err(e) => failed(e.to_string()),
     }
 }
 
@@ -134,7 +134,7 @@ fn update_account(acl: &Acl, cmd: &RemotingCommand) -> RemotingCommand {
 fn delete_account(acl: &Acl, cmd: &RemotingCommand) -> RemotingCommand {
     match acl.delete_account(cmd.ext("accessKey").unwrap_or_default()) {
         Ok(()) => cmd.success_to(),
-        Err(e) => cmd.error_to(resp::DELETE_ACL_CONFIG_FAILED, e),
+        Err(e) => cmd.error_to(resp::DELETE_ACL_CONFIG_FAILED, e.to_string()),
     }
 }
 
@@ -148,7 +148,7 @@ fn update_global_white(acl: &Acl, cmd: &RemotingCommand) -> RemotingCommand {
         .map(Path::new);
     match acl.set_global_white(&patterns, file) {
         Ok(()) => cmd.success_to(),
-        Err(e) => cmd.error_to(resp::UPDATE_GLOBAL_WHITE_ADDRS_CONFIG_FAILED, e),
+        Err(e) => cmd.error_to(resp::UPDATE_GLOBAL_WHITE_ADDRS_CONFIG_FAILED, e.to_string()),
     }
 }
 

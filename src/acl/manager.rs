@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use super::check::{check, Refusal};
+use super::error::AclError;
 use super::rules::{Account, AclFile, Rules};
 use crate::config::BrokerConfig;
 use crate::remoting::RemotingCommand;
@@ -72,7 +73,7 @@ pub struct Sources {
 
 impl Sources {
     /// The files of `cfg` (see the module doc); `java_opt` is the JAVA_OPT environment value.
-    pub fn resolve(cfg: &BrokerConfig, java_opt: Option<&str>) -> Result<Sources, String> {
+    pub fn resolve(cfg: &BrokerConfig, java_opt: Option<&str>) -> Result<Sources, AclError> {
         if let Some(file) = &cfg.acl_plain_file {
             return Ok(Sources {
                 main: file.clone(),
@@ -80,11 +81,7 @@ impl Sources {
             });
         }
         let Some(home) = &cfg.rocketmq_home else {
-            return Err(
-                "aclEnable=true needs plain_acl.yml: set rocketmqHome (or ROCKETMQ_HOME) to \
-                 the directory whose conf/plain_acl.yml holds it, or aclPlainFile to the file"
-                    .into(),
-            );
+            return Err(AclError::NoHome);
         };
         let property = java_opt.and_then(|opts| {
             opts.split_whitespace()
@@ -142,7 +139,7 @@ impl std::fmt::Debug for Acl {
 }
 
 /// Reads and parses `files` (absent ones skipped); the error names the file.
-fn read_all(files: &[PathBuf]) -> Result<(Rules, Vec<(PathBuf, Stamp)>), String> {
+fn read_all(files: &[PathBuf]) -> Result<(Rules, Vec<(PathBuf, Stamp)>), AclError> {
     let mut parsed = Vec::new();
     let mut stamps = Vec::new();
     for path in files {
@@ -151,28 +148,25 @@ fn read_all(files: &[PathBuf]) -> Result<(Rules, Vec<(PathBuf, Stamp)>), String>
         if before.is_none() {
             continue;
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        parsed.push(AclFile::parse(path, &text).map_err(|e| format!("{}: {e}", path.display()))?);
+        let text = std::fs::read_to_string(path).map_err(|source| AclError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        parsed.push(AclFile::parse(path, &text).map_err(|e| e.in_file(path))?);
     }
     Ok((Rules::new(parsed)?, stamps))
 }
 
 impl Acl {
     /// Loads the files of `sources`; at least one must exist and every one must parse.
-    pub fn load(sources: Sources) -> Result<Acl, String> {
+    pub fn load(sources: Sources) -> Result<Acl, AclError> {
         let files = sources.files();
         let (rules, stamps) = read_all(&files)?;
         if rules.files.is_empty() {
-            return Err(format!(
-                "aclEnable=true but there is no ACL file: {} does not exist{}",
-                sources.main.display(),
-                sources
-                    .dir
-                    .as_ref()
-                    .map(|d| format!(" and {} holds no *.yml", d.display()))
-                    .unwrap_or_default()
-            ));
+            return Err(AclError::NoFile {
+                main: sources.main.clone(),
+                dir: sources.dir.clone(),
+            });
         }
         let version = DataVersion {
             timestamp_ms: now_ms(),
@@ -195,7 +189,7 @@ impl Acl {
     }
 
     /// The broker's ACL when `aclEnable=true` (`None` otherwise).
-    pub fn for_broker(cfg: &BrokerConfig) -> Result<Option<Arc<Acl>>, String> {
+    pub fn for_broker(cfg: &BrokerConfig) -> Result<Option<Arc<Acl>>, AclError> {
         if !cfg.acl_enable {
             return Ok(None);
         }
@@ -226,7 +220,7 @@ impl Acl {
     /// Reloads when a file changed since the last load: `None` when nothing changed,
     /// `Some(Ok(files))` after a reload, `Some(Err(why))` when the changed files were refused
     /// (the rules in force stay; the same broken state is reported once).
-    pub fn poll(&self) -> Option<Result<usize, String>> {
+    pub fn poll(&self) -> Option<Result<usize, AclError>> {
         let files = self.sources.files();
         let now: Vec<(PathBuf, Stamp)> = files.iter().map(|p| (p.clone(), stamp(p))).collect();
         let mut loaded = self.lock();
@@ -273,8 +267,8 @@ impl Acl {
     fn update(
         &self,
         index: Option<usize>,
-        change: impl FnOnce(&mut AclFile) -> Result<(), String>,
-    ) -> Result<(), String> {
+        change: impl FnOnce(&mut AclFile) -> Result<(), AclError>,
+    ) -> Result<(), AclError> {
         let mut loaded = self.lock();
         let rules = self.rules.load_full();
         let mut files = rules.files.clone();
@@ -289,11 +283,17 @@ impl Acl {
         let new_rules = Rules::new(files)?;
         let file = &new_rules.files[index];
         if let Some(parent) = file.path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("{}: cannot create: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|source| AclError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
-        crate::fsutil::write_atomically(&file.path, file.to_yaml().as_bytes())
-            .map_err(|e| format!("{}: cannot write: {e}", file.path.display()))?;
+        crate::fsutil::write_atomically(&file.path, file.to_yaml().as_bytes()).map_err(
+            |source| AclError::Write {
+                path: file.path.clone(),
+                source,
+            },
+        )?;
         let counter = loaded.versions.get(&file.path).map_or(0, |v| v.counter);
         let version = DataVersion {
             timestamp_ms: now_ms(),
@@ -313,7 +313,7 @@ impl Acl {
 
     /// Creates or replaces an account (UPDATE_AND_CREATE_ACL_CONFIG) in the file that holds it,
     /// or the main file for a new one.
-    pub fn upsert_account(&self, account: Account) -> Result<(), String> {
+    pub fn upsert_account(&self, account: Account) -> Result<(), AclError> {
         let file = self.rules().file_of(&account.access_key);
         self.update(file, |f| {
             match f
@@ -329,9 +329,9 @@ impl Acl {
     }
 
     /// Deletes an account (DELETE_ACL_CONFIG).
-    pub fn delete_account(&self, access_key: &str) -> Result<(), String> {
+    pub fn delete_account(&self, access_key: &str) -> Result<(), AclError> {
         let Some(file) = self.rules().file_of(access_key) else {
-            return Err(format!("No acl config for {access_key}"));
+            return Err(AclError::NoAccount(access_key.to_string()));
         };
         self.update(Some(file), |f| {
             f.accounts.retain(|a| a.access_key != access_key);
@@ -341,11 +341,15 @@ impl Acl {
 
     /// Replaces the global white list of one file (UPDATE_GLOBAL_WHITE_ADDRS_CONFIG): the file
     /// named (it must be one of the loaded files), else the main file.
-    pub fn set_global_white(&self, patterns: &[String], file: Option<&Path>) -> Result<(), String> {
+    pub fn set_global_white(
+        &self,
+        patterns: &[String],
+        file: Option<&Path>,
+    ) -> Result<(), AclError> {
         let parsed = patterns
             .iter()
             .map(|p| super::address::AddressPattern::parse(p).map(|a| (p.trim().to_string(), a)))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, AclError>>()?;
         let index = match file {
             None => None,
             Some(path) => Some(
@@ -353,9 +357,7 @@ impl Acl {
                     .files
                     .iter()
                     .position(|f| f.path == path)
-                    .ok_or_else(|| {
-                        format!("{} is not one of the broker's ACL files", path.display())
-                    })?,
+                    .ok_or_else(|| AclError::NotAnAclFile(path.to_path_buf()))?,
             ),
         };
         self.update(index, |f| {
@@ -396,9 +398,9 @@ mod tests {
         );
         cfg.acl_plain_file = None;
         cfg.rocketmq_home = None;
-        assert!(Sources::resolve(&cfg, None)
-            .unwrap_err()
-            .contains("ROCKETMQ_HOME"));
+        let err = Sources::resolve(&cfg, None).unwrap_err();
+        assert!(matches!(err, AclError::NoHome), "{err}");
+        assert!(err.to_string().contains("ROCKETMQ_HOME"));
     }
 
     #[test]
@@ -409,9 +411,9 @@ mod tests {
             main: main.clone(),
             dir: Some(dir.path().join("conf/acl")),
         };
-        assert!(Acl::load(sources.clone())
-            .unwrap_err()
-            .contains("no ACL file"));
+        let err = Acl::load(sources.clone()).unwrap_err();
+        assert!(matches!(err, AclError::NoFile { .. }), "{err}");
+        assert!(err.to_string().contains("no ACL file"));
         write(&main, ONE);
         write(
             &dir.path().join("conf/acl/extra.yml"),
@@ -421,13 +423,13 @@ mod tests {
         assert!(
             acl.rules().account("account1").is_some() && acl.rules().account("account2").is_some()
         );
-        assert_eq!(acl.poll(), None);
+        assert!(acl.poll().is_none());
         // A change of length is seen whatever the clock's granularity.
         write(
             &main,
             "accounts:\n  - {accessKey: account3, secretKey: secret03}\n",
         );
-        assert_eq!(acl.poll(), Some(Ok(2)));
+        assert!(matches!(acl.poll(), Some(Ok(2))));
         assert!(
             acl.rules().account("account3").is_some() && acl.rules().account("account1").is_none()
         );
@@ -436,8 +438,12 @@ mod tests {
             "accounts:\n  - {accessKey: account4, secretKey: [broken\n",
         );
         let err = acl.poll().expect("changed").expect_err("broken");
-        assert!(err.contains("plain_acl.yml: line"), "{err}");
-        assert_eq!(acl.poll(), None, "a broken state is reported once");
+        assert!(
+            matches!(&err, AclError::InFile { source, .. } if matches!(**source, AclError::Yaml { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("plain_acl.yml: line"), "{err}");
+        assert!(acl.poll().is_none(), "a broken state is reported once");
         assert!(acl.rules().account("account3").is_some(), "old rules kept");
         assert_eq!(acl.versions().values().map(|v| v.counter).max(), Some(2));
     }
@@ -470,7 +476,7 @@ mod tests {
         let again = AclFile::parse(&main, &std::fs::read_to_string(&main).unwrap()).unwrap();
         assert_eq!(again.accounts, vec![account]);
         assert_eq!(again.global_white[0].0, "10.0.0.*");
-        assert_eq!(acl.poll(), None, "its own writes are not reloaded");
+        assert!(acl.poll().is_none(), "its own writes are not reloaded");
         assert!(acl.set_global_white(&["nonsense".into()], None).is_err());
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! * [`sign`]: the request signature (HMAC-SHA1 over the sorted ext field values and the
 //!   body), for signing our own requests and checking others'
+//! * [`error`]: what is wrong with a file, an update or a tool's credentials
 //! * [`address`]: white-list address patterns
 //! * [`rules`]: the plain_acl.yml format, parsed and written
 //! * [`check`]: what a request needs and whether its account has it
@@ -15,10 +16,12 @@
 
 pub mod address;
 pub mod check;
+pub mod error;
 pub mod gate;
 pub mod manager;
 pub mod rules;
 pub mod sign;
 
+pub use error::{AclError, AddressProblem};
 pub use manager::Acl;
 pub use sign::{sign, tool_credentials, Credentials};

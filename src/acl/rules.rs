@@ -26,6 +26,7 @@ use yaml_rust2::yaml::Hash;
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 
 use super::address::AddressPattern;
+use super::error::AclError;
 
 /// `Permission.DENY`.
 pub const DENY: u8 = 1;
@@ -40,15 +41,13 @@ pub const SUB: u8 = 1 << 3;
 pub use crate::names::RETRY_GROUP_TOPIC_PREFIX as RETRY_PREFIX;
 
 /// Parses `DENY`, `PUB`, `SUB`, `PUB|SUB` (or `SUB|PUB`).
-pub fn parse_perm(text: &str) -> Result<u8, String> {
+pub fn parse_perm(text: &str) -> Result<u8, AclError> {
     match text.trim() {
         "DENY" => Ok(DENY),
         "PUB" => Ok(PUB),
         "SUB" => Ok(SUB),
         "PUB|SUB" | "SUB|PUB" => Ok(PUB | SUB),
-        other => Err(format!(
-            "permission {other:?} is not one of DENY, PUB, SUB, PUB|SUB"
-        )),
+        other => Err(AclError::Perm(other.to_string())),
     }
 }
 
@@ -75,18 +74,19 @@ pub fn grants(needed: u8, owned: u8) -> bool {
 }
 
 /// `name=PERM` entries of topicPerms / groupPerms.
-fn parse_resource_perm(entry: &str) -> Result<(String, u8), String> {
+fn parse_resource_perm(entry: &str) -> Result<(String, u8), AclError> {
     let (name, perm) = entry
         .split_once('=')
-        .ok_or_else(|| format!("{entry:?} is not name=PERM"))?;
+        .ok_or_else(|| AclError::NotNamePerm(entry.to_string()))?;
     let name = name.trim();
     if name.is_empty() {
-        return Err(format!("{entry:?} has no name before '='"));
+        return Err(AclError::NoResourceName(entry.to_string()));
     }
-    Ok((
-        name.to_string(),
-        parse_perm(perm).map_err(|e| format!("{entry:?}: {e}"))?,
-    ))
+    let perm = parse_perm(perm).map_err(|e| AclError::InEntry {
+        entry: entry.to_string(),
+        source: Box::new(e),
+    })?;
+    Ok((name.to_string(), perm))
 }
 
 /// One account of a file.
@@ -119,24 +119,19 @@ impl Account {
         default_group_perm: Option<&str>,
         topic_perms: &[String],
         group_perms: &[String],
-    ) -> Result<Account, String> {
+    ) -> Result<Account, AclError> {
         let access_key = access_key.trim();
         // Java: "The accessKey=%s and secretKey=%s cannot be null and length should longer
         // than 6".
         if access_key.len() <= 6 {
-            return Err(format!(
-                "accessKey {access_key:?} must be longer than 6 characters (as RocketMQ requires)"
-            ));
+            return Err(AclError::ShortAccessKey(access_key.to_string()));
         }
         if secret_key.trim().len() <= 6 {
-            return Err(format!(
-                "account {access_key}: secretKey must be longer than 6 characters (as RocketMQ \
-                 requires)"
-            ));
+            return Err(AclError::ShortSecretKey(access_key.to_string()));
         }
-        let in_account = |e: String| format!("account {access_key}: {e}");
+        let in_account = |e: AclError| e.in_account(access_key);
         let perm = |p: Option<&str>| p.map_or(Ok(DENY), parse_perm).map_err(in_account);
-        let perms = |list: &[String]| -> Result<Vec<(String, u8)>, String> {
+        let perms = |list: &[String]| -> Result<Vec<(String, u8)>, AclError> {
             list.iter()
                 .map(|e| parse_resource_perm(e).map_err(in_account))
                 .collect()
@@ -195,16 +190,17 @@ fn scalar(value: &Yaml) -> Option<String> {
 }
 
 /// A list of scalars; a single scalar counts as a one-element list, null as empty.
-fn scalar_list(value: &Yaml, what: &str) -> Result<Vec<String>, String> {
+fn scalar_list(value: &Yaml, what: &str) -> Result<Vec<String>, AclError> {
+    let not_a_list = || AclError::NotAList {
+        what: what.to_string(),
+    };
     match value {
         Yaml::Array(items) => items
             .iter()
-            .map(|v| scalar(v).ok_or_else(|| format!("{what}: expected a list of values")))
+            .map(|v| scalar(v).ok_or_else(not_a_list))
             .collect(),
         Yaml::Null => Ok(Vec::new()),
-        other => scalar(other)
-            .map(|s| vec![s])
-            .ok_or_else(|| format!("{what}: expected a list of values")),
+        other => scalar(other).map(|s| vec![s]).ok_or_else(not_a_list),
     }
 }
 
@@ -220,30 +216,31 @@ const ACCOUNT_KEYS: [&str; 9] = [
     "namespacePerms",
 ];
 
-fn parse_account(value: &Yaml, index: usize) -> Result<Account, String> {
+fn parse_account(value: &Yaml, index: usize) -> Result<Account, AclError> {
+    parse_account_fields(value).map_err(|e| AclError::AtIndex {
+        index,
+        source: Box::new(e),
+    })
+}
+
+fn parse_account_fields(value: &Yaml) -> Result<Account, AclError> {
     let Yaml::Hash(map) = value else {
-        return Err(format!(
-            "accounts[{index}]: expected a mapping of account fields"
-        ));
+        return Err(AclError::AccountNotMapping);
     };
     let mut field: HashMap<&str, &Yaml> = HashMap::new();
     for (k, v) in map {
         let key = k.as_str().unwrap_or_default();
         if !ACCOUNT_KEYS.contains(&key) || key == "namespacePerms" {
-            return Err(format!(
-                "accounts[{index}]: key {k:?} is not one ringmq implements (accessKey, secretKey, \
-                 whiteRemoteAddress, admin, defaultTopicPerm, defaultGroupPerm, topicPerms, \
-                 groupPerms); a permission it would have set cannot be ignored"
-            ));
+            return Err(AclError::UnknownAccountKey(format!("{k:?}")));
         }
         field.insert(key, v);
     }
-    let text = |key: &str| -> Result<Option<String>, String> {
+    let text = |key: &str| -> Result<Option<String>, AclError> {
         match field.get(key) {
             None => Ok(None),
-            Some(v) => scalar(v)
-                .map(Some)
-                .ok_or_else(|| format!("accounts[{index}].{key}: expected a single value")),
+            Some(v) => scalar(v).map(Some).ok_or_else(|| AclError::NotAScalar {
+                key: key.to_string(),
+            }),
         }
     };
     let access_key = text("accessKey")?.unwrap_or_default();
@@ -252,11 +249,7 @@ fn parse_account(value: &Yaml, index: usize) -> Result<Account, String> {
         Some(Yaml::Boolean(b)) => *b,
         Some(Yaml::String(s)) if s.eq_ignore_ascii_case("true") => true,
         Some(Yaml::String(s)) if s.eq_ignore_ascii_case("false") => false,
-        Some(other) => {
-            return Err(format!(
-                "account {access_key}: admin {other:?} is not true or false"
-            ))
-        }
+        Some(other) => return Err(AclError::BadAdmin(format!("{other:?}")).in_account(&access_key)),
     };
     let list = |key: &str| match field.get(key) {
         None => Ok(Vec::new()),
@@ -274,7 +267,6 @@ fn parse_account(value: &Yaml, index: usize) -> Result<Account, String> {
         &list("topicPerms")?,
         &list("groupPerms")?,
     )
-    .map_err(|e| format!("accounts[{index}]: {e}"))
 }
 
 impl AclFile {
@@ -289,31 +281,20 @@ impl AclFile {
 
     /// Parses the text of `path`. A syntax error names its line; other errors name the key or
     /// the account.
-    pub fn parse(path: &Path, text: &str) -> Result<AclFile, String> {
-        let docs = YamlLoader::load_from_str(text).map_err(|e| {
-            format!(
-                "line {}, column {}: {}",
-                e.marker().line(),
-                e.marker().col() + 1,
-                e.info()
-            )
-        })?;
+    pub fn parse(path: &Path, text: &str) -> Result<AclFile, AclError> {
+        let docs = YamlLoader::load_from_str(text).map_err(|e| AclError::yaml(&e))?;
         let mut file = AclFile::empty(path);
         let root = match docs.into_iter().next() {
             None | Some(Yaml::Null) => return Ok(file),
             Some(Yaml::Hash(root)) => root,
-            Some(_) => {
-                return Err(
-                    "expected a mapping at the top (globalWhiteRemoteAddresses, accounts)".into(),
-                )
-            }
+            Some(_) => return Err(AclError::TopNotMapping),
         };
         for (k, v) in &root {
             match k.as_str().unwrap_or_default() {
                 "globalWhiteRemoteAddresses" => {
                     for pattern in scalar_list(v, "globalWhiteRemoteAddresses")? {
                         let parsed = AddressPattern::parse(&pattern)
-                            .map_err(|e| format!("globalWhiteRemoteAddresses: {e}"))?;
+                            .map_err(|e| AclError::InGlobalWhite(Box::new(e)))?;
                         file.global_white.push((pattern, parsed));
                     }
                 }
@@ -324,25 +305,21 @@ impl AclFile {
                         }
                     }
                     Yaml::Null => {}
-                    _ => return Err("accounts: expected a list of accounts".into()),
+                    _ => return Err(AclError::AccountsNotList),
                 },
                 // Written by Java's admin updates; the version ringmq reports is its own.
                 "dataVersion" => {}
-                other => {
-                    return Err(format!(
-                        "top-level key {other:?} is not one of globalWhiteRemoteAddresses, \
-                         accounts, dataVersion"
-                    ))
-                }
+                other => return Err(AclError::UnknownTopKey(other.to_string())),
             }
         }
         let mut seen = HashMap::new();
         for (i, account) in file.accounts.iter().enumerate() {
             if let Some(first) = seen.insert(account.access_key.as_str(), i) {
-                return Err(format!(
-                    "accessKey {} is defined twice (accounts[{first}] and accounts[{i}])",
-                    account.access_key
-                ));
+                return Err(AclError::DefinedTwice {
+                    access_key: account.access_key.clone(),
+                    first,
+                    second: i,
+                });
             }
         }
         Ok(file)
@@ -399,17 +376,16 @@ pub struct Rules {
 
 impl Rules {
     /// Merges `files`; an access key defined in two files is an error naming both.
-    pub fn new(files: Vec<AclFile>) -> Result<Rules, String> {
+    pub fn new(files: Vec<AclFile>) -> Result<Rules, AclError> {
         let mut index = HashMap::new();
         for (f, file) in files.iter().enumerate() {
             for (a, account) in file.accounts.iter().enumerate() {
                 if let Some((other, _)) = index.insert(account.access_key.clone(), (f, a)) {
-                    return Err(format!(
-                        "accessKey {} is defined in both {} and {}",
-                        account.access_key,
-                        files[other].path.display(),
-                        file.path.display()
-                    ));
+                    return Err(AclError::DefinedInTwoFiles {
+                        access_key: account.access_key.clone(),
+                        first: files[other].path.clone(),
+                        second: file.path.clone(),
+                    });
                 }
             }
         }
@@ -469,7 +445,7 @@ accounts:
     admin: true
 ";
 
-    fn parse(text: &str) -> Result<AclFile, String> {
+    fn parse(text: &str) -> Result<AclFile, AclError> {
         AclFile::parse(Path::new("plain_acl.yml"), text)
     }
 
@@ -514,19 +490,33 @@ accounts:
     fn mistakes_are_refused_with_where() {
         let err = parse("accounts:\n  - accessKey: abcdefg\n    secretKey: [unclosed\n")
             .expect_err("syntax");
-        assert!(err.starts_with("line "), "{err}");
+        assert!(matches!(err, AclError::Yaml { .. }), "{err}");
+        assert!(err.to_string().starts_with("line "), "{err}");
         let bad_perm = "accounts:\n  - accessKey: abcdefg\n    secretKey: 1234567\n    topicPerms: [t=PUBLISH]\n";
-        assert!(parse(bad_perm).expect_err("perm").contains("PUBLISH"));
+        assert!(parse(bad_perm)
+            .expect_err("perm")
+            .to_string()
+            .contains("PUBLISH"));
         let short = "accounts:\n  - accessKey: abc\n    secretKey: 1234567\n";
-        assert!(parse(short).expect_err("short").contains("longer than 6"));
+        assert!(parse(short)
+            .expect_err("short")
+            .to_string()
+            .contains("longer than 6"));
         let unknown =
             "accounts:\n  - accessKey: abcdefg\n    secretKey: 1234567\n    topicPerm: [t=PUB]\n";
-        assert!(parse(unknown).expect_err("unknown").contains("topicPerm"));
+        assert!(parse(unknown)
+            .expect_err("unknown")
+            .to_string()
+            .contains("topicPerm"));
         let twice = "accounts:\n  - {accessKey: abcdefg, secretKey: 1234567}\n  - {accessKey: abcdefg, secretKey: 7654321}\n";
-        assert!(parse(twice).expect_err("twice").contains("twice"));
+        assert!(parse(twice)
+            .expect_err("twice")
+            .to_string()
+            .contains("twice"));
         assert!(parse("globalWhiteRemoteAddresses: [300.1.1.1]\n").is_err());
         assert!(parse("whitelist: []\n")
             .expect_err("top")
+            .to_string()
             .contains("whitelist"));
         assert_eq!(parse("").expect("empty").accounts, vec![]);
     }
@@ -537,7 +527,8 @@ accounts:
         let mut b = a.clone();
         b.path = PathBuf::from("other.yml");
         let err = Rules::new(vec![a.clone(), b]).expect_err("twice");
-        assert!(err.contains("other.yml"), "{err}");
+        assert!(matches!(err, AclError::DefinedInTwoFiles { .. }), "{err}");
+        assert!(err.to_string().contains("other.yml"), "{err}");
         let rules = Rules::new(vec![a]).expect("one");
         assert!(rules.account("abcdefg").is_some() && rules.account("nobody").is_none());
     }

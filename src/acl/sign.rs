@@ -11,6 +11,7 @@ use std::fmt;
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 
+use super::error::AclError;
 use crate::remoting::{ExtFields, RemotingCommand};
 
 /// Ext field carrying the account (`SessionCredentials.ACCESS_KEY`).
@@ -62,15 +63,15 @@ impl Credentials {
     pub fn from_pair(
         access_key: Option<&str>,
         secret_key: Option<&str>,
-    ) -> Result<Option<Credentials>, String> {
+    ) -> Result<Option<Credentials>, AclError> {
         fn blank_is_none(v: Option<&str>) -> Option<&str> {
             v.map(str::trim).filter(|v| !v.is_empty())
         }
         match (blank_is_none(access_key), blank_is_none(secret_key)) {
             (Some(ak), Some(sk)) => Ok(Some(Credentials::new(ak, sk))),
             (None, None) => Ok(None),
-            (Some(_), None) => Err("an access key was given without its secret key".into()),
-            (None, Some(_)) => Err("a secret key was given without its access key".into()),
+            (Some(_), None) => Err(AclError::KeyWithoutSecret),
+            (None, Some(_)) => Err(AclError::SecretWithoutKey),
         }
     }
 }
@@ -82,7 +83,7 @@ pub fn tool_credentials(
     access_key: Option<&str>,
     secret_key: Option<&str>,
     rocketmq_home: Option<&std::path::Path>,
-) -> Result<Option<Credentials>, String> {
+) -> Result<Option<Credentials>, AclError> {
     if let Some(given) = Credentials::from_pair(access_key, secret_key)? {
         return Ok(Some(given));
     }
@@ -93,7 +94,7 @@ pub fn tool_credentials(
         return Ok(None);
     };
     let docs = yaml_rust2::YamlLoader::load_from_str(&text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| AclError::yaml(&e).in_file(&path))?;
     let doc = docs.first();
     let field = |k: &str| -> Option<String> {
         match doc.map(|d| &d[k]) {
@@ -103,8 +104,7 @@ pub fn tool_credentials(
         }
     };
     let (ak, sk) = (field("accessKey"), field("secretKey"));
-    Credentials::from_pair(ak.as_deref(), sk.as_deref())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    Credentials::from_pair(ak.as_deref(), sk.as_deref()).map_err(|e| e.in_file(&path))
 }
 
 /// Java's `String.compareTo`: UTF-16 code units (differs from byte order only outside the BMP).
@@ -259,19 +259,28 @@ mod tests {
 
     #[test]
     fn credentials_come_in_pairs() {
-        assert_eq!(Credentials::from_pair(None, None), Ok(None));
-        assert_eq!(Credentials::from_pair(Some(" "), Some("")), Ok(None));
+        assert_eq!(Credentials::from_pair(None, None).unwrap(), None);
+        assert_eq!(Credentials::from_pair(Some(" "), Some("")).unwrap(), None);
         let both = Credentials::from_pair(Some("ak"), Some("sk")).expect("pair");
         assert_eq!(both, Some(Credentials::new("ak", "sk")));
-        assert!(Credentials::from_pair(Some("ak"), None).is_err());
-        assert!(Credentials::from_pair(None, Some("sk")).is_err());
+        assert!(matches!(
+            Credentials::from_pair(Some("ak"), None),
+            Err(AclError::KeyWithoutSecret)
+        ));
+        assert!(matches!(
+            Credentials::from_pair(None, Some("sk")),
+            Err(AclError::SecretWithoutKey)
+        ));
         assert!(!format!("{:?}", Credentials::new("ak", "sk")).contains("sk\""));
     }
 
     #[test]
     fn tools_take_flags_then_tools_yml() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(tool_credentials(None, None, Some(dir.path())), Ok(None));
+        assert_eq!(
+            tool_credentials(None, None, Some(dir.path())).unwrap(),
+            None
+        );
         std::fs::create_dir_all(dir.path().join("conf")).unwrap();
         std::fs::write(
             dir.path().join("conf/tools.yml"),

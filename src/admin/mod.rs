@@ -92,6 +92,7 @@ impl CredentialArgs {
             self.secret_key.as_deref(),
             home.as_deref(),
         )
+        .map_err(|e| e.to_string())
     }
 }
 
