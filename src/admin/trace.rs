@@ -119,7 +119,7 @@ fn views_of(msg_id: &str, message: &Found) -> Vec<TraceView> {
                 client_host: host.to_string(),
                 timestamp: None,
                 cost_ms: None,
-                status: reason.clone(),
+                status: reason.to_string(),
                 topic: None,
                 tags: None,
                 keys: None,

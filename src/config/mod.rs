@@ -133,7 +133,7 @@ pub enum ConfigError {
     Syntax {
         file: String,
         line: usize,
-        reason: String,
+        reason: properties::EscapeError,
     },
     /// A value that does not parse or is out of bounds, e.g.
     /// `conf/broker.properties:7: brokerRole = "SYNC_MASTR": expected one of ASYNC_MASTER, …`.

@@ -25,8 +25,17 @@ pub struct Entry {
 pub struct ParseError {
     /// 1-based line number of the offending entry.
     pub line: usize,
-    /// What is wrong, for a human.
-    pub reason: String,
+    /// What is wrong.
+    pub reason: EscapeError,
+}
+
+/// A backslash escape Java's `Properties.load` would reject too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EscapeError {
+    #[error("malformed \\uXXXX escape (needs four hex digits)")]
+    MalformedUnicode,
+    #[error("\\u{0:04X} is half of a surrogate pair")]
+    LoneSurrogate(u16),
 }
 
 impl fmt::Display for ParseError {
@@ -134,7 +143,7 @@ fn split_entry(line: usize, logical: &str) -> Result<Entry, ParseError> {
 
 /// Resolves backslash escapes: `\t \n \r \f`, `\uXXXX` (UTF-16, surrogate pairs combined) and
 /// `\c` → `c` for any other character.
-fn unescape(chars: &[char]) -> Result<String, String> {
+fn unescape(chars: &[char]) -> Result<String, EscapeError> {
     let mut out = String::with_capacity(chars.len());
     let mut units: Vec<u16> = Vec::new();
     let mut i = 0;
@@ -167,25 +176,19 @@ fn unescape(chars: &[char]) -> Result<String, String> {
 }
 
 /// Reads the four hex digits of a `\uXXXX` escape.
-fn hex4(digits: Option<&[char]>) -> Result<u16, String> {
-    let malformed = || "malformed \\uXXXX escape (needs four hex digits)".to_string();
-    let digits = digits.ok_or_else(malformed)?;
+fn hex4(digits: Option<&[char]>) -> Result<u16, EscapeError> {
+    let digits = digits.ok_or(EscapeError::MalformedUnicode)?;
     let text: String = digits.iter().collect();
     if !text.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(malformed());
+        return Err(EscapeError::MalformedUnicode);
     }
-    u16::from_str_radix(&text, 16).map_err(|_| malformed())
+    u16::from_str_radix(&text, 16).map_err(|_| EscapeError::MalformedUnicode)
 }
 
 /// Decodes pending `\uXXXX` code units into `out`; a lone surrogate is an error.
-fn flush_utf16(units: &mut Vec<u16>, out: &mut String) -> Result<(), String> {
+fn flush_utf16(units: &mut Vec<u16>, out: &mut String) -> Result<(), EscapeError> {
     for decoded in char::decode_utf16(units.drain(..)) {
-        let c = decoded.map_err(|e| {
-            format!(
-                "\\u{:04X} is half of a surrogate pair",
-                e.unpaired_surrogate()
-            )
-        })?;
+        let c = decoded.map_err(|e| EscapeError::LoneSurrogate(e.unpaired_surrogate()))?;
         out.push(c);
     }
     Ok(())
@@ -285,8 +288,13 @@ mod tests {
     fn malformed_unicode_escape_is_an_error_with_its_line() {
         let err = parse("ok=1\nbad=\\u12G4\n").expect_err("malformed");
         assert_eq!(err.line, 2);
-        assert!(err.reason.contains("\\uXXXX"), "{err}");
+        assert_eq!(err.reason, EscapeError::MalformedUnicode);
+        assert!(err.to_string().contains("\\uXXXX"), "{err}");
         let err = parse("lone=\\uD83D\n").expect_err("lone surrogate");
-        assert!(err.reason.contains("surrogate"), "{err}");
+        assert_eq!(err.reason, EscapeError::LoneSurrogate(0xD83D));
+        assert!(
+            err.to_string().contains("\\uD83D is half of a surrogate"),
+            "{err}"
+        );
     }
 }

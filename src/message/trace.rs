@@ -89,8 +89,43 @@ pub enum TraceEntry {
     /// The record's text (separators shown as `|`) and why it does not decode.
     Invalid {
         text: String,
-        reason: String,
+        #[serde(serialize_with = "as_text")]
+        reason: TraceError,
     },
+}
+
+/// Why a trace record does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    #[error("the trace message body is not UTF-8 text: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("{kind} record has no {name} (field {index} of {count})")]
+    Missing {
+        kind: String,
+        name: &'static str,
+        index: usize,
+        count: usize,
+    },
+    #[error("{kind} record's {name} (field {index}) is not a number: {value:?}")]
+    NotANumber {
+        kind: String,
+        name: &'static str,
+        index: usize,
+        value: String,
+    },
+    #[error(
+        "EndTransaction record's transactionState (field 11) is not a LocalTransactionState: \
+         {0:?}"
+    )]
+    BadTransactionState(String),
+    #[error("the record has no type")]
+    NoType,
+    #[error("unknown trace type {0:?} (ringmq decodes Pub, SubBefore, SubAfter, EndTransaction)")]
+    UnknownType(String),
+}
+
+fn as_text<S: serde::Serializer>(e: &TraceError, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(e)
 }
 
 /// Decodes a trace message body.
@@ -99,7 +134,7 @@ pub fn decode_body(body: &[u8]) -> Vec<TraceEntry> {
         Ok(text) => decode(text),
         Err(e) => vec![TraceEntry::Invalid {
             text: printable(&String::from_utf8_lossy(body)),
-            reason: format!("the trace message body is not UTF-8 text: {e}"),
+            reason: TraceError::NotUtf8(e),
         }],
     }
 }
@@ -146,28 +181,29 @@ impl<'a> Fields<'a> {
             .map(|v| v.to_string())
     }
 
-    fn required(&self, i: usize, name: &str) -> Result<&'a str, String> {
+    fn required(&self, i: usize, name: &'static str) -> Result<&'a str, TraceError> {
         match self.fields.get(i) {
             Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(format!(
-                "{} record has no {name} (field {i} of {})",
-                self.kind,
-                self.fields.len()
-            )),
+            _ => Err(TraceError::Missing {
+                kind: self.kind.to_string(),
+                name,
+                index: i,
+                count: self.fields.len(),
+            }),
         }
     }
 
-    fn number(&self, i: usize, name: &str) -> Result<i64, String> {
+    fn number(&self, i: usize, name: &'static str) -> Result<i64, TraceError> {
         let v = self.required(i, name)?;
-        v.trim().parse().map_err(|_| {
-            format!(
-                "{} record's {name} (field {i}) is not a number: {v:?}",
-                self.kind
-            )
+        v.trim().parse().map_err(|_| TraceError::NotANumber {
+            kind: self.kind.to_string(),
+            name,
+            index: i,
+            value: v.to_string(),
         })
     }
 
-    fn optional_number(&self, i: usize, name: &str) -> Result<Option<i64>, String> {
+    fn optional_number(&self, i: usize, name: &'static str) -> Result<Option<i64>, TraceError> {
         match self.fields.get(i) {
             Some(v) if !v.is_empty() => self.number(i, name).map(Some),
             _ => Ok(None),
@@ -206,7 +242,7 @@ fn empty(trace_type: TraceType, msg_id: String) -> TraceRecord {
     }
 }
 
-fn decode_record(record: &str) -> Result<TraceRecord, String> {
+fn decode_record(record: &str) -> Result<TraceRecord, TraceError> {
     let mut fields: Vec<&str> = record.split(CONTENT_SEPARATOR).collect();
     // Java's String.split drops trailing empty fields; positions are read the same way.
     while fields.last().is_some_and(|f| f.is_empty()) {
@@ -277,18 +313,14 @@ fn decode_record(record: &str) -> Result<TraceRecord, String> {
             r.transaction_id = f.text(10);
             let state = f.required(11, "transactionState")?;
             if !matches!(state, "COMMIT_MESSAGE" | "ROLLBACK_MESSAGE" | "UNKNOW") {
-                return Err(format!(
-                    "EndTransaction record's transactionState (field 11) is not a LocalTransactionState: {state:?}"
-                ));
+                return Err(TraceError::BadTransactionState(state.to_string()));
             }
             r.transaction_state = Some(state.to_string());
             r.from_transaction_check = f.boolean(12);
             Ok(r)
         }
-        "" => Err("the record has no type".into()),
-        other => Err(format!(
-            "unknown trace type {other:?} (ringmq decodes Pub, SubBefore, SubAfter, EndTransaction)"
-        )),
+        "" => Err(TraceError::NoType),
+        other => Err(TraceError::UnknownType(other.to_string())),
     }
 }
 
@@ -455,7 +487,7 @@ mod tests {
             assert_eq!(entries.len(), 2, "{bad:?}");
             match &entries[0] {
                 TraceEntry::Invalid { reason, text } => {
-                    assert!(reason.contains(why), "{reason}");
+                    assert!(reason.to_string().contains(why), "{reason}");
                     assert!(!text.contains(CONTENT_SEPARATOR));
                 }
                 other => panic!("{bad:?} decoded: {other:?}"),
@@ -464,7 +496,7 @@ mod tests {
         }
         let entries = decode_body(&[0xff, 0xfe, 1, 2]);
         assert!(
-            matches!(&entries[..], [TraceEntry::Invalid { reason, .. }] if reason.contains("UTF-8"))
+            matches!(&entries[..], [TraceEntry::Invalid { reason, .. }] if matches!(reason, TraceError::NotUtf8(_)))
         );
         assert!(decode("").is_empty());
     }
