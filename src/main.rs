@@ -360,7 +360,8 @@ fn start_controller(
     embedded: bool,
 ) -> Result<ringmq::controller::Controller, String> {
     let config = load_controller_config(path, embedded)?;
-    let options = ringmq::controller::ControllerOptions::from_config(&config, remoting_addr)?;
+    let options = ringmq::controller::ControllerOptions::from_config(&config, remoting_addr)
+        .map_err(|e| e.to_string())?;
     ringmq::controller::Controller::start(options).map_err(|e| e.to_string())
 }
 

@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::broker::{self, BrokerHandle, BrokerOptions};
-use crate::client::Connection;
+use crate::client::{ClientError, Connection};
 use crate::config::{BrokerConfig, BrokerRole};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
@@ -104,15 +104,13 @@ struct Controllers {
 }
 
 impl Controllers {
-    fn invoke(&self, addr: &str, request: RemotingCommand) -> Result<RemotingCommand, String> {
-        Connection::connect(addr, self.timeout)
-            .and_then(|mut c| c.invoke(request))
-            .map_err(|e| e.to_string())
+    fn invoke(&self, addr: &str, request: RemotingCommand) -> Result<RemotingCommand, ClientError> {
+        Connection::connect(addr, self.timeout).and_then(|mut c| c.invoke(request))
     }
 
     /// Finds the leader (asking each controller for the metadata); without one, what each
     /// controller said (or that it does not answer).
-    fn find_leader(&mut self) -> Result<String, String> {
+    fn find_leader(&mut self) -> Result<String, AgentError> {
         let mut heard = Vec::new();
         for addr in self.addrs.clone() {
             match self.invoke(
@@ -123,25 +121,24 @@ impl Controllers {
                     self.leader = Some(addr.clone());
                     return Ok(addr);
                 }
-                Ok(meta) if meta.code != resp::SUCCESS => heard.push(format!(
-                    "{addr} answered code {}: {}",
-                    meta.code,
-                    meta.remark.unwrap_or_default()
-                )),
-                Ok(_) => heard.push(format!("{addr} is not the leader")),
-                Err(e) => heard.push(format!("{addr} does not answer ({e})")),
+                Ok(meta) if meta.code != resp::SUCCESS => heard.push(Heard::Refused {
+                    addr,
+                    code: meta.code,
+                    remark: meta.remark.unwrap_or_default(),
+                }),
+                Ok(_) => heard.push(Heard::NotLeader(addr)),
+                Err(error) => heard.push(Heard::Silent { addr, error }),
             }
         }
         self.leader = None;
-        Err(format!(
-            "no controller leader among controllerAddr={}: {}",
-            self.addrs.join(";"),
-            heard.join("; ")
-        ))
+        Err(AgentError::NoLeader {
+            addrs: self.addrs.join(";"),
+            heard,
+        })
     }
 
     /// Sends `request` to the leader, finding it again when it moved.
-    fn call(&mut self, request: RemotingCommand) -> Result<RemotingCommand, String> {
+    fn call(&mut self, request: RemotingCommand) -> Result<RemotingCommand, AgentError> {
         for _ in 0..2 {
             let leader = match self.leader.clone() {
                 Some(leader) => leader,
@@ -156,24 +153,24 @@ impl Controllers {
                 }
             }
         }
-        Err("the controller leader moved; retrying later".to_string())
+        Err(AgentError::LeaderMoved)
     }
 }
 
-fn ok(answer: RemotingCommand, what: &str) -> Result<RemotingCommand, String> {
+fn ok(answer: RemotingCommand, what: &'static str) -> Result<RemotingCommand, AgentError> {
     if answer.code == resp::SUCCESS {
         Ok(answer)
     } else {
-        Err(format!(
-            "{what}: code {} {}",
-            answer.code,
-            answer.remark.unwrap_or_default()
-        ))
+        Err(AgentError::Refused {
+            what,
+            code: answer.code,
+            remark: answer.remark.unwrap_or_default(),
+        })
     }
 }
 
 /// Runs a broker in controller mode until `shutdown`.
-pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
+pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), AgentError> {
     let cfg = options.cfg.clone();
     let addrs: Vec<String> =
         crate::config::addr_list(cfg.controller_addr.as_deref().unwrap_or_default())
@@ -202,7 +199,7 @@ pub fn run(options: BrokerOptions, shutdown: Shutdown) -> Result<(), String> {
         std::thread::Builder::new()
             .name("controller-heartbeat".into())
             .spawn(move || heartbeat_loop(addrs, cfg, my_addr, my_id, timeout, ack, stop))
-            .map_err(|e| e.to_string())?
+            .map_err(AgentError::Thread)?
     };
 
     let period = Duration::from_millis(cfg.sync_broker_metadata_period_ms);
@@ -370,7 +367,7 @@ fn identity(
     my_addr: &str,
     controllers: &mut Controllers,
     shutdown: &Shutdown,
-) -> Result<u64, String> {
+) -> Result<u64, AgentError> {
     let path = identity_path(cfg);
     let (id, check_code) = match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -378,24 +375,21 @@ fn identity(
             let (id, code, group) = match words.as_slice() {
                 [id, code] => (*id, *code, None),
                 [id, code, group] => (*id, *code, Some(*group)),
-                _ => {
-                    return Err(format!(
-                        "{}: expected \"id checkCode brokerName\"",
-                        path.display()
-                    ))
-                }
+                _ => return Err(AgentError::IdentityFormat(path)),
             };
-            let id = id
-                .parse::<u64>()
-                .map_err(|_| format!("{}: bad broker id {id:?}", path.display()))?;
+            let Ok(id) = id.parse::<u64>() else {
+                return Err(AgentError::BadId {
+                    path,
+                    id: id.to_string(),
+                });
+            };
             if let Some(group) = group.filter(|g| *g != cfg.broker_name) {
-                return Err(format!(
-                    "this store ({}) holds replica {id} of broker group {group}, but this \
-                     broker's brokerName is {}: a store belongs to one group; start it with \
-                     brokerName={group}, or give the broker an empty storePathRootDir",
-                    path.display(),
-                    cfg.broker_name
-                ));
+                return Err(AgentError::OtherGroup {
+                    path,
+                    id,
+                    group: group.to_string(),
+                    broker_name: cfg.broker_name.clone(),
+                });
             }
             (Some(id), code.to_string())
         }
@@ -413,7 +407,7 @@ fn identity(
             Err(Retry(e)) => {
                 tracing::warn!(error = %e, "cannot register with the controller yet");
                 if shutdown_within(shutdown, Duration::from_secs(1)) {
-                    return Err("stopped before registering".to_string());
+                    return Err(AgentError::Stopped);
                 }
             }
         }
@@ -421,10 +415,108 @@ fn identity(
 }
 
 enum RegisterError {
-    Fatal(String),
-    Retry(String),
+    Fatal(AgentError),
+    Retry(AgentError),
 }
 use RegisterError::{Fatal, Retry};
+
+/// What one controller said when no leader was found.
+#[derive(Debug)]
+pub enum Heard {
+    Refused {
+        addr: String,
+        code: i32,
+        remark: String,
+    },
+    NotLeader(String),
+    Silent {
+        addr: String,
+        error: ClientError,
+    },
+}
+
+impl std::fmt::Display for Heard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Heard::Refused { addr, code, remark } => {
+                write!(f, "{addr} answered code {code}: {remark}")
+            }
+            Heard::NotLeader(addr) => write!(f, "{addr} is not the leader"),
+            Heard::Silent { addr, error } => write!(f, "{addr} does not answer ({error})"),
+        }
+    }
+}
+
+/// Why the agent could not do something: it logs and retries most of these; [`run`] returns
+/// the ones that stop the broker (an identity file of another group, a controller that refuses
+/// this broker).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("no controller leader among controllerAddr={addrs}: {}", heard.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoLeader { addrs: String, heard: Vec<Heard> },
+    #[error("the controller leader moved; retrying later")]
+    LeaderMoved,
+    #[error("{what}: code {code} {remark}")]
+    Refused {
+        what: &'static str,
+        code: i32,
+        remark: String,
+    },
+    #[error("cannot start the controller heartbeat thread: {0}")]
+    Thread(std::io::Error),
+    #[error("{}: expected \"id checkCode brokerName\"", .0.display())]
+    IdentityFormat(PathBuf),
+    #[error("{}: bad broker id {id:?}", path.display())]
+    BadId { path: PathBuf, id: String },
+    #[error(
+        "this store ({}) holds replica {id} of broker group {group}, but this broker's brokerName \
+         is {broker_name}: a store belongs to one group; start it with brokerName={group}, or \
+         give the broker an empty storePathRootDir", path.display()
+    )]
+    OtherGroup {
+        path: PathBuf,
+        id: u64,
+        group: String,
+        broker_name: String,
+    },
+    #[error("stopped before registering")]
+    Stopped,
+    #[error("no nextBrokerId in the answer")]
+    NoNextId,
+    #[error("the controller refused broker {broker_name}: {remark}")]
+    BrokerRefused { broker_name: String, remark: String },
+    #[error("applying for id {id}: {remark}")]
+    ApplyFailed { id: u64, remark: String },
+    #[error("{}: {source}", path.display())]
+    IdentityWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the controller does not know broker {broker_name} id {id} (kept in {}): {remark}", path.display())]
+    UnknownBroker {
+        broker_name: String,
+        id: u64,
+        path: PathBuf,
+        remark: String,
+    },
+    #[error("registering: {0}")]
+    RegisterFailed(String),
+    #[error("the sync state data does not parse: {0}")]
+    BadView(serde_json::Error),
+    #[error("the controller has no metadata of {0}")]
+    NoMetadata(String),
+    #[error("the master address {0:?} is not host:port")]
+    BadMasterAddr(String),
+    #[error("cannot start the broker as {role}: {source}")]
+    CannotStart {
+        role: String,
+        source: std::io::Error,
+    },
+    #[error("the runtime info does not parse: {0}")]
+    BadRuntimeInfo(crate::protocol::lenient::LenientError),
+}
 
 fn register(
     cfg: &BrokerConfig,
@@ -448,7 +540,7 @@ fn register(
             let id: u64 = next
                 .ext("nextBrokerId")
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| Retry("no nextBrokerId in the answer".into()))?;
+                .ok_or(Retry(AgentError::NoNextId))?;
             let applied = controllers
                 .call(
                     RemotingCommand::request(req::CONTROLLER_APPLY_BROKER_ID)
@@ -461,25 +553,34 @@ fn register(
             match applied.code {
                 resp::SUCCESS => {}
                 resp::CONTROLLER_INVALID_REQUEST => {
-                    return Err(Fatal(format!(
-                        "the controller refused broker {}: {}",
-                        cfg.broker_name,
-                        applied.remark.unwrap_or_default()
-                    )))
+                    return Err(Fatal(AgentError::BrokerRefused {
+                        broker_name: cfg.broker_name.clone(),
+                        remark: applied.remark.unwrap_or_default(),
+                    }))
                 }
                 _ => {
-                    return Err(Retry(format!(
-                        "applying for id {id}: {}",
-                        applied.remark.unwrap_or_default()
-                    )))
+                    return Err(Retry(AgentError::ApplyFailed {
+                        id,
+                        remark: applied.remark.unwrap_or_default(),
+                    }))
                 }
             }
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Fatal(format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|source| {
+                    Fatal(AgentError::IdentityWrite {
+                        path: dir.to_path_buf(),
+                        source,
+                    })
+                })?;
             }
-            std::fs::write(path, format!("{id} {check_code} {}\n", cfg.broker_name))
-                .map_err(|e| Fatal(format!("{}: {e}", path.display())))?;
+            std::fs::write(path, format!("{id} {check_code} {}\n", cfg.broker_name)).map_err(
+                |source| {
+                    Fatal(AgentError::IdentityWrite {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                },
+            )?;
             id
         }
     };
@@ -495,23 +596,25 @@ fn register(
     match answer.code {
         resp::SUCCESS => Ok(id),
         resp::CONTROLLER_INVALID_REQUEST | resp::CONTROLLER_BROKER_NEED_TO_BE_REGISTERED => {
-            Err(Fatal(format!(
-                "the controller does not know broker {} id {id} (kept in {}): {}",
-                cfg.broker_name,
-                path.display(),
-                answer.remark.unwrap_or_default()
-            )))
+            Err(Fatal(AgentError::UnknownBroker {
+                broker_name: cfg.broker_name.clone(),
+                id,
+                path: path.to_path_buf(),
+                remark: answer.remark.unwrap_or_default(),
+            }))
         }
-        _ => Err(Retry(answer.remark.unwrap_or_default())),
+        _ => Err(Retry(AgentError::RegisterFailed(
+            answer.remark.unwrap_or_default(),
+        ))),
     }
 }
 
 /// The group `broker_name` in a CONTROLLER_GET_SYNC_STATE_DATA answer.
-fn parse_view(body: &[u8], broker_name: &str) -> Result<GroupView, String> {
-    let body: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+fn parse_view(body: &[u8], broker_name: &str) -> Result<GroupView, AgentError> {
+    let body: serde_json::Value = serde_json::from_slice(body).map_err(AgentError::BadView)?;
     let group = &body["replicasInfoTable"][broker_name];
     if group.is_null() {
-        return Err(format!("the controller has no metadata of {broker_name}"));
+        return Err(AgentError::NoMetadata(broker_name.to_string()));
     }
     let mut view = GroupView {
         master_id: group["masterBrokerId"].as_u64(),
@@ -539,7 +642,7 @@ fn parse_view(body: &[u8], broker_name: &str) -> Result<GroupView, String> {
 }
 
 /// The group's master, epochs, SyncStateSet and replicas, from the leader.
-fn read_view(controllers: &mut Controllers, broker_name: &str) -> Result<GroupView, String> {
+fn read_view(controllers: &mut Controllers, broker_name: &str) -> Result<GroupView, AgentError> {
     let answer = controllers.call(
         RemotingCommand::request(req::CONTROLLER_GET_SYNC_STATE_DATA)
             .with_body(serde_json::to_vec(&[broker_name]).expect("serializes")),
@@ -554,7 +657,7 @@ fn elect_me(
     cfg: &BrokerConfig,
     my_id: u64,
     not_following: bool,
-) -> Result<GroupView, String> {
+) -> Result<GroupView, AgentError> {
     let answer = controllers.call(
         RemotingCommand::request(req::CONTROLLER_ELECT_MASTER)
             .with_ext("clusterName", cfg.broker_cluster_name.clone())
@@ -574,7 +677,7 @@ fn start_in_role(
     role: &Role,
     my_id: u64,
     sync_state: &Arc<SyncStateView>,
-) -> Result<BrokerHandle, String> {
+) -> Result<BrokerHandle, AgentError> {
     let mut cfg = options.cfg.clone();
     match role {
         Role::Master => {
@@ -590,7 +693,7 @@ fn start_in_role(
                         port.parse::<u16>().ok()?.checked_add(1)?
                     ))
                 })
-                .ok_or_else(|| format!("the master address {master:?} is not host:port"))?;
+                .ok_or_else(|| AgentError::BadMasterAddr(master.clone()))?;
             cfg.broker_role = BrokerRole::Slave;
             cfg.broker_id = my_id;
             cfg.ha_master_address = Some(ha);
@@ -606,15 +709,18 @@ fn start_in_role(
         sync_state: Some(Arc::clone(sync_state)),
     };
     // The previous incarnation's ports may take a moment to be free again.
-    let mut last = String::new();
+    let mut last = None;
     for _ in 0..50 {
         match broker::start(options.clone(), Shutdown::new()) {
             Ok(handle) => return Ok(handle),
-            Err(e) => last = e.to_string(),
+            Err(e) => last = Some(e),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("cannot start the broker as {role:?}: {last}"))
+    Err(AgentError::CannotStart {
+        role: format!("{role:?}"),
+        source: last.unwrap_or_else(|| std::io::Error::other("no attempt")),
+    })
 }
 
 /// One slave as the master's runtime info shows it (`haSlave.<addr>`).
@@ -627,12 +733,11 @@ struct SlaveFigures {
 fn slave_figures(
     my_addr: &str,
     timeout: Duration,
-) -> Result<BTreeMap<String, SlaveFigures>, String> {
+) -> Result<BTreeMap<String, SlaveFigures>, AgentError> {
     let runtime = Connection::connect(my_addr, timeout)
-        .and_then(|mut c| c.invoke(RemotingCommand::request(req::GET_BROKER_RUNTIME_INFO)))
-        .map_err(|e| e.to_string())?;
+        .and_then(|mut c| c.invoke(RemotingCommand::request(req::GET_BROKER_RUNTIME_INFO)))?;
     let table: crate::protocol::route::KvTable =
-        crate::protocol::lenient::from_slice(&runtime.body).map_err(|e| e.to_string())?;
+        crate::protocol::lenient::from_slice(&runtime.body).map_err(AgentError::BadRuntimeInfo)?;
     Ok(table
         .table
         .iter()
@@ -664,7 +769,7 @@ fn report_sync_state_set(
     my_id: u64,
     view: &GroupView,
     sync_state: &SyncStateView,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let limit = cfg.ha_max_time_slave_not_catchup_ms;
     let figures = slave_figures(my_addr, controllers.timeout)?;
     let caught_up = |id: &u64| {

@@ -87,9 +87,8 @@ impl ControllerOptions {
     pub fn from_config(
         config: &crate::config::ControllerConfig,
         remoting_addr: String,
-    ) -> Result<ControllerOptions, String> {
-        let peers =
-            Self::parse_peers(&config.peers).map_err(|e| format!("controllerDLegerPeers: {e}"))?;
+    ) -> Result<ControllerOptions, PeersError> {
+        let peers = Self::parse_peers(&config.peers)?;
         let mut config_properties: Vec<(String, String)> = config
             .to_properties()
             .lines()
@@ -113,18 +112,22 @@ impl ControllerOptions {
     }
 
     /// Parses `controllerDLegerPeers` (`n0-127.0.0.1:9878;n1-127.0.0.1:9879`).
-    pub fn parse_peers(text: &str) -> Result<Vec<Peer>, String> {
+    pub fn parse_peers(text: &str) -> Result<Vec<Peer>, PeersError> {
         let mut peers: Vec<Peer> = Vec::new();
         for item in crate::config::addr_list(text) {
             let (name, addr) = item
                 .split_once('-')
-                .ok_or_else(|| format!("peer {item:?} is not name-host:port"))?;
-            let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .ok_or_else(|| PeersError::NotNameAddr(item.to_string()))?;
+            let resolved = std::net::ToSocketAddrs::to_socket_addrs(addr)
                 .ok()
                 .and_then(|mut a| a.next())
-                .ok_or_else(|| format!("peer {name}: {addr:?} is not host:port"))?;
+                .ok_or_else(|| PeersError::BadAddr {
+                    name: name.to_string(),
+                    addr: addr.to_string(),
+                })?;
+            let addr = resolved;
             if peers.iter().any(|p| p.name == name) {
-                return Err(format!("peer {name} is listed twice"));
+                return Err(PeersError::Twice(name.to_string()));
             }
             peers.push(Peer {
                 name: name.to_string(),
@@ -132,7 +135,7 @@ impl ControllerOptions {
             });
         }
         if peers.is_empty() {
-            return Err("no peers".to_string());
+            return Err(PeersError::NoPeers);
         }
         Ok(peers)
     }
@@ -151,18 +154,58 @@ pub enum ControllerError {
         source: std::io::Error,
     },
     #[error("the controller log in {path} does not replay: {reason}")]
-    Replay { path: PathBuf, reason: String },
+    Replay { path: PathBuf, reason: ReplayError },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
     #[error("cannot start the controller thread: {0}")]
     Thread(std::io::Error),
 }
 
+/// What is wrong with `controllerDLegerPeers`.
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    #[error("controllerDLegerPeers: peer {0:?} is not name-host:port")]
+    NotNameAddr(String),
+    #[error("controllerDLegerPeers: peer {name}: {addr:?} is not host:port")]
+    BadAddr { name: String, addr: String },
+    #[error("controllerDLegerPeers: peer {0} is listed twice")]
+    Twice(String),
+    #[error("controllerDLegerPeers: no peers")]
+    NoPeers,
+}
+
+/// A snapshot or log entry of the controller's log that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("snapshot at {index}: {source}")]
+    Snapshot {
+        index: u64,
+        source: serde_json::Error,
+    },
+    #[error("entry {index}: {source}")]
+    Entry {
+        index: u64,
+        source: serde_json::Error,
+    },
+}
+
+/// Why a candidate could not be fenced before its election.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error("cannot reach it at {address}: {source}")]
+    Unreachable {
+        address: String,
+        source: crate::client::ClientError,
+    },
+    #[error("it answered code {code}: {remark}")]
+    Refused { code: i32, remark: String },
+}
+
 pub(super) enum Op {
     Peer(Inbound),
     Request(RemotingCommand, flume::Sender<RemotingCommand>),
     /// A fence of a candidate ([`Node::elect`]) was answered (`Err`: why not).
-    Fenced(u64, Result<(), String>),
+    Fenced(u64, Result<(), FenceError>),
     Stop,
 }
 
@@ -336,7 +379,7 @@ impl Drop for Controller {
 }
 
 /// The state machine rebuilt from the snapshot and the committed entries after it.
-fn replay(store: &LogStore) -> Result<(ReplicasInfo, u64), String> {
+fn replay(store: &LogStore) -> Result<(ReplicasInfo, u64), ReplayError> {
     let snapshot = store.snapshot_held();
     let mut state = decode_snapshot(snapshot)?;
     let mut applied = snapshot.get_metadata().index;
@@ -350,21 +393,26 @@ fn replay(store: &LogStore) -> Result<(ReplicasInfo, u64), String> {
     Ok((state, applied))
 }
 
-fn decode_snapshot(snapshot: &Snapshot) -> Result<ReplicasInfo, String> {
+fn decode_snapshot(snapshot: &Snapshot) -> Result<ReplicasInfo, ReplayError> {
     if snapshot.get_data().is_empty() {
         return Ok(ReplicasInfo::default());
     }
-    serde_json::from_slice(snapshot.get_data())
-        .map_err(|e| format!("snapshot at {}: {e}", snapshot.get_metadata().index))
+    serde_json::from_slice(snapshot.get_data()).map_err(|source| ReplayError::Snapshot {
+        index: snapshot.get_metadata().index,
+        source,
+    })
 }
 
-fn decode_command(entry: &Entry) -> Result<Option<Command>, String> {
+fn decode_command(entry: &Entry) -> Result<Option<Command>, ReplayError> {
     if entry.get_entry_type() != EntryType::EntryNormal || entry.get_data().is_empty() {
         return Ok(None);
     }
     serde_json::from_slice(entry.get_data())
         .map(Some)
-        .map_err(|e| format!("entry {}: {e}", entry.index))
+        .map_err(|source| ReplayError::Entry {
+            index: entry.index,
+            source,
+        })
 }
 
 /// Builds the response to a proposal once its command is applied.
@@ -565,13 +613,16 @@ impl Node {
             .spawn(move || {
                 let answer = crate::client::Connection::connect(&address, FENCE_TIMEOUT)
                     .and_then(|mut c| c.invoke(fence))
-                    .map_err(|e| format!("cannot reach it at {address}: {e}"))
+                    .map_err(|source| FenceError::Unreachable {
+                        address: address.clone(),
+                        source,
+                    })
                     .and_then(|a| match a.code {
                         resp::SUCCESS => Ok(()),
-                        code => Err(format!(
-                            "it answered code {code}: {}",
-                            a.remark.unwrap_or_default()
-                        )),
+                        code => Err(FenceError::Refused {
+                            code,
+                            remark: a.remark.unwrap_or_default(),
+                        }),
                     });
                 let _ = ops.send(Op::Fenced(id, answer));
             });
@@ -598,7 +649,7 @@ impl Node {
 
     /// The candidate of election `id` answered its fence: propose the election (if this
     /// controller still leads), or give up with the reason.
-    fn fenced(&mut self, id: u64, result: Result<(), String>) {
+    fn fenced(&mut self, id: u64, result: Result<(), FenceError>) {
         let Some(attempt) = self.fencing.remove(&id) else {
             return;
         };
