@@ -28,6 +28,27 @@ use super::http::{ApiError, Reply, Request};
 use super::login::{Logins, User};
 use crate::log_limit::{LogLimiter, Verdict};
 
+/// Why a write (or a sign-in/out) is refused before it reaches its handler.
+#[derive(Debug, thiserror::Error)]
+enum WriteRefusal {
+    #[error("refused: a {method} needs Content-Type: application/json (got {got})")]
+    ContentType { method: String, got: String },
+    #[error(
+        "refused: a {method} needs an Origin (or Referer) header naming this dashboard \
+         (http://{host})"
+    )]
+    NoOrigin { method: String, host: String },
+    #[error(
+        "refused: the request comes from {from}, not from this dashboard's pages (http://{host})"
+    )]
+    OtherOrigin { from: String, host: String },
+    #[error(
+        "refused: the {CSRF_HEADER} header is missing or not this session's (reload the page; a \
+         script gets its token from GET /api/session)"
+    )]
+    Csrf,
+}
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Headers on every answer of the dashboard.
@@ -277,6 +298,7 @@ impl Guard {
         };
         if matches!(class, Class::SignInOut | Class::Write) {
             if let Err(why) = self.same_origin_json(req, host, &session) {
+                let why = why.to_string();
                 self.warn("write", req, &why);
                 return Err(Refusal::json(403, why));
             }
@@ -352,7 +374,12 @@ impl Guard {
     }
 
     /// The Content-Type, origin and CSRF checks of a write.
-    fn same_origin_json(&self, req: &Request, host: &str, session: &str) -> Result<(), String> {
+    fn same_origin_json(
+        &self,
+        req: &Request,
+        host: &str,
+        session: &str,
+    ) -> Result<(), WriteRefusal> {
         let content_type = req.header("content-type").unwrap_or("");
         let media = content_type.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case("application/json") {
@@ -361,37 +388,33 @@ impl Guard {
             } else {
                 content_type
             };
-            return Err(format!(
-                "refused: a {} needs Content-Type: application/json (got {got})",
-                req.method
-            ));
+            return Err(WriteRefusal::ContentType {
+                method: req.method.clone(),
+                got: got.to_string(),
+            });
         }
         let from = match (req.header("origin"), req.header("referer")) {
             (Some(origin), _) => origin,
             (None, Some(referer)) => origin_of(referer),
             (None, None) => {
-                return Err(format!(
-                    "refused: a {} needs an Origin (or Referer) header naming this dashboard \
-                     (http://{host})",
-                    req.method
-                ))
+                return Err(WriteRefusal::NoOrigin {
+                    method: req.method.clone(),
+                    host: host.to_string(),
+                })
             }
         };
         if !self.is_own_origin(from, host) {
-            return Err(format!(
-                "refused: the request comes from {from}, not from this dashboard's pages \
-                 (http://{host})"
-            ));
+            return Err(WriteRefusal::OtherOrigin {
+                from: from.to_string(),
+                host: host.to_string(),
+            });
         }
         let token = req
             .header(&CSRF_HEADER.to_ascii_lowercase())
             .and_then(unhex);
         match token {
             Some(t) if self.secret.verify("csrf", session.as_bytes(), &t) => Ok(()),
-            _ => Err(format!(
-                "refused: the {CSRF_HEADER} header is missing or not this session's (reload the \
-                 page; a script gets its token from GET /api/session)"
-            )),
+            _ => Err(WriteRefusal::Csrf),
         }
     }
 

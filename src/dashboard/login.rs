@@ -67,12 +67,50 @@ pub struct Logins {
     sessions: Mutex<HashMap<String, Session>>,
 }
 
+/// What is wrong with the users file.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersFileError {
+    #[error("cannot read the users file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the users file {}: {problem}", path.display())]
+    Bad {
+        path: PathBuf,
+        problem: UserLineError,
+    },
+    #[error("the users file {} names no user", .0.display())]
+    NoUser(PathBuf),
+}
+
+/// A line of the users file that is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UserLineError {
+    #[error(transparent)]
+    Syntax(#[from] crate::config::properties::ParseError),
+    #[error("line {line}: user {user} has role {role:?}; the roles are 1 (admin) and 0 (user)")]
+    Role {
+        line: usize,
+        user: String,
+        role: String,
+    },
+    #[error("line {line}: user {user} has no password")]
+    NoPassword { line: usize, user: String },
+    #[error("line {line}: user {user} is also on line {first}")]
+    Twice {
+        line: usize,
+        user: String,
+        first: usize,
+    },
+}
+
 impl Logins {
     /// Reads the users file; an error names the file and line.
-    pub fn load(path: &Path, secret: Arc<Secret>) -> Result<Logins, String> {
+    pub fn load(path: &Path, secret: Arc<Secret>) -> Result<Logins, UsersFileError> {
         let (stamp, accounts) = read(path, &secret)?;
         if accounts.is_empty() {
-            return Err(format!("the users file {} names no user", path.display()));
+            return Err(UsersFileError::NoUser(path.to_path_buf()));
         }
         warn_if_readable_by_others(path);
         Ok(Logins {
@@ -226,20 +264,24 @@ fn stamp(path: &Path) -> Stamp {
     }
 }
 
-fn read(path: &Path, secret: &Secret) -> Result<(Stamp, HashMap<String, Account>), String> {
+fn read(path: &Path, secret: &Secret) -> Result<(Stamp, HashMap<String, Account>), UsersFileError> {
     let stamp = stamp(path);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the users file {}: {e}", path.display()))?;
-    let accounts =
-        parse(&text, secret).map_err(|e| format!("the users file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| UsersFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let accounts = parse(&text, secret).map_err(|problem| UsersFileError::Bad {
+        path: path.to_path_buf(),
+        problem,
+    })?;
     Ok((stamp, accounts))
 }
 
 /// `name=password[,role]` lines, as rocketmq-dashboard reads them (the password trimmed; role
 /// 1 admin, 0 or none a user); a name given twice, an empty password or another role is an
 /// error naming the line.
-fn parse(text: &str, secret: &Secret) -> Result<HashMap<String, Account>, String> {
-    let entries = crate::config::properties::parse(text).map_err(|e| e.to_string())?;
+fn parse(text: &str, secret: &Secret) -> Result<HashMap<String, Account>, UserLineError> {
+    let entries = crate::config::properties::parse(text)?;
     let mut accounts = HashMap::new();
     let mut lines = HashMap::new();
     for e in entries {
@@ -251,20 +293,25 @@ fn parse(text: &str, secret: &Secret) -> Result<HashMap<String, Account>, String
             "1" => true,
             "0" => false,
             other => {
-                return Err(format!(
-                    "line {}: user {} has role {other:?}; the roles are 1 (admin) and 0 (user)",
-                    e.line, e.key
-                ))
+                return Err(UserLineError::Role {
+                    line: e.line,
+                    user: e.key,
+                    role: other.to_string(),
+                })
             }
         };
         if password.is_empty() {
-            return Err(format!("line {}: user {} has no password", e.line, e.key));
+            return Err(UserLineError::NoPassword {
+                line: e.line,
+                user: e.key,
+            });
         }
         if let Some(first) = lines.insert(e.key.clone(), e.line) {
-            return Err(format!(
-                "line {}: user {} is also on line {first}",
-                e.line, e.key
-            ));
+            return Err(UserLineError::Twice {
+                line: e.line,
+                user: e.key,
+                first,
+            });
         }
         let tag = secret.tag("password", password.as_bytes());
         accounts.insert(e.key, Account { tag, admin });
@@ -442,11 +489,28 @@ mod tests {
 
         let secret = Secret::random().unwrap();
         let e = parse("a=x,2\n", &secret).err().unwrap();
-        assert!(e.contains("line 1") && e.contains("role \"2\""), "{e}");
+        assert!(
+            matches!(&e, UserLineError::Role { line: 1, role, .. } if role == "2"),
+            "{e}"
+        );
         let e = parse("a=x\n\na=y\n", &secret).err().unwrap();
-        assert!(e.contains("line 3") && e.contains("also on line 1"), "{e}");
+        assert!(
+            matches!(
+                e,
+                UserLineError::Twice {
+                    line: 3,
+                    first: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("also on line 1"), "{e}");
         let e = parse("a= ,1\n", &secret).err().unwrap();
-        assert!(e.contains("no password"), "{e}");
+        assert!(
+            matches!(e, UserLineError::NoPassword { line: 1, .. }),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,6 +25,26 @@ use crate::client::Connection;
 use crate::protocol::lenient;
 use crate::remoting::{request, response, RemotingCommand};
 
+/// Why a broker's statistics could not be read (shown on the page, per broker).
+#[derive(Debug, thiserror::Error)]
+enum StatsError {
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("VIEW_BROKER_STATS_DATA {name} {key}: {source}")]
+    Parse {
+        name: String,
+        key: String,
+        source: lenient::LenientError,
+    },
+    #[error("VIEW_BROKER_STATS_DATA {name} {key} answered {code}: {remark}")]
+    Refused {
+        name: String,
+        key: String,
+        code: i32,
+        remark: String,
+    },
+}
+
 /// Connect timeout of the statistics reads.
 const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -210,8 +230,8 @@ fn broker_stats(snap: &mut Snapshot) {
         let Some(addr) = snap.master_addr(&broker).map(str::to_string) else {
             continue;
         };
-        let read = || -> Result<(), String> {
-            let mut conn = Connection::connect(&addr, STATS_TIMEOUT).map_err(|e| e.to_string())?;
+        let read = || -> Result<(), StatsError> {
+            let mut conn = Connection::connect(&addr, STATS_TIMEOUT)?;
             for (name, key) in items {
                 let tps = minute_tps(&mut conn, name, &key)?;
                 snap.stats
@@ -228,15 +248,19 @@ fn broker_stats(snap: &mut Snapshot) {
 
 /// VIEW_BROKER_STATS_DATA of one item: its `statsMinute.tps`; 0 for an item the broker never
 /// counted (Java's SYSTEM_ERROR "The stats <…> <…> not exist").
-fn minute_tps(conn: &mut Connection, name: &str, key: &str) -> Result<f64, String> {
+fn minute_tps(conn: &mut Connection, name: &str, key: &str) -> Result<f64, StatsError> {
     let cmd = RemotingCommand::request(request::VIEW_BROKER_STATS_DATA)
         .with_ext("statsName", name)
         .with_ext("statsKey", key);
-    let reply = conn.invoke(cmd).map_err(|e| e.to_string())?;
+    let reply = conn.invoke(cmd)?;
     match reply.code {
         response::SUCCESS => {
-            let data: serde_json::Value = lenient::from_slice(&reply.body)
-                .map_err(|e| format!("VIEW_BROKER_STATS_DATA {name} {key}: {e}"))?;
+            let data: serde_json::Value =
+                lenient::from_slice(&reply.body).map_err(|source| StatsError::Parse {
+                    name: name.to_string(),
+                    key: key.to_string(),
+                    source,
+                })?;
             Ok(data["statsMinute"]["tps"].as_f64().unwrap_or(0.0))
         }
         response::SYSTEM_ERROR
@@ -247,10 +271,12 @@ fn minute_tps(conn: &mut Connection, name: &str, key: &str) -> Result<f64, Strin
         {
             Ok(0.0)
         }
-        code => Err(format!(
-            "VIEW_BROKER_STATS_DATA {name} {key} answered {code}: {}",
-            reply.remark.unwrap_or_default()
-        )),
+        code => Err(StatsError::Refused {
+            name: name.to_string(),
+            key: key.to_string(),
+            code,
+            remark: reply.remark.unwrap_or_default(),
+        }),
     }
 }
 
