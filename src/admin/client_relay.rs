@@ -68,7 +68,8 @@ pub(crate) struct QueueInfo {
 
 impl RunningInfo {
     fn parse(body: &[u8]) -> Result<RunningInfo, String> {
-        let (entries, rest): (MqEntries, Value) = fastjson_mq::parse_mq_table(body, "mqTable")?;
+        let (entries, rest): (MqEntries, Value) =
+            fastjson_mq::parse_mq_table(body, "mqTable").map_err(|e| e.to_string())?;
         let object = |key: &str| rest[key].as_object().cloned().unwrap_or_default();
         Ok(RunningInfo {
             properties: object("properties"),
@@ -330,11 +331,11 @@ pub(super) fn get_consumer_status(args: &GetConsumerStatusArgs) -> Result<(), Ad
 /// `consumerTable` of a GetConsumerStatusBody: client id → MessageQueue-keyed offsets (each
 /// inner table in fastjson's object-key form, so it is cut out of the raw body).
 fn consumer_table(body: &[u8]) -> Result<Vec<(String, MqEntries)>, String> {
-    let clients = fastjson_mq::raw_members(body, "consumerTable")?;
+    let clients = fastjson_mq::raw_members(body, "consumerTable").map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (id, raw) in clients {
         let wrapped = [b"{\"t\":".as_slice(), raw, b"}"].concat();
-        let (entries, _) = fastjson_mq::parse_mq_table(&wrapped, "t")?;
+        let (entries, _) = fastjson_mq::parse_mq_table(&wrapped, "t").map_err(|e| e.to_string())?;
         out.push((id, entries));
     }
     Ok(out)

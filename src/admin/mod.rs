@@ -348,7 +348,7 @@ fn fetch_mq_table(
     let label = request_label(cmd.code);
     let reply = call(conn, cmd, about)?;
     fastjson_mq::parse_mq_table(&reply.body, "offsetTable")
-        .map_err(|e| unparsable(&label, conn.addr(), e))
+        .map_err(|e| unparsable(&label, conn.addr(), e.to_string()))
 }
 
 fn unparsable(label: &str, addr: &str, reason: String) -> AdminError {

@@ -6,7 +6,28 @@
 use serde_json::Value;
 
 use crate::protocol::heartbeat::MessageQueue;
-use crate::protocol::lenient;
+use crate::protocol::lenient::{self, LenientError};
+
+/// Where and why a MessageQueue-keyed body does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum MqTableError {
+    #[error("{source} in `{shown}`")]
+    Json {
+        source: LenientError,
+        /// The start of the text that does not parse (120 characters at most).
+        shown: String,
+    },
+    #[error("expected `{expected}` at byte {at}, found `{found}`")]
+    Unexpected {
+        expected: char,
+        at: usize,
+        found: char,
+    },
+    #[error("expected `{expected}` at byte {at}, found the end")]
+    Truncated { expected: char, at: usize },
+    #[error("unbalanced JSON from byte {0}")]
+    Unbalanced(usize),
+}
 
 /// The entries of a MessageQueue-keyed table, in body order.
 pub type MqEntries = Vec<(MessageQueue, Value)>;
@@ -14,7 +35,7 @@ pub type MqEntries = Vec<(MessageQueue, Value)>;
 /// Parses a body whose top-level member `field` is a MessageQueue-keyed table: its entries, and
 /// the rest of the body with that member emptied (`{}`). A missing member is an empty table.
 /// Keys written as JSON strings holding the object are accepted too.
-pub fn parse_mq_table(body: &[u8], field: &str) -> Result<(MqEntries, Value), String> {
+pub fn parse_mq_table(body: &[u8], field: &str) -> Result<(MqEntries, Value), MqTableError> {
     let Some((start, end)) = member_span(body, field)? else {
         return Ok((Vec::new(), parse_json(body)?));
     };
@@ -26,7 +47,10 @@ pub fn parse_mq_table(body: &[u8], field: &str) -> Result<(MqEntries, Value), St
 /// The members of the top-level object member `field` whose values may hold MessageQueue-keyed
 /// tables (`GetConsumerStatusBody.consumerTable`: client id → table): each string key and its
 /// value's raw bytes. A missing member has none.
-pub fn raw_members<'a>(body: &'a [u8], field: &str) -> Result<Vec<(String, &'a [u8])>, String> {
+pub fn raw_members<'a>(
+    body: &'a [u8],
+    field: &str,
+) -> Result<Vec<(String, &'a [u8])>, MqTableError> {
     let Some((start, end)) = member_span(body, field)? else {
         return Ok(Vec::new());
     };
@@ -53,7 +77,7 @@ pub fn raw_members<'a>(body: &'a [u8], field: &str) -> Result<Vec<(String, &'a [
 }
 
 /// Where the value of the top-level member `field` is in `body`.
-fn member_span(body: &[u8], field: &str) -> Result<Option<(usize, usize)>, String> {
+fn member_span(body: &[u8], field: &str) -> Result<Option<(usize, usize)>, MqTableError> {
     let mut at = skip_ws(body, 0);
     expect(body, at, b'{')?;
     at += 1;
@@ -80,7 +104,7 @@ fn member_span(body: &[u8], field: &str) -> Result<Option<(usize, usize)>, Strin
 }
 
 /// The `{key:value,…}` of the table itself.
-fn parse_entries(table: &[u8]) -> Result<MqEntries, String> {
+fn parse_entries(table: &[u8]) -> Result<MqEntries, MqTableError> {
     let mut entries = Vec::new();
     expect(table, 0, b'{')?;
     let mut at = 1;
@@ -103,7 +127,7 @@ fn parse_entries(table: &[u8]) -> Result<MqEntries, String> {
 }
 
 /// A MessageQueue key: an object, or a string holding one.
-fn parse_queue(key: &[u8]) -> Result<MessageQueue, String> {
+fn parse_queue(key: &[u8]) -> Result<MessageQueue, MqTableError> {
     if key.first() == Some(&b'"') {
         let inner: String = parse_json(key)?;
         return parse_json(inner.as_bytes());
@@ -111,10 +135,10 @@ fn parse_queue(key: &[u8]) -> Result<MessageQueue, String> {
     parse_json(key)
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, String> {
-    lenient::from_slice(text).map_err(|e| {
-        let shown: String = String::from_utf8_lossy(text).chars().take(120).collect();
-        format!("{e} in `{shown}`")
+fn parse_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, MqTableError> {
+    lenient::from_slice(text).map_err(|source| MqTableError::Json {
+        source,
+        shown: String::from_utf8_lossy(text).chars().take(120).collect(),
     })
 }
 
@@ -125,22 +149,23 @@ fn skip_ws(text: &[u8], mut at: usize) -> usize {
     at
 }
 
-fn expect(text: &[u8], at: usize, c: u8) -> Result<(), String> {
+fn expect(text: &[u8], at: usize, c: u8) -> Result<(), MqTableError> {
     match text.get(at) {
         Some(&found) if found == c => Ok(()),
-        Some(&found) => Err(format!(
-            "expected `{}` at byte {at}, found `{}`",
-            c as char, found as char
-        )),
-        None => Err(format!(
-            "expected `{}` at byte {at}, found the end",
-            c as char
-        )),
+        Some(&found) => Err(MqTableError::Unexpected {
+            expected: c as char,
+            at,
+            found: found as char,
+        }),
+        None => Err(MqTableError::Truncated {
+            expected: c as char,
+            at,
+        }),
     }
 }
 
 /// The index just past the JSON value (object, array, string or scalar) starting at `start`.
-fn value_end(text: &[u8], start: usize) -> Result<usize, String> {
+fn value_end(text: &[u8], start: usize) -> Result<usize, MqTableError> {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for (i, &c) in text.iter().enumerate().skip(start) {
         match (in_string, escaped, c) {
@@ -170,7 +195,7 @@ fn value_end(text: &[u8], start: usize) -> Result<usize, String> {
     if depth == 0 && !in_string && start < text.len() {
         return Ok(text.len());
     }
-    Err(format!("unbalanced JSON from byte {start}"))
+    Err(MqTableError::Unbalanced(start))
 }
 
 #[cfg(test)]

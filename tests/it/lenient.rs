@@ -147,7 +147,7 @@ struct OffsetWrapper {
 }
 
 fn consume_stats(body: &[u8], _via_value: bool) -> Result<Value, String> {
-    let (entries, rest) = parse_mq_table(body, "offsetTable")?;
+    let (entries, rest) = parse_mq_table(body, "offsetTable").map_err(|e| e.to_string())?;
     let tps: f64 = lenient::from_value(&rest["consumeTps"]).map_err(|e| e.to_string())?;
     let mut table: Vec<(MessageQueue, OffsetWrapper)> = Vec::new();
     for (mq, offsets) in entries {

@@ -181,7 +181,7 @@ impl Shard {
                 .await;
             let offsets = match answer {
                 Ok(a) if a.code == resp::SUCCESS && !a.body.is_empty() => {
-                    parse_mq_table(&a.body, "messageQueueTable")
+                    parse_mq_table(&a.body, "messageQueueTable").map_err(|e| e.to_string())
                 }
                 Ok(a) => Err(format!("answered {} {:?}", a.code, a.remark)),
                 Err(e) => Err(e.to_string()),
