@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_lite::future;
 
-use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
+use crate::broker::shard::Shard;
 use crate::client::namesrv::BrokerRegistration;
 use crate::net::RpcClient;
 use crate::protocol::register::{RegisterBrokerBody, TopicConfig};

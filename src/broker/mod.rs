@@ -7,6 +7,7 @@ pub mod consumer_groups;
 pub mod context;
 pub mod control;
 pub mod live_config;
+pub mod mesh_proto;
 pub mod placement;
 pub mod processor;
 pub mod put_hop;
@@ -37,7 +38,8 @@ use crate::store::metadata::{self, ConsumerOffsetTable, SubscriptionGroupTable};
 use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
 use consumer_groups::ClientRegistry;
 use context::BrokerContext;
-use shard::{Control, MeshRequest, MeshResponse, Shard};
+use mesh_proto::{MeshRequest, MeshResponse};
+use shard::{Control, Shard};
 use topic_config::TopicConfigManager;
 
 use crate::limits::MESH_INBOX_CAPACITY;

@@ -17,13 +17,14 @@ use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::context::BrokerContext;
+use super::mesh_proto::{HaRole, HaStatus, MeshRequest, MeshResponse};
 use super::placement::owner_shard;
-use super::shard::{MeshRequest, MeshResponse, Shard};
+use super::shard::Shard;
 use crate::config::{BrokerRole, FlushDiskType};
 use crate::ha::history::History;
-use crate::ha::master::{self, Replicas, SlaveLag};
+use crate::ha::master::{self, Replicas};
 use crate::ha::proto::{Action, Hello};
-use crate::ha::slave::{Follower, FollowerHost, FollowerStatus, MasterAddr};
+use crate::ha::slave::{Follower, FollowerHost, MasterAddr};
 use crate::ha::HaOptions;
 use crate::net::RpcClient;
 use crate::protocol::lenient;
@@ -47,20 +48,6 @@ const METADATA_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum ShardHa {
     Master(Rc<Replicas>),
     Slave(Rc<Follower>),
-}
-
-/// One shard's replication figures (runtime info, admin).
-pub struct HaStatus {
-    pub shard: usize,
-    /// Where the shard's commitlog ends.
-    pub end: u64,
-    pub role: HaRole,
-}
-
-/// A shard's side of replication, with its figures.
-pub enum HaRole {
-    Master(Vec<SlaveLag>),
-    Slave(FollowerStatus),
 }
 
 /// Sets up replication for shard `id` around its freshly opened store.
@@ -299,7 +286,7 @@ impl Shard {
     /// stop the master's acknowledgements with it.
     pub(crate) async fn fence_for_election(
         &self,
-        origin: super::shard::Origin,
+        origin: super::mesh_proto::Origin,
         command: &RemotingCommand,
     ) -> Result<RemotingCommand, (i32, String)> {
         let Some(view) = &self.ctx.sync_state else {

@@ -6,11 +6,11 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::PULL_FLAG_SUSPEND;
@@ -28,112 +28,6 @@ fn mesh_not_ready() -> StoreError {
     StoreError::Unwritable {
         reason: "the shard mesh is not ready".into(),
     }
-}
-
-/// Where a request came from: the client's address and its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    pub peer: SocketAddr,
-    pub channel: ChannelId,
-}
-
-/// Messages between shards.
-pub enum MeshRequest {
-    /// Process this client request here and answer it.
-    Forward {
-        origin: Origin,
-        command: RemotingCommand,
-    },
-    /// Send `command` on connection `connection` of the receiving shard (NOTIFY, check-back).
-    SendOnConnection {
-        connection: u64,
-        command: RemotingCommand,
-    },
-    /// Send `command` on connection `connection` of the receiving shard and answer with the
-    /// client's answer (a relay: GET_CONSUMER_RUNNING_INFO, …).
-    Invoke {
-        connection: u64,
-        command: RemotingCommand,
-        timeout: std::time::Duration,
-    },
-    /// The control shard changed a topic (`None`: deleted).
-    TopicChanged {
-        name: String,
-        config: Option<TopicConfig>,
-    },
-    /// The control shard's view of a group's subscriptions changed (empty: group gone).
-    SubscriptionsChanged {
-        group: String,
-        subscriptions: Vec<SubscriptionData>,
-    },
-    /// To the control shard: create `topic` for a send, as TBW102 allows.
-    CreateTopicForSend {
-        topic: String,
-        default_topic: String,
-        queue_nums: i32,
-        sys_flag: i32,
-    },
-    /// To the control shard: a connection of the sending shard closed.
-    ConnectionClosed { channel: ChannelId },
-    /// Look a key up in this shard's index only.
-    QueryKey(crate::broker::processor::query::KeyQuery),
-    /// From the control shard: an admin request's figures of this shard.
-    Admin(crate::broker::processor::admin::AdminQuery),
-    /// Store records built on the sending shard in queues this shard owns, in order, each
-    /// as its own put (a [`crate::broker::put_hop`] batch).
-    PutMany(Vec<crate::broker::put_hop::HopItem>),
-    /// Store one SEND_BATCH_MESSAGE's records (one queue this shard owns; all or none).
-    PutBatch {
-        records: Vec<(bytes::BytesMut, crate::message::record::RecordSlots)>,
-        wait: bool,
-    },
-    /// To the control shard: a connection of a producer group (transaction check-back).
-    ProducerChannel { group: String },
-    /// To the control shard: the connection of a producer client by its client id
-    /// (request-reply: the requester of a reply).
-    ProducerChannelOf { client_id: String },
-    /// To the control shard: a group's current subscriptions.
-    GetSubscriptions { group: String },
-    /// To the control shard: make sure a group topic (retry, DLQ) exists.
-    EnsureGroupTopic { name: String, queues: i32 },
-    /// To the control shard: a subscription group a pull names, auto-created when
-    /// `autoCreateSubscriptionGroup` allows (answered with [`MeshResponse::Group`]).
-    FindGroup { group: String },
-    /// From the control shard: subscription groups changed; forget the ones known.
-    GroupsChanged,
-    /// A slave's HA connection for the receiving shard (a duplicated descriptor it now owns).
-    HaLink {
-        fd: i32,
-        hello: crate::ha::proto::Hello,
-    },
-    /// This shard's replication figures.
-    HaStatus,
-    /// A slave's master is (now) here.
-    MasterAddr {
-        ha: Option<String>,
-        remoting: Option<String>,
-    },
-    /// A slave: offsets copied from the master, for queues the receiving shard owns.
-    SyncedOffsets {
-        consumer: Vec<(String, i32, i64)>,
-        delay: Vec<(i32, i64)>,
-    },
-}
-
-/// Answers on the mesh.
-pub enum MeshResponse {
-    Reply(Option<RemotingCommand>),
-    Topic(Option<TopicConfig>),
-    Messages(Vec<bytes::Bytes>),
-    Admin(crate::broker::processor::admin::AdminAnswer),
-    Puts(Vec<crate::store::StoreResult<crate::store::PutResult>>),
-    PutBatch(crate::store::StoreResult<crate::store::PutBatchResult>),
-    Subscriptions(Vec<SubscriptionData>),
-    Channel(Option<ChannelId>),
-    Ha(crate::broker::replication::HaStatus),
-    Invoked(Result<RemotingCommand, crate::net::invoke::InvokeError>),
-    /// A subscription group's `consumeEnable`; `None`: no such group.
-    Group(Option<bool>),
 }
 
 /// State that lives only on the control shard.

@@ -12,17 +12,17 @@ use std::cell::{Cell, RefCell};
 
 use serde::Serialize;
 
-use super::admin_offset::QueueReset;
 use super::admin_runtime::History;
 use super::Failure;
+use crate::broker::mesh_proto::{
+    AdminAnswer, AdminQuery, MeshRequest, MeshResponse, OffsetsSnapshot, QueueStat, ShardCounters,
+};
 use crate::broker::placement::owner_shard;
-use crate::broker::shard::{Control, MeshRequest, MeshResponse, Shard};
+use crate::broker::shard::{Control, Shard};
 use crate::config::BrokerRole;
 use crate::message::record::RecordView;
 use crate::protocol::heartbeat::MessageQueue;
-use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::store::metadata::{ConsumerOffsetTable, DelayOffsetTable};
 use crate::store::{split_physical, Clock, SystemClock};
 
 /// Java's remark when a master-only admin change reaches a slave (`validateSlave`).
@@ -58,133 +58,6 @@ const CODES: [i32; 20] = [
 /// True for the request codes [`Shard::admin`] answers.
 pub(super) fn handles(code: i32) -> bool {
     CODES.contains(&code)
-}
-
-/// What the control shard asks another shard for an admin request.
-#[derive(Debug, Clone)]
-pub enum AdminQuery {
-    /// Figures of `topic`'s queues `0..queues` this shard owns (and `group`'s offsets on them).
-    QueueStats {
-        topic: String,
-        queues: i32,
-        group: Option<String>,
-    },
-    /// This shard's consumer and delay offset tables.
-    Offsets,
-    /// This shard's message counters and commitlog figures.
-    Counters,
-    /// Drop every consumer offset of `group` (DELETE_SUBSCRIPTIONGROUP with removeOffset).
-    RemoveGroupOffsets { group: String },
-    /// Put a topic changed by an admin request into this shard's replica (`None`: deleted).
-    ApplyTopic {
-        name: String,
-        config: Option<TopicConfig>,
-    },
-    /// Reset `group`'s offsets on the queues of `topic`'s `0..queues` this shard owns
-    /// (INVOKE_BROKER_TO_RESET_OFFSET).
-    ResetOffsets {
-        topic: String,
-        group: String,
-        queues: i32,
-        timestamp: i64,
-        force: bool,
-    },
-    /// Take this configuration as the current one (UPDATE_BROKER_CONFIG).
-    ApplyConfig(Box<crate::config::BrokerConfig>),
-    /// This shard's count of refused requests per peer (crate::refusal).
-    Refusals,
-    /// Drop a deleted topic's consume queues and every group's offsets of it on this shard.
-    DeleteTopicData { topic: String },
-    /// This shard's totals of a stats item (crate::broker::stats).
-    StatsTotals { name: String, key: String },
-}
-
-/// A shard's answer to an [`AdminQuery`].
-#[derive(Debug, Clone)]
-pub enum AdminAnswer {
-    QueueStats(Vec<QueueStat>),
-    Offsets(Box<OffsetsSnapshot>),
-    Counters(ShardCounters),
-    Reset(Result<Vec<QueueReset>, String>),
-    Refusals(std::collections::HashMap<std::net::SocketAddr, u64>),
-    Done,
-    /// A shard could not do what it was asked.
-    Failed(String),
-    Totals(Option<crate::broker::stats::Totals>),
-}
-
-/// One queue's figures, from the shard that owns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueStat {
-    pub queue_id: i32,
-    pub min_offset: i64,
-    pub max_offset: i64,
-    /// Store time of the queue's last message (0 when empty).
-    pub last_update_timestamp: i64,
-    /// The group's committed offset, when a group was asked for and has one.
-    pub consumer_offset: Option<i64>,
-    /// Store time of the last consumed message (0 when unknown).
-    pub consumer_timestamp: i64,
-}
-
-/// A shard's consumer and delay offsets.
-#[derive(Debug, Clone, Default)]
-pub struct OffsetsSnapshot {
-    pub consumer: ConsumerOffsetTable,
-    pub delay: DelayOffsetTable,
-}
-
-impl OffsetsSnapshot {
-    /// Adds another shard's offsets (shards own disjoint queues, so nothing is overwritten).
-    pub fn merge(&mut self, other: &OffsetsSnapshot) {
-        for (key, queues) in other.consumer.table() {
-            let Some((topic, group)) = key.split_once('@') else {
-                continue;
-            };
-            for (queue_id, offset) in queues {
-                self.consumer.commit(topic, group, *queue_id, *offset);
-            }
-        }
-        for (level, offset) in other.delay.table() {
-            self.delay.set(*level, *offset);
-        }
-    }
-}
-
-/// A shard's message counters and commitlog figures (commitlog offsets are in-shard bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardCounters {
-    pub put_msgs: u64,
-    pub put_bytes: u64,
-    pub get_found: u64,
-    pub get_miss: u64,
-    pub get_msgs: u64,
-    pub commitlog_min: u64,
-    pub commitlog_max: u64,
-    pub unflushed: u64,
-    /// Store time of the shard's first stored message, if any.
-    pub earliest_store_time: Option<i64>,
-}
-
-impl ShardCounters {
-    /// The counters of two shards together (earliest time: the smaller one).
-    pub fn sum(self, o: ShardCounters) -> ShardCounters {
-        let earliest = match (self.earliest_store_time, o.earliest_store_time) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        ShardCounters {
-            put_msgs: self.put_msgs + o.put_msgs,
-            put_bytes: self.put_bytes + o.put_bytes,
-            get_found: self.get_found + o.get_found,
-            get_miss: self.get_miss + o.get_miss,
-            get_msgs: self.get_msgs + o.get_msgs,
-            commitlog_min: self.commitlog_min.min(o.commitlog_min),
-            commitlog_max: self.commitlog_max + o.commitlog_max,
-            unflushed: self.unflushed + o.unflushed,
-            earliest_store_time: earliest,
-        }
-    }
 }
 
 /// Message counters of one shard, bumped by the send and pull processors; the control shard's

@@ -5,9 +5,9 @@
 //! applied on every shard; a new `brokerPermission` is registered with the nameservers at once
 //! (as Java does). GET_BROKER_CONFIG (`admin_runtime.rs`) shows the current values.
 
-use super::admin::AdminQuery;
 use super::Failure;
 use crate::broker::live_config;
+use crate::broker::mesh_proto::AdminQuery;
 use crate::broker::shard::Shard;
 use crate::config::properties;
 use crate::remoting::{response as resp, RemotingCommand};

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::admin::{encode_failure, encode_mq_map, AdminAnswer, AdminQuery};
+use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ClientChannel;
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
 use crate::broker::shard::Shard;
 use crate::protocol::heartbeat::{ConsumeType, MessageModel, SubscriptionData};
 use crate::protocol::{lenient, Fields};

@@ -13,22 +13,14 @@
 
 use serde::Serialize;
 
-use super::admin::{encode_failure, encode_mq_map, AdminAnswer, AdminQuery};
+use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::QueueReset;
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
 use crate::broker::placement::owner_shard;
 use crate::broker::shard::Shard;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, LanguageCode, RemotingCommand};
-
-/// What one shard did to one queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueReset {
-    pub queue_id: i32,
-    /// The group's offset before (None: it had none).
-    pub before: Option<i64>,
-    /// The group's offset now.
-    pub offset: i64,
-}
 
 /// `MessageQueueForC` of `ResetOffsetBodyForC` (fastjson field order).
 #[derive(Debug, Serialize)]

@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
-use super::admin::{encode_failure, ShardCounters};
+use super::admin::encode_failure;
 use super::Failure;
+use crate::broker::mesh_proto::ShardCounters;
 use crate::broker::shard::Shard;
 use crate::protocol::register::DataVersion;
 use crate::protocol::route::KvTable;

@@ -1,8 +1,9 @@
 //! VIEW_BROKER_STATS_DATA (315) and GET_BROKER_CONSUME_STATS (317) on the control shard, over
 //! the per-topic and per-group items the shards count ([`crate::broker::stats`]).
 
-use super::admin::{encode_failure, AdminAnswer, AdminQuery};
+use super::admin::encode_failure;
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
 use crate::broker::shard::Shard;
 use crate::broker::stats::{self, Totals, GROUP_GET_NUMS};
 use crate::protocol::Fields;

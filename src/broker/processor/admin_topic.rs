@@ -5,8 +5,9 @@
 
 use serde::Serialize;
 
-use super::admin::{encode_failure, encode_mq_map, AdminQuery};
+use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::AdminQuery;
 use crate::broker::shard::Shard;
 use crate::broker::topic_config::{perm, SCHEDULE_TOPIC, TBW102};
 use crate::protocol::heartbeat::MessageQueue;
@@ -179,7 +180,7 @@ impl Shard {
         };
         let answers = self.ask_all_shards(data).await.map_err(|(_, why)| why)?;
         for answer in answers {
-            if let super::admin::AdminAnswer::Failed(reason) = answer {
+            if let crate::broker::mesh_proto::AdminAnswer::Failed(reason) = answer {
                 return Err(reason);
             }
         }

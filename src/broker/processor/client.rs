@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::{ChannelId, ClientChannel, ConsumerHeartbeat};
-use crate::broker::shard::{MeshRequest, Origin, Shard};
+use crate::broker::mesh_proto::{MeshRequest, Origin};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::retry_topic;
 use crate::protocol::heartbeat::{ConsumerIdList, HeartbeatData, SubscriptionData};
 use crate::protocol::lenient;

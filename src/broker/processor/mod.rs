@@ -25,7 +25,8 @@ pub mod transaction;
 
 use std::rc::Rc;
 
-use super::shard::{Origin, Shard};
+use super::mesh_proto::Origin;
+use super::shard::Shard;
 use crate::protocol::FieldError;
 use crate::refusal::{self, Refusal};
 use crate::remoting::{request as req, response as resp, RemotingCommand};

@@ -13,7 +13,8 @@ use bytes::{BufMut, BytesMut};
 use futures_lite::future;
 
 use super::{field_failure, filter, Failure};
-use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::perm;
 use crate::config::BrokerRole;
 use crate::filter::sql::Selector;

@@ -2,19 +2,10 @@
 //! physical offset, on the shard the offset names): bodies are the stored records as they are.
 
 use super::{field_failure, Failure};
-use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
+use crate::broker::mesh_proto::{KeyQuery, MeshRequest, MeshResponse};
+use crate::broker::shard::Shard;
 use crate::protocol::Fields;
 use crate::remoting::{response as resp, RemotingCommand};
-
-/// One key lookup, as shards run it locally.
-#[derive(Debug, Clone)]
-pub struct KeyQuery {
-    pub topic: String,
-    pub key: String,
-    pub max: usize,
-    pub begin_ts: i64,
-    pub end_ts: i64,
-}
 
 impl Shard {
     /// Runs a key lookup on this shard's store.

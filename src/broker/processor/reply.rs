@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ChannelId;
-use crate::broker::shard::{MeshRequest, MeshResponse, Origin, Shard};
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::check_send_topic;
 use crate::message::offset_msg_id;
 use crate::message::properties::Properties;

@@ -5,8 +5,9 @@
 use bytes::BytesMut;
 
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::Origin;
 use crate::broker::schedule;
-use crate::broker::shard::{Origin, Shard};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::{
     check_send_topic, dlq_topic, perm, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC, TRANS_HALF_TOPIC,
 };

@@ -14,8 +14,9 @@ use bytes::BytesMut;
 
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ChannelId;
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
 use crate::broker::schedule;
-use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::{TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC};
 use crate::message::properties::{self, Properties};
 use crate::message::record::{patch, RecordInput, RecordView};
