@@ -93,11 +93,11 @@ impl Shard {
     pub fn ha_status(&self) -> HaStatus {
         let role = match &self.ha {
             ShardHa::Master(replicas) => HaRole::Master(replicas.lags()),
-            ShardHa::Slave(follower) => HaRole::Slave(follower.status(&self.store())),
+            ShardHa::Slave(follower) => HaRole::Slave(follower.status(&self.store.get())),
         };
         HaStatus {
             shard: self.id,
-            end: self.store().written_offset(),
+            end: self.store.get().written_offset(),
             role,
         }
     }
@@ -105,7 +105,7 @@ impl Shard {
     /// Every shard's replication figures.
     pub async fn gather_ha_status(&self) -> Vec<HaStatus> {
         let mut all = vec![self.ha_status()];
-        if let Some(mesh) = self.mesh() {
+        if let Some(mesh) = self.mesh.get() {
             for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
                 if let Ok(MeshResponse::Ha(status)) = mesh.call(shard, MeshRequest::HaStatus).await
                 {
@@ -321,7 +321,7 @@ impl Shard {
         view.fence(master_epoch, sync_state_set_epoch);
         // A barrier: every shard's thread runs once after the fence went on, so a follower
         // that checked it just before has sent its acknowledgement by now.
-        if let Some(mesh) = self.mesh() {
+        if let Some(mesh) = self.mesh.get() {
             for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
                 if !matches!(
                     mesh.call(shard, MeshRequest::HaStatus).await,
@@ -361,7 +361,7 @@ impl Shard {
         // Java keeps the last HA address when the answer has none (the master is down).
         let ha = ha.or_else(|| follower.master.ha());
         self.set_master_addr(ha.clone(), remoting.clone());
-        self.spawn_broadcast(move || MeshRequest::MasterAddr {
+        self.mesh.spawn_broadcast(move || MeshRequest::MasterAddr {
             ha: ha.clone(),
             remoting: remoting.clone(),
         });
@@ -374,7 +374,7 @@ impl Shard {
         let ShardHa::Slave(_) = &self.ha else {
             return None;
         };
-        if self.store().max_offset(topic, queue_id) <= 0 {
+        if self.store.get().max_offset(topic, queue_id) <= 0 {
             return None;
         }
         let queues = queue_id + 1;
@@ -388,27 +388,11 @@ impl Shard {
             write_queue_nums: queues,
         })
     }
-
-    /// A slave: applies offsets copied from the master to the queues this shard owns.
-    pub(super) fn apply_synced_offsets(
-        &self,
-        consumer: Vec<(String, i32, i64)>,
-        delay: Vec<(i32, i64)>,
-    ) {
-        let mut offsets = self.offsets.borrow_mut();
-        for (key, queue, offset) in consumer {
-            offsets.set_by_key(&key, queue, offset);
-        }
-        let mut delays = self.delay_offsets.borrow_mut();
-        for (level, offset) in delay {
-            delays.set(level, offset);
-        }
-    }
 }
 
 impl FollowerHost for Shard {
     fn store(&self) -> MessageStore {
-        Shard::store(self)
+        self.store.get()
     }
 
     fn reopen(
@@ -417,7 +401,7 @@ impl FollowerHost for Shard {
         start: u64,
     ) -> Pin<Box<dyn Future<Output = Result<MessageStore, String>> + '_>> {
         Box::pin(async move {
-            let old = Shard::store(self);
+            let old = self.store.get();
             old.close()
                 .await
                 .map_err(|e| format!("closing the store: {e}"))?;
@@ -432,7 +416,7 @@ impl FollowerHost for Shard {
             let store = MessageStore::open(DmaStorage, Rc::new(SystemClock), cfg)
                 .await
                 .map_err(|e| format!("reopening the store: {e}"))?;
-            *self.store_slot.borrow_mut() = store.clone();
+            self.store.replace(store.clone());
             Ok(store)
         })
     }
@@ -501,7 +485,7 @@ async fn hand_over(shard: &Shard, stream: TcpStream, target: usize, hello: Hello
         tracing::warn!(error = %io::Error::last_os_error(), "cannot hand an HA link over");
         return;
     }
-    let Some(mesh) = shard.mesh() else {
+    let Some(mesh) = shard.mesh.get() else {
         // SAFETY: fd is ours and unused.
         unsafe { libc::close(fd) };
         return;
@@ -605,15 +589,13 @@ impl Shard {
             job.run().await.map_err(|e| e.to_string())?;
             tracing::info!(changed = changes.len(), "topics synced from the master");
             for (name, config) in changes {
-                match &config {
-                    Some(c) => self.topics.borrow_mut().insert(name.clone(), c.clone()),
-                    None => self.topics.borrow_mut().remove(&name),
-                };
-                self.broadcast(|| MeshRequest::TopicChanged {
-                    name: name.clone(),
-                    config: config.clone(),
-                })
-                .await;
+                self.topics.apply(&name, config.clone());
+                self.mesh
+                    .broadcast(|| MeshRequest::TopicChanged {
+                        name: name.clone(),
+                        config: config.clone(),
+                    })
+                    .await;
                 if config.is_none() {
                     // Deleted on the master (DELETE_TOPIC_IN_BROKER): its queues, offsets and
                     // statistics go here too, so the slave stops serving it and a topic made
@@ -671,8 +653,8 @@ impl Shard {
         }
         for (shard, (consumer, delay)) in consumer.into_iter().zip(delay).enumerate() {
             if shard == self.id {
-                self.apply_synced_offsets(consumer, delay);
-            } else if let Some(mesh) = self.mesh() {
+                self.offsets.apply_synced(consumer, delay);
+            } else if let Some(mesh) = self.mesh.get() {
                 let _ = mesh
                     .tell(shard, MeshRequest::SyncedOffsets { consumer, delay })
                     .await;

@@ -60,7 +60,7 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
     let queue_id = (level - 1) as i32;
     let delay_ms = shard.ctx.cfg.message_delay_levels_ms[level - 1] as i64;
     loop {
-        let offset = shard.delay_offsets.borrow().get(level as i32).unwrap_or(0);
+        let offset = shard.offsets.delay(level as i32).unwrap_or(0);
         let wait = match deliver_due(&shard, queue_id, offset, delay_ms).await {
             Ok(Some(wait)) => wait,
             Ok(None) => continue,
@@ -73,7 +73,7 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
             // The head message's delivery time: a scheduled wake-up, not a poll.
             Wait::For(duration) => shutdown.sleep(duration).await,
             Wait::NewMessage(target) => {
-                let watch = shard.store().queue_watch(SCHEDULE_TOPIC, queue_id);
+                let watch = shard.store.get().queue_watch(SCHEDULE_TOPIC, queue_id);
                 future::or(
                     async {
                         let _ = watch.wait_for(target).await;
@@ -106,7 +106,8 @@ async fn deliver_due(
     delay_ms: i64,
 ) -> Result<Option<Wait>, String> {
     let result = shard
-        .store()
+        .store
+        .get()
         .get_messages(
             Reader::Broker,
             SCHEDULE_TOPIC,
@@ -124,9 +125,8 @@ async fn deliver_due(
             GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly
         ) {
             shard
-                .delay_offsets
-                .borrow_mut()
-                .set(queue_id + 1, result.next_begin_offset);
+                .offsets
+                .set_delay(queue_id + 1, result.next_begin_offset);
             return Ok(None);
         }
         return Ok(Some(Wait::NewMessage(offset.max(0) as u64 + 1)));
@@ -137,12 +137,12 @@ async fn deliver_due(
         let view = RecordView::parse(stored).map_err(|e| e.to_string())?;
         let due = view.store_timestamp + delay_ms;
         if due > now {
-            shard.delay_offsets.borrow_mut().set(queue_id + 1, next);
+            shard.offsets.set_delay(queue_id + 1, next);
             return Ok(Some(Wait::For(Duration::from_millis((due - now) as u64))));
         }
         redeliver(shard, &view).await?;
         next = view.queue_offset + 1;
-        shard.delay_offsets.borrow_mut().set(queue_id + 1, next);
+        shard.offsets.set_delay(queue_id + 1, next);
     }
     Ok(None)
 }

@@ -4,9 +4,8 @@
 //! nameserver registration. Every request is routed to the shard that owns what it touches and
 //! runs there (DESIGN.md "Threads and ownership"); other shards are reached only over the mesh.
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
-use std::rc::{Rc, Weak};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
@@ -14,15 +13,19 @@ use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::PULL_FLAG_SUSPEND;
+use crate::broker::services::connections::Connections;
+use crate::broker::services::mesh_client::MeshClient;
+use crate::broker::services::offsets::OffsetBook;
+use crate::broker::services::store::ShardStore;
+use crate::broker::services::subscriptions::SubscriptionReplica;
+use crate::broker::services::topics::TopicReplica;
 use crate::broker::topic_config::TopicConfigManager;
 use crate::net::{Busy, Connection, Handler, Reply};
-use crate::protocol::heartbeat::SubscriptionData;
 use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::runtime::mesh::ShardMesh;
-use crate::store::metadata::{ConsumerOffsetTable, SubscriptionGroupTable};
-use crate::store::{MessageStore, StoreError, StoreResult};
+use crate::store::metadata::SubscriptionGroupTable;
+use crate::store::{StoreError, StoreResult};
 
 fn mesh_not_ready() -> StoreError {
     StoreError::Unwritable {
@@ -40,33 +43,27 @@ pub struct Control {
     pub locks: RefCell<crate::broker::processor::lock::LockTable>,
 }
 
-/// One shard.
+/// One shard: its services and the wiring between them.
 pub struct Shard {
     pub id: usize,
     pub ctx: Rc<BrokerContext>,
     /// The shard's store (a slave swaps it when it must follow the master's history).
-    pub store_slot: RefCell<MessageStore>,
-    pub mesh: OnceCell<Rc<ShardMesh<MeshRequest, MeshResponse>>>,
+    pub store: ShardStore,
+    /// Calls to the other shards.
+    pub mesh: MeshClient,
     /// Replica of the control shard's topic table.
-    pub topics: RefCell<HashMap<String, TopicConfig>>,
-    /// Subscription groups pulls named that the control shard has, with their
-    /// `consumeEnable` (forgotten when the control shard's groups change).
-    pub groups_seen: RefCell<HashMap<String, bool>>,
-    /// Replica of consumer subscriptions: group → topic → subscription.
-    pub subscriptions: RefCell<HashMap<String, HashMap<String, SubscriptionData>>>,
-    /// Committed offsets of the queues this shard owns.
-    pub offsets: RefCell<ConsumerOffsetTable>,
+    pub topics: TopicReplica,
+    /// Replica of consumer subscriptions and of the subscription groups pulls named.
+    pub subscriptions: SubscriptionReplica,
+    /// Committed consumer offsets and delay offsets of the queues this shard owns.
+    pub offsets: OffsetBook,
     /// Connections accepted by this shard, for frames the broker initiates.
-    pub connections: RefCell<HashMap<u64, Weak<Connection>>>,
+    pub connections: Connections,
     pub control: Option<Control>,
     /// Bumped when the nameservers should hear from us again (a topic changed).
     pub register_epoch: crate::runtime::OffsetWatch,
-    /// Round-robin cursor for sends that let the broker pick the queue.
-    pub next_queue: std::cell::Cell<u32>,
     /// Check-back state of the transaction half queue, on the shard that owns it.
     pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
-    /// Next offset to deliver per delay level this shard owns.
-    pub delay_offsets: RefCell<crate::store::metadata::DelayOffsetTable>,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
     pub stats: crate::broker::processor::admin::ShardStats,
     /// Requests this shard refused: per-peer counts and their rate-limited WARN lines.
@@ -86,16 +83,6 @@ enum Route {
 }
 
 impl Shard {
-    /// The shard's store (a cheap handle).
-    pub fn store(&self) -> MessageStore {
-        self.store_slot.borrow().clone()
-    }
-
-    /// The mesh (joined before any request is served).
-    pub fn mesh(&self) -> Option<&Rc<ShardMesh<MeshRequest, MeshResponse>>> {
-        self.mesh.get()
-    }
-
     fn route(&self, cmd: &RemotingCommand) -> Route {
         let shards = self.ctx.shards;
         if shards == 1 {
@@ -160,10 +147,8 @@ impl Shard {
             return;
         }
         let topic = command.ext(topic_key).unwrap_or_default();
-        let queues = self.topic(topic).map_or(1, |t| t.write_queue_nums.max(1));
-        let next = self.next_queue.get().wrapping_add(1);
-        self.next_queue.set(next);
-        command.set_ext(queue_key, (next % queues as u32).to_string());
+        let queue = self.topics.pick_write_queue(topic);
+        command.set_ext(queue_key, queue.to_string());
     }
 
     /// Runs `command` where it belongs and returns its answer.
@@ -187,7 +172,7 @@ impl Shard {
                         ..template
                     })
                 };
-                let Some(mesh) = self.mesh() else {
+                let Some(mesh) = self.mesh.get() else {
                     return failed(unhanded(to, "the shards are not connected yet"));
                 };
                 match mesh
@@ -257,7 +242,7 @@ impl Shard {
                 connection,
                 command,
             } => {
-                self.send_on_connection(connection, command);
+                self.connections.send_oneway(connection, command);
                 None
             }
             MeshRequest::Invoke {
@@ -265,18 +250,17 @@ impl Shard {
                 command,
                 timeout,
             } => Some(MeshResponse::Invoked(
-                self.invoke_on_connection(connection, command, timeout)
-                    .await,
+                self.connections.invoke(connection, command, timeout).await,
             )),
             MeshRequest::TopicChanged { name, config } => {
-                self.apply_topic_change(name, config);
+                self.topics.apply(&name, config);
                 None
             }
             MeshRequest::SubscriptionsChanged {
                 group,
                 subscriptions,
             } => {
-                self.apply_subscriptions(group, subscriptions);
+                self.subscriptions.apply(group, subscriptions);
                 None
             }
             MeshRequest::CreateTopicForSend {
@@ -301,10 +285,10 @@ impl Shard {
             MeshRequest::PutMany(items) => {
                 // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
                 fail::fail_point!("shard-put-many");
-                Some(MeshResponse::Puts(self.store().put_many(items).await))
+                Some(MeshResponse::Puts(self.store.get().put_many(items).await))
             }
             MeshRequest::PutBatch { records, wait } => Some(MeshResponse::PutBatch(
-                self.store().put_batch(records, wait).await,
+                self.store.get().put_batch(records, wait).await,
             )),
             MeshRequest::ProducerChannel { group } => {
                 let channel = self.control.as_ref().and_then(|c| {
@@ -330,7 +314,7 @@ impl Shard {
                 Some(MeshResponse::Group(found.map(|g| g.consume_enable)))
             }
             MeshRequest::GroupsChanged => {
-                self.groups_seen.borrow_mut().clear();
+                self.subscriptions.forget_groups();
                 Some(MeshResponse::Group(None))
             }
             MeshRequest::HaLink { fd, hello } => {
@@ -343,78 +327,9 @@ impl Shard {
                 None
             }
             MeshRequest::SyncedOffsets { consumer, delay } => {
-                self.apply_synced_offsets(consumer, delay);
+                self.offsets.apply_synced(consumer, delay);
                 None
             }
-        }
-    }
-
-    /// Sends a broker-initiated frame on one of this shard's connections (best effort).
-    pub fn send_on_connection(&self, connection: u64, command: RemotingCommand) {
-        let conn = self
-            .connections
-            .borrow()
-            .get(&connection)
-            .and_then(Weak::upgrade);
-        if let Some(conn) = conn {
-            conn.send_oneway(command);
-        }
-    }
-
-    /// Sends broker-initiated frames on connections wherever they live: this shard's at once,
-    /// other shards' from a task (best effort, like Java's oneway sends).
-    pub fn send_to_channels(&self, frames: Vec<(ChannelId, RemotingCommand)>) {
-        let mut remote = Vec::new();
-        for (channel, command) in frames {
-            if usize::from(channel.shard) == self.id {
-                self.send_on_connection(channel.connection, command);
-            } else {
-                remote.push((channel, command));
-            }
-        }
-        let Some(mesh) = self.mesh().filter(|_| !remote.is_empty()).cloned() else {
-            return;
-        };
-        glommio::spawn_local(async move {
-            for (channel, command) in remote {
-                let msg = MeshRequest::SendOnConnection {
-                    connection: channel.connection,
-                    command,
-                };
-                let _ = mesh.tell(usize::from(channel.shard), msg).await;
-            }
-        })
-        .detach();
-    }
-
-    /// Tells every other shard.
-    pub async fn broadcast(&self, make: impl Fn() -> MeshRequest) {
-        let Some(mesh) = self.mesh() else { return };
-        for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
-            let _ = mesh.tell(shard, make()).await;
-        }
-    }
-
-    fn apply_topic_change(&self, name: String, config: Option<TopicConfig>) {
-        let mut topics = self.topics.borrow_mut();
-        match config {
-            Some(config) => topics.insert(name, config),
-            None => topics.remove(&name),
-        };
-    }
-
-    pub(crate) fn apply_subscriptions(&self, group: String, subscriptions: Vec<SubscriptionData>) {
-        let mut table = self.subscriptions.borrow_mut();
-        if subscriptions.is_empty() {
-            table.remove(&group);
-        } else {
-            table.insert(
-                group,
-                subscriptions
-                    .into_iter()
-                    .map(|s| (s.topic.clone(), s))
-                    .collect(),
-            );
         }
     }
 
@@ -430,9 +345,9 @@ impl Shard {
     ) -> StoreResult<crate::store::PutResult> {
         let owner = owner_shard(topic, queue_id, self.ctx.shards);
         if owner == self.id {
-            return self.store().put(record, slots, wait).await;
+            return self.store.get().put(record, slots, wait).await;
         }
-        let mesh = self.mesh().ok_or_else(mesh_not_ready)?;
+        let mesh = self.mesh.get().ok_or_else(mesh_not_ready)?;
         let (batch, index, opened) = self.put_hop.enqueue(owner, (record, slots, wait));
         if opened {
             let (mesh, batch) = (Rc::clone(mesh), Rc::clone(&batch));
@@ -460,9 +375,9 @@ impl Shard {
     ) -> StoreResult<crate::store::PutBatchResult> {
         let owner = owner_shard(topic, queue_id, self.ctx.shards);
         if owner == self.id {
-            return self.store().put_batch(records, wait).await;
+            return self.store.get().put_batch(records, wait).await;
         }
-        let mesh = self.mesh().ok_or_else(mesh_not_ready)?;
+        let mesh = self.mesh.get().ok_or_else(mesh_not_ready)?;
         match mesh
             .call(owner, MeshRequest::PutBatch { records, wait })
             .await
@@ -482,25 +397,18 @@ impl Shard {
         if self.control.is_some() {
             return self.ensure_control_topic(name, queues);
         }
-        let mesh = self.mesh()?;
+        let mesh = self.mesh.get()?;
         let request = MeshRequest::EnsureGroupTopic {
             name: name.to_string(),
             queues,
         };
         match mesh.call(0, request).await {
             Ok(MeshResponse::Topic(Some(config))) => {
-                self.topics
-                    .borrow_mut()
-                    .insert(name.to_string(), config.clone());
+                self.topics.apply(name, Some(config.clone()));
                 Some(config)
             }
             _ => None,
         }
-    }
-
-    /// A topic from this shard's replica.
-    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
-        self.topics.borrow().get(name).cloned()
     }
 }
 
@@ -519,10 +427,7 @@ impl Handler for Shard {
                 connection: conn.id,
             },
         };
-        self.connections
-            .borrow_mut()
-            .entry(conn.id)
-            .or_insert_with(|| Rc::downgrade(conn));
+        self.connections.remember(conn);
         // ACL off (the default): this one branch is all it costs.
         if let Some(acl) = &self.ctx.acl {
             let cfg = &self.ctx.cfg;
@@ -544,14 +449,14 @@ impl Handler for Shard {
 
     fn on_close(&self, conn: &Connection) {
         // A connection that never sent a request registered no client: nothing to tell.
-        if self.connections.borrow_mut().remove(&conn.id).is_none() {
+        if !self.connections.forget(conn.id) {
             return;
         }
         let channel = ChannelId {
             shard: self.id as u8,
             connection: conn.id,
         };
-        if let Some(mesh) = self.mesh().filter(|_| self.id != 0).cloned() {
+        if let Some(mesh) = self.mesh.get().filter(|_| self.id != 0).cloned() {
             glommio::spawn_local(async move {
                 let _ = mesh
                     .tell(0, MeshRequest::ConnectionClosed { channel })

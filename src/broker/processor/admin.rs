@@ -173,22 +173,15 @@ impl Shard {
                 self.local_queue_stats(&topic, queues, group.as_deref())
                     .await,
             ),
-            AdminQuery::Offsets => AdminAnswer::Offsets(Box::new(OffsetsSnapshot {
-                consumer: self.offsets.borrow().clone(),
-                delay: self.delay_offsets.borrow().clone(),
-            })),
+            AdminQuery::Offsets => AdminAnswer::Offsets(Box::new(self.offsets.snapshot())),
             AdminQuery::Counters => AdminAnswer::Counters(self.local_counters().await),
             AdminQuery::RemoveGroupOffsets { group } => {
-                let topics = self.offsets.borrow_mut().remove_group(&group);
+                let topics = self.offsets.remove_group(&group);
                 tracing::info!(shard = self.id, group, topics, "consumer offsets removed");
                 AdminAnswer::Done
             }
             AdminQuery::ApplyTopic { name, config } => {
-                let mut replica = self.topics.borrow_mut();
-                match config {
-                    Some(config) => replica.insert(name, config),
-                    None => replica.remove(&name),
-                };
+                self.topics.apply(&name, config);
                 AdminAnswer::Done
             }
             AdminQuery::ResetOffsets {
@@ -210,9 +203,9 @@ impl Shard {
                 AdminAnswer::Totals(self.stats.items.totals(&name, &key))
             }
             AdminQuery::DeleteTopicData { topic } => {
-                let groups = self.offsets.borrow_mut().remove_topic(&topic);
+                let groups = self.offsets.remove_topic(&topic);
                 self.stats.items.remove_topic(&topic);
-                match self.store().delete_topic(&topic).await {
+                match self.store.get().delete_topic(&topic).await {
                     Ok(queues) => {
                         tracing::info!(
                             shard = self.id,
@@ -238,7 +231,7 @@ impl Shard {
         if self.ctx.shards <= 1 {
             return Ok(answers);
         }
-        let mesh = self.mesh().ok_or_else(|| {
+        let mesh = self.mesh.get().ok_or_else(|| {
             (
                 resp::SYSTEM_ERROR,
                 "the shard mesh is not ready".to_string(),
@@ -316,16 +309,15 @@ impl Shard {
         let mine = |q: &i32| owner_shard(topic, *q, self.ctx.shards) == self.id;
         let mut stats = Vec::new();
         for queue_id in (0..queues).filter(mine) {
-            let max_offset = self.store().max_offset(topic, queue_id).max(0);
-            let consumer_offset =
-                group.and_then(|g| self.offsets.borrow().query(topic, g, queue_id));
+            let max_offset = self.store.get().max_offset(topic, queue_id).max(0);
+            let consumer_offset = group.and_then(|g| self.offsets.query(topic, g, queue_id));
             let consumer_timestamp = match consumer_offset {
                 Some(offset) => self.store_time(topic, queue_id, offset - 1).await,
                 None => 0,
             };
             stats.push(QueueStat {
                 queue_id,
-                min_offset: self.store().min_offset(topic, queue_id).max(0),
+                min_offset: self.store.get().min_offset(topic, queue_id).max(0),
                 max_offset,
                 last_update_timestamp: self.store_time(topic, queue_id, max_offset - 1).await,
                 consumer_offset,
@@ -340,7 +332,12 @@ impl Shard {
         if offset < 0 {
             return 0;
         }
-        match self.store().store_time_at(topic, queue_id, offset).await {
+        match self
+            .store
+            .get()
+            .store_time_at(topic, queue_id, offset)
+            .await
+        {
             Ok(time) => time.unwrap_or(0),
             Err(e) => {
                 tracing::warn!(topic, queue_id, offset, error = %e, "no store time for stats");
@@ -350,9 +347,9 @@ impl Shard {
     }
 
     async fn local_counters(&self) -> ShardCounters {
-        let (_, min) = split_physical(self.store().min_physical_offset());
-        let (_, max) = split_physical(self.store().max_physical_offset());
-        let (_, flushed) = split_physical(self.store().flushed_physical_offset());
+        let (_, min) = split_physical(self.store.get().min_physical_offset());
+        let (_, max) = split_physical(self.store.get().max_physical_offset());
+        let (_, flushed) = split_physical(self.store.get().flushed_physical_offset());
         let earliest_store_time = match max > min {
             true => self.first_store_time().await,
             false => None,
@@ -374,8 +371,9 @@ impl Shard {
     /// Store time of the first record of this shard's commitlog (a segment starts with one).
     async fn first_store_time(&self) -> Option<i64> {
         let record = self
-            .store()
-            .read_by_physical_offset(self.store().min_physical_offset())
+            .store
+            .get()
+            .read_by_physical_offset(self.store.get().min_physical_offset())
             .await
             .ok()?;
         RecordView::parse(&record).ok().map(|v| v.store_timestamp)

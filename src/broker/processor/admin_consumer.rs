@@ -266,7 +266,7 @@ impl Shard {
         let mut entries = Vec::new();
         let (mut tps, mut diff) = (0.0, 0i64);
         for (topic, queues) in self.consumed_topics(group, topics)? {
-            if only_order && !self.topic(&topic).is_some_and(|t| t.order) {
+            if only_order && !self.topics.get(&topic).is_some_and(|t| t.order) {
                 continue;
             }
             for s in self.gather_queue_stats(&topic, queues, Some(group)).await? {

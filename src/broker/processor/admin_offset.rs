@@ -134,7 +134,10 @@ impl Shard {
             .with_ext("timestamp", timestamp.to_string())
             .with_ext("isForce", force.to_string())
             .with_body(push_body.into_bytes());
-        self.send_to_channels(channels.into_iter().map(|c| (c, push.clone())).collect());
+        self.mesh.send_to_channels(
+            &self.connections,
+            channels.into_iter().map(|c| (c, push.clone())).collect(),
+        );
         Ok(cmd.success_to().with_body(body.into_bytes()))
     }
 
@@ -151,18 +154,17 @@ impl Shard {
         let mut done = Vec::new();
         for queue_id in (0..queues).filter(mine) {
             let target = match timestamp {
-                -1 => self.store().readable_max_offset(topic, queue_id),
+                -1 => self.store.get().readable_max_offset(topic, queue_id),
                 t => self
-                    .store()
+                    .store
+                    .get()
                     .offset_by_time(topic, queue_id, t)
                     .await
                     .map_err(|e| format!("no offset by time in {topic}:{queue_id}: {e}"))?,
             };
-            let before = self.offsets.borrow().query(topic, group, queue_id);
+            let before = self.offsets.query(topic, group, queue_id);
             let offset = reset_target(target, before, force);
-            self.offsets
-                .borrow_mut()
-                .commit(topic, group, queue_id, offset);
+            self.offsets.commit(topic, group, queue_id, offset);
             done.push(QueueReset {
                 queue_id,
                 before,

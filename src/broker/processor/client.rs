@@ -107,8 +107,8 @@ impl Shard {
     /// slave's sync): every shard forgets the groups its pulls looked up. Awaited, so a pull
     /// answered after the change sees it.
     pub(crate) async fn groups_changed(&self) {
-        self.groups_seen.borrow_mut().clear();
-        let Some(mesh) = self.mesh() else { return };
+        self.subscriptions.forget_groups();
+        let Some(mesh) = self.mesh.get() else { return };
         for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
             let _ = mesh.call(shard, MeshRequest::GroupsChanged).await;
         }
@@ -180,7 +180,10 @@ impl Shard {
         if self.ctx.live.notify_consumer_ids_changed_enable() {
             let notify = RemotingCommand::request(req::NOTIFY_CONSUMER_IDS_CHANGED)
                 .with_ext("consumerGroup", group);
-            self.send_to_channels(channels.into_iter().map(|c| (c, notify.clone())).collect());
+            self.mesh.send_to_channels(
+                &self.connections,
+                channels.into_iter().map(|c| (c, notify.clone())).collect(),
+            );
         }
         let subscriptions = self.group_subscriptions(group);
         self.broadcast_subscriptions(group, subscriptions);
@@ -201,9 +204,10 @@ impl Shard {
     /// Tells every other shard a group's subscriptions (for pulls that carry none).
     fn broadcast_subscriptions(&self, group: &str, subscriptions: Vec<SubscriptionData>) {
         let group = group.to_string();
-        self.spawn_broadcast(move || MeshRequest::SubscriptionsChanged {
-            group: group.clone(),
-            subscriptions: subscriptions.clone(),
-        });
+        self.mesh
+            .spawn_broadcast(move || MeshRequest::SubscriptionsChanged {
+                group: group.clone(),
+                subscriptions: subscriptions.clone(),
+            });
     }
 }

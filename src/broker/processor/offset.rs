@@ -13,12 +13,12 @@ impl Shard {
         let group = cmd.req_str("consumerGroup").map_err(field_failure)?;
         let topic = cmd.req_str("topic").map_err(field_failure)?;
         let queue_id = cmd.req_i32("queueId").map_err(field_failure)?;
-        let offset = match self.offsets.borrow().query(topic, group, queue_id) {
+        let offset = match self.offsets.query(topic, group, queue_id) {
             Some(offset) => offset,
             // No offset yet: a queue that starts at 0 is consumed from 0 (Java does the same when
             // its first message is still in memory), anything else is QUERY_NOT_FOUND so the
             // client applies consumeFromWhere.
-            None if self.store().min_offset(topic, queue_id) <= 0 => 0,
+            None if self.store.get().min_offset(topic, queue_id) <= 0 => 0,
             None => {
                 return Err((
                     resp::QUERY_NOT_FOUND,
@@ -37,9 +37,7 @@ impl Shard {
         let topic = cmd.req_str("topic").map_err(field_failure)?;
         let queue_id = cmd.req_i32("queueId").map_err(field_failure)?;
         let offset = cmd.req_i64("commitOffset").map_err(field_failure)?;
-        self.offsets
-            .borrow_mut()
-            .commit(topic, group, queue_id, offset);
+        self.offsets.commit(topic, group, queue_id, offset);
         Ok(cmd.success_to())
     }
 
@@ -47,8 +45,8 @@ impl Shard {
         let topic = cmd.req_str("topic").map_err(field_failure)?;
         let queue_id = cmd.req_i32("queueId").map_err(field_failure)?;
         let offset = match cmd.code {
-            req::GET_MAX_OFFSET => self.store().readable_max_offset(topic, queue_id),
-            _ => self.store().min_offset(topic, queue_id),
+            req::GET_MAX_OFFSET => self.store.get().readable_max_offset(topic, queue_id),
+            _ => self.store.get().min_offset(topic, queue_id),
         };
         Ok(cmd.success_to().with_ext("offset", offset.to_string()))
     }
@@ -61,7 +59,8 @@ impl Shard {
         let queue_id = cmd.req_i32("queueId").map_err(field_failure)?;
         let timestamp = cmd.req_i64("timestamp").map_err(field_failure)?;
         let offset = self
-            .store()
+            .store
+            .get()
             .offset_by_time(topic, queue_id, timestamp)
             .await
             .map_err(|e| (resp::SYSTEM_ERROR, e.to_string()))?;
@@ -75,7 +74,8 @@ impl Shard {
         let topic = cmd.req_str("topic").map_err(field_failure)?;
         let queue_id = cmd.req_i32("queueId").map_err(field_failure)?;
         let time = self
-            .store()
+            .store
+            .get()
             .earliest_store_time(topic, queue_id)
             .await
             .map_err(|e| (resp::SYSTEM_ERROR, e.to_string()))?;

@@ -11,7 +11,8 @@ impl Shard {
     /// Runs a key lookup on this shard's store.
     pub async fn query_local(&self, q: &KeyQuery) -> Vec<bytes::Bytes> {
         match self
-            .store()
+            .store
+            .get()
             .query_by_key(&q.topic, &q.key, q.max, q.begin_ts, q.end_ts)
             .await
         {
@@ -46,7 +47,7 @@ impl Shard {
                 .unwrap_or(i64::MAX),
         };
         let mut found = self.query_local(&query).await;
-        if let Some(mesh) = self.mesh().filter(|_| self.ctx.shards > 1) {
+        if let Some(mesh) = self.mesh.get().filter(|_| self.ctx.shards > 1) {
             for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
                 if let Ok(MeshResponse::Messages(more)) =
                     mesh.call(shard, MeshRequest::QueryKey(query.clone())).await
@@ -75,7 +76,7 @@ impl Shard {
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
         let offset = cmd.req_i64("offset").map_err(field_failure)?;
-        match self.store().read_by_physical_offset(offset).await {
+        match self.store.get().read_by_physical_offset(offset).await {
             Ok(record) => Ok(cmd.success_to().with_body(record)),
             Err(e) => Err((
                 resp::SYSTEM_ERROR,

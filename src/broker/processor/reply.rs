@@ -195,7 +195,7 @@ impl Shard {
         let request = MeshRequest::ProducerChannelOf {
             client_id: client_id.to_string(),
         };
-        match self.mesh()?.call(0, request).await {
+        match self.mesh.get()?.call(0, request).await {
             Ok(MeshResponse::Channel(channel)) => channel,
             _ => None,
         }
@@ -221,7 +221,8 @@ impl Shard {
         channel: ChannelId,
         command: RemotingCommand,
     ) -> Result<RemotingCommand, String> {
-        self.invoke_on_channel(channel, command, PUSH_TIMEOUT)
+        self.mesh
+            .invoke_on_channel(&self.connections, channel, command, PUSH_TIMEOUT)
             .await
             .map_err(|e| e.to_string())
     }

@@ -191,7 +191,7 @@ impl Shard {
 
     /// The topic's config, auto-creating it when allowed; NO_PERMISSION when not writable.
     pub(super) async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
-        let existing = self.topic(&request.topic);
+        let existing = self.topics.get(&request.topic);
         let topic = match existing {
             Some(t) => t,
             None => self

@@ -44,7 +44,8 @@ impl Shard {
             ));
         }
         let stored = self
-            .store()
+            .store
+            .get()
             .read_by_physical_offset(offset)
             .await
             .map_err(|e| {

@@ -69,7 +69,8 @@ impl Shard {
             return Ok(cmd.success_to());
         }
         let stored = self
-            .store()
+            .store
+            .get()
             .read_by_physical_offset(physical)
             .await
             .map_err(|e| {
@@ -159,7 +160,7 @@ impl Shard {
                 .first()
                 .map(|c| c.channel);
         }
-        let mesh = self.mesh()?;
+        let mesh = self.mesh.get()?;
         match mesh
             .call(
                 0,
@@ -223,7 +224,6 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
     read_ops(shard).await?;
     let mut offset = shard
         .offsets
-        .borrow()
         .query(TRANS_HALF_TOPIC, TRANS_GROUP, 0)
         .unwrap_or(0);
     let now = SystemClock.now_ms();
@@ -231,7 +231,8 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
     let mut prefix_open = false;
     loop {
         let result = shard
-            .store()
+            .store
+            .get()
             .get_messages(
                 Reader::Broker,
                 TRANS_HALF_TOPIC,
@@ -250,12 +251,9 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
                     GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly
                 )
             {
-                shard.offsets.borrow_mut().commit(
-                    TRANS_HALF_TOPIC,
-                    TRANS_GROUP,
-                    0,
-                    result.next_begin_offset,
-                );
+                shard
+                    .offsets
+                    .commit(TRANS_HALF_TOPIC, TRANS_GROUP, 0, result.next_begin_offset);
             }
             return Ok(());
         }
@@ -263,12 +261,9 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
             let view = RecordView::parse(stored).map_err(|e| e.to_string())?;
             let finished = check_one(shard, &view, now, timeout_ms).await?;
             if finished && !prefix_open {
-                shard.offsets.borrow_mut().commit(
-                    TRANS_HALF_TOPIC,
-                    TRANS_GROUP,
-                    0,
-                    view.queue_offset + 1,
-                );
+                shard
+                    .offsets
+                    .commit(TRANS_HALF_TOPIC, TRANS_GROUP, 0, view.queue_offset + 1);
             }
             prefix_open |= !finished;
             if !finished && now - view.born_timestamp < timeout_ms {
@@ -314,7 +309,10 @@ async fn check_one(
         .unwrap_or_default()
         .to_string();
     match shard.producer_channel(&group).await {
-        Some(channel) => shard.send_to_channels(vec![(channel, check_command(shard, view)?)]),
+        Some(channel) => shard.mesh.send_to_channels(
+            &shard.connections,
+            vec![(channel, check_command(shard, view)?)],
+        ),
         None => tracing::debug!(%group, "no producer online to check a transaction with"),
     }
     Ok(false)
@@ -367,12 +365,12 @@ fn check_command(shard: &Shard, view: &RecordView<'_>) -> Result<RemotingCommand
 async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
     let mut offset = shard
         .offsets
-        .borrow()
         .query(TRANS_OP_HALF_TOPIC, TRANS_GROUP, 0)
         .unwrap_or(0);
     loop {
         let result = shard
-            .store()
+            .store
+            .get()
             .get_messages(
                 Reader::Broker,
                 TRANS_OP_HALF_TOPIC,
@@ -389,7 +387,6 @@ async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
         }
         let half_min = shard
             .offsets
-            .borrow()
             .query(TRANS_HALF_TOPIC, TRANS_GROUP, 0)
             .unwrap_or(0);
         for stored in &result.messages {
@@ -406,7 +403,6 @@ async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
         offset = result.next_begin_offset;
         shard
             .offsets
-            .borrow_mut()
             .commit(TRANS_OP_HALF_TOPIC, TRANS_GROUP, 0, offset);
     }
 }

@@ -180,7 +180,7 @@ impl Service {
                 None
             }
         };
-        let store = shard.store();
+        let store = shard.store.get();
         let queue_min = store.min_offset(TIMER_TOPIC, queue);
         let scan_from = match checkpoint {
             Some(c) => c.commitlog_pos,
@@ -291,7 +291,7 @@ impl Service {
     /// Takes in up to [`BATCH`] new timer records.
     async fn intake(&mut self) -> Result<bool, Fail> {
         let next = self.wheel.enqueue_next();
-        let store = self.shard.store();
+        let store = self.shard.store.get();
         let r = store
             .get_messages(
                 Reader::Broker,
@@ -458,7 +458,7 @@ impl Service {
         let mut found = HashMap::with_capacity(keys.len());
         // Queue offsets [from, to) looked at.
         let mut looked: Vec<(i64, i64)> = Vec::new();
-        let store = self.shard.store();
+        let store = self.shard.store.get();
         let mut bytes = 0;
         for (done, key) in keys.iter().enumerate() {
             let qo = key.1;
@@ -546,7 +546,7 @@ impl Service {
         copy.dequeued_at(now_ms());
         let shards = self.shard.ctx.shards;
         if owner_shard(&copy.topic, copy.queue_id, shards) == self.shard.id {
-            let store = self.shard.store();
+            let store = self.shard.store.get();
             let put = store.put(copy.record, copy.slots, false).await;
             return put.map(drop).map_err(|e| e.to_string());
         }
@@ -580,7 +580,7 @@ impl Service {
         {
             return;
         }
-        let store = self.shard.store();
+        let store = self.shard.store.get();
         let checkpoint = self.wheel.capture(store.written_offset());
         self.captured = Some(state);
         self.captured_at_ms = now_ms();
@@ -645,7 +645,7 @@ impl Service {
             let at = (self.captured_at_ms + self.flush_interval_ms).max(soonest);
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
-        let watch = self.shard.store().queue_watch(TIMER_TOPIC, self.queue);
+        let watch = self.shard.store.get().queue_watch(TIMER_TOPIC, self.queue);
         let target = self.wheel.enqueue_next().max(0) as u64 + 1;
         let new_record = async {
             let _ = watch.wait_for(target).await;
@@ -680,7 +680,7 @@ fn marker(shard: usize, qo: i64) -> String {
 /// Where the copies of the timers of a store without a checkpoint can start: at the first
 /// timer record still stored (a copy always follows its timer record).
 async fn first_record_pos(shard: &Rc<Shard>, queue: i32, queue_min: i64) -> Result<u64, Fail> {
-    let store = shard.store();
+    let store = shard.store.get();
     let r = store
         .get_messages(
             Reader::Broker,
@@ -703,7 +703,7 @@ async fn first_record_pos(shard: &Rc<Shard>, queue: i32, queue_min: i64) -> Resu
 /// (`TIMER_OUT_MS`, queue offset) of every copy this shard's timer service stored from `pos`
 /// (an offset in the shard's commitlog) to the end.
 async fn scan_copies(shard: &Rc<Shard>, pos: u64) -> Result<Vec<Key>, Fail> {
-    let store = shard.store();
+    let store = shard.store.get();
     let mut pos = pos.max(store.commitlog_min_offset());
     let mut found = Vec::new();
     let mine = format!("{}:", shard.id);
@@ -751,7 +751,7 @@ async fn verified(
     let covered = |k: &Key| {
         checkpoint.is_some_and(|c| k.1 < c.enqueue_next && c.delivered.is_some_and(|d| *k <= d))
     };
-    let store = shard.store();
+    let store = shard.store.get();
     let mut out = Vec::new();
     for key in copies.into_iter().filter(|k| !covered(k)) {
         let r = store
