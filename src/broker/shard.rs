@@ -16,6 +16,7 @@ use crate::broker::processor::PULL_FLAG_SUSPEND;
 use crate::broker::services::connections::Connections;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
+use crate::broker::services::puts::Puts;
 use crate::broker::services::store::ShardStore;
 use crate::broker::services::subscriptions::SubscriptionReplica;
 use crate::broker::services::topics::TopicReplica;
@@ -25,13 +26,6 @@ use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::store::metadata::SubscriptionGroupTable;
-use crate::store::{StoreError, StoreResult};
-
-fn mesh_not_ready() -> StoreError {
-    StoreError::Unwritable {
-        reason: "the shard mesh is not ready".into(),
-    }
-}
 
 /// State that lives only on the control shard.
 pub struct Control {
@@ -98,7 +92,7 @@ impl Shard {
         };
         match cmd.code {
             // The shard that read a send decodes it and builds the record; only the record
-            // goes to the queue's owner ([`Shard::put_routed`]).
+            // goes to the queue's owner ([`Puts::put`]).
             req::SEND_MESSAGE
             | req::SEND_MESSAGE_V2
             | req::SEND_BATCH_MESSAGE
@@ -333,62 +327,12 @@ impl Shard {
         }
     }
 
-    /// Stores an encoded record (for `topic`/`queue_id`) on the shard that owns that queue:
-    /// here at once, or handed over in a batch with the other records for that shard.
-    pub async fn put_routed(
-        &self,
-        topic: &str,
-        queue_id: i32,
-        record: bytes::BytesMut,
-        slots: crate::message::record::RecordSlots,
-        wait: bool,
-    ) -> StoreResult<crate::store::PutResult> {
-        let owner = owner_shard(topic, queue_id, self.ctx.shards);
-        if owner == self.id {
-            return self.store.get().put(record, slots, wait).await;
-        }
-        let mesh = self.mesh.get().ok_or_else(mesh_not_ready)?;
-        let (batch, index, opened) = self.put_hop.enqueue(owner, (record, slots, wait));
-        if opened {
-            let (mesh, batch) = (Rc::clone(mesh), Rc::clone(&batch));
-            glommio::spawn_local(async move {
-                let items = batch.seal();
-                let count = items.len();
-                match mesh.call(owner, MeshRequest::PutMany(items)).await {
-                    Ok(MeshResponse::Puts(results)) => batch.finish(results),
-                    Ok(_) => batch.fail("unexpected mesh answer", count),
-                    Err(e) => batch.fail(&e.to_string(), count),
-                }
-            })
-            .detach();
-        }
-        batch.result(index).await
-    }
-
-    /// Stores the records of one SEND_BATCH_MESSAGE (one queue) on the shard that owns it.
-    pub async fn put_batch_routed(
-        &self,
-        topic: &str,
-        queue_id: i32,
-        records: Vec<(bytes::BytesMut, crate::message::record::RecordSlots)>,
-        wait: bool,
-    ) -> StoreResult<crate::store::PutBatchResult> {
-        let owner = owner_shard(topic, queue_id, self.ctx.shards);
-        if owner == self.id {
-            return self.store.get().put_batch(records, wait).await;
-        }
-        let mesh = self.mesh.get().ok_or_else(mesh_not_ready)?;
-        match mesh
-            .call(owner, MeshRequest::PutBatch { records, wait })
-            .await
-        {
-            Ok(MeshResponse::PutBatch(result)) => result,
-            Ok(_) => Err(StoreError::Unwritable {
-                reason: "unexpected mesh answer".into(),
-            }),
-            Err(e) => Err(StoreError::Unwritable {
-                reason: e.to_string(),
-            }),
+    /// The shard's routed puts (records stored on the shard that owns their queue).
+    pub fn puts(&self) -> Puts<'_> {
+        Puts {
+            store: &self.store,
+            mesh: &self.mesh,
+            hop: &self.put_hop,
         }
     }
 

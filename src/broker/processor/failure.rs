@@ -3,7 +3,9 @@
 //! is never silence: every variant maps to an answer, and the table test below walks them all
 //! (a new variant does not compile until it is given its code there).
 
+use super::transaction::TransactionError;
 use super::Failure;
+use crate::broker::services::puts::PutError;
 use crate::remoting::response as resp;
 use crate::runtime::mesh::MeshError;
 use crate::store::StoreError;
@@ -33,6 +35,32 @@ pub(crate) fn put(e: StoreError) -> Failure {
         | StoreError::Corrupt { .. }
         | StoreError::OffsetOutOfRange { .. }
         | StoreError::Config { .. } => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// A record the broker builds itself (a retry, a transaction's commit) that was not stored:
+/// the store's refusal as for a client's put; a record that cannot be built is the message's
+/// fault (MESSAGE_ILLEGAL, as Java answers a message it cannot encode).
+pub(crate) fn broker_put(e: PutError) -> Failure {
+    match e {
+        PutError::Record(_) => (resp::MESSAGE_ILLEGAL, e.to_string()),
+        PutError::Store(e) => put(e),
+    }
+}
+
+/// CONSUMER_SEND_MSG_BACK's retry copy that was not stored: SYSTEM_ERROR whatever the cause,
+/// as Java's `consumerSendMsgBack` answers any failed put.
+pub(crate) fn send_back(e: PutError) -> Failure {
+    (resp::SYSTEM_ERROR, e.to_string())
+}
+
+/// END_TRANSACTION's commit or op record that failed.
+pub(crate) fn transaction(e: TransactionError) -> Failure {
+    match e {
+        TransactionError::Put(e) => broker_put(e),
+        TransactionError::NoRealTopic
+        | TransactionError::Store(_)
+        | TransactionError::Record(_) => (resp::SYSTEM_ERROR, e.to_string()),
     }
 }
 
@@ -207,6 +235,54 @@ mod tests {
                 remark.contains("shard 1") && remark.contains(&e.to_string()),
                 "{remark}"
             );
+        }
+    }
+
+    #[test]
+    fn broker_built_records_and_transactions_map_to_their_codes() {
+        let record = || RecordError::TopicTooLong(300);
+        let store = || StoreError::ShutDown;
+        let puts = [
+            (PutError::Record(record()), resp::MESSAGE_ILLEGAL),
+            (PutError::Store(store()), resp::SERVICE_NOT_AVAILABLE),
+        ];
+        for (e, code) in puts {
+            let text = e.to_string();
+            // Exhaustive on purpose: a new variant needs its row above.
+            match &e {
+                PutError::Record(_) | PutError::Store(_) => {}
+            }
+            let (got, remark) = broker_put(e);
+            assert_eq!(got, code, "{text}");
+            assert!(remark.contains(&text), "{remark:?} holds {text:?}");
+        }
+        let (code, remark) = send_back(PutError::Store(store()));
+        assert_eq!(
+            code,
+            resp::SYSTEM_ERROR,
+            "Java answers any failed retry put so"
+        );
+        assert!(remark.contains(&store().to_string()), "{remark}");
+        let transactions = [
+            (TransactionError::NoRealTopic, resp::SYSTEM_ERROR),
+            (TransactionError::Store(store()), resp::SYSTEM_ERROR),
+            (TransactionError::Record(record()), resp::SYSTEM_ERROR),
+            (
+                TransactionError::Put(PutError::Store(store())),
+                resp::SERVICE_NOT_AVAILABLE,
+            ),
+        ];
+        for (e, code) in transactions {
+            match &e {
+                TransactionError::NoRealTopic
+                | TransactionError::Put(_)
+                | TransactionError::Store(_)
+                | TransactionError::Record(_) => {}
+            }
+            let text = e.to_string();
+            let (got, remark) = transaction(e);
+            assert_eq!(got, code, "{text}");
+            assert!(remark.contains(&text), "{remark:?} holds {text:?}");
         }
     }
 }

@@ -63,7 +63,7 @@ impl Shard {
         let now = SystemClock.now_ms();
         let input =
             RecordInput::from_broker(OFFSET_MOVED_EVENT, self.ctx.store_host, now, &body, &wire);
-        if let Err(e) = crate::broker::schedule::put_input(self, &input).await {
+        if let Err(e) = self.puts().put_input(&input).await {
             tracing::warn!(topic, group, error = %e, "offset moved event not stored");
         }
     }

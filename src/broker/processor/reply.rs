@@ -177,7 +177,8 @@ impl Shard {
             &request.properties,
         )?;
         let put = self
-            .put_routed(&request.topic, queue_id, record, slots, true)
+            .puts()
+            .put(&request.topic, queue_id, record, slots, true)
             .await
             .map_err(super::failure::put)?;
         self.stats.count_put(1, put.wrote_bytes);

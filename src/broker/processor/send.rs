@@ -72,7 +72,8 @@ impl Shard {
             .await?;
         let result = if request.batch {
             let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
-            self.put_batch_routed(&request.topic, queue_id, records, wait)
+            self.puts()
+                .put_batch(&request.topic, queue_id, records, wait)
                 .await
                 .map_err(super::failure::put)?
         } else {
@@ -85,7 +86,8 @@ impl Shard {
                 &props.to_wire(),
             )?;
             let put = self
-                .put_routed(&target, target_queue, record, slots, wait)
+                .puts()
+                .put(&target, target_queue, record, slots, wait)
                 .await
                 .map_err(super::failure::put)?;
             crate::store::PutBatchResult {

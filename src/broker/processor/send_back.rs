@@ -105,9 +105,10 @@ impl Shard {
             body: original.body,
             properties: &wire,
         };
-        schedule::put_input(self, &input)
+        self.puts()
+            .put_input(&input)
             .await
-            .map_err(|e| (resp::SYSTEM_ERROR, e))?;
+            .map_err(super::failure::send_back)?;
         Ok(cmd.success_to())
     }
 }

@@ -14,6 +14,7 @@
 pub mod connections;
 pub mod mesh_client;
 pub mod offsets;
+pub mod puts;
 pub mod store;
 pub mod subscriptions;
 pub mod topics;

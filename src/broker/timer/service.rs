@@ -556,9 +556,8 @@ impl Service {
             queue_id = copy.queue_id,
             "timer copy stored on another shard"
         );
-        let put = self
-            .shard
-            .put_routed(&copy.topic, copy.queue_id, copy.record, copy.slots, false);
+        let puts = self.shard.puts();
+        let put = puts.put(&copy.topic, copy.queue_id, copy.record, copy.slots, false);
         put.await.map(drop).map_err(|e| e.to_string())
     }
 
