@@ -12,7 +12,7 @@ use crate::broker::context::BrokerContext;
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
-use crate::broker::processor::PULL_FLAG_SUSPEND;
+use crate::broker::processor::{self, lock, offset, query, PULL_FLAG_SUSPEND};
 use crate::broker::services::connections::Connections;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
@@ -24,6 +24,7 @@ use crate::broker::topic_config::TopicConfigManager;
 use crate::net::{Busy, Connection, Handler, Reply};
 use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
+use crate::refusal::{self, Refusal};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::store::metadata::SubscriptionGroupTable;
 
@@ -272,9 +273,9 @@ impl Shard {
                 self.client_connection_closed(channel);
                 None
             }
-            MeshRequest::QueryKey(query) => {
-                Some(MeshResponse::Messages(self.query_local(&query).await))
-            }
+            MeshRequest::QueryKey(query) => Some(MeshResponse::Messages(
+                query::query_local(&self.store.get(), &query).await,
+            )),
             MeshRequest::Admin(query) => Some(MeshResponse::Admin(self.admin_local(query).await)),
             MeshRequest::PutMany(items) => {
                 // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
@@ -353,6 +354,105 @@ impl Shard {
             }
             _ => None,
         }
+    }
+}
+
+/// The request router: which processor answers what, with the services it needs.
+impl Shard {
+    /// Processes `command` on this shard (it was routed here). `None` answers nothing.
+    pub async fn process(
+        self: Rc<Self>,
+        origin: Origin,
+        command: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        let result = match command.code {
+            req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => {
+                self.send(origin, &command).await
+            }
+            req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
+                self.send_reply(origin, &command).await
+            }
+            req::PULL_MESSAGE => self.pull(&command).await,
+            req::HEART_BEAT => self.heartbeat(origin, &command),
+            req::UNREGISTER_CLIENT => self.unregister_client(origin, &command),
+            req::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(&command),
+            req::QUERY_CONSUMER_OFFSET => {
+                offset::query_consumer_offset(&self.offsets, &self.store.get(), &command)
+            }
+            req::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(&self.offsets, &command),
+            req::GET_MAX_OFFSET | req::GET_MIN_OFFSET => {
+                offset::queue_offset(&self.store.get(), &command)
+            }
+            req::SEARCH_OFFSET_BY_TIMESTAMP => {
+                offset::search_offset(&self.store.get(), &command).await
+            }
+            req::GET_EARLIEST_MSG_STORETIME => {
+                offset::earliest_store_time(&self.store.get(), &command).await
+            }
+            req::LOCK_BATCH_MQ | req::UNLOCK_BATCH_MQ => {
+                lock::lock_batch(self.control.as_ref().map(|c| &c.locks), &command)
+            }
+            req::QUERY_MESSAGE => {
+                query::query_message(&self.ctx, &self.store.get(), &self.mesh, &command).await
+            }
+            req::VIEW_MESSAGE_BY_ID => query::view_message(&self.store.get(), &command).await,
+            req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
+            req::END_TRANSACTION => self.end_transaction(&command).await,
+            // Controller mode (crate::broker::replication).
+            req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
+            req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
+            req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
+            code if processor::relay::handles(code) => self.relay(origin, &command).await,
+            code if processor::admin::handles(code) => self.admin(&command).await,
+            code => Err((
+                resp::REQUEST_CODE_NOT_SUPPORTED,
+                format!(" request type {code} not supported"),
+            )),
+        };
+        Some(result.unwrap_or_else(|(code, remark)| {
+            self.refused(origin, &command, code, &remark);
+            command.error_to(code, remark)
+        }))
+    }
+
+    /// Counts and logs (rate-limited) a request answered with an error (crate::refusal).
+    pub(crate) fn refused(
+        &self,
+        origin: Origin,
+        command: &RemotingCommand,
+        code: i32,
+        remark: &str,
+    ) {
+        if !refusal::is_refusal(command.code, code) {
+            return;
+        }
+        let refused = Refusal {
+            peer: origin.peer,
+            request_code: command.code,
+            response_code: code,
+            remark,
+        };
+        self.refusals
+            .record(refused, || self.client_id(origin, command));
+    }
+
+    /// The client id of a request: carried by the request itself, or heard in a heartbeat on
+    /// its connection (known to the control shard only).
+    fn client_id(&self, origin: Origin, command: &RemotingCommand) -> Option<String> {
+        if let Some(id) = command.ext("clientID").or(command.ext("clientId")) {
+            return Some(id.to_string());
+        }
+        if command.code == req::HEART_BEAT {
+            // The body may be what was refused: look for the id alone.
+            let body = serde_json::from_slice::<serde_json::Value>(&command.body).ok();
+            let id = body.as_ref().and_then(|b| b["clientID"].as_str());
+            if let Some(id) = id {
+                return Some(id.to_string());
+            }
+        }
+        let control = self.control.as_ref()?;
+        let clients = control.clients.borrow();
+        clients.client_id_of(origin.channel).map(str::to_string)
     }
 }
 

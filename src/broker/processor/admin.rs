@@ -56,7 +56,7 @@ const CODES: [i32; 20] = [
 ];
 
 /// True for the request codes [`Shard::admin`] answers.
-pub(super) fn handles(code: i32) -> bool {
+pub(crate) fn handles(code: i32) -> bool {
     CODES.contains(&code)
 }
 
@@ -115,7 +115,7 @@ impl ShardStats {
 
 impl Shard {
     /// Answers an admin request (on the control shard).
-    pub(super) async fn admin(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) async fn admin(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         match cmd.code {
             req::UPDATE_AND_CREATE_TOPIC => self.update_topic(cmd).await,
             req::DELETE_TOPIC_IN_BROKER => self.delete_topic(cmd).await,
@@ -145,7 +145,7 @@ impl Shard {
     }
 
     /// The control shard's state (admin requests are routed there).
-    pub(super) fn admin_control(&self) -> Result<&Control, Failure> {
+    pub(crate) fn admin_control(&self) -> Result<&Control, Failure> {
         self.control.as_ref().ok_or_else(|| {
             (
                 resp::SYSTEM_ERROR,
@@ -155,7 +155,7 @@ impl Shard {
     }
 
     /// Java's `validateSlave`: topics and groups are changed on the master only.
-    pub(super) fn refuse_on_slave(&self) -> Result<(), Failure> {
+    pub(crate) fn refuse_on_slave(&self) -> Result<(), Failure> {
         match self.ctx.cfg.broker_role {
             BrokerRole::Slave => Err((resp::SYSTEM_ERROR, SLAVE_REMARK.to_string())),
             _ => Ok(()),
@@ -223,7 +223,7 @@ impl Shard {
     }
 
     /// Runs `query` here and on every other shard; answers in shard order, this shard's first.
-    pub(super) async fn ask_all_shards(
+    pub(crate) async fn ask_all_shards(
         &self,
         query: impl Fn() -> AdminQuery,
     ) -> Result<Vec<AdminAnswer>, Failure> {
@@ -254,7 +254,7 @@ impl Shard {
     }
 
     /// Figures of `topic`'s queues `0..queues` from every shard, by queue id.
-    pub(super) async fn gather_queue_stats(
+    pub(crate) async fn gather_queue_stats(
         &self,
         topic: &str,
         queues: i32,
@@ -279,7 +279,7 @@ impl Shard {
     }
 
     /// Every shard's consumer and delay offsets, merged.
-    pub(super) async fn gather_offsets(&self) -> Result<OffsetsSnapshot, Failure> {
+    pub(crate) async fn gather_offsets(&self) -> Result<OffsetsSnapshot, Failure> {
         let mut merged = OffsetsSnapshot::default();
         for answer in self.ask_all_shards(|| AdminQuery::Offsets).await? {
             if let AdminAnswer::Offsets(snapshot) = answer {
@@ -290,7 +290,7 @@ impl Shard {
     }
 
     /// Every shard's counters, summed.
-    pub(super) async fn gather_counters(&self) -> Result<ShardCounters, Failure> {
+    pub(crate) async fn gather_counters(&self) -> Result<ShardCounters, Failure> {
         let answers = self.ask_all_shards(|| AdminQuery::Counters).await?;
         let mut all = answers.into_iter().filter_map(|a| match a {
             AdminAnswer::Counters(c) => Some(c),
@@ -400,7 +400,7 @@ pub fn encode_mq_map<V: Serialize>(
 }
 
 /// A body that failed to encode, as a failure.
-pub(super) fn encode_failure(e: serde_json::Error) -> Failure {
+pub(crate) fn encode_failure(e: serde_json::Error) -> Failure {
     (resp::SYSTEM_ERROR, format!("cannot encode the body: {e}"))
 }
 

@@ -13,7 +13,7 @@ use crate::config::properties;
 use crate::remoting::{response as resp, RemotingCommand};
 
 impl Shard {
-    pub(super) async fn update_broker_config(
+    pub(crate) async fn update_broker_config(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {

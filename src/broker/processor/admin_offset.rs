@@ -51,7 +51,7 @@ pub fn reset_target(target: i64, before: Option<i64>, force: bool) -> i64 {
 impl Shard {
     /// INVOKE_BROKER_TO_RESET_OFFSET: header `topic`, `group`, `timestamp` (ms, -1 = the max
     /// offset), `isForce`.
-    pub(super) async fn reset_offset(
+    pub(crate) async fn reset_offset(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -142,7 +142,7 @@ impl Shard {
     }
 
     /// The reset of the queues of `0..queues` this shard owns (see [`reset_target`]).
-    pub(super) async fn reset_local(
+    pub(crate) async fn reset_local(
         &self,
         topic: &str,
         group: &str,

@@ -98,7 +98,7 @@ impl Shard {
     }
 
     /// UPDATE_AND_CREATE_TOPIC (17).
-    pub(super) async fn update_topic(
+    pub(crate) async fn update_topic(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -133,7 +133,7 @@ impl Shard {
     /// queues and every group's offsets of it; a topic created again under the name starts at
     /// offset 0 with no consumer offsets. The records stay in the commitlog until retention
     /// removes their segments (as in Java); queries by key may still find them.
-    pub(super) async fn delete_topic(
+    pub(crate) async fn delete_topic(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -188,7 +188,7 @@ impl Shard {
     }
 
     /// GET_ALL_TOPIC_CONFIG (21): the TopicConfigSerializeWrapper, as topics.json holds it.
-    pub(super) fn all_topic_config(
+    pub(crate) fn all_topic_config(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -206,7 +206,7 @@ impl Shard {
 
     /// GET_TOPIC_STATS_INFO (202): min/max offset and last store time of every write queue,
     /// from the shards that own them, in a TopicStatsTable (MessageQueue keys).
-    pub(super) async fn topic_stats(
+    pub(crate) async fn topic_stats(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -234,13 +234,13 @@ impl Shard {
 
     /// A queue of this broker, as bodies name it.
     /// The write queue count of `topic` in the control shard's table, if it has the topic.
-    pub(super) fn write_queues(&self, topic: &str) -> Result<Option<i32>, Failure> {
+    pub(crate) fn write_queues(&self, topic: &str) -> Result<Option<i32>, Failure> {
         let control = self.admin_control()?;
         let topics = control.topics.borrow();
         Ok(topics.get(topic).map(|t| t.write_queue_nums))
     }
 
-    pub(super) fn message_queue(&self, topic: &str, queue_id: i32) -> MessageQueue {
+    pub(crate) fn message_queue(&self, topic: &str, queue_id: i32) -> MessageQueue {
         MessageQueue {
             broker_name: self.ctx.cfg.broker_name.clone(),
             queue_id,

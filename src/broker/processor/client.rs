@@ -18,7 +18,7 @@ use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::store::metadata::{GroupLookup, SubscriptionGroupConfig};
 
 impl Shard {
-    pub(super) fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
@@ -114,7 +114,7 @@ impl Shard {
         }
     }
 
-    pub(super) fn unregister_client(
+    pub(crate) fn unregister_client(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
@@ -144,7 +144,7 @@ impl Shard {
         Ok(cmd.success_to())
     }
 
-    pub(super) fn consumer_list(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) fn consumer_list(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let group = cmd.req_str("consumerGroup").map_err(field_failure)?;
         let ids = self
             .control

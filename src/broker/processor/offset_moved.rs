@@ -27,7 +27,7 @@ struct OffsetMovedEvent<'a> {
 impl Shard {
     /// Stores the event of `group`'s pull of `topic`/`queue_id` at `requested` moved to
     /// `moved_to` (best effort: a failure is logged, the pull is answered anyway).
-    pub(super) async fn offset_moved_event(
+    pub(crate) async fn offset_moved_event(
         &self,
         topic: &str,
         queue_id: i32,

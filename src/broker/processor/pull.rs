@@ -75,7 +75,7 @@ impl<'a> PullRequest<'a> {
 }
 
 impl Shard {
-    pub(super) async fn pull(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) async fn pull(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let request = PullRequest::parse(cmd)?;
         if !self.ctx.readable() {
             return Err((

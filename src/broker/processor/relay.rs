@@ -35,7 +35,7 @@ const CALL_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONSUMER_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// True for the request codes [`Shard::relay`] answers.
-pub(super) fn handles(code: i32) -> bool {
+pub(crate) fn handles(code: i32) -> bool {
     matches!(
         code,
         req::GET_CONSUMER_RUNNING_INFO
@@ -46,7 +46,7 @@ pub(super) fn handles(code: i32) -> bool {
 
 impl Shard {
     /// Answers a relayed admin request (on the control shard).
-    pub(super) async fn relay(
+    pub(crate) async fn relay(
         self: &Rc<Self>,
         origin: Origin,
         cmd: &RemotingCommand,

@@ -42,7 +42,7 @@ pub const CORRELATION_ID: &str = "CORRELATION_ID";
 pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
 
 impl Shard {
-    pub(super) async fn send_reply(
+    pub(crate) async fn send_reply(
         self: &Rc<Self>,
         origin: Origin,
         cmd: &RemotingCommand,

@@ -21,7 +21,7 @@ use crate::store::PutStatus;
 
 impl Shard {
     /// Java's refusal of sends by a slave or a broker whose write permission is off.
-    pub(super) fn check_writable(&self) -> Result<(), Failure> {
+    pub(crate) fn check_writable(&self) -> Result<(), Failure> {
         if self.ctx.writable() {
             return Ok(());
         }
@@ -33,7 +33,7 @@ impl Shard {
     }
 
     /// A body over `maxMessageSize` is MESSAGE_ILLEGAL with the sizes.
-    pub(super) fn check_body_size(&self, cmd: &RemotingCommand) -> Result<(), Failure> {
+    pub(crate) fn check_body_size(&self, cmd: &RemotingCommand) -> Result<(), Failure> {
         let max = self.ctx.live.max_message_size_bytes() as usize;
         if cmd.body.len() <= max {
             return Ok(());
@@ -45,7 +45,7 @@ impl Shard {
         Err((resp::MESSAGE_ILLEGAL, remark))
     }
 
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
@@ -192,7 +192,7 @@ impl Shard {
     }
 
     /// The topic's config, auto-creating it when allowed; NO_PERMISSION when not writable.
-    pub(super) async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
+    pub(crate) async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
         let existing = self.topics.get(&request.topic);
         let topic = match existing {
             Some(t) => t,
@@ -243,7 +243,7 @@ impl Shard {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn element_record(
+    pub(crate) fn element_record(
         &self,
         origin: Origin,
         request: &SendRequest,

@@ -19,7 +19,7 @@ use crate::remoting::{response as resp, RemotingCommand};
 const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
 
 impl Shard {
-    pub(super) async fn send_back(
+    pub(crate) async fn send_back(
         self: &Rc<Self>,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {

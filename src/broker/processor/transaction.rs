@@ -57,7 +57,7 @@ pub struct Transactions {
 }
 
 impl Shard {
-    pub(super) async fn end_transaction(
+    pub(crate) async fn end_transaction(
         self: &Rc<Self>,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
