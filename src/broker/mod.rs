@@ -6,6 +6,8 @@
 pub mod consumer_groups;
 pub mod context;
 pub mod control;
+#[cfg(test)]
+mod import_graph;
 pub mod live_config;
 pub mod mesh_proto;
 pub mod placement;
