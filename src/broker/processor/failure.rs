@@ -5,7 +5,9 @@
 
 use super::transaction::TransactionError;
 use super::Failure;
+use crate::broker::live_config::{RewriteError, UpdateError};
 use crate::broker::services::puts::PutError;
+use crate::broker::topic_config::TopicNameError;
 use crate::remoting::response as resp;
 use crate::runtime::mesh::MeshError;
 use crate::store::StoreError;
@@ -61,6 +63,43 @@ pub(crate) fn transaction(e: TransactionError) -> Failure {
         TransactionError::NoRealTopic
         | TransactionError::Store(_)
         | TransactionError::Record(_) => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// UPDATE_BROKER_CONFIG's change refused: SYSTEM_ERROR naming the key and the rule, as Java
+/// answers a config it cannot take.
+pub(crate) fn config_update(e: UpdateError) -> Failure {
+    match e {
+        UpdateError::NoKey
+        | UpdateError::NotAtRuntime { .. }
+        | UpdateError::UnknownKey { .. }
+        | UpdateError::Invalid(_)
+        | UpdateError::LargerThanStore { .. } => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// UPDATE_BROKER_CONFIG's change that could not be written to the config file (nothing
+/// changed).
+pub(crate) fn config_file(path: &std::path::Path, e: RewriteError) -> Failure {
+    let remark = format!(
+        "the change is not written to {}: {e}; nothing changed",
+        path.display()
+    );
+    match e {
+        RewriteError::Read(_) | RewriteError::Parse(_) | RewriteError::Write(_) => {
+            (resp::SYSTEM_ERROR, remark)
+        }
+    }
+}
+
+/// A send whose topic name breaks a rule: SYSTEM_ERROR naming the rule, as Java's
+/// `TopicValidator` answers.
+pub(crate) fn topic_name(e: TopicNameError) -> Failure {
+    match e {
+        TopicNameError::Blank
+        | TopicNameError::TooLong { .. }
+        | TopicNameError::IllegalCharacter { .. }
+        | TopicNameError::Forbidden(_) => (resp::SYSTEM_ERROR, e.to_string()),
     }
 }
 

@@ -50,7 +50,7 @@ impl Shard {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         request.batch = false;
         self.check_writable()?;
-        check_send_topic(&request.topic).map_err(|r| (resp::SYSTEM_ERROR, r))?;
+        check_send_topic(&request.topic).map_err(super::failure::topic_name)?;
         let topic = self.send_topic(&request).await?;
         self.check_body_size(cmd)?;
         let queues = topic.write_queue_nums.max(topic.read_queue_nums);

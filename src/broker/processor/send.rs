@@ -52,7 +52,7 @@ impl Shard {
     ) -> Result<RemotingCommand, Failure> {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         self.check_writable()?;
-        check_send_topic(&request.topic).map_err(|r| (resp::SYSTEM_ERROR, r))?;
+        check_send_topic(&request.topic).map_err(super::failure::topic_name)?;
         let topic = self.send_topic(&request).await?;
         let queue_id = check_queue(&request, &topic)?;
         self.check_body_size(cmd)?;
