@@ -175,12 +175,26 @@ pub enum AdminAnswer {
     QueueStats(Vec<QueueStat>),
     Offsets(Box<OffsetsSnapshot>),
     Counters(ShardCounters),
-    Reset(Result<Vec<QueueReset>, String>),
+    Reset(Result<Vec<QueueReset>, ShardFailure>),
     Refusals(std::collections::HashMap<std::net::SocketAddr, u64>),
     Done,
     /// A shard could not do what it was asked.
-    Failed(String),
+    Failed(ShardFailure),
     Totals(Option<crate::broker::stats::Totals>),
+}
+
+/// Why a shard could not do what an admin query asked. A store error crosses to the asking
+/// shard as its text (it may hold an `io::Error`, which is not `Clone`), with what it was about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardFailure {
+    #[error("no offset by time in {topic}:{queue_id}: {reason}")]
+    NoOffsetByTime {
+        topic: String,
+        queue_id: i32,
+        reason: String,
+    },
+    #[error("shard {shard}: {reason}")]
+    TopicDataKept { shard: usize, reason: String },
 }
 
 /// One queue's figures, from the shard that owns it.

@@ -26,7 +26,7 @@ use crate::ha::master::{self, Replicas};
 use crate::ha::proto::{Action, Hello};
 use crate::ha::slave::{Follower, FollowerHost, MasterAddr};
 use crate::ha::HaOptions;
-use crate::net::RpcClient;
+use crate::net::{RpcClient, RpcError};
 use crate::protocol::lenient;
 use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
@@ -34,7 +34,7 @@ use crate::runtime::Shutdown;
 use crate::store::commitlog::to_physical;
 use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::metadata::{
-    ConsumerOffsetTable, DelayOffsetTable, SubscriptionGroupTable, TopicTable,
+    ConsumerOffsetTable, DelayOffsetTable, MetadataError, SubscriptionGroupTable, TopicTable,
 };
 use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
 
@@ -549,44 +549,60 @@ pub(super) async fn run_metadata_sync(shard: Rc<Shard>, shutdown: Shutdown) {
     }
 }
 
+/// Why a round of the slave's metadata sync failed (logged; the next round tries again).
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("request {code} answered {answer}: {remark}")]
+    Refused {
+        code: i32,
+        answer: i32,
+        remark: String,
+    },
+    #[error("the master's {what}: {source}")]
+    Decode {
+        what: &'static str,
+        source: lenient::LenientError,
+    },
+    #[error(transparent)]
+    Persist(#[from] MetadataError),
+}
+
 async fn fetch(
     client: &RpcClient,
     code: i32,
     credentials: Option<&crate::acl::Credentials>,
-) -> Result<bytes::Bytes, String> {
+) -> Result<bytes::Bytes, SyncError> {
     let mut cmd = RemotingCommand::request(code);
     if let Some(credentials) = credentials {
         crate::acl::sign(&mut cmd, credentials);
     }
-    let reply = client.invoke(cmd).await.map_err(|e| e.to_string())?;
+    let reply = client.invoke(cmd).await?;
     if reply.code != resp::SUCCESS {
-        return Err(format!(
-            "request {code} answered {}: {}",
-            reply.code,
-            reply.remark.unwrap_or_default()
-        ));
+        return Err(SyncError::Refused {
+            code,
+            answer: reply.code,
+            remark: reply.remark.unwrap_or_default(),
+        });
     }
     Ok(reply.body)
 }
 
 impl Shard {
     /// One round of `SlaveSynchronize.syncAll`.
-    async fn sync_metadata(&self, client: &RpcClient) -> Result<(), String> {
+    async fn sync_metadata(&self, client: &RpcClient) -> Result<(), SyncError> {
         let Some(control) = &self.control else {
             return Ok(());
         };
-        let bad = |what: &str, e: lenient::LenientError| format!("the master's {what}: {e}");
+        let bad = |what: &'static str, source| SyncError::Decode { what, source };
         let creds = self.ctx.credentials();
         let topics: TopicTable =
             lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG, creds.as_ref()).await?)
                 .map_err(|e| bad("topics", e))?;
         if topics.data_version() != control.topics.borrow().data_version() {
-            let (changes, job) = control
-                .topics
-                .borrow_mut()
-                .replace(topics)
-                .map_err(|e| e.to_string())?;
-            job.run().await.map_err(|e| e.to_string())?;
+            let (changes, job) = control.topics.borrow_mut().replace(topics)?;
+            job.run().await?;
             tracing::info!(changed = changes.len(), "topics synced from the master");
             for (name, config) in changes {
                 self.topics.apply(&name, config.clone());
@@ -629,10 +645,7 @@ impl Shard {
             *control.groups.borrow_mut() = groups;
             self.groups_changed().await;
             let job = control.groups_file.job(&*control.groups.borrow());
-            job.map_err(|e| e.to_string())?
-                .run()
-                .await
-                .map_err(|e| e.to_string())?;
+            job?.run().await?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use super::admin_runtime::History;
 use super::Failure;
 use crate::broker::mesh_proto::{
     AdminAnswer, AdminQuery, MeshRequest, MeshResponse, OffsetsSnapshot, QueueStat, ShardCounters,
+    ShardFailure,
 };
 use crate::broker::placement::owner_shard;
 use crate::broker::shard::{Control, Shard};
@@ -216,7 +217,10 @@ impl Shard {
                         );
                         AdminAnswer::Done
                     }
-                    Err(e) => AdminAnswer::Failed(format!("shard {}: {e}", self.id)),
+                    Err(e) => AdminAnswer::Failed(ShardFailure::TopicDataKept {
+                        shard: self.id,
+                        reason: e.to_string(),
+                    }),
                 }
             }
         }

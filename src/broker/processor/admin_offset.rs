@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
-use crate::broker::mesh_proto::QueueReset;
 use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
+use crate::broker::mesh_proto::{QueueReset, ShardFailure};
 use crate::broker::placement::owner_shard;
 use crate::broker::shard::Shard;
 use crate::protocol::Fields;
@@ -92,7 +92,7 @@ impl Shard {
         for answer in self.ask_all_shards(query).await? {
             match answer {
                 AdminAnswer::Reset(Ok(done)) => resets.extend(done),
-                AdminAnswer::Reset(Err(e)) => return Err((resp::SYSTEM_ERROR, e)),
+                AdminAnswer::Reset(Err(e)) => return Err(super::failure::shard(e)),
                 _ => {}
             }
         }
@@ -149,7 +149,7 @@ impl Shard {
         queues: i32,
         timestamp: i64,
         force: bool,
-    ) -> Result<Vec<QueueReset>, String> {
+    ) -> Result<Vec<QueueReset>, ShardFailure> {
         let mine = |q: &i32| owner_shard(topic, *q, self.ctx.shards) == self.id;
         let mut done = Vec::new();
         for queue_id in (0..queues).filter(mine) {
@@ -160,7 +160,11 @@ impl Shard {
                     .get()
                     .offset_by_time(topic, queue_id, t)
                     .await
-                    .map_err(|e| format!("no offset by time in {topic}:{queue_id}: {e}"))?,
+                    .map_err(|e| ShardFailure::NoOffsetByTime {
+                        topic: topic.to_string(),
+                        queue_id,
+                        reason: e.to_string(),
+                    })?,
             };
             let before = self.offsets.query(topic, group, queue_id);
             let offset = reset_target(target, before, force);

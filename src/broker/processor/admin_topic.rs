@@ -7,7 +7,17 @@ use serde::Serialize;
 
 use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
-use crate::broker::mesh_proto::AdminQuery;
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery, ShardFailure};
+
+/// Why a deleted topic's data (queues, offsets, statistics) is not gone on every shard.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteTopicError {
+    /// A shard could not be asked (the hop's remark).
+    #[error("{0}")]
+    Unasked(String),
+    #[error(transparent)]
+    OnShard(#[from] ShardFailure),
+}
 use crate::broker::shard::Shard;
 use crate::broker::topic_config::{perm, SCHEDULE_TOPIC, TBW102};
 use crate::protocol::heartbeat::MessageQueue;
@@ -164,24 +174,26 @@ impl Shard {
         }
         // Its queues and offsets go whether or not the config was still there (Java's
         // `deleteTopicInBroker`), so a topic made again under the name starts clean.
-        self.delete_topic_data(name).await.map_err(|reason| {
-            let remark = format!("the topic's data is not all deleted: {reason}");
-            (resp::SYSTEM_ERROR, remark)
-        })?;
+        self.delete_topic_data(name)
+            .await
+            .map_err(super::failure::delete_topic)?;
         Ok(cmd.success_to())
     }
 
     /// Drops a deleted topic's consume queues, consumer offsets and statistics on every
     /// shard (DELETE_TOPIC_IN_BROKER on a master; a slave whose metadata sync found the topic
     /// gone from its master's table).
-    pub(crate) async fn delete_topic_data(&self, topic: &str) -> Result<(), String> {
+    pub(crate) async fn delete_topic_data(&self, topic: &str) -> Result<(), DeleteTopicError> {
         let data = || AdminQuery::DeleteTopicData {
             topic: topic.to_string(),
         };
-        let answers = self.ask_all_shards(data).await.map_err(|(_, why)| why)?;
+        let answers = self
+            .ask_all_shards(data)
+            .await
+            .map_err(|(_, why)| DeleteTopicError::Unasked(why))?;
         for answer in answers {
-            if let crate::broker::mesh_proto::AdminAnswer::Failed(reason) = answer {
-                return Err(reason);
+            if let AdminAnswer::Failed(failure) = answer {
+                return Err(failure.into());
             }
         }
         Ok(())
