@@ -39,7 +39,6 @@ mod tests {
         "processor/admin_stats",
         "processor/admin_topic",
         "processor/client",
-        "processor/offset_moved",
         "processor/pull",
         "processor/relay",
         "processor/reply",

@@ -2,6 +2,12 @@
 //! broker port (and the fast port, `listenPort - 2`) with SO_REUSEPORT and owning the queues
 //! [`placement`] gives it. Shard 0 is also the control shard (topic table, client registry,
 //! nameserver registration). Started by `ringmq broker` and `ringmq standalone`.
+//!
+//! Layers, one way: request processors ([`processor`]) take a shard's services
+//! ([`services`]), which sit on the store, ha and runtime; shards speak [`mesh_proto`]'s
+//! messages to each other; [`shard`] wires it together (builds the services, routes each
+//! request, answers the mesh) and this module starts the shards and their background tasks.
+//! `import_graph.rs`'s test checks the direction and lists the modules not yet converted.
 
 pub mod consumer_groups;
 pub mod context;

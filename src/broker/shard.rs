@@ -1,8 +1,12 @@
-//! One broker shard: its store, the queues it owns and their consumer offsets, a replica of the
-//! topic table and of consumer subscriptions, and the connections it accepted. Shard 0 is also
-//! the control shard ([`Control`]): the topic table's owner, the client registry and the
-//! nameserver registration. Every request is routed to the shard that owns what it touches and
-//! runs there (DESIGN.md "Threads and ownership"); other shards are reached only over the mesh.
+//! One broker shard: the wiring around its services ([`crate::broker::services`]: its store,
+//! the offsets of the queues it owns, replicas of the topic table and of consumer
+//! subscriptions, the connections it accepted, its client of the other shards, its routed
+//! puts). Shard 0 is also the control shard ([`Control`]): the topic table's owner, the client
+//! registry and the nameserver registration. Every request is routed to the shard that owns
+//! what it touches and runs there (DESIGN.md "Threads and ownership"); other shards are
+//! reached only over the mesh, in [`crate::broker::mesh_proto`]'s messages. [`Shard::process`]
+//! sends a request to its processor with the services it needs (processors not yet turned
+//! into functions over services still take the shard: `import_graph.rs` lists them).
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -150,7 +150,9 @@ impl Shard {
                 .and_then(|o| o.parse().ok())
                 .unwrap_or(request.offset);
             let (topic, queue, group) = (request.topic, request.queue_id, request.group);
-            self.offset_moved_event(topic, queue, group, request.offset, moved_to)
+            let puts = self.puts();
+            let moved = (request.offset, moved_to);
+            super::offset_moved::offset_moved_event(&self.ctx, puts, topic, queue, group, moved)
                 .await;
         }
         Ok(response)
