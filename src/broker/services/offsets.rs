@@ -90,3 +90,28 @@ impl OffsetBook {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_commit_remove_and_take_the_masters_copy() {
+        let book = OffsetBook::new(Default::default(), Default::default());
+        book.commit("T", "g", 0, 5);
+        book.commit("U", "g", 1, 7);
+        book.commit("T", "h", 0, 9);
+        assert_eq!(book.query("T", "g", 0), Some(5));
+        assert_eq!(book.remove_group("g"), 2);
+        assert_eq!(book.query("T", "g", 0), None);
+        assert_eq!(book.remove_topic("T"), 1);
+        assert_eq!(book.query("T", "h", 0), None);
+        book.set_delay(3, 11);
+        assert_eq!(book.delay(3), Some(11));
+        book.apply_synced(vec![("T@g".into(), 2, 40)], vec![(1, 8)]);
+        assert_eq!(book.query("T", "g", 2), Some(40));
+        let snapshot = book.snapshot();
+        assert_eq!(snapshot.consumer.query("T", "g", 2), Some(40));
+        assert_eq!(snapshot.delay.get(1), Some(8));
+    }
+}

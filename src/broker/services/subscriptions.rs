@@ -53,3 +53,35 @@ impl SubscriptionReplica {
         self.groups_seen.borrow_mut().clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(topic: &str, version: i64) -> SubscriptionData {
+        let json = serde_json::json!({"topic": topic, "subString": "*", "subVersion": version});
+        serde_json::from_value(json).expect("a subscription")
+    }
+
+    #[test]
+    fn a_group_is_replaced_whole_and_gone_when_empty() {
+        let replica = SubscriptionReplica::default();
+        replica.apply("g".into(), vec![subscription("A", 1), subscription("B", 1)]);
+        assert_eq!(replica.get("g", "A").map(|s| s.sub_version), Some(1));
+        replica.apply("g".into(), vec![subscription("B", 2)]);
+        assert!(replica.get("g", "A").is_none(), "replaced, not merged");
+        assert_eq!(replica.get("g", "B").map(|s| s.sub_version), Some(2));
+        replica.apply("g".into(), Vec::new());
+        assert!(replica.get("g", "B").is_none());
+    }
+
+    #[test]
+    fn groups_seen_are_forgotten_together() {
+        let replica = SubscriptionReplica::default();
+        assert_eq!(replica.group_seen("g"), None);
+        replica.remember_group("g", false);
+        assert_eq!(replica.group_seen("g"), Some(false));
+        replica.forget_groups();
+        assert_eq!(replica.group_seen("g"), None);
+    }
+}

@@ -50,3 +50,27 @@ impl TopicReplica {
         next % queues as u32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, write_queues: i32) -> TopicConfig {
+        let json = serde_json::json!({"topicName": name, "writeQueueNums": write_queues});
+        serde_json::from_value(json).expect("a topic config")
+    }
+
+    #[test]
+    fn changes_apply_and_picked_queues_go_round_the_write_queues() {
+        let replica = TopicReplica::new([topic("A", 3)]);
+        assert_eq!(replica.get("A").map(|t| t.write_queue_nums), Some(3));
+        let picked: Vec<u32> = (0..6).map(|_| replica.pick_write_queue("A")).collect();
+        assert_eq!(picked, [1, 2, 0, 1, 2, 0]);
+        // An unknown topic has one queue.
+        assert_eq!(replica.pick_write_queue("nope"), 0);
+        replica.apply("B", Some(topic("B", 1)));
+        assert!(replica.get("B").is_some());
+        replica.apply("A", None);
+        assert!(replica.get("A").is_none());
+    }
+}
