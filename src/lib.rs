@@ -21,7 +21,7 @@
 //! | [`store`] | one shard's message store: commitlog (O_DIRECT, group commit), consume queues, index, recovery, metadata files |
 //! | [`controller`] | RocketMQ 5's controller: master election per broker group, replicated with raft-rs |
 //! | [`namesrv`] | the route registry: route table, liveness expiry, request processor |
-//! | [`broker`] | the broker: shards, routing over the mesh, request processors, registration |
+//! | [`broker`] | the broker: shards (wiring around services with narrow APIs), the mesh protocol, routing, request processors, registration |
 //! | `testing` | SimStorage and SimClock for seeded fault tests (tests and the `sim` feature only) |
 //! | [`acl`] | plain ACL: request signatures, plain_acl.yml rules, the broker's check and reload |
 //! | [`admin`] | `ringmq admin`: mqadmin's commands over the client |

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_lite::future;
 
-use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
+use crate::broker::shard::Shard;
 use crate::client::namesrv::BrokerRegistration;
 use crate::net::RpcClient;
 use crate::protocol::register::{RegisterBrokerBody, TopicConfig};
@@ -16,7 +17,7 @@ use crate::runtime::Shutdown;
 impl Shard {
     /// Sends `make()` to every other shard from a task (callers need not be async).
     pub fn spawn_broadcast(&self, make: impl Fn() -> MeshRequest + 'static) {
-        let Some(mesh) = self.mesh().filter(|_| self.ctx.shards > 1).cloned() else {
+        let Some(mesh) = self.mesh.get().filter(|_| self.ctx.shards > 1).cloned() else {
             return;
         };
         let (me, shards) = (self.id, self.ctx.shards);
@@ -30,15 +31,13 @@ impl Shard {
 
     /// After the control shard changed a topic: update every replica and re-register.
     fn topic_changed(&self, name: &str, config: Option<TopicConfig>) {
-        match &config {
-            Some(c) => self.topics.borrow_mut().insert(name.to_string(), c.clone()),
-            None => self.topics.borrow_mut().remove(name),
-        };
+        self.topics.apply(name, config.clone());
         let name = name.to_string();
-        self.spawn_broadcast(move || MeshRequest::TopicChanged {
-            name: name.clone(),
-            config: config.clone(),
-        });
+        self.mesh
+            .spawn_broadcast(move || MeshRequest::TopicChanged {
+                name: name.clone(),
+                config: config.clone(),
+            });
         self.ctx_register_soon();
     }
 
@@ -77,7 +76,7 @@ impl Shard {
         sys_flag: i32,
     ) -> Option<TopicConfig> {
         let Some(control) = &self.control else {
-            let mesh = self.mesh()?;
+            let mesh = self.mesh.get()?;
             let request = MeshRequest::CreateTopicForSend {
                 topic: topic.to_string(),
                 default_topic: default_topic.to_string(),
@@ -86,9 +85,7 @@ impl Shard {
             };
             return match mesh.call(0, request).await {
                 Ok(MeshResponse::Topic(Some(config))) => {
-                    self.topics
-                        .borrow_mut()
-                        .insert(topic.to_string(), config.clone());
+                    self.topics.apply(topic, Some(config.clone()));
                     Some(config)
                 }
                 _ => None,

@@ -13,8 +13,8 @@
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 
-use crate::config::properties::{self, Entry};
-use crate::config::BrokerConfig;
+use crate::config::properties::{self, Entry, ParseError};
+use crate::config::{BrokerConfig, ConfigError};
 
 /// The keys that can change at runtime, with where each takes effect.
 pub const RUNTIME_KEYS: [(&str, &str); 13] = [
@@ -121,6 +121,38 @@ impl LiveConfig {
     }
 }
 
+/// Why an UPDATE_BROKER_CONFIG was refused (answered SYSTEM_ERROR with this text, as before).
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("the update names no key (an empty properties body)")]
+    NoKey,
+    #[error(
+        "{key} cannot change while the broker runs: set it in the broker's config file and \
+         restart (keys that can: {runtime})"
+    )]
+    NotAtRuntime { key: String, runtime: String },
+    #[error("{key} is not a broker config key (keys that can: {runtime})")]
+    UnknownKey { key: String, runtime: String },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error(
+        "maxMessageSize {asked} is larger than the {max} bytes the store was opened with: raise \
+         it in the broker's config file and restart"
+    )]
+    LargerThanStore { asked: u64, max: u64 },
+}
+
+/// Why the config file could not be rewritten with an update.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("{0}")]
+    Write(std::io::Error),
+}
+
 /// `current` with `changes` (`key`, `value`) applied, if every key may change at runtime and
 /// every value parses and passes the config's checks; `max_message_bytes` is the largest
 /// message the store (opened at start) can hold.
@@ -128,23 +160,20 @@ pub fn updated(
     current: &BrokerConfig,
     changes: &[(String, String)],
     max_message_bytes: u64,
-) -> Result<BrokerConfig, String> {
+) -> Result<BrokerConfig, UpdateError> {
     if changes.is_empty() {
-        return Err("the update names no key (an empty properties body)".into());
+        return Err(UpdateError::NoKey);
     }
     let runtime: Vec<&str> = RUNTIME_KEYS.iter().map(|(k, _)| *k).collect();
     for (key, _) in changes {
         if runtime.contains(&key.as_str()) {
             continue;
         }
-        let why = match BrokerConfig::known_keys().any(|k| k == key) {
-            true => format!(
-                "{key} cannot change while the broker runs: set it in the broker's config file \
-                 and restart"
-            ),
-            false => format!("{key} is not a broker config key"),
-        };
-        return Err(format!("{why} (keys that can: {})", runtime.join(", ")));
+        let (key, runtime) = (key.clone(), runtime.join(", "));
+        return Err(match BrokerConfig::known_keys().any(|k| k == key) {
+            true => UpdateError::NotAtRuntime { key, runtime },
+            false => UpdateError::UnknownKey { key, runtime },
+        });
     }
     let entries: Vec<Entry> = changes
         .iter()
@@ -157,14 +186,12 @@ pub fn updated(
         .collect();
     let (cfg, _warnings) = current
         .clone()
-        .with_entries(&entries, "the UPDATE_BROKER_CONFIG body")
-        .map_err(|e| e.to_string())?;
+        .with_entries(&entries, "the UPDATE_BROKER_CONFIG body")?;
     if cfg.max_message_size_bytes > max_message_bytes {
-        return Err(format!(
-            "maxMessageSize {} is larger than the {max_message_bytes} bytes the store was opened \
-             with: raise it in the broker's config file and restart",
-            cfg.max_message_size_bytes
-        ));
+        return Err(UpdateError::LargerThanStore {
+            asked: cfg.max_message_size_bytes,
+            max: max_message_bytes,
+        });
     }
     Ok(cfg)
 }
@@ -172,8 +199,8 @@ pub fn updated(
 /// `text` (a properties file) with each of `changes` set: the last line that sets the key is
 /// replaced (Java keeps the last), or a `key=value` line is added; comments and the other lines
 /// stay as they are.
-pub fn rewrite_properties(text: &str, changes: &[(String, String)]) -> Result<String, String> {
-    let entries = properties::parse(text).map_err(|e| e.to_string())?;
+pub fn rewrite_properties(text: &str, changes: &[(String, String)]) -> Result<String, ParseError> {
+    let entries = properties::parse(text)?;
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     for (key, value) in changes {
         let line = format!("{key}={value}");
@@ -219,8 +246,13 @@ mod tests {
         let new = updated(&cfg, &change("maxMessageSize", "1024"), max).unwrap();
         assert_eq!(new.max_message_size_bytes, 1024);
         let e = updated(&cfg, &change("maxMessageSize", &(max + 1).to_string()), max);
-        assert!(e.unwrap_err().contains("the store was opened with"));
-        let e = updated(&cfg, &change("brokerName", "b"), max).unwrap_err();
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("the store was opened with"));
+        let e = updated(&cfg, &change("brokerName", "b"), max)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("brokerName cannot change while the broker runs"),
             "{e}"
@@ -229,9 +261,13 @@ mod tests {
             e.contains("keys that can: brokerPermission, maxMessageSize"),
             "{e}"
         );
-        let e = updated(&cfg, &change("noSuchKey", "1"), max).unwrap_err();
+        let e = updated(&cfg, &change("noSuchKey", "1"), max)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("noSuchKey is not a broker config key"), "{e}");
-        let e = updated(&cfg, &change("transactionCheckMax", "many"), max).unwrap_err();
+        let e = updated(&cfg, &change("transactionCheckMax", "many"), max)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("transactionCheckMax") && e.contains("many"),
             "{e}"

@@ -2,23 +2,32 @@
 //! broker port (and the fast port, `listenPort - 2`) with SO_REUSEPORT and owning the queues
 //! [`placement`] gives it. Shard 0 is also the control shard (topic table, client registry,
 //! nameserver registration). Started by `ringmq broker` and `ringmq standalone`.
+//!
+//! Layers, one way: request processors ([`processor`]) take a shard's services
+//! ([`services`]), which sit on the store, ha and runtime; shards speak [`mesh_proto`]'s
+//! messages to each other; [`shard`] wires it together (builds the services, routes each
+//! request, answers the mesh) and this module starts the shards and their background tasks.
+//! `import_graph.rs`'s test checks the direction and lists the modules not yet converted.
 
 pub mod consumer_groups;
 pub mod context;
 pub mod control;
+#[cfg(test)]
+mod import_graph;
 pub mod live_config;
+pub mod mesh_proto;
 pub mod placement;
 pub mod processor;
 pub mod put_hop;
 pub mod replication;
 pub mod schedule;
+pub mod services;
 pub mod shard;
 pub mod stats;
 pub mod timer;
 pub mod topic_config;
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -37,7 +46,12 @@ use crate::store::metadata::{self, ConsumerOffsetTable, SubscriptionGroupTable};
 use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
 use consumer_groups::ClientRegistry;
 use context::BrokerContext;
-use shard::{Control, MeshRequest, MeshResponse, Shard};
+use mesh_proto::{MeshRequest, MeshResponse};
+use services::mesh_client::MeshClient;
+use services::offsets::OffsetBook;
+use services::store::ShardStore;
+use services::topics::TopicReplica;
+use shard::{Control, Shard};
 use topic_config::TopicConfigManager;
 
 use crate::limits::MESH_INBOX_CAPACITY;
@@ -307,7 +321,7 @@ async fn run_shard(seed: ShardSeed) {
     for task in tasks {
         task.await;
     }
-    if let Err(e) = shard.store().close().await {
+    if let Err(e) = shard.store.get().close().await {
         tracing::error!(shard = shard.id, error = %e, "closing the store failed");
     }
     tracing::info!(shard = shard.id, "shard stopped");
@@ -352,23 +366,15 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
     });
     let shard = Rc::new(Shard {
         id: seed.id,
+        mesh: MeshClient::new(seed.id, seed.ctx.shards),
         ctx: Rc::new(seed.ctx),
-        store_slot: RefCell::new(store),
-        mesh: OnceCell::new(),
-        topics: RefCell::new(
-            seed.topics
-                .into_iter()
-                .map(|t| (t.topic_name.clone(), t))
-                .collect(),
-        ),
-        subscriptions: RefCell::new(HashMap::new()),
-        groups_seen: RefCell::new(HashMap::new()),
-        offsets: RefCell::new(offsets),
-        connections: RefCell::new(HashMap::new()),
+        store: ShardStore::new(store),
+        topics: TopicReplica::new(seed.topics),
+        subscriptions: Default::default(),
+        offsets: OffsetBook::new(offsets, delay_offsets),
+        connections: Default::default(),
         control,
         register_epoch: OffsetWatch::new(0),
-        next_queue: std::cell::Cell::new(0),
-        delay_offsets: RefCell::new(delay_offsets),
         stats: Default::default(),
         refusals: Default::default(),
         transactions: RefCell::new(Default::default()),
@@ -388,7 +394,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
     })
     .await
     .map_err(io::Error::other)?;
-    let _ = shard.mesh.set(mesh);
+    shard.mesh.join(mesh);
     let listeners = vec![bind(seed.addrs.0)?, bind(seed.addrs.1)?];
     let is_master = shard.ctx.cfg.broker_role != config::BrokerRole::Slave;
     let ha_listener = match is_master && shard.id == 0 {
@@ -440,8 +446,7 @@ async fn persist_offsets(shard: Rc<Shard>, shutdown: Shutdown) {
         .await;
         // Encoded here (bounded by the (group, queue) pairs this shard owns), written and
         // fsynced on a blocking thread: the shard keeps serving while the disk works.
-        let offsets = metadata::encode_for_persist(&path, &*shard.offsets.borrow());
-        let delay = metadata::encode_for_persist(&delay_path, &*shard.delay_offsets.borrow());
+        let (offsets, delay) = shard.offsets.encode_for_persist(&path, &delay_path);
         let (p, d) = (path.clone(), delay_path.clone());
         let written = glommio::executor()
             .spawn_blocking(move || {

@@ -17,15 +17,16 @@ use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::context::BrokerContext;
+use super::mesh_proto::{HaRole, HaStatus, MeshRequest, MeshResponse};
 use super::placement::owner_shard;
-use super::shard::{MeshRequest, MeshResponse, Shard};
+use super::shard::Shard;
 use crate::config::{BrokerRole, FlushDiskType};
 use crate::ha::history::History;
-use crate::ha::master::{self, Replicas, SlaveLag};
+use crate::ha::master::{self, Replicas};
 use crate::ha::proto::{Action, Hello};
-use crate::ha::slave::{Follower, FollowerHost, FollowerStatus, MasterAddr};
+use crate::ha::slave::{Follower, FollowerHost, MasterAddr};
 use crate::ha::HaOptions;
-use crate::net::RpcClient;
+use crate::net::{RpcClient, RpcError};
 use crate::protocol::lenient;
 use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
@@ -33,7 +34,7 @@ use crate::runtime::Shutdown;
 use crate::store::commitlog::to_physical;
 use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::metadata::{
-    ConsumerOffsetTable, DelayOffsetTable, SubscriptionGroupTable, TopicTable,
+    ConsumerOffsetTable, DelayOffsetTable, MetadataError, SubscriptionGroupTable, TopicTable,
 };
 use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
 
@@ -47,20 +48,6 @@ const METADATA_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum ShardHa {
     Master(Rc<Replicas>),
     Slave(Rc<Follower>),
-}
-
-/// One shard's replication figures (runtime info, admin).
-pub struct HaStatus {
-    pub shard: usize,
-    /// Where the shard's commitlog ends.
-    pub end: u64,
-    pub role: HaRole,
-}
-
-/// A shard's side of replication, with its figures.
-pub enum HaRole {
-    Master(Vec<SlaveLag>),
-    Slave(FollowerStatus),
 }
 
 /// Sets up replication for shard `id` around its freshly opened store.
@@ -106,11 +93,11 @@ impl Shard {
     pub fn ha_status(&self) -> HaStatus {
         let role = match &self.ha {
             ShardHa::Master(replicas) => HaRole::Master(replicas.lags()),
-            ShardHa::Slave(follower) => HaRole::Slave(follower.status(&self.store())),
+            ShardHa::Slave(follower) => HaRole::Slave(follower.status(&self.store.get())),
         };
         HaStatus {
             shard: self.id,
-            end: self.store().written_offset(),
+            end: self.store.get().written_offset(),
             role,
         }
     }
@@ -118,7 +105,7 @@ impl Shard {
     /// Every shard's replication figures.
     pub async fn gather_ha_status(&self) -> Vec<HaStatus> {
         let mut all = vec![self.ha_status()];
-        if let Some(mesh) = self.mesh() {
+        if let Some(mesh) = self.mesh.get() {
             for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
                 if let Ok(MeshResponse::Ha(status)) = mesh.call(shard, MeshRequest::HaStatus).await
                 {
@@ -299,7 +286,7 @@ impl Shard {
     /// stop the master's acknowledgements with it.
     pub(crate) async fn fence_for_election(
         &self,
-        origin: super::shard::Origin,
+        origin: super::mesh_proto::Origin,
         command: &RemotingCommand,
     ) -> Result<RemotingCommand, (i32, String)> {
         let Some(view) = &self.ctx.sync_state else {
@@ -334,7 +321,7 @@ impl Shard {
         view.fence(master_epoch, sync_state_set_epoch);
         // A barrier: every shard's thread runs once after the fence went on, so a follower
         // that checked it just before has sent its acknowledgement by now.
-        if let Some(mesh) = self.mesh() {
+        if let Some(mesh) = self.mesh.get() {
             for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
                 if !matches!(
                     mesh.call(shard, MeshRequest::HaStatus).await,
@@ -374,7 +361,7 @@ impl Shard {
         // Java keeps the last HA address when the answer has none (the master is down).
         let ha = ha.or_else(|| follower.master.ha());
         self.set_master_addr(ha.clone(), remoting.clone());
-        self.spawn_broadcast(move || MeshRequest::MasterAddr {
+        self.mesh.spawn_broadcast(move || MeshRequest::MasterAddr {
             ha: ha.clone(),
             remoting: remoting.clone(),
         });
@@ -387,7 +374,7 @@ impl Shard {
         let ShardHa::Slave(_) = &self.ha else {
             return None;
         };
-        if self.store().max_offset(topic, queue_id) <= 0 {
+        if self.store.get().max_offset(topic, queue_id) <= 0 {
             return None;
         }
         let queues = queue_id + 1;
@@ -401,27 +388,11 @@ impl Shard {
             write_queue_nums: queues,
         })
     }
-
-    /// A slave: applies offsets copied from the master to the queues this shard owns.
-    pub(super) fn apply_synced_offsets(
-        &self,
-        consumer: Vec<(String, i32, i64)>,
-        delay: Vec<(i32, i64)>,
-    ) {
-        let mut offsets = self.offsets.borrow_mut();
-        for (key, queue, offset) in consumer {
-            offsets.set_by_key(&key, queue, offset);
-        }
-        let mut delays = self.delay_offsets.borrow_mut();
-        for (level, offset) in delay {
-            delays.set(level, offset);
-        }
-    }
 }
 
 impl FollowerHost for Shard {
     fn store(&self) -> MessageStore {
-        Shard::store(self)
+        self.store.get()
     }
 
     fn reopen(
@@ -430,7 +401,7 @@ impl FollowerHost for Shard {
         start: u64,
     ) -> Pin<Box<dyn Future<Output = Result<MessageStore, String>> + '_>> {
         Box::pin(async move {
-            let old = Shard::store(self);
+            let old = self.store.get();
             old.close()
                 .await
                 .map_err(|e| format!("closing the store: {e}"))?;
@@ -445,7 +416,7 @@ impl FollowerHost for Shard {
             let store = MessageStore::open(DmaStorage, Rc::new(SystemClock), cfg)
                 .await
                 .map_err(|e| format!("reopening the store: {e}"))?;
-            *self.store_slot.borrow_mut() = store.clone();
+            self.store.replace(store.clone());
             Ok(store)
         })
     }
@@ -514,7 +485,7 @@ async fn hand_over(shard: &Shard, stream: TcpStream, target: usize, hello: Hello
         tracing::warn!(error = %io::Error::last_os_error(), "cannot hand an HA link over");
         return;
     }
-    let Some(mesh) = shard.mesh() else {
+    let Some(mesh) = shard.mesh.get() else {
         // SAFETY: fd is ours and unused.
         unsafe { libc::close(fd) };
         return;
@@ -578,55 +549,69 @@ pub(super) async fn run_metadata_sync(shard: Rc<Shard>, shutdown: Shutdown) {
     }
 }
 
+/// Why a round of the slave's metadata sync failed (logged; the next round tries again).
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("request {code} answered {answer}: {remark}")]
+    Refused {
+        code: i32,
+        answer: i32,
+        remark: String,
+    },
+    #[error("the master's {what}: {source}")]
+    Decode {
+        what: &'static str,
+        source: lenient::LenientError,
+    },
+    #[error(transparent)]
+    Persist(#[from] MetadataError),
+}
+
 async fn fetch(
     client: &RpcClient,
     code: i32,
     credentials: Option<&crate::acl::Credentials>,
-) -> Result<bytes::Bytes, String> {
+) -> Result<bytes::Bytes, SyncError> {
     let mut cmd = RemotingCommand::request(code);
     if let Some(credentials) = credentials {
         crate::acl::sign(&mut cmd, credentials);
     }
-    let reply = client.invoke(cmd).await.map_err(|e| e.to_string())?;
+    let reply = client.invoke(cmd).await?;
     if reply.code != resp::SUCCESS {
-        return Err(format!(
-            "request {code} answered {}: {}",
-            reply.code,
-            reply.remark.unwrap_or_default()
-        ));
+        return Err(SyncError::Refused {
+            code,
+            answer: reply.code,
+            remark: reply.remark.unwrap_or_default(),
+        });
     }
     Ok(reply.body)
 }
 
 impl Shard {
     /// One round of `SlaveSynchronize.syncAll`.
-    async fn sync_metadata(&self, client: &RpcClient) -> Result<(), String> {
+    async fn sync_metadata(&self, client: &RpcClient) -> Result<(), SyncError> {
         let Some(control) = &self.control else {
             return Ok(());
         };
-        let bad = |what: &str, e: lenient::LenientError| format!("the master's {what}: {e}");
+        let bad = |what: &'static str, source| SyncError::Decode { what, source };
         let creds = self.ctx.credentials();
         let topics: TopicTable =
             lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG, creds.as_ref()).await?)
                 .map_err(|e| bad("topics", e))?;
         if topics.data_version() != control.topics.borrow().data_version() {
-            let (changes, job) = control
-                .topics
-                .borrow_mut()
-                .replace(topics)
-                .map_err(|e| e.to_string())?;
-            job.run().await.map_err(|e| e.to_string())?;
+            let (changes, job) = control.topics.borrow_mut().replace(topics)?;
+            job.run().await?;
             tracing::info!(changed = changes.len(), "topics synced from the master");
             for (name, config) in changes {
-                match &config {
-                    Some(c) => self.topics.borrow_mut().insert(name.clone(), c.clone()),
-                    None => self.topics.borrow_mut().remove(&name),
-                };
-                self.broadcast(|| MeshRequest::TopicChanged {
-                    name: name.clone(),
-                    config: config.clone(),
-                })
-                .await;
+                self.topics.apply(&name, config.clone());
+                self.mesh
+                    .broadcast(|| MeshRequest::TopicChanged {
+                        name: name.clone(),
+                        config: config.clone(),
+                    })
+                    .await;
                 if config.is_none() {
                     // Deleted on the master (DELETE_TOPIC_IN_BROKER): its queues, offsets and
                     // statistics go here too, so the slave stops serving it and a topic made
@@ -660,10 +645,7 @@ impl Shard {
             *control.groups.borrow_mut() = groups;
             self.groups_changed().await;
             let job = control.groups_file.job(&*control.groups.borrow());
-            job.map_err(|e| e.to_string())?
-                .run()
-                .await
-                .map_err(|e| e.to_string())?;
+            job?.run().await?;
         }
         Ok(())
     }
@@ -684,8 +666,8 @@ impl Shard {
         }
         for (shard, (consumer, delay)) in consumer.into_iter().zip(delay).enumerate() {
             if shard == self.id {
-                self.apply_synced_offsets(consumer, delay);
-            } else if let Some(mesh) = self.mesh() {
+                self.offsets.apply_synced(consumer, delay);
+            } else if let Some(mesh) = self.mesh.get() {
                 let _ = mesh
                     .tell(shard, MeshRequest::SyncedOffsets { consumer, delay })
                     .await;

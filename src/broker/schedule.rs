@@ -8,16 +8,16 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_lite::future;
 
 use crate::broker::placement::owner_shard;
+use crate::broker::services::puts::PutError;
 use crate::broker::shard::Shard;
 use crate::broker::topic_config::SCHEDULE_TOPIC;
 use crate::message::properties::{self, Properties};
-use crate::message::record::{RecordInput, RecordView};
+use crate::message::record::{RecordError, RecordInput, RecordView};
 use crate::runtime::Shutdown;
-use crate::store::{Clock, GetStatus, Reader, SystemClock};
+use crate::store::{Clock, GetStatus, Reader, StoreError, SystemClock};
 
 /// Rewrites a message for the schedule queue: REAL_TOPIC / REAL_QID set, topic and queue
 /// replaced. Returns the schedule queue id.
@@ -60,7 +60,7 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
     let queue_id = (level - 1) as i32;
     let delay_ms = shard.ctx.cfg.message_delay_levels_ms[level - 1] as i64;
     loop {
-        let offset = shard.delay_offsets.borrow().get(level as i32).unwrap_or(0);
+        let offset = shard.offsets.delay(level as i32).unwrap_or(0);
         let wait = match deliver_due(&shard, queue_id, offset, delay_ms).await {
             Ok(Some(wait)) => wait,
             Ok(None) => continue,
@@ -73,7 +73,7 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
             // The head message's delivery time: a scheduled wake-up, not a poll.
             Wait::For(duration) => shutdown.sleep(duration).await,
             Wait::NewMessage(target) => {
-                let watch = shard.store().queue_watch(SCHEDULE_TOPIC, queue_id);
+                let watch = shard.store.get().queue_watch(SCHEDULE_TOPIC, queue_id);
                 future::or(
                     async {
                         let _ = watch.wait_for(target).await;
@@ -93,6 +93,17 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
     }
 }
 
+/// Why a delay level's delivery round failed (retried a second later).
+#[derive(Debug, thiserror::Error)]
+enum ScheduleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a delayed record does not parse: {0}")]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Put(#[from] PutError),
+}
+
 enum Wait {
     For(Duration),
     NewMessage(u64),
@@ -104,9 +115,10 @@ async fn deliver_due(
     queue_id: i32,
     offset: i64,
     delay_ms: i64,
-) -> Result<Option<Wait>, String> {
+) -> Result<Option<Wait>, ScheduleError> {
     let result = shard
-        .store()
+        .store
+        .get()
         .get_messages(
             Reader::Broker,
             SCHEDULE_TOPIC,
@@ -116,17 +128,15 @@ async fn deliver_due(
             1 << 20,
             None,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if result.status != GetStatus::Found {
         if matches!(
             result.status,
             GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly
         ) {
             shard
-                .delay_offsets
-                .borrow_mut()
-                .set(queue_id + 1, result.next_begin_offset);
+                .offsets
+                .set_delay(queue_id + 1, result.next_begin_offset);
             return Ok(None);
         }
         return Ok(Some(Wait::NewMessage(offset.max(0) as u64 + 1)));
@@ -134,21 +144,21 @@ async fn deliver_due(
     let now = SystemClock.now_ms();
     let mut next = offset;
     for stored in &result.messages {
-        let view = RecordView::parse(stored).map_err(|e| e.to_string())?;
+        let view = RecordView::parse(stored)?;
         let due = view.store_timestamp + delay_ms;
         if due > now {
-            shard.delay_offsets.borrow_mut().set(queue_id + 1, next);
+            shard.offsets.set_delay(queue_id + 1, next);
             return Ok(Some(Wait::For(Duration::from_millis((due - now) as u64))));
         }
         redeliver(shard, &view).await?;
         next = view.queue_offset + 1;
-        shard.delay_offsets.borrow_mut().set(queue_id + 1, next);
+        shard.offsets.set_delay(queue_id + 1, next);
     }
     Ok(None)
 }
 
 /// Re-puts a due message to its real topic and queue.
-async fn redeliver(shard: &Rc<Shard>, view: &RecordView<'_>) -> Result<(), String> {
+async fn redeliver(shard: &Rc<Shard>, view: &RecordView<'_>) -> Result<(), PutError> {
     let mut props = Properties::parse(view.properties);
     props.remove(properties::DELAY);
     let topic = props
@@ -168,7 +178,7 @@ async fn redeliver(shard: &Rc<Shard>, view: &RecordView<'_>) -> Result<(), Strin
     }
     let wire = props.to_wire();
     let input = moved_copy(view, &topic, queue_id, &wire, shard.ctx.store_host);
-    put_input(shard, &input).await
+    shard.puts().put_input(&input).await
 }
 
 /// A stored message moved to (`topic`, `queue_id`) with new properties, stored by this
@@ -193,15 +203,4 @@ pub fn moved_copy<'a>(
         body: view.body,
         properties,
     }
-}
-
-/// Encodes `input` and stores it on the shard that owns its queue (WAIT=false).
-pub async fn put_input(shard: &Shard, input: &RecordInput<'_>) -> Result<(), String> {
-    let mut buf = BytesMut::with_capacity(input.encoded_len());
-    let slots = input.encode(&mut buf).map_err(|e| e.to_string())?;
-    shard
-        .put_routed(input.topic, input.queue_id, buf, slots, false)
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
 }

@@ -1,140 +1,37 @@
-//! One broker shard: its store, the queues it owns and their consumer offsets, a replica of the
-//! topic table and of consumer subscriptions, and the connections it accepted. Shard 0 is also
-//! the control shard ([`Control`]): the topic table's owner, the client registry and the
-//! nameserver registration. Every request is routed to the shard that owns what it touches and
-//! runs there (DESIGN.md "Threads and ownership"); other shards are reached only over the mesh.
+//! One broker shard: the wiring around its services ([`crate::broker::services`]: its store,
+//! the offsets of the queues it owns, replicas of the topic table and of consumer
+//! subscriptions, the connections it accepted, its client of the other shards, its routed
+//! puts). Shard 0 is also the control shard ([`Control`]): the topic table's owner, the client
+//! registry and the nameserver registration. Every request is routed to the shard that owns
+//! what it touches and runs there (DESIGN.md "Threads and ownership"); other shards are
+//! reached only over the mesh, in [`crate::broker::mesh_proto`]'s messages. [`Shard::process`]
+//! sends a request to its processor with the services it needs (processors not yet turned
+//! into functions over services still take the shard: `import_graph.rs` lists them).
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::rc::{Rc, Weak};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
-use crate::broker::processor::PULL_FLAG_SUSPEND;
+use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
+use crate::broker::processor::{self, lock, offset, query};
+use crate::broker::services::connections::Connections;
+use crate::broker::services::mesh_client::MeshClient;
+use crate::broker::services::offsets::OffsetBook;
+use crate::broker::services::puts::Puts;
+use crate::broker::services::store::ShardStore;
+use crate::broker::services::subscriptions::SubscriptionReplica;
+use crate::broker::services::topics::TopicReplica;
 use crate::broker::topic_config::TopicConfigManager;
 use crate::net::{Busy, Connection, Handler, Reply};
-use crate::protocol::heartbeat::SubscriptionData;
 use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
+use crate::refusal::{self, Refusal};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::runtime::mesh::ShardMesh;
-use crate::store::metadata::{ConsumerOffsetTable, SubscriptionGroupTable};
-use crate::store::{MessageStore, StoreError, StoreResult};
-
-fn mesh_not_ready() -> StoreError {
-    StoreError::Unwritable {
-        reason: "the shard mesh is not ready".into(),
-    }
-}
-
-/// Where a request came from: the client's address and its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    pub peer: SocketAddr,
-    pub channel: ChannelId,
-}
-
-/// Messages between shards.
-pub enum MeshRequest {
-    /// Process this client request here and answer it.
-    Forward {
-        origin: Origin,
-        command: RemotingCommand,
-    },
-    /// Send `command` on connection `connection` of the receiving shard (NOTIFY, check-back).
-    SendOnConnection {
-        connection: u64,
-        command: RemotingCommand,
-    },
-    /// Send `command` on connection `connection` of the receiving shard and answer with the
-    /// client's answer (a relay: GET_CONSUMER_RUNNING_INFO, …).
-    Invoke {
-        connection: u64,
-        command: RemotingCommand,
-        timeout: std::time::Duration,
-    },
-    /// The control shard changed a topic (`None`: deleted).
-    TopicChanged {
-        name: String,
-        config: Option<TopicConfig>,
-    },
-    /// The control shard's view of a group's subscriptions changed (empty: group gone).
-    SubscriptionsChanged {
-        group: String,
-        subscriptions: Vec<SubscriptionData>,
-    },
-    /// To the control shard: create `topic` for a send, as TBW102 allows.
-    CreateTopicForSend {
-        topic: String,
-        default_topic: String,
-        queue_nums: i32,
-        sys_flag: i32,
-    },
-    /// To the control shard: a connection of the sending shard closed.
-    ConnectionClosed { channel: ChannelId },
-    /// Look a key up in this shard's index only.
-    QueryKey(crate::broker::processor::query::KeyQuery),
-    /// From the control shard: an admin request's figures of this shard.
-    Admin(crate::broker::processor::admin::AdminQuery),
-    /// Store records built on the sending shard in queues this shard owns, in order, each
-    /// as its own put (a [`crate::broker::put_hop`] batch).
-    PutMany(Vec<crate::broker::put_hop::HopItem>),
-    /// Store one SEND_BATCH_MESSAGE's records (one queue this shard owns; all or none).
-    PutBatch {
-        records: Vec<(bytes::BytesMut, crate::message::record::RecordSlots)>,
-        wait: bool,
-    },
-    /// To the control shard: a connection of a producer group (transaction check-back).
-    ProducerChannel { group: String },
-    /// To the control shard: the connection of a producer client by its client id
-    /// (request-reply: the requester of a reply).
-    ProducerChannelOf { client_id: String },
-    /// To the control shard: a group's current subscriptions.
-    GetSubscriptions { group: String },
-    /// To the control shard: make sure a group topic (retry, DLQ) exists.
-    EnsureGroupTopic { name: String, queues: i32 },
-    /// To the control shard: a subscription group a pull names, auto-created when
-    /// `autoCreateSubscriptionGroup` allows (answered with [`MeshResponse::Group`]).
-    FindGroup { group: String },
-    /// From the control shard: subscription groups changed; forget the ones known.
-    GroupsChanged,
-    /// A slave's HA connection for the receiving shard (a duplicated descriptor it now owns).
-    HaLink {
-        fd: i32,
-        hello: crate::ha::proto::Hello,
-    },
-    /// This shard's replication figures.
-    HaStatus,
-    /// A slave's master is (now) here.
-    MasterAddr {
-        ha: Option<String>,
-        remoting: Option<String>,
-    },
-    /// A slave: offsets copied from the master, for queues the receiving shard owns.
-    SyncedOffsets {
-        consumer: Vec<(String, i32, i64)>,
-        delay: Vec<(i32, i64)>,
-    },
-}
-
-/// Answers on the mesh.
-pub enum MeshResponse {
-    Reply(Option<RemotingCommand>),
-    Topic(Option<TopicConfig>),
-    Messages(Vec<bytes::Bytes>),
-    Admin(crate::broker::processor::admin::AdminAnswer),
-    Puts(Vec<crate::store::StoreResult<crate::store::PutResult>>),
-    PutBatch(crate::store::StoreResult<crate::store::PutBatchResult>),
-    Subscriptions(Vec<SubscriptionData>),
-    Channel(Option<ChannelId>),
-    Ha(crate::broker::replication::HaStatus),
-    Invoked(Result<RemotingCommand, crate::net::invoke::InvokeError>),
-    /// A subscription group's `consumeEnable`; `None`: no such group.
-    Group(Option<bool>),
-}
+use crate::store::metadata::SubscriptionGroupTable;
 
 /// State that lives only on the control shard.
 pub struct Control {
@@ -146,33 +43,27 @@ pub struct Control {
     pub locks: RefCell<crate::broker::processor::lock::LockTable>,
 }
 
-/// One shard.
+/// One shard: its services and the wiring between them.
 pub struct Shard {
     pub id: usize,
     pub ctx: Rc<BrokerContext>,
     /// The shard's store (a slave swaps it when it must follow the master's history).
-    pub store_slot: RefCell<MessageStore>,
-    pub mesh: OnceCell<Rc<ShardMesh<MeshRequest, MeshResponse>>>,
+    pub store: ShardStore,
+    /// Calls to the other shards.
+    pub mesh: MeshClient,
     /// Replica of the control shard's topic table.
-    pub topics: RefCell<HashMap<String, TopicConfig>>,
-    /// Subscription groups pulls named that the control shard has, with their
-    /// `consumeEnable` (forgotten when the control shard's groups change).
-    pub groups_seen: RefCell<HashMap<String, bool>>,
-    /// Replica of consumer subscriptions: group → topic → subscription.
-    pub subscriptions: RefCell<HashMap<String, HashMap<String, SubscriptionData>>>,
-    /// Committed offsets of the queues this shard owns.
-    pub offsets: RefCell<ConsumerOffsetTable>,
+    pub topics: TopicReplica,
+    /// Replica of consumer subscriptions and of the subscription groups pulls named.
+    pub subscriptions: SubscriptionReplica,
+    /// Committed consumer offsets and delay offsets of the queues this shard owns.
+    pub offsets: OffsetBook,
     /// Connections accepted by this shard, for frames the broker initiates.
-    pub connections: RefCell<HashMap<u64, Weak<Connection>>>,
+    pub connections: Connections,
     pub control: Option<Control>,
     /// Bumped when the nameservers should hear from us again (a topic changed).
     pub register_epoch: crate::runtime::OffsetWatch,
-    /// Round-robin cursor for sends that let the broker pick the queue.
-    pub next_queue: std::cell::Cell<u32>,
     /// Check-back state of the transaction half queue, on the shard that owns it.
     pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
-    /// Next offset to deliver per delay level this shard owns.
-    pub delay_offsets: RefCell<crate::store::metadata::DelayOffsetTable>,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
     pub stats: crate::broker::processor::admin::ShardStats,
     /// Requests this shard refused: per-peer counts and their rate-limited WARN lines.
@@ -192,16 +83,6 @@ enum Route {
 }
 
 impl Shard {
-    /// The shard's store (a cheap handle).
-    pub fn store(&self) -> MessageStore {
-        self.store_slot.borrow().clone()
-    }
-
-    /// The mesh (joined before any request is served).
-    pub fn mesh(&self) -> Option<&Rc<ShardMesh<MeshRequest, MeshResponse>>> {
-        self.mesh.get()
-    }
-
     fn route(&self, cmd: &RemotingCommand) -> Route {
         let shards = self.ctx.shards;
         if shards == 1 {
@@ -217,7 +98,7 @@ impl Shard {
         };
         match cmd.code {
             // The shard that read a send decodes it and builds the record; only the record
-            // goes to the queue's owner ([`Shard::put_routed`]).
+            // goes to the queue's owner ([`Puts::put`]).
             req::SEND_MESSAGE
             | req::SEND_MESSAGE_V2
             | req::SEND_BATCH_MESSAGE
@@ -266,10 +147,8 @@ impl Shard {
             return;
         }
         let topic = command.ext(topic_key).unwrap_or_default();
-        let queues = self.topic(topic).map_or(1, |t| t.write_queue_nums.max(1));
-        let next = self.next_queue.get().wrapping_add(1);
-        self.next_queue.set(next);
-        command.set_ext(queue_key, (next % queues as u32).to_string());
+        let queue = self.topics.pick_write_queue(topic);
+        command.set_ext(queue_key, queue.to_string());
     }
 
     /// Runs `command` where it belongs and returns its answer.
@@ -293,7 +172,7 @@ impl Shard {
                         ..template
                     })
                 };
-                let Some(mesh) = self.mesh() else {
+                let Some(mesh) = self.mesh.get() else {
                     return failed(unhanded(to, "the shards are not connected yet"));
                 };
                 match mesh
@@ -363,7 +242,7 @@ impl Shard {
                 connection,
                 command,
             } => {
-                self.send_on_connection(connection, command);
+                self.connections.send_oneway(connection, command);
                 None
             }
             MeshRequest::Invoke {
@@ -371,18 +250,17 @@ impl Shard {
                 command,
                 timeout,
             } => Some(MeshResponse::Invoked(
-                self.invoke_on_connection(connection, command, timeout)
-                    .await,
+                self.connections.invoke(connection, command, timeout).await,
             )),
             MeshRequest::TopicChanged { name, config } => {
-                self.apply_topic_change(name, config);
+                self.topics.apply(&name, config);
                 None
             }
             MeshRequest::SubscriptionsChanged {
                 group,
                 subscriptions,
             } => {
-                self.apply_subscriptions(group, subscriptions);
+                self.subscriptions.apply(group, subscriptions);
                 None
             }
             MeshRequest::CreateTopicForSend {
@@ -400,17 +278,17 @@ impl Shard {
                 self.client_connection_closed(channel);
                 None
             }
-            MeshRequest::QueryKey(query) => {
-                Some(MeshResponse::Messages(self.query_local(&query).await))
-            }
+            MeshRequest::QueryKey(query) => Some(MeshResponse::Messages(
+                query::query_local(&self.store.get(), &query).await,
+            )),
             MeshRequest::Admin(query) => Some(MeshResponse::Admin(self.admin_local(query).await)),
             MeshRequest::PutMany(items) => {
                 // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
                 fail::fail_point!("shard-put-many");
-                Some(MeshResponse::Puts(self.store().put_many(items).await))
+                Some(MeshResponse::Puts(self.store.get().put_many(items).await))
             }
             MeshRequest::PutBatch { records, wait } => Some(MeshResponse::PutBatch(
-                self.store().put_batch(records, wait).await,
+                self.store.get().put_batch(records, wait).await,
             )),
             MeshRequest::ProducerChannel { group } => {
                 let channel = self.control.as_ref().and_then(|c| {
@@ -436,7 +314,7 @@ impl Shard {
                 Some(MeshResponse::Group(found.map(|g| g.consume_enable)))
             }
             MeshRequest::GroupsChanged => {
-                self.groups_seen.borrow_mut().clear();
+                self.subscriptions.forget_groups();
                 Some(MeshResponse::Group(None))
             }
             MeshRequest::HaLink { fd, hello } => {
@@ -449,137 +327,18 @@ impl Shard {
                 None
             }
             MeshRequest::SyncedOffsets { consumer, delay } => {
-                self.apply_synced_offsets(consumer, delay);
+                self.offsets.apply_synced(consumer, delay);
                 None
             }
         }
     }
 
-    /// Sends a broker-initiated frame on one of this shard's connections (best effort).
-    pub fn send_on_connection(&self, connection: u64, command: RemotingCommand) {
-        let conn = self
-            .connections
-            .borrow()
-            .get(&connection)
-            .and_then(Weak::upgrade);
-        if let Some(conn) = conn {
-            conn.send_oneway(command);
-        }
-    }
-
-    /// Sends broker-initiated frames on connections wherever they live: this shard's at once,
-    /// other shards' from a task (best effort, like Java's oneway sends).
-    pub fn send_to_channels(&self, frames: Vec<(ChannelId, RemotingCommand)>) {
-        let mut remote = Vec::new();
-        for (channel, command) in frames {
-            if usize::from(channel.shard) == self.id {
-                self.send_on_connection(channel.connection, command);
-            } else {
-                remote.push((channel, command));
-            }
-        }
-        let Some(mesh) = self.mesh().filter(|_| !remote.is_empty()).cloned() else {
-            return;
-        };
-        glommio::spawn_local(async move {
-            for (channel, command) in remote {
-                let msg = MeshRequest::SendOnConnection {
-                    connection: channel.connection,
-                    command,
-                };
-                let _ = mesh.tell(usize::from(channel.shard), msg).await;
-            }
-        })
-        .detach();
-    }
-
-    /// Tells every other shard.
-    pub async fn broadcast(&self, make: impl Fn() -> MeshRequest) {
-        let Some(mesh) = self.mesh() else { return };
-        for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
-            let _ = mesh.tell(shard, make()).await;
-        }
-    }
-
-    fn apply_topic_change(&self, name: String, config: Option<TopicConfig>) {
-        let mut topics = self.topics.borrow_mut();
-        match config {
-            Some(config) => topics.insert(name, config),
-            None => topics.remove(&name),
-        };
-    }
-
-    pub(crate) fn apply_subscriptions(&self, group: String, subscriptions: Vec<SubscriptionData>) {
-        let mut table = self.subscriptions.borrow_mut();
-        if subscriptions.is_empty() {
-            table.remove(&group);
-        } else {
-            table.insert(
-                group,
-                subscriptions
-                    .into_iter()
-                    .map(|s| (s.topic.clone(), s))
-                    .collect(),
-            );
-        }
-    }
-
-    /// Stores an encoded record (for `topic`/`queue_id`) on the shard that owns that queue:
-    /// here at once, or handed over in a batch with the other records for that shard.
-    pub async fn put_routed(
-        &self,
-        topic: &str,
-        queue_id: i32,
-        record: bytes::BytesMut,
-        slots: crate::message::record::RecordSlots,
-        wait: bool,
-    ) -> StoreResult<crate::store::PutResult> {
-        let owner = owner_shard(topic, queue_id, self.ctx.shards);
-        if owner == self.id {
-            return self.store().put(record, slots, wait).await;
-        }
-        let mesh = self.mesh().ok_or_else(mesh_not_ready)?;
-        let (batch, index, opened) = self.put_hop.enqueue(owner, (record, slots, wait));
-        if opened {
-            let (mesh, batch) = (Rc::clone(mesh), Rc::clone(&batch));
-            glommio::spawn_local(async move {
-                let items = batch.seal();
-                let count = items.len();
-                match mesh.call(owner, MeshRequest::PutMany(items)).await {
-                    Ok(MeshResponse::Puts(results)) => batch.finish(results),
-                    Ok(_) => batch.fail("unexpected mesh answer", count),
-                    Err(e) => batch.fail(&e.to_string(), count),
-                }
-            })
-            .detach();
-        }
-        batch.result(index).await
-    }
-
-    /// Stores the records of one SEND_BATCH_MESSAGE (one queue) on the shard that owns it.
-    pub async fn put_batch_routed(
-        &self,
-        topic: &str,
-        queue_id: i32,
-        records: Vec<(bytes::BytesMut, crate::message::record::RecordSlots)>,
-        wait: bool,
-    ) -> StoreResult<crate::store::PutBatchResult> {
-        let owner = owner_shard(topic, queue_id, self.ctx.shards);
-        if owner == self.id {
-            return self.store().put_batch(records, wait).await;
-        }
-        let mesh = self.mesh().ok_or_else(mesh_not_ready)?;
-        match mesh
-            .call(owner, MeshRequest::PutBatch { records, wait })
-            .await
-        {
-            Ok(MeshResponse::PutBatch(result)) => result,
-            Ok(_) => Err(StoreError::Unwritable {
-                reason: "unexpected mesh answer".into(),
-            }),
-            Err(e) => Err(StoreError::Unwritable {
-                reason: e.to_string(),
-            }),
+    /// The shard's routed puts (records stored on the shard that owns their queue).
+    pub fn puts(&self) -> Puts<'_> {
+        Puts {
+            store: &self.store,
+            mesh: &self.mesh,
+            hop: &self.put_hop,
         }
     }
 
@@ -588,25 +347,117 @@ impl Shard {
         if self.control.is_some() {
             return self.ensure_control_topic(name, queues);
         }
-        let mesh = self.mesh()?;
+        let mesh = self.mesh.get()?;
         let request = MeshRequest::EnsureGroupTopic {
             name: name.to_string(),
             queues,
         };
         match mesh.call(0, request).await {
             Ok(MeshResponse::Topic(Some(config))) => {
-                self.topics
-                    .borrow_mut()
-                    .insert(name.to_string(), config.clone());
+                self.topics.apply(name, Some(config.clone()));
                 Some(config)
             }
             _ => None,
         }
     }
+}
 
-    /// A topic from this shard's replica.
-    pub fn topic(&self, name: &str) -> Option<TopicConfig> {
-        self.topics.borrow().get(name).cloned()
+/// The request router: which processor answers what, with the services it needs.
+impl Shard {
+    /// Processes `command` on this shard (it was routed here). `None` answers nothing.
+    pub async fn process(
+        self: Rc<Self>,
+        origin: Origin,
+        command: RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        let result = match command.code {
+            req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => {
+                self.send(origin, &command).await
+            }
+            req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
+                self.send_reply(origin, &command).await
+            }
+            req::PULL_MESSAGE => self.pull(&command).await,
+            req::HEART_BEAT => self.heartbeat(origin, &command),
+            req::UNREGISTER_CLIENT => self.unregister_client(origin, &command),
+            req::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(&command),
+            req::QUERY_CONSUMER_OFFSET => {
+                offset::query_consumer_offset(&self.offsets, &self.store.get(), &command)
+            }
+            req::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(&self.offsets, &command),
+            req::GET_MAX_OFFSET | req::GET_MIN_OFFSET => {
+                offset::queue_offset(&self.store.get(), &command)
+            }
+            req::SEARCH_OFFSET_BY_TIMESTAMP => {
+                offset::search_offset(&self.store.get(), &command).await
+            }
+            req::GET_EARLIEST_MSG_STORETIME => {
+                offset::earliest_store_time(&self.store.get(), &command).await
+            }
+            req::LOCK_BATCH_MQ | req::UNLOCK_BATCH_MQ => {
+                lock::lock_batch(self.control.as_ref().map(|c| &c.locks), &command)
+            }
+            req::QUERY_MESSAGE => {
+                query::query_message(&self.ctx, &self.store.get(), &self.mesh, &command).await
+            }
+            req::VIEW_MESSAGE_BY_ID => query::view_message(&self.store.get(), &command).await,
+            req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
+            req::END_TRANSACTION => self.end_transaction(&command).await,
+            // Controller mode (crate::broker::replication).
+            req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
+            req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
+            req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
+            code if processor::relay::handles(code) => self.relay(origin, &command).await,
+            code if processor::admin::handles(code) => self.admin(&command).await,
+            code => Err((
+                resp::REQUEST_CODE_NOT_SUPPORTED,
+                format!(" request type {code} not supported"),
+            )),
+        };
+        Some(result.unwrap_or_else(|(code, remark)| {
+            self.refused(origin, &command, code, &remark);
+            command.error_to(code, remark)
+        }))
+    }
+
+    /// Counts and logs (rate-limited) a request answered with an error (crate::refusal).
+    pub(crate) fn refused(
+        &self,
+        origin: Origin,
+        command: &RemotingCommand,
+        code: i32,
+        remark: &str,
+    ) {
+        if !refusal::is_refusal(command.code, code) {
+            return;
+        }
+        let refused = Refusal {
+            peer: origin.peer,
+            request_code: command.code,
+            response_code: code,
+            remark,
+        };
+        self.refusals
+            .record(refused, || self.client_id(origin, command));
+    }
+
+    /// The client id of a request: carried by the request itself, or heard in a heartbeat on
+    /// its connection (known to the control shard only).
+    fn client_id(&self, origin: Origin, command: &RemotingCommand) -> Option<String> {
+        if let Some(id) = command.ext("clientID").or(command.ext("clientId")) {
+            return Some(id.to_string());
+        }
+        if command.code == req::HEART_BEAT {
+            // The body may be what was refused: look for the id alone.
+            let body = serde_json::from_slice::<serde_json::Value>(&command.body).ok();
+            let id = body.as_ref().and_then(|b| b["clientID"].as_str());
+            if let Some(id) = id {
+                return Some(id.to_string());
+            }
+        }
+        let control = self.control.as_ref()?;
+        let clients = control.clients.borrow();
+        clients.client_id_of(origin.channel).map(str::to_string)
     }
 }
 
@@ -625,10 +476,7 @@ impl Handler for Shard {
                 connection: conn.id,
             },
         };
-        self.connections
-            .borrow_mut()
-            .entry(conn.id)
-            .or_insert_with(|| Rc::downgrade(conn));
+        self.connections.remember(conn);
         // ACL off (the default): this one branch is all it costs.
         if let Some(acl) = &self.ctx.acl {
             let cfg = &self.ctx.cfg;
@@ -650,14 +498,14 @@ impl Handler for Shard {
 
     fn on_close(&self, conn: &Connection) {
         // A connection that never sent a request registered no client: nothing to tell.
-        if self.connections.borrow_mut().remove(&conn.id).is_none() {
+        if !self.connections.forget(conn.id) {
             return;
         }
         let channel = ChannelId {
             shard: self.id as u8,
             connection: conn.id,
         };
-        if let Some(mesh) = self.mesh().filter(|_| self.id != 0).cloned() {
+        if let Some(mesh) = self.mesh.get().filter(|_| self.id != 0).cloned() {
             glommio::spawn_local(async move {
                 let _ = mesh
                     .tell(0, MeshRequest::ConnectionClosed { channel })

@@ -40,28 +40,41 @@ pub fn dlq_topic(group: &str) -> String {
     format!("{DLQ_GROUP_TOPIC_PREFIX}{group}")
 }
 
+/// Which rule a send's topic name breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    #[error("the topic is blank")]
+    Blank,
+    #[error("the topic is longer than {max} characters")]
+    TooLong { max: usize },
+    #[error("the topic [{topic}] contains the illegal character {c:?}")]
+    IllegalCharacter { topic: String, c: char },
+    #[error("sending message to topic[{0}] is forbidden")]
+    Forbidden(String),
+}
+
 /// Checks a topic name as Java's `msgCheck` does: not blank, at most 127 characters, only
 /// `%|a-zA-Z0-9_-`, and not a topic producers may not send to. The error says which rule.
-pub fn check_send_topic(topic: &str) -> Result<(), String> {
+pub fn check_send_topic(topic: &str) -> Result<(), TopicNameError> {
     if topic.trim().is_empty() {
-        return Err("the topic is blank".into());
+        return Err(TopicNameError::Blank);
     }
     if topic.len() > crate::limits::TOPIC_NAME_MAX_BYTES {
-        return Err(format!(
-            "the topic is longer than {} characters",
-            crate::limits::TOPIC_NAME_MAX_BYTES
-        ));
+        return Err(TopicNameError::TooLong {
+            max: crate::limits::TOPIC_NAME_MAX_BYTES,
+        });
     }
     if let Some(c) = topic
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "%|_-".contains(*c)))
     {
-        return Err(format!(
-            "the topic [{topic}] contains the illegal character {c:?}"
-        ));
+        return Err(TopicNameError::IllegalCharacter {
+            topic: topic.to_string(),
+            c,
+        });
     }
     if NOT_ALLOWED_SEND.contains(&topic) {
-        return Err(format!("sending message to topic[{topic}] is forbidden"));
+        return Err(TopicNameError::Forbidden(topic.to_string()));
     }
     Ok(())
 }
@@ -339,15 +352,21 @@ mod tests {
     #[test]
     fn send_topic_checks_name_the_rule() {
         assert!(check_send_topic("Topic_A-1%|x").is_ok());
-        assert!(check_send_topic(" ").unwrap_err().contains("blank"));
+        assert!(check_send_topic(" ")
+            .unwrap_err()
+            .to_string()
+            .contains("blank"));
         assert!(check_send_topic(&"t".repeat(128))
             .unwrap_err()
+            .to_string()
             .contains("127"));
         assert!(check_send_topic("a b")
             .unwrap_err()
+            .to_string()
             .contains("illegal character"));
         assert!(check_send_topic(SCHEDULE_TOPIC)
             .unwrap_err()
+            .to_string()
             .contains("forbidden"));
     }
 

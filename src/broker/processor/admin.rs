@@ -12,17 +12,18 @@ use std::cell::{Cell, RefCell};
 
 use serde::Serialize;
 
-use super::admin_offset::QueueReset;
 use super::admin_runtime::History;
 use super::Failure;
+use crate::broker::mesh_proto::{
+    AdminAnswer, AdminQuery, MeshRequest, MeshResponse, OffsetsSnapshot, QueueStat, ShardCounters,
+    ShardFailure,
+};
 use crate::broker::placement::owner_shard;
-use crate::broker::shard::{Control, MeshRequest, MeshResponse, Shard};
+use crate::broker::shard::{Control, Shard};
 use crate::config::BrokerRole;
 use crate::message::record::RecordView;
 use crate::protocol::heartbeat::MessageQueue;
-use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::store::metadata::{ConsumerOffsetTable, DelayOffsetTable};
 use crate::store::{split_physical, Clock, SystemClock};
 
 /// Java's remark when a master-only admin change reaches a slave (`validateSlave`).
@@ -56,135 +57,8 @@ const CODES: [i32; 20] = [
 ];
 
 /// True for the request codes [`Shard::admin`] answers.
-pub(super) fn handles(code: i32) -> bool {
+pub(crate) fn handles(code: i32) -> bool {
     CODES.contains(&code)
-}
-
-/// What the control shard asks another shard for an admin request.
-#[derive(Debug, Clone)]
-pub enum AdminQuery {
-    /// Figures of `topic`'s queues `0..queues` this shard owns (and `group`'s offsets on them).
-    QueueStats {
-        topic: String,
-        queues: i32,
-        group: Option<String>,
-    },
-    /// This shard's consumer and delay offset tables.
-    Offsets,
-    /// This shard's message counters and commitlog figures.
-    Counters,
-    /// Drop every consumer offset of `group` (DELETE_SUBSCRIPTIONGROUP with removeOffset).
-    RemoveGroupOffsets { group: String },
-    /// Put a topic changed by an admin request into this shard's replica (`None`: deleted).
-    ApplyTopic {
-        name: String,
-        config: Option<TopicConfig>,
-    },
-    /// Reset `group`'s offsets on the queues of `topic`'s `0..queues` this shard owns
-    /// (INVOKE_BROKER_TO_RESET_OFFSET).
-    ResetOffsets {
-        topic: String,
-        group: String,
-        queues: i32,
-        timestamp: i64,
-        force: bool,
-    },
-    /// Take this configuration as the current one (UPDATE_BROKER_CONFIG).
-    ApplyConfig(Box<crate::config::BrokerConfig>),
-    /// This shard's count of refused requests per peer (crate::refusal).
-    Refusals,
-    /// Drop a deleted topic's consume queues and every group's offsets of it on this shard.
-    DeleteTopicData { topic: String },
-    /// This shard's totals of a stats item (crate::broker::stats).
-    StatsTotals { name: String, key: String },
-}
-
-/// A shard's answer to an [`AdminQuery`].
-#[derive(Debug, Clone)]
-pub enum AdminAnswer {
-    QueueStats(Vec<QueueStat>),
-    Offsets(Box<OffsetsSnapshot>),
-    Counters(ShardCounters),
-    Reset(Result<Vec<QueueReset>, String>),
-    Refusals(std::collections::HashMap<std::net::SocketAddr, u64>),
-    Done,
-    /// A shard could not do what it was asked.
-    Failed(String),
-    Totals(Option<crate::broker::stats::Totals>),
-}
-
-/// One queue's figures, from the shard that owns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueStat {
-    pub queue_id: i32,
-    pub min_offset: i64,
-    pub max_offset: i64,
-    /// Store time of the queue's last message (0 when empty).
-    pub last_update_timestamp: i64,
-    /// The group's committed offset, when a group was asked for and has one.
-    pub consumer_offset: Option<i64>,
-    /// Store time of the last consumed message (0 when unknown).
-    pub consumer_timestamp: i64,
-}
-
-/// A shard's consumer and delay offsets.
-#[derive(Debug, Clone, Default)]
-pub struct OffsetsSnapshot {
-    pub consumer: ConsumerOffsetTable,
-    pub delay: DelayOffsetTable,
-}
-
-impl OffsetsSnapshot {
-    /// Adds another shard's offsets (shards own disjoint queues, so nothing is overwritten).
-    pub fn merge(&mut self, other: &OffsetsSnapshot) {
-        for (key, queues) in other.consumer.table() {
-            let Some((topic, group)) = key.split_once('@') else {
-                continue;
-            };
-            for (queue_id, offset) in queues {
-                self.consumer.commit(topic, group, *queue_id, *offset);
-            }
-        }
-        for (level, offset) in other.delay.table() {
-            self.delay.set(*level, *offset);
-        }
-    }
-}
-
-/// A shard's message counters and commitlog figures (commitlog offsets are in-shard bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardCounters {
-    pub put_msgs: u64,
-    pub put_bytes: u64,
-    pub get_found: u64,
-    pub get_miss: u64,
-    pub get_msgs: u64,
-    pub commitlog_min: u64,
-    pub commitlog_max: u64,
-    pub unflushed: u64,
-    /// Store time of the shard's first stored message, if any.
-    pub earliest_store_time: Option<i64>,
-}
-
-impl ShardCounters {
-    /// The counters of two shards together (earliest time: the smaller one).
-    pub fn sum(self, o: ShardCounters) -> ShardCounters {
-        let earliest = match (self.earliest_store_time, o.earliest_store_time) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        ShardCounters {
-            put_msgs: self.put_msgs + o.put_msgs,
-            put_bytes: self.put_bytes + o.put_bytes,
-            get_found: self.get_found + o.get_found,
-            get_miss: self.get_miss + o.get_miss,
-            get_msgs: self.get_msgs + o.get_msgs,
-            commitlog_min: self.commitlog_min.min(o.commitlog_min),
-            commitlog_max: self.commitlog_max + o.commitlog_max,
-            unflushed: self.unflushed + o.unflushed,
-            earliest_store_time: earliest,
-        }
-    }
 }
 
 /// Message counters of one shard, bumped by the send and pull processors; the control shard's
@@ -242,7 +116,7 @@ impl ShardStats {
 
 impl Shard {
     /// Answers an admin request (on the control shard).
-    pub(super) async fn admin(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) async fn admin(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         match cmd.code {
             req::UPDATE_AND_CREATE_TOPIC => self.update_topic(cmd).await,
             req::DELETE_TOPIC_IN_BROKER => self.delete_topic(cmd).await,
@@ -272,7 +146,7 @@ impl Shard {
     }
 
     /// The control shard's state (admin requests are routed there).
-    pub(super) fn admin_control(&self) -> Result<&Control, Failure> {
+    pub(crate) fn admin_control(&self) -> Result<&Control, Failure> {
         self.control.as_ref().ok_or_else(|| {
             (
                 resp::SYSTEM_ERROR,
@@ -282,7 +156,7 @@ impl Shard {
     }
 
     /// Java's `validateSlave`: topics and groups are changed on the master only.
-    pub(super) fn refuse_on_slave(&self) -> Result<(), Failure> {
+    pub(crate) fn refuse_on_slave(&self) -> Result<(), Failure> {
         match self.ctx.cfg.broker_role {
             BrokerRole::Slave => Err((resp::SYSTEM_ERROR, SLAVE_REMARK.to_string())),
             _ => Ok(()),
@@ -300,22 +174,15 @@ impl Shard {
                 self.local_queue_stats(&topic, queues, group.as_deref())
                     .await,
             ),
-            AdminQuery::Offsets => AdminAnswer::Offsets(Box::new(OffsetsSnapshot {
-                consumer: self.offsets.borrow().clone(),
-                delay: self.delay_offsets.borrow().clone(),
-            })),
+            AdminQuery::Offsets => AdminAnswer::Offsets(Box::new(self.offsets.snapshot())),
             AdminQuery::Counters => AdminAnswer::Counters(self.local_counters().await),
             AdminQuery::RemoveGroupOffsets { group } => {
-                let topics = self.offsets.borrow_mut().remove_group(&group);
+                let topics = self.offsets.remove_group(&group);
                 tracing::info!(shard = self.id, group, topics, "consumer offsets removed");
                 AdminAnswer::Done
             }
             AdminQuery::ApplyTopic { name, config } => {
-                let mut replica = self.topics.borrow_mut();
-                match config {
-                    Some(config) => replica.insert(name, config),
-                    None => replica.remove(&name),
-                };
+                self.topics.apply(&name, config);
                 AdminAnswer::Done
             }
             AdminQuery::ResetOffsets {
@@ -337,9 +204,9 @@ impl Shard {
                 AdminAnswer::Totals(self.stats.items.totals(&name, &key))
             }
             AdminQuery::DeleteTopicData { topic } => {
-                let groups = self.offsets.borrow_mut().remove_topic(&topic);
+                let groups = self.offsets.remove_topic(&topic);
                 self.stats.items.remove_topic(&topic);
-                match self.store().delete_topic(&topic).await {
+                match self.store.get().delete_topic(&topic).await {
                     Ok(queues) => {
                         tracing::info!(
                             shard = self.id,
@@ -350,14 +217,17 @@ impl Shard {
                         );
                         AdminAnswer::Done
                     }
-                    Err(e) => AdminAnswer::Failed(format!("shard {}: {e}", self.id)),
+                    Err(e) => AdminAnswer::Failed(ShardFailure::TopicDataKept {
+                        shard: self.id,
+                        reason: e.to_string(),
+                    }),
                 }
             }
         }
     }
 
     /// Runs `query` here and on every other shard; answers in shard order, this shard's first.
-    pub(super) async fn ask_all_shards(
+    pub(crate) async fn ask_all_shards(
         &self,
         query: impl Fn() -> AdminQuery,
     ) -> Result<Vec<AdminAnswer>, Failure> {
@@ -365,7 +235,7 @@ impl Shard {
         if self.ctx.shards <= 1 {
             return Ok(answers);
         }
-        let mesh = self.mesh().ok_or_else(|| {
+        let mesh = self.mesh.get().ok_or_else(|| {
             (
                 resp::SYSTEM_ERROR,
                 "the shard mesh is not ready".to_string(),
@@ -388,7 +258,7 @@ impl Shard {
     }
 
     /// Figures of `topic`'s queues `0..queues` from every shard, by queue id.
-    pub(super) async fn gather_queue_stats(
+    pub(crate) async fn gather_queue_stats(
         &self,
         topic: &str,
         queues: i32,
@@ -413,7 +283,7 @@ impl Shard {
     }
 
     /// Every shard's consumer and delay offsets, merged.
-    pub(super) async fn gather_offsets(&self) -> Result<OffsetsSnapshot, Failure> {
+    pub(crate) async fn gather_offsets(&self) -> Result<OffsetsSnapshot, Failure> {
         let mut merged = OffsetsSnapshot::default();
         for answer in self.ask_all_shards(|| AdminQuery::Offsets).await? {
             if let AdminAnswer::Offsets(snapshot) = answer {
@@ -424,7 +294,7 @@ impl Shard {
     }
 
     /// Every shard's counters, summed.
-    pub(super) async fn gather_counters(&self) -> Result<ShardCounters, Failure> {
+    pub(crate) async fn gather_counters(&self) -> Result<ShardCounters, Failure> {
         let answers = self.ask_all_shards(|| AdminQuery::Counters).await?;
         let mut all = answers.into_iter().filter_map(|a| match a {
             AdminAnswer::Counters(c) => Some(c),
@@ -443,16 +313,15 @@ impl Shard {
         let mine = |q: &i32| owner_shard(topic, *q, self.ctx.shards) == self.id;
         let mut stats = Vec::new();
         for queue_id in (0..queues).filter(mine) {
-            let max_offset = self.store().max_offset(topic, queue_id).max(0);
-            let consumer_offset =
-                group.and_then(|g| self.offsets.borrow().query(topic, g, queue_id));
+            let max_offset = self.store.get().max_offset(topic, queue_id).max(0);
+            let consumer_offset = group.and_then(|g| self.offsets.query(topic, g, queue_id));
             let consumer_timestamp = match consumer_offset {
                 Some(offset) => self.store_time(topic, queue_id, offset - 1).await,
                 None => 0,
             };
             stats.push(QueueStat {
                 queue_id,
-                min_offset: self.store().min_offset(topic, queue_id).max(0),
+                min_offset: self.store.get().min_offset(topic, queue_id).max(0),
                 max_offset,
                 last_update_timestamp: self.store_time(topic, queue_id, max_offset - 1).await,
                 consumer_offset,
@@ -467,7 +336,12 @@ impl Shard {
         if offset < 0 {
             return 0;
         }
-        match self.store().store_time_at(topic, queue_id, offset).await {
+        match self
+            .store
+            .get()
+            .store_time_at(topic, queue_id, offset)
+            .await
+        {
             Ok(time) => time.unwrap_or(0),
             Err(e) => {
                 tracing::warn!(topic, queue_id, offset, error = %e, "no store time for stats");
@@ -477,9 +351,9 @@ impl Shard {
     }
 
     async fn local_counters(&self) -> ShardCounters {
-        let (_, min) = split_physical(self.store().min_physical_offset());
-        let (_, max) = split_physical(self.store().max_physical_offset());
-        let (_, flushed) = split_physical(self.store().flushed_physical_offset());
+        let (_, min) = split_physical(self.store.get().min_physical_offset());
+        let (_, max) = split_physical(self.store.get().max_physical_offset());
+        let (_, flushed) = split_physical(self.store.get().flushed_physical_offset());
         let earliest_store_time = match max > min {
             true => self.first_store_time().await,
             false => None,
@@ -501,8 +375,9 @@ impl Shard {
     /// Store time of the first record of this shard's commitlog (a segment starts with one).
     async fn first_store_time(&self) -> Option<i64> {
         let record = self
-            .store()
-            .read_by_physical_offset(self.store().min_physical_offset())
+            .store
+            .get()
+            .read_by_physical_offset(self.store.get().min_physical_offset())
             .await
             .ok()?;
         RecordView::parse(&record).ok().map(|v| v.store_timestamp)
@@ -529,7 +404,7 @@ pub fn encode_mq_map<V: Serialize>(
 }
 
 /// A body that failed to encode, as a failure.
-pub(super) fn encode_failure(e: serde_json::Error) -> Failure {
+pub(crate) fn encode_failure(e: serde_json::Error) -> Failure {
     (resp::SYSTEM_ERROR, format!("cannot encode the body: {e}"))
 }
 

@@ -5,15 +5,15 @@
 //! applied on every shard; a new `brokerPermission` is registered with the nameservers at once
 //! (as Java does). GET_BROKER_CONFIG (`admin_runtime.rs`) shows the current values.
 
-use super::admin::AdminQuery;
 use super::Failure;
-use crate::broker::live_config;
+use crate::broker::live_config::{self, RewriteError};
+use crate::broker::mesh_proto::AdminQuery;
 use crate::broker::shard::Shard;
 use crate::config::properties;
 use crate::remoting::{response as resp, RemotingCommand};
 
 impl Shard {
-    pub(super) async fn update_broker_config(
+    pub(crate) async fn update_broker_config(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -33,7 +33,7 @@ impl Shard {
             &changes,
             self.ctx.cfg.max_message_size_bytes,
         )
-        .map_err(failure)?;
+        .map_err(super::failure::config_update)?;
         if let Some(path) = live.config_file() {
             // Read, rewrite and fsync on a blocking thread: the shard keeps serving.
             let file = path.to_path_buf();
@@ -43,21 +43,13 @@ impl Shard {
                     // One rewrite at a time: each reads what the previous one wrote.
                     static REWRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
                     let _one = REWRITE.lock().unwrap_or_else(|e| e.into_inner());
-                    std::fs::read_to_string(&file)
-                        .map_err(|e| e.to_string())
-                        .and_then(|text| live_config::rewrite_properties(&text, &edits))
-                        .and_then(|text| {
-                            crate::fsutil::write_atomically(&file, text.as_bytes())
-                                .map_err(|e| e.to_string())
-                        })
+                    let text = std::fs::read_to_string(&file).map_err(RewriteError::Read)?;
+                    let text = live_config::rewrite_properties(&text, &edits)?;
+                    crate::fsutil::write_atomically(&file, text.as_bytes())
+                        .map_err(RewriteError::Write)
                 })
                 .await;
-            written.map_err(|e| {
-                failure(format!(
-                    "the change is not written to {}: {e}; nothing changed",
-                    path.display()
-                ))
-            })?;
+            written.map_err(|e| super::failure::config_file(path, e))?;
         }
         let permission_changed = cfg.broker_permission != live.broker_permission();
         self.ask_all_shards(|| AdminQuery::ApplyConfig(Box::new(cfg.clone())))

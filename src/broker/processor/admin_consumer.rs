@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::admin::{encode_failure, encode_mq_map, AdminAnswer, AdminQuery};
+use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ClientChannel;
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
 use crate::broker::shard::Shard;
 use crate::protocol::heartbeat::{ConsumeType, MessageModel, SubscriptionData};
 use crate::protocol::{lenient, Fields};
@@ -90,7 +91,7 @@ struct CheckClientRequest {
 
 impl Shard {
     /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): body = SubscriptionGroupConfig JSON.
-    pub(super) async fn update_group(
+    pub(crate) async fn update_group(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -115,7 +116,7 @@ impl Shard {
     }
 
     /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201): the table as subscriptionGroup.json holds it.
-    pub(super) fn all_groups(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) fn all_groups(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
         let body = metadata::encode_compact(&*control.groups.borrow()).map_err(encode_failure)?;
         Ok(cmd.success_to().with_body(body))
@@ -123,7 +124,7 @@ impl Shard {
 
     /// DELETE_SUBSCRIPTIONGROUP (207): header `groupName`, `removeOffset` (also drops the
     /// group's consumer offsets on every shard).
-    pub(super) async fn delete_group(
+    pub(crate) async fn delete_group(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -146,7 +147,7 @@ impl Shard {
     }
 
     /// Writes the subscription group table off the shard thread and waits for it.
-    pub(super) async fn persist_groups(&self) -> Result<(), Failure> {
+    pub(crate) async fn persist_groups(&self) -> Result<(), Failure> {
         let failure = |e: metadata::MetadataError| {
             let remark = format!("the subscription groups are not persisted: {e}");
             (resp::SYSTEM_ERROR, remark)
@@ -155,7 +156,7 @@ impl Shard {
     }
 
     /// The job that writes the subscription group table as it is now.
-    pub(super) fn groups_job(&self) -> Result<metadata::PersistJob, Failure> {
+    pub(crate) fn groups_job(&self) -> Result<metadata::PersistJob, Failure> {
         let control = self.admin_control()?;
         let job = control.groups_file.job(&*control.groups.borrow());
         job.map_err(|e| {
@@ -178,7 +179,7 @@ impl Shard {
     }
 
     /// GET_CONSUMER_CONNECTION_LIST (203).
-    pub(super) async fn consumer_connections(
+    pub(crate) async fn consumer_connections(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -208,7 +209,7 @@ impl Shard {
     }
 
     /// GET_PRODUCER_CONNECTION_LIST (204); Java answers SYSTEM_ERROR for an unknown group.
-    pub(super) async fn producer_connections(
+    pub(crate) async fn producer_connections(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -235,7 +236,7 @@ impl Shard {
     /// offset and the store time of the last consumed message; topics the group's online
     /// members do not subscribe to are left out. `consumeTps` is measured (see
     /// [`Shard::consume_stats_body`]).
-    pub(super) async fn consume_stats(
+    pub(crate) async fn consume_stats(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -256,7 +257,7 @@ impl Shard {
     /// members subscribe to; with `only_order`, order topics only), and its total diff.
     /// `consumeTps` is the group's measured GROUP_GET_NUMS rate over the last minute, summed
     /// over the topics (Java's `tpsGroupGetNums`).
-    pub(super) async fn consume_stats_body(
+    pub(crate) async fn consume_stats_body(
         &self,
         group: &str,
         topics: &[String],
@@ -265,7 +266,7 @@ impl Shard {
         let mut entries = Vec::new();
         let (mut tps, mut diff) = (0.0, 0i64);
         for (topic, queues) in self.consumed_topics(group, topics)? {
-            if only_order && !self.topic(&topic).is_some_and(|t| t.order) {
+            if only_order && !self.topics.get(&topic).is_some_and(|t| t.order) {
                 continue;
             }
             for s in self.gather_queue_stats(&topic, queues, Some(group)).await? {
@@ -313,7 +314,7 @@ impl Shard {
     }
 
     /// GET_ALL_CONSUMER_OFFSET (43): `{"offsetTable":{"T@g":{"0":12}}}` of every shard.
-    pub(super) async fn all_consumer_offsets(
+    pub(crate) async fn all_consumer_offsets(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -323,7 +324,7 @@ impl Shard {
     }
 
     /// GET_ALL_DELAY_OFFSET (45): `{"offsetTable":{"1":0}}` of every shard.
-    pub(super) async fn all_delay_offsets(
+    pub(crate) async fn all_delay_offsets(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -334,7 +335,7 @@ impl Shard {
 
     /// QUERY_TOPIC_CONSUME_BY_WHO (300): online groups subscribed to the topic and groups
     /// with offsets on it.
-    pub(super) async fn topic_consumed_by(
+    pub(crate) async fn topic_consumed_by(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -355,7 +356,7 @@ impl Shard {
     /// CHECK_CLIENT_CONFIG (46): TAG subscriptions pass; SQL92 ones are compiled, and refused
     /// as Java does without `enablePropertyFilter` (SYSTEM_ERROR), or with
     /// SUBSCRIPTION_PARSE_FAILED and what is wrong when the expression does not compile.
-    pub(super) fn check_client_config(
+    pub(crate) fn check_client_config(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {

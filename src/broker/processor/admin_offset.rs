@@ -13,22 +13,14 @@
 
 use serde::Serialize;
 
-use super::admin::{encode_failure, encode_mq_map, AdminAnswer, AdminQuery};
+use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
+use crate::broker::mesh_proto::{QueueReset, ShardFailure};
 use crate::broker::placement::owner_shard;
 use crate::broker::shard::Shard;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, LanguageCode, RemotingCommand};
-
-/// What one shard did to one queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueReset {
-    pub queue_id: i32,
-    /// The group's offset before (None: it had none).
-    pub before: Option<i64>,
-    /// The group's offset now.
-    pub offset: i64,
-}
 
 /// `MessageQueueForC` of `ResetOffsetBodyForC` (fastjson field order).
 #[derive(Debug, Serialize)]
@@ -59,7 +51,7 @@ pub fn reset_target(target: i64, before: Option<i64>, force: bool) -> i64 {
 impl Shard {
     /// INVOKE_BROKER_TO_RESET_OFFSET: header `topic`, `group`, `timestamp` (ms, -1 = the max
     /// offset), `isForce`.
-    pub(super) async fn reset_offset(
+    pub(crate) async fn reset_offset(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -100,7 +92,7 @@ impl Shard {
         for answer in self.ask_all_shards(query).await? {
             match answer {
                 AdminAnswer::Reset(Ok(done)) => resets.extend(done),
-                AdminAnswer::Reset(Err(e)) => return Err((resp::SYSTEM_ERROR, e)),
+                AdminAnswer::Reset(Err(e)) => return Err(super::failure::shard(e)),
                 _ => {}
             }
         }
@@ -142,35 +134,41 @@ impl Shard {
             .with_ext("timestamp", timestamp.to_string())
             .with_ext("isForce", force.to_string())
             .with_body(push_body.into_bytes());
-        self.send_to_channels(channels.into_iter().map(|c| (c, push.clone())).collect());
+        self.mesh.send_to_channels(
+            &self.connections,
+            channels.into_iter().map(|c| (c, push.clone())).collect(),
+        );
         Ok(cmd.success_to().with_body(body.into_bytes()))
     }
 
     /// The reset of the queues of `0..queues` this shard owns (see [`reset_target`]).
-    pub(super) async fn reset_local(
+    pub(crate) async fn reset_local(
         &self,
         topic: &str,
         group: &str,
         queues: i32,
         timestamp: i64,
         force: bool,
-    ) -> Result<Vec<QueueReset>, String> {
+    ) -> Result<Vec<QueueReset>, ShardFailure> {
         let mine = |q: &i32| owner_shard(topic, *q, self.ctx.shards) == self.id;
         let mut done = Vec::new();
         for queue_id in (0..queues).filter(mine) {
             let target = match timestamp {
-                -1 => self.store().readable_max_offset(topic, queue_id),
+                -1 => self.store.get().readable_max_offset(topic, queue_id),
                 t => self
-                    .store()
+                    .store
+                    .get()
                     .offset_by_time(topic, queue_id, t)
                     .await
-                    .map_err(|e| format!("no offset by time in {topic}:{queue_id}: {e}"))?,
+                    .map_err(|e| ShardFailure::NoOffsetByTime {
+                        topic: topic.to_string(),
+                        queue_id,
+                        reason: e.to_string(),
+                    })?,
             };
-            let before = self.offsets.borrow().query(topic, group, queue_id);
+            let before = self.offsets.query(topic, group, queue_id);
             let offset = reset_target(target, before, force);
-            self.offsets
-                .borrow_mut()
-                .commit(topic, group, queue_id, offset);
+            self.offsets.commit(topic, group, queue_id, offset);
             done.push(QueueReset {
                 queue_id,
                 before,

@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
-use super::admin::{encode_failure, ShardCounters};
+use super::admin::encode_failure;
 use super::Failure;
+use crate::broker::mesh_proto::ShardCounters;
 use crate::broker::shard::Shard;
 use crate::protocol::register::DataVersion;
 use crate::protocol::route::KvTable;
@@ -180,7 +181,7 @@ async fn disk_usage(path: &Path) -> Option<DiskUsage> {
 
 impl Shard {
     /// GET_BROKER_RUNTIME_INFO (28): a KVTable of strings.
-    pub(super) async fn runtime_info(
+    pub(crate) async fn runtime_info(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -282,7 +283,7 @@ impl Shard {
 
     /// GET_BROKER_CONFIG (26): every key as `key=value` lines, and (as Java's
     /// `GetBrokerConfigResponseHeader`) the configuration's data version in header `version`.
-    pub(super) fn broker_config(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) fn broker_config(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let live = &self.ctx.live;
         let version = DataVersion {
             counter: live.version(),

@@ -1,8 +1,9 @@
 //! VIEW_BROKER_STATS_DATA (315) and GET_BROKER_CONSUME_STATS (317) on the control shard, over
 //! the per-topic and per-group items the shards count ([`crate::broker::stats`]).
 
-use super::admin::{encode_failure, AdminAnswer, AdminQuery};
+use super::admin::encode_failure;
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
 use crate::broker::shard::Shard;
 use crate::broker::stats::{self, Totals, GROUP_GET_NUMS};
 use crate::protocol::Fields;
@@ -48,7 +49,7 @@ impl Shard {
 
     /// Java's `tpsGroupGetNums(group, topic)`: GROUP_GET_NUMS of `topic@group` per second over
     /// the last minute.
-    pub(super) async fn group_get_tps(&self, topic: &str, group: &str) -> Result<f64, Failure> {
+    pub(crate) async fn group_get_tps(&self, topic: &str, group: &str) -> Result<f64, Failure> {
         let key = format!("{topic}@{group}");
         let data = self.measured(GROUP_GET_NUMS, &key).await?;
         Ok(data.map_or(0.0, |d| d.stats_minute.tps))
@@ -57,7 +58,7 @@ impl Shard {
     /// VIEW_BROKER_STATS_DATA (315): header `statsName`, `statsKey` (a topic, `topic@group`,
     /// or the cluster name for BROKER_*); a `BrokerStatsData` body. An item nothing counted
     /// yet gets Java's SYSTEM_ERROR "The stats <name> <key> not exist".
-    pub(super) async fn view_stats(
+    pub(crate) async fn view_stats(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -80,7 +81,7 @@ impl Shard {
 
     /// GET_BROKER_CONSUME_STATS (317, mqadmin `brokerConsumeStats`): a `ConsumeStatsList` of
     /// every subscription group's topics with offsets here (`isOrder`: order topics only).
-    pub(super) async fn broker_consume_stats(
+    pub(crate) async fn broker_consume_stats(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {

@@ -5,8 +5,19 @@
 
 use serde::Serialize;
 
-use super::admin::{encode_failure, encode_mq_map, AdminQuery};
+use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::{AdminAnswer, AdminQuery, ShardFailure};
+
+/// Why a deleted topic's data (queues, offsets, statistics) is not gone on every shard.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteTopicError {
+    /// A shard could not be asked (the hop's remark).
+    #[error("{0}")]
+    Unasked(String),
+    #[error(transparent)]
+    OnShard(#[from] ShardFailure),
+}
 use crate::broker::shard::Shard;
 use crate::broker::topic_config::{perm, SCHEDULE_TOPIC, TBW102};
 use crate::protocol::heartbeat::MessageQueue;
@@ -97,7 +108,7 @@ impl Shard {
     }
 
     /// UPDATE_AND_CREATE_TOPIC (17).
-    pub(super) async fn update_topic(
+    pub(crate) async fn update_topic(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -132,7 +143,7 @@ impl Shard {
     /// queues and every group's offsets of it; a topic created again under the name starts at
     /// offset 0 with no consumer offsets. The records stay in the commitlog until retention
     /// removes their segments (as in Java); queries by key may still find them.
-    pub(super) async fn delete_topic(
+    pub(crate) async fn delete_topic(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -163,31 +174,33 @@ impl Shard {
         }
         // Its queues and offsets go whether or not the config was still there (Java's
         // `deleteTopicInBroker`), so a topic made again under the name starts clean.
-        self.delete_topic_data(name).await.map_err(|reason| {
-            let remark = format!("the topic's data is not all deleted: {reason}");
-            (resp::SYSTEM_ERROR, remark)
-        })?;
+        self.delete_topic_data(name)
+            .await
+            .map_err(super::failure::delete_topic)?;
         Ok(cmd.success_to())
     }
 
     /// Drops a deleted topic's consume queues, consumer offsets and statistics on every
     /// shard (DELETE_TOPIC_IN_BROKER on a master; a slave whose metadata sync found the topic
     /// gone from its master's table).
-    pub(crate) async fn delete_topic_data(&self, topic: &str) -> Result<(), String> {
+    pub(crate) async fn delete_topic_data(&self, topic: &str) -> Result<(), DeleteTopicError> {
         let data = || AdminQuery::DeleteTopicData {
             topic: topic.to_string(),
         };
-        let answers = self.ask_all_shards(data).await.map_err(|(_, why)| why)?;
+        let answers = self
+            .ask_all_shards(data)
+            .await
+            .map_err(|(_, why)| DeleteTopicError::Unasked(why))?;
         for answer in answers {
-            if let super::admin::AdminAnswer::Failed(reason) = answer {
-                return Err(reason);
+            if let AdminAnswer::Failed(failure) = answer {
+                return Err(failure.into());
             }
         }
         Ok(())
     }
 
     /// GET_ALL_TOPIC_CONFIG (21): the TopicConfigSerializeWrapper, as topics.json holds it.
-    pub(super) fn all_topic_config(
+    pub(crate) fn all_topic_config(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -205,7 +218,7 @@ impl Shard {
 
     /// GET_TOPIC_STATS_INFO (202): min/max offset and last store time of every write queue,
     /// from the shards that own them, in a TopicStatsTable (MessageQueue keys).
-    pub(super) async fn topic_stats(
+    pub(crate) async fn topic_stats(
         &self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -233,13 +246,13 @@ impl Shard {
 
     /// A queue of this broker, as bodies name it.
     /// The write queue count of `topic` in the control shard's table, if it has the topic.
-    pub(super) fn write_queues(&self, topic: &str) -> Result<Option<i32>, Failure> {
+    pub(crate) fn write_queues(&self, topic: &str) -> Result<Option<i32>, Failure> {
         let control = self.admin_control()?;
         let topics = control.topics.borrow();
         Ok(topics.get(topic).map(|t| t.write_queue_nums))
     }
 
-    pub(super) fn message_queue(&self, topic: &str, queue_id: i32) -> MessageQueue {
+    pub(crate) fn message_queue(&self, topic: &str, queue_id: i32) -> MessageQueue {
         MessageQueue {
             broker_name: self.ctx.cfg.broker_name.clone(),
             queue_id,

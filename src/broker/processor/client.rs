@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::{ChannelId, ClientChannel, ConsumerHeartbeat};
-use crate::broker::shard::{MeshRequest, Origin, Shard};
+use crate::broker::mesh_proto::{MeshRequest, Origin};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::retry_topic;
 use crate::protocol::heartbeat::{ConsumerIdList, HeartbeatData, SubscriptionData};
 use crate::protocol::lenient;
@@ -17,7 +18,7 @@ use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::store::metadata::{GroupLookup, SubscriptionGroupConfig};
 
 impl Shard {
-    pub(super) fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
@@ -106,14 +107,14 @@ impl Shard {
     /// slave's sync): every shard forgets the groups its pulls looked up. Awaited, so a pull
     /// answered after the change sees it.
     pub(crate) async fn groups_changed(&self) {
-        self.groups_seen.borrow_mut().clear();
-        let Some(mesh) = self.mesh() else { return };
+        self.subscriptions.forget_groups();
+        let Some(mesh) = self.mesh.get() else { return };
         for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
             let _ = mesh.call(shard, MeshRequest::GroupsChanged).await;
         }
     }
 
-    pub(super) fn unregister_client(
+    pub(crate) fn unregister_client(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
@@ -143,7 +144,7 @@ impl Shard {
         Ok(cmd.success_to())
     }
 
-    pub(super) fn consumer_list(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) fn consumer_list(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let group = cmd.req_str("consumerGroup").map_err(field_failure)?;
         let ids = self
             .control
@@ -179,7 +180,10 @@ impl Shard {
         if self.ctx.live.notify_consumer_ids_changed_enable() {
             let notify = RemotingCommand::request(req::NOTIFY_CONSUMER_IDS_CHANGED)
                 .with_ext("consumerGroup", group);
-            self.send_to_channels(channels.into_iter().map(|c| (c, notify.clone())).collect());
+            self.mesh.send_to_channels(
+                &self.connections,
+                channels.into_iter().map(|c| (c, notify.clone())).collect(),
+            );
         }
         let subscriptions = self.group_subscriptions(group);
         self.broadcast_subscriptions(group, subscriptions);
@@ -200,9 +204,10 @@ impl Shard {
     /// Tells every other shard a group's subscriptions (for pulls that carry none).
     fn broadcast_subscriptions(&self, group: &str, subscriptions: Vec<SubscriptionData>) {
         let group = group.to_string();
-        self.spawn_broadcast(move || MeshRequest::SubscriptionsChanged {
-            group: group.clone(),
-            subscriptions: subscriptions.clone(),
-        });
+        self.mesh
+            .spawn_broadcast(move || MeshRequest::SubscriptionsChanged {
+                group: group.clone(),
+                subscriptions: subscriptions.clone(),
+            });
     }
 }

@@ -3,7 +3,14 @@
 //! is never silence: every variant maps to an answer, and the table test below walks them all
 //! (a new variant does not compile until it is given its code there).
 
+use super::admin_topic::DeleteTopicError;
+use super::reply::PushReplyError;
+use super::transaction::TransactionError;
 use super::Failure;
+use crate::broker::live_config::{RewriteError, UpdateError};
+use crate::broker::mesh_proto::ShardFailure;
+use crate::broker::services::puts::PutError;
+use crate::broker::topic_config::TopicNameError;
 use crate::remoting::response as resp;
 use crate::runtime::mesh::MeshError;
 use crate::store::StoreError;
@@ -33,6 +40,96 @@ pub(crate) fn put(e: StoreError) -> Failure {
         | StoreError::Corrupt { .. }
         | StoreError::OffsetOutOfRange { .. }
         | StoreError::Config { .. } => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// A record the broker builds itself (a retry, a transaction's commit) that was not stored:
+/// the store's refusal as for a client's put; a record that cannot be built is the message's
+/// fault (MESSAGE_ILLEGAL, as Java answers a message it cannot encode).
+pub(crate) fn broker_put(e: PutError) -> Failure {
+    match e {
+        PutError::Record(_) => (resp::MESSAGE_ILLEGAL, e.to_string()),
+        PutError::Store(e) => put(e),
+    }
+}
+
+/// CONSUMER_SEND_MSG_BACK's retry copy that was not stored: SYSTEM_ERROR whatever the cause,
+/// as Java's `consumerSendMsgBack` answers any failed put.
+pub(crate) fn send_back(e: PutError) -> Failure {
+    (resp::SYSTEM_ERROR, e.to_string())
+}
+
+/// END_TRANSACTION's commit or op record that failed.
+pub(crate) fn transaction(e: TransactionError) -> Failure {
+    match e {
+        TransactionError::Put(e) => broker_put(e),
+        TransactionError::NoRealTopic
+        | TransactionError::Store(_)
+        | TransactionError::Record(_) => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// UPDATE_BROKER_CONFIG's change refused: SYSTEM_ERROR naming the key and the rule, as Java
+/// answers a config it cannot take.
+pub(crate) fn config_update(e: UpdateError) -> Failure {
+    match e {
+        UpdateError::NoKey
+        | UpdateError::NotAtRuntime { .. }
+        | UpdateError::UnknownKey { .. }
+        | UpdateError::Invalid(_)
+        | UpdateError::LargerThanStore { .. } => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// UPDATE_BROKER_CONFIG's change that could not be written to the config file (nothing
+/// changed).
+pub(crate) fn config_file(path: &std::path::Path, e: RewriteError) -> Failure {
+    let remark = format!(
+        "the change is not written to {}: {e}; nothing changed",
+        path.display()
+    );
+    match e {
+        RewriteError::Read(_) | RewriteError::Parse(_) | RewriteError::Write(_) => {
+            (resp::SYSTEM_ERROR, remark)
+        }
+    }
+}
+
+/// A send whose topic name breaks a rule: SYSTEM_ERROR naming the rule, as Java's
+/// `TopicValidator` answers.
+pub(crate) fn topic_name(e: TopicNameError) -> Failure {
+    match e {
+        TopicNameError::Blank
+        | TopicNameError::TooLong { .. }
+        | TopicNameError::IllegalCharacter { .. }
+        | TopicNameError::Forbidden(_) => (resp::SYSTEM_ERROR, e.to_string()),
+    }
+}
+
+/// What another shard could not do for an admin request: SYSTEM_ERROR with its reason.
+pub(crate) fn shard(e: ShardFailure) -> Failure {
+    match e {
+        ShardFailure::NoOffsetByTime { .. } | ShardFailure::TopicDataKept { .. } => {
+            (resp::SYSTEM_ERROR, e.to_string())
+        }
+    }
+}
+
+/// DELETE_TOPIC_IN_BROKER whose data is not gone on every shard.
+pub(crate) fn delete_topic(e: DeleteTopicError) -> Failure {
+    let remark = format!("the topic's data is not all deleted: {e}");
+    match e {
+        DeleteTopicError::Unasked(_) | DeleteTopicError::OnShard(_) => (resp::SYSTEM_ERROR, remark),
+    }
+}
+
+/// SEND_REPLY_MESSAGE whose reply could not be pushed to its requester: SYSTEM_ERROR with
+/// Java's remark (the reply is stored all the same).
+pub(crate) fn push_reply(e: PushReplyError) -> Failure {
+    match e {
+        PushReplyError::NoRequester
+        | PushReplyError::NoChannel(_)
+        | PushReplyError::Failed { .. } => (resp::SYSTEM_ERROR, e.to_string()),
     }
 }
 
@@ -207,6 +304,160 @@ mod tests {
                 remark.contains("shard 1") && remark.contains(&e.to_string()),
                 "{remark}"
             );
+        }
+    }
+
+    #[test]
+    fn broker_built_records_and_transactions_map_to_their_codes() {
+        let record = || RecordError::TopicTooLong(300);
+        let store = || StoreError::ShutDown;
+        let puts = [
+            (PutError::Record(record()), resp::MESSAGE_ILLEGAL),
+            (PutError::Store(store()), resp::SERVICE_NOT_AVAILABLE),
+        ];
+        for (e, code) in puts {
+            let text = e.to_string();
+            // Exhaustive on purpose: a new variant needs its row above.
+            match &e {
+                PutError::Record(_) | PutError::Store(_) => {}
+            }
+            let (got, remark) = broker_put(e);
+            assert_eq!(got, code, "{text}");
+            assert!(remark.contains(&text), "{remark:?} holds {text:?}");
+        }
+        let (code, remark) = send_back(PutError::Store(store()));
+        assert_eq!(
+            code,
+            resp::SYSTEM_ERROR,
+            "Java answers any failed retry put so"
+        );
+        assert!(remark.contains(&store().to_string()), "{remark}");
+        let transactions = [
+            (TransactionError::NoRealTopic, resp::SYSTEM_ERROR),
+            (TransactionError::Store(store()), resp::SYSTEM_ERROR),
+            (TransactionError::Record(record()), resp::SYSTEM_ERROR),
+            (
+                TransactionError::Put(PutError::Store(store())),
+                resp::SERVICE_NOT_AVAILABLE,
+            ),
+        ];
+        for (e, code) in transactions {
+            match &e {
+                TransactionError::NoRealTopic
+                | TransactionError::Put(_)
+                | TransactionError::Store(_)
+                | TransactionError::Record(_) => {}
+            }
+            let text = e.to_string();
+            let (got, remark) = transaction(e);
+            assert_eq!(got, code, "{text}");
+            assert!(remark.contains(&text), "{remark:?} holds {text:?}");
+        }
+    }
+
+    /// Every variant of the processors' own refusals, each with its code; exhaustive matches
+    /// make a new variant fail to compile until it has a row here.
+    #[test]
+    fn every_processor_error_maps_to_its_code_and_its_text() {
+        let mut rows: Vec<(String, Failure, i32)> = Vec::new();
+        let runtime = || "brokerPermission".to_string();
+        for e in [
+            UpdateError::NoKey,
+            UpdateError::NotAtRuntime {
+                key: "brokerName".into(),
+                runtime: runtime(),
+            },
+            UpdateError::UnknownKey {
+                key: "x".into(),
+                runtime: runtime(),
+            },
+            UpdateError::LargerThanStore { asked: 2, max: 1 },
+        ] {
+            match &e {
+                UpdateError::NoKey
+                | UpdateError::NotAtRuntime { .. }
+                | UpdateError::UnknownKey { .. }
+                | UpdateError::Invalid(_)
+                | UpdateError::LargerThanStore { .. } => {}
+            }
+            rows.push((e.to_string(), config_update(e), resp::SYSTEM_ERROR));
+        }
+        let io = || std::io::Error::other("disk gone");
+        for e in [RewriteError::Read(io()), RewriteError::Write(io())] {
+            match &e {
+                RewriteError::Read(_) | RewriteError::Parse(_) | RewriteError::Write(_) => {}
+            }
+            let failure = config_file(std::path::Path::new("/etc/broker.conf"), e);
+            assert!(failure.1.contains("/etc/broker.conf"), "{failure:?}");
+            rows.push(("disk gone".into(), failure, resp::SYSTEM_ERROR));
+        }
+        for e in [
+            TopicNameError::Blank,
+            TopicNameError::TooLong { max: 127 },
+            TopicNameError::IllegalCharacter {
+                topic: "a b".into(),
+                c: ' ',
+            },
+            TopicNameError::Forbidden("SCHEDULE_TOPIC_XXXX".into()),
+        ] {
+            match &e {
+                TopicNameError::Blank
+                | TopicNameError::TooLong { .. }
+                | TopicNameError::IllegalCharacter { .. }
+                | TopicNameError::Forbidden(_) => {}
+            }
+            rows.push((e.to_string(), topic_name(e), resp::SYSTEM_ERROR));
+        }
+        let failures = || {
+            [
+                ShardFailure::NoOffsetByTime {
+                    topic: "T".into(),
+                    queue_id: 1,
+                    reason: "gone".into(),
+                },
+                ShardFailure::TopicDataKept {
+                    shard: 1,
+                    reason: "gone".into(),
+                },
+            ]
+        };
+        for e in failures() {
+            match &e {
+                ShardFailure::NoOffsetByTime { .. } | ShardFailure::TopicDataKept { .. } => {}
+            }
+            rows.push((e.to_string(), shard(e), resp::SYSTEM_ERROR));
+        }
+        let deletes = failures()
+            .into_iter()
+            .map(DeleteTopicError::OnShard)
+            .chain([DeleteTopicError::Unasked("shard 1 is gone".into())]);
+        for e in deletes {
+            match &e {
+                DeleteTopicError::Unasked(_) | DeleteTopicError::OnShard(_) => {}
+            }
+            let text = e.to_string();
+            let failure = delete_topic(e);
+            assert!(failure.1.starts_with("the topic's data is not all deleted"));
+            rows.push((text, failure, resp::SYSTEM_ERROR));
+        }
+        for e in [
+            PushReplyError::NoRequester,
+            PushReplyError::NoChannel("c1".into()),
+            PushReplyError::Failed {
+                requester: "c1".into(),
+                why: super::super::reply::PushFailure::Answered(1, "no".into()),
+            },
+        ] {
+            match &e {
+                PushReplyError::NoRequester
+                | PushReplyError::NoChannel(_)
+                | PushReplyError::Failed { .. } => {}
+            }
+            rows.push((e.to_string(), push_reply(e), resp::SYSTEM_ERROR));
+        }
+        for (text, (code, remark), want) in rows {
+            assert_eq!(code, want, "{text}");
+            assert!(remark.contains(&text), "{remark:?} holds {text:?}");
         }
     }
 }

@@ -16,14 +16,14 @@ use crate::protocol::heartbeat::SubscriptionData;
 use crate::remoting::response as resp;
 
 /// Java's `ExpressionType.isTagType`: no type, an empty one or TAG.
-pub(super) fn is_tag_type(expression_type: &str) -> bool {
+pub(crate) fn is_tag_type(expression_type: &str) -> bool {
     expression_type.is_empty() || expression_type.eq_ignore_ascii_case("TAG")
 }
 
 /// The compiled selector of a subscription that is not TAG, or why it is refused: SYSTEM_ERROR
 /// without `enablePropertyFilter` (as Java), SUBSCRIPTION_PARSE_FAILED for a type other than
 /// SQL92 or an expression that does not compile (the remark says what is wrong and where).
-pub(super) fn sql_selector(
+pub(crate) fn sql_selector(
     property_filter_enabled: bool,
     expression_type: &str,
     expression: &str,
@@ -55,7 +55,7 @@ thread_local! {
 /// does: a failed heartbeat makes Java clients forget the broker's version, and then they
 /// refuse every SQL92 pull to it, the good subscriptions' too. Clients learn the reason from
 /// CHECK_CLIENT_CONFIG (sent when a consumer starts) and from each refused pull.
-pub(super) fn check_heartbeat(
+pub(crate) fn check_heartbeat(
     property_filter_enabled: bool,
     group: &str,
     subscriptions: &[SubscriptionData],

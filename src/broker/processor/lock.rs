@@ -2,11 +2,11 @@
 //! their queues exclusively; a lock not renewed for 60 s expires
 //! (`rocketmq.broker.rebalance.lockMaxLiveTime`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::Failure;
-use crate::broker::shard::Shard;
 use crate::protocol::heartbeat::{LockBatchRequest, LockBatchResponse, MessageQueue};
 use crate::protocol::route::to_json_body;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
@@ -58,38 +58,39 @@ impl LockTable {
     }
 }
 
-impl Shard {
-    pub(super) fn lock_batch(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
-        let Some(control) = &self.control else {
-            return Err((
-                resp::SYSTEM_ERROR,
-                "lock routed to a non-control shard".into(),
-            ));
-        };
-        let body: LockBatchRequest =
-            crate::protocol::lenient::from_slice(&cmd.body).map_err(|e| {
-                (
-                    resp::SYSTEM_ERROR,
-                    format!("the lock body does not parse: {e}"),
-                )
-            })?;
-        let queues: Vec<MessageQueue> = body.mq_set.into_iter().collect();
-        let mut locks = control.locks.borrow_mut();
-        if cmd.code == req::UNLOCK_BATCH_MQ {
-            locks.unlock(&body.consumer_group, &body.client_id, &queues);
-            return Ok(cmd.success_to());
-        }
-        let ok = locks.lock(
-            &body.consumer_group,
-            &body.client_id,
-            &queues,
-            Instant::now(),
-        );
-        let answer = LockBatchResponse {
-            lock_ok_mq_set: ok.into_iter().collect(),
-        };
-        Ok(cmd.success_to().with_body(to_json_body(&answer)))
+/// LOCK_BATCH_MQ and UNLOCK_BATCH_MQ on the control shard's lock table (`None` elsewhere).
+pub(crate) fn lock_batch(
+    locks: Option<&RefCell<LockTable>>,
+    cmd: &RemotingCommand,
+) -> Result<RemotingCommand, Failure> {
+    let Some(locks) = locks else {
+        return Err((
+            resp::SYSTEM_ERROR,
+            "lock routed to a non-control shard".into(),
+        ));
+    };
+    let body: LockBatchRequest = crate::protocol::lenient::from_slice(&cmd.body).map_err(|e| {
+        (
+            resp::SYSTEM_ERROR,
+            format!("the lock body does not parse: {e}"),
+        )
+    })?;
+    let queues: Vec<MessageQueue> = body.mq_set.into_iter().collect();
+    let mut locks = locks.borrow_mut();
+    if cmd.code == req::UNLOCK_BATCH_MQ {
+        locks.unlock(&body.consumer_group, &body.client_id, &queues);
+        return Ok(cmd.success_to());
     }
+    let ok = locks.lock(
+        &body.consumer_group,
+        &body.client_id,
+        &queues,
+        Instant::now(),
+    );
+    let answer = LockBatchResponse {
+        lock_ok_mq_set: ok.into_iter().collect(),
+    };
+    Ok(cmd.success_to().with_body(to_json_body(&answer)))
 }
 
 #[cfg(test)]

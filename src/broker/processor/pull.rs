@@ -13,7 +13,8 @@ use bytes::{BufMut, BytesMut};
 use futures_lite::future;
 
 use super::{field_failure, filter, Failure};
-use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::perm;
 use crate::config::BrokerRole;
 use crate::filter::sql::Selector;
@@ -74,7 +75,7 @@ impl<'a> PullRequest<'a> {
 }
 
 impl Shard {
-    pub(super) async fn pull(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+    pub(crate) async fn pull(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let request = PullRequest::parse(cmd)?;
         if !self.ctx.readable() {
             return Err((
@@ -86,7 +87,7 @@ impl Shard {
             ));
         }
         self.check_pull_group(request.group).await?;
-        let topic = self.topic(request.topic);
+        let topic = self.topics.get(request.topic);
         let topic = topic.or_else(|| self.replicated_topic(request.topic, request.queue_id));
         let topic = topic.ok_or_else(|| {
             (
@@ -112,7 +113,7 @@ impl Shard {
             && request.commit_offset >= 0
             && self.ctx.cfg.broker_role != BrokerRole::Slave
         {
-            self.offsets.borrow_mut().commit(
+            self.offsets.commit(
                 request.topic,
                 request.group,
                 request.queue_id,
@@ -149,7 +150,9 @@ impl Shard {
                 .and_then(|o| o.parse().ok())
                 .unwrap_or(request.offset);
             let (topic, queue, group) = (request.topic, request.queue_id, request.group);
-            self.offset_moved_event(topic, queue, group, request.offset, moved_to)
+            let puts = self.puts();
+            let moved = (request.offset, moved_to);
+            super::offset_moved::offset_moved_event(&self.ctx, puts, topic, queue, group, moved)
                 .await;
         }
         Ok(response)
@@ -169,7 +172,7 @@ impl Shard {
             .last()
             .and_then(|m| crate::message::record::RecordView::parse(m).ok())
             .map(|v| crate::store::split_physical(v.physical_offset).1);
-        let behind = last.map_or(0, |l| self.store().written_offset().saturating_sub(l));
+        let behind = last.map_or(0, |l| self.store.get().written_offset().saturating_sub(l));
         let in_memory = total_memory_bytes() / 100
             * u64::from(live.access_message_in_memory_max_ratio_percent());
         suggest_broker_id(behind, in_memory)
@@ -180,7 +183,7 @@ impl Shard {
     /// the record durable), never by polling.
     async fn park(&self, request: &PullRequest<'_>) {
         let offset = request.offset.max(0) as u64;
-        let store = self.store();
+        let store = self.store.get();
         future::or(
             store.wait_readable(request.topic, request.queue_id, offset),
             glommio::timer::sleep(Duration::from_millis(request.suspend_ms)),
@@ -217,7 +220,8 @@ impl Shard {
         max_bytes: usize,
         tags: Option<&HashSet<i32>>,
     ) -> Result<GetResult, Failure> {
-        self.store()
+        self.store
+            .get()
             .get_messages(
                 Reader::Consumer,
                 request.topic,
@@ -288,7 +292,7 @@ impl Shard {
     /// NO_PERMISSION. Shards other than the control shard ask it once per group and remember
     /// the answer until the groups change.
     async fn check_pull_group(&self, group: &str) -> Result<(), Failure> {
-        let seen = self.groups_seen.borrow().get(group).copied();
+        let seen = self.subscriptions.group_seen(group);
         let consume_enable = match seen {
             Some(enabled) => Some(enabled),
             None if self.control.is_some() => {
@@ -298,7 +302,7 @@ impl Shard {
                 let request = MeshRequest::FindGroup {
                     group: group.to_string(),
                 };
-                let mesh = self.mesh().ok_or_else(|| {
+                let mesh = self.mesh.get().ok_or_else(|| {
                     (
                         resp::SYSTEM_ERROR,
                         "the shard mesh is not ready".to_string(),
@@ -307,8 +311,7 @@ impl Shard {
                 match mesh.call(0, request).await {
                     Ok(MeshResponse::Group(found)) => {
                         if let Some(enabled) = found {
-                            let mut seen = self.groups_seen.borrow_mut();
-                            seen.insert(group.to_string(), enabled);
+                            self.subscriptions.remember_group(group, enabled);
                         }
                         found
                     }
@@ -406,23 +409,18 @@ impl Shard {
         if let Some(control) = &self.control {
             return control.clients.borrow().subscription(group, topic).cloned();
         }
-        let local = self
-            .subscriptions
-            .borrow()
-            .get(group)
-            .and_then(|t| t.get(topic))
-            .cloned();
+        let local = self.subscriptions.get(group, topic);
         if local.as_ref().is_some_and(|s| s.sub_version >= min_version) {
             return local;
         }
-        let mesh = self.mesh()?;
+        let mesh = self.mesh.get()?;
         let request = MeshRequest::GetSubscriptions {
             group: group.to_string(),
         };
         match mesh.call(0, request).await {
             Ok(MeshResponse::Subscriptions(subs)) => {
                 let found = subs.iter().find(|s| s.topic == topic).cloned();
-                self.apply_subscriptions(group.to_string(), subs);
+                self.subscriptions.apply(group.to_string(), subs);
                 found
             }
             _ => local,

@@ -22,7 +22,8 @@ use std::time::Duration;
 use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ChannelId;
-use crate::broker::shard::{MeshRequest, MeshResponse, Origin, Shard};
+use crate::broker::mesh_proto::Origin;
+use crate::broker::shard::Shard;
 use crate::net::invoke::InvokeError;
 use crate::protocol::fastjson_mq::parse_mq_table;
 use crate::protocol::Fields;
@@ -34,7 +35,7 @@ const CALL_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONSUMER_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// True for the request codes [`Shard::relay`] answers.
-pub(super) fn handles(code: i32) -> bool {
+pub(crate) fn handles(code: i32) -> bool {
     matches!(
         code,
         req::GET_CONSUMER_RUNNING_INFO
@@ -45,7 +46,7 @@ pub(super) fn handles(code: i32) -> bool {
 
 impl Shard {
     /// Answers a relayed admin request (on the control shard).
-    pub(super) async fn relay(
+    pub(crate) async fn relay(
         self: &Rc<Self>,
         origin: Origin,
         cmd: &RemotingCommand,
@@ -87,7 +88,8 @@ impl Shard {
         request.ext_fields = relayed.ext_fields;
         request.body = relayed.body;
         match self
-            .invoke_on_channel(channel, request, CALL_CLIENT_TIMEOUT)
+            .mesh
+            .invoke_on_channel(&self.connections, channel, request, CALL_CLIENT_TIMEOUT)
             .await
         {
             Ok(mut answer) => {
@@ -135,7 +137,7 @@ impl Shard {
         let mut relayed = cmd.clone();
         relayed.set_ext("brokerName", self.ctx.cfg.broker_name.clone());
         if let Some(topic) = cmd.opt_str("topic").filter(|t| !t.is_empty()) {
-            if let Some(config) = self.topic(topic) {
+            if let Some(config) = self.topics.get(topic) {
                 relayed.set_ext("topicSysFlag", config.topic_sys_flag.to_string());
             }
         }
@@ -177,7 +179,8 @@ impl Shard {
                 .with_ext("topic", topic)
                 .with_ext("group", group);
             let answer = self
-                .invoke_on_channel(channel, request, CONSUMER_STATUS_TIMEOUT)
+                .mesh
+                .invoke_on_channel(&self.connections, channel, request, CONSUMER_STATUS_TIMEOUT)
                 .await;
             let offsets = match answer {
                 Ok(a) if a.code == resp::SUCCESS && !a.body.is_empty() => {
@@ -203,48 +206,5 @@ impl Shard {
         }
         body.push_str(r#"},"messageQueueTable":{}}"#);
         Ok(cmd.success_to().with_body(body.into_bytes()))
-    }
-
-    /// Sends `request` on a client connection of any shard and awaits the answer.
-    pub(super) async fn invoke_on_channel(
-        &self,
-        channel: ChannelId,
-        request: RemotingCommand,
-        timeout: Duration,
-    ) -> Result<RemotingCommand, InvokeError> {
-        let shard = usize::from(channel.shard);
-        if shard == self.id {
-            return self
-                .invoke_on_connection(channel.connection, request, timeout)
-                .await;
-        }
-        let mesh = self.mesh().ok_or(InvokeError::Closed)?;
-        let call = MeshRequest::Invoke {
-            connection: channel.connection,
-            command: request,
-            timeout,
-        };
-        match mesh.call(shard, call).await {
-            Ok(MeshResponse::Invoked(answer)) => answer,
-            _ => Err(InvokeError::Closed),
-        }
-    }
-
-    /// Sends `request` on one of this shard's connections and awaits the answer.
-    pub async fn invoke_on_connection(
-        &self,
-        connection: u64,
-        request: RemotingCommand,
-        timeout: Duration,
-    ) -> Result<RemotingCommand, InvokeError> {
-        let conn = self
-            .connections
-            .borrow()
-            .get(&connection)
-            .and_then(std::rc::Weak::upgrade);
-        match conn {
-            Some(conn) => conn.invoke(request, timeout).await,
-            None => Err(InvokeError::Closed),
-        }
     }
 }

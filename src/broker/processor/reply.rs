@@ -22,10 +22,12 @@ use std::time::Duration;
 
 use super::{field_failure, Failure};
 use crate::broker::consumer_groups::ChannelId;
-use crate::broker::shard::{MeshRequest, MeshResponse, Origin, Shard};
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::check_send_topic;
 use crate::message::offset_msg_id;
 use crate::message::properties::Properties;
+use crate::net::invoke::InvokeError;
 use crate::protocol::send::{SendRequest, SendResponse};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::store::{Clock, SystemClock};
@@ -41,7 +43,7 @@ pub const CORRELATION_ID: &str = "CORRELATION_ID";
 pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
 
 impl Shard {
-    pub(super) async fn send_reply(
+    pub(crate) async fn send_reply(
         self: &Rc<Self>,
         origin: Origin,
         cmd: &RemotingCommand,
@@ -49,7 +51,7 @@ impl Shard {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         request.batch = false;
         self.check_writable()?;
-        check_send_topic(&request.topic).map_err(|r| (resp::SYSTEM_ERROR, r))?;
+        check_send_topic(&request.topic).map_err(super::failure::topic_name)?;
         let topic = self.send_topic(&request).await?;
         self.check_body_size(cmd)?;
         let queues = topic.write_queue_nums.max(topic.read_queue_nums);
@@ -66,12 +68,13 @@ impl Shard {
             request.queue_id
         };
         let pushed = self.push_reply(origin, &request, queue_id, cmd).await;
-        let mut response = match &pushed {
+        let mut response = match pushed {
             Ok(()) => cmd.response_to(resp::SUCCESS, None),
-            Err(remark) => {
+            Err(e) => {
+                let (code, remark) = super::failure::push_reply(e);
                 // Counted and logged as refusals are (one WARN line per peer every 10 s).
-                self.refused(origin, cmd, resp::SYSTEM_ERROR, remark);
-                cmd.response_to(resp::SYSTEM_ERROR, Some(remark.clone()))
+                self.refused(origin, cmd, code, &remark);
+                cmd.response_to(code, Some(remark))
             }
         };
         let mut header = SendResponse {
@@ -108,17 +111,13 @@ impl Shard {
         request: &SendRequest,
         queue_id: i32,
         cmd: &RemotingCommand,
-    ) -> Result<(), String> {
+    ) -> Result<(), PushReplyError> {
         let mut props = Properties::parse(&request.properties);
         let Some(requester) = props.get(REPLY_TO_CLIENT).map(str::to_string) else {
-            return Err(format!(
-                "reply message properties[{REPLY_TO_CLIENT}] is null"
-            ));
+            return Err(PushReplyError::NoRequester);
         };
         let Some(channel) = self.producer_channel_of(&requester).await else {
-            return Err(format!(
-                "push reply message fail, channel of <{requester}> not found."
-            ));
+            return Err(PushReplyError::NoChannel(requester));
         };
         let now = SystemClock.now_ms();
         props.set(PUSH_REPLY_TIME, &now.to_string());
@@ -141,18 +140,20 @@ impl Shard {
             .with_ext("storeHost", host_port(self.ctx.store_host))
             .with_ext("storeTimestamp", now.to_string())
             .with_body(cmd.body.clone());
-        let failed = |why: String| {
+        let failed = |why: PushFailure| {
             tracing::debug!(%requester, %why, "push reply message failed");
-            format!("push reply message to {requester}fail.")
+            PushReplyError::Failed {
+                requester: requester.clone(),
+                why,
+            }
         };
-        let answer = self.call_client(channel, push).await.map_err(failed)?;
+        let answer = self
+            .call_client(channel, push)
+            .await
+            .map_err(|e| failed(PushFailure::Invoke(e)))?;
         if answer.code != resp::SUCCESS {
-            let why = format!(
-                "answered {}: {}",
-                answer.code,
-                answer.remark.unwrap_or_default()
-            );
-            return Err(failed(why));
+            let remark = answer.remark.unwrap_or_default();
+            return Err(failed(PushFailure::Answered(answer.code, remark)));
         }
         Ok(())
     }
@@ -176,7 +177,8 @@ impl Shard {
             &request.properties,
         )?;
         let put = self
-            .put_routed(&request.topic, queue_id, record, slots, true)
+            .puts()
+            .put(&request.topic, queue_id, record, slots, true)
             .await
             .map_err(super::failure::put)?;
         self.stats.count_put(1, put.wrote_bytes);
@@ -194,7 +196,7 @@ impl Shard {
         let request = MeshRequest::ProducerChannelOf {
             client_id: client_id.to_string(),
         };
-        match self.mesh()?.call(0, request).await {
+        match self.mesh.get()?.call(0, request).await {
             Ok(MeshResponse::Channel(channel)) => channel,
             _ => None,
         }
@@ -219,11 +221,32 @@ impl Shard {
         &self,
         channel: ChannelId,
         command: RemotingCommand,
-    ) -> Result<RemotingCommand, String> {
-        self.invoke_on_channel(channel, command, PUSH_TIMEOUT)
+    ) -> Result<RemotingCommand, InvokeError> {
+        self.mesh
+            .invoke_on_channel(&self.connections, channel, command, PUSH_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())
     }
+}
+
+/// Why a reply was not pushed to its requester; the texts are Java's remarks.
+#[derive(Debug, thiserror::Error)]
+pub enum PushReplyError {
+    #[error("reply message properties[REPLY_TO_CLIENT] is null")]
+    NoRequester,
+    #[error("push reply message fail, channel of <{0}> not found.")]
+    NoChannel(String),
+    /// The requester's connection failed or refused the push (why: logged, not answered).
+    #[error("push reply message to {requester}fail.")]
+    Failed { requester: String, why: PushFailure },
+}
+
+/// What went wrong with a push the requester's connection was given.
+#[derive(Debug, thiserror::Error)]
+pub enum PushFailure {
+    #[error(transparent)]
+    Invoke(InvokeError),
+    #[error("answered {0}: {1}")]
+    Answered(i32, String),
 }
 
 /// `ip:port` as Java's `InetAddress.getHostAddress() + ":" + port` writes it (what the

@@ -5,8 +5,9 @@
 use bytes::BytesMut;
 
 use super::{field_failure, Failure};
+use crate::broker::mesh_proto::Origin;
 use crate::broker::schedule;
-use crate::broker::shard::{Origin, Shard};
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::{
     check_send_topic, dlq_topic, perm, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC, TRANS_HALF_TOPIC,
 };
@@ -20,7 +21,7 @@ use crate::store::PutStatus;
 
 impl Shard {
     /// Java's refusal of sends by a slave or a broker whose write permission is off.
-    pub(super) fn check_writable(&self) -> Result<(), Failure> {
+    pub(crate) fn check_writable(&self) -> Result<(), Failure> {
         if self.ctx.writable() {
             return Ok(());
         }
@@ -32,7 +33,7 @@ impl Shard {
     }
 
     /// A body over `maxMessageSize` is MESSAGE_ILLEGAL with the sizes.
-    pub(super) fn check_body_size(&self, cmd: &RemotingCommand) -> Result<(), Failure> {
+    pub(crate) fn check_body_size(&self, cmd: &RemotingCommand) -> Result<(), Failure> {
         let max = self.ctx.live.max_message_size_bytes() as usize;
         if cmd.body.len() <= max {
             return Ok(());
@@ -44,14 +45,14 @@ impl Shard {
         Err((resp::MESSAGE_ILLEGAL, remark))
     }
 
-    pub(super) async fn send(
+    pub(crate) async fn send(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         self.check_writable()?;
-        check_send_topic(&request.topic).map_err(|r| (resp::SYSTEM_ERROR, r))?;
+        check_send_topic(&request.topic).map_err(super::failure::topic_name)?;
         let topic = self.send_topic(&request).await?;
         let queue_id = check_queue(&request, &topic)?;
         self.check_body_size(cmd)?;
@@ -71,7 +72,8 @@ impl Shard {
             .await?;
         let result = if request.batch {
             let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
-            self.put_batch_routed(&request.topic, queue_id, records, wait)
+            self.puts()
+                .put_batch(&request.topic, queue_id, records, wait)
                 .await
                 .map_err(super::failure::put)?
         } else {
@@ -84,7 +86,8 @@ impl Shard {
                 &props.to_wire(),
             )?;
             let put = self
-                .put_routed(&target, target_queue, record, slots, wait)
+                .puts()
+                .put(&target, target_queue, record, slots, wait)
                 .await
                 .map_err(super::failure::put)?;
             crate::store::PutBatchResult {
@@ -189,8 +192,8 @@ impl Shard {
     }
 
     /// The topic's config, auto-creating it when allowed; NO_PERMISSION when not writable.
-    pub(super) async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
-        let existing = self.topic(&request.topic);
+    pub(crate) async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
+        let existing = self.topics.get(&request.topic);
         let topic = match existing {
             Some(t) => t,
             None => self
@@ -240,7 +243,7 @@ impl Shard {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn element_record(
+    pub(crate) fn element_record(
         &self,
         origin: Origin,
         request: &SendRequest,

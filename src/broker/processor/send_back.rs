@@ -19,7 +19,7 @@ use crate::remoting::{response as resp, RemotingCommand};
 const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
 
 impl Shard {
-    pub(super) async fn send_back(
+    pub(crate) async fn send_back(
         self: &Rc<Self>,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -44,7 +44,8 @@ impl Shard {
             ));
         }
         let stored = self
-            .store()
+            .store
+            .get()
             .read_by_physical_offset(offset)
             .await
             .map_err(|e| {
@@ -104,9 +105,10 @@ impl Shard {
             body: original.body,
             properties: &wire,
         };
-        schedule::put_input(self, &input)
+        self.puts()
+            .put_input(&input)
             .await
-            .map_err(|e| (resp::SYSTEM_ERROR, e))?;
+            .map_err(super::failure::send_back)?;
         Ok(cmd.success_to())
     }
 }

@@ -12,18 +12,20 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use super::{field_failure, Failure};
+use super::{failure, field_failure, Failure};
 use crate::broker::consumer_groups::ChannelId;
+use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
 use crate::broker::schedule;
-use crate::broker::shard::{MeshRequest, MeshResponse, Shard};
+use crate::broker::services::puts::PutError;
+use crate::broker::shard::Shard;
 use crate::broker::topic_config::{TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC};
 use crate::message::properties::{self, Properties};
-use crate::message::record::{patch, RecordInput, RecordView};
+use crate::message::record::{patch, RecordError, RecordInput, RecordView};
 use crate::message::{offset_msg_id, sysflag};
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
-use crate::store::{Clock, GetStatus, Reader, SystemClock};
+use crate::store::{Clock, GetStatus, Reader, StoreError, SystemClock};
 
 /// The internal group whose offsets track the half and op queues.
 pub const TRANS_GROUP: &str = "CID_RMQ_SYS_TRANS";
@@ -31,6 +33,19 @@ pub const TRANS_GROUP: &str = "CID_RMQ_SYS_TRANS";
 /// `commitOrRollback` values (MessageSysFlag).
 const COMMIT: i64 = 8;
 const ROLLBACK: i64 = 12;
+
+/// Why a transaction's step (a commit, its op record, a check pass) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError {
+    #[error("the half message has no REAL_TOPIC")]
+    NoRealTopic,
+    #[error(transparent)]
+    Put(#[from] PutError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a stored record does not parse: {0}")]
+    Record(#[from] RecordError),
+}
 
 /// Check-back state of the half queue's shard.
 #[derive(Debug, Default)]
@@ -42,7 +57,7 @@ pub struct Transactions {
 }
 
 impl Shard {
-    pub(super) async fn end_transaction(
+    pub(crate) async fn end_transaction(
         self: &Rc<Self>,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -68,7 +83,8 @@ impl Shard {
             return Ok(cmd.success_to());
         }
         let stored = self
-            .store()
+            .store
+            .get()
             .read_by_physical_offset(physical)
             .await
             .map_err(|e| {
@@ -82,20 +98,20 @@ impl Shard {
         if decision == COMMIT {
             self.commit_half(&half)
                 .await
-                .map_err(|e| (resp::SYSTEM_ERROR, e))?;
+                .map_err(failure::transaction)?;
         }
         self.write_op(half.queue_offset)
             .await
-            .map_err(|e| (resp::SYSTEM_ERROR, e))?;
+            .map_err(failure::transaction)?;
         Ok(cmd.success_to())
     }
 
     /// Stores the committed copy of a half message in its real topic and queue.
-    async fn commit_half(self: &Rc<Self>, half: &RecordView<'_>) -> Result<(), String> {
+    async fn commit_half(self: &Rc<Self>, half: &RecordView<'_>) -> Result<(), TransactionError> {
         let mut props = Properties::parse(half.properties);
         let topic = props
             .remove(properties::REAL_TOPIC)
-            .ok_or("the half message has no REAL_TOPIC")?;
+            .ok_or(TransactionError::NoRealTopic)?;
         let queue_id: i32 = props
             .remove(properties::REAL_QID)
             .and_then(|q| q.parse().ok())
@@ -129,13 +145,13 @@ impl Shard {
                 properties: &wire,
                 ..input
             };
-            return schedule::put_input(self, &delayed).await;
+            return Ok(self.puts().put_input(&delayed).await?);
         }
-        schedule::put_input(self, &input).await
+        Ok(self.puts().put_input(&input).await?)
     }
 
     /// Records that half-queue offset `half_offset` is finished (committed or rolled back).
-    async fn write_op(self: &Rc<Self>, half_offset: i64) -> Result<(), String> {
+    async fn write_op(self: &Rc<Self>, half_offset: i64) -> Result<(), TransactionError> {
         let body = half_offset.to_string();
         let props = format!("{}\u{1}d", properties::TAGS);
         let input = RecordInput::from_broker(
@@ -145,7 +161,7 @@ impl Shard {
             body.as_bytes(),
             &props,
         );
-        schedule::put_input(self, &input).await
+        Ok(self.puts().put_input(&input).await?)
     }
 
     /// The producer connection to ask about `group`'s transactions (from the control shard).
@@ -158,7 +174,7 @@ impl Shard {
                 .first()
                 .map(|c| c.channel);
         }
-        let mesh = self.mesh()?;
+        let mesh = self.mesh.get()?;
         match mesh
             .call(
                 0,
@@ -218,11 +234,10 @@ pub async fn run_checks(shard: Rc<Shard>, shutdown: Shutdown) {
 }
 
 /// Reads the op log into `done`, then walks the open half messages.
-async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
+async fn check_pass(shard: &Rc<Shard>) -> Result<(), TransactionError> {
     read_ops(shard).await?;
     let mut offset = shard
         .offsets
-        .borrow()
         .query(TRANS_HALF_TOPIC, TRANS_GROUP, 0)
         .unwrap_or(0);
     let now = SystemClock.now_ms();
@@ -230,7 +245,8 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
     let mut prefix_open = false;
     loop {
         let result = shard
-            .store()
+            .store
+            .get()
             .get_messages(
                 Reader::Broker,
                 TRANS_HALF_TOPIC,
@@ -240,8 +256,7 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
                 1 << 20,
                 None,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if result.status != GetStatus::Found {
             if !prefix_open
                 && matches!(
@@ -249,25 +264,19 @@ async fn check_pass(shard: &Rc<Shard>) -> Result<(), String> {
                     GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly
                 )
             {
-                shard.offsets.borrow_mut().commit(
-                    TRANS_HALF_TOPIC,
-                    TRANS_GROUP,
-                    0,
-                    result.next_begin_offset,
-                );
+                shard
+                    .offsets
+                    .commit(TRANS_HALF_TOPIC, TRANS_GROUP, 0, result.next_begin_offset);
             }
             return Ok(());
         }
         for stored in &result.messages {
-            let view = RecordView::parse(stored).map_err(|e| e.to_string())?;
+            let view = RecordView::parse(stored)?;
             let finished = check_one(shard, &view, now, timeout_ms).await?;
             if finished && !prefix_open {
-                shard.offsets.borrow_mut().commit(
-                    TRANS_HALF_TOPIC,
-                    TRANS_GROUP,
-                    0,
-                    view.queue_offset + 1,
-                );
+                shard
+                    .offsets
+                    .commit(TRANS_HALF_TOPIC, TRANS_GROUP, 0, view.queue_offset + 1);
             }
             prefix_open |= !finished;
             if !finished && now - view.born_timestamp < timeout_ms {
@@ -284,7 +293,7 @@ async fn check_one(
     view: &RecordView<'_>,
     now: i64,
     timeout_ms: i64,
-) -> Result<bool, String> {
+) -> Result<bool, TransactionError> {
     {
         let mut state = shard.transactions.borrow_mut();
         if state.done.remove(&view.queue_offset) {
@@ -313,7 +322,9 @@ async fn check_one(
         .unwrap_or_default()
         .to_string();
     match shard.producer_channel(&group).await {
-        Some(channel) => shard.send_to_channels(vec![(channel, check_command(shard, view)?)]),
+        Some(channel) => shard
+            .mesh
+            .send_to_channels(&shard.connections, vec![(channel, check_command(view)?)]),
         None => tracing::debug!(%group, "no producer online to check a transaction with"),
     }
     Ok(false)
@@ -321,7 +332,7 @@ async fn check_one(
 
 /// CHECK_TRANSACTION_STATE for a half message; its body is the message with its real topic
 /// and queue restored, as Java's clients decode it.
-fn check_command(shard: &Shard, view: &RecordView<'_>) -> Result<RemotingCommand, String> {
+fn check_command(view: &RecordView<'_>) -> Result<RemotingCommand, RecordError> {
     let uniq = properties::find(view.properties, properties::UNIQ_KEY).unwrap_or_default();
     let topic = properties::find(view.properties, properties::REAL_TOPIC).unwrap_or(view.topic);
     let queue_id = properties::find(view.properties, properties::REAL_QID)
@@ -341,7 +352,7 @@ fn check_command(shard: &Shard, view: &RecordView<'_>) -> Result<RemotingCommand
         properties: view.properties,
     };
     let mut body = BytesMut::with_capacity(input.encoded_len());
-    let slots = input.encode(&mut body).map_err(|e| e.to_string())?;
+    let slots = input.encode(&mut body)?;
     patch(
         &mut body,
         slots,
@@ -349,7 +360,6 @@ fn check_command(shard: &Shard, view: &RecordView<'_>) -> Result<RemotingCommand
         view.physical_offset,
         view.store_timestamp,
     );
-    let _ = shard;
     Ok(RemotingCommand::request(req::CHECK_TRANSACTION_STATE)
         .with_ext("tranStateTableOffset", view.queue_offset.to_string())
         .with_ext("commitLogOffset", view.physical_offset.to_string())
@@ -363,15 +373,15 @@ fn check_command(shard: &Shard, view: &RecordView<'_>) -> Result<RemotingCommand
 }
 
 /// Reads new op records (finished half offsets) from the op queue's saved offset.
-async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
+async fn read_ops(shard: &Rc<Shard>) -> Result<(), TransactionError> {
     let mut offset = shard
         .offsets
-        .borrow()
         .query(TRANS_OP_HALF_TOPIC, TRANS_GROUP, 0)
         .unwrap_or(0);
     loop {
         let result = shard
-            .store()
+            .store
+            .get()
             .get_messages(
                 Reader::Broker,
                 TRANS_OP_HALF_TOPIC,
@@ -381,18 +391,16 @@ async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
                 1 << 20,
                 None,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if result.status != GetStatus::Found {
             return Ok(());
         }
         let half_min = shard
             .offsets
-            .borrow()
             .query(TRANS_HALF_TOPIC, TRANS_GROUP, 0)
             .unwrap_or(0);
         for stored in &result.messages {
-            let view = RecordView::parse(stored).map_err(|e| e.to_string())?;
+            let view = RecordView::parse(stored)?;
             if let Some(half) = std::str::from_utf8(view.body)
                 .ok()
                 .and_then(|b| b.trim().parse::<i64>().ok())
@@ -405,7 +413,6 @@ async fn read_ops(shard: &Rc<Shard>) -> Result<(), String> {
         offset = result.next_begin_offset;
         shard
             .offsets
-            .borrow_mut()
             .commit(TRANS_OP_HALF_TOPIC, TRANS_GROUP, 0, offset);
     }
 }

@@ -120,7 +120,7 @@ pub fn on_send(
     }
     let now_ms = SystemClock.now_ms();
     let max_ms = cfg.timer_max_delay_sec as i64 * 1_000;
-    let deliver_ms = deliver_ms(props, now_ms).map_err(illegal)?;
+    let deliver_ms = deliver_ms(props, now_ms).map_err(|e| illegal(e.to_string()))?;
     if deliver_ms <= now_ms {
         return Ok(None);
     }
@@ -144,23 +144,35 @@ pub fn on_send(
     )))
 }
 
+/// A timer property that is no usable number.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum TimerValueError {
+    #[error("timer message illegal: {key}={value:?} is not a whole number")]
+    NotWhole { key: String, value: String },
+    #[error("timer message illegal: {key}={value:?} is out of range")]
+    OutOfRange { key: String, value: String },
+}
+
 /// The asked delivery time (Java's order: `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`,
 /// `TIMER_DELIVER_MS`); `Err` says which value is no whole number. A sum past `i64` counts as
 /// the far future (refused as beyond the maximum).
-fn deliver_ms(props: &Properties, now_ms: i64) -> Result<i64, String> {
-    let number = |key: &str| -> Result<Option<i64>, String> {
+fn deliver_ms(props: &Properties, now_ms: i64) -> Result<i64, TimerValueError> {
+    let number = |key: &str| -> Result<Option<i64>, TimerValueError> {
         props
             .get(key)
             .map(|v| {
                 // Java's Long.parseLong: an optional sign and decimal digits, nothing else.
                 let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(format!(
-                        "timer message illegal: {key}={v:?} is not a whole number"
-                    ));
+                    return Err(TimerValueError::NotWhole {
+                        key: key.to_string(),
+                        value: v.to_string(),
+                    });
                 }
-                v.parse::<i64>()
-                    .map_err(|_| format!("timer message illegal: {key}={v:?} is out of range"))
+                v.parse::<i64>().map_err(|_| TimerValueError::OutOfRange {
+                    key: key.to_string(),
+                    value: v.to_string(),
+                })
             })
             .transpose()
     };
@@ -211,7 +223,7 @@ mod tests {
         assert_eq!(t(&[(TIMER_DELAY_SEC, "9223372036854775807")]), Ok(i64::MAX));
         for bad in ["", "abc", "1.5", " 5", "5s", "-", "0x10"] {
             let err = t(&[(TIMER_DELAY_MS, bad)]).expect_err(bad);
-            assert!(err.contains("TIMER_DELAY_MS"), "{err}");
+            assert!(err.to_string().contains("TIMER_DELAY_MS"), "{err}");
         }
         assert!(t(&[(TIMER_DELIVER_MS, "99999999999999999999")]).is_err());
     }

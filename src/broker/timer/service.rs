@@ -32,9 +32,11 @@ use crate::broker::schedule::moved_copy;
 use crate::broker::shard::Shard;
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::message::properties::{self, Properties};
-use crate::message::record::{peek_header, RecordSlots, RecordView, MESSAGE_MAGIC_CODE};
+use crate::message::record::{
+    peek_header, RecordError, RecordSlots, RecordView, MESSAGE_MAGIC_CODE,
+};
 use crate::runtime::Shutdown;
-use crate::store::{Clock, GetStatus, Reader, SystemClock};
+use crate::store::{Clock, GetStatus, Reader, StoreError, SystemClock};
 
 /// Records taken in per read, and due timers delivered (or built ahead) per round.
 const BATCH: usize = 32;
@@ -50,13 +52,24 @@ const PREPARE_BYTES_MAX: usize = 32 << 20;
 /// Wait after a failed round (a full disk, an I/O error) before the next.
 const RETRY: Duration = Duration::from_secs(1);
 
-type Fail = String;
+/// Why a timer round failed (logged; the round is retried after [`RETRY`]).
+#[derive(Debug, thiserror::Error)]
+enum Fail {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a timer record does not parse or encode: {0}")]
+    Record(#[from] RecordError),
+    #[error("the commitlog closed")]
+    CommitlogClosed,
+}
 
 fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, Fail>> {
     let task = glommio::executor().spawn_blocking(f);
-    async move { task.await.map_err(|e| e.to_string()) }
+    async move { Ok(task.await?) }
 }
 
 /// Runs the shard's timer service until shutdown.
@@ -180,7 +193,7 @@ impl Service {
                 None
             }
         };
-        let store = shard.store();
+        let store = shard.store.get();
         let queue_min = store.min_offset(TIMER_TOPIC, queue);
         let scan_from = match checkpoint {
             Some(c) => c.commitlog_pos,
@@ -291,7 +304,7 @@ impl Service {
     /// Takes in up to [`BATCH`] new timer records.
     async fn intake(&mut self) -> Result<bool, Fail> {
         let next = self.wheel.enqueue_next();
-        let store = self.shard.store();
+        let store = self.shard.store.get();
         let r = store
             .get_messages(
                 Reader::Broker,
@@ -302,8 +315,7 @@ impl Service {
                 READ_BYTES_MAX,
                 None,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         match r.status {
             GetStatus::Found => {}
             GetStatus::OffsetTooSmall => {
@@ -323,7 +335,7 @@ impl Service {
         let mut late: Vec<(Key, Bytes)> = Vec::new();
         let mut end = next;
         for raw in &r.messages {
-            let view = RecordView::parse(raw).map_err(|e| e.to_string())?;
+            let view = RecordView::parse(raw)?;
             end = view.queue_offset + 1;
             let Some(out) = out_ms(&view) else {
                 if let Verdict::Log { suppressed } = self.log.check("no TIMER_OUT_MS") {
@@ -458,7 +470,7 @@ impl Service {
         let mut found = HashMap::with_capacity(keys.len());
         // Queue offsets [from, to) looked at.
         let mut looked: Vec<(i64, i64)> = Vec::new();
-        let store = self.shard.store();
+        let store = self.shard.store.get();
         let mut bytes = 0;
         for (done, key) in keys.iter().enumerate() {
             let qo = key.1;
@@ -484,12 +496,9 @@ impl Service {
                     READ_BYTES_MAX,
                     None,
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             for raw in r.messages {
-                let at = RecordView::parse(&raw)
-                    .map_err(|e| e.to_string())?
-                    .queue_offset;
+                let at = RecordView::parse(&raw)?.queue_offset;
                 bytes += raw.len();
                 found.insert(at, raw);
             }
@@ -502,7 +511,7 @@ impl Service {
     /// The copy of timer record `raw` for its real topic and queue; `None` (with a warning)
     /// when it does not match its entry or names no real topic.
     fn copy_of(&self, key: Key, raw: &Bytes, dequeue_ms: i64) -> Result<Option<Copy>, Fail> {
-        let view = RecordView::parse(raw).map_err(|e| e.to_string())?;
+        let view = RecordView::parse(raw)?;
         assert_eq!(view.queue_offset, key.1, "fetched the wrong timer record");
         if out_ms(&view) != Some(key.0) {
             tracing::warn!(
@@ -531,7 +540,7 @@ impl Service {
         let wire = props.to_wire();
         let input = moved_copy(&view, &topic, queue_id, &wire, self.shard.ctx.store_host);
         let mut record = BytesMut::with_capacity(input.encoded_len());
-        let slots = input.encode(&mut record).map_err(|e| e.to_string())?;
+        let slots = input.encode(&mut record)?;
         Ok(Some(Copy {
             record,
             slots,
@@ -546,9 +555,9 @@ impl Service {
         copy.dequeued_at(now_ms());
         let shards = self.shard.ctx.shards;
         if owner_shard(&copy.topic, copy.queue_id, shards) == self.shard.id {
-            let store = self.shard.store();
+            let store = self.shard.store.get();
             let put = store.put(copy.record, copy.slots, false).await;
-            return put.map(drop).map_err(|e| e.to_string());
+            return Ok(put.map(drop)?);
         }
         // Cannot happen with the send hook's choice of queue; delivery still goes on.
         tracing::warn!(
@@ -556,10 +565,9 @@ impl Service {
             queue_id = copy.queue_id,
             "timer copy stored on another shard"
         );
-        let put = self
-            .shard
-            .put_routed(&copy.topic, copy.queue_id, copy.record, copy.slots, false);
-        put.await.map(drop).map_err(|e| e.to_string())
+        let puts = self.shard.puts();
+        let put = puts.put(&copy.topic, copy.queue_id, copy.record, copy.slots, false);
+        Ok(put.await.map(drop)?)
     }
 
     /// Stores the copy of timer record `raw` (taken in after its time) at once.
@@ -580,7 +588,7 @@ impl Service {
         {
             return;
         }
-        let store = self.shard.store();
+        let store = self.shard.store.get();
         let checkpoint = self.wheel.capture(store.written_offset());
         self.captured = Some(state);
         self.captured_at_ms = now_ms();
@@ -606,7 +614,7 @@ impl Service {
                     .await
                     .is_err()
             {
-                result = Err("the commitlog closed".into());
+                result = Err(Fail::CommitlogClosed);
             }
             if result.is_ok() {
                 let d = dir.clone();
@@ -645,7 +653,7 @@ impl Service {
             let at = (self.captured_at_ms + self.flush_interval_ms).max(soonest);
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
-        let watch = self.shard.store().queue_watch(TIMER_TOPIC, self.queue);
+        let watch = self.shard.store.get().queue_watch(TIMER_TOPIC, self.queue);
         let target = self.wheel.enqueue_next().max(0) as u64 + 1;
         let new_record = async {
             let _ = watch.wait_for(target).await;
@@ -680,7 +688,7 @@ fn marker(shard: usize, qo: i64) -> String {
 /// Where the copies of the timers of a store without a checkpoint can start: at the first
 /// timer record still stored (a copy always follows its timer record).
 async fn first_record_pos(shard: &Rc<Shard>, queue: i32, queue_min: i64) -> Result<u64, Fail> {
-    let store = shard.store();
+    let store = shard.store.get();
     let r = store
         .get_messages(
             Reader::Broker,
@@ -691,27 +699,22 @@ async fn first_record_pos(shard: &Rc<Shard>, queue: i32, queue_min: i64) -> Resu
             READ_BYTES_MAX,
             None,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let Some(raw) = r.messages.first() else {
         return Ok(store.written_offset());
     };
-    let view = RecordView::parse(raw).map_err(|e| e.to_string())?;
+    let view = RecordView::parse(raw)?;
     Ok(crate::store::split_physical(view.physical_offset).1)
 }
 
 /// (`TIMER_OUT_MS`, queue offset) of every copy this shard's timer service stored from `pos`
 /// (an offset in the shard's commitlog) to the end.
 async fn scan_copies(shard: &Rc<Shard>, pos: u64) -> Result<Vec<Key>, Fail> {
-    let store = shard.store();
+    let store = shard.store.get();
     let mut pos = pos.max(store.commitlog_min_offset());
     let mut found = Vec::new();
     let mine = format!("{}:", shard.id);
-    while let Some(chunk) = store
-        .replication_chunk(pos, 1 << 20)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    while let Some(chunk) = store.replication_chunk(pos, 1 << 20).await? {
         let bytes = &chunk.bytes[..];
         let mut at = 0;
         while let Some((size, magic)) = peek_header(&bytes[at..]) {
@@ -751,7 +754,7 @@ async fn verified(
     let covered = |k: &Key| {
         checkpoint.is_some_and(|c| k.1 < c.enqueue_next && c.delivered.is_some_and(|d| *k <= d))
     };
-    let store = shard.store();
+    let store = shard.store.get();
     let mut out = Vec::new();
     for key in copies.into_iter().filter(|k| !covered(k)) {
         let r = store
@@ -764,8 +767,7 @@ async fn verified(
                 READ_BYTES_MAX,
                 None,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let real = r.messages.first().is_some_and(|raw| {
             RecordView::parse(raw)
                 .is_ok_and(|v| v.queue_offset == key.1 && out_ms(&v) == Some(key.0))

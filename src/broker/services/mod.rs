@@ -1,0 +1,20 @@
+//! A shard's parts ("services"), each owning one piece of the shard's state behind a narrow
+//! API with private fields: its store handle ([`store::ShardStore`]), its slice of consumer and
+//! delay offsets ([`offsets::OffsetBook`]), its replica of the topic table
+//! ([`topics::TopicReplica`]) and of consumer subscriptions
+//! ([`subscriptions::SubscriptionReplica`]), the connections it accepted
+//! ([`connections::Connections`]) and its client of the other shards
+//! ([`mesh_client::MeshClient`]). Redpanda's sharded services are the model: one instance per
+//! shard, reached on another shard only through a mesh message ([`crate::broker::mesh_proto`]).
+//!
+//! Services sit below the processors: they import lower layers (store, runtime, net) and the
+//! mesh protocol, never a processor or the [`crate::broker::shard::Shard`] that wires them
+//! (checked by `crate::broker::import_graph`'s test).
+
+pub mod connections;
+pub mod mesh_client;
+pub mod offsets;
+pub mod puts;
+pub mod store;
+pub mod subscriptions;
+pub mod topics;
