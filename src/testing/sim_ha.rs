@@ -234,6 +234,9 @@ struct Shared {
     master_dir: PathBuf,
     slave_dir: PathBuf,
     events: Vec<String>,
+    /// FNV-1a over every event (the run's fingerprint).
+    digest: u64,
+    verbose: bool,
 }
 
 enum Seg {
@@ -335,7 +338,6 @@ struct World {
     verified: u64,
     weights: Weights,
     stats: SimStats,
-    verbose: bool,
 }
 
 fn store_config(root: &str, rng: &mut Rng) -> StoreConfig {
@@ -380,9 +382,12 @@ fn id_of(body: &[u8]) -> Option<u64> {
 }
 
 impl Shared {
-    fn event(&mut self, text: String, verbose: bool) {
-        if verbose {
+    fn event(&mut self, text: String) {
+        if self.verbose {
             eprintln!("{text}");
+        }
+        for b in text.bytes() {
+            self.digest = (self.digest ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
         }
         self.events.push(text);
         if self.events.len() > 4 * EVENTS_KEPT {
@@ -421,7 +426,7 @@ impl Shared {
             }
             _ => Outcome::NotAcked,
         };
-        self.events.push(format!("put {id} answered {outcome:?}"));
+        self.event(format!("  put {id} answered {outcome:?}"));
         if let Some(sent) = self.sent.get_mut(&id) {
             sent.outcome = outcome;
         }
@@ -494,6 +499,8 @@ impl World {
             master_dir: m_cfg.commitlog_dir.join("0"),
             slave_dir: s_cfg.commitlog_dir.join("0"),
             events: Vec::new(),
+            digest: 0xCBF2_9CE4_8422_2325,
+            verbose,
         }));
         let clock = SimClock::new(1_700_000_000_000);
         m_disk.set_clock(&clock);
@@ -531,18 +538,12 @@ impl World {
             verified: 0,
             weights,
             stats: SimStats::default(),
-            verbose,
         }
     }
 
     fn event(&mut self, text: impl Into<String>) {
         let text = format!("[{} t={}] {}", self.step, self.now, text.into());
-        let mut h = self.stats.digest ^ 0xCBF2_9CE4_8422_2325;
-        for b in text.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
-        }
-        self.stats.digest = h;
-        self.shared.borrow_mut().event(text, self.verbose);
+        self.shared.borrow_mut().event(text);
     }
 
     fn fail(&self, what: String) -> SimFailure {
@@ -571,6 +572,7 @@ impl World {
         self.stats.steps = steps;
         self.stats.sim_ms = self.now;
         let shared = self.shared.borrow();
+        self.stats.digest = shared.digest;
         self.stats.puts = shared.sent.len() as u64;
         for s in shared.sent.values() {
             if let Outcome::Acked { .. } = s.outcome {
