@@ -25,7 +25,7 @@ use crate::ha::history::History;
 use crate::ha::master::{self, Replicas};
 use crate::ha::proto::{Action, Hello};
 use crate::ha::slave::{Follower, FollowerHost, MasterAddr};
-use crate::ha::HaOptions;
+use crate::ha::{HaError, HaOptions};
 use crate::net::{RpcClient, RpcError};
 use crate::protocol::lenient;
 use crate::protocol::register::TopicConfig;
@@ -399,23 +399,22 @@ impl FollowerHost for Shard {
         &self,
         action: Action,
         start: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<MessageStore, String>> + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<MessageStore, HaError>> + '_>> {
         Box::pin(async move {
             let old = self.store.get();
-            old.close()
-                .await
-                .map_err(|e| format!("closing the store: {e}"))?;
+            old.close().await.map_err(HaError::CloseStore)?;
             let mut cfg =
                 StoreConfig::from_broker(&self.ctx.cfg, self.id as u8, self.ctx.shards as u32);
             match action {
                 Action::Truncate => cfg.truncate_to = Some(start),
-                Action::Wipe => crate::store::remove_shard_files(&cfg)
-                    .map_err(|e| format!("emptying the shard's store: {e}"))?,
+                Action::Wipe => {
+                    crate::store::remove_shard_files(&cfg).map_err(HaError::WipeStore)?
+                }
                 Action::Continue => {}
             }
             let store = MessageStore::open(DmaStorage, Rc::new(SystemClock), cfg)
                 .await
-                .map_err(|e| format!("reopening the store: {e}"))?;
+                .map_err(HaError::ReopenStore)?;
             self.store.replace(store.clone());
             Ok(store)
         })
@@ -445,18 +444,18 @@ pub(super) async fn serve_ha(listener: TcpListener, shard: Rc<Shard>, shutdown: 
                 Ok(hello) => hello,
                 Err(reason) => {
                     tracing::warn!(peer = ?stream.peer_addr().ok(), %reason, "bad HA handshake");
-                    return master::refuse(stream, reason).await;
+                    return master::refuse(stream, reason.to_string()).await;
                 }
             };
             if let Some(acl) = &shard.ctx.acl {
                 let peer = stream.peer_addr().map(|a| a.ip());
                 let now = crate::store::Clock::now_ms(&SystemClock) as u64;
                 let checked = peer
-                    .map_err(|e| e.to_string())
-                    .and_then(|ip| crate::ha::auth::check_hello(acl, ip, auth.as_ref(), now));
+                    .map_err(|e| HaError::PeerAddr(e.into()))
+                    .and_then(|ip| Ok(crate::ha::auth::check_hello(acl, ip, auth.as_ref(), now)?));
                 if let Err(reason) = checked {
                     tracing::warn!(peer = ?stream.peer_addr().ok(), %reason, "HA link refused by the ACL");
-                    return master::refuse(stream, reason).await;
+                    return master::refuse(stream, reason.to_string()).await;
                 }
             }
             let target = usize::from(hello.shard);

@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::error::AuthRefusal;
 use super::proto::HelloAuth;
 use crate::acl::Acl;
 
@@ -22,43 +23,32 @@ pub fn check_hello(
     peer: IpAddr,
     auth: Option<&HelloAuth>,
     now_ms: u64,
-) -> Result<(), String> {
+) -> Result<(), AuthRefusal> {
     let rules = acl.rules();
     if rules.globally_white(peer) {
         return Ok(());
     }
     let Some(auth) = auth else {
-        return Err(
-            "the master runs with aclEnable=true: set aclAccessKey/aclSecretKey on the \
-                    slave to an admin account of the master's plain_acl.yml"
-                .into(),
-        );
+        return Err(AuthRefusal::Unsigned);
     };
     let Some(account) = rules.account(&auth.access_key) else {
-        return Err(format!("No acl config for {}", auth.access_key));
+        return Err(AuthRefusal::UnknownAccount(auth.access_key.clone()));
     };
     if account.white.matches(peer) {
         return Ok(());
     }
     if !auth.verify(&account.secret_key) {
-        return Err(format!(
-            "Check signature failed for accessKey={}",
-            auth.access_key
-        ));
+        return Err(AuthRefusal::BadSignature(auth.access_key.clone()));
     }
     let skew = now_ms.abs_diff(auth.timestamp_ms);
     if skew > HELLO_CLOCK_SKEW_MAX.as_millis() as u64 {
-        return Err(format!(
-            "the HELLO was signed {} s away from the master's clock (at most {} s)",
-            skew / 1000,
-            HELLO_CLOCK_SKEW_MAX.as_secs()
-        ));
+        return Err(AuthRefusal::ClockSkew {
+            skew_s: skew / 1000,
+            max_s: HELLO_CLOCK_SKEW_MAX.as_secs(),
+        });
     }
     if !account.admin {
-        return Err(format!(
-            "accessKey={} is not an admin account: a slave receives every topic",
-            auth.access_key
-        ));
+        return Err(AuthRefusal::NotAdmin(auth.access_key.clone()));
     }
     Ok(())
 }
@@ -112,18 +102,22 @@ mod tests {
         let (_, none) = received(None, now);
         assert!(check_hello(&acl, peer, none.as_ref(), now)
             .unwrap_err()
+            .to_string()
             .contains("aclAccessKey"));
         let (_, bad) = received(Some(&Credentials::new("replicator", "wrong")), now);
         assert!(check_hello(&acl, peer, bad.as_ref(), now)
             .unwrap_err()
+            .to_string()
             .contains("signature"));
         let (_, user) = received(Some(&Credentials::new("plainuser", "usersecret")), now);
         assert!(check_hello(&acl, peer, user.as_ref(), now)
             .unwrap_err()
+            .to_string()
             .contains("admin"));
         let (_, old) = received(Some(&good), now - 600_000);
         assert!(check_hello(&acl, peer, old.as_ref(), now)
             .unwrap_err()
+            .to_string()
             .contains("clock"));
         // A tampered HELLO (another offset) no longer matches its signature.
         let mut bytes = hello().encode_signed(Some(&good), now);

@@ -10,6 +10,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::error::StaleMaster;
 use super::proto::{Action, Hello};
 
 /// One master life: it appended from `start` on.
@@ -133,12 +134,10 @@ pub fn common_point(master: &[Epoch], master_end: u64, slave: &[Epoch], slave_en
 /// the master's has seen another master elected after this one: the master is stale (cut off
 /// from the controllers and replaced), must not stream to it — and above all must not make it
 /// cut its log to a history the new master does not have. `None` when they may replicate.
-pub fn stale_master(master_epoch: u32, slave_known: u32) -> Option<String> {
-    (slave_known > master_epoch).then(|| {
-        format!(
-            "the master was elected at master epoch {master_epoch} but the slave knows epoch \
-             {slave_known}: another master has been elected since, this one is stale"
-        )
+pub fn stale_master(master_epoch: u32, slave_known: u32) -> Option<StaleMaster> {
+    (slave_known > master_epoch).then_some(StaleMaster {
+        master_epoch,
+        slave_known,
     })
 }
 
@@ -206,7 +205,7 @@ mod tests {
             None,
             "a slave that has not read the newest epoch yet"
         );
-        let why = stale_master(3, 4).unwrap();
+        let why = stale_master(3, 4).unwrap().to_string();
         assert!(why.contains("epoch 3") && why.contains("epoch 4"), "{why}");
         assert!(why.contains("stale"), "{why}");
     }

@@ -18,17 +18,19 @@ use futures_lite::future;
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use super::error::{HaError, Peer};
 use super::history::{decide, stale_master, Decision, History};
 use super::proto::{FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEARTBEAT};
 use super::{read_handshake, read_within, within, HaOptions};
 use crate::runtime::{OffsetWatch, Shutdown};
-use crate::store::{MessageStore, PutStatus, ReplicaWait};
+use crate::store::{DmaStorage, MessageStore, PutStatus, ReplicaWait, Storage};
 
 /// Bytes gathered into one socket write.
 const WRITE_BATCH_BYTES: usize = 256 << 10;
 
-/// One connected slave of this shard.
-struct Link {
+/// One connected slave of this shard (a handle: [`Replicas::attach`] gives it out for the
+/// simulator, which drives a link's steps without a socket).
+pub struct Link {
     id: u64,
     addr: String,
     acked: Cell<u64>,
@@ -60,10 +62,11 @@ enum Need {
     Count(usize),
 }
 
-/// The slaves of one master shard.
-pub struct Replicas {
+/// The slaves of one master shard, on the store of storage `S` (the broker's is the default;
+/// the simulator runs it on `SimStorage`).
+pub struct Replicas<S: Storage = DmaStorage> {
     opts: HaOptions,
-    store: MessageStore,
+    store: MessageStore<S>,
     shard: u16,
     history: History,
     /// Highest offset acknowledged by any slave (SYNC_MASTER puts wait on it).
@@ -81,23 +84,34 @@ pub struct Replicas {
     confirmed: OffsetWatch,
 }
 
-impl Replicas {
+impl<S: Storage> Replicas<S> {
     /// The replication state of a master shard: begins a new epoch at the store's end and
     /// records it in the shard's history file before anything is sent.
     /// `min_epoch`: the new epoch's number is at least this (controller mode: the controller's
     /// master epoch; 0 otherwise).
     pub fn open(
         opts: HaOptions,
-        store: MessageStore,
+        store: MessageStore<S>,
         root: &std::path::Path,
         shard: usize,
         min_epoch: u32,
-    ) -> std::io::Result<Rc<Replicas>> {
+    ) -> std::io::Result<Rc<Replicas<S>>> {
         let path: PathBuf = History::path(root, shard);
         let mut history = History::load(&path)?;
         history.begin_epoch_at_least(store.written_offset(), min_epoch);
         history.save(&path)?;
-        Ok(Rc::new(Replicas {
+        Ok(Replicas::with_history(opts, store, shard, history))
+    }
+
+    /// [`Replicas::open`] with the history already loaded, its new epoch begun and saved by
+    /// the caller (the simulator keeps histories in its own model of the disk).
+    pub fn with_history(
+        opts: HaOptions,
+        store: MessageStore<S>,
+        shard: usize,
+        history: History,
+    ) -> Rc<Replicas<S>> {
+        Rc::new(Replicas {
             opts,
             store,
             shard: shard as u16,
@@ -109,7 +123,17 @@ impl Replicas {
             sync_state: std::cell::OnceCell::new(),
             sync_cache: RefCell::new((u64::MAX, Default::default())),
             confirmed: OffsetWatch::new(0),
-        }))
+        })
+    }
+
+    /// This shard's lineage and epochs, the current one last.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Highest offset any slave acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked.get()
     }
 
     /// Controller mode: the SyncStateSet view the SYNC_MASTER wait follows.
@@ -142,7 +166,7 @@ impl Replicas {
     }
 
     /// The answer to `hello`: a refusal, or where the stream starts.
-    fn welcome(&self, hello: &Hello) -> Welcome {
+    pub fn welcome(&self, hello: &Hello) -> Welcome {
         // The listener routed the connection here by shard, after checking the shard count.
         let segment = self.store.segment_bytes();
         if hello.segment_bytes != segment {
@@ -197,14 +221,7 @@ impl Replicas {
                 start
             }
         };
-        let link = Rc::new(Link {
-            id: self.next_id.replace(self.next_id.get() + 1),
-            addr: hello.slave_addr.clone(),
-            acked: Cell::new(0),
-            caught_up_at: Cell::new(Instant::now()),
-        });
-        self.links.borrow_mut().push(Rc::clone(&link));
-        self.changed.advance(self.changed.get() + 1);
+        let link = self.attach(&hello.slave_addr);
         let outcome = future::or(
             future::or(
                 self.send_loop(&mut writer, start),
@@ -220,8 +237,79 @@ impl Replicas {
             tracing::warn!(slave = %link.addr, shard = self.shard, %reason, "slave link closed");
         }
         let _ = writer.close().await;
+        self.detach(&link);
+    }
+
+    /// A slave that was welcomed with a stream: its link counts for SYNC_MASTER from now on.
+    pub fn attach(&self, addr: &str) -> Rc<Link> {
+        let link = Rc::new(Link {
+            id: self.next_id.replace(self.next_id.get() + 1),
+            addr: addr.to_string(),
+            acked: Cell::new(0),
+            caught_up_at: Cell::new(Instant::now()),
+        });
+        self.links.borrow_mut().push(Rc::clone(&link));
+        self.changed.advance(self.changed.get() + 1);
+        link
+    }
+
+    /// The link ended (waiting puts look again whether any slave is left).
+    pub fn detach(&self, link: &Link) {
         self.links.borrow_mut().retain(|l| l.id != link.id);
         self.changed.advance(self.changed.get() + 1);
+    }
+
+    /// Appends to `buf` DATA frames of whole records from `*pos` on, until `buf` holds about
+    /// a socket write's worth or nothing more is stored; moves `*pos` past them.
+    pub async fn fill_frames(&self, pos: &mut u64, buf: &mut Vec<u8>) -> Result<(), HaError> {
+        while buf.len() < WRITE_BATCH_BYTES {
+            let at = *pos;
+            let chunk = self
+                .store
+                .replication_chunk(at, self.opts.batch_bytes)
+                .await
+                .map_err(|source| HaError::Commitlog { pos: at, source })?;
+            let Some(chunk) = chunk else { break };
+            let header = FrameHeader {
+                kind: FRAME_DATA,
+                pos: chunk.pos,
+                master_end: self.store.written_offset(),
+                len: chunk.bytes.len() as u32,
+            };
+            buf.extend_from_slice(&header.encode());
+            buf.extend_from_slice(&chunk.bytes);
+            *pos = chunk.next;
+        }
+        Ok(())
+    }
+
+    /// Appends a HEARTBEAT frame (the slave is at `pos`) to `buf`.
+    pub fn heartbeat(&self, pos: u64, buf: &mut Vec<u8>) {
+        let header = FrameHeader {
+            kind: FRAME_HEARTBEAT,
+            pos,
+            master_end: self.store.written_offset(),
+            len: 0,
+        };
+        buf.extend_from_slice(&header.encode());
+    }
+
+    /// A report from the slave of `link`: it holds `offset`. Releases the SYNC_MASTER puts
+    /// it covers; a report past this master's end ends the link.
+    pub fn on_report(&self, link: &Link, offset: u64) -> Result<(), HaError> {
+        let end = self.store.written_offset();
+        if offset > end {
+            return Err(HaError::ReportPastEnd { offset, end });
+        }
+        link.acked.set(link.acked.get().max(offset));
+        if offset == end {
+            link.caught_up_at.set(Instant::now());
+        }
+        self.acked.advance(offset);
+        if self.sync_state.get().is_some() {
+            self.confirm(&self.need());
+        }
+        Ok(())
     }
 
     /// Ships whole records from `pos` as they are appended; a heartbeat after a quiet
@@ -230,47 +318,20 @@ impl Replicas {
         &self,
         writer: &mut W,
         mut pos: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), HaError> {
         let watch = self.store.written_watch();
         let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH_BYTES + (64 << 10));
         loop {
-            while buf.len() < WRITE_BATCH_BYTES {
-                let chunk = self
-                    .store
-                    .replication_chunk(pos, self.opts.batch_bytes)
-                    .await
-                    .map_err(|e| format!("reading the commitlog at {pos}: {e}"))?;
-                let Some(chunk) = chunk else { break };
-                let header = FrameHeader {
-                    kind: FRAME_DATA,
-                    pos: chunk.pos,
-                    master_end: self.store.written_offset(),
-                    len: chunk.bytes.len() as u32,
-                };
-                buf.extend_from_slice(&header.encode());
-                buf.extend_from_slice(&chunk.bytes);
-                pos = chunk.next;
-            }
+            self.fill_frames(&mut pos, &mut buf).await?;
             if buf.is_empty() {
                 let woken = within(self.opts.heartbeat, watch.wait_for(pos + 1)).await;
                 match woken {
                     Some(Ok(())) => continue,
-                    Some(Err(())) => return Err("the store closed".into()),
-                    None => {
-                        let header = FrameHeader {
-                            kind: FRAME_HEARTBEAT,
-                            pos,
-                            master_end: self.store.written_offset(),
-                            len: 0,
-                        };
-                        buf.extend_from_slice(&header.encode());
-                    }
+                    Some(Err(())) => return Err(HaError::StoreClosed),
+                    None => self.heartbeat(pos, &mut buf),
                 }
             }
-            writer
-                .write_all(&buf)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
+            writer.write_all(&buf).await.map_err(HaError::Write)?;
             buf.clear();
         }
     }
@@ -281,27 +342,16 @@ impl Replicas {
         &self,
         reader: &mut R,
         link: &Link,
-    ) -> Result<(), String> {
+    ) -> Result<(), HaError> {
         let mut report = [0u8; 8];
         let limit = self.opts.housekeeping;
         loop {
-            let silent = || format!("no report from the slave for {} ms", limit.as_millis());
+            let silent = || HaError::Silent {
+                peer: Peer::Slave,
+                ms: limit.as_millis(),
+            };
             read_within(reader, &mut report, limit, silent).await?;
-            let offset = u64::from_be_bytes(report);
-            let end = self.store.written_offset();
-            if offset > end {
-                return Err(format!(
-                    "the slave reports offset {offset}, past this master's end {end}"
-                ));
-            }
-            link.acked.set(link.acked.get().max(offset));
-            if offset == end {
-                link.caught_up_at.set(Instant::now());
-            }
-            self.acked.advance(offset);
-            if self.sync_state.get().is_some() {
-                self.confirm(&self.need());
-            }
+            self.on_report(link, u64::from_be_bytes(report))?;
         }
     }
 
@@ -439,7 +489,7 @@ impl Replicas {
     }
 }
 
-impl ReplicaWait for Replicas {
+impl<S: Storage> ReplicaWait for Replicas<S> {
     fn wait_replicated(&self, end: u64) -> Pin<Box<dyn Future<Output = PutStatus> + '_>> {
         Box::pin(self.wait_for_slave(end))
     }
@@ -449,8 +499,10 @@ impl ReplicaWait for Replicas {
 pub async fn read_hello(
     stream: &mut TcpStream,
     timeout: Duration,
-) -> Result<(Hello, Option<super::proto::HelloAuth>), String> {
-    Hello::decode_signed(&read_handshake(stream, timeout).await?)
+) -> Result<(Hello, Option<super::proto::HelloAuth>), HaError> {
+    Ok(Hello::decode_signed(
+        &read_handshake(stream, timeout).await?,
+    )?)
 }
 
 /// Refuses a connection with `reason` (before it reached its shard).

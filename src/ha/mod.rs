@@ -13,6 +13,7 @@
 //! the shard it names; metadata sync (topics, offsets, groups) rides the remoting protocol.
 
 pub mod auth;
+pub mod error;
 pub mod history;
 pub mod master;
 pub mod proto;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use futures_lite::future;
 
 use crate::config::BrokerConfig;
+pub use error::{HaError, ProtoError};
 
 /// What a master in controller mode knows of its group's SyncStateSet (set by
 /// `crate::controller::broker_agent` on its thread, read by the shards' SYNC_MASTER waits):
@@ -256,12 +258,12 @@ pub(crate) async fn read_within<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut [u8],
     limit: Duration,
-    silent: impl FnOnce() -> String,
-) -> Result<(), String> {
+    silent: impl FnOnce() -> HaError,
+) -> Result<(), HaError> {
     use futures_lite::AsyncReadExt;
     match within(limit, reader.read_exact(buf)).await {
         None => Err(silent()),
-        Some(Err(e)) => Err(format!("read failed: {e}")),
+        Some(Err(e)) => Err(HaError::Read(e)),
         Some(Ok(())) => Ok(()),
     }
 }
@@ -270,9 +272,9 @@ pub(crate) async fn read_within<R: futures_lite::AsyncRead + Unpin>(
 pub(crate) async fn read_handshake<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     limit: Duration,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, HaError> {
     use futures_lite::AsyncReadExt;
-    let closed = |e: std::io::Error| format!("the peer closed the link: {e}");
+    let closed = HaError::Closed;
     let read = async {
         let mut prefix = [0u8; 4];
         reader.read_exact(&mut prefix).await.map_err(closed)?;
@@ -282,7 +284,7 @@ pub(crate) async fn read_handshake<R: futures_lite::AsyncRead + Unpin>(
     };
     within(limit, read)
         .await
-        .unwrap_or_else(|| Err("no handshake in time".into()))
+        .unwrap_or(Err(HaError::NoHandshake))
 }
 
 /// `Some(output)` if `fut` finishes within `limit`, `None` otherwise.

@@ -26,6 +26,7 @@
 //! ACL on requires it (see [`crate::ha::auth`]); a master without ACL ignores it, as an older
 //! master ignores any trailing bytes.
 
+use super::error::ProtoError;
 use super::history::Epoch;
 
 /// "RMHA".
@@ -144,31 +145,31 @@ impl Writer {
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], ProtoError> {
         if self.0.len() < n {
-            return Err("message ends early".into());
+            return Err(ProtoError::EndsEarly);
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, ProtoError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, ProtoError> {
         Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, ProtoError> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, ProtoError> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn text(&mut self) -> Result<String, String> {
+    fn text(&mut self) -> Result<String, ProtoError> {
         let len = self.u16()? as usize;
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| "text is not UTF-8".into())
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| ProtoError::NotUtf8)
     }
-    fn epochs(&mut self) -> Result<Vec<Epoch>, String> {
+    fn epochs(&mut self) -> Result<Vec<Epoch>, ProtoError> {
         let n = self.u16()? as usize;
         (0..n)
             .map(|_| {
@@ -179,13 +180,10 @@ impl Reader<'_> {
             })
             .collect()
     }
-    fn magic(&mut self) -> Result<(), String> {
+    fn magic(&mut self) -> Result<(), ProtoError> {
         match self.u32()? {
             MAGIC => Ok(()),
-            other => Err(format!(
-                "not a ringmq HA peer (magic {other:#010x}); is this the master's HA port \
-                 (listenPort + 1)?"
-            )),
+            other => Err(ProtoError::Magic(other)),
         }
     }
 }
@@ -225,7 +223,7 @@ impl Hello {
     }
 
     /// Parses a HELLO body and its authentication section, if any.
-    pub fn decode_signed(body: &[u8]) -> Result<(Hello, Option<HelloAuth>), String> {
+    pub fn decode_signed(body: &[u8]) -> Result<(Hello, Option<HelloAuth>), ProtoError> {
         let mut r = Reader(body);
         let hello = Self::read(&mut r)?;
         if r.0.is_empty() {
@@ -245,26 +243,18 @@ impl Hello {
     }
 
     /// Parses a HELLO body (after its length prefix); trailing bytes are ignored.
-    pub fn decode(body: &[u8]) -> Result<Hello, String> {
+    pub fn decode(body: &[u8]) -> Result<Hello, ProtoError> {
         Self::read(&mut Reader(body))
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<Hello, String> {
+    fn read(r: &mut Reader<'_>) -> Result<Hello, ProtoError> {
         r.magic()?;
         let version = r.u16()?;
         if version == VERSION_OLD_OFFSET_LAYOUT {
-            return Err(format!(
-                "the slave is a ringmq from before the 53-bit offset layout (HA protocol \
-                 version {version}: its records carry the shard in bits 56-63 of their \
-                 physical offsets, this master's in bits 45-52); a master and a slave of \
-                 different offset layouts cannot replicate: upgrade the slave (its store \
-                 must be migrated as the broker's start-up message explains)"
-            ));
+            return Err(ProtoError::OldOffsetLayout(version));
         }
         if version != VERSION && version != VERSION_NO_MASTER_EPOCH {
-            return Err(format!(
-                "HA protocol version {version}, this broker speaks {VERSION}"
-            ));
+            return Err(ProtoError::Version(version));
         }
         Ok(Hello {
             shard: r.u16()?,
@@ -366,7 +356,7 @@ impl Welcome {
     }
 
     /// Parses a WELCOME body (after its length prefix).
-    pub fn decode(body: &[u8]) -> Result<Welcome, String> {
+    pub fn decode(body: &[u8]) -> Result<Welcome, ProtoError> {
         let mut r = Reader(body);
         r.magic()?;
         match r.u8()? {
@@ -376,7 +366,7 @@ impl Welcome {
                     0 => Action::Continue,
                     1 => Action::Truncate,
                     2 => Action::Wipe,
-                    other => return Err(format!("unknown action {other}")),
+                    other => return Err(ProtoError::Action(other)),
                 };
                 Ok(Welcome::Stream {
                     action,
@@ -390,7 +380,7 @@ impl Welcome {
                     },
                 })
             }
-            other => Err(format!("unknown verdict {other}")),
+            other => Err(ProtoError::Verdict(other)),
         }
     }
 }
@@ -405,7 +395,7 @@ impl FrameHeader {
         out
     }
 
-    pub fn decode(b: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, String> {
+    pub fn decode(b: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHeader, ProtoError> {
         let header = FrameHeader {
             kind: b[0],
             pos: u64::from_be_bytes(b[1..9].try_into().unwrap()),
@@ -414,19 +404,19 @@ impl FrameHeader {
         };
         match header.kind {
             FRAME_DATA | FRAME_HEARTBEAT => Ok(header),
-            other => Err(format!("unknown frame kind {other}")),
+            other => Err(ProtoError::FrameKind(other)),
         }
     }
 }
 
 /// The length of a HELLO/WELCOME from its 4-byte prefix, refusing oversized ones.
-pub fn handshake_len(prefix: [u8; 4]) -> Result<usize, String> {
+pub fn handshake_len(prefix: [u8; 4]) -> Result<usize, ProtoError> {
     let len = u32::from_be_bytes(prefix) as usize;
     if len > HANDSHAKE_MAX_BYTES {
-        return Err(format!(
-            "handshake of {len} bytes refused (limit {HANDSHAKE_MAX_BYTES}); is this the \
-             master's HA port (listenPort + 1)?"
-        ));
+        return Err(ProtoError::HandshakeTooLarge {
+            len,
+            limit: HANDSHAKE_MAX_BYTES,
+        });
     }
     Ok(len)
 }
@@ -520,7 +510,7 @@ mod tests {
         };
         let mut bytes = hello.encode();
         bytes[8..10].copy_from_slice(&VERSION_OLD_OFFSET_LAYOUT.to_be_bytes());
-        let err = Hello::decode(&bytes[4..]).unwrap_err();
+        let err = Hello::decode(&bytes[4..]).unwrap_err().to_string();
         assert!(err.contains("53-bit offset layout"), "{err}");
         assert!(err.contains("upgrade the slave"), "{err}");
         // What an older master answers a newer slave, as the slave logs it.
@@ -532,7 +522,9 @@ mod tests {
 
     #[test]
     fn a_foreign_peer_is_named() {
-        let err = Hello::decode(b"\x00\x00\x00\x10GET / HTTP/1.1").unwrap_err();
+        let err = Hello::decode(b"\x00\x00\x00\x10GET / HTTP/1.1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("HA port"), "{err}");
         assert!(handshake_len(*b"GET ").is_err());
     }

@@ -16,14 +16,17 @@ use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::history::{stale_master, History};
+use super::error::{HaError, Peer};
+use super::history::{stale_master, Epoch, History};
 use super::proto::{Action, FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEADER_BYTES};
 use super::{read_handshake, read_within, within, HaOptions};
 use crate::runtime::{OffsetWatch, Shutdown};
-use crate::store::MessageStore;
+use crate::store::{MessageStore, Storage};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Reconnection backoff: from `BACKOFF_MIN`, doubling to `BACKOFF_MAX` while attempts
+/// stream nothing.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 use crate::limits::{HA_CONNECT_TIMEOUT as CONNECT_TIMEOUT, HA_FRAME_MAX_BYTES as FRAME_MAX_BYTES};
 
 /// Where the master is: its HA address (from `haMasterAddress` or the nameserver's answer to
@@ -78,7 +81,7 @@ pub trait FollowerHost {
         &self,
         action: Action,
         start: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<MessageStore, String>> + '_>>;
+    ) -> Pin<Box<dyn Future<Output = Result<MessageStore, HaError>> + '_>>;
 }
 
 /// What the status displays show of a slave shard.
@@ -202,7 +205,7 @@ impl Follower {
                 None => return,
                 Some(Ok(streamed)) => streamed,
                 Some(Err((reason, streamed))) => {
-                    self.note_error(&addr, reason);
+                    self.note_error(&addr, reason.to_string());
                     streamed
                 }
             };
@@ -252,61 +255,36 @@ impl Follower {
 
     /// One connection: handshake, then stream until it breaks. `Ok(true)`/`Err((_, true))`
     /// when data flowed (the next attempt need not back off).
-    async fn session(&self, addr: &str, host: &dyn FollowerHost) -> Result<bool, (String, bool)> {
-        let fail = |reason: String| (reason, false);
+    async fn session(&self, addr: &str, host: &dyn FollowerHost) -> Result<bool, (HaError, bool)> {
+        let fail = |reason: HaError| (reason, false);
         let target = addr
             .to_socket_addrs()
-            .map_err(|e| fail(format!("cannot resolve {addr}: {e}")))?
+            .map_err(|source| {
+                fail(HaError::Resolve {
+                    addr: addr.to_string(),
+                    source,
+                })
+            })?
             .next()
-            .ok_or_else(|| fail(format!("{addr} resolves to nothing")))?;
+            .ok_or_else(|| fail(HaError::NoAddress(addr.to_string())))?;
         let stream = TcpStream::connect_timeout(target, CONNECT_TIMEOUT)
             .await
-            .map_err(|e| fail(format!("cannot connect: {e}")))?;
+            .map_err(|e| fail(HaError::Connect(e.into())))?;
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let mut store = host.store();
-        let history = History::load(&self.history_path).map_err(|e| fail(e.to_string()))?;
-        let hello = Hello {
-            shard: self.shard,
-            shard_count: self.shard_count,
-            segment_bytes: store.segment_bytes(),
-            lineage: history.lineage,
-            offset: store.written_offset(),
-            epochs: history.epochs,
-            slave_addr: self.slave_addr.clone(),
-            master_epoch: self.known_epoch(),
-        };
+        let history =
+            History::load(&self.history_path).map_err(|e| fail(HaError::LoadHistory(e)))?;
+        let hello = self.hello(&store, history);
         writer
             .write_all(&hello.encode_signed(self.credentials.as_ref(), wall_clock_ms()))
             .await
-            .map_err(|e| fail(format!("write failed: {e}")))?;
+            .map_err(|e| fail(HaError::Write(e)))?;
         let welcome = read_handshake(&mut reader, self.opts.housekeeping)
             .await
-            .and_then(|body| Welcome::decode(&body))
+            .and_then(|body| Ok(Welcome::decode(&body)?))
             .map_err(fail)?;
-        let (action, start, lineage, epochs) = match welcome {
-            Welcome::Refused(reason) => {
-                let reason = super::proto::explain_refusal(&reason);
-                tracing::error!(master = addr, shard = self.shard, %reason,
-                    "the master refuses this slave");
-                return Err(fail(format!("refused: {reason}")));
-            }
-            Welcome::Stream {
-                action,
-                start,
-                lineage,
-                epochs,
-                master_epoch,
-            } => {
-                // Controller mode: a master elected before the newest epoch this slave knows
-                // was replaced; obeying it (above all a cut of this log) would follow a
-                // history the new master does not have.
-                if let Some(why) = stale_master(master_epoch, self.known_epoch()) {
-                    return Err(fail(format!("not following a stale master: {why}")));
-                }
-                (action, start, lineage, epochs)
-            }
-        };
+        let (action, start, history) = self.accept_welcome(addr, welcome).map_err(fail)?;
         if action != Action::Continue {
             tracing::warn!(
                 master = addr,
@@ -318,19 +296,11 @@ impl Follower {
             );
             store = host.reopen(action, start).await.map_err(fail)?;
         }
-        let end = store.written_offset();
-        if end != start && end != 0 {
-            return Err(fail(format!(
-                "the master streams from {start} but this log ends at {end}"
-            )));
-        }
-        History { lineage, epochs }
+        check_start(start, store.written_offset()).map_err(fail)?;
+        history
             .save(&self.history_path)
-            .map_err(|e| fail(format!("saving the replication history: {e}")))?;
-        self.connected.set(true);
-        self.master_end.set(start);
-        *self.last_error.borrow_mut() = None;
-        tracing::info!(master = addr, shard = self.shard, start, "replicating");
+            .map_err(|e| fail(HaError::SaveHistory(e)))?;
+        self.streaming(addr, start);
         let streamed = Cell::new(false);
         let outcome = future::or(
             self.receive(&mut reader, &store, &streamed),
@@ -343,48 +313,157 @@ impl Follower {
             .map_err(|e| (e, streamed.get()))
     }
 
+    /// The HELLO of this shard, whose store is `store` and history `history`.
+    pub fn hello<S: Storage>(&self, store: &MessageStore<S>, history: History) -> Hello {
+        Hello {
+            shard: self.shard,
+            shard_count: self.shard_count,
+            segment_bytes: store.segment_bytes(),
+            lineage: history.lineage,
+            offset: store.written_offset(),
+            epochs: history.epochs,
+            slave_addr: self.slave_addr.clone(),
+            master_epoch: self.known_epoch(),
+        }
+    }
+
+    /// The master's WELCOME: what to do to the log, where the stream starts, and the history
+    /// to record before streaming; or why this slave does not follow it.
+    pub fn accept_welcome(
+        &self,
+        addr: &str,
+        welcome: Welcome,
+    ) -> Result<(Action, u64, History), HaError> {
+        match welcome {
+            Welcome::Refused(reason) => {
+                let reason = super::proto::explain_refusal(&reason);
+                tracing::error!(master = addr, shard = self.shard, %reason,
+                    "the master refuses this slave");
+                Err(HaError::Refused(reason))
+            }
+            Welcome::Stream {
+                action,
+                start,
+                lineage,
+                epochs,
+                master_epoch,
+            } => {
+                // Controller mode: a master elected before the newest epoch this slave knows
+                // was replaced; obeying it (above all a cut of this log) would follow a
+                // history the new master does not have.
+                if let Some(why) = stale_master(master_epoch, self.known_epoch()) {
+                    return Err(HaError::StaleMaster(why));
+                }
+                let epochs: Vec<Epoch> = epochs;
+                Ok((action, start, History { lineage, epochs }))
+            }
+        }
+    }
+
+    /// The handshake is done and the history saved: the stream starts at `start`.
+    pub fn streaming(&self, addr: &str, start: u64) {
+        self.connected.set(true);
+        self.master_end.set(start);
+        *self.last_error.borrow_mut() = None;
+        tracing::info!(master = addr, shard = self.shard, start, "replicating");
+    }
+
+    /// The link ended.
+    pub fn disconnected(&self) {
+        self.connected.set(false);
+    }
+
+    /// A FRAME header arrived: records the master's end and checks the frame's size.
+    pub fn on_frame_header(&self, frame: &FrameHeader) -> Result<(), HaError> {
+        self.master_end.set(frame.master_end);
+        if frame.len > FRAME_MAX_BYTES {
+            return Err(HaError::FrameTooLarge(frame.len));
+        }
+        Ok(())
+    }
+
+    /// A DATA frame's payload (whole records at `pos`): appended to `store` and dispatched.
+    pub async fn apply<S: Storage>(
+        &self,
+        pos: u64,
+        payload: &[u8],
+        store: &MessageStore<S>,
+    ) -> Result<(), HaError> {
+        store
+            .wait_for_room(payload.len())
+            .await
+            .map_err(HaError::NoRoom)?;
+        store
+            .append_replicated(pos, payload)
+            .map_err(HaError::Append)?;
+        self.note_caught_up(store);
+        Ok(())
+    }
+
+    /// A HEARTBEAT frame arrived.
+    pub fn on_heartbeat<S: Storage>(&self, store: &MessageStore<S>) {
+        self.note_caught_up(store);
+    }
+
     /// Appends every chunk the master sends.
     async fn receive<R: futures_lite::AsyncRead + Unpin>(
         &self,
         reader: &mut R,
         store: &MessageStore,
         streamed: &Cell<bool>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HaError> {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         let mut payload = Vec::new();
         let limit = self.opts.housekeeping;
         loop {
-            let silent = || format!("nothing from the master for {} ms", limit.as_millis());
+            let silent = || HaError::Silent {
+                peer: Peer::Master,
+                ms: limit.as_millis(),
+            };
             read_within(reader, &mut header, limit, silent).await?;
             let frame = FrameHeader::decode(&header)?;
-            self.master_end.set(frame.master_end);
+            self.on_frame_header(&frame)?;
             if frame.kind != FRAME_DATA {
-                self.note_caught_up(store);
+                self.on_heartbeat(store);
                 continue;
-            }
-            if frame.len > FRAME_MAX_BYTES {
-                return Err(format!("a frame of {} bytes", frame.len));
             }
             payload.resize(frame.len as usize, 0);
             reader
                 .read_exact(&mut payload)
                 .await
-                .map_err(|e| format!("read failed: {e}"))?;
-            store
-                .wait_for_room(payload.len())
-                .await
-                .map_err(|e| e.to_string())?;
-            store
-                .append_replicated(frame.pos, &payload)
-                .map_err(|e| format!("cannot append replicated bytes: {e}"))?;
+                .map_err(HaError::Read)?;
+            self.apply(frame.pos, &payload, store).await?;
             streamed.set(true);
-            self.note_caught_up(store);
         }
     }
 
-    fn note_caught_up(&self, store: &MessageStore) {
+    fn note_caught_up<S: Storage>(&self, store: &MessageStore<S>) {
         if store.written_offset() >= self.master_end.get() {
             self.caught_up_at.set(Instant::now());
+        }
+    }
+
+    /// What this shard reports to its master: the offset it holds, durably when the slave
+    /// runs SYNC_FLUSH (the report loop waits on it).
+    pub fn report_watch<S: Storage>(&self, store: &MessageStore<S>) -> OffsetWatch {
+        // The simulator's planted bug (cargo feature `sim-bug-unflushed-ack`, which needs the
+        // `sim` feature; no broker build turns it on): report bytes the slave has appended
+        // but not made durable, so a SYNC_MASTER put can be acknowledged with its record
+        // only in the slave's memory. `ringmq-sim` finds it (README, "Simulator").
+        let durable = self.ack_durable && !cfg!(feature = "sim-bug-unflushed-ack");
+        match durable {
+            true => store.flushed_watch(),
+            false => store.written_watch(),
+        }
+    }
+
+    /// Checked before every report: a fenced replica acknowledges nothing.
+    pub fn may_report(&self) -> Result<(), HaError> {
+        // Checked on this shard's thread: once the broker answered the controller's fence
+        // (after every shard ran past it), no acknowledgement leaves.
+        match self.fenced() {
+            true => Err(HaError::Fenced),
+            false => Ok(()),
         }
     }
 
@@ -394,33 +473,33 @@ impl Follower {
         &self,
         writer: &mut W,
         store: &MessageStore,
-    ) -> Result<(), String> {
-        let watch = match self.ack_durable {
-            true => store.flushed_watch(),
-            false => store.written_watch(),
-        };
+    ) -> Result<(), HaError> {
+        let watch = self.report_watch(store);
         let mut sent = None;
         loop {
             let now = watch.get();
-            // Checked before every acknowledgement, on this shard's thread: once the broker
-            // answered the controller's fence (after every shard ran past it), no
-            // acknowledgement leaves.
-            if self.fenced() {
-                return Err("fenced by the controller for an election: the link ends".into());
-            }
+            self.may_report()?;
             if sent != Some(now) {
                 writer
                     .write_all(&now.to_be_bytes())
                     .await
-                    .map_err(|e| format!("write failed: {e}"))?;
+                    .map_err(HaError::Write)?;
                 sent = Some(now);
             }
             match within(self.opts.heartbeat, watch.wait_for(now + 1)).await {
-                Some(Err(())) => return Err("the store closed".into()),
+                Some(Err(())) => return Err(HaError::StoreClosed),
                 Some(Ok(())) => {}
                 None => sent = None, // heartbeat: report again
             }
         }
+    }
+}
+
+/// A stream starting at `start` fits a log that ends at `end` (or an empty one).
+pub fn check_start(start: u64, end: u64) -> Result<(), HaError> {
+    match end != start && end != 0 {
+        true => Err(HaError::StartMismatch { start, end }),
+        false => Ok(()),
     }
 }
 

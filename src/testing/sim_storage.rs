@@ -78,6 +78,10 @@ struct State {
     usage: DiskUsage,
     /// Bumped by every crash or kill; handles of an older generation are dead.
     generation: u64,
+    /// While set, nothing becomes durable: every fdatasync and O_DSYNC write waits (a disk
+    /// that has stopped completing flushes; see [`SimStorage::hold_durability`]).
+    held: bool,
+    held_waiters: Vec<std::task::Waker>,
 }
 
 /// The in-memory file system. Clones share it; a clone belongs to the generation (process
@@ -182,6 +186,8 @@ impl SimStorage {
                 clock: None,
                 usage: DiskUsage::percent(0),
                 generation: 0,
+                held: false,
+                held_waiters: Vec::new(),
             })),
             generation: Cell::new(0),
         }
@@ -190,6 +196,45 @@ impl SimStorage {
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: SimFaults) {
         self.state.borrow_mut().faults = faults;
+    }
+
+    /// Holds (`true`) or releases durability: while held, every `fdatasync` and every write
+    /// through an O_DSYNC handle waits, without a timer, until it is released (a slow disk on
+    /// simulated time: the simulator decides when it catches up). A crash while held loses
+    /// what those calls would have made durable.
+    pub fn hold_durability(&self, held: bool) {
+        let waiters = {
+            let mut state = self.state.borrow_mut();
+            state.held = held;
+            match held {
+                true => Vec::new(),
+                false => std::mem::take(&mut state.held_waiters),
+            }
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Whether durability is held.
+    pub fn durability_held(&self) -> bool {
+        self.state.borrow().held
+    }
+
+    /// Resolves once durability is not held; EIO if the process died meanwhile.
+    async fn durability_gate(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut state = self.state.borrow_mut();
+            match state.held {
+                true => {
+                    state.held_waiters.push(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+                false => std::task::Poll::Ready(()),
+            }
+        })
+        .await;
+        self.alive()
     }
 
     /// Stamps every later change of a file with `clock`'s time (file modification times).
@@ -228,7 +273,10 @@ impl SimStorage {
     pub fn crash(&self) {
         self.kill();
         let mut state = self.state.borrow_mut();
-        let ids: Vec<u64> = state.files.keys().copied().collect();
+        // In id order: the random choices must not depend on the map's iteration order, or a
+        // seed would not replay.
+        let mut ids: Vec<u64> = state.files.keys().copied().collect();
+        ids.sort_unstable();
         for id in ids {
             let pending = std::mem::take(&mut state.file(id).pending);
             let mut image = state.file(id).durable.clone();
@@ -406,6 +454,9 @@ impl StorageFile for SimFile {
         };
         // A crash during the write: it never reached the file.
         self.stall(delay).await?;
+        if self.dsync {
+            self.storage.durability_gate().await?;
+        }
         let mut state = self.storage.state.borrow_mut();
         state.writes += 1;
         let data = buf.0.clone();
@@ -456,6 +507,7 @@ impl StorageFile for SimFile {
             // A crash during the stall: the fsync never completed.
             self.storage.alive()?;
         }
+        self.storage.durability_gate().await?;
         let mut state = self.storage.state.borrow_mut();
         state.fsyncs += 1;
         let file = state.file(self.id);
