@@ -524,6 +524,15 @@ impl<S: Storage> SegmentedLog<S> {
         result
     }
 
+    /// Waits for the zeros-ahead write in flight, if any (a store closing: nothing of it may
+    /// land after the store is reopened).
+    pub(crate) async fn zeros_settled(&self) {
+        let zeroing = self.state.borrow().zeroing;
+        if let Some(z) = zeroing {
+            let _ = self.zeros_done.wait_for(z.round + 1).await;
+        }
+    }
+
     /// Whether a zeros-ahead write is in flight.
     #[cfg(test)]
     pub(crate) fn zeros_in_flight(&self) -> bool {
