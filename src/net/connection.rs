@@ -538,6 +538,10 @@ async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: R
             // of their own. The poll's waker is a no-op: a request that has to wait goes on as
             // a task, whose first poll looks again and registers its own waker (a waker of
             // this reader left behind would wake it for nothing).
+            // Contract for every `Reply::Later` future: each poll that returns Pending
+            // registers the waker of that poll (as `OffsetWatch::wait_for` does, replacing
+            // the stored one), never only the first poll's; a future that registered once
+            // would keep the no-op waker here and its task would never be woken.
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             if let std::task::Poll::Ready(reply) = future.as_mut().poll(&mut cx) {
                 if let (Some(reply), false) = (reply, oneway) {

@@ -405,4 +405,88 @@ mod tests {
         server.join().expect("server");
         client.join().expect("client");
     }
+
+    /// vendor/glommio/PATCHES.md item 8: a file write submitted at once
+    /// (`DmaFile::write_rc_at_now`, an `io_uring_enter` of its own in the middle of a task)
+    /// while the same executor polls and sleeps for a socket ping-pong between two of its
+    /// tasks and a timer task: a completion the executor never collects, or a sleep that
+    /// misses one, hangs a writer or the ping-pong, and the watchdog fails the test.
+    #[test]
+    fn writes_submitted_at_once_complete_among_sleeps_sockets_and_timers() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        const WRITES: u64 = 2_000;
+        let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+        let path = dir.path().join("f");
+        let (done_tx, done_rx) = flume::bounded::<Duration>(1);
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(move || async move {
+                let started = Instant::now();
+                let file = Rc::new(glommio::io::DmaFile::create(&path).await.expect("create"));
+                let (mut a, mut b) = glommio::net::UnixStream::pair().expect("socket pair");
+                let stop = Rc::new(std::cell::Cell::new(false));
+                let echo = glommio::spawn_local(async move {
+                    let mut byte = [0u8; 1];
+                    while b.read_exact(&mut byte).await.is_ok() && byte[0] != 0 {
+                        b.write_all(&byte).await.expect("write");
+                    }
+                });
+                let pinger = {
+                    let stop = Rc::clone(&stop);
+                    glommio::spawn_local(async move {
+                        let mut byte = [1u8; 1];
+                        while !stop.get() {
+                            a.write_all(&byte).await.expect("write");
+                            a.read_exact(&mut byte).await.expect("read");
+                        }
+                        a.write_all(&[0]).await.expect("write");
+                    })
+                };
+                let ticker = {
+                    let stop = Rc::clone(&stop);
+                    glommio::spawn_local(async move {
+                        let mut n = 0u64;
+                        while !stop.get() {
+                            n += 1;
+                            glommio::timer::sleep(Duration::from_micros(10 + (n * 37) % 200)).await;
+                        }
+                    })
+                };
+                let align = file.alignment() as usize;
+                let writers: Vec<_> = (0..2u64)
+                    .map(|w| {
+                        let file = Rc::clone(&file);
+                        glommio::spawn_local(async move {
+                            for n in 0..WRITES / 2 {
+                                let mut buf = file.alloc_dma_buffer(align);
+                                buf.as_bytes_mut().fill((n % 251) as u8);
+                                let buf = Rc::new(buf);
+                                let pos = (n * 2 + w) * align as u64;
+                                let wrote = file.write_rc_at_now(buf, pos).await.expect("write");
+                                assert_eq!(wrote, align);
+                                if n % 3 == w {
+                                    glommio::executor().yield_task_queue_now().await;
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for writer in writers {
+                    writer.await;
+                }
+                stop.set(true);
+                pinger.await;
+                echo.await;
+                ticker.await;
+                let _ = done_tx.send(started.elapsed());
+            })
+            .expect("executor");
+        match done_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(took) => {
+                eprintln!("{WRITES} writes submitted at once in {took:?}");
+                executor.join().expect("joined");
+            }
+            Err(_) => panic!("a write submitted at once never completed, or a sleep missed it"),
+        }
+    }
 }

@@ -87,6 +87,12 @@ pub trait StorageFile: 'static {
     /// completes; then the caller may reuse it (a pool, or one buffer of zeros written many
     /// times).
     async fn write_shared_at(&self, buf: Rc<Self::Buffer>, pos: u64) -> io::Result<()>;
+    /// [`StorageFile::write_shared_at`], handed to the device at once rather than when the
+    /// executor next polls its rings (after the tasks ready to run): for a write that others
+    /// wait on while the executor has more work queued. Costs a system call of its own.
+    async fn write_shared_at_now(&self, buf: Rc<Self::Buffer>, pos: u64) -> io::Result<()> {
+        self.write_shared_at(buf, pos).await
+    }
     /// Reads up to `len` bytes at `pos` (any alignment); shorter only at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     /// Makes every completed write (and the file size) durable.
@@ -154,6 +160,17 @@ impl IoBuffer for DmaBuffer {
     }
 }
 
+/// A write of `len` bytes at `pos` that wrote `written`: a short one is an error.
+fn whole_write(written: usize, len: usize, pos: u64) -> io::Result<()> {
+    if written != len {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {len} bytes at {pos}"),
+        ));
+    }
+    Ok(())
+}
+
 impl StorageFile for DmaStorageFile {
     type Buffer = DmaBuffer;
 
@@ -168,13 +185,13 @@ impl StorageFile for DmaStorageFile {
     async fn write_shared_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
         let len = buf.len();
         let written = self.file.write_rc_at(buf, pos).await?;
-        if written != len {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {len} bytes at {pos}"),
-            ));
-        }
-        Ok(())
+        whole_write(written, len, pos)
+    }
+
+    async fn write_shared_at_now(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
+        let len = buf.len();
+        let written = self.file.write_rc_at_now(buf, pos).await?;
+        whole_write(written, len, pos)
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {

@@ -294,6 +294,8 @@ impl<S: Storage> MessageStore<S> {
         for task in tasks {
             task.await;
         }
+        // The SYNC_FLUSH writer's zeros ahead run as a task of their own.
+        inner.commitlog.log.zeros_settled().await;
         if inner.commitlog.failure.borrow().is_none() {
             inner.commitlog.flush_once().await?;
         }

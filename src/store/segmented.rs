@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::io::{IoBuffer, Storage, StorageFile};
 use super::tail::Tail;
+use crate::runtime::OffsetWatch;
 
 /// Largest single write a flush issues; also the largest buffer a log keeps for reuse, so
 /// that a long flush (ASYNC_FLUSH's) writes from one kept buffer chunk after chunk.
@@ -36,6 +37,20 @@ const WRITE_MAX_BYTES: u64 = 1 << 20;
 const ZERO_AHEAD_BYTES: u64 = 4 << 20;
 /// Zeros ahead are written in chunks of this size from one buffer kept for the purpose.
 const ZERO_CHUNK_BYTES: u64 = 1 << 20;
+/// Zeros ahead start at least this far past the written data. They run beside data writes,
+/// and a data write that would reach them waits for them: with zeros right after the data
+/// (a fresh segment, a restart) the next few writes would. Leaving the first chunk after
+/// the data to the data writes themselves (into preallocated, unwritten blocks: slower, once
+/// per segment) means none ever waits; later the zeros are several chunks ahead anyway.
+const ZERO_GAP_BYTES: u64 = ZERO_CHUNK_BYTES;
+
+/// O_DSYNC logs: a write carrying at least this much new data is submitted at once
+/// ([`StorageFile::write_shared_at_now`]) rather than with the executor's next poll. Many
+/// appends per write means many puts were acknowledged by the previous one, whose answers
+/// (and the requests read meanwhile) the executor works through before it polls: the device
+/// would sit idle all that time, CPU and disk taking turns. A write of one or two appends
+/// (a quiet broker) goes in with the sleep that follows, saving the system call.
+const SUBMIT_NOW_BYTES: u64 = 1024;
 
 /// Aligned write buffers a log keeps for reuse, so that a flush does not allocate (and, for
 /// buffers beyond the executor's registered I/O memory, map and later unmap) a fresh one:
@@ -147,6 +162,19 @@ struct LogState<F> {
     /// ahead, which need no durability of their own and would otherwise hold the writer for
     /// a durable 1 MiB write each.
     zero_file: Option<(u64, Rc<F>)>,
+    /// A zeros-ahead write in flight ([`SegmentedLog::begin_zeros_ahead`]). It may run beside
+    /// data writes; one that would reach its range waits for it first.
+    zeroing: Option<ZerosAhead>,
+}
+
+/// A zeros-ahead write: `[from, to)` of the segment starting at `seg` (file offsets are
+/// relative to it), the `round`-th since the log was made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZerosAhead {
+    seg: u64,
+    from: u64,
+    to: u64,
+    round: u64,
 }
 
 /// An fdatasync round in flight: what it makes durable.
@@ -177,6 +205,9 @@ pub(crate) struct SegmentedLog<S: Storage> {
     opts: LogOptions,
     state: RefCell<LogState<S::File>>,
     pool: BufferPool<<S::File as StorageFile>::Buffer>,
+    /// Zeros-ahead writes completed (or failed): a data write waiting for one to leave its
+    /// range waits on this.
+    zeros_done: OffsetWatch,
 }
 
 impl<S: Storage> SegmentedLog<S> {
@@ -200,7 +231,9 @@ impl<S: Storage> SegmentedLog<S> {
                 unsynced: Vec::new(),
                 zeroed: (u64::MAX, 0),
                 zero_file: None,
+                zeroing: None,
             }),
+            zeros_done: OffsetWatch::new(0),
         }
     }
 
@@ -425,30 +458,126 @@ impl<S: Storage> SegmentedLog<S> {
     }
 
     /// Preallocated logs: writes zeros ahead of the written data (see [`ZERO_AHEAD_BYTES`])
-    /// when less than half of that is left. Runs in the writer's turn, after a write and
-    /// before the next (never beside a write of data), but needs no fdatasync of its own and
-    /// may run beside an fdatasync round.
+    /// when less than that minus one chunk is left, up to `max_chunks` chunks of
+    /// [`ZERO_CHUNK_BYTES`]. Called between data writes; needs no fdatasync of its own. Does
+    /// nothing while another zeros-ahead write runs.
     pub(crate) async fn write_zeros_ahead(&self, max_chunks: u64) -> io::Result<()> {
-        if !self.opts.preallocate {
-            return Ok(());
+        match self.begin_zeros_ahead(max_chunks) {
+            Some(zeros) => self.write_zeros(zeros).await,
+            None => Ok(()),
         }
-        let end = {
-            let mut st = self.state.borrow_mut();
-            assert!(!st.writing, "zeros ahead during a write");
-            st.writing = true;
-            st.submitted
-        };
+    }
+
+    /// Plans the next zeros-ahead write ([`SegmentedLog::write_zeros_ahead`]) and marks it in
+    /// flight, or `None` when none is due (or one already runs, or this log is not
+    /// preallocated). Called when no data write is in flight, so the range starts past
+    /// everything written; the write ([`SegmentedLog::write_zeros`]) may then run beside later
+    /// data writes, and a data write that would reach its range waits for it first.
+    pub(crate) fn begin_zeros_ahead(&self, max_chunks: u64) -> Option<ZerosAhead> {
+        if !self.opts.preallocate {
+            return None;
+        }
+        let mut st = self.state.borrow_mut();
+        assert!(!st.writing, "zeros ahead planned during a write");
+        if st.zeroing.is_some() {
+            return None;
+        }
+        let end = st.submitted;
         let seg = self.segment_of(end);
-        let result = match self.zero_file(seg).await {
-            Ok(Some(file)) => {
-                let data_end = align_up(end, file.alignment());
-                self.zero_ahead(&file, seg, data_end, max_chunks).await
-            }
-            Ok(None) => Ok(()), // nothing written in this segment yet
-            Err(e) => Err(e),
+        // Nothing written in this segment yet: no file, or no zeros needed before the first
+        // write (it goes into preallocated blocks whatever happens).
+        let align = st.files.get(&seg)?.alignment();
+        let data_end = align_up(end, align);
+        let seg_end = seg + self.opts.segment_bytes;
+        let (zeroed_seg, zeroed_to) = st.zeroed;
+        let from = match zeroed_seg == seg {
+            true => zeroed_to.max(data_end + ZERO_GAP_BYTES),
+            false => data_end + ZERO_GAP_BYTES,
         };
-        self.state.borrow_mut().writing = false;
+        if from >= seg_end || from >= data_end + ZERO_AHEAD_BYTES - ZERO_CHUNK_BYTES {
+            return None;
+        }
+        // Whole zero chunks (one shared buffer, written again and again) except at the
+        // segment's end.
+        let chunks = (data_end + ZERO_AHEAD_BYTES - from)
+            .div_ceil(ZERO_CHUNK_BYTES)
+            .min(max_chunks);
+        let to = (from + chunks * ZERO_CHUNK_BYTES).min(seg_end);
+        let zeros = ZerosAhead {
+            seg,
+            from,
+            to,
+            round: self.zeros_done.get(),
+        };
+        st.zeroing = Some(zeros);
+        Some(zeros)
+    }
+
+    /// Writes the zeros planned by [`SegmentedLog::begin_zeros_ahead`] so later flushes land
+    /// in written blocks (see [`ZERO_AHEAD_BYTES`]); a later fdatasync round covers them (no
+    /// need: they only save later rounds a journal commit). Whatever its outcome, the range
+    /// is free for data writes afterwards.
+    pub(crate) async fn write_zeros(&self, zeros: ZerosAhead) -> io::Result<()> {
+        let result = self.write_zeros_range(zeros).await;
+        self.state.borrow_mut().zeroing = None;
+        self.zeros_done.advance(zeros.round + 1);
         result
+    }
+
+    /// Waits for the zeros-ahead write in flight, if any (a store closing: nothing of it may
+    /// land after the store is reopened).
+    pub(crate) async fn zeros_settled(&self) {
+        let zeroing = self.state.borrow().zeroing;
+        if let Some(z) = zeroing {
+            let _ = self.zeros_done.wait_for(z.round + 1).await;
+        }
+    }
+
+    /// Whether a zeros-ahead write is in flight.
+    #[cfg(test)]
+    pub(crate) fn zeros_in_flight(&self) -> bool {
+        self.state.borrow().zeroing.is_some()
+    }
+
+    async fn write_zeros_range(&self, zeros: ZerosAhead) -> io::Result<()> {
+        let ZerosAhead { seg, from, to, .. } = zeros;
+        let Some(file) = self.zero_file(seg).await? else {
+            return Ok(()); // the segment went away meanwhile (truncation)
+        };
+        let mut pos = from;
+        while pos < to {
+            let len = (to - pos).min(ZERO_CHUNK_BYTES);
+            let buf = match len == ZERO_CHUNK_BYTES {
+                true => self.pool.zeros(&*file, len as usize),
+                false => {
+                    let mut buf = file.alloc_buffer(len as usize);
+                    buf.as_mut_slice().fill(0);
+                    Rc::new(buf)
+                }
+            };
+            file.write_shared_at(buf, pos - seg).await?;
+            pos += len;
+            let mut st = self.state.borrow_mut();
+            if st.zeroed.0 != seg || st.zeroed.1 < pos {
+                st.zeroed = (seg, pos);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until no zeros-ahead write runs inside `[.., hi)` of segment `seg` (a data
+    /// write up to `hi` must not race one: either could reach the disk last).
+    async fn clear_of_zeros(&self, seg: u64, hi: u64) {
+        loop {
+            let zeroing = self.state.borrow().zeroing;
+            match zeroing {
+                Some(z) if z.seg == seg && hi > z.from => {
+                    // Never closed: the zeros write always ends by advancing it.
+                    let _ = self.zeros_done.wait_for(z.round + 1).await;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// The handle zeros ahead are written through: the segment's own, or for an O_DSYNC log a
@@ -598,6 +727,7 @@ impl<S: Storage> SegmentedLog<S> {
             )));
         }
         let (a, b) = (align_down(lo, align), align_up(data_hi, align));
+        self.clear_of_zeros(seg, b).await;
         let mut pos = a;
         while pos < b {
             let end = b.min(pos + WRITE_MAX_BYTES);
@@ -614,58 +744,16 @@ impl<S: Storage> SegmentedLog<S> {
                 "tail lacks dirty bytes: {copied} < {need}"
             );
             let buf = Rc::new(buf);
-            file.write_shared_at(Rc::clone(&buf), pos - seg).await?;
+            match self.opts.dsync && data_hi - lo >= SUBMIT_NOW_BYTES {
+                true => file.write_shared_at_now(Rc::clone(&buf), pos - seg).await?,
+                false => file.write_shared_at(Rc::clone(&buf), pos - seg).await?,
+            }
             self.pool.give(buf);
             pos = end;
         }
         let mut st = self.state.borrow_mut();
         if !st.unsynced.contains(&seg) {
             st.unsynced.push(seg);
-        }
-        Ok(())
-    }
-
-    /// Writes zeros past `data_end` (aligned) so the next flushes land in written blocks;
-    /// see [`ZERO_AHEAD_BYTES`]: once less than that minus one chunk is left, up to
-    /// `max_chunks` chunks of [`ZERO_CHUNK_BYTES`] (the SYNC_FLUSH writer writes one per turn,
-    /// so that no turn holds back the next data write for long). A later fdatasync round
-    /// covers them (no need: they only save later rounds a journal commit).
-    async fn zero_ahead(
-        &self,
-        file: &S::File,
-        seg: u64,
-        data_end: u64,
-        max_chunks: u64,
-    ) -> io::Result<()> {
-        let seg_end = seg + self.opts.segment_bytes;
-        let (zeroed_seg, zeroed_to) = self.state.borrow().zeroed;
-        let from = match zeroed_seg == seg {
-            true => zeroed_to.max(data_end),
-            false => data_end,
-        };
-        if from >= seg_end || from >= data_end + ZERO_AHEAD_BYTES - ZERO_CHUNK_BYTES {
-            return Ok(());
-        }
-        // Whole zero chunks (one shared buffer, written again and again) except at the
-        // segment's end.
-        let chunks = (data_end + ZERO_AHEAD_BYTES - from)
-            .div_ceil(ZERO_CHUNK_BYTES)
-            .min(max_chunks);
-        let to = (from + chunks * ZERO_CHUNK_BYTES).min(seg_end);
-        let mut pos = from;
-        while pos < to {
-            let len = (to - pos).min(ZERO_CHUNK_BYTES);
-            let zeros = match len == ZERO_CHUNK_BYTES {
-                true => self.pool.zeros(file, len as usize),
-                false => {
-                    let mut buf = file.alloc_buffer(len as usize);
-                    buf.as_mut_slice().fill(0);
-                    Rc::new(buf)
-                }
-            };
-            file.write_shared_at(zeros, pos - seg).await?;
-            pos += len;
-            self.state.borrow_mut().zeroed = (seg, pos);
         }
         Ok(())
     }

@@ -41,6 +41,9 @@ pub struct SimFaults {
     /// How long every `write_at` takes (its bytes reach the file when it completes; an
     /// fdatasync that began before that does not cover them).
     pub write_delay: Duration,
+    /// When set, how long a `write_at` through a handle not opened O_DSYNC takes instead of
+    /// `write_delay` (an O_DSYNC commitlog's zeros ahead go through such a handle).
+    pub plain_write_delay: Option<Duration>,
     /// How long every `read_at` takes (it reads the file as it is when it completes).
     pub read_delay: Duration,
     /// Restricts the faults to paths with this prefix.
@@ -450,7 +453,10 @@ impl StorageFile for SimFile {
                 self.storage.state.borrow_mut().record(self.id, op);
                 return Err(errno(code));
             }
-            state.faults.write_delay
+            match (self.dsync, state.faults.plain_write_delay) {
+                (false, Some(delay)) => delay,
+                _ => state.faults.write_delay,
+            }
         };
         // A crash during the write: it never reached the file.
         self.stall(delay).await?;

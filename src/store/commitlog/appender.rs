@@ -390,9 +390,11 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
                         }
                     }
                 }
-                // Zeros ahead go after the data they precede has been handed to the syncer
-                // (or made durable), one chunk per turn.
-                log.log.write_zeros_ahead(1).await
+                // Zeros ahead are planned after the data they precede has been handed to the
+                // syncer (or made durable), one chunk per turn, and written beside the next
+                // data writes (which wait only if they would reach the zeros).
+                zeros_ahead_soon(log);
+                Ok(())
             }
             Err(e) => Err(e),
         };
@@ -455,6 +457,25 @@ async fn run_syncer<S: Storage>(
         }
         ended.advance(seq + 1);
     }
+}
+
+/// Starts a zeros-ahead write beside the SYNC_FLUSH writer when one is due (see
+/// `SegmentedLog::begin_zeros_ahead`). Its failure acknowledges nothing and loses nothing
+/// (the zeros only save later writes a metadata commit): it is logged, and a later turn
+/// tries again; a failing disk fails the data writes themselves.
+fn zeros_ahead_soon<S: Storage>(log: &Rc<CommitLog<S>>) {
+    let Some(zeros) = log.log.begin_zeros_ahead(1) else {
+        return;
+    };
+    let log = Rc::clone(log);
+    glommio::spawn_local(async move {
+        if let Err(e) = log.log.write_zeros(zeros).await {
+            if let Some(suppressed) = log.log_now("zeros ahead") {
+                tracing::warn!(error = %e, suppressed, "cannot write zeros ahead of the commitlog");
+            }
+        }
+    })
+    .detach();
 }
 
 /// Starts creating the next segment beside the flusher if it is missing and no creation runs.

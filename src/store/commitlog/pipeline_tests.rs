@@ -152,6 +152,48 @@ fn with_dsync_files_an_append_during_a_write_goes_into_the_next_write_without_fd
 }
 
 #[test]
+fn with_dsync_files_appends_are_written_and_acknowledged_while_zeros_ahead_are_written() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(33), SimClock::new(1_000), small_config());
+        // Room for zeros ahead past the first chunk after the data.
+        cfg.segment_bytes = 4 << 20;
+        let store = open(&sim, &clock, &cfg).await;
+        // Data writes (O_DSYNC handle) are quick; zeros ahead (a plain handle) take 1.5 s,
+        // less than the puts' 2 s flush timeout, so a put held behind them would still
+        // succeed, only after them.
+        sim.set_faults(SimFaults {
+            plain_write_delay: Some(Duration::from_millis(1_500)),
+            path_prefix: Some(PathBuf::from(ROOT).join("commitlog")),
+            ..SimFaults::default()
+        });
+        let log = &store.inner.commitlog.log;
+        let (first, _) = spawn_put_of(&store, &sim, 0, cfg.segment_bytes);
+        assert!(first.await.is_some());
+        assert!(
+            log.zeros_in_flight(),
+            "the first write of a segment is followed by zeros ahead"
+        );
+        for i in 1..40 {
+            let (put, done) = spawn_put_of(&store, &sim, i, cfg.segment_bytes);
+            assert!(put.await.is_some());
+            assert!(done.get());
+            assert!(
+                log.zeros_in_flight(),
+                "put {i} waited for the zeros ahead before its own write"
+            );
+        }
+        while log.zeros_in_flight() {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        sim.set_faults(SimFaults::default());
+        let all = read_all(&store, "T").await;
+        assert_eq!(all.len(), 40);
+        assert_eq!(view(&all[39]).body, &body_of(39, 100)[..]);
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_crash_between_a_write_and_its_fdatasync_loses_nothing_acknowledged() {
     crash_loses_nothing_acknowledged(false);
 }

@@ -842,6 +842,11 @@ impl Reactor {
         }
     }
 
+    /// ringmq patch: see `sys::uring::Reactor::submit_now`.
+    pub(crate) fn submit_now(&self, source: &Source) -> io::Result<()> {
+        self.sys.submit_now(source)
+    }
+
     pub(crate) fn rush_dispatch(&self, source: &Source) -> io::Result<()> {
         self.sys.rush_dispatch(source, &mut 0)
     }

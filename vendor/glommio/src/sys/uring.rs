@@ -1846,6 +1846,20 @@ impl Reactor {
         Ok(())
     }
 
+    /// ringmq patch: submits what is queued for `src`'s ring now, in an `io_uring_enter` of
+    /// its own, whatever the ring (`rush_dispatch` does nothing for the main and latency
+    /// rings, whose SQEs go in with the executor's next poll or sleep). For a write the device
+    /// should start on while this executor still has other work to run first. Completions
+    /// are left for the next poll. On an error the SQEs stay queued for that poll.
+    pub(crate) fn submit_now(&self, src: &Source) -> io::Result<()> {
+        let mut ring = self.ring_for_source(src);
+        ring.consume_submission_queue()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        Ok(())
+    }
+
     pub(crate) fn rush_dispatch(&self, src: &Source, woke: &mut usize) -> io::Result<()> {
         let ring = &mut *self.ring_for_source(src);
         if ring.may_rush() {
