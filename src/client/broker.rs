@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{ClientError, Connection};
 use crate::message::properties::Properties;
-use crate::message::record::RecordView;
+use crate::message::record::{RecordError, RecordView};
 use crate::protocol::heartbeat::HeartbeatData;
 use crate::protocol::send::SendRequest;
 use crate::remoting::{request, response, RemotingCommand};
@@ -111,11 +111,11 @@ pub fn pull_command(
 }
 
 /// Decodes a pull body: stored records back to back.
-pub fn decode_messages(body: &[u8]) -> Result<Vec<PulledMessage>, String> {
+pub fn decode_messages(body: &[u8]) -> Result<Vec<PulledMessage>, RecordError> {
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
-        let view = RecordView::parse(rest).map_err(|e| e.to_string())?;
+        let view = RecordView::parse(rest)?;
         out.push(PulledMessage {
             topic: view.topic.to_string(),
             queue_id: view.queue_id,
@@ -240,9 +240,9 @@ impl Connection {
         {
             return Err(self.server_error(reply));
         }
-        let messages = decode_messages(&reply.body).map_err(|reason| ClientError::Body {
+        let messages = decode_messages(&reply.body).map_err(|e| ClientError::Body {
             addr: self.addr().to_string(),
-            reason,
+            reason: e.to_string(),
         })?;
         Ok(PullResult {
             code: reply.code,

@@ -104,7 +104,7 @@ impl PullOutcome {
     }
 
     /// The records decoded into owned messages.
-    pub fn messages(&self) -> Result<Vec<PulledMessage>, String> {
+    pub fn messages(&self) -> Result<Vec<PulledMessage>, crate::message::record::RecordError> {
         decode_messages(&self.body)
     }
 }

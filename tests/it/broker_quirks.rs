@@ -441,7 +441,7 @@ fn check_cpp_answer(
     };
     match code {
         11 if resp.code == response::SUCCESS => {
-            let messages = decode_messages(&resp.body)?;
+            let messages = decode_messages(&resp.body).map_err(|e| e.to_string())?;
             if messages.len() != 3 || messages.iter().any(|m| m.queue_id != 0) {
                 return Err(format!("want 3 messages of queue 0, got {messages:?}"));
             }
