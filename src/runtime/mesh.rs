@@ -47,6 +47,8 @@ pub fn builder<Req: Send + 'static, Resp: Send + 'static>(
     inbox_capacity: usize,
 ) -> Builder<Req, Resp> {
     Builder {
+        colocation: (shards >= 2 && super::colocate::enabled_by_env())
+            .then(|| super::colocate::Colocation::new(shards)),
         mesh: MeshBuilder::full(shards, inbox_capacity),
         liveness: Arc::new(Liveness {
             gone: (0..shards).map(|_| AtomicBool::new(false)).collect(),
@@ -59,6 +61,8 @@ pub fn builder<Req: Send + 'static, Resp: Send + 'static>(
 pub struct Builder<Req: Send + 'static, Resp: Send + 'static> {
     mesh: MeshBuilder<Envelope<Req, Resp>, Full>,
     liveness: Arc<Liveness>,
+    /// Lightly loaded shards share one CPU (`super::colocate`); `None`: off.
+    colocation: Option<Arc<super::colocate::Colocation>>,
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Clone for Builder<Req, Resp> {
@@ -66,7 +70,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> Clone for Builder<Req, Resp> {
         Builder {
             mesh: self.mesh.clone(),
             liveness: Arc::clone(&self.liveness),
+            colocation: self.colocation.clone(),
         }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
+    /// Turns shard co-location on (`super::colocate`) whatever `RINGMQ_COLOCATE_SHARDS`
+    /// says; call before cloning the builder for the shards.
+    pub fn colocated(mut self) -> Self {
+        let shards = self.liveness.gone.len();
+        self.colocation = Some(super::colocate::Colocation::new(shards));
+        self
     }
 }
 
@@ -116,6 +131,8 @@ pub struct ShardMesh<Req: Send + 'static, Resp: Send + 'static> {
     /// Which shards have exited (shared by the whole mesh).
     liveness: Arc<Liveness>,
     next_id: Cell<u64>,
+    /// Shard co-location, when on (shared by the mesh's shards).
+    colocation: Option<Arc<super::colocate::Colocation>>,
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
@@ -126,16 +143,24 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
         H: Fn(usize, Req) -> F + 'static,
         F: Future<Output = Option<Resp>> + 'static,
     {
-        let Builder { mesh, liveness } = builder;
+        let Builder {
+            mesh,
+            liveness,
+            colocation,
+        } = builder;
         let (senders, receivers) = mesh.join().await.map_err(|_| MeshError::ShardGone(0))?;
         let mesh = Rc::new(ShardMesh {
             senders,
             pending: RefCell::new(HashMap::new()),
             liveness: Arc::clone(&liveness),
             next_id: Cell::new(1),
+            colocation,
         });
         Rc::clone(&mesh).serve(receivers, Rc::new(handler));
         let me = mesh.shard();
+        if let Some(colocation) = &mesh.colocation {
+            colocation.start(me, Rc::downgrade(&mesh));
+        }
         EXIT_MARKS.with(|marks| {
             marks.borrow_mut().push(ExitMark {
                 shard: me,
@@ -164,6 +189,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.senders.nr_consumers()
+    }
+
+    /// Shard co-location's shared state, when it is on.
+    pub fn colocation(&self) -> Option<&Arc<super::colocate::Colocation>> {
+        self.colocation.as_ref()
     }
 
     fn serve<H, F>(self: Rc<Self>, mut receivers: Receivers<Envelope<Req, Resp>>, handler: Rc<H>)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+pub mod colocate;
 pub mod mesh;
 pub mod watch;
 pub use watch::OffsetWatch;
