@@ -132,6 +132,9 @@ pub struct AttackPlan {
     /// leave, instead of a third of it; its own CPU time is reported either way.
     #[arg(long, default_value_t = 0)]
     pub nice: i32,
+    /// Seconds to keep sampling the server's VmRSS after the attack (with --pid).
+    #[arg(long, default_value_t = 30)]
+    pub after_s: u64,
 }
 
 /// The server's memory and descriptors at one moment (zeros without a PID).
@@ -410,7 +413,7 @@ fn run_attack(args: &Target, plan: &AttackPlan) -> Result<(), String> {
         nice,
     );
     if args.pid.is_some() {
-        for _ in 0..30 {
+        for _ in 0..plan.after_s {
             std::thread::sleep(Duration::from_secs(1));
             println!(
                 "after {:>2} s: {}",

@@ -138,7 +138,8 @@ async fn sender(shared: Rc<Shared>, task: usize) {
         let result = shared.send(client, queue.queue_id, first, batch).await;
         let latency = Instant::now().saturating_duration_since(intended);
         let unreachable = matches!(result, Err(CallError::Connect { .. }));
-        shared.record(first, batch, result, latency);
+        let in_window = shared.in_window(intended);
+        shared.record(first, batch, result, latency, in_window);
         if unreachable {
             glommio::timer::sleep(CONNECT_BACKOFF).await;
         }
@@ -157,6 +158,14 @@ impl Shared {
             None => Instant::now(),
         };
         (at < self.plan.end).then_some(at)
+    }
+
+    /// True when a send issued (open loop: due) at `intended` falls in the measured window,
+    /// the seconds after the warm-up: its acknowledgement counts towards
+    /// `Report::window_sent_messages` whenever it arrives.
+    fn in_window(&self, intended: Instant) -> bool {
+        let from = self.plan.start + Duration::from_secs(self.plan.args.warmup_seconds);
+        intended >= from && intended < self.plan.end
     }
 
     /// The first tick of the open-loop grid at or after `intended`: tasks due within one tick
@@ -242,11 +251,18 @@ impl Shared {
         count: u64,
         result: Result<SendOutcome, CallError>,
         latency: Duration,
+        in_window: bool,
     ) {
         let mut stats = self.stats.borrow_mut();
+        if in_window {
+            stats.issued_in_window += count;
+        }
         match result {
             Ok(outcome) if outcome.code == response::SUCCESS => {
                 stats.sent += count;
+                if in_window {
+                    stats.sent_issued_in_window += count;
+                }
                 Interval::record(&mut stats.send_latency_us, latency);
                 if self.plan.args.flush_check {
                     let mut acked = self.acked.borrow_mut();

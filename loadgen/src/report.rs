@@ -292,6 +292,16 @@ pub struct Report {
     pub throughput_bytes_per_second: f64,
     /// Messages acknowledged in the measured seconds.
     pub measured_messages: u64,
+    /// Messages whose send was issued inside the measured window (open loop: whose intended
+    /// send time fell in it) and was acknowledged, whenever the acknowledgement arrived (the
+    /// requests still in flight at the end are waited for). Unlike `measured_messages`, a
+    /// backlog of acknowledgements landing just after the window (or one from the warm-up
+    /// landing inside it) moves nothing: what the server did with the window's sends.
+    pub window_sent_messages: u64,
+    /// Messages whose send was issued inside the measured window, whatever became of them.
+    pub window_issued_messages: u64,
+    /// `window_sent_messages` per second of the window.
+    pub window_throughput_messages_per_second: f64,
     /// Messages acknowledged with SUCCESS over the whole run (warm-up included).
     pub sent_messages: u64,
     /// Messages whose send failed over the whole run.
@@ -358,6 +368,9 @@ impl Report {
             throughput_messages_per_second: 0.0,
             throughput_bytes_per_second: 0.0,
             measured_messages: 0,
+            window_sent_messages: 0,
+            window_issued_messages: 0,
+            window_throughput_messages_per_second: 0.0,
             sent_messages: 0,
             failed_messages: 0,
             errors_by_code: BTreeMap::new(),
@@ -395,6 +408,9 @@ impl Report {
         let (m, t) = (&agg.measured, &agg.total);
         let seconds = self.duration_seconds as f64;
         self.measured_messages = m.sent;
+        self.window_sent_messages = t.sent_issued_in_window;
+        self.window_issued_messages = t.issued_in_window;
+        self.window_throughput_messages_per_second = t.sent_issued_in_window as f64 / seconds;
         self.throughput_messages_per_second = m.sent as f64 / seconds;
         self.throughput_bytes_per_second =
             (m.sent as f64 * self.message_size_bytes as f64) / seconds;
@@ -469,9 +485,13 @@ impl Report {
             self.throughput_bytes_per_second / 1e6
         );
         say!(
-            "  sent          {} acknowledged, {} failed",
+            "  sent          {} acknowledged, {} failed; of the {} issued in the measured \
+             window, {} acknowledged ({} msgs/s)",
             thousands(self.sent_messages),
-            thousands(self.failed_messages)
+            thousands(self.failed_messages),
+            thousands(self.window_issued_messages),
+            thousands(self.window_sent_messages),
+            thousands(self.window_throughput_messages_per_second as u64)
         );
         say!(
             "  latency us    p50 {}  p90 {}  p99 {}  p999 {}  max {}  (mean {:.0}, {} requests)",

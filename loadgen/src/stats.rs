@@ -24,6 +24,11 @@ pub fn histogram() -> Histogram<u64> {
 pub struct Interval {
     /// Messages acknowledged with SUCCESS.
     pub sent: u64,
+    /// Of `sent`, the messages whose send was issued (open loop: was due) inside the measured
+    /// window, whenever their acknowledgement arrived (see `Report::window_sent_messages`).
+    pub sent_issued_in_window: u64,
+    /// Messages whose send was issued inside the measured window, whatever became of them.
+    pub issued_in_window: u64,
     /// Messages whose send failed: any other response code, or no response.
     pub failed: u64,
     /// Failed messages by the broker's response code.
@@ -46,6 +51,8 @@ impl Default for Interval {
     fn default() -> Self {
         Interval {
             sent: 0,
+            sent_issued_in_window: 0,
+            issued_in_window: 0,
             failed: 0,
             errors_by_code: BTreeMap::new(),
             client_errors: BTreeMap::new(),
@@ -62,6 +69,8 @@ impl Interval {
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &Interval) {
         self.sent += other.sent;
+        self.sent_issued_in_window += other.sent_issued_in_window;
+        self.issued_in_window += other.issued_in_window;
         self.failed += other.failed;
         self.consumed += other.consumed;
         add_counts(&mut self.errors_by_code, &other.errors_by_code);

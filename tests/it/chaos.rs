@@ -21,7 +21,8 @@
 //!
 //! The short form runs in `cargo test` (a few rounds of each, a gentle attack). The long form,
 //! by hand, prints the table (`CHAOS_RINGMQ_BIN` runs another build of the server, e.g. a
-//! release one; rounds 0 leaves a fault out):
+//! release one, and the attack rounds then run the `loadgen` beside it, or
+//! `CHAOS_LOADGEN_BIN`, as processes of their own; rounds 0 leaves a fault out):
 //!
 //! ```sh
 //! CHAOS_KILL_ROUNDS=100 CHAOS_DISK_ROUNDS=10 CHAOS_STOP_ROUNDS=10 CHAOS_NET_ROUNDS=10 \
@@ -774,23 +775,159 @@ fn attack_nice() -> i32 {
         .unwrap_or(19)
 }
 
+/// One legitimate run's figures, from `loadgen produce --flush-check` in this process or as a
+/// process of its own (see [`LegitLoad`]).
+struct Legit {
+    /// Acknowledgements of the sends issued in the measured window, per second of it
+    /// (loadgen's `window_throughput_messages_per_second`): what the broker did with the
+    /// window's sends, not when the acknowledgements reached loadgen's counters.
+    rate: f64,
+    issued: u64,
+    sent: u64,
+    lost: u64,
+    duplicated: u64,
+    failed: u64,
+    p99_us: u64,
+    /// Why sends failed, when some did.
+    errors: String,
+}
+
+impl Legit {
+    fn of(report: &::loadgen::Report) -> Legit {
+        Legit {
+            rate: report.window_throughput_messages_per_second,
+            issued: report.window_issued_messages,
+            sent: report.sent_messages,
+            lost: report.lost.unwrap_or(0),
+            duplicated: report.duplicates,
+            failed: report.failed_messages,
+            p99_us: report.p99_latency_us,
+            errors: format!(
+                "by code {:?}, without an answer {:?}",
+                report.errors_by_code, report.client_errors
+            ),
+        }
+    }
+
+    fn from_json(json: &serde_json::Value) -> Legit {
+        let n = |k: &str| json[k].as_u64().unwrap_or(0);
+        Legit {
+            rate: json["window_throughput_messages_per_second"]
+                .as_f64()
+                .unwrap_or(0.0),
+            issued: n("window_issued_messages"),
+            sent: n("sent_messages"),
+            lost: n("lost"),
+            duplicated: n("duplicates"),
+            failed: n("failed_messages"),
+            p99_us: n("p99_latency_us"),
+            errors: format!(
+                "by code {}, without an answer {}",
+                json["errors_by_code"], json["client_errors"]
+            ),
+        }
+    }
+}
+
+/// Where the attack rounds' legitimate traffic and attacker run. A debug loadgen in this
+/// process shares the test process (and its debug build's CPU cost) with the attacker's
+/// threads, so with release binaries the long form runs both as processes of their own:
+/// `CHAOS_LOADGEN_BIN`, or the `loadgen` next to `CHAOS_RINGMQ_BIN` when there is one.
+enum LegitLoad {
+    InProcess,
+    Binary(PathBuf),
+}
+
+impl LegitLoad {
+    fn from_env() -> LegitLoad {
+        if let Some(bin) = std::env::var_os("CHAOS_LOADGEN_BIN") {
+            return LegitLoad::Binary(bin.into());
+        }
+        let beside = std::env::var_os("CHAOS_RINGMQ_BIN")
+            .map(PathBuf::from)
+            .and_then(|b| Some(b.parent()?.join("loadgen")))
+            .filter(|b| b.is_file());
+        beside.map_or(LegitLoad::InProcess, LegitLoad::Binary)
+    }
+
+    /// `loadgen produce` open loop at `rate` for 1 s of warm-up and `seconds` measured, every
+    /// acknowledged message consumed afterwards (--flush-check).
+    fn produce(&self, namesrv: &str, topic: &str, rate: u64, seconds: u64, json: &Path) -> Legit {
+        match self {
+            LegitLoad::InProcess => {
+                let mut args =
+                    ::loadgen::Args::defaults(::loadgen::Scenario::Produce, namesrv, topic);
+                args.rate_messages_per_second = Some(rate);
+                args.duration_seconds = seconds;
+                args.warmup_seconds = ATTACK_WARMUP_S;
+                args.flush_check = true;
+                args.quiet = true;
+                Legit::of(&::loadgen::run(args).expect("loadgen runs"))
+            }
+            LegitLoad::Binary(bin) => {
+                let out = std::process::Command::new(bin)
+                    .args(["produce", "-n", namesrv, "-t", topic, "--flush-check", "-q"])
+                    .args(["--rate", &rate.to_string()])
+                    .args(["--duration", &seconds.to_string()])
+                    .args(["--warmup", &ATTACK_WARMUP_S.to_string()])
+                    .arg("--json")
+                    .arg(json)
+                    .output()
+                    .expect("run loadgen");
+                // Exit status 3: --flush-check found lost or duplicated messages (counted
+                // from the report below).
+                assert!(
+                    matches!(out.status.code(), Some(0 | 3)),
+                    "loadgen produce: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let report = std::fs::read_to_string(json).expect("loadgen's JSON report");
+                Legit::from_json(&serde_json::from_str(&report).expect("loadgen's JSON"))
+            }
+        }
+    }
+
+    /// `loadgen churn attack` with `argv` (after `churn`), at nice `nice`; returns its output.
+    fn attack(&self, argv: Vec<String>) -> String {
+        match self {
+            LegitLoad::InProcess => {
+                let mut full = vec!["churn".to_string()];
+                full.extend(argv);
+                ::loadgen::churn::main(full).expect("the attack runs");
+                String::new()
+            }
+            LegitLoad::Binary(bin) => {
+                let out = std::process::Command::new(bin)
+                    .arg("churn")
+                    .args(&argv)
+                    .output()
+                    .expect("run loadgen churn");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "loadgen churn: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                text
+            }
+        }
+    }
+}
+
+/// The legitimate runs' warm-up: the attack starts when it ends.
+const ATTACK_WARMUP_S: u64 = 1;
+
 fn attack_rounds(rounds: usize, seconds: u64, rate: u64, attack_args: &[String]) -> AttackRun {
     let nice = attack_nice();
+    let load = LegitLoad::from_env();
     let namesrv = TestNamesrv::start();
     let extra = std::env::var("CHAOS_ATTACK_BROKER").unwrap_or_default();
     let (dir, config, addr) = broker_dir("attack", &mut Rng::seeded(), &extra.replace(',', "\n"));
     let broker = BrokerProcess::start(&config, &namesrv.addr, dir.path().join("broker.log"));
     let topic = "ChaosAttack";
-    let produce = || {
-        let mut args =
-            ::loadgen::Args::defaults(::loadgen::Scenario::Produce, &namesrv.addr, topic);
-        args.rate_messages_per_second = Some(rate);
-        args.duration_seconds = seconds;
-        args.warmup_seconds = 1;
-        args.flush_check = true;
-        args.quiet = true;
-        ::loadgen::run(args).expect("loadgen runs")
-    };
+    let json = dir.path().join("loadgen.json");
+    let produce = || load.produce(&namesrv.addr, topic, rate, seconds, &json);
     let mut run = AttackRun {
         rounds: 0,
         sent: 0,
@@ -802,8 +939,11 @@ fn attack_rounds(rounds: usize, seconds: u64, rate: u64, attack_args: &[String])
     };
     for _ in 0..rounds {
         let quiet = produce();
+        // The attack lasts the loud run's measured window: it starts when loadgen's warm-up
+        // ends and runs `seconds` (after opening its silent connections), at the same nice
+        // value and with the same arguments every round; the broker's memory is sampled by
+        // churn.sh, not here (--after-s 0).
         let mut argv: Vec<String> = [
-            "churn",
             "--addr",
             &addr,
             "--pid",
@@ -812,61 +952,60 @@ fn attack_rounds(rounds: usize, seconds: u64, rate: u64, attack_args: &[String])
             topic,
             "attack",
             "--seconds",
-            &(seconds + 2).to_string(),
+            &seconds.to_string(),
+            "--after-s",
+            "0",
+            "--nice",
+            &nice.to_string(),
         ]
         .iter()
         .map(|a| a.to_string())
         .collect();
-        argv.extend(["--nice".to_string(), nice.to_string()]);
         argv.extend(attack_args.iter().cloned());
-        // As loadgen/churn.sh: the attack starts with the measured part of the second run
-        // (after loadgen's 1 s warm-up) and outlasts it. It runs on its own threads at `nice`
-        // (see `attack_nice`); loadgen runs as in the quiet run.
-        let loud = std::thread::scope(|scope| {
+        let (loud, attack_out) = std::thread::scope(|scope| {
             let loud = scope.spawn(produce);
-            std::thread::sleep(Duration::from_secs(1));
-            let attack = scope.spawn(move || ::loadgen::churn::main(argv));
-            attack
-                .join()
-                .expect("the attacker panicked")
-                .expect("the attack runs");
-            loud.join().expect("loadgen panicked")
+            std::thread::sleep(Duration::from_secs(ATTACK_WARMUP_S));
+            let attack = scope.spawn(|| load.attack(argv));
+            let attack_out = attack.join().expect("the attacker panicked");
+            (loud.join().expect("loadgen panicked"), attack_out)
         });
         for report in [&quiet, &loud] {
-            run.sent += report.sent_messages;
-            run.lost += report.lost.unwrap_or(0);
-            run.duplicated += report.duplicates;
+            run.sent += report.sent;
+            run.lost += report.lost;
+            run.duplicated += report.duplicated;
         }
+        let attacker = attack_out
+            .lines()
+            .find(|l| l.starts_with("attack over"))
+            .unwrap_or("");
         eprintln!(
             "attack round {}: quiet {:.0} msgs/s ({} sent, p99 {} us), under attack {:.0} \
-             msgs/s ({} sent, p99 {} us)",
+             msgs/s ({} sent, p99 {} us); {attacker}",
             run.rounds + 1,
-            quiet.throughput_messages_per_second,
-            quiet.sent_messages,
-            quiet.p99_latency_us,
-            loud.throughput_messages_per_second,
-            loud.sent_messages,
-            loud.p99_latency_us,
+            quiet.rate,
+            quiet.sent,
+            quiet.p99_us,
+            loud.rate,
+            loud.sent,
+            loud.p99_us,
         );
         for (name, report) in [("quiet", &quiet), ("under attack", &loud)] {
-            if report.failed_messages > 0 || report.sent_messages == 0 {
+            if report.failed > 0 || report.sent == 0 {
                 eprintln!(
-                    "attack round {}, {name}: {} sent, {} failed: by code {:?}, without an \
-                     answer {:?}",
+                    "attack round {}, {name}: {} issued in the window, {} sent, {} failed: {}",
                     run.rounds + 1,
-                    report.sent_messages,
-                    report.failed_messages,
-                    report.errors_by_code,
-                    report.client_errors
+                    report.issued,
+                    report.sent,
+                    report.failed,
+                    report.errors
                 );
             }
         }
         // A run that sent nothing counts as 0 % (the check below then fails).
-        let quiet_rate = quiet.throughput_messages_per_second.max(f64::MIN_POSITIVE);
-        run.ratios
-            .push(loud.throughput_messages_per_second / quiet_rate);
-        run.quiet_empty += usize::from(quiet.sent_messages == 0);
-        run.p99_us.push((quiet.p99_latency_us, loud.p99_latency_us));
+        let quiet_rate = quiet.rate.max(f64::MIN_POSITIVE);
+        run.ratios.push(loud.rate / quiet_rate);
+        run.quiet_empty += usize::from(quiet.sent == 0);
+        run.p99_us.push((quiet.p99_us, loud.p99_us));
         run.rounds += 1;
     }
     let mut broker = broker;

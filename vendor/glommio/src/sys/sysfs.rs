@@ -139,7 +139,13 @@ impl BlockDevice {
             max_sectors_size: max_sectors_kb << 10,
             max_segment_size,
             cache,
-            iopoll: None,
+            // ringmq patch: a device whose queue says it has no polled queues (io_poll 0, a
+            // virtio disk for one) is taken at its word; upstream probes it with a polled read
+            // on the first file opened there (see PATCHES.md item 8).
+            iopoll: match read_to_string(queue.join("io_poll")) {
+                Ok(v) if v.trim() == "0" => Some(false),
+                _ => None,
+            },
             subcomponents,
         }
     }
