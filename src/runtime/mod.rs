@@ -321,7 +321,7 @@ mod tests {
         }
     }
 
-    /// vendor/glommio/PATCHES.md item 5: the poll of the latency ring that ends a sleep is
+    /// vendor/glommio/PATCHES.md item 6: the poll of the latency ring that ends a sleep is
     /// kept armed over sleeps and re-armed only after it completed, and a sleep submits the
     /// main ring's new requests in its own `io_uring_enter`. Each executor is woken from
     /// outside many thousand times (by another thread through the eventfd, and by a socket
@@ -407,7 +407,7 @@ mod tests {
         client.join().expect("client");
     }
 
-    /// vendor/glommio/PATCHES.md item 8: a file write submitted at once
+    /// vendor/glommio/PATCHES.md item 9: a file write submitted at once
     /// (`DmaFile::write_rc_at_now`, an `io_uring_enter` of its own in the middle of a task)
     /// while the same executor polls and sleeps for a socket ping-pong between two of its
     /// tasks and a timer task: a completion the executor never collects, or a sleep that

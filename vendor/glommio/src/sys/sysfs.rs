@@ -141,7 +141,7 @@ impl BlockDevice {
             cache,
             // ringmq patch: a device whose queue says it has no polled queues (io_poll 0, a
             // virtio disk for one) is taken at its word; upstream probes it with a polled read
-            // on the first file opened there (see PATCHES.md item 8).
+            // on the first file opened there (see PATCHES.md item 10).
             iopoll: match read_to_string(queue.join("io_poll")) {
                 Ok(v) if v.trim() == "0" => Some(false),
                 _ => None,
