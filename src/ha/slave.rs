@@ -17,7 +17,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::error::{HaError, Peer};
-use super::history::{stale_master, Epoch, History};
+use super::history::{stale_master, History};
 use super::proto::{Action, FrameHeader, Hello, Welcome, FRAME_DATA, FRAME_HEADER_BYTES};
 use super::{read_handshake, read_within, within, HaOptions};
 use crate::runtime::{OffsetWatch, Shutdown};
@@ -354,7 +354,6 @@ impl Follower {
                 if let Some(why) = stale_master(master_epoch, self.known_epoch()) {
                     return Err(HaError::StaleMaster(why));
                 }
-                let epochs: Vec<Epoch> = epochs;
                 Ok((action, start, History { lineage, epochs }))
             }
         }
