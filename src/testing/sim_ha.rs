@@ -466,7 +466,7 @@ impl Pipe {
 
 impl World {
     async fn new(seed: u64, verbose: bool) -> World {
-        let mut rng = Rng(seed ^ 0x5EED_0F_7E57);
+        let mut rng = Rng(seed ^ 0x005E_ED0F_7E57);
         let m_disk = SimStorage::new(rng.next());
         let s_disk = SimStorage::new(rng.next());
         let m_cfg = store_config("/master", &mut rng);
@@ -1275,8 +1275,7 @@ impl World {
             Err(e) => return Err(self.fail(format!("a pull failed: {e}"))),
         };
         let side = if on_master { "master" } else { "slave" };
-        let mut next = from;
-        for m in &got.messages {
+        for (next, m) in (from..).zip(got.messages.iter()) {
             let Ok(v) = RecordView::parse(m) else {
                 return Err(self.fail(format!("the {side} served an unparsable record")));
             };
@@ -1288,7 +1287,6 @@ impl World {
                 )));
             }
             self.check_record(side, queue, &v)?;
-            next += 1;
         }
         Ok(())
     }
