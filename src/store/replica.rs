@@ -139,7 +139,8 @@ impl<S: Storage> MessageStore<S> {
                 "replicated bytes start at {pos} but this commitlog ends at {written}"
             )));
         }
-        let records = split_records(bytes, pos, seg_bytes, inner.cfg.shard).map_err(misplaced)?;
+        let records = split_records(bytes, pos, seg_bytes, inner.cfg.shard)
+            .map_err(|e| misplaced(e.to_string()))?;
         if pos != written {
             cl.log.skip_to(pos);
         }
@@ -181,38 +182,53 @@ enum Piece<'a> {
 
 /// Splits a replicated chunk into records, checking each one (magic, size, CRC, position,
 /// segment fit) before anything is appended.
+/// Why a replicated chunk is refused (nothing of it is appended).
+#[derive(Debug, thiserror::Error)]
+enum ChunkError {
+    #[error("a record header is cut off")]
+    HeaderCut,
+    #[error("a blank record at {at} of size {size} does not end segment {seg_end}")]
+    MisplacedBlank { at: u64, size: i32, seg_end: u64 },
+    #[error("record size {size} at {at}")]
+    BadSize { size: i32, at: u64 },
+    #[error("record of {size} bytes at {at} does not fit")]
+    DoesNotFit { size: i32, at: u64 },
+    #[error("record at {at}: {reason}")]
+    Unparsable { at: u64, reason: String },
+    #[error("record at {at}: body CRC mismatch")]
+    Crc { at: u64 },
+    #[error("record at {at} says it belongs at physical offset {field}")]
+    Misplaced { at: u64, field: i64 },
+}
+
 fn split_records(
     bytes: &[u8],
     pos: u64,
     seg_bytes: u64,
     shard: u8,
-) -> Result<Vec<Piece<'_>>, String> {
+) -> Result<Vec<Piece<'_>>, ChunkError> {
     let mut pieces = Vec::new();
     let mut at = pos;
     let mut rest = bytes;
     while !rest.is_empty() {
         let seg_end = at - at % seg_bytes + seg_bytes;
-        let (size, magic) = peek_header(rest).ok_or("a record header is cut off")?;
+        let (size, magic) = peek_header(rest).ok_or(ChunkError::HeaderCut)?;
         if magic == BLANK_MAGIC_CODE {
             if size as u64 != seg_end - at || rest.len() != BLANK_RECORD_BYTES {
-                return Err(format!(
-                    "a blank record at {at} of size {size} does not end segment {seg_end}"
-                ));
+                return Err(ChunkError::MisplacedBlank { at, size, seg_end });
             }
             pieces.push(Piece::Blank { at, seg_end });
             break;
         }
-        let len = usize::try_from(size).map_err(|_| format!("record size {size} at {at}"))?;
+        let len = usize::try_from(size).map_err(|_| ChunkError::BadSize { size, at })?;
         if len > rest.len() || len < BLANK_RECORD_BYTES || needs_rollover(at, len, seg_bytes) {
-            return Err(format!("record of {size} bytes at {at} does not fit"));
+            return Err(ChunkError::DoesNotFit { size, at });
         }
         let view =
             check_record(&rest[..len], to_physical(shard, at), true).map_err(|e| match e {
-                Invalid::Parse(p) => format!("record at {at}: {p}"),
-                Invalid::Crc => format!("record at {at}: body CRC mismatch"),
-                Invalid::Misplaced { field, .. } => {
-                    format!("record at {at} says it belongs at physical offset {field}")
-                }
+                Invalid::Parse(reason) => ChunkError::Unparsable { at, reason },
+                Invalid::Crc => ChunkError::Crc { at },
+                Invalid::Misplaced { field, .. } => ChunkError::Misplaced { at, field },
             })?;
         pieces.push(Piece::Record { at, view });
         at += len as u64;
