@@ -194,7 +194,20 @@ mod tests {
     use std::rc::Rc;
     use std::time::{Duration, Instant};
 
-    use glommio::{LocalExecutorBuilder, Placement};
+    use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+    /// The lost-wake-up tests' watchdog: what `executor` sends on `done`, once it is joined, or
+    /// a failure saying `hang` when nothing comes within 60 s (the hung executor thread is left
+    /// behind; the test process ends with it).
+    fn watchdog<T>(executor: ExecutorJoinHandle<()>, done: flume::Receiver<T>, hang: &str) -> T {
+        match done.recv_timeout(Duration::from_secs(60)) {
+            Ok(result) => {
+                executor.join().expect("joined");
+                result
+            }
+            Err(_) => panic!("{hang}"),
+        }
+    }
 
     /// An executor asleep on a long timer, woken from another thread (the cross-thread wake
     /// path vendor/glommio/PATCHES.md changes), must arm a shorter timer started then and
@@ -272,15 +285,13 @@ mod tests {
                 let _ = done_tx.send((trips, started.elapsed()));
             })
             .expect("executor");
-        // A hung executor thread is left behind (the test process ends with it).
-        match done_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((trips, took)) => {
-                assert_eq!(trips, ROUND_TRIPS);
-                eprintln!("{ROUND_TRIPS} round trips in {took:?}");
-                executor.join().expect("joined");
-            }
-            Err(_) => panic!("the executor parked with tasks ready and never woke"),
-        }
+        let (trips, took) = watchdog(
+            executor,
+            done_rx,
+            "the executor parked with tasks ready and never woke",
+        );
+        assert_eq!(trips, ROUND_TRIPS);
+        eprintln!("{ROUND_TRIPS} round trips in {took:?}");
     }
 
     /// vendor/glommio/PATCHES.md: the timer for the reactor's next `Timer` is armed before
@@ -312,13 +323,12 @@ mod tests {
                 let _ = done_tx.send(started.elapsed());
             })
             .expect("executor");
-        match done_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(took) => {
-                eprintln!("3 x {SLEEPS} short sleeps in {took:?}");
-                executor.join().expect("joined");
-            }
-            Err(_) => panic!("a timer fired and the executor slept on without it"),
-        }
+        let took = watchdog(
+            executor,
+            done_rx,
+            "a timer fired and the executor slept on without it",
+        );
+        eprintln!("3 x {SLEEPS} short sleeps in {took:?}");
     }
 
     /// vendor/glommio/PATCHES.md item 6: the poll of the latency ring that ends a sleep is
@@ -482,12 +492,11 @@ mod tests {
                 let _ = done_tx.send(started.elapsed());
             })
             .expect("executor");
-        match done_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(took) => {
-                eprintln!("{WRITES} writes submitted at once in {took:?}");
-                executor.join().expect("joined");
-            }
-            Err(_) => panic!("a write submitted at once never completed, or a sleep missed it"),
-        }
+        let took = watchdog(
+            executor,
+            done_rx,
+            "a write submitted at once never completed, or a sleep missed it",
+        );
+        eprintln!("{WRITES} writes submitted at once in {took:?}");
     }
 }
