@@ -709,18 +709,23 @@ fn start_in_role(
         sync_state: Some(Arc::clone(sync_state)),
     };
     // The previous incarnation's ports may take a moment to be free again.
-    let mut last = None;
-    for _ in 0..50 {
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 1;
+    loop {
         match broker::start(options.clone(), Shutdown::new()) {
             Ok(handle) => return Ok(handle),
-            Err(e) => last = Some(e),
+            Err(source) if attempt == ATTEMPTS => {
+                return Err(AgentError::CannotStart {
+                    role: format!("{role:?}"),
+                    source,
+                })
+            }
+            Err(_) => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    Err(AgentError::CannotStart {
-        role: format!("{role:?}"),
-        source: last.unwrap_or_else(|| std::io::Error::other("no attempt")),
-    })
 }
 
 /// One slave as the master's runtime info shows it (`haSlave.<addr>`).
