@@ -44,6 +44,12 @@ pub enum RecordError {
     PropertiesTooLong(usize),
     #[error("topic or properties are not UTF-8")]
     BadUtf8,
+    /// The store's recovery reads a record whose topic is empty or whose topic or properties
+    /// hold a NUL as torn by a power loss (`store::commitlog::segment`), so none is stored.
+    #[error("the topic is empty or holds a NUL byte")]
+    TopicWithNul,
+    #[error("the properties hold a NUL byte, which a stored record never does (recovery reads one as a write torn by a power loss)")]
+    PropertiesWithNul,
     #[error("body CRC {stored:#x} does not match the body ({computed:#x})")]
     BadCrc { stored: u32, computed: u32 },
 }
@@ -161,6 +167,12 @@ impl RecordInput<'_> {
         }
         if self.properties.len() > PROPERTIES_MAX_BYTES {
             return Err(RecordError::PropertiesTooLong(self.properties.len()));
+        }
+        if self.topic.is_empty() || self.topic.as_bytes().contains(&0) {
+            return Err(RecordError::TopicWithNul);
+        }
+        if self.properties.as_bytes().contains(&0) {
+            return Err(RecordError::PropertiesWithNul);
         }
         let total = self.encoded_len();
         let start = dst.len();
@@ -469,6 +481,27 @@ mod tests {
         assert_eq!(
             rec.encode(&mut BytesMut::new()),
             Err(RecordError::PropertiesTooLong(32768))
+        );
+    }
+
+    #[test]
+    fn nothing_recovery_would_read_as_torn_is_stored() {
+        let mut rec = input(b"x", "KEY\u{1}v\u{0}w");
+        assert_eq!(
+            rec.encode(&mut BytesMut::new()),
+            Err(RecordError::PropertiesWithNul)
+        );
+        rec.properties = "KEY\u{1}vw";
+        assert!(rec.encode(&mut BytesMut::new()).is_ok());
+        rec.topic = "";
+        assert_eq!(
+            rec.encode(&mut BytesMut::new()),
+            Err(RecordError::TopicWithNul)
+        );
+        rec.topic = "Top\u{0}ic";
+        assert_eq!(
+            rec.encode(&mut BytesMut::new()),
+            Err(RecordError::TopicWithNul)
         );
     }
 }

@@ -199,6 +199,8 @@ enum ChunkError {
     Crc { at: u64 },
     #[error("record at {at} says it belongs at physical offset {field}")]
     Misplaced { at: u64, field: i64 },
+    #[error("record at {at}: {what} (a torn write)")]
+    Torn { at: u64, what: &'static str },
 }
 
 fn split_records(
@@ -229,6 +231,7 @@ fn split_records(
                 Invalid::Parse(reason) => ChunkError::Unparsable { at, reason },
                 Invalid::Crc => ChunkError::Crc { at },
                 Invalid::Misplaced { field, .. } => ChunkError::Misplaced { at, field },
+                Invalid::Torn(what) => ChunkError::Torn { at, what },
             })?;
         pieces.push(Piece::Record { at, view });
         at += len as u64;

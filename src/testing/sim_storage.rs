@@ -2,8 +2,9 @@
 //! the seed, so a failing run can be replayed), with injectable faults: EIO or ENOSPC on writes
 //! and fsyncs, EIO on reads, and fsyncs and writes that stall. [`SimStorage::crash`] simulates
 //! power loss: each file keeps what its last successful `fdatasync` covered, and every operation since then is kept,
-//! lost, or (for writes) torn to a random prefix, each independently (a disk may reorder
-//! unsynced writes). Only unsynced data can be lost (STYLE habit 14). Directory operations
+//! lost, or (for writes) torn after a random number of whole sectors (the alignment: a disk
+//! writes a sector whole or not at all), each independently (a disk may reorder unsynced
+//! writes). Only unsynced data can be lost (STYLE habit 14). Directory operations
 //! are durable at once. A crash, like [`SimStorage::kill`], also ends the process that used
 //! the storage: every handle taken before it (a store dropped without `close` still runs its
 //! background tasks on its clone) fails from then on, so nothing the dead process had in
@@ -272,7 +273,8 @@ impl SimStorage {
 
     /// Simulates power loss: the process dies as in [`SimStorage::kill`], and every file
     /// falls back to its durable image plus a random selection of the operations not covered
-    /// by an fsync, each kept, lost or (for writes) torn to a random prefix.
+    /// by an fsync, each kept, lost or (for writes) torn after a random number of whole sectors
+    /// (the file system's alignment).
     pub fn crash(&self) {
         self.kill();
         let mut state = self.state.borrow_mut();
@@ -289,7 +291,18 @@ impl SimStorage {
                     1 => apply(&mut image, &op),
                     _ => {
                         if let Op::Write { pos, data } = &op {
-                            let keep = (state.next_random() % (data.len() as u64 + 1)) as usize;
+                            // Cut at a sector boundary (or the write's own ends).
+                            let align = state.alignment;
+                            let end = pos + data.len() as u64;
+                            let first = (pos / align + 1) * align;
+                            let inner = end.saturating_sub(1).saturating_sub(first) / align
+                                + u64::from(first < end);
+                            let cut = match state.next_random() % (inner + 2) {
+                                0 => *pos,
+                                k if k == inner + 1 => end,
+                                k => first + (k - 1) * align,
+                            };
+                            let keep = (cut - pos) as usize;
                             let torn = Op::Write {
                                 pos: *pos,
                                 data: data[..keep].to_vec(),

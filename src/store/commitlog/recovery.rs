@@ -1,5 +1,5 @@
 //! The recovery scan: walks the commitlog forward from a known record boundary, checking each
-//! record (magic, sizes, body CRC, position) and following blank records to the next
+//! record (magic, sizes, body CRC, position, no zeros of a torn write) and following blank records to the next
 //! segment, until the first thing that is not a valid record. That point is the end of the
 //! log; the caller truncates there and re-dispatches the records the scan returned.
 //!
@@ -146,6 +146,7 @@ fn describe(invalid: &Invalid) -> String {
     match invalid {
         Invalid::Parse(e) => format!("unparsable record: {e}"),
         Invalid::Crc => "body CRC mismatch".to_string(),
+        Invalid::Torn(what) => format!("torn write: {what}"),
         Invalid::Misplaced { field, expected } => {
             format!("record says it is at {field}, found at {expected} (stale data)")
         }

@@ -1,7 +1,8 @@
 //! The record-level format of commitlog segments (STORE.md §2, MESSAGE.md §6): the 8-byte
 //! END-OF-FILE blank record, and the checks a stored record must pass to count as valid
 //! (magic, size inside the segment with room for a blank after it, fields adding up, body
-//! CRC, and the PHYSICALOFFSET field naming the position it sits at). Pure functions.
+//! CRC, the PHYSICALOFFSET field naming the position it sits at, and no NUL where a torn
+//! write leaves zeros after the body). Pure functions.
 
 use crate::message::record::{RecordView, BLANK_MAGIC_CODE, BLANK_RECORD_BYTES};
 
@@ -26,7 +27,36 @@ pub(crate) fn needs_rollover(pos: u64, len: usize, segment_bytes: u64) -> bool {
 pub(crate) enum Invalid {
     Parse(String),
     Crc,
-    Misplaced { field: i64, expected: i64 },
+    Misplaced {
+        field: i64,
+        expected: i64,
+    },
+    /// Zeros where the record's tail (topic, properties) can hold none: a write torn after
+    /// the body.
+    Torn(&'static str),
+}
+
+/// Whether the part of a record after its body — which neither the body CRC nor the size
+/// fields cover — holds zeros where a record never does. Writes reach the disk in whole
+/// sectors; a sector of a torn write that did not, or that an older write of the same
+/// partial page left behind, reads back as zeros (segments are preallocated and written
+/// ahead with zeros), so what a torn write leaves inside a record is a run of zeros. In the
+/// body the CRC sees it; before the body it reaches the body or, for an empty one, the
+/// topic; after the body it lands in the topic (never empty, never holding a NUL: topic
+/// names are validated on every path that stores one) or in the properties (never holding a
+/// NUL: `RecordInput::encode` refuses one), or in a length field, whose sum then misses the
+/// record's size.
+fn torn_tail(view: &RecordView<'_>) -> Option<&'static str> {
+    if view.topic.is_empty() {
+        return Some("empty topic");
+    }
+    if view.topic.as_bytes().contains(&0) {
+        return Some("NUL in the topic");
+    }
+    if view.properties.as_bytes().contains(&0) {
+        return Some("NUL in the properties");
+    }
+    None
 }
 
 /// Checks the record in `bytes` (exactly one record) stored at physical offset `physical`;
@@ -47,6 +77,9 @@ pub(crate) fn check_record(
     if check_crc && view.check_crc().is_err() {
         return Err(Invalid::Crc);
     }
+    if let Some(what) = torn_tail(&view) {
+        return Err(Invalid::Torn(what));
+    }
     if view.physical_offset != physical {
         return Err(Invalid::Misplaced {
             field: view.physical_offset,
@@ -59,12 +92,60 @@ pub(crate) fn check_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::record::peek_header;
+    use crate::message::record::{patch, peek_header, RecordInput};
+    use bytes::BytesMut;
 
     #[test]
     fn blank_record_names_the_remaining_bytes() {
         let blank = blank_record(300);
         assert_eq!(peek_header(&blank), Some((300, BLANK_MAGIC_CODE)));
+    }
+
+    /// A record at physical offset 4096 as the store writes it.
+    fn stored(props: &str) -> Vec<u8> {
+        let input = RecordInput {
+            topic: "TopicTest",
+            queue_id: 1,
+            flag: 0,
+            sys_flag: 0,
+            born_timestamp: 1_700_000_000_000,
+            born_host: "10.0.0.5:53412".parse().unwrap(),
+            store_host: "127.0.0.1:10911".parse().unwrap(),
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: b"the body",
+            properties: props,
+        };
+        let mut buf = BytesMut::new();
+        let slots = input.encode(&mut buf).unwrap();
+        patch(&mut buf, slots, 7, 4096, 1_700_000_000_001);
+        buf.to_vec()
+    }
+
+    #[test]
+    fn zeros_anywhere_from_the_body_on_are_not_a_record() {
+        for props in ["", "TAGS\u{1}a\u{2}UNIQ_KEY\u{1}0A0B"] {
+            let whole = stored(props);
+            assert!(check_record(&whole, 4096, true).is_ok());
+            let body_start = 88;
+            // A run of zeros of any length anywhere from the body on: what a lost sector, or
+            // the unwritten rest of a torn write, leaves inside a record.
+            for start in body_start..whole.len() {
+                for end in start + 1..=whole.len() {
+                    let mut torn = whole.clone();
+                    torn[start..end].fill(0);
+                    if torn == whole {
+                        continue; // the zeros were there already (a length's high byte)
+                    }
+                    let got = check_record(&torn, 4096, true);
+                    assert!(
+                        got.is_err(),
+                        "props {props:?}, zeros over {start}..{end} of {}",
+                        whole.len()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
