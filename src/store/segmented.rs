@@ -368,33 +368,53 @@ impl<S: Storage> SegmentedLog<S> {
     }
 
     /// Reads `[pos, pos + len)`, which must lie in one segment below `written`.
+    ///
+    /// The part below the in-memory tail comes from the file (the tail gives up only flushed
+    /// bytes), the rest from memory. The one hole memory may have is the rest of a segment
+    /// after its blank record, which `skip_to` leaves out and nothing ever writes: a read
+    /// reaching into it (HA reads chunks up to a segment's end) gets zeros there, as a reader
+    /// of the blank expects, and not the file's bytes, which hold nothing of it either.
     pub(crate) async fn read(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         let end = pos + len as u64;
+        let seg_end = self.segment_of(pos) + self.opts.segment_bytes;
         loop {
-            let (mem_start, flushed) = {
+            let (mem_start, flushed, moved_on) = {
                 let st = self.state.borrow();
                 assert!(end <= st.written, "read past written {}", st.written);
                 if let Some(bytes) = st.tail.read(pos, len) {
                     return Ok(bytes);
                 }
-                (st.tail.start(), st.flushed)
+                (st.tail.start(), st.flushed, st.written >= seg_end)
             };
             let disk_end = match mem_start {
                 Some(m) if end > flushed && m > pos => m,
+                // All of it in memory's range but for the hole after a blank.
+                Some(m) if m <= pos && moved_on => pos,
                 _ => end,
             };
-            let head = self.read_disk(pos, (disk_end - pos) as usize).await?;
+            let head = match disk_end > pos {
+                true => self.read_disk(pos, (disk_end - pos) as usize).await?,
+                false => Bytes::new(),
+            };
             if disk_end == end {
                 return Ok(head);
             }
-            let rest = self
-                .state
-                .borrow()
-                .tail
-                .read(disk_end, (end - disk_end) as usize);
+            let st = self.state.borrow();
+            let rest_len = (end - disk_end) as usize;
             // None: a flush evicted the start of the rest during the disk read. The tail gives
             // up only flushed bytes, so the file has those now: read again from the new split.
-            // (This answered "tail moved during a read", failing pulls at random.)
+            // (This answered "tail moved during a read", failing pulls at random.) Or the rest
+            // runs into the hole after a blank (ringmq-sim seed 48 found a read retrying for
+            // ever there): zeros.
+            let in_memory = st.tail.start().is_some_and(|m| m <= disk_end);
+            let rest = st.tail.read(disk_end, rest_len).or_else(|| {
+                (in_memory && moved_on).then(|| {
+                    let mut rest = vec![0u8; rest_len];
+                    st.tail.copy_range_into(disk_end, &mut rest);
+                    Bytes::from(rest)
+                })
+            });
+            drop(st);
             if let Some(rest) = rest {
                 let mut out = BytesMut::with_capacity(len);
                 out.extend_from_slice(&head);
@@ -914,6 +934,26 @@ mod tests {
                 &log.read(4690, 12).await.unwrap()[..],
                 &[0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2]
             );
+        });
+    }
+
+    #[test]
+    fn a_read_past_a_blank_into_the_skipped_rest_of_its_segment_reads_zeros() {
+        // Found by ringmq-sim (seed 48): HA reads a chunk up to the segment's end; when the
+        // records before the blank were flushed but the blank was not, the rest came from a
+        // tail with a hole after the blank, and the read retried for ever.
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(5);
+            let log = SegmentedLog::new(sim.clone(), opts(true));
+            log.append(0, &[1; 100]);
+            assert_eq!(log.flush().await.unwrap(), 100);
+            log.append(100, &[9; 8]); // the blank record closing the segment
+            log.skip_to(4096);
+            log.append(4096, &[3; 10]);
+            let read = log.read(50, 4096 - 50).await.unwrap();
+            assert_eq!(&read[..50], &[1; 50][..]);
+            assert_eq!(&read[50..58], &[9; 8][..]);
+            assert!(read[58..].iter().all(|b| *b == 0));
         });
     }
 
