@@ -30,7 +30,6 @@ mod tests {
     /// arguments): what is left of issue 17's item 1. Strike a module off when it is turned
     /// into functions over the services it needs.
     const LEGACY: &[&str] = &[
-        "control",
         "processor/admin",
         "processor/admin_config",
         "processor/admin_consumer",

@@ -13,33 +13,35 @@ use std::rc::Rc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
+use crate::broker::control::TopicAuthority;
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 use crate::broker::processor::{self, lock, offset, query};
 use crate::broker::services::connections::Connections;
+use crate::broker::services::group_book::GroupBook;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
 use crate::broker::services::puts::Puts;
+use crate::broker::services::registration::RegisterSignal;
 use crate::broker::services::store::ShardStore;
 use crate::broker::services::subscriptions::SubscriptionReplica;
+use crate::broker::services::topic_book::TopicBook;
 use crate::broker::services::topics::TopicReplica;
-use crate::broker::topic_config::TopicConfigManager;
 use crate::net::{Busy, Connection, Handler, Reply};
 use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
 use crate::refusal::{self, Refusal};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::store::metadata::SubscriptionGroupTable;
 
 /// State that lives only on the control shard.
 pub struct Control {
-    pub topics: RefCell<TopicConfigManager>,
+    /// The topic table (shared with the registration loop).
+    pub topics: Rc<TopicBook>,
     pub clients: RefCell<ClientRegistry>,
-    pub groups: RefCell<SubscriptionGroupTable>,
-    /// Writes `subscriptionGroup.json` off the shard thread.
-    pub groups_file: crate::store::metadata::OrderedFile,
+    /// The subscription groups.
+    pub groups: GroupBook,
     pub locks: RefCell<crate::broker::processor::lock::LockTable>,
 }
 
@@ -60,8 +62,8 @@ pub struct Shard {
     /// Connections accepted by this shard, for frames the broker initiates.
     pub connections: Connections,
     pub control: Option<Control>,
-    /// Bumped when the nameservers should hear from us again (a topic changed).
-    pub register_epoch: crate::runtime::OffsetWatch,
+    /// Asks the registration loop to tell the nameservers again (a topic changed).
+    pub registration: Rc<RegisterSignal>,
     /// Check-back state of the transaction half queue, on the shard that owns it.
     pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
@@ -270,7 +272,8 @@ impl Shard {
                 sys_flag,
             } => {
                 let created = self
-                    .create_topic_for_send(&topic, &default_topic, queue_nums, sys_flag)
+                    .topic_authority()
+                    .create_for_send(&topic, &default_topic, queue_nums, sys_flag)
                     .await;
                 Some(MeshResponse::Topic(created))
             }
@@ -307,7 +310,7 @@ impl Shard {
                 self.group_subscriptions(&group),
             )),
             MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
-                self.ensure_control_topic(&name, queues),
+                self.topic_authority().ensure_here(&name, queues),
             )),
             MeshRequest::FindGroup { group } => {
                 let found = self.find_control_group(&group);
@@ -342,23 +345,40 @@ impl Shard {
         }
     }
 
+    /// The shard's way to change the topic table (the control shard's, or by asking it).
+    pub fn topic_authority(&self) -> TopicAuthority<'_> {
+        TopicAuthority {
+            book: self.control.as_ref().map(|c| &*c.topics),
+            replica: &self.topics,
+            mesh: &self.mesh,
+            registration: &self.registration,
+        }
+    }
+
+    // Until the send, send-back and client processors take services: their calls.
+
     /// A group topic (retry, DLQ), created by the control shard if missing.
     pub async fn ensure_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
-        if self.control.is_some() {
-            return self.ensure_control_topic(name, queues);
-        }
-        let mesh = self.mesh.get()?;
-        let request = MeshRequest::EnsureGroupTopic {
-            name: name.to_string(),
-            queues,
-        };
-        match mesh.call(0, request).await {
-            Ok(MeshResponse::Topic(Some(config))) => {
-                self.topics.apply(name, Some(config.clone()));
-                Some(config)
-            }
-            _ => None,
-        }
+        self.topic_authority().ensure(name, queues).await
+    }
+
+    /// On the control shard: the group topic `name`, created if missing.
+    pub(crate) fn ensure_control_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
+        self.topic_authority().ensure_here(name, queues)
+    }
+
+    /// Creates `topic` for a send if the template allows it.
+    pub async fn create_topic_for_send(
+        &self,
+        topic: &str,
+        default_topic: &str,
+        queue_nums: i32,
+        sys_flag: i32,
+    ) -> Option<TopicConfig> {
+        let authority = self.topic_authority();
+        authority
+            .create_for_send(topic, default_topic, queue_nums, sys_flag)
+            .await
     }
 }
 

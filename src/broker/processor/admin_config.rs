@@ -56,13 +56,13 @@ impl Shard {
             .await?;
         if permission_changed {
             let control = self.admin_control()?;
-            let bumped = control.topics.borrow_mut().next_version();
+            let bumped = control.topics.next_version();
             let bumped = match bumped {
                 Ok(job) => job.run().await,
                 Err(e) => Err(e),
             };
             bumped.map_err(|e| failure(format!("the topic table is not persisted: {e}")))?;
-            self.register_epoch.advance(self.register_epoch.get() + 1);
+            self.registration.soon();
         }
         tracing::info!(?changes, "broker config updated by an admin request");
         Ok(cmd.success_to())

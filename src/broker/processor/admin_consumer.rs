@@ -109,7 +109,7 @@ impl Shard {
             ?config,
             "subscription group created or updated by an admin request"
         );
-        control.groups.borrow_mut().update(config);
+        control.groups.update(config);
         self.groups_changed().await;
         self.persist_groups().await?;
         Ok(cmd.success_to())
@@ -118,7 +118,7 @@ impl Shard {
     /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201): the table as subscriptionGroup.json holds it.
     pub(crate) fn all_groups(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
-        let body = metadata::encode_compact(&*control.groups.borrow()).map_err(encode_failure)?;
+        let body = control.groups.encode_compact().map_err(encode_failure)?;
         Ok(cmd.success_to().with_body(body))
     }
 
@@ -131,7 +131,7 @@ impl Shard {
         let control = self.admin_control()?;
         self.refuse_on_slave()?;
         let group = cmd.req_str("groupName").map_err(field_failure)?;
-        let existed = control.groups.borrow_mut().delete(group).is_some();
+        let existed = control.groups.delete(group);
         if existed {
             tracing::info!(group, "subscription group deleted by an admin request");
             self.groups_changed().await;
@@ -158,7 +158,7 @@ impl Shard {
     /// The job that writes the subscription group table as it is now.
     pub(crate) fn groups_job(&self) -> Result<metadata::PersistJob, Failure> {
         let control = self.admin_control()?;
-        let job = control.groups_file.job(&*control.groups.borrow());
+        let job = control.groups.persist_job();
         job.map_err(|e| {
             let remark = format!("the subscription groups cannot be encoded: {e}");
             (resp::SYSTEM_ERROR, remark)
@@ -296,12 +296,11 @@ impl Shard {
         candidates: &[String],
     ) -> Result<Vec<(String, i32)>, Failure> {
         let control = self.admin_control()?;
-        let topics = control.topics.borrow();
         let clients = control.clients.borrow();
         let subscribed = clients.consumer_group(group).map(|g| &g.subscriptions);
         let mut found = Vec::new();
         for topic in candidates {
-            let Some(config) = topics.get(topic) else {
+            let Some(config) = control.topics.get(topic) else {
                 tracing::warn!(group, topic, "consume stats: the topic does not exist");
                 continue;
             };

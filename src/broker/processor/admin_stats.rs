@@ -88,8 +88,7 @@ impl Shard {
         let only_order = cmd.bool_or("isOrder", false);
         let groups: Vec<String> = {
             let control = self.admin_control()?;
-            let groups = control.groups.borrow();
-            groups.groups().keys().cloned().collect()
+            control.groups.names()
         };
         let offsets = self.gather_offsets().await?;
         let mut list = Vec::new();

@@ -103,7 +103,7 @@ impl Shard {
             config: config.clone(),
         };
         let applied = self.ask_all_shards(apply).await;
-        self.register_epoch.advance(self.register_epoch.get() + 1);
+        self.registration.soon();
         applied.map(drop)
     }
 
@@ -118,7 +118,7 @@ impl Shard {
         validate_topic(name)?;
         self.refuse_system_topic(name)?;
         let config = topic_from_header(cmd, name)?;
-        let persisted = control.topics.borrow_mut().upsert(config.clone());
+        let persisted = control.topics.upsert(config.clone());
         let persisted = match persisted {
             Ok(job) => job.run().await,
             Err(e) => Err(e),
@@ -155,7 +155,7 @@ impl Shard {
             return Err((resp::SYSTEM_ERROR, remark));
         }
         self.refuse_system_topic(name)?;
-        let deleted = control.topics.borrow_mut().delete(name);
+        let deleted = control.topics.delete(name);
         let deleted = match deleted {
             Ok((existed, job)) => job.run().await.map(|()| existed),
             Err(e) => Err(e),
@@ -206,10 +206,7 @@ impl Shard {
     ) -> Result<RemotingCommand, Failure> {
         let control = self.admin_control()?;
         // Read-write permission: the table as stored, without the registration's override.
-        let wrapper = control
-            .topics
-            .borrow()
-            .registration(perm::READ | perm::WRITE);
+        let wrapper = control.topics.registration(perm::READ | perm::WRITE);
         let body = serde_json::to_vec(&wrapper).map_err(encode_failure)?;
         let mut response = cmd.success_to().with_body(body);
         response.ext_fields = Some(Default::default());
@@ -248,8 +245,7 @@ impl Shard {
     /// The write queue count of `topic` in the control shard's table, if it has the topic.
     pub(crate) fn write_queues(&self, topic: &str) -> Result<Option<i32>, Failure> {
         let control = self.admin_control()?;
-        let topics = control.topics.borrow();
-        Ok(topics.get(topic).map(|t| t.write_queue_nums))
+        Ok(control.topics.write_queues(topic))
     }
 
     pub(crate) fn message_queue(&self, topic: &str, queue_id: i32) -> MessageQueue {

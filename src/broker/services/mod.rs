@@ -12,9 +12,12 @@
 //! (checked by `crate::broker::import_graph`'s test).
 
 pub mod connections;
+pub mod group_book;
 pub mod mesh_client;
 pub mod offsets;
 pub mod puts;
+pub mod registration;
 pub mod store;
 pub mod subscriptions;
+pub mod topic_book;
 pub mod topics;
