@@ -47,6 +47,7 @@ use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
 use consumer_groups::ClientRegistry;
 use context::BrokerContext;
 use mesh_proto::{MeshRequest, MeshResponse};
+use processor::admin::{RuntimeSamples, ShardStats};
 use services::group_book::GroupBook;
 use services::mesh_client::MeshClient;
 use services::offsets::OffsetBook;
@@ -366,6 +367,8 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
     let delay_offsets: metadata::DelayOffsetTable =
         metadata::load(&shard_file(&seed.ctx, seed.id, Kind::DelayOffset))
             .map_err(io::Error::other)?;
+    let stats = ShardStats::default();
+    let boot_ms = stats.boot_ms;
     let control = seed.control.map(|(topics, groups)| Control {
         topics: Rc::new(TopicBook::new(topics)),
         clients: RefCell::new(ClientRegistry::default()),
@@ -374,6 +377,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
             metadata::MetadataPaths::new(&seed.ctx.cfg.store_path_root_dir).subscription_group,
         ),
         locks: RefCell::new(Default::default()),
+        runtime: RuntimeSamples::new(boot_ms),
     });
     let shard = Rc::new(Shard {
         id: seed.id,
@@ -386,7 +390,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         connections: Default::default(),
         control,
         registration: Default::default(),
-        stats: Default::default(),
+        stats,
         refusals: Default::default(),
         transactions: RefCell::new(Default::default()),
         ha,

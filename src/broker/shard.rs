@@ -9,6 +9,7 @@
 //! into functions over services still take the shard: `import_graph.rs` lists them).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
@@ -16,9 +17,10 @@ use crate::broker::context::BrokerContext;
 use crate::broker::control::TopicAuthority;
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
+use crate::broker::processor::admin::{AdminServices, AllShards, RuntimeSamples, ShardFigures};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
-use crate::broker::processor::{self, lock, offset, query};
+use crate::broker::processor::{self, admin, lock, offset, query};
 use crate::broker::services::connections::Connections;
 use crate::broker::services::group_book::GroupBook;
 use crate::broker::services::mesh_client::MeshClient;
@@ -43,6 +45,8 @@ pub struct Control {
     /// The subscription groups.
     pub groups: GroupBook,
     pub locks: RefCell<crate::broker::processor::lock::LockTable>,
+    /// What GET_BROKER_RUNTIME_INFO remembers between requests.
+    pub runtime: RuntimeSamples,
 }
 
 /// One shard: its services and the wiring between them.
@@ -76,6 +80,15 @@ pub struct Shard {
     pub shutdown: crate::runtime::Shutdown,
     /// Records on their way to the shards that own their queues.
     pub put_hop: crate::broker::put_hop::PutHop,
+}
+
+/// The answer to an admin or relayed request that reached a shard without the control
+/// shard's state (the router sends them to shard 0).
+fn not_the_control_shard() -> (i32, String) {
+    (
+        resp::SYSTEM_ERROR,
+        "an admin request reached a shard that is not the control shard".to_string(),
+    )
 }
 
 /// Where a request runs.
@@ -284,7 +297,9 @@ impl Shard {
             MeshRequest::QueryKey(query) => Some(MeshResponse::Messages(
                 query::query_local(&self.store.get(), &query).await,
             )),
-            MeshRequest::Admin(query) => Some(MeshResponse::Admin(self.admin_local(query).await)),
+            MeshRequest::Admin(query) => {
+                Some(MeshResponse::Admin(self.figures().answer(query).await))
+            }
             MeshRequest::PutMany(items) => {
                 // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
                 fail::fail_point!("shard-put-many");
@@ -355,7 +370,59 @@ impl Shard {
         }
     }
 
-    // Until the send, send-back and client processors take services: their calls.
+    /// This shard's own figures, as admin queries read them.
+    pub fn figures(&self) -> ShardFigures<'_> {
+        ShardFigures {
+            shard: self.id,
+            shards: self.ctx.shards,
+            store: &self.store,
+            offsets: &self.offsets,
+            topics: &self.topics,
+            live: &self.ctx.live,
+            refusals: &self.refusals,
+            stats: &self.stats,
+        }
+    }
+
+    /// Admin queries to every shard, from this one.
+    pub fn all_shards(&self) -> AllShards<'_> {
+        AllShards {
+            here: self.figures(),
+            mesh: &self.mesh,
+        }
+    }
+
+    /// What the admin requests touch (on the control shard only).
+    fn admin_services(&self) -> Option<AdminServices<'_>> {
+        let control = self.control.as_ref()?;
+        Some(AdminServices {
+            ctx: &self.ctx,
+            all: self.all_shards(),
+            topics: &control.topics,
+            groups: &control.groups,
+            clients: &control.clients,
+            subscriptions: &self.subscriptions,
+            registration: &self.registration,
+            runtime: &control.runtime,
+            connections: &self.connections,
+        })
+    }
+
+    // Until the send, send-back, client, relay and replication parts take services: their
+    // calls.
+
+    /// The control shard's state (admin and relayed requests are routed there).
+    pub(crate) fn admin_control(&self) -> Result<&Control, (i32, String)> {
+        self.control.as_ref().ok_or_else(not_the_control_shard)
+    }
+
+    /// Drops a deleted topic's queues, offsets and statistics on every shard.
+    pub(crate) async fn delete_topic_data(
+        &self,
+        topic: &str,
+    ) -> Result<(), admin::DeleteTopicError> {
+        self.all_shards().delete_topic_data(topic).await
+    }
 
     /// A group topic (retry, DLQ), created by the control shard if missing.
     pub async fn ensure_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
@@ -428,7 +495,14 @@ impl Shard {
             req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
             req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
             code if processor::relay::handles(code) => self.relay(origin, &command).await,
-            code if processor::admin::handles(code) => self.admin(&command).await,
+            code if processor::admin::handles(code) => match self.admin_services() {
+                Some(services) => {
+                    let ha =
+                        async |table: &mut BTreeMap<String, String>| self.ha_entries(table).await;
+                    admin::handle(services, &command, ha).await
+                }
+                None => Err(not_the_control_shard()),
+            },
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),
