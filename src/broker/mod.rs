@@ -368,7 +368,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         metadata::load(&shard_file(&seed.ctx, seed.id, Kind::DelayOffset))
             .map_err(io::Error::other)?;
     let stats = ShardStats::default();
-    let boot_ms = stats.boot_ms;
+    let boot_ms = stats.boot_ms();
     let control = seed.control.map(|(topics, groups)| Control {
         topics: Rc::new(TopicBook::new(topics)),
         clients: RefCell::new(ClientRegistry::default()),

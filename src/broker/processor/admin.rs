@@ -22,8 +22,10 @@ use crate::remoting::{request as req, response as resp, RemotingCommand};
 
 pub(crate) use super::admin_runtime::RuntimeSamples;
 pub use super::admin_shards::{
-    encode_failure, encode_mq_map, AllShards, DeleteTopicError, ShardFigures, ShardStats,
+    encode_failure, encode_mq_map, AllShards, DeleteTopicError, ShardFigures,
 };
+/// Where the send, reply and pull processors count (a service since issue 17).
+pub use crate::broker::services::shard_stats::ShardStats;
 
 /// The request codes this module answers.
 const CODES: [i32; 20] = [

@@ -11,10 +11,11 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
-use super::admin_shards::{encode_failure, AllShards, ShardStats};
+use super::admin_shards::{encode_failure, AllShards};
 use super::Failure;
 use crate::broker::live_config::LiveConfig;
 use crate::broker::mesh_proto::ShardCounters;
+use crate::broker::services::shard_stats::ShardStats;
 use crate::config::BrokerConfig;
 use crate::protocol::register::DataVersion;
 use crate::protocol::route::KvTable;
@@ -230,7 +231,7 @@ fn counter_entries(
     let miss_tps = history.tps(now, |s| s.get_miss);
     let total_tps = history.tps(now, |s| s.get_found + s.get_miss);
     history.record(*now);
-    let boot = stats.boot_ms;
+    let boot = stats.boot_ms();
     let average = match c.put_msgs {
         0 => 0.0,
         n => c.put_bytes as f64 / n as f64,
@@ -317,7 +318,7 @@ pub(crate) fn broker_config(
 ) -> Result<RemotingCommand, Failure> {
     let version = DataVersion {
         counter: live.version(),
-        timestamp: stats.boot_ms,
+        timestamp: stats.boot_ms(),
     };
     let version = serde_json::to_string(&version).map_err(encode_failure)?;
     Ok(cmd

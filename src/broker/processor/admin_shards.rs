@@ -3,11 +3,9 @@
 //! offsets, message counters, refusals, stats items; a consumer offset reset, a deleted
 //! topic's data) and [`AllShards`], which asks this shard and then every other one over the
 //! mesh ([`AdminQuery`]; each shard answers for the queues [`owner_shard`] gives it). Also
-//! the per-shard message counters ([`ShardStats`]), fastjson's `Map<MessageQueue, X>`
+//! fastjson's `Map<MessageQueue, X>`
 //! encoding (PROTOCOL.md §6.2) and the small helpers the admin requests share. Runs on every
 //! shard; the admin requests themselves run on the control shard (`admin.rs`).
-
-use std::cell::Cell;
 
 use serde::Serialize;
 
@@ -20,6 +18,7 @@ use crate::broker::mesh_proto::{
 use crate::broker::placement::owner_shard;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
+use crate::broker::services::shard_stats::ShardStats;
 use crate::broker::services::store::ShardStore;
 use crate::broker::services::topics::TopicReplica;
 use crate::broker::stats::{BrokerStatsData, Totals, GROUP_GET_NUMS};
@@ -53,57 +52,6 @@ pub fn reset_target(target: i64, before: Option<i64>, force: bool) -> i64 {
     match before {
         Some(current) if !force && target >= current => current,
         _ => target,
-    }
-}
-
-/// Message counters of one shard, bumped by the send and pull processors; the control shard's
-/// also keeps the samples of the stats items asked for (VIEW_BROKER_STATS_DATA).
-#[derive(Debug)]
-pub struct ShardStats {
-    /// When the shard started (ms).
-    pub boot_ms: i64,
-    put_msgs: Cell<u64>,
-    put_bytes: Cell<u64>,
-    get_found: Cell<u64>,
-    get_miss: Cell<u64>,
-    get_msgs: Cell<u64>,
-    /// Per-topic and per-group items under Java's stats names (VIEW_BROKER_STATS_DATA).
-    pub items: crate::broker::stats::StatsItems,
-    /// Samples of the items asked for (control shard).
-    pub(super) item_history: crate::broker::stats::StatsHistory,
-}
-
-impl Default for ShardStats {
-    fn default() -> ShardStats {
-        let boot_ms = SystemClock.now_ms();
-        ShardStats {
-            boot_ms,
-            put_msgs: Cell::new(0),
-            put_bytes: Cell::new(0),
-            get_found: Cell::new(0),
-            get_miss: Cell::new(0),
-            get_msgs: Cell::new(0),
-            items: Default::default(),
-            item_history: Default::default(),
-        }
-    }
-}
-
-impl ShardStats {
-    /// A stored send of `messages` messages and `bytes` bytes.
-    pub fn count_put(&self, messages: usize, bytes: usize) {
-        self.put_msgs.set(self.put_msgs.get() + messages as u64);
-        self.put_bytes.set(self.put_bytes.get() + bytes as u64);
-    }
-
-    /// An answered pull that carried `messages` messages (0: it found none).
-    pub fn count_pull(&self, messages: usize) {
-        if messages == 0 {
-            self.get_miss.set(self.get_miss.get() + 1);
-        } else {
-            self.get_found.set(self.get_found.get() + 1);
-            self.get_msgs.set(self.get_msgs.get() + messages as u64);
-        }
     }
 }
 
@@ -225,17 +173,12 @@ impl ShardFigures<'_> {
             true => first_store_time(&store).await,
             false => None,
         };
-        let s = self.stats;
         ShardCounters {
-            put_msgs: s.put_msgs.get(),
-            put_bytes: s.put_bytes.get(),
-            get_found: s.get_found.get(),
-            get_miss: s.get_miss.get(),
-            get_msgs: s.get_msgs.get(),
             commitlog_min: min,
             commitlog_max: max,
             unflushed: max.saturating_sub(flushed),
             earliest_store_time,
+            ..self.stats.message_counters()
         }
     }
 }
@@ -373,10 +316,10 @@ impl AllShards<'_> {
         let Some(now) = self.item_totals(name, key).await? else {
             return Ok(None);
         };
-        let here = self.here.stats;
-        let data = here
-            .item_history
-            .measure(name, key, SystemClock.now_ms(), now, here.boot_ms);
+        let data = self
+            .here
+            .stats
+            .measure(name, key, SystemClock.now_ms(), now);
         Ok(Some(data).filter(|_| now.times > 0))
     }
 
@@ -568,22 +511,5 @@ mod tests {
         assert_eq!(sum.earliest_store_time, Some(10));
         let none = ShardCounters::default().sum(ShardCounters::default());
         assert_eq!(none.earliest_store_time, None);
-    }
-
-    #[test]
-    fn pulls_count_found_and_missed() {
-        let stats = ShardStats::default();
-        stats.count_pull(0);
-        stats.count_pull(3);
-        stats.count_put(2, 400);
-        assert_eq!(
-            (
-                stats.get_miss.get(),
-                stats.get_found.get(),
-                stats.get_msgs.get()
-            ),
-            (1, 1, 3)
-        );
-        assert_eq!((stats.put_msgs.get(), stats.put_bytes.get()), (2, 400));
     }
 }

@@ -17,6 +17,7 @@ pub mod mesh_client;
 pub mod offsets;
 pub mod puts;
 pub mod registration;
+pub mod shard_stats;
 pub mod store;
 pub mod subscriptions;
 pub mod topic_book;
