@@ -376,7 +376,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
             groups,
             metadata::MetadataPaths::new(&seed.ctx.cfg.store_path_root_dir).subscription_group,
         ),
-        locks: RefCell::new(Default::default()),
+        locks: Default::default(),
         runtime: RuntimeSamples::new(boot_ms),
     });
     let shard = Rc::new(Shard {

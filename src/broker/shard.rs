@@ -44,7 +44,8 @@ pub struct Control {
     pub clients: RefCell<ClientRegistry>,
     /// The subscription groups.
     pub groups: GroupBook,
-    pub locks: RefCell<crate::broker::processor::lock::LockTable>,
+    /// Orderly consumers' queue locks.
+    pub locks: crate::broker::services::queue_locks::QueueLocks,
     /// What GET_BROKER_RUNTIME_INFO remembers between requests.
     pub runtime: RuntimeSamples,
 }

@@ -1,9 +1,10 @@
 //! UPDATE_BROKER_CONFIG (25) on the control shard: mqadmin's `updateBrokerConfig`. The body is
-//! a properties text; every key must be one of `live_config::RUNTIME_KEYS` and every value must pass the
-//! config's own checks, or nothing changes and the remark names the key and why. An accepted
-//! change is first written to the broker's config file (when it was started with `-c`), then
-//! applied on every shard; a new `brokerPermission` is registered with the nameservers at once
-//! (as Java does). GET_BROKER_CONFIG (`admin_runtime.rs`) shows the current values.
+//! a properties text; every key must be one of `live_config::RUNTIME_KEYS` and every value
+//! must pass the config's own checks, or nothing changes and the remark names the key and why.
+//! An accepted change is first written to the broker's config file (when it was started with
+//! `-c`), then applied on every shard; a new `brokerPermission` is registered with the
+//! nameservers at once (as Java does). GET_BROKER_CONFIG (`admin_runtime.rs`) shows the
+//! current values.
 
 use super::admin_shards::AllShards;
 use super::Failure;
