@@ -86,13 +86,15 @@ pub(crate) async fn handle(
     use super::{admin_runtime as runtime, admin_stats as stats, admin_topic as topic};
     let (cfg, all) = (&s.ctx.cfg, &s.all);
     let clients = s.clients;
+    let topic_change = topic::TopicChange {
+        cfg,
+        topics: s.topics,
+        all,
+        registration: s.registration,
+    };
     match cmd.code {
-        req::UPDATE_AND_CREATE_TOPIC => {
-            topic::update_topic(cfg, s.topics, all, s.registration, cmd).await
-        }
-        req::DELETE_TOPIC_IN_BROKER => {
-            topic::delete_topic(cfg, s.topics, all, s.registration, cmd).await
-        }
+        req::UPDATE_AND_CREATE_TOPIC => topic_change.update(cmd).await,
+        req::DELETE_TOPIC_IN_BROKER => topic_change.delete(cmd).await,
         req::GET_ALL_TOPIC_CONFIG => topic::all_topic_config(s.topics, cmd),
         req::GET_TOPIC_STATS_INFO => topic::topic_stats(cfg, s.topics, all, cmd).await,
         req::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {

@@ -87,96 +87,92 @@ fn refuse_system_topic(cfg: &BrokerConfig, topic: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Puts a topic change into every shard's replica, waiting for them (so that the next
-/// request sees it on whichever shard it lands), and re-registers with the nameservers.
-async fn publish_topic(
-    all: &AllShards<'_>,
-    registration: &RegisterSignal,
-    name: &str,
-    config: Option<TopicConfig>,
-) -> Result<(), Failure> {
-    let apply = || AdminQuery::ApplyTopic {
-        name: name.to_string(),
-        config: config.clone(),
-    };
-    let applied = all.ask(apply).await;
-    registration.soon();
-    applied.map(drop)
+/// A change of the topic table by an admin request: checked against the broker's settings,
+/// made in the control shard's table, put into every shard's replica and registered.
+#[derive(Clone, Copy)]
+pub(crate) struct TopicChange<'a> {
+    pub cfg: &'a BrokerConfig,
+    pub topics: &'a TopicBook,
+    pub all: &'a AllShards<'a>,
+    pub registration: &'a RegisterSignal,
 }
 
-/// UPDATE_AND_CREATE_TOPIC (17).
-pub(crate) async fn update_topic(
-    cfg: &BrokerConfig,
-    topics: &TopicBook,
-    all: &AllShards<'_>,
-    registration: &RegisterSignal,
-    cmd: &RemotingCommand,
-) -> Result<RemotingCommand, Failure> {
-    refuse_on_slave(cfg)?;
-    let name = cmd.req_str("topic").map_err(field_failure)?;
-    validate_topic(name)?;
-    refuse_system_topic(cfg, name)?;
-    let config = topic_from_header(cmd, name)?;
-    let persisted = match topics.upsert(config.clone()) {
-        Ok(job) => job.run().await,
-        Err(e) => Err(e),
-    };
-    tracing::info!(
-        topic = name,
-        ?config,
-        "topic created or updated by an admin request"
-    );
-    // The table changed even when the file could not be written: every replica follows it.
-    publish_topic(all, registration, name, Some(config)).await?;
-    persisted.map_err(|e| {
-        (
-            resp::SYSTEM_ERROR,
-            format!("the topic is not persisted: {e}"),
-        )
-    })?;
-    Ok(cmd.response_to(resp::SUCCESS, Some(UNSET_REMARK.to_string())))
-}
-
-/// DELETE_TOPIC_IN_BROKER (215): the config, then on every shard the topic's consume
-/// queues and every group's offsets of it; a topic created again under the name starts at
-/// offset 0 with no consumer offsets. The records stay in the commitlog until retention
-/// removes their segments (as in Java); queries by key may still find them.
-pub(crate) async fn delete_topic(
-    cfg: &BrokerConfig,
-    topics: &TopicBook,
-    all: &AllShards<'_>,
-    registration: &RegisterSignal,
-    cmd: &RemotingCommand,
-) -> Result<RemotingCommand, Failure> {
-    refuse_on_slave(cfg)?;
-    let name = cmd.req_str("topic").map_err(field_failure)?;
-    if name.trim().is_empty() {
-        let remark = "The specified topic is blank.".to_string();
-        return Err((resp::SYSTEM_ERROR, remark));
+impl TopicChange<'_> {
+    /// Puts a topic change into every shard's replica, waiting for them (so that the next
+    /// request sees it on whichever shard it lands), and re-registers with the nameservers.
+    async fn publish(&self, name: &str, config: Option<TopicConfig>) -> Result<(), Failure> {
+        let apply = || AdminQuery::ApplyTopic {
+            name: name.to_string(),
+            config: config.clone(),
+        };
+        let applied = self.all.ask(apply).await;
+        self.registration.soon();
+        applied.map(drop)
     }
-    refuse_system_topic(cfg, name)?;
-    let deleted = match topics.delete(name) {
-        Ok((existed, job)) => job.run().await.map(|()| existed),
-        Err(e) => Err(e),
-    };
-    let existed = match deleted {
-        Ok(existed) => existed,
-        Err(e) => {
-            publish_topic(all, registration, name, None).await?;
-            let remark = format!("the topic deletion is not persisted: {e}");
+
+    /// UPDATE_AND_CREATE_TOPIC (17).
+    pub(crate) async fn update(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        refuse_on_slave(self.cfg)?;
+        let name = cmd.req_str("topic").map_err(field_failure)?;
+        validate_topic(name)?;
+        refuse_system_topic(self.cfg, name)?;
+        let config = topic_from_header(cmd, name)?;
+        let persisted = match self.topics.upsert(config.clone()) {
+            Ok(job) => job.run().await,
+            Err(e) => Err(e),
+        };
+        tracing::info!(
+            topic = name,
+            ?config,
+            "topic created or updated by an admin request"
+        );
+        // The table changed even when the file could not be written: every replica follows it.
+        self.publish(name, Some(config)).await?;
+        persisted.map_err(|e| {
+            (
+                resp::SYSTEM_ERROR,
+                format!("the topic is not persisted: {e}"),
+            )
+        })?;
+        Ok(cmd.response_to(resp::SUCCESS, Some(UNSET_REMARK.to_string())))
+    }
+
+    /// DELETE_TOPIC_IN_BROKER (215): the config, then on every shard the topic's consume
+    /// queues and every group's offsets of it; a topic created again under the name starts at
+    /// offset 0 with no consumer offsets. The records stay in the commitlog until retention
+    /// removes their segments (as in Java); queries by key may still find them.
+    pub(crate) async fn delete(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        refuse_on_slave(self.cfg)?;
+        let name = cmd.req_str("topic").map_err(field_failure)?;
+        if name.trim().is_empty() {
+            let remark = "The specified topic is blank.".to_string();
             return Err((resp::SYSTEM_ERROR, remark));
         }
-    };
-    if existed {
-        tracing::info!(topic = name, "topic deleted by an admin request");
-        publish_topic(all, registration, name, None).await?;
+        refuse_system_topic(self.cfg, name)?;
+        let deleted = match self.topics.delete(name) {
+            Ok((existed, job)) => job.run().await.map(|()| existed),
+            Err(e) => Err(e),
+        };
+        let existed = match deleted {
+            Ok(existed) => existed,
+            Err(e) => {
+                self.publish(name, None).await?;
+                let remark = format!("the topic deletion is not persisted: {e}");
+                return Err((resp::SYSTEM_ERROR, remark));
+            }
+        };
+        if existed {
+            tracing::info!(topic = name, "topic deleted by an admin request");
+            self.publish(name, None).await?;
+        }
+        // Its queues and offsets go whether or not the config was still there (Java's
+        // `deleteTopicInBroker`), so a topic made again under the name starts clean.
+        self.all
+            .delete_topic_data(name)
+            .await
+            .map_err(super::failure::delete_topic)?;
+        Ok(cmd.success_to())
     }
-    // Its queues and offsets go whether or not the config was still there (Java's
-    // `deleteTopicInBroker`), so a topic made again under the name starts clean.
-    all.delete_topic_data(name)
-        .await
-        .map_err(super::failure::delete_topic)?;
-    Ok(cmd.success_to())
 }
 
 /// GET_ALL_TOPIC_CONFIG (21): the TopicConfigSerializeWrapper, as topics.json holds it.
