@@ -6,56 +6,52 @@ use std::time::Duration;
 
 use futures_lite::future;
 
+use crate::broker::context::BrokerContext;
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
-use crate::broker::shard::Shard;
+use crate::broker::services::mesh_client::MeshClient;
+use crate::broker::services::registration::RegisterSignal;
+use crate::broker::services::subscriptions::SubscriptionReplica;
+use crate::broker::services::topic_book::TopicBook;
+use crate::broker::services::topics::TopicReplica;
 use crate::client::namesrv::BrokerRegistration;
 use crate::net::RpcClient;
 use crate::protocol::register::{RegisterBrokerBody, TopicConfig};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
 
-impl Shard {
-    /// Sends `make()` to every other shard from a task (callers need not be async).
-    pub fn spawn_broadcast(&self, make: impl Fn() -> MeshRequest + 'static) {
-        let Some(mesh) = self.mesh.get().filter(|_| self.ctx.shards > 1).cloned() else {
-            return;
-        };
-        let (me, shards) = (self.id, self.ctx.shards);
-        glommio::spawn_local(async move {
-            for shard in (0..shards).filter(|s| *s != me) {
-                let _ = mesh.tell(shard, make()).await;
-            }
-        })
-        .detach();
-    }
+/// A shard's way to change the topic table: the control shard's own table (`book`, on the
+/// control shard only), this shard's replica, the other shards, and the registration signal.
+/// On another shard, changes are asked of the control shard over the mesh.
+#[derive(Clone, Copy)]
+pub struct TopicAuthority<'a> {
+    pub book: Option<&'a TopicBook>,
+    pub replica: &'a TopicReplica,
+    pub mesh: &'a MeshClient,
+    pub registration: &'a RegisterSignal,
+}
 
+impl TopicAuthority<'_> {
     /// After the control shard changed a topic: update every replica and re-register.
-    fn topic_changed(&self, name: &str, config: Option<TopicConfig>) {
-        self.topics.apply(name, config.clone());
+    fn changed(&self, name: &str, config: Option<TopicConfig>) {
+        self.replica.apply(name, config.clone());
         let name = name.to_string();
         self.mesh
             .spawn_broadcast(move || MeshRequest::TopicChanged {
                 name: name.clone(),
                 config: config.clone(),
             });
-        self.ctx_register_soon();
-    }
-
-    fn ctx_register_soon(&self) {
-        let epoch = &self.register_epoch;
-        epoch.advance(epoch.get() + 1);
+        self.registration.soon();
     }
 
     /// On the control shard: the group topic `name` (retry or DLQ), created if missing.
-    pub(crate) fn ensure_control_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
-        let control = self.control.as_ref()?;
-        let created = control.topics.borrow_mut().ensure_group_topic(name, queues);
+    pub fn ensure_here(&self, name: &str, queues: i32) -> Option<TopicConfig> {
+        let created = self.book?.ensure_group_topic(name, queues);
         match created {
             Ok((config, Some(job))) => {
                 // Written in the background: the topic is usable at once, and a crash before
                 // the write only means it is created again on next use.
                 job.detach("a group's retry or DLQ topic created");
-                self.topic_changed(name, Some(config.clone()));
+                self.changed(name, Some(config.clone()));
                 Some(config)
             }
             Ok((config, None)) => Some(config),
@@ -66,37 +62,49 @@ impl Shard {
         }
     }
 
+    /// A group topic (retry, DLQ), created by the control shard if missing.
+    pub async fn ensure(&self, name: &str, queues: i32) -> Option<TopicConfig> {
+        if self.book.is_some() {
+            return self.ensure_here(name, queues);
+        }
+        let request = MeshRequest::EnsureGroupTopic {
+            name: name.to_string(),
+            queues,
+        };
+        self.ask_control_shard(name, request).await
+    }
+
+    /// Asks the control shard for a topic it may create; the answer goes into the replica.
+    async fn ask_control_shard(&self, name: &str, request: MeshRequest) -> Option<TopicConfig> {
+        let mesh = self.mesh.get()?;
+        match mesh.call(0, request).await {
+            Ok(MeshResponse::Topic(Some(config))) => {
+                self.replica.apply(name, Some(config.clone()));
+                Some(config)
+            }
+            _ => None,
+        }
+    }
+
     /// Creates `topic` for a send if the template allows it (on the control shard, or by asking
     /// it). `None` when the topic may not be auto-created.
-    pub async fn create_topic_for_send(
+    pub async fn create_for_send(
         &self,
         topic: &str,
         default_topic: &str,
         queue_nums: i32,
         sys_flag: i32,
     ) -> Option<TopicConfig> {
-        let Some(control) = &self.control else {
-            let mesh = self.mesh.get()?;
+        let Some(book) = self.book else {
             let request = MeshRequest::CreateTopicForSend {
                 topic: topic.to_string(),
                 default_topic: default_topic.to_string(),
                 queue_nums,
                 sys_flag,
             };
-            return match mesh.call(0, request).await {
-                Ok(MeshResponse::Topic(Some(config))) => {
-                    self.topics.apply(topic, Some(config.clone()));
-                    Some(config)
-                }
-                _ => None,
-            };
+            return self.ask_control_shard(topic, request).await;
         };
-        let created =
-            control
-                .topics
-                .borrow_mut()
-                .create_on_send(topic, default_topic, queue_nums, sys_flag);
-        let (config, job) = match created {
+        let (config, job) = match book.create_on_send(topic, default_topic, queue_nums, sys_flag) {
             Ok(created) => created,
             Err(e) => {
                 tracing::error!(topic, error = %e, "cannot encode the topic table");
@@ -113,7 +121,7 @@ impl Shard {
                 queues = config.write_queue_nums,
                 "topic auto-created"
             );
-            self.topic_changed(topic, Some(config.clone()));
+            self.changed(topic, Some(config.clone()));
             if let Err(e) = job.run().await {
                 tracing::error!(topic, error = %e, "cannot persist an auto-created topic");
                 return None;
@@ -121,22 +129,32 @@ impl Shard {
         }
         Some(config)
     }
+}
 
-    fn registration(&self) -> Option<BrokerRegistration> {
-        let control = self.control.as_ref()?;
-        let cfg = &self.ctx.cfg;
-        let wrapper = control.topics.borrow().registration(self.ctx.permission());
-        Some(BrokerRegistration {
-            cluster_name: cfg.broker_cluster_name.clone(),
-            broker_name: cfg.broker_name.clone(),
-            broker_addr: self.ctx.broker_addr.clone(),
-            broker_id: cfg.broker_id as i64,
-            ha_server_addr: format!("{}:{}", cfg.broker_ip2, self.ctx.ha_port),
-            body: RegisterBrokerBody {
-                filter_server_list: Vec::new(),
-                topic_config_serialize_wrapper: wrapper,
-            },
-        })
+/// After the control shard's subscription groups changed (an admin update or delete, a
+/// slave's sync): every shard forgets the groups its pulls looked up. Awaited, so a pull
+/// answered after the change sees it.
+pub async fn groups_changed(subscriptions: &SubscriptionReplica, mesh: &MeshClient) {
+    subscriptions.forget_groups();
+    let Some(peers) = mesh.get() else { return };
+    for shard in (0..mesh.shards()).filter(|s| *s != mesh.here()) {
+        let _ = peers.call(shard, MeshRequest::GroupsChanged).await;
+    }
+}
+
+/// What the control shard registers with the nameservers.
+fn registration(ctx: &BrokerContext, topics: &TopicBook) -> BrokerRegistration {
+    let cfg = &ctx.cfg;
+    BrokerRegistration {
+        cluster_name: cfg.broker_cluster_name.clone(),
+        broker_name: cfg.broker_name.clone(),
+        broker_addr: ctx.broker_addr.clone(),
+        broker_id: cfg.broker_id as i64,
+        ha_server_addr: format!("{}:{}", cfg.broker_ip2, ctx.ha_port),
+        body: RegisterBrokerBody {
+            filter_server_list: Vec::new(),
+            topic_config_serialize_wrapper: topics.registration(ctx.permission()),
+        },
     }
 }
 
@@ -159,37 +177,37 @@ fn register_command(code: i32, broker: &BrokerRegistration, with_body: bool) -> 
 }
 
 /// The registration loop of the control shard: registers with every nameserver at start, every
-/// `registerNameServerPeriod`, and right after a topic change; unregisters on shutdown.
-/// `ready` is told once the first round (bounded by `registerBrokerTimeoutMills` per
-/// nameserver) is done, whatever its outcome.
+/// `registerNameServerPeriod`, and right after `signal` asks; unregisters on shutdown. A
+/// slave learns its master's addresses from the answer (HA.md §1) and hands them to
+/// `master_learned`. `ready` is told once the first round (bounded by
+/// `registerBrokerTimeoutMills` per nameserver) is done, whatever its outcome.
 pub async fn run_registration(
-    shard: Rc<Shard>,
+    ctx: Rc<BrokerContext>,
+    topics: Rc<TopicBook>,
+    signal: Rc<RegisterSignal>,
+    master_learned: impl Fn(Option<String>, Option<String>),
     shutdown: Shutdown,
     ready: std::sync::mpsc::Sender<std::io::Result<()>>,
 ) {
-    let timeout = Duration::from_millis(shard.ctx.cfg.register_broker_timeout_ms);
-    let clients: Vec<RpcClient> = shard
-        .ctx
+    let timeout = Duration::from_millis(ctx.cfg.register_broker_timeout_ms);
+    let clients: Vec<RpcClient> = ctx
         .namesrv_addrs
         .iter()
         .map(|a| RpcClient::new(a.clone(), timeout))
         .collect();
-    let period = Duration::from_millis(shard.ctx.cfg.register_namesrv_period_ms);
+    let period = Duration::from_millis(ctx.cfg.register_namesrv_period_ms);
     loop {
-        let seen = shard.register_epoch.get();
-        if let Some(registration) = shard.registration() {
-            let answer = register_everywhere(
-                &clients,
-                &registration,
-                req::REGISTER_BROKER,
-                shard.ctx.credentials(),
-            )
-            .await;
-            if let Some(reply) = answer {
-                // A slave learns its master's addresses from the answer (HA.md §1).
-                let field = |k: &str| reply.ext(k).filter(|v| !v.is_empty()).map(str::to_string);
-                shard.master_addr_learned(field("haServerAddr"), field("masterAddr"));
-            }
+        let seen = signal.seen();
+        let answer = register_everywhere(
+            &clients,
+            &registration(&ctx, &topics),
+            req::REGISTER_BROKER,
+            ctx.credentials(),
+        )
+        .await;
+        if let Some(reply) = answer {
+            let field = |k: &str| reply.ext(k).filter(|v| !v.is_empty()).map(str::to_string);
+            master_learned(field("haServerAddr"), field("masterAddr"));
         }
         let _ = ready.send(Ok(()));
         let next = future::or(
@@ -199,7 +217,7 @@ pub async fn run_registration(
             },
             future::or(
                 async {
-                    let _ = shard.register_epoch.wait_for(seen + 1).await;
+                    signal.asked_since(seen).await;
                     true
                 },
                 async {
@@ -212,10 +230,14 @@ pub async fn run_registration(
             break;
         }
     }
-    if let Some(registration) = shard.registration() {
-        let credentials = shard.ctx.credentials();
-        register_everywhere(&clients, &registration, req::UNREGISTER_BROKER, credentials).await;
-    }
+    let unregister = registration(&ctx, &topics);
+    register_everywhere(
+        &clients,
+        &unregister,
+        req::UNREGISTER_BROKER,
+        ctx.credentials(),
+    )
+    .await;
 }
 
 /// Sends `code` to every nameserver; returns the first successful answer.

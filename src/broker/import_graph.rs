@@ -30,14 +30,6 @@ mod tests {
     /// arguments): what is left of issue 17's item 1. Strike a module off when it is turned
     /// into functions over the services it needs.
     const LEGACY: &[&str] = &[
-        "control",
-        "processor/admin",
-        "processor/admin_config",
-        "processor/admin_consumer",
-        "processor/admin_offset",
-        "processor/admin_runtime",
-        "processor/admin_stats",
-        "processor/admin_topic",
         "processor/client",
         "processor/pull",
         "processor/relay",

@@ -41,15 +41,18 @@ use crate::log_limit::{LogLimiter, Verdict};
 use crate::net::{bind, reserve_addr, serve, ServerOptions};
 use crate::protocol::register::TopicConfig;
 use crate::runtime::mesh::{self, ShardMesh};
-use crate::runtime::{spawn_executor, ExecutorOptions, OffsetWatch, Shutdown};
+use crate::runtime::{spawn_executor, ExecutorOptions, Shutdown};
 use crate::store::metadata::{self, ConsumerOffsetTable, SubscriptionGroupTable};
 use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
 use consumer_groups::ClientRegistry;
 use context::BrokerContext;
 use mesh_proto::{MeshRequest, MeshResponse};
+use processor::admin::{RuntimeSamples, ShardStats};
+use services::group_book::GroupBook;
 use services::mesh_client::MeshClient;
 use services::offsets::OffsetBook;
 use services::store::ShardStore;
+use services::topic_book::TopicBook;
 use services::topics::TopicReplica;
 use shard::{Control, Shard};
 use topic_config::TopicConfigManager;
@@ -267,7 +270,16 @@ async fn run_shard(seed: ShardSeed) {
     if shard.control.is_some() {
         // The control shard is ready once it has registered with the nameservers (as Java's
         // BrokerController.start does), so clients can route to it as soon as start returns.
-        let registration = control::run_registration(Rc::clone(&shard), shutdown.clone(), ready);
+        let topics = shard.control.as_ref().map(|c| Rc::clone(&c.topics));
+        let learner = Rc::clone(&shard);
+        let registration = control::run_registration(
+            Rc::clone(&shard.ctx),
+            topics.expect("the control shard has the topic table"),
+            Rc::clone(&shard.registration),
+            move |ha, remoting| learner.master_addr_learned(ha, remoting),
+            shutdown.clone(),
+            ready,
+        );
         tasks.push(glommio::spawn_local(registration));
     } else {
         let _ = ready.send(Ok(()));
@@ -355,14 +367,17 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
     let delay_offsets: metadata::DelayOffsetTable =
         metadata::load(&shard_file(&seed.ctx, seed.id, Kind::DelayOffset))
             .map_err(io::Error::other)?;
+    let stats = ShardStats::default();
+    let boot_ms = stats.boot_ms();
     let control = seed.control.map(|(topics, groups)| Control {
-        topics: RefCell::new(topics),
+        topics: Rc::new(TopicBook::new(topics)),
         clients: RefCell::new(ClientRegistry::default()),
-        groups: RefCell::new(groups),
-        groups_file: metadata::OrderedFile::new(
+        groups: GroupBook::new(
+            groups,
             metadata::MetadataPaths::new(&seed.ctx.cfg.store_path_root_dir).subscription_group,
         ),
-        locks: RefCell::new(Default::default()),
+        locks: Default::default(),
+        runtime: RuntimeSamples::new(boot_ms),
     });
     let shard = Rc::new(Shard {
         id: seed.id,
@@ -374,8 +389,8 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         offsets: OffsetBook::new(offsets, delay_offsets),
         connections: Default::default(),
         control,
-        register_epoch: OffsetWatch::new(0),
-        stats: Default::default(),
+        registration: Default::default(),
+        stats,
         refusals: Default::default(),
         transactions: RefCell::new(Default::default()),
         ha,

@@ -599,8 +599,8 @@ impl Shard {
         let topics: TopicTable =
             lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG, creds.as_ref()).await?)
                 .map_err(|e| bad("topics", e))?;
-        if topics.data_version() != control.topics.borrow().data_version() {
-            let (changes, job) = control.topics.borrow_mut().replace(topics)?;
+        if topics.data_version() != control.topics.data_version() {
+            let (changes, job) = control.topics.replace(topics)?;
             job.run().await?;
             tracing::info!(changed = changes.len(), "topics synced from the master");
             for (name, config) in changes {
@@ -640,10 +640,10 @@ impl Shard {
             .await?,
         )
         .map_err(|e| bad("subscription groups", e))?;
-        if groups.data_version() != control.groups.borrow().data_version() {
-            *control.groups.borrow_mut() = groups;
+        if groups.data_version() != control.groups.data_version() {
+            control.groups.replace(groups);
             self.groups_changed().await;
-            let job = control.groups_file.job(&*control.groups.borrow());
+            let job = control.groups.persist_job();
             job?.run().await?;
         }
         Ok(())

@@ -9,38 +9,45 @@
 //! into functions over services still take the shard: `import_graph.rs` lists them).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
+use crate::broker::control::TopicAuthority;
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
+use crate::broker::processor::admin::{AdminServices, AllShards, RuntimeSamples, ShardFigures};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
-use crate::broker::processor::{self, lock, offset, query};
+use crate::broker::processor::{self, admin, lock, offset, query};
 use crate::broker::services::connections::Connections;
+use crate::broker::services::group_book::GroupBook;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
 use crate::broker::services::puts::Puts;
+use crate::broker::services::registration::RegisterSignal;
 use crate::broker::services::store::ShardStore;
 use crate::broker::services::subscriptions::SubscriptionReplica;
+use crate::broker::services::topic_book::TopicBook;
 use crate::broker::services::topics::TopicReplica;
-use crate::broker::topic_config::TopicConfigManager;
 use crate::net::{Busy, Connection, Handler, Reply};
 use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
 use crate::refusal::{self, Refusal};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::store::metadata::SubscriptionGroupTable;
 
 /// State that lives only on the control shard.
 pub struct Control {
-    pub topics: RefCell<TopicConfigManager>,
+    /// The topic table (shared with the registration loop).
+    pub topics: Rc<TopicBook>,
     pub clients: RefCell<ClientRegistry>,
-    pub groups: RefCell<SubscriptionGroupTable>,
-    /// Writes `subscriptionGroup.json` off the shard thread.
-    pub groups_file: crate::store::metadata::OrderedFile,
-    pub locks: RefCell<crate::broker::processor::lock::LockTable>,
+    /// The subscription groups.
+    pub groups: GroupBook,
+    /// Orderly consumers' queue locks.
+    pub locks: crate::broker::services::queue_locks::QueueLocks,
+    /// What GET_BROKER_RUNTIME_INFO remembers between requests.
+    pub runtime: RuntimeSamples,
 }
 
 /// One shard: its services and the wiring between them.
@@ -60,8 +67,8 @@ pub struct Shard {
     /// Connections accepted by this shard, for frames the broker initiates.
     pub connections: Connections,
     pub control: Option<Control>,
-    /// Bumped when the nameservers should hear from us again (a topic changed).
-    pub register_epoch: crate::runtime::OffsetWatch,
+    /// Asks the registration loop to tell the nameservers again (a topic changed).
+    pub registration: Rc<RegisterSignal>,
     /// Check-back state of the transaction half queue, on the shard that owns it.
     pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
@@ -74,6 +81,15 @@ pub struct Shard {
     pub shutdown: crate::runtime::Shutdown,
     /// Records on their way to the shards that own their queues.
     pub put_hop: crate::broker::put_hop::PutHop,
+}
+
+/// The answer to an admin or relayed request that reached a shard without the control
+/// shard's state (the router sends them to shard 0).
+fn not_the_control_shard() -> (i32, String) {
+    (
+        resp::SYSTEM_ERROR,
+        "an admin request reached a shard that is not the control shard".to_string(),
+    )
 }
 
 /// Where a request runs.
@@ -270,7 +286,8 @@ impl Shard {
                 sys_flag,
             } => {
                 let created = self
-                    .create_topic_for_send(&topic, &default_topic, queue_nums, sys_flag)
+                    .topic_authority()
+                    .create_for_send(&topic, &default_topic, queue_nums, sys_flag)
                     .await;
                 Some(MeshResponse::Topic(created))
             }
@@ -281,7 +298,9 @@ impl Shard {
             MeshRequest::QueryKey(query) => Some(MeshResponse::Messages(
                 query::query_local(&self.store.get(), &query).await,
             )),
-            MeshRequest::Admin(query) => Some(MeshResponse::Admin(self.admin_local(query).await)),
+            MeshRequest::Admin(query) => {
+                Some(MeshResponse::Admin(self.figures().answer(query).await))
+            }
             MeshRequest::PutMany(items) => {
                 // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
                 fail::fail_point!("shard-put-many");
@@ -307,7 +326,7 @@ impl Shard {
                 self.group_subscriptions(&group),
             )),
             MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
-                self.ensure_control_topic(&name, queues),
+                self.topic_authority().ensure_here(&name, queues),
             )),
             MeshRequest::FindGroup { group } => {
                 let found = self.find_control_group(&group);
@@ -342,23 +361,92 @@ impl Shard {
         }
     }
 
+    /// The shard's way to change the topic table (the control shard's, or by asking it).
+    pub fn topic_authority(&self) -> TopicAuthority<'_> {
+        TopicAuthority {
+            book: self.control.as_ref().map(|c| &*c.topics),
+            replica: &self.topics,
+            mesh: &self.mesh,
+            registration: &self.registration,
+        }
+    }
+
+    /// This shard's own figures, as admin queries read them.
+    pub fn figures(&self) -> ShardFigures<'_> {
+        ShardFigures {
+            shard: self.id,
+            shards: self.ctx.shards,
+            store: &self.store,
+            offsets: &self.offsets,
+            topics: &self.topics,
+            live: &self.ctx.live,
+            refusals: &self.refusals,
+            stats: &self.stats,
+        }
+    }
+
+    /// Admin queries to every shard, from this one.
+    pub fn all_shards(&self) -> AllShards<'_> {
+        AllShards {
+            here: self.figures(),
+            mesh: &self.mesh,
+        }
+    }
+
+    /// What the admin requests touch (on the control shard only).
+    fn admin_services(&self) -> Option<AdminServices<'_>> {
+        let control = self.control.as_ref()?;
+        Some(AdminServices {
+            ctx: &self.ctx,
+            all: self.all_shards(),
+            topics: &control.topics,
+            groups: &control.groups,
+            clients: &control.clients,
+            subscriptions: &self.subscriptions,
+            registration: &self.registration,
+            runtime: &control.runtime,
+            connections: &self.connections,
+        })
+    }
+
+    // Until the send, send-back, client, relay and replication parts take services: their
+    // calls.
+
+    /// The control shard's state (admin and relayed requests are routed there).
+    pub(crate) fn admin_control(&self) -> Result<&Control, (i32, String)> {
+        self.control.as_ref().ok_or_else(not_the_control_shard)
+    }
+
+    /// Drops a deleted topic's queues, offsets and statistics on every shard.
+    pub(crate) async fn delete_topic_data(
+        &self,
+        topic: &str,
+    ) -> Result<(), admin::DeleteTopicError> {
+        self.all_shards().delete_topic_data(topic).await
+    }
+
     /// A group topic (retry, DLQ), created by the control shard if missing.
     pub async fn ensure_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
-        if self.control.is_some() {
-            return self.ensure_control_topic(name, queues);
-        }
-        let mesh = self.mesh.get()?;
-        let request = MeshRequest::EnsureGroupTopic {
-            name: name.to_string(),
-            queues,
-        };
-        match mesh.call(0, request).await {
-            Ok(MeshResponse::Topic(Some(config))) => {
-                self.topics.apply(name, Some(config.clone()));
-                Some(config)
-            }
-            _ => None,
-        }
+        self.topic_authority().ensure(name, queues).await
+    }
+
+    /// On the control shard: the group topic `name`, created if missing.
+    pub(crate) fn ensure_control_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
+        self.topic_authority().ensure_here(name, queues)
+    }
+
+    /// Creates `topic` for a send if the template allows it.
+    pub async fn create_topic_for_send(
+        &self,
+        topic: &str,
+        default_topic: &str,
+        queue_nums: i32,
+        sys_flag: i32,
+    ) -> Option<TopicConfig> {
+        let authority = self.topic_authority();
+        authority
+            .create_for_send(topic, default_topic, queue_nums, sys_flag)
+            .await
     }
 }
 
@@ -408,7 +496,14 @@ impl Shard {
             req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
             req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
             code if processor::relay::handles(code) => self.relay(origin, &command).await,
-            code if processor::admin::handles(code) => self.admin(&command).await,
+            code if processor::admin::handles(code) => match self.admin_services() {
+                Some(services) => {
+                    let ha =
+                        async |table: &mut BTreeMap<String, String>| self.ha_entries(table).await;
+                    admin::handle(services, &command, ha).await
+                }
+                None => Err(not_the_control_shard()),
+            },
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),

@@ -13,12 +13,16 @@
 
 use serde::Serialize;
 
-use super::admin::{encode_failure, encode_mq_map};
+use std::cell::RefCell;
+
+use super::admin_shards::{encode_failure, encode_mq_map, message_queue, AllShards};
 use super::{field_failure, Failure};
+use crate::broker::consumer_groups::ClientRegistry;
+use crate::broker::mesh_proto::QueueReset;
 use crate::broker::mesh_proto::{AdminAnswer, AdminQuery};
-use crate::broker::mesh_proto::{QueueReset, ShardFailure};
-use crate::broker::placement::owner_shard;
-use crate::broker::shard::Shard;
+use crate::broker::services::connections::Connections;
+use crate::broker::services::topic_book::TopicBook;
+use crate::config::BrokerConfig;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, LanguageCode, RemotingCommand};
 
@@ -38,149 +42,103 @@ struct ResetOffsetBodyForC<'a> {
     offset_table: Vec<QueueForC<'a>>,
 }
 
-/// The offset a reset moves a queue to: `target` (below 0 counts as 0) when forced, when the
-/// group has no offset yet or when it is before the group's offset; else the group's offset.
-pub fn reset_target(target: i64, before: Option<i64>, force: bool) -> i64 {
-    let target = target.max(0);
-    match before {
-        Some(current) if !force && target >= current => current,
-        _ => target,
-    }
-}
-
-impl Shard {
-    /// INVOKE_BROKER_TO_RESET_OFFSET: header `topic`, `group`, `timestamp` (ms, -1 = the max
-    /// offset), `isForce`.
-    pub(crate) async fn reset_offset(
-        &self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
-        let topic = cmd.req_str("topic").map_err(field_failure)?;
-        let group = cmd.req_str("group").map_err(field_failure)?;
-        let timestamp = cmd.req_i64("timestamp").map_err(field_failure)?;
-        let force = cmd.req_str("isForce").map_err(field_failure)?;
-        let force = force.eq_ignore_ascii_case("true");
-        let control = self.admin_control()?;
-        let Some(queues) = self.write_queues(topic)? else {
-            let remark = format!(
-                "[reset-offset] reset offset failed, no topic in this broker. topic={topic}"
-            );
-            return Err((resp::SYSTEM_ERROR, remark));
-        };
-        let channels = control.clients.borrow().consumer_channels(group);
-        if channels.is_empty() {
-            let remark = format!(
-                "Consumer not online, so can not reset offset, Group: {group} Topic: {topic} \
-                 Timestamp: {timestamp}"
-            );
-            return Err((resp::CONSUMER_NOT_ONLINE, remark));
-        }
-        let stats = self.gather_queue_stats(topic, queues, Some(group)).await?;
-        if stats.iter().all(|s| s.consumer_offset.is_none()) {
-            // Java's remark, typo included.
-            let remark = format!("THe consumer group <{group}> not exist");
-            return Err((resp::SYSTEM_ERROR, remark));
-        }
-        let query = || AdminQuery::ResetOffsets {
-            topic: topic.to_string(),
-            group: group.to_string(),
-            queues,
-            timestamp,
-            force,
-        };
-        let mut resets: Vec<QueueReset> = Vec::new();
-        for answer in self.ask_all_shards(query).await? {
-            match answer {
-                AdminAnswer::Reset(Ok(done)) => resets.extend(done),
-                AdminAnswer::Reset(Err(e)) => return Err(super::failure::shard(e)),
-                _ => {}
-            }
-        }
-        resets.sort_by_key(|r| r.queue_id);
-        tracing::info!(
-            topic,
-            group,
-            timestamp,
-            force,
-            ?resets,
-            "consumer offsets reset"
+/// INVOKE_BROKER_TO_RESET_OFFSET: header `topic`, `group`, `timestamp` (ms, -1 = the max
+/// offset), `isForce`. The group's clients are told on their connections (`connections`
+/// here, the other shards' over the mesh).
+pub(crate) async fn reset_offset(
+    cfg: &BrokerConfig,
+    topics: &TopicBook,
+    clients: &RefCell<ClientRegistry>,
+    all: &AllShards<'_>,
+    connections: &Connections,
+    cmd: &RemotingCommand,
+) -> Result<RemotingCommand, Failure> {
+    let topic = cmd.req_str("topic").map_err(field_failure)?;
+    let group = cmd.req_str("group").map_err(field_failure)?;
+    let timestamp = cmd.req_i64("timestamp").map_err(field_failure)?;
+    let force = cmd.req_str("isForce").map_err(field_failure)?;
+    let force = force.eq_ignore_ascii_case("true");
+    let Some(queues) = topics.write_queues(topic) else {
+        let remark =
+            format!("[reset-offset] reset offset failed, no topic in this broker. topic={topic}");
+        return Err((resp::SYSTEM_ERROR, remark));
+    };
+    let channels = clients.borrow().consumer_channels(group);
+    if channels.is_empty() {
+        let remark = format!(
+            "Consumer not online, so can not reset offset, Group: {group} Topic: {topic} \
+             Timestamp: {timestamp}"
         );
-        let entries: Vec<_> = resets
-            .iter()
-            .map(|r| (self.message_queue(topic, r.queue_id), r.offset))
-            .collect();
-        let table = encode_mq_map(&entries).map_err(encode_failure)?;
-        let body = format!(r#"{{"offsetTable":{table}}}"#);
-        let push_body = match cmd.language {
-            LanguageCode::Cpp => {
-                let broker_name = &self.ctx.cfg.broker_name;
-                let offset_table = resets
-                    .iter()
-                    .map(|r| QueueForC {
-                        broker_name,
-                        offset: r.offset,
-                        queue_id: r.queue_id,
-                        topic,
-                    })
-                    .collect();
-                serde_json::to_string(&ResetOffsetBodyForC { offset_table })
-                    .map_err(encode_failure)?
-            }
-            _ => body.clone(),
-        };
-        let push = RemotingCommand::request(req::RESET_CONSUMER_CLIENT_OFFSET)
-            .with_ext("topic", topic)
-            .with_ext("group", group)
-            .with_ext("timestamp", timestamp.to_string())
-            .with_ext("isForce", force.to_string())
-            .with_body(push_body.into_bytes());
-        self.mesh.send_to_channels(
-            &self.connections,
-            channels.into_iter().map(|c| (c, push.clone())).collect(),
-        );
-        Ok(cmd.success_to().with_body(body.into_bytes()))
+        return Err((resp::CONSUMER_NOT_ONLINE, remark));
     }
-
-    /// The reset of the queues of `0..queues` this shard owns (see [`reset_target`]).
-    pub(crate) async fn reset_local(
-        &self,
-        topic: &str,
-        group: &str,
-        queues: i32,
-        timestamp: i64,
-        force: bool,
-    ) -> Result<Vec<QueueReset>, ShardFailure> {
-        let mine = |q: &i32| owner_shard(topic, *q, self.ctx.shards) == self.id;
-        let mut done = Vec::new();
-        for queue_id in (0..queues).filter(mine) {
-            let target = match timestamp {
-                -1 => self.store.get().readable_max_offset(topic, queue_id),
-                t => self
-                    .store
-                    .get()
-                    .offset_by_time(topic, queue_id, t)
-                    .await
-                    .map_err(|e| ShardFailure::NoOffsetByTime {
-                        topic: topic.to_string(),
-                        queue_id,
-                        reason: e.to_string(),
-                    })?,
-            };
-            let before = self.offsets.query(topic, group, queue_id);
-            let offset = reset_target(target, before, force);
-            self.offsets.commit(topic, group, queue_id, offset);
-            done.push(QueueReset {
-                queue_id,
-                before,
-                offset,
-            });
+    let stats = all.queue_stats(topic, queues, Some(group)).await?;
+    if stats.iter().all(|s| s.consumer_offset.is_none()) {
+        // Java's remark, typo included.
+        let remark = format!("THe consumer group <{group}> not exist");
+        return Err((resp::SYSTEM_ERROR, remark));
+    }
+    let query = || AdminQuery::ResetOffsets {
+        topic: topic.to_string(),
+        group: group.to_string(),
+        queues,
+        timestamp,
+        force,
+    };
+    let mut resets: Vec<QueueReset> = Vec::new();
+    for answer in all.ask(query).await? {
+        match answer {
+            AdminAnswer::Reset(Ok(done)) => resets.extend(done),
+            AdminAnswer::Reset(Err(e)) => return Err(super::failure::shard(e)),
+            _ => {}
         }
-        Ok(done)
     }
+    resets.sort_by_key(|r| r.queue_id);
+    tracing::info!(
+        topic,
+        group,
+        timestamp,
+        force,
+        ?resets,
+        "consumer offsets reset"
+    );
+    let entries: Vec<_> = resets
+        .iter()
+        .map(|r| (message_queue(cfg, topic, r.queue_id), r.offset))
+        .collect();
+    let table = encode_mq_map(&entries).map_err(encode_failure)?;
+    let body = format!(r#"{{"offsetTable":{table}}}"#);
+    let push_body = match cmd.language {
+        LanguageCode::Cpp => {
+            let broker_name = &cfg.broker_name;
+            let offset_table = resets
+                .iter()
+                .map(|r| QueueForC {
+                    broker_name,
+                    offset: r.offset,
+                    queue_id: r.queue_id,
+                    topic,
+                })
+                .collect();
+            serde_json::to_string(&ResetOffsetBodyForC { offset_table }).map_err(encode_failure)?
+        }
+        _ => body.clone(),
+    };
+    let push = RemotingCommand::request(req::RESET_CONSUMER_CLIENT_OFFSET)
+        .with_ext("topic", topic)
+        .with_ext("group", group)
+        .with_ext("timestamp", timestamp.to_string())
+        .with_ext("isForce", force.to_string())
+        .with_body(push_body.into_bytes());
+    all.mesh.send_to_channels(
+        connections,
+        channels.into_iter().map(|c| (c, push.clone())).collect(),
+    );
+    Ok(cmd.success_to().with_body(body.into_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::admin_shards::reset_target;
     use super::*;
 
     #[test]

@@ -7,13 +7,16 @@
 //! has neither. Without a sampling timer, the figures over time come from [`History`]: a sample
 //! of the counters at each request, and the day marks taken by the first request of a (UTC) day.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
-use super::admin::encode_failure;
+use super::admin_shards::{encode_failure, AllShards};
 use super::Failure;
+use crate::broker::live_config::LiveConfig;
 use crate::broker::mesh_proto::ShardCounters;
-use crate::broker::shard::Shard;
+use crate::broker::services::shard_stats::ShardStats;
+use crate::config::BrokerConfig;
 use crate::protocol::register::DataVersion;
 use crate::protocol::route::KvTable;
 use crate::remoting::codes::VERSION_CURRENT_DESC;
@@ -49,9 +52,25 @@ impl Sample {
     }
 }
 
-/// What GET_BROKER_RUNTIME_INFO remembers between requests (on the control shard).
+/// What GET_BROKER_RUNTIME_INFO remembers between requests (on the control shard): samples of
+/// the counters behind the TPS figures and the day marks.
 #[derive(Debug)]
-pub struct History {
+pub struct RuntimeSamples {
+    history: RefCell<History>,
+}
+
+impl RuntimeSamples {
+    /// The samples of a broker booted at `boot_ms`.
+    pub fn new(boot_ms: i64) -> RuntimeSamples {
+        RuntimeSamples {
+            history: RefCell::new(History::new(boot_ms)),
+        }
+    }
+}
+
+/// The samples and day marks behind [`RuntimeSamples`].
+#[derive(Debug)]
+struct History {
     /// Oldest first; the first one is the newest sample older than the longest window (at
     /// first the boot, all zero).
     samples: VecDeque<Sample>,
@@ -64,7 +83,7 @@ pub struct History {
 
 impl History {
     /// The history of a broker booted at `boot_ms`: one all-zero sample, marks at zero.
-    pub fn new(boot_ms: i64) -> History {
+    fn new(boot_ms: i64) -> History {
         let boot = Sample {
             at_ms: boot_ms,
             ..Sample::default()
@@ -179,122 +198,133 @@ async fn disk_usage(path: &Path) -> Option<DiskUsage> {
     }
 }
 
-impl Shard {
-    /// GET_BROKER_RUNTIME_INFO (28): a KVTable of strings.
-    pub(crate) async fn runtime_info(
-        &self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
-        let counters = self.gather_counters().await?;
-        let now = Sample::of(SystemClock.now_ms(), &counters);
-        let mut table = self.counter_entries(&counters, &now);
-        self.disk_entries(&mut table).await;
-        self.ha_entries(&mut table).await;
-        let body = serde_json::to_vec(&KvTable { table }).map_err(encode_failure)?;
-        Ok(cmd.success_to().with_body(body))
-    }
+/// GET_BROKER_RUNTIME_INFO (28): a KVTable of strings; the replication entries come from
+/// `ha_entries`.
+pub(crate) async fn runtime_info(
+    cfg: &BrokerConfig,
+    samples: &RuntimeSamples,
+    all: &AllShards<'_>,
+    cmd: &RemotingCommand,
+    ha_entries: impl AsyncFnOnce(&mut BTreeMap<String, String>),
+) -> Result<RemotingCommand, Failure> {
+    let counters = all.counters().await?;
+    let now = Sample::of(SystemClock.now_ms(), &counters);
+    let mut table = counter_entries(samples, all.here.stats, &counters, &now);
+    disk_entries(cfg, &mut table).await;
+    ha_entries(&mut table).await;
+    let body = serde_json::to_vec(&KvTable { table }).map_err(encode_failure)?;
+    Ok(cmd.success_to().with_body(body))
+}
 
-    /// Version, message counters, TPS, commitlog offsets and uptime.
-    fn counter_entries(&self, c: &ShardCounters, now: &Sample) -> BTreeMap<String, String> {
-        let mut history = self.stats.history.borrow_mut();
-        let put_tps = history.tps(now, |s| s.put);
-        let transferred_tps = history.tps(now, |s| s.get_msgs);
-        let found_tps = history.tps(now, |s| s.get_found);
-        let miss_tps = history.tps(now, |s| s.get_miss);
-        let total_tps = history.tps(now, |s| s.get_found + s.get_miss);
-        history.record(*now);
-        let boot = self.stats.boot_ms;
-        let average = match c.put_msgs {
-            0 => 0.0,
-            n => c.put_bytes as f64 / n as f64,
-        };
-        let min = match c.commitlog_max {
-            0 => "-1".to_string(),
-            _ => c.commitlog_min.to_string(),
-        };
-        let entries = [
-            ("brokerVersion", VERSION_CURRENT.to_string()),
-            ("brokerVersionDesc", VERSION_CURRENT_DESC.to_string()),
-            ("msgPutTotalTodayNow", c.put_msgs.to_string()),
-            ("msgGetTotalTodayNow", c.get_msgs.to_string()),
-            (
-                "msgPutTotalTodayMorning",
-                history.today_morning.0.to_string(),
-            ),
-            (
-                "msgGetTotalTodayMorning",
-                history.today_morning.1.to_string(),
-            ),
-            (
-                "msgPutTotalYesterdayMorning",
-                history.yesterday_morning.0.to_string(),
-            ),
-            (
-                "msgGetTotalYesterdayMorning",
-                history.yesterday_morning.1.to_string(),
-            ),
-            ("putTps", put_tps),
-            ("getTransferedTps", transferred_tps),
-            ("getFoundTps", found_tps),
-            ("getMissTps", miss_tps),
-            ("getTotalTps", total_tps),
-            ("putMessageTimesTotal", c.put_msgs.to_string()),
-            ("putMessageSizeTotal", c.put_bytes.to_string()),
-            ("putMessageAverageSize", java_double(average)),
-            (
-                "earliestMessageTimeStamp",
-                c.earliest_store_time.unwrap_or(-1).to_string(),
-            ),
-            ("commitLogMinOffset", min),
-            ("commitLogMaxOffset", c.commitlog_max.to_string()),
-            ("remainHowManyDataToFlush", human_bytes(c.unflushed)),
-            ("bootTimestamp", boot.to_string()),
-            ("runtime", format_runtime(now.at_ms - boot)),
-        ];
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
-    }
+/// Version, message counters, TPS, commitlog offsets and uptime (`now` is kept in
+/// `samples`; the uptime counts from `stats`'s boot).
+fn counter_entries(
+    samples: &RuntimeSamples,
+    stats: &ShardStats,
+    c: &ShardCounters,
+    now: &Sample,
+) -> BTreeMap<String, String> {
+    let mut history = samples.history.borrow_mut();
+    let put_tps = history.tps(now, |s| s.put);
+    let transferred_tps = history.tps(now, |s| s.get_msgs);
+    let found_tps = history.tps(now, |s| s.get_found);
+    let miss_tps = history.tps(now, |s| s.get_miss);
+    let total_tps = history.tps(now, |s| s.get_found + s.get_miss);
+    history.record(*now);
+    let boot = stats.boot_ms();
+    let average = match c.put_msgs {
+        0 => 0.0,
+        n => c.put_bytes as f64 / n as f64,
+    };
+    let min = match c.commitlog_max {
+        0 => "-1".to_string(),
+        _ => c.commitlog_min.to_string(),
+    };
+    let entries = [
+        ("brokerVersion", VERSION_CURRENT.to_string()),
+        ("brokerVersionDesc", VERSION_CURRENT_DESC.to_string()),
+        ("msgPutTotalTodayNow", c.put_msgs.to_string()),
+        ("msgGetTotalTodayNow", c.get_msgs.to_string()),
+        (
+            "msgPutTotalTodayMorning",
+            history.today_morning.0.to_string(),
+        ),
+        (
+            "msgGetTotalTodayMorning",
+            history.today_morning.1.to_string(),
+        ),
+        (
+            "msgPutTotalYesterdayMorning",
+            history.yesterday_morning.0.to_string(),
+        ),
+        (
+            "msgGetTotalYesterdayMorning",
+            history.yesterday_morning.1.to_string(),
+        ),
+        ("putTps", put_tps),
+        ("getTransferedTps", transferred_tps),
+        ("getFoundTps", found_tps),
+        ("getMissTps", miss_tps),
+        ("getTotalTps", total_tps),
+        ("putMessageTimesTotal", c.put_msgs.to_string()),
+        ("putMessageSizeTotal", c.put_bytes.to_string()),
+        ("putMessageAverageSize", java_double(average)),
+        (
+            "earliestMessageTimeStamp",
+            c.earliest_store_time.unwrap_or(-1).to_string(),
+        ),
+        ("commitLogMinOffset", min),
+        ("commitLogMaxOffset", c.commitlog_max.to_string()),
+        ("remainHowManyDataToFlush", human_bytes(c.unflushed)),
+        ("bootTimestamp", boot.to_string()),
+        ("runtime", format_runtime(now.at_ms - boot)),
+    ];
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
 
-    /// Disk ratios of the commitlog and consume-queue file systems and the store's capacity.
-    async fn disk_entries(&self, table: &mut BTreeMap<String, String>) {
-        let cfg = &self.ctx.cfg;
-        if let Some(usage) = disk_usage(&cfg.store_path_commitlog).await {
-            let ratio = java_double(disk_ratio(&usage));
-            let per_path = format!("commitLogDiskRatio_{}", cfg.store_path_commitlog.display());
-            table.insert(per_path, ratio.clone());
-            table.insert("commitLogDiskRatio".into(), ratio);
-        }
-        if let Some(usage) = disk_usage(&cfg.store_path_root_dir).await {
-            let free = usage.total_bytes.saturating_sub(usage.used_bytes);
-            let capacity = format!(
-                "Total : {}, Free : {}.",
-                human_bytes(usage.total_bytes),
-                human_bytes(free)
-            );
-            table.insert("commitLogDirCapacity".into(), capacity);
-            table.insert(
-                "consumeQueueDiskRatio".into(),
-                java_double(disk_ratio(&usage)),
-            );
-        }
+/// Disk ratios of the commitlog and consume-queue file systems and the store's capacity.
+async fn disk_entries(cfg: &BrokerConfig, table: &mut BTreeMap<String, String>) {
+    if let Some(usage) = disk_usage(&cfg.store_path_commitlog).await {
+        let ratio = java_double(disk_ratio(&usage));
+        let per_path = format!("commitLogDiskRatio_{}", cfg.store_path_commitlog.display());
+        table.insert(per_path, ratio.clone());
+        table.insert("commitLogDiskRatio".into(), ratio);
     }
+    if let Some(usage) = disk_usage(&cfg.store_path_root_dir).await {
+        let free = usage.total_bytes.saturating_sub(usage.used_bytes);
+        let capacity = format!(
+            "Total : {}, Free : {}.",
+            human_bytes(usage.total_bytes),
+            human_bytes(free)
+        );
+        table.insert("commitLogDirCapacity".into(), capacity);
+        table.insert(
+            "consumeQueueDiskRatio".into(),
+            java_double(disk_ratio(&usage)),
+        );
+    }
+}
 
-    /// GET_BROKER_CONFIG (26): every key as `key=value` lines, and (as Java's
-    /// `GetBrokerConfigResponseHeader`) the configuration's data version in header `version`.
-    pub(crate) fn broker_config(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
-        let live = &self.ctx.live;
-        let version = DataVersion {
-            counter: live.version(),
-            timestamp: self.stats.boot_ms,
-        };
-        let version = serde_json::to_string(&version).map_err(encode_failure)?;
-        Ok(cmd
-            .success_to()
-            .with_ext("version", version)
-            .with_body(live.snapshot().to_properties().into_bytes()))
-    }
+/// GET_BROKER_CONFIG (26): every key as `key=value` lines, and (as Java's
+/// `GetBrokerConfigResponseHeader`) the configuration's data version in header `version`
+/// (stamped with the broker's boot time, from `stats`).
+pub(crate) fn broker_config(
+    live: &LiveConfig,
+    stats: &ShardStats,
+    cmd: &RemotingCommand,
+) -> Result<RemotingCommand, Failure> {
+    let version = DataVersion {
+        counter: live.version(),
+        timestamp: stats.boot_ms(),
+    };
+    let version = serde_json::to_string(&version).map_err(encode_failure)?;
+    Ok(cmd
+        .success_to()
+        .with_ext("version", version)
+        .with_body(live.snapshot().to_properties().into_bytes()))
 }
 
 #[cfg(test)]

@@ -5,21 +5,15 @@
 
 use serde::Serialize;
 
-use super::admin::{encode_failure, encode_mq_map};
+use super::admin_shards::{
+    encode_failure, encode_mq_map, message_queue, refuse_on_slave, AllShards,
+};
 use super::{field_failure, Failure};
-use crate::broker::mesh_proto::{AdminAnswer, AdminQuery, ShardFailure};
-
-/// Why a deleted topic's data (queues, offsets, statistics) is not gone on every shard.
-#[derive(Debug, thiserror::Error)]
-pub enum DeleteTopicError {
-    /// A shard could not be asked (the hop's remark).
-    #[error("{0}")]
-    Unasked(String),
-    #[error(transparent)]
-    OnShard(#[from] ShardFailure),
-}
-use crate::broker::shard::Shard;
+use crate::broker::mesh_proto::AdminQuery;
+use crate::broker::services::registration::RegisterSignal;
+use crate::broker::services::topic_book::TopicBook;
 use crate::broker::topic_config::{perm, SCHEDULE_TOPIC, TBW102};
+use crate::config::BrokerConfig;
 use crate::protocol::heartbeat::MessageQueue;
 use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
@@ -74,52 +68,56 @@ struct TopicOffset {
     min_offset: i64,
 }
 
-impl Shard {
-    /// `TopicValidator.isSystemTopic` with the names the broker adds at start: its cluster and
-    /// broker names, `<cluster>_REPLY_TOPIC` and the trace topic when enabled.
-    pub fn is_system_topic(&self, topic: &str) -> bool {
-        let cfg = &self.ctx.cfg;
-        SYSTEM_TOPICS.contains(&topic)
-            || topic.starts_with(SYSTEM_TOPIC_PREFIX)
-            || topic == cfg.broker_cluster_name
-            || topic == cfg.broker_name
-            || topic == format!("{}_REPLY_TOPIC", cfg.broker_cluster_name)
-            || (cfg.trace_topic_enable && topic == cfg.msg_trace_topic_name)
-    }
+/// `TopicValidator.isSystemTopic` with the names the broker adds at start: its cluster and
+/// broker names, `<cluster>_REPLY_TOPIC` and the trace topic when enabled.
+pub fn is_system_topic(cfg: &BrokerConfig, topic: &str) -> bool {
+    SYSTEM_TOPICS.contains(&topic)
+        || topic.starts_with(SYSTEM_TOPIC_PREFIX)
+        || topic == cfg.broker_cluster_name
+        || topic == cfg.broker_name
+        || topic == format!("{}_REPLY_TOPIC", cfg.broker_cluster_name)
+        || (cfg.trace_topic_enable && topic == cfg.msg_trace_topic_name)
+}
 
-    fn refuse_system_topic(&self, topic: &str) -> Result<(), Failure> {
-        if self.is_system_topic(topic) {
-            let remark = format!("The topic[{topic}] is conflict with system topic.");
-            return Err((resp::SYSTEM_ERROR, remark));
-        }
-        Ok(())
+fn refuse_system_topic(cfg: &BrokerConfig, topic: &str) -> Result<(), Failure> {
+    if is_system_topic(cfg, topic) {
+        let remark = format!("The topic[{topic}] is conflict with system topic.");
+        return Err((resp::SYSTEM_ERROR, remark));
     }
+    Ok(())
+}
 
+/// A change of the topic table by an admin request: checked against the broker's settings,
+/// made in the control shard's table, put into every shard's replica and registered.
+#[derive(Clone, Copy)]
+pub(crate) struct TopicChange<'a> {
+    pub cfg: &'a BrokerConfig,
+    pub topics: &'a TopicBook,
+    pub all: &'a AllShards<'a>,
+    pub registration: &'a RegisterSignal,
+}
+
+impl TopicChange<'_> {
     /// Puts a topic change into every shard's replica, waiting for them (so that the next
     /// request sees it on whichever shard it lands), and re-registers with the nameservers.
-    async fn publish_topic(&self, name: &str, config: Option<TopicConfig>) -> Result<(), Failure> {
+    async fn publish(&self, name: &str, config: Option<TopicConfig>) -> Result<(), Failure> {
         let apply = || AdminQuery::ApplyTopic {
             name: name.to_string(),
             config: config.clone(),
         };
-        let applied = self.ask_all_shards(apply).await;
-        self.register_epoch.advance(self.register_epoch.get() + 1);
+        let applied = self.all.ask(apply).await;
+        self.registration.soon();
         applied.map(drop)
     }
 
     /// UPDATE_AND_CREATE_TOPIC (17).
-    pub(crate) async fn update_topic(
-        &self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
-        let control = self.admin_control()?;
-        self.refuse_on_slave()?;
+    pub(crate) async fn update(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        refuse_on_slave(self.cfg)?;
         let name = cmd.req_str("topic").map_err(field_failure)?;
         validate_topic(name)?;
-        self.refuse_system_topic(name)?;
+        refuse_system_topic(self.cfg, name)?;
         let config = topic_from_header(cmd, name)?;
-        let persisted = control.topics.borrow_mut().upsert(config.clone());
-        let persisted = match persisted {
+        let persisted = match self.topics.upsert(config.clone()) {
             Ok(job) => job.run().await,
             Err(e) => Err(e),
         };
@@ -129,7 +127,7 @@ impl Shard {
             "topic created or updated by an admin request"
         );
         // The table changed even when the file could not be written: every replica follows it.
-        self.publish_topic(name, Some(config)).await?;
+        self.publish(name, Some(config)).await?;
         persisted.map_err(|e| {
             (
                 resp::SYSTEM_ERROR,
@@ -143,122 +141,81 @@ impl Shard {
     /// queues and every group's offsets of it; a topic created again under the name starts at
     /// offset 0 with no consumer offsets. The records stay in the commitlog until retention
     /// removes their segments (as in Java); queries by key may still find them.
-    pub(crate) async fn delete_topic(
-        &self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
-        let control = self.admin_control()?;
-        self.refuse_on_slave()?;
+    pub(crate) async fn delete(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
+        refuse_on_slave(self.cfg)?;
         let name = cmd.req_str("topic").map_err(field_failure)?;
         if name.trim().is_empty() {
             let remark = "The specified topic is blank.".to_string();
             return Err((resp::SYSTEM_ERROR, remark));
         }
-        self.refuse_system_topic(name)?;
-        let deleted = control.topics.borrow_mut().delete(name);
-        let deleted = match deleted {
+        refuse_system_topic(self.cfg, name)?;
+        let deleted = match self.topics.delete(name) {
             Ok((existed, job)) => job.run().await.map(|()| existed),
             Err(e) => Err(e),
         };
         let existed = match deleted {
             Ok(existed) => existed,
             Err(e) => {
-                self.publish_topic(name, None).await?;
+                self.publish(name, None).await?;
                 let remark = format!("the topic deletion is not persisted: {e}");
                 return Err((resp::SYSTEM_ERROR, remark));
             }
         };
         if existed {
             tracing::info!(topic = name, "topic deleted by an admin request");
-            self.publish_topic(name, None).await?;
+            self.publish(name, None).await?;
         }
         // Its queues and offsets go whether or not the config was still there (Java's
         // `deleteTopicInBroker`), so a topic made again under the name starts clean.
-        self.delete_topic_data(name)
+        self.all
+            .delete_topic_data(name)
             .await
             .map_err(super::failure::delete_topic)?;
         Ok(cmd.success_to())
     }
+}
 
-    /// Drops a deleted topic's consume queues, consumer offsets and statistics on every
-    /// shard (DELETE_TOPIC_IN_BROKER on a master; a slave whose metadata sync found the topic
-    /// gone from its master's table).
-    pub(crate) async fn delete_topic_data(&self, topic: &str) -> Result<(), DeleteTopicError> {
-        let data = || AdminQuery::DeleteTopicData {
-            topic: topic.to_string(),
-        };
-        let answers = self
-            .ask_all_shards(data)
-            .await
-            .map_err(|(_, why)| DeleteTopicError::Unasked(why))?;
-        for answer in answers {
-            if let AdminAnswer::Failed(failure) = answer {
-                return Err(failure.into());
-            }
-        }
-        Ok(())
-    }
+/// GET_ALL_TOPIC_CONFIG (21): the TopicConfigSerializeWrapper, as topics.json holds it.
+pub(crate) fn all_topic_config(
+    topics: &TopicBook,
+    cmd: &RemotingCommand,
+) -> Result<RemotingCommand, Failure> {
+    // Read-write permission: the table as stored, without the registration's override.
+    let wrapper = topics.registration(perm::READ | perm::WRITE);
+    let body = serde_json::to_vec(&wrapper).map_err(encode_failure)?;
+    let mut response = cmd.success_to().with_body(body);
+    response.ext_fields = Some(Default::default());
+    Ok(response)
+}
 
-    /// GET_ALL_TOPIC_CONFIG (21): the TopicConfigSerializeWrapper, as topics.json holds it.
-    pub(crate) fn all_topic_config(
-        &self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
-        let control = self.admin_control()?;
-        // Read-write permission: the table as stored, without the registration's override.
-        let wrapper = control
-            .topics
-            .borrow()
-            .registration(perm::READ | perm::WRITE);
-        let body = serde_json::to_vec(&wrapper).map_err(encode_failure)?;
-        let mut response = cmd.success_to().with_body(body);
-        response.ext_fields = Some(Default::default());
-        Ok(response)
-    }
-
-    /// GET_TOPIC_STATS_INFO (202): min/max offset and last store time of every write queue,
-    /// from the shards that own them, in a TopicStatsTable (MessageQueue keys).
-    pub(crate) async fn topic_stats(
-        &self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
-        let topic = cmd.req_str("topic").map_err(field_failure)?;
-        let Some(queues) = self.write_queues(topic)? else {
-            let remark = format!("topic[{topic}] not exist");
-            return Err((resp::TOPIC_NOT_EXIST, remark));
-        };
-        let stats = self.gather_queue_stats(topic, queues, None).await?;
-        let entries: Vec<(MessageQueue, TopicOffset)> = stats
-            .iter()
-            .map(|s| {
-                let offset = TopicOffset {
-                    last_update_timestamp: s.last_update_timestamp,
-                    max_offset: s.max_offset,
-                    min_offset: s.min_offset,
-                };
-                (self.message_queue(topic, s.queue_id), offset)
-            })
-            .collect();
-        let table = encode_mq_map(&entries).map_err(encode_failure)?;
-        let body = format!(r#"{{"offsetTable":{table}}}"#);
-        Ok(cmd.success_to().with_body(body.into_bytes()))
-    }
-
-    /// A queue of this broker, as bodies name it.
-    /// The write queue count of `topic` in the control shard's table, if it has the topic.
-    pub(crate) fn write_queues(&self, topic: &str) -> Result<Option<i32>, Failure> {
-        let control = self.admin_control()?;
-        let topics = control.topics.borrow();
-        Ok(topics.get(topic).map(|t| t.write_queue_nums))
-    }
-
-    pub(crate) fn message_queue(&self, topic: &str, queue_id: i32) -> MessageQueue {
-        MessageQueue {
-            broker_name: self.ctx.cfg.broker_name.clone(),
-            queue_id,
-            topic: topic.to_string(),
-        }
-    }
+/// GET_TOPIC_STATS_INFO (202): min/max offset and last store time of every write queue,
+/// from the shards that own them, in a TopicStatsTable (MessageQueue keys).
+pub(crate) async fn topic_stats(
+    cfg: &BrokerConfig,
+    topics: &TopicBook,
+    all: &AllShards<'_>,
+    cmd: &RemotingCommand,
+) -> Result<RemotingCommand, Failure> {
+    let topic = cmd.req_str("topic").map_err(field_failure)?;
+    let Some(queues) = topics.write_queues(topic) else {
+        let remark = format!("topic[{topic}] not exist");
+        return Err((resp::TOPIC_NOT_EXIST, remark));
+    };
+    let stats = all.queue_stats(topic, queues, None).await?;
+    let entries: Vec<(MessageQueue, TopicOffset)> = stats
+        .iter()
+        .map(|s| {
+            let offset = TopicOffset {
+                last_update_timestamp: s.last_update_timestamp,
+                max_offset: s.max_offset,
+                min_offset: s.min_offset,
+            };
+            (message_queue(cfg, topic, s.queue_id), offset)
+        })
+        .collect();
+    let table = encode_mq_map(&entries).map_err(encode_failure)?;
+    let body = format!(r#"{{"offsetTable":{table}}}"#);
+    Ok(cmd.success_to().with_body(body.into_bytes()))
 }
 
 /// The TopicConfig an UPDATE_AND_CREATE_TOPIC header describes (`CreateTopicRequestHeader`).

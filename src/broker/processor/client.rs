@@ -15,7 +15,7 @@ use crate::protocol::lenient;
 use crate::protocol::route::to_json_body;
 use crate::protocol::Fields;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
-use crate::store::metadata::{GroupLookup, SubscriptionGroupConfig};
+use crate::store::metadata::SubscriptionGroupConfig;
 
 impl Shard {
     pub(crate) fn heartbeat(
@@ -83,20 +83,15 @@ impl Shard {
     /// group); `None` when it does not exist and may not be created.
     pub(crate) fn find_control_group(&self, group: &str) -> Option<SubscriptionGroupConfig> {
         let control = self.control.as_ref()?;
-        let (config, created) = {
-            let mut groups = control.groups.borrow_mut();
-            let auto = self.ctx.live.auto_create_subscription_group();
-            let lookup = groups.get_or_auto_create(group, auto);
-            let created = matches!(lookup, GroupLookup::Created(_));
-            (lookup.config().cloned(), created)
-        };
+        let auto = self.ctx.live.auto_create_subscription_group();
+        let (config, created) = control.groups.find_or_create(group, auto);
         if created {
             // Auto-created groups survive a restart, as Java's do (written in the
             // background: the request does not wait for the disk).
-            match self.groups_job() {
+            match control.groups.persist_job() {
                 Ok(job) => job.detach("a subscription group auto-created"),
-                Err((_, reason)) => {
-                    tracing::error!(%group, %reason, "cannot persist an auto-created group")
+                Err(error) => {
+                    tracing::error!(%group, %error, "cannot persist an auto-created group")
                 }
             }
         }

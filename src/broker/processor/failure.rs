@@ -3,7 +3,7 @@
 //! is never silence: every variant maps to an answer, and the table test below walks them all
 //! (a new variant does not compile until it is given its code there).
 
-use super::admin_topic::DeleteTopicError;
+use super::admin_shards::DeleteTopicError;
 use super::reply::PushReplyError;
 use super::transaction::TransactionError;
 use super::Failure;

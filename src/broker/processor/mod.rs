@@ -6,6 +6,7 @@ mod admin_config;
 mod admin_consumer;
 mod admin_offset;
 mod admin_runtime;
+mod admin_shards;
 mod admin_stats;
 mod admin_topic;
 mod client;
