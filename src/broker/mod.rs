@@ -163,7 +163,10 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
     )
     .map_err(io::Error::other)?;
     let mesh_builder = mesh::builder::<MeshRequest, MeshResponse>(shards, MESH_INBOX_CAPACITY)
-        .with_colocation(ctx.cfg.shard_colocation, IdleSource::ProcStat);
+        .with_colocation(
+            ctx.cfg.shard_colocation.under(ctx.cfg.flush_disk_type),
+            IdleSource::ProcStat,
+        );
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let mut control = Some((topics, groups));
     let mut joins = Vec::new();

@@ -534,6 +534,19 @@ mod tests {
     }
 
     #[test]
+    fn auto_colocation_is_off_under_sync_flush_and_the_others_are_kept() {
+        use ShardColocation::{Always, Auto, Off};
+        for (mode, flush, runs) in [
+            (Auto, FlushDiskType::AsyncFlush, Auto),
+            (Auto, FlushDiskType::SyncFlush, Off),
+            (Always, FlushDiskType::SyncFlush, Always),
+            (Off, FlushDiskType::AsyncFlush, Off),
+        ] {
+            assert_eq!(mode.under(flush), runs, "{mode:?} under {flush:?}");
+        }
+    }
+
+    #[test]
     fn bad_value_error_names_key_value_file_and_line() {
         let text = "a=1\nb=2\nc=3\nd=4\ne=5\nf=6\nbrokerRole=SYNC_MASTR\n";
         let err = load(text).expect_err("typo");
