@@ -40,6 +40,7 @@ use crate::config::{self, BrokerConfig};
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::net::{bind, reserve_addr, serve, ServerOptions};
 use crate::protocol::register::TopicConfig;
+use crate::runtime::colocate::IdleSource;
 use crate::runtime::mesh::{self, ShardMesh};
 use crate::runtime::{spawn_executor, ExecutorOptions, Shutdown};
 use crate::store::metadata::{self, ConsumerOffsetTable, SubscriptionGroupTable};
@@ -164,7 +165,11 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
         &metadata::MetadataPaths::new(&ctx.cfg.store_path_root_dir).subscription_group,
     )
     .map_err(io::Error::other)?;
-    let mesh_builder = mesh::builder::<MeshRequest, MeshResponse>(shards, MESH_INBOX_CAPACITY);
+    let mesh_builder = mesh::builder::<MeshRequest, MeshResponse>(shards, MESH_INBOX_CAPACITY)
+        .with_colocation(
+            ctx.cfg.shard_colocation.under(ctx.cfg.flush_disk_type),
+            IdleSource::ProcStat,
+        );
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let mut control = Some((topics, groups));
     let mut joins = Vec::new();

@@ -112,7 +112,54 @@ macro_rules! java_enum_traits {
     )*};
 }
 
-java_enum_traits!(BrokerRole, FlushDiskType);
+/// `shardColocation` (ringmq-only): whether the shards of a multi-shard broker share one CPU
+/// while that is cheaper ([`crate::runtime::colocate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShardColocation {
+    /// `auto`: share one CPU while the shards fit on it, or while the other CPUs are busy
+    /// anyway (a client on the same machine); spread when they ask for more and another
+    /// CPU has idle time to give. ASYNC_FLUSH only ([`ShardColocation::under`]).
+    Auto,
+    /// `off`: the kernel places every shard thread freely.
+    Off,
+    /// `always`: every shard thread restricted to one CPU whatever the load (the pinned
+    /// one-shard layout's cost with several shards' queues).
+    Always,
+}
+
+impl ShardColocation {
+    const NAMES: [(&'static str, ShardColocation); 3] = [
+        ("auto", ShardColocation::Auto),
+        ("off", ShardColocation::Off),
+        ("always", ShardColocation::Always),
+    ];
+
+    /// Parses the name as the file spells it (lower case).
+    pub fn parse(value: &str) -> Result<Self, Reason> {
+        parse_named(&Self::NAMES, value)
+    }
+
+    /// What the broker runs with under `flush`: `auto` means `off` under SYNC_FLUSH. The
+    /// io_uring workers that run the durable writes inherit the one-CPU mask of a restricted
+    /// shard (kernels since 6.2 intersect a new worker's affinity with its creator's, and
+    /// `IORING_REGISTER_IOWQ_AFF` cannot widen it), so the disk's waits would queue on the
+    /// shared CPU: closed-loop SYNC_FLUSH throughput halved in the A/B runs (README
+    /// "Co-located shards"). `always` is honoured as asked.
+    pub fn under(self, flush: FlushDiskType) -> Self {
+        match (self, flush) {
+            (ShardColocation::Auto, FlushDiskType::SyncFlush) => ShardColocation::Off,
+            (mode, _) => mode,
+        }
+    }
+
+    /// The name as the file spells it, e.g. `auto` (named like the Java enums' printer so
+    /// the traits below serve all three).
+    pub fn java_name(self) -> &'static str {
+        java_name_of(&Self::NAMES, self)
+    }
+}
+
+java_enum_traits!(BrokerRole, FlushDiskType, ShardColocation);
 
 /// Largest `maxMessageSize`: 16 MiB − 1024, so a message and its headers fit one 16 MiB frame
 /// (Java's `com.rocketmq.remoting.frameMaxLength` default).
@@ -235,6 +282,12 @@ config_struct! {
     /// is more than one shard. Default false: the kernel places the shards, which costs less
     /// when clients or other processes share the cores (README "Broker CPU per message").
     "pinShards" => pin_shards: bool = false, parse_bool;
+    /// `shardColocation` (ringmq-only): `auto`, `off` or `always`; see [`ShardColocation`]
+    /// and README "Co-located shards". Default `auto` (which is `off` under SYNC_FLUSH). Has no effect with one shard or
+    /// with `pinShards=true` (a pinned shard is not moved); `always` with `pinShards=true`
+    /// is refused.
+    "shardColocation" => shard_colocation: ShardColocation = ShardColocation::Auto,
+        ShardColocation::parse;
 
     // --- topics / groups ---
     /// `autoCreateTopicEnable`: create `TBW102` so unknown topics auto-create. Default true.

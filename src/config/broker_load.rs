@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::broker::{BrokerConfig, BrokerRole, KEYS};
+use super::broker::{BrokerConfig, BrokerRole, ShardColocation, KEYS};
 use super::broker::{CONSUME_QUEUE_UNIT_BYTES, JAVA_INT_MAX};
 use super::properties::Entry;
 use super::units::{check_host_port, parse_u64, DELAY_LEVELS_MAX};
@@ -262,6 +262,15 @@ impl BrokerConfig {
         if let Some(addr) = &self.ha_master_address {
             check_host_port(addr).map_err(|r| ConfigError::value("haMasterAddress", addr, r))?;
         }
+        if self.pin_shards && self.shard_colocation == ShardColocation::Always {
+            let reason = "pinShards=true keeps each shard on its own core: set shardColocation \
+                          to auto or off, or pinShards to false";
+            return Err(ConfigError::value(
+                "shardColocation",
+                self.shard_colocation,
+                reason,
+            ));
+        }
         Ok(())
     }
 
@@ -401,6 +410,7 @@ mod tests {
             (c.shard_count, c.io_depth, c.listen_addr.to_string()),
             (0, 128, "0.0.0.0".into())
         );
+        assert_eq!(c.shard_colocation, ShardColocation::Auto);
         assert!(c.auto_create_topic_enable && c.auto_create_subscription_group);
         assert_eq!(c.default_topic_queue_nums, 8);
         assert_eq!(
@@ -496,6 +506,44 @@ mod tests {
         assert_eq!(c.broker_ip1.to_string(), "192.168.0.10");
         assert_eq!(c.broker_ip2, host().ip);
         assert!(!c.auto_create_topic_enable);
+    }
+
+    #[test]
+    fn shard_colocation_is_a_key_with_three_values() {
+        for (text, mode) in [
+            ("auto", ShardColocation::Auto),
+            ("off", ShardColocation::Off),
+            ("always", ShardColocation::Always),
+        ] {
+            let c = load_quietly(&format!("shardColocation={text}\n"));
+            assert_eq!(c.shard_colocation, mode);
+            let printed = KEYS
+                .iter()
+                .find(|k| k.name == "shardColocation")
+                .expect("key");
+            assert_eq!((printed.get)(&c), text);
+        }
+        assert_eq!(
+            load_err("shardColocation=on\n"),
+            "conf/broker.properties:1: shardColocation = \"on\": expected one of auto, off, always"
+        );
+        assert!(load_err("pinShards=true\nshardColocation=always\n")
+            .contains("shardColocation = \"always\": pinShards=true keeps each shard"));
+        let c = load_quietly("pinShards=true\nshardColocation=off\n");
+        assert!(c.pin_shards);
+    }
+
+    #[test]
+    fn auto_colocation_is_off_under_sync_flush_and_the_others_are_kept() {
+        use ShardColocation::{Always, Auto, Off};
+        for (mode, flush, runs) in [
+            (Auto, FlushDiskType::AsyncFlush, Auto),
+            (Auto, FlushDiskType::SyncFlush, Off),
+            (Always, FlushDiskType::SyncFlush, Always),
+            (Off, FlushDiskType::AsyncFlush, Off),
+        ] {
+            assert_eq!(mode.under(flush), runs, "{mode:?} under {flush:?}");
+        }
     }
 
     #[test]

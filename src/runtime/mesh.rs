@@ -47,8 +47,7 @@ pub fn builder<Req: Send + 'static, Resp: Send + 'static>(
     inbox_capacity: usize,
 ) -> Builder<Req, Resp> {
     Builder {
-        colocation: (shards >= 2 && super::colocate::enabled_by_env())
-            .then(|| super::colocate::Colocation::new(shards)),
+        colocation: None,
         mesh: MeshBuilder::full(shards, inbox_capacity),
         liveness: Arc::new(Liveness {
             gone: (0..shards).map(|_| AtomicBool::new(false)).collect(),
@@ -76,11 +75,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Clone for Builder<Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Builder<Req, Resp> {
-    /// Turns shard co-location on (`super::colocate`) whatever `RINGMQ_COLOCATE_SHARDS`
-    /// says; call before cloning the builder for the shards.
-    pub fn colocated(mut self) -> Self {
+    /// Sets shard co-location (`super::colocate`, off unless set here; nothing with fewer
+    /// than two shards); call before cloning the builder for the shards.
+    pub fn with_colocation(
+        mut self,
+        mode: crate::config::ShardColocation,
+        idle: super::colocate::IdleSource,
+    ) -> Self {
         let shards = self.liveness.gone.len();
-        self.colocation = Some(super::colocate::Colocation::new(shards));
+        self.colocation = (shards >= 2 && mode != crate::config::ShardColocation::Off)
+            .then(|| super::colocate::Colocation::new(shards, mode, idle));
         self
     }
 }
