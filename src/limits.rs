@@ -54,6 +54,11 @@ pub const CONNECTION_READ_IDLE_BYTES: usize = 4 * 1024;
 /// being assembled also gets room in steps of this, only as its bytes arrive.
 pub const CONNECTION_READ_BUSY_BYTES: usize = 64 * 1024;
 
+/// A request whose body is declared longer than this is shown to its server once its header
+/// has arrived, before the body is read (`net::Handler::refuse_body`): a send over
+/// `maxMessageSize` is answered at once and its body dropped as it arrives, never buffered.
+pub const CONNECTION_BODY_VETTED_BYTES: usize = 64 * 1024;
+
 /// Responses coalesced into one write, up to this many bytes (plus the frame that crosses it).
 pub const CONNECTION_WRITE_BATCH_BYTES: usize = 64 * 1024;
 
