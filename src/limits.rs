@@ -44,6 +44,11 @@ pub const STORE_READS_IN_FLIGHT_MAX: usize = 32;
 /// Connections one server executor accepts before refusing new ones.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16 * 1024;
 
+/// Descriptors the process's table holds beyond its listeners' connection limits (store
+/// files, the nameserver's and replication's sockets, io_uring), grown to at start
+/// (`net::descriptors`), within RLIMIT_NOFILE.
+pub const DESCRIPTOR_TABLE_SPARE: usize = 1024;
+
 /// Read space of a connection with part of a frame in: a connection waiting for its next
 /// request holds no read buffer at all (its reads land in the executor's shared buffer of
 /// `CONNECTION_READ_BUSY_BYTES`; see README "Connections and memory").

@@ -16,9 +16,12 @@
 //! answers is not read either; each reader yields after a few requests so one peer cannot hold
 //! the shard. The accept loop closes connections idle past `serverChannelMaxIdleTimeSeconds`
 //! (one sweep a second), logs repeated failures once per interval with a count, and after
-//! connections close returns freed memory to the system.
+//! connections close returns freed memory to the system. Before it accepts, the process's
+//! descriptor table is grown to hold its connection limit ([`descriptors`]), so it never grows
+//! (and stalls every shard) while connections come.
 
 pub mod connection;
+pub mod descriptors;
 pub mod invoke;
 pub mod rpc_client;
 pub mod server;
