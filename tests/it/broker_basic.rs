@@ -278,18 +278,8 @@ fn bad_requests_get_clear_answers() {
 fn an_oversize_send_is_refused_before_its_body_is_read_and_the_connection_goes_on() {
     use std::io::{Read, Write};
     let broker = TestBroker::start(1);
-    let body_bytes = 5 * 1024 * 1024;
-    let send = RemotingCommand::request(request::SEND_MESSAGE_V2)
-        .with_ext("a", "pg")
-        .with_ext("b", "Big")
-        .with_ext("c", "TBW102")
-        .with_ext("d", "4")
-        .with_ext("e", "0")
-        .with_ext("f", "0")
-        .with_ext("g", "0")
-        .with_ext("h", "0")
-        .with_ext("j", "0")
-        .with_body(vec![b'o'; body_bytes]);
+    let body_bytes = loadgen::churn::OVERSIZE_BODY_BYTES;
+    let send = loadgen::churn::oversize_send("Big", body_bytes);
     let frame = send.to_frame().unwrap();
     let head = frame.len() - body_bytes;
     let mut next = RemotingCommand::request(9999);
