@@ -44,6 +44,11 @@ pub const STORE_READS_IN_FLIGHT_MAX: usize = 32;
 /// Connections one server executor accepts before refusing new ones.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16 * 1024;
 
+/// Descriptors the process's table holds beyond its listeners' connection limits (store
+/// files, the nameserver's and replication's sockets, io_uring), grown to at start
+/// (`net::descriptors`), within RLIMIT_NOFILE.
+pub const DESCRIPTOR_TABLE_SPARE: usize = 1024;
+
 /// Read space of a connection with part of a frame in: a connection waiting for its next
 /// request holds no read buffer at all (its reads land in the executor's shared buffer of
 /// `CONNECTION_READ_BUSY_BYTES`; see README "Connections and memory").
@@ -53,6 +58,11 @@ pub const CONNECTION_READ_IDLE_BYTES: usize = 4 * 1024;
 /// space, and go back to `CONNECTION_READ_IDLE_BYTES` once the connection is quiet. A frame
 /// being assembled also gets room in steps of this, only as its bytes arrive.
 pub const CONNECTION_READ_BUSY_BYTES: usize = 64 * 1024;
+
+/// A request whose body is declared longer than this is shown to its server once its header
+/// has arrived, before the body is read (`net::Handler::refuse_body`): a send over
+/// `maxMessageSize` is answered at once and its body dropped as it arrives, never buffered.
+pub const CONNECTION_BODY_VETTED_BYTES: usize = 64 * 1024;
 
 /// Responses coalesced into one write, up to this many bytes (plus the frame that crosses it).
 pub const CONNECTION_WRITE_BATCH_BYTES: usize = 64 * 1024;

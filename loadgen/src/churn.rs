@@ -521,6 +521,26 @@ fn bad_loop(addr: SocketAddr, seed: u64, per_second: u64, stop: &AtomicBool, c: 
     });
 }
 
+/// The body of the attack's oversize sends: over the default 4 MiB maxMessageSize.
+pub const OVERSIZE_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// A SEND_MESSAGE_V2 to `topic` queue 0 with a body of `body_bytes` (the attack's oversize send).
+pub fn oversize_send(topic: &str, body_bytes: usize) -> RemotingCommand {
+    RemotingCommand::request(request::SEND_MESSAGE_V2)
+        .with_ext("a", "churn_attack")
+        .with_ext("b", topic)
+        .with_ext("c", "TBW102")
+        .with_ext("d", "4")
+        .with_ext("e", "0")
+        .with_ext("f", "0")
+        .with_ext("g", "0")
+        .with_ext("h", "0")
+        .with_ext("i", "")
+        .with_ext("j", "0")
+        .with_ext("k", "false")
+        .with_body(vec![b'o'; body_bytes])
+}
+
 /// Sends with a body over maxMessageSize (answered MESSAGE_ILLEGAL), one connection each.
 fn oversize_loop(
     addr: SocketAddr,
@@ -529,22 +549,7 @@ fn oversize_loop(
     stop: &AtomicBool,
     c: &AttackCounts,
 ) {
-    let body = vec![b'o'; 5 * 1024 * 1024];
-    let frame = encode(
-        &RemotingCommand::request(request::SEND_MESSAGE_V2)
-            .with_ext("a", "churn_attack")
-            .with_ext("b", topic)
-            .with_ext("c", "TBW102")
-            .with_ext("d", "4")
-            .with_ext("e", "0")
-            .with_ext("f", "0")
-            .with_ext("g", "0")
-            .with_ext("h", "0")
-            .with_ext("i", "")
-            .with_ext("j", "0")
-            .with_ext("k", "false")
-            .with_body(body),
-    );
+    let frame = encode(&oversize_send(topic, OVERSIZE_BODY_BYTES));
     paced_connections(addr, per_second, stop, |mut conn, _| {
         if conn.write_all(&frame).is_ok() {
             let _ = read_frame(&mut conn);

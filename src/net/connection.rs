@@ -23,11 +23,12 @@ use glommio::sync::Semaphore;
 use glommio::TaskQueueHandle;
 
 use crate::limits::{
-    CONNECTION_ACTIVE_MAX, CONNECTION_FRAMES_PER_TURN, CONNECTION_INFLIGHT_CONGESTED,
-    CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUSY_BYTES, CONNECTION_READ_IDLE_BYTES,
-    CONNECTION_WRITE_BATCH_BYTES, CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
+    CONNECTION_ACTIVE_MAX, CONNECTION_BODY_VETTED_BYTES, CONNECTION_FRAMES_PER_TURN,
+    CONNECTION_INFLIGHT_CONGESTED, CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUSY_BYTES,
+    CONNECTION_READ_IDLE_BYTES, CONNECTION_WRITE_BATCH_BYTES, CONNECTION_WRITE_KEEP_BYTES,
+    CONNECTION_WRITE_QUEUE_BYTES_MAX,
 };
-use crate::remoting::{check_frame, response, RemotingCommand};
+use crate::remoting::{check_frame, declared_body_bytes, decode_head, response, RemotingCommand};
 
 /// A handler's answer to one request.
 pub enum Reply {
@@ -48,6 +49,20 @@ pub trait Handler: 'static {
         request: RemotingCommand,
         busy: Busy,
     ) -> Reply;
+
+    /// Looks at a request whose header has arrived and whose body, declared `body_bytes` long
+    /// (over `CONNECTION_BODY_VETTED_BYTES`), has not: an answer refuses it before its body is
+    /// read. The connection then sends the answer (nothing for a oneway request), drops the
+    /// body's bytes as they arrive without buffering them, and goes on with the next frame.
+    /// `header` has the request's fields and an empty body. The default reads every body.
+    fn refuse_body(
+        self: &Rc<Self>,
+        _conn: &Rc<Connection>,
+        _header: &RemotingCommand,
+        _body_bytes: usize,
+    ) -> Option<RemotingCommand> {
+        None
+    }
 
     /// Called once when `conn` has closed (either side), after its last request was read.
     fn on_close(&self, _conn: &Connection) {}
@@ -265,7 +280,11 @@ pub(crate) async fn run<H: Handler>(
         awaited: Default::default(),
     });
     registered(&conn);
-    let outcome = match read_opening(&mut reader, &conn, max_frame_bytes).await {
+    let mut inbox = Inbox::default();
+    let opening = inbox
+        .next(&mut reader, &conn, &handler, max_frame_bytes)
+        .await;
+    let outcome = match opening {
         Ok(Some(opening)) => {
             let served = serve_established(
                 reader,
@@ -274,7 +293,10 @@ pub(crate) async fn run<H: Handler>(
                 Rc::clone(&conn),
                 handler,
                 max_frame_bytes,
-                opening,
+                Opening {
+                    first: opening,
+                    inbox,
+                },
             );
             match established {
                 Some(queue) => {
@@ -300,36 +322,142 @@ pub(crate) async fn run<H: Handler>(
     ended(&conn, reason);
 }
 
-/// A connection's first request, decoded, and what was read after it.
+/// A connection's first request, and what was read after it.
 struct Opening {
-    first: RemotingCommand,
-    buf: BytesMut,
-    filled: usize,
-    busy: bool,
+    first: Incoming,
+    inbox: Inbox,
 }
 
-/// Reads until the connection's first request is whole and decodes (`None`: the peer closed
-/// first). A frame that cannot be accepted fails the connection here, before it is served.
-async fn read_opening(
-    reader: &mut ReadHalf<TcpStream>,
-    conn: &Connection,
-    max_frame_bytes: usize,
-) -> Result<Option<Opening>, (CloseReason, String)> {
-    let bad = |e: crate::remoting::WireError| (CloseReason::BadFrame, e.to_string());
-    let (mut buf, mut filled, mut busy) = (BytesMut::new(), 0, false);
-    loop {
-        if let Some(total) = check_frame(&buf[..filled], max_frame_bytes).map_err(bad)? {
-            let frame = buf.split_to(total).freeze();
-            let first = RemotingCommand::decode(frame).map_err(bad)?;
-            return Ok(Some(Opening {
-                first,
-                buf,
-                filled: filled - total,
-                busy,
-            }));
+/// What a connection's reader found next.
+enum Incoming {
+    /// A whole frame, decoded.
+    Frame(RemotingCommand),
+    /// A request refused on its header ([`Handler::refuse_body`]) with this answer (`None`: it
+    /// was oneway); its body is being dropped.
+    Refused(Option<RemotingCommand>),
+}
+
+/// A connection's reading state. `buf[..filled]` holds bytes read and not yet handed out as
+/// frames; the rest is zeroed space to read into (zeroed when allocated, not before every read).
+#[derive(Default)]
+struct Inbox {
+    buf: BytesMut,
+    filled: usize,
+    /// The last read filled all the space it had: more is probably waiting.
+    busy: bool,
+    /// Bytes of a refused request's body still to come: read and dropped, never buffered.
+    dropping: usize,
+    /// The incomplete frame at the front of `buf` was looked at for [`Handler::refuse_body`].
+    vetted: bool,
+}
+
+impl Inbox {
+    /// Reads until a frame is whole, or a request is refused on its header (`None`: the peer
+    /// closed first). A frame that cannot be accepted fails the connection.
+    async fn next<H: Handler>(
+        &mut self,
+        reader: &mut ReadHalf<TcpStream>,
+        conn: &Rc<Connection>,
+        handler: &Rc<H>,
+        max_frame_bytes: usize,
+    ) -> Result<Option<Incoming>, (CloseReason, String)> {
+        loop {
+            if let Some(incoming) = self.take(conn, handler, max_frame_bytes)? {
+                return Ok(Some(incoming));
+            }
+            if !self.read_more(reader, conn).await? {
+                return Ok(None);
+            }
         }
-        if !read_more(reader, &mut buf, &mut filled, &mut busy, conn).await? {
+    }
+
+    /// The next frame among the bytes read, if it is whole or refused on its header.
+    fn take<H: Handler>(
+        &mut self,
+        conn: &Rc<Connection>,
+        handler: &Rc<H>,
+        max_frame_bytes: usize,
+    ) -> Result<Option<Incoming>, (CloseReason, String)> {
+        let bad = |e: crate::remoting::WireError| (CloseReason::BadFrame, e.to_string());
+        let read = &self.buf[..self.filled];
+        if let Some(total) = check_frame(read, max_frame_bytes).map_err(bad)? {
+            let frame = self.buf.split_to(total).freeze();
+            self.filled -= total;
+            self.vetted = false;
+            return RemotingCommand::decode(frame)
+                .map(|cmd| Some(Incoming::Frame(cmd)))
+                .map_err(bad);
+        }
+        // A large body is shown to the handler, once its header is in, before it is read.
+        if self.vetted
+            || declared_body_bytes(read).is_none_or(|b| b <= CONNECTION_BODY_VETTED_BYTES)
+        {
             return Ok(None);
+        }
+        let Some((header, frame_bytes)) = decode_head(read, max_frame_bytes).map_err(bad)? else {
+            return Ok(None);
+        };
+        self.vetted = true;
+        let body_bytes = declared_body_bytes(read).unwrap_or(0);
+        if header.is_response() {
+            return Ok(None);
+        }
+        let Some(answer) = handler.refuse_body(conn, &header, body_bytes) else {
+            return Ok(None);
+        };
+        self.dropping = frame_bytes - self.filled;
+        self.buf = BytesMut::new();
+        self.filled = 0;
+        self.vetted = false;
+        Ok(Some(Incoming::Refused(
+            (!header.is_oneway()).then_some(answer),
+        )))
+    }
+
+    /// Reads more of the connection into `buf[filled..]` (or drops a refused body's bytes):
+    /// false when the peer has closed. With nothing half-read and the last read having drained
+    /// the socket (`!busy`), the read probably waits, so it holds no buffer while it does.
+    async fn read_more(
+        &mut self,
+        reader: &mut ReadHalf<TcpStream>,
+        conn: &Connection,
+    ) -> Result<bool, (CloseReason, String)> {
+        if self.dropping > 0 {
+            return match read_dropped(reader, conn.fd, self.dropping).await {
+                Ok(0) => Ok(false),
+                Ok(n) => {
+                    self.dropping -= n;
+                    conn.touch();
+                    Ok(true)
+                }
+                Err(e) => Err((CloseReason::ReadFailed, format!("read failed: {e}"))),
+            };
+        }
+        let read = if self.filled == 0 && !self.busy {
+            self.buf = BytesMut::new();
+            read_quiet(reader, &mut self.buf).await
+        } else {
+            let space = if self.busy {
+                CONNECTION_READ_BUSY_BYTES
+            } else {
+                CONNECTION_READ_IDLE_BYTES
+            };
+            make_room(&mut self.buf, self.filled, space);
+            let filled = self.filled;
+            reader
+                .read(&mut self.buf[filled..])
+                .await
+                .map(|n| (n, n == self.buf.len() - filled))
+        };
+        match read {
+            Ok((0, _)) => Ok(false),
+            Ok((n, full)) => {
+                self.filled += n;
+                self.busy = full;
+                conn.touch();
+                Ok(true)
+            }
+            Err(e) => Err((CloseReason::ReadFailed, format!("read failed: {e}"))),
         }
     }
 }
@@ -369,75 +497,34 @@ async fn read_loop<H: Handler>(
     max_frame_bytes: usize,
     opening: Opening,
 ) -> Result<(), (CloseReason, String)> {
-    let bad = |e: crate::remoting::WireError| (CloseReason::BadFrame, e.to_string());
-    // `buf[..filled]` holds bytes read and not yet handed out as frames; the rest is zeroed
-    // space to read into (zeroed when allocated, not before every read).
-    let Opening {
-        first,
-        mut buf,
-        mut filled,
-        // The last read filled all the space it had: more is probably waiting.
-        mut busy,
-    } = opening;
-    dispatch(conn, handler, first).await;
-    let mut frames = 1usize;
+    let Opening { first, mut inbox } = opening;
+    let mut incoming = Some(first);
+    let mut frames = 0usize;
     loop {
-        while let Some(total) = check_frame(&buf[..filled], max_frame_bytes).map_err(bad)? {
-            let frame = buf.split_to(total).freeze();
-            filled -= total;
-            let request = RemotingCommand::decode(frame).map_err(bad)?;
-            // A peer that does not read its answers is not served more requests either.
-            wait_for_write_room(conn).await;
-            dispatch(conn, handler, request).await;
+        while let Some(next) = incoming {
+            match next {
+                Incoming::Frame(request) => {
+                    // A peer that does not read its answers is not served more requests either.
+                    wait_for_write_room(conn).await;
+                    dispatch(conn, handler, request).await;
+                }
+                Incoming::Refused(Some(answer)) => conn.respond(answer).await,
+                Incoming::Refused(None) => {}
+            }
             frames += 1;
             // One peer's burst must not hold the executor: after a few requests its reader
             // goes to the back of the run queue, behind the tasks it spawned and everyone else.
             if frames % CONNECTION_FRAMES_PER_TURN == 0 {
                 future::yield_now().await;
             }
+            incoming = inbox.take(conn, handler, max_frame_bytes)?;
         }
         // Nor read.
         wait_for_write_room(conn).await;
-        if !read_more(&mut reader, &mut buf, &mut filled, &mut busy, conn).await? {
+        if !inbox.read_more(&mut reader, conn).await? {
             return Ok(());
         }
-    }
-}
-
-/// Reads more of the connection into `buf[*filled..]`: false when the peer has closed. With
-/// nothing half-read and the last read having drained the socket (`!*busy`), the read
-/// probably waits, so it holds no buffer while it does.
-async fn read_more(
-    reader: &mut ReadHalf<TcpStream>,
-    buf: &mut BytesMut,
-    filled: &mut usize,
-    busy: &mut bool,
-    conn: &Connection,
-) -> Result<bool, (CloseReason, String)> {
-    let read = if *filled == 0 && !*busy {
-        *buf = BytesMut::new();
-        read_quiet(reader, buf).await
-    } else {
-        let space = if *busy {
-            CONNECTION_READ_BUSY_BYTES
-        } else {
-            CONNECTION_READ_IDLE_BYTES
-        };
-        make_room(buf, *filled, space);
-        reader
-            .read(&mut buf[*filled..])
-            .await
-            .map(|n| (n, n == buf.len() - *filled))
-    };
-    match read {
-        Ok((0, _)) => Ok(false),
-        Ok((n, full)) => {
-            *filled += n;
-            *busy = full;
-            conn.touch();
-            Ok(true)
-        }
-        Err(e) => Err((CloseReason::ReadFailed, format!("read failed: {e}"))),
+        incoming = inbox.take(conn, handler, max_frame_bytes)?;
     }
 }
 
@@ -466,6 +553,45 @@ async fn read_quiet(
                 return std::task::Poll::Ready(Ok((n, n == scratch.len())));
             }
             polled.map_ok(|n| (n, false))
+        })
+    })
+    .await
+}
+
+/// Drops up to `limit` bytes (the rest of a refused request's body) from the connection;
+/// returns how many (0: the peer closed). What the socket holds already is discarded by the
+/// kernel without being copied (`MSG_TRUNC` on a TCP socket); only when nothing is there does
+/// it wait, with a read into the executor's shared buffer. Nothing is kept for the connection,
+/// whatever the body's size.
+async fn read_dropped(
+    reader: &mut ReadHalf<TcpStream>,
+    fd: RawFd,
+    limit: usize,
+) -> std::io::Result<usize> {
+    use futures_lite::AsyncRead;
+    // SAFETY: a non-blocking recv on the connection's own socket, open while it is served (the
+    // reader half is borrowed here); with MSG_TRUNC and a null buffer nothing is written.
+    let dropped = unsafe {
+        libc::recv(
+            fd,
+            std::ptr::null_mut(),
+            limit,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    };
+    if dropped >= 0 {
+        return Ok(dropped as usize);
+    }
+    let error = std::io::Error::last_os_error();
+    use std::io::ErrorKind::{Interrupted, WouldBlock};
+    if !matches!(error.kind(), WouldBlock | Interrupted) {
+        return Err(error);
+    }
+    future::poll_fn(|cx| {
+        QUIET_READ.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let len = limit.min(scratch.len());
+            Pin::new(&mut *reader).poll_read(cx, &mut scratch[..len])
         })
     })
     .await
@@ -721,6 +847,109 @@ mod tests {
                 drop(client);
                 served.await;
             });
+    }
+
+    /// Refuses requests of code `REFUSED` on their header and answers the others, recording
+    /// what it was shown and what it handled: (code, body bytes).
+    #[derive(Default)]
+    struct Refusing {
+        vetted: std::cell::RefCell<Vec<(i32, usize)>>,
+        handled: std::cell::RefCell<Vec<(i32, usize)>>,
+    }
+
+    const REFUSED: i32 = 1;
+
+    impl Handler for Refusing {
+        fn handle(
+            self: &Rc<Self>,
+            _conn: &Rc<Connection>,
+            request: RemotingCommand,
+            _busy: Busy,
+        ) -> Reply {
+            let seen = (request.code, request.body.len());
+            self.handled.borrow_mut().push(seen);
+            Reply::Now(Some(request.response_to(response::SUCCESS, None)))
+        }
+
+        fn refuse_body(
+            self: &Rc<Self>,
+            _conn: &Rc<Connection>,
+            header: &RemotingCommand,
+            body_bytes: usize,
+        ) -> Option<RemotingCommand> {
+            assert!(header.body.is_empty());
+            self.vetted.borrow_mut().push((header.code, body_bytes));
+            (header.code == REFUSED)
+                .then(|| header.error_to(response::MESSAGE_ILLEGAL, "body too large"))
+        }
+    }
+
+    #[test]
+    fn a_request_refused_on_its_header_is_answered_before_its_body_is_sent_and_the_body_dropped() {
+        use std::io::{Read, Write};
+        fn frame(code: i32, opaque: i32, body_bytes: usize, oneway: bool) -> Vec<u8> {
+            let mut request = RemotingCommand::request(code).with_body(vec![b'b'; body_bytes]);
+            request.opaque = opaque;
+            if oneway {
+                request.set_oneway();
+            }
+            let mut buf = BytesMut::new();
+            request.encode(&mut buf).unwrap();
+            buf.to_vec()
+        }
+        fn answer(conn: &mut std::net::TcpStream) -> RemotingCommand {
+            let mut prefix = [0u8; 4];
+            conn.read_exact(&mut prefix).unwrap();
+            let mut frame = prefix.to_vec();
+            frame.resize(4 + u32::from_be_bytes(prefix) as usize, 0);
+            conn.read_exact(&mut frame[4..]).unwrap();
+            RemotingCommand::decode(frame.into()).unwrap()
+        }
+        let handler = Rc::new(Refusing::default());
+        let recorder = Rc::clone(&handler);
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async move {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let client = std::thread::spawn(move || {
+                    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+                    // Without the refusal the answer would never come: fail instead of hanging.
+                    let patience = std::time::Duration::from_secs(30);
+                    conn.set_read_timeout(Some(patience)).unwrap();
+                    // Only the header of a request with a 1 MiB body: it is answered already.
+                    let big = frame(REFUSED, 1, 1 << 20, false);
+                    let (head, body) = big.split_at(big.len() - (1 << 20));
+                    conn.write_all(head).unwrap();
+                    let refused = answer(&mut conn);
+                    assert_eq!(refused.opaque, 1);
+                    assert_eq!(refused.code, response::MESSAGE_ILLEGAL);
+                    // Its body, a refused oneway request (no answer), an accepted large body
+                    // and a small request, back to back: the bodies dropped, framing kept.
+                    let mut rest = body.to_vec();
+                    rest.extend(frame(REFUSED, 2, 300 << 10, true));
+                    rest.extend(frame(2, 3, 200 << 10, false));
+                    rest.extend(frame(2, 4, 10, false));
+                    conn.write_all(&rest).unwrap();
+                    for opaque in [3, 4] {
+                        let answered = answer(&mut conn);
+                        assert_eq!(answered.opaque, opaque);
+                        assert_eq!(answered.code, response::SUCCESS);
+                    }
+                });
+                let stream = listener.accept().await.unwrap();
+                let max = crate::limits::FRAME_SIZE_MAX_BYTES;
+                run(1, stream, handler, max, None, |_| {}, |_, _| {}).await;
+                client.join().unwrap();
+            });
+        // Only large bodies were shown before being read; refused ones never reached `handle`.
+        let vetted = recorder.vetted.take();
+        assert_eq!(
+            vetted,
+            [(REFUSED, 1 << 20), (REFUSED, 300 << 10), (2, 200 << 10)]
+        );
+        assert_eq!(recorder.handled.take(), [(2, 200 << 10), (2, 10)]);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! stays there until its first request arrives whole (a peer that never sends a valid frame is
 //! set up, waited on and torn down there, with one task); it is then served by two tasks on
 //! the executor's main queue. The reader extracts frames
-//! (refusing an oversized one from its length prefix, before buffering it), decodes them and
+//! (refusing an oversized one from its length prefix, before buffering it; a request with a
+//! large body is shown to the handler once its header is in, and one it refuses is answered and
+//! its body dropped unread, [`Handler::refuse_body`]), decodes them and
 //! hands each request to the [`Handler`]; a handler answers at once ([`Reply::Now`]) or returns a
 //! future ([`Reply::Later`]) that runs as its own task, so many requests are in flight per
 //! connection and responses go out in completion order (RocketMQ matches them by opaque). The
@@ -16,9 +18,12 @@
 //! answers is not read either; each reader yields after a few requests so one peer cannot hold
 //! the shard. The accept loop closes connections idle past `serverChannelMaxIdleTimeSeconds`
 //! (one sweep a second), logs repeated failures once per interval with a count, and after
-//! connections close returns freed memory to the system.
+//! connections close returns freed memory to the system. Before it accepts, the process's
+//! descriptor table is grown to hold its connection limit ([`descriptors`]), so it never grows
+//! (and stalls every shard) while connections come.
 
 pub mod connection;
+pub mod descriptors;
 pub mod invoke;
 pub mod rpc_client;
 pub mod server;

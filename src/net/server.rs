@@ -142,6 +142,10 @@ pub async fn serve<H: Handler>(
     options: ServerOptions,
     shutdown: Shutdown,
 ) {
+    // Grown now, the descriptor table never grows (stalling every shard) while peers come.
+    if let Err(e) = super::descriptors::reserve(options.max_connections) {
+        tracing::warn!(error = %e, "could not grow the descriptor table ahead of connections");
+    }
     let established = glommio::executor().current_task_queue();
     let accepting = accept_loop(listener, handler, options, shutdown, established);
     glommio::spawn_local_into(accepting, admission_queue())

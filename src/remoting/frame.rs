@@ -54,6 +54,85 @@ pub fn next_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<B
     }
 }
 
+/// The body length declared by the frame at the start of `buf` (its length less its header
+/// word and header), once its prefix and header word are in; `None` before, or when they do not
+/// add up ([`check_frame`] refuses such a frame).
+pub fn declared_body_bytes(buf: &[u8]) -> Option<usize> {
+    let word_end = FRAME_LENGTH_PREFIX_BYTES + FRAME_HEADER_WORD_BYTES;
+    let start = buf.get(..word_end)?;
+    let declared = u32::from_be_bytes([start[0], start[1], start[2], start[3]]) as usize;
+    let header =
+        (u32::from_be_bytes([start[4], start[5], start[6], start[7]]) & 0x00FF_FFFF) as usize;
+    declared.checked_sub(FRAME_HEADER_WORD_BYTES + header)
+}
+
+/// The header of a frame whose start is in `buf`, decoded before the rest of the frame has
+/// arrived: the command with its fields and an empty body (whatever of the body is in `buf`),
+/// and the frame's whole length
+/// (prefix included). `Ok(None)` while the header is not in whole. The prefix is checked as
+/// [`check_frame`] checks it, so a frame it refuses is refused here too. This lets a server look
+/// at a request before it reads (and buffers) a large body it would refuse anyway.
+pub fn decode_head(
+    buf: &[u8],
+    max_frame_bytes: usize,
+) -> Result<Option<(RemotingCommand, usize)>, WireError> {
+    check_frame(buf, max_frame_bytes)?;
+    const WORD_END: usize = FRAME_LENGTH_PREFIX_BYTES + FRAME_HEADER_WORD_BYTES;
+    if buf.len() < WORD_END {
+        return Ok(None);
+    }
+    let declared = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let word = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    let header_end = WORD_END + (word & 0x00FF_FFFF) as usize;
+    let Some(header) = buf.get(WORD_END..header_end) else {
+        return Ok(None);
+    };
+    let cmd = command_from(serialize_type_of(word)?, header, Bytes::new())?;
+    Ok(Some((cmd, FRAME_LENGTH_PREFIX_BYTES + declared)))
+}
+
+/// The serialize type in a frame's header word. The high byte is the type; the C++ client does
+/// not mask it when reading, so it must be exactly 0 or 1.
+fn serialize_type_of(word: u32) -> Result<SerializeType, WireError> {
+    match (word >> 24) as u8 {
+        0 => Ok(SerializeType::Json),
+        1 => Ok(SerializeType::RocketMq),
+        other => Err(WireError::UnknownSerializeType(other)),
+    }
+}
+
+/// A command from its serialize type, header bytes and body.
+fn command_from(
+    serialize_type: SerializeType,
+    header: &[u8],
+    body: Bytes,
+) -> Result<RemotingCommand, WireError> {
+    let fields = match serialize_type {
+        SerializeType::Json => decode_json(header)?,
+        SerializeType::RocketMq => decode_binary(header)?,
+    };
+    let HeaderFields {
+        code,
+        language,
+        version,
+        opaque,
+        flag,
+        remark,
+        ext_fields,
+    } = fields;
+    Ok(RemotingCommand {
+        code,
+        language,
+        version,
+        opaque,
+        flag,
+        remark,
+        ext_fields,
+        serialize_type,
+        body,
+    })
+}
+
 /// The parts of a frame before its header is decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawFrame {
@@ -74,13 +153,7 @@ pub fn split_frame(mut frame: Bytes) -> Result<RawFrame, WireError> {
     frame.truncate(total);
     frame.advance(FRAME_LENGTH_PREFIX_BYTES);
     let word = frame.get_u32();
-    // The high byte is the serialize type; the C++ client does not mask it when reading, so it
-    // must be exactly 0 or 1.
-    let serialize_type = match (word >> 24) as u8 {
-        0 => SerializeType::Json,
-        1 => SerializeType::RocketMq,
-        other => return Err(WireError::UnknownSerializeType(other)),
-    };
+    let serialize_type = serialize_type_of(word)?;
     let header_bytes = (word & 0x00FF_FFFF) as usize;
     let header = frame.split_to(header_bytes);
     Ok(RawFrame {
@@ -94,30 +167,7 @@ impl RemotingCommand {
     /// Decodes a whole frame (prefix included). The body shares the frame's buffer.
     pub fn decode(frame: Bytes) -> Result<RemotingCommand, WireError> {
         let raw = split_frame(frame)?;
-        let fields = match raw.serialize_type {
-            SerializeType::Json => decode_json(&raw.header)?,
-            SerializeType::RocketMq => decode_binary(&raw.header)?,
-        };
-        let HeaderFields {
-            code,
-            language,
-            version,
-            opaque,
-            flag,
-            remark,
-            ext_fields,
-        } = fields;
-        Ok(RemotingCommand {
-            code,
-            language,
-            version,
-            opaque,
-            flag,
-            remark,
-            ext_fields,
-            serialize_type: raw.serialize_type,
-            body: raw.body,
-        })
+        command_from(raw.serialize_type, &raw.header, raw.body)
     }
 
     /// Appends this command as a whole frame to `dst`, in its own serialize type. Fails, leaving
@@ -217,6 +267,48 @@ mod tests {
             assert_eq!(check_frame(&frame[..cut], 1 << 20), Ok(None), "cut {cut}");
         }
         assert_eq!(check_frame(&frame, 1 << 20), Ok(Some(frame.len())));
+    }
+
+    #[test]
+    fn a_head_is_decoded_once_the_header_is_in_whatever_of_the_body_is_missing() {
+        for st in [SerializeType::Json, SerializeType::RocketMq] {
+            let cmd = sample(st).with_body(vec![b'b'; 1000]);
+            let frame = cmd.to_frame().unwrap();
+            let header_end = frame.len() - 1000;
+            for cut in 0..frame.len() {
+                let head = decode_head(&frame[..cut], 1 << 20).unwrap();
+                let body = declared_body_bytes(&frame[..cut]);
+                assert_eq!(body, (cut >= 8).then_some(1000), "cut {cut}");
+                if cut < header_end {
+                    assert!(head.is_none(), "cut {cut}");
+                    continue;
+                }
+                let (head, total) = head.unwrap();
+                assert_eq!(total, frame.len());
+                assert_eq!(head.body.len(), 0);
+                assert_eq!(
+                    RemotingCommand {
+                        body: cmd.body.clone(),
+                        ..head
+                    },
+                    cmd
+                );
+            }
+        }
+        // A frame the prefix check refuses is refused here too, as is an unknown serialize type.
+        let prefix = (64u32 * 1024 * 1024).to_be_bytes();
+        assert!(matches!(
+            decode_head(&prefix, 1 << 20),
+            Err(WireError::FrameTooLarge { .. })
+        ));
+        let mut buf = BytesMut::new();
+        buf.put_u32(1006);
+        buf.put_u32((7 << 24) | 2);
+        buf.put_slice(b"{}");
+        assert_eq!(
+            decode_head(&buf, 1 << 20),
+            Err(WireError::UnknownSerializeType(7))
+        );
     }
 
     #[test]

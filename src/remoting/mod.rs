@@ -10,4 +10,4 @@ pub mod header;
 pub use codes::{request, response, LanguageCode, SerializeType, VERSION_CURRENT};
 pub use command::{ExtFields, RemotingCommand, FLAG_ONEWAY, FLAG_RESPONSE};
 pub use error::WireError;
-pub use frame::{check_frame, next_frame, split_frame, RawFrame};
+pub use frame::{check_frame, declared_body_bytes, decode_head, next_frame, split_frame, RawFrame};

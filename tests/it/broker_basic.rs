@@ -271,6 +271,47 @@ fn bad_requests_get_clear_answers() {
     assert!(missing.remark.unwrap().contains("consumerGroup"));
 }
 
+/// A send over maxMessageSize is answered from its header, before its body is even sent, and
+/// the body is dropped as it arrives: the connection goes on serving (Java reads the whole
+/// frame first; the answer is the same).
+#[test]
+fn an_oversize_send_is_refused_before_its_body_is_read_and_the_connection_goes_on() {
+    use std::io::{Read, Write};
+    let broker = TestBroker::start(1);
+    let body_bytes = loadgen::churn::OVERSIZE_BODY_BYTES;
+    let send = loadgen::churn::oversize_send("Big", body_bytes);
+    let frame = send.to_frame().unwrap();
+    let head = frame.len() - body_bytes;
+    let mut next = RemotingCommand::request(9999);
+    next.opaque = 77;
+    let read_answer = |conn: &mut std::net::TcpStream| {
+        let mut prefix = [0u8; 4];
+        conn.read_exact(&mut prefix).unwrap();
+        let mut whole = prefix.to_vec();
+        whole.resize(4 + u32::from_be_bytes(prefix) as usize, 0);
+        conn.read_exact(&mut whole[4..]).unwrap();
+        RemotingCommand::decode(whole.into()).unwrap()
+    };
+    let mut conn = std::net::TcpStream::connect(&broker.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(&frame[..head]).unwrap();
+    let refused = read_answer(&mut conn);
+    assert_eq!(refused.code, response::MESSAGE_ILLEGAL);
+    assert_eq!(refused.opaque, send.opaque);
+    let remark = refused.remark.unwrap_or_default();
+    assert!(
+        remark.contains("5242880") && remark.contains("4194304"),
+        "{remark}"
+    );
+    // The body, then another request on the same connection.
+    conn.write_all(&frame[head..]).unwrap();
+    conn.write_all(&next.to_frame().unwrap()).unwrap();
+    let answered = read_answer(&mut conn);
+    assert_eq!(answered.opaque, 77);
+    assert_eq!(answered.code, response::REQUEST_CODE_NOT_SUPPORTED);
+}
+
 #[test]
 fn several_shards_serve_every_queue() {
     let broker = TestBroker::start(2);

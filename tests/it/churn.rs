@@ -121,6 +121,8 @@ fn an_idle_connection_costs_a_few_kib_and_is_closed_after_the_idle_limit() {
     send(&mut active, 0);
     std::thread::sleep(Duration::from_millis(300));
     let before: Sample = churn::sample(target.pid);
+    let pid = target.pid.unwrap();
+    let table_before = ringmq::net::descriptors::table_slots(pid).unwrap();
     let mut idle = churn::open_many(target.addr, 1_000).expect("open 1,000 connections");
     // The broker has accepted them all once it holds their descriptors.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -132,6 +134,14 @@ fn an_idle_connection_costs_a_few_kib_and_is_closed_after_the_idle_limit() {
     let per_connection = held.rss_kib.saturating_sub(before.rss_kib) as f64 / 1_000.0;
     eprintln!("before {before}; 1,000 idle held {held}: {per_connection:.1} KiB each");
     assert!(held.fds >= before.fds + 1_000, "not all accepted: {held}");
+    // The descriptor table was grown at start for the listeners' connection limits: accepting
+    // 1,000 connections did not grow it (each growth stalls every shard, net::descriptors).
+    let table_held = ringmq::net::descriptors::table_slots(pid).unwrap();
+    assert!(table_before > held.fds, "FDSize {table_before} at start");
+    assert_eq!(
+        table_held, table_before,
+        "the descriptor table grew while accepting"
+    );
     // The README's bound is 16 KiB per idle connection (release build; this is a debug one).
     assert!(
         per_connection <= 16.0,

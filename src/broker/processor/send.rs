@@ -34,13 +34,17 @@ impl Shard {
 
     /// A body over `maxMessageSize` is MESSAGE_ILLEGAL with the sizes.
     pub(crate) fn check_body_size(&self, cmd: &RemotingCommand) -> Result<(), Failure> {
+        self.check_send_body_bytes(cmd.body.len())
+    }
+
+    /// [`Shard::check_body_size`] for a body of `body_bytes`.
+    pub(crate) fn check_send_body_bytes(&self, body_bytes: usize) -> Result<(), Failure> {
         let max = self.ctx.live.max_message_size_bytes() as usize;
-        if cmd.body.len() <= max {
+        if body_bytes <= max {
             return Ok(());
         }
         let remark = format!(
-            "the message body size {} exceeds the limit of {max} bytes (maxMessageSize)",
-            cmd.body.len()
+            "the message body size {body_bytes} exceeds the limit of {max} bytes (maxMessageSize)"
         );
         Err((resp::MESSAGE_ILLEGAL, remark))
     }
