@@ -291,7 +291,19 @@ async fn run_shard(seed: ShardSeed) {
             Rc::clone(&shard),
             shutdown.clone(),
         )));
-        let checks = processor::transaction::run_checks(Rc::clone(&shard), shutdown.clone());
+        let (checking, stop) = (Rc::clone(&shard), shutdown.clone());
+        let checks = async move {
+            let checker = processor::transaction::Checker {
+                ctx: &checking.ctx,
+                store: &checking.store,
+                offsets: &checking.offsets,
+                checks: &checking.transactions,
+                clients: checking.control.as_ref().map(|c| &c.clients),
+                mesh: &checking.mesh,
+                connections: &checking.connections,
+            };
+            processor::transaction::run_checks(&checker, stop).await
+        };
         tasks.push(glommio::spawn_local(checks));
         let timers = timer::service::run(Rc::clone(&shard), shutdown.clone());
         tasks.push(glommio::spawn_local(timers));
@@ -377,7 +389,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         register_epoch: OffsetWatch::new(0),
         stats: Default::default(),
         refusals: Default::default(),
-        transactions: RefCell::new(Default::default()),
+        transactions: Default::default(),
         ha,
         shutdown: seed.shutdown.clone(),
         put_hop: Default::default(),

@@ -17,13 +17,14 @@ use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
-use crate::broker::processor::{self, lock, offset, query};
+use crate::broker::processor::{self, lock, offset, query, reply, send, send_back, transaction};
 use crate::broker::services::connections::Connections;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
 use crate::broker::services::puts::Puts;
 use crate::broker::services::store::ShardStore;
 use crate::broker::services::subscriptions::SubscriptionReplica;
+use crate::broker::services::topic_creation::TopicCreation;
 use crate::broker::services::topics::TopicReplica;
 use crate::broker::topic_config::TopicConfigManager;
 use crate::net::{Busy, Connection, Handler, Reply};
@@ -63,7 +64,7 @@ pub struct Shard {
     /// Bumped when the nameservers should hear from us again (a topic changed).
     pub register_epoch: crate::runtime::OffsetWatch,
     /// Check-back state of the transaction half queue, on the shard that owns it.
-    pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
+    pub transactions: crate::broker::services::transaction_checks::TransactionChecks,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
     pub stats: crate::broker::processor::admin::ShardStats,
     /// Requests this shard refused: per-peer counts and their rate-limited WARN lines.
@@ -300,9 +301,12 @@ impl Shard {
                 });
                 Some(MeshResponse::Channel(channel))
             }
-            MeshRequest::ProducerChannelOf { client_id } => Some(MeshResponse::Channel(
-                self.local_producer_channel_of(&client_id),
-            )),
+            MeshRequest::ProducerChannelOf { client_id } => {
+                let clients = self.control.as_ref().map(|c| c.clients.borrow());
+                let channel =
+                    clients.and_then(|c| reply::local_producer_channel_of(&c, &client_id));
+                Some(MeshResponse::Channel(channel))
+            }
             MeshRequest::GetSubscriptions { group } => Some(MeshResponse::Subscriptions(
                 self.group_subscriptions(&group),
             )),
@@ -362,6 +366,25 @@ impl Shard {
     }
 }
 
+/// Topic creation for the processors: on the control shard's table, or by asking it
+/// ([`crate::broker::control`]).
+impl TopicCreation for Shard {
+    async fn create_for_send(
+        &self,
+        topic: &str,
+        default_topic: &str,
+        queue_nums: i32,
+        sys_flag: i32,
+    ) -> Option<TopicConfig> {
+        self.create_topic_for_send(topic, default_topic, queue_nums, sys_flag)
+            .await
+    }
+
+    async fn ensure_group_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
+        self.ensure_topic(name, queues).await
+    }
+}
+
 /// The request router: which processor answers what, with the services it needs.
 impl Shard {
     /// Processes `command` on this shard (it was routed here). `None` answers nothing.
@@ -372,10 +395,28 @@ impl Shard {
     ) -> Option<RemotingCommand> {
         let result = match command.code {
             req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => {
-                self.send(origin, &command).await
+                let sender = send::Sender {
+                    ctx: &self.ctx,
+                    topics: &self.topics,
+                    creation: &*self,
+                    puts: self.puts(),
+                    stats: &self.stats,
+                };
+                sender.send(origin, &command).await
             }
             req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
-                self.send_reply(origin, &command).await
+                let replier = reply::Replier {
+                    ctx: &self.ctx,
+                    topics: &self.topics,
+                    creation: &*self,
+                    puts: self.puts(),
+                    stats: &self.stats,
+                    clients: self.control.as_ref().map(|c| &c.clients),
+                    mesh: &self.mesh,
+                    connections: &self.connections,
+                };
+                let refused = |code, remark: &str| self.refused(origin, &command, code, remark);
+                replier.send_reply(origin, &command, refused).await
             }
             req::PULL_MESSAGE => self.pull(&command).await,
             req::HEART_BEAT => self.heartbeat(origin, &command),
@@ -401,8 +442,12 @@ impl Shard {
                 query::query_message(&self.ctx, &self.store.get(), &self.mesh, &command).await
             }
             req::VIEW_MESSAGE_BY_ID => query::view_message(&self.store.get(), &command).await,
-            req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
-            req::END_TRANSACTION => self.end_transaction(&command).await,
+            req::CONSUMER_SEND_MSG_BACK => {
+                send_back::send_back(&self.ctx, self.puts(), &*self, &command).await
+            }
+            req::END_TRANSACTION => {
+                transaction::end_transaction(&self.ctx, self.puts(), &command).await
+            }
             // Controller mode (crate::broker::replication).
             req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
             req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),

@@ -9,6 +9,7 @@ mod admin_runtime;
 mod admin_stats;
 mod admin_topic;
 mod client;
+mod errors;
 pub(crate) mod failure;
 mod filter;
 pub(crate) mod lock;
@@ -18,8 +19,8 @@ pub(crate) mod pull;
 pub(crate) mod query;
 pub(crate) mod relay;
 pub mod reply;
-mod send;
-mod send_back;
+pub(crate) mod send;
+pub(crate) mod send_back;
 pub mod transaction;
 
 use crate::protocol::FieldError;

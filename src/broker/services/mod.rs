@@ -17,4 +17,6 @@ pub mod offsets;
 pub mod puts;
 pub mod store;
 pub mod subscriptions;
+pub mod topic_creation;
 pub mod topics;
+pub mod transaction_checks;
