@@ -38,8 +38,6 @@ mod tests {
         "processor/admin_runtime",
         "processor/admin_stats",
         "processor/admin_topic",
-        "processor/client",
-        "processor/pull",
         "processor/relay",
         "replication",
         "schedule",

@@ -28,7 +28,6 @@ use crate::ha::slave::{Follower, FollowerHost, MasterAddr};
 use crate::ha::{HaError, HaOptions};
 use crate::net::{RpcClient, RpcError};
 use crate::protocol::lenient;
-use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
 use crate::store::commitlog::to_physical;
@@ -365,28 +364,6 @@ impl Shard {
             ha: ha.clone(),
             remoting: remoting.clone(),
         });
-    }
-
-    /// A slave serves a topic its metadata sync has not brought yet (created on the master
-    /// less than a sync period before it went down) when it holds replicated messages of the
-    /// queue asked for: consumers that move to the slave find everything that was acknowledged.
-    pub(crate) fn replicated_topic(&self, topic: &str, queue_id: i32) -> Option<TopicConfig> {
-        let ShardHa::Slave(_) = &self.ha else {
-            return None;
-        };
-        if self.store.get().max_offset(topic, queue_id) <= 0 {
-            return None;
-        }
-        let queues = queue_id + 1;
-        Some(TopicConfig {
-            order: false,
-            perm: crate::broker::topic_config::perm::READ,
-            read_queue_nums: queues,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_name: topic.to_string(),
-            topic_sys_flag: 0,
-            write_queue_nums: queues,
-        })
     }
 }
 

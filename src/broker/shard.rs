@@ -17,7 +17,9 @@ use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
 use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
-use crate::broker::processor::{self, lock, offset, query, reply, send, send_back, transaction};
+use crate::broker::processor::{
+    self, client, lock, offset, pull, query, reply, send, send_back, transaction,
+};
 use crate::broker::services::connections::Connections;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
@@ -276,7 +278,9 @@ impl Shard {
                 Some(MeshResponse::Topic(created))
             }
             MeshRequest::ConnectionClosed { channel } => {
-                self.client_connection_closed(channel);
+                if let Some(registry) = self.registry() {
+                    registry.connection_closed(channel);
+                }
                 None
             }
             MeshRequest::QueryKey(query) => Some(MeshResponse::Messages(
@@ -308,13 +312,16 @@ impl Shard {
                 Some(MeshResponse::Channel(channel))
             }
             MeshRequest::GetSubscriptions { group } => Some(MeshResponse::Subscriptions(
-                self.group_subscriptions(&group),
+                self.control
+                    .as_ref()
+                    .map(|c| client::group_subscriptions(&c.clients.borrow(), &group))
+                    .unwrap_or_default(),
             )),
             MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
                 self.ensure_control_topic(&name, queues),
             )),
             MeshRequest::FindGroup { group } => {
-                let found = self.find_control_group(&group);
+                let found = self.registry().and_then(|r| r.find_group(&group));
                 Some(MeshResponse::Group(found.map(|g| g.consume_enable)))
             }
             MeshRequest::GroupsChanged => {
@@ -344,6 +351,25 @@ impl Shard {
             mesh: &self.mesh,
             hop: &self.put_hop,
         }
+    }
+
+    /// The control shard's client registry and subscription groups (`None` on other shards).
+    pub(crate) fn registry(&self) -> Option<client::Registry<'_>> {
+        let control = self.control.as_ref()?;
+        Some(client::Registry {
+            ctx: &self.ctx,
+            clients: &control.clients,
+            groups: &control.groups,
+            groups_file: &control.groups_file,
+            mesh: &self.mesh,
+            connections: &self.connections,
+        })
+    }
+
+    /// After the control shard's subscription groups changed: every shard forgets the groups
+    /// its pulls looked up ([`client::groups_changed`]).
+    pub(crate) async fn groups_changed(&self) {
+        client::groups_changed(&self.subscriptions, &self.mesh).await;
     }
 
     /// A group topic (retry, DLQ), created by the control shard if missing.
@@ -418,10 +444,29 @@ impl Shard {
                 let refused = |code, remark: &str| self.refused(origin, &command, code, remark);
                 replier.send_reply(origin, &command, refused).await
             }
-            req::PULL_MESSAGE => self.pull(&command).await,
-            req::HEART_BEAT => self.heartbeat(origin, &command),
-            req::UNREGISTER_CLIENT => self.unregister_client(origin, &command),
-            req::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(&command),
+            req::PULL_MESSAGE => {
+                let puller = pull::Puller {
+                    ctx: &self.ctx,
+                    store: &self.store,
+                    topics: &self.topics,
+                    subscriptions: &self.subscriptions,
+                    offsets: &self.offsets,
+                    registry: self.registry(),
+                    mesh: &self.mesh,
+                    puts: self.puts(),
+                    stats: &self.stats,
+                };
+                puller.pull(&command).await
+            }
+            req::HEART_BEAT => {
+                client::heartbeat(self.registry().as_ref(), &*self, origin, &command).await
+            }
+            req::UNREGISTER_CLIENT => {
+                client::unregister_client(self.registry().as_ref(), origin, &command)
+            }
+            req::GET_CONSUMER_LIST_BY_GROUP => {
+                client::consumer_list(self.control.as_ref().map(|c| &c.clients), &command)
+            }
             req::QUERY_CONSUMER_OFFSET => {
                 offset::query_consumer_offset(&self.offsets, &self.store.get(), &command)
             }
@@ -557,8 +602,8 @@ impl Handler for Shard {
                     .await;
             })
             .detach();
-        } else if self.control.is_some() {
-            self.client_connection_closed(channel);
+        } else if let Some(registry) = self.registry() {
+            registry.connection_closed(channel);
         }
     }
 }

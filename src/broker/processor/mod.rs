@@ -8,7 +8,7 @@ mod admin_offset;
 mod admin_runtime;
 mod admin_stats;
 mod admin_topic;
-mod client;
+pub(crate) mod client;
 mod errors;
 pub(crate) mod failure;
 mod filter;
