@@ -38,10 +38,7 @@ mod tests {
         "processor/admin_runtime",
         "processor/admin_stats",
         "processor/admin_topic",
-        "processor/relay",
         "replication",
-        "schedule",
-        "timer/service",
     ];
 
     /// The wiring: allowed to name `Shard`.

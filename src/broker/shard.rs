@@ -9,6 +9,8 @@
 //! into functions over services still take the shard: `import_graph.rs` lists them).
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
@@ -18,7 +20,7 @@ use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 use crate::broker::processor::{
-    self, client, lock, offset, pull, query, reply, send, send_back, transaction,
+    self, client, lock, offset, pull, query, relay, reply, send, send_back, transaction,
 };
 use crate::broker::services::connections::Connections;
 use crate::broker::services::mesh_client::MeshClient;
@@ -497,7 +499,22 @@ impl Shard {
             req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
             req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
             req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
-            code if processor::relay::handles(code) => self.relay(origin, &command).await,
+            code if relay::handles(code) => {
+                // Boxed: dispatch may come back here (the type would be infinite).
+                let view = |view| {
+                    let read = Rc::clone(&self).dispatch(origin, view);
+                    Box::pin(read) as Pin<Box<dyn Future<Output = _>>>
+                };
+                let relay = relay::Relay {
+                    ctx: &self.ctx,
+                    topics: &self.topics,
+                    clients: self.control.as_ref().map(|c| &c.clients),
+                    mesh: &self.mesh,
+                    connections: &self.connections,
+                    view: &view,
+                };
+                relay.relay(&command).await
+            }
             code if processor::admin::handles(code) => self.admin(&command).await,
             code => Err((
                 resp::REQUEST_CODE_NOT_SUPPORTED,
