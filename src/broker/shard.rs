@@ -20,7 +20,7 @@ use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
 use crate::broker::processor::{
-    self, client, lock, offset, pull, query, relay, reply, send, send_back, transaction,
+    self, client, controller, lock, offset, pull, query, relay, reply, send, send_back, transaction,
 };
 use crate::broker::services::connections::Connections;
 use crate::broker::services::mesh_client::MeshClient;
@@ -334,7 +334,11 @@ impl Shard {
                 crate::broker::replication::adopt_ha_link(&self, fd, hello);
                 None
             }
-            MeshRequest::HaStatus => Some(MeshResponse::Ha(self.ha_status())),
+            MeshRequest::HaStatus => Some(MeshResponse::Ha(crate::broker::replication::ha_status(
+                self.id,
+                &self.ha,
+                &self.store,
+            ))),
             MeshRequest::MasterAddr { ha, remoting } => {
                 self.set_master_addr(ha, remoting);
                 None
@@ -496,9 +500,14 @@ impl Shard {
                 transaction::end_transaction(&self.ctx, self.puts(), &command).await
             }
             // Controller mode (crate::broker::replication).
-            req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
-            req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
-            req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
+            req::GET_BROKER_EPOCH_CACHE => {
+                let ha = (self.id, &self.ha, &self.store);
+                controller::epoch_cache(&self.ctx, ha, &self.mesh, &command).await
+            }
+            req::NOTIFY_BROKER_ROLE_CHANGED => controller::role_changed_notice(&self.ctx, &command),
+            req::RINGMQ_FENCE_REPLICA => {
+                controller::fence_for_election(&self.ctx, &self.mesh, origin, &command).await
+            }
             code if relay::handles(code) => {
                 // Boxed: dispatch may come back here (the type would be infinite).
                 let view = |view| {

@@ -9,6 +9,7 @@ mod admin_runtime;
 mod admin_stats;
 mod admin_topic;
 pub(crate) mod client;
+pub(crate) mod controller;
 mod errors;
 pub(crate) mod failure;
 mod filter;
