@@ -36,6 +36,17 @@ pub(crate) struct Registry<'a> {
     pub connections: &'a Connections,
 }
 
+/// The registry of the control shard; a request routed to another shard (`None`) is refused.
+fn on_control<'r, 'a>(
+    registry: Option<&'r Registry<'a>>,
+    request: &str,
+) -> Result<&'r Registry<'a>, Failure> {
+    registry.ok_or_else(|| {
+        let remark = format!("{request} routed to a non-control shard");
+        (resp::SYSTEM_ERROR, remark)
+    })
+}
+
 /// HEART_BEAT on the control shard (`registry`; `None`: the request was routed elsewhere).
 /// A consumer group's retry topic is created (by `creation`) when the group has retry queues.
 pub(crate) async fn heartbeat(
@@ -44,12 +55,7 @@ pub(crate) async fn heartbeat(
     origin: Origin,
     cmd: &RemotingCommand,
 ) -> Result<RemotingCommand, Failure> {
-    let Some(registry) = registry else {
-        return Err((
-            resp::SYSTEM_ERROR,
-            "heartbeat routed to a non-control shard".into(),
-        ));
-    };
+    let registry = on_control(registry, "heartbeat")?;
     let data: HeartbeatData = lenient::from_slice(&cmd.body).map_err(|e| {
         (
             resp::SYSTEM_ERROR,
@@ -107,12 +113,7 @@ pub(crate) fn unregister_client(
     origin: Origin,
     cmd: &RemotingCommand,
 ) -> Result<RemotingCommand, Failure> {
-    let Some(registry) = registry else {
-        return Err((
-            resp::SYSTEM_ERROR,
-            "unregister routed to a non-control shard".into(),
-        ));
-    };
+    let registry = on_control(registry, "unregister")?;
     cmd.req_str("clientID").map_err(field_failure)?;
     if let Some(group) = cmd.opt_str("producerGroup") {
         registry
