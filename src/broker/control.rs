@@ -12,6 +12,7 @@ use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::registration::RegisterSignal;
 use crate::broker::services::subscriptions::SubscriptionReplica;
 use crate::broker::services::topic_book::TopicBook;
+use crate::broker::services::topic_creation::TopicCreation;
 use crate::broker::services::topics::TopicReplica;
 use crate::client::namesrv::BrokerRegistration;
 use crate::net::RpcClient;
@@ -128,6 +129,22 @@ impl TopicAuthority<'_> {
             }
         }
         Some(config)
+    }
+}
+
+impl TopicCreation for TopicAuthority<'_> {
+    async fn create_for_send(
+        &self,
+        topic: &str,
+        default_topic: &str,
+        queue_nums: i32,
+        sys_flag: i32,
+    ) -> Option<TopicConfig> {
+        TopicAuthority::create_for_send(self, topic, default_topic, queue_nums, sys_flag).await
+    }
+
+    async fn ensure_group_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
+        self.ensure(name, queues).await
     }
 }
 

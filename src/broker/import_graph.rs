@@ -29,18 +29,7 @@ mod tests {
     /// Modules that still take the whole `Shard` (`impl Shard` blocks or `Rc<Shard>`
     /// arguments): what is left of issue 17's item 1. Strike a module off when it is turned
     /// into functions over the services it needs.
-    const LEGACY: &[&str] = &[
-        "processor/client",
-        "processor/pull",
-        "processor/relay",
-        "processor/reply",
-        "processor/send",
-        "processor/send_back",
-        "processor/transaction",
-        "replication",
-        "schedule",
-        "timer/service",
-    ];
+    const LEGACY: &[&str] = &["replication"];
 
     /// The wiring: allowed to name `Shard`.
     const WIRING: &[&str] = &["", "shard"];

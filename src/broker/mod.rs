@@ -304,14 +304,40 @@ async fn run_shard(seed: ShardSeed) {
             tasks.push(glommio::spawn_local(sync));
         }
     } else {
-        tasks.push(glommio::spawn_local(schedule::run(
-            Rc::clone(&shard),
-            shutdown.clone(),
-        )));
-        let checks = processor::transaction::run_checks(Rc::clone(&shard), shutdown.clone());
+        for level in schedule::levels_of(&shard.ctx, shard.id) {
+            let (delivering, stop) = (Rc::clone(&shard), shutdown.clone());
+            tasks.push(glommio::spawn_local(async move {
+                let scheduler = schedule::Scheduler {
+                    ctx: &delivering.ctx,
+                    offsets: &delivering.offsets,
+                    puts: delivering.puts(),
+                };
+                schedule::run_level(&scheduler, level, stop).await
+            }));
+        }
+        let (checking, stop) = (Rc::clone(&shard), shutdown.clone());
+        let checks = async move {
+            let checker = processor::transaction::Checker {
+                ctx: &checking.ctx,
+                store: &checking.store,
+                offsets: &checking.offsets,
+                checks: &checking.transactions,
+                clients: checking.control.as_ref().map(|c| &c.clients),
+                mesh: &checking.mesh,
+                connections: &checking.connections,
+            };
+            processor::transaction::run_checks(&checker, stop).await
+        };
         tasks.push(glommio::spawn_local(checks));
-        let timers = timer::service::run(Rc::clone(&shard), shutdown.clone());
-        tasks.push(glommio::spawn_local(timers));
+        let (timing, stop) = (Rc::clone(&shard), shutdown.clone());
+        tasks.push(glommio::spawn_local(async move {
+            let parts = timer::service::TimerShard {
+                id: timing.id,
+                ctx: &timing.ctx,
+                puts: timing.puts(),
+            };
+            timer::service::run(parts, stop).await
+        }));
     }
     if let Some(acl) = shard.ctx.acl.clone().filter(|_| shard.control.is_some()) {
         tasks.push(glommio::spawn_local(watch_acl(acl, shutdown.clone())));
@@ -397,7 +423,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         registration: Default::default(),
         stats,
         refusals: Default::default(),
-        transactions: RefCell::new(Default::default()),
+        transactions: Default::default(),
         ha,
         shutdown: seed.shutdown.clone(),
         put_hop: Default::default(),

@@ -19,19 +19,18 @@ use glommio::net::{TcpListener, TcpStream};
 use super::context::BrokerContext;
 use super::mesh_proto::{HaRole, HaStatus, MeshRequest, MeshResponse};
 use super::placement::owner_shard;
+use super::services::mesh_client::MeshClient;
+use super::services::store::ShardStore;
 use super::shard::Shard;
 use crate::config::{BrokerRole, FlushDiskType};
-use crate::ha::history::History;
 use crate::ha::master::{self, Replicas};
 use crate::ha::proto::{Action, Hello};
 use crate::ha::slave::{Follower, FollowerHost, MasterAddr};
 use crate::ha::{HaError, HaOptions};
 use crate::net::{RpcClient, RpcError};
 use crate::protocol::lenient;
-use crate::protocol::register::TopicConfig;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 use crate::runtime::Shutdown;
-use crate::store::commitlog::to_physical;
 use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::metadata::{
     ConsumerOffsetTable, DelayOffsetTable, MetadataError, SubscriptionGroupTable, TopicTable,
@@ -89,33 +88,6 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
 }
 
 impl Shard {
-    /// This shard's replication figures.
-    pub fn ha_status(&self) -> HaStatus {
-        let role = match &self.ha {
-            ShardHa::Master(replicas) => HaRole::Master(replicas.lags()),
-            ShardHa::Slave(follower) => HaRole::Slave(follower.status(&self.store.get())),
-        };
-        HaStatus {
-            shard: self.id,
-            end: self.store.get().written_offset(),
-            role,
-        }
-    }
-
-    /// Every shard's replication figures.
-    pub async fn gather_ha_status(&self) -> Vec<HaStatus> {
-        let mut all = vec![self.ha_status()];
-        if let Some(mesh) = self.mesh.get() {
-            for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
-                if let Ok(MeshResponse::Ha(status)) = mesh.call(shard, MeshRequest::HaStatus).await
-                {
-                    all.push(status);
-                }
-            }
-        }
-        all
-    }
-
     /// GET_BROKER_RUNTIME_INFO's replication entries. A master: `haConnectionCount` (slaves),
     /// `haSlaveAckOffset` (bytes acknowledged, all shards), `haSlaveFallBehindBytes` and
     /// `haSlaveFallBehindMillis` (the furthest slave), and `haSlave.<addr>` per slave
@@ -145,7 +117,8 @@ impl Shard {
                 table.insert(k.to_string(), v);
             }
         }
-        let statuses = self.gather_ha_status().await;
+        let here = ha_status(self.id, &self.ha, &self.store);
+        let statuses = gather_ha_status(here, &self.mesh).await;
         // Per slave: acked, behind bytes, behind ms, shards linked, shards where it holds what
         // the master confirmed.
         let mut slaves: BTreeMap<String, (u64, u64, u64, usize, usize)> = BTreeMap::new();
@@ -216,132 +189,6 @@ impl Shard {
         glommio::spawn_local(task).detach();
     }
 
-    /// GET_BROKER_EPOCH_CACHE (mqadmin getBrokerEpoch): every shard's epochs (its HA history:
-    /// one entry per master start, numbered after the controller's master epoch), with start
-    /// and end as physical offsets (the shard in bits 45–52), and the last shard's end.
-    pub(crate) async fn epoch_cache(
-        &self,
-        command: &RemotingCommand,
-    ) -> Result<RemotingCommand, (i32, String)> {
-        let cfg = &self.ctx.cfg;
-        if !cfg.enable_controller_mode {
-            return Err((
-                resp::SYSTEM_ERROR,
-                "this request only for controllerMode ".to_string(),
-            ));
-        }
-        let mut statuses = self.gather_ha_status().await;
-        statuses.sort_by_key(|s| s.shard);
-        let (mut list, mut max) = (Vec::new(), 0);
-        for status in statuses {
-            // A few hundred bytes per shard, read on an admin request (not a hot path).
-            let path = History::path(&cfg.store_path_root_dir, status.shard);
-            let history = History::load(&path).map_err(|e| (resp::SYSTEM_ERROR, e.to_string()))?;
-            let at = |pos: u64| to_physical(status.shard as u8, pos.min(status.end));
-            for (k, e) in history.epochs.iter().enumerate() {
-                let end = history.epochs.get(k + 1).map_or(status.end, |n| n.start);
-                list.push(serde_json::json!({
-                    "epoch": e.epoch, "startOffset": at(e.start), "endOffset": at(end),
-                }));
-            }
-            max = at(status.end);
-        }
-        let body = serde_json::json!({
-            "clusterName": cfg.broker_cluster_name,
-            "brokerName": cfg.broker_name,
-            "brokerId": cfg.broker_id,
-            "epochList": list,
-            "maxOffset": max,
-        });
-        Ok(command
-            .success_to()
-            .with_body(serde_json::to_vec(&body).expect("serializes")))
-    }
-
-    /// NOTIFY_BROKER_ROLE_CHANGED from the controller: the broker's agent reads its group's
-    /// master at once (instead of at its next `syncBrokerMetadataPeriod`).
-    pub(crate) fn role_changed_notice(
-        &self,
-        command: &RemotingCommand,
-    ) -> Result<RemotingCommand, (i32, String)> {
-        match &self.ctx.sync_state {
-            Some(view) => {
-                view.notify();
-                Ok(command.success_to())
-            }
-            None => Err((
-                resp::REQUEST_CODE_NOT_SUPPORTED,
-                "this broker is not in controller mode (enableControllerMode=false)".to_string(),
-            )),
-        }
-    }
-
-    /// RINGMQ_FENCE_REPLICA from the controller leader, before it elects this replica at
-    /// (`masterEpoch`, `syncStateSetEpoch`): the followers acknowledge nothing more to any
-    /// master until the agent lifts the fence (it reads a newer state of the group: the
-    /// election happened, or can never commit). Answered once every shard ran past the fence,
-    /// so no acknowledgement leaves this broker after the answer and the old master, whose
-    /// every SEND_OK needs this replica, acknowledges nothing once the election commits.
-    /// Only a controller's host (an address of `controllerAddr`) may fence: anyone else could
-    /// stop the master's acknowledgements with it.
-    pub(crate) async fn fence_for_election(
-        &self,
-        origin: super::mesh_proto::Origin,
-        command: &RemotingCommand,
-    ) -> Result<RemotingCommand, (i32, String)> {
-        let Some(view) = &self.ctx.sync_state else {
-            return Err((
-                resp::REQUEST_CODE_NOT_SUPPORTED,
-                "this broker is not in controller mode (enableControllerMode=false)".to_string(),
-            ));
-        };
-        if !view.is_controller_host(origin.peer.ip()) {
-            return Err((
-                resp::NO_PERMISSION,
-                format!(
-                    "{} is not a controller of this broker (controllerAddr): only its \
-                     controllers may fence it",
-                    origin.peer.ip()
-                ),
-            ));
-        }
-        let number = |k: &str| {
-            command
-                .ext(k)
-                .and_then(|v| v.parse::<u32>().ok())
-                .ok_or_else(|| {
-                    (
-                        resp::CONTROLLER_INVALID_REQUEST,
-                        format!("the header lacks a numeric {k}"),
-                    )
-                })
-        };
-        let (master_epoch, sync_state_set_epoch) =
-            (number("masterEpoch")?, number("syncStateSetEpoch")?);
-        view.fence(master_epoch, sync_state_set_epoch);
-        // A barrier: every shard's thread runs once after the fence went on, so a follower
-        // that checked it just before has sent its acknowledgement by now.
-        if let Some(mesh) = self.mesh.get() {
-            for shard in (0..self.ctx.shards).filter(|s| *s != self.id) {
-                if !matches!(
-                    mesh.call(shard, MeshRequest::HaStatus).await,
-                    Ok(MeshResponse::Ha(_))
-                ) {
-                    return Err((
-                        resp::SYSTEM_ERROR,
-                        format!("shard {shard} did not take the fence"),
-                    ));
-                }
-            }
-        }
-        tracing::info!(
-            master_epoch,
-            sync_state_set_epoch,
-            "fenced by the controller for an election: no more acknowledgements to the master"
-        );
-        Ok(command.success_to())
-    }
-
     /// The master moved (or became known): every shard's follower reconnects there.
     pub(super) fn set_master_addr(&self, ha: Option<String>, remoting: Option<String>) {
         if let ShardHa::Slave(follower) = &self.ha {
@@ -365,28 +212,6 @@ impl Shard {
             ha: ha.clone(),
             remoting: remoting.clone(),
         });
-    }
-
-    /// A slave serves a topic its metadata sync has not brought yet (created on the master
-    /// less than a sync period before it went down) when it holds replicated messages of the
-    /// queue asked for: consumers that move to the slave find everything that was acknowledged.
-    pub(crate) fn replicated_topic(&self, topic: &str, queue_id: i32) -> Option<TopicConfig> {
-        let ShardHa::Slave(_) = &self.ha else {
-            return None;
-        };
-        if self.store.get().max_offset(topic, queue_id) <= 0 {
-            return None;
-        }
-        let queues = queue_id + 1;
-        Some(TopicConfig {
-            order: false,
-            perm: crate::broker::topic_config::perm::READ,
-            read_queue_nums: queues,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_name: topic.to_string(),
-            topic_sys_flag: 0,
-            write_queue_nums: queues,
-        })
     }
 }
 
@@ -419,6 +244,32 @@ impl FollowerHost for Shard {
             Ok(store)
         })
     }
+}
+
+/// This shard's replication figures.
+pub fn ha_status(id: usize, ha: &ShardHa, store: &ShardStore) -> HaStatus {
+    let role = match ha {
+        ShardHa::Master(replicas) => HaRole::Master(replicas.lags()),
+        ShardHa::Slave(follower) => HaRole::Slave(follower.status(&store.get())),
+    };
+    HaStatus {
+        shard: id,
+        end: store.get().written_offset(),
+        role,
+    }
+}
+
+/// Every shard's replication figures (this one's: `here`).
+pub async fn gather_ha_status(here: HaStatus, mesh: &MeshClient) -> Vec<HaStatus> {
+    let mut all = vec![here];
+    if let Some(shards) = mesh.get() {
+        for shard in (0..mesh.shards()).filter(|s| *s != mesh.here()) {
+            if let Ok(MeshResponse::Ha(status)) = shards.call(shard, MeshRequest::HaStatus).await {
+                all.push(status);
+            }
+        }
+    }
+    all
 }
 
 /// A master's HA listener (control shard): reads each connection's HELLO and hands the

@@ -5,14 +5,14 @@
 //! on that queue's shard and advances the level's offset. Offsets persist in
 //! `config/delayOffset.json` (per shard), so delivery resumes on time after a restart.
 
-use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
 
+use crate::broker::context::BrokerContext;
 use crate::broker::placement::owner_shard;
-use crate::broker::services::puts::PutError;
-use crate::broker::shard::Shard;
+use crate::broker::services::offsets::OffsetBook;
+use crate::broker::services::puts::{PutError, Puts};
 use crate::broker::topic_config::SCHEDULE_TOPIC;
 use crate::message::properties::{self, Properties};
 use crate::message::record::{RecordError, RecordInput, RecordView};
@@ -42,26 +42,30 @@ pub fn delay_level(props_wire: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Runs the levels this shard owns until shutdown.
-pub async fn run(shard: Rc<Shard>, shutdown: Shutdown) {
-    let levels = shard.ctx.cfg.message_delay_levels_ms.len();
-    let tasks: Vec<_> = (1..=levels)
-        .filter(|level| {
-            owner_shard(SCHEDULE_TOPIC, (*level - 1) as i32, shard.ctx.shards) == shard.id
-        })
-        .map(|level| glommio::spawn_local(run_level(Rc::clone(&shard), level, shutdown.clone())))
-        .collect();
-    for task in tasks {
-        task.await;
-    }
+/// The delay levels whose schedule queue shard `here` owns (each runs as a task of its own,
+/// [`run_level`]).
+pub fn levels_of(ctx: &BrokerContext, here: usize) -> Vec<usize> {
+    let levels = ctx.cfg.message_delay_levels_ms.len();
+    (1..=levels)
+        .filter(|level| owner_shard(SCHEDULE_TOPIC, (*level - 1) as i32, ctx.shards) == here)
+        .collect()
 }
 
-async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
+/// What a delay level's delivery touches: the settings, the delay offsets of the shard that
+/// owns the level's queue, and the routed puts (the level's queue is read from `puts.store`).
+pub struct Scheduler<'a> {
+    pub ctx: &'a BrokerContext,
+    pub offsets: &'a OffsetBook,
+    pub puts: Puts<'a>,
+}
+
+/// Delivers delay level `level`'s messages as they come due, until shutdown.
+pub async fn run_level(scheduler: &Scheduler<'_>, level: usize, shutdown: Shutdown) {
     let queue_id = (level - 1) as i32;
-    let delay_ms = shard.ctx.cfg.message_delay_levels_ms[level - 1] as i64;
+    let delay_ms = scheduler.ctx.cfg.message_delay_levels_ms[level - 1] as i64;
     loop {
-        let offset = shard.offsets.delay(level as i32).unwrap_or(0);
-        let wait = match deliver_due(&shard, queue_id, offset, delay_ms).await {
+        let offset = scheduler.offsets.delay(level as i32).unwrap_or(0);
+        let wait = match deliver_due(scheduler, queue_id, offset, delay_ms).await {
             Ok(Some(wait)) => wait,
             Ok(None) => continue,
             Err(e) => {
@@ -73,7 +77,11 @@ async fn run_level(shard: Rc<Shard>, level: usize, shutdown: Shutdown) {
             // The head message's delivery time: a scheduled wake-up, not a poll.
             Wait::For(duration) => shutdown.sleep(duration).await,
             Wait::NewMessage(target) => {
-                let watch = shard.store.get().queue_watch(SCHEDULE_TOPIC, queue_id);
+                let watch = scheduler
+                    .puts
+                    .store
+                    .get()
+                    .queue_watch(SCHEDULE_TOPIC, queue_id);
                 future::or(
                     async {
                         let _ = watch.wait_for(target).await;
@@ -111,12 +119,13 @@ enum Wait {
 
 /// Delivers the due messages from `offset`; says what to wait for next (`None`: go again).
 async fn deliver_due(
-    shard: &Rc<Shard>,
+    scheduler: &Scheduler<'_>,
     queue_id: i32,
     offset: i64,
     delay_ms: i64,
 ) -> Result<Option<Wait>, ScheduleError> {
-    let result = shard
+    let result = scheduler
+        .puts
         .store
         .get()
         .get_messages(
@@ -134,7 +143,7 @@ async fn deliver_due(
             result.status,
             GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly
         ) {
-            shard
+            scheduler
                 .offsets
                 .set_delay(queue_id + 1, result.next_begin_offset);
             return Ok(None);
@@ -147,18 +156,18 @@ async fn deliver_due(
         let view = RecordView::parse(stored)?;
         let due = view.store_timestamp + delay_ms;
         if due > now {
-            shard.offsets.set_delay(queue_id + 1, next);
+            scheduler.offsets.set_delay(queue_id + 1, next);
             return Ok(Some(Wait::For(Duration::from_millis((due - now) as u64))));
         }
-        redeliver(shard, &view).await?;
+        redeliver(scheduler, &view).await?;
         next = view.queue_offset + 1;
-        shard.offsets.set_delay(queue_id + 1, next);
+        scheduler.offsets.set_delay(queue_id + 1, next);
     }
     Ok(None)
 }
 
 /// Re-puts a due message to its real topic and queue.
-async fn redeliver(shard: &Rc<Shard>, view: &RecordView<'_>) -> Result<(), PutError> {
+async fn redeliver(scheduler: &Scheduler<'_>, view: &RecordView<'_>) -> Result<(), PutError> {
     let mut props = Properties::parse(view.properties);
     props.remove(properties::DELAY);
     let topic = props
@@ -177,8 +186,8 @@ async fn redeliver(shard: &Rc<Shard>, view: &RecordView<'_>) -> Result<(), PutEr
         return Ok(());
     }
     let wire = props.to_wire();
-    let input = moved_copy(view, &topic, queue_id, &wire, shard.ctx.store_host);
-    shard.puts().put_input(&input).await
+    let input = moved_copy(view, &topic, queue_id, &wire, scheduler.ctx.store_host);
+    scheduler.puts.put_input(&input).await
 }
 
 /// A stored message moved to (`topic`, `queue_id`) with new properties, stored by this

@@ -10,6 +10,8 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
@@ -20,7 +22,10 @@ use crate::broker::placement::{owner_shard, shard_of_physical};
 use crate::broker::processor::admin::{AdminServices, AllShards, RuntimeSamples, ShardFigures};
 use crate::broker::processor::failure::{hop, unhanded};
 use crate::broker::processor::pull::FLAG_SUSPEND as PULL_FLAG_SUSPEND;
-use crate::broker::processor::{self, admin, lock, offset, query};
+use crate::broker::processor::{
+    self, admin, client, controller, lock, offset, pull, query, relay, reply, send, send_back,
+    transaction,
+};
 use crate::broker::services::connections::Connections;
 use crate::broker::services::group_book::GroupBook;
 use crate::broker::services::mesh_client::MeshClient;
@@ -32,7 +37,6 @@ use crate::broker::services::subscriptions::SubscriptionReplica;
 use crate::broker::services::topic_book::TopicBook;
 use crate::broker::services::topics::TopicReplica;
 use crate::net::{Busy, Connection, Handler, Reply};
-use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
 use crate::refusal::{self, Refusal};
 use crate::remoting::{request as req, response as resp, RemotingCommand};
@@ -70,7 +74,7 @@ pub struct Shard {
     /// Asks the registration loop to tell the nameservers again (a topic changed).
     pub registration: Rc<RegisterSignal>,
     /// Check-back state of the transaction half queue, on the shard that owns it.
-    pub transactions: RefCell<crate::broker::processor::transaction::Transactions>,
+    pub transactions: crate::broker::services::transaction_checks::TransactionChecks,
     /// Message counters (GET_BROKER_RUNTIME_INFO).
     pub stats: crate::broker::processor::admin::ShardStats,
     /// Requests this shard refused: per-peer counts and their rate-limited WARN lines.
@@ -292,7 +296,9 @@ impl Shard {
                 Some(MeshResponse::Topic(created))
             }
             MeshRequest::ConnectionClosed { channel } => {
-                self.client_connection_closed(channel);
+                if let Some(registry) = self.registry() {
+                    registry.connection_closed(channel);
+                }
                 None
             }
             MeshRequest::QueryKey(query) => Some(MeshResponse::Messages(
@@ -319,17 +325,23 @@ impl Shard {
                 });
                 Some(MeshResponse::Channel(channel))
             }
-            MeshRequest::ProducerChannelOf { client_id } => Some(MeshResponse::Channel(
-                self.local_producer_channel_of(&client_id),
-            )),
+            MeshRequest::ProducerChannelOf { client_id } => {
+                let clients = self.control.as_ref().map(|c| c.clients.borrow());
+                let channel =
+                    clients.and_then(|c| reply::local_producer_channel_of(&c, &client_id));
+                Some(MeshResponse::Channel(channel))
+            }
             MeshRequest::GetSubscriptions { group } => Some(MeshResponse::Subscriptions(
-                self.group_subscriptions(&group),
+                self.control
+                    .as_ref()
+                    .map(|c| client::group_subscriptions(&c.clients.borrow(), &group))
+                    .unwrap_or_default(),
             )),
             MeshRequest::EnsureGroupTopic { name, queues } => Some(MeshResponse::Topic(
                 self.topic_authority().ensure_here(&name, queues),
             )),
             MeshRequest::FindGroup { group } => {
-                let found = self.find_control_group(&group);
+                let found = self.registry().and_then(|r| r.find_group(&group));
                 Some(MeshResponse::Group(found.map(|g| g.consume_enable)))
             }
             MeshRequest::GroupsChanged => {
@@ -340,7 +352,11 @@ impl Shard {
                 crate::broker::replication::adopt_ha_link(&self, fd, hello);
                 None
             }
-            MeshRequest::HaStatus => Some(MeshResponse::Ha(self.ha_status())),
+            MeshRequest::HaStatus => Some(MeshResponse::Ha(crate::broker::replication::ha_status(
+                self.id,
+                &self.ha,
+                &self.store,
+            ))),
             MeshRequest::MasterAddr { ha, remoting } => {
                 self.set_master_addr(ha, remoting);
                 None
@@ -409,13 +425,19 @@ impl Shard {
         })
     }
 
-    // Until the send, send-back, client, relay and replication parts take services: their
-    // calls.
-
-    /// The control shard's state (admin and relayed requests are routed there).
-    pub(crate) fn admin_control(&self) -> Result<&Control, (i32, String)> {
-        self.control.as_ref().ok_or_else(not_the_control_shard)
+    /// The control shard's client registry and subscription groups (`None` on other shards).
+    pub(crate) fn registry(&self) -> Option<client::Registry<'_>> {
+        let control = self.control.as_ref()?;
+        Some(client::Registry {
+            ctx: &self.ctx,
+            clients: &control.clients,
+            groups: &control.groups,
+            mesh: &self.mesh,
+            connections: &self.connections,
+        })
     }
+
+    // Until replication takes services: its calls.
 
     /// Drops a deleted topic's queues, offsets and statistics on every shard.
     pub(crate) async fn delete_topic_data(
@@ -425,28 +447,10 @@ impl Shard {
         self.all_shards().delete_topic_data(topic).await
     }
 
-    /// A group topic (retry, DLQ), created by the control shard if missing.
-    pub async fn ensure_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
-        self.topic_authority().ensure(name, queues).await
-    }
-
-    /// On the control shard: the group topic `name`, created if missing.
-    pub(crate) fn ensure_control_topic(&self, name: &str, queues: i32) -> Option<TopicConfig> {
-        self.topic_authority().ensure_here(name, queues)
-    }
-
-    /// Creates `topic` for a send if the template allows it.
-    pub async fn create_topic_for_send(
-        &self,
-        topic: &str,
-        default_topic: &str,
-        queue_nums: i32,
-        sys_flag: i32,
-    ) -> Option<TopicConfig> {
-        let authority = self.topic_authority();
-        authority
-            .create_for_send(topic, default_topic, queue_nums, sys_flag)
-            .await
+    /// After the control shard's subscription groups changed: every shard forgets the groups
+    /// its pulls looked up ([`crate::broker::control::groups_changed`]).
+    pub(crate) async fn groups_changed(&self) {
+        crate::broker::control::groups_changed(&self.subscriptions, &self.mesh).await;
     }
 }
 
@@ -460,15 +464,58 @@ impl Shard {
     ) -> Option<RemotingCommand> {
         let result = match command.code {
             req::SEND_MESSAGE | req::SEND_MESSAGE_V2 | req::SEND_BATCH_MESSAGE => {
-                self.send(origin, &command).await
+                let sender = send::Sender {
+                    ctx: &self.ctx,
+                    topics: &self.topics,
+                    creation: &self.topic_authority(),
+                    puts: self.puts(),
+                    stats: &self.stats,
+                };
+                sender.send(origin, &command).await
             }
             req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
-                self.send_reply(origin, &command).await
+                let replier = reply::Replier {
+                    ctx: &self.ctx,
+                    topics: &self.topics,
+                    creation: &self.topic_authority(),
+                    puts: self.puts(),
+                    stats: &self.stats,
+                    clients: self.control.as_ref().map(|c| &c.clients),
+                    mesh: &self.mesh,
+                    connections: &self.connections,
+                };
+                let refused = |code, remark: &str| self.refused(origin, &command, code, remark);
+                replier.send_reply(origin, &command, refused).await
             }
-            req::PULL_MESSAGE => self.pull(&command).await,
-            req::HEART_BEAT => self.heartbeat(origin, &command),
-            req::UNREGISTER_CLIENT => self.unregister_client(origin, &command),
-            req::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(&command),
+            req::PULL_MESSAGE => {
+                let puller = pull::Puller {
+                    ctx: &self.ctx,
+                    store: &self.store,
+                    topics: &self.topics,
+                    subscriptions: &self.subscriptions,
+                    offsets: &self.offsets,
+                    registry: self.registry(),
+                    mesh: &self.mesh,
+                    puts: self.puts(),
+                    stats: &self.stats,
+                };
+                puller.pull(&command).await
+            }
+            req::HEART_BEAT => {
+                client::heartbeat(
+                    self.registry().as_ref(),
+                    &self.topic_authority(),
+                    origin,
+                    &command,
+                )
+                .await
+            }
+            req::UNREGISTER_CLIENT => {
+                client::unregister_client(self.registry().as_ref(), origin, &command)
+            }
+            req::GET_CONSUMER_LIST_BY_GROUP => {
+                client::consumer_list(self.control.as_ref().map(|c| &c.clients), &command)
+            }
             req::QUERY_CONSUMER_OFFSET => {
                 offset::query_consumer_offset(&self.offsets, &self.store.get(), &command)
             }
@@ -489,13 +536,38 @@ impl Shard {
                 query::query_message(&self.ctx, &self.store.get(), &self.mesh, &command).await
             }
             req::VIEW_MESSAGE_BY_ID => query::view_message(&self.store.get(), &command).await,
-            req::CONSUMER_SEND_MSG_BACK => self.send_back(&command).await,
-            req::END_TRANSACTION => self.end_transaction(&command).await,
+            req::CONSUMER_SEND_MSG_BACK => {
+                send_back::send_back(&self.ctx, self.puts(), &self.topic_authority(), &command)
+                    .await
+            }
+            req::END_TRANSACTION => {
+                transaction::end_transaction(&self.ctx, self.puts(), &command).await
+            }
             // Controller mode (crate::broker::replication).
-            req::GET_BROKER_EPOCH_CACHE => self.epoch_cache(&command).await,
-            req::NOTIFY_BROKER_ROLE_CHANGED => self.role_changed_notice(&command),
-            req::RINGMQ_FENCE_REPLICA => self.fence_for_election(origin, &command).await,
-            code if processor::relay::handles(code) => self.relay(origin, &command).await,
+            req::GET_BROKER_EPOCH_CACHE => {
+                let ha = (self.id, &self.ha, &self.store);
+                controller::epoch_cache(&self.ctx, ha, &self.mesh, &command).await
+            }
+            req::NOTIFY_BROKER_ROLE_CHANGED => controller::role_changed_notice(&self.ctx, &command),
+            req::RINGMQ_FENCE_REPLICA => {
+                controller::fence_for_election(&self.ctx, &self.mesh, origin, &command).await
+            }
+            code if relay::handles(code) => {
+                // Boxed: dispatch may come back here (the type would be infinite).
+                let view = |view| {
+                    let read = Rc::clone(&self).dispatch(origin, view);
+                    Box::pin(read) as Pin<Box<dyn Future<Output = _>>>
+                };
+                let relay = relay::Relay {
+                    ctx: &self.ctx,
+                    topics: &self.topics,
+                    clients: self.control.as_ref().map(|c| &c.clients),
+                    mesh: &self.mesh,
+                    connections: &self.connections,
+                    view: &view,
+                };
+                relay.relay(&command).await
+            }
             code if processor::admin::handles(code) => match self.admin_services() {
                 Some(services) => {
                     let ha =
@@ -612,7 +684,9 @@ impl Handler for Shard {
             | req::SEND_MESSAGE_V2
             | req::SEND_BATCH_MESSAGE
             | req::SEND_REPLY_MESSAGE
-            | req::SEND_REPLY_MESSAGE_V2 => self.check_send_body_bytes(body_bytes).err()?,
+            | req::SEND_REPLY_MESSAGE_V2 => {
+                send::check_send_body_bytes(&self.ctx, body_bytes).err()?
+            }
             _ => return None,
         };
         self.refused(self.origin_of(conn), header, code, &remark);
@@ -635,8 +709,8 @@ impl Handler for Shard {
                     .await;
             })
             .detach();
-        } else if self.control.is_some() {
-            self.client_connection_closed(channel);
+        } else if let Some(registry) = self.registry() {
+            registry.connection_closed(channel);
         }
     }
 }

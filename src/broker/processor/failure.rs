@@ -4,8 +4,7 @@
 //! (a new variant does not compile until it is given its code there).
 
 use super::admin_shards::DeleteTopicError;
-use super::reply::PushReplyError;
-use super::transaction::TransactionError;
+use super::errors::{PushReplyError, TransactionError};
 use super::Failure;
 use crate::broker::live_config::{RewriteError, UpdateError};
 use crate::broker::mesh_proto::ShardFailure;
@@ -445,7 +444,7 @@ mod tests {
             PushReplyError::NoChannel("c1".into()),
             PushReplyError::Failed {
                 requester: "c1".into(),
-                why: super::super::reply::PushFailure::Answered(1, "no".into()),
+                why: super::super::errors::PushFailure::Answered(1, "no".into()),
             },
         ] {
             match &e {

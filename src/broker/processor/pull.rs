@@ -12,14 +12,23 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use futures_lite::future;
 
+use super::admin::ShardStats;
+use super::client::Registry;
 use super::{field_failure, filter, Failure};
+use crate::broker::context::BrokerContext;
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
-use crate::broker::shard::Shard;
+use crate::broker::services::mesh_client::MeshClient;
+use crate::broker::services::offsets::OffsetBook;
+use crate::broker::services::puts::Puts;
+use crate::broker::services::store::ShardStore;
+use crate::broker::services::subscriptions::SubscriptionReplica;
+use crate::broker::services::topics::TopicReplica;
 use crate::broker::topic_config::perm;
 use crate::config::BrokerRole;
 use crate::filter::sql::Selector;
 use crate::message::record::RecordView;
 use crate::protocol::heartbeat::{parse_tag_expression, SubscriptionData};
+use crate::protocol::register::TopicConfig;
 use crate::protocol::Fields;
 use crate::remoting::{response as resp, RemotingCommand};
 use crate::store::{GetResult, GetStatus, Reader};
@@ -74,7 +83,22 @@ impl<'a> PullRequest<'a> {
     }
 }
 
-impl Shard {
+/// What a pull touches: the settings, this shard's store, topic and subscription replicas and
+/// offsets, the control shard's registry (`None` on the other shards: they ask it over the
+/// mesh), the routed puts (an offset-moved event) and the counters.
+pub(crate) struct Puller<'a> {
+    pub ctx: &'a BrokerContext,
+    pub store: &'a ShardStore,
+    pub topics: &'a TopicReplica,
+    pub subscriptions: &'a SubscriptionReplica,
+    pub offsets: &'a OffsetBook,
+    pub registry: Option<Registry<'a>>,
+    pub mesh: &'a MeshClient,
+    pub puts: Puts<'a>,
+    pub stats: &'a ShardStats,
+}
+
+impl Puller<'_> {
     pub(crate) async fn pull(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let request = PullRequest::parse(cmd)?;
         if !self.ctx.readable() {
@@ -88,7 +112,8 @@ impl Shard {
         }
         self.check_pull_group(request.group).await?;
         let topic = self.topics.get(request.topic);
-        let topic = topic.or_else(|| self.replicated_topic(request.topic, request.queue_id));
+        let topic = topic
+            .or_else(|| replicated_topic(self.ctx, self.store, request.topic, request.queue_id));
         let topic = topic.ok_or_else(|| {
             (
                 resp::TOPIC_NOT_EXIST,
@@ -150,10 +175,11 @@ impl Shard {
                 .and_then(|o| o.parse().ok())
                 .unwrap_or(request.offset);
             let (topic, queue, group) = (request.topic, request.queue_id, request.group);
-            let puts = self.puts();
             let moved = (request.offset, moved_to);
-            super::offset_moved::offset_moved_event(&self.ctx, puts, topic, queue, group, moved)
-                .await;
+            super::offset_moved::offset_moved_event(
+                self.ctx, self.puts, topic, queue, group, moved,
+            )
+            .await;
         }
         Ok(response)
     }
@@ -293,12 +319,10 @@ impl Shard {
     /// the answer until the groups change.
     async fn check_pull_group(&self, group: &str) -> Result<(), Failure> {
         let seen = self.subscriptions.group_seen(group);
-        let consume_enable = match seen {
-            Some(enabled) => Some(enabled),
-            None if self.control.is_some() => {
-                self.find_control_group(group).map(|g| g.consume_enable)
-            }
-            None => {
+        let consume_enable = match (seen, &self.registry) {
+            (Some(enabled), _) => Some(enabled),
+            (None, Some(registry)) => registry.find_group(group).map(|g| g.consume_enable),
+            (None, None) => {
                 let request = MeshRequest::FindGroup {
                     group: group.to_string(),
                 };
@@ -406,8 +430,12 @@ impl Shard {
         topic: &str,
         min_version: i64,
     ) -> Option<SubscriptionData> {
-        if let Some(control) = &self.control {
-            return control.clients.borrow().subscription(group, topic).cloned();
+        if let Some(registry) = &self.registry {
+            return registry
+                .clients
+                .borrow()
+                .subscription(group, topic)
+                .cloned();
         }
         let local = self.subscriptions.get(group, topic);
         if local.as_ref().is_some_and(|s| s.sub_version >= min_version) {
@@ -426,6 +454,30 @@ impl Shard {
             _ => local,
         }
     }
+}
+
+/// A slave serves a topic its metadata sync has not brought yet (created on the master less
+/// than a sync period before it went down) when it holds replicated messages of the queue
+/// asked for: consumers that move to the slave find everything that was acknowledged.
+fn replicated_topic(
+    ctx: &BrokerContext,
+    store: &ShardStore,
+    topic: &str,
+    queue_id: i32,
+) -> Option<TopicConfig> {
+    if ctx.cfg.broker_role != BrokerRole::Slave || store.get().max_offset(topic, queue_id) <= 0 {
+        return None;
+    }
+    let queues = queue_id + 1;
+    Some(TopicConfig {
+        order: false,
+        perm: perm::READ,
+        read_queue_nums: queues,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_name: topic.to_string(),
+        topic_sys_flag: 0,
+        write_queue_nums: queues,
+    })
 }
 
 /// Queue units an SQL92 pull looks at, at most (Java: 16,000 bytes of 20-byte units).

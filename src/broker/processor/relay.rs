@@ -16,14 +16,18 @@
 //! for the status); a client that is gone, does not read, or does not answer in time gets the
 //! admin Java's code and remark (SYSTEM_ERROR "not online", CONSUME_MSG_TIMEOUT).
 
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use super::admin::{encode_failure, encode_mq_map};
 use super::{field_failure, Failure};
-use crate::broker::consumer_groups::ChannelId;
-use crate::broker::mesh_proto::Origin;
-use crate::broker::shard::Shard;
+use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
+use crate::broker::context::BrokerContext;
+use crate::broker::services::connections::Connections;
+use crate::broker::services::mesh_client::MeshClient;
+use crate::broker::services::topics::TopicReplica;
 use crate::net::invoke::InvokeError;
 use crate::protocol::fastjson_mq::parse_mq_table;
 use crate::protocol::Fields;
@@ -34,7 +38,7 @@ const CALL_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Java's per-client timeout of GET_CONSUMER_STATUS_FROM_CLIENT.
 const CONSUMER_STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// True for the request codes [`Shard::relay`] answers.
+/// True for the request codes [`Relay::relay`] answers.
 pub(crate) fn handles(code: i32) -> bool {
     matches!(
         code,
@@ -44,24 +48,46 @@ pub(crate) fn handles(code: i32) -> bool {
     )
 }
 
-impl Shard {
+/// A stored message read by request (VIEW_MESSAGE_BY_ID, answered by the shard that stores
+/// it).
+pub(crate) type ViewMessage<'a> =
+    &'a dyn Fn(RemotingCommand) -> Pin<Box<dyn Future<Output = Option<RemotingCommand>>>>;
+
+/// What a relay touches: the settings, the topic replica, the control shard's client registry
+/// (`None` elsewhere: refused), the clients' connections on any shard, and a way to read a
+/// stored message wherever it is.
+pub(crate) struct Relay<'a> {
+    pub ctx: &'a BrokerContext,
+    pub topics: &'a TopicReplica,
+    pub clients: Option<&'a RefCell<ClientRegistry>>,
+    pub mesh: &'a MeshClient,
+    pub connections: &'a Connections,
+    pub view: ViewMessage<'a>,
+}
+
+impl Relay<'_> {
     /// Answers a relayed admin request (on the control shard).
-    pub(crate) async fn relay(
-        self: &Rc<Self>,
-        origin: Origin,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
+    pub(crate) async fn relay(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         match cmd.code {
             req::GET_CONSUMER_RUNNING_INFO => self.call_consumer(cmd, cmd.clone()).await,
-            req::CONSUME_MESSAGE_DIRECTLY => self.consume_directly(origin, cmd).await,
+            req::CONSUME_MESSAGE_DIRECTLY => self.consume_directly(cmd).await,
             _ => self.consumer_status(cmd).await,
         }
     }
 
+    /// The control shard's client registry; refused on another shard.
+    fn clients(&self) -> Result<&RefCell<ClientRegistry>, Failure> {
+        self.clients.ok_or_else(|| {
+            (
+                resp::SYSTEM_ERROR,
+                "an admin request reached a shard that is not the control shard".to_string(),
+            )
+        })
+    }
+
     /// The connection of `client_id` in consumer group `group`, if it is online.
     fn consumer_channel(&self, group: &str, client_id: &str) -> Result<ChannelId, Failure> {
-        let control = self.admin_control()?;
-        let clients = control.clients.borrow();
+        let clients = self.clients()?.borrow();
         let channel = clients.consumer_group(group).and_then(|g| {
             g.channels
                 .values()
@@ -77,7 +103,7 @@ impl Shard {
     /// Java's `callConsumer`: `relayed` (the admin's header and body under `cmd`'s code) to
     /// the client, whose answer goes back to the admin as it is.
     async fn call_consumer(
-        self: &Rc<Self>,
+        &self,
         cmd: &RemotingCommand,
         relayed: RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
@@ -89,7 +115,7 @@ impl Shard {
         request.body = relayed.body;
         match self
             .mesh
-            .invoke_on_channel(&self.connections, channel, request, CALL_CLIENT_TIMEOUT)
+            .invoke_on_channel(self.connections, channel, request, CALL_CLIENT_TIMEOUT)
             .await
         {
             Ok(mut answer) => {
@@ -111,11 +137,7 @@ impl Shard {
 
     /// CONSUME_MESSAGE_DIRECTLY (309): the message named by `msgId` (read on the shard that
     /// stores it), with `brokerName` and the topic's `topicSysFlag` added, to the client.
-    async fn consume_directly(
-        self: &Rc<Self>,
-        origin: Origin,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
+    async fn consume_directly(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let msg_id = cmd.req_str("msgId").map_err(field_failure)?;
         let Some((_, offset)) = crate::message::decode_offset_msg_id(msg_id) else {
             let remark = format!("{msg_id} is not a message id (an offsetMsgId) of this broker");
@@ -123,10 +145,7 @@ impl Shard {
         };
         let view = RemotingCommand::request(req::VIEW_MESSAGE_BY_ID)
             .with_ext("offset", offset.to_string());
-        // Boxed: dispatch may come back here (the type would be infinite).
-        let read: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
-            Box::pin(Rc::clone(self).dispatch(origin, view));
-        let found: Option<RemotingCommand> = read.await;
+        let found = (self.view)(view).await;
         let record = match found {
             Some(r) if r.code == resp::SUCCESS => r.body,
             _ => {
@@ -148,16 +167,12 @@ impl Shard {
     /// INVOKE_BROKER_TO_GET_CONSUMER_STATUS (223), as Java's `Broker2Client.getConsumeStatus`:
     /// asks every client of the group (or only `clientAddr`, a client id) for its offsets of
     /// `topic`; a client that fails or does not answer in 5 s is left out.
-    async fn consumer_status(
-        self: &Rc<Self>,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
+    async fn consumer_status(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Failure> {
         let topic = cmd.req_str("topic").map_err(field_failure)?;
         let group = cmd.req_str("group").map_err(field_failure)?;
         let only = cmd.opt_str("clientAddr").filter(|c| !c.trim().is_empty());
         let members: Vec<(String, ChannelId)> = {
-            let control = self.admin_control()?;
-            let clients = control.clients.borrow();
+            let clients = self.clients()?.borrow();
             let channels = clients.consumer_group(group).map(|g| {
                 g.channels
                     .values()
@@ -180,7 +195,7 @@ impl Shard {
                 .with_ext("group", group);
             let answer = self
                 .mesh
-                .invoke_on_channel(&self.connections, channel, request, CONSUMER_STATUS_TIMEOUT)
+                .invoke_on_channel(self.connections, channel, request, CONSUMER_STATUS_TIMEOUT)
                 .await;
             let offsets = match answer {
                 Ok(a) if a.code == resp::SUCCESS && !a.body.is_empty() => {

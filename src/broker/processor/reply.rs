@@ -16,14 +16,22 @@
 //! to <id>fail."), or the reply names none ("reply message properties[REPLY_TO_CLIENT] is
 //! null").
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
 use std::time::Duration;
 
+use super::admin::ShardStats;
+use super::errors::{PushFailure, PushReplyError};
+use super::send::{check_body_size, check_writable, element_record, send_topic};
 use super::{field_failure, Failure};
-use crate::broker::consumer_groups::ChannelId;
+use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
+use crate::broker::context::BrokerContext;
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
-use crate::broker::shard::Shard;
+use crate::broker::services::connections::Connections;
+use crate::broker::services::mesh_client::MeshClient;
+use crate::broker::services::puts::Puts;
+use crate::broker::services::topic_creation::TopicCreation;
+use crate::broker::services::topics::TopicReplica;
 use crate::broker::topic_config::check_send_topic;
 use crate::message::offset_msg_id;
 use crate::message::properties::Properties;
@@ -42,18 +50,34 @@ pub const CORRELATION_ID: &str = "CORRELATION_ID";
 /// `MessageConst.PROPERTY_PUSH_REPLY_TIME`: when the broker pushed the reply.
 pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
 
-impl Shard {
+/// What a reply touches: a send's services, the control shard's client registry (`None`
+/// elsewhere: asked over the mesh) and the connections pushes go out on.
+pub(crate) struct Replier<'a, C> {
+    pub ctx: &'a BrokerContext,
+    pub topics: &'a TopicReplica,
+    pub creation: &'a C,
+    pub puts: Puts<'a>,
+    pub stats: &'a ShardStats,
+    pub clients: Option<&'a RefCell<ClientRegistry>>,
+    pub mesh: &'a MeshClient,
+    pub connections: &'a Connections,
+}
+
+impl<C: TopicCreation> Replier<'_, C> {
+    /// Answers a reply; a push that failed is told to `refused` (counted and logged as a
+    /// refusal) before the answer goes back.
     pub(crate) async fn send_reply(
-        self: &Rc<Self>,
+        &self,
         origin: Origin,
         cmd: &RemotingCommand,
+        refused: impl FnOnce(i32, &str),
     ) -> Result<RemotingCommand, Failure> {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         request.batch = false;
-        self.check_writable()?;
+        check_writable(self.ctx)?;
         check_send_topic(&request.topic).map_err(super::failure::topic_name)?;
-        let topic = self.send_topic(&request).await?;
-        self.check_body_size(cmd)?;
+        let topic = send_topic(self.topics, self.creation, &request).await?;
+        check_body_size(self.ctx, cmd)?;
         let queues = topic.write_queue_nums.max(topic.read_queue_nums);
         let queue_id = if request.queue_id < 0 {
             // Java picks a random write queue; the reply topic has one.
@@ -73,7 +97,7 @@ impl Shard {
             Err(e) => {
                 let (code, remark) = super::failure::push_reply(e);
                 // Counted and logged as refusals are (one WARN line per peer every 10 s).
-                self.refused(origin, cmd, code, &remark);
+                refused(code, &remark);
                 cmd.response_to(code, Some(remark))
             }
         };
@@ -167,7 +191,8 @@ impl Shard {
         queue_id: i32,
         body: &[u8],
     ) -> Result<(String, i64), Failure> {
-        let (record, slots) = self.element_record(
+        let (record, slots) = element_record(
+            self.ctx,
             origin,
             request,
             &request.topic,
@@ -177,7 +202,7 @@ impl Shard {
             &request.properties,
         )?;
         let put = self
-            .puts()
+            .puts
             .put(&request.topic, queue_id, record, slots, true)
             .await
             .map_err(super::failure::put)?;
@@ -190,8 +215,8 @@ impl Shard {
 
     /// The connection of the producer client `client_id`, from the control shard's registry.
     async fn producer_channel_of(&self, client_id: &str) -> Option<ChannelId> {
-        if self.control.is_some() {
-            return self.local_producer_channel_of(client_id);
+        if let Some(clients) = self.clients {
+            return local_producer_channel_of(&clients.borrow(), client_id);
         }
         let request = MeshRequest::ProducerChannelOf {
             client_id: client_id.to_string(),
@@ -202,51 +227,31 @@ impl Shard {
         }
     }
 
-    /// On the control shard: the newest connection a producer with `client_id` heartbeated on
-    /// (Java's `ProducerManager.findChannel`).
-    pub(crate) fn local_producer_channel_of(&self, client_id: &str) -> Option<ChannelId> {
-        let control = self.control.as_ref()?;
-        let clients = control.clients.borrow();
-        clients
-            .producer_groups()
-            .flat_map(|g| clients.producer_channels(g))
-            .filter(|c| c.client_id == client_id)
-            .max_by_key(|c| c.last_update)
-            .map(|c| c.channel)
-    }
-
     /// Sends `command` to a client connection on whichever shard holds it and waits for the
-    /// client's response (the relays' [`Shard::invoke_on_channel`], with Java's push timeout).
+    /// client's response (as the relays do, with Java's push timeout).
     async fn call_client(
         &self,
         channel: ChannelId,
         command: RemotingCommand,
     ) -> Result<RemotingCommand, InvokeError> {
         self.mesh
-            .invoke_on_channel(&self.connections, channel, command, PUSH_TIMEOUT)
+            .invoke_on_channel(self.connections, channel, command, PUSH_TIMEOUT)
             .await
     }
 }
 
-/// Why a reply was not pushed to its requester; the texts are Java's remarks.
-#[derive(Debug, thiserror::Error)]
-pub enum PushReplyError {
-    #[error("reply message properties[REPLY_TO_CLIENT] is null")]
-    NoRequester,
-    #[error("push reply message fail, channel of <{0}> not found.")]
-    NoChannel(String),
-    /// The requester's connection failed or refused the push (why: logged, not answered).
-    #[error("push reply message to {requester}fail.")]
-    Failed { requester: String, why: PushFailure },
-}
-
-/// What went wrong with a push the requester's connection was given.
-#[derive(Debug, thiserror::Error)]
-pub enum PushFailure {
-    #[error(transparent)]
-    Invoke(InvokeError),
-    #[error("answered {0}: {1}")]
-    Answered(i32, String),
+/// On the control shard: the newest connection a producer with `client_id` heartbeated on
+/// (Java's `ProducerManager.findChannel`).
+pub(crate) fn local_producer_channel_of(
+    clients: &ClientRegistry,
+    client_id: &str,
+) -> Option<ChannelId> {
+    clients
+        .producer_groups()
+        .flat_map(|g| clients.producer_channels(g))
+        .filter(|c| c.client_id == client_id)
+        .max_by_key(|c| c.last_update)
+        .map(|c| c.channel)
 }
 
 /// `ip:port` as Java's `InetAddress.getHostAddress() + ":" + port` writes it (what the

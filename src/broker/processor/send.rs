@@ -4,10 +4,14 @@
 
 use bytes::BytesMut;
 
+use super::admin::ShardStats;
 use super::{field_failure, Failure};
+use crate::broker::context::BrokerContext;
 use crate::broker::mesh_proto::Origin;
 use crate::broker::schedule;
-use crate::broker::shard::Shard;
+use crate::broker::services::puts::Puts;
+use crate::broker::services::topic_creation::TopicCreation;
+use crate::broker::services::topics::TopicReplica;
 use crate::broker::topic_config::{
     check_send_topic, dlq_topic, perm, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC, TRANS_HALF_TOPIC,
 };
@@ -19,54 +23,65 @@ use crate::protocol::send::{SendRequest, SendResponse};
 use crate::remoting::{response as resp, RemotingCommand};
 use crate::store::PutStatus;
 
-impl Shard {
-    /// Java's refusal of sends by a slave or a broker whose write permission is off.
-    pub(crate) fn check_writable(&self) -> Result<(), Failure> {
-        if self.ctx.writable() {
-            return Ok(());
-        }
-        let remark = format!(
-            "the broker[{}] sending message is forbidden (it is a slave or its write permission is off)",
-            self.ctx.broker_addr
-        );
-        Err((resp::SERVICE_NOT_AVAILABLE, remark))
+/// Java's refusal of sends by a slave or a broker whose write permission is off.
+pub(crate) fn check_writable(ctx: &BrokerContext) -> Result<(), Failure> {
+    if ctx.writable() {
+        return Ok(());
     }
+    let remark = format!(
+        "the broker[{}] sending message is forbidden (it is a slave or its write permission is off)",
+        ctx.broker_addr
+    );
+    Err((resp::SERVICE_NOT_AVAILABLE, remark))
+}
 
-    /// A body over `maxMessageSize` is MESSAGE_ILLEGAL with the sizes.
-    pub(crate) fn check_body_size(&self, cmd: &RemotingCommand) -> Result<(), Failure> {
-        self.check_send_body_bytes(cmd.body.len())
+/// A body over `maxMessageSize` is MESSAGE_ILLEGAL with the sizes.
+pub(crate) fn check_body_size(ctx: &BrokerContext, cmd: &RemotingCommand) -> Result<(), Failure> {
+    check_send_body_bytes(ctx, cmd.body.len())
+}
+
+/// [`check_body_size`] for a body of `body_bytes` (also asked on a request's header alone,
+/// before its body is read).
+pub(crate) fn check_send_body_bytes(ctx: &BrokerContext, body_bytes: usize) -> Result<(), Failure> {
+    let max = ctx.live.max_message_size_bytes() as usize;
+    if body_bytes <= max {
+        return Ok(());
     }
+    let remark = format!(
+        "the message body size {body_bytes} exceeds the limit of {max} bytes (maxMessageSize)"
+    );
+    Err((resp::MESSAGE_ILLEGAL, remark))
+}
 
-    /// [`Shard::check_body_size`] for a body of `body_bytes`.
-    pub(crate) fn check_send_body_bytes(&self, body_bytes: usize) -> Result<(), Failure> {
-        let max = self.ctx.live.max_message_size_bytes() as usize;
-        if body_bytes <= max {
-            return Ok(());
-        }
-        let remark = format!(
-            "the message body size {body_bytes} exceeds the limit of {max} bytes (maxMessageSize)"
-        );
-        Err((resp::MESSAGE_ILLEGAL, remark))
-    }
+/// What a send touches: the broker's settings, the topic replica (and the control shard's
+/// topic creation), the routed puts and the shard's counters.
+pub(crate) struct Sender<'a, C> {
+    pub ctx: &'a BrokerContext,
+    pub topics: &'a TopicReplica,
+    pub creation: &'a C,
+    pub puts: Puts<'a>,
+    pub stats: &'a ShardStats,
+}
 
+impl<C: TopicCreation> Sender<'_, C> {
     pub(crate) async fn send(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, Failure> {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
-        self.check_writable()?;
+        check_writable(self.ctx)?;
         check_send_topic(&request.topic).map_err(super::failure::topic_name)?;
-        let topic = self.send_topic(&request).await?;
+        let topic = send_topic(self.topics, self.creation, &request).await?;
         let queue_id = check_queue(&request, &topic)?;
-        self.check_body_size(cmd)?;
+        check_body_size(self.ctx, cmd)?;
         let mut props = Properties::parse(&request.properties);
         let wait = props
             .remove(properties::WAIT)
             .is_none_or(|w| !w.eq_ignore_ascii_case("false"));
         let prepared = is_prepared(&props, &request);
         if prepared {
-            check_prepared(&self.ctx, &request)?;
+            check_prepared(self.ctx, &request)?;
             // The half message gets a consume-queue unit in the half topic (STORE.md §10).
             request.sys_flag &= !sysflag::TRANSACTION_MASK;
         }
@@ -75,22 +90,24 @@ impl Shard {
             .send_target(cmd, &request, queue_id, &mut props, prepared)
             .await?;
         let result = if request.batch {
-            let records = self.batch_records(origin, &request, queue_id, &props, &cmd.body)?;
-            self.puts()
+            let records = batch_records(self.ctx, origin, &request, queue_id, &props, &cmd.body)?;
+            self.puts
                 .put_batch(&request.topic, queue_id, records, wait)
                 .await
                 .map_err(super::failure::put)?
         } else {
-            let (record, slots) = self.record(
+            let (record, slots) = element_record(
+                self.ctx,
                 origin,
                 &request,
                 &target,
                 target_queue,
+                request.flag,
                 &cmd.body,
                 &props.to_wire(),
             )?;
             let put = self
-                .puts()
+                .puts
                 .put(&target, target_queue, record, slots, wait)
                 .await
                 .map_err(super::failure::put)?;
@@ -146,11 +163,12 @@ impl Shard {
             batch: request.batch,
             prepared,
         };
-        if let Some(to) = crate::broker::timer::on_send(&self.ctx, props, &topic, queue, kind)? {
+        if let Some(to) = crate::broker::timer::on_send(self.ctx, props, &topic, queue, kind)? {
             return Ok(to);
         }
         if prepared {
-            self.ensure_topic(TRANS_HALF_TOPIC, 1)
+            self.creation
+                .ensure_group_topic(TRANS_HALF_TOPIC, 1)
                 .await
                 .ok_or_else(|| {
                     (
@@ -172,7 +190,8 @@ impl Shard {
                 topic = dlq_topic(group);
                 queue = 0;
                 props.remove(properties::DELAY);
-                self.ensure_topic(&topic, 1).await.ok_or_else(|| {
+                let created = self.creation.ensure_group_topic(&topic, 1).await;
+                created.ok_or_else(|| {
                     (
                         resp::SYSTEM_ERROR,
                         format!("cannot create the dead letter topic {topic}"),
@@ -194,128 +213,113 @@ impl Shard {
         }
         Ok((topic, queue))
     }
+}
 
-    /// The topic's config, auto-creating it when allowed; NO_PERMISSION when not writable.
-    pub(crate) async fn send_topic(&self, request: &SendRequest) -> Result<TopicConfig, Failure> {
-        let existing = self.topics.get(&request.topic);
-        let topic = match existing {
-            Some(t) => t,
-            None => self
-                .create_topic_for_send(
-                    &request.topic,
-                    &request.default_topic,
-                    request.default_topic_queue_nums,
-                    0,
-                )
-                .await
-                .ok_or_else(|| {
-                    let remark = format!(
-                        "topic[{}] not exist, apply first please! (autoCreateTopicEnable is off \
-                         or the template topic {} is missing)",
-                        request.topic, request.default_topic
-                    );
-                    (resp::TOPIC_NOT_EXIST, remark)
-                })?,
-        };
-        if topic.perm & perm::WRITE == 0 {
-            return Err((
-                resp::NO_PERMISSION,
-                format!("the topic[{}] sending message is forbidden", request.topic),
-            ));
-        }
-        Ok(topic)
+/// The topic's config, auto-creating it when allowed; NO_PERMISSION when not writable.
+pub(crate) async fn send_topic(
+    topics: &TopicReplica,
+    creation: &impl TopicCreation,
+    request: &SendRequest,
+) -> Result<TopicConfig, Failure> {
+    let existing = topics.get(&request.topic);
+    let topic = match existing {
+        Some(t) => t,
+        None => creation
+            .create_for_send(
+                &request.topic,
+                &request.default_topic,
+                request.default_topic_queue_nums,
+                0,
+            )
+            .await
+            .ok_or_else(|| {
+                let remark = format!(
+                    "topic[{}] not exist, apply first please! (autoCreateTopicEnable is off \
+                     or the template topic {} is missing)",
+                    request.topic, request.default_topic
+                );
+                (resp::TOPIC_NOT_EXIST, remark)
+            })?,
+    };
+    if topic.perm & perm::WRITE == 0 {
+        return Err((
+            resp::NO_PERMISSION,
+            format!("the topic[{}] sending message is forbidden", request.topic),
+        ));
     }
+    Ok(topic)
+}
 
-    fn record(
-        &self,
-        origin: Origin,
-        request: &SendRequest,
-        topic: &str,
-        queue_id: i32,
-        body: &[u8],
-        properties: &str,
-    ) -> Result<(BytesMut, RecordSlots), Failure> {
-        self.element_record(
-            origin,
-            request,
-            topic,
-            queue_id,
-            request.flag,
-            body,
-            properties,
-        )
-    }
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn element_record(
+    ctx: &BrokerContext,
+    origin: Origin,
+    request: &SendRequest,
+    topic: &str,
+    queue_id: i32,
+    flag: i32,
+    body: &[u8],
+    properties: &str,
+) -> Result<(BytesMut, RecordSlots), Failure> {
+    let input = RecordInput {
+        topic,
+        queue_id,
+        flag,
+        sys_flag: request.sys_flag,
+        born_timestamp: request.born_timestamp,
+        born_host: origin.peer,
+        store_host: ctx.store_host,
+        reconsume_times: request.reconsume_times,
+        prepared_transaction_offset: 0,
+        body,
+        properties,
+    };
+    let mut buf = BytesMut::with_capacity(input.encoded_len());
+    let slots = input
+        .encode(&mut buf)
+        .map_err(|e| (resp::MESSAGE_ILLEGAL, e.to_string()))?;
+    Ok((buf, slots))
+}
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn element_record(
-        &self,
-        origin: Origin,
-        request: &SendRequest,
-        topic: &str,
-        queue_id: i32,
-        flag: i32,
-        body: &[u8],
-        properties: &str,
-    ) -> Result<(BytesMut, RecordSlots), Failure> {
-        let input = RecordInput {
-            topic,
-            queue_id,
-            flag,
-            sys_flag: request.sys_flag,
-            born_timestamp: request.born_timestamp,
-            born_host: origin.peer,
-            store_host: self.ctx.store_host,
-            reconsume_times: request.reconsume_times,
-            prepared_transaction_offset: 0,
-            body,
-            properties,
-        };
-        let mut buf = BytesMut::with_capacity(input.encoded_len());
-        let slots = input
-            .encode(&mut buf)
-            .map_err(|e| (resp::MESSAGE_ILLEGAL, e.to_string()))?;
-        Ok((buf, slots))
+/// One stored record per batch element, each with the header's properties appended.
+fn batch_records(
+    ctx: &BrokerContext,
+    origin: Origin,
+    request: &SendRequest,
+    queue_id: i32,
+    header_props: &Properties,
+    body: &[u8],
+) -> Result<Vec<(BytesMut, RecordSlots)>, Failure> {
+    let elements = batch::decode(body).map_err(|e| (resp::MESSAGE_ILLEGAL, e.to_string()))?;
+    if elements.is_empty() {
+        return Err((resp::MESSAGE_ILLEGAL, "the batch is empty".into()));
     }
-
-    /// One stored record per batch element, each with the header's properties appended.
-    fn batch_records(
-        &self,
-        origin: Origin,
-        request: &SendRequest,
-        queue_id: i32,
-        header_props: &Properties,
-        body: &[u8],
-    ) -> Result<Vec<(BytesMut, RecordSlots)>, Failure> {
-        let elements = batch::decode(body).map_err(|e| (resp::MESSAGE_ILLEGAL, e.to_string()))?;
-        if elements.is_empty() {
-            return Err((resp::MESSAGE_ILLEGAL, "the batch is empty".into()));
-        }
-        elements
-            .iter()
-            .map(|e| {
-                let mut props = Properties::parse(e.properties);
-                if props.get(properties::DELAY).is_some() {
-                    return Err((
-                        resp::MESSAGE_ILLEGAL,
-                        "a batch message may not be delayed".into(),
-                    ));
-                }
-                for (k, v) in header_props.iter() {
-                    props.set(k, v);
-                }
-                let wire = props.to_wire();
-                self.element_record(
-                    origin,
-                    request,
-                    &request.topic,
-                    queue_id,
-                    e.flag,
-                    e.body,
-                    &wire,
-                )
-            })
-            .collect()
-    }
+    elements
+        .iter()
+        .map(|e| {
+            let mut props = Properties::parse(e.properties);
+            if props.get(properties::DELAY).is_some() {
+                return Err((
+                    resp::MESSAGE_ILLEGAL,
+                    "a batch message may not be delayed".into(),
+                ));
+            }
+            for (k, v) in header_props.iter() {
+                props.set(k, v);
+            }
+            let wire = props.to_wire();
+            element_record(
+                ctx,
+                origin,
+                request,
+                &request.topic,
+                queue_id,
+                e.flag,
+                e.body,
+                &wire,
+            )
+        })
+        .collect()
 }
 
 /// The target queue: `queueId` as sent (the route picked it); it must exist.

@@ -27,4 +27,6 @@ pub mod shard_stats;
 pub mod store;
 pub mod subscriptions;
 pub mod topic_book;
+pub mod topic_creation;
 pub mod topics;
+pub mod transaction_checks;

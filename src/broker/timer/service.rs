@@ -27,9 +27,10 @@ use futures_lite::future;
 use super::files;
 use super::wheel::{bucket_of, Checkpoint, Key, Place, Wheel};
 use super::{timer_queue, TIMER_DEQUEUE_MS, TIMER_ENQUEUE_MS, TIMER_OUT_MS, TIMER_QO, TIMER_TOPIC};
+use crate::broker::context::BrokerContext;
 use crate::broker::placement::owner_shard;
 use crate::broker::schedule::moved_copy;
-use crate::broker::shard::Shard;
+use crate::broker::services::puts::Puts;
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::message::properties::{self, Properties};
 use crate::message::record::{
@@ -72,10 +73,19 @@ fn blocking<T: Send + 'static>(
     async move { Ok(task.await?) }
 }
 
+/// What the timer service touches: the settings, its shard's id, and the routed puts (its
+/// shard's store is `puts.store`).
+#[derive(Clone, Copy)]
+pub struct TimerShard<'a> {
+    pub id: usize,
+    pub ctx: &'a BrokerContext,
+    pub puts: Puts<'a>,
+}
+
 /// Runs the shard's timer service until shutdown.
-pub async fn run(shard: Rc<Shard>, shutdown: Shutdown) {
+pub async fn run(shard: TimerShard<'_>, shutdown: Shutdown) {
     let mut service = loop {
-        match Service::start(Rc::clone(&shard)).await {
+        match Service::start(shard).await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::error!(shard = shard.id, error = %e, "timer store cannot start; retrying");
@@ -88,8 +98,8 @@ pub async fn run(shard: Rc<Shard>, shutdown: Shutdown) {
     service.serve(shutdown).await;
 }
 
-struct Service {
-    shard: Rc<Shard>,
+struct Service<'a> {
+    shard: TimerShard<'a>,
     queue: i32,
     dir: PathBuf,
     wheel: Wheel,
@@ -178,8 +188,8 @@ fn now_ms() -> i64 {
     SystemClock.now_ms()
 }
 
-impl Service {
-    async fn start(shard: Rc<Shard>) -> Result<Service, Fail> {
+impl<'a> Service<'a> {
+    async fn start(shard: TimerShard<'a>) -> Result<Service<'a>, Fail> {
         let queue = timer_queue(shard.id, shard.ctx.shards);
         let dir = files::dir(&shard.ctx.cfg.store_path_root_dir, shard.id);
         let d = dir.clone();
@@ -193,7 +203,7 @@ impl Service {
                 None
             }
         };
-        let store = shard.store.get();
+        let store = shard.puts.store.get();
         let queue_min = store.min_offset(TIMER_TOPIC, queue);
         let scan_from = match checkpoint {
             Some(c) => c.commitlog_pos,
@@ -304,7 +314,7 @@ impl Service {
     /// Takes in up to [`BATCH`] new timer records.
     async fn intake(&mut self) -> Result<bool, Fail> {
         let next = self.wheel.enqueue_next();
-        let store = self.shard.store.get();
+        let store = self.shard.puts.store.get();
         let r = store
             .get_messages(
                 Reader::Broker,
@@ -470,7 +480,7 @@ impl Service {
         let mut found = HashMap::with_capacity(keys.len());
         // Queue offsets [from, to) looked at.
         let mut looked: Vec<(i64, i64)> = Vec::new();
-        let store = self.shard.store.get();
+        let store = self.shard.puts.store.get();
         let mut bytes = 0;
         for (done, key) in keys.iter().enumerate() {
             let qo = key.1;
@@ -555,7 +565,7 @@ impl Service {
         copy.dequeued_at(now_ms());
         let shards = self.shard.ctx.shards;
         if owner_shard(&copy.topic, copy.queue_id, shards) == self.shard.id {
-            let store = self.shard.store.get();
+            let store = self.shard.puts.store.get();
             let put = store.put(copy.record, copy.slots, false).await;
             return Ok(put.map(drop)?);
         }
@@ -565,7 +575,7 @@ impl Service {
             queue_id = copy.queue_id,
             "timer copy stored on another shard"
         );
-        let puts = self.shard.puts();
+        let puts = self.shard.puts;
         let put = puts.put(&copy.topic, copy.queue_id, copy.record, copy.slots, false);
         Ok(put.await.map(drop)?)
     }
@@ -588,7 +598,7 @@ impl Service {
         {
             return;
         }
-        let store = self.shard.store.get();
+        let store = self.shard.puts.store.get();
         let checkpoint = self.wheel.capture(store.written_offset());
         self.captured = Some(state);
         self.captured_at_ms = now_ms();
@@ -653,7 +663,12 @@ impl Service {
             let at = (self.captured_at_ms + self.flush_interval_ms).max(soonest);
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
-        let watch = self.shard.store.get().queue_watch(TIMER_TOPIC, self.queue);
+        let watch = self
+            .shard
+            .puts
+            .store
+            .get()
+            .queue_watch(TIMER_TOPIC, self.queue);
         let target = self.wheel.enqueue_next().max(0) as u64 + 1;
         let new_record = async {
             let _ = watch.wait_for(target).await;
@@ -687,8 +702,8 @@ fn marker(shard: usize, qo: i64) -> String {
 
 /// Where the copies of the timers of a store without a checkpoint can start: at the first
 /// timer record still stored (a copy always follows its timer record).
-async fn first_record_pos(shard: &Rc<Shard>, queue: i32, queue_min: i64) -> Result<u64, Fail> {
-    let store = shard.store.get();
+async fn first_record_pos(shard: &TimerShard<'_>, queue: i32, queue_min: i64) -> Result<u64, Fail> {
+    let store = shard.puts.store.get();
     let r = store
         .get_messages(
             Reader::Broker,
@@ -709,8 +724,8 @@ async fn first_record_pos(shard: &Rc<Shard>, queue: i32, queue_min: i64) -> Resu
 
 /// (`TIMER_OUT_MS`, queue offset) of every copy this shard's timer service stored from `pos`
 /// (an offset in the shard's commitlog) to the end.
-async fn scan_copies(shard: &Rc<Shard>, pos: u64) -> Result<Vec<Key>, Fail> {
-    let store = shard.store.get();
+async fn scan_copies(shard: &TimerShard<'_>, pos: u64) -> Result<Vec<Key>, Fail> {
+    let store = shard.puts.store.get();
     let mut pos = pos.max(store.commitlog_min_offset());
     let mut found = Vec::new();
     let mine = format!("{}:", shard.id);
@@ -746,7 +761,7 @@ async fn scan_copies(shard: &Rc<Shard>, pos: u64) -> Result<Vec<Key>, Fail> {
 /// there with that `TIMER_OUT_MS` (a producer cannot fake the mark: the send hook removes it,
 /// and a message re-sent from a delivered copy names a timer already delivered).
 async fn verified(
-    shard: &Rc<Shard>,
+    shard: &TimerShard<'_>,
     queue: i32,
     checkpoint: Option<Checkpoint>,
     copies: Vec<Key>,
@@ -754,7 +769,7 @@ async fn verified(
     let covered = |k: &Key| {
         checkpoint.is_some_and(|c| k.1 < c.enqueue_next && c.delivered.is_some_and(|d| *k <= d))
     };
-    let store = shard.store.get();
+    let store = shard.puts.store.get();
     let mut out = Vec::new();
     for key in copies.into_iter().filter(|k| !covered(k)) {
         let r = store
