@@ -85,6 +85,18 @@ group_rss_kib() { group_sum rss_kib_of; }
 
 client_prefix() { [ "$1" = pinned ] && echo "taskset -c $CLIENT_CPU" || true; }
 
+# ports_free PORT...: none of them has a listener on loopback. A taken port would have the
+# case measure whatever already listens there (wait_sendable's send succeeds against it).
+ports_free() {
+    local p
+    for p in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "port $p is already in use: pick other NS_PORT/BROKER_PORT" >&2
+            return 1
+        fi
+    done
+}
+
 # start BROKER LAYOUT FLUSH: a fresh store and broker in a new process group.
 start() {
     local broker=$1 layout=$2 flush=$3
@@ -96,6 +108,8 @@ start() {
         CUR_NS=$((NS_PORT + 1))
         broker_port=$((BROKER_PORT + 10))
     fi
+    # The broker also listens on listenPort - 2 (fast/VIP) and listenPort + 1 (HA).
+    ports_free "$CUR_NS" "$broker_port" $((broker_port - 2)) $((broker_port + 1)) || return 1
     local cpus=""
     [ "$layout" = pinned ] && cpus=$BROKER_CPU
     if [ "$broker" = ringmq ]; then
