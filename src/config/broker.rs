@@ -286,7 +286,7 @@ config_struct! {
     /// and README "Co-located shards". Default `auto` (which is `off` under SYNC_FLUSH). Has no effect with one shard or
     /// with `pinShards=true` (a pinned shard is not moved); `always` with `pinShards=true`
     /// is refused.
-    "shardColocation" => shard_colocation: ShardColocation = ShardColocation::Auto,
+    "shardColocation" => shard_colocation: ShardColocation = ShardColocation::Off,
         ShardColocation::parse;
 
     // --- topics / groups ---

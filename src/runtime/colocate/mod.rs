@@ -1,5 +1,5 @@
 //! Shards that share one CPU while that is cheaper, and spread out when another CPU has idle
-//! time to give them (broker key `shardColocation`: `auto`, the default, `off` or `always`;
+//! time to give them (broker key `shardColocation`: `auto`, `off`, the default, or `always`;
 //! README "Co-located shards").
 //!
 //! A record handed to another shard costs two cross-thread wake-ups when both shards sleep
