@@ -389,16 +389,18 @@ impl Inbox {
                 .map_err(bad);
         }
         // A large body is shown to the handler, once its header is in, before it is read.
-        if self.vetted
-            || declared_body_bytes(read).is_none_or(|b| b <= CONNECTION_BODY_VETTED_BYTES)
-        {
+        if self.vetted {
             return Ok(None);
         }
+        let Some(body_bytes) =
+            declared_body_bytes(read).filter(|b| *b > CONNECTION_BODY_VETTED_BYTES)
+        else {
+            return Ok(None);
+        };
         let Some((header, frame_bytes)) = decode_head(read, max_frame_bytes).map_err(bad)? else {
             return Ok(None);
         };
         self.vetted = true;
-        let body_bytes = declared_body_bytes(read).unwrap_or(0);
         if header.is_response() {
             return Ok(None);
         }

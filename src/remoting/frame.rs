@@ -54,16 +54,22 @@ pub fn next_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option<B
     }
 }
 
+/// A frame's length prefix and header word, once both are in `buf`.
+fn prefix_and_word(buf: &[u8]) -> Option<(usize, u32)> {
+    let start = buf.get(..FRAME_LENGTH_PREFIX_BYTES + FRAME_HEADER_WORD_BYTES)?;
+    let declared = u32::from_be_bytes([start[0], start[1], start[2], start[3]]) as usize;
+    Some((
+        declared,
+        u32::from_be_bytes([start[4], start[5], start[6], start[7]]),
+    ))
+}
+
 /// The body length declared by the frame at the start of `buf` (its length less its header
 /// word and header), once its prefix and header word are in; `None` before, or when they do not
 /// add up ([`check_frame`] refuses such a frame).
 pub fn declared_body_bytes(buf: &[u8]) -> Option<usize> {
-    let word_end = FRAME_LENGTH_PREFIX_BYTES + FRAME_HEADER_WORD_BYTES;
-    let start = buf.get(..word_end)?;
-    let declared = u32::from_be_bytes([start[0], start[1], start[2], start[3]]) as usize;
-    let header =
-        (u32::from_be_bytes([start[4], start[5], start[6], start[7]]) & 0x00FF_FFFF) as usize;
-    declared.checked_sub(FRAME_HEADER_WORD_BYTES + header)
+    let (declared, word) = prefix_and_word(buf)?;
+    declared.checked_sub(FRAME_HEADER_WORD_BYTES + (word & 0x00FF_FFFF) as usize)
 }
 
 /// The header of a frame whose start is in `buf`, decoded before the rest of the frame has
@@ -78,11 +84,9 @@ pub fn decode_head(
 ) -> Result<Option<(RemotingCommand, usize)>, WireError> {
     check_frame(buf, max_frame_bytes)?;
     const WORD_END: usize = FRAME_LENGTH_PREFIX_BYTES + FRAME_HEADER_WORD_BYTES;
-    if buf.len() < WORD_END {
+    let Some((declared, word)) = prefix_and_word(buf) else {
         return Ok(None);
-    }
-    let declared = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let word = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    };
     let header_end = WORD_END + (word & 0x00FF_FFFF) as usize;
     let Some(header) = buf.get(WORD_END..header_end) else {
         return Ok(None);
