@@ -45,13 +45,27 @@ pub enum RecordError {
     #[error("topic or properties are not UTF-8")]
     BadUtf8,
     /// The store's recovery reads a record whose topic is empty or whose topic or properties
-    /// hold a NUL as torn by a power loss (`store::commitlog::segment`), so none is stored.
+    /// hold a NUL as torn by a power loss ([`tail_fault`]), so none is stored.
     #[error("the topic is empty or holds a NUL byte")]
     TopicWithNul,
     #[error("the properties hold a NUL byte, which a stored record never does (recovery reads one as a write torn by a power loss)")]
     PropertiesWithNul,
     #[error("body CRC {stored:#x} does not match the body ({computed:#x})")]
     BadCrc { stored: u32, computed: u32 },
+}
+
+/// What no stored record holds after its body: an empty topic, or a NUL in the topic or the
+/// properties. [`RecordInput::encode`] refuses such a record, and the store's recovery reads
+/// one as a write torn by a power loss (`store::commitlog::segment::check_record`): a torn
+/// write leaves zeros, and there they cannot be mistaken for a record's own bytes.
+pub fn tail_fault(topic: &str, properties: &str) -> Option<RecordError> {
+    if topic.is_empty() || topic.as_bytes().contains(&0) {
+        return Some(RecordError::TopicWithNul);
+    }
+    properties
+        .as_bytes()
+        .contains(&0)
+        .then_some(RecordError::PropertiesWithNul)
 }
 
 /// What a record is built from (the broker fills this from a send request).
@@ -168,11 +182,8 @@ impl RecordInput<'_> {
         if self.properties.len() > PROPERTIES_MAX_BYTES {
             return Err(RecordError::PropertiesTooLong(self.properties.len()));
         }
-        if self.topic.is_empty() || self.topic.as_bytes().contains(&0) {
-            return Err(RecordError::TopicWithNul);
-        }
-        if self.properties.as_bytes().contains(&0) {
-            return Err(RecordError::PropertiesWithNul);
+        if let Some(fault) = tail_fault(self.topic, self.properties) {
+            return Err(fault);
         }
         let total = self.encoded_len();
         let start = dst.len();

@@ -19,7 +19,7 @@ use super::error::{StoreError, StoreResult};
 use super::io::Storage;
 use super::MessageStore;
 use crate::message::record::{
-    peek_header, RecordView, BLANK_MAGIC_CODE, BLANK_RECORD_BYTES, MESSAGE_MAGIC_CODE,
+    peek_header, RecordError, RecordView, BLANK_MAGIC_CODE, BLANK_RECORD_BYTES, MESSAGE_MAGIC_CODE,
 };
 use crate::runtime::OffsetWatch;
 
@@ -200,7 +200,7 @@ enum ChunkError {
     #[error("record at {at} says it belongs at physical offset {field}")]
     Misplaced { at: u64, field: i64 },
     #[error("record at {at}: {what} (a torn write)")]
-    Torn { at: u64, what: &'static str },
+    Torn { at: u64, what: RecordError },
 }
 
 fn split_records(

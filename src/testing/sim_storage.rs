@@ -291,18 +291,20 @@ impl SimStorage {
                     1 => apply(&mut image, &op),
                     _ => {
                         if let Op::Write { pos, data } = &op {
-                            // Cut at a sector boundary (or the write's own ends).
+                            // Cut at the write's start, a sector boundary inside it, or its
+                            // end.
                             let align = state.alignment;
                             let end = pos + data.len() as u64;
-                            let first = (pos / align + 1) * align;
-                            let inner = end.saturating_sub(1).saturating_sub(first) / align
-                                + u64::from(first < end);
-                            let cut = match state.next_random() % (inner + 2) {
-                                0 => *pos,
-                                k if k == inner + 1 => end,
-                                k => first + (k - 1) * align,
-                            };
-                            let keep = (cut - pos) as usize;
+                            let cuts: Vec<u64> = std::iter::once(*pos)
+                                .chain(
+                                    (pos / align + 1..)
+                                        .map(|k| k * align)
+                                        .take_while(|b| *b < end),
+                                )
+                                .chain(std::iter::once(end))
+                                .collect();
+                            let pick = state.next_random() % cuts.len() as u64;
+                            let keep = (cuts[pick as usize] - pos) as usize;
                             let torn = Op::Write {
                                 pos: *pos,
                                 data: data[..keep].to_vec(),

@@ -4,7 +4,9 @@
 //! CRC, the PHYSICALOFFSET field naming the position it sits at, and no NUL where a torn
 //! write leaves zeros after the body). Pure functions.
 
-use crate::message::record::{RecordView, BLANK_MAGIC_CODE, BLANK_RECORD_BYTES};
+use crate::message::record::{
+    tail_fault, RecordError, RecordView, BLANK_MAGIC_CODE, BLANK_RECORD_BYTES,
+};
 
 /// The blank record closing a segment whose last `remaining` bytes are unused.
 pub(crate) fn blank_record(remaining: u64) -> [u8; BLANK_RECORD_BYTES] {
@@ -33,31 +35,17 @@ pub(crate) enum Invalid {
     },
     /// Zeros where the record's tail (topic, properties) can hold none: a write torn after
     /// the body.
-    Torn(&'static str),
+    Torn(RecordError),
 }
 
-/// Whether the part of a record after its body — which neither the body CRC nor the size
-/// fields cover — holds zeros where a record never does. Writes reach the disk in whole
-/// sectors; a sector of a torn write that did not, or that an older write of the same
-/// partial page left behind, reads back as zeros (segments are preallocated and written
-/// ahead with zeros), so what a torn write leaves inside a record is a run of zeros. In the
-/// body the CRC sees it; before the body it reaches the body or, for an empty one, the
-/// topic; after the body it lands in the topic (never empty, never holding a NUL: topic
-/// names are validated on every path that stores one) or in the properties (never holding a
-/// NUL: `RecordInput::encode` refuses one), or in a length field, whose sum then misses the
-/// record's size.
-fn torn_tail(view: &RecordView<'_>) -> Option<&'static str> {
-    if view.topic.is_empty() {
-        return Some("empty topic");
-    }
-    if view.topic.as_bytes().contains(&0) {
-        return Some("NUL in the topic");
-    }
-    if view.properties.as_bytes().contains(&0) {
-        return Some("NUL in the properties");
-    }
-    None
-}
+// What a torn write leaves after a record's body. Writes reach the disk in whole sectors; a
+// sector of a torn write that did not, or that an older write of the same partial page left
+// behind, reads back as zeros (segments are preallocated and written ahead with zeros), so what
+// a torn write leaves inside a record is a run of zeros. In the body the CRC sees it; before the
+// body it reaches the body or, for an empty one, the topic; after the body it lands in the
+// topic or the properties, which never hold a NUL in a stored record (`tail_fault`, which
+// `RecordInput::encode` applies to every record), or in a length field, whose sum then misses
+// the record's size.
 
 /// Checks the record in `bytes` (exactly one record) stored at physical offset `physical`;
 /// returns its parsed view.
@@ -77,8 +65,8 @@ pub(crate) fn check_record(
     if check_crc && view.check_crc().is_err() {
         return Err(Invalid::Crc);
     }
-    if let Some(what) = torn_tail(&view) {
-        return Err(Invalid::Torn(what));
+    if let Some(fault) = tail_fault(view.topic, view.properties) {
+        return Err(Invalid::Torn(fault));
     }
     if view.physical_offset != physical {
         return Err(Invalid::Misplaced {
