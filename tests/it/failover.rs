@@ -1433,6 +1433,12 @@ fn the_rust_client_producer_and_push_consumer_keep_working_across_a_failover() {
         mut a,
         b,
     } = FoCluster::start();
+    // The topic exists before the consumer starts, so its first rebalance finds the route:
+    // created by the first send instead, the consumer waited for its next route poll (10 s)
+    // and the rebalance after it, and under load missed the 30 s it is given.
+    let mut admin = Connection::connect(&a.addr(), TIMEOUT).expect("master reachable");
+    crate::harness::create_topic(&mut admin, TOPIC, 4);
+    drop(admin);
     let clients = Clients::new("failover", &ns, false);
     // Routes every 10 s, offsets persisted every second (the client's defaults: 30 s, 5 s;
     // its smallest allowed: 10 s, 1 s).
