@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
@@ -623,6 +624,42 @@ impl Shard {
             },
         }
     }
+
+    /// An ACL update (it rewrites and fsyncs an ACL file) goes through the ACL's gate on a
+    /// blocking thread, so the shard keeps serving while the disk works; a request the gate
+    /// lets pass is then dispatched as any other.
+    async fn gate_on_blocking_thread(
+        self: Rc<Self>,
+        acl: Arc<crate::acl::Acl>,
+        origin: Origin,
+        request: RemotingCommand,
+        busy: Busy,
+    ) -> Option<RemotingCommand> {
+        let cfg = &self.ctx.cfg;
+        let broker = (
+            cfg.broker_name.clone(),
+            self.ctx.broker_addr.clone(),
+            cfg.broker_cluster_name.clone(),
+        );
+        let (gate, request) = glommio::executor()
+            .spawn_blocking(move || {
+                let (name, addr, cluster) = &broker;
+                let broker = crate::acl::gate::BrokerIdentity {
+                    name,
+                    addr,
+                    cluster,
+                };
+                (
+                    crate::acl::gate::gate(&acl, origin.peer, &request, broker),
+                    request,
+                )
+            })
+            .await;
+        match gate {
+            crate::acl::gate::Gate::Answer(reply) => reply,
+            crate::acl::gate::Gate::Pass => self.dispatch_busy(origin, request, busy).await,
+        }
+    }
 }
 
 /// The connection-facing side of a shard.
@@ -638,6 +675,14 @@ impl Handler for Shard {
         // ACL off (the default): this one branch is all it costs.
         if let Some(acl) = &self.ctx.acl {
             let cfg = &self.ctx.cfg;
+            if crate::acl::gate::writes_files(request.code) {
+                return Reply::Later(Box::pin(Rc::clone(self).gate_on_blocking_thread(
+                    Arc::clone(acl),
+                    origin,
+                    request,
+                    busy,
+                )));
+            }
             let broker = crate::acl::gate::BrokerIdentity {
                 name: &cfg.broker_name,
                 addr: &self.ctx.broker_addr,
