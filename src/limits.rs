@@ -89,6 +89,9 @@ pub const CLIENT_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Topic name length limit (1-byte length in the stored record; Java `msgCheck`).
 pub const TOPIC_NAME_MAX_BYTES: usize = 127;
 
+/// Bytes of one consume-queue unit: commitlog offset (8) + size (4) + tag hash code (8).
+pub const CQ_UNIT_BYTES: u64 = 8 + 4 + 8;
+
 /// Properties string limit (2-byte signed length in the stored record).
 pub const PROPERTIES_MAX_BYTES: usize = 32767;
 

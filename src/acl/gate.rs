@@ -73,6 +73,17 @@ pub fn gate(
     Gate::Answer((!cmd.is_oneway()).then_some(reply))
 }
 
+/// Whether [`gate`] answers `code` by rewriting (and fsyncing) an ACL file: the caller runs
+/// such a request on a blocking thread, never on a shard's.
+pub fn writes_files(code: i32) -> bool {
+    matches!(
+        code,
+        req::UPDATE_AND_CREATE_ACL_CONFIG
+            | req::DELETE_ACL_CONFIG
+            | req::UPDATE_GLOBAL_WHITE_ADDRS_CONFIG
+    )
+}
+
 /// `a=PUB,b=SUB` → entries.
 fn split_list(text: &str) -> Vec<String> {
     text.split(',')

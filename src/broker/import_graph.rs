@@ -11,25 +11,17 @@
 //! crate::broker::processor; … processor::x`) are not followed.
 //!
 //! What it asserts:
-//! - the modules that still name `Shard` outside the wiring (`shard.rs` and the broker root,
-//!   which starts the shards and their background tasks) are exactly [`LEGACY`]: a processor
-//!   or service that starts naming `Shard` fails, and so does one converted without being
-//!   struck off the list (the list only shrinks);
-//! - the mesh protocol and the services never import a processor, `shard.rs` or a legacy
-//!   module;
-//! - with the legacy modules set aside, the graph has no cycle (the legacy ones still add
-//!   methods to `Shard` in `impl Shard` blocks, so `Shard` and each of them depend on each
-//!   other until they are turned into functions over services).
+//! - nothing names `Shard` but the wiring (`shard.rs` and the broker root, which starts the
+//!   shards and their background tasks): processors, replication, the schedulers and the
+//!   services take the services they need, so no `impl Shard` block grows outside `shard.rs`;
+//! - the mesh protocol and the services never import a processor or `shard.rs`;
+//! - the graph has no cycle, with nothing set aside (issue 17's last legacy module,
+//!   `replication`, became functions over services).
 
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
-
-    /// Modules that still take the whole `Shard` (`impl Shard` blocks or `Rc<Shard>`
-    /// arguments): what is left of issue 17's item 1. Strike a module off when it is turned
-    /// into functions over the services it needs.
-    const LEGACY: &[&str] = &["replication"];
 
     /// The wiring: allowed to name `Shard`.
     const WIRING: &[&str] = &["", "shard"];
@@ -312,30 +304,23 @@ mod tests {
     }
 
     #[test]
-    fn only_the_listed_legacy_modules_name_shard() {
+    fn only_the_wiring_names_shard() {
         let (sources, _) = broker_graph();
-        let naming: BTreeSet<&str> = sources
+        let naming: Vec<&str> = sources
             .iter()
             .filter(|(m, text)| !WIRING.contains(&m.as_str()) && names_shard(text))
             .map(|(m, _)| m.as_str())
             .collect();
-        let legacy: BTreeSet<&str> = LEGACY.iter().copied().collect();
-        let new: Vec<_> = naming.difference(&legacy).collect();
-        let converted: Vec<_> = legacy.difference(&naming).collect();
         assert!(
-            new.is_empty(),
-            "these modules name Shard; take services instead: {new:?}"
-        );
-        assert!(
-            converted.is_empty(),
-            "these no longer name Shard; strike them off LEGACY: {converted:?}"
+            naming.is_empty(),
+            "these modules name Shard; take services instead: {naming:?}"
         );
     }
 
     #[test]
     fn the_mesh_protocol_and_the_services_import_nothing_above_them() {
         let (_, graph) = broker_graph();
-        let above = |m: &str| m == "shard" || m.starts_with("processor") || LEGACY.contains(&m);
+        let above = |m: &str| m == "shard" || m.starts_with("processor");
         for (module, targets) in &graph {
             if module == "mesh_proto" || module.starts_with("services") {
                 let wrong: Vec<_> = targets.iter().filter(|t| above(t)).collect();
@@ -345,12 +330,11 @@ mod tests {
     }
 
     #[test]
-    fn without_the_legacy_modules_the_broker_has_no_import_cycle() {
-        let (_, mut graph) = broker_graph();
-        graph.retain(|m, _| !LEGACY.contains(&m.as_str()));
-        for targets in graph.values_mut() {
-            targets.retain(|t| !LEGACY.contains(&t.as_str()));
-        }
+    fn the_broker_has_no_import_cycle() {
+        let (_, graph) = broker_graph();
+        // The walk sees the wiring's and replication's imports (the test is not vacuous).
+        assert!(graph["shard"].contains("replication"));
+        assert!(graph["replication"].contains("services/replication"));
         assert_eq!(find_cycle(&graph), None, "an import cycle in src/broker");
     }
 }

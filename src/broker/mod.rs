@@ -7,7 +7,7 @@
 //! ([`services`]), which sit on the store, ha and runtime; shards speak [`mesh_proto`]'s
 //! messages to each other; [`shard`] wires it together (builds the services, routes each
 //! request, answers the mesh) and this module starts the shards and their background tasks.
-//! `import_graph.rs`'s test checks the direction and lists the modules not yet converted.
+//! `import_graph.rs`'s test checks the direction and that the graph has no cycle.
 
 pub mod consumer_groups;
 pub mod context;
@@ -52,6 +52,7 @@ use processor::admin::{RuntimeSamples, ShardStats};
 use services::group_book::GroupBook;
 use services::mesh_client::MeshClient;
 use services::offsets::OffsetBook;
+use services::replication::SlaveStore;
 use services::store::ShardStore;
 use services::topic_book::TopicBook;
 use services::topics::TopicReplica;
@@ -281,7 +282,9 @@ async fn run_shard(seed: ShardSeed) {
             Rc::clone(&shard.ctx),
             topics.expect("the control shard has the topic table"),
             Rc::clone(&shard.registration),
-            move |ha, remoting| learner.master_addr_learned(ha, remoting),
+            move |ha, remoting| {
+                replication::master_addr_learned(&learner.ha, &learner.mesh, ha, remoting)
+            },
             shutdown.clone(),
             ready,
         );
@@ -297,11 +300,30 @@ async fn run_shard(seed: ShardSeed) {
     if shard.ctx.cfg.broker_role == config::BrokerRole::Slave {
         // A slave delivers no delayed messages and checks no transactions (its master does);
         // it follows the master's commitlog and copies its metadata.
-        let follower = replication::run_follower(Rc::clone(&shard), shutdown.clone());
+        let store_cfg =
+            StoreConfig::from_broker(&shard.ctx.cfg, shard.id as u8, shard.ctx.shards as u32);
+        let store = SlaveStore::new(Rc::clone(&shard.store), store_cfg);
+        let follower = replication::run_follower(shard.ha.clone(), store, shutdown.clone());
         tasks.push(glommio::spawn_local(follower));
         if shard.control.is_some() {
-            let sync = replication::run_metadata_sync(Rc::clone(&shard), shutdown.clone());
-            tasks.push(glommio::spawn_local(sync));
+            let (syncing, stop) = (Rc::clone(&shard), shutdown.clone());
+            tasks.push(glommio::spawn_local(async move {
+                let Some(control) = &syncing.control else {
+                    return;
+                };
+                let sync = replication::MetadataSync {
+                    ctx: &syncing.ctx,
+                    replication: &syncing.ha,
+                    topic_book: &control.topics,
+                    groups: &control.groups,
+                    topics: &syncing.topics,
+                    subscriptions: &syncing.subscriptions,
+                    offsets: &syncing.offsets,
+                    mesh: &syncing.mesh,
+                    all: syncing.all_shards(),
+                };
+                replication::run_metadata_sync(&sync, stop).await
+            }));
         }
     } else {
         for level in schedule::levels_of(&shard.ctx, shard.id) {
@@ -343,7 +365,13 @@ async fn run_shard(seed: ShardSeed) {
         tasks.push(glommio::spawn_local(watch_acl(acl, shutdown.clone())));
     }
     if let Some(listener) = ha_listener {
-        let ha = replication::serve_ha(listener, Rc::clone(&shard), shutdown.clone());
+        let parts = replication::HaListener {
+            ctx: Rc::clone(&shard.ctx),
+            replication: shard.ha.clone(),
+            mesh: shard.mesh.get().cloned(),
+            shutdown: shutdown.clone(),
+        };
+        let ha = replication::serve_ha(listener, parts);
         tasks.push(glommio::spawn_local(ha));
     }
     let servers = listeners
@@ -414,7 +442,7 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
         id: seed.id,
         mesh: MeshClient::new(seed.id, seed.ctx.shards),
         ctx: Rc::new(seed.ctx),
-        store: ShardStore::new(store),
+        store: Rc::new(ShardStore::new(store)),
         topics: TopicReplica::new(seed.topics),
         subscriptions: Default::default(),
         offsets: OffsetBook::new(offsets, delay_offsets),

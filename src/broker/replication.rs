@@ -4,12 +4,14 @@
 //! names; a slave learns where its master is from the nameserver's answer to its registration
 //! (or `haMasterAddress`) and its control shard copies the master's topics, consumer offsets,
 //! delay offsets and subscription groups every 10 s, as Java's `SlaveSynchronize` does.
+//!
+//! Functions over the services they need: each shard's part is its
+//! [`crate::broker::services::replication::Replication`]; the wiring (`mod.rs`) starts the
+//! tasks below with the parts they take.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,15 +19,20 @@ use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::context::BrokerContext;
-use super::mesh_proto::{HaRole, HaStatus, MeshRequest, MeshResponse};
+use super::mesh_proto::{HaRole, HaStatus, MeshRequest};
 use super::placement::owner_shard;
-use super::services::mesh_client::MeshClient;
-use super::services::store::ShardStore;
-use super::shard::Shard;
+use super::processor::admin::AllShards;
+use super::services::group_book::GroupBook;
+use super::services::mesh_client::{BrokerMesh, MeshClient};
+use super::services::offsets::OffsetBook;
+use super::services::replication::{gather_status, Replication, SlaveStore};
+use super::services::subscriptions::SubscriptionReplica;
+use super::services::topic_book::TopicBook;
+use super::services::topics::TopicReplica;
 use crate::config::{BrokerRole, FlushDiskType};
 use crate::ha::master::{self, Replicas};
-use crate::ha::proto::{Action, Hello};
-use crate::ha::slave::{Follower, FollowerHost, MasterAddr};
+use crate::ha::proto::Hello;
+use crate::ha::slave::{Follower, MasterAddr};
 use crate::ha::{HaError, HaOptions};
 use crate::net::{RpcClient, RpcError};
 use crate::protocol::lenient;
@@ -35,7 +42,7 @@ use crate::store::dispatch::SCHEDULE_TOPIC;
 use crate::store::metadata::{
     ConsumerOffsetTable, DelayOffsetTable, MetadataError, SubscriptionGroupTable, TopicTable,
 };
-use crate::store::{DmaStorage, MessageStore, StoreConfig, SystemClock};
+use crate::store::{MessageStore, SystemClock};
 
 /// How long a new HA connection may take to say which shard it wants.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,22 +50,16 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const METADATA_SYNC_PERIOD: Duration = Duration::from_secs(10);
 const METADATA_SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A shard's part in replication.
-pub enum ShardHa {
-    Master(Rc<Replicas>),
-    Slave(Rc<Follower>),
-}
-
 /// Sets up replication for shard `id` around its freshly opened store.
-pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::Result<ShardHa> {
+pub(super) fn open(
+    ctx: &BrokerContext,
+    id: usize,
+    store: &MessageStore,
+) -> io::Result<Replication> {
     let cfg = &ctx.cfg;
     let opts = HaOptions::from_broker(cfg);
     let root = &cfg.store_path_root_dir;
     if cfg.broker_role == BrokerRole::Slave {
-        let master = Rc::new(MasterAddr::default());
-        if let Some(fixed) = &cfg.ha_master_address {
-            master.set(Some(fixed.clone()), None);
-        }
         let durable = cfg.flush_disk_type == FlushDiskType::SyncFlush;
         let follower = Follower::new(
             opts,
@@ -67,12 +68,13 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
             ctx.shards,
             ctx.broker_addr.clone(),
             durable,
-            master,
+            Rc::new(MasterAddr::default()),
         );
         let follower = follower
             .with_credentials(ctx.credentials())
             .with_controller(ctx.sync_state.clone());
-        return Ok(ShardHa::Slave(Rc::new(follower)));
+        let fixed = cfg.ha_master_address.clone();
+        return Ok(Replication::slave(id, Rc::new(follower), fixed));
     }
     // In controller mode a master's epoch is numbered after the controller's master epoch (so
     // getBrokerEpoch shows the controller's numbers), never below the history's next.
@@ -84,200 +86,142 @@ pub(super) fn open(ctx: &BrokerContext, id: usize, store: &MessageStore) -> io::
     if cfg.broker_role == BrokerRole::SyncMaster {
         store.set_replica_wait(replicas.clone());
     }
-    Ok(ShardHa::Master(replicas))
+    Ok(Replication::master(id, replicas))
 }
 
-impl Shard {
-    /// GET_BROKER_RUNTIME_INFO's replication entries. A master: `haConnectionCount` (slaves),
-    /// `haSlaveAckOffset` (bytes acknowledged, all shards), `haSlaveFallBehindBytes` and
-    /// `haSlaveFallBehindMillis` (the furthest slave), and `haSlave.<addr>` per slave
-    /// (`ackOffset=…,behindBytes=…,behindMillis=…,holdsConfirmed=0|1`, the last: on every
-    /// shard it holds what the master acknowledged in controller mode). A slave: `haMasterAddr`, `haConnected`,
-    /// `haFallBehindBytes`, `haFallBehindMillis`.
-    ///
-    /// Controller mode adds the group as the broker's agent last read it from the controller:
-    /// `controllerBrokerId`, `controllerMasterBrokerId`, `controllerMasterEpoch`,
-    /// `controllerSyncStateSet` (ids, comma-separated) and `controllerSyncStateSetEpoch`.
-    pub async fn ha_entries(&self, table: &mut BTreeMap<String, String>) {
-        if let Some(f) = self.ctx.sync_state.as_ref().and_then(|v| v.figures()) {
-            let set: Vec<String> = f.sync_state_set.iter().map(u64::to_string).collect();
-            for (k, v) in [
-                ("controllerBrokerId", f.broker_id.to_string()),
-                (
-                    "controllerMasterBrokerId",
-                    f.master_id.map_or_else(String::new, |m| m.to_string()),
-                ),
-                ("controllerMasterEpoch", f.master_epoch.to_string()),
-                ("controllerSyncStateSet", set.join(",")),
-                (
-                    "controllerSyncStateSetEpoch",
-                    f.sync_state_set_epoch.to_string(),
-                ),
-            ] {
-                table.insert(k.to_string(), v);
-            }
-        }
-        let here = ha_status(self.id, &self.ha, &self.store);
-        let statuses = gather_ha_status(here, &self.mesh).await;
-        // Per slave: acked, behind bytes, behind ms, shards linked, shards where it holds what
-        // the master confirmed.
-        let mut slaves: BTreeMap<String, (u64, u64, u64, usize, usize)> = BTreeMap::new();
-        let (mut is_slave, mut connected, mut behind, mut behind_ms) = (false, true, 0, 0);
-        let mut master_addr = None;
-        for status in statuses {
-            match status.role {
-                HaRole::Master(lags) => {
-                    for lag in lags {
-                        let e = slaves.entry(lag.addr).or_default();
-                        e.0 += lag.acked;
-                        e.1 += lag.behind_bytes;
-                        e.2 = e.2.max(lag.behind_ms);
-                        e.3 += 1;
-                        e.4 += usize::from(lag.holds_confirmed);
-                    }
-                }
-                HaRole::Slave(s) => {
-                    is_slave = true;
-                    connected &= s.connected;
-                    behind += s.behind_bytes;
-                    behind_ms = behind_ms.max(s.behind_ms);
-                    master_addr = master_addr.or(s.master);
-                }
-            }
-        }
-        let mut put = |k: &str, v: String| {
+/// GET_BROKER_RUNTIME_INFO's replication entries, from this shard's figures (`here`) and the
+/// other shards'. A master: `haConnectionCount` (slaves), `haSlaveAckOffset` (bytes
+/// acknowledged, all shards), `haSlaveFallBehindBytes` and `haSlaveFallBehindMillis` (the
+/// furthest slave), and `haSlave.<addr>` per slave
+/// (`ackOffset=…,behindBytes=…,behindMillis=…,holdsConfirmed=0|1`, the last: on every
+/// shard it holds what the master acknowledged in controller mode). A slave: `haMasterAddr`, `haConnected`,
+/// `haFallBehindBytes`, `haFallBehindMillis`.
+///
+/// Controller mode adds the group as the broker's agent last read it from the controller:
+/// `controllerBrokerId`, `controllerMasterBrokerId`, `controllerMasterEpoch`,
+/// `controllerSyncStateSet` (ids, comma-separated) and `controllerSyncStateSetEpoch`.
+pub async fn ha_entries(
+    ctx: &BrokerContext,
+    here: HaStatus,
+    mesh: &MeshClient,
+    table: &mut BTreeMap<String, String>,
+) {
+    if let Some(f) = ctx.sync_state.as_ref().and_then(|v| v.figures()) {
+        let set: Vec<String> = f.sync_state_set.iter().map(u64::to_string).collect();
+        for (k, v) in [
+            ("controllerBrokerId", f.broker_id.to_string()),
+            (
+                "controllerMasterBrokerId",
+                f.master_id.map_or_else(String::new, |m| m.to_string()),
+            ),
+            ("controllerMasterEpoch", f.master_epoch.to_string()),
+            ("controllerSyncStateSet", set.join(",")),
+            (
+                "controllerSyncStateSetEpoch",
+                f.sync_state_set_epoch.to_string(),
+            ),
+        ] {
             table.insert(k.to_string(), v);
-        };
-        if is_slave {
-            put("haMasterAddr", master_addr.unwrap_or_default());
-            put("haConnected", connected.to_string());
-            put("haFallBehindBytes", behind.to_string());
-            put("haFallBehindMillis", behind_ms.to_string());
-            return;
-        }
-        // A slave counts once its every shard is connected.
-        let shards = self.ctx.shards;
-        let full = slaves.values().filter(|s| s.3 >= shards).count();
-        put("haConnectionCount", full.to_string());
-        let acked = slaves.values().map(|s| s.0).max().unwrap_or(0);
-        put("haSlaveAckOffset", acked.to_string());
-        let (bytes, ms) = slaves
-            .values()
-            .fold((0, 0), |(b, m), s| (b.max(s.1), m.max(s.2)));
-        put("haSlaveFallBehindBytes", bytes.to_string());
-        put("haSlaveFallBehindMillis", ms.to_string());
-        for (addr, (acked, bytes, ms, linked, holding)) in slaves {
-            let holds = linked >= shards && holding >= shards;
-            put(
-                &format!("haSlave.{addr}"),
-                format!(
-                    "ackOffset={acked},behindBytes={bytes},behindMillis={ms},holdsConfirmed={}",
-                    u8::from(holds)
-                ),
-            );
         }
     }
-
-    /// Serves a slave's connection for this shard (handed over by the control shard).
-    pub(super) fn serve_ha_link(&self, stream: TcpStream, hello: Hello) {
-        let ShardHa::Master(replicas) = &self.ha else {
-            let reason = "this broker is a slave".to_string();
-            glommio::spawn_local(master::refuse(stream, reason)).detach();
-            return;
-        };
-        let task = Rc::clone(replicas).serve(stream, hello, self.shutdown.clone());
-        glommio::spawn_local(task).detach();
-    }
-
-    /// The master moved (or became known): every shard's follower reconnects there.
-    pub(super) fn set_master_addr(&self, ha: Option<String>, remoting: Option<String>) {
-        if let ShardHa::Slave(follower) = &self.ha {
-            let ha = self.ctx.cfg.ha_master_address.clone().or(ha);
-            if follower.master.set(ha.clone(), remoting.clone()) {
-                tracing::info!(ha = ?ha, master = ?remoting, shard = self.id, "master address");
-            }
-        }
-    }
-
-    /// On the control shard of a slave, after a registration answered with the master's
-    /// addresses: tell every shard.
-    pub(super) fn master_addr_learned(&self, ha: Option<String>, remoting: Option<String>) {
-        let ShardHa::Slave(follower) = &self.ha else {
-            return;
-        };
-        // Java keeps the last HA address when the answer has none (the master is down).
-        let ha = ha.or_else(|| follower.master.ha());
-        self.set_master_addr(ha.clone(), remoting.clone());
-        self.mesh.spawn_broadcast(move || MeshRequest::MasterAddr {
-            ha: ha.clone(),
-            remoting: remoting.clone(),
-        });
-    }
-}
-
-impl FollowerHost for Shard {
-    fn store(&self) -> MessageStore {
-        self.store.get()
-    }
-
-    fn reopen(
-        &self,
-        action: Action,
-        start: u64,
-    ) -> Pin<Box<dyn Future<Output = Result<MessageStore, HaError>> + '_>> {
-        Box::pin(async move {
-            let old = self.store.get();
-            old.close().await.map_err(HaError::CloseStore)?;
-            let mut cfg =
-                StoreConfig::from_broker(&self.ctx.cfg, self.id as u8, self.ctx.shards as u32);
-            match action {
-                Action::Truncate => cfg.truncate_to = Some(start),
-                Action::Wipe => {
-                    crate::store::remove_shard_files(&cfg).map_err(HaError::WipeStore)?
+    let statuses = gather_status(here, mesh).await;
+    // Per slave: acked, behind bytes, behind ms, shards linked, shards where it holds what
+    // the master confirmed.
+    let mut slaves: BTreeMap<String, (u64, u64, u64, usize, usize)> = BTreeMap::new();
+    let (mut is_slave, mut connected, mut behind, mut behind_ms) = (false, true, 0, 0);
+    let mut master_addr = None;
+    for status in statuses {
+        match status.role {
+            HaRole::Master(lags) => {
+                for lag in lags {
+                    let e = slaves.entry(lag.addr).or_default();
+                    e.0 += lag.acked;
+                    e.1 += lag.behind_bytes;
+                    e.2 = e.2.max(lag.behind_ms);
+                    e.3 += 1;
+                    e.4 += usize::from(lag.holds_confirmed);
                 }
-                Action::Continue => {}
             }
-            let store = MessageStore::open(DmaStorage, Rc::new(SystemClock), cfg)
-                .await
-                .map_err(HaError::ReopenStore)?;
-            self.store.replace(store.clone());
-            Ok(store)
-        })
-    }
-}
-
-/// This shard's replication figures.
-pub fn ha_status(id: usize, ha: &ShardHa, store: &ShardStore) -> HaStatus {
-    let role = match ha {
-        ShardHa::Master(replicas) => HaRole::Master(replicas.lags()),
-        ShardHa::Slave(follower) => HaRole::Slave(follower.status(&store.get())),
-    };
-    HaStatus {
-        shard: id,
-        end: store.get().written_offset(),
-        role,
-    }
-}
-
-/// Every shard's replication figures (this one's: `here`).
-pub async fn gather_ha_status(here: HaStatus, mesh: &MeshClient) -> Vec<HaStatus> {
-    let mut all = vec![here];
-    if let Some(shards) = mesh.get() {
-        for shard in (0..mesh.shards()).filter(|s| *s != mesh.here()) {
-            if let Ok(MeshResponse::Ha(status)) = shards.call(shard, MeshRequest::HaStatus).await {
-                all.push(status);
+            HaRole::Slave(s) => {
+                is_slave = true;
+                connected &= s.connected;
+                behind += s.behind_bytes;
+                behind_ms = behind_ms.max(s.behind_ms);
+                master_addr = master_addr.or(s.master);
             }
         }
     }
-    all
+    let mut put = |k: &str, v: String| {
+        table.insert(k.to_string(), v);
+    };
+    if is_slave {
+        put("haMasterAddr", master_addr.unwrap_or_default());
+        put("haConnected", connected.to_string());
+        put("haFallBehindBytes", behind.to_string());
+        put("haFallBehindMillis", behind_ms.to_string());
+        return;
+    }
+    // A slave counts once its every shard is connected.
+    let shards = ctx.shards;
+    let full = slaves.values().filter(|s| s.3 >= shards).count();
+    put("haConnectionCount", full.to_string());
+    let acked = slaves.values().map(|s| s.0).max().unwrap_or(0);
+    put("haSlaveAckOffset", acked.to_string());
+    let (bytes, ms) = slaves
+        .values()
+        .fold((0, 0), |(b, m), s| (b.max(s.1), m.max(s.2)));
+    put("haSlaveFallBehindBytes", bytes.to_string());
+    put("haSlaveFallBehindMillis", ms.to_string());
+    for (addr, (acked, bytes, ms, linked, holding)) in slaves {
+        let holds = linked >= shards && holding >= shards;
+        put(
+            &format!("haSlave.{addr}"),
+            format!(
+                "ackOffset={acked},behindBytes={bytes},behindMillis={ms},holdsConfirmed={}",
+                u8::from(holds)
+            ),
+        );
+    }
+}
+
+/// On the control shard of a slave, after a registration answered with the master's
+/// addresses: tell every shard.
+pub fn master_addr_learned(
+    replication: &Replication,
+    mesh: &MeshClient,
+    ha: Option<String>,
+    remoting: Option<String>,
+) {
+    let Some(follower) = replication.follower() else {
+        return;
+    };
+    // Java keeps the last HA address when the answer has none (the master is down).
+    let ha = ha.or_else(|| follower.master.ha());
+    replication.set_master_addr(ha.clone(), remoting.clone());
+    mesh.spawn_broadcast(move || MeshRequest::MasterAddr {
+        ha: ha.clone(),
+        remoting: remoting.clone(),
+    });
+}
+
+/// What a master's HA listener (on the control shard) needs: handles it shares with its
+/// shard, so each connection's task owns what it uses.
+#[derive(Clone)]
+pub struct HaListener {
+    pub ctx: Rc<BrokerContext>,
+    /// The control shard's replication (links for it are served there).
+    pub replication: Replication,
+    /// The joined mesh (links for other shards are handed to them over it).
+    pub mesh: Option<Rc<BrokerMesh>>,
+    pub shutdown: Shutdown,
 }
 
 /// A master's HA listener (control shard): reads each connection's HELLO and hands the
 /// connection to the shard it names.
-pub(super) async fn serve_ha(listener: TcpListener, shard: Rc<Shard>, shutdown: Shutdown) {
+pub(super) async fn serve_ha(listener: TcpListener, parts: HaListener) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
+            parts.shutdown.wait().await;
             None
         })
         .await;
@@ -289,7 +233,7 @@ pub(super) async fn serve_ha(listener: TcpListener, shard: Rc<Shard>, shutdown: 
                 continue;
             }
         };
-        let shard = Rc::clone(&shard);
+        let parts = parts.clone();
         glommio::spawn_local(async move {
             let (hello, auth) = match master::read_hello(&mut stream, HELLO_TIMEOUT).await {
                 Ok(hello) => hello,
@@ -298,7 +242,7 @@ pub(super) async fn serve_ha(listener: TcpListener, shard: Rc<Shard>, shutdown: 
                     return master::refuse(stream, reason.to_string()).await;
                 }
             };
-            if let Some(acl) = &shard.ctx.acl {
+            if let Some(acl) = &parts.ctx.acl {
                 let peer = stream.peer_addr().map(|a| a.ip());
                 let now = crate::store::Clock::now_ms(&SystemClock) as u64;
                 let checked = peer
@@ -309,25 +253,26 @@ pub(super) async fn serve_ha(listener: TcpListener, shard: Rc<Shard>, shutdown: 
                     return master::refuse(stream, reason.to_string()).await;
                 }
             }
+            let shards = parts.ctx.shards;
             let target = usize::from(hello.shard);
-            if target >= shard.ctx.shards || usize::from(hello.shard_count) != shard.ctx.shards {
+            if target >= shards || usize::from(hello.shard_count) != shards {
                 let reason = format!(
                     "the master runs {} shard(s), the slave {}: give both the same shardCount",
-                    shard.ctx.shards, hello.shard_count
+                    shards, hello.shard_count
                 );
                 return master::refuse(stream, reason).await;
             }
-            if target == shard.id {
-                return shard.serve_ha_link(stream, hello);
+            if target == parts.replication.shard() {
+                return parts.replication.serve_link(stream, hello, &parts.shutdown);
             }
-            hand_over(&shard, stream, target, hello).await;
+            hand_over(parts.mesh.as_deref(), stream, target, hello).await;
         })
         .detach();
     }
 }
 
 /// Passes a connection to another shard's executor (as a duplicated descriptor).
-async fn hand_over(shard: &Shard, stream: TcpStream, target: usize, hello: Hello) {
+async fn hand_over(mesh: Option<&BrokerMesh>, stream: TcpStream, target: usize, hello: Hello) {
     // SAFETY: dup of a descriptor we own; the copy goes to exactly one new owner below.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     drop(stream);
@@ -335,7 +280,7 @@ async fn hand_over(shard: &Shard, stream: TcpStream, target: usize, hello: Hello
         tracing::warn!(error = %io::Error::last_os_error(), "cannot hand an HA link over");
         return;
     }
-    let Some(mesh) = shard.mesh.get() else {
+    let Some(mesh) = mesh else {
         // SAFETY: fd is ours and unused.
         unsafe { libc::close(fd) };
         return;
@@ -351,38 +296,55 @@ async fn hand_over(shard: &Shard, stream: TcpStream, target: usize, hello: Hello
 }
 
 /// On the receiving shard: the connection from [`hand_over`].
-pub(super) fn adopt_ha_link(shard: &Shard, fd: i32, hello: Hello) {
+pub(super) fn adopt_ha_link(replication: &Replication, fd: i32, hello: Hello, shutdown: &Shutdown) {
     // SAFETY: `fd` was duplicated for this shard alone by `hand_over`.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    shard.serve_ha_link(stream, hello);
+    replication.serve_link(stream, hello, shutdown);
 }
 
-/// A slave shard's follower.
-pub(super) async fn run_follower(shard: Rc<Shard>, shutdown: Shutdown) {
-    let ShardHa::Slave(follower) = &shard.ha else {
+/// A slave shard's follower, reopening `store` when the master's history says so.
+pub(super) async fn run_follower(replication: Replication, store: SlaveStore, shutdown: Shutdown) {
+    let Some(follower) = replication.follower() else {
         return;
     };
-    let follower = Rc::clone(follower);
-    let host: Rc<dyn FollowerHost> = shard;
-    follower.run(host, shutdown).await;
+    Rc::clone(follower).run(Rc::new(store), shutdown).await;
+}
+
+/// What a slave's metadata sync (on its control shard) reads and writes: the control shard's
+/// topic table and subscription groups, and the replicas every shard keeps of them.
+pub struct MetadataSync<'a> {
+    pub ctx: &'a BrokerContext,
+    pub replication: &'a Replication,
+    /// The control shard's topic table.
+    pub topic_book: &'a TopicBook,
+    /// The control shard's subscription groups.
+    pub groups: &'a GroupBook,
+    /// This shard's replicas of the topic table and of subscriptions.
+    pub topics: &'a TopicReplica,
+    pub subscriptions: &'a SubscriptionReplica,
+    /// This shard's consumer and delay offsets.
+    pub offsets: &'a OffsetBook,
+    pub mesh: &'a MeshClient,
+    /// Every shard's data (a topic deleted on the master is deleted here).
+    pub all: AllShards<'a>,
 }
 
 /// A slave's control shard: copies the master's metadata every 10 s (first as soon as the
 /// master is known).
-pub(super) async fn run_metadata_sync(shard: Rc<Shard>, shutdown: Shutdown) {
-    let ShardHa::Slave(follower) = &shard.ha else {
+pub(super) async fn run_metadata_sync(sync: &MetadataSync<'_>, shutdown: Shutdown) {
+    let Some(follower) = sync.replication.follower() else {
         return;
     };
     let master = Rc::clone(&follower.master);
     let mut client: Option<RpcClient> = None;
     loop {
-        let addr = master.remoting().filter(|a| *a != shard.ctx.broker_addr);
+        let addr = master.remoting().filter(|a| *a != sync.ctx.broker_addr);
         if let Some(addr) = addr {
             if client.as_ref().is_none_or(|c| c.addr() != addr) {
                 client = Some(RpcClient::new(addr, METADATA_SYNC_TIMEOUT));
             }
             if let Some(c) = &client {
-                if let Err(e) = shard.sync_metadata(c).await {
+                if let Err(e) = sync.sync_metadata(c).await {
                     tracing::warn!(master = c.addr(), error = %e, "metadata sync failed");
                 }
             }
@@ -439,19 +401,16 @@ async fn fetch(
     Ok(reply.body)
 }
 
-impl Shard {
+impl MetadataSync<'_> {
     /// One round of `SlaveSynchronize.syncAll`.
     async fn sync_metadata(&self, client: &RpcClient) -> Result<(), SyncError> {
-        let Some(control) = &self.control else {
-            return Ok(());
-        };
         let bad = |what: &'static str, source| SyncError::Decode { what, source };
         let creds = self.ctx.credentials();
         let topics: TopicTable =
             lenient::from_slice(&fetch(client, req::GET_ALL_TOPIC_CONFIG, creds.as_ref()).await?)
                 .map_err(|e| bad("topics", e))?;
-        if topics.data_version() != control.topics.data_version() {
-            let (changes, job) = control.topics.replace(topics)?;
+        if topics.data_version() != self.topic_book.data_version() {
+            let (changes, job) = self.topic_book.replace(topics)?;
             job.run().await?;
             tracing::info!(changed = changes.len(), "topics synced from the master");
             for (name, config) in changes {
@@ -466,7 +425,7 @@ impl Shard {
                     // Deleted on the master (DELETE_TOPIC_IN_BROKER): its queues, offsets and
                     // statistics go here too, so the slave stops serving it and a topic made
                     // again under the name starts at offset 0 here as on the master.
-                    match self.delete_topic_data(&name).await {
+                    match self.all.delete_topic_data(&name).await {
                         Ok(()) => tracing::info!(topic = name, "topic deleted on the master"),
                         Err(e) => tracing::warn!(topic = name, error = %e,
                             "the master deleted a topic; its data here is not all deleted"),
@@ -491,10 +450,10 @@ impl Shard {
             .await?,
         )
         .map_err(|e| bad("subscription groups", e))?;
-        if groups.data_version() != control.groups.data_version() {
-            control.groups.replace(groups);
-            self.groups_changed().await;
-            let job = control.groups.persist_job();
+        if groups.data_version() != self.groups.data_version() {
+            self.groups.replace(groups);
+            super::control::groups_changed(self.subscriptions, self.mesh).await;
+            let job = self.groups.persist_job();
             job?.run().await?;
         }
         Ok(())
@@ -503,6 +462,7 @@ impl Shard {
     /// Sends each shard the master's offsets of the queues it owns.
     async fn spread_offsets(&self, offsets: &ConsumerOffsetTable, delays: &DelayOffsetTable) {
         let shards = self.ctx.shards;
+        let here = self.replication.shard();
         let mut consumer: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); shards];
         for (key, queues) in offsets.table() {
             let topic = key.split('@').next().unwrap_or(key);
@@ -515,7 +475,7 @@ impl Shard {
             delay[owner_shard(SCHEDULE_TOPIC, level - 1, shards)].push((*level, *offset));
         }
         for (shard, (consumer, delay)) in consumer.into_iter().zip(delay).enumerate() {
-            if shard == self.id {
+            if shard == here {
                 self.offsets.apply_synced(consumer, delay);
             } else if let Some(mesh) = self.mesh.get() {
                 let _ = mesh

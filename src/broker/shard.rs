@@ -5,14 +5,15 @@
 //! registry and the nameserver registration. Every request is routed to the shard that owns
 //! what it touches and runs there (DESIGN.md "Threads and ownership"); other shards are
 //! reached only over the mesh, in [`crate::broker::mesh_proto`]'s messages. [`Shard::process`]
-//! sends a request to its processor with the services it needs (processors not yet turned
-//! into functions over services still take the shard: `import_graph.rs` lists them).
+//! sends a request to its processor with the services it needs; nothing outside this file
+//! and the broker root names `Shard` (`import_graph.rs` checks it).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::broker::consumer_groups::{ChannelId, ClientRegistry};
 use crate::broker::context::BrokerContext;
@@ -26,12 +27,14 @@ use crate::broker::processor::{
     self, admin, client, controller, lock, offset, pull, query, relay, reply, send, send_back,
     transaction,
 };
+use crate::broker::replication;
 use crate::broker::services::connections::Connections;
 use crate::broker::services::group_book::GroupBook;
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::offsets::OffsetBook;
 use crate::broker::services::puts::Puts;
 use crate::broker::services::registration::RegisterSignal;
+use crate::broker::services::replication::Replication;
 use crate::broker::services::store::ShardStore;
 use crate::broker::services::subscriptions::SubscriptionReplica;
 use crate::broker::services::topic_book::TopicBook;
@@ -59,7 +62,7 @@ pub struct Shard {
     pub id: usize,
     pub ctx: Rc<BrokerContext>,
     /// The shard's store (a slave swaps it when it must follow the master's history).
-    pub store: ShardStore,
+    pub store: Rc<ShardStore>,
     /// Calls to the other shards.
     pub mesh: MeshClient,
     /// Replica of the control shard's topic table.
@@ -80,7 +83,7 @@ pub struct Shard {
     /// Requests this shard refused: per-peer counts and their rate-limited WARN lines.
     pub refusals: crate::refusal::Refusals,
     /// Replication: this shard's slaves (master) or its follower (slave).
-    pub ha: crate::broker::replication::ShardHa,
+    pub ha: Replication,
     /// The broker's shutdown signal.
     pub shutdown: crate::runtime::Shutdown,
     /// Records on their way to the shards that own their queues.
@@ -349,16 +352,12 @@ impl Shard {
                 Some(MeshResponse::Group(None))
             }
             MeshRequest::HaLink { fd, hello } => {
-                crate::broker::replication::adopt_ha_link(&self, fd, hello);
+                replication::adopt_ha_link(&self.ha, fd, hello, &self.shutdown);
                 None
             }
-            MeshRequest::HaStatus => Some(MeshResponse::Ha(crate::broker::replication::ha_status(
-                self.id,
-                &self.ha,
-                &self.store,
-            ))),
+            MeshRequest::HaStatus => Some(MeshResponse::Ha(self.ha.status(&self.store))),
             MeshRequest::MasterAddr { ha, remoting } => {
-                self.set_master_addr(ha, remoting);
+                self.ha.set_master_addr(ha, remoting);
                 None
             }
             MeshRequest::SyncedOffsets { consumer, delay } => {
@@ -435,22 +434,6 @@ impl Shard {
             mesh: &self.mesh,
             connections: &self.connections,
         })
-    }
-
-    // Until replication takes services: its calls.
-
-    /// Drops a deleted topic's queues, offsets and statistics on every shard.
-    pub(crate) async fn delete_topic_data(
-        &self,
-        topic: &str,
-    ) -> Result<(), admin::DeleteTopicError> {
-        self.all_shards().delete_topic_data(topic).await
-    }
-
-    /// After the control shard's subscription groups changed: every shard forgets the groups
-    /// its pulls looked up ([`crate::broker::control::groups_changed`]).
-    pub(crate) async fn groups_changed(&self) {
-        crate::broker::control::groups_changed(&self.subscriptions, &self.mesh).await;
     }
 }
 
@@ -545,8 +528,8 @@ impl Shard {
             }
             // Controller mode (crate::broker::replication).
             req::GET_BROKER_EPOCH_CACHE => {
-                let ha = (self.id, &self.ha, &self.store);
-                controller::epoch_cache(&self.ctx, ha, &self.mesh, &command).await
+                let here = self.ha.status(&self.store);
+                controller::epoch_cache(&self.ctx, here, &self.mesh, &command).await
             }
             req::NOTIFY_BROKER_ROLE_CHANGED => controller::role_changed_notice(&self.ctx, &command),
             req::RINGMQ_FENCE_REPLICA => {
@@ -570,8 +553,10 @@ impl Shard {
             }
             code if processor::admin::handles(code) => match self.admin_services() {
                 Some(services) => {
-                    let ha =
-                        async |table: &mut BTreeMap<String, String>| self.ha_entries(table).await;
+                    let ha = async |table: &mut BTreeMap<String, String>| {
+                        let here = self.ha.status(&self.store);
+                        replication::ha_entries(&self.ctx, here, &self.mesh, table).await
+                    };
                     admin::handle(services, &command, ha).await
                 }
                 None => Err(not_the_control_shard()),
@@ -639,6 +624,42 @@ impl Shard {
             },
         }
     }
+
+    /// An ACL update (it rewrites and fsyncs an ACL file) goes through the ACL's gate on a
+    /// blocking thread, so the shard keeps serving while the disk works; a request the gate
+    /// lets pass is then dispatched as any other.
+    async fn gate_on_blocking_thread(
+        self: Rc<Self>,
+        acl: Arc<crate::acl::Acl>,
+        origin: Origin,
+        request: RemotingCommand,
+        busy: Busy,
+    ) -> Option<RemotingCommand> {
+        let cfg = &self.ctx.cfg;
+        let broker = (
+            cfg.broker_name.clone(),
+            self.ctx.broker_addr.clone(),
+            cfg.broker_cluster_name.clone(),
+        );
+        let (gate, request) = glommio::executor()
+            .spawn_blocking(move || {
+                let (name, addr, cluster) = &broker;
+                let broker = crate::acl::gate::BrokerIdentity {
+                    name,
+                    addr,
+                    cluster,
+                };
+                (
+                    crate::acl::gate::gate(&acl, origin.peer, &request, broker),
+                    request,
+                )
+            })
+            .await;
+        match gate {
+            crate::acl::gate::Gate::Answer(reply) => reply,
+            crate::acl::gate::Gate::Pass => self.dispatch_busy(origin, request, busy).await,
+        }
+    }
 }
 
 /// The connection-facing side of a shard.
@@ -654,6 +675,14 @@ impl Handler for Shard {
         // ACL off (the default): this one branch is all it costs.
         if let Some(acl) = &self.ctx.acl {
             let cfg = &self.ctx.cfg;
+            if crate::acl::gate::writes_files(request.code) {
+                return Reply::Later(Box::pin(Rc::clone(self).gate_on_blocking_thread(
+                    Arc::clone(acl),
+                    origin,
+                    request,
+                    busy,
+                )));
+            }
             let broker = crate::acl::gate::BrokerIdentity {
                 name: &cfg.broker_name,
                 addr: &self.ctx.broker_addr,

@@ -13,6 +13,7 @@ use super::units::{parse_hours, parse_ip, parse_opt_host_port, parse_opt_path, p
 use super::units::{parse_string, parse_u16, parse_u32, parse_u64, parse_u8};
 use super::units::{Reason, ToProperty, DAY_MS};
 use super::HostInfo;
+use crate::limits::CQ_UNIT_BYTES;
 
 /// `brokerRole`: how this broker takes part in master/slave replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,10 +167,8 @@ java_enum_traits!(BrokerRole, FlushDiskType, ShardColocation);
 pub(super) const MAX_MESSAGE_SIZE_MAX_BYTES: u64 = (16 << 20) - 1024;
 /// Java addresses mapped files with an `int`.
 pub(super) const JAVA_INT_MAX: u64 = i32::MAX as u64;
-/// One consume-queue unit: commitlog offset (8) + size (4) + tag hash (8).
-pub(super) const CONSUME_QUEUE_UNIT_BYTES: u64 = 20;
 /// Largest consume-queue file: the last multiple of the unit that Java's `int` holds.
-const CONSUME_QUEUE_SIZE_MAX_BYTES: u64 = JAVA_INT_MAX - JAVA_INT_MAX % CONSUME_QUEUE_UNIT_BYTES;
+const CONSUME_QUEUE_SIZE_MAX_BYTES: u64 = JAVA_INT_MAX - JAVA_INT_MAX % CQ_UNIT_BYTES;
 
 /// Java's default delay levels (`messageDelayLevel`), in seconds.
 const DEFAULT_DELAY_LEVELS_S: [u64; 18] = [

@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
+use super::broker::JAVA_INT_MAX;
 use super::broker::{BrokerConfig, BrokerRole, ShardColocation, KEYS};
-use super::broker::{CONSUME_QUEUE_UNIT_BYTES, JAVA_INT_MAX};
 use super::properties::Entry;
 use super::units::{check_host_port, parse_u64, DELAY_LEVELS_MAX};
 use super::{apply_entries, check_ranges, read_entries, unknown_key_note};
 use super::{ConfigError, ConfigWarning, Seen, Warnings};
+use crate::limits::CQ_UNIT_BYTES;
 
 impl BrokerConfig {
     /// Reads and parses `path`, then applies it over the defaults (see [`Self::from_entries`]).
@@ -178,8 +179,8 @@ impl BrokerConfig {
         const CQ: &str = "mappedFileSizeConsumeQueue";
         let size = self.mapped_file_size_consume_queue_bytes;
         if let Some(rounded) = size
-            .div_ceil(CONSUME_QUEUE_UNIT_BYTES)
-            .checked_mul(CONSUME_QUEUE_UNIT_BYTES)
+            .div_ceil(CQ_UNIT_BYTES)
+            .checked_mul(CQ_UNIT_BYTES)
             .filter(|&r| r != size)
         {
             let note = format!(
@@ -285,7 +286,7 @@ impl BrokerConfig {
             return Err(ConfigError::value("mappedFileSizeCommitLog", size, reason));
         }
         let cq = self.mapped_file_size_consume_queue_bytes;
-        if cq % CONSUME_QUEUE_UNIT_BYTES != 0 {
+        if cq % CQ_UNIT_BYTES != 0 {
             let reason = "must be a multiple of the 20-byte consume-queue unit";
             return Err(ConfigError::value("mappedFileSizeConsumeQueue", cq, reason));
         }

@@ -297,8 +297,11 @@ impl Follower {
             store = host.reopen(action, start).await.map_err(fail)?;
         }
         check_start(start, store.written_offset()).map_err(fail)?;
-        history
-            .save(&self.history_path)
+        // Written and fsynced on a blocking thread: the shard keeps serving its readers.
+        let path = self.history_path.clone();
+        glommio::executor()
+            .spawn_blocking(move || history.save(&path))
+            .await
             .map_err(|e| fail(HaError::SaveHistory(e)))?;
         self.streaming(addr, start);
         let streamed = Cell::new(false);

@@ -28,10 +28,10 @@ use super::segmented::{LogOptions, SegmentedLog};
 use crate::runtime::OffsetWatch;
 
 /// Bytes of one unit.
-pub const CQ_UNIT_BYTES: u64 = 20;
+pub use crate::limits::CQ_UNIT_BYTES;
 /// Consume-queue file sizes are rounded up to a multiple of this: lcm(20, 4096), so a file
 /// holds whole units and ends on an aligned boundary for any alignment up to 4 KiB.
-pub const CQ_FILE_GRANULE_BYTES: u64 = 20 * 1024;
+pub const CQ_FILE_GRANULE_BYTES: u64 = CQ_UNIT_BYTES * 1024;
 /// In-memory chunk of a queue's tail.
 const CQ_CHUNK_BYTES: usize = 4000;
 /// Bytes read at once when searching a file backwards for its last unit.

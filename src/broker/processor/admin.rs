@@ -21,9 +21,7 @@ use crate::broker::services::topic_book::TopicBook;
 use crate::remoting::{request as req, response as resp, RemotingCommand};
 
 pub(crate) use super::admin_runtime::RuntimeSamples;
-pub use super::admin_shards::{
-    encode_failure, encode_mq_map, AllShards, DeleteTopicError, ShardFigures,
-};
+pub use super::admin_shards::{encode_failure, encode_mq_map, AllShards, ShardFigures};
 /// Where the send, reply and pull processors count (a service since issue 17).
 pub use crate::broker::services::shard_stats::ShardStats;
 

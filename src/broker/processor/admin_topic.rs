@@ -39,9 +39,6 @@ const SYSTEM_TOPICS: [&str; 9] = [
 /// `TopicValidator.SYSTEM_TOPIC_PREFIX`.
 const SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
 
-/// `TopicValidator.TOPIC_MAX_LENGTH`.
-const TOPIC_MAX_LENGTH: usize = 127;
-
 /// `TopicValidator.validateTopic(topic, response)`: the checks and remarks of Java's admin path.
 pub fn validate_topic(topic: &str) -> Result<(), Failure> {
     let remark = if topic.trim().is_empty() {
@@ -51,7 +48,7 @@ pub fn validate_topic(topic: &str) -> Result<(), Failure> {
         .all(|c| c.is_ascii_alphanumeric() || "%|_-".contains(c))
     {
         "The specified topic contains illegal characters, allowing only ^[%|a-zA-Z0-9_-]+$"
-    } else if topic.len() > TOPIC_MAX_LENGTH {
+    } else if topic.len() > crate::limits::TOPIC_NAME_MAX_BYTES {
         "The specified topic is longer than topic max length."
     } else {
         return Ok(());

@@ -5,10 +5,9 @@
 
 use super::Failure;
 use crate::broker::context::BrokerContext;
-use crate::broker::mesh_proto::{MeshRequest, MeshResponse, Origin};
-use crate::broker::replication::{gather_ha_status, ha_status, ShardHa};
+use crate::broker::mesh_proto::{HaStatus, MeshRequest, MeshResponse, Origin};
 use crate::broker::services::mesh_client::MeshClient;
-use crate::broker::services::store::ShardStore;
+use crate::broker::services::replication::gather_status;
 use crate::ha::history::History;
 use crate::remoting::{response as resp, RemotingCommand};
 use crate::store::commitlog::to_physical;
@@ -18,7 +17,7 @@ use crate::store::commitlog::to_physical;
 /// and end as physical offsets (the shard in bits 45–52), and the last shard's end.
 pub(crate) async fn epoch_cache(
     ctx: &BrokerContext,
-    (id, ha, store): (usize, &ShardHa, &ShardStore),
+    here: HaStatus,
     mesh: &MeshClient,
     command: &RemotingCommand,
 ) -> Result<RemotingCommand, Failure> {
@@ -29,7 +28,7 @@ pub(crate) async fn epoch_cache(
             "this request only for controllerMode ".to_string(),
         ));
     }
-    let mut statuses = gather_ha_status(ha_status(id, ha, store), mesh).await;
+    let mut statuses = gather_status(here, mesh).await;
     statuses.sort_by_key(|s| s.shard);
     let (mut list, mut max) = (Vec::new(), 0);
     for status in statuses {

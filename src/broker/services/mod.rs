@@ -4,7 +4,8 @@
 //! ([`topics::TopicReplica`]) and of consumer subscriptions
 //! ([`subscriptions::SubscriptionReplica`]), the connections it accepted
 //! ([`connections::Connections`]), its client of the other shards
-//! ([`mesh_client::MeshClient`]) and its message counters ([`shard_stats::ShardStats`]). The
+//! ([`mesh_client::MeshClient`]), its part in replication ([`replication::Replication`]) and its
+//! message counters ([`shard_stats::ShardStats`]). The
 //! control shard adds the topic table ([`topic_book::TopicBook`]), the subscription groups
 //! ([`group_book::GroupBook`]), orderly consumers' queue locks
 //! ([`queue_locks::QueueLocks`]) and the signal to register again
@@ -23,6 +24,7 @@ pub mod offsets;
 pub mod puts;
 pub mod queue_locks;
 pub mod registration;
+pub mod replication;
 pub mod shard_stats;
 pub mod store;
 pub mod subscriptions;
