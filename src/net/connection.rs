@@ -651,9 +651,9 @@ fn make_room(buf: &mut BytesMut, filled: usize, space: usize) {
 /// that many answers in the making, instead of racing on to `CONNECTION_INFLIGHT_MAX`; a peer
 /// whose answers flow, or whose requests are parked long polls, is not held). And while the
 /// socket takes no more writes (the peer has not read what it was sent, see
-/// [`limit_unsent`]): a peer pipelining cheap requests it never reads the answers of (pulls
-/// answered in ~100 bytes) was otherwise served ~10,000 of them, in turns with every other
-/// peer, before its answers filled the kernel's buffers and the write queue.
+/// [`limit_unsent`]): a peer pipelining requests it never reads the answers of (the attack's
+/// pullers) was otherwise served until ~4 MiB of answers filled the kernel's send buffer, in
+/// turns with every other peer's requests.
 async fn wait_for_write_room(conn: &Connection) {
     const ALL: u64 = CONNECTION_WRITE_QUEUE_BYTES_MAX as u64;
     let queued = ALL - conn.room.available();
@@ -972,9 +972,9 @@ mod tests {
                     glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
                 }
                 // Held once the kernel stopped taking answers: what the peer's receive buffer,
-                // `CONNECTION_UNSENT_MAX_BYTES` and one write batch hold (~250 answers here),
-                // not the ~5,000 that fill the kernel's 4 MiB send buffer and half the write
-                // queue, as before the socket's unsent bytes were capped.
+                // `CONNECTION_UNSENT_MAX_BYTES` and one write batch hold (176 answers here),
+                // not the 5,399 that filled the kernel's 4 MiB send buffer and half the write
+                // queue before the socket's unsent bytes were capped.
                 let held_at = handler.handled.get();
                 assert!(
                     held_at < 1_000,
