@@ -850,6 +850,36 @@ mod tests {
         }
     }
 
+    /// A connection served by [`run`] with `handler` (on this executor's queue), and its client.
+    async fn serve_one<H: Handler>(handler: &Rc<H>) -> (TcpStream, glommio::Task<()>) {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let stream = listener.accept().await.unwrap();
+        let served = glommio::spawn_local(run(
+            1,
+            stream,
+            Rc::clone(handler),
+            crate::limits::FRAME_SIZE_MAX_BYTES,
+            None,
+            |_| {},
+            |_, _| {},
+        ));
+        (client, served)
+    }
+
+    /// `count` requests (PULL_MESSAGE, opaques from 0) encoded one after another.
+    fn pipelined(count: usize) -> BytesMut {
+        let mut frames = BytesMut::new();
+        for opaque in 0..count {
+            let mut request = RemotingCommand::request(crate::remoting::request::PULL_MESSAGE);
+            request.opaque = opaque as i32;
+            request.encode(&mut frames).unwrap();
+        }
+        frames
+    }
+
     /// Lets the connection's tasks run until `started` stops moving.
     async fn settle(handler: &Gated) -> usize {
         let mut last = usize::MAX;
@@ -866,8 +896,6 @@ mod tests {
             .make()
             .unwrap()
             .run(async {
-                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = listener.local_addr().unwrap();
                 let parking = 100;
                 let handler = Rc::new(Gated {
                     started: Cell::new(0),
@@ -875,26 +903,10 @@ mod tests {
                     gate: Rc::new(Semaphore::new(0)),
                     parked: Rc::new(Semaphore::new(0)),
                 });
-                let mut client = TcpStream::connect(addr).await.unwrap();
-                let stream = listener.accept().await.unwrap();
-                let served = glommio::spawn_local(run(
-                    1,
-                    stream,
-                    Rc::clone(&handler),
-                    crate::limits::FRAME_SIZE_MAX_BYTES,
-                    None,
-                    |_| {},
-                    |_, _| {},
-                ));
+                let (mut client, served) = serve_one(&handler).await;
                 // Pipelined requests, far more than the budget, none of them answered yet.
                 let total = 2 * CONNECTION_ACTIVE_MAX + parking;
-                let mut frames = BytesMut::new();
-                for opaque in 0..total {
-                    let mut request =
-                        RemotingCommand::request(crate::remoting::request::PULL_MESSAGE);
-                    request.opaque = opaque as i32;
-                    request.encode(&mut frames).unwrap();
-                }
+                let frames = pipelined(total);
                 client.write_all(&frames).await.unwrap();
                 // The parked ones gave their places back: the budget plus them have started.
                 assert_eq!(settle(&handler).await, CONNECTION_ACTIVE_MAX + parking);
@@ -909,73 +921,36 @@ mod tests {
             });
     }
 
-    /// Answers every request at once with a body of `ANSWER_BODY_BYTES`, counting them.
-    #[derive(Default)]
-    struct Answering {
-        handled: Cell<usize>,
-    }
-
-    const ANSWER_BODY_BYTES: usize = 1024;
-
-    impl Handler for Answering {
-        fn handle(
-            self: &Rc<Self>,
-            _conn: &Rc<Connection>,
-            request: RemotingCommand,
-            _busy: Busy,
-        ) -> Reply {
-            self.handled.set(self.handled.get() + 1);
-            let answer = request
-                .response_to(response::SUCCESS, None)
-                .with_body(vec![b'a'; ANSWER_BODY_BYTES]);
-            Reply::Now(Some(answer))
-        }
-    }
-
     #[test]
     fn a_peer_that_does_not_read_is_held_once_its_socket_is_full_and_served_when_it_reads() {
         glommio::LocalExecutorBuilder::default()
             .make()
             .unwrap()
             .run(async {
-                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = listener.local_addr().unwrap();
-                let handler = Rc::new(Answering::default());
-                let client = TcpStream::connect(addr).await.unwrap();
-                let stream = listener.accept().await.unwrap();
-                let served = glommio::spawn_local(run(
-                    1,
-                    stream,
-                    Rc::clone(&handler),
-                    crate::limits::FRAME_SIZE_MAX_BYTES,
-                    None,
-                    |_| {},
-                    |_, _| {},
-                ));
+                let handler = Rc::new(Refusing {
+                    answer_bytes: 1024,
+                    ..Refusing::default()
+                });
+                let (client, served) = serve_one(&handler).await;
                 // 20,000 pipelined requests whose answers (~21 MiB) are not read for now.
                 const TOTAL: usize = 20_000;
-                let mut frames = BytesMut::new();
-                for opaque in 0..TOTAL {
-                    let mut request =
-                        RemotingCommand::request(crate::remoting::request::PULL_MESSAGE);
-                    request.opaque = opaque as i32;
-                    request.encode(&mut frames).unwrap();
-                }
+                let frames = pipelined(TOTAL);
                 let (mut reader, mut writer) = futures_lite::io::split(client);
                 let writing = glommio::spawn_local(async move {
                     writer.write_all(&frames).await.unwrap();
                     writer
                 });
                 let mut last = usize::MAX;
-                while last != handler.handled.get() {
-                    last = handler.handled.get();
+                let handled = || handler.handled.borrow().len();
+                while last != handled() {
+                    last = handled();
                     glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
                 }
                 // Held once the kernel stopped taking answers: what the peer's receive buffer,
                 // `CONNECTION_UNSENT_MAX_BYTES` and one write batch hold (176 answers here),
                 // not the 5,399 that filled the kernel's 4 MiB send buffer and half the write
                 // queue before the socket's unsent bytes were capped.
-                let held_at = handler.handled.get();
+                let held_at = handled();
                 assert!(
                     held_at < 1_000,
                     "{held_at} requests served to a peer not reading"
@@ -990,19 +965,20 @@ mod tests {
                     reader.read_exact(&mut rest[..len]).await.unwrap();
                     answers += 1;
                 }
-                assert_eq!(handler.handled.get(), TOTAL);
+                assert_eq!(handled(), TOTAL);
                 drop(writing.await);
                 drop(reader);
                 served.await;
             });
     }
 
-    /// Refuses requests of code `REFUSED` on their header and answers the others, recording
-    /// what it was shown and what it handled: (code, body bytes).
+    /// Refuses requests of code `REFUSED` on their header and answers the others (with a body
+    /// of `answer_bytes`), recording what it was shown and what it handled: (code, body bytes).
     #[derive(Default)]
     struct Refusing {
         vetted: std::cell::RefCell<Vec<(i32, usize)>>,
         handled: std::cell::RefCell<Vec<(i32, usize)>>,
+        answer_bytes: usize,
     }
 
     const REFUSED: i32 = 1;
@@ -1016,7 +992,10 @@ mod tests {
         ) -> Reply {
             let seen = (request.code, request.body.len());
             self.handled.borrow_mut().push(seen);
-            Reply::Now(Some(request.response_to(response::SUCCESS, None)))
+            let answer = request
+                .response_to(response::SUCCESS, None)
+                .with_body(vec![b'a'; self.answer_bytes]);
+            Reply::Now(Some(answer))
         }
 
         fn refuse_body(
