@@ -67,6 +67,14 @@ pub const CONNECTION_BODY_VETTED_BYTES: usize = 64 * 1024;
 /// Responses coalesced into one write, up to this many bytes (plus the frame that crosses it).
 pub const CONNECTION_WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// Bytes the kernel holds unsent for one connection (`TCP_NOTSENT_LOWAT`) before its socket
+/// stops taking writes: once the peer's receive window is closed (it does not read), the
+/// writer waits here instead of piling megabytes of answers into the kernel's send buffer, and
+/// the connection's reader waits with it (see `net::connection`). Without it a peer
+/// pipelining requests and never reading was held only once ~4 MiB of answers had filled the
+/// kernel's send buffer (5,399 answers of 1 KiB in the test, 176 with it).
+pub const CONNECTION_UNSENT_MAX_BYTES: usize = CONNECTION_WRITE_BATCH_BYTES;
+
 /// A connection's write buffer larger than this is given back when its queue runs empty.
 pub const CONNECTION_WRITE_KEEP_BYTES: usize = 16 * 1024;
 

@@ -25,8 +25,8 @@ use glommio::TaskQueueHandle;
 use crate::limits::{
     CONNECTION_ACTIVE_MAX, CONNECTION_BODY_VETTED_BYTES, CONNECTION_FRAMES_PER_TURN,
     CONNECTION_INFLIGHT_CONGESTED, CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUSY_BYTES,
-    CONNECTION_READ_IDLE_BYTES, CONNECTION_WRITE_BATCH_BYTES, CONNECTION_WRITE_KEEP_BYTES,
-    CONNECTION_WRITE_QUEUE_BYTES_MAX,
+    CONNECTION_READ_IDLE_BYTES, CONNECTION_UNSENT_MAX_BYTES, CONNECTION_WRITE_BATCH_BYTES,
+    CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
 };
 use crate::remoting::{check_frame, declared_body_bytes, decode_head, response, RemotingCommand};
 
@@ -137,6 +137,9 @@ pub struct Connection {
     room: Semaphore,
     /// Requests being worked on (not parked) may still start; the reader waits for one.
     active: Semaphore,
+    /// One permit, held by the writer while the socket takes no more (the kernel holds
+    /// `CONNECTION_UNSENT_MAX_BYTES` the peer has not made room for): the reader waits for it.
+    socket_room: Semaphore,
     inflight: Cell<usize>,
     closed: Cell<bool>,
     next_opaque: Cell<i32>,
@@ -261,6 +264,7 @@ pub(crate) async fn run<H: Handler>(
     };
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    limit_unsent(fd);
     let (mut reader, writer) = futures_lite::io::split(stream);
     // Unbounded in count, bounded in bytes by `room`: no queue is preallocated per connection.
     let (tx, rx) = local_channel::new_unbounded();
@@ -271,6 +275,7 @@ pub(crate) async fn run<H: Handler>(
         outbound: tx,
         room: Semaphore::new(CONNECTION_WRITE_QUEUE_BYTES_MAX as u64),
         active: Semaphore::new(CONNECTION_ACTIVE_MAX as u64),
+        socket_room: Semaphore::new(1),
         inflight: Cell::new(0),
         closed: Cell::new(false),
         next_opaque: Cell::new(1),
@@ -320,6 +325,30 @@ pub(crate) async fn run<H: Handler>(
         Err(e) => Some(e),
     };
     ended(&conn, reason);
+}
+
+/// Caps what the kernel keeps unsent for the connection at `CONNECTION_UNSENT_MAX_BYTES`
+/// (`TCP_NOTSENT_LOWAT`): past that the socket takes no more writes until the peer has made
+/// room, so a peer that does not read is noticed (and its reader held, see
+/// [`wait_for_write_room`]) after a few dozen KiB of answers, not after the kernel's
+/// send buffer (up to `net.ipv4.tcp_wmem`'s 4 MiB) has filled. What is in flight to a peer
+/// that reads is not limited by it.
+fn limit_unsent(fd: RawFd) {
+    let bytes = CONNECTION_UNSENT_MAX_BYTES as libc::c_int;
+    // SAFETY: setsockopt on the connection's own open socket, with a c_int option value that
+    // lives across the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            std::ptr::from_ref(&bytes).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_NOTSENT_LOWAT not set");
+    }
 }
 
 /// A connection's first request, and what was read after it.
@@ -620,7 +649,11 @@ fn make_room(buf: &mut BytesMut, filled: usize, space: usize) {
 /// than half full, or while anything is queued and `CONNECTION_INFLIGHT_CONGESTED` requests are
 /// in flight (a peer that pipelines requests and reads slowly or not at all is held to about
 /// that many answers in the making, instead of racing on to `CONNECTION_INFLIGHT_MAX`; a peer
-/// whose answers flow, or whose requests are parked long polls, is not held).
+/// whose answers flow, or whose requests are parked long polls, is not held). And while the
+/// socket takes no more writes (the peer has not read what it was sent, see
+/// [`limit_unsent`]): a peer pipelining requests it never reads the answers of (the attack's
+/// pullers) was otherwise served until ~4 MiB of answers filled the kernel's send buffer, in
+/// turns with every other peer's requests.
 async fn wait_for_write_room(conn: &Connection) {
     const ALL: u64 = CONNECTION_WRITE_QUEUE_BYTES_MAX as u64;
     let queued = ALL - conn.room.available();
@@ -628,6 +661,9 @@ async fn wait_for_write_room(conn: &Connection) {
         queued > ALL / 2 || (queued > 0 && conn.inflight.get() >= CONNECTION_INFLIGHT_CONGESTED);
     if congested && conn.room.acquire(ALL).await.is_ok() {
         conn.room.signal(ALL);
+    }
+    if conn.socket_room.available() == 0 && conn.socket_room.acquire(1).await.is_ok() {
+        conn.socket_room.signal(1);
     }
 }
 
@@ -723,7 +759,7 @@ async fn write_loop(
             }
         }
         if !buf.is_empty() {
-            if let Err(e) = writer.write_all(&buf).await {
+            if let Err(e) = write_batch(&mut writer, &buf, &conn).await {
                 tracing::debug!(error = %e, "write failed; dropping connection");
                 break;
             }
@@ -735,8 +771,30 @@ async fn write_loop(
             break;
         }
     }
-    // Responders still waiting for room learn the connection is gone.
+    // Responders still waiting for room, and the reader, learn the connection is gone.
     conn.room.close();
+    conn.socket_room.close();
+}
+
+/// Writes `buf` whole. glommio first tries a non-blocking send, so a write that does not
+/// complete in its first poll found the socket full (the peer has not made room for what
+/// it was sent): while it waits, the writer holds `socket_room` and the reader reads nothing
+/// more ([`wait_for_write_room`]).
+async fn write_batch(
+    writer: &mut WriteHalf<TcpStream>,
+    buf: &[u8],
+    conn: &Connection,
+) -> std::io::Result<()> {
+    let mut write = writer.write_all(buf);
+    if let Some(written) = future::poll_once(&mut write).await {
+        return written;
+    }
+    let held = conn.socket_room.try_acquire(1).unwrap_or(false);
+    let written = write.await;
+    if held {
+        conn.socket_room.signal(1);
+    }
+    written
 }
 
 /// Encodes a frame into `buf` and releases its queue bytes; false when the writer was told to
@@ -792,6 +850,36 @@ mod tests {
         }
     }
 
+    /// A connection served by [`run`] with `handler` (on this executor's queue), and its client.
+    async fn serve_one<H: Handler>(handler: &Rc<H>) -> (TcpStream, glommio::Task<()>) {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let stream = listener.accept().await.unwrap();
+        let served = glommio::spawn_local(run(
+            1,
+            stream,
+            Rc::clone(handler),
+            crate::limits::FRAME_SIZE_MAX_BYTES,
+            None,
+            |_| {},
+            |_, _| {},
+        ));
+        (client, served)
+    }
+
+    /// `count` requests (PULL_MESSAGE, opaques from 0) encoded one after another.
+    fn pipelined(count: usize) -> BytesMut {
+        let mut frames = BytesMut::new();
+        for opaque in 0..count {
+            let mut request = RemotingCommand::request(crate::remoting::request::PULL_MESSAGE);
+            request.opaque = opaque as i32;
+            request.encode(&mut frames).unwrap();
+        }
+        frames
+    }
+
     /// Lets the connection's tasks run until `started` stops moving.
     async fn settle(handler: &Gated) -> usize {
         let mut last = usize::MAX;
@@ -808,8 +896,6 @@ mod tests {
             .make()
             .unwrap()
             .run(async {
-                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = listener.local_addr().unwrap();
                 let parking = 100;
                 let handler = Rc::new(Gated {
                     started: Cell::new(0),
@@ -817,26 +903,10 @@ mod tests {
                     gate: Rc::new(Semaphore::new(0)),
                     parked: Rc::new(Semaphore::new(0)),
                 });
-                let mut client = TcpStream::connect(addr).await.unwrap();
-                let stream = listener.accept().await.unwrap();
-                let served = glommio::spawn_local(run(
-                    1,
-                    stream,
-                    Rc::clone(&handler),
-                    crate::limits::FRAME_SIZE_MAX_BYTES,
-                    None,
-                    |_| {},
-                    |_, _| {},
-                ));
+                let (mut client, served) = serve_one(&handler).await;
                 // Pipelined requests, far more than the budget, none of them answered yet.
                 let total = 2 * CONNECTION_ACTIVE_MAX + parking;
-                let mut frames = BytesMut::new();
-                for opaque in 0..total {
-                    let mut request =
-                        RemotingCommand::request(crate::remoting::request::PULL_MESSAGE);
-                    request.opaque = opaque as i32;
-                    request.encode(&mut frames).unwrap();
-                }
+                let frames = pipelined(total);
                 client.write_all(&frames).await.unwrap();
                 // The parked ones gave their places back: the budget plus them have started.
                 assert_eq!(settle(&handler).await, CONNECTION_ACTIVE_MAX + parking);
@@ -851,12 +921,64 @@ mod tests {
             });
     }
 
-    /// Refuses requests of code `REFUSED` on their header and answers the others, recording
-    /// what it was shown and what it handled: (code, body bytes).
+    #[test]
+    fn a_peer_that_does_not_read_is_held_once_its_socket_is_full_and_served_when_it_reads() {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                let handler = Rc::new(Refusing {
+                    answer_bytes: 1024,
+                    ..Refusing::default()
+                });
+                let (client, served) = serve_one(&handler).await;
+                // 20,000 pipelined requests whose answers (~21 MiB) are not read for now.
+                const TOTAL: usize = 20_000;
+                let frames = pipelined(TOTAL);
+                let (mut reader, mut writer) = futures_lite::io::split(client);
+                let writing = glommio::spawn_local(async move {
+                    writer.write_all(&frames).await.unwrap();
+                    writer
+                });
+                let mut last = usize::MAX;
+                let handled = || handler.handled.borrow().len();
+                while last != handled() {
+                    last = handled();
+                    glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                // Held once the kernel stopped taking answers: what the peer's receive buffer,
+                // `CONNECTION_UNSENT_MAX_BYTES` and one write batch hold (176 answers here),
+                // not the 5,399 that filled the kernel's 4 MiB send buffer and half the write
+                // queue before the socket's unsent bytes were capped.
+                let held_at = handled();
+                assert!(
+                    held_at < 1_000,
+                    "{held_at} requests served to a peer not reading"
+                );
+                // Once it reads, it is served everything.
+                let mut answers = 0;
+                let mut prefix = [0u8; 4];
+                let mut rest = vec![0u8; 4096];
+                while answers < TOTAL {
+                    reader.read_exact(&mut prefix).await.unwrap();
+                    let len = u32::from_be_bytes(prefix) as usize;
+                    reader.read_exact(&mut rest[..len]).await.unwrap();
+                    answers += 1;
+                }
+                assert_eq!(handled(), TOTAL);
+                drop(writing.await);
+                drop(reader);
+                served.await;
+            });
+    }
+
+    /// Refuses requests of code `REFUSED` on their header and answers the others (with a body
+    /// of `answer_bytes`), recording what it was shown and what it handled: (code, body bytes).
     #[derive(Default)]
     struct Refusing {
         vetted: std::cell::RefCell<Vec<(i32, usize)>>,
         handled: std::cell::RefCell<Vec<(i32, usize)>>,
+        answer_bytes: usize,
     }
 
     const REFUSED: i32 = 1;
@@ -870,7 +992,10 @@ mod tests {
         ) -> Reply {
             let seen = (request.code, request.body.len());
             self.handled.borrow_mut().push(seen);
-            Reply::Now(Some(request.response_to(response::SUCCESS, None)))
+            let answer = request
+                .response_to(response::SUCCESS, None)
+                .with_body(vec![b'a'; self.answer_bytes]);
+            Reply::Now(Some(answer))
         }
 
         fn refuse_body(
