@@ -4,6 +4,13 @@
 #
 #   BINS="old=/path/to/old/ringmq new=/path/to/new/ringmq" loadgen/cpu.sh
 #
+# The floor: a build given as `null:glommio` or `null:threads` (e.g. BINS="null=null:glommio
+# threads=null:threads new=...") is `loadgen null-broker` on NS_PORT, its own nameserver, which
+# answers every send SEND_OK and stores nothing (loadgen/src/null_broker.rs): one glommio
+# executor, or a blocking thread per connection. It has no shards or flush: it runs only the
+# `*-a1` cases, and its CPU per message is what this machine's wake-ups, system calls and
+# loopback cost alone.
+#
 # Cases (CASES, default all), each on a fresh store, 128 B bodies, nothing pinned:
 #   open-a1 open-a2   open loop at RATE msgs/s (256 in flight at most), ASYNC_FLUSH, 1 / 2 shards
 #   open-s1 open-s2   the same under SYNC_FLUSH
@@ -44,6 +51,13 @@ trap stop_broker EXIT
 # start BIN FLUSH SHARDS
 start() {
     STORE=$(mktemp -d /tmp/ringmq-cpu.XXXXXX)
+    if [ "${1%%:*}" = null ]; then
+        setsid "$LOADGEN" null-broker --port "$NS_PORT" --runtime "${1#null:}" \
+            >"$STORE/broker.log" 2>&1 &
+        PGID=$!
+        wait_sendable "$NS_PORT" CpuWarm 60 0.5 null-broker
+        return
+    fi
     cat >"$STORE/broker.properties" <<EOF
 brokerClusterName=DefaultCluster
 brokerName=cpu-broker
@@ -75,6 +89,8 @@ run_case() {
         w1-s2) flush=SYNC_FLUSH shards=2 args=(-w 1) ;;
         *) echo "unknown case $name" >&2; return 1 ;;
     esac
+    # The null broker has neither shards nor a flush: only the -a1 cases measure it.
+    case $bin:$name in null:*-a1) ;; null:*) return 0 ;; esac
     start "$bin" "$flush" "$shards" || { stop_broker; return 0; }
     local json=$STORE/out.json perf_out=$STORE/perf.csv perf_pid=
     # The warm-up is left out of the CPU count: loadgen reports messages after it.

@@ -26,6 +26,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if std::env::args().nth(1).as_deref() == Some("null-broker") {
+        return match loadgen::null_broker::main(std::env::args().skip(1)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadgen null-broker: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let args = Args::parse();
     let json = args.json.clone();
     let report = match loadgen::run(args) {
