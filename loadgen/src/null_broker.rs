@@ -212,12 +212,14 @@ fn serve_threads(port: u16) -> Result<(), NullError> {
     Ok(())
 }
 
-/// A listener on 127.0.0.1:`port` with SO_REUSEADDR, as glommio's and the broker's are: the
-/// previous run's connections in TIME_WAIT on the port must not keep the next run from binding.
+/// A listener on 127.0.0.1:`port` with SO_REUSEADDR and SO_REUSEPORT, as glommio's are: the
+/// previous run's connections in TIME_WAIT on the port (from either server, or a broker)
+/// must not keep the next run from binding.
 fn reusable_listener(port: u16) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
     socket.listen(1024)?;
     Ok(socket.into())
