@@ -380,6 +380,55 @@ mod tests {
         assert_eq!(opaques, vec![0, 1, 2]);
     }
 
+    /// loadgen's own producer, through the route, against each server: every send
+    /// acknowledged.
+    #[test]
+    fn loadgen_produces_against_both_servers() {
+        use clap::Parser as _;
+        for runtime in ["glommio", "threads"] {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let args = [
+                "null-broker",
+                "--port",
+                &port.to_string(),
+                "--runtime",
+                runtime,
+            ]
+            .map(String::from);
+            std::thread::spawn(move || main(args.into_iter()));
+            let namesrv = format!("127.0.0.1:{port}");
+            let lg = crate::Args::parse_from([
+                "loadgen",
+                "produce",
+                "-n",
+                &namesrv,
+                "-t",
+                "NullT",
+                "-w",
+                "4",
+                "--duration",
+                "1",
+                "--warmup",
+                "0",
+                "-q",
+            ]);
+            // The server binds on its own thread: retried until it listens.
+            let report = (0..50)
+                .find_map(|_| {
+                    crate::run(lg.clone()).ok().or_else(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        None
+                    })
+                })
+                .unwrap_or_else(|| panic!("loadgen never ran against the {runtime} null broker"));
+            assert!(report.sent_messages > 0, "{runtime}");
+            assert_eq!(report.failed_messages, 0, "{runtime}");
+        }
+    }
+
     #[test]
     fn a_malformed_frame_is_an_error() {
         let mut st = state();
