@@ -62,8 +62,6 @@ pub struct NullArgs {
 /// Why the null broker stopped.
 #[derive(Debug, Error)]
 pub enum NullError {
-    #[error("{0}")]
-    Args(#[from] clap::Error),
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Listen { port: u16, source: std::io::Error },
     #[error("cannot start executor: {0}")]
@@ -174,7 +172,8 @@ pub fn answer_all(
 
 /// Runs `loadgen null-broker` (`args` without the program name) until killed.
 pub fn main(args: impl Iterator<Item = String>) -> Result<(), NullError> {
-    let args = NullArgs::try_parse_from(args)?;
+    // Usage errors and --help print and exit here, as for loadgen's other commands.
+    let args = NullArgs::parse_from(args);
     match args.runtime {
         NullRuntime::Threads => serve_threads(args.port),
         NullRuntime::Glommio => serve_glommio(args.port),
@@ -268,25 +267,17 @@ mod tests {
         NullState::new("127.0.0.1:19876".parse().unwrap())
     }
 
+    /// A SEND_MESSAGE_V2 with the fields the broker requires (letters: producerGroup, topic,
+    /// queueId, bornTimestamp).
     fn send_request(queue_id: i32, opaque: i32) -> RemotingCommand {
-        let header = SendRequest {
-            producer_group: "pg".into(),
-            topic: "T".into(),
-            default_topic: AUTO_CREATE_TOPIC.into(),
-            default_topic_queue_nums: 4,
-            queue_id,
-            sys_flag: 0,
-            born_timestamp: 1,
-            flag: 0,
-            properties: String::new(),
-            reconsume_times: 0,
-            unit_mode: false,
-            max_reconsume_times: None,
-            batch: false,
-        };
-        let mut cmd = header.to_command(request::SEND_MESSAGE_V2);
+        let mut cmd = RemotingCommand::request(request::SEND_MESSAGE_V2)
+            .with_ext("a", "pg")
+            .with_ext("b", "T")
+            .with_ext("e", queue_id.to_string())
+            .with_ext("g", "1")
+            .with_body(&b"hello"[..]);
         cmd.opaque = opaque;
-        cmd.with_body(&b"hello"[..])
+        cmd
     }
 
     #[test]
