@@ -4,6 +4,13 @@
 #
 #   BINS="old=/path/to/old/ringmq new=/path/to/new/ringmq" loadgen/cpu.sh
 #
+# The floor: a build given as `null:glommio` or `null:threads` (e.g. BINS="null=null:glommio
+# threads=null:threads new=...") is `loadgen null-broker` on NS_PORT, its own nameserver, which
+# answers every send SEND_OK and stores nothing (loadgen/src/null_broker.rs): one glommio
+# executor, or a blocking thread per connection. It has no shards or flush: it runs only the
+# `*-a1` cases, and its CPU per message is what this machine's wake-ups, system calls and
+# loopback cost alone.
+#
 # Cases (CASES, default all), each on a fresh store, 128 B bodies, nothing pinned:
 #   open-a1 open-a2   open loop at RATE msgs/s (256 in flight at most), ASYNC_FLUSH, 1 / 2 shards
 #   open-s1 open-s2   the same under SYNC_FLUSH
@@ -17,7 +24,9 @@
 #
 # Knobs: ROUNDS (3: each round runs every case once per build, builds in turn, the order
 # flipped every other round), DURATION (8 s), WARMUP (2 s), RATE (20000), LOADGEN
-# (target/release/loadgen), NS_PORT (29976), BROKER_PORT (21911), OUT (a tsv, printed at the end).
+# (target/release/loadgen), NS_PORT (29976), BROKER_PORT (21911), OUT (a tsv, printed at the end),
+# NICE (e.g. `nice -n -10`, root only: a prefix for the broker and loadgen, so that other work
+# on a shared machine takes less of their CPU; unset by default).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +41,7 @@ RATE=${RATE:-20000}
 NS_PORT=${NS_PORT:-29976}
 BROKER_PORT=${BROKER_PORT:-21911}
 SYSCALLS=${SYSCALLS:-0}
+read -r -a nice_cmd <<<"${NICE:-}"
 OUT=${OUT:-$(mktemp /tmp/ringmq-cpu.XXXXXX.tsv)}
 TICK=$(getconf CLK_TCK)
 
@@ -44,6 +54,13 @@ trap stop_broker EXIT
 # start BIN FLUSH SHARDS
 start() {
     STORE=$(mktemp -d /tmp/ringmq-cpu.XXXXXX)
+    if [ "${1%%:*}" = null ]; then
+        setsid "${nice_cmd[@]}" "$LOADGEN" null-broker --port "$NS_PORT" --runtime "${1#null:}" \
+            >"$STORE/broker.log" 2>&1 &
+        PGID=$!
+        wait_sendable "$NS_PORT" CpuWarm 60 0.5 null-broker
+        return
+    fi
     cat >"$STORE/broker.properties" <<EOF
 brokerClusterName=DefaultCluster
 brokerName=cpu-broker
@@ -52,7 +69,7 @@ listenPort=$BROKER_PORT
 flushDiskType=$2
 shardCount=$3
 EOF
-    setsid "$1" standalone -c "$STORE/broker.properties" --store "$STORE/store" \
+    setsid "${nice_cmd[@]}" "$1" standalone -c "$STORE/broker.properties" --store "$STORE/store" \
         --namesrv-port "$NS_PORT" >"$STORE/broker.log" 2>&1 &
     PGID=$!
     wait_sendable "$NS_PORT" CpuWarm 60 0.5 broker
@@ -75,10 +92,12 @@ run_case() {
         w1-s2) flush=SYNC_FLUSH shards=2 args=(-w 1) ;;
         *) echo "unknown case $name" >&2; return 1 ;;
     esac
+    # The null broker has neither shards nor a flush: only the -a1 cases measure it.
+    case $bin:$name in null:*-a1) ;; null:*) return 0 ;; esac
     start "$bin" "$flush" "$shards" || { stop_broker; return 0; }
     local json=$STORE/out.json perf_out=$STORE/perf.csv perf_pid=
     # The warm-up is left out of the CPU count: loadgen reports messages after it.
-    "$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t "Cpu_$name" -s 128 --duration "$DURATION" \
+    "${nice_cmd[@]}" "$LOADGEN" produce -n "127.0.0.1:$NS_PORT" -t "Cpu_$name" -s 128 --duration "$DURATION" \
         --warmup "$WARMUP" -q --json "$json" "${args[@]}" >/dev/null 2>&1 &
     local lg=$!
     sleep "$WARMUP"
@@ -118,7 +137,7 @@ run_case() {
 
 read -r -a bins <<<"$BINS"
 printf 'case\tbuild\tmsg/s\tp99_us\tcpu_us/msg\tio_uring_enter write futex ctxsw syscalls (per msg)\tp999_us max_us\n' | tee "$OUT"
-echo "# $(date -u '+%Y-%m-%d %H:%M'), load $(cut -d' ' -f1-3 /proc/loadavg), RATE=$RATE DURATION=$DURATION" | tee -a "$OUT"
+echo "# $(date -u '+%Y-%m-%d %H:%M'), load $(cut -d' ' -f1-3 /proc/loadavg), RATE=$RATE DURATION=$DURATION NICE=${NICE:-}" | tee -a "$OUT"
 for round in $(seq 1 "$ROUNDS"); do
     order=("${bins[@]}")
     if [ $((round % 2)) = 0 ]; then

@@ -10,6 +10,7 @@
 //! | [`produce`] | sender tasks: closed or open loop, single or batch sends | producer executors |
 //! | [`consume`] | one long-polling puller per queue | consumer executors |
 //! | [`churn`] | `loadgen churn`: connection churn and bad input, the server's VmRSS | main thread, plain sockets |
+//! | [`null_broker`] | `loadgen null-broker`: answers sends without storing, the CPU floor for `cpu.sh` | one glommio executor, or a thread per connection |
 //! | [`timer`] | `loadgen timer`: timers due in one second, delivery lateness, idle CPU, VmRSS | sender threads, plain `client` |
 //! | [`body`] | the stamped body (run, sequence, send time) and properties | all |
 //! | [`track`] | exactly-once accounting for `--flush-check` | executors, then main |
@@ -24,6 +25,7 @@ pub mod args;
 pub mod body;
 pub mod churn;
 pub mod consume;
+pub mod null_broker;
 pub mod produce;
 pub mod report;
 pub mod setup;

@@ -7,24 +7,26 @@ use std::process::ExitCode;
 use clap::Parser;
 use loadgen::Args;
 
-fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("churn") {
-        return match loadgen::churn::main(std::env::args().skip(1)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("loadgen churn: {e}");
-                ExitCode::from(1)
-            }
-        };
+/// The exit status of a subcommand's run, its error printed.
+fn finish<E: std::fmt::Display>(name: &str, outcome: Result<(), E>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen {name}: {e}");
+            ExitCode::from(1)
+        }
     }
-    if std::env::args().nth(1).as_deref() == Some("timer") {
-        return match loadgen::timer::main(std::env::args().skip(2)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("loadgen timer: {e}");
-                ExitCode::from(1)
-            }
-        };
+}
+
+fn main() -> ExitCode {
+    let args = || std::env::args();
+    match args().nth(1).as_deref() {
+        Some("churn") => return finish("churn", loadgen::churn::main(args().skip(1))),
+        Some("timer") => return finish("timer", loadgen::timer::main(args().skip(2))),
+        Some("null-broker") => {
+            return finish("null-broker", loadgen::null_broker::main(args().skip(1)))
+        }
+        _ => {}
     }
     let args = Args::parse();
     let json = args.json.clone();

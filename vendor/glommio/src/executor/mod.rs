@@ -1322,6 +1322,9 @@ impl LocalExecutor {
 
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
+        // ringmq patch (item 11): wake-ups of other executors are posted after each task
+        // queue's run (and by the drop, on every way out), not from the middle of it.
+        let wakes = crate::sys::DeferWakes::begin();
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
@@ -1333,7 +1336,9 @@ impl LocalExecutor {
                 // consumes the completion) and comes back to them.
                 return ran || !self.queues.borrow().active_executors.is_empty();
             }
-            if !self.run_one_task_queue() {
+            let ran_one = self.run_one_task_queue();
+            wakes.flush();
+            if !ran_one {
                 return false;
             } else {
                 ran = true;

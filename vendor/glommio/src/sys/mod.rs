@@ -310,7 +310,7 @@ impl SleepNotifier {
         self.id
     }
 
-    pub(crate) fn notify(&self, force: bool) {
+    pub(crate) fn notify(self: &Arc<Self>, force: bool) {
         // ringmq patch: pairs with the SeqCst fence the sleeper issues after
         // `prepare_to_sleep` (upstream relied on a `membarrier()` there): what we published
         // before calling this is visible to it, or we see `should_notify` set.
@@ -321,10 +321,19 @@ impl SleepNotifier {
             .is_ok()
             || force
         {
-            // ringmq patch: posted into the sleeper's main ring when possible (`msg_ring`).
-            if !msg_ring::post_wake(self.wake_ring.load(Ordering::Relaxed)) {
-                write_eventfd(self.eventfd_fd());
+            // ringmq patch (item 11): while this thread's executor runs a task queue, the
+            // wake-up is posted when that run ends (`DeferWakes`), not from the middle of it.
+            if !defer_wake(self) {
+                self.post_wake();
             }
+        }
+    }
+
+    /// ringmq patch: ends the sleep of this notifier's executor.
+    fn post_wake(&self) {
+        // ringmq patch: posted into the sleeper's main ring when possible (`msg_ring`).
+        if !msg_ring::post_wake(self.wake_ring.load(Ordering::Relaxed)) {
+            write_eventfd(self.eventfd_fd());
         }
     }
 
@@ -333,7 +342,7 @@ impl SleepNotifier {
         self.wake_ring.store(fd, Ordering::Relaxed);
     }
 
-    pub(crate) fn queue_waker(&self, waker: Waker, force_notify: bool) {
+    pub(crate) fn queue_waker(self: &Arc<Self>, waker: Waker, force_notify: bool) {
         // Sender only errors out if the destination disconnected. That
         // most likely happened because the remote executor already died, in which
         // case they were no longer interested in this notification. But log.
@@ -365,6 +374,58 @@ impl SleepNotifier {
 
     pub(super) fn wake_up(&self) {
         self.should_notify.store(false, Ordering::Relaxed);
+    }
+}
+
+// ringmq patch (item 11): wake-ups of other executors asked for while this thread's executor
+// runs a task queue, posted when that run ends. A wake-up posted from the middle of the run
+// (an `IORING_OP_MSG_RING` or eventfd write in `io_uring_enter`) lets the kernel switch to the
+// woken executor at once when it is placed on this CPU (wake-up preemption): the waker is
+// switched out with the rest of its run still to do, and back in later, two context switches
+// more per wake-up. Posted at the end of the run, the switch comes where the waker had no more
+// work anyway. `None` outside a run (the park, the blocking pool's threads): posted at once.
+thread_local! {
+    /// Whether a run is on, and the notifiers whose wake-up it kept.
+    static DEFERRED_WAKES: std::cell::RefCell<(bool, Vec<Arc<SleepNotifier>>)> =
+        const { std::cell::RefCell::new((false, Vec::new())) };
+}
+
+/// Keeps `notifier`'s wake-up for the end of the running task queue; false when no run is on.
+fn defer_wake(notifier: &Arc<SleepNotifier>) -> bool {
+    DEFERRED_WAKES.with(|deferred| {
+        let (on, wakes) = &mut *deferred.borrow_mut();
+        if *on {
+            wakes.push(Arc::clone(notifier));
+        }
+        *on
+    })
+}
+
+/// ringmq patch (item 11): while alive, wake-ups of other executors are kept
+/// (`SleepNotifier::notify`); [`DeferWakes::flush`] and the drop post them. The executor holds
+/// one over `run_task_queues` and flushes after each task queue it ran, so nothing it kept is
+/// still kept when it polls its rings or parks.
+pub(crate) struct DeferWakes(());
+
+impl DeferWakes {
+    pub(crate) fn begin() -> DeferWakes {
+        DEFERRED_WAKES.with(|deferred| deferred.borrow_mut().0 = true);
+        DeferWakes(())
+    }
+
+    /// Posts the wake-ups kept so far.
+    pub(crate) fn flush(&self) {
+        // Taken one at a time, the borrow released before posting.
+        while let Some(notifier) = DEFERRED_WAKES.with(|deferred| deferred.borrow_mut().1.pop()) {
+            notifier.post_wake();
+        }
+    }
+}
+
+impl Drop for DeferWakes {
+    fn drop(&mut self) {
+        self.flush();
+        DEFERRED_WAKES.with(|deferred| deferred.borrow_mut().0 = false);
     }
 }
 
