@@ -11,9 +11,11 @@ pub const FLAG_RESPONSE: i32 = 1;
 pub const FLAG_ONEWAY: i32 = 2;
 
 /// The custom header: every field as a string, in the order received (or inserted), so that a
-/// decoded frame re-encodes to the same bytes ([`PackedMap`]: one string for all of them).
+/// decoded frame re-encodes to the same bytes ([`PackedMap`]: one string for all of them). Boxed
+/// so that a `RemotingCommand` stays as small as when this was one `Vec` (it is the error type
+/// of many functions).
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct ExtFields(PackedMap);
+pub struct ExtFields(Box<PackedMap>);
 
 impl ExtFields {
     /// An empty map.
@@ -23,7 +25,7 @@ impl ExtFields {
 
     /// An empty map with room for `entries` entries of `text_bytes` bytes of keys and values.
     pub fn with_capacity(entries: usize, text_bytes: usize) -> ExtFields {
-        ExtFields(PackedMap::with_capacity(entries, text_bytes))
+        ExtFields(Box::new(PackedMap::with_capacity(entries, text_bytes)))
     }
 
     /// The value of `key`, if present.
@@ -65,7 +67,7 @@ impl std::fmt::Debug for ExtFields {
 
 impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for ExtFields {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> ExtFields {
-        ExtFields(iter.into_iter().collect())
+        ExtFields(Box::new(iter.into_iter().collect()))
     }
 }
 
