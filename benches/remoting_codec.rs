@@ -1,4 +1,5 @@
-//! Codec micro-benchmarks: encode and decode of a send request in both serializations, and a
+//! Codec micro-benchmarks: encode and decode of a send request in both serializations, the
+//! send processor's reading of its header and properties, and a
 //! HEART_BEAT body read the way the broker reads it (`protocol::lenient`, through a parsed value)
 //! against a plain serde_json read of the same (Java-shaped) body.
 //! Runs tiny under `cargo test --benches` and at full size under `cargo bench`.
@@ -67,5 +68,32 @@ fn heartbeat_body(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, heartbeat_body);
+/// What the send processor does with a decoded SEND_MESSAGE_V2 before building the record:
+/// read the header's fields, parse the properties, drop WAIT, add CLUSTER, write them back.
+fn send_header(c: &mut Criterion) {
+    use ringmq::message::properties::{self, Properties};
+    use ringmq::protocol::send::SendRequest;
+    let cmd = send_request(SerializeType::Json);
+    let mut group = c.benchmark_group("send_header");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("from_command", |b| {
+        b.iter(|| {
+            SendRequest::from_command(&cmd)
+                .map(|r| r.queue_id)
+                .unwrap_or(-1)
+        })
+    });
+    let raw = cmd.ext("i").unwrap_or_default().to_string();
+    group.bench_function("properties_round_trip", |b| {
+        b.iter(|| {
+            let mut props = Properties::parse(&raw);
+            props.remove(properties::WAIT);
+            props.set(properties::CLUSTER, "DefaultCluster");
+            props.to_wire().len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, heartbeat_body, send_header);
 criterion_main!(benches);

@@ -51,6 +51,7 @@ pub mod message;
 pub mod names;
 pub mod namesrv;
 pub mod net;
+pub mod packed_map;
 pub mod pidfile;
 pub mod protocol;
 pub mod refusal;

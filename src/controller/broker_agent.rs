@@ -547,7 +547,7 @@ fn register(
                         .with_ext("clusterName", cfg.broker_cluster_name.clone())
                         .with_ext("brokerName", cfg.broker_name.clone())
                         .with_ext("appliedBrokerId", id.to_string())
-                        .with_ext("registerCheckCode", check_code.to_string()),
+                        .with_ext("registerCheckCode", check_code),
                 )
                 .map_err(Retry)?;
             match applied.code {
@@ -590,7 +590,7 @@ fn register(
                 .with_ext("clusterName", cfg.broker_cluster_name.clone())
                 .with_ext("brokerName", cfg.broker_name.clone())
                 .with_ext("brokerId", id.to_string())
-                .with_ext("brokerAddress", my_addr.to_string()),
+                .with_ext("brokerAddress", my_addr),
         )
         .map_err(Retry)?;
     match answer.code {

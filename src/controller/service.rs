@@ -231,7 +231,7 @@ fn metadata(node: &Node, request: &RemotingCommand) -> RemotingCommand {
     if leader != 0 {
         answer = answer.with_ext("controllerLeaderId", peer_name(node, leader));
         if let Some(addr) = node.remoting_addr_of(leader) {
-            answer = answer.with_ext("controllerLeaderAddress", addr.to_string());
+            answer = answer.with_ext("controllerLeaderAddress", addr);
         }
     }
     answer

@@ -3,6 +3,8 @@
 //! after every pair: both are accepted. Items with an empty key or value are dropped, later
 //! duplicates win, as in `MessageDecoder.string2messageProperties`.
 
+use crate::packed_map::PackedMap;
+
 /// Separates a key from its value.
 pub const NAME_VALUE_SEPARATOR: char = '\u{1}';
 /// Separates one pair from the next.
@@ -28,58 +30,57 @@ pub const CHECK_IMMUNITY_TIME_IN_SECONDS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS
 /// Separator of the keys inside `KEYS`.
 pub const KEY_SEPARATOR: char = ' ';
 
-/// Parsed properties, in order of first appearance (later duplicates overwrite in place).
+/// Parsed properties, in order of first appearance (later duplicates overwrite in place), in
+/// one string ([`PackedMap`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Properties {
-    pairs: Vec<(String, String)>,
+    pairs: PackedMap,
 }
+
+/// Room for a message's properties (a Java send has 3, the broker adds a few).
+const PAIRS_EXPECTED: usize = 8;
 
 impl Properties {
     /// Parses a properties string leniently (never fails).
     pub fn parse(raw: &str) -> Properties {
-        let mut props = Properties::default();
+        // Room for a few pairs the broker adds (CLUSTER, REAL_TOPIC, ...) without growing.
+        let mut pairs = PackedMap::with_capacity(PAIRS_EXPECTED, raw.len() + 64);
         for item in raw.split(PROPERTY_SEPARATOR) {
             let Some((key, value)) = item.split_once(NAME_VALUE_SEPARATOR) else {
                 continue;
             };
             if !key.is_empty() && !value.is_empty() {
-                props.set(key, value);
+                pairs.insert(key, value);
             }
         }
-        props
+        Properties { pairs }
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs.get(key)
     }
 
     /// Sets `key` (replacing in place).
     pub fn set(&mut self, key: &str, value: &str) {
-        match self.pairs.iter_mut().find(|(k, _)| k == key) {
-            Some(pair) => pair.1 = value.to_string(),
-            None => self.pairs.push((key.to_string(), value.to_string())),
-        }
+        self.pairs.insert(key, value);
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let i = self.pairs.iter().position(|(k, _)| k == key)?;
-        Some(self.pairs.remove(i).1)
+        self.pairs.remove(key)
     }
 
     /// Pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.pairs.iter()
     }
 
     /// Serialises as Java ≥ 4.9.1 does: no trailing separator.
     pub fn to_wire(&self) -> String {
-        let mut out = String::new();
-        for (i, (k, v)) in self.pairs.iter().enumerate() {
+        let len = self.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let mut out = String::with_capacity(len);
+        for (i, (k, v)) in self.iter().enumerate() {
             if i > 0 {
                 out.push(PROPERTY_SEPARATOR);
             }

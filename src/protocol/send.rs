@@ -6,7 +6,7 @@
 //! `m=true`): a batch is recognised by its `batch`/`m` flag, or by code 320.
 
 use super::fields::{FieldError, Fields};
-use crate::remoting::{request, RemotingCommand};
+use crate::remoting::{request, ExtFields, RemotingCommand};
 
 /// A send request header in either naming.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,20 +44,56 @@ const NAMES: [(&str, &str); 13] = [
     ("batch", "m"),
 ];
 
-/// Reads fields under V1 or V2 names.
+/// The index in [`NAMES`] of a V1 (long) name.
+fn v1_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "producerGroup" => 0,
+        "topic" => 1,
+        "defaultTopic" => 2,
+        "defaultTopicQueueNums" => 3,
+        "queueId" => 4,
+        "sysFlag" => 5,
+        "bornTimestamp" => 6,
+        "flag" => 7,
+        "properties" => 8,
+        "reconsumeTimes" => 9,
+        "unitMode" => 10,
+        "maxReconsumeTimes" => 11,
+        "batch" => 12,
+        _ => return None,
+    })
+}
+
+/// The index in [`NAMES`] of a V2 name: the letters `a` to `m` in order.
+fn v2_index(name: &str) -> Option<usize> {
+    match name.as_bytes() {
+        [letter @ b'a'..=b'm'] => Some(usize::from(letter - b'a')),
+        _ => None,
+    }
+}
+
+/// The header's send fields, found in one pass over its entries (under V1 or V2 names) and
+/// read by their V1 names.
 struct Named<'a> {
-    cmd: &'a RemotingCommand,
-    v2: bool,
+    values: [Option<&'a str>; NAMES.len()],
+}
+
+impl<'a> Named<'a> {
+    fn of(cmd: &'a RemotingCommand, v2: bool) -> Named<'a> {
+        let mut values = [None; NAMES.len()];
+        let index = if v2 { v2_index } else { v1_index };
+        for (key, value) in cmd.ext_fields.iter().flat_map(|f| f.iter()) {
+            if let Some(i) = index(key) {
+                values[i] = Some(value);
+            }
+        }
+        Named { values }
+    }
 }
 
 impl Fields for Named<'_> {
     fn field(&self, name: &'static str) -> Option<&str> {
-        let (v1, v2) = NAMES
-            .iter()
-            .find(|(v1, _)| *v1 == name)
-            .copied()
-            .unwrap_or((name, name));
-        self.cmd.ext(if self.v2 { v2 } else { v1 })
+        v1_index(name).and_then(|i| self.values[i])
     }
 }
 
@@ -76,7 +112,7 @@ impl SendRequest {
     /// are errors naming the field (by its long name).
     pub fn from_command(cmd: &RemotingCommand) -> Result<SendRequest, FieldError> {
         let v2 = uses_letters(cmd.code);
-        let f = Named { cmd, v2 };
+        let f = Named::of(cmd, v2);
         Ok(SendRequest {
             producer_group: f.req_str("producerGroup")?.to_string(),
             topic: f.req_str("topic")?.to_string(),
@@ -135,14 +171,19 @@ pub struct SendResponse {
 impl SendResponse {
     /// Adds the header fields to `response`.
     pub fn apply(&self, response: &mut RemotingCommand) {
+        // Sized for what follows, so the answer's header grows no buffer.
+        let text = self.msg_id.len() + self.region_id.len() + 80;
+        response
+            .ext_fields
+            .get_or_insert_with(|| ExtFields::with_capacity(6, text));
         response.set_ext("msgId", self.msg_id.as_str());
-        response.set_ext("queueId", self.queue_id.to_string());
-        response.set_ext("queueOffset", self.queue_offset.to_string());
+        response.set_ext("queueId", itoa::Buffer::new().format(self.queue_id));
+        response.set_ext("queueOffset", itoa::Buffer::new().format(self.queue_offset));
         if let Some(id) = &self.transaction_id {
             response.set_ext("transactionId", id.as_str());
         }
         response.set_ext("MSG_REGION", self.region_id.as_str());
-        response.set_ext("TRACE_ON", self.trace_on.to_string());
+        response.set_ext("TRACE_ON", if self.trace_on { "true" } else { "false" });
     }
 }
 
@@ -176,6 +217,42 @@ mod tests {
         let batch =
             SendRequest::from_command(&req.to_command(request::SEND_BATCH_MESSAGE)).unwrap();
         assert!(batch.batch);
+    }
+
+    #[test]
+    fn name_indexes_match_the_table() {
+        for (i, (v1, v2)) in NAMES.iter().enumerate() {
+            assert_eq!(v1_index(v1), Some(i), "{v1}");
+            assert_eq!(v2_index(v2), Some(i), "{v2}");
+        }
+        assert_eq!(v1_index("b"), None);
+        assert_eq!(v2_index("topic"), None);
+        assert_eq!(v2_index("n"), None);
+    }
+
+    #[test]
+    fn fields_under_the_other_naming_are_not_read() {
+        // A V2 request carrying long names (and the reverse) has none of its fields.
+        let cmd = RemotingCommand::request(request::SEND_MESSAGE_V2)
+            .with_ext("producerGroup", "pg")
+            .with_ext("topic", "T");
+        let err = SendRequest::from_command(&cmd).unwrap_err();
+        assert_eq!(
+            err,
+            FieldError::Missing {
+                field: "producerGroup"
+            }
+        );
+        let cmd = RemotingCommand::request(request::SEND_MESSAGE)
+            .with_ext("a", "pg")
+            .with_ext("b", "T");
+        let err = SendRequest::from_command(&cmd).unwrap_err();
+        assert_eq!(
+            err,
+            FieldError::Missing {
+                field: "producerGroup"
+            }
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::codes::{response, LanguageCode, SerializeType, VERSION_CURRENT};
+use crate::packed_map::PackedMap;
 
 /// Flag bit 0: the frame is a response.
 pub const FLAG_RESPONSE: i32 = 1;
@@ -10,12 +11,11 @@ pub const FLAG_RESPONSE: i32 = 1;
 pub const FLAG_ONEWAY: i32 = 2;
 
 /// The custom header: every field as a string, in the order received (or inserted), so that a
-/// decoded frame re-encodes to the same bytes. Lookups are linear; headers hold a few dozen keys
-/// at most.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExtFields {
-    entries: Vec<(String, String)>,
-}
+/// decoded frame re-encodes to the same bytes ([`PackedMap`]: one string for all of them). Boxed
+/// so that a `RemotingCommand` stays as small as when this was one `Vec` (it is the error type
+/// of many functions).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ExtFields(Box<PackedMap>);
 
 impl ExtFields {
     /// An empty map.
@@ -23,53 +23,51 @@ impl ExtFields {
         ExtFields::default()
     }
 
+    /// An empty map with room for `entries` entries of `text_bytes` bytes of keys and values.
+    pub fn with_capacity(entries: usize, text_bytes: usize) -> ExtFields {
+        ExtFields(Box::new(PackedMap::with_capacity(entries, text_bytes)))
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.get(key)
     }
 
     /// Sets `key`, replacing an earlier value in place (Java `HashMap.put`).
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        let key = key.into();
-        let value = value.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => self.entries.push((key, value)),
-        }
+    pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
+        self.0.insert(key, value);
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let index = self.entries.iter().position(|(k, _)| k == key)?;
-        Some(self.entries.remove(index).1)
+        self.0.remove(key)
     }
 
     /// Entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter()
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.0.len()
     }
 
     /// True when there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.0.is_empty()
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
+impl std::fmt::Debug for ExtFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for ExtFields {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> ExtFields {
-        let mut fields = ExtFields::new();
-        for (k, v) in iter {
-            fields.insert(k, v);
-        }
-        fields
+        ExtFields(Box::new(iter.into_iter().collect()))
     }
 }
 
@@ -159,14 +157,14 @@ impl RemotingCommand {
     }
 
     /// Sets a custom-header field, creating the map if needed.
-    pub fn set_ext(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    pub fn set_ext(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         self.ext_fields
             .get_or_insert_with(ExtFields::new)
             .insert(key, value);
     }
 
     /// Builder form of [`RemotingCommand::set_ext`].
-    pub fn with_ext(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_ext(mut self, key: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         self.set_ext(key, value);
         self
     }

@@ -6,6 +6,8 @@
 //! `language` as a name and `serializeTypeCurrentRPC` always present (the Rust client requires it).
 
 use bytes::{BufMut, BytesMut};
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::codes::LanguageCode;
@@ -27,16 +29,17 @@ pub struct HeaderFields {
 /// A header value as the client sent it. Strings, integers (the C++ client) and booleans are
 /// accepted; floats, arrays and objects are sent by no client and are refused (their text form
 /// could also grow without bound on re-encoding). Decoded straight from the JSON text, with no
-/// intermediate `serde_json::Value`: header decoding is on every request's path.
-enum Scalar {
+/// intermediate `serde_json::Value`: header decoding is on every request's path. A string
+/// without escapes is borrowed from the frame, not copied.
+enum Scalar<'de> {
     Null,
-    Str(String),
+    Str(Cow<'de, str>),
     Int(i64),
     UInt(u64),
     Bool(bool),
 }
 
-impl<'de> Deserialize<'de> for Scalar {
+impl<'de> Deserialize<'de> for Scalar<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ScalarVisitor)
     }
@@ -45,36 +48,39 @@ impl<'de> Deserialize<'de> for Scalar {
 struct ScalarVisitor;
 
 impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
-    type Value = Scalar;
+    type Value = Scalar<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a string, integer or boolean")
     }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
-        Ok(Scalar::Str(v.to_string()))
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
     }
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Scalar, E> {
-        Ok(Scalar::Str(v))
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_string())))
     }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Int(v))
     }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar<'de>, E> {
         Ok(Scalar::UInt(v))
     }
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar, E> {
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Bool(v))
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar, E> {
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Null)
     }
-    fn visit_none<E: serde::de::Error>(self) -> Result<Scalar, E> {
+    fn visit_none<E: serde::de::Error>(self) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Null)
     }
 }
 
-impl Scalar {
-    fn int(value: Option<Scalar>, field: &str) -> Result<i32, WireError> {
+impl Scalar<'_> {
+    fn int(value: Option<Scalar<'_>>, field: &str) -> Result<i32, WireError> {
         let parsed = match value {
             None | Some(Scalar::Null) => return Ok(0),
             Some(Scalar::Int(n)) => Some(n),
@@ -87,11 +93,31 @@ impl Scalar {
             .ok_or_else(|| WireError::BadJson(format!("field {field} is not a 32-bit integer")))
     }
 
+    /// Appends the string fastjson would coerce the value to (nothing for null) as the value
+    /// of `key`.
+    fn insert_into(self, fields: &mut ExtFields, key: &str) {
+        let mut digits = itoa::Buffer::new();
+        let text: &str = match &self {
+            Scalar::Null => return,
+            Scalar::Str(s) => s,
+            Scalar::Int(n) => digits.format(*n),
+            Scalar::UInt(n) => digits.format(*n),
+            Scalar::Bool(b) => {
+                if *b {
+                    "true"
+                } else {
+                    "false"
+                }
+            }
+        };
+        fields.insert(key, text);
+    }
+
     /// The string fastjson would coerce the value to; `None` for null.
     fn into_string(self) -> Option<String> {
         match self {
             Scalar::Null => None,
-            Scalar::Str(s) => Some(s),
+            Scalar::Str(s) => Some(s.into_owned()),
             Scalar::Int(n) => Some(n.to_string()),
             Scalar::UInt(n) => Some(n.to_string()),
             Scalar::Bool(b) => Some(b.to_string()),
@@ -99,12 +125,46 @@ impl Scalar {
     }
 }
 
-/// `extFields`, read entry by entry into [`ExtFields`] in arrival order.
+/// A JSON object key, borrowed from the frame unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Room for a decoded header's `extFields` (a Java send has 13); more grows the map.
+const EXT_ENTRIES_EXPECTED: usize = 16;
+
+/// `extFields`, read entry by entry into [`ExtFields`] in arrival order. `text_bytes` bounds
+/// the bytes of its keys and values (the header's length), so the map's text is allocated once.
 struct ExtIn(ExtFields);
 
-impl<'de> Deserialize<'de> for ExtIn {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ExtVisitor;
+struct ExtSeed {
+    text_bytes: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ExtSeed {
+    type Value = ExtIn;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ExtIn, D::Error> {
+        struct ExtVisitor {
+            text_bytes: usize,
+        }
         impl<'de> serde::de::Visitor<'de> for ExtVisitor {
             type Value = ExtIn;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -114,40 +174,143 @@ impl<'de> Deserialize<'de> for ExtIn {
                 self,
                 mut map: A,
             ) -> Result<ExtIn, A::Error> {
-                let mut fields = ExtFields::new();
-                while let Some((key, value)) = map.next_entry::<String, Scalar>()? {
-                    if let Some(value) = value.into_string() {
-                        fields.insert(key, value);
-                    }
+                let mut fields = ExtFields::with_capacity(EXT_ENTRIES_EXPECTED, self.text_bytes);
+                while let Some((key, value)) = map.next_entry::<Key, Scalar>()? {
+                    value.insert_into(&mut fields, &key.0);
                 }
                 Ok(ExtIn(fields))
             }
         }
-        d.deserialize_map(ExtVisitor)
+        d.deserialize_map(ExtVisitor {
+            text_bytes: self.text_bytes,
+        })
     }
 }
 
-#[derive(Deserialize)]
-struct JsonHeaderIn {
-    code: Option<Scalar>,
-    language: Option<Scalar>,
-    version: Option<Scalar>,
-    opaque: Option<Scalar>,
-    flag: Option<Scalar>,
-    remark: Option<Scalar>,
-    #[serde(rename = "extFields")]
+/// The top-level object of a JSON header. Hand-written rather than derived so that
+/// `extFields` is read with an [`ExtSeed`] sized from the header.
+#[derive(Default)]
+struct JsonHeaderIn<'de> {
+    code: Option<Scalar<'de>>,
+    language: Option<Scalar<'de>>,
+    version: Option<Scalar<'de>>,
+    opaque: Option<Scalar<'de>>,
+    flag: Option<Scalar<'de>>,
+    remark: Option<Scalar<'de>>,
     ext_fields: Option<ExtIn>,
+}
+
+struct HeaderSeed {
+    text_bytes: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for HeaderSeed {
+    type Value = JsonHeaderIn<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<JsonHeaderIn<'de>, D::Error> {
+        struct HeaderVisitor {
+            text_bytes: usize,
+        }
+        impl<'de> serde::de::Visitor<'de> for HeaderVisitor {
+            type Value = JsonHeaderIn<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a remoting command header object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JsonHeaderIn<'de>, A::Error> {
+                use serde::de::IgnoredAny;
+                let mut h = JsonHeaderIn::default();
+                // A repeated field is refused, as serde's derive (the previous decoder) did.
+                fn once<'de, T: Deserialize<'de>, A: serde::de::MapAccess<'de>>(
+                    slot: &mut Option<T>,
+                    map: &mut A,
+                    name: &'static str,
+                ) -> Result<(), A::Error> {
+                    if slot.is_some() {
+                        return Err(serde::de::Error::duplicate_field(name));
+                    }
+                    *slot = map.next_value()?;
+                    Ok(())
+                }
+                let mut seen_ext = false;
+                while let Some(key) = map.next_key::<Key>()? {
+                    match &*key.0 {
+                        "code" => once(&mut h.code, &mut map, "code")?,
+                        "language" => once(&mut h.language, &mut map, "language")?,
+                        "version" => once(&mut h.version, &mut map, "version")?,
+                        "opaque" => once(&mut h.opaque, &mut map, "opaque")?,
+                        "flag" => once(&mut h.flag, &mut map, "flag")?,
+                        "remark" => once(&mut h.remark, &mut map, "remark")?,
+                        "extFields" => {
+                            if std::mem::replace(&mut seen_ext, true) {
+                                return Err(serde::de::Error::duplicate_field("extFields"));
+                            }
+                            h.ext_fields = map.next_value_seed(OptionSeed(ExtSeed {
+                                text_bytes: self.text_bytes,
+                            }))?;
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(h)
+            }
+        }
+        d.deserialize_map(HeaderVisitor {
+            text_bytes: self.text_bytes,
+        })
+    }
+}
+
+/// `null` or what `S` reads.
+struct OptionSeed<S>(S);
+
+impl<'de, S: serde::de::DeserializeSeed<'de>> serde::de::DeserializeSeed<'de> for OptionSeed<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct OptionVisitor<S>(S);
+        impl<'de, S: serde::de::DeserializeSeed<'de>> serde::de::Visitor<'de> for OptionVisitor<S> {
+            type Value = Option<S::Value>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("null or a value")
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                self.0.deserialize(d).map(Some)
+            }
+        }
+        d.deserialize_option(OptionVisitor(self.0))
+    }
 }
 
 /// Decodes a JSON header. Trailing whitespace (the C++ client's newline) is accepted.
 pub fn decode_json(bytes: &[u8]) -> Result<HeaderFields, WireError> {
-    let header: JsonHeaderIn =
-        serde_json::from_slice(bytes).map_err(|e| WireError::BadJson(e.to_string()))?;
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = HeaderSeed {
+        text_bytes: bytes.len(),
+    };
+    let header = seed
+        .deserialize(&mut de)
+        .and_then(|h| de.end().map(|()| h))
+        .map_err(|e| WireError::BadJson(e.to_string()))?;
     if header.code.is_none() {
         return Err(WireError::BadJson("field code is missing".into()));
     }
     let language = match header.language {
-        Some(Scalar::Str(name)) => LanguageCode::from_name(&name),
+        Some(Scalar::Str(ref name)) => LanguageCode::from_name(name),
         Some(Scalar::Int(n)) => LanguageCode::from_ordinal(n),
         Some(Scalar::UInt(n)) => LanguageCode::from_ordinal(i64::try_from(n).unwrap_or(-1)),
         _ => LanguageCode::Other,
@@ -164,15 +327,21 @@ pub fn decode_json(bytes: &[u8]) -> Result<HeaderFields, WireError> {
 }
 
 fn put_json_str(dst: &mut BytesMut, s: &str) {
+    // Most header strings need no escape: copied as they are between quotes.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        dst.reserve(s.len() + 2);
+        dst.put_u8(b'"');
+        dst.put_slice(s.as_bytes());
+        dst.put_u8(b'"');
+        return;
+    }
     // serde_json escapes exactly what JSON requires (quotes, backslash, control characters as
     // \uXXXX), as fastjson does; writing into BytesMut cannot fail.
     let _ = serde_json::to_writer(dst.writer(), s);
 }
 
 fn put_decimal(dst: &mut BytesMut, n: i32) {
-    use std::fmt::Write;
-    // Writing into BytesMut cannot fail.
-    let _ = write!(dst, "{n}");
+    dst.put_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Encodes a JSON header the way fastjson writes `RemotingCommand`: keys in alphabetical order,
@@ -243,7 +412,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string of `len` bytes; a negative length is treated as malformed.
-    fn string(&mut self, len: i64) -> Result<String, WireError> {
+    fn string(&mut self, len: i64) -> Result<&'a str, WireError> {
         let offset = self.offset;
         let len = usize::try_from(len).map_err(|_| WireError::Truncated {
             offset,
@@ -251,7 +420,7 @@ impl<'a> Reader<'a> {
             have: self.bytes.len() - offset,
         })?;
         let raw = self.take(len)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| WireError::BadUtf8 { offset })
+        std::str::from_utf8(raw).map_err(|_| WireError::BadUtf8 { offset })
     }
 }
 
@@ -266,7 +435,7 @@ pub fn decode_binary(bytes: &[u8]) -> Result<HeaderFields, WireError> {
     let remark_len = r.i32()?;
     let remark = match remark_len {
         0 => None,
-        n => Some(r.string(i64::from(n))?),
+        n => Some(r.string(i64::from(n))?.to_string()),
     };
     let ext_len = r.i32()?;
     let ext_fields = match ext_len {
@@ -294,7 +463,7 @@ pub fn decode_binary(bytes: &[u8]) -> Result<HeaderFields, WireError> {
 
 fn decode_binary_map(bytes: &[u8], base_offset: usize) -> Result<ExtFields, WireError> {
     let mut r = Reader { bytes, offset: 0 };
-    let mut fields = ExtFields::new();
+    let mut fields = ExtFields::with_capacity(EXT_ENTRIES_EXPECTED, bytes.len());
     while r.offset < bytes.len() {
         let key_len = r.i16()?;
         let key = r
@@ -373,6 +542,46 @@ mod tests {
             put_decimal(&mut buf, n);
             assert_eq!(std::str::from_utf8(&buf).unwrap(), n.to_string());
         }
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "TopicTest",
+            "a\"b",
+            "back\\slash",
+            "UNIQ_KEY\u{1}FD00\u{2}WAIT\u{1}true",
+            "tab\there\nline",
+            "ünïcødé 話",
+            "\u{7f}del",
+        ] {
+            let mut buf = BytesMut::new();
+            put_json_str(&mut buf, s);
+            let expected = serde_json::to_string(s).unwrap();
+            assert_eq!(std::str::from_utf8(&buf).unwrap(), expected, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_and_plain_ext_strings_decode_alike() {
+        let raw = br#"{"code":310,"extFields":{"a":"pg","b\u0062":"T\"x","i":"K\u0001V"}}"#;
+        let ext = decode_json(raw).unwrap().ext_fields.unwrap();
+        assert_eq!(
+            ext.iter().collect::<Vec<_>>(),
+            [("a", "pg"), ("bb", "T\"x"), ("i", "K\u{1}V")]
+        );
+    }
+
+    #[test]
+    fn a_repeated_header_field_is_refused_and_null_ext_fields_is_none() {
+        assert!(decode_json(br#"{"code":1,"code":2}"#).is_err());
+        assert!(decode_json(br#"{"code":1,"extFields":{},"extFields":{}}"#).is_err());
+        let h = decode_json(br#"{"code":1,"extFields":null,"remark":"r"}"#).unwrap();
+        assert_eq!(h.ext_fields, None);
+        assert_eq!(h.remark.as_deref(), Some("r"));
+        assert!(decode_json(br#"{"code":1} x"#).is_err());
+        assert!(decode_json(b"{\"code\":1}\n").is_ok());
     }
 
     #[test]

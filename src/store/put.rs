@@ -137,7 +137,7 @@ impl<S: Storage> MessageStore<S> {
 
     fn check_batch(&self, records: &[(BytesMut, RecordSlots)]) -> StoreResult<()> {
         let max = self.inner.cfg.max_record_bytes();
-        let mut first: Option<(String, i32)> = None;
+        let mut first: Option<(&str, i32)> = None;
         for (index, (record, _)) in records.iter().enumerate() {
             if record.len() > max {
                 return Err(StoreError::RecordTooLarge {
@@ -152,9 +152,9 @@ impl<S: Storage> MessageStore<S> {
                     reason: format!("topic {:?} cannot name a queue directory", view.topic),
                 });
             }
-            match &first {
-                None => first = Some((view.topic.to_string(), view.queue_id)),
-                Some((t, q)) if t == view.topic && *q == view.queue_id => {}
+            match first {
+                None => first = Some((view.topic, view.queue_id)),
+                Some((t, q)) if t == view.topic && q == view.queue_id => {}
                 Some(_) => return Err(StoreError::MixedBatch),
             }
         }

@@ -123,11 +123,16 @@ impl<C: TopicCreation> Sender<'_, C> {
             .count_put(result.physical_offsets.len(), result.wrote_bytes);
         let stored = (result.physical_offsets.len(), result.wrote_bytes);
         self.stats.items.put(&target, stored.0, stored.1);
-        let msg_ids: Vec<String> = result
-            .physical_offsets
-            .iter()
-            .map(|p| offset_msg_id(self.ctx.store_host, *p))
-            .collect();
+        let msg_id = match result.physical_offsets.as_slice() {
+            [one] => offset_msg_id(self.ctx.store_host, *one),
+            many => {
+                let ids: Vec<String> = many
+                    .iter()
+                    .map(|p| offset_msg_id(self.ctx.store_host, *p))
+                    .collect();
+                ids.join(",")
+            }
+        };
         let code = match result.status {
             PutStatus::PutOk => resp::SUCCESS,
             PutStatus::FlushDiskTimeout => resp::FLUSH_DISK_TIMEOUT,
@@ -136,7 +141,7 @@ impl<C: TopicCreation> Sender<'_, C> {
         };
         let mut response = cmd.response_to(code, None);
         SendResponse {
-            msg_id: msg_ids.join(","),
+            msg_id,
             queue_id,
             queue_offset: result.queue_offset,
             transaction_id: None,
@@ -199,7 +204,10 @@ impl<C: TopicCreation> Sender<'_, C> {
                 })?;
             }
         }
-        let level = schedule::delay_level(&props.to_wire());
+        let level = props
+            .get(properties::DELAY)
+            .and_then(|d| d.trim().parse::<usize>().ok())
+            .unwrap_or(0);
         if level > 0 {
             if request.batch {
                 return Err((
