@@ -278,7 +278,7 @@ fn rust_client_request_gets_its_reply() {
 /// 4-shard broker; prints min / median / p99 / max. By hand:
 /// `cargo test --test it request_reply::round_trip_times -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement, by hand: prints round-trip times, asserts no timing"]
 fn round_trip_times() {
     const REPLIES: usize = 2_000;
     let broker = TestBroker::start(4);
