@@ -5,15 +5,18 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use ringmq::remoting::header::{
-    decode_binary, decode_json, encode_binary, encode_json, HeaderFields,
-};
-use ringmq::remoting::{RemotingCommand, SerializeType};
+use ringmq::remoting::header::{decode_binary, decode_json, encode_binary, encode_json};
+use ringmq::remoting::SerializeType;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(fields) = decode_json(data) {
         let mut dst = BytesMut::new();
-        encode_json(&command(fields.clone(), SerializeType::Json), &mut dst);
+        encode_json(
+            &fields
+                .clone()
+                .into_command(SerializeType::Json, Bytes::new()),
+            &mut dst,
+        );
         let again = decode_json(&dst).unwrap_or_else(|e| {
             panic!("re-encoded JSON header does not decode: {e:?}\n{fields:?}")
         });
@@ -21,7 +24,14 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(fields) = decode_binary(data) {
         let mut dst = BytesMut::new();
-        if encode_binary(&command(fields.clone(), SerializeType::RocketMq), &mut dst).is_err() {
+        if encode_binary(
+            &fields
+                .clone()
+                .into_command(SerializeType::RocketMq, Bytes::new()),
+            &mut dst,
+        )
+        .is_err()
+        {
             return;
         }
         let again = decode_binary(&dst).unwrap_or_else(|e| {
@@ -30,26 +40,3 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, fields, "binary header round trip");
     }
 });
-
-fn command(fields: HeaderFields, serialize_type: SerializeType) -> RemotingCommand {
-    let HeaderFields {
-        code,
-        language,
-        version,
-        opaque,
-        flag,
-        remark,
-        ext_fields,
-    } = fields;
-    RemotingCommand {
-        code,
-        language,
-        version,
-        opaque,
-        flag,
-        remark,
-        ext_fields,
-        serialize_type,
-        body: Bytes::new(),
-    }
-}

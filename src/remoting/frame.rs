@@ -6,7 +6,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::codes::SerializeType;
 use super::command::RemotingCommand;
 use super::error::WireError;
-use super::header::{decode_binary, decode_json, encode_binary, encode_json, HeaderFields};
+use super::header::{decode_binary, decode_json, encode_binary, encode_json};
 use crate::limits::{
     FRAME_HEADER_WORD_BYTES, FRAME_LENGTH_PREFIX_BYTES, FRAME_SIZE_MAX_BYTES, HEADER_SIZE_MAX_BYTES,
 };
@@ -115,26 +115,7 @@ fn command_from(
         SerializeType::Json => decode_json(header)?,
         SerializeType::RocketMq => decode_binary(header)?,
     };
-    let HeaderFields {
-        code,
-        language,
-        version,
-        opaque,
-        flag,
-        remark,
-        ext_fields,
-    } = fields;
-    Ok(RemotingCommand {
-        code,
-        language,
-        version,
-        opaque,
-        flag,
-        remark,
-        ext_fields,
-        serialize_type,
-        body,
-    })
+    Ok(fields.into_command(serialize_type, body))
 }
 
 /// The parts of a frame before its header is decoded.

@@ -5,12 +5,12 @@
 //! is strict: compact JSON with fastjson's alphabetical key order, every ext value a string,
 //! `language` as a name and `serializeTypeCurrentRPC` always present (the Rust client requires it).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::codes::LanguageCode;
+use super::codes::{LanguageCode, SerializeType};
 use super::command::{ExtFields, RemotingCommand};
 use super::error::WireError;
 
@@ -24,6 +24,32 @@ pub struct HeaderFields {
     pub flag: i32,
     pub remark: Option<String>,
     pub ext_fields: Option<ExtFields>,
+}
+
+impl HeaderFields {
+    /// The command these fields head, read in `serialize_type`, carrying `body`.
+    pub fn into_command(self, serialize_type: SerializeType, body: Bytes) -> RemotingCommand {
+        let HeaderFields {
+            code,
+            language,
+            version,
+            opaque,
+            flag,
+            remark,
+            ext_fields,
+        } = self;
+        RemotingCommand {
+            code,
+            language,
+            version,
+            opaque,
+            flag,
+            remark,
+            ext_fields,
+            serialize_type,
+            body,
+        }
+    }
 }
 
 /// A header value as the client sent it. Strings, integers (the C++ client) and booleans are
