@@ -63,27 +63,21 @@ impl PackedMap {
     /// Sets `key`, replacing an earlier value in place (Java `HashMap.put`).
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         let (key, value) = (key.as_ref(), value.as_ref());
-        match self.position(key) {
+        let earlier = self.position(key);
+        // A replaced entry moves to the end of the text; its old bytes stay until a compaction.
+        let (key_start, value_start) = self.push_text(key);
+        let (_, value_end) = self.push_text(value);
+        let span = Span {
+            key_start,
+            value_start,
+            value_end,
+        };
+        match earlier {
             Some(i) => {
-                // The entry moves to the end of the text; its old bytes stay until a compaction.
-                let (key_start, value_start) = self.push_text(key);
-                let (_, value_end) = self.push_text(value);
-                self.spans[i] = Span {
-                    key_start,
-                    value_start,
-                    value_end,
-                };
+                self.spans[i] = span;
                 self.compact_if_sparse();
             }
-            None => {
-                let (key_start, value_start) = self.push_text(key);
-                let (_, value_end) = self.push_text(value);
-                self.spans.push(Span {
-                    key_start,
-                    value_start,
-                    value_end,
-                });
-            }
+            None => self.spans.push(span),
         }
     }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use clap::{Parser, Subcommand, ValueEnum};
+use ringmq::protocol::send::SendRequest;
 use ringmq::remoting::{request, RemotingCommand};
 
 /// Connection churn and bad input against one server (see the module docs).
@@ -526,18 +527,23 @@ pub const OVERSIZE_BODY_BYTES: usize = 5 * 1024 * 1024;
 
 /// A SEND_MESSAGE_V2 to `topic` queue 0 with a body of `body_bytes` (the attack's oversize send).
 pub fn oversize_send(topic: &str, body_bytes: usize) -> RemotingCommand {
-    RemotingCommand::request(request::SEND_MESSAGE_V2)
-        .with_ext("a", "churn_attack")
-        .with_ext("b", topic)
-        .with_ext("c", "TBW102")
-        .with_ext("d", "4")
-        .with_ext("e", "0")
-        .with_ext("f", "0")
-        .with_ext("g", "0")
-        .with_ext("h", "0")
-        .with_ext("i", "")
-        .with_ext("j", "0")
-        .with_ext("k", "false")
+    let header = SendRequest {
+        producer_group: "churn_attack".into(),
+        topic: topic.into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 4,
+        queue_id: 0,
+        sys_flag: 0,
+        born_timestamp: 0,
+        flag: 0,
+        properties: String::new(),
+        reconsume_times: 0,
+        unit_mode: false,
+        max_reconsume_times: None,
+        batch: false,
+    };
+    header
+        .to_command(request::SEND_MESSAGE_V2)
         .with_body(vec![b'o'; body_bytes])
 }
 
