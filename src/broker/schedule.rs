@@ -35,9 +35,14 @@ pub fn to_schedule_queue(
     (level - 1) as i32
 }
 
-/// The delay level a message asks for (0 = none).
+/// The delay level a message asks for (0 = none), from its properties string.
 pub fn delay_level(props_wire: &str) -> usize {
-    properties::find(props_wire, properties::DELAY)
+    delay_level_of(properties::find(props_wire, properties::DELAY))
+}
+
+/// The delay level a `DELAY` property's value asks for (0 = none or unreadable).
+pub fn delay_level_of(delay: Option<&str>) -> usize {
+    delay
         .and_then(|d| d.trim().parse::<usize>().ok())
         .unwrap_or(0)
 }

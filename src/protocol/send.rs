@@ -46,22 +46,7 @@ const NAMES: [(&str, &str); 13] = [
 
 /// The index in [`NAMES`] of a V1 (long) name.
 fn v1_index(name: &str) -> Option<usize> {
-    Some(match name {
-        "producerGroup" => 0,
-        "topic" => 1,
-        "defaultTopic" => 2,
-        "defaultTopicQueueNums" => 3,
-        "queueId" => 4,
-        "sysFlag" => 5,
-        "bornTimestamp" => 6,
-        "flag" => 7,
-        "properties" => 8,
-        "reconsumeTimes" => 9,
-        "unitMode" => 10,
-        "maxReconsumeTimes" => 11,
-        "batch" => 12,
-        _ => return None,
-    })
+    NAMES.iter().position(|(v1, _)| *v1 == name)
 }
 
 /// The index in [`NAMES`] of a V2 name: the letters `a` to `m` in order.

@@ -204,10 +204,7 @@ impl<C: TopicCreation> Sender<'_, C> {
                 })?;
             }
         }
-        let level = props
-            .get(properties::DELAY)
-            .and_then(|d| d.trim().parse::<usize>().ok())
-            .unwrap_or(0);
+        let level = schedule::delay_level_of(props.get(properties::DELAY));
         if level > 0 {
             if request.batch {
                 return Err((
