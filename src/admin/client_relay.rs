@@ -67,9 +67,8 @@ pub(crate) struct QueueInfo {
 }
 
 impl RunningInfo {
-    fn parse(body: &[u8]) -> Result<RunningInfo, String> {
-        let (entries, rest): (MqEntries, Value) =
-            fastjson_mq::parse_mq_table(body, "mqTable").map_err(|e| e.to_string())?;
+    fn parse(body: &[u8]) -> Result<RunningInfo, fastjson_mq::MqTableError> {
+        let (entries, rest): (MqEntries, Value) = fastjson_mq::parse_mq_table(body, "mqTable")?;
         let object = |key: &str| rest[key].as_object().cloned().unwrap_or_default();
         Ok(RunningInfo {
             properties: object("properties"),
@@ -330,12 +329,12 @@ pub(super) fn get_consumer_status(args: &GetConsumerStatusArgs) -> Result<(), Ad
 
 /// `consumerTable` of a GetConsumerStatusBody: client id → MessageQueue-keyed offsets (each
 /// inner table in fastjson's object-key form, so it is cut out of the raw body).
-fn consumer_table(body: &[u8]) -> Result<Vec<(String, MqEntries)>, String> {
-    let clients = fastjson_mq::raw_members(body, "consumerTable").map_err(|e| e.to_string())?;
+fn consumer_table(body: &[u8]) -> Result<Vec<(String, MqEntries)>, fastjson_mq::MqTableError> {
+    let clients = fastjson_mq::raw_members(body, "consumerTable")?;
     let mut out = Vec::new();
     for (id, raw) in clients {
         let wrapped = [b"{\"t\":".as_slice(), raw, b"}"].concat();
-        let (entries, _) = fastjson_mq::parse_mq_table(&wrapped, "t").map_err(|e| e.to_string())?;
+        let (entries, _) = fastjson_mq::parse_mq_table(&wrapped, "t")?;
         out.push((id, entries));
     }
     Ok(out)

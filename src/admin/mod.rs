@@ -335,7 +335,7 @@ fn fetch_json<T: DeserializeOwned>(
 ) -> Result<T, AdminError> {
     let label = request_label(cmd.code);
     let reply = call(conn, cmd, about)?;
-    lenient::from_slice(&reply.body).map_err(|e| unparsable(&label, conn.addr(), e.to_string()))
+    lenient::from_slice(&reply.body).map_err(|e| unparsable(&label, conn.addr(), e))
 }
 
 /// Sends `cmd` and parses its answer's `offsetTable` keyed by MessageQueue objects, and the
@@ -348,10 +348,10 @@ fn fetch_mq_table(
     let label = request_label(cmd.code);
     let reply = call(conn, cmd, about)?;
     fastjson_mq::parse_mq_table(&reply.body, "offsetTable")
-        .map_err(|e| unparsable(&label, conn.addr(), e.to_string()))
+        .map_err(|e| unparsable(&label, conn.addr(), e))
 }
 
-fn unparsable(label: &str, addr: &str, reason: String) -> AdminError {
+fn unparsable(label: &str, addr: &str, reason: impl std::fmt::Display) -> AdminError {
     AdminError::Failed(format!(
         "the answer to {label} from {addr} does not parse: {reason}"
     ))

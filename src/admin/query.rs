@@ -16,7 +16,7 @@ use super::topic::{route, select_addr};
 use super::{broker, call, command, request_label, unparsable, AdminError, Common, Context};
 use crate::client::{ClientError, Connection};
 use crate::message::properties::{Properties, KEYS, KEY_SEPARATOR, TAGS, UNIQ_KEY};
-use crate::message::record::RecordView;
+use crate::message::record::{RecordError, RecordView};
 use crate::message::{decode_offset_msg_id, java_string_hash, offset_msg_id, sysflag};
 use crate::protocol::lenient;
 use crate::remoting::{request, response};
@@ -136,7 +136,7 @@ pub(crate) struct Found {
 impl Found {
     /// A message from its stored record; `extra` properties are added after its own (as a
     /// pull consumer adds MIN_OFFSET and MAX_OFFSET).
-    fn from_view(view: &RecordView<'_>, extra: &[(&str, String)]) -> Result<Found, String> {
+    fn from_view(view: &RecordView<'_>, extra: &[(&str, String)]) -> Result<Found, RecordsError> {
         let props = Properties::parse(view.properties);
         let text = |k: &str| props.get(k).map(str::to_string);
         let offset_msg_id = offset_msg_id(view.store_host, view.physical_offset);
@@ -178,8 +178,17 @@ impl Found {
     }
 }
 
+/// Why the stored records of an answer could not be read.
+#[derive(Debug, thiserror::Error)]
+enum RecordsError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("the compressed body does not inflate: {0}")]
+    Inflate(std::io::Error),
+}
+
 /// The body, inflated when the record is compressed (as Java clients decode it).
-fn body_of(view: &RecordView<'_>) -> Result<Vec<u8>, String> {
+fn body_of(view: &RecordView<'_>) -> Result<Vec<u8>, RecordsError> {
     if view.sys_flag & sysflag::COMPRESSED == 0 {
         return Ok(view.body.to_vec());
     }
@@ -187,7 +196,7 @@ fn body_of(view: &RecordView<'_>) -> Result<Vec<u8>, String> {
     flate2::read::ZlibDecoder::new(view.body)
         .take(crate::limits::FRAME_SIZE_MAX_BYTES as u64)
         .read_to_end(&mut body)
-        .map_err(|e| format!("the compressed body does not inflate: {e}"))?;
+        .map_err(RecordsError::Inflate)?;
     Ok(body)
 }
 
@@ -228,11 +237,11 @@ fn java_map_string(map: &Map<String, Value>) -> String {
 }
 
 /// The stored records of a QUERY_MESSAGE or VIEW_MESSAGE_BY_ID body, back to back.
-fn records(body: &[u8], extra: &[(&str, String)]) -> Result<Vec<Found>, String> {
+fn records(body: &[u8], extra: &[(&str, String)]) -> Result<Vec<Found>, RecordsError> {
     let mut found = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
-        let view = RecordView::parse(rest).map_err(|e| e.to_string())?;
+        let view = RecordView::parse(rest)?;
         found.push(Found::from_view(&view, extra)?);
         rest = &rest[view.total_size..];
     }
