@@ -127,10 +127,10 @@ run_attack() {
     local q l run
     q=$(jq .p99_latency_us "$OUT/attack-quiet.json")
     l=$(jq .p99_latency_us "$OUT/attack-loud.json")
-    # Each second of both runs: acknowledged, p99 and max in ms (the warm-up seconds first).
+    # Each second of both runs: acknowledged, p99 and max in µs (the warm-up seconds first).
     for run in quiet loud; do
         echo "per second ($run): $(jq -c '[.intervals[] | [.second, .sent_per_second,
-            (.p99_latency_us / 1000 | floor), (.max_latency_us / 1000 | floor)]]' \
+            .p99_latency_us, .max_latency_us]]' \
             "$OUT/attack-$run.json")" | tee -a "$OUT/attack.txt"
     done
     # Of the sends due in each measured window, the share acknowledged (within loadgen's
