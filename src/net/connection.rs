@@ -24,10 +24,9 @@ use glommio::TaskQueueHandle;
 
 use crate::limits::{
     CONNECTION_ACTIVE_MAX, CONNECTION_BODY_VETTED_BYTES, CONNECTION_DROP_SLICE_BYTES,
-    CONNECTION_FRAMES_PER_TURN,
-    CONNECTION_INFLIGHT_CONGESTED, CONNECTION_INFLIGHT_MAX, CONNECTION_READ_BUSY_BYTES,
-    CONNECTION_READ_IDLE_BYTES, CONNECTION_UNSENT_MAX_BYTES, CONNECTION_WRITE_BATCH_BYTES,
-    CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
+    CONNECTION_FRAMES_PER_TURN, CONNECTION_INFLIGHT_CONGESTED, CONNECTION_INFLIGHT_MAX,
+    CONNECTION_READ_BUSY_BYTES, CONNECTION_READ_IDLE_BYTES, CONNECTION_UNSENT_MAX_BYTES,
+    CONNECTION_WRITE_BATCH_BYTES, CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
 };
 use crate::remoting::{check_frame, declared_body_bytes, decode_head, response, RemotingCommand};
 
@@ -517,7 +516,10 @@ impl Inbox {
         conn.touch();
         if dropped == slice && self.dropping > 0 {
             // A task spawned there runs in that queue's turn; the read resumes after it.
-            if let Some(Ok(turn)) = self.drop_turns.map(|q| glommio::spawn_local_into(async {}, q)) {
+            if let Some(Ok(turn)) = self
+                .drop_turns
+                .map(|q| glommio::spawn_local_into(async {}, q))
+            {
                 turn.await;
             }
         }
