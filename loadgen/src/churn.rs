@@ -141,7 +141,7 @@ pub struct AttackPlan {
     /// as on the development VM) runs a `write` on a loopback socket to its end, or until the
     /// send buffer is full, without giving the CPU up: one write of the whole frame copied up to
     /// the 4 MiB send buffer at once and held a real-time broker or loadgen thread waiting on
-    /// that CPU for up to 2.4 ms, whatever the attacker's nice value (README "Connections and
+    /// that CPU for up to 2-4 ms, whatever the attacker's nice value (README "Connections and
     /// memory"). In slices the kernel can switch away at the end of each, as a remote
     /// attacker's writes would not share the broker's CPU at all; the broker sees the same bytes.
     #[arg(long, default_value_t = WRITE_SLICE_BYTES)]
