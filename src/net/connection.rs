@@ -489,9 +489,7 @@ impl Inbox {
             Err(e) => Err((CloseReason::ReadFailed, format!("read failed: {e}"))),
         }
     }
-}
 
-impl Inbox {
     /// Drops the next slice (at most `CONNECTION_DROP_SLICE_BYTES`) of a refused body: false
     /// when the peer has closed. After a whole slice the connection waits for a turn of the
     /// queue it was admitted on before it drops more: a body streaming in as fast as it is
