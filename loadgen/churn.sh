@@ -9,15 +9,16 @@
 #   attack      `loadgen produce` at $RATE msgs/s open loop for $SECONDS s quiet, then again
 #               for $SECONDS s while `loadgen churn attack` sends bad input (garbage, length
 #               prefixes over and just under the limit, malformed headers, 5 MiB bodies, 2,200
-#               silent connections, never-read pipelined pulls); p99 of both runs, the
-#               broker's CPU time in each, the attacker's own CPU time, and the broker's VmRSS
-#               for 30 s after the attack
+#               silent connections, never-read pipelined pulls); p99 of both runs (and of
+#               each second, with its max, in µs), the broker's CPU time in each, the
+#               attacker's own CPU time, and the broker's VmRSS for 30 s after the attack
 #
 # Usage: loadgen/churn.sh [rounds|sequential|idle|attack ...]   (all four by default)
 # Knobs (environment): OUT, STORE, ROUNDS (20), CONNS (2000), SEQUENTIAL (100000), RATE (20000),
 # SECONDS (30), ATTACK_ARGS (extra `loadgen churn attack` flags, e.g. `--pullers 0` to leave one
-# kind of bad input out), ATTACK_NICE (run the attacker under `nice -n N`, so that on a small
-# machine its own CPU use does not count against the broker), BENCH_WRAP (a command the broker and
+# kind of bad input out, `--write-slice-bytes 0` for the oversize frames in one write each as
+# before stop 29: on a kernel without full preemption those copies hold the broker's CPUs),
+# ATTACK_NICE (run the attacker under `nice -n N`, so that on a small machine its own CPU use does not count against the broker), BENCH_WRAP (a command the broker and
 # `loadgen produce` run under in every run, e.g. `nice -n -5` on a machine busy with other work;
 # a real-time policy such as `chrt -f 10` changes what is measured: the broker is then woken at
 # once for every request instead of finding several queued, ~3.4x the context switches and
