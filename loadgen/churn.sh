@@ -18,8 +18,9 @@
 # SECONDS (30), ATTACK_ARGS (extra `loadgen churn attack` flags, e.g. `--pullers 0` to leave one
 # kind of bad input out, `--write-slice-bytes 0` for the oversize frames in one write each as
 # before stop 29: on a kernel without full preemption those copies hold the broker's CPUs),
-# ATTACK_NICE (run the attacker under `nice -n N`, so that on a small machine its own CPU use does not count against the broker), BENCH_WRAP (a command the broker and
-# `loadgen produce` run under in every run, e.g. `nice -n -5` on a machine busy with other work;
+# ATTACK_NICE (run the attacker under `nice -n N`, so that on a small machine its own CPU use
+# does not count against the broker), BENCH_WRAP (a command the broker and `loadgen produce`
+# run under in every run, e.g. `nice -n -5` on a machine busy with other work;
 # a real-time policy such as `chrt -f 10` changes what is measured: the broker is then woken at
 # once for every request instead of finding several queued, ~3.4x the context switches and
 # ~1.8x the CPU per message at 20,000 msgs/s, README "Connections and memory"), NS_PORT (29876), BROKER_PORT
