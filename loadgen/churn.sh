@@ -9,16 +9,18 @@
 #   attack      `loadgen produce` at $RATE msgs/s open loop for $SECONDS s quiet, then again
 #               for $SECONDS s while `loadgen churn attack` sends bad input (garbage, length
 #               prefixes over and just under the limit, malformed headers, 5 MiB bodies, 2,200
-#               silent connections, never-read pipelined pulls); p99 of both runs, the
-#               broker's CPU time in each, the attacker's own CPU time, and the broker's VmRSS
-#               for 30 s after the attack
+#               silent connections, never-read pipelined pulls); p99 of both runs (and of
+#               each second, with its max, in µs), the broker's CPU time in each, the
+#               attacker's own CPU time, and the broker's VmRSS for 30 s after the attack
 #
 # Usage: loadgen/churn.sh [rounds|sequential|idle|attack ...]   (all four by default)
 # Knobs (environment): OUT, STORE, ROUNDS (20), CONNS (2000), SEQUENTIAL (100000), RATE (20000),
 # SECONDS (30), ATTACK_ARGS (extra `loadgen churn attack` flags, e.g. `--pullers 0` to leave one
-# kind of bad input out), ATTACK_NICE (run the attacker under `nice -n N`, so that on a small
-# machine its own CPU use does not count against the broker), BENCH_WRAP (a command the broker and
-# `loadgen produce` run under in every run, e.g. `nice -n -5` on a machine busy with other work;
+# kind of bad input out, `--write-slice-bytes 0` for the oversize frames in one write each as
+# before stop 29: on a kernel without full preemption those copies hold the broker's CPUs),
+# ATTACK_NICE (run the attacker under `nice -n N`, so that on a small machine its own CPU use
+# does not count against the broker), BENCH_WRAP (a command the broker and `loadgen produce`
+# run under in every run, e.g. `nice -n -5` on a machine busy with other work;
 # a real-time policy such as `chrt -f 10` changes what is measured: the broker is then woken at
 # once for every request instead of finding several queued, ~3.4x the context switches and
 # ~1.8x the CPU per message at 20,000 msgs/s, README "Connections and memory"), NS_PORT (29876), BROKER_PORT
@@ -127,10 +129,10 @@ run_attack() {
     local q l run
     q=$(jq .p99_latency_us "$OUT/attack-quiet.json")
     l=$(jq .p99_latency_us "$OUT/attack-loud.json")
-    # Each second of both runs: acknowledged, p99 and max in ms (the warm-up seconds first).
+    # Each second of both runs: acknowledged, p99 and max in µs (the warm-up seconds first).
     for run in quiet loud; do
         echo "per second ($run): $(jq -c '[.intervals[] | [.second, .sent_per_second,
-            (.p99_latency_us / 1000 | floor), (.max_latency_us / 1000 | floor)]]' \
+            .p99_latency_us, .max_latency_us]]' \
             "$OUT/attack-$run.json")" | tee -a "$OUT/attack.txt"
     done
     # Of the sends due in each measured window, the share acknowledged (within loadgen's

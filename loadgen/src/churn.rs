@@ -136,7 +136,20 @@ pub struct AttackPlan {
     /// Seconds to keep sampling the server's VmRSS after the attack (with --pid).
     #[arg(long, default_value_t = 30)]
     pub after_s: u64,
+    /// The oversize sends are written in slices of at most this many bytes, one `write` each
+    /// (0: the whole 5 MiB frame in one). A kernel built without full preemption (`preempt=none`,
+    /// as on the development VM) runs a `write` on a loopback socket to its end, or until the
+    /// send buffer is full, without giving the CPU up: one write of the whole frame copied up to
+    /// the 4 MiB send buffer at once and held a real-time broker or loadgen thread waiting on
+    /// that CPU for up to 2-4 ms, whatever the attacker's nice value (README "Connections and
+    /// memory"). In slices the kernel can switch away at the end of each, as a remote
+    /// attacker's writes would not share the broker's CPU at all; the broker sees the same bytes.
+    #[arg(long, default_value_t = WRITE_SLICE_BYTES)]
+    pub write_slice_bytes: usize,
 }
+
+/// The default of [`AttackPlan::write_slice_bytes`]: a copy of ~10-20 µs.
+pub const WRITE_SLICE_BYTES: usize = 64 * 1024;
 
 /// The server's memory and descriptors at one moment (zeros without a PID).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -369,9 +382,13 @@ fn run_attack(args: &Target, plan: &AttackPlan) -> Result<(), String> {
     }
     if plan.oversize_per_second > 0 {
         let (stop, counts, addr) = (Arc::clone(&stop), Arc::clone(&counts), args.addr);
-        let (rate, topic) = (plan.oversize_per_second, args.topic.clone());
+        let (rate, topic, slice) = (
+            plan.oversize_per_second,
+            args.topic.clone(),
+            plan.write_slice_bytes,
+        );
         threads.push(spawn_counted(move || {
-            oversize_loop(addr, &topic, rate, &stop, &counts)
+            oversize_loop(addr, &topic, rate, slice, &stop, &counts)
         }));
     }
     for p in 0..plan.pullers {
@@ -547,17 +564,20 @@ pub fn oversize_send(topic: &str, body_bytes: usize) -> RemotingCommand {
         .with_body(vec![b'o'; body_bytes])
 }
 
-/// Sends with a body over maxMessageSize (answered MESSAGE_ILLEGAL), one connection each.
+/// Sends with a body over maxMessageSize (answered MESSAGE_ILLEGAL), one connection each,
+/// each frame written in writes of at most `slice` bytes (0: one write).
 fn oversize_loop(
     addr: SocketAddr,
     topic: &str,
     per_second: u64,
+    slice: usize,
     stop: &AtomicBool,
     c: &AttackCounts,
 ) {
     let frame = encode(&oversize_send(topic, OVERSIZE_BODY_BYTES));
+    let slice = if slice == 0 { frame.len() } else { slice };
     paced_connections(addr, per_second, stop, |mut conn, _| {
-        if conn.write_all(&frame).is_ok() {
+        if frame.chunks(slice).all(|part| conn.write_all(part).is_ok()) {
             let _ = read_frame(&mut conn);
         }
         c.oversize.fetch_add(1, Ordering::Relaxed);
