@@ -10,14 +10,33 @@
 //! message. One cross-shard wake-up per batch instead of two per message. Each put then waits
 //! on the batch's `done` watch and takes its own result. Order is kept: batches to one shard
 //! leave in order over one FIFO channel, and the owner appends a batch's records in order.
+//!
+//! **Sends answered by the owner.** A plain send (SEND_MESSAGE/V2, one message, not oneway,
+//! not transactional, not under SYNC_MASTER) goes with a [`Ticket`]: what its SEND response
+//! needs and the connection's [`SocketLink`]. Its records travel in a `PutHanded` batch that is
+//! told, not called: the owner appends them and, with each put's result (under SYNC_FLUSH once
+//! it is durable, as the reader would have answered), encodes the response and writes it on
+//! the client's socket itself. The reader is not woken for these answers: the request gave its
+//! claim on the connection back when it was handed over, and the connection's bound on answers
+//! owed by other shards (`CONNECTION_DIRECT_ANSWERS_MAX`) is kept in the link. What the owner
+//! cannot write cleanly (the write lock held, the socket full, an error) it hands back to the
+//! reader to queue ([`Handback`]). The reader keeps a copy of each handed send's response
+//! header until the owner has answered it ([`HandedProgress`]), so a shard that dies holding
+//! them gets them answered with an error by the reader, as a failed call would.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 
+use crate::broker::mesh_proto::Origin;
 use crate::message::record::RecordSlots;
+use crate::net::socket_link::{SocketLink, TryWrite};
+use crate::net::Connection;
+use crate::remoting::RemotingCommand;
 use crate::runtime::OffsetWatch;
 use crate::store::{PutResult, StoreError, StoreResult};
 
@@ -75,10 +94,190 @@ impl HopBatch {
     }
 }
 
+/// Whether handed sends are answered by the owner (on unless `RINGMQ_DIRECT_ANSWERS=0` is in
+/// the broker's environment, to compare both ways with one binary).
+pub fn owner_answers() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RINGMQ_DIRECT_ANSWERS").map_or(true, |v| v != "0"))
+}
+
+/// What the owner needs to answer a handed send on the client's connection itself.
+pub struct Ticket {
+    /// The connection's socket (write lock, owed answers).
+    pub link: Arc<SocketLink>,
+    pub origin: Origin,
+    /// The response's frame fields (opaque, serialize type); `code` holds the request's code.
+    pub head: RemotingCommand,
+    /// The queue id the response reports.
+    pub queue_id: i32,
+    /// The topic the record is stored in (the owner counts the put).
+    pub topic: String,
+}
+
+/// A handed send: its record as [`HopItem`] and its ticket.
+pub type HandedItem = (HopItem, Ticket);
+
+/// How many of a `PutHanded` batch's sends the owner has answered (in order), shared by the
+/// owner and the reader.
+#[derive(Default)]
+pub struct HandedProgress {
+    answered: AtomicUsize,
+}
+
+/// What the owner gives back to the reader shard of a connection.
+pub enum Handback {
+    /// Queue these answers (the owner could not write them).
+    Answers {
+        origin: Origin,
+        answers: Vec<RemotingCommand>,
+    },
+    /// A partial write's remainder waits in the link: wake the connection's writer.
+    Nudge { origin: Origin },
+}
+
+/// On the owner: answers handed sends (`tickets`, in order, with their `results`) on their
+/// connections' sockets, runs of one connection in one write; `respond` builds each answer.
+/// Returns what must go back to the readers.
+pub fn answer_handed(
+    tickets: Vec<Ticket>,
+    results: Vec<StoreResult<PutResult>>,
+    progress: &HandedProgress,
+    respond: impl Fn(&Ticket, StoreResult<PutResult>) -> RemotingCommand,
+) -> Vec<Handback> {
+    let mut handbacks = Vec::new();
+    let mut frames = BytesMut::new();
+    let mut run: Vec<RemotingCommand> = Vec::new();
+    let mut results = results.into_iter();
+    let mut tickets = tickets.into_iter().peekable();
+    while let Some(ticket) = tickets.next() {
+        let result = results.next().unwrap_or_else(|| {
+            Err(StoreError::Unwritable {
+                reason: "the owning shard gave no answer for this record".into(),
+            })
+        });
+        let answer = respond(&ticket, result);
+        if let Err(e) = answer.encode(&mut frames) {
+            tracing::error!(opaque = answer.opaque, error = %e, "answer not encoded");
+        }
+        run.push(answer);
+        let same_next = tickets
+            .peek()
+            .is_some_and(|next| Arc::ptr_eq(&next.link, &ticket.link));
+        if same_next {
+            continue;
+        }
+        let count = run.len();
+        match ticket.link.try_write(&frames) {
+            TryWrite::Written => {
+                ticket.link.answered(count);
+                run.clear();
+            }
+            TryWrite::Partial => {
+                ticket.link.answered(count);
+                run.clear();
+                handbacks.push(Handback::Nudge {
+                    origin: ticket.origin,
+                });
+            }
+            TryWrite::NotWritten => handbacks.push(Handback::Answers {
+                origin: ticket.origin,
+                answers: std::mem::take(&mut run),
+            }),
+        }
+        frames.clear();
+        progress.answered.fetch_add(count, Ordering::AcqRel);
+    }
+    handbacks
+}
+
+/// A `PutHanded` batch the reader sent and the owner may not have answered whole yet: each
+/// send's connection and response header, for an error answer if the owner goes away.
+struct Handed {
+    to: usize,
+    progress: Arc<HandedProgress>,
+    owed: Vec<(Weak<Connection>, RemotingCommand)>,
+}
+
+/// Handed sends on their way to one shard, each with its connection.
+pub type OpenHanded = RefCell<Vec<(HandedItem, Weak<Connection>)>>;
+
+/// The handed batches one shard sent whose answers may still be owed.
+#[derive(Default)]
+pub struct HandedRegistry {
+    sent: RefCell<Vec<Handed>>,
+}
+
+impl HandedRegistry {
+    /// Takes a handed batch to send to `to`: its items, and the progress the owner reports,
+    /// kept here (with copies of the response headers) until every send is answered.
+    pub fn seal(&self, to: usize, batch: &OpenHanded) -> (Vec<HandedItem>, Arc<HandedProgress>) {
+        let taken = std::mem::take(&mut *batch.borrow_mut());
+        let mut owed = Vec::with_capacity(taken.len());
+        let items = taken
+            .into_iter()
+            .map(|(item, conn)| {
+                owed.push((conn, item.1.head.clone()));
+                item
+            })
+            .collect();
+        let progress = Arc::new(HandedProgress::default());
+        let mut sent = self.sent.borrow_mut();
+        sent.retain(|h| h.progress.answered.load(Ordering::Acquire) < h.owed.len());
+        sent.push(Handed {
+            to,
+            progress: Arc::clone(&progress),
+            owed,
+        });
+        (items, progress)
+    }
+
+    /// Shard `to` is gone (or could not be told): the sends handed to it that it has not
+    /// answered get `error(head)` from here. Returns the answers to queue, with their
+    /// connections.
+    pub fn fail(
+        &self,
+        to: usize,
+        error: impl Fn(&RemotingCommand) -> RemotingCommand,
+    ) -> Vec<(Rc<Connection>, RemotingCommand)> {
+        let mut failed = Vec::new();
+        self.sent.borrow_mut().retain(|h| {
+            if h.to != to {
+                return true;
+            }
+            // Nothing more comes from a shard that is gone: what it has answered is final.
+            let answered = h.progress.answered.swap(h.owed.len(), Ordering::AcqRel);
+            for (conn, head) in h.owed.iter().skip(answered) {
+                if let Some(conn) = conn.upgrade() {
+                    failed.push((conn, error(head)));
+                }
+            }
+            false
+        });
+        failed
+    }
+
+    /// Handed sends whose answers may still be owed.
+    pub fn owed(&self) -> usize {
+        self.sent
+            .borrow()
+            .iter()
+            .map(|h| {
+                h.owed
+                    .len()
+                    .saturating_sub(h.progress.answered.load(Ordering::Acquire))
+            })
+            .sum()
+    }
+}
+
 /// The open batch per destination shard of one shard.
 #[derive(Default)]
 pub struct PutHop {
     open: RefCell<HashMap<usize, Rc<HopBatch>>>,
+    /// Handed sends not yet sent, per destination.
+    open_handed: RefCell<HashMap<usize, Rc<OpenHanded>>>,
+    /// Handed batches sent whose answers may still be owed.
+    handed: Rc<HandedRegistry>,
 }
 
 impl PutHop {
@@ -102,6 +301,29 @@ impl PutHop {
         let mut items = batch.items.borrow_mut();
         items.push(item);
         (Rc::clone(batch), items.len() - 1, opened)
+    }
+
+    /// Adds a handed send for shard `to` (`conn`: its connection). Returns the open batch and
+    /// whether this send opened it (the caller then spawns the task that sends it, which
+    /// takes the batch with [`HandedRegistry::seal`]).
+    pub fn enqueue_handed(
+        &self,
+        to: usize,
+        item: HandedItem,
+        conn: Weak<Connection>,
+    ) -> (Rc<OpenHanded>, bool) {
+        let mut open = self.open_handed.borrow_mut();
+        let batch = open.entry(to).or_default();
+        let mut items = batch.borrow_mut();
+        let opened = items.is_empty();
+        items.push((item, conn));
+        drop(items);
+        (Rc::clone(batch), opened)
+    }
+
+    /// The handed batches this shard sent.
+    pub fn handed(&self) -> &Rc<HandedRegistry> {
+        &self.handed
     }
 }
 
