@@ -27,12 +27,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 
-use crate::broker::mesh_proto::Origin;
+use crate::broker::consumer_groups::ChannelId;
 use crate::message::record::RecordSlots;
 use crate::net::socket_link::{SocketLink, TryWrite};
 use crate::net::Connection;
@@ -101,11 +101,22 @@ pub fn owner_answers() -> bool {
     *ON.get_or_init(|| std::env::var("RINGMQ_DIRECT_ANSWERS").map_or(true, |v| v != "0"))
 }
 
+/// Answers to handed sends owners of this process wrote on sockets themselves (tests read it
+/// to know the way was taken).
+static OWNER_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// How many answers to handed sends their owners wrote themselves, in this process so far.
+pub fn answers_written_by_owners() -> u64 {
+    OWNER_WRITTEN.load(Ordering::Relaxed)
+}
+
 /// What the owner needs to answer a handed send on the client's connection itself.
 pub struct Ticket {
     /// The connection's socket (write lock, owed answers).
     pub link: Arc<SocketLink>,
-    pub origin: Origin,
+    /// The client's address and connection (the request's `Origin`).
+    pub peer: std::net::SocketAddr,
+    pub channel: ChannelId,
     /// The response's frame fields (opaque, serialize type); `code` holds the request's code.
     pub head: RemotingCommand,
     /// The queue id the response reports.
@@ -128,11 +139,11 @@ pub struct HandedProgress {
 pub enum Handback {
     /// Queue these answers (the owner could not write them).
     Answers {
-        origin: Origin,
+        channel: ChannelId,
         answers: Vec<RemotingCommand>,
     },
     /// A partial write's remainder waits in the link: wake the connection's writer.
-    Nudge { origin: Origin },
+    Nudge { channel: ChannelId },
 }
 
 /// On the owner: answers handed sends (`tickets`, in order, with their `results`) on their
@@ -169,18 +180,20 @@ pub fn answer_handed(
         let count = run.len();
         match ticket.link.try_write(&frames) {
             TryWrite::Written => {
+                OWNER_WRITTEN.fetch_add(count as u64, Ordering::Relaxed);
                 ticket.link.answered(count);
                 run.clear();
             }
             TryWrite::Partial => {
+                OWNER_WRITTEN.fetch_add(count as u64, Ordering::Relaxed);
                 ticket.link.answered(count);
                 run.clear();
                 handbacks.push(Handback::Nudge {
-                    origin: ticket.origin,
+                    channel: ticket.channel,
                 });
             }
             TryWrite::NotWritten => handbacks.push(Handback::Answers {
-                origin: ticket.origin,
+                channel: ticket.channel,
                 answers: std::mem::take(&mut run),
             }),
         }

@@ -325,8 +325,11 @@ impl Shard {
                     let (answer, failed) =
                         send::handed_answer(&self.ctx, &self.stats, ticket, result);
                     if let Some((code, remark)) = failed {
-                        let request = &ticket.head;
-                        self.refused(ticket.origin, request, code, &remark);
+                        let origin = Origin {
+                            peer: ticket.peer,
+                            channel: ticket.channel,
+                        };
+                        self.refused(origin, &ticket.head, code, &remark);
                     }
                     answer
                 };
@@ -335,8 +338,8 @@ impl Shard {
                 if let Some(mesh) = self.mesh.get() {
                     for handback in handbacks {
                         let to = match &handback {
-                            Handback::Answers { origin, .. } | Handback::Nudge { origin } => {
-                                usize::from(origin.channel.shard)
+                            Handback::Answers { channel, .. } | Handback::Nudge { channel } => {
+                                usize::from(channel.shard)
                             }
                         };
                         let _ = mesh.tell(to, MeshRequest::Handback(handback)).await;
@@ -344,16 +347,16 @@ impl Shard {
                 }
                 None
             }
-            MeshRequest::Handback(Handback::Answers { origin, answers }) => {
-                if let Some(conn) = self.connections.get(origin.channel.connection) {
+            MeshRequest::Handback(Handback::Answers { channel, answers }) => {
+                if let Some(conn) = self.connections.get(channel.connection) {
                     for answer in answers {
                         conn.respond_owed(answer).await;
                     }
                 }
                 None
             }
-            MeshRequest::Handback(Handback::Nudge { origin }) => {
-                if let Some(conn) = self.connections.get(origin.channel.connection) {
+            MeshRequest::Handback(Handback::Nudge { channel }) => {
+                if let Some(conn) = self.connections.get(channel.connection) {
                     conn.nudge();
                 }
                 None

@@ -139,6 +139,7 @@ impl SocketLink {
     /// in its `send(2)`; returns what another thread's partial write left, to be written first.
     /// `None` as the lock: the link is closed (nothing may be written).
     pub fn lock_for_reader(&self) -> Option<Option<Bytes>> {
+        let mut spins = 0u32;
         loop {
             match self.state.load(Ordering::Acquire) {
                 FREE => {
@@ -162,7 +163,7 @@ impl SocketLink {
                 CLOSED => return None,
                 // OTHER: one non-blocking system call. (READER cannot be seen here: only the
                 // reader's writer takes it.)
-                _ => std::hint::spin_loop(),
+                _ => wait_a_moment(&mut spins),
             }
         }
     }
@@ -177,11 +178,12 @@ impl SocketLink {
     /// Marks the link closed, for good, before the socket is dropped: waits while another
     /// thread is in its `send(2)`; a remainder waiting is dropped with the connection.
     pub fn close(&self) {
+        let mut spins = 0u32;
         loop {
             let now = self.state.load(Ordering::Acquire);
             match now {
                 CLOSED => return,
-                OTHER => std::hint::spin_loop(),
+                OTHER => wait_a_moment(&mut spins),
                 _ => {
                     if self
                         .state
@@ -197,6 +199,18 @@ impl SocketLink {
                 }
             }
         }
+    }
+}
+
+/// One turn of waiting for another thread to finish its `send(2)`: a spin, and after a few
+/// dozen of them a yield of the CPU (that thread may have been preempted holding the lock).
+fn wait_a_moment(spins: &mut u32) {
+    const SPINS_BEFORE_YIELD: u32 = 64;
+    *spins += 1;
+    if *spins % SPINS_BEFORE_YIELD == 0 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
     }
 }
 

@@ -121,7 +121,8 @@ impl<C: TopicCreation> Sender<'_, C> {
                 if conn.link().claim_answer() {
                     let ticket = Ticket {
                         link: std::sync::Arc::clone(conn.link()),
-                        origin,
+                        peer: origin.peer,
+                        channel: origin.channel,
                         head: cmd.response_to(cmd.code, None),
                         queue_id,
                         topic: target,
