@@ -297,6 +297,9 @@ impl PutHop {
     /// Adds a record for shard `to`. Returns its batch, its index in it, and whether this
     /// record opened the batch (the caller then spawns the task that sends it).
     pub fn enqueue(&self, to: usize, item: HopItem) -> (Rc<HopBatch>, usize, bool) {
+        // Records for one shard leave in the order they were put: a handed batch opened
+        // before this record takes no record put after it.
+        self.open_handed.borrow_mut().remove(&to);
         let mut open = self.open.borrow_mut();
         let fresh = || {
             Rc::new(HopBatch {
@@ -325,6 +328,8 @@ impl PutHop {
         item: HandedItem,
         conn: Weak<Connection>,
     ) -> (Rc<OpenHanded>, bool) {
+        // In order with plain records for `to` (see `enqueue`).
+        self.open.borrow_mut().remove(&to);
         let mut open = self.open_handed.borrow_mut();
         let batch = open.entry(to).or_default();
         let mut items = batch.borrow_mut();
@@ -367,6 +372,149 @@ mod tests {
         let (d, id, opened_d) = hop.enqueue(1, item());
         assert!(opened_d && !Rc::ptr_eq(&a, &d));
         assert_eq!(id, 0);
+    }
+
+    fn ticket(link: &Arc<SocketLink>, opaque: i32) -> Ticket {
+        let mut request = RemotingCommand::request(crate::remoting::request::SEND_MESSAGE_V2);
+        request.opaque = opaque;
+        Ticket {
+            link: Arc::clone(link),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            channel: ChannelId {
+                shard: 0,
+                connection: 7,
+            },
+            head: request.response_to(request.code, None),
+            queue_id: 3,
+            topic: "T".into(),
+        }
+    }
+
+    fn handed(link: &Arc<SocketLink>, opaque: i32) -> HandedItem {
+        (item(), ticket(link, opaque))
+    }
+
+    #[test]
+    fn plain_and_handed_records_for_one_shard_never_overtake_each_other() {
+        let hop = PutHop::default();
+        let link = Arc::new(SocketLink::new(-1));
+        let (first, opened_first) = hop.enqueue_handed(1, handed(&link, 1), Weak::new());
+        let (plain, _, opened_plain) = hop.enqueue(1, item());
+        // A handed record after the plain one opens a new handed batch, sent after it.
+        let (second, opened_second) = hop.enqueue_handed(1, handed(&link, 2), Weak::new());
+        assert!(opened_first && opened_plain && opened_second);
+        assert!(!Rc::ptr_eq(&first, &second));
+        assert_eq!(first.borrow().len(), 1);
+        // And a plain record after that opens a new plain batch.
+        let (later, _, opened_later) = hop.enqueue(1, item());
+        assert!(opened_later && !Rc::ptr_eq(&plain, &later));
+        // Another shard's batches are not closed by them.
+        let (other, _) = hop.enqueue_handed(2, handed(&link, 3), Weak::new());
+        hop.enqueue(1, item());
+        let (same_other, opened) = hop.enqueue_handed(2, handed(&link, 4), Weak::new());
+        assert!(!opened && Rc::ptr_eq(&other, &same_other));
+    }
+
+    fn read_answers(peer: &mut std::os::unix::net::UnixStream) -> Vec<RemotingCommand> {
+        use std::io::Read;
+        peer.set_nonblocking(true).unwrap();
+        let mut bytes = Vec::new();
+        let _ = peer.read_to_end(&mut bytes);
+        let mut answers = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let frame = bytes::Bytes::copy_from_slice(&bytes[at..at + 4 + len]);
+            answers.push(RemotingCommand::decode(frame).unwrap());
+            at += 4 + len;
+        }
+        answers
+    }
+
+    #[test]
+    fn the_owner_writes_each_connections_answers_and_hands_back_what_it_cannot() {
+        use std::os::fd::AsRawFd;
+        let (a, mut a_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (b, mut b_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (link_a, link_b) = (
+            Arc::new(SocketLink::new(a.as_raw_fd())),
+            Arc::new(SocketLink::new(b.as_raw_fd())),
+        );
+        for _ in 0..3 {
+            assert!(link_a.claim_answer());
+        }
+        assert!(link_b.claim_answer());
+        // Connection b's reader is writing: its answer goes back to it.
+        assert_eq!(link_b.lock_for_reader(), Some(None));
+        let tickets = vec![
+            ticket(&link_a, 1),
+            ticket(&link_a, 2),
+            ticket(&link_b, 3),
+            ticket(&link_a, 4),
+        ];
+        let ok = |q| {
+            Ok(PutResult {
+                status: crate::store::PutStatus::PutOk,
+                physical_offset: 0,
+                queue_offset: q,
+                store_timestamp: 0,
+                wrote_bytes: 0,
+            })
+        };
+        let failed = Err(StoreError::Busy { unflushed_bytes: 1 });
+        let results = vec![ok(10), failed, ok(11), ok(12)];
+        let progress = HandedProgress::default();
+        let respond = |t: &Ticket, r: StoreResult<PutResult>| {
+            let code = if r.is_ok() { 0 } else { 1 };
+            RemotingCommand {
+                code,
+                ..t.head.clone()
+            }
+        };
+        let handbacks = answer_handed(tickets, results, &progress, respond);
+        assert_eq!(progress.answered.load(Ordering::Acquire), 4);
+        let opaques = |answers: &[RemotingCommand]| {
+            answers
+                .iter()
+                .map(|c| (c.opaque, c.code))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            opaques(&read_answers(&mut a_peer)),
+            [(1, 0), (2, 1), (4, 0)]
+        );
+        assert!(read_answers(&mut b_peer).is_empty());
+        // a's answers were written (its places given back); b's is handed back, still owed.
+        assert_eq!((link_a.owed(), link_b.owed()), (0, 1));
+        match handbacks.as_slice() {
+            [Handback::Answers { answers, channel }] => {
+                assert_eq!(opaques(answers), [(3, 0)]);
+                assert_eq!(channel.connection, 7);
+            }
+            _ => panic!("one hand-back expected"),
+        }
+        link_b.unlock_for_reader();
+        drop((a, b));
+    }
+
+    #[test]
+    fn sends_handed_to_a_shard_that_goes_away_are_failed_once_from_the_reader() {
+        let hop = PutHop::default();
+        let link = Arc::new(SocketLink::new(-1));
+        let (batch, _) = hop.enqueue_handed(1, handed(&link, 1), Weak::new());
+        hop.enqueue_handed(1, handed(&link, 2), Weak::new());
+        let (items, progress) = hop.handed().seal(1, &batch);
+        assert_eq!(items.len(), 2);
+        assert_eq!(hop.handed().owed(), 2);
+        // The owner answered the first before it went away.
+        progress.answered.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(hop.handed().owed(), 1);
+        // (The connection is gone here, so nothing is returned to queue; what matters is
+        // that the registry forgets the batch and a second sweep finds nothing.)
+        let failed = hop.handed().fail(1, |head| head.clone());
+        assert!(failed.is_empty());
+        assert_eq!(hop.handed().owed(), 0);
+        assert!(hop.handed().fail(1, |head| head.clone()).is_empty());
     }
 
     #[test]
