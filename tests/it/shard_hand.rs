@@ -10,10 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ringmq::protocol::send::SendRequest;
-use ringmq::remoting::{request, response, RemotingCommand, SerializeType};
+use ringmq::remoting::{response, RemotingCommand, SerializeType};
 
-use crate::harness::{create_topic, TestBroker};
+use crate::harness::{create_topic, send_request, TestBroker};
 use crate::process::{pull_queue, test_body};
 
 const TOPIC: &str = "ShardHandTopic";
@@ -28,25 +27,7 @@ fn body(id: u64) -> Vec<u8> {
 }
 
 fn send_frame(id: u64, queue: i32, opaque: i32, serialize_type: SerializeType) -> BytesMut {
-    let header = SendRequest {
-        producer_group: "hand-pg".into(),
-        topic: TOPIC.into(),
-        default_topic: "TBW102".into(),
-        default_topic_queue_nums: 4,
-        queue_id: queue,
-        sys_flag: 0,
-        born_timestamp: 1_700_000_000_000,
-        flag: 0,
-        properties: String::new(),
-        reconsume_times: 0,
-        unit_mode: false,
-        max_reconsume_times: None,
-        batch: false,
-    };
-    let mut cmd = header
-        .to_command(request::SEND_MESSAGE_V2)
-        .with_body(body(id));
-    cmd.opaque = opaque;
+    let mut cmd = send_request(TOPIC, queue, body(id), opaque);
     cmd.serialize_type = serialize_type;
     let mut frame = BytesMut::new();
     cmd.encode(&mut frame).unwrap();
