@@ -754,11 +754,30 @@ async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: R
     }
 }
 
+/// The socket's write half, which marks the connection's link closed before it lets the
+/// socket go, however the writer ends (its task dropped with the executor too): no other
+/// shard writes to a descriptor that may have been reused.
+struct LinkedWriter {
+    half: WriteHalf<TcpStream>,
+    link: Arc<SocketLink>,
+}
+
+impl Drop for LinkedWriter {
+    fn drop(&mut self) {
+        self.link.close();
+    }
+}
+
 async fn write_loop(
-    mut writer: WriteHalf<TcpStream>,
+    writer: WriteHalf<TcpStream>,
     rx: LocalReceiver<Outbound>,
     conn: Rc<Connection>,
 ) {
+    let mut writer = LinkedWriter {
+        half: writer,
+        link: Arc::clone(&conn.link),
+    };
+    let writer = &mut writer.half;
     let mut buf = BytesMut::new();
     loop {
         let first = match future::poll_once(rx.recv()).await {
@@ -791,10 +810,10 @@ async fn write_loop(
             };
             let mut written = Ok(());
             if let Some(rest) = rest {
-                written = write_batch(&mut writer, &rest, &conn).await;
+                written = write_batch(writer, &rest, &conn).await;
             }
             if written.is_ok() && !buf.is_empty() {
-                written = write_batch(&mut writer, &buf, &conn).await;
+                written = write_batch(writer, &buf, &conn).await;
             }
             conn.link.unlock_for_reader();
             if let Err(e) = written {
@@ -810,7 +829,7 @@ async fn write_loop(
             break;
         }
     }
-    // No other shard writes to the socket once it is dropped (its descriptor may be reused).
+    // No other shard writes to the socket from now on (`LinkedWriter` makes sure of it too).
     conn.link.close();
     // Responders still waiting for room, and the reader, learn the connection is gone.
     conn.room.close();
