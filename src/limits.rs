@@ -35,6 +35,14 @@ pub const CONNECTION_INFLIGHT_CONGESTED: usize = 256;
 /// time, and other peers' requests wait behind at most that much of its work.
 pub const CONNECTION_ACTIVE_MAX: usize = 256;
 
+/// Answers another shard may owe one connection at once: sends handed to the shard that owns
+/// their queue, which writes their answers on the connection's socket itself (the reader shard
+/// is not woken for them, `crate::net::socket_link`). Their requests gave their claim on
+/// `CONNECTION_ACTIVE_MAX` back when they were handed over (the reader's part of the work is
+/// done); past this many, a connection's further sends go the usual way until answers are
+/// written. They count towards `CONNECTION_INFLIGHT_MAX`.
+pub const CONNECTION_DIRECT_ANSWERS_MAX: usize = 256;
+
 /// Commitlog reads one shard has at the device at once (pulls and lookups of what has left the
 /// in-memory tail; each an O_DIRECT read through the executor's io_uring). Further reads wait
 /// their turn, so a flood of cold reads cannot fill the ring and the device queue ahead of
@@ -153,6 +161,7 @@ const _: () = assert!(CONNECTION_WRITE_KEEP_BYTES <= CONNECTION_WRITE_BATCH_BYTE
 const _: () = assert!(CONNECTION_WRITE_QUEUE_BYTES_MAX >= MESSAGE_SIZE_DEFAULT_MAX_BYTES);
 const _: () = assert!(CONNECTION_FRAMES_PER_TURN > 0);
 const _: () = assert!(CONNECTION_INFLIGHT_CONGESTED < CONNECTION_INFLIGHT_MAX);
+const _: () = assert!(CONNECTION_DIRECT_ANSWERS_MAX <= CONNECTION_ACTIVE_MAX);
 const _: () =
     assert!(CONNECTION_ACTIVE_MAX > 0 && CONNECTION_ACTIVE_MAX <= CONNECTION_INFLIGHT_MAX);
 const _: () = assert!(SHARD_OFFSET_BITS + SHARD_NUMBER_BITS == CLIENT_EXACT_INTEGER_BITS);

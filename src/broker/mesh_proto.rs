@@ -66,6 +66,15 @@ pub enum MeshRequest {
     /// Store records built on the sending shard in queues this shard owns, in order, each
     /// as its own put (a [`crate::broker::put_hop`] batch).
     PutMany(Vec<crate::broker::put_hop::HopItem>),
+    /// Store records of sends handed over whole and answer each on its client's connection
+    /// (told, not called: the sending shard is not woken for the answers; see
+    /// [`crate::broker::put_hop`]).
+    PutHanded {
+        items: Vec<crate::broker::put_hop::HandedItem>,
+        progress: std::sync::Arc<crate::broker::put_hop::HandedProgress>,
+    },
+    /// To a connection's shard: what the owner of handed sends could not write itself.
+    Handback(crate::broker::put_hop::Handback),
     /// Store one SEND_BATCH_MESSAGE's records (one queue this shard owns; all or none).
     PutBatch {
         records: Vec<(bytes::BytesMut, crate::message::record::RecordSlots)>,

@@ -468,6 +468,17 @@ async fn open_shard(seed: ShardSeed) -> io::Result<Listeners> {
     })
     .await
     .map_err(io::Error::other)?;
+    // Sends handed to a shard that goes away are answered from here (put_hop).
+    let handed = Rc::clone(shard.put_hop.handed());
+    mesh.on_gone(move |peer| {
+        let handed = Rc::clone(&handed);
+        glommio::spawn_local(async move {
+            let reason = format!("shard {peer} is gone (shutting down)");
+            let error = processor::send::handed_error;
+            crate::broker::services::puts::fail_handed(&handed, peer, &reason, error).await;
+        })
+        .detach();
+    });
     shard.mesh.join(mesh);
     let listeners = vec![bind(seed.addrs.0)?, bind(seed.addrs.1)?];
     let is_master = shard.ctx.cfg.broker_role != config::BrokerRole::Slave;

@@ -27,6 +27,7 @@ use crate::broker::processor::{
     self, admin, client, controller, lock, offset, pull, query, relay, reply, send, send_back,
     transaction,
 };
+use crate::broker::put_hop::Handback;
 use crate::broker::replication;
 use crate::broker::services::connections::Connections;
 use crate::broker::services::group_book::GroupBook;
@@ -315,6 +316,51 @@ impl Shard {
                 fail::fail_point!("shard-put-many");
                 Some(MeshResponse::Puts(self.store.get().put_many(items).await))
             }
+            MeshRequest::PutHanded { items, progress } => {
+                // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
+                fail::fail_point!("shard-put-many");
+                let (records, tickets): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+                let results = self.store.get().put_many(records).await;
+                let answer = |ticket: &crate::broker::put_hop::Ticket, result| {
+                    let (answer, failed) =
+                        send::handed_answer(&self.ctx, &self.stats, ticket, result);
+                    if let Some((code, remark)) = failed {
+                        let origin = Origin {
+                            peer: ticket.peer,
+                            channel: ticket.channel,
+                        };
+                        self.refused(origin, &ticket.head, code, &remark);
+                    }
+                    answer
+                };
+                let handbacks =
+                    crate::broker::put_hop::answer_handed(tickets, results, &progress, answer);
+                if let Some(mesh) = self.mesh.get() {
+                    for handback in handbacks {
+                        let to = match &handback {
+                            Handback::Answers { channel, .. } | Handback::Nudge { channel } => {
+                                usize::from(channel.shard)
+                            }
+                        };
+                        let _ = mesh.tell(to, MeshRequest::Handback(handback)).await;
+                    }
+                }
+                None
+            }
+            MeshRequest::Handback(Handback::Answers { channel, answers }) => {
+                if let Some(conn) = self.connections.get(channel.connection) {
+                    for answer in answers {
+                        conn.respond_owed(answer).await;
+                    }
+                }
+                None
+            }
+            MeshRequest::Handback(Handback::Nudge { channel }) => {
+                if let Some(conn) = self.connections.get(channel.connection) {
+                    conn.nudge();
+                }
+                None
+            }
             MeshRequest::PutBatch { records, wait } => Some(MeshResponse::PutBatch(
                 self.store.get().put_batch(records, wait).await,
             )),
@@ -453,8 +499,14 @@ impl Shard {
                     creation: &self.topic_authority(),
                     puts: self.puts(),
                     stats: &self.stats,
+                    conn: self.answerable_elsewhere(origin),
                 };
-                sender.send(origin, &command).await
+                match sender.send(origin, &command).await {
+                    // The owning shard answers it on the connection.
+                    Ok(None) => return None,
+                    Ok(Some(answer)) => Ok(answer),
+                    Err(failure) => Err(failure),
+                }
             }
             req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
                 let replier = reply::Replier {
@@ -614,6 +666,17 @@ impl Shard {
 }
 
 impl Shard {
+    /// The connection of a request read here whose send the queue's owner may answer on it
+    /// ([`crate::broker::put_hop`]): with several shards, unless SYNC_MASTER (the slave's
+    /// acknowledgement) or `RINGMQ_DIRECT_ANSWERS=0`.
+    fn answerable_elsewhere(&self, origin: Origin) -> Option<Rc<Connection>> {
+        let on = self.ctx.shards > 1
+            && self.ctx.cfg.broker_role != crate::config::BrokerRole::SyncMaster
+            && crate::broker::put_hop::owner_answers();
+        on.then(|| self.connections.get(origin.channel.connection))
+            .flatten()
+    }
+
     /// Where a request read from `conn` comes from.
     fn origin_of(&self, conn: &Connection) -> Origin {
         Origin {

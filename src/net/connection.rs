@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -28,6 +29,7 @@ use crate::limits::{
     CONNECTION_READ_BUSY_BYTES, CONNECTION_READ_IDLE_BYTES, CONNECTION_UNSENT_MAX_BYTES,
     CONNECTION_WRITE_BATCH_BYTES, CONNECTION_WRITE_KEEP_BYTES, CONNECTION_WRITE_QUEUE_BYTES_MAX,
 };
+use crate::net::socket_link::SocketLink;
 use crate::remoting::{check_frame, declared_body_bytes, decode_head, response, RemotingCommand};
 
 /// A handler's answer to one request.
@@ -102,6 +104,8 @@ impl Drop for BusyClaim {
 enum Outbound {
     /// A frame and the write-queue bytes it holds (released when it is encoded).
     Frame(RemotingCommand, u64),
+    /// Another thread's partial write left a remainder ([`SocketLink`]): write it.
+    Nudge,
     Close,
 }
 
@@ -150,6 +154,8 @@ pub struct Connection {
     reaped: Cell<bool>,
     /// Requests we initiated whose answers are awaited ([`Connection::invoke`]), by opaque.
     awaited: crate::net::invoke::Awaited,
+    /// The socket as other shards may write answers to it, and the write lock.
+    link: Arc<SocketLink>,
 }
 
 impl Connection {
@@ -178,6 +184,23 @@ impl Connection {
         if self.room.acquire(bytes).await.is_ok() {
             let _ = self.outbound.try_send(Outbound::Frame(frame, bytes));
         }
+    }
+
+    /// The socket as another shard may answer on it ([`SocketLink`]).
+    pub fn link(&self) -> &Arc<SocketLink> {
+        &self.link
+    }
+
+    /// Queues an answer another shard owed this connection (it could not write it itself),
+    /// as [`Connection::respond`] does, and gives its place back.
+    pub async fn respond_owed(&self, frame: RemotingCommand) {
+        self.respond(frame).await;
+        self.link.answered(1);
+    }
+
+    /// Wakes the writer to write what another shard's partial write left.
+    pub fn nudge(&self) {
+        let _ = self.outbound.try_send(Outbound::Nudge);
     }
 
     /// Sends a oneway request we initiate, with a fresh opaque.
@@ -283,6 +306,7 @@ pub(crate) async fn run<H: Handler>(
         last_active: Cell::new(Instant::now()),
         reaped: Cell::new(false),
         awaited: Default::default(),
+        link: Arc::new(SocketLink::new(fd)),
     });
     registered(&conn);
     let mut inbox = Inbox {
@@ -319,6 +343,7 @@ pub(crate) async fn run<H: Handler>(
             // Never served a request: no writer was started and nothing was queued.
             mark_closed(&conn, &*handler);
             conn.room.close();
+            conn.link.close();
             opening.map(|_| ())
         }
     };
@@ -706,7 +731,8 @@ async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: R
         return;
     }
     let oneway = request.is_oneway();
-    if conn.inflight.get() >= CONNECTION_INFLIGHT_MAX {
+    // Answers other shards owe (sends handed over whole, `SocketLink`) count as in flight.
+    if conn.inflight.get() + conn.link.owed() >= CONNECTION_INFLIGHT_MAX {
         if !oneway {
             let remark = format!(
                 "[OVERLOAD] more than {CONNECTION_INFLIGHT_MAX} requests in flight on this connection"
@@ -760,11 +786,30 @@ async fn dispatch<H: Handler>(conn: &Rc<Connection>, handler: &Rc<H>, request: R
     }
 }
 
+/// The socket's write half, which marks the connection's link closed before it lets the
+/// socket go, however the writer ends (its task dropped with the executor too): no other
+/// shard writes to a descriptor that may have been reused.
+struct LinkedWriter {
+    half: WriteHalf<TcpStream>,
+    link: Arc<SocketLink>,
+}
+
+impl Drop for LinkedWriter {
+    fn drop(&mut self) {
+        self.link.close();
+    }
+}
+
 async fn write_loop(
-    mut writer: WriteHalf<TcpStream>,
+    writer: WriteHalf<TcpStream>,
     rx: LocalReceiver<Outbound>,
     conn: Rc<Connection>,
 ) {
+    let mut writer = LinkedWriter {
+        half: writer,
+        link: Arc::clone(&conn.link),
+    };
+    let writer = &mut writer.half;
     let mut buf = BytesMut::new();
     loop {
         let first = match future::poll_once(rx.recv()).await {
@@ -790,8 +835,20 @@ async fn write_loop(
                 _ => break,
             }
         }
-        if !buf.is_empty() {
-            if let Err(e) = write_batch(&mut writer, &buf, &conn).await {
+        if !buf.is_empty() || conn.link.remainder_waits() {
+            // Frames stay whole on the stream: other shards write answers here too.
+            let Some(rest) = conn.link.lock_for_reader() else {
+                break;
+            };
+            let mut written = Ok(());
+            if let Some(rest) = rest {
+                written = write_batch(writer, &rest, &conn).await;
+            }
+            if written.is_ok() && !buf.is_empty() {
+                written = write_batch(writer, &buf, &conn).await;
+            }
+            conn.link.unlock_for_reader();
+            if let Err(e) = written {
                 tracing::debug!(error = %e, "write failed; dropping connection");
                 break;
             }
@@ -799,10 +856,13 @@ async fn write_loop(
             buf.clear();
         }
         if closing {
+            conn.link.close();
             let _ = writer.close().await;
             break;
         }
     }
+    // No other shard writes to the socket from now on (`LinkedWriter` makes sure of it too).
+    conn.link.close();
     // Responders still waiting for room, and the reader, learn the connection is gone.
     conn.room.close();
     conn.socket_room.close();
@@ -842,6 +902,7 @@ fn encode_outbound(item: Outbound, buf: &mut BytesMut, conn: &Connection) -> boo
             }
             true
         }
+        Outbound::Nudge => true,
         Outbound::Close => false,
     }
 }

@@ -27,6 +27,7 @@ pub mod descriptors;
 pub mod invoke;
 pub mod rpc_client;
 pub mod server;
+pub mod socket_link;
 
 pub use connection::{Busy, Connection, Handler, Reply};
 pub use rpc_client::{RpcClient, RpcError};

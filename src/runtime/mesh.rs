@@ -137,7 +137,12 @@ pub struct ShardMesh<Req: Send + 'static, Resp: Send + 'static> {
     next_id: Cell<u64>,
     /// Shard co-location, when on (shared by the mesh's shards).
     colocation: Option<Arc<super::colocate::Colocation>>,
+    /// Told of each peer found gone, after its calls were failed ([`ShardMesh::on_gone`]).
+    gone_hooks: RefCell<Vec<GoneHook>>,
 }
+
+/// What a shard does when a peer is found gone.
+type GoneHook = Box<dyn Fn(usize)>;
 
 impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
     /// Joins the mesh (waits for every shard to join) and starts serving requests addressed to
@@ -159,6 +164,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
             liveness: Arc::clone(&liveness),
             next_id: Cell::new(1),
             colocation,
+            gone_hooks: RefCell::new(Vec::new()),
         });
         Rc::clone(&mesh).serve(receivers, Rc::new(handler));
         let me = mesh.shard();
@@ -178,6 +184,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
                 let Some(mesh) = watcher.upgrade() else { break };
                 for peer in (0..mesh.shards()).filter(|&p| p != me && mesh.is_gone(p)) {
                     mesh.fail_calls_to(peer);
+                    for hook in mesh.gone_hooks.borrow().iter() {
+                        hook(peer);
+                    }
                 }
             }
         })
@@ -261,7 +270,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> ShardMesh<Req, Resp> {
         );
     }
 
-    fn is_gone(&self, peer: usize) -> bool {
+    /// Runs `hook(peer)` whenever a peer is found gone (possibly more than once per peer), for
+    /// work handed to it that is not a call (a call fails by itself).
+    pub fn on_gone(&self, hook: impl Fn(usize) + 'static) {
+        self.gone_hooks.borrow_mut().push(Box::new(hook));
+    }
+
+    /// True once shard `peer` has exited.
+    pub fn is_gone(&self, peer: usize) -> bool {
         self.liveness
             .gone
             .get(peer)

@@ -349,25 +349,8 @@ fn pipelined_sends_to_queues_of_both_shards_keep_each_queues_order() {
         .unwrap();
     let mut frames = bytes::BytesMut::new();
     for i in 0..200i32 {
-        let header = ringmq::protocol::send::SendRequest {
-            producer_group: "pg".into(),
-            topic: "Piped".into(),
-            default_topic: "TBW102".into(),
-            default_topic_queue_nums: 4,
-            queue_id: i % 4,
-            sys_flag: 0,
-            born_timestamp: 1,
-            flag: 0,
-            properties: String::new(),
-            reconsume_times: 0,
-            unit_mode: false,
-            max_reconsume_times: None,
-            batch: false,
-        };
-        let mut cmd = header
-            .to_command(request::SEND_MESSAGE_V2)
-            .with_body(i.to_string().into_bytes());
-        cmd.opaque = 1000 + i;
+        let body = i.to_string().into_bytes();
+        let cmd = crate::harness::send_request("Piped", i % 4, body, 1000 + i);
         cmd.encode(&mut frames).unwrap();
     }
     conn.write_all(&frames).unwrap();

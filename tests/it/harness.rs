@@ -240,3 +240,33 @@ pub fn create_topic(conn: &mut Connection, topic: &str, queues: i32) {
     .with_ext("perm", "6");
     conn.call(cmd).expect("topic created");
 }
+
+/// A SEND_MESSAGE_V2 request to `topic`/`queue_id` carrying `body`, with `opaque` (for tests
+/// that pipeline sends and match the answers).
+pub fn send_request(
+    topic: &str,
+    queue_id: i32,
+    body: Vec<u8>,
+    opaque: i32,
+) -> ringmq::remoting::RemotingCommand {
+    let header = ringmq::protocol::send::SendRequest {
+        producer_group: "pg".into(),
+        topic: topic.into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 4,
+        queue_id,
+        sys_flag: 0,
+        born_timestamp: 1,
+        flag: 0,
+        properties: String::new(),
+        reconsume_times: 0,
+        unit_mode: false,
+        max_reconsume_times: None,
+        batch: false,
+    };
+    let mut cmd = header
+        .to_command(ringmq::remoting::request::SEND_MESSAGE_V2)
+        .with_body(body);
+    cmd.opaque = opaque;
+    cmd
+}

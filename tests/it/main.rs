@@ -40,6 +40,7 @@ mod rust_client_broker;
 mod rust_client_features;
 mod rust_client_support;
 mod shard_death;
+mod shard_hand;
 mod shutdown_cli;
 mod sql_filter;
 mod store_crash;

@@ -2,12 +2,15 @@
 //! the target queue (PROTOCOL.md §7.2): checks, topic auto-creation, building the stored record
 //! once, the put, and the flush wait under SYNC_FLUSH.
 
+use std::rc::Rc;
+
 use bytes::BytesMut;
 
 use super::admin::ShardStats;
 use super::{field_failure, Failure};
 use crate::broker::context::BrokerContext;
 use crate::broker::mesh_proto::Origin;
+use crate::broker::put_hop::Ticket;
 use crate::broker::schedule;
 use crate::broker::services::puts::Puts;
 use crate::broker::services::topic_creation::TopicCreation;
@@ -18,10 +21,11 @@ use crate::broker::topic_config::{
 use crate::message::properties::{self, Properties};
 use crate::message::record::{RecordInput, RecordSlots};
 use crate::message::{batch, offset_msg_id, sysflag};
+use crate::net::Connection;
 use crate::protocol::register::TopicConfig;
 use crate::protocol::send::{SendRequest, SendResponse};
 use crate::remoting::{response as resp, RemotingCommand};
-use crate::store::PutStatus;
+use crate::store::{PutBatchResult, PutResult, PutStatus, StoreError, StoreResult};
 
 /// Java's refusal of sends by a slave or a broker whose write permission is off.
 pub(crate) fn check_writable(ctx: &BrokerContext) -> Result<(), Failure> {
@@ -61,14 +65,19 @@ pub(crate) struct Sender<'a, C> {
     pub creation: &'a C,
     pub puts: Puts<'a>,
     pub stats: &'a ShardStats,
+    /// The request's connection, when the shard that owns the queue may answer on it itself
+    /// (several shards, not SYNC_MASTER: [`crate::broker::put_hop`]).
+    pub conn: Option<Rc<Connection>>,
 }
 
 impl<C: TopicCreation> Sender<'_, C> {
+    /// Answers a send; `None` when the answer is the owning shard's to write (it was handed
+    /// over whole).
     pub(crate) async fn send(
         &self,
         origin: Origin,
         cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, Failure> {
+    ) -> Result<Option<RemotingCommand>, Failure> {
         let mut request = SendRequest::from_command(cmd).map_err(field_failure)?;
         check_writable(self.ctx)?;
         check_send_topic(&request.topic).map_err(super::failure::topic_name)?;
@@ -106,50 +115,36 @@ impl<C: TopicCreation> Sender<'_, C> {
                 &cmd.body,
                 &props.to_wire(),
             )?;
+            let owner = self.puts.owner_elsewhere(&target, target_queue);
+            let conn = self.conn.as_ref().filter(|_| !prepared && !cmd.is_oneway());
+            if let (Some(owner), Some(conn)) = (owner, conn) {
+                if conn.link().claim_answer() {
+                    let ticket = Ticket {
+                        link: std::sync::Arc::clone(conn.link()),
+                        peer: origin.peer,
+                        channel: origin.channel,
+                        head: cmd.response_to(cmd.code, None),
+                        queue_id,
+                        topic: target,
+                    };
+                    let item = (record, slots, wait);
+                    let conn = Rc::downgrade(conn);
+                    self.puts
+                        .hand(owner, item, ticket, conn, handed_error)
+                        .map_err(super::failure::put)?;
+                    return Ok(None);
+                }
+            }
             let put = self
                 .puts
                 .put(&target, target_queue, record, slots, wait)
                 .await
                 .map_err(super::failure::put)?;
-            crate::store::PutBatchResult {
-                status: put.status,
-                physical_offsets: vec![put.physical_offset],
-                queue_offset: put.queue_offset,
-                store_timestamp: put.store_timestamp,
-                wrote_bytes: put.wrote_bytes,
-            }
+            single(put)
         };
-        self.stats
-            .count_put(result.physical_offsets.len(), result.wrote_bytes);
-        let stored = (result.physical_offsets.len(), result.wrote_bytes);
-        self.stats.items.put(&target, stored.0, stored.1);
-        let msg_id = match result.physical_offsets.as_slice() {
-            [one] => offset_msg_id(self.ctx.store_host, *one),
-            many => {
-                let ids: Vec<String> = many
-                    .iter()
-                    .map(|p| offset_msg_id(self.ctx.store_host, *p))
-                    .collect();
-                ids.join(",")
-            }
-        };
-        let code = match result.status {
-            PutStatus::PutOk => resp::SUCCESS,
-            PutStatus::FlushDiskTimeout => resp::FLUSH_DISK_TIMEOUT,
-            PutStatus::FlushSlaveTimeout => resp::FLUSH_SLAVE_TIMEOUT,
-            PutStatus::SlaveNotAvailable => resp::SLAVE_NOT_AVAILABLE,
-        };
-        let mut response = cmd.response_to(code, None);
-        SendResponse {
-            msg_id,
-            queue_id,
-            queue_offset: result.queue_offset,
-            transaction_id: None,
-            region_id: self.ctx.cfg.region_id.clone(),
-            trace_on: self.ctx.cfg.trace_on,
-        }
-        .apply(&mut response);
-        Ok(response)
+        count_put(self.stats, &target, &result);
+        let head = cmd.response_to(cmd.code, None);
+        Ok(Some(put_response(self.ctx, head, queue_id, &result)))
     }
 
     /// Where a single message is really stored: a retry-topic send past its max reconsume
@@ -217,6 +212,96 @@ impl<C: TopicCreation> Sender<'_, C> {
             topic = SCHEDULE_TOPIC.to_string();
         }
         Ok((topic, queue))
+    }
+}
+
+/// One message's put as a batch's (the shape a send response is built from).
+fn single(put: PutResult) -> PutBatchResult {
+    PutBatchResult {
+        status: put.status,
+        physical_offsets: vec![put.physical_offset],
+        queue_offset: put.queue_offset,
+        store_timestamp: put.store_timestamp,
+        wrote_bytes: put.wrote_bytes,
+    }
+}
+
+/// Counts a stored send in the shard's put figures.
+fn count_put(stats: &ShardStats, topic: &str, result: &PutBatchResult) {
+    let stored = (result.physical_offsets.len(), result.wrote_bytes);
+    stats.count_put(stored.0, stored.1);
+    stats.items.put(topic, stored.0, stored.1);
+}
+
+/// The SEND response for a stored send: `head` has the request's frame fields
+/// (`RemotingCommand::response_to`), `queue_id` the queue the request named.
+fn put_response(
+    ctx: &BrokerContext,
+    head: RemotingCommand,
+    queue_id: i32,
+    result: &PutBatchResult,
+) -> RemotingCommand {
+    let msg_id = match result.physical_offsets.as_slice() {
+        [one] => offset_msg_id(ctx.store_host, *one),
+        many => {
+            let ids: Vec<String> = many
+                .iter()
+                .map(|p| offset_msg_id(ctx.store_host, *p))
+                .collect();
+            ids.join(",")
+        }
+    };
+    let code = match result.status {
+        PutStatus::PutOk => resp::SUCCESS,
+        PutStatus::FlushDiskTimeout => resp::FLUSH_DISK_TIMEOUT,
+        PutStatus::FlushSlaveTimeout => resp::FLUSH_SLAVE_TIMEOUT,
+        PutStatus::SlaveNotAvailable => resp::SLAVE_NOT_AVAILABLE,
+    };
+    let mut response = RemotingCommand { code, ..head };
+    SendResponse {
+        msg_id,
+        queue_id,
+        queue_offset: result.queue_offset,
+        transaction_id: None,
+        region_id: ctx.cfg.region_id.clone(),
+        trace_on: ctx.cfg.trace_on,
+    }
+    .apply(&mut response);
+    response
+}
+
+/// The error answer to a handed send whose put failed (`head`: its response header, whose
+/// code is the request's), as the reader would have answered it.
+pub(crate) fn handed_error(head: &RemotingCommand, e: StoreError) -> RemotingCommand {
+    let (code, remark) = super::failure::put(e);
+    RemotingCommand {
+        code,
+        remark: Some(remark),
+        ..head.clone()
+    }
+}
+
+/// On the shard that owns the queue: the answer to a send handed to it whole, with its put's
+/// `result`, counted in this shard's put figures. An error is also returned as its
+/// (code, remark), for the refusal log.
+pub(crate) fn handed_answer(
+    ctx: &BrokerContext,
+    stats: &ShardStats,
+    ticket: &Ticket,
+    result: StoreResult<PutResult>,
+) -> (RemotingCommand, Option<Failure>) {
+    match result {
+        Ok(put) => {
+            let result = single(put);
+            count_put(stats, &ticket.topic, &result);
+            let head = ticket.head.clone();
+            (put_response(ctx, head, ticket.queue_id, &result), None)
+        }
+        Err(e) => {
+            let answer = handed_error(&ticket.head, e);
+            let failure = (answer.code, answer.remark.clone().unwrap_or_default());
+            (answer, Some(failure))
+        }
     }
 }
 

@@ -30,7 +30,8 @@ impl Connections {
         self.by_id.borrow_mut().remove(&id).is_some()
     }
 
-    fn get(&self, id: u64) -> Option<Rc<Connection>> {
+    /// A live connection of this shard.
+    pub fn get(&self, id: u64) -> Option<Rc<Connection>> {
         self.by_id.borrow().get(&id).and_then(Weak::upgrade)
     }
 

@@ -2,16 +2,19 @@
 //! over the mesh — single records in batches with the other records for that shard
 //! ([`crate::broker::put_hop`]), a SEND_BATCH_MESSAGE's records in one call.
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use bytes::BytesMut;
 
 use crate::broker::mesh_proto::{MeshRequest, MeshResponse};
 use crate::broker::placement::owner_shard;
-use crate::broker::put_hop::PutHop;
+use crate::broker::put_hop::{HandedRegistry, HopItem, PutHop, Ticket};
 use crate::broker::services::mesh_client::MeshClient;
 use crate::broker::services::store::ShardStore;
 use crate::message::record::{RecordError, RecordInput, RecordSlots};
+use crate::net::Connection;
+use crate::remoting::RemotingCommand;
+use crate::runtime::mesh::MeshError;
 use crate::store::{PutBatchResult, PutResult, StoreError, StoreResult};
 
 /// Why a record built by the broker itself (a delayed message come due, a retry, a
@@ -71,6 +74,51 @@ impl Puts<'_> {
         batch.result(index).await
     }
 
+    /// The shard that owns `topic`/`queue_id` when it is not this one.
+    pub fn owner_elsewhere(&self, topic: &str, queue_id: i32) -> Option<usize> {
+        let owner = owner_shard(topic, queue_id, self.mesh.shards());
+        (owner != self.mesh.here()).then_some(owner)
+    }
+
+    /// Hands a send's record to shard `to` (not this one), which answers it on the client's
+    /// connection (`conn`) itself ([`crate::broker::put_hop`]); the ticket's place among the
+    /// connection's owed answers is claimed. `error` answers it from here should `to` go away
+    /// first.
+    pub fn hand(
+        &self,
+        to: usize,
+        item: HopItem,
+        ticket: Ticket,
+        conn: Weak<Connection>,
+        error: fn(&RemotingCommand, StoreError) -> RemotingCommand,
+    ) -> StoreResult<()> {
+        let Some(mesh) = self.mesh.get() else {
+            ticket.link.answered(1);
+            return Err(mesh_not_ready());
+        };
+        let (batch, opened) = self.hop.enqueue_handed(to, (item, ticket), conn);
+        if !opened {
+            return Ok(());
+        }
+        let (mesh, registry) = (Rc::clone(mesh), Rc::clone(self.hop.handed()));
+        glommio::spawn_local(async move {
+            // Registered before the owner is told: should it go away, the sweep of handed
+            // sends (or this task, below) answers them.
+            let (items, progress) = registry.seal(to, &batch);
+            let told = if mesh.is_gone(to) {
+                Err(MeshError::ShardGone(to))
+            } else {
+                mesh.tell(to, MeshRequest::PutHanded { items, progress })
+                    .await
+            };
+            if let Err(e) = told {
+                fail_handed(&registry, to, &e.to_string(), error).await;
+            }
+        })
+        .detach();
+        Ok(())
+    }
+
     /// Stores the records of one SEND_BATCH_MESSAGE (one queue) on the shard that owns it.
     pub async fn put_batch(
         &self,
@@ -105,5 +153,21 @@ impl Puts<'_> {
         self.put(input.topic, input.queue_id, buf, slots, false)
             .await?;
         Ok(())
+    }
+}
+
+/// Answers from here, with `error`, the sends handed to shard `to` that it has not answered
+/// (it is gone: `reason`).
+pub async fn fail_handed(
+    registry: &HandedRegistry,
+    to: usize,
+    reason: &str,
+    error: fn(&RemotingCommand, StoreError) -> RemotingCommand,
+) {
+    let unwritable = || StoreError::Unwritable {
+        reason: reason.to_string(),
+    };
+    for (conn, answer) in registry.fail(to, |head| error(head, unwritable())) {
+        conn.respond_owed(answer).await;
     }
 }
