@@ -2,7 +2,9 @@
 //! `extFields` and a message's properties are. A map of n entries costs two allocations (its
 //! text and its entry list), not 2n: both are built for every message on the send path.
 //! Insertion order is kept, a key set again keeps its place (Java `HashMap.put` as the wire
-//! shows it), lookups are linear (a few dozen keys at most).
+//! shows it), lookups are linear (a few dozen keys at most). An insert of a key the map has
+//! never held skips the search for it (a small filter of the keys' shapes says so), so a map
+//! built from distinct keys, as a decoded header is, costs no key comparisons.
 
 /// The map. Keys and values live back to back in `text`; `spans` says where each entry's key
 /// and value are, in order.
@@ -10,6 +12,21 @@
 pub struct PackedMap {
     text: String,
     spans: Vec<Span>,
+    /// One bit per [`shape_bit`] of every key inserted since the map was built or compacted
+    /// (removals leave theirs set): a key whose bit is clear is not in the map.
+    shapes: u128,
+}
+
+/// A bit standing for `key`'s length and first and last bytes.
+fn shape_bit(key: &str) -> u128 {
+    let bytes = key.as_bytes();
+    let (first, last) = match bytes {
+        [] => (0, 0),
+        [first, .., last] => (*first, *last),
+        [only] => (*only, *only),
+    };
+    let shape = u32::from(first) | u32::from(last) << 8 | (bytes.len() as u32) << 16;
+    1u128 << (shape.wrapping_mul(0x9E37_79B1) >> 25)
 }
 
 /// One entry of [`PackedMap`]: its key is `text[key_start..value_start]`, its value
@@ -32,6 +49,7 @@ impl PackedMap {
         PackedMap {
             text: String::with_capacity(text_bytes),
             spans: Vec::with_capacity(entries),
+            shapes: 0,
         }
     }
 
@@ -63,7 +81,12 @@ impl PackedMap {
     /// Sets `key`, replacing an earlier value in place (Java `HashMap.put`).
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         let (key, value) = (key.as_ref(), value.as_ref());
-        let earlier = self.position(key);
+        let bit = shape_bit(key);
+        let earlier = match self.shapes & bit {
+            0 => None,
+            _ => self.position(key),
+        };
+        self.shapes |= bit;
         // A replaced entry moves to the end of the text; its old bytes stay until a compaction.
         let (key_start, value_start) = self.push_text(key);
         let (_, value_end) = self.push_text(value);
@@ -184,6 +207,29 @@ mod tests {
         assert_eq!(changed, plain);
         changed.insert("k", "w");
         assert_ne!(changed, plain);
+    }
+
+    #[test]
+    fn keys_of_one_shape_are_still_told_apart_and_replaced() {
+        // "a0b", "a1b", ... have one length and the same first and last bytes: one shape.
+        let mut f = PackedMap::new();
+        let keys: Vec<String> = (0..10).map(|i| format!("a{i}b")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            f.insert(k, i.to_string());
+        }
+        for (i, k) in keys.iter().enumerate().rev() {
+            f.insert(k, format!("v{i}"));
+        }
+        f.remove("a3b");
+        f.insert("a3b", "back");
+        f.insert("", "empty");
+        f.insert("", "again");
+        let got: Vec<_> = f.iter().collect();
+        assert_eq!(got.len(), 11);
+        assert_eq!(got[0], ("a0b", "v0"));
+        assert_eq!(got[9], ("a3b", "back"));
+        assert_eq!(got[10], ("", "again"));
+        assert_eq!(f.get("a7b"), Some("v7"));
     }
 
     #[test]

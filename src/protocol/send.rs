@@ -119,22 +119,31 @@ impl SendRequest {
     pub fn to_command(&self, code: i32) -> RemotingCommand {
         let v2 = uses_letters(code);
         let name = |i: usize| if v2 { NAMES[i].1 } else { NAMES[i].0 };
-        let mut cmd = RemotingCommand::request(code)
-            .with_ext(name(0), self.producer_group.as_str())
-            .with_ext(name(1), self.topic.as_str())
-            .with_ext(name(2), self.default_topic.as_str())
-            .with_ext(name(3), self.default_topic_queue_nums.to_string())
-            .with_ext(name(4), self.queue_id.to_string())
-            .with_ext(name(5), self.sys_flag.to_string())
-            .with_ext(name(6), self.born_timestamp.to_string())
-            .with_ext(name(7), self.flag.to_string())
-            .with_ext(name(8), self.properties.as_str())
-            .with_ext(name(9), self.reconsume_times.to_string())
-            .with_ext(name(10), self.unit_mode.to_string());
+        // The map is sized once for all of it (names, strings and up to 20 digits a number).
+        let names: usize = (0..NAMES.len()).map(|i| name(i).len()).sum();
+        let strings = self.producer_group.len()
+            + self.topic.len()
+            + self.default_topic.len()
+            + self.properties.len();
+        let mut fields = ExtFields::with_capacity(NAMES.len(), names + strings + 7 * 20);
+        let mut digits = itoa::Buffer::new();
+        fields.insert(name(0), &self.producer_group);
+        fields.insert(name(1), &self.topic);
+        fields.insert(name(2), &self.default_topic);
+        fields.insert(name(3), digits.format(self.default_topic_queue_nums));
+        fields.insert(name(4), digits.format(self.queue_id));
+        fields.insert(name(5), digits.format(self.sys_flag));
+        fields.insert(name(6), digits.format(self.born_timestamp));
+        fields.insert(name(7), digits.format(self.flag));
+        fields.insert(name(8), &self.properties);
+        fields.insert(name(9), digits.format(self.reconsume_times));
+        fields.insert(name(10), if self.unit_mode { "true" } else { "false" });
         if let Some(max) = self.max_reconsume_times {
-            cmd.set_ext(name(11), max.to_string());
+            fields.insert(name(11), digits.format(max));
         }
-        cmd.set_ext(name(12), self.batch.to_string());
+        fields.insert(name(12), if self.batch { "true" } else { "false" });
+        let mut cmd = RemotingCommand::request(code);
+        cmd.ext_fields = Some(fields);
         cmd
     }
 }
