@@ -167,8 +167,7 @@ impl<C: TopicCreation> Sender<'_, C> {
             return Ok(to);
         }
         if prepared {
-            self.creation
-                .ensure_group_topic(TRANS_HALF_TOPIC, 1)
+            Box::pin(self.creation.ensure_group_topic(TRANS_HALF_TOPIC, 1))
                 .await
                 .ok_or_else(|| {
                     (
@@ -190,7 +189,7 @@ impl<C: TopicCreation> Sender<'_, C> {
                 topic = dlq_topic(group);
                 queue = 0;
                 props.remove(properties::DELAY);
-                let created = self.creation.ensure_group_topic(&topic, 1).await;
+                let created = Box::pin(self.creation.ensure_group_topic(&topic, 1)).await;
                 created.ok_or_else(|| {
                     (
                         resp::SYSTEM_ERROR,
@@ -314,22 +313,23 @@ pub(crate) async fn send_topic(
     let existing = topics.get(&request.topic);
     let topic = match existing {
         Some(t) => t,
-        None => creation
-            .create_for_send(
-                &request.topic,
-                &request.default_topic,
-                request.default_topic_queue_nums,
-                0,
-            )
-            .await
-            .ok_or_else(|| {
-                let remark = format!(
-                    "topic[{}] not exist, apply first please! (autoCreateTopicEnable is off \
+        // Boxed: the creation's state would otherwise be part of every send's future (copied
+        // whenever one is made), though only a topic's first send reaches it.
+        None => Box::pin(creation.create_for_send(
+            &request.topic,
+            &request.default_topic,
+            request.default_topic_queue_nums,
+            0,
+        ))
+        .await
+        .ok_or_else(|| {
+            let remark = format!(
+                "topic[{}] not exist, apply first please! (autoCreateTopicEnable is off \
                      or the template topic {} is missing)",
-                    request.topic, request.default_topic
-                );
-                (resp::TOPIC_NOT_EXIST, remark)
-            })?,
+                request.topic, request.default_topic
+            );
+            (resp::TOPIC_NOT_EXIST, remark)
+        })?,
     };
     if topic.perm & perm::WRITE == 0 {
         return Err((
