@@ -39,6 +39,7 @@ mod put;
 mod read;
 mod segmented;
 mod tail;
+mod write_plan;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
