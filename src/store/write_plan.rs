@@ -17,11 +17,18 @@
 //!
 //! A completed write makes durable every byte it carried (O_DSYNC: data and metadata, on its
 //! own, whatever else is in flight). Durability is the contiguous prefix of completed writes'
-//! ranges: an append is acknowledged only when every byte below its end is on the disk, so a
-//! crash never keeps a later record while losing an earlier one. A failed write's bytes are
+//! ranges, and what the log reports durable is the last end of the log (a record boundary:
+//! the log was written up to there) at or below it: an append is acknowledged only when every
+//! byte below its end is on the disk, so a crash never keeps a later record while losing an
+//! earlier one, and recovery, the checkpoint and consume queues only ever see a durable end
+//! between records (a write of whole pages ends inside a record). A failed write's bytes are
 //! owed again. Pure bookkeeping: no I/O, no clock, one owner.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Ends of the log above the durable prefix kept as candidates for the durable end; past
+/// this the newest is replaced (coarser steps, never a wrong one).
+const ENDS_KEPT: usize = 64;
 
 /// One planned write: the file range `[from, to)` (page-aligned) written from memory as it
 /// is at planning time, carrying the log's bytes `[from, data_end)`, of which those from
@@ -56,7 +63,12 @@ pub(crate) struct WritePlan {
     in_flight: Vec<PlannedWrite>,
     /// Ranges carried by completed writes that do not join the durable prefix yet.
     done: BTreeMap<u64, u64>,
+    /// Every byte below this is durable.
     durable: u64,
+    /// Ends of the log (record boundaries) seen above `settled`, oldest first.
+    ends: VecDeque<u64>,
+    /// The last end of the log at or below `durable`: what the log reports durable.
+    settled: u64,
     /// The highest page end any write was planned to (zeros ahead start past it).
     planned_end: u64,
     next_id: u64,
@@ -121,14 +133,16 @@ impl WritePlan {
             in_flight: Vec::new(),
             done: BTreeMap::new(),
             durable: end,
+            ends: VecDeque::new(),
+            settled: end,
             planned_end: end,
             next_id: 0,
         }
     }
 
-    /// Everything below this is durable.
+    /// Everything below this is durable, and it is an end the log was written to.
     pub(crate) fn durable(&self) -> u64 {
-        self.durable
+        self.settled
     }
 
     /// Writes in flight.
@@ -165,6 +179,10 @@ impl WritePlan {
         if written > self.seen {
             insert_range(&mut self.owed, self.seen, written);
             self.seen = written;
+            match self.ends.len() < ENDS_KEPT {
+                true => self.ends.push_back(written),
+                false => *self.ends.back_mut().expect("kept ends") = written,
+            }
         }
         // Until the partial last page fills (when it is held back) or a write completes.
         let refill = align_down(written, align) + align;
@@ -222,7 +240,7 @@ impl WritePlan {
 
     /// Ends write `id`: on success its bytes are durable, and the durable prefix grows over
     /// every completed range that now joins it; on failure its bytes are owed again. Returns
-    /// the durable end.
+    /// the durable end ([`WritePlan::durable`]).
     pub(crate) fn complete(&mut self, id: u64, ok: bool) -> u64 {
         let i = self
             .in_flight
@@ -232,7 +250,7 @@ impl WritePlan {
         let write = self.in_flight.swap_remove(i);
         if !ok {
             insert_range(&mut self.owed, write.from.max(self.durable), write.data_end);
-            return self.durable;
+            return self.settled;
         }
         insert_range(&mut self.done, write.from, write.data_end);
         while let Some((&s, &e)) = self.done.iter().next() {
@@ -242,7 +260,14 @@ impl WritePlan {
             self.durable = self.durable.max(e);
             self.done.remove(&s);
         }
-        self.durable
+        while let Some(&end) = self.ends.front() {
+            if end > self.durable {
+                break;
+            }
+            self.settled = end;
+            self.ends.pop_front();
+        }
+        self.settled
     }
 }
 
@@ -300,8 +325,13 @@ mod tests {
         // B is in flight: A's page alone, up to B's first page.
         let c = write(plan.next(2100, PAGE, SEG));
         assert_eq!((c.from, c.to, c.data_end), (512, 1024, 1024));
-        assert_eq!(plan.complete(c.id, true), 1024);
-        assert_eq!(plan.complete(b.id, true), 2048);
+        // Durable to 1024, then 2048: inside the record that ends at 2100, so the durable
+        // end stays at the last end of the log below (700) until the rest is written.
+        assert_eq!(plan.complete(c.id, true), 700);
+        assert_eq!(plan.complete(b.id, true), 700);
+        let d = write(plan.next(2100, PAGE, SEG));
+        assert_eq!((d.from, d.data_end), (2048, 2100));
+        assert_eq!(plan.complete(d.id, true), 2100);
     }
 
     #[test]
@@ -339,7 +369,10 @@ mod tests {
         let b = write(plan.next(SEG + 700, PAGE, SEG));
         assert_eq!((b.from, b.to, b.data_end), (SEG, SEG + 512, SEG + 512));
         assert_eq!(plan.complete(b.id, true), SEG - 600);
-        assert_eq!(plan.complete(a.id, true), SEG + 512);
+        assert_eq!(plan.complete(a.id, true), SEG - 600, "inside the record ending at +700");
+        let c = write(plan.next(SEG + 700, PAGE, SEG));
+        assert_eq!((c.from, c.data_end), (SEG + 512, SEG + 700));
+        assert_eq!(plan.complete(c.id, true), SEG + 700);
     }
 
     /// Random appends, plans and completions in any order, against a model of the disk
@@ -365,9 +398,13 @@ mod tests {
             // In flight: the write and the image of its pages taken when it was planned.
             let mut flying: Vec<(PlannedWrite, Vec<u8>)> = Vec::new();
             let mut durable = 0;
+            let mut ends = vec![0u64];
             for _ in 0..400 {
                 match rand(3) {
-                    0 if written < 60 * 1024 => written += 1 + rand(700),
+                    0 if written < 60 * 1024 => {
+                        written += 1 + rand(700);
+                        ends.push(written);
+                    }
                     1 => {
                         if let Next::Write(w) = plan.next(written, PAGE, 16 * 1024) {
                             for (other, _) in &flying {
@@ -390,6 +427,7 @@ mod tests {
                         }
                         let before = durable;
                         durable = plan.complete(w.id, ok);
+                        assert!(ends.contains(&durable), "seed {seed}: {durable} is no end");
                         for i in before..durable {
                             assert_eq!(
                                 disk[i as usize],
