@@ -24,7 +24,6 @@ use bytes::{Bytes, BytesMut};
 use super::io::{IoBuffer, Storage, StorageFile};
 use super::tail::Tail;
 use super::write_plan::{Next, PlannedWrite, WritePlan};
-use crate::limits::COMMITLOG_WRITES_IN_FLIGHT_MAX;
 use crate::runtime::OffsetWatch;
 
 /// Largest single write a flush issues; also the largest buffer a log keeps for reuse, so
@@ -209,6 +208,8 @@ pub(crate) struct LogOptions {
     /// Segment files are opened O_DSYNC ([`Storage::open_dsync`]): every write is durable when
     /// it completes, so an fdatasync round has nothing left to do ([`SegmentedLog::dsync`]).
     pub dsync: bool,
+    /// O_DSYNC logs: writes in flight at once ([`WritePlan`]).
+    pub writes_in_flight: usize,
 }
 
 /// One append-only log of segment files.
@@ -227,6 +228,7 @@ impl<S: Storage> SegmentedLog<S> {
     pub(crate) fn new(storage: S, opts: LogOptions) -> SegmentedLog<S> {
         assert!(opts.segment_bytes > 0);
         let tail = Tail::new(opts.chunk_bytes);
+        let plan = WritePlan::new(0, opts.writes_in_flight);
         SegmentedLog {
             storage,
             pool: BufferPool::new(0),
@@ -244,7 +246,7 @@ impl<S: Storage> SegmentedLog<S> {
                 zeroed: (u64::MAX, 0),
                 zero_file: None,
                 zeroing: None,
-                plan: WritePlan::new(0, COMMITLOG_WRITES_IN_FLIGHT_MAX),
+                plan,
                 align: None,
             }),
             zeros_done: OffsetWatch::new(0),
@@ -257,10 +259,12 @@ impl<S: Storage> SegmentedLog<S> {
         self
     }
 
-    /// Opens segment files O_DSYNC from now on (see [`LogOptions::dsync`]); before
-    /// [`SegmentedLog::load`].
-    pub(crate) fn dsync_writes(mut self, on: bool) -> SegmentedLog<S> {
+    /// Opens segment files O_DSYNC from now on (see [`LogOptions::dsync`]), with up to
+    /// `in_flight` writes at once ([`WritePlan`]); before [`SegmentedLog::load`].
+    pub(crate) fn dsync_writes(mut self, on: bool, in_flight: usize) -> SegmentedLog<S> {
         self.opts.dsync = on;
+        self.opts.writes_in_flight = in_flight;
+        self.state.get_mut().plan = WritePlan::new(0, in_flight);
         self
     }
 
@@ -370,7 +374,7 @@ impl<S: Storage> SegmentedLog<S> {
         let mut st = self.state.borrow_mut();
         assert!(!st.writing && st.syncing == 0, "set_end during a flush");
         assert_eq!(st.plan.in_flight(), 0, "set_end during a write");
-        st.plan = WritePlan::new(end, COMMITLOG_WRITES_IN_FLIGHT_MAX);
+        st.plan = WritePlan::new(end, self.opts.writes_in_flight);
         st.tail.clear();
         st.written = end;
         st.submitted = end;
@@ -806,7 +810,7 @@ impl<S: Storage> SegmentedLog<S> {
         st.tail.evict(flushed, self.opts.hot_bytes);
         if st.plan.in_flight() == 0 && st.plan.durable() < flushed {
             // Written by `write_pending` (a store closing): the plan starts over from there.
-            st.plan = WritePlan::new(flushed, COMMITLOG_WRITES_IN_FLIGHT_MAX);
+            st.plan = WritePlan::new(flushed, self.opts.writes_in_flight);
         }
         Ok(flushed)
     }
@@ -982,6 +986,7 @@ mod tests {
             chunk_bytes: 1000,
             hot_bytes: 0,
             dsync: false,
+            writes_in_flight: 1,
         }
     }
 

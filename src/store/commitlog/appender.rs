@@ -408,7 +408,7 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
 }
 
 /// SYNC_FLUSH's group commit on O_DSYNC segment files (the default): every write is durable
-/// when it completes. Up to `limits::COMMITLOG_WRITES_IN_FLIGHT_MAX` writes run at once, each
+/// when it completes. Up to `StoreConfig::dsync_writes_in_flight` writes run at once, each
 /// carrying what was appended when it was planned and none sharing a page with another in
 /// flight (`store::write_plan`): while one write is at the device the next appends go out in
 /// another as soon as they fill a page, instead of waiting for it. `flushed_watch` releases

@@ -218,7 +218,7 @@ fn with_dsync_files_appends_filling_pages_are_written_beside_a_write_in_flight()
         }
         assert_eq!(
             sim.max_dsync_writes_in_flight(),
-            crate::limits::COMMITLOG_WRITES_IN_FLIGHT_MAX as u64,
+            crate::limits::COMMITLOG_WRITES_IN_FLIGHT_DEFAULT as u64,
             "no second write went out beside the first (or more than the limit did)"
         );
         sim.set_faults(SimFaults::default());
