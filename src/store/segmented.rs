@@ -661,7 +661,10 @@ impl<S: Storage> SegmentedLog<S> {
     /// longer holds it (it is durable). Its bytes are durable when it completes.
     pub(crate) async fn write_planned(&self, w: PlannedWrite) -> io::Result<()> {
         let seg = self.segment_of(w.from);
-        assert!(w.to <= seg + self.opts.segment_bytes, "a write crosses a segment");
+        assert!(
+            w.to <= seg + self.opts.segment_bytes,
+            "a write crosses a segment"
+        );
         let Some(data_hi) = self.state.borrow().tail.data_end_before(w.from, w.data_end) else {
             return Ok(()); // only skipped space (after a blank record): nothing to write
         };

@@ -293,7 +293,11 @@ mod tests {
         // 700..1024 is in a page A writes: held until A completes. Whole pages after it go now.
         let b = write(plan.next(2000, PAGE, SEG));
         assert_eq!((b.from, b.to, b.data_end), (1024, 1536, 1536));
-        assert_eq!(plan.next(2000, PAGE, SEG), Next::WaitFor(u64::MAX), "two in flight");
+        assert_eq!(
+            plan.next(2000, PAGE, SEG),
+            Next::WaitFor(u64::MAX),
+            "two in flight"
+        );
     }
 
     #[test]
@@ -306,7 +310,11 @@ mod tests {
         // The bytes appended into A's last page (700..1024) are not written while A is in
         // flight, and the partial page 1536.. is held back while anything is in flight.
         assert_eq!(plan.next(2000, PAGE, SEG), Next::WaitFor(2048));
-        assert_eq!(plan.complete(a.id, true), 700, "A alone: up to its own data");
+        assert_eq!(
+            plan.complete(a.id, true),
+            700,
+            "A alone: up to its own data"
+        );
         // Alone now: A's page again (its head is durable already), B's page unchanged, and
         // the partial last page.
         let c = write(plan.next(2000, PAGE, SEG));
@@ -345,7 +353,11 @@ mod tests {
         assert_eq!(plan.next(600, PAGE, SEG), Next::WaitFor(1024));
         assert_eq!(plan.complete(a.id, true), 100);
         let b = write(plan.next(600, PAGE, SEG));
-        assert_eq!((b.from, b.to, b.data_end), (0, 1024, 600), "alone again: all of it");
+        assert_eq!(
+            (b.from, b.to, b.data_end),
+            (0, 1024, 600),
+            "alone again: all of it"
+        );
         assert_eq!(plan.complete(b.id, true), 600);
     }
 
@@ -369,7 +381,11 @@ mod tests {
         let b = write(plan.next(SEG + 700, PAGE, SEG));
         assert_eq!((b.from, b.to, b.data_end), (SEG, SEG + 512, SEG + 512));
         assert_eq!(plan.complete(b.id, true), SEG - 600);
-        assert_eq!(plan.complete(a.id, true), SEG - 600, "inside the record ending at +700");
+        assert_eq!(
+            plan.complete(a.id, true),
+            SEG - 600,
+            "inside the record ending at +700"
+        );
         let c = write(plan.next(SEG + 700, PAGE, SEG));
         assert_eq!((c.from, c.data_end), (SEG + 512, SEG + 700));
         assert_eq!(plan.complete(c.id, true), SEG + 700);

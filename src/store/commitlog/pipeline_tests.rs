@@ -322,6 +322,9 @@ fn crash_loses_nothing_acknowledged(dsync: bool, jitter: Duration) {
         }));
     }
     if !jitter.is_zero() {
-        assert!(most_in_flight >= 2, "never two writes in flight: nothing was reordered");
+        assert!(
+            most_in_flight >= 2,
+            "never two writes in flight: nothing was reordered"
+        );
     }
 }
