@@ -811,7 +811,7 @@ impl<S: Storage> SegmentedLog<S> {
         st.flushed = st.flushed.max(round.target);
         let flushed = st.flushed;
         st.tail.evict(flushed, self.opts.hot_bytes);
-        if st.plan.in_flight() == 0 && st.plan.durable() < flushed {
+        if st.plan.in_flight() == 0 && st.plan.durable_end() < flushed {
             // Written by `write_pending` (a store closing): the plan starts over from there.
             st.plan = WritePlan::new(flushed, self.opts.writes_in_flight);
         }

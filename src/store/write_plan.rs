@@ -141,7 +141,7 @@ impl WritePlan {
     }
 
     /// Everything below this is durable, and it is an end the log was written to.
-    pub(crate) fn durable(&self) -> u64 {
+    pub(crate) fn durable_end(&self) -> u64 {
         self.settled
     }
 
@@ -240,7 +240,7 @@ impl WritePlan {
 
     /// Ends write `id`: on success its bytes are durable, and the durable prefix grows over
     /// every completed range that now joins it; on failure its bytes are owed again. Returns
-    /// the durable end ([`WritePlan::durable`]).
+    /// the durable end ([`WritePlan::durable_end`]).
     pub(crate) fn complete(&mut self, id: u64, ok: bool) -> u64 {
         let i = self
             .in_flight
