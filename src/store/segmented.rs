@@ -57,6 +57,9 @@ const SUBMIT_NOW_BYTES: u64 = 1024;
 /// until a segment file tells its own alignment (a multiple of any device's sector, so writes
 /// planned with it are aligned whatever the device).
 const PLAN_PAGE_BYTES: u64 = 4096;
+/// O_DSYNC logs: a write beside others in flight carries at least this much (each write is a
+/// device flush: a record or two per write beside would spend the device's flushes).
+const BESIDE_MIN_BYTES: u64 = 4096;
 
 /// Aligned write buffers a log keeps for reuse, so that a flush does not allocate (and, for
 /// buffers beyond the executor's registered I/O memory, map and later unmap) a fresh one:
@@ -228,7 +231,7 @@ impl<S: Storage> SegmentedLog<S> {
     pub(crate) fn new(storage: S, opts: LogOptions) -> SegmentedLog<S> {
         assert!(opts.segment_bytes > 0);
         let tail = Tail::new(opts.chunk_bytes);
-        let plan = WritePlan::new(0, opts.writes_in_flight);
+        let plan = WritePlan::new(0, opts.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
         SegmentedLog {
             storage,
             pool: BufferPool::new(0),
@@ -264,7 +267,7 @@ impl<S: Storage> SegmentedLog<S> {
     pub(crate) fn dsync_writes(mut self, on: bool, in_flight: usize) -> SegmentedLog<S> {
         self.opts.dsync = on;
         self.opts.writes_in_flight = in_flight;
-        self.state.get_mut().plan = WritePlan::new(0, in_flight);
+        self.state.get_mut().plan = WritePlan::new(0, in_flight).with_beside_min(BESIDE_MIN_BYTES);
         self
     }
 
@@ -374,7 +377,7 @@ impl<S: Storage> SegmentedLog<S> {
         let mut st = self.state.borrow_mut();
         assert!(!st.writing && st.syncing == 0, "set_end during a flush");
         assert_eq!(st.plan.in_flight(), 0, "set_end during a write");
-        st.plan = WritePlan::new(end, self.opts.writes_in_flight);
+        st.plan = WritePlan::new(end, self.opts.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
         st.tail.clear();
         st.written = end;
         st.submitted = end;
@@ -651,7 +654,7 @@ impl<S: Storage> SegmentedLog<S> {
         assert!(self.opts.dsync, "planned writes need O_DSYNC files");
         assert!(!st.writing, "a planned write beside write_pending");
         let written = st.written;
-        let page = st.align.map_or(PLAN_PAGE_BYTES, |a| a.max(PLAN_PAGE_BYTES));
+        let page = st.align.unwrap_or(PLAN_PAGE_BYTES);
         st.plan.next(written, page, self.opts.segment_bytes)
     }
 
@@ -813,7 +816,8 @@ impl<S: Storage> SegmentedLog<S> {
         st.tail.evict(flushed, self.opts.hot_bytes);
         if st.plan.in_flight() == 0 && st.plan.durable_end() < flushed {
             // Written by `write_pending` (a store closing): the plan starts over from there.
-            st.plan = WritePlan::new(flushed, self.opts.writes_in_flight);
+            st.plan = WritePlan::new(flushed, self.opts.writes_in_flight)
+                .with_beside_min(BESIDE_MIN_BYTES);
         }
         Ok(flushed)
     }

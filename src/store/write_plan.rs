@@ -72,6 +72,8 @@ pub(crate) struct WritePlan {
     /// The highest page end any write was planned to (zeros ahead start past it).
     planned_end: u64,
     next_id: u64,
+    /// A write beside others carries at least this much (each write is a device flush).
+    beside_min: u64,
 }
 
 fn align_down(v: u64, align: u64) -> u64 {
@@ -137,7 +139,15 @@ impl WritePlan {
             settled: end,
             planned_end: end,
             next_id: 0,
+            beside_min: 0,
         }
+    }
+
+    /// A write beside others in flight carries at least `bytes` of whole pages; smaller ones
+    /// wait for the writes in flight to complete (one write then carries them).
+    pub(crate) fn with_beside_min(mut self, bytes: u64) -> WritePlan {
+        self.beside_min = bytes;
+        self
     }
 
     /// Everything below this is durable, and it is an end the log was written to.
@@ -185,7 +195,7 @@ impl WritePlan {
             }
         }
         // Until the partial last page fills (when it is held back) or a write completes.
-        let refill = align_down(written, align) + align;
+        let refill = align_down(written, align) + align.max(self.beside_min);
         if self.in_flight.len() >= self.max_in_flight {
             return Next::WaitFor(u64::MAX);
         }
@@ -215,7 +225,7 @@ impl WritePlan {
             if !self.in_flight.is_empty() && last == written && written % align != 0 {
                 to = align_down(written, align); // hold the partial last page back
             }
-            if to <= page {
+            if to <= page || (!self.in_flight.is_empty() && to - page < self.beside_min) {
                 continue;
             }
             let data_end = to.min(written);
@@ -371,6 +381,23 @@ mod tests {
         let again = write(plan.next(2048, PAGE, SEG));
         assert_eq!((again.from, again.data_end), (0, 1024));
         assert_eq!(plan.complete(again.id, true), 2048);
+    }
+
+    #[test]
+    fn a_write_beside_others_waits_until_it_carries_enough() {
+        let mut plan = WritePlan::new(0, 2).with_beside_min(2048);
+        let a = write(plan.next(700, PAGE, SEG));
+        // One whole page past A's: not enough to go beside it.
+        assert_eq!(plan.next(1600, PAGE, SEG), Next::WaitFor(3584));
+        let b = write(plan.next(3100, PAGE, SEG));
+        assert_eq!((b.from, b.to), (1024, 3072));
+        assert_eq!(plan.complete(a.id, true), 700);
+        // A's page alone would go beside B: too small, it waits for B.
+        assert_eq!(plan.next(3100, PAGE, SEG), Next::WaitFor(5120));
+        assert_eq!(plan.complete(b.id, true), 700);
+        let c = write(plan.next(3100, PAGE, SEG));
+        assert_eq!((c.from, c.data_end), (512, 3100));
+        assert_eq!(plan.complete(c.id, true), 3100);
     }
 
     #[test]
