@@ -44,9 +44,10 @@ pub const STORE_READS_IN_FLIGHT_MAX: usize = 32;
 /// SYNC_FLUSH commitlog writes (O_DSYNC) one shard has at the device at once, by default and
 /// at most (`RINGMQ_DSYNC_WRITES`). Each makes its own pages durable; they never share a page
 /// (`store::write_plan`), and an append is acknowledged when every byte up to its end is
-/// durable. Two keep the device busy while the shard answers the puts the previous write
-/// released; more split bursts into more, smaller writes (each a device flush).
-pub const COMMITLOG_WRITES_IN_FLIGHT_DEFAULT: usize = 2;
+/// durable. One by default: two did not measure as a win on the shared machine (stop 29,
+/// pinned 64 in flight: SYNC msgs/s within the noise, CPU per message ~7 % more); measure
+/// `RINGMQ_DSYNC_WRITES=2` on a quiet machine before making it the default.
+pub const COMMITLOG_WRITES_IN_FLIGHT_DEFAULT: usize = 1;
 pub const COMMITLOG_WRITES_IN_FLIGHT_MAX: usize = 4;
 
 /// Connections one server executor accepts before refusing new ones.

@@ -7,8 +7,9 @@
 //! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH (by default) the
 //! segment files are opened O_DSYNC and the writes alone are the group commit: the writer
 //! wakes on `written_watch` and writes everything appended so far; appends arriving during a
-//! write go out in a second write beside it once they fill a page (never two writes of one
-//! page at once, `store::write_plan`), or into the next write when it completes; a completed
+//! write go into the next write when it completes, or (with `StoreConfig::dsync_writes_in_flight`
+//! above one; one by default) into a write beside it once they fill 4 KiB (never two writes of
+//! one page at once, `store::write_plan`); a completed
 //! write's bytes are durable, and `flushed_watch` releases every append whose bytes are all
 //! durable up to its end. One operation per write instead of a write and an fdatasync (which
 //! io_uring hands to an io-wq worker thread every time). With
@@ -408,7 +409,8 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
 }
 
 /// SYNC_FLUSH's group commit on O_DSYNC segment files (the default): every write is durable
-/// when it completes. Up to `StoreConfig::dsync_writes_in_flight` writes run at once, each
+/// when it completes. Up to `StoreConfig::dsync_writes_in_flight` writes (one by default) run
+/// at once, each
 /// carrying what was appended when it was planned and none sharing a page with another in
 /// flight (`store::write_plan`): while one write is at the device the next appends go out in
 /// another as soon as they fill a page, instead of waiting for it. `flushed_watch` releases

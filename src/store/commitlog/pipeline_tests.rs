@@ -197,7 +197,8 @@ fn with_dsync_files_appends_are_written_and_acknowledged_while_zeros_ahead_are_w
 #[test]
 fn with_dsync_files_appends_filling_pages_are_written_beside_a_write_in_flight() {
     run(async {
-        let (sim, clock, cfg) = (SimStorage::new(34), SimClock::new(1_000), small_config());
+        let (sim, clock, mut cfg) = (SimStorage::new(34), SimClock::new(1_000), small_config());
+        cfg.dsync_writes_in_flight = 2;
         let store = open(&sim, &clock, &cfg).await;
         let (first, _) = spawn_put(&store, &sim, 0);
         assert!(first.await.is_some());
@@ -218,7 +219,7 @@ fn with_dsync_files_appends_filling_pages_are_written_beside_a_write_in_flight()
         }
         assert_eq!(
             sim.max_dsync_writes_in_flight(),
-            crate::limits::COMMITLOG_WRITES_IN_FLIGHT_DEFAULT as u64,
+            2,
             "no second write went out beside the first (or more than the limit did)"
         );
         sim.set_faults(SimFaults::default());
@@ -257,6 +258,9 @@ fn crash_loses_nothing_acknowledged(dsync: bool, jitter: Duration) {
             let sim = SimStorage::new(100 + seed);
             let (clock, mut cfg) = (SimClock::new(1_000), small_config());
             cfg.sync_flush_dsync = dsync;
+            if !jitter.is_zero() {
+                cfg.dsync_writes_in_flight = 2;
+            }
             let store = open(&sim, &clock, &cfg).await;
             // Writes and fdatasyncs of different lengths, so that crashes land in every
             // phase: during a write, between a write and the round covering it, during a
