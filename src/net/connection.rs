@@ -191,6 +191,18 @@ impl Connection {
         &self.link
     }
 
+    /// True when nothing else of this connection is under way: no request of it awaited, no
+    /// answer owed by another shard, nothing in its write queue. Only then is a send handed to
+    /// another shard answered by that shard (`processor::send`): a lone request spares the
+    /// reader a wake-up, while under load the reader's batched writes of many answers cost
+    /// less than a write by the owner for each run of them (stop 29: closed loop at 64 in
+    /// flight lost 15 % with every handed send answered by its owner).
+    pub fn is_quiet(&self) -> bool {
+        self.inflight.get() == 0
+            && self.link.owed() == 0
+            && self.room.available() == CONNECTION_WRITE_QUEUE_BYTES_MAX as u64
+    }
+
     /// Queues an answer another shard owed this connection (it could not write it itself),
     /// as [`Connection::respond`] does, and gives its place back.
     pub async fn respond_owed(&self, frame: RemotingCommand) {

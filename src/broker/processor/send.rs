@@ -116,7 +116,10 @@ impl<C: TopicCreation> Sender<'_, C> {
                 &props.to_wire(),
             )?;
             let owner = self.puts.owner_elsewhere(&target, target_queue);
-            let conn = self.conn.as_ref().filter(|_| !prepared && !cmd.is_oneway());
+            let conn = self
+                .conn
+                .as_ref()
+                .filter(|c| !prepared && !cmd.is_oneway() && c.is_quiet());
             if let (Some(owner), Some(conn)) = (owner, conn) {
                 if conn.link().claim_answer() {
                     let ticket = Ticket {
