@@ -2,9 +2,10 @@
 //! `extFields` and a message's properties are. A map of n entries costs two allocations (its
 //! text and its entry list), not 2n: both are built for every message on the send path.
 //! Insertion order is kept, a key set again keeps its place (Java `HashMap.put` as the wire
-//! shows it), lookups are linear (a few dozen keys at most). An insert of a key the map has
+//! shows it), lookups are linear (a few dozen keys at most). A lookup of a key the map has
 //! never held skips the search for it (a small filter of the keys' shapes says so), so a map
-//! built from distinct keys, as a decoded header is, costs no key comparisons.
+//! built from distinct keys, as a decoded header is, costs no key comparisons, nor does asking
+//! for a property a message does not have.
 
 /// The map. Keys and values live back to back in `text`; `spans` says where each entry's key
 /// and value are, in order.
@@ -61,7 +62,11 @@ impl PackedMap {
         &self.text[span.value_start as usize..span.value_end as usize]
     }
 
+    /// Where `key` is; a key whose shape bit is clear is not searched for.
     fn position(&self, key: &str) -> Option<usize> {
+        if self.shapes & shape_bit(key) == 0 {
+            return None;
+        }
         self.spans.iter().position(|s| self.key_of(s) == key)
     }
 
@@ -81,12 +86,8 @@ impl PackedMap {
     /// Sets `key`, replacing an earlier value in place (Java `HashMap.put`).
     pub fn insert(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
         let (key, value) = (key.as_ref(), value.as_ref());
-        let bit = shape_bit(key);
-        let earlier = match self.shapes & bit {
-            0 => None,
-            _ => self.position(key),
-        };
-        self.shapes |= bit;
+        let earlier = self.position(key);
+        self.shapes |= shape_bit(key);
         // A replaced entry moves to the end of the text; its old bytes stay until a compaction.
         let (key_start, value_start) = self.push_text(key);
         let (_, value_end) = self.push_text(value);

@@ -86,11 +86,14 @@ impl HopBatch {
             .borrow_mut()
             .get_mut(index)
             .and_then(Option::take);
-        taken.unwrap_or_else(|| {
-            Err(StoreError::Unwritable {
-                reason: "the owning shard gave no answer for this record".into(),
-            })
-        })
+        taken.unwrap_or_else(|| Err(no_answer()))
+    }
+}
+
+/// The result of a record the owning shard's answer did not cover.
+fn no_answer() -> StoreError {
+    StoreError::Unwritable {
+        reason: "the owning shard gave no answer for this record".into(),
     }
 }
 
@@ -146,6 +149,15 @@ pub enum Handback {
     Nudge { channel: ChannelId },
 }
 
+impl Handback {
+    /// The connection it is for.
+    pub fn channel(&self) -> ChannelId {
+        match self {
+            Handback::Answers { channel, .. } | Handback::Nudge { channel } => *channel,
+        }
+    }
+}
+
 /// On the owner: answers handed sends (`tickets`, in order, with their `results`) on their
 /// connections' sockets, runs of one connection in one write; `respond` builds each answer.
 /// Returns what must go back to the readers.
@@ -161,11 +173,7 @@ pub fn answer_handed(
     let mut results = results.into_iter();
     let mut tickets = tickets.into_iter().peekable();
     while let Some(ticket) = tickets.next() {
-        let result = results.next().unwrap_or_else(|| {
-            Err(StoreError::Unwritable {
-                reason: "the owning shard gave no answer for this record".into(),
-            })
-        });
+        let result = results.next().unwrap_or_else(|| Err(no_answer()));
         let answer = respond(&ticket, result);
         if let Err(e) = answer.encode(&mut frames) {
             tracing::error!(opaque = answer.opaque, error = %e, "answer not encoded");
@@ -179,23 +187,20 @@ pub fn answer_handed(
         }
         let count = run.len();
         match ticket.link.try_write(&frames) {
-            TryWrite::Written => {
-                OWNER_WRITTEN.fetch_add(count as u64, Ordering::Relaxed);
-                ticket.link.answered(count);
-                run.clear();
-            }
-            TryWrite::Partial => {
-                OWNER_WRITTEN.fetch_add(count as u64, Ordering::Relaxed);
-                ticket.link.answered(count);
-                run.clear();
-                handbacks.push(Handback::Nudge {
-                    channel: ticket.channel,
-                });
-            }
             TryWrite::NotWritten => handbacks.push(Handback::Answers {
                 channel: ticket.channel,
                 answers: std::mem::take(&mut run),
             }),
+            written => {
+                OWNER_WRITTEN.fetch_add(count as u64, Ordering::Relaxed);
+                ticket.link.answered(count);
+                run.clear();
+                if written == TryWrite::Partial {
+                    handbacks.push(Handback::Nudge {
+                        channel: ticket.channel,
+                    });
+                }
+            }
         }
         frames.clear();
         progress.answered.fetch_add(count, Ordering::AcqRel);

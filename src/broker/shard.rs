@@ -337,11 +337,7 @@ impl Shard {
                     crate::broker::put_hop::answer_handed(tickets, results, &progress, answer);
                 if let Some(mesh) = self.mesh.get() {
                     for handback in handbacks {
-                        let to = match &handback {
-                            Handback::Answers { channel, .. } | Handback::Nudge { channel } => {
-                                usize::from(channel.shard)
-                            }
-                        };
+                        let to = usize::from(handback.channel().shard);
                         let _ = mesh.tell(to, MeshRequest::Handback(handback)).await;
                     }
                 }

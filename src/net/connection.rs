@@ -873,8 +873,8 @@ async fn write_loop(
             break;
         }
     }
-    // No other shard writes to the socket from now on (`LinkedWriter` makes sure of it too).
-    conn.link.close();
+    // No other shard writes to the socket from now on: `writer`'s `LinkedWriter` closes the
+    // link when this returns, before the socket goes.
     // Responders still waiting for room, and the reader, learn the connection is gone.
     conn.room.close();
     conn.socket_room.close();

@@ -119,34 +119,31 @@ impl Scalar<'_> {
             .ok_or_else(|| WireError::BadJson(format!("field {field} is not a 32-bit integer")))
     }
 
-    /// Appends the string fastjson would coerce the value to (nothing for null) as the value
-    /// of `key`.
-    fn insert_into(self, fields: &mut ExtFields, key: &str) {
-        let mut digits = itoa::Buffer::new();
-        let text: &str = match &self {
-            Scalar::Null => return,
+    /// The string fastjson would coerce the value to (numbers written into `digits`); `None`
+    /// for null.
+    fn text<'s>(&'s self, digits: &'s mut itoa::Buffer) -> Option<&'s str> {
+        Some(match self {
+            Scalar::Null => return None,
             Scalar::Str(s) => s,
             Scalar::Int(n) => digits.format(*n),
             Scalar::UInt(n) => digits.format(*n),
-            Scalar::Bool(b) => {
-                if *b {
-                    "true"
-                } else {
-                    "false"
-                }
-            }
-        };
-        fields.insert(key, text);
+            Scalar::Bool(true) => "true",
+            Scalar::Bool(false) => "false",
+        })
     }
 
-    /// The string fastjson would coerce the value to; `None` for null.
+    /// Appends the value's [`Scalar::text`] (nothing for null) as the value of `key`.
+    fn insert_into(self, fields: &mut ExtFields, key: &str) {
+        if let Some(text) = self.text(&mut itoa::Buffer::new()) {
+            fields.insert(key, text);
+        }
+    }
+
+    /// The value's [`Scalar::text`], owned.
     fn into_string(self) -> Option<String> {
         match self {
-            Scalar::Null => None,
             Scalar::Str(s) => Some(s.into_owned()),
-            Scalar::Int(n) => Some(n.to_string()),
-            Scalar::UInt(n) => Some(n.to_string()),
-            Scalar::Bool(b) => Some(b.to_string()),
+            other => other.text(&mut itoa::Buffer::new()).map(str::to_string),
         }
     }
 }

@@ -115,11 +115,12 @@ impl<C: TopicCreation> Sender<'_, C> {
                 &cmd.body,
                 &props.to_wire(),
             )?;
-            let owner = self.puts.owner_elsewhere(&target, target_queue);
+            // The owner is looked up only for a send that may be handed (the put finds it again).
             let conn = self
                 .conn
                 .as_ref()
                 .filter(|c| !prepared && !cmd.is_oneway() && c.is_quiet());
+            let owner = conn.and_then(|_| self.puts.owner_elsewhere(&target, target_queue));
             if let (Some(owner), Some(conn)) = (owner, conn) {
                 if conn.link().claim_answer() {
                     let ticket = Ticket {
