@@ -9,7 +9,9 @@
 # answers every send SEND_OK and stores nothing (loadgen/src/null_broker.rs): one glommio
 # executor, or a blocking thread per connection. It has no shards or flush: it runs only the
 # `*-a1` cases, and its CPU per message is what this machine's wake-ups, system calls and
-# loopback cost alone.
+# loopback cost alone. `null:hop` is the glommio one handing the records of odd queues to a
+# second executor (one channel message per read pass) and answering without waiting for it:
+# the floor of handing half the records to another core, so it runs only the `*-a2` cases.
 #
 # Cases (CASES, default all), each on a fresh store, 128 B bodies, nothing pinned:
 #   open-a1 open-a2   open loop at RATE msgs/s (256 in flight at most), ASYNC_FLUSH, 1 / 2 shards
@@ -92,8 +94,9 @@ run_case() {
         w1-s2) flush=SYNC_FLUSH shards=2 args=(-w 1) ;;
         *) echo "unknown case $name" >&2; return 1 ;;
     esac
-    # The null broker has neither shards nor a flush: only the -a1 cases measure it.
-    case $bin:$name in null:*-a1) ;; null:*) return 0 ;; esac
+    # The null broker has neither shards nor a flush: only the -a1 cases measure it, and
+    # null:hop (its two executors) only the -a2 ones.
+    case $bin:$name in null:hop:*-a2) ;; null:hop:*) return 0 ;; null:*-a1) ;; null:*) return 0 ;; esac
     start "$bin" "$flush" "$shards" || { stop_broker; return 0; }
     local json=$STORE/out.json perf_out=$STORE/perf.csv perf_pid=
     # The warm-up is left out of the CPU count: loadgen reports messages after it.

@@ -12,6 +12,13 @@
 //!   answers with one write: one read and one write per pass, nothing else.
 //! * `--runtime threads`: a blocking std thread per connection, the same loop on plain
 //!   read(2)/write(2): the kernel's own floor of a request/response over loopback.
+//! * `--runtime hop`: the glommio server, plus a second executor (the "owner" of the odd
+//!   queues, as a 2-shard broker owns half the queues on its other shard). Each read pass hands
+//!   the bodies of its sends to odd queues to the owner over one cross-executor channel message;
+//!   the owner only counts them. The reader still answers every send itself, without waiting
+//!   for the owner: less than any 2-shard broker can do (its owner appends before the send is
+//!   answered), so this is a lower bound of what handing half the records to another core costs
+//!   here — `cpu.sh` runs it in the `*-a2` cases, beside `glommio` in the `*-a1` ones.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,9 +26,10 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
 use ringmq::limits::FRAME_SIZE_MAX_BYTES;
 use ringmq::protocol::route::{to_json_body, BrokerData, QueueData, TopicRouteData};
 use ringmq::protocol::send::{SendRequest, SendResponse};
@@ -37,6 +45,8 @@ const ROUTE_QUEUES: i32 = 8;
 const ROUTE_PERM: i32 = 6;
 /// Bytes one read takes at most.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// `--runtime hop`: handed batches the owner's inbox holds before the reader waits.
+const HOP_INBOX_BATCHES: usize = 1024;
 
 /// Which server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,6 +55,8 @@ pub enum NullRuntime {
     Glommio,
     /// A blocking std thread per connection.
     Threads,
+    /// The glommio server handing odd queues' records to a second executor.
+    Hop,
 }
 
 /// `loadgen null-broker`: answers sends without storing them (see the module docs).
@@ -54,7 +66,8 @@ pub struct NullArgs {
     /// Port on 127.0.0.1 serving both the nameserver's route and the sends.
     #[arg(long, default_value_t = 9876)]
     pub port: u16,
-    /// glommio (ringmq's runtime, one executor) or threads (one blocking thread per connection).
+    /// glommio (ringmq's runtime, one executor), threads (one blocking thread per connection)
+    /// or hop (glommio handing odd queues' records to a second executor).
     #[arg(long, value_enum, default_value_t = NullRuntime::Glommio)]
     pub runtime: NullRuntime,
 }
@@ -162,8 +175,27 @@ pub fn answer_all(
     input: &mut BytesMut,
     output: &mut BytesMut,
 ) -> Result<(), WireError> {
+    answer_all_handing(state, input, output, None)
+}
+
+/// [`answer_all`], and with `handed` the bodies of the sends it answered for odd queues are
+/// pushed there (the records a 2-shard broker's reader hands to the other shard).
+pub fn answer_all_handing(
+    state: &mut NullState,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+    mut handed: Option<&mut Vec<Bytes>>,
+) -> Result<(), WireError> {
     while let Some(frame) = next_frame(input, FRAME_SIZE_MAX_BYTES)? {
-        if let Some(reply) = answer(state, &RemotingCommand::decode(frame)?) {
+        let req = RemotingCommand::decode(frame)?;
+        if let Some(reply) = answer(state, &req) {
+            let odd_queue = reply
+                .ext("queueId")
+                .and_then(|q| q.parse::<i32>().ok())
+                .is_some_and(|q| q % 2 == 1);
+            if let (Some(handed), true) = (handed.as_deref_mut(), odd_queue) {
+                handed.push(req.body.clone());
+            }
             reply.encode(output)?;
         }
     }
@@ -177,6 +209,7 @@ pub fn main(args: impl Iterator<Item = String>) -> Result<(), NullError> {
     match args.runtime {
         NullRuntime::Threads => serve_threads(args.port),
         NullRuntime::Glommio => serve_glommio(args.port),
+        NullRuntime::Hop => serve_hop(args.port),
     }
 }
 
@@ -235,23 +268,91 @@ fn serve_glommio(port: u16) -> Result<(), NullError> {
     }
 }
 
+/// One cross-executor message of `--runtime hop`: the bodies one read pass handed over.
+type HandedBatch = Vec<Bytes>;
+
+fn serve_hop(port: u16) -> Result<(), NullError> {
+    let (to_owner, owner_inbox) = shared_channel::new_bounded::<HandedBatch>(HOP_INBOX_BATCHES);
+    let owner = spawn_executor(&ExecutorOptions::control_plane("null-owner"), move || {
+        own_odd_queues(owner_inbox)
+    })
+    .map_err(NullError::Executor)?;
+    let reader = spawn_executor(
+        &ExecutorOptions::control_plane("null-broker"),
+        move || async move { accept_loop_handing(port, Some(to_owner)).await },
+    )
+    .map_err(NullError::Executor)?;
+    let served = match reader.join() {
+        Ok(Err(e)) => Err(listen_error(port)(e)),
+        Ok(Ok(())) => Ok(()),
+        Err(e) => Err(NullError::Join(format!("{e:?}"))),
+    };
+    // The reader's end of the channel is gone with it: the owner's loop ends.
+    let _ = owner.join();
+    served
+}
+
+/// The owner executor of `--runtime hop`: takes every handed batch and counts it.
+async fn own_odd_queues(inbox: SharedReceiver<HandedBatch>) -> u64 {
+    let inbox = inbox.connect().await;
+    let mut records = 0u64;
+    while let Some(batch) = inbox.recv().await {
+        records += batch.len() as u64;
+    }
+    records
+}
+
 async fn accept_loop(port: u16) -> std::io::Result<()> {
+    accept_loop_handing(port, None).await
+}
+
+async fn accept_loop_handing(
+    port: u16,
+    to_owner: Option<SharedSender<HandedBatch>>,
+) -> std::io::Result<()> {
     let listener = glommio::net::TcpListener::bind(("127.0.0.1", port))?;
     let state = Rc::new(RefCell::new(NullState::new(listener.local_addr()?)));
+    let to_owner = match to_owner {
+        Some(sender) => Some(Rc::new(sender.connect().await)),
+        None => None,
+    };
     loop {
         let stream = listener.accept().await?;
-        glommio::spawn_local(serve_glommio_conn(stream, Rc::clone(&state))).detach();
+        glommio::spawn_local(serve_glommio_conn(
+            stream,
+            Rc::clone(&state),
+            to_owner.clone(),
+        ))
+        .detach();
     }
 }
 
-async fn serve_glommio_conn(mut stream: glommio::net::TcpStream, state: Rc<RefCell<NullState>>) {
+async fn serve_glommio_conn(
+    mut stream: glommio::net::TcpStream,
+    state: Rc<RefCell<NullState>>,
+    to_owner: Option<Rc<ConnectedSender<HandedBatch>>>,
+) {
     let _ = stream.set_nodelay(true);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let (mut input, mut output) = (BytesMut::new(), BytesMut::new());
+    let mut handed = HandedBatch::new();
     while let Ok(n @ 1..) = stream.read(&mut chunk).await {
         input.extend_from_slice(&chunk[..n]);
-        let answered = answer_all(&mut state.borrow_mut(), &mut input, &mut output);
-        if answered.is_err() || stream.write_all(&output).await.is_err() {
+        let answered = answer_all_handing(
+            &mut state.borrow_mut(),
+            &mut input,
+            &mut output,
+            to_owner.is_some().then_some(&mut handed),
+        );
+        if answered.is_err() {
+            return;
+        }
+        if let (Some(owner), false) = (&to_owner, handed.is_empty()) {
+            if owner.send(std::mem::take(&mut handed)).await.is_err() {
+                return;
+            }
+        }
+        if stream.write_all(&output).await.is_err() {
             return;
         }
         output.clear();
@@ -371,12 +472,35 @@ mod tests {
         assert_eq!(opaques, vec![0, 1, 2]);
     }
 
+    #[test]
+    fn answer_all_handing_hands_the_bodies_of_odd_queues_only_and_answers_every_send() {
+        let mut st = state();
+        let mut input = BytesMut::new();
+        for (opaque, queue) in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 1)] {
+            let mut req = send_request(queue, opaque);
+            req.body = Bytes::from(format!("body-{opaque}"));
+            req.encode(&mut input).unwrap();
+        }
+        let (mut output, mut handed) = (BytesMut::new(), Vec::new());
+        answer_all_handing(&mut st, &mut input, &mut output, Some(&mut handed)).unwrap();
+        assert_eq!(handed, ["body-1", "body-3", "body-4"].map(Bytes::from));
+        let mut answered = 0;
+        while let Some(frame) = next_frame(&mut output, FRAME_SIZE_MAX_BYTES).unwrap() {
+            assert_eq!(
+                RemotingCommand::decode(frame).unwrap().code,
+                response::SUCCESS
+            );
+            answered += 1;
+        }
+        assert_eq!(answered, 5);
+    }
+
     /// loadgen's own producer, through the route, against each server: every send
     /// acknowledged.
     #[test]
-    fn loadgen_produces_against_both_servers() {
+    fn loadgen_produces_against_every_server() {
         use clap::Parser as _;
-        for runtime in ["glommio", "threads"] {
+        for runtime in ["glommio", "threads", "hop"] {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .unwrap()
