@@ -18,8 +18,15 @@
 #                    point it at a script that runs `runclass.sh ... benchmark.Producer "$@"`);
 #                    it is run as `sh $PRODUCER_SH -n NS -t TOPIC -w 64 -s 128`.
 # For each: msgs/s, p99/p999/max latency (µs), the broker's CPU per message (utime+stime of
-# every process of the broker's process group over the case ÷ messages sent, µs) and its
-# resident memory at the end (sum of the group's VmRSS, MiB).
+# every process of the broker's process group over the case ÷ messages sent, µs), the
+# client's CPU per message over the same window (`cli_us`: loadgen's utime+stime, read by
+# bash's `time`; for psh-* every process of producer.sh's process group, the JVM's threads
+# included), the machine's idle share over that window (`idle%`: idle+iowait ÷ all CPU time in
+# /proc/stat, all cores) and the broker's resident memory at the end (sum of the group's
+# VmRSS, MiB). loadgen cases measure their whole run (warm-up included) against every message
+# sent; psh-* cases measure from the end of producer.sh's first window to the end of the
+# last one counted, against those windows' messages (their TPS x 10 s). With C cores,
+# cli_us c and cpu_us b: TPS <= C x 1e6 / (c + b) when the machine is busy (idle% 0).
 #
 # Layouts (LAYOUTS, default "default pinned"):
 #   default  nothing pinned, ringmq with its default shards (one per core)
@@ -71,10 +78,12 @@ source "$ROOT/loadgen/lib.sh"
 trap stop_broker EXIT
 
 # group_cpu_ticks / group_rss_kib: summed over every process of the broker's process group.
-group_sum() {
+group_sum() { group_sum_of "$PGID" "$1"; }
+# group_sum_of PGID FN: FN summed over every process of process group PGID.
+group_sum_of() {
     local total=0 pid
-    for pid in $(pgrep -g "$PGID" || true); do
-        total=$((total + $("$1" "$pid" 2>/dev/null || echo 0)))
+    for pid in $(pgrep -g "$1" || true); do
+        total=$((total + $("$2" "$pid" 2>/dev/null || echo 0)))
     done
     echo "$total"
 }
@@ -82,6 +91,17 @@ cpu_ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib_of() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 group_cpu_ticks() { group_sum cpu_ticks_of; }
 group_rss_kib() { group_sum rss_kib_of; }
+
+# machine_ticks: "busy idle" clock ticks of all cores so far (/proc/stat; iowait counts idle).
+machine_ticks() {
+    awk '$1 == "cpu" {idle = $5 + $6; busy = 0; for (i = 2; i <= NF; i++) busy += $i; print busy - idle, idle; exit}' /proc/stat
+}
+# per_message TICKS MESSAGES: µs of CPU per message.
+per_message() { awk "BEGIN {printf \"%.1f\", $1 / $TICK / ($2 > 0 ? $2 : 1) * 1e6}"; }
+# idle_share "BUSY0 IDLE0" "BUSY1 IDLE1": idle per cent of all CPU time between two samples.
+idle_share() {
+    echo "$1 $2" | awk '{busy = $3 - $1; idle = $4 - $2; printf "%.0f", (busy + idle > 0) ? 100 * idle / (busy + idle) : 0}'
+}
 
 client_prefix() { [ "$1" = pinned ] && echo "taskset -c $CLIENT_CPU" || true; }
 
@@ -135,8 +155,8 @@ EOF
     wait_sendable "$CUR_NS" CompareWarm 90 1 "$broker"
 }
 
-# record BROKER LAYOUT CASE TPS P99 P999 MAX CPU_US RSS_MIB
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"; }
+# record BROKER LAYOUT CASE TPS P99 P999 MAX CPU_US RSS_MIB CLIENT_US IDLE_PCT
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"; }
 
 json_field() { grep -o "\"$2\": [0-9.]*" "$1" | head -1 | awk '{print $2}'; }
 
@@ -146,42 +166,70 @@ loadgen_case() {
     shift 3
     local json=$OUT/$broker-$layout-$name.json cpus=()
     [ "$layout" = pinned ] && cpus=(--cpus "$CLIENT_CPU")
-    local c0 c1
+    local c0 c1 m0 m1 client TIMEFORMAT='%3U %3S'
     c0=$(group_cpu_ticks)
-    "$LOADGEN" produce -n "127.0.0.1:$CUR_NS" -t "Compare_$name" "${cpus[@]}" -s 128 \
-        --duration "$DURATION" --warmup "$WARMUP" -q --json "$json" "$@" >/dev/null 2>&1 ||
-        echo "loadgen failed in $broker $layout $name (see $json)" >&2
+    m0=$(machine_ticks)
+    # bash's `time` reports loadgen's own utime and stime (its threads included) on stderr.
+    client=$({ time "$LOADGEN" produce -n "127.0.0.1:$CUR_NS" -t "Compare_$name" "${cpus[@]}" \
+        -s 128 --duration "$DURATION" --warmup "$WARMUP" -q --json "$json" "$@" \
+        >/dev/null 2>&1 || echo "loadgen failed in $broker $layout $name (see $json)" >&2; } 2>&1)
+    m1=$(machine_ticks)
     c1=$(group_cpu_ticks)
-    local sent
+    local sent client_ticks
     sent=$(json_field "$json" sent_messages)
+    client_ticks=$(echo "$client" | awk -v t="$TICK" 'NF == 2 {printf "%.0f", ($1 + $2) * t}')
     record "$broker" "$layout" "$name" "$(json_field "$json" throughput_messages_per_second)" \
         "$(json_field "$json" p99_latency_us)" "$(json_field "$json" p999_latency_us)" \
-        "$(json_field "$json" max_latency_us)" \
-        "$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) / $TICK / ($sent > 0 ? $sent : 1) * 1e6}")" \
-        "$(($(group_rss_kib) / 1024))"
+        "$(json_field "$json" max_latency_us)" "$(per_message $((c1 - c0)) "$sent")" \
+        "$(($(group_rss_kib) / 1024))" "$(per_message "${client_ticks:-0}" "$sent")" \
+        "$(idle_share "$m0" "$m1")"
 }
 
 # producer_sh_case BROKER LAYOUT CASE: RocketMQ's benchmark producer, 64 threads.
 producer_sh_case() {
     local broker=$1 layout=$2 name=$3 log=$OUT/$1-$2-$3.log
-    local c0 c1 pre
+    local c0 c1 m0 m1 j0 j1 pre
     pre=$(client_prefix "$layout")
-    c0=$(group_cpu_ticks)
     NAMESRV_ADDR=127.0.0.1:$CUR_NS setsid $pre sh "$PRODUCER_SH" -n "127.0.0.1:$CUR_NS" \
         -t "Compare_$name" -w 64 -s 128 >"$log" 2>&1 &
     local ppid=$!
-    # producer.sh prints its TPS over each 10 s window; the first window holds the JVM's start.
-    sleep $((10 * (PSH_WINDOWS + 1) + 3))
+    # producer.sh prints its TPS over each 10 s window (its last 9 s, in fact); the first
+    # window holds the JVM's start. The measured window runs from the first line to the line
+    # 1 + PSH_WINDOWS, sampled as each appears.
+    wait_windows "$log" 1 "$ppid"
+    c0=$(group_cpu_ticks)
+    j0=$(group_sum_of "$ppid" cpu_ticks_of)
+    m0=$(machine_ticks)
+    wait_windows "$log" $((PSH_WINDOWS + 1)) "$ppid"
+    m1=$(machine_ticks)
+    j1=$(group_sum_of "$ppid" cpu_ticks_of)
+    c1=$(group_cpu_ticks)
     kill -TERM -- "-$ppid" 2>/dev/null || true
     wait "$ppid" 2>/dev/null || true
-    c1=$(group_cpu_ticks)
     local tps sent
-    tps=$(grep -o 'Send TPS: *[0-9]*' "$log" | awk '{print $3}' | tail -n +2 |
+    tps=$(window_tps "$log" | head -n $((PSH_WINDOWS + 1)) | tail -n +2 |
         sort -n | awk '{v[NR] = $1} END {print (NR ? v[int((NR + 1) / 2)] : 0)}')
-    sent=$(grep -o 'Send TPS: *[0-9]*' "$log" | awk '{n += $3 * 10} END {print n + 0}')
-    record "$broker" "$layout" "$name" "$tps" - - - \
-        "$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) / $TICK / ($sent > 0 ? $sent : 1) * 1e6}")" \
-        "$(($(group_rss_kib) / 1024))"
+    sent=$(window_tps "$log" | head -n $((PSH_WINDOWS + 1)) | tail -n +2 |
+        awk '{n += $1 * 10} END {print n + 0}')
+    record "$broker" "$layout" "$name" "$tps" - - - "$(per_message $((c1 - c0)) "$sent")" \
+        "$(($(group_rss_kib) / 1024))" "$(per_message $((j1 - j0)) "$sent")" \
+        "$(idle_share "$m0" "$m1")"
+}
+
+# window_tps LOG: the TPS of each of producer.sh's 10 s windows so far, one a line.
+window_tps() { { grep -o 'Current Time:.*Send TPS: *[0-9]*' "$1" 2>/dev/null || true; } | awk '{print $NF}'; }
+
+# wait_windows LOG N PID: until producer.sh has printed N windows (or PID has ended, or
+# 10 x N + 30 s have passed: a JVM that never sends).
+wait_windows() {
+    local deadline=$((SECONDS + 10 * $2 + 30))
+    while [ "$(window_tps "$1" | wc -l)" -lt "$2" ]; do
+        if [ $SECONDS -ge $deadline ] || ! kill -0 "$3" 2>/dev/null; then
+            echo "producer.sh printed fewer than $2 windows (see $1)" >&2
+            return 0
+        fi
+        sleep 0.2
+    done
 }
 
 wants() { [[ " $CASES " == *" $1 "* ]]; }
@@ -198,7 +246,7 @@ run_broker() {
             [[ "$c" == psh-* && -z "${PRODUCER_SH:-}" ]] && continue
             echo "== $broker $layout $c" >&2
             if ! start "$broker" "$layout" "$flush"; then
-                record "$broker" "$layout" "$c" 0 "no start" - - - -
+                record "$broker" "$layout" "$c" 0 "no start" - - - - - -
                 stop_broker
                 continue
             fi
@@ -238,18 +286,20 @@ done
     echo "# loadgen/compare.sh, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
     echo "# DURATION=$DURATION WARMUP=$WARMUP RATE=$RATE; other = ${OTHER_START:+$OTHER_NAME}"
     echo "# disk: $DISK_SYNCS durable 4 KiB writes/s (dd oflag=direct,dsync into a written file)"
-    printf '%-8s %-13s %11s %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s\n' layout case \
-        ringmq_msg/s other_msg/s ratio p99_us p999_us max_us cpu_us other_cpu rss_MiB other
+    printf '%-8s %-13s %11s %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s\n' \
+        layout case ringmq_msg/s other_msg/s ratio p99_us p999_us max_us cpu_us other_cpu \
+        cli_us oth_cli idle% oth_i% rss_MiB other
     awk -F'\t' '
         $1 == "ringmq" { key = $2 "\t" $3; order[++n] = key; r[key] = $0 }
         $1 == "other" { o[$2 "\t" $3] = $0 }
         END {
             for (i = 1; i <= n; i++) {
-                k = order[i]; split(r[k], a, "\t"); split(o[k], b, "\t")
+                k = order[i]; h = (k in o); split(r[k], a, "\t"); split(o[k], b, "\t")
                 ratio = (b[4] > 0) ? sprintf("%.2fx", a[4] / b[4]) : "-"
-                printf "%-8s %-13s %11.0f %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s\n",
-                    a[2], a[3], a[4], (k in o) ? sprintf("%.0f", b[4]) : "-", ratio,
-                    a[5], a[6], a[7], a[8], (k in o) ? b[8] : "-", a[9], (k in o) ? b[9] : "-"
+                printf "%-8s %-13s %11.0f %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s\n",
+                    a[2], a[3], a[4], h ? sprintf("%.0f", b[4]) : "-", ratio,
+                    a[5], a[6], a[7], a[8], h ? b[8] : "-", a[10], h ? b[10] : "-",
+                    a[11], h ? b[11] : "-", a[9], h ? b[9] : "-"
             }
         }' "$OUT/results.tsv"
 } | tee "$OUT/table.txt"
