@@ -572,28 +572,49 @@ impl Shard {
                 lock::lock_batch(self.control.as_ref().map(|c| &c.locks), &command)
             }
             req::QUERY_MESSAGE => {
-                Box::pin(query::query_message(&self.ctx, &self.store.get(), &self.mesh, &command))
-                    .await
+                Box::pin(query::query_message(
+                    &self.ctx,
+                    &self.store.get(),
+                    &self.mesh,
+                    &command,
+                ))
+                .await
             }
             req::VIEW_MESSAGE_BY_ID => {
                 Box::pin(query::view_message(&self.store.get(), &command)).await
             }
             req::CONSUMER_SEND_MSG_BACK => {
                 let authority = self.topic_authority();
-                Box::pin(send_back::send_back(&self.ctx, self.puts(), &authority, &command)).await
+                Box::pin(send_back::send_back(
+                    &self.ctx,
+                    self.puts(),
+                    &authority,
+                    &command,
+                ))
+                .await
             }
             req::END_TRANSACTION => {
-                Box::pin(transaction::end_transaction(&self.ctx, self.puts(), &command)).await
+                Box::pin(transaction::end_transaction(
+                    &self.ctx,
+                    self.puts(),
+                    &command,
+                ))
+                .await
             }
             // Controller mode (crate::broker::replication).
             req::GET_BROKER_EPOCH_CACHE => {
                 let here = self.ha.status(&self.store);
-                Box::pin(controller::epoch_cache(&self.ctx, here, &self.mesh, &command)).await
+                Box::pin(controller::epoch_cache(
+                    &self.ctx, here, &self.mesh, &command,
+                ))
+                .await
             }
             req::NOTIFY_BROKER_ROLE_CHANGED => controller::role_changed_notice(&self.ctx, &command),
             req::RINGMQ_FENCE_REPLICA => {
-                Box::pin(controller::fence_for_election(&self.ctx, &self.mesh, origin, &command))
-                    .await
+                Box::pin(controller::fence_for_election(
+                    &self.ctx, &self.mesh, origin, &command,
+                ))
+                .await
             }
             code if relay::handles(code) => {
                 // Boxed: dispatch may come back here (the type would be infinite).
