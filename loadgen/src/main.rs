@@ -7,10 +7,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use loadgen::Args;
 
-/// mimalloc, as the broker (see loadgen's Cargo.toml).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The exit status of a subcommand's run, its error printed.
 fn finish<E: std::fmt::Display>(name: &str, outcome: Result<(), E>) -> ExitCode {
     match outcome {
