@@ -96,13 +96,6 @@ impl BodyMaker {
     /// asked, WAIT=true and a 32-hex-digit UNIQ_KEY (the client-side message id).
     pub fn properties(&self, local: u64) -> String {
         let mut out = String::with_capacity(96);
-        self.properties_into(local, &mut out);
-        out
-    }
-
-    /// [`BodyMaker::properties`] written over `out` (a sender reuses one string).
-    pub fn properties_into(&self, local: u64, out: &mut String) {
-        out.clear();
         let sequence = self.sequence(local);
         if self.keys {
             let _ = write!(out, "{KEYS}{NV}k{sequence}{PS}");
@@ -115,6 +108,7 @@ impl BodyMaker {
             "{WAIT}{NV}true{PS}{UNIQ_KEY}{NV}{:016X}{sequence:016X}",
             self.run_id
         );
+        out
     }
 }
 

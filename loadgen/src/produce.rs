@@ -122,24 +122,20 @@ pub async fn run(plan: ProducerPlan) -> ProducerOutcome {
 async fn sender(shared: Rc<Shared>, task: usize) {
     let connection = task % shared.plan.args.connections;
     let batch = shared.plan.args.batch_messages as u64;
-    // One header per sender, its per-send fields rewritten in place: no copies of the group
-    // and topic names per message.
-    let mut header = shared.header(batch > 1);
     loop {
         let request = shared.next_request.get();
         shared.next_request.set(request + 1);
-        let now = Instant::now();
-        let Some(intended) = shared.intended(request, now) else {
+        let Some(intended) = shared.intended(request) else {
             break;
         };
+        let now = Instant::now();
         if intended > now {
             glommio::timer::sleep(shared.release_at(intended) - now).await;
         }
         let queue = shared.next_queue();
         let client = &shared.clients[queue.broker][connection];
         let first = request * batch;
-        header.queue_id = queue.queue_id;
-        let result = shared.send(client, &mut header, first, batch).await;
+        let result = shared.send(client, queue.queue_id, first, batch).await;
         let latency = Instant::now().saturating_duration_since(intended);
         let unreachable = matches!(result, Err(CallError::Connect { .. }));
         let in_window = shared.in_window(intended);
@@ -151,15 +147,15 @@ async fn sender(shared: Rc<Shared>, task: usize) {
 }
 
 impl Shared {
-    /// When request `request` should go out: its slot in the open-loop schedule, or `now` in
-    /// a closed loop. `None` once that is past the end of the run.
-    fn intended(&self, request: u64, now: Instant) -> Option<Instant> {
+    /// When request `request` should go out: its slot in the open-loop schedule, or now in a
+    /// closed loop. `None` once that is past the end of the run.
+    fn intended(&self, request: u64) -> Option<Instant> {
         let at = match self.plan.rate_messages_per_second {
             Some(rate) => {
                 let messages = request as f64 * self.plan.args.batch_messages as f64;
                 self.plan.start + Duration::from_secs_f64(messages / rate)
             }
-            None => now,
+            None => Instant::now(),
         };
         (at < self.plan.end).then_some(at)
     }
@@ -189,23 +185,18 @@ impl Shared {
         self.plan.queues[i]
     }
 
-    /// A sender's header; [`Shared::send`] sets its properties and born timestamp per send,
-    /// the sender its queue.
-    fn header(&self, batch: bool) -> SendRequest {
+    fn header(&self, queue_id: i32, properties: String, batch: bool) -> SendRequest {
         let args = &self.plan.args;
         SendRequest {
             producer_group: args.producer_group.clone(),
             topic: args.topic.clone(),
             default_topic: "TBW102".into(),
             default_topic_queue_nums: args.queue_nums,
-            queue_id: 0,
+            queue_id,
             sys_flag: 0,
-            born_timestamp: 0,
+            born_timestamp: (unix_ns() / 1_000_000) as i64,
             flag: 0,
-            properties: match batch {
-                true => body::batch_header_properties(),
-                false => String::with_capacity(96),
-            },
+            properties,
             reconsume_times: 0,
             unit_mode: false,
             max_reconsume_times: None,
@@ -216,18 +207,18 @@ impl Shared {
     async fn send(
         &self,
         client: &PipelinedClient,
-        header: &mut SendRequest,
+        queue_id: i32,
         first: u64,
         count: u64,
     ) -> Result<SendOutcome, CallError> {
         let now_ns = unix_ns();
-        header.born_timestamp = (now_ns / 1_000_000) as i64;
         if count == 1 {
-            self.maker.properties_into(first, &mut header.properties);
-            client.send(header, self.maker.body(first, now_ns)).await
+            let header = self.header(queue_id, self.maker.properties(first), false);
+            client.send(&header, self.maker.body(first, now_ns)).await
         } else {
+            let header = self.header(queue_id, body::batch_header_properties(), true);
             let body = self.batch_body(first, count, now_ns);
-            client.send_batch(header, body).await
+            client.send_batch(&header, body).await
         }
     }
 
