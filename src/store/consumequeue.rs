@@ -114,7 +114,6 @@ impl<S: Storage> ConsumeQueue<S> {
             chunk_bytes: CQ_CHUNK_BYTES,
             hot_bytes: 0,
             dsync: false,
-            writes_in_flight: 1,
         };
         ConsumeQueue {
             topic: topic.to_string(),

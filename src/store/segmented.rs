@@ -211,8 +211,6 @@ pub(crate) struct LogOptions {
     /// Segment files are opened O_DSYNC ([`Storage::open_dsync`]): every write is durable when
     /// it completes, so an fdatasync round has nothing left to do ([`SegmentedLog::dsync`]).
     pub dsync: bool,
-    /// O_DSYNC logs: writes in flight at once ([`WritePlan`]).
-    pub writes_in_flight: usize,
 }
 
 /// One append-only log of segment files.
@@ -224,6 +222,9 @@ pub(crate) struct SegmentedLog<S: Storage> {
     /// Zeros-ahead writes completed (or failed): a data write waiting for one to leave its
     /// range waits on this.
     zeros_done: OffsetWatch,
+    /// O_DSYNC logs: writes in flight at once ([`WritePlan`]; one unless
+    /// [`SegmentedLog::dsync_writes`] says otherwise).
+    writes_in_flight: usize,
 }
 
 impl<S: Storage> SegmentedLog<S> {
@@ -231,7 +232,7 @@ impl<S: Storage> SegmentedLog<S> {
     pub(crate) fn new(storage: S, opts: LogOptions) -> SegmentedLog<S> {
         assert!(opts.segment_bytes > 0);
         let tail = Tail::new(opts.chunk_bytes);
-        let plan = WritePlan::new(0, opts.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
+        let plan = WritePlan::new(0, 1).with_beside_min(BESIDE_MIN_BYTES);
         SegmentedLog {
             storage,
             pool: BufferPool::new(0),
@@ -253,6 +254,7 @@ impl<S: Storage> SegmentedLog<S> {
                 align: None,
             }),
             zeros_done: OffsetWatch::new(0),
+            writes_in_flight: 1,
         }
     }
 
@@ -266,7 +268,7 @@ impl<S: Storage> SegmentedLog<S> {
     /// `in_flight` writes at once ([`WritePlan`]); before [`SegmentedLog::load`].
     pub(crate) fn dsync_writes(mut self, on: bool, in_flight: usize) -> SegmentedLog<S> {
         self.opts.dsync = on;
-        self.opts.writes_in_flight = in_flight;
+        self.writes_in_flight = in_flight;
         self.state.get_mut().plan = WritePlan::new(0, in_flight).with_beside_min(BESIDE_MIN_BYTES);
         self
     }
@@ -377,7 +379,7 @@ impl<S: Storage> SegmentedLog<S> {
         let mut st = self.state.borrow_mut();
         assert!(!st.writing && st.syncing == 0, "set_end during a flush");
         assert_eq!(st.plan.in_flight(), 0, "set_end during a write");
-        st.plan = WritePlan::new(end, self.opts.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
+        st.plan = WritePlan::new(end, self.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
         st.tail.clear();
         st.written = end;
         st.submitted = end;
@@ -816,8 +818,8 @@ impl<S: Storage> SegmentedLog<S> {
         st.tail.evict(flushed, self.opts.hot_bytes);
         if st.plan.in_flight() == 0 && st.plan.durable_end() < flushed {
             // Written by `write_pending` (a store closing): the plan starts over from there.
-            st.plan = WritePlan::new(flushed, self.opts.writes_in_flight)
-                .with_beside_min(BESIDE_MIN_BYTES);
+            st.plan =
+                WritePlan::new(flushed, self.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
         }
         Ok(flushed)
     }
@@ -993,7 +995,6 @@ mod tests {
             chunk_bytes: 1000,
             hot_bytes: 0,
             dsync: false,
-            writes_in_flight: 1,
         }
     }
 

@@ -267,6 +267,11 @@ impl SimStorage {
         self.state.borrow().writes
     }
 
+    /// O_DSYNC writes (to files the faults apply to) in flight now.
+    pub fn dsync_writes_in_flight(&self) -> u64 {
+        self.state.borrow().writes_in_flight.0
+    }
+
     /// The most O_DSYNC writes (to files the faults apply to) that were in flight at once.
     pub fn max_dsync_writes_in_flight(&self) -> u64 {
         self.state.borrow().writes_in_flight.1

@@ -7,7 +7,9 @@
 //! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH (by default) the
 //! segment files are opened O_DSYNC and the writes alone are the group commit: the writer
 //! wakes on `written_watch` and writes everything appended so far; appends arriving during a
-//! write go into the next write when it completes, or (with `StoreConfig::dsync_writes_in_flight`
+//! write go into the next write, which the completing write starts before it releases its
+//! puts (so the device works while the shard answers them), or (with
+//! `StoreConfig::dsync_writes_in_flight`
 //! above one; one by default) into a write beside it once they fill 4 KiB (never two writes of
 //! one page at once, `store::write_plan`); a completed
 //! write's bytes are durable, and `flushed_watch` releases every append whose bytes are all
@@ -410,45 +412,45 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
 
 /// SYNC_FLUSH's group commit on O_DSYNC segment files (the default): every write is durable
 /// when it completes. Up to `StoreConfig::dsync_writes_in_flight` writes (one by default) run
-/// at once, each
-/// carrying what was appended when it was planned and none sharing a page with another in
-/// flight (`store::write_plan`): while one write is at the device the next appends go out in
-/// another as soon as they fill a page, instead of waiting for it. `flushed_watch` releases
-/// an append when every byte up to its end is durable (the prefix of completed writes), never
-/// on a later write's completion alone. A write that runs out of space is owed again and
-/// retried after a pause (doubling up to a second) while appends are refused; any other
-/// write error makes the commitlog unwritable. On stop, the writes in flight are waited for.
+/// at once, each carrying what was appended when it was planned and none sharing a page with
+/// another in flight (`store::write_plan`). `flushed_watch` releases an append when every
+/// byte up to its end is durable (the prefix of completed writes), never on a later write's
+/// completion alone. The write that completes starts the next one itself, before it releases
+/// the puts it made durable ([`spawn_dsync_write`]): the device works on the appends that
+/// came during a write while the shard answers that write's puts, instead of waiting until
+/// every one of them was answered and this loop ran again. A write that runs out of space is
+/// owed again and retried after a pause (doubling up to a second) while appends are refused;
+/// any other write error makes the commitlog unwritable. On stop, the writes in flight are
+/// waited for.
 async fn run_dsync_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<bool>>) {
-    // Writes ended, counted: the loop waits on it beside new appends.
-    let ended = OffsetWatch::new(0);
-    let started = Cell::new(0u64);
-    let no_space = Rc::new(Cell::new(false));
+    let writes = Rc::new(DsyncWrites {
+        ended: OffsetWatch::new(0),
+        started: Cell::new(0),
+        no_space: Cell::new(false),
+        preallocating: Rc::clone(preallocating),
+    });
     let mut retry = NO_SPACE_RETRY_MIN;
     loop {
         if log.failure.borrow().is_some() {
             break;
         }
-        if no_space.replace(false) {
+        if writes.no_space.replace(false) {
             if !log.pause(retry).await {
                 break;
             }
             retry = (retry * 2).min(NO_SPACE_RETRY_MAX);
             continue;
         }
-        let wait_for = match log.log.plan_write() {
-            Next::Write(w) => {
-                started.set(started.get() + 1);
-                spawn_dsync_write(log, w, &ended, &no_space, preallocating);
-                continue;
-            }
-            Next::WaitFor(at) => at,
-        };
+        let wait_for = start_dsync_writes(log, &writes);
+        if log.failure.borrow().is_some() || writes.no_space.get() {
+            continue; // a write failed at once
+        }
         if log.no_space.borrow().is_none() {
             retry = NO_SPACE_RETRY_MIN;
         }
-        let done = ended.get();
+        let done = writes.ended.get();
         let more = async { log.written_watch.wait_for(wait_for).await.is_ok() };
-        let end = async { ended.wait_for(done + 1).await.is_ok() };
+        let end = async { writes.ended.wait_for(done + 1).await.is_ok() };
         let stop = async {
             let _ = log.stop.wait_for(1).await;
             false
@@ -457,20 +459,53 @@ async fn run_dsync_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc
             break;
         }
     }
-    // Nothing of this writer may land after the store closes (or is reopened).
-    let _ = ended.wait_for(started.get()).await;
+    // Nothing of this writer may land after the store closes (or is reopened). A write that
+    // completes from now on starts no other (the store is stopping, or the log failed).
+    let _ = writes.ended.wait_for(writes.started.get()).await;
+}
+
+/// The O_DSYNC writer's writes, shared by its loop and the writes in flight.
+struct DsyncWrites {
+    /// Writes ended, counted: the loop waits on it beside new appends.
+    ended: OffsetWatch,
+    /// Writes started, counted.
+    started: Cell<u64>,
+    /// A write ran out of space: the loop pauses before the next.
+    no_space: Cell<bool>,
+    preallocating: Rc<Cell<bool>>,
+}
+
+/// Starts every write the plan allows now (see [`SegmentedLog::plan_write`]); returns the
+/// offset the log must be written to before another may start (or a write must end). Stops
+/// at a failed write: a write task may run at once when spawned, and a failed write's bytes
+/// are owed again, so planning on would start the same write over and over.
+///
+/// [`SegmentedLog::plan_write`]: crate::store::segmented::SegmentedLog::plan_write
+fn start_dsync_writes<S: Storage>(log: &Rc<CommitLog<S>>, writes: &Rc<DsyncWrites>) -> u64 {
+    loop {
+        if log.failure.borrow().is_some() || writes.no_space.get() {
+            return u64::MAX;
+        }
+        match log.log.plan_write() {
+            Next::Write(w) => {
+                writes.started.set(writes.started.get() + 1);
+                spawn_dsync_write(log, w, writes);
+            }
+            Next::WaitFor(at) => return at,
+        }
+    }
 }
 
 /// Runs one planned O_DSYNC write as a task of its own and ends it (see [`run_dsync_writer`]).
+/// On success it first starts the next write (what was appended meanwhile), then releases
+/// the puts it made durable: the next write's task is queued before theirs, so it reaches
+/// the device before the shard answers them.
 fn spawn_dsync_write<S: Storage>(
     log: &Rc<CommitLog<S>>,
     w: PlannedWrite,
-    ended: &OffsetWatch,
-    no_space: &Rc<Cell<bool>>,
-    preallocating: &Rc<Cell<bool>>,
+    writes: &Rc<DsyncWrites>,
 ) {
-    let (log, ended) = (Rc::clone(log), ended.clone());
-    let (no_space, preallocating) = (Rc::clone(no_space), Rc::clone(preallocating));
+    let (log, writes) = (Rc::clone(log), Rc::clone(writes));
     glommio::spawn_local(async move {
         let result = log.log.write_planned(w).await;
         let durable = log.log.end_write(w, result.is_ok());
@@ -478,19 +513,22 @@ fn spawn_dsync_write<S: Storage>(
             // After a failure nothing more is acknowledged.
             Ok(()) if log.failure.borrow().is_some() => {}
             Ok(()) => {
+                if log.stop.get() == 0 && !writes.no_space.get() {
+                    start_dsync_writes(&log, &writes);
+                }
                 log.synced(durable);
                 zeros_ahead_soon(&log);
-                preallocate_soon(&log, &preallocating);
+                preallocate_soon(&log, &writes.preallocating);
             }
             Err(e) if is_no_space(&e) => {
                 log.out_of_space(e);
-                no_space.set(true);
+                writes.no_space.set(true);
             }
             Err(e) => {
                 log.fail(e);
             }
         }
-        ended.advance(ended.get() + 1);
+        writes.ended.advance(writes.ended.get() + 1);
     })
     .detach();
 }

@@ -133,7 +133,6 @@ impl<S: Storage> CommitLog<S> {
             chunk_bytes: segment_bytes.min(1 << 20) as usize,
             hot_bytes,
             dsync: false,
-            writes_in_flight: 1,
         };
         CommitLog {
             log: SegmentedLog::new(storage, opts).keep_buffers(WRITE_BUFFERS_KEPT),

@@ -153,6 +153,47 @@ fn with_dsync_files_an_append_during_a_write_goes_into_the_next_write_without_fd
 }
 
 #[test]
+fn with_dsync_files_the_next_write_is_at_the_device_before_the_puts_of_the_last_one_resume() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(35), SimClock::new(1_000), small_config());
+        assert_eq!(
+            cfg.dsync_writes_in_flight, 1,
+            "one write at a time by default"
+        );
+        let store = open(&sim, &clock, &cfg).await;
+        let (first, _) = spawn_put(&store, &sim, 0);
+        assert!(first.await.is_some());
+        sim.set_faults(slow_commitlog(40, 1000));
+        // A's put notes how many writes are at the device when it resumes, acknowledged.
+        let at_ack = Rc::new(Cell::new(u64::MAX));
+        let a = {
+            let (store, sim, at_ack) = (store.clone(), sim.clone(), Rc::clone(&at_ack));
+            glommio::spawn_local(async move {
+                let (rec, slots) = record("T", 0, &body_of(1, 100), "");
+                let put = store.put(rec, slots, true).await.unwrap();
+                at_ack.set(sim.dsync_writes_in_flight());
+                assert_eq!(put.status, PutStatus::PutOk);
+                assert_durable(&sim, small_config().segment_bytes, &put, 1, 100);
+            })
+            .detach()
+        };
+        // A's write (40 ms) runs; B is appended meanwhile and waits for the next write.
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        let (b, b_done) = spawn_put(&store, &sim, 2);
+        assert!(a.await.is_some());
+        assert_eq!(
+            at_ack.get(),
+            1,
+            "B's write was not at the device yet when A's put was answered"
+        );
+        assert!(!b_done.get(), "B acknowledged by A's write");
+        assert!(b.await.is_some() && b_done.get());
+        sim.set_faults(SimFaults::default());
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn with_dsync_files_appends_are_written_and_acknowledged_while_zeros_ahead_are_written() {
     run(async {
         let (sim, clock, mut cfg) = (SimStorage::new(33), SimClock::new(1_000), small_config());
