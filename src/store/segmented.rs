@@ -664,7 +664,10 @@ impl<S: Storage> SegmentedLog<S> {
     /// holds them up to the end of the data (the rest of a segment past its blank record is
     /// never written), the head of the first page read back from the file when memory no
     /// longer holds it (it is durable). Its bytes are durable when it completes.
-    pub(crate) async fn write_planned(&self, w: PlannedWrite) -> io::Result<()> {
+    ///
+    /// `at_once`: handed to the device at once whatever its size (the writer has answers to
+    /// send before it next polls); otherwise only from [`SUBMIT_NOW_BYTES`] of new data.
+    pub(crate) async fn write_planned(&self, w: PlannedWrite, at_once: bool) -> io::Result<()> {
         let seg = self.segment_of(w.from);
         assert!(
             w.to <= seg + self.opts.segment_bytes,
@@ -705,7 +708,7 @@ impl<S: Storage> SegmentedLog<S> {
                 "tail lacks bytes to write: {copied} < {need}"
             );
             let buf = Rc::new(buf);
-            match data_hi.saturating_sub(w.fresh) >= SUBMIT_NOW_BYTES {
+            match at_once || data_hi.saturating_sub(w.fresh) >= SUBMIT_NOW_BYTES {
                 true => file.write_shared_at_now(Rc::clone(&buf), pos - seg).await?,
                 false => file.write_shared_at(Rc::clone(&buf), pos - seg).await?,
             }

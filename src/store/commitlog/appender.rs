@@ -441,7 +441,7 @@ async fn run_dsync_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc
             retry = (retry * 2).min(NO_SPACE_RETRY_MAX);
             continue;
         }
-        let wait_for = start_dsync_writes(log, &writes);
+        let wait_for = start_dsync_writes(log, &writes, false);
         if log.failure.borrow().is_some() || writes.no_space.get() {
             continue; // a write failed at once
         }
@@ -475,13 +475,18 @@ struct DsyncWrites {
     preallocating: Rc<Cell<bool>>,
 }
 
-/// Starts every write the plan allows now (see [`SegmentedLog::plan_write`]); returns the
+/// Starts every write the plan allows now (see [`SegmentedLog::plan_write`]), each handed to
+/// the device at once when `chained` (started by a completed write); returns the
 /// offset the log must be written to before another may start (or a write must end). Stops
 /// at a failed write: a write task may run at once when spawned, and a failed write's bytes
 /// are owed again, so planning on would start the same write over and over.
 ///
 /// [`SegmentedLog::plan_write`]: crate::store::segmented::SegmentedLog::plan_write
-fn start_dsync_writes<S: Storage>(log: &Rc<CommitLog<S>>, writes: &Rc<DsyncWrites>) -> u64 {
+fn start_dsync_writes<S: Storage>(
+    log: &Rc<CommitLog<S>>,
+    writes: &Rc<DsyncWrites>,
+    chained: bool,
+) -> u64 {
     loop {
         if log.failure.borrow().is_some() || writes.no_space.get() {
             return u64::MAX;
@@ -489,7 +494,7 @@ fn start_dsync_writes<S: Storage>(log: &Rc<CommitLog<S>>, writes: &Rc<DsyncWrite
         match log.log.plan_write() {
             Next::Write(w) => {
                 writes.started.set(writes.started.get() + 1);
-                spawn_dsync_write(log, w, writes);
+                spawn_dsync_write(log, w, writes, chained);
             }
             Next::WaitFor(at) => return at,
         }
@@ -504,17 +509,20 @@ fn spawn_dsync_write<S: Storage>(
     log: &Rc<CommitLog<S>>,
     w: PlannedWrite,
     writes: &Rc<DsyncWrites>,
+    chained: bool,
 ) {
     let (log, writes) = (Rc::clone(log), Rc::clone(writes));
     glommio::spawn_local(async move {
-        let result = log.log.write_planned(w).await;
+        // Started by a completed write: its puts are answered before the executor next
+        // polls, so the write goes to the device at once, however small.
+        let result = log.log.write_planned(w, chained).await;
         let durable = log.log.end_write(w, result.is_ok());
         match result {
             // After a failure nothing more is acknowledged.
             Ok(()) if log.failure.borrow().is_some() => {}
             Ok(()) => {
                 if log.stop.get() == 0 && !writes.no_space.get() {
-                    start_dsync_writes(&log, &writes);
+                    start_dsync_writes(&log, &writes, true);
                 }
                 log.synced(durable);
                 zeros_ahead_soon(&log);
