@@ -39,6 +39,7 @@ mod put;
 mod read;
 mod segmented;
 mod tail;
+mod write_plan;
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -111,6 +112,10 @@ pub struct StoreConfig {
     /// flush round (true, the default), rather than writes followed by pipelined fdatasync
     /// rounds (false).
     pub sync_flush_dsync: bool,
+    /// O_DSYNC commitlog writes in flight at once (1 to `limits::COMMITLOG_WRITES_IN_FLIGHT_MAX`;
+    /// `RINGMQ_DSYNC_WRITES` in the broker's environment, for comparison in one binary: 1 is
+    /// one write at a time).
+    pub dsync_writes_in_flight: usize,
     /// Index entries kept in memory before they are sealed to a file.
     pub index_active_entries_max: usize,
     /// Deleting old segments and the disk-full guard.
@@ -153,6 +158,11 @@ impl StoreConfig {
             hot_tail_bytes: 8 << 20,
             unflushed_max_bytes: 32 << 20,
             sync_flush_dsync: std::env::var_os("RINGMQ_SYNC_FDATASYNC").is_none(),
+            dsync_writes_in_flight: std::env::var("RINGMQ_DSYNC_WRITES")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(crate::limits::COMMITLOG_WRITES_IN_FLIGHT_DEFAULT)
+                .clamp(1, crate::limits::COMMITLOG_WRITES_IN_FLIGHT_MAX),
             index_active_entries_max: index::INDEX_ACTIVE_ENTRIES_MAX,
             retention: RetentionConfig::from_broker(cfg),
             truncate_to: None,

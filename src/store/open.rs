@@ -72,6 +72,7 @@ impl<S: Storage> MessageStore<S> {
             )
             .with_dsync_writes(
                 cfg.flush_disk_type == FlushDiskType::SyncFlush && cfg.sync_flush_dsync,
+                cfg.dsync_writes_in_flight,
             ),
         );
         commitlog.load().await?;

@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::io::{IoBuffer, Storage, StorageFile};
 use super::tail::Tail;
+use super::write_plan::{Next, PlannedWrite, WritePlan};
 use crate::runtime::OffsetWatch;
 
 /// Largest single write a flush issues; also the largest buffer a log keeps for reuse, so
@@ -51,6 +52,14 @@ const ZERO_GAP_BYTES: u64 = ZERO_CHUNK_BYTES;
 /// would sit idle all that time, CPU and disk taking turns. A write of one or two appends
 /// (a quiet broker) goes in with the sleep that follows, saving the system call.
 const SUBMIT_NOW_BYTES: u64 = 1024;
+
+/// O_DSYNC logs: the block size writes in flight at once are kept apart by ([`WritePlan`])
+/// until a segment file tells its own alignment (a multiple of any device's sector, so writes
+/// planned with it are aligned whatever the device).
+const PLAN_PAGE_BYTES: u64 = 4096;
+/// O_DSYNC logs: a write beside others in flight carries at least this much (each write is a
+/// device flush: a record or two per write beside would spend the device's flushes).
+const BESIDE_MIN_BYTES: u64 = 4096;
 
 /// Aligned write buffers a log keeps for reuse, so that a flush does not allocate (and, for
 /// buffers beyond the executor's registered I/O memory, map and later unmap) a fresh one:
@@ -165,6 +174,11 @@ struct LogState<F> {
     /// A zeros-ahead write in flight ([`SegmentedLog::begin_zeros_ahead`]). It may run beside
     /// data writes; one that would reach its range waits for it first.
     zeroing: Option<ZerosAhead>,
+    /// O_DSYNC logs: the writes in flight at once and the durable prefix they make
+    /// ([`SegmentedLog::plan_write`]).
+    plan: WritePlan,
+    /// The segment files' write alignment, once one is open.
+    align: Option<u64>,
 }
 
 /// A zeros-ahead write: `[from, to)` of the segment starting at `seg` (file offsets are
@@ -208,6 +222,9 @@ pub(crate) struct SegmentedLog<S: Storage> {
     /// Zeros-ahead writes completed (or failed): a data write waiting for one to leave its
     /// range waits on this.
     zeros_done: OffsetWatch,
+    /// O_DSYNC logs: writes in flight at once ([`WritePlan`]; one unless
+    /// [`SegmentedLog::dsync_writes`] says otherwise).
+    writes_in_flight: usize,
 }
 
 impl<S: Storage> SegmentedLog<S> {
@@ -215,6 +232,7 @@ impl<S: Storage> SegmentedLog<S> {
     pub(crate) fn new(storage: S, opts: LogOptions) -> SegmentedLog<S> {
         assert!(opts.segment_bytes > 0);
         let tail = Tail::new(opts.chunk_bytes);
+        let plan = WritePlan::new(0, 1).with_beside_min(BESIDE_MIN_BYTES);
         SegmentedLog {
             storage,
             pool: BufferPool::new(0),
@@ -232,8 +250,11 @@ impl<S: Storage> SegmentedLog<S> {
                 zeroed: (u64::MAX, 0),
                 zero_file: None,
                 zeroing: None,
+                plan,
+                align: None,
             }),
             zeros_done: OffsetWatch::new(0),
+            writes_in_flight: 1,
         }
     }
 
@@ -243,10 +264,12 @@ impl<S: Storage> SegmentedLog<S> {
         self
     }
 
-    /// Opens segment files O_DSYNC from now on (see [`LogOptions::dsync`]); before
-    /// [`SegmentedLog::load`].
-    pub(crate) fn dsync_writes(mut self, on: bool) -> SegmentedLog<S> {
+    /// Opens segment files O_DSYNC from now on (see [`LogOptions::dsync`]), with up to
+    /// `in_flight` writes at once ([`WritePlan`]); before [`SegmentedLog::load`].
+    pub(crate) fn dsync_writes(mut self, on: bool, in_flight: usize) -> SegmentedLog<S> {
         self.opts.dsync = on;
+        self.writes_in_flight = in_flight;
+        self.state.get_mut().plan = WritePlan::new(0, in_flight).with_beside_min(BESIDE_MIN_BYTES);
         self
     }
 
@@ -273,7 +296,9 @@ impl<S: Storage> SegmentedLog<S> {
         let mut starts = Vec::new();
         for start in names.iter().filter_map(|n| parse_segment_name(n)) {
             let file = self.open_segment(start, false).await?;
-            self.state.borrow_mut().files.insert(start, Rc::new(file));
+            let mut st = self.state.borrow_mut();
+            st.align = Some(file.alignment());
+            st.files.insert(start, Rc::new(file));
             starts.push(start);
         }
         Ok(starts)
@@ -353,6 +378,8 @@ impl<S: Storage> SegmentedLog<S> {
     pub(crate) fn set_end(&self, end: u64) {
         let mut st = self.state.borrow_mut();
         assert!(!st.writing && st.syncing == 0, "set_end during a flush");
+        assert_eq!(st.plan.in_flight(), 0, "set_end during a write");
+        st.plan = WritePlan::new(end, self.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
         st.tail.clear();
         st.written = end;
         st.submitted = end;
@@ -461,6 +488,7 @@ impl<S: Storage> SegmentedLog<S> {
         self.storage.sync_dir(&self.opts.dir).await?;
         let file = Rc::new(file);
         let mut st = self.state.borrow_mut();
+        st.align = Some(file.alignment());
         // A concurrent caller may have created it meanwhile; keep the first handle.
         Ok(st.files.entry(start).or_insert(file).clone())
     }
@@ -502,7 +530,8 @@ impl<S: Storage> SegmentedLog<S> {
         if st.zeroing.is_some() {
             return None;
         }
-        let end = st.submitted;
+        // Past every write planned, those still in flight included (O_DSYNC logs).
+        let end = st.submitted.max(st.plan.planned_end());
         let seg = self.segment_of(end);
         // Nothing written in this segment yet: no file, or no zeros needed before the first
         // write (it goes into preallocated blocks whatever happens).
@@ -619,6 +648,92 @@ impl<S: Storage> SegmentedLog<S> {
         Ok(Some(file))
     }
 
+    /// O_DSYNC logs: plans the next write that may start beside the writes in flight (see
+    /// [`WritePlan`]), or says what to wait for. Not mixed with [`SegmentedLog::write_pending`]
+    /// (which runs only with no planned write in flight: a store closing).
+    pub(crate) fn plan_write(&self) -> Next {
+        let mut st = self.state.borrow_mut();
+        assert!(self.opts.dsync, "planned writes need O_DSYNC files");
+        assert!(!st.writing, "a planned write beside write_pending");
+        let written = st.written;
+        let page = st.align.unwrap_or(PLAN_PAGE_BYTES);
+        st.plan.next(written, page, self.opts.segment_bytes)
+    }
+
+    /// Writes a planned write ([`SegmentedLog::plan_write`]): the pages `[from, to)` as memory
+    /// holds them up to the end of the data (the rest of a segment past its blank record is
+    /// never written), the head of the first page read back from the file when memory no
+    /// longer holds it (it is durable). Its bytes are durable when it completes.
+    ///
+    /// `at_once`: handed to the device at once whatever its size (the writer has answers to
+    /// send before it next polls); otherwise only from [`SUBMIT_NOW_BYTES`] of new data.
+    pub(crate) async fn write_planned(&self, w: PlannedWrite, at_once: bool) -> io::Result<()> {
+        let seg = self.segment_of(w.from);
+        assert!(
+            w.to <= seg + self.opts.segment_bytes,
+            "a write crosses a segment"
+        );
+        let Some(data_hi) = self.state.borrow().tail.data_end_before(w.from, w.data_end) else {
+            return Ok(()); // only skipped space (after a blank record): nothing to write
+        };
+        let file = self.file_for_write(seg).await?;
+        let align = file.alignment();
+        if w.from % align != 0 || self.opts.segment_bytes % align != 0 {
+            return Err(io::Error::other(format!(
+                "{}: writes at {} in segments of {} are not aligned to the device's {align}",
+                self.opts.dir.display(),
+                w.from,
+                self.opts.segment_bytes
+            )));
+        }
+        let end = align_up(data_hi, align).min(w.to);
+        self.clear_of_zeros(seg, end).await;
+        let mut pos = w.from;
+        while pos < end {
+            let chunk_end = end.min(pos + WRITE_MAX_BYTES);
+            let mut buf = self.pool.take(&*file, (chunk_end - pos) as usize);
+            let dst = buf.as_mut_slice();
+            dst.fill(0);
+            let mem_start = self.state.borrow().tail.start().unwrap_or(u64::MAX);
+            if mem_start > pos {
+                let head = mem_start.min(data_hi).min(chunk_end);
+                assert!(head <= self.flushed(), "evicted bytes at {pos} not durable");
+                let bytes = file.read_at(pos - seg, (head - pos) as usize).await?;
+                dst[..bytes.len()].copy_from_slice(&bytes);
+            }
+            let copied = self.state.borrow().tail.copy_range_into(pos, dst);
+            let need = data_hi.min(chunk_end).saturating_sub(mem_start.max(pos));
+            assert!(
+                copied as u64 >= need,
+                "tail lacks bytes to write: {copied} < {need}"
+            );
+            let buf = Rc::new(buf);
+            match at_once || data_hi.saturating_sub(w.fresh) >= SUBMIT_NOW_BYTES {
+                true => file.write_shared_at_now(Rc::clone(&buf), pos - seg).await?,
+                false => file.write_shared_at(Rc::clone(&buf), pos - seg).await?,
+            }
+            self.pool.give(buf);
+            pos = chunk_end;
+        }
+        Ok(())
+    }
+
+    /// Ends a planned write with its outcome: on success its bytes are durable and `flushed`
+    /// moves to the end of the durable prefix (returned); a failed write's bytes are owed
+    /// to a later write.
+    pub(crate) fn end_write(&self, w: PlannedWrite, ok: bool) -> u64 {
+        let mut st = self.state.borrow_mut();
+        let durable = st.plan.complete(w.id, ok);
+        if durable > st.flushed {
+            st.flushed = durable;
+            // With nothing in flight these are all one: what `write_pending` starts from.
+            st.submitted = durable;
+            st.sync_started = durable;
+            st.tail.evict(durable, self.opts.hot_bytes);
+        }
+        st.flushed
+    }
+
     /// Writes what was appended since the last write to the segment files, without
     /// fdatasync; returns the new `submitted` offset. At most one write runs at a time; an
     /// fdatasync round ([`SegmentedLog::sync_submitted`]) may run beside it. Rewrites the
@@ -704,6 +819,11 @@ impl<S: Storage> SegmentedLog<S> {
         st.flushed = st.flushed.max(round.target);
         let flushed = st.flushed;
         st.tail.evict(flushed, self.opts.hot_bytes);
+        if st.plan.in_flight() == 0 && st.plan.durable_end() < flushed {
+            // Written by `write_pending` (a store closing): the plan starts over from there.
+            st.plan =
+                WritePlan::new(flushed, self.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
+        }
         Ok(flushed)
     }
 

@@ -45,6 +45,9 @@ pub struct SimFaults {
     /// When set, how long a `write_at` through a handle not opened O_DSYNC takes instead of
     /// `write_delay` (an O_DSYNC commitlog's zeros ahead go through such a handle).
     pub plain_write_delay: Option<Duration>,
+    /// Up to this much more (at random) on every `write_at`'s delay, so that writes in flight
+    /// at once complete in any order.
+    pub write_delay_jitter: Duration,
     /// How long every `read_at` takes (it reads the file as it is when it completes).
     pub read_delay: Duration,
     /// Restricts the faults to paths with this prefix.
@@ -77,6 +80,8 @@ struct State {
     alignment: u64,
     faults: SimFaults,
     writes: u64,
+    /// O_DSYNC writes started and not completed, and the most there were at once.
+    writes_in_flight: (u64, u64),
     fsyncs: u64,
     clock: Option<SimClock>,
     usage: DiskUsage,
@@ -186,6 +191,7 @@ impl SimStorage {
                 alignment,
                 faults: SimFaults::default(),
                 writes: 0,
+                writes_in_flight: (0, 0),
                 fsyncs: 0,
                 clock: None,
                 usage: DiskUsage::percent(0),
@@ -259,6 +265,16 @@ impl SimStorage {
     /// Successful `write_at` calls so far.
     pub fn write_count(&self) -> u64 {
         self.state.borrow().writes
+    }
+
+    /// O_DSYNC writes (to files the faults apply to) in flight now.
+    pub fn dsync_writes_in_flight(&self) -> u64 {
+        self.state.borrow().writes_in_flight.0
+    }
+
+    /// The most O_DSYNC writes (to files the faults apply to) that were in flight at once.
+    pub fn max_dsync_writes_in_flight(&self) -> u64 {
+        self.state.borrow().writes_in_flight.1
     }
 
     /// Simulates the process being killed (`kill -9`): the files keep everything written
@@ -473,8 +489,26 @@ impl StorageFile for SimFile {
                 _ => state.faults.write_delay,
             }
         };
+        let (delay, counted) = {
+            let mut state = self.storage.state.borrow_mut();
+            let jitter = state.faults.write_delay_jitter.as_micros() as u64;
+            let extra = match jitter {
+                0 => 0,
+                j => state.next_random() % j,
+            };
+            let counted = self.dsync && state.faulty(&self.path);
+            if counted {
+                let (now, max) = state.writes_in_flight;
+                state.writes_in_flight = (now + 1, max.max(now + 1));
+            }
+            (delay + Duration::from_micros(extra), counted)
+        };
         // A crash during the write: it never reached the file.
-        self.stall(delay).await?;
+        let stalled = self.stall(delay).await;
+        if counted {
+            self.storage.state.borrow_mut().writes_in_flight.0 -= 1;
+        }
+        stalled?;
         if self.dsync {
             self.storage.durability_gate().await?;
         }

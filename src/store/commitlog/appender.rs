@@ -5,11 +5,16 @@
 //! patches the record and copies it into the in-memory tail. Nothing waits for I/O there.
 //!
 //! [`run_flusher`] is the one flusher task per commitlog. Under SYNC_FLUSH (by default) the
-//! segment files are opened O_DSYNC and the writer alone is the group commit: it wakes on
-//! `written_watch`, writes everything appended so far, and when that write completes its bytes
-//! are durable and `flushed_watch` releases their appends; appends arriving during a write go
-//! into the next write at once. One operation per round instead of a write and an fdatasync
-//! (which io_uring hands to an io-wq worker thread every time). With
+//! segment files are opened O_DSYNC and the writes alone are the group commit: the writer
+//! wakes on `written_watch` and writes everything appended so far; appends arriving during a
+//! write go into the next write, which the completing write starts before it releases its
+//! puts (so the device works while the shard answers them), or (with
+//! `StoreConfig::dsync_writes_in_flight`
+//! above one; one by default) into a write beside it once they fill 4 KiB (never two writes of
+//! one page at once, `store::write_plan`); a completed
+//! write's bytes are durable, and `flushed_watch` releases every append whose bytes are all
+//! durable up to its end. One operation per write instead of a write and an fdatasync (which
+//! io_uring hands to an io-wq worker thread every time). With
 //! `StoreConfig::sync_flush_dsync` off it is pipelined
 //! group commit that keeps the device busy: the writer wakes on `written_watch`, writes
 //! everything appended so far and advances `submitted_watch`; a syncer wakes on that, runs
@@ -33,6 +38,7 @@ use crate::message::record::{patch, RecordSlots, BLANK_RECORD_BYTES};
 use crate::runtime::OffsetWatch;
 use crate::store::error::{is_no_space, StoreError, StoreResult};
 use crate::store::io::Storage;
+use crate::store::write_plan::{Next, PlannedWrite};
 
 /// First pause before a write that ran out of space is tried again; it doubles up to
 /// [`NO_SPACE_RETRY_MAX`].
@@ -323,8 +329,8 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
     let preallocating = Rc::new(Cell::new(false));
     let Some(interval) = interval else {
         if log.log.dsync() {
-            // Each write is durable when it completes: the writer alone is the group commit.
-            run_writer(&log, &preallocating).await;
+            // Each write is durable when it completes: the writers are the group commit.
+            run_dsync_writer(&log, &preallocating).await;
             return;
         }
         let (ended, next_round) = (OffsetWatch::new(0), Cell::new(0));
@@ -360,13 +366,10 @@ pub(crate) async fn run_flusher<S: Storage>(log: Rc<CommitLog<S>>, interval: Opt
     }
 }
 
-/// SYNC_FLUSH's writer: as soon as appends wait to be written (and its previous write is
-/// done), writes them all in one go and advances `submitted_watch`. On O_DSYNC segment files
-/// (the default) that write is the flush round: when it completes its appends are durable and
-/// released, and whatever was appended meanwhile is written next at once; one write in flight,
-/// because two writes of the same partial last page could reach the disk in either order.
-/// Otherwise: It does not wait for
-/// fdatasync: while [`run_syncer`]'s round is in flight the next appends are already being
+/// SYNC_FLUSH's writer with fdatasync rounds (`StoreConfig::sync_flush_dsync` off; O_DSYNC
+/// files have [`run_dsync_writer`]): as soon as appends wait to be written (and its previous
+/// write is done), writes them all in one go and advances `submitted_watch`. It does not wait
+/// for fdatasync: while [`run_syncer`]'s round is in flight the next appends are already being
 /// written, so that round's end finds them on the file and the next round starts at once.
 /// A write that runs out of space is retried (the same bytes, after a pause doubling up to a
 /// second) while appends are refused; any other write error makes the commitlog unwritable.
@@ -380,19 +383,9 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
         let written = match log.log.write_pending().await {
             Ok(end) => {
                 log.submitted_watch.advance(end);
-                if log.log.dsync() {
-                    // O_DSYNC: the write was the whole round (no fdatasync to wait for).
-                    match log.log.sync_submitted().await {
-                        Ok(flushed) => log.synced(flushed),
-                        Err(e) => {
-                            log.fail(e);
-                            return;
-                        }
-                    }
-                }
                 // Zeros ahead are planned after the data they precede has been handed to the
-                // syncer (or made durable), one chunk per turn, and written beside the next
-                // data writes (which wait only if they would reach the zeros).
+                // syncer, one chunk per turn, and written beside the next data writes (which
+                // wait only if they would reach the zeros).
                 zeros_ahead_soon(log);
                 Ok(())
             }
@@ -415,6 +408,137 @@ async fn run_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<
         }
         preallocate_soon(log, preallocating);
     }
+}
+
+/// SYNC_FLUSH's group commit on O_DSYNC segment files (the default): every write is durable
+/// when it completes. Up to `StoreConfig::dsync_writes_in_flight` writes (one by default) run
+/// at once, each carrying what was appended when it was planned and none sharing a page with
+/// another in flight (`store::write_plan`). `flushed_watch` releases an append when every
+/// byte up to its end is durable (the prefix of completed writes), never on a later write's
+/// completion alone. The write that completes starts the next one itself, before it releases
+/// the puts it made durable ([`spawn_dsync_write`]): the device works on the appends that
+/// came during a write while the shard answers that write's puts, instead of waiting until
+/// every one of them was answered and this loop ran again. A write that runs out of space is
+/// owed again and retried after a pause (doubling up to a second) while appends are refused;
+/// any other write error makes the commitlog unwritable. On stop, the writes in flight are
+/// waited for.
+async fn run_dsync_writer<S: Storage>(log: &Rc<CommitLog<S>>, preallocating: &Rc<Cell<bool>>) {
+    let writes = Rc::new(DsyncWrites {
+        ended: OffsetWatch::new(0),
+        started: Cell::new(0),
+        no_space: Cell::new(false),
+        preallocating: Rc::clone(preallocating),
+    });
+    let mut retry = NO_SPACE_RETRY_MIN;
+    loop {
+        if log.failure.borrow().is_some() {
+            break;
+        }
+        if writes.no_space.replace(false) {
+            if !log.pause(retry).await {
+                break;
+            }
+            retry = (retry * 2).min(NO_SPACE_RETRY_MAX);
+            continue;
+        }
+        let wait_for = start_dsync_writes(log, &writes, false);
+        if log.failure.borrow().is_some() || writes.no_space.get() {
+            continue; // a write failed at once
+        }
+        if log.no_space.borrow().is_none() {
+            retry = NO_SPACE_RETRY_MIN;
+        }
+        let done = writes.ended.get();
+        let more = async { log.written_watch.wait_for(wait_for).await.is_ok() };
+        let end = async { writes.ended.wait_for(done + 1).await.is_ok() };
+        let stop = async {
+            let _ = log.stop.wait_for(1).await;
+            false
+        };
+        if !future::or(stop, future::or(end, more)).await {
+            break;
+        }
+    }
+    // Nothing of this writer may land after the store closes (or is reopened). A write that
+    // completes from now on starts no other (the store is stopping, or the log failed).
+    let _ = writes.ended.wait_for(writes.started.get()).await;
+}
+
+/// The O_DSYNC writer's writes, shared by its loop and the writes in flight.
+struct DsyncWrites {
+    /// Writes ended, counted: the loop waits on it beside new appends.
+    ended: OffsetWatch,
+    /// Writes started, counted.
+    started: Cell<u64>,
+    /// A write ran out of space: the loop pauses before the next.
+    no_space: Cell<bool>,
+    preallocating: Rc<Cell<bool>>,
+}
+
+/// Starts every write the plan allows now (see [`SegmentedLog::plan_write`]), each handed to
+/// the device at once when `chained` (started by a completed write); returns the
+/// offset the log must be written to before another may start (or a write must end). Stops
+/// at a failed write: a write task may run at once when spawned, and a failed write's bytes
+/// are owed again, so planning on would start the same write over and over.
+///
+/// [`SegmentedLog::plan_write`]: crate::store::segmented::SegmentedLog::plan_write
+fn start_dsync_writes<S: Storage>(
+    log: &Rc<CommitLog<S>>,
+    writes: &Rc<DsyncWrites>,
+    chained: bool,
+) -> u64 {
+    loop {
+        if log.failure.borrow().is_some() || writes.no_space.get() {
+            return u64::MAX;
+        }
+        match log.log.plan_write() {
+            Next::Write(w) => {
+                writes.started.set(writes.started.get() + 1);
+                spawn_dsync_write(log, w, writes, chained);
+            }
+            Next::WaitFor(at) => return at,
+        }
+    }
+}
+
+/// Runs one planned O_DSYNC write as a task of its own and ends it (see [`run_dsync_writer`]).
+/// On success it first starts the next write (what was appended meanwhile), then releases
+/// the puts it made durable: the next write's task is queued before theirs, so it reaches
+/// the device before the shard answers them.
+fn spawn_dsync_write<S: Storage>(
+    log: &Rc<CommitLog<S>>,
+    w: PlannedWrite,
+    writes: &Rc<DsyncWrites>,
+    chained: bool,
+) {
+    let (log, writes) = (Rc::clone(log), Rc::clone(writes));
+    glommio::spawn_local(async move {
+        // Started by a completed write: its puts are answered before the executor next
+        // polls, so the write goes to the device at once, however small.
+        let result = log.log.write_planned(w, chained).await;
+        let durable = log.log.end_write(w, result.is_ok());
+        match result {
+            // After a failure nothing more is acknowledged.
+            Ok(()) if log.failure.borrow().is_some() => {}
+            Ok(()) => {
+                if log.stop.get() == 0 && !writes.no_space.get() {
+                    start_dsync_writes(&log, &writes, true);
+                }
+                log.synced(durable);
+                zeros_ahead_soon(&log);
+                preallocate_soon(&log, &writes.preallocating);
+            }
+            Err(e) if is_no_space(&e) => {
+                log.out_of_space(e);
+                writes.no_space.set(true);
+            }
+            Err(e) => {
+                log.fail(e);
+            }
+        }
+        writes.ended.advance(writes.ended.get() + 1);
+    })
+    .detach();
 }
 
 /// SYNC_FLUSH's group commit, run twice side by side (so up to two rounds are in flight: the

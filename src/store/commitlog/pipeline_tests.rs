@@ -2,8 +2,9 @@
 //! arrive during an fdatasync are written at once (beside it) and acknowledged by the next
 //! round, never by the round that was running when their write completed; with O_DSYNC
 //! segment files (the default), appends that arrive during a write go into the next write
-//! and are acknowledged when it completes, with no fdatasync; and in both modes a crash at
-//! any moment loses nothing that was acknowledged.
+//! or, once they fill a page, into a second write beside it, and are acknowledged when every
+//! byte up to theirs is durable, with no fdatasync; and in both modes a crash at any moment
+//! loses nothing that was acknowledged, also with writes completing out of order.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -152,6 +153,47 @@ fn with_dsync_files_an_append_during_a_write_goes_into_the_next_write_without_fd
 }
 
 #[test]
+fn with_dsync_files_the_next_write_is_at_the_device_before_the_puts_of_the_last_one_resume() {
+    run(async {
+        let (sim, clock, cfg) = (SimStorage::new(35), SimClock::new(1_000), small_config());
+        assert_eq!(
+            cfg.dsync_writes_in_flight, 1,
+            "one write at a time by default"
+        );
+        let store = open(&sim, &clock, &cfg).await;
+        let (first, _) = spawn_put(&store, &sim, 0);
+        assert!(first.await.is_some());
+        sim.set_faults(slow_commitlog(40, 1000));
+        // A's put notes how many writes are at the device when it resumes, acknowledged.
+        let at_ack = Rc::new(Cell::new(u64::MAX));
+        let a = {
+            let (store, sim, at_ack) = (store.clone(), sim.clone(), Rc::clone(&at_ack));
+            glommio::spawn_local(async move {
+                let (rec, slots) = record("T", 0, &body_of(1, 100), "");
+                let put = store.put(rec, slots, true).await.unwrap();
+                at_ack.set(sim.dsync_writes_in_flight());
+                assert_eq!(put.status, PutStatus::PutOk);
+                assert_durable(&sim, small_config().segment_bytes, &put, 1, 100);
+            })
+            .detach()
+        };
+        // A's write (40 ms) runs; B is appended meanwhile and waits for the next write.
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        let (b, b_done) = spawn_put(&store, &sim, 2);
+        assert!(a.await.is_some());
+        assert_eq!(
+            at_ack.get(),
+            1,
+            "B's write was not at the device yet when A's put was answered"
+        );
+        assert!(!b_done.get(), "B acknowledged by A's write");
+        assert!(b.await.is_some() && b_done.get());
+        sim.set_faults(SimFaults::default());
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn with_dsync_files_appends_are_written_and_acknowledged_while_zeros_ahead_are_written() {
     run(async {
         let (sim, clock, mut cfg) = (SimStorage::new(33), SimClock::new(1_000), small_config());
@@ -194,31 +236,85 @@ fn with_dsync_files_appends_are_written_and_acknowledged_while_zeros_ahead_are_w
 }
 
 #[test]
+fn with_dsync_files_appends_filling_pages_are_written_beside_a_write_in_flight() {
+    run(async {
+        let (sim, clock, mut cfg) = (SimStorage::new(34), SimClock::new(1_000), small_config());
+        cfg.dsync_writes_in_flight = 2;
+        let store = open(&sim, &clock, &cfg).await;
+        let (first, _) = spawn_put(&store, &sim, 0);
+        assert!(first.await.is_some());
+        // Writes take 30-50 ms and complete in any order.
+        sim.set_faults(SimFaults {
+            write_delay_jitter: Duration::from_millis(20),
+            ..slow_commitlog(30, 1000)
+        });
+        let (a, a_done) = spawn_put(&store, &sim, 1);
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        // A's write is in flight; these fill pages past A's and go out beside it. Each put
+        // checks, when acknowledged, that its record and every one before it is durable.
+        let puts: Vec<_> = (2..60).map(|i| spawn_put(&store, &sim, i)).collect();
+        assert!(a.await.is_some() && a_done.get());
+        for (put, done) in puts {
+            assert!(put.await.is_some());
+            assert!(done.get());
+        }
+        assert_eq!(
+            sim.max_dsync_writes_in_flight(),
+            2,
+            "no second write went out beside the first (or more than the limit did)"
+        );
+        sim.set_faults(SimFaults::default());
+        let all = read_all(&store, "T").await;
+        assert_eq!(all.len(), 60);
+        for (i, rec) in all.iter().enumerate() {
+            assert_eq!(view(rec).body, &body_of(i, 100)[..]);
+        }
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_crash_between_a_write_and_its_fdatasync_loses_nothing_acknowledged() {
-    crash_loses_nothing_acknowledged(false);
+    crash_loses_nothing_acknowledged(false, Duration::ZERO);
 }
 
 #[test]
 fn a_crash_during_dsync_writes_loses_nothing_acknowledged() {
-    crash_loses_nothing_acknowledged(true);
+    crash_loses_nothing_acknowledged(true, Duration::ZERO);
 }
 
-fn crash_loses_nothing_acknowledged(dsync: bool) {
+/// Writes in flight at once complete in any order (a write of a page that landed after a
+/// newer write of the same page would take bytes back that were acknowledged).
+#[test]
+fn a_crash_during_dsync_writes_completing_out_of_order_loses_nothing_acknowledged() {
+    crash_loses_nothing_acknowledged(true, Duration::from_millis(3));
+}
+
+fn crash_loses_nothing_acknowledged(dsync: bool, jitter: Duration) {
+    // Out of order: enough producers that appends fill pages while a write is in flight.
+    let producers = if jitter.is_zero() { 6 } else { 24 };
+    let mut most_in_flight = 0;
     for seed in 0..16u64 {
-        run(async move {
+        most_in_flight = most_in_flight.max(run(async move {
             let sim = SimStorage::new(100 + seed);
             let (clock, mut cfg) = (SimClock::new(1_000), small_config());
             cfg.sync_flush_dsync = dsync;
+            if !jitter.is_zero() {
+                cfg.dsync_writes_in_flight = 2;
+            }
             let store = open(&sim, &clock, &cfg).await;
             // Writes and fdatasyncs of different lengths, so that crashes land in every
             // phase: during a write, between a write and the round covering it, during a
             // round, with a write running beside a round, and (past the first few seeds)
             // after segments rolled over.
-            sim.set_faults(slow_commitlog(seed % 3, 1 + seed % 5));
+            sim.set_faults(SimFaults {
+                write_delay_jitter: jitter,
+                ..slow_commitlog(seed % 3, 1 + seed % 5)
+            });
             let acked: Rc<RefCell<Vec<(i64, usize)>>> = Rc::default();
             let next = Rc::new(Cell::new(0usize));
             let segment = cfg.segment_bytes;
-            let producers: Vec<_> = (0..6)
+            let producers: Vec<_> = (0..producers)
                 .map(|_| {
                     let (store, acked, next) = (store.clone(), acked.clone(), next.clone());
                     let sim = sim.clone();
@@ -226,6 +322,12 @@ fn crash_loses_nothing_acknowledged(dsync: bool) {
                         loop {
                             let i = next.get();
                             next.set(i + 1);
+                            if !jitter.is_zero() {
+                                // Out of step, so that appends arrive while writes are in
+                                // flight rather than all at once when one completes.
+                                let pause = (i as u64 * 7919 + seed * 131) % 1_500;
+                                glommio::timer::sleep(Duration::from_micros(pause)).await;
+                            }
                             let (rec, slots) = record("T", 0, &body_of(i, 300), "");
                             match store.put(rec, slots, true).await {
                                 Ok(put) if put.status == PutStatus::PutOk => {
@@ -261,6 +363,13 @@ fn crash_loses_nothing_acknowledged(dsync: bool) {
                 assert_eq!(view(stored).body, &body_of(i, 300)[..], "seed {seed}");
             }
             store.close().await.unwrap();
-        });
+            sim.max_dsync_writes_in_flight()
+        }));
+    }
+    if !jitter.is_zero() {
+        assert!(
+            most_in_flight >= 2,
+            "never two writes in flight: nothing was reordered"
+        );
     }
 }
