@@ -156,9 +156,6 @@ pub struct Connection {
     awaited: crate::net::invoke::Awaited,
     /// The socket as other shards may write answers to it, and the write lock.
     link: Arc<SocketLink>,
-    /// The reader holds more of the peer's bytes (a further request, whole or in part) behind
-    /// the request it is dispatching: that request is not alone ([`Connection::is_quiet`]).
-    reads_ahead: Cell<bool>,
 }
 
 impl Connection {
@@ -195,18 +192,13 @@ impl Connection {
     }
 
     /// True when nothing else of this connection is under way: no request of it awaited, no
-    /// answer owed by another shard, nothing in its write queue, and no further request read
-    /// behind this one. Only then is a send handed to another shard answered by that shard
-    /// (`processor::send`): a lone request spares the reader a wake-up, while under load the
-    /// reader's batched writes of many answers cost less than a write by the owner for each
-    /// run of them (stop 29: closed loop at 64 in flight lost 15 % with every handed send
-    /// answered by its owner). A request read together with others is not alone even when it
-    /// is the first of them: its answer would go out as a segment of its own, ahead of the
-    /// batch the reader writes for the rest (Java's `producer.sh`, 64 threads on one
-    /// connection, sends such runs).
+    /// answer owed by another shard, nothing in its write queue. Only then is a send handed to
+    /// another shard answered by that shard (`processor::send`): a lone request spares the
+    /// reader a wake-up, while under load the reader's batched writes of many answers cost
+    /// less than a write by the owner for each run of them (stop 29: closed loop at 64 in
+    /// flight lost 15 % with every handed send answered by its owner).
     pub fn is_quiet(&self) -> bool {
-        !self.reads_ahead.get()
-            && self.inflight.get() == 0
+        self.inflight.get() == 0
             && self.link.owed() == 0
             && self.room.available() == CONNECTION_WRITE_QUEUE_BYTES_MAX as u64
     }
@@ -327,7 +319,6 @@ pub(crate) async fn run<H: Handler>(
         reaped: Cell::new(false),
         awaited: Default::default(),
         link: Arc::new(SocketLink::new(fd)),
-        reads_ahead: Cell::new(false),
     });
     registered(&conn);
     let mut inbox = Inbox {
@@ -615,7 +606,6 @@ async fn read_loop<H: Handler>(
                 Incoming::Frame(request) => {
                     // A peer that does not read its answers is not served more requests either.
                     wait_for_write_room(conn).await;
-                    conn.reads_ahead.set(inbox.filled > 0);
                     dispatch(conn, handler, request).await;
                 }
                 Incoming::Refused(Some(answer)) => conn.respond(answer).await,
@@ -1003,57 +993,6 @@ mod tests {
             glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
         }
         last
-    }
-
-    /// Records what [`Connection::is_quiet`] said as each request was dispatched; answers
-    /// nothing, so no answer queued by one request makes the next look busy.
-    #[derive(Default)]
-    struct Quietness(std::cell::RefCell<Vec<bool>>);
-
-    impl Handler for Quietness {
-        fn handle(
-            self: &Rc<Self>,
-            conn: &Rc<Connection>,
-            _request: RemotingCommand,
-            _busy: Busy,
-        ) -> Reply {
-            self.0.borrow_mut().push(conn.is_quiet());
-            Reply::Now(None)
-        }
-    }
-
-    /// Waits until `handler` has seen `count` requests.
-    async fn seen(handler: &Quietness, count: usize) -> Vec<bool> {
-        while handler.0.borrow().len() < count {
-            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        handler.0.borrow().clone()
-    }
-
-    #[test]
-    fn a_request_read_together_with_more_of_the_peers_bytes_is_not_quiet() {
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(async {
-                let handler = Rc::new(Quietness::default());
-                let (mut client, served) = serve_one(&handler).await;
-                // Two requests in one write: the first has the second behind it.
-                client.write_all(&pipelined(2)).await.unwrap();
-                assert_eq!(seen(&handler, 2).await, [false, true]);
-                // A lone request is quiet.
-                client.write_all(&pipelined(1)).await.unwrap();
-                assert_eq!(seen(&handler, 3).await, [false, true, true]);
-                // A request with only the start of the next one behind it is not.
-                let frames = pipelined(2);
-                let first = frames.len() / 2 + 5;
-                client.write_all(&frames[..first]).await.unwrap();
-                assert_eq!(seen(&handler, 4).await, [false, true, true, false]);
-                client.write_all(&frames[first..]).await.unwrap();
-                assert_eq!(seen(&handler, 5).await, [false, true, true, false, true]);
-                drop(client);
-                served.await;
-            });
     }
 
     #[test]
