@@ -52,9 +52,9 @@ pub const STORE_READS_IN_FLIGHT_MAX: usize = 32;
 /// SYNC_FLUSH commitlog writes (O_DSYNC) one shard has at the device at once, by default and
 /// at most (`RINGMQ_DSYNC_WRITES`). Each makes its own pages durable; they never share a page
 /// (`store::write_plan`), and an append is acknowledged when every byte up to its end is
-/// durable. One by default: two did not measure as a win on the shared machine (stop 29,
-/// pinned 64 in flight: SYNC msgs/s within the noise, CPU per message ~7 % more); measure
-/// `RINGMQ_DSYNC_WRITES=2` on a quiet machine before making it the default.
+/// durable. One by default: two lost on the quiet machine (stop 29, pinned, 64 in flight:
+/// 83.5k / 82.0k SYNC msgs/s against 94.1k / 93.3k with one, README "SYNC_FLUSH: the disk
+/// works while the shard answers").
 pub const COMMITLOG_WRITES_IN_FLIGHT_DEFAULT: usize = 1;
 pub const COMMITLOG_WRITES_IN_FLIGHT_MAX: usize = 4;
 

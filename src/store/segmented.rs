@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::io::{IoBuffer, Storage, StorageFile};
 use super::tail::Tail;
-use super::write_plan::{Next, PlannedWrite, WritePlan};
+use super::write_plan::{align_down, align_up, Next, PlannedWrite, WritePlan};
 use crate::runtime::OffsetWatch;
 
 /// Largest single write a flush issues; also the largest buffer a log keeps for reuse, so
@@ -141,14 +141,6 @@ fn fsync_failed(e: io::Error) -> io::Error {
     io::Error::other(format!("fdatasync failed: {e}"))
 }
 
-fn align_down(v: u64, align: u64) -> u64 {
-    v - v % align
-}
-
-fn align_up(v: u64, align: u64) -> u64 {
-    v.div_ceil(align) * align
-}
-
 struct LogState<F> {
     files: BTreeMap<u64, Rc<F>>,
     tail: Tail,
@@ -222,9 +214,6 @@ pub(crate) struct SegmentedLog<S: Storage> {
     /// Zeros-ahead writes completed (or failed): a data write waiting for one to leave its
     /// range waits on this.
     zeros_done: OffsetWatch,
-    /// O_DSYNC logs: writes in flight at once ([`WritePlan`]; one unless
-    /// [`SegmentedLog::dsync_writes`] says otherwise).
-    writes_in_flight: usize,
 }
 
 impl<S: Storage> SegmentedLog<S> {
@@ -254,7 +243,6 @@ impl<S: Storage> SegmentedLog<S> {
                 align: None,
             }),
             zeros_done: OffsetWatch::new(0),
-            writes_in_flight: 1,
         }
     }
 
@@ -268,7 +256,6 @@ impl<S: Storage> SegmentedLog<S> {
     /// `in_flight` writes at once ([`WritePlan`]); before [`SegmentedLog::load`].
     pub(crate) fn dsync_writes(mut self, on: bool, in_flight: usize) -> SegmentedLog<S> {
         self.opts.dsync = on;
-        self.writes_in_flight = in_flight;
         self.state.get_mut().plan = WritePlan::new(0, in_flight).with_beside_min(BESIDE_MIN_BYTES);
         self
     }
@@ -379,7 +366,7 @@ impl<S: Storage> SegmentedLog<S> {
         let mut st = self.state.borrow_mut();
         assert!(!st.writing && st.syncing == 0, "set_end during a flush");
         assert_eq!(st.plan.in_flight(), 0, "set_end during a write");
-        st.plan = WritePlan::new(end, self.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
+        st.plan.restart(end);
         st.tail.clear();
         st.written = end;
         st.submitted = end;
@@ -821,8 +808,7 @@ impl<S: Storage> SegmentedLog<S> {
         st.tail.evict(flushed, self.opts.hot_bytes);
         if st.plan.in_flight() == 0 && st.plan.durable_end() < flushed {
             // Written by `write_pending` (a store closing): the plan starts over from there.
-            st.plan =
-                WritePlan::new(flushed, self.writes_in_flight).with_beside_min(BESIDE_MIN_BYTES);
+            st.plan.restart(flushed);
         }
         Ok(flushed)
     }

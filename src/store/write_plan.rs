@@ -76,11 +76,13 @@ pub(crate) struct WritePlan {
     beside_min: u64,
 }
 
-fn align_down(v: u64, align: u64) -> u64 {
+/// `v` rounded down to a multiple of `align`.
+pub(crate) fn align_down(v: u64, align: u64) -> u64 {
     v - v % align
 }
 
-fn align_up(v: u64, align: u64) -> u64 {
+/// `v` rounded up to a multiple of `align`.
+pub(crate) fn align_up(v: u64, align: u64) -> u64 {
     v.div_ceil(align) * align
 }
 
@@ -148,6 +150,12 @@ impl WritePlan {
     pub(crate) fn with_beside_min(mut self, bytes: u64) -> WritePlan {
         self.beside_min = bytes;
         self
+    }
+
+    /// Starts over for a log durable (and written) up to `end`, with nothing in flight or
+    /// owed; the same bounds (writes in flight, the least beside others).
+    pub(crate) fn restart(&mut self, end: u64) {
+        *self = WritePlan::new(end, self.max_in_flight).with_beside_min(self.beside_min);
     }
 
     /// Everything below this is durable, and it is an end the log was written to.

@@ -9,11 +9,10 @@
 //! wakes on `written_watch` and writes everything appended so far; appends arriving during a
 //! write go into the next write, which the completing write starts before it releases its
 //! puts (so the device works while the shard answers them), or (with
-//! `StoreConfig::dsync_writes_in_flight`
-//! above one; one by default) into a write beside it once they fill 4 KiB (never two writes of
-//! one page at once, `store::write_plan`); a completed
-//! write's bytes are durable, and `flushed_watch` releases every append whose bytes are all
-//! durable up to its end. One operation per write instead of a write and an fdatasync (which
+//! `StoreConfig::dsync_writes_in_flight` above one; one by default) into a write beside it
+//! once they fill 4 KiB (never two writes of one page at once, `store::write_plan`); a
+//! completed write's bytes are durable, and `flushed_watch` releases every append whose bytes
+//! are all durable up to its end. One operation per write instead of a write and an fdatasync (which
 //! io_uring hands to an io-wq worker thread every time). With
 //! `StoreConfig::sync_flush_dsync` off it is pipelined
 //! group commit that keeps the device busy: the writer wakes on `written_watch`, writes

@@ -156,8 +156,7 @@ impl<S: Storage> CommitLog<S> {
 
     /// Writes segments through O_DSYNC handles (SYNC_FLUSH), up to `in_flight` at once: each
     /// write is its own durable flush round, no fdatasync follows ([`appender::run_flusher`]).
-    /// Before
-    /// [`CommitLog::load`].
+    /// Before [`CommitLog::load`].
     pub(crate) fn with_dsync_writes(mut self, on: bool, in_flight: usize) -> CommitLog<S> {
         self.log = self.log.dsync_writes(on, in_flight);
         self
