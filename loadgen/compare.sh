@@ -206,11 +206,11 @@ producer_sh_case() {
     c1=$(group_cpu_ticks)
     kill -TERM -- "-$ppid" 2>/dev/null || true
     wait "$ppid" 2>/dev/null || true
-    local tps sent
-    tps=$(window_tps "$log" | head -n $((PSH_WINDOWS + 1)) | tail -n +2 |
-        sort -n | awk '{v[NR] = $1} END {print (NR ? v[int((NR + 1) / 2)] : 0)}')
-    sent=$(window_tps "$log" | head -n $((PSH_WINDOWS + 1)) | tail -n +2 |
-        awk '{n += $1 * 10} END {print n + 0}')
+    local counted tps sent
+    # The windows measured: the second to the (PSH_WINDOWS + 1)th.
+    counted=$(window_tps "$log" | head -n $((PSH_WINDOWS + 1)) | tail -n +2)
+    tps=$(echo "$counted" | sort -n | awk 'NF {v[++n] = $1} END {print (n ? v[int((n + 1) / 2)] : 0)}')
+    sent=$(echo "$counted" | awk '{n += $1 * 10} END {print n + 0}')
     record "$broker" "$layout" "$name" "$tps" - - - "$(per_message $((c1 - c0)) "$sent")" \
         "$(($(group_rss_kib) / 1024))" "$(per_message $((j1 - j0)) "$sent")" \
         "$(idle_share "$m0" "$m1")"

@@ -258,9 +258,15 @@ fn reusable_listener(port: u16) -> std::io::Result<std::net::TcpListener> {
 }
 
 fn serve_glommio(port: u16) -> Result<(), NullError> {
+    serve_reader(port, None)
+}
+
+/// Serves `port` on one glommio executor until its accept loop fails; with `to_owner`, the
+/// records of odd queues are handed there (`--runtime hop`).
+fn serve_reader(port: u16, to_owner: Option<SharedSender<HandedBatch>>) -> Result<(), NullError> {
     let options = ExecutorOptions::control_plane("null-broker");
-    let handle =
-        spawn_executor(&options, move || accept_loop(port)).map_err(NullError::Executor)?;
+    let handle = spawn_executor(&options, move || accept_loop(port, to_owner))
+        .map_err(NullError::Executor)?;
     match handle.join() {
         Ok(Err(e)) => Err(listen_error(port)(e)),
         Ok(Ok(())) => Ok(()),
@@ -277,16 +283,7 @@ fn serve_hop(port: u16) -> Result<(), NullError> {
         own_odd_queues(owner_inbox)
     })
     .map_err(NullError::Executor)?;
-    let reader = spawn_executor(
-        &ExecutorOptions::control_plane("null-broker"),
-        move || async move { accept_loop_handing(port, Some(to_owner)).await },
-    )
-    .map_err(NullError::Executor)?;
-    let served = match reader.join() {
-        Ok(Err(e)) => Err(listen_error(port)(e)),
-        Ok(Ok(())) => Ok(()),
-        Err(e) => Err(NullError::Join(format!("{e:?}"))),
-    };
+    let served = serve_reader(port, Some(to_owner));
     // The reader's end of the channel is gone with it: the owner's loop ends.
     let _ = owner.join();
     served
@@ -302,11 +299,7 @@ async fn own_odd_queues(inbox: SharedReceiver<HandedBatch>) -> u64 {
     records
 }
 
-async fn accept_loop(port: u16) -> std::io::Result<()> {
-    accept_loop_handing(port, None).await
-}
-
-async fn accept_loop_handing(
+async fn accept_loop(
     port: u16,
     to_owner: Option<SharedSender<HandedBatch>>,
 ) -> std::io::Result<()> {
