@@ -216,22 +216,6 @@ producer_sh_case() {
         "$(idle_share "$m0" "$m1")"
 }
 
-# window_tps LOG: the TPS of each of producer.sh's 10 s windows so far, one a line.
-window_tps() { { grep -o 'Current Time:.*Send TPS: *[0-9]*' "$1" 2>/dev/null || true; } | awk '{print $NF}'; }
-
-# wait_windows LOG N PID: until producer.sh has printed N windows (or PID has ended, or
-# 10 x N + 30 s have passed: a JVM that never sends).
-wait_windows() {
-    local deadline=$((SECONDS + 10 * $2 + 30))
-    while [ "$(window_tps "$1" | wc -l)" -lt "$2" ]; do
-        if [ $SECONDS -ge $deadline ] || ! kill -0 "$3" 2>/dev/null; then
-            echo "producer.sh printed fewer than $2 windows (see $1)" >&2
-            return 0
-        fi
-        sleep 0.2
-    done
-}
-
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 
 run_broker() {

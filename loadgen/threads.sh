@@ -47,16 +47,6 @@ threads() {
     done | sort
 }
 
-# window_tps LOG: producer.sh's TPS per 10 s window so far, one a line.
-window_tps() { { grep -o 'Current Time:.*Send TPS: *[0-9]*' "$1" 2>/dev/null || true; } | awk '{print $NF}'; }
-
-# wait_windows LOG N PID: until producer.sh has printed N windows (or has ended).
-wait_windows() {
-    while [ "$(window_tps "$1" | wc -l)" -lt "$2" ] && kill -0 "$3" 2>/dev/null; do
-        sleep 0.2
-    done
-}
-
 # run BUILD RINGMQ CASE
 run() {
     local name=$1 ringmq=$2 case=$3 shards=${3##*-a}
