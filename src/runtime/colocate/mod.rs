@@ -204,6 +204,7 @@ impl Colocation {
                             trial = policy.trying(),
                             trials = policy.trials(),
                             trial_every = policy.trial_every(),
+                            verdict = ?policy.verdict(),
                             ?window,
                             ?shares,
                             "shard co-location changed"
