@@ -50,9 +50,9 @@ pub const TRIAL_EVERY: u32 = 40;
 pub const TRIAL_EVERY_MAX: u32 = 1_280;
 /// A trial with more messages per second than the baseline by over this share wins; with
 /// fewer by as much, it loses.
-pub const RATE_MARGIN: f64 = 0.04;
+pub const RATE_MARGIN: f64 = 0.05;
 /// Within the rate margin, a trial wins when its CPU per message is lower by over this share.
-pub const CPU_MARGIN: f64 = 0.05;
+pub const CPU_MARGIN: f64 = 0.10;
 /// Messages a baseline must hold for a trial to be worth it (~670 a second).
 pub const TRIAL_PUTS_MIN: u64 = 200;
 /// A steady stretch: the rates of its two halves within this share of each other.
@@ -677,8 +677,8 @@ mod tests {
         assert!(better(&t(110_000.0, 20_000.0), &t(100_000.0, 10_000.0)));
         assert!(!better(&t(90_000.0, 5_000.0), &t(100_000.0, 10_000.0)));
         // The same rate: cheaper by over the margin wins, by less does not.
-        assert!(better(&t(101_000.0, 9_000.0), &t(100_000.0, 10_000.0)));
-        assert!(!better(&t(101_000.0, 9_700.0), &t(100_000.0, 10_000.0)));
+        assert!(better(&t(101_000.0, 8_500.0), &t(100_000.0, 10_000.0)));
+        assert!(!better(&t(101_000.0, 9_300.0), &t(100_000.0, 10_000.0)));
         // Medians: three windows of a burst elsewhere do not decide.
         let mut bursty = t(100_000.0, 10_000.0);
         for w in &mut bursty.0[..3] {
