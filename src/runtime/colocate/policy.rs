@@ -16,7 +16,8 @@
 //!   [`STEADY_WITHIN`] of each other's rate (not while a load starts, stops or moves).
 //! - **Trial**: the other placement for [`SETTLE`] + [`MEASURE`] windows, judged against the
 //!   baseline ([`better`], on per-window medians, so a burst of another process's work on a
-//!   shared machine does not decide): more messages per second by over [`RATE_MARGIN`] wins
+//!   shared machine does not decide, and by more than [`NOISE_SIGMAS`] standard errors of
+//!   the windows' scatter): more messages per second by over [`RATE_MARGIN`] wins
 //!   (a closed loop: the rate moved with the placement); fewer by as much loses; a rate within
 //!   the margin (an open loop, or a closed loop that does not care) is decided by CPU time
 //!   per message, the trial winning only when it is cheaper by over [`CPU_MARGIN`]. Ties keep
@@ -28,7 +29,8 @@
 //!   trial that loses doubles the wait for the next, up to [`TRIAL_EVERY_MAX`], so a steady
 //!   load already in its better placement is disturbed less and less often. A trial that
 //!   wins resets the wait, as does a load that moves by over [`LOAD_SHIFT`]x from the rate
-//!   the last verdict saw (the next trial then comes as soon as the new load is steady).
+//!   the last verdict saw and stays moved for [`LOAD_SHIFT_WINDOWS`] (the next trial then
+//!   comes at once).
 //! - No load (under [`TRIAL_PUTS_MIN`] messages per baseline): no trial, the placement is
 //!   kept. Pulls are not counted: a broker that only serves consumers keeps its placement.
 //!
@@ -57,8 +59,12 @@ pub const CPU_MARGIN: f64 = 0.10;
 pub const TRIAL_PUTS_MIN: u64 = 200;
 /// A steady stretch: the rates of its two halves within this share of each other.
 pub const STEADY_WITHIN: f64 = 0.25;
-/// A load whose rate moved by this factor from the last verdict's resets the back-off.
+/// A load whose rate moved by this factor from the last verdict's ...
 pub const LOAD_SHIFT: f64 = 2.0;
+/// ... in every baseline for this many windows in a row resets the back-off.
+pub const LOAD_SHIFT_WINDOWS: u32 = 2 * MEASURE as u32;
+/// A verdict's difference must exceed this many standard errors of the two medians.
+pub const NOISE_SIGMAS: f64 = 2.0;
 
 /// Where the shards run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +152,23 @@ impl Stretch {
         median(self.0.iter().filter_map(Window::cpu_per_put))
     }
 
+    /// The standard error of the median of `f` over the windows, estimated from their
+    /// interquartile range (σ ≈ IQR / 1.35, the median's error ≈ 1.25 σ / √n).
+    fn noise(&self, f: impl Fn(&Window) -> f64) -> f64 {
+        let mut v: Vec<f64> = self.0.iter().map(f).filter(|x| x.is_finite()).collect();
+        if v.len() < 4 {
+            return 0.0;
+        }
+        v.sort_by(f64::total_cmp);
+        let iqr = v[v.len() * 3 / 4] - v[v.len() / 4];
+        0.93 * iqr / (v.len() as f64).sqrt()
+    }
+
+    /// Whether it holds enough messages to judge by, at a steady rate.
+    fn judgeable(&self) -> bool {
+        self.puts() >= TRIAL_PUTS_MIN && self.steady()
+    }
+
     /// Whether its two halves put messages at about the same rate (within
     /// [`STEADY_WITHIN`] of the larger).
     fn steady(&self) -> bool {
@@ -175,16 +198,26 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 /// Whether `trial` did better than `base` (per-window medians): more messages per second by
 /// over [`RATE_MARGIN`] (a closed loop), or, at the same rate within the margin (an open
-/// loop), less CPU per message by over [`CPU_MARGIN`].
+/// loop), less CPU per message by over [`CPU_MARGIN`]. A winning difference also has to stand out of
+/// the windows' own scatter ([`Stretch::noise`]): on a machine shared with other work, or
+/// under a client that pauses (a JVM's collector), 25 ms windows vary by tens of per cent,
+/// and a verdict on such noise would only move the shards back and forth.
 pub fn better(trial: &Stretch, base: &Stretch) -> bool {
     let (rt, rb) = (trial.median_rate(), base.median_rate());
-    if rt > rb * (1.0 + RATE_MARGIN) {
+    let rate_noise = NOISE_SIGMAS * trial.noise(Window::rate).hypot(base.noise(Window::rate));
+    let rate_bar = (rb * RATE_MARGIN).max(rate_noise);
+    if rt > rb + rate_bar {
         return true;
     }
-    if rt < rb * (1.0 - RATE_MARGIN) {
+    if (rt - rb).abs() > rb * RATE_MARGIN {
+        // Fewer messages, or more or fewer by over the margin but within the noise: not the
+        // same rate, so the CPU price does not decide either.
         return false;
     }
-    trial.median_cpu_per_put() < base.median_cpu_per_put() * (1.0 - CPU_MARGIN)
+    let (ct, cb) = (trial.median_cpu_per_put(), base.median_cpu_per_put());
+    let cpu = |w: &Window| w.cpu_per_put().unwrap_or(f64::INFINITY);
+    let cpu_noise = NOISE_SIGMAS * trial.noise(cpu).hypot(base.noise(cpu));
+    ct < cb - (cb * CPU_MARGIN).max(cpu_noise)
 }
 
 /// What `auto` is doing.
@@ -237,6 +270,8 @@ pub struct Policy {
     /// The rate the last verdict saw in the placement it kept.
     verdict_rate: Option<f64>,
     verdict: Option<Verdict>,
+    /// Settled windows in a row whose baseline moved [`LOAD_SHIFT`]x from `verdict_rate`.
+    shifted_run: u32,
     /// Trials started so far (for logs and tests).
     trials: u64,
 }
@@ -255,6 +290,7 @@ impl Policy {
             every: TRIAL_EVERY,
             verdict_rate: None,
             verdict: None,
+            shifted_run: 0,
             trials: 0,
         }
     }
@@ -324,9 +360,9 @@ impl Policy {
                 }
                 if !trial.full() {
                     (Phase::Trial { from, base, trial }, self.placement)
-                } else if !trial.steady() {
-                    // The load moved during the trial: no verdict, back to what was held,
-                    // the wait unchanged.
+                } else if !trial.judgeable() {
+                    // The load moved (or stopped) during the trial: no verdict, back to what
+                    // was held, the wait unchanged.
                     (Phase::Hold { until: self.every }, from)
                 } else if better(&trial, &base) {
                     let to = self.placement;
@@ -362,7 +398,7 @@ impl Policy {
                         after,
                     };
                     (phase, self.placement)
-                } else if !after.steady() {
+                } else if !after.judgeable() {
                     (Phase::Hold { until: self.every }, self.placement)
                 } else {
                     let won = better(&trial, &after);
@@ -402,14 +438,17 @@ impl Policy {
             return keep;
         }
         let base = Stretch(self.recent.iter().copied().collect());
-        if !base.steady() || base.puts() < TRIAL_PUTS_MIN {
+        if !base.judgeable() {
+            self.shifted_run = 0;
             return keep;
         }
         let shifted = self.verdict_rate.is_some_and(|seen| {
             let now = base.rate();
             now > seen * LOAD_SHIFT || now * LOAD_SHIFT < seen
         });
-        if shifted {
+        self.shifted_run = if shifted { self.shifted_run + 1 } else { 0 };
+        if self.shifted_run >= LOAD_SHIFT_WINDOWS {
+            self.shifted_run = 0;
             self.every = TRIAL_EVERY;
             self.verdict_rate = None;
         } else if until > 0 {
@@ -598,9 +637,10 @@ mod tests {
             together: (50_000.0, 12_000.0),
         };
         let got = run(&mut p, moved, 200);
-        assert_eq!(p.placement(), Placement::Together(0), "{:?}", changes(&got));
+        // Together from the first verdict on, but for a trial back.
+        assert!(share_apart(&got[100..]) < 0.25, "{:?}", changes(&got));
         // Tried as soon as the new load's baseline was steady, well before the wait.
-        assert!(changes(&got)[0] < 2 * MEASURE, "{:?}", changes(&got));
+        assert!(changes(&got)[0] < 4 * MEASURE, "{:?}", changes(&got));
     }
 
     #[test]
@@ -651,6 +691,23 @@ mod tests {
         run(&mut p, half, MEASURE / 2);
         assert_eq!(p.placement(), Placement::Apart);
         assert_eq!(p.trial_every(), TRIAL_EVERY, "no back-off either");
+        // Nor is a trial during which nothing was put (a client paused: steady at zero).
+        run(&mut p, open(20_000.0, 30_000.0), 200);
+        let before = p.trials();
+        while p.trials() == before {
+            run(&mut p, open(20_000.0, 30_000.0), 1);
+        }
+        let paused = Load {
+            apart: (0.0, 1.0),
+            together: (0.0, 1.0),
+        };
+        run(&mut p, paused, SETTLE as usize + MEASURE);
+        assert_eq!(p.placement(), Placement::Apart);
+        assert_eq!(
+            p.verdict().map(|v| v.tried.0),
+            Some(20_000.0),
+            "no new verdict"
+        );
     }
 
     #[test]
@@ -685,6 +742,14 @@ mod tests {
             w.puts /= 3;
         }
         assert!(!better(&t(100_000.0, 10_000.0), &bursty));
+        // 10 % more is no verdict when the windows scatter from half to one and a half of
+        // their median.
+        let mut scattered = t(100_000.0, 10_000.0);
+        for (i, w) in scattered.0.iter_mut().enumerate() {
+            w.puts = w.puts * (5 + i as u64 % 11) / 10;
+        }
+        assert!(!better(&t(110_000.0, 10_000.0), &scattered));
+        assert!(better(&t(110_000.0, 10_000.0), &t(100_000.0, 10_000.0)));
     }
 
     /// A closed loop 9 % faster apart, each window's rate and CPU off by up to ±12 % (a
