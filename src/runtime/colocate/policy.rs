@@ -198,10 +198,10 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 /// Whether `trial` did better than `base` (per-window medians): more messages per second by
 /// over [`RATE_MARGIN`] (a closed loop), or, at the same rate within the margin (an open
-/// loop), less CPU per message by over [`CPU_MARGIN`]. A winning difference also has to stand out of
-/// the windows' own scatter ([`Stretch::noise`]): on a machine shared with other work, or
-/// under a client that pauses (a JVM's collector), 25 ms windows vary by tens of per cent,
-/// and a verdict on such noise would only move the shards back and forth.
+/// loop), less CPU per message by over [`CPU_MARGIN`]. A winning difference also has to
+/// stand out of the windows' own scatter ([`Stretch::noise`]): on a machine shared with other
+/// work, or under a client that pauses (a JVM's collector), 25 ms windows vary by tens of
+/// per cent, and a verdict on such noise would only move the shards back and forth.
 pub fn better(trial: &Stretch, base: &Stretch) -> bool {
     let (rt, rb) = (trial.median_rate(), base.median_rate());
     let rate_noise = NOISE_SIGMAS * trial.noise(Window::rate).hypot(base.noise(Window::rate));
