@@ -15,6 +15,7 @@ mod broker_transaction;
 mod chaos;
 mod churn;
 mod client_relay;
+mod colocation;
 mod dashboard;
 mod dashboard_browser;
 mod disk_full;

@@ -49,6 +49,7 @@ impl ShardStats {
     pub fn count_put(&self, messages: usize, bytes: usize) {
         self.put_msgs.set(self.put_msgs.get() + messages as u64);
         self.put_bytes.set(self.put_bytes.get() + bytes as u64);
+        crate::runtime::colocate::count_puts(messages);
     }
 
     /// An answered pull that carried `messages` messages (0: it found none).
