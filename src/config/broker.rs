@@ -117,10 +117,10 @@ macro_rules! java_enum_traits {
 /// while that is cheaper ([`crate::runtime::colocate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShardColocation {
-    /// `auto`: share one CPU or run apart, whichever the load does better with, found by
-    /// trying the other placement now and then (more messages per second, or at the same
-    /// rate less CPU per message; [`crate::runtime::colocate::policy`]). ASYNC_FLUSH only
-    /// ([`ShardColocation::under`]).
+    /// `auto` (the default): share one CPU while the shards are light (under 0.6 of a CPU
+    /// apart), run apart as soon as together they fill it, and between the two keep whichever
+    /// the load does better with, found by trial ([`crate::runtime::colocate::policy`]).
+    /// ASYNC_FLUSH only ([`ShardColocation::under`]).
     Auto,
     /// `off`: the kernel places every shard thread freely.
     Off,
@@ -287,10 +287,10 @@ config_struct! {
     /// when clients or other processes share the cores (README "Broker CPU per message").
     "pinShards" => pin_shards: bool = false, parse_bool;
     /// `shardColocation` (ringmq-only): `auto`, `off` or `always`; see [`ShardColocation`]
-    /// and README "Co-located shards". Default `off`; `auto` is `off` under SYNC_FLUSH. Has
+    /// and README "Co-located shards". Default `auto` (stop 31), which is `off` under SYNC_FLUSH. Has
     /// no effect with one shard or with `pinShards=true` (a pinned shard is not moved);
     /// `always` with `pinShards=true` is refused.
-    "shardColocation" => shard_colocation: ShardColocation = ShardColocation::Off,
+    "shardColocation" => shard_colocation: ShardColocation = ShardColocation::Auto,
         ShardColocation::parse;
 
     // --- topics / groups ---

@@ -411,7 +411,7 @@ mod tests {
             (c.shard_count, c.io_depth, c.listen_addr.to_string()),
             (0, 128, "0.0.0.0".into())
         );
-        assert_eq!(c.shard_colocation, ShardColocation::Off);
+        assert_eq!(c.shard_colocation, ShardColocation::Auto);
         assert!(c.auto_create_topic_enable && c.auto_create_subscription_group);
         assert_eq!(c.default_topic_queue_nums, 8);
         assert_eq!(

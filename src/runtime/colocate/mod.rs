@@ -1,5 +1,5 @@
 //! Shards that share one CPU or run apart, whichever the load does better with (broker key
-//! `shardColocation`: `auto`, `off`, the default, or `always`; README "Co-located shards").
+//! `shardColocation`: `auto`, the default, `off` or `always`; README "Co-located shards").
 //!
 //! A record handed to another shard costs two cross-thread wake-ups when both shards sleep
 //! between requests, as they do at ordinary load: the owner's, and the reader's for the
