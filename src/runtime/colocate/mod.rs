@@ -12,9 +12,10 @@
 //! CPU-bound closed loop loses), so `auto` measures: each shard counts the messages it puts
 //! ([`count_puts`], a thread-local add per stored send) and, per window of [`WINDOW`], reads
 //! the CPU time it used (`/proc/thread-self/schedstat`); shard 0 sums them and decides for
-//! all ([`policy::Policy`], pure and unit-tested: it holds a placement and now and then tries
-//! the other, keeping the one with more messages per second, or at the same rate less CPU per
-//! message); every shard applies the decision at its next window. Together goes to the
+//! all ([`policy::Policy`], pure and unit-tested: light shards go together, together shards
+//! that fill their CPU go apart, and in between it now and then tries the other placement,
+//! keeping the one with more messages per second, or at the same rate less CPU per message);
+//! every shard applies the decision at its next window. Together goes to the
 //! idlest CPU (`/proc/stat`, [`probe::CpuIdle`]). A shard whose thread was placed on one CPU
 //! already (pinned layouts) is left alone and keeps the others apart.
 //!

@@ -7,8 +7,18 @@
 //! from two shards sharing one CPU (a same-CPU wake-up costs ~5 µs of CPU on the benchmark VM,
 //! a cross-CPU one ~40 µs), a CPU-bound closed loop (loadgen at 64 in flight) gets more from
 //! two CPUs, and an open loop (a fixed offered load) gets the same rate either way and only
-//! pays a different CPU price. So the policy holds a placement, and now and then tries the
-//! other one:
+//! pays a different CPU price. Three rules come first, on the baseline's median CPU use
+//! (the shards' summed CPU time per window):
+//!
+//! - **Light** ([`LIGHT`], apart): together without a trial, once the wait is over. Under a
+//!   latency-bound client the gain of sharing a CPU builds up over seconds (measured: +35 %
+//!   under `producer.sh`), longer than a trial, which would see a tie.
+//! - **Full** ([`FULL`], together): apart as soon as the baseline says so, steady or not;
+//!   the next move waits twice as long.
+//! - **More than one CPU** ([`MORE_THAN_ONE`], apart): no trial; one CPU cannot do it.
+//!
+//! Together and not full is kept. Apart between light and one CPU, the policy tries the
+//! other placement now and then:
 //!
 //! - **Baseline**: the last [`MEASURE`] windows in the placement held (after [`SETTLE`]
 //!   windows for a change to take effect on every shard). A trial starts only from a steady
@@ -71,8 +81,9 @@ pub const NOISE_SIGMAS: f64 = 2.0;
 /// client: moved by hand under Java's `producer.sh`, the gain (+35 %) built up over several
 /// seconds, longer than any trial (README "One producer connection on two shards").
 pub const LIGHT: f64 = 0.6;
-/// Together, shards whose summed CPU is over this share of their one CPU fill it: apart at
-/// once, whatever the stretch's steadiness (a load that grows must not wait for a trial).
+/// Together, shards whose summed CPU is over this share of their one CPU fill it: apart as
+/// soon as the baseline's median says so, whatever its steadiness (a load that grows must not
+/// wait for a trial).
 pub const FULL: f64 = 0.85;
 /// Apart, shards that use more than this many CPUs get no trial of together: one CPU cannot
 /// give them what they use (loadgen's closed loop beside the broker: ~1.15 CPUs apart, and
