@@ -82,8 +82,6 @@ pub struct Colocation {
     windows: Vec<Published>,
     /// The decision ([`Placement::encode`]), written by shard 0.
     placement: AtomicU64,
-    /// How many shards currently run restricted to the shared CPU.
-    restricted: AtomicU64,
 }
 
 impl Colocation {
@@ -100,23 +98,12 @@ impl Colocation {
                 })
                 .collect(),
             placement: AtomicU64::new(Placement::Apart.encode()),
-            restricted: AtomicU64::new(0),
         })
     }
 
     /// Where the shards are told to run now.
     pub fn placement(&self) -> Placement {
         Placement::decode(self.placement.load(Ordering::Relaxed))
-    }
-
-    /// Whether the shards are told to share one CPU now.
-    pub fn together(&self) -> bool {
-        self.placement() != Placement::Apart
-    }
-
-    /// How many shards run restricted to the shared CPU now.
-    pub fn restricted(&self) -> u64 {
-        self.restricted.load(Ordering::Relaxed)
     }
 
     /// Publishes shard `me`'s last window: its CPU time and the messages it put (`None`:
@@ -217,36 +204,26 @@ impl Colocation {
                     Placement::Together(cpu) => Some(cpu),
                     Placement::Apart => None,
                 };
-                this.restrict(want, &mut on, &own);
+                restrict(want, &mut on, &own);
             }
-            this.restrict(None, &mut on, &own);
+            restrict(None, &mut on, &own);
             this.publish(me, None);
         })
         .detach();
     }
+}
 
-    /// Restricts the calling thread to `want` (`None`: its own affinity `own`), tracking
-    /// where it is in `on`.
-    fn restrict(&self, want: Option<usize>, on: &mut Option<usize>, own: &Affinity) {
-        if want == *on {
-            return;
-        }
-        let applied = match want {
-            Some(cpu) => Affinity::only(cpu).apply(),
-            None => own.apply(),
-        };
-        if !applied {
-            return;
-        }
-        match (on.is_some(), want.is_some()) {
-            (false, true) => {
-                self.restricted.fetch_add(1, Ordering::Relaxed);
-            }
-            (true, false) => {
-                self.restricted.fetch_sub(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
+/// Restricts the calling thread to `want` (`None`: its own affinity `own`), tracking where it
+/// is in `on`.
+fn restrict(want: Option<usize>, on: &mut Option<usize>, own: &Affinity) {
+    if want == *on {
+        return;
+    }
+    let applied = match want {
+        Some(cpu) => Affinity::only(cpu).apply(),
+        None => own.apply(),
+    };
+    if applied {
         *on = want;
     }
 }
@@ -309,10 +286,11 @@ mod tests {
     use glommio::{LocalExecutorBuilder, Placement};
     use std::time::Instant;
 
-    /// Two shards putting messages at a steady rate are tried together on one CPU, the same
-    /// one, within a few seconds (the first trial comes 1 s after the start).
+    /// Two shards putting messages at a steady, light rate (they hardly use the CPU) go
+    /// together on one CPU, the same one, within a few seconds (the first move may come 1 s
+    /// after the start).
     #[test]
-    fn a_steady_load_is_tried_with_both_shards_on_one_cpu() {
+    fn a_steady_light_load_puts_both_shards_on_one_cpu() {
         let Some(mask) = Affinity::current() else {
             panic!("sched_getaffinity failed");
         };

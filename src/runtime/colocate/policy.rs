@@ -481,23 +481,22 @@ impl Policy {
             self.shifted_run = 0;
             return keep;
         }
-        match self.placement {
-            // Light: together without a trial, once the wait since the last move is over.
-            Placement::Apart if demand < LIGHT => {
-                if until > 0 {
-                    return keep;
-                }
-                return (
-                    Phase::Hold { until: self.every },
-                    Placement::Together(self.idlest(idle)),
-                );
-            }
-            // More than one CPU's work: together cannot win; no trial.
-            Placement::Apart if demand > MORE_THAN_ONE => return keep,
+        if self.placement != Placement::Apart {
             // Together and not full: kept (a trial of apart would spend its stretch in the
             // placement a latency-bound load loses with, and not see it in time).
-            Placement::Together(_) => return keep,
-            Placement::Apart => {}
+            return keep;
+        }
+        if demand < LIGHT {
+            // Light: together without a trial, once the wait since the last move is over.
+            if until > 0 {
+                return keep;
+            }
+            let together = Placement::Together(self.idlest(idle));
+            return (Phase::Hold { until: self.every }, together);
+        }
+        if demand > MORE_THAN_ONE {
+            // More than one CPU's work: together cannot win; no trial.
+            return keep;
         }
         let shifted = self.verdict_rate.is_some_and(|seen| {
             let now = base.rate();
@@ -511,17 +510,14 @@ impl Policy {
         } else if until > 0 {
             return keep;
         }
+        // Only apart shards are tried, and only together.
         self.trials += 1;
-        let other = match self.placement {
-            Placement::Apart => Placement::Together(self.idlest(idle)),
-            Placement::Together(_) => Placement::Apart,
-        };
         let phase = Phase::Trial {
-            from: self.placement,
+            from: Placement::Apart,
             base,
             trial: Stretch::new(),
         };
-        (phase, other)
+        (phase, Placement::Together(self.idlest(idle)))
     }
 
     /// Records a verdict: a move resets the wait for the next trial, a loss doubles it.
