@@ -12,8 +12,9 @@
 #   open-async       open loop at RATE msgs/s (256 in flight at most), ASYNC_FLUSH
 #   open-sync        the same under SYNC_FLUSH
 #   psh-async/-sync  RocketMQ's own benchmark `producer.sh -w 64` (when PRODUCER_SH is set):
-#                    the median of the "Send TPS" it prints per 10 s window, the first
-#                    window (JVM start) left out; PSH_WINDOWS windows (default 2). PRODUCER_SH
+#                    the median of the "Send TPS" it prints per 10 s window over PSH_WINDOWS
+#                    windows (default 3), after the first PSH_SKIP (default 2: the JVM's start
+#                    and its JIT's warm-up, over which the client's rate still climbs). PRODUCER_SH
 #                    must stay in the foreground (the stock producer.sh backgrounds its JVM:
 #                    point it at a script that runs `runclass.sh ... benchmark.Producer "$@"`);
 #                    it is run as `sh $PRODUCER_SH -n NS -t TOPIC -w 64 -s 128`.
@@ -24,8 +25,8 @@
 # included), the machine's idle share over that window (`idle%`: idle+iowait ÷ all CPU time in
 # /proc/stat, all cores) and the broker's resident memory at the end (sum of the group's
 # VmRSS, MiB). loadgen cases measure their whole run (warm-up included) against every message
-# sent; psh-* cases measure from the end of producer.sh's first window to the end of the
-# last one counted, against those windows' messages (their TPS x 10 s). With C cores,
+# sent; psh-* cases measure from the end of the last window skipped to the end of the last
+# one counted, against those windows' messages (their TPS x 10 s). With C cores,
 # cli_us c and cpu_us b: TPS <= C x 1e6 / (c + b) when the machine is busy (idle% 0).
 #
 # Layouts (LAYOUTS, default "default pinned"):
@@ -42,7 +43,8 @@
 # OTHER_NAME names it in the table (default "other"). The script waits until a send through
 # the nameserver succeeds (up to 90 s). The other broker gets NS_PORT+1 and BROKER_PORT+10.
 #
-# Knobs: DURATION (s, 10), WARMUP (s, 2), RATE (20000), OUT (target/compare), NS_PORT (29876),
+# Knobs: DURATION (s, 10), WARMUP (s, 2), RATE (20000), PSH_SKIP (2), PSH_WINDOWS (3),
+# OUT (target/compare), NS_PORT (29876),
 # BROKER_PORT (20911), BROKER_CPU (0), CLIENT_CPU (1), CASES (all of the above),
 # SKIP_BUILD=1 to use target/release as it is. Ports must be free; data lives under /tmp.
 set -euo pipefail
@@ -53,7 +55,8 @@ OUT=${OUT:-$TARGET/compare}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 RATE=${RATE:-20000}
-PSH_WINDOWS=${PSH_WINDOWS:-2}
+PSH_WINDOWS=${PSH_WINDOWS:-3}
+PSH_SKIP=${PSH_SKIP:-2}
 NS_PORT=${NS_PORT:-29876}
 BROKER_PORT=${BROKER_PORT:-20911}
 BROKER_CPU=${BROKER_CPU:-0}
@@ -194,21 +197,21 @@ producer_sh_case() {
         -t "Compare_$name" -w 64 -s 128 >"$log" 2>&1 &
     local ppid=$!
     # producer.sh prints its TPS over each 10 s window (its last 9 s, in fact); the first
-    # window holds the JVM's start. The measured window runs from the first line to the line
-    # 1 + PSH_WINDOWS, sampled as each appears.
-    wait_windows "$log" 1 "$ppid"
+    # window holds the JVM's start and the next its JIT's warm-up. The measured window runs
+    # from line PSH_SKIP to line PSH_SKIP + PSH_WINDOWS, sampled as each appears.
+    wait_windows "$log" "$PSH_SKIP" "$ppid"
     c0=$(group_cpu_ticks)
     j0=$(group_sum_of "$ppid" cpu_ticks_of)
     m0=$(machine_ticks)
-    wait_windows "$log" $((PSH_WINDOWS + 1)) "$ppid"
+    wait_windows "$log" $((PSH_SKIP + PSH_WINDOWS)) "$ppid"
     m1=$(machine_ticks)
     j1=$(group_sum_of "$ppid" cpu_ticks_of)
     c1=$(group_cpu_ticks)
     kill -TERM -- "-$ppid" 2>/dev/null || true
     wait "$ppid" 2>/dev/null || true
     local counted tps sent
-    # The windows measured: the second to the (PSH_WINDOWS + 1)th.
-    counted=$(window_tps "$log" | head -n $((PSH_WINDOWS + 1)) | tail -n +2)
+    # The windows measured: the (PSH_SKIP + 1)th to the (PSH_SKIP + PSH_WINDOWS)th.
+    counted=$(window_tps "$log" | head -n $((PSH_SKIP + PSH_WINDOWS)) | tail -n +$((PSH_SKIP + 1)))
     tps=$(echo "$counted" | sort -n | awk 'NF {v[++n] = $1} END {print (n ? v[int((n + 1) / 2)] : 0)}')
     sent=$(echo "$counted" | awk '{n += $1 * 10} END {print n + 0}')
     record "$broker" "$layout" "$name" "$tps" - - - "$(per_message $((c1 - c0)) "$sent")" \
@@ -268,7 +271,7 @@ done
 
 {
     echo "# loadgen/compare.sh, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
-    echo "# DURATION=$DURATION WARMUP=$WARMUP RATE=$RATE; other = ${OTHER_START:+$OTHER_NAME}"
+    echo "# DURATION=$DURATION WARMUP=$WARMUP RATE=$RATE PSH_SKIP=$PSH_SKIP PSH_WINDOWS=$PSH_WINDOWS; other = ${OTHER_START:+$OTHER_NAME}"
     echo "# disk: $DISK_SYNCS durable 4 KiB writes/s (dd oflag=direct,dsync into a written file)"
     printf '%-8s %-13s %11s %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s\n' \
         layout case ringmq_msg/s other_msg/s ratio p99_us p999_us max_us cpu_us other_cpu \

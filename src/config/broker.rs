@@ -142,15 +142,13 @@ impl ShardColocation {
     }
 
     /// What the broker runs with under `flush`: `auto` means `off` under SYNC_FLUSH. The
-    /// io_uring workers that run the durable writes are created by the shard's thread and
-    /// inherit the CPU mask it asked for with `sched_setaffinity` (since Linux 6.2 the
-    /// kernel keeps a thread's requested mask, `user_cpus_ptr`, copies it into every thread
-    /// it creates and intersects later affinity changes with it; the workers are
-    /// `PF_NO_SETAFFINITY`, so nothing in user space can widen them, and
-    /// `IORING_REGISTER_IOWQ_AFF` is intersected the same way). Workers created during even
-    /// a short trial of `together` stay on one CPU, and the disk's waits queue there: open
-    /// loop SYNC_FLUSH p99 47 ms against 6.4 ms, closed loop 41.0k against 49.7k msgs/s
-    /// (README "Co-located shards"). `always` is honoured as asked.
+    /// io_uring workers that run the durable writes are kept off the shards' shared CPU
+    /// ([`crate::runtime::colocate::iowq`], since stop 32; before, they inherited the shard's
+    /// one-CPU mask and the disk's waits queued there: open loop p99 47 ms), but sharing a
+    /// CPU still loses where SYNC_FLUSH users look: Java's `producer.sh` (64 synchronous
+    /// threads) 38.8k / 39.0k msgs/s with `auto` against 41.4k / 42.5k with `off`, though
+    /// the open loop at 20,000/s spent 30 µs of CPU per message against 38 (README
+    /// "Co-located shards"). `always` is honoured as asked.
     pub fn under(self, flush: FlushDiskType) -> Self {
         match (self, flush) {
             (ShardColocation::Auto, FlushDiskType::SyncFlush) => ShardColocation::Off,

@@ -22,6 +22,7 @@
 //! Only a shard's own background task runs this (one timer per shard per window); no request
 //! waits on it.
 
+pub mod iowq;
 pub mod policy;
 pub mod probe;
 
@@ -214,14 +215,27 @@ impl Colocation {
 }
 
 /// Restricts the calling thread to `want` (`None`: its own affinity `own`), tracking where it
-/// is in `on`.
+/// is in `on`. While restricted, the io_uring workers it makes go to the other CPUs of `own`
+/// ([`iowq`]).
 fn restrict(want: Option<usize>, on: &mut Option<usize>, own: &Affinity) {
     if want == *on {
         return;
     }
     let applied = match want {
-        Some(cpu) => Affinity::only(cpu).apply(),
-        None => own.apply(),
+        Some(cpu) => {
+            let applied = Affinity::only(cpu).apply();
+            if applied && !iowq::make_workers_on(&own.without(cpu)) {
+                tracing::debug!(cpu, "io_uring workers could not be kept off the shared CPU");
+            }
+            applied
+        }
+        None => {
+            let applied = own.apply();
+            if applied {
+                iowq::make_workers_anywhere();
+            }
+            applied
+        }
     };
     if applied {
         *on = want;
@@ -251,6 +265,14 @@ impl Affinity {
             libc::CPU_SET(cpu, &mut set);
             Affinity(set)
         }
+    }
+
+    /// This mask less `cpu`.
+    pub fn without(&self, cpu: usize) -> Self {
+        let mut less = self.clone();
+        // SAFETY: CPU_CLR writes within the set.
+        unsafe { libc::CPU_CLR(cpu, &mut less.0) };
+        less
     }
 
     /// How many CPUs the mask holds.
