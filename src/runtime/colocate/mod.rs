@@ -376,6 +376,72 @@ mod tests {
         assert!(mask.cpus().contains(&cpu), "CPU {cpu} is not the process's");
     }
 
+    /// The CPU masks (`Cpus_allowed_list`) of the io_uring workers the thread `tid` made.
+    fn io_workers_of(tid: i32) -> Vec<String> {
+        let name = format!("iou-wrk-{tid}");
+        let mut masks = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+            let path = task.expect("a task").path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+            if let Some(mask) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            {
+                masks.push(mask.trim().to_string());
+            }
+        }
+        masks
+    }
+
+    /// A shard restricted to one CPU makes its io_uring workers on its other CPUs: an
+    /// fdatasync (which io_uring always hands to a worker) issued while restricted runs on a
+    /// worker whose mask is not the shard's one CPU. Without [`iowq`] the worker inherits the
+    /// shard's requested mask (Linux 6.2 and later) and this fails.
+    #[test]
+    fn io_workers_made_while_restricted_stay_off_the_shared_cpu() {
+        let own = Affinity::current().expect("sched_getaffinity");
+        if own.count() < 2 {
+            eprintln!("this machine gives the test one CPU: nothing to keep off");
+            return;
+        }
+        let dir = tempfile::tempdir_in("/tmp").expect("temp dir");
+        let path = dir.path().join("synced");
+        let masks = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let shared = own.first().expect("a CPU");
+                let mut on = None;
+                restrict(Some(shared), &mut on, &own);
+                assert_eq!(on, Some(shared), "the thread was not restricted");
+                let file = glommio::io::BufferedFile::create(&path)
+                    .await
+                    .expect("create");
+                file.write_at(vec![7u8; 4096], 0).await.expect("write");
+                file.fdatasync().await.expect("fdatasync");
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() };
+                let masks = io_workers_of(tid);
+                file.close().await.expect("close");
+                restrict(None, &mut on, &own);
+                (shared, masks)
+            })
+            .expect("executor")
+            .join()
+            .expect("executor ran");
+        let (shared, masks) = masks;
+        assert!(!masks.is_empty(), "the fdatasync made no io_uring worker");
+        for mask in &masks {
+            assert_ne!(
+                mask,
+                &shared.to_string(),
+                "an io_uring worker is confined to the shard's shared CPU {shared}: {masks:?}"
+            );
+        }
+    }
+
     /// Process CPU time (user, system) so far.
     fn cpu_times() -> (Duration, Duration) {
         // SAFETY: getrusage fills the struct it is given.
