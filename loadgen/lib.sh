@@ -65,8 +65,7 @@ window_tps() { { grep -o 'Current Time:.*Send TPS: *[0-9]*' "$1" 2>/dev/null || 
 # 10 x N + 30 s have passed: a JVM that never sends). It starts no process while it waits: it
 # reads the log from an open descriptor and sleeps in `read -t` on a FIFO of its own. A loop
 # that ran grep, awk and wc five times a second (stop 31's) cost ringmq a sixth of its
-# `producer.sh` rate: the forks kept moving the JVM's threads about (README "What decides
-# `producer.sh`'s rate").
+# `producer.sh` rate (README "What decides `producer.sh`'s rate").
 wait_windows() {
     local deadline=$((SECONDS + 10 * $2 + 30)) seen=0 line partial="" log="" nap dir
     dir=$(mktemp -d /tmp/ringmq-wait.XXXXXX)

@@ -92,6 +92,9 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// ringmq patch: completions do not interrupt a task running in user space
+        /// (`IORING_SETUP_COOP_TASKRUN`, Linux 5.19); they run at its next entry.
+        const COOP_TASKRUN = 1 << 8;
     }
 }
 

@@ -905,8 +905,24 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // ringmq patch (PATCHES.md 12): the main ring's completions do not interrupt the
+        // executor while it runs (no inter-processor interrupt to a busy CPU); they run at its
+        // next io_uring_enter, and still wake it when it sleeps. Older kernels (before 5.19)
+        // refuse the flag: then as upstream. `RINGMQ_NO_COOP_TASKRUN` in the environment
+        // keeps upstream's behaviour, for comparison.
+        let coop = name == "main" && std::env::var_os("RINGMQ_NO_COOP_TASKRUN").is_none();
+        let ring = if coop {
+            iou::IoUring::new_with_flags(
+                size as _,
+                iou::SetupFlags::COOP_TASKRUN,
+                iou::SetupFeatures::empty(),
+            )
+            .or_else(|_| iou::IoUring::new(size as _))?
+        } else {
+            iou::IoUring::new(size as _)?
+        };
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
