@@ -25,39 +25,22 @@ const UNREGISTER_IOWQ_AFF: libc::c_uint = 18;
 /// Makes the calling thread's future io_uring workers on `cpus`; false when the kernel
 /// refused (then nothing changed).
 pub fn make_workers_on(cpus: &Affinity) -> bool {
-    with_ring(|fd| {
-        // SAFETY: the mask is a valid cpu_set_t of the size given; the kernel copies it.
-        unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_register,
-                fd,
-                REGISTER_IOWQ_AFF,
-                &cpus.0 as *const libc::cpu_set_t,
-                std::mem::size_of::<libc::cpu_set_t>(),
-            ) == 0
-        }
-    })
+    register(
+        REGISTER_IOWQ_AFF,
+        (&cpus.0 as *const libc::cpu_set_t).cast(),
+        std::mem::size_of::<libc::cpu_set_t>(),
+    )
 }
 
 /// Lets the calling thread's future io_uring workers go wherever the thread's own mask
 /// allows again; false when the kernel refused.
 pub fn make_workers_anywhere() -> bool {
-    with_ring(|fd| {
-        // SAFETY: the unregister call takes no argument.
-        unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_register,
-                fd,
-                UNREGISTER_IOWQ_AFF,
-                std::ptr::null::<libc::c_void>(),
-                0,
-            ) == 0
-        }
-    })
+    register(UNREGISTER_IOWQ_AFF, std::ptr::null(), 0)
 }
 
-/// Runs `f` with a one-entry io_uring made for it and closed after.
-fn with_ring(f: impl FnOnce(libc::c_long) -> bool) -> bool {
+/// `io_uring_register(opcode, arg, len)` on a one-entry io_uring made for it and closed after;
+/// false when the kernel refused either call.
+fn register(opcode: libc::c_uint, arg: *const libc::c_void, len: usize) -> bool {
     // struct io_uring_params: 120 bytes, all zero asks for nothing special.
     let mut params = [0u32; 30];
     // SAFETY: `params` is a zeroed io_uring_params of the kernel's size; the kernel writes
@@ -66,7 +49,9 @@ fn with_ring(f: impl FnOnce(libc::c_long) -> bool) -> bool {
     if fd < 0 {
         return false;
     }
-    let done = f(fd);
+    // SAFETY: `arg` is null with `len` 0 or points at `len` readable bytes the caller owns
+    // for the call; the kernel copies what it reads.
+    let done = unsafe { libc::syscall(libc::SYS_io_uring_register, fd, opcode, arg, len) == 0 };
     // SAFETY: closes the descriptor made above.
     unsafe { libc::close(fd as libc::c_int) };
     done

@@ -222,24 +222,20 @@ fn restrict(want: Option<usize>, on: &mut Option<usize>, own: &Affinity) {
         return;
     }
     let applied = match want {
-        Some(cpu) => {
-            let applied = Affinity::only(cpu).apply();
-            if applied && !iowq::make_workers_on(&own.without(cpu)) {
-                tracing::debug!(cpu, "io_uring workers could not be kept off the shared CPU");
-            }
-            applied
-        }
-        None => {
-            let applied = own.apply();
-            if applied {
-                iowq::make_workers_anywhere();
-            }
-            applied
-        }
+        Some(cpu) => Affinity::only(cpu).apply(),
+        None => own.apply(),
     };
-    if applied {
-        *on = want;
+    if !applied {
+        return;
     }
+    let workers_placed = match want {
+        Some(cpu) => iowq::make_workers_on(&own.without(cpu)),
+        None => iowq::make_workers_anywhere(),
+    };
+    if !workers_placed {
+        tracing::debug!(?want, "the kernel refused where io_uring workers are made");
+    }
+    *on = want;
 }
 
 /// A thread's CPU affinity mask.
