@@ -32,6 +32,9 @@
 # Layouts (LAYOUTS, default "default pinned"):
 #   default  nothing pinned, ringmq with its default shards (one per core)
 #   pinned   broker on BROKER_CPU (ringmq with one shard), clients on CLIENT_CPU
+#   one      nothing pinned, ringmq with shardCount=1. The other broker is not run again for
+#            it: its ratios are against the other broker's `default` rows (the same layout
+#            for a broker that has no shards), which must be in LAYOUTS too.
 #
 # The other broker: OTHER_START is a shell command run in its own process group (killed at
 # the end of each case) that starts a nameserver on 127.0.0.1:$NS_PORT and a broker
@@ -137,7 +140,7 @@ start() {
     [ "$layout" = pinned ] && cpus=$BROKER_CPU
     if [ "$broker" = ringmq ]; then
         local shards=0
-        [ "$layout" = pinned ] && shards=1
+        [ "$layout" = default ] || shards=1
         cat >"$STORE/broker.properties" <<EOF
 brokerClusterName=DefaultCluster
 brokerName=compare-broker
@@ -266,7 +269,7 @@ DISK_SYNCS=$(disk_syncs_per_second)
 
 for layout in $LAYOUTS; do
     run_broker ringmq "$layout"
-    [ -n "${OTHER_START:-}" ] && run_broker other "$layout"
+    [ -n "${OTHER_START:-}" ] && [ "$layout" != one ] && run_broker other "$layout"
 done
 
 {
@@ -281,7 +284,10 @@ done
         $1 == "other" { o[$2 "\t" $3] = $0 }
         END {
             for (i = 1; i <= n; i++) {
-                k = order[i]; h = (k in o); split(r[k], a, "\t"); split(o[k], b, "\t")
+                k = order[i]; split(r[k], a, "\t")
+                # `one` is ringmq alone: compared with the default rows of the other broker.
+                ok = (a[2] == "one") ? "default\t" a[3] : k
+                h = (ok in o); split(o[ok], b, "\t")
                 ratio = (b[4] > 0) ? sprintf("%.2fx", a[4] / b[4]) : "-"
                 printf "%-8s %-13s %11.0f %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s\n",
                     a[2], a[3], a[4], h ? sprintf("%.0f", b[4]) : "-", ratio,
