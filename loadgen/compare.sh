@@ -65,6 +65,12 @@ BROKER_PORT=${BROKER_PORT:-20911}
 BROKER_CPU=${BROKER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 LAYOUTS=${LAYOUTS:-default pinned}
+for layout in $LAYOUTS; do
+    case $layout in
+        default | pinned | one) ;;
+        *) echo "unknown layout '$layout' in LAYOUTS (default, pinned, one)" >&2 && exit 2 ;;
+    esac
+done
 CASES=${CASES:-lg-async-w64 lg-sync-w64 lg-sync-w1 open-async open-sync psh-async psh-sync}
 OTHER_NAME=${OTHER_NAME:-other}
 RINGMQ=$TARGET/release/ringmq
