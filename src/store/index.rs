@@ -7,7 +7,9 @@
 //!
 //! Memory bound: the active map (≤ `INDEX_ACTIVE_ENTRIES_MAX` entries, 36 bytes each,
 //! covering at most [`INDEX_SPAN_MAX_BYTES`] of commitlog)
-//! plus 8 bytes of fence per 170 sealed entries. Only sealed files are durable; recovery
+//! plus 8 bytes of fence per 170 sealed entries. While a full map is sealed it is held with
+//! its sorted copy and the file's image (about 24 + 24 bytes more per entry) beside the next
+//! active map: about 11 MiB per shard at the peak. Only sealed files are durable; recovery
 //! rebuilds the active part from the commitlog past the last sealed file, so the index is
 //! always rebuildable. Written only by `dispatch`; sealed by the store's background task.
 //! Runs on the shard's executor.
@@ -27,8 +29,10 @@ use super::error::{StoreError, StoreResult};
 use super::io::{IoBuffer, Storage, StorageFile};
 use super::segmented::{parse_segment_name, segment_name};
 
-/// Entries the active index holds before it is sealed.
-pub const INDEX_ACTIVE_ENTRIES_MAX: usize = 1 << 18;
+/// Entries the active index holds before it is sealed. 2^17: 4.5 MiB of map per shard. At
+/// 2^18 a 2-shard broker sealing both maps at once peaked at 114–120 MiB of RSS under
+/// `producer.sh` (README "Broker memory under load (stop 33)").
+pub const INDEX_ACTIVE_ENTRIES_MAX: usize = 1 << 17;
 /// Commitlog bytes the active index may cover before it is sealed, which bounds what
 /// recovery rescans for it.
 pub const INDEX_SPAN_MAX_BYTES: u64 = 256 << 20;
