@@ -898,28 +898,21 @@ struct SleepableRing {
 }
 
 impl SleepableRing {
+    /// ringmq patch (PATCHES.md 12): `flags` are asked of the kernel when the ring is made; a
+    /// kernel that refuses them gets a ring without them, as upstream makes it.
     fn new(
         size: usize,
         name: &'static str,
+        flags: iou::SetupFlags,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
-        // ringmq patch (PATCHES.md 12): the main ring's completions do not interrupt the
-        // executor while it runs (no inter-processor interrupt to a busy CPU); they run at its
-        // next io_uring_enter, and still wake it when it sleeps. Older kernels (before 5.19)
-        // refuse the flag: then as upstream. `RINGMQ_NO_COOP_TASKRUN` in the environment
-        // keeps upstream's behaviour, for comparison.
-        let coop = name == "main" && std::env::var_os("RINGMQ_NO_COOP_TASKRUN").is_none();
-        let ring = if coop {
-            iou::IoUring::new_with_flags(
-                size as _,
-                iou::SetupFlags::COOP_TASKRUN,
-                iou::SetupFeatures::empty(),
-            )
-            .or_else(|_| iou::IoUring::new(size as _))?
-        } else {
+        let ring = if flags.is_empty() {
             iou::IoUring::new(size as _)?
+        } else {
+            iou::IoUring::new_with_flags(size as _, flags, iou::SetupFeatures::empty())
+                .or_else(|_| iou::IoUring::new(size as _))?
         };
         Ok(SleepableRing {
             ring,
@@ -1404,11 +1397,30 @@ impl Reactor {
         let allocator = Rc::new(UringBufferAllocator::new(io_memory));
         let registry = vec![allocator.as_bytes()];
 
-        let main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+        // ringmq patch (PATCHES.md 12): the main ring's completions do not interrupt the
+        // executor while it runs (no inter-processor interrupt to a busy CPU); they run at its
+        // next io_uring_enter, and still wake it when it sleeps. Kernels before 5.19 refuse
+        // the flag: then as upstream. `RINGMQ_NO_COOP_TASKRUN` in the environment keeps
+        // upstream's behaviour, for comparison. The latency ring keeps upstream's notification.
+        let main_flags = match std::env::var_os("RINGMQ_NO_COOP_TASKRUN") {
+            None => iou::SetupFlags::COOP_TASKRUN,
+            Some(_) => iou::SetupFlags::empty(),
+        };
+        let main_ring = SleepableRing::new(
+            ring_depth,
+            "main",
+            main_flags,
+            allocator.clone(),
+            source_map.clone(),
+        )?;
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
-        let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+        let mut latency_ring = SleepableRing::new(
+            ring_depth,
+            "latency",
+            iou::SetupFlags::empty(),
+            allocator.clone(),
+            source_map.clone(),
+        )?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -2355,7 +2367,8 @@ mod tests {
     fn sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(4, "main", allocator, source_map).unwrap();
+        let mut ring =
+            SleepableRing::new(4, "main", iou::SetupFlags::empty(), allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2389,7 +2402,8 @@ mod tests {
     fn unterminated_sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring =
+            SleepableRing::new(2, "main", iou::SetupFlags::empty(), allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2409,7 +2423,8 @@ mod tests {
     fn sqe_link_chain_overflow() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring =
+            SleepableRing::new(2, "main", iou::SetupFlags::empty(), allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
