@@ -145,8 +145,10 @@ struct Header {
     end_ts: i64,
 }
 
-struct Sealed<F> {
-    file: F,
+/// A sealed file as memory knows it: its header and fence. The file itself is opened only by
+/// the lookups that read it, so the files a long retention window keeps (one per
+/// [`INDEX_ACTIVE_ENTRIES_MAX`] keys) hold no descriptor each.
+struct Sealed {
     header: Header,
     fences: Vec<u64>,
 }
@@ -158,7 +160,7 @@ pub(crate) struct Index<S: Storage> {
     max_entries: usize,
     active: RefCell<Active>,
     frozen: RefCell<Vec<Rc<Active>>>,
-    sealed: RefCell<Vec<Rc<Sealed<S::File>>>>,
+    sealed: RefCell<Vec<Rc<Sealed>>>,
 }
 
 impl<S: Storage> Index<S> {
@@ -266,7 +268,7 @@ impl<S: Storage> Index<S> {
         }
     }
 
-    async fn write_sealed(&self, frozen: &Active) -> StoreResult<Sealed<S::File>> {
+    async fn write_sealed(&self, frozen: &Active) -> StoreResult<Sealed> {
         let mut entries: Vec<Entry> = frozen
             .slots
             .iter()
@@ -297,18 +299,13 @@ impl<S: Storage> Index<S> {
             })
             .await;
         let path = self.dir.join(segment_name(header.begin));
-        let file = self
-            .write_file(&image, &path)
+        self.write_file(&image, &path)
             .await
             .map_err(|e| StoreError::io("writing index", &path, e))?;
-        Ok(Sealed {
-            file,
-            header,
-            fences,
-        })
+        Ok(Sealed { header, fences })
     }
 
-    async fn write_file(&self, image: &[u8], path: &std::path::Path) -> io::Result<S::File> {
+    async fn write_file(&self, image: &[u8], path: &std::path::Path) -> io::Result<()> {
         self.storage.create_dir_all(&self.dir).await?;
         let tmp = path.with_extension("tmp");
         let file = self.storage.open(&tmp, true).await?;
@@ -324,9 +321,9 @@ impl<S: Storage> Index<S> {
             file.write_at(buf, (i << 20) as u64).await?;
         }
         file.fdatasync().await?;
+        drop(file);
         self.storage.rename(&tmp, path).await?;
-        self.storage.sync_dir(&self.dir).await?;
-        Ok(file)
+        self.storage.sync_dir(&self.dir).await
     }
 
     /// Opens the sealed files, dropping leftovers of interrupted writes.
@@ -359,7 +356,7 @@ impl<S: Storage> Index<S> {
         Ok(())
     }
 
-    async fn open_sealed(&self, path: &std::path::Path) -> io::Result<Option<Sealed<S::File>>> {
+    async fn open_sealed(&self, path: &std::path::Path) -> io::Result<Option<Sealed>> {
         let file = self.storage.open(path, false).await?;
         let head = file.read_at(0, BLOCK_BYTES).await?;
         let Some(header) = decode_header(&head) else {
@@ -372,11 +369,7 @@ impl<S: Storage> Index<S> {
             return Ok(None);
         }
         let fences = raw.chunks_exact(8).map(be_u64).collect();
-        Ok(Some(Sealed {
-            file,
-            header,
-            fences,
-        }))
+        Ok(Some(Sealed { header, fences }))
     }
 
     /// Drops sealed files that start at or past `end` (their records are gone) and restarts
@@ -406,8 +399,8 @@ impl<S: Storage> Index<S> {
     }
 
     /// Retention: removes the sealed files (oldest first) that cover only records below
-    /// `clog_min` (an offset in the shard). A lookup reading one meanwhile keeps its handle.
-    /// Returns how many files went.
+    /// `clog_min` (an offset in the shard). A lookup that meanwhile finds one gone skips it
+    /// (its records are gone too). Returns how many files went.
     pub(crate) async fn remove_below(&self, clog_min: u64) -> StoreResult<usize> {
         let mut removed = 0;
         loop {
@@ -471,9 +464,16 @@ impl<S: Storage> Index<S> {
             if s.header.end_ts < begin_ts || s.header.begin_ts > end_ts {
                 continue;
             }
-            let list = lookup_sealed(&s, hash)
+            let path = self.dir.join(segment_name(s.header.begin));
+            let file = match self.storage.open(&path, false).await {
+                Ok(file) => file,
+                // Removed by retention since the list was taken: its records are gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io("opening index", &path, e)),
+            };
+            let list = lookup_sealed(&file, &s, hash)
                 .await
-                .map_err(|e| StoreError::io("reading index", &self.dir, e))?;
+                .map_err(|e| StoreError::io("reading index", &path, e))?;
             take(&list, &mut found);
         }
         found.sort_unstable_by(|a, b| b.cmp(a));
@@ -483,13 +483,16 @@ impl<S: Storage> Index<S> {
     }
 }
 
-async fn lookup_sealed<F: StorageFile>(s: &Sealed<F>, hash: u64) -> io::Result<Vec<(i64, i64)>> {
+async fn lookup_sealed<F: StorageFile>(
+    file: &F,
+    s: &Sealed,
+    hash: u64,
+) -> io::Result<Vec<(i64, i64)>> {
     let lo = s.fences.partition_point(|f| *f < hash).saturating_sub(1);
     let hi = s.fences.partition_point(|f| *f <= hash);
     let mut out = Vec::new();
     for block in lo..hi {
-        let bytes: Bytes = s
-            .file
+        let bytes: Bytes = file
             .read_at(((1 + block) * BLOCK_BYTES) as u64, BLOCK_BYTES)
             .await?;
         let n = (s.header.count as usize - block * ENTRIES_PER_BLOCK).min(ENTRIES_PER_BLOCK);
@@ -615,11 +618,46 @@ mod tests {
                 .await
                 .unwrap()
                 .is_empty());
-            let reopened = Index::new(sim.clone(), dir, 500);
+            let reopened = Index::new(sim.clone(), dir.clone(), 500);
             reopened.load().await.unwrap();
             assert_eq!(reopened.safe_offset(), 100_000);
             let hits = reopened.lookup("T", "k7", 0, i64::MAX, 3).await.unwrap();
             assert_eq!(hits, vec![90_700, 60_700, 30_700]);
+        });
+    }
+
+    #[test]
+    fn sealed_files_hold_no_handle_and_a_file_gone_meanwhile_is_skipped() {
+        crate::store::test_support::run(async {
+            let sim = SimStorage::new(5);
+            let dir = PathBuf::from("/s/index/0");
+            let index = Index::new(sim.clone(), dir.clone(), 100);
+            for i in 0..1000i64 {
+                index.add("T", &format!("k{}", i % 50), i * 100, 1000 + i);
+                index.covered_to((i as u64 + 1) * 100);
+            }
+            index.seal_frozen().await.unwrap();
+            assert_eq!(index.sealed.borrow().len(), 10);
+            // Ten sealed files, none of them open: the files a long retention window keeps
+            // cost no descriptor each.
+            assert_eq!(sim.open_handles(), 0);
+            let hits = index.lookup("T", "k3", 0, i64::MAX, 100).await.unwrap();
+            assert_eq!(hits.len(), 20);
+            assert_eq!(sim.open_handles(), 0, "a lookup closes what it opened");
+            // A file removed behind the index's back (as retention may between a lookup's
+            // list and its open) is skipped: its records are gone too.
+            sim.remove(&dir.join(segment_name(0))).await.unwrap();
+            let hits = index.lookup("T", "k3", 0, i64::MAX, 100).await.unwrap();
+            assert_eq!(hits.len(), 18);
+            assert!(hits.iter().all(|p| *p >= 100 * 100));
+            let reopened = Index::new(sim.clone(), dir, 100);
+            reopened.load().await.unwrap();
+            assert_eq!(
+                sim.open_handles(),
+                0,
+                "loading reads headers and fences only"
+            );
+            assert_eq!(reopened.sealed.borrow().len(), 9);
         });
     }
 }

@@ -91,6 +91,8 @@ struct State {
     /// that has stopped completing flushes; see [`SimStorage::hold_durability`]).
     held: bool,
     held_waiters: Vec<std::task::Waker>,
+    /// [`SimFile`]s alive (opened and not yet dropped), whatever their generation.
+    open_handles: u64,
 }
 
 /// The in-memory file system. Clones share it; a clone belongs to the generation (process
@@ -198,6 +200,7 @@ impl SimStorage {
                 generation: 0,
                 held: false,
                 held_waiters: Vec::new(),
+                open_handles: 0,
             })),
             generation: Cell::new(0),
         }
@@ -255,6 +258,11 @@ impl SimStorage {
     /// What [`Storage::disk_usage`] reports from now on, for every path.
     pub fn set_disk_usage(&self, usage: DiskUsage) {
         self.state.borrow_mut().usage = usage;
+    }
+
+    /// Files open now: handles opened and not yet dropped (a descriptor each on a real disk).
+    pub fn open_handles(&self) -> u64 {
+        self.state.borrow().open_handles
     }
 
     /// Successful `fdatasync` calls so far.
@@ -415,6 +423,7 @@ impl SimStorage {
             }
             None => return Err(not_found(path)),
         };
+        state.open_handles += 1;
         Ok(SimFile {
             storage: self.clone(),
             id,
@@ -426,6 +435,12 @@ impl SimStorage {
 
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        self.storage.state.borrow_mut().open_handles -= 1;
+    }
 }
 
 impl SimFile {
