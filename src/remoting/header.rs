@@ -319,7 +319,261 @@ impl<'de, S: serde::de::DeserializeSeed<'de>> serde::de::DeserializeSeed<'de> fo
 }
 
 /// Decodes a JSON header. Trailing whitespace (the C++ client's newline) is accepted.
+///
+/// Headers in the shape every client sends (the known fields once each, strings without
+/// escapes, integers, booleans, `null`) are read by [`fast_json`] in one pass; anything else
+/// (an escape, a float, an unknown field, a repeated one, malformed text) is read, or refused,
+/// by the serde decoder, whose reading of every header the fast pass takes is the same.
 pub fn decode_json(bytes: &[u8]) -> Result<HeaderFields, WireError> {
+    match fast_json(bytes) {
+        Some(fields) => Ok(fields),
+        None => decode_json_serde(bytes),
+    }
+}
+
+/// The bytes JSON skips between tokens.
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Where the first `"`, `\\` or control character (below 0x20) of `bytes` is: eight bytes at a
+/// time (a send's header is mostly string values).
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `w` below `n` (exact for the lowest such byte, which is
+    // the one taken; bytes of 0x80 and up never count).
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let hits = below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
+}
+
+/// A one-pass reader of the common JSON header ([`decode_json`]): `None` wherever the text
+/// leaves that shape, for the serde decoder to read or refuse.
+struct FastJson<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> FastJson<'a> {
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while self.at < bytes.len() && is_json_space(bytes[self.at]) {
+            self.at += 1;
+        }
+        bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.at += 1)
+    }
+
+    /// A string without escapes or control characters, borrowed (object keys).
+    fn string(&mut self) -> Option<&'a str> {
+        match self.text_value()? {
+            Cow::Borrowed(s) => Some(s),
+            Cow::Owned(_) => None,
+        }
+    }
+
+    /// A string value: borrowed unless it holds escapes (RocketMQ's property separators
+    /// `\u0001` and `\u0002` in every send), which are decoded as JSON decodes them. A
+    /// surrogate escape, a bad escape or a control character: `None`.
+    fn text_value(&mut self) -> Option<Cow<'a, str>> {
+        self.eat(b'"')?;
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut end = start + string_stop(&bytes[start..])?;
+        if bytes[end] == b'"' {
+            self.at = end + 1;
+            return Some(Cow::Borrowed(&self.text[start..end]));
+        }
+        let mut owned = String::with_capacity(end - start + 16);
+        owned.push_str(&self.text[start..end]);
+        loop {
+            match bytes[end] {
+                b'"' => {
+                    self.at = end + 1;
+                    return Some(Cow::Owned(owned));
+                }
+                b'\\' => {
+                    let escape = *bytes.get(end + 1)?;
+                    end += 2;
+                    owned.push(match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hex = self.text.get(end..end + 4)?;
+                            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                                return None;
+                            }
+                            end += 4;
+                            // A surrogate (half of a pair) is left to serde.
+                            char::from_u32(u32::from_str_radix(hex, 16).ok()?)?
+                        }
+                        _ => return None,
+                    });
+                }
+                _ => return None, // a control character
+            }
+            let run = string_stop(&bytes[end..])?;
+            owned.push_str(&self.text[end..end + run]);
+            end += run;
+        }
+    }
+
+    /// A string, an integer that fits an i64 with no leading zero, `true`, `false` or `null`.
+    fn scalar(&mut self) -> Option<Scalar<'a>> {
+        let rest = &self.text.as_bytes()[self.at..];
+        match *rest.first()? {
+            b'"' => self.text_value().map(Scalar::Str),
+            b't' if rest.starts_with(b"true") => {
+                self.at += 4;
+                Some(Scalar::Bool(true))
+            }
+            b'f' if rest.starts_with(b"false") => {
+                self.at += 5;
+                Some(Scalar::Bool(false))
+            }
+            b'n' if rest.starts_with(b"null") => {
+                self.at += 4;
+                Some(Scalar::Null)
+            }
+            b'-' | b'0'..=b'9' => {
+                let negative = rest[0] == b'-';
+                let digits = &rest[usize::from(negative)..];
+                let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+                // Up to 18 digits always fit; a leading zero, "-0", a fraction or an exponent
+                // go to serde.
+                if n == 0 || n > 18 || (digits[0] == b'0' && (n > 1 || negative)) {
+                    return None;
+                }
+                if matches!(digits.get(n), Some(b'.' | b'e' | b'E')) {
+                    return None;
+                }
+                let text = &self.text[self.at..self.at + usize::from(negative) + n];
+                self.at += text.len();
+                let v: i64 = text.parse().ok()?;
+                Some(match negative {
+                    true => Scalar::Int(v),
+                    false => Scalar::UInt(v as u64),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// `null` or an object of scalars, into `ExtFields` sized from the header.
+    fn ext_fields(&mut self, text_bytes: usize) -> Option<Option<ExtFields>> {
+        if self.peek()? == b'n' {
+            return match self.scalar()? {
+                Scalar::Null => Some(None),
+                _ => None,
+            };
+        }
+        self.eat(b'{')?;
+        let mut fields = ExtFields::with_capacity(EXT_ENTRIES_EXPECTED, text_bytes);
+        if self.eat(b'}').is_some() {
+            return Some(Some(fields));
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            self.peek()?;
+            self.scalar()?.insert_into(&mut fields, key);
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(Some(fields));
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The fast pass of [`decode_json`]. It reads what the serde decoder reads: `null` as an
+/// absent field (so a field after its own `null` is taken, as serde takes it), a field or
+/// `extFields` given twice left to serde (which refuses it), and an unknown field's scalar
+/// value (Java's `serializeTypeCurrentRPC`) skipped.
+fn fast_json(bytes: &[u8]) -> Option<HeaderFields> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut r = FastJson { text, at: 0 };
+    let mut h = JsonHeaderIn::default();
+    let mut ext: Option<Option<ExtFields>> = None;
+    r.eat(b'{')?;
+    if r.eat(b'}').is_none() {
+        loop {
+            let key = r.string()?;
+            r.eat(b':')?;
+            r.peek()?;
+            let slot = match key {
+                "code" => Some(&mut h.code),
+                "language" => Some(&mut h.language),
+                "version" => Some(&mut h.version),
+                "opaque" => Some(&mut h.opaque),
+                "flag" => Some(&mut h.flag),
+                "remark" => Some(&mut h.remark),
+                "extFields" => {
+                    if ext.is_some() {
+                        return None;
+                    }
+                    ext = Some(r.ext_fields(bytes.len())?);
+                    None
+                }
+                _ => {
+                    r.scalar()?;
+                    None
+                }
+            };
+            if let Some(slot) = slot {
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = match r.scalar()? {
+                    Scalar::Null => None,
+                    value => Some(value),
+                };
+            }
+            match r.peek()? {
+                b',' => r.at += 1,
+                b'}' => {
+                    r.at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    if r.peek().is_some() {
+        return None;
+    }
+    h.ext_fields = ext.flatten().map(ExtIn);
+    finish_json(h).ok()
+}
+
+fn decode_json_serde(bytes: &[u8]) -> Result<HeaderFields, WireError> {
     use serde::de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let seed = HeaderSeed {
@@ -329,6 +583,11 @@ pub fn decode_json(bytes: &[u8]) -> Result<HeaderFields, WireError> {
         .deserialize(&mut de)
         .and_then(|h| de.end().map(|()| h))
         .map_err(|e| WireError::BadJson(e.to_string()))?;
+    finish_json(header)
+}
+
+/// The header's fields from what was read of its JSON text.
+fn finish_json(header: JsonHeaderIn<'_>) -> Result<HeaderFields, WireError> {
     if header.code.is_none() {
         return Err(WireError::BadJson("field code is missing".into()));
     }
@@ -557,6 +816,177 @@ pub fn encode_binary(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result<(), Wi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON headers of every golden frame (real clients' and RocketMQ 4.9.8's).
+    fn golden_json_headers() -> Vec<(String, Vec<u8>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let mut out = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "bin") {
+                    continue;
+                }
+                let frame = std::fs::read(&path).unwrap();
+                if frame.len() < 8 {
+                    continue;
+                }
+                let word = u32::from_be_bytes(frame[4..8].try_into().unwrap());
+                let len = (word & 0x00FF_FFFF) as usize;
+                if word >> 24 == 0 && frame.len() >= 8 + len {
+                    out.push((path.display().to_string(), frame[8..8 + len].to_vec()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The fast pass either leaves a header to serde or reads it exactly as serde does.
+    fn check_fast_agrees(text: &[u8]) -> bool {
+        match fast_json(text) {
+            Some(fast) => {
+                assert_eq!(
+                    decode_json_serde(text).as_ref(),
+                    Ok(&fast),
+                    "fast pass disagrees on {:?}",
+                    String::from_utf8_lossy(text)
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn string_stop_finds_the_first_quote_backslash_or_control_character() {
+        let plain = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        let mut seed: u64 = 7;
+        for len in 0..40 {
+            for _ in 0..300 {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Mostly ordinary text, sometimes a stop byte or a byte >= 0x80.
+                        match seed % 16 {
+                            0 => b'"',
+                            1 => b'\\',
+                            2 => (seed >> 8) as u8 % 0x20,
+                            3 => 0x80 | (seed >> 8) as u8,
+                            4 => 0x20,
+                            5 => 0x21,
+                            6 => 0x5d,
+                            _ => b'a' + (seed >> 8) as u8 % 26,
+                        }
+                    })
+                    .collect();
+                assert_eq!(string_stop(&text), plain(&text), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_json_pass_reads_every_golden_header_as_serde_does() {
+        let headers = golden_json_headers();
+        assert!(headers.len() > 100, "{} golden JSON headers", headers.len());
+        for (path, header) in &headers {
+            assert!(check_fast_agrees(header), "{path}: left to serde");
+        }
+    }
+
+    #[test]
+    fn the_fast_json_pass_leaves_everything_unusual_to_serde() {
+        let taken: &[&[u8]] = &[
+            br#"{"code":10,"flag":0,"language":"JAVA","opaque":3,"serializeTypeCurrentRPC":"JSON","version":401}"#,
+            b" { \"code\" : 10 , \"extFields\" : { \"a\" : \"b\" , \"n\" : -5 } }\n",
+            br#"{"code":10,"remark":null,"remark":"again"}"#,
+            br#"{"code":"12","language":8,"extFields":{"b":true,"c":false,"d":null,"a":"x","a":"y"}}"#,
+            br#"{"code":0,"extFields":{}}"#,
+            br#"{"code":10,"extFields":null}"#,
+            "{\"code\":1,\"remark\":\"h\u{e9}llo \u{4e16}\"}".as_bytes(),
+            br#"{"code":10,"remark":"a\"b\\c\/d\b\f\n\r\t\u00e9\u4E16","extFields":{"properties":"K\u0001v\u0002"}}"#,
+        ];
+        for text in taken {
+            assert!(
+                check_fast_agrees(text),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        let left: &[&[u8]] = &[
+            br#"{"code":10,"extFields":{"k\u0041":"v"}}"#,
+            br#"{"code":10,"remark":"\ud83d\ude00"}"#,
+            br#"{"code":10,"remark":"\x"}"#,
+            br#"{"code":10,"remark":"\u12"}"#,
+            br#"{"code":10,"remark":"\u+123"}"#,
+            br#"{"code":10,"version":1.5}"#,
+            br#"{"code":10,"version":1e3}"#,
+            br#"{"code":010}"#,
+            br#"{"code":-0}"#,
+            br#"{"code":1234567890123456789}"#,
+            br#"{"code":10,"code":11}"#,
+            br#"{"code":10,"extFields":null,"extFields":{}}"#,
+            br#"{"code":10,"other":{"nested":1}}"#,
+            br#"{"code":10,"other":[1]}"#,
+            br#"{"code":10,"extFields":{"a":[1]}}"#,
+            br#"{"code":10} x"#,
+            br#"{"code":10"#,
+            br#"{"code":null}"#,
+            br#"{}"#,
+            b"{\"code\":10,\"remark\":\"tab\there\"}",
+            b"{\"code\":10,\"remark\":\"\xff\"}",
+            br#"{"code":tru}"#,
+            br#"{"code":99999999999}"#,
+            br#"{"code":10,"opaque":123456789012345678}"#,
+        ];
+        for text in left {
+            assert!(
+                fast_json(text).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn the_fast_json_pass_agrees_with_serde_on_mutated_headers() {
+        // Single-byte edits of real headers (xorshift, fixed seed): wherever the fast pass
+        // takes one, serde reads the same fields.
+        let headers = golden_json_headers();
+        let alphabet = b"{}[]\":,\\ -0123456789.eEtruefalsn\t\nxA\x7f\xc3";
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut taken, mut tried) = (0, 0);
+        for (_, header) in headers.iter().take(60) {
+            for _ in 0..200 {
+                let mut text = header.clone();
+                let at = (next() % text.len() as u64) as usize;
+                let b = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => text[at] = b,
+                    1 => text.insert(at, b),
+                    _ => {
+                        text.remove(at);
+                    }
+                }
+                tried += 1;
+                taken += usize::from(check_fast_agrees(&text));
+            }
+        }
+        assert!(taken > tried / 10, "the fast pass took {taken} of {tried}");
+    }
 
     #[test]
     fn decimal_formatting() {
