@@ -320,10 +320,11 @@ impl<'de, S: serde::de::DeserializeSeed<'de>> serde::de::DeserializeSeed<'de> fo
 
 /// Decodes a JSON header. Trailing whitespace (the C++ client's newline) is accepted.
 ///
-/// Headers in the shape every client sends (the known fields once each, strings without
-/// escapes, integers, booleans, `null`) are read by [`fast_json`] in one pass; anything else
-/// (an escape, a float, an unknown field, a repeated one, malformed text) is read, or refused,
-/// by the serde decoder, whose reading of every header the fast pass takes is the same.
+/// Headers in the shape every client sends (the known fields once each, strings with their
+/// escapes but no surrogate pair, integers, booleans, `null`) are read by [`fast_json`] in one
+/// pass; anything else (a surrogate, a float, an unknown field holding an object or array, a
+/// field given twice, malformed text) is read, or refused, by the serde decoder, whose reading
+/// of every header the fast pass takes is the same.
 pub fn decode_json(bytes: &[u8]) -> Result<HeaderFields, WireError> {
     match fast_json(bytes) {
         Some(fields) => Ok(fields),
