@@ -504,20 +504,6 @@ impl Shard {
                     Err(failure) => Err(failure),
                 }
             }
-            req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
-                let replier = reply::Replier {
-                    ctx: &self.ctx,
-                    topics: &self.topics,
-                    creation: &self.topic_authority(),
-                    puts: self.puts(),
-                    stats: &self.stats,
-                    clients: self.control.as_ref().map(|c| &c.clients),
-                    mesh: &self.mesh,
-                    connections: &self.connections,
-                };
-                let refused = |code, remark: &str| self.refused(origin, &command, code, remark);
-                replier.send_reply(origin, &command, refused).await
-            }
             req::PULL_MESSAGE => {
                 let puller = pull::Puller {
                     ctx: &self.ctx,
@@ -532,56 +518,87 @@ impl Shard {
                 };
                 puller.pull(&command).await
             }
+            // Every other request, boxed: their futures (admin, relays, queries, transactions)
+            // are up to three times a send's, and the biggest arm sizes the future every
+            // request allocates and moves (README "Smaller request futures (stop 34)").
+            _ => Box::pin(Rc::clone(&self).process_other(origin, &command)).await,
+        };
+        Some(result.unwrap_or_else(|(code, remark)| {
+            self.refused(origin, &command, code, &remark);
+            command.error_to(code, remark)
+        }))
+    }
+
+    /// [`Shard::process`] for every request but a send or a pull.
+    async fn process_other(
+        self: Rc<Self>,
+        origin: Origin,
+        command: &RemotingCommand,
+    ) -> Result<RemotingCommand, (i32, String)> {
+        match command.code {
+            req::SEND_REPLY_MESSAGE | req::SEND_REPLY_MESSAGE_V2 => {
+                let replier = reply::Replier {
+                    ctx: &self.ctx,
+                    topics: &self.topics,
+                    creation: &self.topic_authority(),
+                    puts: self.puts(),
+                    stats: &self.stats,
+                    clients: self.control.as_ref().map(|c| &c.clients),
+                    mesh: &self.mesh,
+                    connections: &self.connections,
+                };
+                let refused = |code, remark: &str| self.refused(origin, command, code, remark);
+                replier.send_reply(origin, command, refused).await
+            }
             req::HEART_BEAT => {
                 client::heartbeat(
                     self.registry().as_ref(),
                     &self.topic_authority(),
                     origin,
-                    &command,
+                    command,
                 )
                 .await
             }
             req::UNREGISTER_CLIENT => {
-                client::unregister_client(self.registry().as_ref(), origin, &command)
+                client::unregister_client(self.registry().as_ref(), origin, command)
             }
             req::GET_CONSUMER_LIST_BY_GROUP => {
-                client::consumer_list(self.control.as_ref().map(|c| &c.clients), &command)
+                client::consumer_list(self.control.as_ref().map(|c| &c.clients), command)
             }
             req::QUERY_CONSUMER_OFFSET => {
-                offset::query_consumer_offset(&self.offsets, &self.store.get(), &command)
+                offset::query_consumer_offset(&self.offsets, &self.store.get(), command)
             }
-            req::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(&self.offsets, &command),
+            req::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(&self.offsets, command),
             req::GET_MAX_OFFSET | req::GET_MIN_OFFSET => {
-                offset::queue_offset(&self.store.get(), &command)
+                offset::queue_offset(&self.store.get(), command)
             }
             req::SEARCH_OFFSET_BY_TIMESTAMP => {
-                offset::search_offset(&self.store.get(), &command).await
+                offset::search_offset(&self.store.get(), command).await
             }
             req::GET_EARLIEST_MSG_STORETIME => {
-                offset::earliest_store_time(&self.store.get(), &command).await
+                offset::earliest_store_time(&self.store.get(), command).await
             }
             req::LOCK_BATCH_MQ | req::UNLOCK_BATCH_MQ => {
-                lock::lock_batch(self.control.as_ref().map(|c| &c.locks), &command)
+                lock::lock_batch(self.control.as_ref().map(|c| &c.locks), command)
             }
             req::QUERY_MESSAGE => {
-                query::query_message(&self.ctx, &self.store.get(), &self.mesh, &command).await
+                query::query_message(&self.ctx, &self.store.get(), &self.mesh, command).await
             }
-            req::VIEW_MESSAGE_BY_ID => query::view_message(&self.store.get(), &command).await,
+            req::VIEW_MESSAGE_BY_ID => query::view_message(&self.store.get(), command).await,
             req::CONSUMER_SEND_MSG_BACK => {
-                send_back::send_back(&self.ctx, self.puts(), &self.topic_authority(), &command)
-                    .await
+                send_back::send_back(&self.ctx, self.puts(), &self.topic_authority(), command).await
             }
             req::END_TRANSACTION => {
-                transaction::end_transaction(&self.ctx, self.puts(), &command).await
+                transaction::end_transaction(&self.ctx, self.puts(), command).await
             }
             // Controller mode (crate::broker::replication).
             req::GET_BROKER_EPOCH_CACHE => {
                 let here = self.ha.status(&self.store);
-                controller::epoch_cache(&self.ctx, here, &self.mesh, &command).await
+                controller::epoch_cache(&self.ctx, here, &self.mesh, command).await
             }
-            req::NOTIFY_BROKER_ROLE_CHANGED => controller::role_changed_notice(&self.ctx, &command),
+            req::NOTIFY_BROKER_ROLE_CHANGED => controller::role_changed_notice(&self.ctx, command),
             req::RINGMQ_FENCE_REPLICA => {
-                controller::fence_for_election(&self.ctx, &self.mesh, origin, &command).await
+                controller::fence_for_election(&self.ctx, &self.mesh, origin, command).await
             }
             code if relay::handles(code) => {
                 // Boxed: dispatch may come back here (the type would be infinite).
@@ -597,7 +614,7 @@ impl Shard {
                     connections: &self.connections,
                     view: &view,
                 };
-                relay.relay(&command).await
+                relay.relay(command).await
             }
             code if processor::admin::handles(code) => match self.admin_services() {
                 Some(services) => {
@@ -605,7 +622,7 @@ impl Shard {
                         let here = self.ha.status(&self.store);
                         replication::ha_entries(&self.ctx, here, &self.mesh, table).await
                     };
-                    admin::handle(services, &command, ha).await
+                    admin::handle(services, command, ha).await
                 }
                 None => Err(not_the_control_shard()),
             },
@@ -613,11 +630,7 @@ impl Shard {
                 resp::REQUEST_CODE_NOT_SUPPORTED,
                 format!(" request type {code} not supported"),
             )),
-        };
-        Some(result.unwrap_or_else(|(code, remark)| {
-            self.refused(origin, &command, code, &remark);
-            command.error_to(code, remark)
-        }))
+        }
     }
 
     /// Counts and logs (rate-limited) a request answered with an error (crate::refusal).
