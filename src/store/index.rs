@@ -149,6 +149,8 @@ struct Header {
 /// the lookups that read it, so the files a long retention window keeps (one per
 /// [`INDEX_ACTIVE_ENTRIES_MAX`] keys) hold no descriptor each.
 struct Sealed {
+    /// The file, as named when it was written or found.
+    path: PathBuf,
     header: Header,
     fences: Vec<u64>,
 }
@@ -302,7 +304,11 @@ impl<S: Storage> Index<S> {
         self.write_file(&image, &path)
             .await
             .map_err(|e| StoreError::io("writing index", &path, e))?;
-        Ok(Sealed { header, fences })
+        Ok(Sealed {
+            path,
+            header,
+            fences,
+        })
     }
 
     async fn write_file(&self, image: &[u8], path: &std::path::Path) -> io::Result<()> {
@@ -369,7 +375,11 @@ impl<S: Storage> Index<S> {
             return Ok(None);
         }
         let fences = raw.chunks_exact(8).map(be_u64).collect();
-        Ok(Some(Sealed { header, fences }))
+        Ok(Some(Sealed {
+            path: path.to_path_buf(),
+            header,
+            fences,
+        }))
     }
 
     /// Drops sealed files that start at or past `end` (their records are gone) and restarts
@@ -380,11 +390,11 @@ impl<S: Storage> Index<S> {
             match last {
                 Some(s) if s.header.begin >= end => {
                     self.sealed.borrow_mut().pop();
-                    let path = self.dir.join(segment_name(s.header.begin));
+                    let path = s.path.as_path();
                     self.storage
-                        .remove(&path)
+                        .remove(path)
                         .await
-                        .map_err(|e| StoreError::io("removing index", &path, e))?;
+                        .map_err(|e| StoreError::io("removing index", path, e))?;
                 }
                 _ => break,
             }
@@ -408,11 +418,11 @@ impl<S: Storage> Index<S> {
             let Some(first) = first.filter(|s| s.header.end <= clog_min) else {
                 break;
             };
-            let path = self.dir.join(segment_name(first.header.begin));
+            let path = first.path.as_path();
             self.storage
-                .remove(&path)
+                .remove(path)
                 .await
-                .map_err(|e| StoreError::io("removing index", &path, e))?;
+                .map_err(|e| StoreError::io("removing index", path, e))?;
             let gone = self.sealed.borrow_mut().remove(0);
             assert!(
                 Rc::ptr_eq(&gone, &first),
@@ -464,16 +474,16 @@ impl<S: Storage> Index<S> {
             if s.header.end_ts < begin_ts || s.header.begin_ts > end_ts {
                 continue;
             }
-            let path = self.dir.join(segment_name(s.header.begin));
-            let file = match self.storage.open(&path, false).await {
+            let path = s.path.as_path();
+            let file = match self.storage.open(path, false).await {
                 Ok(file) => file,
                 // Removed by retention since the list was taken: its records are gone.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io("opening index", &path, e)),
+                Err(e) => return Err(StoreError::io("opening index", path, e)),
             };
             let list = lookup_sealed(&file, &s, hash)
                 .await
-                .map_err(|e| StoreError::io("reading index", &path, e))?;
+                .map_err(|e| StoreError::io("reading index", path, e))?;
             take(&list, &mut found);
         }
         found.sort_unstable_by(|a, b| b.cmp(a));
