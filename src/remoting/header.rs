@@ -445,8 +445,9 @@ impl<'a> FastJson<'a> {
 
     /// A string, an integer that fits an i64 with no leading zero, `true`, `false` or `null`.
     fn scalar(&mut self) -> Option<Scalar<'a>> {
+        let first = self.peek()?;
         let rest = &self.text.as_bytes()[self.at..];
-        match *rest.first()? {
+        match first {
             b'"' => self.text_value().map(Scalar::Str),
             b't' if rest.starts_with(b"true") => {
                 self.at += 4;
@@ -461,7 +462,7 @@ impl<'a> FastJson<'a> {
                 Some(Scalar::Null)
             }
             b'-' | b'0'..=b'9' => {
-                let negative = rest[0] == b'-';
+                let negative = first == b'-';
                 let digits = &rest[usize::from(negative)..];
                 let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
                 // Up to 18 digits always fit; a leading zero, "-0", a fraction or an exponent
@@ -500,7 +501,6 @@ impl<'a> FastJson<'a> {
         loop {
             let key = self.string()?;
             self.eat(b':')?;
-            self.peek()?;
             self.scalar()?.insert_into(&mut fields, key);
             match self.peek()? {
                 b',' => self.at += 1,
@@ -528,7 +528,6 @@ fn fast_json(bytes: &[u8]) -> Option<HeaderFields> {
         loop {
             let key = r.string()?;
             r.eat(b':')?;
-            r.peek()?;
             let slot = match key {
                 "code" => Some(&mut h.code),
                 "language" => Some(&mut h.language),
