@@ -49,7 +49,8 @@
 # Knobs: DURATION (s, 10), WARMUP (s, 2), RATE (20000), PSH_SKIP (2), PSH_WINDOWS (3),
 # OUT (target/compare), NS_PORT (29876),
 # BROKER_PORT (20911), BROKER_CPU (0), CLIENT_CPU (1), CASES (all of the above),
-# SKIP_BUILD=1 to use target/release as it is. Ports must be free; data lives under /tmp.
+# SKIP_BUILD=1 to use target/release as it is, RINGMQ_CONF (lines added to ringmq's
+# broker.properties, e.g. 'shardScheduling=normal', to compare settings of one build). Ports must be free; data lives under /tmp.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -154,6 +155,7 @@ brokerId=0
 listenPort=$broker_port
 flushDiskType=$flush
 shardCount=$shards
+${RINGMQ_CONF:-}
 EOF
         local pin=()
         [ -n "$cpus" ] && pin=(taskset -c "$cpus")

@@ -279,6 +279,8 @@ impl Run {
             io_memory_bytes: 512 * 1024,
             ring_depth: 512,
             preempt_timer: Duration::from_millis(10),
+            // The client keeps the kernel's default policy.
+            batch_scheduling: false,
         }
     }
 

@@ -36,7 +36,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::ExecutorJoinHandle;
 
-use crate::config::{self, BrokerConfig};
+use crate::config::{self, BrokerConfig, ShardScheduling};
 use crate::log_limit::{LogLimiter, Verdict};
 use crate::net::{bind, reserve_addr, serve, ServerOptions};
 use crate::protocol::register::TopicConfig;
@@ -190,6 +190,7 @@ pub fn start(options: BrokerOptions, shutdown: Shutdown) -> io::Result<BrokerHan
         exec.io_memory_bytes = 8 << 20;
         exec.ring_depth = ctx.cfg.io_depth.max(32) as usize;
         exec.cpu = (ctx.cfg.pin_shards && shards > 1).then_some(id % num_cpus());
+        exec.batch_scheduling = ctx.cfg.shard_scheduling == ShardScheduling::Batch;
 
         joins.push(spawn_executor(&exec, move || run_shard(seed))?);
     }

@@ -412,6 +412,7 @@ mod tests {
             (0, 128, "0.0.0.0".into())
         );
         assert_eq!(c.shard_colocation, ShardColocation::Auto);
+        assert_eq!(c.shard_scheduling, crate::config::ShardScheduling::Batch);
         assert!(c.auto_create_topic_enable && c.auto_create_subscription_group);
         assert_eq!(c.default_topic_queue_nums, 8);
         assert_eq!(
@@ -532,6 +533,27 @@ mod tests {
             .contains("shardColocation = \"always\": pinShards=true keeps each shard"));
         let c = load_quietly("pinShards=true\nshardColocation=off\n");
         assert!(c.pin_shards);
+    }
+
+    #[test]
+    fn shard_scheduling_is_a_key_with_two_values() {
+        use crate::config::ShardScheduling;
+        for (text, policy) in [
+            ("batch", ShardScheduling::Batch),
+            ("normal", ShardScheduling::Normal),
+        ] {
+            let c = load_quietly(&format!("shardScheduling={text}\n"));
+            assert_eq!(c.shard_scheduling, policy);
+            let printed = KEYS
+                .iter()
+                .find(|k| k.name == "shardScheduling")
+                .expect("key");
+            assert_eq!((printed.get)(&c), text);
+        }
+        assert_eq!(
+            load_err("shardScheduling=fifo\n"),
+            "conf/broker.properties:1: shardScheduling = \"fifo\": expected one of batch, normal"
+        );
     }
 
     #[test]

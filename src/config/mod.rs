@@ -90,7 +90,7 @@ pub mod properties;
 pub mod status;
 pub mod units;
 
-pub use broker::{BrokerConfig, BrokerRole, FlushDiskType, ShardColocation};
+pub use broker::{BrokerConfig, BrokerRole, FlushDiskType, ShardColocation, ShardScheduling};
 pub use controller::ControllerConfig;
 pub use host::HostInfo;
 pub use namesrv::NamesrvConfig;

@@ -27,6 +27,9 @@ pub struct ExecutorOptions {
     pub ring_depth: usize,
     /// How long a task may run before the executor checks for preemption.
     pub preempt_timer: Duration,
+    /// Run the thread under `SCHED_BATCH` (its wake-ups do not preempt the thread running on
+    /// the CPU; `shardScheduling`).
+    pub batch_scheduling: bool,
 }
 
 impl ExecutorOptions {
@@ -39,6 +42,7 @@ impl ExecutorOptions {
             io_memory_bytes: 512 * 1024,
             ring_depth: 128,
             preempt_timer: Duration::from_millis(100),
+            batch_scheduling: false,
         }
     }
 
@@ -63,12 +67,23 @@ where
         Some(cpu) => Placement::Fixed(cpu),
         None => Placement::Unbound,
     };
+    let batch = options.batch_scheduling;
+    let name = options.name.clone();
     LocalExecutorBuilder::new(placement)
         .name(&options.name)
         .io_memory(options.io_memory_bytes)
         .ring_depth(options.ring_depth)
         .preempt_timer(options.preempt_timer)
-        .spawn(fut_gen)
+        .spawn(move || {
+            // Runs on the executor's own thread, before its first task.
+            if batch {
+                if let Err(e) = set_batch_scheduling() {
+                    tracing::warn!(executor = %name, error = %e,
+                        "SCHED_BATCH refused: this thread keeps the default policy");
+                }
+            }
+            fut_gen()
+        })
         .map_err(|e| {
             io::Error::other(format!(
                 "cannot start executor {}: {e} (io_uring needs locked memory: \
@@ -76,6 +91,29 @@ where
                 options.name
             ))
         })
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (any unprivileged thread may choose it).
+pub fn set_batch_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's scheduling policy (`libc::SCHED_*`).
+pub fn scheduling_policy() -> io::Result<i32> {
+    // SAFETY: pid 0 is the calling thread.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(policy)
+    }
 }
 
 /// Refuses to start, with a message saying what to do, when `RLIMIT_MEMLOCK` is below what
@@ -498,5 +536,25 @@ mod tests {
             "a write submitted at once never completed, or a sleep missed it",
         );
         eprintln!("{WRITES} writes submitted at once in {took:?}");
+    }
+
+    /// `batch_scheduling` puts the executor's own thread under SCHED_BATCH; without it the
+    /// thread keeps the default policy. The thread that spawned it is not touched.
+    #[test]
+    fn batch_scheduling_applies_to_the_executor_thread_only() {
+        // A new thread inherits its spawner's policy: SCHED_OTHER unless the tests run under
+        // `chrt`.
+        let before = super::scheduling_policy().unwrap();
+        for (batch, expected) in [(true, libc::SCHED_BATCH), (false, before)] {
+            let mut options = super::ExecutorOptions::control_plane("sched-test");
+            options.batch_scheduling = batch;
+            let policy = super::spawn_executor(&options, || async { super::scheduling_policy() })
+                .expect("executor")
+                .join()
+                .expect("joined")
+                .expect("sched_getscheduler");
+            assert_eq!(policy, expected, "batch_scheduling = {batch}");
+        }
+        assert_eq!(super::scheduling_policy().unwrap(), before);
     }
 }

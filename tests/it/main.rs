@@ -40,6 +40,7 @@ mod rust_client;
 mod rust_client_broker;
 mod rust_client_features;
 mod rust_client_support;
+mod scheduling;
 mod shard_death;
 mod shard_hand;
 mod shutdown_cli;
