@@ -50,7 +50,8 @@
 # OUT (target/compare), NS_PORT (29876),
 # BROKER_PORT (20911), BROKER_CPU (0), CLIENT_CPU (1), CASES (all of the above),
 # SKIP_BUILD=1 to use target/release as it is, RINGMQ_CONF (lines added to ringmq's
-# broker.properties, e.g. 'shardScheduling=normal', to compare settings of one build). Ports must be free; data lives under /tmp.
+# broker.properties, e.g. 'shardScheduling=normal', to compare settings of one build).
+# Ports must be free; data lives under /tmp.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -170,9 +170,9 @@ pub enum ShardScheduling {
     /// another shard does not preempt the thread running on its CPU (the client, or the other
     /// shard, where they share the cores); it runs when a CPU is idle or at the next tick.
     /// Fewer forced context switches where the broker shares its CPUs: on a 2-CPU machine
-    /// with the client beside it, Java's `producer.sh` SYNC_FLUSH 33–39k msgs/s against
-    /// 29–31k, broker CPU per message 15–17 µs against 21–23; the open-loop SYNC_FLUSH tail a
-    /// few tenths of a millisecond longer (README "Shards that do not preempt").
+    /// with the client beside it, Java's `producer.sh` SYNC_FLUSH about a quarter faster
+    /// and a quarter less broker CPU per message, other cases within noise (README "Shards
+    /// that do not preempt").
     Batch,
     /// `normal`: `SCHED_OTHER`, the kernel's default, for a broker that shares its CPUs with
     /// busy processes and wants each wake-up to preempt them.
