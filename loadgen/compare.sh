@@ -29,6 +29,16 @@
 # one counted, against those windows' messages (their TPS x 10 s). With C cores,
 # cli_us c and cpu_us b: TPS <= C x 1e6 / (c + b) when the machine is busy (idle% 0).
 #
+# Rounds (ROUNDS, default 1): each round runs every case of every layout once against each
+# broker, the two brokers back to back case by case (ringmq first in odd rounds, the other
+# first in even ones), so that both meet the same minutes of a noisy machine. The table gives
+# each column's median over the rounds (the mean of the middle two for an even count), the
+# ratio of the median rates, and in `per_round` each round's own ratio.
+#
+# The header gives the disk's own rate of durable 4 KiB writes and the CPU time each costs
+# (`disk_probe` in lib.sh): the most flush rounds a SYNC_FLUSH broker gets per second, and the
+# least CPU each one costs.
+#
 # Layouts (LAYOUTS, default "default pinned"):
 #   default  nothing pinned, ringmq with its default shards (one per core)
 #   pinned   broker on BROKER_CPU (ringmq with one shard), clients on CLIENT_CPU
@@ -47,7 +57,7 @@
 # the nameserver succeeds (up to 90 s). The other broker gets NS_PORT+1 and BROKER_PORT+10.
 #
 # Knobs: DURATION (s, 10), WARMUP (s, 2), RATE (20000), PSH_SKIP (2), PSH_WINDOWS (3),
-# OUT (target/compare), NS_PORT (29876),
+# ROUNDS (1), OUT (target/compare), NS_PORT (29876),
 # BROKER_PORT (20911), BROKER_CPU (0), CLIENT_CPU (1), CASES (all of the above),
 # SKIP_BUILD=1 to use target/release as it is, RINGMQ_CONF (lines added to ringmq's
 # broker.properties, e.g. 'shardScheduling=normal', to compare settings of one build).
@@ -67,6 +77,8 @@ BROKER_PORT=${BROKER_PORT:-20911}
 BROKER_CPU=${BROKER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 LAYOUTS=${LAYOUTS:-default pinned}
+ROUNDS=${ROUNDS:-1}
+ROUND=1
 for layout in $LAYOUTS; do
     case $layout in
         default | pinned | one) ;;
@@ -170,8 +182,8 @@ EOF
     wait_sendable "$CUR_NS" CompareWarm 90 1 "$broker"
 }
 
-# record BROKER LAYOUT CASE TPS P99 P999 MAX CPU_US RSS_MIB CLIENT_US IDLE_PCT
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OUT/results.tsv"; }
+# record BROKER LAYOUT CASE TPS P99 P999 MAX CPU_US RSS_MIB CLIENT_US IDLE_PCT (and the round)
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" "$ROUND" >>"$OUT/results.tsv"; }
 
 json_field() { grep -o "\"$2\": [0-9.]*" "$1" | head -1 | awk '{print $2}'; }
 
@@ -179,7 +191,7 @@ json_field() { grep -o "\"$2\": [0-9.]*" "$1" | head -1 | awk '{print $2}'; }
 loadgen_case() {
     local broker=$1 layout=$2 name=$3
     shift 3
-    local json=$OUT/$broker-$layout-$name.json cpus=()
+    local json=$OUT/$broker-$layout-$name-r$ROUND.json cpus=()
     [ "$layout" = pinned ] && cpus=(--cpus "$CLIENT_CPU")
     local c0 c1 m0 m1 client TIMEFORMAT='%3U %3S'
     c0=$(group_cpu_ticks)
@@ -202,7 +214,7 @@ loadgen_case() {
 
 # producer_sh_case BROKER LAYOUT CASE: RocketMQ's benchmark producer, 64 threads.
 producer_sh_case() {
-    local broker=$1 layout=$2 name=$3 log=$OUT/$1-$2-$3.log
+    local broker=$1 layout=$2 name=$3 log=$OUT/$1-$2-$3-r$ROUND.log
     local c0 c1 m0 m1 j0 j1 pre
     pre=$(client_prefix "$layout")
     NAMESRV_ADDR=127.0.0.1:$CUR_NS setsid $pre sh "$PRODUCER_SH" -n "127.0.0.1:$CUR_NS" \
@@ -233,75 +245,86 @@ producer_sh_case() {
 
 wants() { [[ " $CASES " == *" $1 "* ]]; }
 
-run_broker() {
-    local broker=$1 layout=$2 flush
-    for flush in ASYNC_FLUSH SYNC_FLUSH; do
-        local mode=async
-        [ "$flush" = SYNC_FLUSH ] && mode=sync
-        local cases=(lg-$mode-w64 open-$mode psh-$mode)
-        [ "$mode" = sync ] && cases+=(lg-sync-w1)
-        for c in "${cases[@]}"; do
+# run_case BROKER LAYOUT CASE: one case on a fresh broker.
+run_case() {
+    local broker=$1 layout=$2 c=$3 flush=ASYNC_FLUSH
+    [[ "$c" == *sync* && "$c" != *async* ]] && flush=SYNC_FLUSH
+    echo "== round $ROUND: $broker $layout $c" >&2
+    if ! start "$broker" "$layout" "$flush"; then
+        record "$broker" "$layout" "$c" 0 "no start" - - - - - -
+        stop_broker
+        return 0
+    fi
+    case $c in
+        lg-*-w64) loadgen_case "$broker" "$layout" "$c" -w 64 ;;
+        lg-sync-w1) loadgen_case "$broker" "$layout" "$c" -w 1 ;;
+        open-*) loadgen_case "$broker" "$layout" "$c" -w 256 --rate "$RATE" ;;
+        psh-*) producer_sh_case "$broker" "$layout" "$c" ;;
+    esac
+    stop_broker
+}
+
+read -r DISK_SYNCS DISK_CPU <<<"$(disk_probe /tmp)"
+
+for ROUND in $(seq 1 "$ROUNDS"); do
+    for layout in $LAYOUTS; do
+        brokers=(ringmq)
+        if [ -n "${OTHER_START:-}" ] && [ "$layout" != one ]; then
+            if [ $((ROUND % 2)) = 1 ]; then brokers=(ringmq other); else brokers=(other ringmq); fi
+        fi
+        for c in lg-async-w64 open-async psh-async lg-sync-w64 open-sync psh-sync lg-sync-w1; do
             wants "$c" || continue
             [[ "$c" == psh-* && -z "${PRODUCER_SH:-}" ]] && continue
-            echo "== $broker $layout $c" >&2
-            if ! start "$broker" "$layout" "$flush"; then
-                record "$broker" "$layout" "$c" 0 "no start" - - - - - -
-                stop_broker
-                continue
-            fi
-            case $c in
-                lg-*-w64) loadgen_case "$broker" "$layout" "$c" -w 64 ;;
-                lg-sync-w1) loadgen_case "$broker" "$layout" "$c" -w 1 ;;
-                open-*) loadgen_case "$broker" "$layout" "$c" -w 256 --rate "$RATE" ;;
-                psh-*) producer_sh_case "$broker" "$layout" "$c" ;;
-            esac
-            stop_broker
+            for b in "${brokers[@]}"; do
+                run_case "$b" "$layout" "$c"
+            done
         done
     done
-}
-
-# The disk's own rate of 4 KiB O_DIRECT writes each made durable (O_DSYNC), into a file
-# already written, as a preallocated segment is: what a SYNC_FLUSH broker can reach at most
-# in flush rounds per second.
-disk_syncs_per_second() {
-    local probe
-    probe=$(mktemp /tmp/ringmq-compare-probe.XXXXXX)
-    dd if=/dev/zero of="$probe" bs=1M count=8 oflag=direct 2>/dev/null
-    sync
-    local secs
-    secs=$(dd if=/dev/zero of="$probe" bs=4k count=2000 oflag=direct,dsync conv=notrunc 2>&1 |
-        awk '/copied/ {print $(NF-3)}')
-    rm -f "$probe"
-    awk "BEGIN {printf \"%.0f\", 2000 / $secs}"
-}
-DISK_SYNCS=$(disk_syncs_per_second)
-
-for layout in $LAYOUTS; do
-    run_broker ringmq "$layout"
-    [ -n "${OTHER_START:-}" ] && [ "$layout" != one ] && run_broker other "$layout"
 done
 
 {
     echo "# loadgen/compare.sh, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
-    echo "# DURATION=$DURATION WARMUP=$WARMUP RATE=$RATE PSH_SKIP=$PSH_SKIP PSH_WINDOWS=$PSH_WINDOWS; other = ${OTHER_START:+$OTHER_NAME}"
-    echo "# disk: $DISK_SYNCS durable 4 KiB writes/s (dd oflag=direct,dsync into a written file)"
-    printf '%-8s %-13s %11s %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s\n' \
+    echo "# DURATION=$DURATION WARMUP=$WARMUP RATE=$RATE PSH_SKIP=$PSH_SKIP PSH_WINDOWS=$PSH_WINDOWS ROUNDS=$ROUNDS; other = ${OTHER_START:+$OTHER_NAME}"
+    echo "# disk: $DISK_SYNCS durable 4 KiB writes/s, $DISK_CPU µs of CPU each (dd oflag=direct,dsync into a written file)"
+    printf '%-8s %-13s %11s %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s | %s\n' \
         layout case ringmq_msg/s other_msg/s ratio p99_us p999_us max_us cpu_us other_cpu \
-        cli_us oth_cli idle% oth_i% rss_MiB other
+        cli_us oth_cli idle% oth_i% rss_MiB other per_round
     awk -F'\t' '
-        $1 == "ringmq" { key = $2 "\t" $3; order[++n] = key; r[key] = $0 }
-        $1 == "other" { o[$2 "\t" $3] = $0 }
+        # median(LIST): the median of the space-separated numbers in LIST ("-" when one is not
+        # a number: a case that has no such column, or did not run).
+        function median(list,    v, m, i, j, t) {
+            m = split(list, v, " ")
+            if (m == 0) return "-"
+            for (i = 1; i <= m; i++) if (v[i] !~ /^[0-9.]+$/) return "-"
+            for (i = 2; i <= m; i++)
+                for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            return (m % 2) ? v[(m + 1) / 2] + 0 : (v[m / 2] + v[m / 2 + 1]) / 2
+        }
+        function fmt(x, f) { return (x == "-") ? "-" : sprintf(f, x) }
+        {
+            key = $2 "\t" $3
+            if ($1 == "ringmq" && !(key in seen)) { seen[key] = 1; order[++n] = key }
+            for (f = 4; f <= 11; f++) col[$1, key, f] = col[$1, key, f] " " $f
+            tps[$1, key, $12] = $4
+            if ($12 + 0 > last) last = $12 + 0
+        }
         END {
             for (i = 1; i <= n; i++) {
-                k = order[i]; split(r[k], a, "\t")
+                k = order[i]; split(k, kk, "\t")
                 # `one` is ringmq alone: compared with the default rows of the other broker.
-                ok = (a[2] == "one") ? "default\t" a[3] : k
-                h = (ok in o); split(o[ok], b, "\t")
-                ratio = (b[4] > 0) ? sprintf("%.2fx", a[4] / b[4]) : "-"
-                printf "%-8s %-13s %11.0f %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s\n",
-                    a[2], a[3], a[4], h ? sprintf("%.0f", b[4]) : "-", ratio,
-                    a[5], a[6], a[7], a[8], h ? b[8] : "-", a[10], h ? b[10] : "-",
-                    a[11], h ? b[11] : "-", a[9], h ? b[9] : "-"
+                ok = (kk[1] == "one") ? "default\t" kk[2] : k
+                for (f = 4; f <= 11; f++) { a[f] = median(col["ringmq", k, f]); b[f] = median(col["other", ok, f]) }
+                ratio = (a[4] != "-" && b[4] != "-" && b[4] > 0) ? sprintf("%.2fx", a[4] / b[4]) : "-"
+                per = ""
+                for (r = 1; r <= last; r++) {
+                    x = tps["ringmq", k, r]; y = tps["other", ok, r]
+                    if (x != "" && y > 0) per = per (per == "" ? "" : " ") r ":" sprintf("%.2f", x / y)
+                }
+                printf "%-8s %-13s %11s %11s %7s | %9s %9s %9s | %8s %8s | %7s %7s | %5s %5s | %7s %7s | %s\n",
+                    kk[1], kk[2], fmt(a[4], "%.0f"), fmt(b[4], "%.0f"), ratio,
+                    fmt(a[5], "%.0f"), fmt(a[6], "%.0f"), fmt(a[7], "%.0f"), fmt(a[8], "%.1f"),
+                    fmt(b[8], "%.1f"), fmt(a[10], "%.1f"), fmt(b[10], "%.1f"), fmt(a[11], "%.0f"),
+                    fmt(b[11], "%.0f"), fmt(a[9], "%.0f"), fmt(b[9], "%.0f"), (per == "" ? "-" : per)
             }
         }' "$OUT/results.tsv"
 } | tee "$OUT/table.txt"

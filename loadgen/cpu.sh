@@ -22,7 +22,11 @@
 # over the measured run ÷ messages sent, µs) and, with SYSCALLS=1, per message: io_uring_enter,
 # eventfd writes (write(2) calls), futex calls, context switches and all system calls (`perf
 # stat` on the broker);
-# last, p999 and max latency (µs).
+# last, p999 and max latency (µs) and the write requests the device under /tmp completed per
+# message (a SYNC_FLUSH broker's durable writes: messages per flush round is its inverse). The
+# header gives the disk's own durable 4 KiB write rate and the CPU dd spends per such write
+# (`disk_probe` in lib.sh): a SYNC_FLUSH case's CPU per message above its ASYNC twin is about
+# that cost times its writes per message.
 #
 # Knobs: ROUNDS (3: each round runs every case once per build, builds in turn, the order
 # flipped every other round), DURATION (8 s), WARMUP (2 s), RATE (20000), LOADGEN
@@ -104,8 +108,9 @@ run_case() {
         --warmup "$WARMUP" -q --json "$json" "${args[@]}" >/dev/null 2>&1 &
     local lg=$!
     sleep "$WARMUP"
-    local c0 c1 t0 t1
+    local c0 c1 t0 t1 w0 w1
     c0=$(cpu_ticks)
+    w0=$(dev_writes "$DEV")
     t0=$(date +%s.%N)
     if [ "$SYSCALLS" = 1 ]; then
         perf stat -x, -o "$perf_out" -e 'syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_write,syscalls:sys_enter_futex,context-switches,raw_syscalls:sys_enter' \
@@ -114,15 +119,18 @@ run_case() {
     fi
     wait "$lg" || echo "loadgen failed in $name $bin_name" >&2
     c1=$(cpu_ticks)
+    w1=$(dev_writes "$DEV")
     t1=$(date +%s.%N)
     [ -n "$perf_pid" ] && { kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; }
-    local sent tps p99 cpu_us
+    local sent tps p99 cpu_us writes
     sent=$(json_field "$json" sent_messages)
     tps=$(json_field "$json" throughput_messages_per_second)
     p99=$(json_field "$json" p99_latency_us)
     tail_us="$(json_field "$json" p999_latency_us) $(json_field "$json" max_latency_us)"
     # CPU over the measured window, per message at the measured rate.
     cpu_us=$(awk "BEGIN {n = $tps * ($t1 - $t0); printf \"%.1f\", ($c1 - $c0) / $TICK / (n > 0 ? n : 1) * 1e6}")
+    writes=-
+    [ -n "$DEV" ] && writes=$(awk "BEGIN {n = $tps * ($t1 - $t0); printf \"%.3f\", ($w1 - $w0) / (n > 0 ? n : 1)}")
     local extra="- - - - -"
     if [ -n "$perf_pid" ] && [ -s "$perf_out" ]; then
         extra=$(awk -F, -v n="$(awk "BEGIN {print $tps * $DURATION}")" '
@@ -134,13 +142,16 @@ run_case() {
             END {printf "%.2f %.2f %.2f %.2f %.2f", u / n, w / n, f / n, c / n, a / n}' "$perf_out")
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$bin_name" "$tps" "$p99" "$cpu_us" "$extra" \
-        "$tail_us" | tee -a "$OUT"
+        "$tail_us $writes" | tee -a "$OUT"
     stop_broker
 }
 
 read -r -a bins <<<"$BINS"
-printf 'case\tbuild\tmsg/s\tp99_us\tcpu_us/msg\tio_uring_enter write futex ctxsw syscalls (per msg)\tp999_us max_us\n' | tee "$OUT"
+DEV=$(block_dev /tmp)
+read -r disk_rate disk_cpu <<<"$(disk_probe /tmp)"
+printf 'case\tbuild\tmsg/s\tp99_us\tcpu_us/msg\tio_uring_enter write futex ctxsw syscalls (per msg)\tp999_us max_us dev_writes/msg\n' | tee "$OUT"
 echo "# $(date -u '+%Y-%m-%d %H:%M'), load $(cut -d' ' -f1-3 /proc/loadavg), RATE=$RATE DURATION=$DURATION NICE=${NICE:-}" | tee -a "$OUT"
+echo "# disk ${DEV:-none}: $disk_rate durable 4 KiB writes/s, $disk_cpu µs of CPU each (dd oflag=direct,dsync into a written file)" | tee -a "$OUT"
 for round in $(seq 1 "$ROUNDS"); do
     order=("${bins[@]}")
     if [ $((round % 2)) = 0 ]; then

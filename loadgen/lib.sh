@@ -58,6 +58,41 @@ wait_boot() {
     exit 1
 }
 
+# disk_probe DIR: the disk under DIR, as "RATE CPU_US": 4 KiB O_DIRECT writes each made
+# durable (O_DSYNC) per second, into a file already written (as a preallocated segment is), and
+# the CPU time (user + system) dd spent per such write. The rate bounds a SYNC_FLUSH broker's
+# flush rounds per second; the CPU is what each round costs at least (the kernel's write, the
+# device's flush and their interrupts), whoever issues it.
+disk_probe() {
+    local probe secs cpu
+    probe=$(mktemp "$1/ringmq-disk-probe.XXXXXX")
+    dd if=/dev/zero of="$probe" bs=1M count=8 oflag=direct 2>/dev/null
+    sync
+    cpu=$({
+        TIMEFORMAT='%U %S'
+        time dd if=/dev/zero of="$probe" bs=4k count=2000 oflag=direct,dsync conv=notrunc \
+            2>"$probe.dd"
+    } 2>&1)
+    secs=$(awk '/copied/ {print $(NF-3)}' "$probe.dd")
+    rm -f "$probe" "$probe.dd"
+    echo "$cpu" | awk -v s="$secs" '{printf "%.0f %.1f\n", 2000 / s, ($1 + $2) / 2000 * 1e6}'
+}
+
+# block_dev DIR: the name under /sys/class/block of the device holding DIR; nothing when DIR is
+# on no block device (tmpfs, overlay).
+block_dev() {
+    local src
+    src=$(df --output=source "$1" 2>/dev/null | tail -n 1)
+    src=${src#/dev/}
+    if [ -n "$src" ] && [ -e "/sys/class/block/$src/stat" ]; then echo "$src"; fi
+}
+
+# dev_writes DEV: the write requests DEV (a block_dev name) has completed since boot; 0
+# without a device.
+dev_writes() {
+    if [ -n "$1" ]; then awk '{print $5}' "/sys/class/block/$1/stat"; else echo 0; fi
+}
+
 # window_tps LOG: the TPS of each of producer.sh's 10 s windows so far, one a line.
 window_tps() { { grep -o 'Current Time:.*Send TPS: *[0-9]*' "$1" 2>/dev/null || true; } | awk '{print $NF}'; }
 
