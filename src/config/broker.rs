@@ -33,16 +33,6 @@ impl BrokerRole {
         ("SLAVE", BrokerRole::Slave),
     ];
 
-    /// Parses the Java name (exact case, as `BrokerRole.valueOf`).
-    pub fn parse(value: &str) -> Result<Self, Reason> {
-        parse_named(&Self::NAMES, value)
-    }
-
-    /// The Java name, e.g. `SYNC_MASTER`.
-    pub fn java_name(self) -> &'static str {
-        java_name_of(&Self::NAMES, self)
-    }
-
     /// Both master roles; a master's `brokerId` is always 0.
     pub fn is_master(self) -> bool {
         self != BrokerRole::Slave
@@ -63,16 +53,6 @@ impl FlushDiskType {
         ("ASYNC_FLUSH", FlushDiskType::AsyncFlush),
         ("SYNC_FLUSH", FlushDiskType::SyncFlush),
     ];
-
-    /// Parses the Java name (exact case, as `FlushDiskType.valueOf`).
-    pub fn parse(value: &str) -> Result<Self, Reason> {
-        parse_named(&Self::NAMES, value)
-    }
-
-    /// The Java name, e.g. `ASYNC_FLUSH`.
-    pub fn java_name(self) -> &'static str {
-        java_name_of(&Self::NAMES, self)
-    }
 }
 
 fn parse_named<T: Copy>(names: &[(&'static str, T)], value: &str) -> Result<T, Reason> {
@@ -92,8 +72,23 @@ fn java_name_of<T: Copy + PartialEq>(names: &[(&'static str, T)], v: T) -> &'sta
         .map_or("?", |(name, _)| name)
 }
 
+/// For each enum with a `NAMES` table (its names exactly as broker.properties spells them:
+/// Java's enum names, `SYNC_MASTER`, or ringmq's own lower-case ones, `auto`): `parse` and
+/// `java_name` over that table, and `Display`, `FromStr` and `ToProperty` through them.
 macro_rules! java_enum_traits {
     ($($ty:ty),*) => {$(
+        impl $ty {
+            /// Parses the name exactly as the file spells it (as Java's `valueOf` for its
+            /// enums); anything else is refused with the names it could have been.
+            pub fn parse(value: &str) -> Result<Self, Reason> {
+                parse_named(&Self::NAMES, value)
+            }
+
+            /// The name as the file spells it, e.g. `SYNC_MASTER` or `auto`.
+            pub fn java_name(self) -> &'static str {
+                java_name_of(&Self::NAMES, self)
+            }
+        }
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.java_name())
@@ -136,11 +131,6 @@ impl ShardColocation {
         ("always", ShardColocation::Always),
     ];
 
-    /// Parses the name as the file spells it (lower case).
-    pub fn parse(value: &str) -> Result<Self, Reason> {
-        parse_named(&Self::NAMES, value)
-    }
-
     /// What the broker runs with under `flush`: `auto` means `off` under SYNC_FLUSH. The
     /// io_uring workers that run the durable writes are kept off the shards' shared CPU
     /// ([`crate::runtime::colocate::iowq`], since stop 32; before, they inherited the shard's
@@ -154,12 +144,6 @@ impl ShardColocation {
             (ShardColocation::Auto, FlushDiskType::SyncFlush) => ShardColocation::Off,
             (mode, _) => mode,
         }
-    }
-
-    /// The name as the file spells it, e.g. `auto` (named like the Java enums' printer so
-    /// the traits below serve all three).
-    pub fn java_name(self) -> &'static str {
-        java_name_of(&Self::NAMES, self)
     }
 }
 
@@ -184,16 +168,6 @@ impl ShardScheduling {
         ("batch", ShardScheduling::Batch),
         ("normal", ShardScheduling::Normal),
     ];
-
-    /// Parses the name as the file spells it (lower case).
-    pub fn parse(value: &str) -> Result<Self, Reason> {
-        parse_named(&Self::NAMES, value)
-    }
-
-    /// The name as the file spells it, e.g. `batch`.
-    pub fn java_name(self) -> &'static str {
-        java_name_of(&Self::NAMES, self)
-    }
 }
 
 java_enum_traits!(BrokerRole, FlushDiskType, ShardColocation, ShardScheduling);
