@@ -5,10 +5,8 @@
 //! and keeps the default too). Read from `/proc/PID/task/*/stat` of a `ringmq broker` child
 //! process.
 
-use std::path::Path;
-
 use crate::harness::TestNamesrv;
-use crate::process::{free_port_triple, BrokerProcess, Rng};
+use crate::process::{free_port_triple, write_broker_config, BrokerProcess, Rng};
 
 /// Linux's SCHED_OTHER and SCHED_BATCH (sched(7)).
 const SCHED_OTHER: u32 = 0;
@@ -41,20 +39,12 @@ fn broker_threads(extra: &str) -> Vec<(String, u32)> {
         .unwrap();
     let namesrv = TestNamesrv::start();
     let port = free_port_triple(&mut Rng::seeded());
-    let file = dir.path().join("broker.properties");
     let store = dir.path().join("store");
-    std::fs::write(&file, config(port, &store, extra)).unwrap();
+    // 2 shards on 127.0.0.1, small commitlog segments, plus `extra`.
+    let extra = format!("mappedFileSizeCommitLog=67108864\n{extra}");
+    let file = write_broker_config(dir.path(), "broker-sched", port, &store, &extra);
     let broker = BrokerProcess::start(&file, &namesrv.addr, dir.path().join("broker.log"));
     thread_policies(broker.pid())
-}
-
-fn config(port: u16, store: &Path, extra: &str) -> String {
-    format!(
-        "brokerName=broker-sched\nbrokerIP1=127.0.0.1\nlistenAddress=127.0.0.1\n\
-         listenPort={port}\nshardCount=2\nstorePathRootDir={}\n\
-         mappedFileSizeCommitLog=67108864\n{extra}",
-        store.display()
-    )
 }
 
 #[test]
