@@ -78,7 +78,6 @@ BROKER_CPU=${BROKER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 LAYOUTS=${LAYOUTS:-default pinned}
 ROUNDS=${ROUNDS:-1}
-ROUND=1
 for layout in $LAYOUTS; do
     case $layout in
         default | pinned | one) ;;

@@ -127,10 +127,12 @@ run_case() {
     tps=$(json_field "$json" throughput_messages_per_second)
     p99=$(json_field "$json" p99_latency_us)
     tail_us="$(json_field "$json" p999_latency_us) $(json_field "$json" max_latency_us)"
-    # CPU over the measured window, per message at the measured rate.
-    cpu_us=$(awk "BEGIN {n = $tps * ($t1 - $t0); printf \"%.1f\", ($c1 - $c0) / $TICK / (n > 0 ? n : 1) * 1e6}")
+    # CPU and device writes over the measured window, per message at the measured rate.
+    local msgs
+    msgs=$(awk "BEGIN {n = $tps * ($t1 - $t0); print (n > 0 ? n : 1)}")
+    cpu_us=$(awk "BEGIN {printf \"%.1f\", ($c1 - $c0) / $TICK / $msgs * 1e6}")
     writes=-
-    [ -n "$DEV" ] && writes=$(awk "BEGIN {n = $tps * ($t1 - $t0); printf \"%.3f\", ($w1 - $w0) / (n > 0 ? n : 1)}")
+    [ -n "$DEV" ] && writes=$(awk "BEGIN {printf \"%.3f\", ($w1 - $w0) / $msgs}")
     local extra="- - - - -"
     if [ -n "$perf_pid" ] && [ -s "$perf_out" ]; then
         extra=$(awk -F, -v n="$(awk "BEGIN {print $tps * $DURATION}")" '
